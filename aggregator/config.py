@@ -1,0 +1,516 @@
+"""Configuration: TOML file(s) + AGG_ environment overrides, validated by pydantic.
+
+Every model forbids unknown keys, so a typo is an error that names its TOML path
+instead of a silently ignored setting. Secrets (keeper key, admin token, API keys)
+come from the environment only; a secret written into a TOML file is rejected.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from eth_utils import is_hex_address, to_checksum_address
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from oracles.config import OracleDefaults, SourceConfig
+
+
+def _checksum(value: str) -> str:
+    if not isinstance(value, str) or not is_hex_address(value):
+        raise ValueError(f"not a valid 20-byte hex address: {value!r}")
+    return to_checksum_address(value)
+
+
+Address = Annotated[str, AfterValidator(_checksum)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChainContracts(Strict):
+    vault: Address | None = None
+    registry: Address | None = None
+    multicall: Address = "0xcA11bde05977b3631167028862bE2a173976CA11"
+
+
+class ChainConfig(Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    chain_id: int = Field(gt=0)
+    rpc_urls: list[str]
+    confirmations: int = Field(default=3, ge=0, le=1000)
+    block_time: float = Field(default=2.0, gt=0)
+    start_block: int = Field(default=0, ge=0)
+    fork_url: str | None = None
+    contracts: ChainContracts = ChainContracts()
+    # Largest eth_getLogs range tried first; the indexer adapts downwards and remembers.
+    max_log_range: int = Field(default=2000, ge=1)
+    rpc_timeout_s: float = Field(default=10.0, gt=0)
+    rpc_rate_limit_per_s: float = Field(default=50.0, gt=0)
+    reconcile_every_blocks: int = Field(default=100, ge=1)
+    reconcile_sample: int = Field(default=50, ge=1)
+
+    @field_validator("rpc_urls")
+    @classmethod
+    def _urls(cls, urls: list[str]) -> list[str]:
+        if not urls:
+            raise ValueError("must not be empty")
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"not an http(s) URL: {url!r}")
+        return urls
+
+
+LstRateKind = Literal["wsteth", "reth", "cbeth", "erc4626"]
+
+
+class RateSourceConfig(Strict):
+    """Where an LST's exchange rate is read, and the CAPO-style growth cap."""
+
+    kind: LstRateKind
+    chain: str
+    address: Address
+    max_yearly_growth: float = Field(default=0.10, ge=0, le=10)
+    # The cap is anchored at (snapshot_rate, snapshot_time); when unset the first
+    # observed rate becomes the snapshot.
+    snapshot_rate: float | None = Field(default=None, gt=0)
+    snapshot_time: int | None = Field(default=None, ge=0)
+
+
+class AssetConfig(Strict):
+    symbol: str = Field(pattern=r"^[A-Za-z0-9.]{1,16}$")
+    kind: Literal["erc20", "lst"] = "erc20"
+    decimals: int = Field(ge=0, le=36)
+    tokens: dict[str, Address] = Field(default_factory=dict)
+    ltv: float = Field(ge=0, le=1)
+    lt: float = Field(ge=0, le=1)
+    liquidation_bonus: float = Field(default=0.05, ge=0, le=1)
+    depth_usd: float | None = Field(default=None, gt=0)
+    borrowable: bool = False
+    underlying: str | None = None
+    rate: RateSourceConfig | None = None
+    sources: list[SourceConfig] = Field(default_factory=list)
+    min_sources: int | None = Field(default=None, ge=1)
+    max_deviation: float | None = Field(default=None, gt=0, le=1)
+    jump_threshold: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _caps(self) -> AssetConfig:
+        if self.lt < self.ltv:
+            raise ValueError(f"lt ({self.lt}) must be >= ltv ({self.ltv})")
+        if self.kind == "lst" and (self.underlying is None or self.rate is None):
+            raise ValueError("an lst asset needs both 'underlying' and 'rate'")
+        if self.kind == "erc20" and self.rate is not None:
+            raise ValueError("'rate' is only allowed on kind = 'lst'")
+        return self
+
+
+class CorrelationGroup(Strict):
+    name: str
+    assets: list[str] = Field(min_length=1)
+    reference: str
+    ltv: float = Field(ge=0, le=1)
+    lt: float = Field(ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _caps(self) -> CorrelationGroup:
+        if self.lt < self.ltv:
+            raise ValueError(f"lt ({self.lt}) must be >= ltv ({self.ltv})")
+        return self
+
+
+class RiskConfig(Strict):
+    z: float = Field(default=2.33, ge=0)
+    horizon_days: float = Field(default=1.0, gt=0)
+    impact: float = Field(default=1.0, ge=0)
+    warn_hf: float = Field(default=1.10, gt=1)
+    target_hf: float = Field(default=1.05, gt=1)
+    close_factor: float = Field(default=0.5, gt=0, le=1)
+    full_close_hf: float = Field(default=0.95, gt=0, le=1)
+    ewma_lambda: float = Field(default=0.94, gt=0, lt=1)
+
+
+class CreditConfig(Strict):
+    policy: Literal["static", "demand"] = "demand"
+    # Chain name -> weight; chains not listed get weight 1.
+    weights: dict[str, float] = Field(default_factory=dict)
+    # Fraction of BP that the demand policy may move toward chains with recent use.
+    demand_share: float = Field(default=0.5, ge=0, le=1)
+    demand_window_s: float = Field(default=3600, gt=0)
+
+
+class PusherConfig(Strict):
+    enabled: bool = True
+    hf_deviation: float = Field(default=0.02, gt=0)
+    credit_deviation: float = Field(default=0.05, gt=0)
+    heartbeat_s: float = Field(default=600, gt=0)
+    vault_max_age_s: float = Field(default=900, gt=0)
+    batch_gas_budget: int = Field(default=3_000_000, gt=21_000)
+    fee_bump: float = Field(default=0.125, ge=0.125)
+    max_fee_gwei: float = Field(default=500, gt=0)
+    stuck_after_s: float = Field(default=30, gt=0)
+    interval_s: float = Field(default=5, gt=0)
+
+    @model_validator(mode="after")
+    def _heartbeat(self) -> PusherConfig:
+        if self.heartbeat_s >= self.vault_max_age_s:
+            raise ValueError(
+                f"heartbeat_s ({self.heartbeat_s}) must be below vault_max_age_s "
+                f"({self.vault_max_age_s}) or entries go stale between pushes"
+            )
+        return self
+
+
+class ApiConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8780, ge=0, le=65535)
+
+
+class StoreConfig(Strict):
+    url: str = "sqlite+aiosqlite:///./data/aggregator.db"
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "must start with sqlite+aiosqlite:// or postgresql+asyncpg:// "
+                f"(got {url.split(':', 1)[0]!r})"
+            )
+        return url
+
+
+class SchedulerConfig(Strict):
+    sync_interval_s: float = Field(default=2.0, gt=0)
+    oracle_interval_s: float = Field(default=10.0, gt=0)
+    reconcile_interval_s: float = Field(default=60.0, gt=0)
+    lst_interval_s: float = Field(default=60.0, gt=0)
+    recompute_debounce_s: float = Field(default=0.25, ge=0)
+
+
+class Secrets(BaseSettings):
+    """Only from the environment (AGG_KEEPER_KEY, AGG_ADMIN_TOKEN), never from TOML."""
+
+    model_config = SettingsConfigDict(env_prefix="AGG_", extra="ignore")
+    keeper_key: SecretStr | None = None
+    admin_token: SecretStr | None = None
+
+
+class AppConfig(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="AGG_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    include: list[str] = Field(default_factory=list)
+    chains: list[ChainConfig] = Field(min_length=1)
+    assets: list[AssetConfig] = Field(min_length=1)
+    correlation_groups: list[CorrelationGroup] = Field(default_factory=list)
+    oracle: OracleDefaults = OracleDefaults()
+    risk: RiskConfig = RiskConfig()
+    credit: CreditConfig = CreditConfig()
+    pusher: PusherConfig = PusherConfig()
+    api: ApiConfig = ApiConfig()
+    store: StoreConfig = StoreConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    accounts: list[Address] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first: AGG_API__PORT=9000 beats the TOML file.
+        return (env_settings, init_settings)
+
+    # -- lookups used across the daemon --------------------------------------
+    def chain(self, name: str) -> ChainConfig:
+        for chain in self.chains:
+            if chain.name == name:
+                return chain
+        raise KeyError(f"unknown chain {name!r}")
+
+    def asset(self, symbol: str) -> AssetConfig:
+        for asset in self.assets:
+            if asset.symbol == symbol:
+                return asset
+        raise KeyError(f"unknown asset {symbol!r}")
+
+    @property
+    def chain_names(self) -> list[str]:
+        return [c.name for c in self.chains]
+
+    @property
+    def asset_symbols(self) -> list[str]:
+        return [a.symbol for a in self.assets]
+
+
+SECRET_KEYS = frozenset({"keeper_key", "admin_token", "api_key", "password", "private_key"})
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(Exception):
+    """Raised with every problem found; str() prints one `path: message` per line."""
+
+    def __init__(self, problems: Iterable[Problem], source: str = "") -> None:
+        self.problems = list(problems)
+        self.source = source
+        head = f"invalid config {source}".rstrip() + ":"
+        super().__init__("\n".join([head, *(f"  {p}" for p in self.problems)]))
+
+
+def format_loc(loc: Iterable[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+_TAGGED_UNION_FIELDS = {"sources"}
+
+
+def _clean_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    # Discriminated unions put the tag value (e.g. 'http') into the location;
+    # the user wrote no such key, so drop it.
+    parts = list(loc)
+    out: list[int | str] = []
+    i = 0
+    while i < len(parts):
+        out.append(parts[i])
+        if (
+            parts[i] in _TAGGED_UNION_FIELDS
+            and i + 2 < len(parts)
+            and isinstance(parts[i + 1], int)
+            and isinstance(parts[i + 2], str)
+            and "[" not in parts[i + 2]
+            and parts[i + 2] in {"chainlink", "http", "exchange_rate", "static"}
+        ):
+            out.append(parts[i + 1])
+            i += 3
+            continue
+        i += 1
+    return tuple(out)
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    msg = str(err["msg"])
+    if err["type"] == "too_short" and "at least 1 item" in msg:
+        return "must not be empty"
+    if err["type"] == "extra_forbidden":
+        return "unknown key (not allowed here)"
+    if err["type"] == "missing":
+        return "required key is missing"
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix) :]
+    return msg
+
+
+def problems_from_validation(exc: ValidationError) -> list[Problem]:
+    return [
+        Problem(format_loc(_clean_loc(tuple(e["loc"]))), _message(e)) for e in exc.errors()
+    ]
+
+
+def _merge_keyed(base: list[Any], extra: list[Any]) -> list[Any]:
+    """Merge two arrays of tables by their identity key (name / symbol)."""
+
+    def key(item: Any) -> Any:
+        if isinstance(item, dict):
+            for k in ("name", "symbol"):
+                if k in item:
+                    return (k, item[k])
+        return None
+
+    out = [dict(i) if isinstance(i, dict) else i for i in base]
+    index = {key(i): n for n, i in enumerate(out) if key(i) is not None}
+    for item in extra:
+        k = key(item)
+        if k is not None and k in index:
+            out[index[k]] = deep_merge(out[index[k]], item)
+        else:
+            out.append(item)
+    return out
+
+
+def deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        elif isinstance(v, list) and isinstance(out.get(k), list):
+            out[k] = _merge_keyed(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _find_secrets(data: Any, path: str = "") -> list[Problem]:
+    found: list[Problem] = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            sub = f"{path}.{k}" if path else k
+            if k in SECRET_KEYS:
+                found.append(
+                    Problem(sub, f"secrets are read from the environment only (AGG_{k.upper()})")
+                )
+            found.extend(_find_secrets(v, sub))
+    elif isinstance(data, list):
+        for n, v in enumerate(data):
+            found.extend(_find_secrets(v, f"{path}[{n}]"))
+    return found
+
+
+def load_raw(path: Path) -> dict[str, Any]:
+    """Read a TOML file and its includes (relative to the file), merged in order."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError([Problem("", f"config file not found: {path}")], str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([Problem("", f"not valid TOML: {exc}")], str(path)) from None
+    problems = _find_secrets(data)
+    includes = data.get("include", [])
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        problems.append(Problem("include", "must be a list of file paths"))
+        includes = []
+    for n, inc in enumerate(includes):
+        inc_path = (path.parent / inc).resolve()
+        if not inc_path.exists():
+            hint = " (run `aggregator devnet up` to create it)" if "devnet" in inc else ""
+            problems.append(Problem(f"include[{n}]", f"file not found: {inc_path}{hint}"))
+            continue
+        try:
+            sub = load_raw(inc_path)
+        except ConfigError as exc:
+            problems.extend(Problem(f"include[{n}] {p.path}".strip(), p.message) for p in exc.problems)
+            continue
+        sub.pop("include", None)
+        data = deep_merge(data, sub)
+    if problems:
+        raise ConfigError(problems, str(path))
+    return data
+
+
+def semantic_problems(cfg: AppConfig) -> list[Problem]:
+    """Cross-references that a single field validator cannot see."""
+    problems: list[Problem] = []
+    chains = cfg.chain_names
+    symbols = cfg.asset_symbols
+
+    def dupes(values: list[Any], path: str, what: str) -> None:
+        seen: set[Any] = set()
+        for n, v in enumerate(values):
+            if v in seen:
+                problems.append(Problem(f"{path}[{n}]", f"duplicate {what} {v!r}"))
+            seen.add(v)
+
+    dupes(chains, "chains", "chain name")
+    dupes([c.chain_id for c in cfg.chains], "chains", "chain_id")
+    dupes(symbols, "assets", "asset symbol")
+
+    for i, asset in enumerate(cfg.assets):
+        base = f"assets[{i}]"
+        for chain in asset.tokens:
+            if chain not in chains:
+                problems.append(Problem(f"{base}.tokens.{chain}", f"unknown chain {chain!r}"))
+        if asset.underlying is not None and asset.underlying not in symbols:
+            problems.append(
+                Problem(f"{base}.underlying", f"unknown asset {asset.underlying!r}")
+            )
+        if asset.underlying == asset.symbol:
+            problems.append(Problem(f"{base}.underlying", "an asset cannot be its own underlying"))
+        if asset.rate is not None and asset.rate.chain not in chains:
+            problems.append(Problem(f"{base}.rate.chain", f"unknown chain {asset.rate.chain!r}"))
+        for j, src in enumerate(asset.sources):
+            src_chain = getattr(src, "chain", None)
+            if src_chain is not None and src_chain not in chains:
+                problems.append(
+                    Problem(f"{base}.sources[{j}].chain", f"unknown chain {src_chain!r}")
+                )
+        dupes([s.name for s in asset.sources], f"{base}.sources", "source name")
+        if not asset.sources and asset.kind == "erc20":
+            problems.append(Problem(f"{base}.sources", "must not be empty"))
+        min_sources = asset.min_sources or cfg.oracle.min_sources
+        if asset.kind == "erc20" and asset.sources and min_sources > len(asset.sources):
+            problems.append(
+                Problem(
+                    f"{base}.min_sources",
+                    f"quorum {min_sources} exceeds the {len(asset.sources)} configured sources",
+                )
+            )
+
+    for i, group in enumerate(cfg.correlation_groups):
+        for j, sym in enumerate(group.assets):
+            if sym not in symbols:
+                problems.append(
+                    Problem(f"correlation_groups[{i}].assets[{j}]", f"unknown asset {sym!r}")
+                )
+        if group.reference not in symbols:
+            problems.append(
+                Problem(f"correlation_groups[{i}].reference", f"unknown asset {group.reference!r}")
+            )
+
+    for chain in cfg.credit.weights:
+        if chain not in chains:
+            problems.append(Problem(f"credit.weights.{chain}", f"unknown chain {chain!r}"))
+    for w_chain, weight in cfg.credit.weights.items():
+        if weight < 0:
+            problems.append(Problem(f"credit.weights.{w_chain}", "must be >= 0"))
+    return problems
+
+
+def parse_config(data: Mapping[str, Any], source: str = "") -> AppConfig:
+    try:
+        cfg = AppConfig(**dict(data))
+    except ValidationError as exc:
+        raise ConfigError(problems_from_validation(exc), source) from None
+    problems = semantic_problems(cfg)
+    if problems:
+        raise ConfigError(problems, source)
+    return cfg
+
+
+DEFAULT_CONFIG_PATH = Path(os.environ.get("AGG_CONFIG", "config.toml"))
+
+
+def load_config(path: str | Path | None = None) -> AppConfig:
+    """Load and validate; raises ConfigError listing every problem with its TOML path."""
+    p = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    return parse_config(load_raw(p), str(p))
+
+
+def load_secrets() -> Secrets:
+    return Secrets()

@@ -1,0 +1,1 @@
+"""Local multi-chain devnet: anvil processes, contract deployment, demo seeding."""

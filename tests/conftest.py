@@ -1,0 +1,71 @@
+"""Shared fixtures: real anvil chains on free loopback ports, and a store per backend."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from aggregator.devnet.anvil import AnvilNode
+from aggregator.store import Store
+
+PG_URL = os.environ.get("AGG_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/agg_test")
+
+
+@pytest.fixture
+def anvil_factory() -> Iterator[Callable[..., AnvilNode]]:
+    """Start any number of anvil nodes; every one is stopped after the test."""
+    nodes: list[AnvilNode] = []
+
+    def start(chain_id: int = 31337, **kwargs: object) -> AnvilNode:
+        node = AnvilNode(chain_id=chain_id, **kwargs)  # type: ignore[arg-type]
+        nodes.append(node)
+        return node.start()
+
+    yield start
+    for node in reversed(nodes):
+        node.stop()
+
+
+@pytest.fixture
+def anvil(anvil_factory: Callable[..., AnvilNode]) -> AnvilNode:
+    return anvil_factory(31337)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[tuple[str, str | None]]:
+    """(url, pg_schema): a fresh empty database on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/agg.db", None  # type: ignore[str-bytes-safe]
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    yield PG_URL, schema
+    # Dropped in a fresh engine: the test's own engine belongs to its event loop.
+    import asyncio
+
+    async def drop() -> None:
+        engine = create_async_engine(PG_URL)
+        async with engine.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        await engine.dispose()
+
+    asyncio.run(drop())
+
+
+@pytest.fixture
+async def store(store_url: tuple[str, str | None]) -> AsyncIterator[Store]:
+    """A migrated store on SQLite and on PostgreSQL (the test runs once per backend)."""
+    url, schema = store_url
+    if schema:
+        engine = create_async_engine(url)
+        async with engine.begin() as conn:
+            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        await engine.dispose()
+    s = Store(url, pg_schema=schema)
+    await s.upgrade()
+    yield s
+    await s.close()
