@@ -339,9 +339,7 @@ def _message(err: Mapping[str, Any]) -> str:
 
 
 def problems_from_validation(exc: ValidationError) -> list[Problem]:
-    return [
-        Problem(format_loc(_clean_loc(tuple(e["loc"]))), _message(e)) for e in exc.errors()
-    ]
+    return [Problem(format_loc(_clean_loc(tuple(e["loc"]))), _message(e)) for e in exc.errors()]
 
 
 def _merge_keyed(base: list[Any], extra: list[Any]) -> list[Any]:
@@ -354,6 +352,9 @@ def _merge_keyed(base: list[Any], extra: list[Any]) -> list[Any]:
                     return (k, item[k])
         return None
 
+    if not any(key(i) is not None for i in [*base, *extra]):
+        # Plain lists (rpc_urls, include) are replaced, not concatenated.
+        return list(extra)
     out = [dict(i) if isinstance(i, dict) else i for i in base]
     index = {key(i): n for n, i in enumerate(out) if key(i) is not None}
     for item in extra:
@@ -415,7 +416,9 @@ def load_raw(path: Path) -> dict[str, Any]:
         try:
             sub = load_raw(inc_path)
         except ConfigError as exc:
-            problems.extend(Problem(f"include[{n}] {p.path}".strip(), p.message) for p in exc.problems)
+            problems.extend(
+                Problem(f"include[{n}] {p.path}".strip(), p.message) for p in exc.problems
+            )
             continue
         sub.pop("include", None)
         data = deep_merge(data, sub)
@@ -447,9 +450,7 @@ def semantic_problems(cfg: AppConfig) -> list[Problem]:
             if chain not in chains:
                 problems.append(Problem(f"{base}.tokens.{chain}", f"unknown chain {chain!r}"))
         if asset.underlying is not None and asset.underlying not in symbols:
-            problems.append(
-                Problem(f"{base}.underlying", f"unknown asset {asset.underlying!r}")
-            )
+            problems.append(Problem(f"{base}.underlying", f"unknown asset {asset.underlying!r}"))
         if asset.underlying == asset.symbol:
             problems.append(Problem(f"{base}.underlying", "an asset cannot be its own underlying"))
         if asset.rate is not None and asset.rate.chain not in chains:

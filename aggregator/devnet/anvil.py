@@ -61,7 +61,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def rpc_call(url: str, method: str, params: list[object] | None = None, timeout: float = 10) -> object:
+def rpc_call(
+    url: str, method: str, params: list[object] | None = None, timeout: float = 10
+) -> object:
     """A minimal synchronous JSON-RPC call, for process management and test setup."""
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []})
     req = urllib.request.Request(

@@ -1,0 +1,198 @@
+"""`aggregator` command line: run, demo, devnet, account, chains, prices, db, config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aggregator.config import DEFAULT_CONFIG_PATH, AppConfig, ConfigError, load_config
+
+log = logging.getLogger("aggregator")
+
+EXIT_CONFIG = 2
+EXIT_UNAVAILABLE = 3
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
+    )
+    # web3 logs full request bodies at DEBUG; keep them out unless asked for.
+    for noisy in ("web3", "urllib3", "asyncio", "apscheduler.executors", "aiosqlite"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _load(path: str | None) -> AppConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.path or args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    print(
+        f"config OK: {len(cfg.chains)} chains ({', '.join(cfg.chain_names)}), "
+        f"{len(cfg.assets)} assets ({', '.join(cfg.asset_symbols)}), "
+        f"{sum(len(a.sources) for a in cfg.assets)} price sources, "
+        f"store {cfg.store.url.split(':')[0]}"
+    )
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from aggregator.store import Store
+    from aggregator.store.migrate import current_revision
+
+    cfg = _load(args.config)
+
+    async def go() -> str | None:
+        store = Store(cfg.store.url)
+        try:
+            await store.upgrade()
+            return await current_revision(store.engine)
+        finally:
+            await store.close()
+
+    rev = asyncio.run(go())
+    print(f"store at revision {rev}: {cfg.store.url}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from aggregator.daemon import run_daemon
+
+    cfg = _load(args.config)
+    return asyncio.run(run_daemon(cfg))
+
+
+def _root() -> Path:
+    return Path(os.environ.get("AGG_ROOT", Path.cwd()))
+
+
+def cmd_devnet(args: argparse.Namespace) -> int:
+    from aggregator.devnet import manager
+
+    root = _root()
+    if args.action == "up":
+        state = manager.up(root)
+        print(json.dumps(state.summary(), indent=2))
+        return 0
+    if args.action == "down":
+        manager.down(root)
+        print("devnet stopped")
+        return 0
+    status = manager.status(root)
+    print(json.dumps(status, indent=2))
+    return 0 if status.get("running") else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from aggregator.demo import run_demo
+
+    return run_demo(_root(), config_path=args.config, duration_s=args.duration)
+
+
+def _api_base(cfg_path: str | None, url: str | None) -> str:
+    if url:
+        return url.rstrip("/")
+    cfg = _load(cfg_path)
+    return f"http://{cfg.api.host}:{cfg.api.port}"
+
+
+def _get(base: str, path: str) -> Any:
+    try:
+        with urllib.request.urlopen(base + path, timeout=10) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        body = exc.read().decode(errors="replace")
+        print(f"{path}: HTTP {exc.code}: {body}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"daemon not reachable at {base} ({exc}); is `aggregator run` up?", file=sys.stderr)
+        raise SystemExit(EXIT_UNAVAILABLE) from None
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    base = _api_base(args.config, args.api)
+    if args.cmd == "account":
+        data = _get(base, f"/v1/accounts/{args.address}")
+    elif args.cmd == "chains":
+        data = _get(base, "/v1/chains")
+    else:
+        data = _get(base, f"/v1/prices/{args.asset}" if args.asset else "/v1/prices")
+    print(json.dumps(data, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aggregator", description=__doc__)
+    p.add_argument(
+        "-c",
+        "--config",
+        default=None,
+        help=f"config file (default: $AGG_CONFIG or {DEFAULT_CONFIG_PATH})",
+    )
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    sub.add_parser("run", help="run the daemon").set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="devnet + market simulator + daemon, until Ctrl-C")
+    demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    demo.set_defaults(func=cmd_demo)
+
+    devnet = sub.add_parser("devnet", help="local multi-chain devnet")
+    devnet.add_argument("action", choices=["up", "down", "status"])
+    devnet.set_defaults(func=cmd_devnet)
+
+    for name, helptext in (
+        ("account", "an account's full breakdown"),
+        ("chains", "chain sync and pusher state"),
+        ("prices", "prices and their sources"),
+    ):
+        q = sub.add_parser(name, help=f"{helptext} (from the running daemon)")
+        if name == "account":
+            q.add_argument("address")
+        if name == "prices":
+            q.add_argument("asset", nargs="?")
+        q.add_argument("--api", default=None, help="daemon API base URL (default: from config)")
+        q.set_defaults(func=cmd_query)
+
+    db = sub.add_parser("db", help="store maintenance")
+    db.add_argument("action", choices=["upgrade"])
+    db.set_defaults(func=cmd_db_upgrade)
+
+    config = sub.add_parser("config", help="configuration")
+    config.add_argument("action", choices=["check"])
+    config.add_argument("path", nargs="?", default=None)
+    config.set_defaults(func=cmd_config_check)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""The OpenAPI 3.1 document served at /openapi.json (kept next to the routes it describes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERR = {"$ref": "#/components/responses/Error"}
+_ADDR = {
+    "name": "address",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$"},
+}
+
+
+def _get(summary: str, params: list[dict[str, Any]] | None = None, **codes: Any) -> dict[str, Any]:
+    responses: dict[str, Any] = {"200": {"description": "OK", "content": {"application/json": {}}}}
+    for code, desc in codes.items():
+        responses[code.lstrip("_")] = _ERR if desc == "err" else {"description": desc}
+    return {"get": {"summary": summary, "parameters": params or [], "responses": responses}}
+
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "Multi-chain collateral aggregator",
+        "version": "1",
+        "description": "One account's collateral on several EVM chains as a single margin account.",
+    },
+    "paths": {
+        "/healthz": _get("Process is alive"),
+        "/readyz": _get("Synced and prices fresh", _503="not ready, with reasons"),
+        "/metrics": _get("Prometheus metrics"),
+        "/v1/accounts": _get(
+            "Accounts, optionally by tier",
+            [
+                {
+                    "name": "tier",
+                    "in": "query",
+                    "schema": {
+                        "type": "string",
+                        "enum": ["healthy", "warning", "liquidatable", "insolvent"],
+                    },
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                },
+                {
+                    "name": "cursor",
+                    "in": "query",
+                    "schema": {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$"},
+                },
+            ],
+            _400="err",
+        ),
+        "/v1/accounts/{address}": _get(
+            "Full breakdown of one account", [_ADDR], _400="err", _404="err"
+        ),
+        "/v1/accounts/{address}/health": _get("Compact health", [_ADDR], _400="err", _404="err"),
+        "/v1/prices": _get("All prices with every source"),
+        "/v1/prices/{asset}": _get(
+            "One asset's price",
+            [{"name": "asset", "in": "path", "required": True, "schema": {"type": "string"}}],
+            _404="err",
+        ),
+        "/v1/chains": _get("Per chain sync, RPC endpoints and pusher state"),
+        "/v1/stream": {
+            "get": {
+                "summary": "Server-sent events of health changes",
+                "responses": {"200": {"description": "text/event-stream"}},
+            }
+        },
+        "/v1/admin/pause": {
+            "post": {
+                "summary": "Pause pushing (bearer token)",
+                "security": [{"bearer": []}],
+                "responses": {"200": {"description": "paused"}, "401": _ERR, "403": _ERR},
+            }
+        },
+        "/v1/admin/resume": {
+            "post": {
+                "summary": "Resume pushing (bearer token)",
+                "security": [{"bearer": []}],
+                "responses": {"200": {"description": "resumed"}, "401": _ERR, "403": _ERR},
+            }
+        },
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "responses": {
+            "Error": {
+                "description": "Error naming the offending field",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "error": {
+                                    "type": "object",
+                                    "properties": {
+                                        "field": {"type": ["string", "null"]},
+                                        "message": {"type": "string"},
+                                    },
+                                }
+                            },
+                        }
+                    }
+                },
+            }
+        },
+    },
+}
