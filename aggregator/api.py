@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import math
@@ -38,7 +37,6 @@ class ApiBackend(Protocol):
     def price(self, asset: str) -> dict[str, Any] | None: ...
     def chains(self) -> list[dict[str, Any]]: ...
     def subscribe(self) -> AsyncIterator[dict[str, Any]]: ...
-    def set_pushing(self, enabled: bool) -> dict[str, Any]: ...
     def metrics_text(self) -> bytes: ...
 
 
@@ -107,9 +105,8 @@ async def errors_middleware(
 
 
 class Api:
-    def __init__(self, backend: ApiBackend, admin_token: str | None) -> None:
+    def __init__(self, backend: ApiBackend) -> None:
         self.backend = backend
-        self.admin_token = admin_token
         self.app = web.Application(middlewares=[errors_middleware])
         self.app.add_routes(
             [
@@ -124,8 +121,6 @@ class Api:
                 web.get("/v1/prices/{asset}", self.price),
                 web.get("/v1/chains", self.chains),
                 web.get("/v1/stream", self.stream),
-                web.post("/v1/admin/pause", self.pause),
-                web.post("/v1/admin/resume", self.resume),
             ]
         )
         self._runner: web.AppRunner | None = None
@@ -197,8 +192,8 @@ class Api:
         if not 1 <= limit <= MAX_LIMIT:
             raise ApiError(400, "limit", f"must be between 1 and {MAX_LIMIT}")
         cursor = q.get("cursor")
-        if cursor is not None:
-            cursor = parse_address(cursor, "cursor")
+        if cursor is not None and not (cursor.isdigit() and len(cursor) < 19):
+            raise ApiError(400, "cursor", "must be a next_cursor value from a previous page")
         items, next_cursor = self.backend.list_accounts(tier, limit, cursor)
         return json_response({"accounts": items, "next_cursor": next_cursor})
 
@@ -233,21 +228,3 @@ class Api:
             with contextlib.suppress(Exception):
                 await events.aclose()  # type: ignore[attr-defined]
         return resp
-
-    # -- admin --------------------------------------------------------------
-    def _authorize(self, request: web.Request) -> None:
-        if not self.admin_token:
-            raise ApiError(403, None, "admin API disabled: set AGG_ADMIN_TOKEN to enable it")
-        header = request.headers.get("Authorization", "")
-        if not header.startswith("Bearer "):
-            raise ApiError(401, "Authorization", "missing bearer token")
-        if not hmac.compare_digest(header[7:].encode(), self.admin_token.encode()):
-            raise ApiError(401, "Authorization", "wrong bearer token")
-
-    async def pause(self, request: web.Request) -> web.Response:
-        self._authorize(request)
-        return json_response(self.backend.set_pushing(False))
-
-    async def resume(self, request: web.Request) -> web.Response:
-        self._authorize(request)
-        return json_response(self.backend.set_pushing(True))

@@ -196,7 +196,6 @@ class StoreConfig(Strict):
 
 
 class SchedulerConfig(Strict):
-    sync_interval_s: float = Field(default=2.0, gt=0)
     oracle_interval_s: float = Field(default=10.0, gt=0)
     reconcile_interval_s: float = Field(default=60.0, gt=0)
     lst_interval_s: float = Field(default=60.0, gt=0)

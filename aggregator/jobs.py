@@ -132,5 +132,6 @@ class Jobs:
                     f"job {s.name}: {s.consecutive_failures} failures in a row ({s.last_error})"
                 )
             elif s.stale(now):
-                reasons.append(f"job {s.name}: no successful run for {now - (s.last_ok_at or s.created_at):.0f}s")
+                since = now - (s.last_ok_at or s.created_at)
+                reasons.append(f"job {s.name}: no successful run for {since:.0f}s")
         return reasons

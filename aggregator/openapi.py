@@ -50,7 +50,7 @@ OPENAPI: dict[str, Any] = {
                 {
                     "name": "cursor",
                     "in": "query",
-                    "schema": {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$"},
+                    "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
                 },
             ],
             _400="err",
@@ -72,23 +72,8 @@ OPENAPI: dict[str, Any] = {
                 "responses": {"200": {"description": "text/event-stream"}},
             }
         },
-        "/v1/admin/pause": {
-            "post": {
-                "summary": "Pause pushing (bearer token)",
-                "security": [{"bearer": []}],
-                "responses": {"200": {"description": "paused"}, "401": _ERR, "403": _ERR},
-            }
-        },
-        "/v1/admin/resume": {
-            "post": {
-                "summary": "Resume pushing (bearer token)",
-                "security": [{"bearer": []}],
-                "responses": {"200": {"description": "resumed"}, "401": _ERR, "403": _ERR},
-            }
-        },
     },
     "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         "responses": {
             "Error": {
                 "description": "Error naming the offending field",
