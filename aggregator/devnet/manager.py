@@ -1,0 +1,561 @@
+"""Bring the local multi-chain devnet up and down.
+
+    from aggregator.devnet import manager
+    state = manager.up(Path("."))        # origin + alpha (fork) + beta + gamma, deployed, seeded
+    manager.status(Path("."))            # {"running": bool, "chains": {...}}
+    manager.down(Path("."))              # stops every node from the pid files, removes state
+
+Layout under <root>/data/devnet/: <chain>.log, <chain>.pid, state.json, devnet.toml (the
+include that config.toml merges). The anvil processes are detached (not children of the
+caller), so `aggregator devnet up` can exit and leave them running; `down` stops them by
+pid, after checking that the pid still belongs to the anvil we started (pids get reused).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from eth_utils import to_checksum_address
+
+from aggregator.devnet.anvil import DEV_KEYS, AnvilError, AnvilNode, free_port, rpc_call
+from aggregator.devnet.deploy import (
+    ASSETS,
+    DEMO_USERS,
+    DEPLOYER,
+    KEEPER,
+    LIQUIDATOR,
+    SEED_PLAN,
+    ChainDeployment,
+    deploy_chain,
+    seed_chain,
+    web3_session,
+)
+from chains.contracts import install_multicall
+
+ORIGIN = "origin"
+# name -> chain id. origin stands in for a public testnet and is not indexed by the daemon.
+CHAIN_IDS = {"origin": 71000, "alpha": 71001, "beta": 71002, "gamma": 71003}
+INDEXED_CHAINS = ("alpha", "beta", "gamma")
+FORKS = {"alpha": ORIGIN}
+# Deployer nonce per freshly deployed chain, so addresses differ between chains.
+NONCE_OFFSETS = {"origin": 0, "beta": 1000, "gamma": 2000}
+DEFAULT_BLOCK_TIME_S = 1
+
+# Which chains carry the Chainlink feed that prices each asset (2-3 per asset, so
+# the median has a quorum), and where each LST's exchange rate is read.
+FEED_CHAINS: dict[str, tuple[str, ...]] = {
+    "USDC": ("alpha", "beta", "gamma"),
+    "WBTC": ("alpha", "beta", "gamma"),
+    "WETH": ("alpha", "beta", "gamma"),
+    "wstETH": ("alpha", "beta"),
+    "rETH": ("beta", "gamma"),
+}
+RATE_CHAIN = {"wstETH": "alpha", "rETH": "beta"}
+
+
+class DevnetError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class DevnetPaths:
+    root: Path
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data" / "devnet"
+
+    @property
+    def state_file(self) -> Path:
+        return self.data_dir / "state.json"
+
+    @property
+    def include_file(self) -> Path:
+        return self.data_dir / "devnet.toml"
+
+    def log(self, chain: str) -> Path:
+        return self.data_dir / f"{chain}.log"
+
+    def pid(self, chain: str) -> Path:
+        return self.data_dir / f"{chain}.pid"
+
+
+@dataclass
+class NodeState:
+    name: str
+    chain_id: int
+    port: int
+    pid: int
+    log: str
+    fork_url: str | None = None
+    fork_block: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class DevnetState:
+    root: str
+    nodes: dict[str, NodeState]
+    deployments: dict[str, ChainDeployment]
+    accounts: dict[str, Any] = field(default_factory=dict)
+    block_time_s: int = DEFAULT_BLOCK_TIME_S
+    started_at: str = ""
+
+    @property
+    def paths(self) -> DevnetPaths:
+        return DevnetPaths(Path(self.root))
+
+    def url(self, chain: str) -> str:
+        return self.nodes[chain].url
+
+    def summary(self) -> dict[str, Any]:
+        """What `aggregator devnet up` prints."""
+        return {
+            "state": str(self.paths.state_file),
+            "include": str(self.paths.include_file),
+            "chains": {
+                name: {
+                    "chain_id": node.chain_id,
+                    "url": node.url,
+                    "pid": node.pid,
+                    "fork_url": node.fork_url,
+                    "vault": self.deployments[name].vault,
+                    "registry": self.deployments[name].registry,
+                }
+                for name, node in self.nodes.items()
+            },
+            "keeper": self.accounts.get("keeper"),
+            # Not the key itself: keys never go to output, even anvil's public dev keys.
+            "keeper_key": "set AGG_KEEPER_KEY to anvil dev account 1's key (docs/devnet.md)",
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "root": self.root,
+            "nodes": {k: asdict(v) for k, v in self.nodes.items()},
+            "deployments": {k: v.to_json() for k, v in self.deployments.items()},
+            "accounts": self.accounts,
+            "block_time_s": self.block_time_s,
+            "started_at": self.started_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DevnetState:
+        return cls(
+            root=data["root"],
+            nodes={k: NodeState(**v) for k, v in data["nodes"].items()},
+            deployments={k: ChainDeployment.from_json(v) for k, v in data["deployments"].items()},
+            accounts=data.get("accounts", {}),
+            block_time_s=data.get("block_time_s", DEFAULT_BLOCK_TIME_S),
+            started_at=data.get("started_at", ""),
+        )
+
+
+# -- processes ----------------------------------------------------------------------
+
+
+def _proc_state(pid: int) -> str | None:
+    """Linux process state letter, None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return "?"
+    return stat.rsplit(")", 1)[-1].split()[0]
+
+
+def pid_alive(pid: int) -> bool:
+    """True while the process runs. A zombie counts as dead: it no longer serves
+    anything, and a reaper that is not us may take its time."""
+    if Path("/proc").is_dir():
+        state = _proc_state(pid)
+        return state is not None and state not in ("Z", "X")
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_our_anvil(pid: int, port: int) -> bool:
+    """Guard against pid reuse: only signal a process whose command line is our anvil."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return not Path("/proc").is_dir()
+    has_port = any(a == b"--port" and b == str(port).encode() for a, b in itertools.pairwise(argv))
+    return bool(argv) and argv[0].endswith(b"anvil") and has_port
+
+
+def stop_pid(pid: int, port: int, timeout: float = 10.0) -> bool:
+    """SIGTERM, then SIGKILL after `timeout`. Returns False if it was not (or no longer) ours."""
+    if not pid_alive(pid) or not _is_our_anvil(pid, port):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return True
+
+
+def spawn_detached(cmd: list[str], log_path: Path) -> int:
+    """Start `cmd` in its own session, not as our child: a shell backgrounds it, prints
+    its pid and exits. The caller can then exit (CLI) or stop it later by pid without
+    leaving a zombie behind in a long-lived process (tests)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    script = 'exec 0</dev/null; "$@" >>"$AGG_DEVNET_LOG" 2>&1 & echo $!'
+    env = dict(os.environ, AGG_DEVNET_LOG=str(log_path))
+    out = subprocess.run(
+        ["/bin/sh", "-c", script, "sh", *cmd],
+        env=env,
+        capture_output=True,
+        start_new_session=True,
+        check=True,
+        timeout=30,
+    )
+    return int(out.stdout.decode().strip())
+
+
+def _wait_ready(node: NodeState, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(node.pid):
+            tail = _tail(Path(node.log))
+            raise DevnetError(f"anvil for {node.name} (port {node.port}) exited; log tail:\n{tail}")
+        try:
+            got = int(str(rpc_call(node.url, "eth_chainId", timeout=2)), 16)
+        except (OSError, urllib.error.URLError, AnvilError):
+            time.sleep(0.05)
+            continue
+        if got != node.chain_id:
+            raise DevnetError(
+                f"{node.url} answers chain id {got}, expected {node.chain_id} ({node.name})"
+            )
+        return
+    raise DevnetError(f"anvil for {node.name} on port {node.port} did not answer within {timeout}s")
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _start_node(
+    paths: DevnetPaths, name: str, fork_url: str | None = None, fork_block: int | None = None
+) -> NodeState:
+    spec = AnvilNode(CHAIN_IDS[name], port=free_port(), fork_url=fork_url, fork_block=fork_block)
+    # Logged (no --silent): the devnet log is where one looks for what happened.
+    cmd = [a for a in spec.command() if a != "--silent"]
+    pid = spawn_detached(cmd, paths.log(name))
+    node = NodeState(
+        name, CHAIN_IDS[name], spec.port, pid, str(paths.log(name)), fork_url, fork_block
+    )
+    # The pid file goes first: whatever fails next, `down` can still find this process.
+    paths.pid(name).write_text(json.dumps({"pid": pid, "port": spec.port}))
+    return node
+
+
+# -- state files --------------------------------------------------------------------
+
+
+def load_state(root: Path) -> DevnetState | None:
+    path = DevnetPaths(root).state_file
+    try:
+        return DevnetState.from_json(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DevnetError(
+            f"devnet state file {path} is unreadable ({exc}); run `aggregator devnet down`"
+        ) from None
+
+
+def _pid_files(paths: DevnetPaths) -> dict[str, tuple[int, int]]:
+    out: dict[str, tuple[int, int]] = {}
+    if not paths.data_dir.is_dir():
+        return out
+    for f in sorted(paths.data_dir.glob("*.pid")):
+        try:
+            data = json.loads(f.read_text())
+            out[f.stem] = (int(data["pid"]), int(data["port"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _toml_str(value: str) -> str:
+    return json.dumps(value)  # a JSON string literal is a valid TOML basic string here
+
+
+def render_include(state: DevnetState) -> str:
+    """The devnet.toml include: per-chain RPC URLs and contracts, per-asset token,
+    feed and rate addresses. config.toml owns everything else (and the chain ids)."""
+    lines = [
+        f"# Generated by `aggregator devnet up` at {state.started_at}; rewritten on every up.",
+        "# Do not edit: merged into config.toml through `include`.",
+        "",
+    ]
+    for name in INDEXED_CHAINS:
+        node, dep = state.nodes[name], state.deployments[name]
+        lines += ["[[chains]]", f"name = {_toml_str(name)}", f"rpc_urls = [{_toml_str(node.url)}]"]
+        if node.fork_url:
+            lines.append(f"fork_url = {_toml_str(node.fork_url)}")
+        lines += [
+            "[chains.contracts]",
+            f"vault = {_toml_str(dep.vault)}",
+            f"registry = {_toml_str(dep.registry)}",
+            f"multicall = {_toml_str(dep.multicall)}",
+            "",
+        ]
+    for spec in ASSETS:
+        lines += ["[[assets]]", f"symbol = {_toml_str(spec.symbol)}", "[assets.tokens]"]
+        lines += [
+            f"{c} = {_toml_str(state.deployments[c].tokens[spec.symbol])}" for c in INDEXED_CHAINS
+        ]
+        if spec.symbol in RATE_CHAIN:
+            chain = RATE_CHAIN[spec.symbol]
+            lines += [
+                "[assets.rate]",
+                f"kind = {_toml_str(spec.kind)}",
+                f"chain = {_toml_str(chain)}",
+                f"address = {_toml_str(state.deployments[chain].tokens[spec.symbol])}",
+            ]
+        for chain in FEED_CHAINS[spec.symbol]:
+            lines += [
+                "[[assets.sources]]",
+                f"name = {_toml_str('chainlink-' + chain)}",
+                'kind = "chainlink"',
+                f"chain = {_toml_str(chain)}",
+                f"address = {_toml_str(state.deployments[chain].feeds[spec.symbol])}",
+            ]
+        lines.append("")
+    return "\n".join(lines)
+
+
+# -- public API ---------------------------------------------------------------------
+
+
+def running_nodes(root: Path) -> dict[str, int]:
+    """chain name -> pid of every devnet anvil under `root` that is still alive."""
+    paths = DevnetPaths(root)
+    found: dict[str, tuple[int, int]] = dict(_pid_files(paths))
+    with contextlib.suppress(DevnetError):
+        state = load_state(root)
+        if state is not None:
+            for name, node in state.nodes.items():
+                found.setdefault(name, (node.pid, node.port))
+    return {
+        name: pid
+        for name, (pid, port) in found.items()
+        if pid_alive(pid) and _is_our_anvil(pid, port)
+    }
+
+
+def up(
+    root: Path,
+    *,
+    replace: bool = False,
+    block_time_s: int | None = DEFAULT_BLOCK_TIME_S,
+    on_step: Callable[[str], None] | None = None,
+) -> DevnetState:
+    """Start origin (71000), deploy + seed it, fork alpha (71001) from it, start, deploy and
+    seed beta (71002) and gamma (71003), install Multicall3 everywhere, then switch the
+    indexed chains to interval mining (`block_time_s`; None keeps automine) and write
+    state.json and devnet.toml.
+
+    A devnet still running under `root` is stopped first when `replace`, otherwise this
+    raises DevnetError. If any step fails, every node started so far is stopped and the
+    state files are removed before the error propagates.
+    """
+    if block_time_s is not None and (not isinstance(block_time_s, int) or block_time_s < 1):
+        # anvil's interval mining takes whole seconds.
+        raise DevnetError(
+            f"block_time_s must be a whole number of seconds >= 1, got {block_time_s!r}"
+        )
+    root = Path(root).resolve()
+    paths = DevnetPaths(root)
+    alive = running_nodes(root)
+    if alive:
+        if not replace:
+            listing = ", ".join(f"{n} (pid {p})" for n, p in sorted(alive.items()))
+            raise DevnetError(
+                f"a devnet is already running under {paths.data_dir}: {listing}; "
+                "run `aggregator devnet down` first"
+            )
+        down(root)
+    _remove_files(paths)
+    paths.data_dir.mkdir(parents=True, exist_ok=True)
+    step = on_step or (lambda _msg: None)
+    nodes: dict[str, NodeState] = {}
+    try:
+        for name in (ORIGIN, "beta", "gamma"):
+            nodes[name] = _start_node(paths, name)
+        for name in (ORIGIN, "beta", "gamma"):
+            _wait_ready(nodes[name])
+        step("nodes started")
+
+        def build(name: str) -> ChainDeployment:
+            with web3_session(nodes[name].url) as w3:
+                dep = deploy_chain(w3, name, nonce_offset=NONCE_OFFSETS[name])
+                seed_chain(w3, dep, SEED_PLAN[name])
+                dep.block = w3.eth.block_number
+                return dep
+
+        # Independent chains, mostly waiting on RPC round trips: deploy them side by side.
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            futures = {name: pool.submit(build, name) for name in (ORIGIN, "beta", "gamma")}
+            deployments = {name: f.result() for name, f in futures.items()}
+        step("deployed and seeded origin, beta, gamma")
+
+        origin = nodes[ORIGIN]
+        fork_block = deployments[ORIGIN].block
+        nodes["alpha"] = _start_node(paths, "alpha", fork_url=origin.url, fork_block=fork_block)
+        _wait_ready(nodes["alpha"])
+        install_multicall(nodes["alpha"].url)
+        deployments["alpha"] = ChainDeployment.from_json(
+            {
+                **deployments[ORIGIN].to_json(),
+                "chain": "alpha",
+                "chain_id": CHAIN_IDS["alpha"],
+                "block": fork_block,
+            }
+        )
+        step(f"alpha forked from origin at block {fork_block}")
+
+        if block_time_s:
+            for name in INDEXED_CHAINS:
+                rpc_call(nodes[name].url, "evm_setIntervalMining", [block_time_s])
+
+        state = DevnetState(
+            root=str(root),
+            nodes=nodes,
+            deployments=deployments,
+            accounts=_accounts(nodes[ORIGIN].url),
+            block_time_s=block_time_s or 0,
+            started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        _write_atomic(paths.include_file, render_include(state))
+        _write_atomic(paths.state_file, json.dumps(state.to_json(), indent=2) + "\n")
+        step("state written")
+        return state
+    except BaseException:
+        for node in nodes.values():
+            stop_pid(node.pid, node.port)
+        _remove_files(paths)
+        raise
+
+
+def _accounts(url: str) -> dict[str, Any]:
+    """Role -> address, from the node itself; and a check that DEV_KEYS sign for the same
+    accounts (a wrong key would make the keeper sign from an unfunded address)."""
+    from eth_account import Account
+
+    answer = rpc_call(url, "eth_accounts")
+    if not isinstance(answer, list):
+        raise DevnetError(f"eth_accounts on {url} returned {answer!r}")
+    addr = [to_checksum_address(str(a)) for a in answer]
+    for i, key in enumerate(DEV_KEYS[: len(addr)]):
+        if Account.from_key(key).address.lower() != addr[i].lower():
+            raise DevnetError(f"DEV_KEYS[{i}] does not match anvil's account {i} ({addr[i]})")
+    return {
+        "deployer": addr[DEPLOYER],
+        "keeper": addr[KEEPER],
+        "users": [addr[i] for i in DEMO_USERS],
+        "liquidator": addr[LIQUIDATOR],
+    }
+
+
+def _remove_files(paths: DevnetPaths) -> None:
+    if not paths.data_dir.is_dir():
+        return
+    # The devnet store (config.toml: data/devnet/aggregator.db) describes chains that no
+    # longer exist once the nodes stop; a new devnet reusing it would look like a reorg.
+    store = [*paths.data_dir.glob("aggregator.db"), *paths.data_dir.glob("aggregator.db-*")]
+    for f in (paths.state_file, paths.include_file, *paths.data_dir.glob("*.pid"), *store):
+        with contextlib.suppress(FileNotFoundError):
+            f.unlink()
+
+
+def down(root: Path) -> list[str]:
+    """Stop every devnet node recorded under `root` (pid files and state.json) and remove
+    the state, pid and include files; logs stay. Returns the chains that were stopped."""
+    root = Path(root).resolve()
+    paths = DevnetPaths(root)
+    found: dict[str, tuple[int, int]] = dict(_pid_files(paths))
+    with contextlib.suppress(DevnetError):
+        state = load_state(root)
+        if state is not None:
+            for name, node in state.nodes.items():
+                found.setdefault(name, (node.pid, node.port))
+    # Forks first: alpha reads from origin, so stop it before its upstream goes away.
+    order = sorted(found, key=lambda n: n != "alpha")
+    stopped = [name for name in order if stop_pid(*found[name])]
+    still = [n for n in order if pid_alive(found[n][0]) and _is_our_anvil(*found[n])]
+    if still:
+        raise DevnetError(f"could not stop devnet nodes: {', '.join(still)}")
+    _remove_files(paths)
+    return stopped
+
+
+def status(root: Path) -> dict[str, Any]:
+    """{"running": every node alive, "chains": {name: {alive, pid, port, url, chain_id, head}}}."""
+    root = Path(root).resolve()
+    state = load_state(root)
+    if state is None:
+        return {"running": False, "chains": {}, "reason": "no devnet state (not started)"}
+    chains: dict[str, Any] = {}
+    for name, node in state.nodes.items():
+        alive = pid_alive(node.pid) and _is_our_anvil(node.pid, node.port)
+        head: int | None = None
+        if alive:
+            with contextlib.suppress(OSError, urllib.error.URLError, AnvilError, ValueError):
+                head = int(str(rpc_call(node.url, "eth_blockNumber", timeout=2)), 16)
+        chains[name] = {
+            "alive": alive,
+            "answering": head is not None,
+            "pid": node.pid,
+            "port": node.port,
+            "url": node.url,
+            "chain_id": node.chain_id,
+            "head": head,
+            "fork_url": node.fork_url,
+        }
+    running = bool(chains) and all(c["alive"] and c["answering"] for c in chains.values())
+    return {"running": running, "chains": chains, "started_at": state.started_at}
