@@ -11,17 +11,27 @@ import contextlib
 import json
 import logging
 import math
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
+import numpy as np
 from aiohttp import web
-from eth_utils import is_hex_address, to_checksum_address
+from eth_utils import to_checksum_address
 
 log = logging.getLogger(__name__)
 
 TIERS = ("healthy", "warning", "liquidatable", "insolvent")
 MAX_LIMIT = 1000
+ACCOUNTS_QUERY = ("tier", "limit", "cursor")
+# ASCII only and explicit: eth_utils.is_hex_address also takes a bare 40-hex string
+# and "0X", and str.isdigit()/int() take Unicode digits ("²", "٣") that later code
+# cannot parse. The API accepts exactly what /openapi.json documents.
+_ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
+_LIMIT_RE = re.compile(r"-?[0-9]+")
+_CURSOR_RE = re.compile(r"[0-9]{1,18}")
+SSE_KEEPALIVE_S = 15.0
 
 
 class ApiBackend(Protocol):
@@ -49,8 +59,10 @@ class ApiError(Exception):
 
 
 def _json_default(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return None if math.isnan(obj) else obj
+    # numpy scalars that are not Python floats/ints (float32, int64, bool_) arrive here:
+    # unwrap them so they are numbers, and non-finite ones null, not strings.
+    if isinstance(obj, np.generic):
+        return _clean(obj.item())
     return str(obj)
 
 
@@ -66,9 +78,15 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def dumps(data: Any) -> str:
+    # allow_nan=False: a non-finite number that escaped _clean is a bug to surface as a
+    # 500 with an error id, never "NaN"/"Infinity" that strict JSON parsers reject.
+    return json.dumps(_clean(data), default=_json_default, allow_nan=False)
+
+
 def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(
-        text=json.dumps(_clean(data), default=_json_default),
+        text=dumps(data),
         status=status,
         content_type="application/json",
     )
@@ -79,8 +97,8 @@ def error_body(status: int, field: str | None, message: str) -> web.Response:
 
 
 def parse_address(raw: str, field: str = "address") -> str:
-    if not is_hex_address(raw):
-        raise ApiError(400, field, f"not a 20-byte hex address: {raw[:64]!r}")
+    if _ADDRESS_RE.fullmatch(raw) is None:
+        raise ApiError(400, field, f"not a 0x-prefixed 20-byte hex address: {raw[:64]!r}")
     return to_checksum_address(raw)
 
 
@@ -93,9 +111,21 @@ async def errors_middleware(
     except ApiError as exc:
         return error_body(exc.status, exc.field, exc.message)
     except web.HTTPException as exc:
-        if exc.status >= 400:
-            return error_body(exc.status, None, exc.reason)
-        raise
+        if exc.status < 400:
+            raise
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            resp = error_body(
+                exc.status,
+                "method",
+                f"{request.method} not allowed on {request.path[:128]}; "
+                f"allowed: {', '.join(sorted(exc.allowed_methods))}",
+            )
+            # RFC 9110: a 405 must say what is allowed.
+            resp.headers["Allow"] = exc.headers.get("Allow", "")
+            return resp
+        if isinstance(exc, web.HTTPNotFound):
+            return error_body(exc.status, "path", f"no such route: {request.path[:128]!r}")
+        return error_body(exc.status, None, exc.reason)
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -105,9 +135,17 @@ async def errors_middleware(
 
 
 class Api:
-    def __init__(self, backend: ApiBackend) -> None:
+    def __init__(self, backend: ApiBackend, *, sse_keepalive_s: float = SSE_KEEPALIVE_S) -> None:
         self.backend = backend
+        # An idle stream only notices a gone client when it writes: the keepalive
+        # comment bounds how long a disconnected client keeps its subscription.
+        self.sse_keepalive_s = sse_keepalive_s
+        # Set by stop() before the runner closes connections, so open streams end with
+        # `event: shutdown` instead of being cut off after the runner's shutdown timeout.
+        self._closing = asyncio.Event()
         self.app = web.Application(middlewares=[errors_middleware])
+        # Path variables take any segment (aiohttp's default refuses "{" and "}"), so a
+        # malformed address is a 400 naming "address", not a 404 for an unknown route.
         self.app.add_routes(
             [
                 web.get("/healthz", self.healthz),
@@ -115,10 +153,10 @@ class Api:
                 web.get("/metrics", self.metrics),
                 web.get("/openapi.json", self.openapi),
                 web.get("/v1/accounts", self.accounts),
-                web.get("/v1/accounts/{address}", self.account),
-                web.get("/v1/accounts/{address}/health", self.account_health),
+                web.get("/v1/accounts/{address:[^/]+}", self.account),
+                web.get("/v1/accounts/{address:[^/]+}/health", self.account_health),
                 web.get("/v1/prices", self.prices),
-                web.get("/v1/prices/{asset}", self.price),
+                web.get("/v1/prices/{asset:[^/]+}", self.price),
                 web.get("/v1/chains", self.chains),
                 web.get("/v1/stream", self.stream),
             ]
@@ -137,6 +175,7 @@ class Api:
         return self.port
 
     async def stop(self) -> None:
+        self._closing.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -178,21 +217,31 @@ class Api:
 
     async def accounts(self, request: web.Request) -> web.Response:
         q = request.query
-        unknown = set(q) - {"tier", "limit", "cursor"}
+        unknown = set(q) - set(ACCOUNTS_QUERY)
         if unknown:
             name = sorted(unknown)[0]
-            raise ApiError(400, name, f"unknown query parameter {name!r}")
+            if not name:  # "?=x": there is no name to report, so name the query itself
+                raise ApiError(400, "query", "query parameter without a name")
+            raise ApiError(400, name[:64], f"unknown query parameter {name[:64]!r}")
+        for name in ACCOUNTS_QUERY:
+            if len(q.getall(name, ())) > 1:
+                raise ApiError(400, name, "given more than once")
         tier = q.get("tier")
         if tier is not None and tier not in TIERS:
             raise ApiError(400, "tier", f"must be one of {', '.join(TIERS)}")
-        try:
-            limit = int(q.get("limit", "100"))
-        except ValueError:
-            raise ApiError(400, "limit", "must be an integer") from None
+        raw_limit = q.get("limit", "100")
+        if _LIMIT_RE.fullmatch(raw_limit) is None:
+            raise ApiError(400, "limit", f"must be an integer between 1 and {MAX_LIMIT}")
+        # Leading zeros are fine ("0010"); a huge number is only out of range (int() of
+        # 4300+ characters raises, which must not become a 500).
+        digits = raw_limit.lstrip("-").lstrip("0") or "0"
+        limit = int(digits) if len(digits) <= 6 else MAX_LIMIT + 1
+        if raw_limit.startswith("-"):
+            limit = -limit
         if not 1 <= limit <= MAX_LIMIT:
             raise ApiError(400, "limit", f"must be between 1 and {MAX_LIMIT}")
         cursor = q.get("cursor")
-        if cursor is not None and not (cursor.isdigit() and len(cursor) < 19):
+        if cursor is not None and _CURSOR_RE.fullmatch(cursor) is None:
             raise ApiError(400, "cursor", "must be a next_cursor value from a previous page")
         items, next_cursor = self.backend.list_accounts(tier, limit, cursor)
         return json_response({"accounts": items, "next_cursor": next_cursor})
@@ -215,16 +264,65 @@ class Api:
         resp = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
-        await resp.prepare(request)
-        await resp.write(b": connected\n\n")
+        # Subscribe before the 200 goes out: a failing backend is then still a JSON 500.
         events = self.backend.subscribe()
+        it = aiter(events)
+        # One pending __anext__ kept across keepalive ticks: cancelling it on a timeout
+        # would throw into the backend's generator and end the subscription.
+        pending: asyncio.Future[dict[str, Any]] | None = None
+        closing = asyncio.ensure_future(self._closing.wait())
         try:
-            async for event in events:
-                payload = json.dumps(_clean(event), default=_json_default)
-                await resp.write(f"event: health\ndata: {payload}\n\n".encode())
-        except (ConnectionResetError, asyncio.CancelledError):
+            await resp.prepare(request)
+            await resp.write(b": connected\n\n")
+            while True:
+                if pending is None:
+                    pending = asyncio.ensure_future(anext(it))
+                waiters: set[asyncio.Future[Any]] = {pending, closing}
+                done, _ = await asyncio.wait(
+                    waiters,
+                    timeout=self.sse_keepalive_s,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if closing in done:
+                    await resp.write(b'event: shutdown\ndata: {"event": "shutdown"}\n\n')
+                    break
+                if not done:
+                    transport = request.transport
+                    if transport is None or transport.is_closing():
+                        break
+                    await resp.write(b": keepalive\n\n")
+                    continue
+                task, pending = pending, None
+                try:
+                    event = task.result()
+                except StopAsyncIteration:
+                    break
+                # Control events ({"event": "shutdown"|"overflow"}) keep their own name
+                # so a client can tell "the stream ends" from a health change.
+                name = event.get("event", "health") if isinstance(event, dict) else "health"
+                await resp.write(f"event: {name}\ndata: {dumps(event)}\n\n".encode())
+        except ConnectionResetError:
             pass
+        except Exception:
+            # The 200 is already on the wire, so the middleware cannot answer a 500:
+            # end the stream with an error frame carrying the id that is in the log.
+            err_id = uuid.uuid4().hex[:12]
+            log.exception("API stream error %s", err_id)
+            body = {"error": {"field": None, "message": f"internal error (id {err_id})"}}
+            with contextlib.suppress(ConnectionResetError):
+                await resp.write(f"event: error\ndata: {dumps(body)}\n\n".encode())
         finally:
-            with contextlib.suppress(Exception):
-                await events.aclose()  # type: ignore[attr-defined]
+            closing.cancel()
+            await asyncio.wait({closing})
+            if pending is not None:
+                pending.cancel()
+                # asyncio.wait, not await: this handler's own cancellation must not be
+                # swallowed; exception() marks the result retrieved.
+                await asyncio.wait({pending})
+                if not pending.cancelled():
+                    pending.exception()
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
         return resp

@@ -28,7 +28,7 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
     )
     # web3 logs full request bodies at DEBUG; keep them out unless asked for.
-    for noisy in ("web3", "urllib3", "asyncio", "apscheduler.executors", "aiosqlite"):
+    for noisy in ("web3", "urllib3", "asyncio", "apscheduler", "aiosqlite", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -89,14 +89,18 @@ def cmd_devnet(args: argparse.Namespace) -> int:
     from aggregator.devnet import manager
 
     root = _root()
-    if args.action == "up":
-        state = manager.up(root)
-        print(json.dumps(state.summary(), indent=2))
-        return 0
-    if args.action == "down":
-        manager.down(root)
-        print("devnet stopped")
-        return 0
+    try:
+        if args.action == "up":
+            state = manager.up(root)
+            print(json.dumps(state.summary(), indent=2))
+            return 0
+        if args.action == "down":
+            stopped = manager.down(root)
+            print(f"devnet stopped ({len(stopped)} nodes)")
+            return 0
+    except manager.DevnetError as exc:
+        print(f"devnet {args.action}: {exc}", file=sys.stderr)
+        return 1
     status = manager.status(root)
     print(json.dumps(status, indent=2))
     return 0 if status.get("running") else 1

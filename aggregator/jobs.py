@@ -53,7 +53,8 @@ class JobStatus:
 
 
 class Jobs:
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, grace_s: float = 5.0) -> None:
+        self.grace_s = grace_s
         self.scheduler = AsyncIOScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30}
         )
@@ -112,14 +113,14 @@ class Jobs:
         self.scheduler.start()
 
     async def shutdown(self) -> None:
-        if self.scheduler.running:
-            # wait=False: running coroutines are cancelled with the loop's tasks;
-            # we then give in-flight jobs a moment to finish their DB transaction.
-            self.scheduler.shutdown(wait=False)
-        for _ in range(100):
-            if not any(s.running for s in self.status.values()):
-                break
+        """Drain: no new runs, in-flight runs get `grace_s` to finish their transaction."""
+        if not self.scheduler.running:
+            return
+        self.scheduler.pause()
+        deadline = time.monotonic() + self.grace_s
+        while any(s.running for s in self.status.values()) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        self.scheduler.shutdown(wait=False)
 
     def unhealthy(self, now: float | None = None) -> list[str]:
         now = time.time() if now is None else now

@@ -13,10 +13,17 @@ _ADDR = {
 }
 
 
-def _get(summary: str, params: list[dict[str, Any]] | None = None, **codes: Any) -> dict[str, Any]:
-    responses: dict[str, Any] = {"200": {"description": "OK", "content": {"application/json": {}}}}
+def _get(
+    summary: str,
+    params: list[dict[str, Any]] | None = None,
+    media: str = "application/json",
+    **codes: Any,
+) -> dict[str, Any]:
+    responses: dict[str, Any] = {"200": {"description": "OK", "content": {media: {}}}}
     for code, desc in codes.items():
         responses[code.lstrip("_")] = _ERR if desc == "err" else {"description": desc}
+    # Any handler can hit an unexpected error: a JSON body with an error id (see the log).
+    responses["500"] = _ERR
     return {"get": {"summary": summary, "parameters": params or [], "responses": responses}}
 
 
@@ -29,8 +36,9 @@ OPENAPI: dict[str, Any] = {
     },
     "paths": {
         "/healthz": _get("Process is alive"),
-        "/readyz": _get("Synced and prices fresh", _503="not ready, with reasons"),
-        "/metrics": _get("Prometheus metrics"),
+        "/readyz": _get("Synced and prices fresh", _503="not ready, with reasons (JSON)"),
+        "/metrics": _get("Prometheus metrics", media="text/plain"),
+        "/openapi.json": _get("This OpenAPI 3.1 document"),
         "/v1/accounts": _get(
             "Accounts, optionally by tier",
             [
@@ -69,7 +77,14 @@ OPENAPI: dict[str, Any] = {
         "/v1/stream": {
             "get": {
                 "summary": "Server-sent events of health changes",
-                "responses": {"200": {"description": "text/event-stream"}},
+                "responses": {
+                    "200": {
+                        "description": "`event: health` frames (JSON data); "
+                        "`event: shutdown` or `overflow` ends the stream",
+                        "content": {"text/event-stream": {}},
+                    },
+                    "500": _ERR,
+                },
             }
         },
     },

@@ -5,10 +5,14 @@
     manager.status(Path("."))            # {"running": bool, "chains": {...}}
     manager.down(Path("."))              # stops every node from the pid files, removes state
 
-Layout under <root>/data/devnet/: <chain>.log, <chain>.pid, state.json, devnet.toml (the
-include that config.toml merges). The anvil processes are detached (not children of the
-caller), so `aggregator devnet up` can exit and leave them running; `down` stops them by
-pid, after checking that the pid still belongs to the anvil we started (pids get reused).
+Besides the anvil nodes, `up` starts the exchange price server (aggregator/devnet/exchange.py,
+Coinbase- and Kraken-shaped endpoints that follow the alpha/beta feeds), managed the same way.
+
+Layout under <root>/data/devnet/: <name>.log, <name>.pid (name = chain or "exchange"),
+state.json, devnet.toml (the include that config.toml merges). The processes are detached
+(not children of the caller), so `aggregator devnet up` can exit and leave them running;
+`down` stops them by pid, after checking that the pid still belongs to the process we
+started (pids get reused).
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -30,6 +36,7 @@ from typing import Any
 
 from eth_utils import to_checksum_address
 
+from aggregator.devnet import exchange
 from aggregator.devnet.anvil import DEV_KEYS, AnvilError, AnvilNode, free_port, rpc_call
 from aggregator.devnet.deploy import (
     ASSETS,
@@ -53,6 +60,8 @@ FORKS = {"alpha": ORIGIN}
 # Deployer nonce per freshly deployed chain, so addresses differ between chains.
 NONCE_OFFSETS = {"origin": 0, "beta": 1000, "gamma": 2000}
 DEFAULT_BLOCK_TIME_S = 1
+# The exchange price server's name in pid/log files, status and `down`'s result.
+EXCHANGE = "exchange"
 
 # Which chains carry the Chainlink feed that prices each asset (2-3 per asset, so
 # the median has a quorum), and where each LST's exchange rate is read.
@@ -109,6 +118,23 @@ class NodeState:
 
 
 @dataclass
+class ExchangeState:
+    """The exchange price server process (see aggregator/devnet/exchange.py)."""
+
+    port: int
+    pid: int
+    log: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def source_urls(self) -> dict[str, dict[str, str]]:
+        """asset -> {http source name: url}, as written into devnet.toml."""
+        return exchange.source_urls(self.url)
+
+
+@dataclass
 class DevnetState:
     root: str
     nodes: dict[str, NodeState]
@@ -116,6 +142,8 @@ class DevnetState:
     accounts: dict[str, Any] = field(default_factory=dict)
     block_time_s: int = DEFAULT_BLOCK_TIME_S
     started_at: str = ""
+    # None only while `up` runs: the server reads state.json, so it starts after it exists.
+    exchange: ExchangeState | None = None
 
     @property
     def paths(self) -> DevnetPaths:
@@ -140,6 +168,13 @@ class DevnetState:
                 }
                 for name, node in self.nodes.items()
             },
+            "exchange": None
+            if self.exchange is None
+            else {
+                "url": self.exchange.url,
+                "pid": self.exchange.pid,
+                "sources": self.exchange.source_urls(),
+            },
             "keeper": self.accounts.get("keeper"),
             # Not the key itself: keys never go to output, even anvil's public dev keys.
             "keeper_key": "set AGG_KEEPER_KEY to anvil dev account 1's key (docs/devnet.md)",
@@ -153,6 +188,7 @@ class DevnetState:
             "accounts": self.accounts,
             "block_time_s": self.block_time_s,
             "started_at": self.started_at,
+            "exchange": None if self.exchange is None else asdict(self.exchange),
         }
 
     @classmethod
@@ -164,6 +200,7 @@ class DevnetState:
             accounts=data.get("accounts", {}),
             block_time_s=data.get("block_time_s", DEFAULT_BLOCK_TIME_S),
             started_at=data.get("started_at", ""),
+            exchange=ExchangeState(**data["exchange"]) if data.get("exchange") else None,
         )
 
 
@@ -208,9 +245,30 @@ def _is_our_anvil(pid: int, port: int) -> bool:
     return bool(argv) and argv[0].endswith(b"anvil") and has_port
 
 
-def stop_pid(pid: int, port: int, timeout: float = 10.0) -> bool:
-    """SIGTERM, then SIGKILL after `timeout`. Returns False if it was not (or no longer) ours."""
-    if not pid_alive(pid) or not _is_our_anvil(pid, port):
+def _is_our_exchange(pid: int, port: int) -> bool:
+    """The same guard for the exchange server: `python -m aggregator.devnet.exchange ...
+    --port <port>`."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return not Path("/proc").is_dir()
+    pairs = list(itertools.pairwise(argv))
+    return (b"-m", exchange.MODULE.encode()) in pairs and (b"--port", str(port).encode()) in pairs
+
+
+def is_ours(name: str, pid: int, port: int) -> bool:
+    """Whether `pid` is still the devnet process `name` (a chain or EXCHANGE) on `port`."""
+    if name == EXCHANGE:
+        return _is_our_exchange(pid, port)
+    return _is_our_anvil(pid, port)
+
+
+def stop_pid(pid: int, port: int, timeout: float = 10.0, *, name: str = "") -> bool:
+    """SIGTERM, then SIGKILL after `timeout`. Returns False if it was not (or no longer) ours.
+    `name` selects the guard: EXCHANGE for the exchange server, anything else is an anvil."""
+    if not pid_alive(pid) or not is_ours(name, pid, port):
         return False
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
@@ -262,6 +320,39 @@ def _wait_ready(node: NodeState, timeout: float = 30.0) -> None:
             )
         return
     raise DevnetError(f"anvil for {node.name} on port {node.port} did not answer within {timeout}s")
+
+
+def _start_exchange(paths: DevnetPaths) -> ExchangeState:
+    port = free_port()
+    pid = spawn_detached(exchange.command(paths.root, port, sys.executable), paths.log(EXCHANGE))
+    # As with the nodes: the pid file first, so `down` finds the process whatever fails next.
+    paths.pid(EXCHANGE).write_text(json.dumps({"pid": pid, "port": port}))
+    return ExchangeState(port, pid, str(paths.log(EXCHANGE)))
+
+
+def _wait_exchange_ready(ex: ExchangeState, timeout: float = 30.0) -> None:
+    """Until /health answers 200: the server is listening *and* has read every venue's
+    reference feeds once, so the daemon's first http fetch already gets a price."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if not pid_alive(ex.pid):
+            raise DevnetError(
+                f"exchange server (port {ex.port}) exited; log tail:\n{_tail(Path(ex.log))}"
+            )
+        try:
+            with urllib.request.urlopen(ex.url + "/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}: {exc.read()[:300].decode(errors='replace')}"
+        except (OSError, urllib.error.URLError) as exc:
+            last = repr(exc)
+        time.sleep(0.1)
+    raise DevnetError(
+        f"exchange server on port {ex.port} not healthy within {timeout}s (last: {last}); "
+        f"log tail:\n{_tail(Path(ex.log))}"
+    )
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -326,12 +417,16 @@ def _toml_str(value: str) -> str:
 
 def render_include(state: DevnetState) -> str:
     """The devnet.toml include: per-chain RPC URLs and contracts, per-asset token,
-    feed and rate addresses. config.toml owns everything else (and the chain ids)."""
+    feed and rate addresses, and the exchange server's URL per http source. config.toml
+    owns everything else (the chain ids, and each http source's path and limits)."""
     lines = [
         f"# Generated by `aggregator devnet up` at {state.started_at}; rewritten on every up.",
         "# Do not edit: merged into config.toml through `include`.",
-        "",
     ]
+    if state.exchange is not None:
+        lines.append(f"# Exchange price server: {state.exchange.url} (pid {state.exchange.pid})")
+    lines.append("")
+    http_urls = state.exchange.source_urls() if state.exchange is not None else {}
     for name in INDEXED_CHAINS:
         node, dep = state.nodes[name], state.deployments[name]
         lines += ["[[chains]]", f"name = {_toml_str(name)}", f"rpc_urls = [{_toml_str(node.url)}]"]
@@ -365,6 +460,13 @@ def render_include(state: DevnetState) -> str:
                 f"chain = {_toml_str(chain)}",
                 f"address = {_toml_str(state.deployments[chain].feeds[spec.symbol])}",
             ]
+        for source, url in http_urls.get(spec.symbol, {}).items():
+            lines += [
+                "[[assets.sources]]",
+                f"name = {_toml_str(source)}",
+                'kind = "http"',
+                f"url = {_toml_str(url)}",
+            ]
         lines.append("")
     return "\n".join(lines)
 
@@ -372,19 +474,27 @@ def render_include(state: DevnetState) -> str:
 # -- public API ---------------------------------------------------------------------
 
 
-def running_nodes(root: Path) -> dict[str, int]:
-    """chain name -> pid of every devnet anvil under `root` that is still alive."""
-    paths = DevnetPaths(root)
-    found: dict[str, tuple[int, int]] = dict(_pid_files(paths))
+def _recorded(root: Path) -> dict[str, tuple[int, int]]:
+    """name -> (pid, port) of every devnet process recorded under `root`: pid files first
+    (written before anything can fail), then state.json."""
+    found: dict[str, tuple[int, int]] = dict(_pid_files(DevnetPaths(root)))
     with contextlib.suppress(DevnetError):
         state = load_state(root)
         if state is not None:
             for name, node in state.nodes.items():
                 found.setdefault(name, (node.pid, node.port))
+            if state.exchange is not None:
+                found.setdefault(EXCHANGE, (state.exchange.pid, state.exchange.port))
+    return found
+
+
+def running_nodes(root: Path) -> dict[str, int]:
+    """name -> pid of every devnet process under `root` that is still alive: the anvil
+    nodes by chain name, and the exchange server as EXCHANGE."""
     return {
         name: pid
-        for name, (pid, port) in found.items()
-        if pid_alive(pid) and _is_our_anvil(pid, port)
+        for name, (pid, port) in _recorded(root).items()
+        if pid_alive(pid) and is_ours(name, pid, port)
     }
 
 
@@ -397,12 +507,14 @@ def up(
 ) -> DevnetState:
     """Start origin (71000), deploy + seed it, fork alpha (71001) from it, start, deploy and
     seed beta (71002) and gamma (71003), install Multicall3 everywhere, then switch the
-    indexed chains to interval mining (`block_time_s`; None keeps automine) and write
-    state.json and devnet.toml.
+    indexed chains to interval mining (`block_time_s`; None keeps automine), write
+    state.json, start the exchange price server (it reads state.json) and wait until it
+    has read the feeds, then write devnet.toml (with the exchange's URLs) and the final
+    state.json.
 
     A devnet still running under `root` is stopped first when `replace`, otherwise this
     raises DevnetError. If any step fails, every node started so far is stopped and the
-    state files are removed before the error propagates.
+    state files are removed before the error propagates; the same holds for the exchange.
     """
     if block_time_s is not None and (not isinstance(block_time_s, int) or block_time_s < 1):
         # anvil's interval mining takes whole seconds.
@@ -424,6 +536,7 @@ def up(
     paths.data_dir.mkdir(parents=True, exist_ok=True)
     step = on_step or (lambda _msg: None)
     nodes: dict[str, NodeState] = {}
+    ex: ExchangeState | None = None
     try:
         for name in (ORIGIN, "beta", "gamma"):
             nodes[name] = _start_node(paths, name)
@@ -471,11 +584,18 @@ def up(
             block_time_s=block_time_s or 0,
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
+        _write_atomic(paths.state_file, json.dumps(state.to_json(), indent=2) + "\n")
+        ex = _start_exchange(paths)
+        _wait_exchange_ready(ex)
+        state.exchange = ex
+        step(f"exchange price server on {ex.url}")
         _write_atomic(paths.include_file, render_include(state))
         _write_atomic(paths.state_file, json.dumps(state.to_json(), indent=2) + "\n")
         step("state written")
         return state
     except BaseException:
+        if ex is not None:
+            stop_pid(ex.pid, ex.port, name=EXCHANGE)
         for node in nodes.values():
             stop_pid(node.pid, node.port)
         _remove_files(paths)
@@ -514,28 +634,26 @@ def _remove_files(paths: DevnetPaths) -> None:
 
 
 def down(root: Path) -> list[str]:
-    """Stop every devnet node recorded under `root` (pid files and state.json) and remove
-    the state, pid and include files; logs stay. Returns the chains that were stopped."""
+    """Stop every devnet process recorded under `root` (pid files and state.json) and remove
+    the state, pid and include files; logs stay. Returns the names that were stopped
+    (chains, and EXCHANGE for the exchange server)."""
     root = Path(root).resolve()
     paths = DevnetPaths(root)
-    found: dict[str, tuple[int, int]] = dict(_pid_files(paths))
-    with contextlib.suppress(DevnetError):
-        state = load_state(root)
-        if state is not None:
-            for name, node in state.nodes.items():
-                found.setdefault(name, (node.pid, node.port))
-    # Forks first: alpha reads from origin, so stop it before its upstream goes away.
-    order = sorted(found, key=lambda n: n != "alpha")
-    stopped = [name for name in order if stop_pid(*found[name])]
-    still = [n for n in order if pid_alive(found[n][0]) and _is_our_anvil(*found[n])]
+    found = _recorded(root)
+    # Readers before what they read: the exchange reads alpha and beta, alpha forks origin.
+    order = sorted(found, key=lambda n: (n != EXCHANGE, n != "alpha"))
+    stopped = [name for name in order if stop_pid(*found[name], name=name)]
+    still = [n for n in order if pid_alive(found[n][0]) and is_ours(n, *found[n])]
     if still:
-        raise DevnetError(f"could not stop devnet nodes: {', '.join(still)}")
+        raise DevnetError(f"could not stop devnet processes: {', '.join(still)}")
     _remove_files(paths)
     return stopped
 
 
 def status(root: Path) -> dict[str, Any]:
-    """{"running": every node alive, "chains": {name: {alive, pid, port, url, chain_id, head}}}."""
+    """{"running": every node and the exchange alive and answering,
+    "chains": {name: {alive, pid, port, url, chain_id, head}},
+    "exchange": {alive, answering, healthy, pid, port, url, health}}."""
     root = Path(root).resolve()
     state = load_state(root)
     if state is None:
@@ -557,5 +675,44 @@ def status(root: Path) -> dict[str, Any]:
             "head": head,
             "fork_url": node.fork_url,
         }
-    running = bool(chains) and all(c["alive"] and c["answering"] for c in chains.values())
-    return {"running": running, "chains": chains, "started_at": state.started_at}
+    ex_status = _exchange_status(state.exchange)
+    running = (
+        bool(chains)
+        and all(c["alive"] and c["answering"] for c in chains.values())
+        and ex_status["alive"]
+        and ex_status["answering"]
+    )
+    return {
+        "running": running,
+        "chains": chains,
+        "exchange": ex_status,
+        "started_at": state.started_at,
+    }
+
+
+def _exchange_status(ex: ExchangeState | None) -> dict[str, Any]:
+    if ex is None:
+        # A state.json from before the exchange existed, or `up` still in progress.
+        return {"alive": False, "answering": False, "healthy": False, "reason": "not started"}
+    alive = pid_alive(ex.pid) and _is_our_exchange(ex.pid, ex.port)
+    health: Any = None
+    code: int | None = None
+    if alive:
+        try:
+            with urllib.request.urlopen(ex.url + "/health", timeout=2) as resp:
+                code, health = resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            # 503 with a body: up, but some venue cannot read its reference chain.
+            with contextlib.suppress(ValueError):
+                code, health = exc.code, json.loads(exc.read())
+        except (OSError, urllib.error.URLError, ValueError):
+            pass
+    return {
+        "alive": alive,
+        "answering": code is not None,
+        "healthy": code == 200,
+        "pid": ex.pid,
+        "port": ex.port,
+        "url": ex.url,
+        "health": health,
+    }

@@ -1,24 +1,38 @@
 """The devnet end to end: up into a temporary root, the repo's config.toml plus the
-generated include load and point at live contracts, the fork sees origin's history,
-the simulator moves markets, and down leaves no process behind."""
+generated include load and point at live contracts and the exchange price server, the
+fork sees origin's history, an OracleService built from that config prices every asset
+from feeds and http sources, the simulator moves markets (and the exchange follows), and
+down leaves no process behind."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
+import sys
 import time
+import urllib.request
 from collections.abc import Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
+from eth_utils import to_checksum_address
 
-from aggregator.config import AppConfig, load_config
-from aggregator.devnet import manager
-from aggregator.devnet.anvil import rpc_call
-from aggregator.devnet.deploy import web3_session
+from aggregator.config import AppConfig, AssetConfig, load_config
+from aggregator.devnet import exchange, manager
+from aggregator.devnet.anvil import free_port, rpc_call
+from aggregator.devnet.deploy import FEED_DECIMALS, web3_session
 from aggregator.devnet.simulator import MarketModel, SimulatorStats, run_simulator
 from chains.contracts import contract
+from chains.lst import LstRateReader, LstSource
+from chains.rpc import RpcClient
+from chains.types import RateSample
+from oracles import MappingRateProvider, OracleService, PriceStatus
+from oracles.config import ChainlinkSourceConfig, HttpSourceConfig
+from oracles.jsonpath import parse_path, resolve
+from oracles.types import Price
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -50,7 +64,13 @@ def test_files_are_where_documented(devnet: manager.DevnetState) -> None:
     for chain, node in devnet.nodes.items():
         assert (data / f"{chain}.pid").is_file()
         assert manager.pid_alive(node.pid)
+    ex = devnet.exchange
+    assert ex is not None and manager.pid_alive(ex.pid)
+    assert json.loads((data / "exchange.pid").read_text()) == {"pid": ex.pid, "port": ex.port}
+    assert (data / "exchange.log").is_file() and ex.log == str(data / "exchange.log")
+    assert ex.url in (data / "devnet.toml").read_text()
     assert manager.load_state(Path(devnet.root)) == devnet
+    assert set(manager.running_nodes(Path(devnet.root))) == {*devnet.nodes, manager.EXCHANGE}
 
 
 def test_config_loads_and_matches_the_running_chains(
@@ -78,9 +98,9 @@ def test_every_configured_address_has_code(cfg: AppConfig) -> None:
             checked += 1
         assert len(asset.sources) >= 2, asset.symbol
         for src in asset.sources:
-            chain_name = src.chain  # type: ignore[union-attr]
-            assert has_code(urls[chain_name], src.address), (asset.symbol, src.name)  # type: ignore[union-attr]
-            checked += 1
+            if isinstance(src, ChainlinkSourceConfig):
+                assert has_code(urls[src.chain], src.address), (asset.symbol, src.name)
+                checked += 1
         if asset.rate is not None:
             assert has_code(urls[asset.rate.chain], asset.rate.address)
             checked += 1
@@ -94,7 +114,9 @@ def test_fork_sees_origin_deposits_made_before_the_fork(devnet: manager.DevnetSt
     with web3_session(devnet.url("alpha")) as w3:
         vault = contract(w3, "CollateralVault", dep.vault)
         assert vault.functions.collateralOf(user, dep.tokens["WETH"]).call() == 10 * 10**18
-        logs = w3.eth.get_logs({"address": dep.vault, "fromBlock": 0, "toBlock": dep.block})
+        logs = w3.eth.get_logs(
+            {"address": to_checksum_address(dep.vault), "fromBlock": 0, "toBlock": dep.block}
+        )
         assert len(logs) >= 4  # the seeded deposits, served from origin's history
         assert w3.eth.chain_id == 71001
     assert devnet.nodes["alpha"].fork_block == devnet.deployments["origin"].block
@@ -132,6 +154,134 @@ def test_status_reports_every_node(devnet: manager.DevnetState) -> None:
     assert set(st["chains"]) == {"origin", "alpha", "beta", "gamma"}
     for info in st["chains"].values():
         assert info["alive"] and info["head"] is not None
+    ex = st["exchange"]
+    assert ex["alive"] and ex["healthy"] and ex["url"] == devnet.exchange.url  # type: ignore[union-attr]
+    assert set(ex["health"]["chains"]) == {"alpha", "beta"}
+
+
+# -- the exchange price server and the http sources ------------------------------------
+
+
+def http_sources(asset: AssetConfig) -> list[HttpSourceConfig]:
+    return [s for s in asset.sources if isinstance(s, HttpSourceConfig)]
+
+
+def feed_prices(devnet: manager.DevnetState, symbol: str) -> dict[str, float]:
+    """The current answer of `symbol`'s feed on every indexed chain."""
+    out = {}
+    for chain in manager.INDEXED_CHAINS:
+        dep = devnet.deployments[chain]
+        with web3_session(devnet.url(chain)) as w3:
+            feed = contract(w3, "MockV3Aggregator", dep.feeds[symbol])
+            out[chain] = int(feed.functions.latestRoundData().call()[1]) / 10**FEED_DECIMALS
+    return out
+
+
+def fetch_quote(src: HttpSourceConfig) -> float:
+    with urllib.request.urlopen(src.url, timeout=5) as resp:
+        assert resp.status == 200, src.url
+        doc = json.loads(resp.read())
+    return float(resolve(doc, parse_path(src.path), src.path))
+
+
+def test_exchange_serves_every_configured_http_source_near_the_feeds(
+    devnet: manager.DevnetState, cfg: AppConfig
+) -> None:
+    assert devnet.exchange is not None
+    priced = {}
+    for asset in cfg.assets:
+        sources = http_sources(asset)
+        if not sources:
+            continue
+        feeds = feed_prices(devnet, asset.symbol)
+        assert {s.name for s in sources} == set(exchange.VENUES), asset.symbol
+        for src in sources:
+            assert src.url.startswith(devnet.exchange.url + "/"), src.url
+            quote = fetch_quote(src)
+            for chain, feed in feeds.items():
+                assert quote == pytest.approx(feed, rel=0.01), (asset.symbol, src.name, chain)
+            priced[(asset.symbol, src.name)] = quote
+    assert {sym for sym, _ in priced} >= {"WETH", "WBTC", "USDC"}
+    # The real venues' paths and shapes, as documented in docs/oracles.md.
+    weth = {s.name: s for s in http_sources(cfg.asset("WETH"))}
+    assert weth["coinbase"].url.endswith("/v2/prices/ETH-USD/spot")
+    assert weth["coinbase"].path == "data.amount"
+    assert weth["kraken"].url.endswith("/0/public/Ticker?pair=ETHUSD")
+    assert weth["kraken"].path == "result.*.c[0]"
+
+
+async def read_rates(cfg: AppConfig, rpcs: dict[str, RpcClient]) -> dict[str, RateSample]:
+    samples: dict[str, RateSample] = {}
+    for asset in cfg.assets:
+        if asset.rate is not None:
+            reader = LstRateReader(asset.rate.chain, rpcs[asset.rate.chain])
+            src = LstSource(asset.symbol, asset.rate.kind, asset.rate.address)
+            for sample in await reader.read([src]):
+                samples[sample.asset] = sample
+    return samples
+
+
+async def oracle_round(cfg: AppConfig, assets: list[AssetConfig]) -> dict[str, Price]:
+    """One refresh of an OracleService built from the devnet config, as the daemon does."""
+    async with AsyncExitStack() as stack:
+        rpcs = {
+            c.name: await stack.enter_async_context(RpcClient(c.name, c.chain_id, c.rpc_urls))
+            for c in cfg.chains
+        }
+        rates = await read_rates(cfg, rpcs)
+
+        async def latest_rates() -> dict[str, RateSample]:
+            return rates
+
+        service = OracleService.from_config(
+            assets,
+            cfg.oracle,
+            ewma_lambda=cfg.risk.ewma_lambda,
+            batch_callers=dict(rpcs),
+            rate_provider=MappingRateProvider(latest_rates),
+            source_timeout_s=cfg.scheduler.oracle_interval_s,
+        )
+        async with service:
+            return await service.refresh()
+
+
+async def test_oracle_service_from_the_devnet_config_uses_the_http_sources(
+    cfg: AppConfig,
+) -> None:
+    prices = await oracle_round(cfg, list(cfg.assets))
+    assert set(prices) == {a.symbol for a in cfg.assets}
+    for symbol, price in prices.items():
+        assert price.status is PriceStatus.OK, (symbol, price.reason)
+    for symbol in ("WETH", "WBTC", "USDC"):
+        lines = {s.source: s for s in prices[symbol].sources}
+        assert len(lines) == 5, symbol
+        for venue in exchange.VENUES:
+            assert lines[venue].kind == "http" and lines[venue].used, (symbol, lines[venue])
+            assert lines[venue].value == pytest.approx(prices[symbol].value, rel=0.01)
+
+
+async def test_a_failing_http_source_or_exchange_never_makes_an_asset_unavailable(
+    cfg: AppConfig,
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+
+    def with_dead(asset: AssetConfig, names: set[str]) -> AssetConfig:
+        sources = [
+            s.model_copy(update={"url": dead + "/x"}) if s.name in names else s
+            for s in asset.sources
+        ]
+        return asset.model_copy(update={"sources": sources})
+
+    for names in ({"coinbase"}, set(exchange.VENUES)):
+        assets = [with_dead(a, names) for a in cfg.assets]
+        prices = await oracle_round(cfg, assets)
+        for symbol in ("WETH", "WBTC", "USDC"):
+            price = prices[symbol]
+            assert price.status is PriceStatus.OK, (names, symbol, price.reason)
+            lines = {s.source: s for s in price.sources}
+            for name in names:
+                assert lines[name].failure == "unreachable" and not lines[name].used
+            assert sum(line.used for line in lines.values()) == 5 - len(names)
 
 
 def test_second_up_refuses_while_running(devnet: manager.DevnetState) -> None:
@@ -174,6 +324,37 @@ async def test_simulator_moves_feeds_and_rates_on_every_chain(devnet: manager.De
         assert rate_after > rate_before, chain
 
 
+async def test_exchange_follows_the_simulated_market(devnet: manager.DevnetState) -> None:
+    assert devnet.exchange is not None
+    urls = devnet.exchange.source_urls()["WETH"]
+    venues = {
+        name: HttpSourceConfig(name=name, url=url, path=path)
+        for name, url, path in (
+            ("coinbase", urls["coinbase"], "data.amount"),
+            ("kraken", urls["kraken"], "result.*.c[0]"),
+        )
+    }
+    before = {n: await asyncio.to_thread(fetch_quote, s) for n, s in venues.items()}
+    model = MarketModel.initial(seed=5, shock_probability=1.0, shock_range=(0.2, 0.2))
+    model.prices["WETH"] = before["coinbase"]  # shock from where the market is now
+    stats = SimulatorStats()
+    await asyncio.wait_for(
+        run_simulator(devnet, asyncio.Event(), 0.2, model=model, stats=stats, max_ticks=1), 20
+    )
+    assert stats.errors == {}
+    feeds = await asyncio.to_thread(feed_prices, devnet, "WETH")
+    deadline = time.monotonic() + 5  # the server re-reads the feeds every second
+    for name, src in venues.items():
+        chain = exchange.VENUES[name].chain
+        while True:
+            quote = await asyncio.to_thread(fetch_quote, src)
+            if quote == pytest.approx(feeds[chain], rel=0.01):
+                break
+            assert time.monotonic() < deadline, (name, quote, feeds)
+            await asyncio.sleep(0.1)
+        assert quote < before[name] * 0.85, name
+
+
 async def test_simulator_survives_a_dead_chain(devnet: manager.DevnetState) -> None:
     broken = manager.DevnetState.from_json(devnet.to_json())
     broken.nodes["gamma"].port = 1  # nothing listens there
@@ -188,10 +369,14 @@ async def test_simulator_survives_a_dead_chain(devnet: manager.DevnetState) -> N
 
 def test_down_leaves_no_process(devnet: manager.DevnetState) -> None:
     root = Path(devnet.root)
-    pids = [n.pid for n in devnet.nodes.values()]
+    assert devnet.exchange is not None
+    pids = [n.pid for n in devnet.nodes.values()] + [devnet.exchange.pid]
     stopped = manager.down(root)
-    assert sorted(stopped) == sorted(devnet.nodes)
+    assert stopped[0] == manager.EXCHANGE  # it reads alpha and beta: stopped first
+    assert sorted(stopped) == sorted([*devnet.nodes, manager.EXCHANGE])
     assert not any(manager.pid_alive(p) for p in pids)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(devnet.exchange.url + "/health", timeout=2)
     data = root / "data" / "devnet"
     assert not (data / "state.json").exists()
     assert not (data / "devnet.toml").exists()
@@ -225,15 +410,44 @@ def test_failed_up_stops_everything_it_started(
     assert list(data.glob("*.pid")) == []
 
 
+def test_up_fails_cleanly_when_the_exchange_dies_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spawned: list[int] = []
+    real_spawn = manager.spawn_detached
+
+    def spy(cmd: list[str], log_path: Path) -> int:
+        pid = real_spawn(cmd, log_path)
+        spawned.append(pid)
+        return pid
+
+    def crashing(root: Path, port: int, python: str) -> list[str]:
+        return [sys.executable, "-c", "import sys; sys.exit('injected exchange crash')"]
+
+    monkeypatch.setattr(manager, "spawn_detached", spy)
+    monkeypatch.setattr(exchange, "command", crashing)
+    with pytest.raises(manager.DevnetError, match=r"(?s)exchange server.*exited.*injected"):
+        manager.up(tmp_path)
+    assert len(spawned) == 5  # 4 anvils, then the exchange
+    assert not any(manager.pid_alive(p) for p in spawned)
+    data = tmp_path / "data" / "devnet"
+    assert not (data / "state.json").exists()
+    assert not (data / "devnet.toml").exists()
+    assert list(data.glob("*.pid")) == []
+    assert "injected exchange crash" in (data / "exchange.log").read_text()
+
+
 def test_pid_files_of_other_processes_are_never_signalled(tmp_path: Path) -> None:
     data = tmp_path / "data" / "devnet"
     data.mkdir(parents=True)
-    # Our own pid: alive, but not an anvil -- as after a reboot with pid reuse.
-    (data / "beta.pid").write_text(f'{{"pid": {os.getpid()}, "port": 1}}')
+    # Our own pid: alive, but neither an anvil nor the exchange -- as after a reboot with
+    # pid reuse.
+    for name in ("beta", manager.EXCHANGE):
+        (data / f"{name}.pid").write_text(f'{{"pid": {os.getpid()}, "port": 1}}')
     assert manager.running_nodes(tmp_path) == {}
     assert manager.down(tmp_path) == []
     assert manager.pid_alive(os.getpid())
-    assert not (data / "beta.pid").exists()
+    assert list(data.glob("*.pid")) == []
 
 
 def test_unreadable_state_is_a_clear_error(tmp_path: Path) -> None:

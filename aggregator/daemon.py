@@ -1,0 +1,517 @@
+"""The daemon: wires chains/ and oracles/ facts into the risk engine and serves the API.
+
+Start-up order matters for safety: config is already valid; the store is
+migrated; every chain must answer with its configured chain id (a wrong RPC URL
+pointing at another network is fatal, not a warning); the book is loaded from
+the store without RPC; then indexers, jobs and the API start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import math
+import signal
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from eth_utils import to_checksum_address
+
+from aggregator.api import Api
+from aggregator.config import AppConfig
+from aggregator.jobs import Jobs
+from aggregator.metrics import Metrics
+from aggregator.risk.book import PositionRow
+from aggregator.risk.engine import PriceInput, RiskEngine
+from aggregator.store import Store
+from aggregator.store.chain_repo import SqlChainStore
+from aggregator.store.price_repo import PriceRepo
+from aggregator.supervisor import Supervisor
+from chains.indexer import ChainIndexer, Progress
+from chains.lst import LstRateReader, LstSource
+from chains.rpc import RpcClient, RpcError
+from chains.types import ChainSettings, Position, RateSample
+from oracles.service import OracleService
+from oracles.types import Price
+
+log = logging.getLogger(__name__)
+
+SUBSCRIBER_QUEUE = 1000
+
+
+class StartupError(RuntimeError):
+    """A condition that makes running unsafe (wrong chain id, unreachable chain)."""
+
+
+def chain_settings(cfg: AppConfig) -> list[ChainSettings]:
+    return [
+        ChainSettings(
+            name=c.name,
+            chain_id=c.chain_id,
+            rpc_urls=tuple(c.rpc_urls),
+            vault=c.contracts.vault,
+            multicall=c.contracts.multicall,
+            confirmations=c.confirmations,
+            start_block=c.start_block,
+            block_time=c.block_time,
+            max_log_range=c.max_log_range,
+            rpc_timeout_s=c.rpc_timeout_s,
+            rpc_rate_limit_per_s=c.rpc_rate_limit_per_s,
+            reconcile_every_blocks=c.reconcile_every_blocks,
+            reconcile_sample=c.reconcile_sample,
+        )
+        for c in cfg.chains
+    ]
+
+
+class _RateProvider:
+    """Feeds the oracle's exchange_rate sources from samples chains/ stored."""
+
+    def __init__(self, cfg: AppConfig, repo: SqlChainStore) -> None:
+        self.repo = repo
+        self.where = {a.symbol: a.rate.chain for a in cfg.assets if a.rate is not None}
+
+    async def latest(self, asset: str) -> RateSample | None:
+        chain = self.where.get(asset)
+        if chain is None:
+            return None
+        return (await self.repo.latest_rates(chain)).get(asset)
+
+
+class Daemon:
+    def __init__(self, cfg: AppConfig, *, store: Store | None = None) -> None:
+        self.cfg = cfg
+        self.metrics = Metrics()
+        self.supervisor = Supervisor(self.metrics)
+        self.jobs = Jobs(self.metrics)
+        self.store = store or Store(cfg.store.url)
+        self.repo = SqlChainStore(self.store)
+        self.price_repo = PriceRepo(self.store)
+        self.settings = {s.name: s for s in chain_settings(cfg)}
+        self.clients = {name: RpcClient.from_settings(s) for name, s in self.settings.items()}
+        self.indexers: dict[str, ChainIndexer] = {}
+        self.engine = RiskEngine.from_config(cfg)
+        self.oracle = OracleService.from_config(
+            cfg.assets,
+            cfg.oracle,
+            ewma_lambda=cfg.risk.ewma_lambda,
+            batch_callers=self.clients,
+            rate_provider=_RateProvider(cfg, self.repo),
+            history=self.price_repo,
+            source_timeout_s=cfg.scheduler.oracle_interval_s,
+        )
+        self.token_symbol: dict[tuple[str, str], str] = {
+            (chain, token.lower()): a.symbol
+            for a in cfg.assets
+            for chain, token in a.tokens.items()
+        }
+        self.lst_sources: dict[str, list[LstSource]] = {}
+        for a in cfg.assets:
+            if a.rate is not None:
+                self.lst_sources.setdefault(a.rate.chain, []).append(
+                    LstSource(asset=a.symbol, kind=a.rate.kind, address=a.rate.address)
+                )
+        self.lst_readers = {
+            chain: LstRateReader(chain, self.clients[chain], self.repo)
+            for chain in self.lst_sources
+        }
+        self.api = Api(self)
+        self.stop_event = asyncio.Event()
+        self._dirty: set[str] = set()
+        self._dirty_event = asyncio.Event()
+        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._last_health: dict[str, tuple[float, str, bool]] = {}
+        self.prices_ready = False
+        self.book_loaded = False
+        self.started_at = time.time()
+        self.unknown_tokens: dict[tuple[str, str], int] = {}
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> int:
+        await self.store.upgrade()
+        await self._verify_chains()
+        await self._load_book()
+        await self.oracle.start()
+        for name, settings in self.settings.items():
+            if settings.vault is None:
+                log.warning("chain %s: no vault configured; not indexed", name)
+                continue
+            indexer = ChainIndexer(
+                settings,
+                self.clients[name],
+                self.repo,
+                on_accounts_changed=self._accounts_changed,
+                on_progress=self._progress,
+            )
+            await indexer.load()
+            self.indexers[name] = indexer
+            self.supervisor.spawn(f"index:{name}", self._index_loop(indexer))
+        self.supervisor.spawn("recompute", self._recompute_loop)
+        sch = self.cfg.scheduler
+        self.jobs.add("oracle", self.refresh_prices, sch.oracle_interval_s)
+        if self.lst_readers:
+            self.jobs.add("lst_rates", self.sample_rates, sch.lst_interval_s)
+        self.jobs.add("reconcile", self.reconcile, sch.reconcile_interval_s, critical=False)
+        self.jobs.add("metrics", self.refresh_metrics, 5.0, critical=False)
+        self.jobs.add("prune_history", self.prune_history, 86400.0, critical=False)
+        self.jobs.start()
+        port = await self.api.start(self.cfg.api.host, self.cfg.api.port)
+        log.info("API on http://%s:%d", self.cfg.api.host, port)
+        return port
+
+    async def stop(self) -> None:
+        """Drain: stop scheduling, let running work finish, close every connection."""
+        self.stop_event.set()
+        await self.api.stop()
+        await self.jobs.shutdown()
+        await self.supervisor.stop()
+        for q in list(self._subscribers):
+            with contextlib.suppress(asyncio.QueueFull):
+                q.put_nowait({"event": "shutdown"})
+        await self.oracle.close()
+        for client in self.clients.values():
+            await client.close()
+        await self.store.close()
+
+    async def _verify_chains(self) -> None:
+        problems = []
+        for name, client in self.clients.items():
+            try:
+                await client.connect()
+            except RpcError as exc:
+                problems.append(f"chain {name}: {exc}")
+        if problems:
+            for client in self.clients.values():
+                await client.close()
+            raise StartupError("; ".join(problems))
+
+    def _index_loop(self, indexer: ChainIndexer) -> Any:
+        async def run() -> None:
+            await indexer.run(self.stop_event)
+            if indexer.status.fatal:
+                # A fatal chain (deep reorg, wrong chain) stays visible in /readyz and
+                # metrics; the indexer keeps its reason in the store across restarts.
+                self.metrics.chain_fatal.labels(chain=indexer.chain).set(1)
+
+        return run
+
+    # ------------------------------------------------------------ facts -> book
+    def _row(self, p: Position) -> PositionRow | None:
+        symbol = self.token_symbol.get((p.chain, p.token.lower()))
+        if symbol is None:
+            key = (p.chain, p.token.lower())
+            if key not in self.unknown_tokens:
+                log.warning(
+                    "chain %s: vault position in unconfigured token %s (account %s) is ignored "
+                    "for risk; add it to [[assets]] to count it",
+                    p.chain,
+                    p.token,
+                    p.account,
+                )
+            self.unknown_tokens[key] = self.unknown_tokens.get(key, 0) + 1
+            return None
+        return PositionRow(p.account, p.chain, symbol, p.kind, p.head_amount, p.confirmed_amount)
+
+    def _rows(self, positions: Iterable[Position]) -> list[PositionRow]:
+        return [r for r in (self._row(p) for p in positions) if r is not None]
+
+    async def _load_book(self) -> None:
+        t0 = time.perf_counter()
+        rows: list[PositionRow] = []
+        for chain in self.settings:
+            rows += self._rows(await self.repo.positions(chain))
+        self.engine.load_positions(rows)
+        self.book_loaded = True
+        log.info(
+            "book loaded: %d positions, %d accounts in %.3fs (no RPC)",
+            len(rows),
+            self.engine.book.n_accounts,
+            time.perf_counter() - t0,
+        )
+
+    async def _accounts_changed(self, chain: str, accounts: set[str]) -> None:
+        # Kept as the indexer wrote them: the store is queried with the same spelling.
+        self._dirty.update(accounts)
+        self._dirty_event.set()
+
+    def _progress(self, p: Progress) -> None:
+        self.metrics.backfill_blocks_per_s.labels(chain=p.chain).set(p.blocks_per_s)
+        self.metrics.backfill_eta_s.labels(chain=p.chain).set(p.eta_s if p.eta_s else 0)
+
+    async def _recompute_loop(self) -> None:
+        """Event-driven, debounced: a burst of events for one account costs one recompute."""
+        debounce = self.cfg.scheduler.recompute_debounce_s
+        while not self.stop_event.is_set():
+            await self._dirty_event.wait()
+            await asyncio.sleep(debounce)
+            self._dirty_event.clear()
+            batch, self._dirty = self._dirty, set()
+            if batch:
+                await self.recompute_accounts(batch)
+
+    async def recompute_accounts(self, accounts: Iterable[str]) -> None:
+        accounts = list(accounts)
+        rows: list[PositionRow] = []
+        for chain in self.settings:
+            rows += self._rows(await self.repo.positions(chain, accounts))
+        for row in rows:
+            self.engine.apply_position(row)
+        if self.prices_ready:
+            self.engine.allocate_credit(accounts=[r.account for r in rows])
+            self._publish({r.account.lower() for r in rows})
+
+    async def refresh_prices(self) -> None:
+        prices = await self.oracle.refresh()
+        self.engine.set_prices({sym: _price_input(p) for sym, p in prices.items()})
+        sigma = {a: self.oracle.volatility(a) for a in self.engine.symbols}
+        relative = {
+            g.name: {
+                a: self.oracle.relative_volatility(a, g.reference)
+                for a in g.assets
+                if a != g.reference
+            }
+            for g in self.cfg.correlation_groups
+        }
+        self.engine.set_volatility(sigma, relative)
+        with self.metrics.recompute_seconds.time():
+            self.engine.recompute()
+            self.engine.allocate_credit()
+        self.prices_ready = True
+        for sym, p in prices.items():
+            self.metrics.price_ok.labels(asset=sym).set(1 if p.usable else 0)
+            if p.value is not None:
+                self.metrics.price.labels(asset=sym).set(p.value)
+            if p.timestamp is not None:
+                self.metrics.price_age.labels(asset=sym).set(max(0.0, time.time() - p.timestamp))
+            for src in p.sources:
+                if src.failure:
+                    self.metrics.source_failures.labels(
+                        asset=sym, source=src.source, reason=src.failure
+                    ).inc()
+        self._publish(None)
+
+    async def sample_rates(self) -> None:
+        for chain, reader in self.lst_readers.items():
+            await reader.read(self.lst_sources[chain])
+
+    async def reconcile(self) -> None:
+        for name, indexer in self.indexers.items():
+            if indexer.status.fatal or not indexer.status.caught_up:
+                continue
+            mismatches = await indexer.reconcile()
+            if mismatches:
+                self.metrics.reconcile_mismatch.labels(chain=name).inc(len(mismatches))
+                await self.recompute_accounts({m.account for m in mismatches})
+
+    async def prune_history(self) -> None:
+        removed = await self.price_repo.prune(time.time() - self.cfg.oracle.history_days * 86400)
+        log.info(
+            "price history: pruned %d rounds older than %s days",
+            removed,
+            self.cfg.oracle.history_days,
+        )
+
+    async def refresh_metrics(self) -> None:
+        for name, indexer in self.indexers.items():
+            st = indexer.status
+            self.metrics.chain_head.labels(chain=name).set(st.head_block)
+            self.metrics.chain_indexed.labels(chain=name).set(st.indexed_block)
+            self.metrics.chain_confirmed.labels(chain=name).set(st.confirmed_block)
+            self.metrics.chain_lag.labels(chain=name).set(max(0, st.head_block - st.indexed_block))
+            self.metrics.chain_fatal.labels(chain=name).set(1 if st.fatal else 0)
+            for ep in self.clients[name].status():
+                self.metrics.endpoint_healthy.labels(chain=name, endpoint=ep.url).set(
+                    1 if ep.state == "healthy" else 0
+                )
+        for tier, n in self.engine.tier_counts().items():
+            self.metrics.accounts.labels(tier=tier).set(n)
+
+    # ------------------------------------------------------------ SSE
+    def _publish(self, accounts: set[str] | None) -> None:
+        """Send health changes (tier, degraded or HF moved >= 0.1%) to stream subscribers."""
+        if not self.prices_ready:
+            return
+        book = self.engine.book
+        candidates = accounts if accounts is not None else [a.lower() for a in book.account_address]
+        for addr in candidates:
+            if book.find_account(addr) is None:
+                continue
+            h = self.engine.health(addr)
+            prev = self._last_health.get(addr)
+            now = (h.hf, h.tier, h.degraded)
+            self._last_health[addr] = now
+            if prev is not None and prev[1:] == now[1:] and _close(prev[0], h.hf):
+                continue
+            event = {
+                "account": to_checksum_address(h.account),
+                "hf": h.hf,
+                "tier": h.tier,
+                "degraded": h.degraded,
+                "borrowing_power_usd": h.bp,
+                "previous_tier": prev[1] if prev else None,
+                "at": time.time(),
+            }
+            for q in list(self._subscribers):
+                try:
+                    q.put_nowait(event)
+                except asyncio.QueueFull:
+                    # A slow client gets dropped rather than growing memory without bound.
+                    self._subscribers.discard(q)
+                    q.put_nowait({"event": "overflow"}) if not q.full() else None
+
+    # ------------------------------------------------------------ ApiBackend
+    def readiness(self) -> tuple[bool, list[str]]:
+        reasons: list[str] = []
+        for name, indexer in self.indexers.items():
+            st = indexer.status
+            if st.fatal:
+                reasons.append(f"chain {name}: FATAL {st.fatal_reason}")
+            elif not st.caught_up:
+                reasons.append(
+                    f"chain {name}: syncing (indexed {st.indexed_block}, head {st.head_block})"
+                )
+        for t in self.supervisor.unhealthy():
+            reasons.append(f"task {t.name}: {t.state} ({t.last_error})")
+        reasons += self.jobs.unhealthy()
+        if not self.prices_ready:
+            reasons.append("prices: no refresh completed yet")
+        else:
+            for sym, p in self.oracle.prices().items():
+                if not p.usable:
+                    reasons.append(f"price {sym}: {p.status} ({p.reason})")
+        return not reasons, reasons
+
+    def account_detail(self, address: str) -> dict[str, Any] | None:
+        if self.engine.book.find_account(address.lower()) is None or not self.prices_ready:
+            return None
+        view = self.engine.explain(address)
+        view["account"] = to_checksum_address(view["account"])
+        view["as_of"] = {
+            name: {
+                "indexed_block": ix.status.indexed_block,
+                "confirmed_block": ix.status.confirmed_block,
+                "head_block": ix.status.head_block,
+            }
+            for name, ix in self.indexers.items()
+        }
+        return view
+
+    def account_health(self, address: str) -> dict[str, Any] | None:
+        if self.engine.book.find_account(address.lower()) is None or not self.prices_ready:
+            return None
+        h = self.engine.health(address)
+        return {
+            "account": to_checksum_address(h.account),
+            "hf": h.hf,
+            "hf_text": "inf" if math.isinf(h.hf) else f"{h.hf:.6f}",
+            "borrowing_power_usd": h.bp,
+            "tier": h.tier,
+            "credit_usd": {c: v / 1e6 for c, v in self.engine.credit_of(address).items()},
+            "status": "degraded" if h.degraded else "ok",
+        }
+
+    def list_accounts(
+        self, tier: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        start = int(cursor) if cursor else 0
+        if tier is None:
+            addrs = self.engine.book.account_address[start : start + limit]
+            nxt_i = start + limit if start + limit < self.engine.book.n_accounts else None
+        else:
+            addrs, nxt_i = self.engine.accounts_by_tier(tier, limit, start)
+        items = [h for h in (self.account_health(a) for a in addrs) if h is not None]
+        return items, None if nxt_i is None else str(nxt_i)
+
+    def prices(self) -> dict[str, Any]:
+        return {"prices": {sym: price_view(p) for sym, p in self.oracle.prices().items()}}
+
+    def price(self, asset: str) -> dict[str, Any] | None:
+        if asset not in self.engine.symbols:
+            return None
+        p = self.oracle.price(asset)
+        if p is None:
+            return {"asset": asset, "status": "unavailable", "reason": "not refreshed yet"}
+        return price_view(p)
+
+    def chains(self) -> list[dict[str, Any]]:
+        out = []
+        for name, settings in self.settings.items():
+            ix = self.indexers.get(name)
+            st = dataclasses.asdict(ix.snapshot()) if ix else {"indexed": False}
+            st["endpoints"] = [dataclasses.asdict(e) for e in self.clients[name].status()]
+            st["chain_id"] = settings.chain_id
+            st["confirmations"] = settings.confirmations
+            out.append(st)
+        return out
+
+    async def _subscription(self) -> AsyncIterator[dict[str, Any]]:
+        q: asyncio.Queue[dict[str, Any]] = asyncio.Queue(SUBSCRIBER_QUEUE)
+        self._subscribers.add(q)
+        try:
+            while True:
+                event = await q.get()
+                yield event
+                if event.get("event") in ("shutdown", "overflow"):
+                    return
+        finally:
+            self._subscribers.discard(q)
+
+    def subscribe(self) -> AsyncIterator[dict[str, Any]]:
+        return self._subscription()
+
+    def metrics_text(self) -> bytes:
+        return self.metrics.render()
+
+
+def _close(a: float, b: float, rel: float = 1e-3) -> bool:
+    if math.isinf(a) or math.isinf(b):
+        return a == b
+    return abs(a - b) <= rel * max(abs(a), abs(b), 1e-12)
+
+
+def _price_input(p: Price) -> PriceInput:
+    return PriceInput(
+        value=p.value,
+        status=str(p.status),  # type: ignore[arg-type]
+        timestamp=p.timestamp,
+        sources=[dataclasses.asdict(s) for s in p.sources],
+    )
+
+
+def price_view(p: Price) -> dict[str, Any]:
+    return {
+        "asset": p.asset,
+        "value": p.value,
+        "status": str(p.status),
+        "timestamp": p.timestamp,
+        "computed_at": p.computed_at,
+        "spread": p.spread,
+        "reason": p.reason,
+        "last_good_value": p.last_good_value,
+        "last_good_timestamp": p.last_good_timestamp,
+        "pending_value": p.pending_value,
+        "sources": [dataclasses.asdict(s) for s in p.sources],
+    }
+
+
+async def run_daemon(cfg: AppConfig, *, ready: asyncio.Event | None = None) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code."""
+    daemon = Daemon(cfg)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.stop_event.set)
+    try:
+        await daemon.start()
+    except StartupError as exc:
+        log.error("refusing to start: %s", exc)
+        await daemon.stop()
+        return 1
+    if ready is not None:
+        ready.set()
+    await daemon.stop_event.wait()
+    log.info("stopping: draining jobs and closing connections")
+    await daemon.stop()
+    return 0

@@ -1,0 +1,193 @@
+"""A JSON-RPC fault proxy on loopback, placed between a client and a real node.
+
+It forwards requests to `upstream` and injects, per request and with seeded
+probabilities: dropped connections, delays, HTTP 500 / 429, malformed JSON;
+and, as standing modes, a lagging node (serves a head `lag_blocks` old and
+nothing newer) and wrong eth_call answers. `getlogs_max_range` makes it reject
+wide eth_getLogs queries with a provider-style message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections import Counter
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
+
+RANGE_MESSAGES = {
+    "infura": "query returned more than 10000 results. Try with this block range [{lo}, {hi}].",
+    "wide": "block range is too wide",
+    "max": "exceed maximum block range: {n}",
+}
+
+
+class FaultProxy:
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        seed: int = 0,
+        drop: float = 0.0,
+        delay: float = 0.0,
+        delay_s: float = 0.5,
+        http500: float = 0.0,
+        http429: float = 0.0,
+        malformed: float = 0.0,
+        lag_blocks: int = 0,
+        wrong_call: bool = False,
+        getlogs_max_range: int | None = None,
+        range_message: str = "infura",
+        protect_methods: tuple[str, ...] = (),
+    ) -> None:
+        self.upstream = upstream
+        self.rng = random.Random(seed)
+        self.drop, self.delay, self.delay_s = drop, delay, delay_s
+        self.http500, self.http429, self.malformed = http500, http429, malformed
+        self.lag_blocks = lag_blocks
+        self.wrong_call = wrong_call
+        self.getlogs_max_range = getlogs_max_range
+        self.range_message = range_message
+        # Methods never given random faults (e.g. anvil_* used by the test itself).
+        self.protect_methods = protect_methods
+        self.stats: Counter[str] = Counter()
+        self.requests: Counter[str] = Counter()
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> FaultProxy:
+        self._session = aiohttp.ClientSession()
+        app = web.Application()
+        app.router.add_post("/", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> FaultProxy:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def set(self, **modes: Any) -> None:
+        for key, value in modes.items():
+            if not hasattr(self, key):
+                raise AttributeError(f"FaultProxy has no mode {key!r}")
+            setattr(self, key, value)
+
+    async def _upstream(self, method: str, params: list[Any]) -> dict[str, Any]:
+        assert self._session is not None
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+        async with self._session.post(self.upstream, json=body) as resp:
+            out: dict[str, Any] = await resp.json(content_type=None)
+            return out
+
+    def _roll(self, p: float) -> bool:
+        return p > 0 and self.rng.random() < p
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            req = json.loads(raw)
+        except ValueError:
+            return web.Response(status=400, text="bad json")
+        method = str(req.get("method"))
+        self.requests[method] += 1
+        rid = req.get("id")
+        params = req.get("params") or []
+        if method not in self.protect_methods:
+            if self._roll(self.drop):
+                self.stats["drop"] += 1
+                if request.transport is not None:
+                    request.transport.close()
+                return web.Response(status=500)
+            if self._roll(self.delay):
+                self.stats["delay"] += 1
+                await asyncio.sleep(self.delay_s)
+            if self._roll(self.http500):
+                self.stats["http500"] += 1
+                return web.Response(status=500, text="internal error")
+            if self._roll(self.http429):
+                self.stats["http429"] += 1
+                return web.Response(
+                    status=429, text="rate limited", headers={"Retry-After": "0.05"}
+                )
+            if self._roll(self.malformed):
+                self.stats["malformed"] += 1
+                return web.Response(
+                    status=200, text='{"jsonrpc":"2.0","id":', content_type="application/json"
+                )
+        answer = await self._answer(method, params)
+        answer["id"] = rid
+        return web.json_response(answer)
+
+    async def _answer(self, method: str, params: list[Any]) -> dict[str, Any]:
+        if method == "eth_getLogs" and self.getlogs_max_range is not None:
+            q = params[0]
+            lo, hi = int(q["fromBlock"], 16), int(q["toBlock"], 16)
+            if hi - lo + 1 > self.getlogs_max_range:
+                self.stats["range_error"] += 1
+                n = self.getlogs_max_range
+                msg = RANGE_MESSAGES[self.range_message].format(lo=hex(lo), hi=hex(lo + n - 1), n=n)
+                return {"jsonrpc": "2.0", "error": {"code": -32005, "message": msg}}
+        if self.lag_blocks:
+            real = int((await self._upstream("eth_blockNumber", []))["result"], 16)
+            lagged = max(0, real - self.lag_blocks)
+            if method == "eth_blockNumber":
+                self.stats["lag"] += 1
+                return {"jsonrpc": "2.0", "result": hex(lagged)}
+            if (
+                method == "eth_getBlockByNumber"
+                and params
+                and params[0] not in ("latest", "pending")
+            ) and int(params[0], 16) > lagged:
+                self.stats["lag"] += 1
+                return {"jsonrpc": "2.0", "result": None}
+            if method == "eth_getLogs":
+                q = dict(params[0])
+                if int(q["toBlock"], 16) > lagged:
+                    # What makes a lagging node dangerous: a silently short answer.
+                    self.stats["lag"] += 1
+                    q["toBlock"] = hex(lagged)
+                    if int(q["fromBlock"], 16) > lagged:
+                        return {"jsonrpc": "2.0", "result": []}
+                    params = [q]
+        answer = await self._upstream(method, params)
+        if method == "eth_call" and self.wrong_call and "result" in answer:
+            self.stats["wrong_call"] += 1
+            answer["result"] = _corrupt(answer["result"])
+        return answer
+
+
+def _corrupt(result: str) -> str:
+    """A well-formed but wrong eth_call answer (every returned word becomes 7)."""
+    data = bytes.fromhex(result[2:])
+    try:
+        (items,) = abi_decode(["(bool,bytes)[]"], data)
+        forged = [(ok, (7).to_bytes(32, "big") if ok else ret) for ok, ret in items]
+        return "0x" + abi_encode(["(bool,bytes)[]"], [forged]).hex()
+    except Exception:
+        return "0x" + (7).to_bytes(32, "big").hex()

@@ -1,0 +1,171 @@
+"""Reorgs injected on real anvil chains (anvil_reorg and evm_snapshot/evm_revert)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import pytest
+from chains_env import stored_head
+
+from aggregator.devnet.anvil import AnvilNode
+from aggregator.store.chain_repo import SqlChainStore
+from chains.indexer import ChainIndexer
+from chains.rpc import RpcClient
+from chains.testing.harness import USERS, VaultHarness
+from chains.types import ChainSettings
+
+CONFIRMATIONS = 4  # == the reorg window
+
+
+def settings_for(name: str, node: AnvilNode, h: VaultHarness) -> ChainSettings:
+    return ChainSettings(
+        name=name,
+        chain_id=node.chain_id,
+        rpc_urls=(node.url,),
+        vault=h.vault,
+        confirmations=CONFIRMATIONS,
+        start_block=h.deploy_block,
+        block_time=0.05,
+        max_log_range=5,
+        rpc_timeout_s=2.0,
+        rpc_rate_limit_per_s=10_000.0,
+    )
+
+
+def setup_chain(
+    anvil_factory: Callable[..., AnvilNode], chain_id: int
+) -> tuple[AnvilNode, VaultHarness]:
+    node = anvil_factory(chain_id)
+    h = VaultHarness.deploy(node.url, nonce_offset=chain_id % 100)
+    for u in USERS:
+        h.deposit(u, 100 * 10**18)
+        h.grant(u)
+    # Setup must never be reorged away by the test's shallow reorgs.
+    h.mine(CONFIRMATIONS + 2)
+    return node, h
+
+
+def random_actions(rng: random.Random, h: VaultHarness) -> None:
+    for _ in range(rng.randint(1, 4)):
+        u = rng.choice(USERS)
+        action = rng.choice(["deposit", "withdraw", "borrow", "repay", "mine"])
+        if action == "deposit":
+            h.deposit(u, rng.randint(1, 10**18))
+        elif action == "withdraw":
+            h.withdraw(u, rng.randint(1, 10**16))
+        elif action == "borrow":
+            h.borrow(u, rng.randint(1, 10**8))
+        elif action == "repay" and h.debt_of(u):
+            h.repay(rng.choice(USERS), u, rng.randint(1, h.debt_of(u)))
+        else:
+            h.mine(rng.randint(1, 2))
+
+
+async def assert_matches_chain(ix: ChainIndexer, repo: SqlChainStore, h: VaultHarness) -> None:
+    status = await ix.sync_to_head()
+    assert not status.fatal, status.fatal_reason
+    assert await stored_head(repo, ix.chain) == h.onchain_positions(status.indexed_block)
+    # Confirmed view: exactly the head view minus deposits/repayments above the confirmed block.
+    for p in await repo.positions(ix.chain):
+        assert p.confirmed_amount == (
+            max(0, p.head_amount - p.pending_amount)
+            if p.kind == "collateral"
+            else p.head_amount + p.pending_amount
+        )
+    assert await ix.reconcile() == []
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_random_reorgs_within_the_window_on_two_chains(
+    seed: int,
+    anvil_factory: Callable[..., AnvilNode],
+    repo: SqlChainStore,
+    client_for: Callable[..., RpcClient],
+) -> None:
+    rng = random.Random(seed)
+    chains = []
+    for name, cid in (("a", 71002), ("b", 71003)):
+        node, h = setup_chain(anvil_factory, cid)
+        s = settings_for(name, node, h)
+        chains.append((ChainIndexer(s, client_for(s), repo), h))
+    depths: list[int] = []
+    for _round in range(4):
+        for ix, h in chains:
+            snap = h.rpc("evm_snapshot")
+            since = h.block_number()
+            random_actions(rng, h)
+            await assert_matches_chain(ix, repo, h)
+            mined = h.block_number() - since
+            if 1 <= mined <= CONFIRMATIONS and rng.random() < 0.5:
+                # Back to the snapshot, then a competing branch (shorter or longer).
+                h.rpc("evm_revert", [snap])
+                depths.append(mined)
+            else:
+                depth = rng.randint(1, CONFIRMATIONS)
+                h.rpc("anvil_reorg", [depth, []])
+                depths.append(depth)
+            random_actions(rng, h)
+            await assert_matches_chain(ix, repo, h)
+    for ix, _ in chains:
+        assert ix.status.reorgs >= 1
+        assert 1 <= ix.status.deepest_reorg <= CONFIRMATIONS
+    assert max(depths) <= CONFIRMATIONS
+
+
+async def test_snapshot_revert_to_a_shorter_branch(
+    anvil_factory: Callable[..., AnvilNode],
+    repo: SqlChainStore,
+    client_for: Callable[..., RpcClient],
+) -> None:
+    node, h = setup_chain(anvil_factory, 71004)
+    s = settings_for("a", node, h)
+    ix = ChainIndexer(s, client_for(s), repo)
+    await assert_matches_chain(ix, repo, h)
+    snap = h.rpc("evm_snapshot")
+    h.deposit(USERS[0], 5 * 10**18)
+    h.borrow(USERS[1], 10**8)
+    h.deposit(USERS[2], 10**18)
+    await assert_matches_chain(ix, repo, h)
+    tip = ix.status.indexed_block
+    h.rpc("evm_revert", [snap])
+    # The new branch is shorter than our tip: the stored tip height does not exist any more.
+    h.withdraw(USERS[3], 10**15)
+    assert h.block_number() < tip
+    await assert_matches_chain(ix, repo, h)
+    assert ix.status.reorgs == 1 and ix.status.deepest_reorg == 3
+    kinds = [(e.kind, e.account) for e in await repo.events("a") if e.block_number > tip - 3]
+    assert kinds == [("withdraw", USERS[3])]
+
+
+async def test_reorg_deeper_than_window_is_fatal_for_that_chain_only(
+    anvil_factory: Callable[..., AnvilNode],
+    repo: SqlChainStore,
+    client_for: Callable[..., RpcClient],
+) -> None:
+    (na, ha), (nb, hb) = setup_chain(anvil_factory, 71002), setup_chain(anvil_factory, 71003)
+    sa, sb = settings_for("a", na, ha), settings_for("b", nb, hb)
+    ia, ib = ChainIndexer(sa, client_for(sa), repo), ChainIndexer(sb, client_for(sb), repo)
+    await assert_matches_chain(ia, repo, ha)
+    hb.deposit(USERS[0], 10**18)
+    await assert_matches_chain(ib, repo, hb)
+    before = await stored_head(repo, "b")
+    depth = random.Random(3).randint(CONFIRMATIONS + 1, CONFIRMATIONS + 4)
+    hb.rpc("anvil_reorg", [depth, []])
+    status = await ib.sync_to_head()
+    assert status.fatal
+    assert "deeper than the 4-block window" in (status.fatal_reason or "")
+    # Never silent corruption: the stored view is left as it was, and the state persists.
+    assert await stored_head(repo, "b") == before
+    cp = await repo.load_checkpoint("b")
+    assert cp is not None and cp.fatal_reason == status.fatal_reason
+    restarted = ChainIndexer(sb, client_for(sb), repo)
+    await restarted.load()
+    assert restarted.status.fatal and not await restarted.step()
+    # The other chain keeps indexing.
+    ha.deposit(USERS[1], 3 * 10**18)
+    await assert_matches_chain(ia, repo, ha)
+    # Operator recovery: reset and re-index from start_block.
+    await repo.reset_chain("b")
+    fresh = ChainIndexer(sb, client_for(sb), repo)
+    await assert_matches_chain(fresh, repo, hb)

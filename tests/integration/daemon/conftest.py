@@ -1,0 +1,48 @@
+"""A devnet per test module and a daemon per test, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from aggregator.config import ApiConfig, AppConfig, StoreConfig, load_config
+from aggregator.daemon import Daemon
+from aggregator.devnet import manager
+from aggregator.store import Store
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[manager.DevnetState]:
+    root = tmp_path_factory.mktemp("devnet")
+    shutil.copy(REPO / "config.toml", root / "config.toml")
+    state = manager.up(root)
+    try:
+        yield state
+    finally:
+        manager.down(root)
+
+
+@pytest.fixture(scope="module")
+def devnet_cfg(devnet: manager.DevnetState) -> AppConfig:
+    return load_config(Path(devnet.root) / "config.toml")
+
+
+def daemon_config(cfg: AppConfig, store_url: str) -> AppConfig:
+    """The devnet config with a test's own store and a free API port."""
+    return cfg.model_copy(update={"store": StoreConfig(url=store_url), "api": ApiConfig(port=0)})
+
+
+@pytest.fixture
+async def daemon(devnet_cfg: AppConfig, store: Store) -> AsyncIterator[Daemon]:
+    """A started daemon over the module's devnet, with a fresh migrated store (per backend)."""
+    d = Daemon(daemon_config(devnet_cfg, store.url), store=store)
+    await d.start()
+    try:
+        yield d
+    finally:
+        await d.stop()

@@ -1,0 +1,390 @@
+"""The whole daemon over a real devnet (4 anvils, one forked), on SQLite and PostgreSQL.
+
+What is checked against the chains themselves, not against the daemon's own numbers:
+the positions it reports equal the vault's collateralOf/debtOf, a deposit counts only
+once confirmed while a borrow counts at once, stale feeds make prices unavailable and
+accounts degraded, a crash makes an account liquidatable on the SSE stream, a wrong
+chain id refuses to start, and SIGTERM stops the process cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from conftest import daemon_config
+from daemon_helpers import aget, wait_ready, wait_until
+from web3 import Web3
+
+from aggregator.config import AppConfig, ChainConfig
+from aggregator.daemon import Daemon, StartupError
+from aggregator.devnet import manager
+from aggregator.devnet.anvil import free_port
+from aggregator.devnet.deploy import FEED_DECIMALS, push_credit, web3_session
+from aggregator.store import Store
+from chains.contracts import contract
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def users(devnet: manager.DevnetState) -> list[str]:
+    return list(devnet.accounts["users"])
+
+
+@contextmanager
+def chain(devnet: manager.DevnetState, name: str) -> Iterator[Web3]:
+    with web3_session(devnet.url(name)) as w3:
+        yield w3
+
+
+def onchain_positions(
+    devnet: manager.DevnetState, cfg: AppConfig, account: str
+) -> dict[tuple[str, str, str], int]:
+    """(chain, asset, side) -> raw amount, read from every vault."""
+    out: dict[tuple[str, str, str], int] = {}
+    for c in cfg.chains:
+        with chain(devnet, c.name) as w3:
+            vault = contract(w3, "CollateralVault", c.contracts.vault)
+            for a in cfg.assets:
+                token = a.tokens[c.name]
+                coll = int(vault.functions.collateralOf(account, token).call())
+                debt = int(vault.functions.debtOf(account, token).call())
+                if coll:
+                    out[(c.name, a.symbol, "collateral")] = coll
+                if debt:
+                    out[(c.name, a.symbol, "debt")] = debt
+    return out
+
+
+def reported_positions(view: dict[str, Any], field: str) -> dict[tuple[str, str, str], int]:
+    out = {}
+    for chain_name, rows in view["positions"].items():
+        for row in rows:
+            if int(row[field]):
+                out[(chain_name, row["asset"], row["side"])] = int(row[field])
+    return out
+
+
+def send(w3: Web3, tx: Any, sender: str) -> None:
+    tx_hash = tx.transact({"from": sender, "gas": 500_000})
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)
+    assert receipt["status"] == 1
+
+
+def set_feeds(
+    devnet: manager.DevnetState, symbol: str, price: float, updated_at: int | None
+) -> None:
+    """Set `symbol`'s Chainlink feed on every chain; updated_at None means now."""
+    for name, dep in devnet.deployments.items():
+        if symbol not in dep.feeds:
+            continue
+        with chain(devnet, name) as w3:
+            feed = contract(w3, "MockV3Aggregator", dep.feeds[symbol])
+            answer = round(price * 10**FEED_DECIMALS)
+            if updated_at is None:
+                send(w3, feed.functions.updateAnswer(answer), dep.deployer)
+            else:
+                round_id = int(feed.functions.latestRound().call()) + 1
+                send(
+                    w3,
+                    feed.functions.updateRoundData(round_id, answer, updated_at, updated_at),
+                    dep.deployer,
+                )
+
+
+def feed_price(devnet: manager.DevnetState, symbol: str) -> float:
+    dep = devnet.deployments["beta"]
+    with chain(devnet, "beta") as w3:
+        feed = contract(w3, "MockV3Aggregator", dep.feeds[symbol])
+        return int(feed.functions.latestRoundData().call()[1]) / 10**FEED_DECIMALS
+
+
+async def test_every_seeded_account_matches_the_vaults(
+    daemon: Daemon, devnet: manager.DevnetState, devnet_cfg: AppConfig
+) -> None:
+    await wait_ready(daemon)
+    status, body = await aget(daemon, "/v1/accounts?limit=100")
+    assert status == 200
+    listed = {a["account"] for a in body["accounts"]}
+    assert set(users(devnet)) <= listed
+
+    for user in users(devnet):
+        status, view = await aget(daemon, f"/v1/accounts/{user.lower()}")
+        assert status == 200
+        assert view["account"] == user
+        expected = await asyncio.to_thread(onchain_positions, devnet, devnet_cfg, user)
+        assert reported_positions(view, "head") == expected
+        # Caught up and nothing pending: both finality views agree with the chain.
+        assert reported_positions(view, "counted") == expected
+        # HF follows from the reported parts.
+        if view["debt_usd"] > 0:
+            assert math.isclose(view["hf"], view["c_liq_usd"] / view["debt_usd"], rel_tol=1e-9)
+        else:
+            assert view["hf"] == "inf"
+        credit = sum(c["credit_usd6"] for c in view["credit"]["chains"].values())
+        assert credit <= view["borrowing_power_usd"] * 1e6 + 1e-6
+
+        status, health = await aget(daemon, f"/v1/accounts/{user}/health")
+        assert status == 200 and health["tier"] == view["tier"]
+        assert set(health["credit_usd"]) == {"alpha", "beta", "gamma"}
+
+    # The forked chain reports the deposits seeded on origin before the fork.
+    alpha_users = [
+        u
+        for u in users(devnet)
+        if any(k[0] == "alpha" for k in onchain_positions(devnet, devnet_cfg, u))
+    ]
+    assert alpha_users, "origin's pre-fork deposits should be visible through the fork"
+
+    status, chains = await aget(daemon, "/v1/chains")
+    assert status == 200
+    by_name = {c["chain"]: c for c in chains["chains"]}
+    assert set(by_name) == {"alpha", "beta", "gamma"}
+    for c in by_name.values():
+        assert c["caught_up"] and not c["fatal"]
+        assert c["endpoints"][0]["state"] == "healthy"
+
+    status, prices = await aget(daemon, "/v1/prices")
+    assert {p["status"] for p in prices["prices"].values()} == {"ok"}
+    status, text = await aget(daemon, "/metrics")
+    assert 'agg_chain_indexed_block{chain="beta"}' in text
+    assert 'agg_price_ok{asset="WETH"} 1.0' in text
+
+
+async def test_deposit_counts_when_confirmed_borrow_counts_at_once(
+    daemon: Daemon, devnet: manager.DevnetState, devnet_cfg: AppConfig
+) -> None:
+    await wait_ready(daemon)
+    user = users(devnet)[1]
+    dep = devnet.deployments["gamma"]
+    weth, usdc = dep.tokens["WETH"], dep.tokens["USDC"]
+
+    def position(view: dict[str, Any], asset: str, side: str) -> dict[str, Any]:
+        rows = [r for r in view["positions"]["gamma"] if r["asset"] == asset and r["side"] == side]
+        return rows[0] if rows else {"head": "0", "confirmed": "0", "counted": "0"}
+
+    _, before = await aget(daemon, f"/v1/accounts/{user}")
+    coll0 = int(position(before, "WETH", "collateral")["counted"])
+    debt0 = int(position(before, "USDC", "debt")["counted"])
+    amount = 10**18
+
+    def deposit_and_borrow() -> None:
+        with chain(devnet, "gamma") as w3:
+            # Interval mining would confirm the deposit before we look: stop it.
+            w3.provider.make_request("evm_setIntervalMining", [0])  # type: ignore[arg-type]
+            w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
+            token = contract(w3, "MockERC20", weth)
+            vault = contract(w3, "CollateralVault", dep.vault)
+            send(w3, token.functions.mint(user, amount), dep.deployer)
+            send(w3, token.functions.approve(dep.vault, amount), user)
+            send(w3, vault.functions.deposit(weth, amount), user)
+
+    def resume_mining() -> None:
+        with chain(devnet, "gamma") as w3:
+            w3.provider.make_request("evm_setIntervalMining", [devnet.block_time_s])  # type: ignore[arg-type]
+
+    await asyncio.to_thread(deposit_and_borrow)
+    try:
+
+        async def head_seen() -> bool:
+            _, v = await aget(daemon, f"/v1/accounts/{user}")
+            return int(position(v, "WETH", "collateral")["head"]) == coll0 + amount
+
+        await wait_until(head_seen, 20, "the deposit at the head")
+        _, v = await aget(daemon, f"/v1/accounts/{user}")
+        # At the head but not `confirmations` deep: it must not raise borrowing power yet.
+        assert int(position(v, "WETH", "collateral")["counted"]) == coll0
+
+        def borrow() -> None:
+            with chain(devnet, "gamma") as w3:
+                push_credit(w3, dep, user, 100.0)
+                vault = contract(w3, "CollateralVault", dep.vault)
+                send(w3, vault.functions.borrow(usdc, 50 * 10**6), user)
+
+        await asyncio.to_thread(borrow)
+
+        async def borrow_seen() -> bool:
+            _, v = await aget(daemon, f"/v1/accounts/{user}")
+            return int(position(v, "USDC", "debt")["counted"]) == debt0 + 50 * 10**6
+
+        await wait_until(borrow_seen, 20, "the borrow counted from the head")
+    finally:
+        await asyncio.to_thread(resume_mining)
+
+    async def deposit_confirmed() -> bool:
+        _, v = await aget(daemon, f"/v1/accounts/{user}")
+        return int(position(v, "WETH", "collateral")["counted"]) == coll0 + amount
+
+    await wait_until(deposit_confirmed, 30, "the deposit once confirmed")
+    expected = await asyncio.to_thread(onchain_positions, devnet, devnet_cfg, user)
+    _, v = await aget(daemon, f"/v1/accounts/{user}")
+    assert reported_positions(v, "counted") == expected
+
+
+async def test_stale_feeds_make_price_unavailable_and_holders_degraded(
+    daemon: Daemon, devnet: manager.DevnetState
+) -> None:
+    await wait_ready(daemon)
+    price = await asyncio.to_thread(feed_price, devnet, "WBTC")
+    holders = []
+    for u in users(devnet):
+        _, v = await aget(daemon, f"/v1/accounts/{u}")
+        if "WBTC" in v["assets"]:
+            holders.append(u)
+    assert holders
+    credit_before = {
+        u: (await aget(daemon, f"/v1/accounts/{u}/health"))[1]["credit_usd"] for u in holders
+    }
+    stale_at = int(time.time()) - 7 * 86400
+    await asyncio.to_thread(set_feeds, devnet, "WBTC", price, stale_at)
+    try:
+        await daemon.refresh_prices()
+        _, p = await aget(daemon, "/v1/prices/WBTC")
+        assert p["status"] == "unavailable"
+        assert all(s["failure"] == "stale" for s in p["sources"] if s["kind"] == "chainlink")
+        status, ready = await aget(daemon, "/readyz")
+        assert status == 503
+        assert any(r.startswith("price WBTC: unavailable") for r in ready["reasons"])
+        for u in holders:
+            _, h = await aget(daemon, f"/v1/accounts/{u}/health")
+            assert h["status"] == "degraded"
+            for c, credit in h["credit_usd"].items():
+                assert credit <= credit_before[u][c] + 1e-6
+    finally:
+        await asyncio.to_thread(set_feeds, devnet, "WBTC", price, None)
+    await daemon.refresh_prices()
+    _, p = await aget(daemon, "/v1/prices/WBTC")
+    assert p["status"] == "ok"
+
+
+async def test_crash_reaches_the_stream_as_a_tier_change(
+    daemon: Daemon, devnet: manager.DevnetState
+) -> None:
+    await wait_ready(daemon)
+    eth = await asyncio.to_thread(feed_price, devnet, "WETH")
+    events: list[dict[str, Any]] = []
+    url = f"http://127.0.0.1:{daemon.api.port}/v1/stream"
+
+    async def listen() -> None:
+        async with aiohttp.ClientSession() as s, s.get(url) as resp:
+            assert resp.headers["Content-Type"].startswith("text/event-stream")
+            async for raw in resp.content:
+                line = raw.decode().strip()
+                if line.startswith("data: "):
+                    events.append(json.loads(line[6:]))
+                    if any(e.get("tier") == "liquidatable" for e in events):
+                        return
+
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0.3)
+    crash = {"WETH": eth * 0.3}
+    try:
+        for sym, value in crash.items():
+            await asyncio.to_thread(set_feeds, devnet, sym, value, None)
+        # LSTs follow WETH through their rate; a >jump_threshold move needs a second round.
+        for _ in range(3):
+            await daemon.refresh_prices()
+        await asyncio.wait_for(listener, 15)
+    finally:
+        listener.cancel()
+        await asyncio.to_thread(set_feeds, devnet, "WETH", eth, None)
+    hit = [e for e in events if e.get("tier") == "liquidatable"]
+    assert hit and hit[0]["previous_tier"] in ("healthy", "warning")
+    status, body = await aget(daemon, "/v1/accounts?tier=liquidatable")
+    assert status == 200 and hit[0]["account"] in {a["account"] for a in body["accounts"]}
+    _, view = await aget(daemon, f"/v1/accounts/{hit[0]['account']}")
+    assert view["liquidation"] is not None and view["liquidation"]["repay_usd"] > 0
+    for _ in range(3):
+        await daemon.refresh_prices()
+
+
+async def test_wrong_chain_id_refuses_to_start(devnet_cfg: AppConfig, tmp_path: Path) -> None:
+    chains = [
+        c.model_copy(update={"chain_id": 1}) if c.name == "beta" else c for c in devnet_cfg.chains
+    ]
+    cfg = daemon_config(devnet_cfg, f"sqlite+aiosqlite:///{tmp_path}/x.db").model_copy(
+        update={"chains": chains}
+    )
+    assert isinstance(cfg.chains[1], ChainConfig)
+    d = Daemon(cfg)
+    with pytest.raises(StartupError, match=r"chain beta: .*71002.*|chain beta: .*1\b"):
+        await d.start()
+    await d.stop()
+
+
+async def test_restart_loads_the_book_from_the_store_without_rpc(
+    daemon: Daemon, devnet: manager.DevnetState, devnet_cfg: AppConfig, store: Store
+) -> None:
+    await wait_ready(daemon)
+    n = daemon.engine.book.n_accounts
+    assert n >= len(users(devnet))
+    # A second daemon over the same store but with every RPC URL dead.
+    dead = [
+        c.model_copy(update={"rpc_urls": [f"http://127.0.0.1:{free_port()}"]})
+        for c in devnet_cfg.chains
+    ]
+    cold = Daemon(
+        daemon_config(devnet_cfg, store.url).model_copy(update={"chains": dead}), store=store
+    )
+    await cold._load_book()
+    assert cold.engine.book.n_accounts == n
+    for c in cold.clients.values():
+        await c.close()
+
+
+def test_sigterm_stops_the_process_cleanly(devnet: manager.DevnetState, tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "AGG_STORE__URL": f"sqlite+aiosqlite:///{tmp_path}/d.db",
+        "AGG_API__PORT": str(port),
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aggregator.cli",
+            "-c",
+            str(Path(devnet.root) / "config.toml"),
+            "run",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("daemon did not serve /healthz")
+        time.sleep(2)  # let jobs run, so the drain has something to wait for
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert "Unclosed" not in err, err[-3000:]
+    assert "stopping: draining jobs" in err

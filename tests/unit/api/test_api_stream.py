@@ -1,0 +1,155 @@
+"""/v1/stream: SSE framing, control events, keepalive, and subscriptions closed on disconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from typing import Any
+
+import pytest
+from aiohttp import ClientResponse
+
+from tests.unit.api.api_fakes import KNOWN, FakeBackend
+
+
+async def until(predicate: Any, what: str, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def read_frame(resp: ClientResponse, skip_comments: bool = True) -> list[str]:
+    """One SSE frame (lines up to the blank line); keepalive comment frames skipped."""
+    while True:
+        lines: list[str] = []
+        while True:
+            raw = await asyncio.wait_for(resp.content.readline(), 5.0)
+            if raw == b"":
+                return lines  # end of stream
+            line = raw.decode().rstrip("\n")
+            if line == "":
+                break
+            lines.append(line)
+        if skip_comments and all(x.startswith(":") for x in lines):
+            continue
+        return lines
+
+
+async def open_stream(client: Any, backend: FakeBackend) -> ClientResponse:
+    resp = await client.get("/v1/stream")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/event-stream")
+    assert resp.headers["Cache-Control"] == "no-cache"
+    assert await read_frame(resp, skip_comments=False) == [": connected"]
+    await until(lambda: len(backend.subscribers) == 1, "subscription")
+    return resp
+
+
+async def test_health_events_are_framed_with_json_data(
+    stream_client: Any, backend: FakeBackend
+) -> None:
+    resp = await open_stream(stream_client, backend)
+    backend.publish({"account": KNOWN, "hf": math.inf, "tier": "healthy", "prev": math.nan})
+    backend.publish({"account": KNOWN, "hf": 0.97, "tier": "liquidatable", "prev": "healthy"})
+    first = await read_frame(resp)
+    assert first[0] == "event: health"
+    assert first[1].startswith("data: ") and len(first) == 2
+    assert json.loads(first[1][6:]) == {
+        "account": KNOWN,
+        "hf": None,
+        "tier": "healthy",
+        "prev": None,
+    }
+    second = await read_frame(resp)
+    assert second[0] == "event: health"
+    assert json.loads(second[1][6:])["hf"] == 0.97
+    resp.close()
+
+
+async def test_shutdown_is_its_own_event_and_ends_the_stream(
+    stream_client: Any, backend: FakeBackend
+) -> None:
+    resp = await open_stream(stream_client, backend)
+    backend.publish({"event": "shutdown"})
+    assert await read_frame(resp) == ["event: shutdown", 'data: {"event": "shutdown"}']
+    assert await read_frame(resp) == []  # server ended the response
+    await until(lambda: backend.closed == 1, "subscription closed")
+    resp.close()
+
+
+async def test_idle_stream_sends_keepalive_comments(
+    stream_client: Any, backend: FakeBackend
+) -> None:
+    resp = await open_stream(stream_client, backend)
+    assert await read_frame(resp, skip_comments=False) == [": keepalive"]
+    resp.close()
+
+
+async def test_client_disconnect_closes_an_idle_subscription(
+    stream_client: Any, backend: FakeBackend
+) -> None:
+    resp = await open_stream(stream_client, backend)
+    assert backend.opened == 1 and backend.closed == 0
+    resp.close()  # drop the TCP connection without any event flowing
+    await until(lambda: backend.closed == 1, "subscription closed after disconnect")
+    assert backend.subscribers == []
+
+
+async def test_client_disconnect_while_events_flow(
+    stream_client: Any, backend: FakeBackend
+) -> None:
+    resp = await open_stream(stream_client, backend)
+    backend.publish({"account": KNOWN, "hf": 2.0})
+    assert (await read_frame(resp))[0] == "event: health"
+    resp.close()
+    for _ in range(50):
+        backend.publish({"account": KNOWN, "hf": 2.0, "pad": "x" * 10_000})
+        await asyncio.sleep(0.005)
+    await until(lambda: backend.closed == 1, "subscription closed")
+
+
+async def test_many_streams_each_get_their_own_subscription(
+    stream_client: Any, backend: FakeBackend
+) -> None:
+    streams = [await stream_client.get("/v1/stream") for _ in range(5)]
+    await until(lambda: len(backend.subscribers) == 5, "five subscriptions")
+    backend.publish({"account": KNOWN, "hf": 1.2})
+    for s in streams:
+        assert await read_frame(s, skip_comments=False) == [": connected"]
+        assert (await read_frame(s))[0] == "event: health"
+    for s in streams:
+        s.close()
+    await until(lambda: backend.closed == 5, "all closed")
+
+
+async def test_backend_stream_failure_ends_with_error_frame_and_logged_id(
+    stream_client: Any, backend: FakeBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    resp = await open_stream(stream_client, backend)
+    with caplog.at_level(logging.ERROR, logger="aggregator.api"):
+        backend.publish(None)  # the fake's generator raises
+        frame = await read_frame(resp)
+        assert frame[0] == "event: error"
+        err = json.loads(frame[1][6:])["error"]
+        assert await read_frame(resp) == []
+    err_id = err["message"].split("id ")[1].rstrip(")")
+    assert any(err_id in r.getMessage() for r in caplog.records)
+    assert backend.closed == 1
+    resp.close()
+
+
+async def test_api_stop_ends_open_streams_with_a_shutdown_event(
+    stream_client: Any, backend: FakeBackend, api: Any
+) -> None:
+    resp = await open_stream(stream_client, backend)
+    stop = asyncio.create_task(api.stop())
+    assert await read_frame(resp) == ["event: shutdown", 'data: {"event": "shutdown"}']
+    assert await read_frame(resp) == []
+    await stop
+    assert backend.closed == 1
+    resp.close()

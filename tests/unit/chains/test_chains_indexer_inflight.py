@@ -1,0 +1,99 @@
+"""A reorg between the getLogs call and the header reads must drop the step, not commit it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eth_abi import encode
+from eth_utils import keccak
+
+from aggregator.store import Store
+from aggregator.store.chain_repo import SqlChainStore
+from chains.events import SIGNATURES
+from chains.indexer import ChainIndexer
+from chains.types import BlockRef, ChainSettings
+
+VAULT = "0x" + "11" * 20
+ACCT = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+TOKEN = "0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0"
+
+
+def h(n: int, branch: str = "a") -> str:
+    return "0x" + (branch * 2) + f"{n:062x}"
+
+
+class FakeClient:
+    """Serves a chain of `head` blocks; logs may come from another branch."""
+
+    def __init__(self, head: int, log_branch: str, parent_break_at: int | None = None) -> None:
+        self.head, self.log_branch, self.parent_break_at = head, log_branch, parent_break_at
+
+    async def block_number(self) -> int:
+        return self.head
+
+    async def get_block(self, n: int) -> BlockRef:
+        parent = "0x" + "ff" * 32 if n == self.parent_break_at else h(n - 1)
+        return BlockRef(n, h(n), parent)
+
+    async def get_blocks(self, numbers: list[int]) -> dict[int, BlockRef]:
+        return {n: await self.get_block(n) for n in numbers}
+
+    async def get_logs(self, address: str, topics: Any, lo: int, hi: int) -> list[dict[str, Any]]:
+        return [
+            {
+                "address": VAULT,
+                "topics": [
+                    "0x" + keccak(text=SIGNATURES["deposit"]).hex(),
+                    "0x" + "00" * 12 + ACCT[2:].lower(),
+                    "0x" + "00" * 12 + TOKEN[2:].lower(),
+                ],
+                "data": "0x" + encode(["uint256"], [5]).hex(),
+                "blockNumber": hex(n),
+                "blockHash": h(n, self.log_branch),
+                "transactionHash": "0x" + "cd" * 32,
+                "logIndex": "0x0",
+            }
+            for n in range(lo, hi + 1)
+        ]
+
+    def status(self) -> list[Any]:
+        return []
+
+
+def settings() -> ChainSettings:
+    return ChainSettings(
+        name="c", chain_id=1, rpc_urls=("http://x",), vault=VAULT, confirmations=3, max_log_range=10
+    )
+
+
+async def test_logs_from_another_branch_are_not_committed(store: Store) -> None:
+    repo = SqlChainStore(store)
+    ix = ChainIndexer(settings(), FakeClient(head=8, log_branch="b"), repo)  # type: ignore[arg-type]
+    await ix.load()
+    assert await ix.step() is False
+    assert await repo.events("c") == [] and await repo.load_checkpoint("c") is None
+    # Once the logs agree with the headers, the same range commits.
+    ix.client = FakeClient(head=8, log_branch="a")  # type: ignore[assignment]
+    assert await ix.step() is True
+    assert len(await repo.events("c")) == 9
+
+
+async def test_headers_that_do_not_extend_our_tip_are_not_committed(store: Store) -> None:
+    repo = SqlChainStore(store)
+    ix = ChainIndexer(settings(), FakeClient(head=8, log_branch="a"), repo)  # type: ignore[arg-type]
+    await ix.sync_to_head()
+    assert ix.status.indexed_block == 8
+    ix.client = FakeClient(head=12, log_branch="a", parent_break_at=9)  # type: ignore[assignment]
+    assert await ix.step() is False
+    cp = await repo.load_checkpoint("c")
+    assert cp is not None and cp.indexed_block == 8
+
+
+async def test_sync_to_head_gives_up_instead_of_spinning(store: Store) -> None:
+    repo = SqlChainStore(store)
+    s = ChainSettings(
+        name="c", chain_id=1, rpc_urls=("http://x",), vault=VAULT, confirmations=3, block_time=0.001
+    )
+    ix = ChainIndexer(s, FakeClient(head=8, log_branch="b"), repo)  # type: ignore[arg-type]
+    status = await ix.sync_to_head(max_idle_steps=3)
+    assert not status.caught_up and status.indexed_block == -1
