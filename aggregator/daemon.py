@@ -20,7 +20,7 @@ from typing import Any
 
 from eth_utils import to_checksum_address
 
-from aggregator.api import Api
+from aggregator.api import Api, ApiError
 from aggregator.config import AppConfig
 from aggregator.jobs import Jobs
 from aggregator.metrics import Metrics
@@ -121,6 +121,7 @@ class Daemon:
         self.api = Api(self)
         self.stop_event = asyncio.Event()
         self._dirty: set[str] = set()
+        self._live: set[tuple[str, str]] = set()
         self._dirty_event = asyncio.Event()
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._last_health: dict[str, tuple[float, str, bool]] = {}
@@ -151,9 +152,15 @@ class Daemon:
             self.supervisor.spawn(f"index:{name}", self._index_loop(indexer))
         self.supervisor.spawn("recompute", self._recompute_loop)
         sch = self.cfg.scheduler
-        self.jobs.add("oracle", self.refresh_prices, sch.oracle_interval_s)
         if self.lst_readers:
-            self.jobs.add("lst_rates", self.sample_rates, sch.lst_interval_s)
+            # Before the first price refresh, so LSTs are not `disputed` for a whole
+            # lst_interval_s after every start for want of a rate sample.
+            try:
+                await self.sample_rates()
+            except RpcError as exc:
+                log.warning("initial LST rate sampling failed: %s", exc)
+            self.jobs.add("lst_rates", self.sample_rates, sch.lst_interval_s, run_now=False)
+        self.jobs.add("oracle", self.refresh_prices, sch.oracle_interval_s)
         self.jobs.add("reconcile", self.reconcile, sch.reconcile_interval_s, critical=False)
         self.jobs.add("metrics", self.refresh_metrics, 5.0, critical=False)
         self.jobs.add("prune_history", self.prune_history, 86400.0, critical=False)
@@ -235,6 +242,11 @@ class Daemon:
     async def _accounts_changed(self, chain: str, accounts: set[str]) -> None:
         # Kept as the indexer wrote them: the store is queried with the same spelling.
         self._dirty.update(accounts)
+        indexer = self.indexers.get(chain)
+        if indexer is not None and indexer.status.caught_up:
+            # Following the head: these changes are new activity, which the demand
+            # credit policy should see. Backfilled history is not.
+            self._live.update((a.lower(), chain) for a in accounts)
         self._dirty_event.set()
 
     def _progress(self, p: Progress) -> None:
@@ -257,11 +269,36 @@ class Daemon:
         rows: list[PositionRow] = []
         for chain in self.settings:
             rows += self._rows(await self.repo.positions(chain, accounts))
+        now = time.time()
+        live, self._live = self._live, set()
         for row in rows:
+            if (row.account.lower(), row.chain) in live:
+                self._record_consumption(row, now)
             self.engine.apply_position(row)
         if self.prices_ready:
             self.engine.allocate_credit(accounts=[r.account for r in rows])
             self._publish({r.account.lower() for r in rows})
+
+    def _record_consumption(self, row: PositionRow, now: float) -> None:
+        """Feed the demand credit policy: a borrow (debt up) or a withdrawal (collateral
+        down) at the head consumed credit on that chain. Derived from the position
+        change, so it needs no extra RPC or event table."""
+        book = self.engine.book
+        a = book.find_account(row.account)
+        if a is None or not self.prices_ready:
+            return
+        side = 0 if row.side == "collateral" else 1
+        r = book.lookup(book.key(a, book.chain_index[row.chain], book.asset_index[row.asset], side))
+        before = 0 if r < 0 else book.exact(r)[0]
+        delta = row.head - before if side == 1 else before - row.head
+        if delta <= 0:
+            return
+        asset = self.cfg.asset(row.asset)
+        price = self.oracle.price(row.asset)
+        if price is None or price.value is None:
+            return
+        usd = delta / 10**asset.decimals * price.value * (asset.ltv if side == 0 else 1.0)
+        self.engine.record_consumption(row.account, row.chain, usd, now)
 
     async def refresh_prices(self) -> None:
         prices = await self.oracle.refresh()
@@ -358,9 +395,11 @@ class Daemon:
                 try:
                     q.put_nowait(event)
                 except asyncio.QueueFull:
-                    # A slow client gets dropped rather than growing memory without bound.
+                    # A slow client is dropped rather than growing memory without bound,
+                    # and told so: the oldest queued event makes room for the notice.
                     self._subscribers.discard(q)
-                    q.put_nowait({"event": "overflow"}) if not q.full() else None
+                    q.get_nowait()
+                    q.put_nowait({"event": "overflow"})
 
     # ------------------------------------------------------------ ApiBackend
     def readiness(self) -> tuple[bool, list[str]]:
@@ -384,8 +423,17 @@ class Daemon:
                     reasons.append(f"price {sym}: {p.status} ({p.reason})")
         return not reasons, reasons
 
+    def _require_prices(self) -> None:
+        if not self.prices_ready:
+            # The account may well exist; answering 404 before the first price
+            # refresh would tell a client something false.
+            raise ApiError(
+                503, None, "risk not computed yet (no price refresh completed); see /readyz"
+            )
+
     def account_detail(self, address: str) -> dict[str, Any] | None:
-        if self.engine.book.find_account(address.lower()) is None or not self.prices_ready:
+        self._require_prices()
+        if self.engine.book.find_account(address.lower()) is None:
             return None
         view = self.engine.explain(address)
         view["account"] = to_checksum_address(view["account"])
@@ -400,7 +448,8 @@ class Daemon:
         return view
 
     def account_health(self, address: str) -> dict[str, Any] | None:
-        if self.engine.book.find_account(address.lower()) is None or not self.prices_ready:
+        self._require_prices()
+        if self.engine.book.find_account(address.lower()) is None:
             return None
         h = self.engine.health(address)
         return {
@@ -416,6 +465,7 @@ class Daemon:
     def list_accounts(
         self, tier: str | None, limit: int, cursor: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
+        self._require_prices()
         start = int(cursor) if cursor else 0
         if tier is None:
             addrs = self.engine.book.account_address[start : start + limit]

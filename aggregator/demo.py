@@ -26,7 +26,7 @@ def _fmt_hf(hf: float | None) -> str:
 
 def print_table(daemon: Daemon) -> None:
     ok, reasons = daemon.readiness()
-    items, _ = daemon.list_accounts(None, 50, None)
+    items = daemon.list_accounts(None, 50, None)[0] if daemon.prices_ready else []
     prices = daemon.oracle.prices()
     line = "  ".join(
         f"{sym} {p.value:,.2f}{'' if p.usable else '(' + str(p.status) + ')'}"

@@ -62,11 +62,14 @@ OPENAPI: dict[str, Any] = {
                 },
             ],
             _400="err",
+            _503="err",
         ),
         "/v1/accounts/{address}": _get(
-            "Full breakdown of one account", [_ADDR], _400="err", _404="err"
+            "Full breakdown of one account", [_ADDR], _400="err", _404="err", _503="err"
         ),
-        "/v1/accounts/{address}/health": _get("Compact health", [_ADDR], _400="err", _404="err"),
+        "/v1/accounts/{address}/health": _get(
+            "Compact health", [_ADDR], _400="err", _404="err", _503="err"
+        ),
         "/v1/prices": _get("All prices with every source"),
         "/v1/prices/{asset}": _get(
             "One asset's price",

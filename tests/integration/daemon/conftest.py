@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -41,7 +43,8 @@ def daemon_config(cfg: AppConfig, store_url: str) -> AppConfig:
 async def daemon(devnet_cfg: AppConfig, store: Store) -> AsyncIterator[Daemon]:
     """A started daemon over the module's devnet, with a fresh migrated store (per backend)."""
     d = Daemon(daemon_config(devnet_cfg, store.url), store=store)
-    await d.start()
+    # Bounded: a start-up that hangs must fail the test with a traceback, not stall CI.
+    await asyncio.wait_for(d.start(), 90)
     try:
         yield d
     finally:
