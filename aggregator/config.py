@@ -298,6 +298,7 @@ def format_loc(loc: Iterable[int | str]) -> str:
 
 
 _TAGGED_UNION_FIELDS = {"sources"}
+_SOURCE_TAGS = {"chainlink", "http"}
 
 
 def _clean_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
@@ -308,13 +309,12 @@ def _clean_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
     i = 0
     while i < len(parts):
         out.append(parts[i])
+        tag = parts[i + 2] if i + 2 < len(parts) else None
         if (
             parts[i] in _TAGGED_UNION_FIELDS
-            and i + 2 < len(parts)
             and isinstance(parts[i + 1], int)
-            and isinstance(parts[i + 2], str)
-            and "[" not in parts[i + 2]
-            and parts[i + 2] in {"chainlink", "http", "exchange_rate", "static"}
+            and isinstance(tag, str)
+            and tag in _SOURCE_TAGS
         ):
             out.append(parts[i + 1])
             i += 3

@@ -15,8 +15,8 @@ import logging
 import math
 import signal
 import time
-from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Iterable
+from typing import Any, TypeVar
 
 from eth_utils import to_checksum_address
 
@@ -40,6 +40,8 @@ from oracles.types import Price
 log = logging.getLogger(__name__)
 
 SUBSCRIBER_QUEUE = 1000
+STARTUP_STEP_TIMEOUT_S = 60.0
+T = TypeVar("T")
 
 
 class StartupError(RuntimeError):
@@ -132,10 +134,10 @@ class Daemon:
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> int:
-        await self.store.upgrade()
-        await self._verify_chains()
-        await self._load_book()
-        await self.oracle.start()
+        await self._step("store migration", self.store.upgrade())
+        await self._step("chain id check", self._verify_chains())
+        await self._step("book load", self._load_book())
+        await self._step("price history warm-up", self.oracle.start())
         for name, settings in self.settings.items():
             if settings.vault is None:
                 log.warning("chain %s: no vault configured; not indexed", name)
@@ -147,27 +149,41 @@ class Daemon:
                 on_accounts_changed=self._accounts_changed,
                 on_progress=self._progress,
             )
-            await indexer.load()
+            await self._step(f"checkpoint load of {name}", indexer.load())
             self.indexers[name] = indexer
-            self.supervisor.spawn(f"index:{name}", self._index_loop(indexer))
-        self.supervisor.spawn("recompute", self._recompute_loop)
         sch = self.cfg.scheduler
         if self.lst_readers:
             # Before the first price refresh, so LSTs are not `disputed` for a whole
             # lst_interval_s after every start for want of a rate sample.
             try:
-                await self.sample_rates()
-            except RpcError as exc:
+                await self._step("initial LST rate sample", self.sample_rates())
+            except (RpcError, StartupError) as exc:
                 log.warning("initial LST rate sampling failed: %s", exc)
             self.jobs.add("lst_rates", self.sample_rates, sch.lst_interval_s, run_now=False)
+        for indexer in self.indexers.values():
+            self.supervisor.spawn(f"index:{indexer.chain}", self._index_loop(indexer))
+        self.supervisor.spawn("recompute", self._recompute_loop)
         self.jobs.add("oracle", self.refresh_prices, sch.oracle_interval_s)
         self.jobs.add("reconcile", self.reconcile, sch.reconcile_interval_s, critical=False)
         self.jobs.add("metrics", self.refresh_metrics, 5.0, critical=False)
         self.jobs.add("prune_history", self.prune_history, 86400.0, critical=False)
         self.jobs.start()
-        port = await self.api.start(self.cfg.api.host, self.cfg.api.port)
+        port = await self._step("API bind", self.api.start(self.cfg.api.host, self.cfg.api.port))
         log.info("API on http://%s:%d", self.cfg.api.host, port)
         return port
+
+    async def _step(self, what: str, work: Awaitable[T]) -> T:
+        """A start-up step that hangs is a named error, not a daemon stuck before its API."""
+        t0 = time.perf_counter()
+        try:
+            async with asyncio.timeout(STARTUP_STEP_TIMEOUT_S):
+                result = await work
+        except TimeoutError:
+            raise StartupError(
+                f"start-up step '{what}' did not finish in {STARTUP_STEP_TIMEOUT_S:.0f}s"
+            ) from None
+        log.debug("start-up: %s took %.3fs", what, time.perf_counter() - t0)
+        return result
 
     async def stop(self) -> None:
         """Drain: stop scheduling, let running work finish, close every connection."""
@@ -490,7 +506,7 @@ class Daemon:
         out = []
         for name, settings in self.settings.items():
             ix = self.indexers.get(name)
-            st = dataclasses.asdict(ix.snapshot()) if ix else {"indexed": False}
+            st: dict[str, Any] = dataclasses.asdict(ix.snapshot()) if ix else {"indexed": False}
             st["endpoints"] = [dataclasses.asdict(e) for e in self.clients[name].status()]
             st["chain_id"] = settings.chain_id
             st["confirmations"] = settings.confirmations

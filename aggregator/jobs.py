@@ -8,6 +8,7 @@ result, failures count in `agg_job_failures`, and a job whose last run failed
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -65,7 +66,9 @@ class Jobs:
         self._fail = Counter(
             "agg_job_failures", "Failed job runs", ["job"], registry=metrics.registry
         )
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._running = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def add(
         self,
@@ -81,6 +84,8 @@ class Jobs:
 
         async def wrapped() -> None:
             status.running = True
+            self._running += 1
+            self._idle.clear()
             started = time.perf_counter()
             try:
                 await func()
@@ -99,6 +104,9 @@ class Jobs:
             finally:
                 status.runs += 1
                 status.running = False
+                self._running -= 1
+                if not self._running:
+                    self._idle.set()
                 status.last_duration_s = time.perf_counter() - started
 
         kwargs: dict[str, object] = {}
@@ -117,9 +125,8 @@ class Jobs:
         if not self.scheduler.running:
             return
         self.scheduler.pause()
-        deadline = time.monotonic() + self.grace_s
-        while any(s.running for s in self.status.values()) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), self.grace_s)
         self.scheduler.shutdown(wait=False)
 
     def unhealthy(self, now: float | None = None) -> list[str]:

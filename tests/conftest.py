@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -12,6 +13,30 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from aggregator.devnet.anvil import AnvilNode
 from aggregator.store import Store
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    # A CI timeout sends SIGTERM: turn it into Ctrl-C so fixtures tear down and no
+    # anvil or devnet process outlives the run.
+    raise KeyboardInterrupt
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    signal.signal(signal.SIGTERM, _sigterm)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-soak", action="store_true", help="run long soak tests (make soak)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-soak"):
+        return
+    skip = pytest.mark.skip(reason="soak test: run with `make soak`")
+    for item in items:
+        if "soak" in item.keywords:
+            item.add_marker(skip)
+
 
 PG_URL = os.environ.get("AGG_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/agg_test")
 

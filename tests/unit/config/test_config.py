@@ -149,6 +149,7 @@ def test_daemon_refuses_invalid_config(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     )
     assert proc.returncode == 2
     assert "chains[0].chain_id" in proc.stderr
