@@ -124,6 +124,7 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self._dirty: set[str] = set()
         self._live: set[tuple[str, str]] = set()
+        self._recomputing = False
         self._dirty_event = asyncio.Event()
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._last_health: dict[str, tuple[float, str, bool]] = {}
@@ -278,7 +279,11 @@ class Daemon:
             self._dirty_event.clear()
             batch, self._dirty = self._dirty, set()
             if batch:
-                await self.recompute_accounts(batch)
+                self._recomputing = True
+                try:
+                    await self.recompute_accounts(batch)
+                finally:
+                    self._recomputing = False
 
     async def recompute_accounts(self, accounts: Iterable[str]) -> None:
         accounts = list(accounts)
@@ -431,6 +436,9 @@ class Daemon:
         for t in self.supervisor.unhealthy():
             reasons.append(f"task {t.name}: {t.state} ({t.last_error})")
         reasons += self.jobs.unhealthy()
+        if self._dirty or self._recomputing:
+            # Indexed but not yet in the ledger: what the API shows would lag the chain.
+            reasons.append(f"ledger: {len(self._dirty)} accounts waiting for recompute")
         if not self.prices_ready:
             reasons.append("prices: no refresh completed yet")
         else:
@@ -444,7 +452,7 @@ class Daemon:
             # The account may well exist; answering 404 before the first price
             # refresh would tell a client something false.
             raise ApiError(
-                503, None, "risk not computed yet (no price refresh completed); see /readyz"
+                503, "prices", "risk not computed yet (no price refresh completed); see /readyz"
             )
 
     def account_detail(self, address: str) -> dict[str, Any] | None:

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from daemon_helpers import daemon_config
 
-from aggregator.config import ApiConfig, AppConfig, StoreConfig, load_config
+from aggregator.config import AppConfig, load_config
 from aggregator.daemon import Daemon
 from aggregator.devnet import manager
 from aggregator.store import Store
@@ -31,11 +32,6 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[manager.DevnetS
 @pytest.fixture(scope="module")
 def devnet_cfg(devnet: manager.DevnetState) -> AppConfig:
     return load_config(Path(devnet.root) / "config.toml")
-
-
-def daemon_config(cfg: AppConfig, store_url: str) -> AppConfig:
-    """The devnet config with a test's own store and a free API port."""
-    return cfg.model_copy(update={"store": StoreConfig(url=store_url), "api": ApiConfig(port=0)})
 
 
 @pytest.fixture

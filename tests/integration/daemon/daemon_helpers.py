@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from aggregator.config import ApiConfig, AppConfig, StoreConfig
 from aggregator.daemon import Daemon
 
 
@@ -46,3 +47,8 @@ async def wait_ready(d: Daemon, timeout: float = 45.0) -> None:
         await wait_until(ready, timeout, "readiness")
     except AssertionError:
         raise AssertionError(f"daemon not ready: {d.readiness()[1]}") from None
+
+
+def daemon_config(cfg: AppConfig, store_url: str) -> AppConfig:
+    """The devnet config with a test's own store and a free API port."""
+    return cfg.model_copy(update={"store": StoreConfig(url=store_url), "api": ApiConfig(port=0)})

@@ -25,8 +25,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import daemon_config
-from daemon_helpers import aget, wait_ready, wait_until
+from daemon_helpers import aget, daemon_config, wait_ready, wait_until
 from web3 import Web3
 
 from aggregator.config import AppConfig, ChainConfig

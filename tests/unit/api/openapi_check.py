@@ -143,9 +143,9 @@ def documented_codes(doc: dict[str, Any], path: str, method: str = "get") -> set
 
 
 def template_regex(path: str) -> re.Pattern[str]:
-    """The path template as aiohttp matches it (a {name} is one non-empty segment)."""
+    """The path template as the app matches it (a {name} is one non-empty segment)."""
     parts = re.split(r"({[^{}/]+})", path)
-    return re.compile("".join("[^{}/]+" if p.startswith("{") else re.escape(p) for p in parts))
+    return re.compile("".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts))
 
 
 def matching_template(doc: dict[str, Any], path: str) -> str | None:
