@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import json
 import logging
 import random
 import time
@@ -28,8 +30,6 @@ import aiohttp
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_utils import keccak, to_checksum_address
-from web3 import AsyncHTTPProvider, AsyncWeb3
-from web3.types import RPCEndpoint
 
 from chains.types import MULTICALL3, BlockRef, ChainSettings
 
@@ -138,14 +138,11 @@ class _TokenBucket:
 class _Endpoint:
     def __init__(self, url: str, timeout_s: float, rate: float, clock: Callable[[], float]):
         self.url = url
-        # web3's own retry is off: failover across endpoints is this module's job,
-        # and retrying a timed-out call on the same node just doubles the wait.
-        self.provider = AsyncHTTPProvider(
-            url,
-            request_kwargs={"timeout": aiohttp.ClientTimeout(total=timeout_s)},
-            exception_retry_configuration=None,
-        )
-        self.w3 = AsyncWeb3(self.provider)
+        # JSON-RPC is posted directly on our own session. web3's AsyncHTTPProvider
+        # passes every request through a process-wide threading.Lock taken in a
+        # thread pool; a request cancelled by a timeout while waiting for it can
+        # leave that lock held and deadlock every later RPC in the process.
+        self._ids = itertools.count(1)
         self._session: aiohttp.ClientSession | None = None
         self.closed = False
         self.timeout_s = timeout_s
@@ -166,16 +163,20 @@ class _Endpoint:
         return self.state == "healthy" or now >= self.retry_at
 
     async def _ensure_session(self) -> None:
-        # web3's default session closes the TCP connection after every request;
-        # our own keep-alive session (closed by provider.disconnect()) saves a
-        # handshake per call, which dominates latency against a local node.
+        # A keep-alive session per endpoint saves a handshake per call, which
+        # dominates latency against a local node.
         if self.closed:
             raise RpcError(f"RPC endpoint {self.url}: client is closed")
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 raise_for_status=True, timeout=aiohttp.ClientTimeout(total=self.timeout_s)
             )
-            await self.provider.cache_async_session(self._session)
+
+    async def _post(self, method: str, params: list[Any]) -> Any:
+        assert self._session is not None
+        body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
+        async with self._session.post(self.url, json=body) as resp:
+            return json.loads(await resp.read())
 
     async def raw(self, method: str, params: list[Any]) -> Any:
         await self._ensure_session()
@@ -184,7 +185,7 @@ class _Endpoint:
         start = self.clock()
         try:
             async with asyncio.timeout(self.timeout_s):
-                resp = await self.provider.make_request(RPCEndpoint(method), params)
+                resp = await self._post(method, params)
         except TimeoutError as exc:
             raise EndpointFault(f"timeout after {self.timeout_s}s", timed_out=True) from exc
         except aiohttp.ClientResponseError as exc:
@@ -732,7 +733,6 @@ class RpcClient:
         self._closed = True
         for ep in self._endpoints:
             ep.closed = True
-            await ep.provider.disconnect()
             if ep._session is not None and not ep._session.closed:
                 await ep._session.close()
 
