@@ -246,6 +246,9 @@ async def test_stale_feeds_make_price_unavailable_and_holders_degraded(
         if "WBTC" in v["assets"]:
             holders.append(u)
     assert holders
+    # Only this test's refreshes from here on: a scheduled one in between may raise
+    # credit legitimately (prices still ok) and move the baseline under our feet.
+    daemon.jobs.scheduler.pause()
     credit_before = {
         u: (await aget(daemon, f"/v1/accounts/{u}/health"))[1]["credit_usd"] for u in holders
     }
@@ -266,6 +269,7 @@ async def test_stale_feeds_make_price_unavailable_and_holders_degraded(
                 assert credit <= credit_before[u][c] + 1e-6
     finally:
         await asyncio.to_thread(set_feeds, devnet, "WBTC", price, None)
+        daemon.jobs.scheduler.resume()
     await daemon.refresh_prices()
     _, p = await aget(daemon, "/v1/prices/WBTC")
     assert p["status"] == "ok"
