@@ -48,27 +48,6 @@ class StartupError(RuntimeError):
     """A condition that makes running unsafe (wrong chain id, unreachable chain)."""
 
 
-def chain_settings(cfg: AppConfig) -> list[ChainSettings]:
-    return [
-        ChainSettings(
-            name=c.name,
-            chain_id=c.chain_id,
-            rpc_urls=tuple(c.rpc_urls),
-            vault=c.contracts.vault,
-            multicall=c.contracts.multicall,
-            confirmations=c.confirmations,
-            start_block=c.start_block,
-            block_time=c.block_time,
-            max_log_range=c.max_log_range,
-            rpc_timeout_s=c.rpc_timeout_s,
-            rpc_rate_limit_per_s=c.rpc_rate_limit_per_s,
-            reconcile_every_blocks=c.reconcile_every_blocks,
-            reconcile_sample=c.reconcile_sample,
-        )
-        for c in cfg.chains
-    ]
-
-
 class _RateProvider:
     """Feeds the oracle's exchange_rate sources from samples chains/ stored."""
 
@@ -92,7 +71,7 @@ class Daemon:
         self.store = store or Store(cfg.store.url)
         self.repo = SqlChainStore(self.store)
         self.price_repo = PriceRepo(self.store)
-        self.settings = {s.name: s for s in chain_settings(cfg)}
+        self.settings = {c.name: ChainSettings.from_config(c) for c in cfg.chains}
         self.clients = {name: RpcClient.from_settings(s) for name, s in self.settings.items()}
         self.indexers: dict[str, ChainIndexer] = {}
         self.engine = RiskEngine.from_config(cfg)

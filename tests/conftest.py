@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from aggregator.devnet import manager
 from aggregator.devnet.anvil import AnvilNode
 from aggregator.store import Store
 
@@ -39,6 +42,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 PG_URL = os.environ.get("AGG_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/agg_test")
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[manager.DevnetState]:
+    """The whole devnet (origin, forked alpha, beta, gamma, exchange) in a temporary root
+    with a copy of the repo's config.toml; one per test module."""
+    root = tmp_path_factory.mktemp("devnet")
+    shutil.copy(REPO / "config.toml", root / "config.toml")
+    state = manager.up(root)
+    try:
+        yield state
+    finally:
+        manager.down(root)
 
 
 @pytest.fixture

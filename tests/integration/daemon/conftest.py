@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,19 +13,6 @@ from aggregator.config import AppConfig, load_config
 from aggregator.daemon import Daemon
 from aggregator.devnet import manager
 from aggregator.store import Store
-
-REPO = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture(scope="module")
-def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[manager.DevnetState]:
-    root = tmp_path_factory.mktemp("devnet")
-    shutil.copy(REPO / "config.toml", root / "config.toml")
-    state = manager.up(root)
-    try:
-        yield state
-    finally:
-        manager.down(root)
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -33,19 +31,6 @@ from oracles import MappingRateProvider, OracleService, PriceStatus
 from oracles.config import ChainlinkSourceConfig, HttpSourceConfig
 from oracles.jsonpath import parse_path, resolve
 from oracles.types import Price
-
-REPO = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture(scope="module")
-def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[manager.DevnetState]:
-    root = tmp_path_factory.mktemp("devnet")
-    shutil.copy(REPO / "config.toml", root / "config.toml")
-    state = manager.up(root)
-    try:
-        yield state
-    finally:
-        manager.down(root)
 
 
 @pytest.fixture(scope="module")
