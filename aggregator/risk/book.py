@@ -98,6 +98,10 @@ class PositionBook:
 
         self._sorted_keys = np.zeros(0, np.int64)
         self._sorted_rows = np.zeros(0, np.int64)
+        # Where each account's keys start in the sorted index (built on demand, dropped
+        # when the index changes): a gather for many accounts then costs one memory
+        # access each instead of a binary search through the whole index.
+        self._bounds: NDArray[np.int64] | None = None
         self._pending: dict[int, int] = {}
         self._pending_by_account: dict[int, list[int]] = {}
 
@@ -161,6 +165,7 @@ class PositionBook:
         pos = np.searchsorted(self._sorted_keys, pk)
         self._sorted_keys = np.insert(self._sorted_keys, pos, pk)
         self._sorted_rows = np.insert(self._sorted_rows, pos, pr)
+        self._bounds = None
         self._pending.clear()
         self._pending_by_account.clear()
 
@@ -176,21 +181,32 @@ class PositionBook:
 
     def rows_of_many(self, accounts: NDArray[np.int64]) -> NDArray[np.int64]:
         """All rows of the given accounts (one vectorised range gather)."""
+        return self.rows_with_lengths(accounts)[0]
+
+    def rows_with_lengths(
+        self, accounts: NDArray[np.int64]
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """All rows of the given accounts, grouped by account in the given order, and
+        how many rows each account has."""
         acc = np.asarray(accounts, np.int64)
         if acc.size <= 64:
             # A few accounts (one event): no index merge, which costs O(book).
             parts = [self.rows_of(int(a)) for a in acc.tolist()]
-            return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+            lengths = np.array([p.size for p in parts], np.int64)
+            return (np.concatenate(parts) if parts else np.zeros(0, np.int64)), lengths
         self.flush_index()
-        lo = np.searchsorted(self._sorted_keys, acc * self.key_span)
-        hi = np.searchsorted(self._sorted_keys, (acc + 1) * self.key_span)
+        bounds = self._bounds
+        if bounds is None or bounds.size <= self.n_accounts:
+            per = np.bincount(self._sorted_keys // self.key_span, minlength=self.n_accounts)
+            bounds = self._bounds = np.concatenate([[0], np.cumsum(per)])
+        lo, hi = bounds[acc], bounds[acc + 1]
         lengths = hi - lo
         total = int(lengths.sum())
         if total == 0:
-            return np.zeros(0, np.int64)
+            return np.zeros(0, np.int64), lengths
         starts = np.repeat(lo - np.cumsum(lengths) + lengths, lengths)
         idx = starts + np.arange(total)
-        return self._sorted_rows[idx]
+        return self._sorted_rows[idx], lengths
 
     # -- exact amounts --------------------------------------------------------
     def _store_exact(self, row: int, view: int, amount: int) -> None:
@@ -450,6 +466,7 @@ class PositionBook:
             self._sorted_keys, self._sorted_rows = merged_k[o], merged_r[o]
         else:
             self._sorted_keys, self._sorted_rows = ks, target[order]
+        self._bounds = None
         self.rebuild_sums()
         return m
 

@@ -1,9 +1,10 @@
 """Unified margin ledger: DESIGN.md "Risk model, standard cross-margin mode" and
 "Per-chain credit allocation", vectorised over the whole book.
 
-The kernel works on dense account x asset matrices (counted amounts summed over
-chains), so a price tick is a handful of passes over those matrices for every
-account at once, and one event recomputes one account through the very same code.
+The kernel works on a sparse account x column pool (counted amounts summed over
+chains, one column per asset and mode), so a price tick is one parallel pass over
+it for every account at once, and one event recomputes one account through the very
+same per-account code.
 Per-chain detail (liquidation chain choice, explanations) comes from the position
 rows. See docs/risk.md for the formulas, the choices where DESIGN.md is silent, and
 worked examples that the tests replay.
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 from numpy.typing import NDArray
 
 from aggregator.config import AppConfig, AssetConfig, CorrelationGroup, CreditConfig, RiskConfig
@@ -117,91 +118,141 @@ def usd6_floor(x: NDArray[np.float64]) -> NDArray[np.int64]:
     return np.clip(f, 0, CREDIT_CAP_USD6).astype(np.int64)
 
 
-_BLOCK = 256
+# Positions per account in the pool: at most this many spare slots are reserved when
+# an event moves an account's segment, so the next new asset usually fits in place.
+_SLACK = 2
+
+
+@njit(inline="always")
+def _account_sums(s0, cnt, pc, pv, tab, nlp):  # noqa: PLR0917
+    """C_liq, C_borrow, debt and collateral value of one account's pool segment.
+
+    `tab` rows per column: linear weights (p*lt_eff, p*ltv_eff, debt price) and the
+    amount up to which that column is linear. A depth-set column is linear until the
+    concentration term pushes 1 - h below the lt cap: below that amount its lt_eff is
+    the cap itself, above it the exact formula runs (`nlp`: price, impact/depth, vol
+    term, lt, ltv, lt - ltv). The branch is almost never taken, so it costs a compare.
+    """
+    c_liq = 0.0
+    c_bor = 0.0
+    d_val = 0.0
+    v_tot = 0.0
+    for i in range(s0, s0 + cnt):
+        c = pc[i]
+        q = pv[i]
+        v_tot += q * nlp[c, 0]
+        if q <= tab[c, 3]:
+            c_liq += tab[c, 0] * q
+            c_bor += tab[c, 1] * q
+            d_val += tab[c, 2] * q
+        else:
+            v = q * nlp[c, 0]
+            h = v * nlp[c, 1] + nlp[c, 2]
+            lte = max(min(1.0 - h, nlp[c, 3]), 0.0)
+            lve = max(min(lte - nlp[c, 5], nlp[c, 4]), 0.0)
+            c_liq += v * lte
+            c_bor += v * lve
+    return c_liq, c_bor, d_val, v_tot
+
+
+@njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def _tick_kernel(  # noqa: PLR0917
+    start, cnt, pc, pv, held, n, tab, nlp, bad_bits, warn_hf, hf, bp, tier, degraded
+):  # fmt: skip
+    """Every account at once: HF, BP, tier (up to liquidatable) and degraded.
+
+    Only what the book needs for every account is written (17 bytes an account): the
+    tick is bound by memory traffic, and the totals behind these numbers are cheap to
+    recompute for the few accounts that need them (insolvency and plans for HF < 1,
+    explanations). The collateral value is dead code here and compiled away.
+    """
+    for a in prange(n):
+        c_liq, c_bor, d_val, _v = _account_sums(start[a], cnt[a], pc, pv, tab, nlp)
+        h = c_liq / d_val if d_val > 0.0 else np.inf
+        hf[a] = h
+        bp[a] = max(c_bor - d_val, 0.0)
+        tier[a] = (h < warn_hf) + (h < 1.0)
+        degraded[a] = bad_bits != 0 and (held[a] & bad_bits) != 0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _risk_kernel(  # noqa: PLR0917
-    ec, ev, xn, held, acc, lo, n, par, nlp, bad_bits, warn_hf, full_close_hf, close_factor,
-    vtot, dval, cliq, cbor, hf, bp, tier, degraded, cf, liq,
+def _accounts_kernel(  # noqa: PLR0917
+    start, cnt, pc, pv, held, acc, tab, nlp, bad_bits, warn_hf,
+    vtot, dval, cliq, cbor, hf, bp, tier, degraded,
 ):  # fmt: skip
-    """One fused pass over the book: per account the weighted sums of its occupied
-    linear columns (slots), then the depth-set columns' nonlinear haircut, then HF,
-    BP, tier, close factor and degraded, written straight into the output arrays.
+    """The same per-account sums for the accounts `acc` (an event, an explanation, the
+    HF < 1 accounts of a tick), with every total and the full tier. Same operations in
+    the same order as _tick_kernel, so both agree bit for bit."""
+    for i in range(acc.size):
+        a = acc[i]
+        c_liq, c_bor, d_val, v_tot = _account_sums(start[a], cnt[a], pc, pv, tab, nlp)
+        h = c_liq / d_val if d_val > 0.0 else np.inf
+        vtot[i] = v_tot
+        dval[i] = d_val
+        cliq[i] = c_liq
+        cbor[i] = c_bor
+        hf[i] = h
+        bp[i] = max(c_bor - d_val, 0.0)
+        # insolvent implies HF < 1 implies HF < warn (lt_eff <= 1): tier is a count.
+        tier[i] = (h < warn_hf) + (h < 1.0) + (v_tot < d_val)
+        degraded[i] = bad_bits != 0 and (held[a] & bad_bits) != 0
 
-    Rows are `acc[i]` (a few accounts, one at a time) or, when `acc` is empty,
-    lo + i (blocks of accounts: the depth-set columns then run as contiguous inner
-    loops; in our measurements this beat a per-slot branch on "is this column
-    nonlinear", which the CPU mispredicts). Both paths do
-    each account's operations in the same order, so they agree bit for bit. A
-    padding slot points at an all-zero weight row and adds exactly +0.0.
-    `par` rows: linear weights (C_liq, C_borrow, value, debt); `nlp` rows per
-    depth-set column: price, vol term, impact/depth, lt, ltv, lt - ltv.
-    Returns how many accounts have HF < 1; their positions i go to `liq`.
-    """
-    n_slots = ec.shape[1]
-    m = xn.shape[1]
-    n_liq = 0
-    use_idx = acc.size > 0
-    bsize = 1 if use_idx else _BLOCK
-    s_liq = np.empty(bsize)
-    s_bor = np.empty(bsize)
-    s_tot = np.empty(bsize)
-    s_dv = np.empty(bsize)
-    rows = np.empty(bsize, np.int64)
-    for b0 in range(0, n, bsize):
-        bn = min(bsize, n - b0)
-        for i in range(bn):
-            a = acc[b0 + i] if use_idx else lo + b0 + i
-            rows[i] = a
-            c_liq = 0.0
-            c_bor = 0.0
-            v_tot = 0.0
-            d_val = 0.0
-            for s in range(n_slots):
-                c = ec[a, s]
-                q = ev[a, s]
-                c_liq += par[c, 0] * q
-                c_bor += par[c, 1] * q
-                v_tot += par[c, 2] * q
-                d_val += par[c, 3] * q
-            s_liq[i] = c_liq
-            s_bor[i] = c_bor
-            s_tot[i] = v_tot
-            s_dv[i] = d_val
-        # One account (bn == 1) or a contiguous block: either way rows base + i.
-        base = rows[0] if use_idx else lo + b0
-        for j in range(m):
-            p, vol, k = nlp[0, j], nlp[1, j], nlp[2, j]
-            lt, ltv, gap = nlp[3, j], nlp[4, j], nlp[5, j]
-            for i in range(bn):
-                v = xn[base + i, j] * p
-                lte = v * k + vol
-                lte = max(min(1.0 - lte, lt), 0.0)
-                lve = max(min(lte - gap, ltv), 0.0)
-                s_tot[i] += v
-                s_liq[i] += v * lte
-                s_bor[i] += lve * v
-        for i in range(bn):
-            c_liq, c_bor, v_tot, d_val = s_liq[i], s_bor[i], s_tot[i], s_dv[i]
-            o = b0 + i
-            h = c_liq / d_val if d_val > 0.0 else np.inf
-            vtot[o] = v_tot
-            dval[o] = d_val
-            cliq[o] = c_liq
-            cbor[o] = c_bor
-            hf[o] = h
-            bp[o] = max(c_bor - d_val, 0.0)
-            # insolvent implies HF < 1 implies HF < warn (lt_eff <= 1): tier is a count.
-            tier[o] = (h < warn_hf) + (h < 1.0) + (v_tot < d_val)
-            degraded[o] = (held[rows[i]] & bad_bits) != 0
-            if h < 1.0:
-                cf[o] = 1.0 if h < full_close_hf else close_factor
-                liq[n_liq] = o
-                n_liq += 1
-            else:
-                cf[o] = 0.0
-    return n_liq
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _plan_kernel(  # noqa: PLR0917
+    la, grp, debt, cliq, cf, rows, lengths, r_side, r_amount, r_asset, r_chain, coll,
+    price, k, bonus, vol_tab, lt_tab, target, repay, chain, asset,
+):  # fmt: skip
+    """Liquidation plan of each HF < 1 account `la[i]` (its book rows grouped in
+    `rows`, `lengths[i]` each): the feasible (chain, asset) with the smallest repay,
+    ties to the larger holding on that chain, then the lower chain, then asset.
+    Returns whether a partial plan was found per account (else: full)."""
+    found = np.zeros(la.size, np.bool_)
+    j0 = 0
+    for i in range(la.size):
+        a = la[i]
+        g = grp[i] + 1
+        d = debt[i]
+        num = target * d - cliq[i]
+        best_r = np.inf
+        best_v = 0.0
+        best_c = -1
+        best_t = -1
+        for j in range(j0, j0 + lengths[i]):
+            r = rows[j]
+            if r_side[r] != 0 or r_amount[r] <= 0.0:
+                continue
+            t = r_asset[r]
+            c = r_chain[r]
+            lte = 1.0 - (vol_tab[g, t] + k[t] * (coll[a, t] * price[t]))
+            lte = min(max(lte, 0.0), lt_tab[g, t])
+            b = bonus[t]
+            den = target - (1.0 + b) * lte
+            if not den > 0.0:
+                continue
+            rr = num / den
+            value = r_amount[r] * price[t]
+            if not (rr <= cf[i] * d and rr <= value / (1.0 + b)):
+                continue
+            if best_c >= 0:
+                if rr != best_r:
+                    better = rr < best_r
+                elif value != best_v:
+                    better = value > best_v
+                elif c != best_c:
+                    better = c < best_c
+                else:
+                    better = t < best_t
+                if not better:
+                    continue
+            best_r, best_v, best_c, best_t = rr, value, c, t
+        j0 += lengths[i]
+        if best_c >= 0:
+            found[i] = True
+            repay[i] = best_r
+            chain[i] = best_c
+            asset[i] = best_t
+    return found
 
 
 class RiskEngine:
@@ -287,13 +338,19 @@ class RiskEngine:
         self._em_cols = [(cols.index((t, g)), t, g) for t, g in pairs]
         self._ncoll = T + len(pairs)
         self._ncols = self._ncoll + T
-        # Depth-set collateral columns: nonlinear, kept dense and apart (Xn).
-        self._nl_cols = np.flatnonzero(self.k[self._col_asset] > 0)
         self._pow2 = np.left_shift(1, np.arange(T, dtype=np.int64))
         self._gbits = [int(self.member[g].astype(np.int64) @ self._pow2) for g in range(G)]
 
+        # Pool of (column, amount) pairs: each account owns a segment (a_start, a_cap)
+        # holding its a_cnt occupied columns, in account order after a load, so a tick
+        # streams through it like a CSR matrix. An event that needs more room moves the
+        # account's segment to the end; compaction reclaims the holes (_place).
+        self._cdt = np.uint8 if self._ncols < 255 else np.uint16
+        self.pc = np.zeros(0, self._cdt)
+        self.pv = np.zeros(0)
+        self._pool_end = 0
+        self._holes = 0
         self._acap = 0
-        self._slots = 1
         self._alloc(0)
         self.computed_at: float | None = None
         self._prepared = False
@@ -301,10 +358,14 @@ class RiskEngine:
         self._touched: list[int] = []  # accounts given a plan by events since
         # Compile (or load from numba's on-disk cache) the kernel now, at daemon start,
         # rather than on the first price tick.
-        self._par = np.zeros((self._ncols + 1, 4))
-        self._nlp = np.zeros((6, self._nl_cols.size))
+        self._tab = np.zeros((self._ncols, 4))
+        self._nlp = np.zeros((self._ncols, 6))
         self._bad_bits = 0
         self._risk(np.zeros(1, np.int64))
+        _tick_kernel(
+            self.a_start, self.a_cnt, self.pc, self.pv, self.held_bits, 0, self._tab,
+            self._nlp, 0, 1.0, self.r_hf, self.r_bp, self.r_tier, self.r_degraded,
+        )  # fmt: skip
 
     @classmethod
     def from_config(cls, cfg: AppConfig) -> RiskEngine:
@@ -314,36 +375,31 @@ class RiskEngine:
     # Allocated (and grown with amortised capacity) by _alloc from _FIELDS.
     r_grp: NDArray[np.int16]
     held_bits: NDArray[np.int64]
-    r_vtot: NDArray[np.float64]
-    r_debt: NDArray[np.float64]
-    r_cliq: NDArray[np.float64]
-    r_cborrow: NDArray[np.float64]
     r_hf: NDArray[np.float64]
     r_bp: NDArray[np.float64]
     r_tier: NDArray[np.int8]
     r_degraded: NDArray[np.bool_]
-    r_cf: NDArray[np.float64]
+    a_start: NDArray[np.int64]
+    a_cnt: NDArray[Any]
+    a_cap: NDArray[Any]
     p_kind: NDArray[np.int8]
     p_repay: NDArray[np.float64]
     p_chain: NDArray[np.int16]
     p_asset: NDArray[np.int16]
     credit: NDArray[np.int64]
     prev_credit: NDArray[np.int64]
-    ec: NDArray[np.int16]
-    ev: NDArray[np.float64]
-    Xn: NDArray[np.float64]
+    # Holes in the pool below this many slots are not worth an O(book) compaction.
+    _COMPACT_MIN = 1 << 16
     _FIELDS: tuple[tuple[str, Any, Any], ...] = (
         ("r_grp", np.int16, -1),
         ("held_bits", np.int64, 0),
-        ("r_vtot", np.float64, 0.0),
-        ("r_debt", np.float64, 0.0),
-        ("r_cliq", np.float64, 0.0),
-        ("r_cborrow", np.float64, 0.0),
         ("r_hf", np.float64, np.inf),
         ("r_bp", np.float64, 0.0),
         ("r_tier", np.int8, HEALTHY),
         ("r_degraded", np.bool_, False),
-        ("r_cf", np.float64, 0.0),
+        ("a_start", np.int64, 0),
+        ("a_cnt", None, 0),
+        ("a_cap", None, 0),
         ("p_kind", np.int8, PLAN_NONE),
         ("p_repay", np.float64, 0.0),
         ("p_chain", np.int16, -1),
@@ -356,7 +412,7 @@ class RiskEngine:
         cap = max(1024, 2 * self._acap, need)
         C = len(self.chains)
         for name, dtype, fill in self._FIELDS:
-            new = np.full(cap, fill, dtype)
+            new = np.full(cap, fill, dtype or self._cdt)
             if self._acap:
                 new[: self._acap] = getattr(self, name)
             setattr(self, name, new)
@@ -365,39 +421,84 @@ class RiskEngine:
             if self._acap:
                 new2[: self._acap] = getattr(self, name)
             setattr(self, name, new2)
-        # Kernel matrix in slot form: per account its occupied columns (ec, padded
-        # with the all-zero column ncols) and amounts (ev), a few slots wide instead
-        # of one float per column: a tick reads about half the bytes.
-        k = self._slots
-        ec = np.full((cap, k), self._ncols, np.int16)
-        ev = np.zeros((cap, k))
-        if self._acap:
-            ec[: self._acap] = self.ec
-            ev[: self._acap] = self.ev
-        self.ec, self.ev = ec, ev
-        xn = np.zeros((cap, self._nl_cols.size), order="F")
-        if self._acap:
-            xn[: self._acap] = self.Xn
-        self.Xn = xn
         self._acap = cap
 
-    def _grow_slots(self, need: int) -> None:
-        """Widen every account's slot rows: an account now occupies more columns than
-        any before it. O(book), at most once per column over the engine's life."""
-        k = need
-        ec = np.full((self._acap, k), self._ncols, np.int16)
-        ev = np.zeros((self._acap, k))
-        ec[:, : self._slots] = self.ec
-        ev[:, : self._slots] = self.ev
-        self.ec, self.ev, self._slots = ec, ev, k
+    def _grow_pool(self, need: int) -> None:
+        if need <= self.pv.size:
+            return
+        cap = max(1 << 16, 2 * self.pv.size, need)
+        pc = np.zeros(cap, self._cdt)
+        pv = np.zeros(cap)
+        pc[: self._pool_end] = self.pc[: self._pool_end]
+        pv[: self._pool_end] = self.pv[: self._pool_end]
+        self.pc, self.pv = pc, pv
+
+    def _segments(self, acc: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """(pool index of every occupied slot of `acc` in order, its account position)."""
+        cnt = self.a_cnt[acc].astype(np.int64)
+        total = int(cnt.sum())
+        first = np.cumsum(cnt) - cnt
+        pos = np.repeat(np.arange(acc.size), cnt)
+        return np.repeat(self.a_start[acc], cnt) + (np.arange(total) - first[pos]), pos
+
+    def _place(
+        self,
+        idx: NDArray[np.int64],
+        count: NDArray[np.int64],
+        cols: NDArray[np.int64],
+        vals: NDArray[np.float64],
+    ) -> None:
+        """Write accounts' occupied (column, amount) pairs (row-major, `count` each) into
+        their pool segments, moving to the end of the pool those that outgrew theirs."""
+        start = self.a_start[idx].copy()
+        move = np.flatnonzero(count > self.a_cap[idx])
+        if move.size:
+            # A bulk load lays accounts out back to back; an event leaves a little room.
+            slack = 0 if idx.size > 64 else _SLACK
+            cap = np.minimum(count[move] + slack, self._ncols)
+            self._holes += int(self.a_cap[idx[move]].sum())
+            new = self._pool_end + np.cumsum(cap) - cap
+            end = self._pool_end + int(cap.sum())
+            self._grow_pool(end)
+            start[move] = new
+            self.a_start[idx[move]] = new
+            self.a_cap[idx[move]] = cap
+            self._pool_end = end
+        self.a_cnt[idx] = count
+        first = np.cumsum(count) - count
+        row = np.repeat(np.arange(idx.size), count)
+        at = np.repeat(start, count) + (np.arange(cols.size) - first[row])
+        self.pc[at] = cols
+        self.pv[at] = vals
+        if self._holes > max(self._COMPACT_MIN, self._pool_end // 2):
+            self._compact()
+
+    def _compact(self) -> None:
+        """Lay every account's segment out back to back again. O(book), and only after
+        events have moved as many slots as the book holds, so amortised O(1) each."""
+        n = self.book.n_accounts
+        acc = np.arange(n, dtype=np.int64)
+        src, _ = self._segments(acc)
+        cnt = self.a_cnt[:n].astype(np.int64)
+        cap = max(1 << 16, 2 * src.size)
+        pc = np.zeros(cap, self._cdt)
+        pv = np.zeros(cap)
+        pc[: src.size] = self.pc[src]
+        pv[: src.size] = self.pv[src]
+        self.pc, self.pv = pc, pv
+        self.a_start[:n] = np.cumsum(cnt) - cnt
+        self.a_cap[:n] = self.a_cnt[:n]
+        self._pool_end = src.size
+        self._holes = 0
 
     @property
     def X(self) -> NDArray[np.float64]:
         """The kernel matrix, dense (accounts x columns): for inspection and tests."""
-        x = np.zeros((self._acap, self._ncols + 1))
-        x[np.arange(self._acap)[:, None], self.ec] = self.ev
-        x[:, self._nl_cols] = self.Xn
-        return x[:, : self._ncols]
+        n = self.book.n_accounts
+        x = np.zeros((self._acap, self._ncols))
+        src, pos = self._segments(np.arange(n, dtype=np.int64))
+        x[pos, self.pc[src]] = self.pv[src]
+        return x
 
     # -- inputs ---------------------------------------------------------------
     def _asset(self, symbol: str, what: str) -> int:
@@ -515,18 +616,9 @@ class RiskEngine:
             x[rows, j] = coll[rows, t]
             x[rows, self._std_col[t]] = 0.0
         idx = np.arange(acc.start, acc.stop) if isinstance(acc, slice) else acc
-        self.Xn[idx] = x[:, self._nl_cols]
-        x[:, self._nl_cols] = 0.0
         rows, cols = np.nonzero(x)  # row-major: each row's columns in column order
         count = np.bincount(rows, minlength=x.shape[0])
-        need = int(count.max()) if count.size else 0
-        if need > self._slots:
-            self._grow_slots(need)
-        slot = np.arange(rows.size) - np.repeat(np.cumsum(count) - count, count)
-        self.ec[idx] = self._ncols
-        self.ev[idx] = 0.0
-        self.ec[idx[rows], slot] = cols
-        self.ev[idx[rows], slot] = x[rows, cols]
+        self._place(np.asarray(idx, np.int64), count, cols, x[rows, cols])
         self.r_grp[acc] = grp
         self.held_bits[acc] = hbits
 
@@ -534,9 +626,9 @@ class RiskEngine:
     def _prepare(self) -> None:
         """Per-column parameters for the current prices and volatilities.
 
-        Matrix columns: one per asset (standard caps), one per (group, member)
-        pair (e-mode caps, relative sigma), then one per asset of debt. Each column
-        has fixed parameters, so the kernel needs only (column, amount) per slot.
+        Matrix columns: one per asset (standard caps), one per (group, member) pair
+        (e-mode caps, relative sigma), then one per asset of debt. Each column has
+        fixed parameters, so the kernel needs only (column, amount) per position.
         """
         self._require_inputs()
         cfg = self.risk_cfg
@@ -545,21 +637,23 @@ class RiskEngine:
         lt, ltv = self._lt_tab[gi, t], self._ltv_tab[gi, t]
         p = self.price[t]
         nc = self._ncoll
-        nl = self.k[t] > 0
         lte = np.clip(1.0 - vol, 0.0, lt)
         ltve = np.clip(lte - (lt - ltv), 0.0, ltv)
-        # Linear weights (C_liq, C_borrow, value, debt) per column; zero for the
-        # depth-set ones (done apart, see _risk_kernel) and for the padding column.
-        par = np.zeros((self._ncols + 1, 4))
-        par[:nc, 0] = np.where(nl, 0.0, p * lte)
-        par[:nc, 1] = np.where(nl, 0.0, p * ltve)
-        par[:nc, 2] = np.where(nl, 0.0, p)
-        par[nc:-1, 3] = self.price
-        self._par = par
-        j = self._nl_cols
-        self._nlp = np.ascontiguousarray(
-            np.stack([p[j], vol[j], self.k[t[j]], lt[j], ltv[j], lt[j] - ltv[j]])
-        )
+        tab = np.zeros((self._ncols, 4))
+        tab[:nc, 0] = p * lte
+        tab[:nc, 1] = p * ltve
+        tab[nc:, 2] = self.price
+        tab[:, 3] = np.inf
+        # A depth-set column is exactly linear (lt_eff = lt) while 1 - vol - k*v stays
+        # above lt; the 1e-12 margin dwarfs the rounding of that test, so an amount
+        # near the edge takes the exact branch rather than a misjudged linear one.
+        kp = self.k[t] * p
+        nl = kp > 0
+        tab[:nc, 3][nl] = (1.0 - vol[nl] - lt[nl] - 1e-12) / kp[nl]
+        nlp = np.zeros((self._ncols, 6))
+        nlp[:nc] = np.stack([p, self.k[t], vol, lt, ltv, lt - ltv], axis=1)
+        self._tab = np.ascontiguousarray(tab)
+        self._nlp = np.ascontiguousarray(nlp)
         self._bad_bits = int(self._bad.astype(np.int64) @ self._pow2)
         self._prepared = True
 
@@ -576,20 +670,9 @@ class RiskEngine:
         ltv_eff = np.clip(lt_eff - (lt_cap - ltv_cap), 0.0, ltv_cap)
         return _Detail(value, sigma, vol, conc, lt_cap, ltv_cap, lt_eff, ltv_eff)
 
-    def _kernel(self, acc: NDArray[np.int64], lo: int, n: int, out: _Risk) -> NDArray[np.int64]:
-        """Run the fused kernel for rows `acc` (or lo..lo+n when `acc` is empty) into
-        `out`; returns the positions (into `out`) of the accounts with HF < 1."""
-        cfg = self.risk_cfg
-        liq = np.empty(n, np.int64)  # untouched pages of np.empty cost nothing
-        n_liq = _risk_kernel(
-            self.ec, self.ev, self.Xn, self.held_bits, acc, lo, n, self._par, self._nlp,
-            self._bad_bits, cfg.warn_hf, cfg.full_close_hf, cfg.close_factor,
-            out.vtot, out.debt, out.cliq, out.cborrow, out.hf, out.bp, out.tier,
-            out.degraded, out.cf, liq,
-        )  # fmt: skip
-        return liq[:n_liq]
-
     def _risk(self, acc: NDArray[np.int64]) -> _Risk:
+        """Every total and the full tier of accounts `acc`, from the parameters of the
+        last preparation (so they match what the last tick or event stored)."""
         n = acc.size
         r = _Risk(
             self.r_grp[acc], np.empty(n), np.empty(n), np.empty(n), np.empty(n),
@@ -597,26 +680,25 @@ class RiskEngine:
             np.empty(n),
         )  # fmt: skip
         if n:
-            self._kernel(np.ascontiguousarray(acc, np.int64), 0, n, r)
+            cfg = self.risk_cfg
+            _accounts_kernel(
+                self.a_start, self.a_cnt, self.pc, self.pv, self.held_bits,
+                np.ascontiguousarray(acc, np.int64), self._tab, self._nlp, self._bad_bits,
+                cfg.warn_hf, r.vtot, r.debt, r.cliq, r.cborrow, r.hf, r.bp, r.tier,
+                r.degraded,
+            )  # fmt: skip
+            r.cf[:] = self._close_factor(r.hf)
         return r
 
+    def _close_factor(self, hf: NDArray[np.float64]) -> NDArray[np.float64]:
+        cfg = self.risk_cfg
+        return np.where(hf < 1.0, np.where(hf < cfg.full_close_hf, 1.0, cfg.close_factor), 0.0)
+
     def _store(self, sl: NDArray[np.int64], r: _Risk) -> None:
-        self.r_vtot[sl] = r.vtot
-        self.r_debt[sl] = r.debt
-        self.r_cliq[sl] = r.cliq
-        self.r_cborrow[sl] = r.cborrow
         self.r_hf[sl] = r.hf
         self.r_bp[sl] = r.bp
         self.r_tier[sl] = r.tier
         self.r_degraded[sl] = r.degraded
-        self.r_cf[sl] = r.cf
-
-    def _stored(self, acc: NDArray[np.int64]) -> _Risk:
-        return _Risk(
-            self.r_grp[acc], self.r_vtot[acc], self.r_debt[acc], self.r_cliq[acc],
-            self.r_cborrow[acc], self.r_hf[acc], self.r_bp[acc], self.r_tier[acc],
-            self.r_degraded[acc], self.r_cf[acc],
-        )  # fmt: skip
 
     def _plans(
         self, acc: NDArray[np.int64], r: _Risk
@@ -640,33 +722,18 @@ class RiskEngine:
         repay[liq] = r.debt[liq]
         la = acc[liq]
         book = self.book
-        rows = book.rows_of_many(la)
-        rows = rows[(book.r_side[rows] == COLLATERAL) & (book.r_amount[rows] > 0)]
-        if rows.size == 0:
-            return kind, repay, chain, asset
-        det = self._detail(book.coll[la], r.grp[liq])
-        pos = np.searchsorted(la, book.r_account[rows])
-        t = book.r_asset[rows].astype(np.int64)
-        c = book.r_chain[rows].astype(np.int64)
-        target = self.risk_cfg.target_hf
-        b = self.bonus[t]
-        den = target - (1.0 + b) * det.lt_eff[pos, t]
-        d = r.debt[liq][pos]
-        num = target * d - r.cliq[liq][pos]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rr = num / den
-        value = book.r_amount[rows] * self.price[t]
-        ok = (den > 0) & (rr <= r.cf[liq][pos] * d) & (rr <= value / (1.0 + b))
-        if not ok.any():
-            return kind, repay, chain, asset
-        pos, rr, value, c, t = pos[ok], rr[ok], value[ok], c[ok], t[ok]
-        order = np.lexsort((t, c, -value, rr, pos))
-        first = order[np.r_[True, pos[order][1:] != pos[order][:-1]]]
-        tgt = liq[pos[first]]
-        kind[tgt] = PLAN_PARTIAL
-        repay[tgt] = rr[first]
-        chain[tgt] = c[first]
-        asset[tgt] = t[first]
+        rows, lengths = book.rows_with_lengths(la)
+        cfg = self.risk_cfg
+        vol_tab = cfg.z * self._sigma_tab * math.sqrt(cfg.horizon_days)
+        p_repay, p_chain, p_asset = repay[liq], chain[liq], asset[liq]
+        found = _plan_kernel(
+            la, r.grp[liq], r.debt[liq], r.cliq[liq], r.cf[liq], rows, lengths,
+            book.r_side, book.r_amount, book.r_asset, book.r_chain, book.coll, self.price,
+            self.k, self.bonus, vol_tab, self._lt_tab, cfg.target_hf, p_repay, p_chain,
+            p_asset,
+        )  # fmt: skip
+        kind[liq[found]] = PLAN_PARTIAL
+        repay[liq], chain[liq], asset[liq] = p_repay, p_chain, p_asset
         return kind, repay, chain, asset
 
     def _recompute_idx(self, acc: NDArray[np.int64]) -> None:
@@ -681,17 +748,19 @@ class RiskEngine:
             self._touched.extend(acc[kind != PLAN_NONE].tolist())
 
     def recompute(self) -> None:
-        """Every account at once (after a price or volatility tick): one fused kernel
-        pass writing the stored results in place, then plans for HF < 1 only."""
+        """Every account at once (after a price or volatility tick): one parallel pass
+        writing HF, BP, tier and degraded in place, then the totals, insolvency and
+        plans of the HF < 1 accounts only."""
         self._prepare()
         n = self.book.n_accounts
         self._alloc(n)
-        out = _Risk(
-            self.r_grp[:n], self.r_vtot[:n], self.r_debt[:n], self.r_cliq[:n],
-            self.r_cborrow[:n], self.r_hf[:n], self.r_bp[:n], self.r_tier[:n],
-            self.r_degraded[:n], self.r_cf[:n],
+        cfg = self.risk_cfg
+        _tick_kernel(
+            self.a_start, self.a_cnt, self.pc, self.pv, self.held_bits, n, self._tab,
+            self._nlp, self._bad_bits, cfg.warn_hf, self.r_hf, self.r_bp, self.r_tier,
+            self.r_degraded,
         )  # fmt: skip
-        liq = self._kernel(_NO_ROWS, 0, n, out)
+        liq = np.flatnonzero(self.r_tier[:n] >= LIQUIDATABLE)
         # Only accounts that may hold a plan need clearing (those planned by the last
         # tick or touched by an event since); a scan of p_kind would cost a pass.
         had = np.concatenate([self._planned, np.asarray(self._touched, np.int64)])
@@ -702,7 +771,9 @@ class RiskEngine:
             self.p_chain[had] = -1
             self.p_asset[had] = -1
         if liq.size:
-            kind, repay, chain, asset = self._plans(liq, self._stored(liq))
+            r = self._risk(liq)
+            self.r_tier[liq] = r.tier
+            kind, repay, chain, asset = self._plans(liq, r)
             self.p_kind[liq], self.p_repay[liq] = kind, repay
             self.p_chain[liq], self.p_asset[liq] = chain, asset
         self._planned = liq
@@ -841,17 +912,18 @@ class RiskEngine:
 
     def health(self, address: str) -> AccountHealth:
         a = self._idx(address)
+        r = self._risk(np.array([a], np.int64))
         return AccountHealth(
             account=self.book.account_address[a],
-            collateral_usd=float(self.r_vtot[a]),
-            c_liq=float(self.r_cliq[a]),
-            c_borrow=float(self.r_cborrow[a]),
-            debt_usd=float(self.r_debt[a]),
+            collateral_usd=float(r.vtot[0]),
+            c_liq=float(r.cliq[0]),
+            c_borrow=float(r.cborrow[0]),
+            debt_usd=float(r.debt[0]),
             hf=float(self.r_hf[a]),
             bp=float(self.r_bp[a]),
             tier=TIERS[int(self.r_tier[a])],
             degraded=bool(self.r_degraded[a]),
-            close_factor=float(self.r_cf[a]),
+            close_factor=float(self._close_factor(self.r_hf[a : a + 1])[0]),
         )
 
     def accounts_by_tier(

@@ -157,13 +157,14 @@ def test_hf_and_tier_agree(rows: list, m: dict) -> None:
     eng.recompute()
     n = eng.book.n_accounts
     hf, tier = eng.r_hf[:n], eng.r_tier[:n]
-    insolvent = eng.r_vtot[:n] < eng.r_debt[:n]
+    totals = eng._risk(np.arange(n))
+    insolvent = totals.vtot < totals.debt
     assert np.array_equal(tier == 3, insolvent)
     assert np.all(hf[insolvent] < 1)
     assert np.all((tier == 2) == (~insolvent & (hf < 1)))
     assert np.all((tier == 1) == ((hf >= 1) & (hf < eng.risk_cfg.warn_hf)))
     assert np.all((tier == 0) == (hf >= eng.risk_cfg.warn_hf))
-    assert np.all(np.isinf(hf) == (eng.r_debt[:n] == 0))
+    assert np.all(np.isinf(hf) == (totals.debt == 0))
     for t, name in enumerate(("healthy", "warning", "liquidatable", "insolvent")):
         page, _ = eng.accounts_by_tier(name, limit=10_000)
         assert len(page) == int((tier == t).sum())
