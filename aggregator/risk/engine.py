@@ -155,23 +155,39 @@ def _account_sums(s0, cnt, pc, pv, tab, nlp):  # noqa: PLR0917
     return c_liq, c_bor, d_val, v_tot
 
 
+@njit(inline="always")
+def _account_value(s0, cnt, pc, pv, nlp):
+    """Collateral value of one account: the v_tot of _account_sums, same order."""
+    v_tot = 0.0
+    for i in range(s0, s0 + cnt):
+        v_tot += pv[i] * nlp[pc[i], 0]
+    return v_tot
+
+
 @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def _tick_kernel(  # noqa: PLR0917
-    start, cnt, pc, pv, held, n, tab, nlp, bad_bits, warn_hf, hf, bp, tier, degraded
+    start, cnt, pc, pv, held, n, tab, nlp, bad_bits, warn_hf, hf, bp, tier, degraded,
+    liq_cliq, liq_dval,
 ):  # fmt: skip
-    """Every account at once: HF, BP, tier (up to liquidatable) and degraded.
+    """Every account at once: HF, BP, tier and degraded.
 
-    Only what the book needs for every account is written (17 bytes an account): the
-    tick is bound by memory traffic, and the totals behind these numbers are cheap to
-    recompute for the few accounts that need them (insolvency and plans for HF < 1,
-    explanations). The collateral value is dead code here and compiled away.
+    Only what every account needs is written (18 bytes an account) to keep the
+    memory traffic of the tick down. An account with HF < 1 also gets its collateral
+    value (second walk over its segment, still in cache: insolvency) and its C_liq
+    and debt (for its liquidation plan); those are the only writes to liq_*.
     """
     for a in prange(n):
-        c_liq, c_bor, d_val, _v = _account_sums(start[a], cnt[a], pc, pv, tab, nlp)
+        s0, k = start[a], cnt[a]
+        c_liq, c_bor, d_val, _v = _account_sums(s0, k, pc, pv, tab, nlp)
         h = c_liq / d_val if d_val > 0.0 else np.inf
         hf[a] = h
         bp[a] = max(c_bor - d_val, 0.0)
-        tier[a] = (h < warn_hf) + (h < 1.0)
+        t = (h < warn_hf) + (h < 1.0)
+        if h < 1.0:
+            t += _account_value(s0, k, pc, pv, nlp) < d_val
+            liq_cliq[a] = c_liq
+            liq_dval[a] = d_val
+        tier[a] = t
         degraded[a] = bad_bits != 0 and (held[a] & bad_bits) != 0
 
 
@@ -198,7 +214,7 @@ def _accounts_kernel(  # noqa: PLR0917
         degraded[i] = bad_bits != 0 and (held[a] & bad_bits) != 0
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def _plan_kernel(  # noqa: PLR0917
     la, grp, debt, cliq, cf, rows, lengths, r_side, r_amount, r_asset, r_chain, coll,
     price, k, bonus, vol_tab, lt_tab, target, repay, chain, asset,
@@ -208,9 +224,12 @@ def _plan_kernel(  # noqa: PLR0917
     ties to the larger holding on that chain, then the lower chain, then asset.
     Returns whether a partial plan was found per account (else: full)."""
     found = np.zeros(la.size, np.bool_)
-    j0 = 0
-    for i in range(la.size):
+    first = np.cumsum(lengths) - lengths
+    # Each account's rows are random reads into the book: latency-bound, so it pays
+    # to spread them over the threads.
+    for i in prange(la.size):
         a = la[i]
+        j0 = first[i]
         g = grp[i] + 1
         d = debt[i]
         num = target * d - cliq[i]
@@ -246,7 +265,6 @@ def _plan_kernel(  # noqa: PLR0917
                 if not better:
                     continue
             best_r, best_v, best_c, best_t = rr, value, c, t
-        j0 += lengths[i]
         if best_c >= 0:
             found[i] = True
             repay[i] = best_r
@@ -365,6 +383,7 @@ class RiskEngine:
         _tick_kernel(
             self.a_start, self.a_cnt, self.pc, self.pv, self.held_bits, 0, self._tab,
             self._nlp, 0, 1.0, self.r_hf, self.r_bp, self.r_tier, self.r_degraded,
+            self.liq_cliq, self.liq_dval,
         )  # fmt: skip
 
     @classmethod
@@ -379,6 +398,8 @@ class RiskEngine:
     r_bp: NDArray[np.float64]
     r_tier: NDArray[np.int8]
     r_degraded: NDArray[np.bool_]
+    liq_cliq: NDArray[np.float64]
+    liq_dval: NDArray[np.float64]
     a_start: NDArray[np.int64]
     a_cnt: NDArray[Any]
     a_cap: NDArray[Any]
@@ -397,6 +418,9 @@ class RiskEngine:
         ("r_bp", np.float64, 0.0),
         ("r_tier", np.int8, HEALTHY),
         ("r_degraded", np.bool_, False),
+        # C_liq and debt, kept only for accounts with HF < 1 (their plans need them).
+        ("liq_cliq", np.float64, 0.0),
+        ("liq_dval", np.float64, 0.0),
         ("a_start", np.int64, 0),
         ("a_cnt", None, 0),
         ("a_cap", None, 0),
@@ -699,11 +723,19 @@ class RiskEngine:
         self.r_bp[sl] = r.bp
         self.r_tier[sl] = r.tier
         self.r_degraded[sl] = r.degraded
+        self.liq_cliq[sl] = r.cliq
+        self.liq_dval[sl] = r.debt
 
     def _plans(
-        self, acc: NDArray[np.int64], r: _Risk
+        self,
+        acc: NDArray[np.int64],
+        hf: NDArray[np.float64],
+        debt: NDArray[np.float64],
+        cliq: NDArray[np.float64],
+        grp: NDArray[np.int16],
     ) -> tuple[NDArray[np.int8], NDArray[np.float64], NDArray[np.int16], NDArray[np.int16]]:
-        """Liquidation plans for accounts `acc` (sorted, risk `r` aligned with them).
+        """Liquidation plans for accounts `acc` (sorted; HF, debt, C_liq and e-mode
+        group aligned with them).
 
         R = (target*D - C_liq) / (target - (1+bonus)*lt_eff) per collateral (chain, asset);
         a candidate is feasible when the denominator is > 0 and R fits under both the
@@ -715,11 +747,11 @@ class RiskEngine:
         repay = np.zeros(n)
         chain = np.full(n, -1, np.int16)
         asset = np.full(n, -1, np.int16)
-        liq = np.nonzero(r.hf < 1.0)[0]
+        liq = np.nonzero(hf < 1.0)[0]
         if liq.size == 0:
             return kind, repay, chain, asset
         kind[liq] = PLAN_FULL
-        repay[liq] = r.debt[liq]
+        repay[liq] = debt[liq]
         la = acc[liq]
         book = self.book
         rows, lengths = book.rows_with_lengths(la)
@@ -727,7 +759,7 @@ class RiskEngine:
         vol_tab = cfg.z * self._sigma_tab * math.sqrt(cfg.horizon_days)
         p_repay, p_chain, p_asset = repay[liq], chain[liq], asset[liq]
         found = _plan_kernel(
-            la, r.grp[liq], r.debt[liq], r.cliq[liq], r.cf[liq], rows, lengths,
+            la, grp[liq], debt[liq], cliq[liq], self._close_factor(hf[liq]), rows, lengths,
             book.r_side, book.r_amount, book.r_asset, book.r_chain, book.coll, self.price,
             self.k, self.bonus, vol_tab, self._lt_tab, cfg.target_hf, p_repay, p_chain,
             p_asset,
@@ -741,7 +773,7 @@ class RiskEngine:
             self._prepare()
         r = self._risk(acc)
         self._store(acc, r)
-        kind, repay, chain, asset = self._plans(acc, r)
+        kind, repay, chain, asset = self._plans(acc, r.hf, r.debt, r.cliq, r.grp)
         self.p_kind[acc], self.p_repay[acc] = kind, repay
         self.p_chain[acc], self.p_asset[acc] = chain, asset
         if (kind != PLAN_NONE).any():
@@ -758,7 +790,7 @@ class RiskEngine:
         _tick_kernel(
             self.a_start, self.a_cnt, self.pc, self.pv, self.held_bits, n, self._tab,
             self._nlp, self._bad_bits, cfg.warn_hf, self.r_hf, self.r_bp, self.r_tier,
-            self.r_degraded,
+            self.r_degraded, self.liq_cliq, self.liq_dval,
         )  # fmt: skip
         liq = np.flatnonzero(self.r_tier[:n] >= LIQUIDATABLE)
         # Only accounts that may hold a plan need clearing (those planned by the last
@@ -771,9 +803,9 @@ class RiskEngine:
             self.p_chain[had] = -1
             self.p_asset[had] = -1
         if liq.size:
-            r = self._risk(liq)
-            self.r_tier[liq] = r.tier
-            kind, repay, chain, asset = self._plans(liq, r)
+            kind, repay, chain, asset = self._plans(
+                liq, self.r_hf[liq], self.liq_dval[liq], self.liq_cliq[liq], self.r_grp[liq]
+            )
             self.p_kind[liq], self.p_repay[liq] = kind, repay
             self.p_chain[liq], self.p_asset[liq] = chain, asset
         self._planned = liq
@@ -956,7 +988,7 @@ class RiskEngine:
         coll, debt = book.coll[acc], book.debt[acc]
         self._prepare()
         r = self._risk(acc)
-        kind, repay, pchain, passet = self._plans(acc, r)
+        kind, repay, pchain, passet = self._plans(acc, r.hf, r.debt, r.cliq, r.grp)
         credit, raw, demand, budget = self._credit(acc, r.bp, r.degraded, now)
         dem, share = demand.get(0, (None, self.static_share))
         d = self._detail(coll, r.grp)
