@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hmac
 import json
 import logging
 import math
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 import numpy as np
 from aiohttp import web
-from eth_utils import to_checksum_address
+from eth_hash.auto import keccak
+from prometheus_client import Histogram
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +85,16 @@ def _clean(obj: Any) -> Any:
 def dumps(data: Any) -> str:
     # allow_nan=False: a non-finite number that escaped _clean is a bug to surface as a
     # 500 with an error id, never "NaN"/"Infinity" that strict JSON parsers reject.
-    return json.dumps(_clean(data), default=_json_default, allow_nan=False)
+    # Fast path first: most bodies hold no non-finite float, and walking every dict to
+    # look was a tenth of the /health route's CPU (bench/api_load.py).
+    # One encoder, not json.dumps(**options), which builds a new one on every call.
+    try:
+        return _ENCODER.encode(data)
+    except ValueError:
+        return _ENCODER.encode(_clean(data))
+
+
+_ENCODER = json.JSONEncoder(default=_json_default, allow_nan=False)
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -99,7 +112,23 @@ def error_body(status: int, field: str | None, message: str) -> web.Response:
 def parse_address(raw: str, field: str = "address") -> str:
     if _ADDRESS_RE.fullmatch(raw) is None:
         raise ApiError(400, field, f"not a 0x-prefixed 20-byte hex address: {raw[:64]!r}")
-    return to_checksum_address(raw)
+    return checksum_address(raw)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def checksum_address(address: str) -> str:
+    """EIP-55 form of an address already matched by _ADDRESS_RE.
+
+    eth_utils.to_checksum_address re-validates its input through several layers and
+    was half of the /health route's CPU under load (bench/api_load.py); this is the
+    same hash rule (tests compare the two) and clients poll the same accounts, so
+    the cache keeps the answer for the hot ones.
+    """
+    body = address[2:].lower()
+    digest = keccak(body.encode("ascii")).hex()
+    return "0x" + "".join(
+        [c.upper() if d >= "8" else c for c, d in zip(body, digest[:40], strict=True)]
+    )
 
 
 @web.middleware
@@ -134,8 +163,49 @@ async def errors_middleware(
         return error_body(500, None, f"internal error (id {err_id}); see the daemon log")
 
 
+def latency_middleware(histogram: Histogram) -> Any:
+    """Observe every request's latency by route template (not raw path: bounded label
+    cardinality whatever clients send), method and final status."""
+
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            resp = await handler(request)
+            status = resp.status
+            return resp
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "unmatched"
+            method = request.method if request.method in _METHODS else "other"
+            key = (route, method, status)
+            # Bound children cached: labels() costs more than the observation itself.
+            child = children.get(key)
+            if child is None:
+                child = children[key] = histogram.labels(route, method, str(status))
+            child.observe(time.perf_counter() - started)
+
+    children: dict[tuple[str, str, int], Any] = {}
+    return middleware
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
 class Api:
-    def __init__(self, backend: ApiBackend, *, sse_keepalive_s: float = SSE_KEEPALIVE_S) -> None:
+    def __init__(
+        self,
+        backend: ApiBackend,
+        *,
+        sse_keepalive_s: float = SSE_KEEPALIVE_S,
+        request_seconds: Histogram | None = None,
+    ) -> None:
         self.backend = backend
         # An idle stream only notices a gone client when it writes: the keepalive
         # comment bounds how long a disconnected client keeps its subscription.
@@ -143,7 +213,11 @@ class Api:
         # Set by stop() before the runner closes connections, so open streams end with
         # `event: shutdown` instead of being cut off after the runner's shutdown timeout.
         self._closing = asyncio.Event()
-        self.app = web.Application(middlewares=[errors_middleware])
+        middlewares: list[Any] = [errors_middleware]
+        if request_seconds is not None:
+            # Outermost, so it sees the status the error middleware turned errors into.
+            middlewares.insert(0, latency_middleware(request_seconds))
+        self.app = web.Application(middlewares=middlewares)
         # Path variables take any segment (aiohttp's default refuses "{" and "}"), so a
         # malformed address is a 400 naming "address", not a 404 for an unknown route.
         self.app.add_routes(
@@ -155,13 +229,20 @@ class Api:
                 web.get("/v1/accounts", self.accounts),
                 web.get("/v1/accounts/{address:[^/]+}", self.account),
                 web.get("/v1/accounts/{address:[^/]+}/health", self.account_health),
+                web.get("/v1/accounts/{address:[^/]+}/margin", self.account_margin),
+                web.get("/v1/margin/report", self.margin_report),
                 web.get("/v1/prices", self.prices),
                 web.get("/v1/prices/{asset:[^/]+}", self.price),
                 web.get("/v1/chains", self.chains),
                 web.get("/v1/stream", self.stream),
+                web.post("/v1/admin/pause", self.admin_pause),
+                web.post("/v1/admin/resume", self.admin_resume),
             ]
         )
         self._runner: web.AppRunner | None = None
+        self._margin_report: dict[str, Any] | None = None
+        # Bearer token of the admin routes (AGG_ADMIN_TOKEN); None disables them (403).
+        self.admin_token: str | None = None
         self.port: int | None = None
 
     async def start(self, host: str, port: int) -> int:
@@ -215,6 +296,25 @@ class Api:
             raise ApiError(404, "address", f"no positions known for {address}")
         return json_response(view)
 
+    # -- portfolio margin (docs/portfolio-margin.md) ----------------------------
+    async def account_margin(self, request: web.Request) -> web.Response:
+        address = parse_address(request.match_info["address"])
+        # Optional on the backend: a daemon without the portfolio feed has no such view.
+        fn = getattr(self.backend, "account_margin", None)
+        view = fn(address) if fn is not None else None
+        if view is None:
+            raise ApiError(404, "address", f"no positions known for {address}")
+        return json_response(view)
+
+    async def margin_report(self, _: web.Request) -> web.Response:
+        from aggregator.risk import capital
+
+        # The shipped reference book: the same for every request, computed once.
+        if self._margin_report is None:
+            rep = await asyncio.to_thread(capital.capital_report)
+            self._margin_report = rep.to_json()
+        return json_response(self._margin_report)
+
     async def accounts(self, request: web.Request) -> web.Response:
         q = request.query
         unknown = set(q) - set(ACCOUNTS_QUERY)
@@ -256,6 +356,31 @@ class Api:
         if view is None:
             raise ApiError(404, "asset", f"unknown asset {asset[:32]!r}")
         return json_response(view)
+
+    # -- admin (bearer token from AGG_ADMIN_TOKEN) ----------------------------
+    async def admin_pause(self, request: web.Request) -> web.Response:
+        return self._admin(request, paused=True)
+
+    async def admin_resume(self, request: web.Request) -> web.Response:
+        return self._admin(request, paused=False)
+
+    def _admin(self, request: web.Request, *, paused: bool) -> web.Response:
+        if not self.admin_token:
+            raise ApiError(
+                403, "authorization", "admin API disabled: set AGG_ADMIN_TOKEN to enable it"
+            )
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        # Constant-time comparison; the token itself never appears in a response or log.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), self.admin_token.encode()
+        ):
+            resp = error_body(401, "authorization", "missing or wrong bearer token")
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="aggregator-admin"'
+            return resp
+        setter = getattr(self.backend, "set_push_paused", None)
+        if setter is None:
+            raise ApiError(503, None, "pushing is not available in this process")
+        return json_response(setter(paused))
 
     async def chains(self, _: web.Request) -> web.Response:
         return json_response({"chains": self.backend.chains()})

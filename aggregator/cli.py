@@ -23,13 +23,24 @@ EXIT_UNAVAILABLE = 3
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
-    )
-    # web3 logs full request bodies at DEBUG; keep them out unless asked for.
-    for noisy in ("web3", "urllib3", "asyncio", "apscheduler", "aiosqlite", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from aggregator.logging import secrets_from_env, setup_logging
+
+    # JSON lines when stderr is not a terminal (systemd, containers), text on a TTY;
+    # the keeper key and admin token are scrubbed from every record.
+    setup_logging(verbose, secrets=secrets_from_env())
+
+
+def _register_config_secrets(cfg: AppConfig) -> None:
+    """API keys of HTTP price sources live in env variables the config names."""
+    from aggregator.logging import add_secret
+
+    for asset in cfg.assets:
+        for src in asset.sources:
+            for var in getattr(src, "headers_from_env", {}).values():
+                add_secret(os.environ.get(var))
+    password_env = getattr(cfg.pusher, "keystore_password_env", None)
+    if password_env:
+        add_secret(os.environ.get(password_env))
 
 
 def _load(path: str | None) -> AppConfig:
@@ -78,6 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from aggregator.daemon import run_daemon
 
     cfg = _load(args.config)
+    _register_config_secrets(cfg)
     return asyncio.run(run_daemon(cfg))
 
 
@@ -140,8 +152,37 @@ def cmd_query(args: argparse.Namespace) -> int:
         data = _get(base, "/v1/chains")
     else:
         data = _get(base, f"/v1/prices/{args.asset}" if args.asset else "/v1/prices")
-    print(json.dumps(data, indent=2))
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    from aggregator import tables
+
+    render = {
+        "account": tables.account_text,
+        "chains": tables.chains_text,
+        "prices": tables.prices_text,
+    }[args.cmd]
+    print(render(data))
     return 0
+
+
+def cmd_margin(args: argparse.Namespace) -> int:
+    """`aggregator margin report|stress`: the reference book under the three margin
+    models, and the stress replay (aggregator/risk/capital.py). Exit 1 when the stress
+    finds a healthy-rated account with negative equity."""
+    import json
+
+    from aggregator.risk import capital
+
+    ref = capital.load_reference(args.file)
+    if args.action == "report":
+        rep = capital.capital_report(ref)
+        print(json.dumps(rep.to_json(), indent=2) if args.json else capital.render_report(rep))
+        return 0
+    stress = capital.stress_replay(ref)
+    out = stress.to_json()
+    print(json.dumps(out, indent=2, default=str) if args.json else capital.render_stress(stress))
+    return 0 if out["passed"] else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,11 +217,20 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "prices":
             q.add_argument("asset", nargs="?")
         q.add_argument("--api", default=None, help="daemon API base URL (default: from config)")
+        q.add_argument("--json", action="store_true", help="print the API's JSON (for scripts)")
         q.set_defaults(func=cmd_query)
 
     db = sub.add_parser("db", help="store maintenance")
     db.add_argument("action", choices=["upgrade"])
     db.set_defaults(func=cmd_db_upgrade)
+
+    margin = sub.add_parser("margin", help="margin models on the reference book (no daemon)")
+    margin.add_argument("action", choices=["report", "stress"])
+    margin.add_argument(
+        "--file", default=None, help="reference book TOML (default: the one shipped)"
+    )
+    margin.add_argument("--json", action="store_true", help="JSON instead of a table")
+    margin.set_defaults(func=cmd_margin)
 
     config = sub.add_parser("config", help="configuration")
     config.add_argument("action", choices=["check"])

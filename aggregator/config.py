@@ -47,6 +47,8 @@ class ChainContracts(Strict):
     vault: Address | None = None
     registry: Address | None = None
     multicall: Address = "0xcA11bde05977b3631167028862bE2a173976CA11"
+    # Markets contract beside the vault (perp/option position events, portfolio mode).
+    markets: Address | None = None
 
 
 class ChainConfig(Strict):
@@ -165,6 +167,22 @@ class PusherConfig(Strict):
     max_fee_gwei: float = Field(default=500, gt=0)
     stuck_after_s: float = Field(default=30, gt=0)
     interval_s: float = Field(default=5, gt=0)
+    # -- pusher (docs/pusher.md) ------------------------------------------------
+    # Compute and log batches (and estimate their gas) without signing or sending.
+    dry_run: bool = False
+    # Floor of the EIP-1559 priority fee when recent blocks paid no tips.
+    min_priority_fee_gwei: float = Field(default=0.01, ge=0)
+    # Update transactions of one chain in the mempool at once (nonce pipeline depth).
+    max_in_flight: int = Field(default=4, ge=1, le=64)
+    # gas limit = eth_estimateGas * gas_headroom (capped at batch_gas_budget).
+    gas_headroom: float = Field(default=1.2, ge=1.0, le=3.0)
+    # Warn (log, /v1/chains, agg_pusher_keeper_low) below this keeper balance.
+    min_keeper_balance_eth: float = Field(default=0.05, ge=0)
+    # Encrypted JSON keystore instead of AGG_KEEPER_KEY; its password comes from the
+    # env var named here, or from keystore_password_file.
+    keystore_path: str | None = None
+    keystore_password_env: str = Field(default="AGG_KEEPER_KEYSTORE_PASSWORD", min_length=1)
+    keystore_password_file: str | None = None
 
     @model_validator(mode="after")
     def _heartbeat(self) -> PusherConfig:
@@ -202,6 +220,81 @@ class SchedulerConfig(Strict):
     recompute_debounce_s: float = Field(default=0.25, ge=0)
 
 
+# -- portfolio margin mode (docs/portfolio-margin.md) ---------------------------------
+class PerpMarketConfig(Strict):
+    """A perpetual market: its on-chain id (the bytes32 text in the Markets contract)
+    and the asset symbol whose price is its mark."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,31}$")
+    underlying: str
+
+
+class OptionUnderlyingConfig(Strict):
+    """An option underlying as named on chain (bytes32 text) -> asset symbol."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,31}$")
+    underlying: str
+
+
+class ContingencyConfig(Strict):
+    """Add-ons to the worst scenario loss (MM = max(0, -min dV) + contingency)."""
+
+    # Fraction of |net perp notional| per underlying (funding, basis, oracle lag).
+    perp_notional: float = Field(default=0.005, ge=0, le=1)
+    # Fraction of spot per net short option contract (gap and vol-of-vol risk).
+    short_option_notional: float = Field(default=0.01, ge=0, le=1)
+    # Fixed USD per account holding any derivative position.
+    fixed_usd: float = Field(default=0.0, ge=0)
+
+
+class StandardRulesConfig(Strict):
+    """Rule-based margin of derivatives for the standard and isolated comparison
+    (aggregator/risk/capital.py): each position margined alone, summed."""
+
+    perp_im: float = Field(default=0.10, gt=0, le=1)
+    option_short_base: float = Field(default=0.15, ge=0, le=1)
+    option_short_min: float = Field(default=0.10, ge=0, le=1)
+
+
+def _default_spot_grid() -> list[float]:
+    return [round(-0.20 + 0.05 * i, 2) for i in range(9)]
+
+
+class PortfolioConfig(Strict):
+    """[portfolio]: which margin model decides health, and the scenario grid."""
+
+    mode: Literal["standard", "portfolio"] = "standard"
+    spot_shocks: list[float] = Field(default_factory=_default_spot_grid, min_length=1)
+    extreme_moves: list[float] = Field(default_factory=lambda: [-0.40, 0.40])
+    # All risk underlyings at once (correlations to one), with every LST de-pegged.
+    crash_moves: list[float] = Field(default_factory=lambda: [-0.40])
+    depeg_shock: float = Field(default=0.07, ge=0, lt=1)
+    # Relative implied-volatility shocks (down, up) crossed with the spot grid.
+    vol_shocks: list[float] = Field(default_factory=lambda: [-0.30, 0.50], min_length=1)
+    contingency: ContingencyConfig = ContingencyConfig()
+    im_factor: float = Field(default=1.25, ge=1)
+    standard_rules: StandardRulesConfig = StandardRulesConfig()
+    # Assets never shocked (USD stablecoins); every other non-LST asset is its own
+    # underlying, an LST moves with its `underlying` times (1 - de-peg).
+    stable_assets: list[str] = Field(default_factory=list)
+    # Annualised implied volatility per underlying asset symbol; missing ones use the
+    # oracle's EWMA daily volatility * sqrt(365).
+    implied_vol: dict[str, float] = Field(default_factory=dict)
+    perps: list[PerpMarketConfig] = Field(default_factory=list)
+    options: list[OptionUnderlyingConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _shocks(self) -> PortfolioConfig:
+        for name in ("spot_shocks", "extreme_moves", "crash_moves", "vol_shocks"):
+            for i, v in enumerate(getattr(self, name)):
+                if not -1.0 < v <= 10.0:
+                    raise ValueError(f"{name}[{i}]: {v} must be in (-1, 10]")
+        for sym, iv in self.implied_vol.items():
+            if not 0.0 < iv <= 10.0:
+                raise ValueError(f"implied_vol.{sym}: {iv} must be in (0, 10]")
+        return self
+
+
 class Secrets(BaseSettings):
     """Only from the environment (AGG_KEEPER_KEY, AGG_ADMIN_TOKEN), never from TOML."""
 
@@ -230,6 +323,7 @@ class AppConfig(BaseSettings):
     store: StoreConfig = StoreConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     accounts: list[Address] = Field(default_factory=list)
+    portfolio: PortfolioConfig = PortfolioConfig()
 
     @classmethod
     def settings_customise_sources(
@@ -483,6 +577,7 @@ def semantic_problems(cfg: AppConfig) -> list[Problem]:
                 Problem(f"correlation_groups[{i}].reference", f"unknown asset {group.reference!r}")
             )
 
+    problems.extend(_portfolio_problems(cfg))
     for chain in cfg.credit.weights:
         if chain not in chains:
             problems.append(Problem(f"credit.weights.{chain}", f"unknown chain {chain!r}"))
@@ -490,6 +585,32 @@ def semantic_problems(cfg: AppConfig) -> list[Problem]:
         if weight < 0:
             problems.append(Problem(f"credit.weights.{w_chain}", "must be >= 0"))
     return problems
+
+
+def _portfolio_problems(cfg: AppConfig) -> list[Problem]:
+    """[portfolio] cross-references: every symbol it names is a configured asset."""
+    symbols = set(cfg.asset_symbols)
+    pf = cfg.portfolio
+    out: list[Problem] = []
+    for i, sym in enumerate(pf.stable_assets):
+        if sym not in symbols:
+            out.append(Problem(f"portfolio.stable_assets[{i}]", f"unknown asset {sym!r}"))
+    for sym in pf.implied_vol:
+        if sym not in symbols:
+            out.append(Problem(f"portfolio.implied_vol.{sym}", f"unknown asset {sym!r}"))
+    for key in ("perps", "options"):
+        seen: set[str] = set()
+        for i, m in enumerate(getattr(pf, key)):
+            if m.underlying not in symbols:
+                out.append(
+                    Problem(f"portfolio.{key}[{i}].underlying", f"unknown asset {m.underlying!r}")
+                )
+            elif m.underlying in pf.stable_assets:
+                out.append(Problem(f"portfolio.{key}[{i}].underlying", "is a stable asset"))
+            if m.name in seen:
+                out.append(Problem(f"portfolio.{key}[{i}].name", f"duplicate name {m.name!r}"))
+            seen.add(m.name)
+    return out
 
 
 def parse_config(data: Mapping[str, Any], source: str = "") -> AppConfig:

@@ -18,14 +18,15 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from typing import Any, TypeVar
 
-from eth_utils import to_checksum_address
-
-from aggregator.api import Api, ApiError
+from aggregator.api import Api, ApiError, checksum_address
 from aggregator.config import AppConfig
 from aggregator.jobs import Jobs
+from aggregator.lock import StoreLock, StoreLockedError
 from aggregator.metrics import Metrics
+from aggregator.push.wiring import PusherWiring
 from aggregator.risk.book import PositionRow
-from aggregator.risk.engine import PriceInput, RiskEngine
+from aggregator.risk.engine import TIERS, PriceInput, RiskEngine
+from aggregator.risk.portfolio_feed import PortfolioFeed
 from aggregator.store import Store
 from aggregator.store.chain_repo import SqlChainStore
 from aggregator.store.price_repo import PriceRepo
@@ -35,7 +36,7 @@ from chains.lst import LstRateReader, LstSource
 from chains.rpc import RpcClient, RpcError
 from chains.types import ChainSettings, Position, RateSample
 from oracles.service import OracleService
-from oracles.types import Price
+from oracles.types import Price, PriceStatus
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class Daemon:
         self.supervisor = Supervisor(self.metrics)
         self.jobs = Jobs(self.metrics)
         self.store = store or Store(cfg.store.url)
+        self.store_lock = StoreLock(self.store.url)
         self.repo = SqlChainStore(self.store)
         self.price_repo = PriceRepo(self.store)
         self.settings = {c.name: ChainSettings.from_config(c) for c in cfg.chains}
@@ -99,7 +101,7 @@ class Daemon:
             chain: LstRateReader(chain, self.clients[chain], self.repo)
             for chain in self.lst_sources
         }
-        self.api = Api(self)
+        self.api = Api(self, request_seconds=self.metrics.api_request_seconds)
         self.stop_event = asyncio.Event()
         self._dirty: set[str] = set()
         self._live: set[tuple[str, str]] = set()
@@ -111,12 +113,21 @@ class Daemon:
         self.book_loaded = False
         self.started_at = time.time()
         self.unknown_tokens: dict[tuple[str, str], int] = {}
+        # HealthRegistry pusher (docs/pusher.md); also sets the API's admin token.
+        self.push = PusherWiring(self)
+        # Portfolio margin (docs/portfolio-margin.md): Markets events + scenario engine.
+        self.portfolio = PortfolioFeed(cfg, self.store)
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> int:
+        try:
+            self.store_lock.acquire()
+        except StoreLockedError as exc:
+            raise StartupError(str(exc)) from None
         await self._step("store migration", self.store.upgrade())
         await self._step("chain id check", self._verify_chains())
         await self._step("book load", self._load_book())
+        await self._step("derivative positions load", self.portfolio.load())
         await self._step("price history warm-up", self.oracle.start())
         for name, settings in self.settings.items():
             if settings.vault is None:
@@ -128,6 +139,7 @@ class Daemon:
                 self.repo,
                 on_accounts_changed=self._accounts_changed,
                 on_progress=self._progress,
+                markets=self.portfolio.watch(name),
             )
             await self._step(f"checkpoint load of {name}", indexer.load())
             self.indexers[name] = indexer
@@ -143,6 +155,7 @@ class Daemon:
         for indexer in self.indexers.values():
             self.supervisor.spawn(f"index:{indexer.chain}", self._index_loop(indexer))
         self.supervisor.spawn("recompute", self._recompute_loop)
+        await self._step("pusher start", self.push.start())
         self.jobs.add("oracle", self.refresh_prices, sch.oracle_interval_s)
         self.jobs.add("reconcile", self.reconcile, sch.reconcile_interval_s, critical=False)
         self.jobs.add("metrics", self.refresh_metrics, 5.0, critical=False)
@@ -171,6 +184,7 @@ class Daemon:
         await self.api.stop()
         await self.jobs.shutdown()
         await self.supervisor.stop()
+        await self.push.stop()
         for q in list(self._subscribers):
             with contextlib.suppress(asyncio.QueueFull):
                 q.put_nowait({"event": "shutdown"})
@@ -178,6 +192,8 @@ class Daemon:
         for client in self.clients.values():
             await client.close()
         await self.store.close()
+        # Last: the next daemon on this store may start only once nothing here writes.
+        self.store_lock.release()
 
     async def _verify_chains(self) -> None:
         problems = []
@@ -244,6 +260,7 @@ class Daemon:
             # credit policy should see. Backfilled history is not.
             self._live.update((a.lower(), chain) for a in accounts)
         self._dirty_event.set()
+        await self.portfolio.accounts_changed(accounts)
 
     def _progress(self, p: Progress) -> None:
         self.metrics.backfill_blocks_per_s.labels(chain=p.chain).set(p.blocks_per_s)
@@ -278,6 +295,7 @@ class Daemon:
         if self.prices_ready:
             self.engine.allocate_credit(accounts=[r.account for r in rows])
             self._publish({r.account.lower() for r in rows})
+            self.push.wake()
 
     def _record_consumption(self, row: PositionRow, now: float) -> None:
         """Feed the demand credit policy: a borrow (debt up) or a withdrawal (collateral
@@ -329,6 +347,7 @@ class Daemon:
                         asset=sym, source=src.source, reason=src.failure
                     ).inc()
         self._publish(None)
+        self.push.wake()
 
     async def sample_rates(self) -> None:
         for chain, reader in self.lst_readers.items():
@@ -365,6 +384,27 @@ class Daemon:
                 )
         for tier, n in self.engine.tier_counts().items():
             self.metrics.accounts.labels(tier=tier).set(n)
+        self._refresh_counters_and_prices()
+
+    def _refresh_counters_and_prices(self) -> None:
+        """Counters fed from the indexers' and RPC clients' own totals, and price age
+        between refreshes (a price that stops refreshing must be seen ageing)."""
+        m = self.metrics
+        for name, indexer in self.indexers.items():
+            m.advance(m.chain_events, indexer.status.events_total, name)
+            m.advance(m.reorgs, indexer.status.reorgs, name)
+        for name, client in self.clients.items():
+            for ep in client.status():
+                m.advance(m.rpc_requests, ep.requests, name, ep.url)
+                m.advance(m.rpc_errors, ep.errors, name, ep.url)
+        now = time.time()
+        for sym, p in self.oracle.prices().items():
+            if p.timestamp is not None:
+                m.price_age.labels(asset=sym).set(max(0.0, now - p.timestamp))
+            for status in PriceStatus:
+                m.price_status.labels(asset=sym, status=str(status)).set(
+                    1 if p.status == status else 0
+                )
 
     # ------------------------------------------------------------ SSE
     def _publish(self, accounts: set[str] | None) -> None:
@@ -383,7 +423,7 @@ class Daemon:
             if prev is not None and prev[1:] == now[1:] and _close(prev[0], h.hf):
                 continue
             event = {
-                "account": to_checksum_address(h.account),
+                "account": checksum_address(h.account),
                 "hf": h.hf,
                 "tier": h.tier,
                 "degraded": h.degraded,
@@ -424,6 +464,7 @@ class Daemon:
             for sym, p in self.oracle.prices().items():
                 if not p.usable:
                     reasons.append(f"price {sym}: {p.status} ({p.reason})")
+        reasons += self.push.readiness_reasons()
         return not reasons, reasons
 
     def _require_prices(self) -> None:
@@ -439,7 +480,8 @@ class Daemon:
         if self.engine.book.find_account(address.lower()) is None:
             return None
         view = self.engine.explain(address)
-        view["account"] = to_checksum_address(view["account"])
+        view["account"] = checksum_address(view["account"])
+        _api_conventions(view, {a.symbol: a.decimals for a in self.cfg.assets})
         view["as_of"] = {
             name: {
                 "indexed_block": ix.status.indexed_block,
@@ -448,21 +490,38 @@ class Daemon:
             }
             for name, ix in self.indexers.items()
         }
+        # What each chain's HealthRegistry holds now (last read by the pusher).
+        view["onchain"] = self.push.onchain_view(address)
         return view
+
+    def account_margin(self, address: str) -> dict[str, Any] | None:
+        """Standard and portfolio margin side by side, with greeks (portfolio mode)."""
+        self._require_prices()
+        return self.portfolio.account_margin(self.engine, address)
 
     def account_health(self, address: str) -> dict[str, Any] | None:
         self._require_prices()
-        if self.engine.book.find_account(address.lower()) is None:
+        eng = self.engine
+        a = eng.book.find_account(address)
+        if a is None:
             return None
-        h = self.engine.health(address)
+        # The hottest route: read the stored results of the last recompute (what
+        # engine.health() returns for these fields) rather than engine.health(), which
+        # also re-derives the collateral sums this view does not show.
+        hf = float(eng.r_hf[a])
+        bp = float(eng.r_bp[a])
+        finite = math.isfinite(hf)
         return {
-            "account": to_checksum_address(h.account),
-            "hf": h.hf,
-            "hf_text": "inf" if math.isinf(h.hf) else f"{h.hf:.6f}",
-            "borrowing_power_usd": h.bp,
-            "tier": h.tier,
-            "credit_usd": {c: v / 1e6 for c, v in self.engine.credit_of(address).items()},
-            "status": "degraded" if h.degraded else "ok",
+            "account": checksum_address(eng.book.account_address[a]),
+            "hf": hf if finite else None,
+            "hf_text": f"{hf:.6f}" if finite else "inf",
+            "borrowing_power_usd": bp if math.isfinite(bp) else None,
+            "tier": TIERS[int(eng.r_tier[a])],
+            # Exact decimal strings of the usd6 integers that are pushed on-chain.
+            "credit_usd": {
+                c: usd6_text(v) for c, v in zip(eng.chains, eng.credit[a].tolist(), strict=True)
+            },
+            "status": "degraded" if eng.r_degraded[a] else "ok",
         }
 
     def list_accounts(
@@ -495,8 +554,10 @@ class Daemon:
             ix = self.indexers.get(name)
             st: dict[str, Any] = dataclasses.asdict(ix.snapshot()) if ix else {"indexed": False}
             st["endpoints"] = [dataclasses.asdict(e) for e in self.clients[name].status()]
+            st["chain"] = name  # also for a chain without a vault (not indexed)
             st["chain_id"] = settings.chain_id
             st["confirmations"] = settings.confirmations
+            st["pusher"] = self.push.chain_status(name)
             out.append(st)
         return out
 
@@ -517,6 +578,44 @@ class Daemon:
 
     def metrics_text(self) -> bytes:
         return self.metrics.render()
+
+    def set_push_paused(self, paused: bool) -> dict[str, Any]:
+        """Admin: stop or restart sending new update batches (receipts are still followed)."""
+        return self.push.set_paused(paused)
+
+
+def usd6_text(v: int) -> str:
+    """A usd6 integer as an exact decimal string ("12.5", not 12.499999999)."""
+    whole, frac = divmod(int(v), 10**6)
+    return f"{whole}.{frac:06d}".rstrip("0").rstrip(".")
+
+
+def _api_conventions(view: dict[str, Any], decimals: dict[str, int]) -> None:
+    """The API's rules for the full breakdown: HF a number or null when infinite (with
+    `hf_text`), token amounts as exact decimal strings (summed from the exact raw
+    `counted` amounts, not the float units the vectorised kernel works in)."""
+    hf = view.get("hf")
+    if isinstance(hf, str) or (isinstance(hf, float) and math.isinf(hf)):
+        view["hf"] = None
+        view["hf_text"] = "inf"
+    else:
+        view["hf_text"] = f"{hf:.6f}"
+    raw: dict[tuple[str, str], int] = {}
+    for rows in view.get("positions", {}).values():
+        for row in rows:
+            key = (row["asset"], row["side"])
+            raw[key] = raw.get(key, 0) + int(row["counted"])
+    for symbol, entry in view.get("assets", {}).items():
+        d = decimals.get(symbol, 0)
+        for side, field in (("collateral", "collateral_amount"), ("debt", "debt_amount")):
+            if field in entry:
+                entry[field] = _decimal_text(raw.get((symbol, side), 0), d)
+
+
+def _decimal_text(amount: int, decimals: int) -> str:
+    whole, frac = divmod(amount, 10**decimals)
+    frac_s = str(frac).rjust(decimals, "0").rstrip("0") if decimals else ""
+    return f"{whole}.{frac_s}" if frac_s else str(whole)
 
 
 def _close(a: float, b: float, rel: float = 1e-3) -> bool:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import signal
 import time
 from pathlib import Path
@@ -13,6 +14,8 @@ from pathlib import Path
 from aggregator.config import ConfigError, load_config
 from aggregator.daemon import Daemon, StartupError
 from aggregator.devnet import manager
+from aggregator.devnet.anvil import DEV_KEYS
+from aggregator.devnet.deploy import KEEPER
 from aggregator.devnet.simulator import run_simulator
 
 log = logging.getLogger("aggregator.demo")
@@ -24,25 +27,75 @@ def _fmt_hf(hf: float | None) -> str:
     return f"{hf:.3f}"
 
 
-def print_table(daemon: Daemon) -> None:
+SHOWN_ACCOUNTS = 8
+
+
+def summary(daemon: Daemon, api_url: str) -> str:
+    """What the demo prints every few seconds: readiness and prices, accounts per tier,
+    the riskiest accounts' HF and credit per chain, each chain's sync and pushes landed
+    (from the same views the API serves)."""
+    from aggregator import tables
+
     ok, reasons = daemon.readiness()
-    items = daemon.list_accounts(None, 50, None)[0] if daemon.prices_ready else []
     prices = daemon.oracle.prices()
     line = "  ".join(
         f"{sym} {p.value:,.2f}{'' if p.usable else '(' + str(p.status) + ')'}"
         for sym, p in prices.items()
         if p.value is not None
     )
-    print(f"\n[{time.strftime('%H:%M:%S')}] ready={ok}  {line}")
-    if not ok:
-        for r in reasons[:4]:
-            print(f"    not ready: {r}")
-    for h in items:
-        credit = " ".join(f"{c}={v:,.0f}" for c, v in h["credit_usd"].items())
-        print(
-            f"  {h['account']}  hf={_fmt_hf(h['hf']):>7}  {h['tier']:<12} "
-            f"bp=${h['borrowing_power_usd']:>12,.2f}  credit: {credit}  {h['status']}"
+    out = [f"[{time.strftime('%H:%M:%S')}] ready={ok}  {line}"]
+    out += [f"    not ready: {r}" for r in reasons[:4]]
+    counts = daemon.engine.tier_counts()
+    out.append(
+        f"accounts: {sum(counts.values())}  "
+        + "  ".join(f"{tier} {n}" for tier, n in counts.items())
+    )
+    chains = daemon.chains()
+    if daemon.prices_ready:
+        items = daemon.list_accounts(None, 1000, None)[0]
+        # The riskiest first: they are what a demo watcher wants to see move.
+        items.sort(key=lambda h: math.inf if h["hf"] is None else h["hf"])
+        names = [c["chain"] for c in chains]
+        rows = [
+            [
+                h["account"],
+                _fmt_hf(h["hf"]),
+                h["tier"],
+                f"{h['borrowing_power_usd']:,.0f}",
+                *(f"{float(h['credit_usd'].get(c, 0)):,.0f}" for c in names),
+                h["status"],
+            ]
+            for h in items[:SHOWN_ACCOUNTS]
+        ]
+        out.append(
+            tables.table(
+                ["account", "hf", "tier", "bp_usd", *(f"credit {c}" for c in names), "status"],
+                rows,
+            )
         )
+    out.append(
+        tables.table(
+            ["chain", "indexed", "lag", "pushes landed", "pending"],
+            [
+                [
+                    c["chain"],
+                    c.get("indexed_block"),
+                    c.get("lag"),
+                    tables.pushes_landed(c),
+                    (c.get("pusher") or {}).get("pending_txs")
+                    if (c.get("pusher") or {}).get("enabled")
+                    else None,
+                ]
+                for c in chains
+            ],
+        )
+    )
+    out.append(f"API: {api_url}  (Ctrl-C stops everything)")
+    return "\n".join(out)
+
+
+def print_table(daemon: Daemon, api_url: str = "") -> None:
+    print("\n" + summary(daemon, api_url), flush=True)
 
 
 async def _demo(root: Path, config_path: str | None, duration_s: float | None) -> int:
@@ -59,13 +112,19 @@ async def _demo(root: Path, config_path: str | None, duration_s: float | None) -
         except ConfigError as exc:
             print(exc)
             return 2
+        if not os.environ.get("AGG_KEEPER_KEY") and cfg.pusher.keystore_path is None:
+            # The devnet's keeper is anvil dev account 1, whose key is public: without
+            # it the demo would not push, which is half of what it shows.
+            os.environ["AGG_KEEPER_KEY"] = DEV_KEYS[KEEPER]
+            print("demo: pushing as the devnet keeper (anvil dev account 1)", flush=True)
         daemon = Daemon(cfg)
         try:
             port = await daemon.start()
         except StartupError as exc:
             print(f"daemon refused to start: {exc}")
             return 1
-        print(f"daemon API: http://{cfg.api.host}:{port}  (try /v1/accounts, /v1/prices, /metrics)")
+        api_url = f"http://{cfg.api.host}:{port}"
+        print(f"daemon API: {api_url}  (try /v1/accounts, /v1/prices, /metrics)", flush=True)
         sim = asyncio.create_task(run_simulator(state, stop), name="simulator")
         deadline = None if duration_s is None else time.monotonic() + duration_s
         while not stop.is_set():
@@ -74,7 +133,7 @@ async def _demo(root: Path, config_path: str | None, duration_s: float | None) -
             if sim.done() and sim.exception() is not None:
                 print(f"market simulator failed: {sim.exception()!r}")
                 return 1
-            print_table(daemon)
+            print_table(daemon, api_url)
             if deadline is not None and time.monotonic() >= deadline:
                 break
         return 0

@@ -27,7 +27,7 @@ class Metrics:
             registry=r,
         )
         self.chain_events = Counter(
-            "agg_chain_events", "Vault events indexed", ["chain", "kind"], registry=r
+            "agg_chain_events", "Vault events indexed", ["chain"], registry=r
         )
         self.reorgs = Counter("agg_chain_reorgs", "Reorgs handled", ["chain"], registry=r)
         self.reconcile_mismatch = Counter(
@@ -60,6 +60,78 @@ class Metrics:
         self.backfill_eta_s = Gauge(
             "agg_backfill_eta_seconds", "Backfill ETA", ["chain"], registry=r
         )
+
+        # -- API latency, RPC errors, price status (fed by api.py and Daemon.refresh_metrics)
+        self.api_request_seconds = Histogram(
+            "agg_api_request_seconds",
+            "API request latency by route template, method and status",
+            ["route", "method", "status"],
+            registry=r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.rpc_requests = Counter(
+            "agg_rpc_requests", "RPC requests sent", ["chain", "endpoint"], registry=r
+        )
+        self.rpc_errors = Counter(
+            "agg_rpc_errors", "RPC requests that failed", ["chain", "endpoint"], registry=r
+        )
+        self.price_status = Gauge(
+            "agg_price_status",
+            "1 for the asset's current price status",
+            ["asset", "status"],
+            registry=r,
+        )
+        self._totals: dict[tuple[int, tuple[str, ...]], float] = {}
+        self._pusher_metrics(r)
+
+    def _pusher_metrics(self, r: CollectorRegistry) -> None:
+        """HealthRegistry pusher (aggregator/push/service.py, docs/pusher.md)."""
+        self.pusher_sent = Counter(
+            "agg_pusher_pushes_sent", "Update batches broadcast", ["chain"], registry=r
+        )
+        self.pusher_failed = Counter(
+            "agg_pusher_pushes_failed", "Update batches not sent", ["chain"], registry=r
+        )
+        self.pusher_cycle_failures = Counter(
+            "agg_pusher_cycle_failures", "Failed push cycles", ["chain"], registry=r
+        )
+        self.pusher_entries = Counter(
+            "agg_pusher_entries", "Account entries sent in batches", ["chain"], registry=r
+        )
+        self.pusher_confirmed = Counter(
+            "agg_pusher_confirmed", "Update transactions confirmed", ["chain"], registry=r
+        )
+        self.pusher_gas_used = Counter(
+            "agg_pusher_gas_used", "Gas used by confirmed updates", ["chain"], registry=r
+        )
+        self.pusher_replacements = Counter(
+            "agg_pusher_replacements", "Stuck transactions replaced", ["chain"], registry=r
+        )
+        self.pusher_reorgs = Counter(
+            "agg_pusher_reorged", "Mined updates removed by a reorg", ["chain"], registry=r
+        )
+        self.pusher_pending = Gauge(
+            "agg_pusher_pending_txs", "Update transactions not final yet", ["chain"], registry=r
+        )
+        self.pusher_nonce = Gauge(
+            "agg_pusher_next_nonce", "Next nonce of the keeper", ["chain"], registry=r
+        )
+        self.pusher_keeper_balance = Gauge(
+            "agg_pusher_keeper_balance_eth", "Keeper balance (native units)", ["chain"], registry=r
+        )
+        self.pusher_keeper_low = Gauge(
+            "agg_pusher_keeper_low", "1 below pusher.min_keeper_balance_eth", ["chain"], registry=r
+        )
+        self.pusher_paused = Gauge("agg_pusher_paused", "1 while pushing is paused", registry=r)
+
+    def advance(self, counter: Counter, total: float, *labels: str) -> None:
+        """Feed a counter from a running total kept elsewhere (indexer and RPC status
+        objects count for themselves; the counter only ever moves up)."""
+        key = (id(counter), labels)
+        delta = total - self._totals.get(key, 0.0)
+        if delta > 0:
+            counter.labels(*labels).inc(delta)
+            self._totals[key] = total
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -70,6 +70,14 @@ OPENAPI: dict[str, Any] = {
         "/v1/accounts/{address}/health": _get(
             "Compact health", [_ADDR], _400="err", _404="err", _503="err"
         ),
+        "/v1/accounts/{address}/margin": _get(
+            "Standard and portfolio margin side by side, greeks per underlying",
+            [_ADDR],
+            _400="err",
+            _404="err",
+            _503="err",
+        ),
+        "/v1/margin/report": _get("Reference book under isolated, standard and portfolio margin"),
         "/v1/prices": _get("All prices with every source"),
         "/v1/prices/{asset}": _get(
             "One asset's price",
@@ -115,3 +123,250 @@ OPENAPI: dict[str, Any] = {
         },
     },
 }
+
+
+# -- Response bodies ----------------------------------------------------------------
+# What each route answers with, so clients (and the schemathesis tests) can check every
+# response. Objects stay open (additional properties allowed): a new field is not a
+# breaking change; a renamed or retyped one is. Any float the engine produces may be
+# non-finite in a corner (no price yet), which the API sends as null.
+_NUM = {"type": ["number", "null"]}
+_STR_OR_NULL = {"type": ["string", "null"]}
+_CHECKSUMMED = {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$"}
+_DECIMAL = {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$"}
+_RAW_AMOUNT = {"type": "string", "pattern": "^[0-9]+$"}
+_TIER = {"type": "string", "enum": ["healthy", "warning", "liquidatable", "insolvent"]}
+_PRICE_STATUS = {"type": "string", "enum": ["ok", "disputed", "unavailable"]}
+
+
+def _obj(required: list[str], **props: Any) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": props}
+
+
+_SCHEMAS: dict[str, Any] = {
+    "Alive": _obj(["status"], status={"const": "alive"}),
+    "Readiness": _obj(
+        ["status", "reasons"],
+        status={"enum": ["ready", "not ready"]},
+        reasons={"type": "array", "items": {"type": "string"}},
+    ),
+    "AccountHealth": _obj(
+        ["account", "hf", "hf_text", "borrowing_power_usd", "tier", "credit_usd", "status"],
+        account=_CHECKSUMMED,
+        hf={"type": ["number", "null"], "description": "null when infinite (no debt)"},
+        hf_text={"type": "string"},
+        borrowing_power_usd=_NUM,
+        tier=_TIER,
+        credit_usd={
+            "type": "object",
+            "description": "chain -> credit in USD, an exact decimal string",
+            "additionalProperties": _DECIMAL,
+        },
+        status={"enum": ["ok", "degraded"]},
+    ),
+    "AccountPage": _obj(
+        ["accounts", "next_cursor"],
+        accounts={"type": "array", "items": {"$ref": "#/components/schemas/AccountHealth"}},
+        next_cursor={"type": ["string", "null"], "pattern": "^[0-9]{1,18}$"},
+    ),
+    "Position": _obj(
+        ["asset", "side", "head", "confirmed", "counted", "amount", "value_usd"],
+        asset={"type": "string"},
+        side={"enum": ["collateral", "debt"]},
+        head=_RAW_AMOUNT,
+        confirmed=_RAW_AMOUNT,
+        counted=_RAW_AMOUNT,
+        amount=_DECIMAL,
+        value_usd=_NUM,
+    ),
+    "AccountDetail": _obj(
+        [
+            "account",
+            "positions",
+            "assets",
+            "collateral_value_usd",
+            "c_liq_usd",
+            "c_borrow_usd",
+            "debt_usd",
+            "hf",
+            "hf_text",
+            "borrowing_power_usd",
+            "tier",
+            "degraded",
+            "liquidation",
+            "credit",
+            "as_of",
+        ],
+        account=_CHECKSUMMED,
+        positions={
+            "type": "object",
+            "additionalProperties": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/Position"},
+            },
+        },
+        assets={
+            "type": "object",
+            "additionalProperties": _obj(
+                ["price", "collateral_amount", "debt_amount"],
+                price=_obj(["used_usd", "status"], used_usd=_NUM, status=_PRICE_STATUS),
+                collateral_amount=_DECIMAL,
+                debt_amount=_DECIMAL,
+                debt_value_usd=_NUM,
+            ),
+        },
+        collateral_value_usd=_NUM,
+        c_liq_usd=_NUM,
+        c_borrow_usd=_NUM,
+        debt_usd=_NUM,
+        hf={"type": ["number", "null"], "description": "null when infinite (no debt)"},
+        hf_text={"type": "string"},
+        borrowing_power_usd=_NUM,
+        tier=_TIER,
+        degraded={"type": "boolean"},
+        liquidation={
+            "oneOf": [
+                {"type": "null"},
+                _obj(["kind", "repay_usd"], kind={"enum": ["partial", "full"]}, repay_usd=_NUM),
+            ]
+        },
+        credit=_obj(
+            ["chains"],
+            chains={
+                "type": "object",
+                "additionalProperties": _obj(
+                    ["credit_usd", "credit_usd6"],
+                    credit_usd=_DECIMAL,
+                    credit_usd6={"type": "integer", "minimum": 0},
+                ),
+            },
+        ),
+        as_of={
+            "type": "object",
+            "additionalProperties": _obj(
+                ["indexed_block", "confirmed_block", "head_block"],
+                indexed_block={"type": "integer"},
+                confirmed_block={"type": "integer"},
+                head_block={"type": "integer"},
+            ),
+        },
+    ),
+    "Price": _obj(
+        ["asset", "status"],
+        asset={"type": "string"},
+        value=_NUM,
+        status=_PRICE_STATUS,
+        timestamp=_NUM,
+        computed_at=_NUM,
+        spread=_NUM,
+        reason=_STR_OR_NULL,
+        sources={"type": "array", "items": {"type": "object"}},
+    ),
+    "Prices": _obj(
+        ["prices"],
+        prices={"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Price"}},
+    ),
+    "Chains": _obj(
+        ["chains"],
+        chains={
+            "type": "array",
+            "items": _obj(
+                ["chain", "chain_id", "confirmations", "endpoints"],
+                chain={"type": "string"},
+                chain_id={"type": "integer"},
+                confirmations={"type": "integer"},
+                head_block={"type": "integer"},
+                indexed_block={"type": "integer"},
+                confirmed_block={"type": "integer"},
+                lag={"type": "integer"},
+                caught_up={"type": "boolean"},
+                fatal={"type": "boolean"},
+                endpoints={
+                    "type": "array",
+                    "items": _obj(
+                        ["url", "state"], url={"type": "string"}, state={"type": "string"}
+                    ),
+                },
+            ),
+        },
+    ),
+    "OpenApiDocument": _obj(["openapi", "info", "paths"], openapi={"type": "string"}),
+}
+
+_BODIES = {
+    "/healthz": {"200": "Alive"},
+    "/readyz": {"200": "Readiness", "503": "Readiness"},
+    "/openapi.json": {"200": "OpenApiDocument"},
+    "/v1/accounts": {"200": "AccountPage"},
+    "/v1/accounts/{address}": {"200": "AccountDetail"},
+    "/v1/accounts/{address}/health": {"200": "AccountHealth"},
+    "/v1/prices": {"200": "Prices"},
+    "/v1/prices/{asset}": {"200": "Price"},
+    "/v1/chains": {"200": "Chains"},
+}
+
+
+def _attach_bodies(doc: dict[str, Any]) -> None:
+    doc["components"].setdefault("schemas", {}).update(_SCHEMAS)
+    for path, codes in _BODIES.items():
+        responses = doc["paths"][path]["get"]["responses"]
+        for code, name in codes.items():
+            desc = responses.get(code, {}).get("description", "OK")
+            responses[code] = {
+                "description": desc,
+                "content": {
+                    "application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}
+                },
+            }
+
+
+_attach_bodies(OPENAPI)
+
+
+# -- admin: pause / resume pushing (docs/pusher.md) -----------------------------------
+def _admin_post(summary: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "description": "Needs `Authorization: Bearer <AGG_ADMIN_TOKEN>`. While no token "
+            "is configured the admin API is disabled and answers 403.",
+            "security": [{"adminBearer": []}],
+            "responses": {
+                "200": {
+                    "description": "The pusher's pause state after the call",
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/PushPauseState"}
+                        }
+                    },
+                },
+                "401": _ERR,
+                "403": _ERR,
+                "503": _ERR,
+                "500": _ERR,
+            },
+        }
+    }
+
+
+def _attach_admin(doc: dict[str, Any]) -> None:
+    doc["paths"]["/v1/admin/pause"] = _admin_post("Pause pushing to every HealthRegistry")
+    doc["paths"]["/v1/admin/resume"] = _admin_post("Resume pushing")
+    components = doc["components"]
+    components.setdefault("securitySchemes", {})["adminBearer"] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "the value of AGG_ADMIN_TOKEN",
+    }
+    components.setdefault("schemas", {})["PushPauseState"] = {
+        "type": "object",
+        "required": ["paused"],
+        "properties": {
+            "paused": {"type": "boolean"},
+            "enabled": {"type": "boolean", "description": "false when the pusher is not running"},
+            "reason": {"type": ["string", "null"]},
+        },
+    }
+
+
+_attach_admin(OPENAPI)

@@ -1,40 +1,154 @@
-"""python -m bench: run every benchmark module in bench/ (each as `python -m bench.<name>`).
+"""python -m bench [name ...]: run the benchmarks, write bench/results/latest.json and
+the table in docs/performance.md.
 
-Each module runs in its own process with its default arguments, so one benchmark's
-imports, threads or event loop never skew another's numbers. Exit status is
-non-zero if any benchmark failed; the others still run.
+Each benchmark runs in its own process (one benchmark's imports, threads or event
+loop never skew another's numbers) with the arguments listed in BENCHMARKS, and
+reports its figures through bench.results.record. Exit status is non-zero if any
+benchmark failed or any figure missed its target; the others still run.
 """
 
 from __future__ import annotations
 
-import pkgutil
+import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.results import RESULTS_ENV, Figure, load, machine
 
-def modules() -> list[str]:
-    here = Path(__file__).resolve().parent
-    return sorted(m.name for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_"))
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "latest.json"
+DOC = ROOT / "docs" / "performance.md"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+# name -> command line (module and arguments) of the full-size run.
+BENCHMARKS: dict[str, list[str]] = {
+    "indexing": ["bench.indexing", "--events", "300000", "--chains", "3"],
+    "risk_engine": ["bench.risk_engine", "--accounts", "1000000"],
+    "portfolio_margin": ["bench.portfolio_margin"],
+    "api_load": ["bench.api_load"],
+    "push_latency": ["bench.push_latency"],
+    "push_gas": ["bench.push_gas"],
+    "rpc_per_block": ["bench.rpc_per_block"],
+    "oracle_refresh": ["bench.oracle_refresh"],
+}
+
+# The rows of docs/performance.md, in the order of the performance issue's table:
+# key (as recorded by the benchmark) -> row title. Figures with other keys are
+# listed below the table.
+ROWS: dict[str, str] = {
+    "indexing": "indexing rate, 300k vault events over 3 chains into the store",
+    "ledger_recompute": "ledger full recompute, 1M accounts x ~5 positions",
+    "portfolio_margin": "portfolio margin, 100k accounts x 40 scenarios",
+    "api_health": "API /v1/accounts/{a}/health, 1M accounts loaded",
+    "push_latency": "price change -> updates mined on all chains, 10k affected accounts",
+    "push_gas": "gas per updated account, batch of 200",
+    "rpc_per_block": "RPC calls per new block per chain in steady state, 100k accounts",
+    "peak_rss": "peak RSS with 1M accounts loaded",
+}
+
+
+def run(names: list[str]) -> tuple[list[Figure], list[str]]:
+    figures: list[Figure] = []
+    failed: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            out = Path(tmp) / f"{name}.jsonl"
+            cmd = [sys.executable, "-m", *BENCHMARKS[name]]
+            print(f"=== {' '.join(cmd[2:])} ===", flush=True)
+            start = time.perf_counter()
+            rc = subprocess.call(cmd, env={**os.environ, RESULTS_ENV: str(out)}, cwd=ROOT)
+            got = load(out)
+            print(
+                f"=== {name}: exit {rc}, {len(got)} figure(s), "
+                f"{time.perf_counter() - start:.0f}s ===\n",
+                flush=True,
+            )
+            figures.extend(got)
+            if rc != 0 or not got:
+                failed.append(name)
+    return figures, failed
+
+
+def fmt(fig: Figure) -> str:
+    if fig.unit == "x":
+        return f"{fig.value:.3g}x"
+    return f"{fig.value:,.4g} {fig.unit}"
+
+
+def table(figures: list[Figure]) -> str:
+    by_key = {f.key: f for f in figures}
+    lines = [
+        "| figure | measured | baseline in the same run | target | verdict |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    verdict = {True: "met", False: "**missed**", None: "reported"}
+    for key, title in ROWS.items():
+        f = by_key.get(key)
+        if f is None:
+            lines.append(f"| {title} | not measured in this run | | | |")
+        else:
+            lines.append(f"| {title} | {fmt(f)} | {f.baseline} | {f.target} | {verdict[f.met]} |")
+    extra = [f for f in figures if f.key not in ROWS]
+    if extra:
+        lines += ["", "Other figures of the same run:", ""]
+        lines += [
+            f"- {f.figure}: {fmt(f)} (baseline: {f.baseline}; target {f.target}: {verdict[f.met]})"
+            for f in extra
+        ]
+    return "\n".join(lines)
+
+
+def write(figures: list[Figure], failed: list[str], names: list[str], info: dict) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": info,
+        "benchmarks": names,
+        "failed": failed,
+        "figures": [f.__dict__ for f in figures],
+    }
+    RESULTS.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    if not DOC.exists():
+        return
+    text = DOC.read_text()
+    if BEGIN not in text or END not in text:
+        return
+    cpu = info.get("cpu", "?")
+    block = (
+        f"{BEGIN}\nLast `make bench`: {doc['finished']} on {info.get('cpus')} x {cpu}, "
+        f"{info.get('memory_gb')} GB, load average at start {info.get('load_average')} "
+        f"(Python {info.get('python')}, numpy {info.get('numpy')}, numba "
+        f"{info.get('numba')}). Benchmarks run: {', '.join(names)}"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+        + ".\n\n"
+        + table(figures)
+        + f"\n{END}"
+    )
+    head, rest = text.split(BEGIN, 1)
+    DOC.write_text(head + block + rest.split(END, 1)[1])
 
 
 def main(argv: list[str]) -> int:
-    names = argv or modules()
-    failed = []
-    for name in names:
-        print(f"=== bench.{name} ===", flush=True)
-        start = time.perf_counter()
-        rc = subprocess.call([sys.executable, "-m", f"bench.{name}"])
-        print(
-            f"=== bench.{name}: exit {rc} after {time.perf_counter() - start:.1f}s ===\n",
-            flush=True,
-        )
-        if rc != 0:
-            failed.append(name)
+    names = argv or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
+        return 2
+    info = machine()
+    figures, failed = run(names)
+    write(figures, failed, names, info)
+    missed = [f.key for f in figures if f.met is False]
+    print(f"wrote {RESULTS.relative_to(ROOT)} and {DOC.relative_to(ROOT)}")
     if failed:
         print("failed:", ", ".join(failed), file=sys.stderr)
-    return 1 if failed else 0
+    if missed:
+        print("missed targets:", ", ".join(missed), file=sys.stderr)
+    return 1 if failed or missed else 0
 
 
 if __name__ == "__main__":

@@ -25,6 +25,13 @@ from eth_abi import encode as abi_encode
 
 from chains.events import TOPIC_FILTER, decode_log
 from chains.logrange import LogRange, range_ceiling, range_hint
+from chains.positions import TOPIC_FILTER as POSITION_TOPIC_FILTER
+from chains.positions import (
+    DerivativeEvent,
+    MarketsWatch,
+    decode_position_log,
+    is_position_log,
+)
 from chains.rpc import (
     ChainIdMismatch,
     RpcClient,
@@ -101,6 +108,7 @@ class ChainIndexer:
         on_accounts_changed: AccountsCallback | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        markets: MarketsWatch | None = None,
     ) -> None:
         if settings.vault is None:
             raise ValueError(f"chain {settings.name!r}: no vault address configured")
@@ -111,6 +119,9 @@ class ChainIndexer:
         self.on_accounts_changed = on_accounts_changed
         self.on_progress = on_progress
         self.clock = clock
+        # Derivative position events (chains/positions.py): same ranges, same header
+        # checks, written before the vault batch and rolled back before it.
+        self.markets = markets
         self.status = ChainStatus(chain=self.chain)
         self.range = LogRange(settings.max_log_range, settings.max_log_range)
         self._cp: Checkpoint | None = None
@@ -244,6 +255,10 @@ class ChainIndexer:
                 logs = await self.client.get_logs(
                     self.settings.vault or "", TOPIC_FILTER, start, end
                 )
+                if self.markets is not None:
+                    logs += await self.client.get_logs(
+                        self.markets.address, POSITION_TOPIC_FILTER, start, end
+                    )
             except RpcResponseError as exc:
                 hint = range_hint(exc.message, span)
                 if hint is None or span == 1:
@@ -295,10 +310,15 @@ class ChainIndexer:
                 return None
             prev_hash, prev_num = ref.hash, n
         events: list[VaultEvent] = []
+        pos_events: list[DerivativeEvent] = []
         for entry in logs:
             if entry.get("removed"):
                 return None
-            ev = decode_log(self.chain, entry)
+            ev: VaultEvent | DerivativeEvent
+            if self.markets is not None and is_position_log(entry):
+                ev = decode_position_log(self.chain, entry)
+            else:
+                ev = decode_log(self.chain, entry)
             seen = headers.get(ev.block_number)
             if seen is not None and seen.hash != ev.block_hash:
                 log.warning(
@@ -307,8 +327,14 @@ class ChainIndexer:
                     ev.block_number,
                 )
                 return None
-            events.append(ev)
+            if isinstance(ev, DerivativeEvent):
+                pos_events.append(ev)
+            else:
+                events.append(ev)
         confirmed = head - self.settings.confirmations
+        pos_accounts: set[str] = set()
+        if self.markets is not None and pos_events:
+            pos_accounts = await self.markets.sink.apply_position_events(self.chain, pos_events)
         accounts = await self.store.apply_batch(
             self.chain,
             to_block=end,
@@ -330,8 +356,9 @@ class ChainIndexer:
         self.status.indexed_block = end
         self.status.confirmed_block = min(confirmed, end)
         self.status.lag = max(0, head - end)
-        self.status.events_total += len(events)
-        self._progress(head, end, end - start + 1, len(events))
+        self.status.events_total += len(events) + len(pos_events)
+        self._progress(head, end, end - start + 1, len(events) + len(pos_events))
+        accounts = set(accounts) | pos_accounts
         if accounts and self.on_accounts_changed is not None:
             await self.on_accounts_changed(self.chain, set(accounts))
         return BatchResult(self.chain, start, end, len(events), set(accounts))
@@ -435,7 +462,10 @@ class ChainIndexer:
             ancestor.number,
             ancestor.hash,
         )
-        accounts = await self.store.rollback(self.chain, ancestor)
+        pos_accounts: set[str] = set()
+        if self.markets is not None:
+            pos_accounts = await self.markets.sink.rollback_positions(self.chain, ancestor.number)
+        accounts = await self.store.rollback(self.chain, ancestor) | pos_accounts
         self._cp = replace(
             cp,
             indexed_block=ancestor.number,

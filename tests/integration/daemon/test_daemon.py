@@ -10,7 +10,10 @@ chain id refuses to start, and SIGTERM stops the process cleanly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
+import logging
 import math
 import os
 import signal
@@ -20,6 +23,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -122,19 +126,38 @@ async def test_every_seeded_account_matches_the_vaults(
     listed = {a["account"] for a in body["accounts"]}
     assert set(users(devnet)) <= listed
 
+    # Ready means caught up with the head; the seeding's last deposits still need
+    # `confirmations` more blocks (1 s each) before they count.
+    expected_of = {
+        u: await asyncio.to_thread(onchain_positions, devnet, devnet_cfg, u) for u in users(devnet)
+    }
+
+    async def all_confirmed() -> bool:
+        for u, expected in expected_of.items():
+            _, v = await aget(daemon, f"/v1/accounts/{u.lower()}")
+            if reported_positions(v, "counted") != expected:
+                return False
+        return True
+
+    await wait_until(all_confirmed, 15.0, "seeded deposits to be confirmed")
     for user in users(devnet):
         status, view = await aget(daemon, f"/v1/accounts/{user.lower()}")
         assert status == 200
         assert view["account"] == user
-        expected = await asyncio.to_thread(onchain_positions, devnet, devnet_cfg, user)
+        expected = expected_of[user]
         assert reported_positions(view, "head") == expected
-        # Caught up and nothing pending: both finality views agree with the chain.
+        # Caught up and confirmed: both finality views agree with the chain.
         assert reported_positions(view, "counted") == expected
         # HF follows from the reported parts.
         if view["debt_usd"] > 0:
             assert math.isclose(view["hf"], view["c_liq_usd"] / view["debt_usd"], rel_tol=1e-9)
         else:
-            assert view["hf"] == "inf"
+            # JSON has no infinity: null, with the text form beside it.
+            assert view["hf"] is None and view["hf_text"] == "inf"
+        # Token amounts are exact decimal strings, addresses checksummed.
+        for entry in view["assets"].values():
+            for field in ("collateral_amount", "debt_amount"):
+                assert isinstance(entry[field], str) and Decimal(entry[field]) >= 0
         credit = sum(c["credit_usd6"] for c in view["credit"]["chains"].values())
         assert credit <= view["borrowing_power_usd"] * 1e6 + 1e-6
 
@@ -266,7 +289,7 @@ async def test_stale_feeds_make_price_unavailable_and_holders_degraded(
             _, h = await aget(daemon, f"/v1/accounts/{u}/health")
             assert h["status"] == "degraded"
             for c, credit in h["credit_usd"].items():
-                assert credit <= credit_before[u][c] + 1e-6
+                assert Decimal(credit) <= Decimal(credit_before[u][c])
     finally:
         await asyncio.to_thread(set_feeds, devnet, "WBTC", price, None)
         daemon.jobs.scheduler.resume()
@@ -350,14 +373,152 @@ async def test_restart_loads_the_book_from_the_store_without_rpc(
         await c.close()
 
 
-def test_sigterm_stops_the_process_cleanly(devnet: manager.DevnetState, tmp_path: Path) -> None:
-    port = free_port()
+def _cli(*argv: str) -> tuple[int, str, str]:
+    from aggregator import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    # main() installs the process's log handler: put pytest's back afterwards.
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                rc = cli.main(list(argv))
+            except SystemExit as exc:
+                rc = int(exc.code or 0)
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in handlers:
+            root.addHandler(h)
+        root.setLevel(level)
+    return rc, out.getvalue(), err.getvalue()
+
+
+async def test_cli_tables_and_json_from_the_running_daemon(
+    daemon: Daemon, devnet: manager.DevnetState
+) -> None:
+    await wait_ready(daemon)
+    api = f"http://127.0.0.1:{daemon.api.port}"
+    user = users(devnet)[0]
+
+    rc, out, err = await asyncio.to_thread(_cli, "account", user.lower(), "--api", api)
+    assert rc == 0, err
+    _, view = await aget(daemon, f"/v1/accounts/{user}")
+    assert f"account   {user}" in out  # checksummed, whatever case was typed
+    assert f"tier      {view['tier']}" in out
+    for chain_name, rows in view["positions"].items():
+        for row in rows:
+            # Each position is a table row with its exact decimal amount.
+            assert any(
+                line.split()[:4] == [chain_name, row["asset"], row["side"], row["amount"]]
+                for line in out.splitlines()
+            ), (row, out)
+    rc, raw, _ = await asyncio.to_thread(_cli, "account", user, "--api", api, "--json")
+    assert rc == 0 and json.loads(raw)["account"] == user
+
+    rc, out, err = await asyncio.to_thread(_cli, "chains", "--api", api)
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["chain", "chain_id", "head"]
+    assert {ln.split()[0] for ln in lines[2:] if ln.strip()} >= {"alpha", "beta", "gamma"}
+    rc, raw, _ = await asyncio.to_thread(_cli, "chains", "--api", api, "--json")
+    assert {c["chain"] for c in json.loads(raw)["chains"]} == {"alpha", "beta", "gamma"}
+
+    rc, out, err = await asyncio.to_thread(_cli, "prices", "--api", api)
+    assert rc == 0, err
+    assert sorted(ln.split()[0] for ln in out.splitlines()[2:]) == sorted(daemon.engine.symbols)
+    assert all(ln.split()[2] == "ok" for ln in out.splitlines()[2:])
+    rc, out, _ = await asyncio.to_thread(_cli, "prices", "WETH", "--api", api)
+    assert rc == 0 and out.splitlines()[2].split()[0] == "WETH" and "source" in out
+    rc, raw, _ = await asyncio.to_thread(_cli, "prices", "--api", api, "--json")
+    assert set(json.loads(raw)["prices"]) == set(daemon.engine.symbols)
+
+    # Errors are the API's, on stderr, with a non-zero exit; a dead daemon says so.
+    rc, _, err = await asyncio.to_thread(_cli, "account", "0x" + "0" * 40, "--api", api)
+    assert rc == 1 and "HTTP 404" in err and "no positions known" in err
+    rc, _, err = await asyncio.to_thread(_cli, "chains", "--api", f"http://127.0.0.1:{free_port()}")
+    assert rc == 3 and "daemon not reachable" in err
+
+
+# What legitimately moves between two snapshots of an unchanged book: clocks, the
+# blocks the chains mined meanwhile, and the raw source observations behind a price.
+VOLATILE = frozenset(
+    {"timestamp", "computed_at", "last_good_timestamp", "as_of", "at", "sources", "age_s"}
+)
+
+
+def _stable(view: Any) -> Any:
+    if isinstance(view, dict):
+        return {k: _stable(v) for k, v in view.items() if k not in VOLATILE}
+    if isinstance(view, list):
+        return [_stable(v) for v in view]
+    return view
+
+
+async def _snapshot(d: Daemon) -> dict[str, Any]:
+    await d.refresh_prices()
+    _, page = await aget(d, "/v1/accounts?limit=1000")
+    out: dict[str, Any] = {"list": _stable(page)}
+    for a in sorted(x["account"] for x in page["accounts"]):
+        status, view = await aget(d, f"/v1/accounts/{a}")
+        assert status == 200, view
+        out[a] = _stable(view)
+    return out
+
+
+async def test_sigterm_and_restart_from_the_store_serve_identical_accounts(
+    devnet: manager.DevnetState, devnet_cfg: AppConfig, store: Store
+) -> None:
+    """Start, index, price, compute, answer; stop as on SIGTERM; a new daemon on the same
+    store (SQLite and PostgreSQL) answers every account's breakdown identically."""
+    cfg = daemon_config(devnet_cfg, store.url)
+    first = Daemon(cfg, store=store)
+    await asyncio.wait_for(first.start(), 90)
+    try:
+        await wait_ready(first)
+        # Only our own refreshes: a scheduled one between two reads is not a difference.
+        first.jobs.scheduler.pause()
+        before = await _snapshot(first)
+        assert set(users(devnet)) <= set(before) - {"list"}
+    finally:
+        await first.stop()  # what run_daemon does on SIGTERM
+    assert not first.store_lock.held
+
+    second = Daemon(cfg, store=store)
+    await asyncio.wait_for(second.start(), 90)
+    try:
+        # Loaded from the store before any RPC: every account is there at once.
+        assert second.engine.book.n_accounts == first.engine.book.n_accounts
+        await wait_ready(second)
+        second.jobs.scheduler.pause()
+        after = await _snapshot(second)
+    finally:
+        await second.stop()
+    assert after.keys() == before.keys()
+    for key in before:
+        assert after[key] == before[key], key
+
+
+DEVNET_KEEPER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+ADMIN_TOKEN = "test-admin-token-0123456789"
+STOP_BOUND_S = 10.0
+
+
+def _daemon_proc(devnet: manager.DevnetState, db: Path, port: int) -> subprocess.Popen[str]:
     env = {
         **os.environ,
-        "AGG_STORE__URL": f"sqlite+aiosqlite:///{tmp_path}/d.db",
+        "AGG_STORE__URL": f"sqlite+aiosqlite:///{db}",
         "AGG_API__PORT": str(port),
+        "AGG_KEEPER_KEY": DEVNET_KEEPER_KEY,
+        "AGG_ADMIN_TOKEN": ADMIN_TOKEN,
+        # An unclosed socket, file or session is an error line on stderr, not a warning
+        # nobody reads (they surface as "Exception ignored in ... ResourceWarning").
+        "PYTHONWARNINGS": "error::ResourceWarning",
+        "PYTHONTRACEMALLOC": "5",
     }
-    proc = subprocess.Popen(
+    env.pop("AGG_LOG_FORMAT", None)
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -371,25 +532,86 @@ def test_sigterm_stops_the_process_cleanly(devnet: manager.DevnetState, tmp_path
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+
+
+def _wait_healthz(proc: subprocess.Popen[str], port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError("daemon did not serve /healthz")
+
+
+def _sigterm(proc: subprocess.Popen[str]) -> tuple[float, str]:
+    """SIGTERM; returns (seconds until exit, stderr)."""
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=STOP_BOUND_S + 20)
+    return time.monotonic() - t0, err
+
+
+def _json_log(err: str) -> list[dict[str, Any]]:
+    """stderr is not a TTY here: every line must be one JSON log record."""
+    records = []
+    for line in err.splitlines():
+        if line.strip():
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            raise AssertionError("daemon did not serve /healthz")
-        time.sleep(2)  # let jobs run, so the drain has something to wait for
-        proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=30)
-    finally:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise AssertionError(f"non-JSON stderr line: {line[:500]}\n{err[-3000:]}") from None
+    return records
+
+
+def _kill(*procs: subprocess.Popen[str]) -> None:
+    for proc in procs:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, err[-3000:]
-    assert "Traceback" not in err, err[-3000:]
-    assert "Unclosed" not in err, err[-3000:]
-    assert "stopping: draining jobs" in err
+        proc.communicate()
+
+
+def test_sigterm_stops_the_process_cleanly(devnet: manager.DevnetState, tmp_path: Path) -> None:
+    """`aggregator run` as a real process: a second one on the same SQLite store refuses
+    to start naming the file and the holder's pid; SIGTERM exits 0 within the bound with
+    nothing left open; logs are JSON lines without secrets; the lock is released on exit."""
+    db = tmp_path / "d.db"
+    port, port2 = free_port(), free_port()
+    first = _daemon_proc(devnet, db, port)
+    second: subprocess.Popen[str] | None = None
+    try:
+        _wait_healthz(first, port)
+        second = _daemon_proc(devnet, db, port2)
+        _out, err2 = second.communicate(timeout=60)
+        assert second.returncode == 1, err2[-3000:]
+        refused = " ".join(r["msg"] for r in _json_log(err2) if r["level"] == "error")
+        assert f"store {db} is in use by another aggregator (pid {first.pid}" in refused, err2
+        assert "Traceback" not in err2
+
+        time.sleep(2)  # let jobs run, so the drain has something to wait for
+        took, err = _sigterm(first)
+    finally:
+        _kill(first, *([second] if second else []))
+    assert first.returncode == 0, err[-3000:]
+    assert took < STOP_BOUND_S, f"SIGTERM took {took:.1f}s"
+    for text in (err, err2):
+        assert "Traceback" not in text, text[-3000:]
+        assert "Unclosed" not in text and "ResourceWarning" not in text, text[-3000:]
+        assert DEVNET_KEEPER_KEY[2:] not in text.lower() and ADMIN_TOKEN not in text
+    records = _json_log(err)
+    assert {"ts", "level", "logger", "msg"} <= set(records[0])
+    assert any(r["msg"].startswith("stopping: draining jobs") for r in records)
+    assert any(r["msg"].startswith("API on http://") for r in records)
+
+    # The lock went with the process: a new daemon takes the store and stops cleanly.
+    third = _daemon_proc(devnet, db, port2)
+    try:
+        _wait_healthz(third, port2)
+        took, err3 = _sigterm(third)
+    finally:
+        _kill(third)
+    assert third.returncode == 0 and took < STOP_BOUND_S, err3[-3000:]
+    assert "in use by another aggregator" not in err3

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 22:44:41.171920
+Create Date: 2026-11-24 01:44:22.726177
 """
 from __future__ import annotations
 
@@ -83,6 +83,30 @@ def upgrade() -> None:
     sa.Column('updated_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('key')
     )
+    op.create_table('derivative_event',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('chain', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
+    sa.Column('block_number', sa.BigInteger(), nullable=False),
+    sa.Column('block_hash', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
+    sa.Column('tx_hash', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
+    sa.Column('log_index', sa.BigInteger(), nullable=False),
+    sa.Column('kind', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+    sa.Column('account', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
+    sa.Column('key', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
+    sa.Column('size', aggregator.store.db.BigInt(length=80), nullable=False),
+    sa.Column('price', aggregator.store.db.BigInt(length=80), nullable=False),
+    sa.Column('funding', aggregator.store.db.BigInt(length=80), nullable=False),
+    sa.Column('underlying', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=True),
+    sa.Column('expiry', sa.BigInteger(), nullable=False),
+    sa.Column('is_call', sa.Boolean(), nullable=False),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('chain', 'block_number', 'log_index')
+    )
+    with op.batch_alter_table('derivative_event', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_derivative_event_account'), ['account'], unique=False)
+        batch_op.create_index(batch_op.f('ix_derivative_event_block_number'), ['block_number'], unique=False)
+        batch_op.create_index(batch_op.f('ix_derivative_event_chain'), ['chain'], unique=False)
+
     op.create_table('lst_rate_sample',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('asset', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
@@ -114,6 +138,44 @@ def upgrade() -> None:
         batch_op.create_index('ix_price_history_asset_computed', ['asset', 'computed_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_price_history_status'), ['status'], unique=False)
 
+    op.create_table('push_onchain',
+    sa.Column('chain', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
+    sa.Column('account', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
+    sa.Column('slot', aggregator.store.db.BigInt(length=80), nullable=False),
+    sa.Column('block', sa.BigInteger(), nullable=False),
+    sa.Column('read_at', sa.Float(), nullable=False),
+    sa.PrimaryKeyConstraint('chain', 'account')
+    )
+    op.create_table('push_tx',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('chain', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
+    sa.Column('sender', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
+    sa.Column('nonce', sa.BigInteger(), nullable=False),
+    sa.Column('to', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
+    sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+    sa.Column('payload', sa.Text(), nullable=False),
+    sa.Column('payload_hash', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
+    sa.Column('gas_limit', sa.BigInteger(), nullable=False),
+    sa.Column('max_fee', aggregator.store.db.BigInt(length=80), nullable=False),
+    sa.Column('priority_fee', aggregator.store.db.BigInt(length=80), nullable=False),
+    sa.Column('raw_tx', sa.Text(), nullable=False),
+    sa.Column('tx_hash', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
+    sa.Column('hashes', sa.JSON(), nullable=False),
+    sa.Column('created_at', sa.Float(), nullable=False),
+    sa.Column('last_sent_at', sa.Float(), nullable=True),
+    sa.Column('mined_hash', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=True),
+    sa.Column('mined_block', sa.BigInteger(), nullable=True),
+    sa.Column('mined_block_hash', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=True),
+    sa.Column('gas_used', sa.BigInteger(), nullable=True),
+    sa.Column('replacements', sa.Integer(), nullable=False),
+    sa.Column('reorgs', sa.Integer(), nullable=False),
+    sa.Column('error', sqlmodel.sql.sqltypes.AutoString(length=2048), nullable=True),
+    sa.Column('updated_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('push_tx', schema=None) as batch_op:
+        batch_op.create_index('ix_push_tx_open', ['chain', 'sender', 'status'], unique=False)
+
     op.create_table('rate_snapshot',
     sa.Column('asset', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('rate', sa.Float(precision=53), nullable=False),
@@ -127,6 +189,11 @@ def upgrade() -> None:
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
     op.drop_table('rate_snapshot')
+    with op.batch_alter_table('push_tx', schema=None) as batch_op:
+        batch_op.drop_index('ix_push_tx_open')
+
+    op.drop_table('push_tx')
+    op.drop_table('push_onchain')
     with op.batch_alter_table('price_history', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_price_history_status'))
         batch_op.drop_index('ix_price_history_asset_computed')
@@ -136,6 +203,12 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_lst_rate_sample_asset'))
 
     op.drop_table('lst_rate_sample')
+    with op.batch_alter_table('derivative_event', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_derivative_event_chain'))
+        batch_op.drop_index(batch_op.f('ix_derivative_event_block_number'))
+        batch_op.drop_index(batch_op.f('ix_derivative_event_account'))
+
+    op.drop_table('derivative_event')
     op.drop_table('daemon_meta')
     op.drop_table('chain_position')
     with op.batch_alter_table('chain_event', schema=None) as batch_op:

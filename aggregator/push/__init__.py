@@ -1,0 +1,1 @@
+"""Drives the HealthRegistry pusher: what changed enough to push, per chain (docs/pusher.md)."""

@@ -1,0 +1,137 @@
+"""The pusher inside the daemon: key loading, supervised per-chain tasks, views.
+
+Kept out of aggregator/daemon.py so the daemon only calls a handful of methods.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aggregator.config import load_secrets
+from aggregator.push.service import PushService
+from aggregator.store.push_repo import SqlPushStore
+from chains.pusher.keys import KeeperKey, KeyLoadError, load_keeper_key
+
+if TYPE_CHECKING:
+    from aggregator.daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+
+class PusherWiring:
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+        self.service: PushService | None = None
+        self.disabled_reason: str | None = None
+        self._caught_up: set[str] = set()
+        secrets = load_secrets()
+        self._keeper_secret = secrets.keeper_key
+        token = secrets.admin_token.get_secret_value() if secrets.admin_token else None
+        # The admin routes answer 403 while no token is configured.
+        daemon.api.admin_token = token or None
+
+    def _load_key(self) -> KeeperKey | None:
+        p = self.d.cfg.pusher
+        secret = self._keeper_secret.get_secret_value() if self._keeper_secret else None
+        return load_keeper_key(
+            secret,
+            keystore=p.keystore_path,
+            password_env=p.keystore_password_env,
+            password_file=p.keystore_password_file,
+        )
+
+    def _ready(self) -> bool:
+        """Push only from a complete ledger: prices computed, every indexed chain caught
+        up once (a half-indexed book would under-count debt and over-grant credit), no
+        fatal chain and no indexed change waiting for the ledger."""
+        d = self.d
+        if not (d.prices_ready and d.book_loaded):
+            return False
+        for name, ix in d.indexers.items():
+            if ix.status.fatal:
+                return False
+            if ix.status.caught_up:
+                self._caught_up.add(name)
+            if name not in self._caught_up:
+                return False
+        return not d._dirty and not d._recomputing
+
+    async def start(self) -> None:
+        from aggregator.daemon import StartupError
+
+        d = self.d
+        p = d.cfg.pusher
+        if not p.enabled:
+            self.disabled_reason = "pusher.enabled = false"
+            return
+        try:
+            key = self._load_key()
+        except KeyLoadError as exc:
+            raise StartupError(f"keeper key: {exc}") from None
+        if key is None and not p.dry_run:
+            self.disabled_reason = (
+                "no keeper key: set AGG_KEEPER_KEY or pusher.keystore_path (or pusher.dry_run)"
+            )
+            log.warning("pusher disabled: %s", self.disabled_reason)
+            return
+        service = PushService(
+            d.cfg,
+            d.engine,
+            SqlPushStore(d.store),
+            d.clients,
+            metrics=d.metrics,
+            key=key,
+            ready=self._ready,
+        )
+        await service.load()
+        self.service = service
+        log.info(
+            "pusher: keeper %s on %s%s",
+            key.address if key else "(none)",
+            ", ".join(service.chains) or "no chain with a registry",
+            " [dry run]" if p.dry_run else "",
+        )
+        for name in service.chains:
+            d.supervisor.spawn(
+                f"push:{name}", functools.partial(service.run_chain, name, d.stop_event)
+            )
+
+    async def stop(self) -> None:
+        """Every record is persisted before its broadcast, so stopping needs no flush; say
+        what the next start will reconcile."""
+        s = self.service
+        if s is None:
+            return
+        for name, cp in s.chains.items():
+            if cp.sender is not None and cp.sender.records:
+                log.info(
+                    "pusher %s: stopping with %d transaction(s) in flight (nonces %s); "
+                    "the next start reconciles them with the chain",
+                    name,
+                    len(cp.sender.records),
+                    ", ".join(str(r.nonce) for r in cp.sender.open_records()),
+                )
+
+    def wake(self) -> None:
+        if self.service is not None:
+            self.service.wake()
+
+    def set_paused(self, paused: bool) -> dict[str, Any]:
+        if self.service is None:
+            return {"paused": paused, "enabled": False, "reason": self.disabled_reason}
+        out = self.service.set_paused(paused)
+        self.d.metrics.pusher_paused.set(1 if paused else 0)
+        return {**out, "enabled": True}
+
+    def readiness_reasons(self) -> list[str]:
+        return [] if self.service is None else self.service.readiness_reasons()
+
+    def chain_status(self, name: str) -> dict[str, Any]:
+        if self.service is None:
+            return {"enabled": False, "reason": self.disabled_reason or "not started"}
+        return self.service.chain_status(name)
+
+    def onchain_view(self, address: str) -> dict[str, Any] | None:
+        return None if self.service is None else self.service.onchain_view(address)

@@ -1,0 +1,351 @@
+"""API load benchmark: python -m bench.api_load [--accounts N] [--seconds S] [--connections C].
+
+Serves GET /v1/accounts/{address}/health from the real API stack (aggregator.api.Api
+with its error and latency middlewares, and the daemon's own account_health view over
+a RiskEngine holding a synthetic book of N accounts), and as the baseline in the same
+run a bare aiohttp handler on the same route shape that returns a constant JSON body
+of the same size. Each server runs alone in its own process; the load generator is a
+separate process (wrk is not installed here): C keep-alive HTTP/1.1 connections on raw
+asyncio streams, each sending the next request as soon as the previous answer is read,
+cycling through the book's addresses. Prints req/s, p50 and p99 latency of both and
+the ratio API / baseline (target >= 0.6).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see bench/risk_engine.py
+
+import argparse
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+TARGET_RATIO = 0.6
+
+
+# --------------------------------------------------------------------------- servers
+def _book_backend(n_accounts: int) -> tuple[Any, list[str]]:
+    """An ApiBackend whose account_health is the daemon's own method over a synthetic
+    book: the measured path is the production one, minus chains and the store."""
+    from aggregator.daemon import Daemon
+    from bench.risk_engine import build_engine, rows, set_market, synth
+
+    eng = build_engine()
+    eng.load_positions(rows(synth(n_accounts, seed=7)))
+    set_market(eng)
+    eng.recompute()
+    eng.allocate_credit()
+
+    class Backend:
+        engine = eng
+        prices_ready = True
+        _require_prices = Daemon._require_prices
+        account_health = Daemon.account_health
+
+    return Backend(), list(eng.book.account_address)
+
+
+def _serve(kind: str, n_accounts: int, port_file: Path) -> None:
+    from aiohttp import web
+
+    if kind == "api":
+        from aggregator.api import Api
+        from aggregator.metrics import Metrics
+
+        backend, _ = _book_backend(n_accounts)
+        app = Api(backend, request_seconds=Metrics().api_request_seconds).app
+    else:
+        body = port_file.with_suffix(".body").read_bytes()
+
+        async def handler(_: web.Request) -> web.Response:
+            return web.Response(body=body, content_type="application/json")
+
+        app = web.Application()
+        app.router.add_get("/v1/accounts/{address}/health", handler)
+
+    async def main() -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        port_file.write_text(str(port))  # noqa: ASYNC240 - once, before serving
+        await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- client
+async def _client(
+    port: int, addresses: list[str], connections: int, seconds: float, warmup: float
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+    statuses: dict[int, int] = {}
+    start = time.perf_counter()
+    measure_from = start + warmup
+    stop_at = measure_from + seconds
+
+    async def conn(i: int) -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        k = i
+        try:
+            while True:
+                addr = addresses[k % len(addresses)]
+                k += connections
+                req = (
+                    f"GET /v1/accounts/{addr}/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                ).encode()
+                t0 = time.perf_counter()
+                writer.write(req)
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = int(head[9:12])
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                await reader.readexactly(length)
+                t1 = time.perf_counter()
+                if t1 >= stop_at:
+                    return
+                if t0 >= measure_from:
+                    latencies.append(t1 - t0)
+                    statuses[status] = statuses.get(status, 0) + 1
+                    if status != 200:
+                        errors += 1
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    await asyncio.gather(*(conn(i) for i in range(connections)))
+    latencies.sort()
+    n = len(latencies)
+    return {
+        "requests": n,
+        "rps": n / seconds,
+        "p50_ms": latencies[n // 2] * 1e3 if n else float("nan"),
+        "p99_ms": latencies[min(n - 1, int(n * 0.99))] * 1e3 if n else float("nan"),
+        "errors": errors,
+        "statuses": statuses,
+    }
+
+
+WRK_SCRIPT = """
+local paths = {}
+for line in io.lines("%s") do paths[#paths + 1] = "/v1/accounts/" .. line .. "/health" end
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", paths[(i %% #paths) + 1])
+end
+"""
+
+
+def _wrk(port: int, addresses: list[str], args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """wrk (C, one thread) when installed: a load generator far cheaper than any Python
+    client, so the numbers are the server's. Same connections and duration."""
+    (tmp / "addresses.txt").write_text("\n".join(addresses) + "\n")
+    (tmp / "paths.lua").write_text(WRK_SCRIPT % (tmp / "addresses.txt"))
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{args.connections}",
+        f"-d{args.seconds:.0f}s",
+        "--latency",
+        "-s",
+        str(tmp / "paths.lua"),
+        f"http://127.0.0.1:{port}",
+    ]
+    subprocess.run([*cmd[:3], "-d1s", *cmd[4:]], capture_output=True, check=True, timeout=60)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120).stdout
+
+    def ms(token: str) -> float:
+        scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+        for unit in ("us", "ms", "s"):
+            if token.endswith(unit):
+                return float(token[: -len(unit)]) * scale[unit]
+        return float(token)
+
+    result: dict[str, Any] = {"errors": 0, "statuses": {}}
+    for line in out.splitlines():
+        parts = line.split()
+        if line.startswith("Requests/sec:"):
+            result["rps"] = float(parts[1])
+        elif parts[:1] == ["50%"]:
+            result["p50_ms"] = ms(parts[1])
+        elif parts[:1] == ["99%"]:
+            result["p99_ms"] = ms(parts[1])
+        elif "Non-2xx" in line:
+            result["errors"] = int(parts[-1])
+    return result
+
+
+def _load(port: int, addresses: list[str], args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """The load generator in its own process, so it never shares the server's GIL."""
+    if args.tool == "wrk":
+        return _wrk(port, addresses, args, tmp)
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.api_load",
+        "--_client",
+        str(port),
+        "--seconds",
+        str(args.seconds),
+        "--connections",
+        str(args.connections),
+    ]
+    out = subprocess.run(
+        cmd, input="\n".join(addresses), capture_output=True, text=True, check=True, timeout=120
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def _with_server(kind: str, args: argparse.Namespace, tmp: Path) -> subprocess.Popen[bytes]:
+    port_file = tmp / f"{kind}.port"
+    port_file.unlink(missing_ok=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.api_load",
+            "--_serve",
+            kind,
+            "--accounts",
+            str(args.accounts),
+            "--_port_file",
+            str(port_file),
+        ]
+    )
+    deadline = time.monotonic() + 120
+    while not port_file.exists() or not port_file.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit(f"{kind} server did not start")
+        time.sleep(0.05)
+    return proc
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--accounts", type=int, default=20_000)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument(
+        "--tool",
+        choices=["auto", "python", "wrk"],
+        default="auto",
+        help="load generator: wrk if on PATH (auto), else the built-in asyncio client",
+    )
+    p.add_argument("--_serve", choices=["api", "baseline"], help=argparse.SUPPRESS)
+    p.add_argument("--_port_file", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--_client", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args._serve:
+        _serve(args._serve, args.accounts, args._port_file)
+        return 0
+    if args._client:
+        addresses = sys.stdin.read().split()
+        result = asyncio.run(
+            _client(args._client, addresses, args.connections, args.seconds, warmup=1.0)
+        )
+        print(json.dumps(result))
+        return 0
+
+    import shutil
+    import tempfile
+
+    if args.tool == "auto":
+        args.tool = "wrk" if shutil.which("wrk") else "python"
+
+    from aggregator.metrics import Metrics  # noqa: F401  (import cost paid before timing)
+
+    t0 = time.perf_counter()
+    _, addresses = _book_backend(args.accounts)
+    print(f"book: {len(addresses)} accounts built in {time.perf_counter() - t0:.1f}s")
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        runs: dict[str, list[dict[str, Any]]] = {"api": [], "baseline": []}
+        api = _with_server("api", args, tmp)
+        baseline: subprocess.Popen[bytes] | None = None
+        try:
+            # The baseline answers with a body of the size the API sends.
+            import urllib.request
+
+            port = int((tmp / "api.port").read_text())
+            url = f"http://127.0.0.1:{port}/v1/accounts/{addresses[0]}/health"
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                sample = resp.read()
+            (tmp / "baseline.body").write_bytes(sample)
+            baseline = _with_server("baseline", args, tmp)
+            ports = {"api": port, "baseline": int((tmp / "baseline.port").read_text())}
+            # Alternating rounds, best of each: on a shared machine a neighbour's burst
+            # lands in one round, not in all of one side's.
+            for _ in range(args.rounds):
+                for name in ("api", "baseline"):
+                    runs[name].append(_load(ports[name], addresses, args, tmp))
+        finally:
+            _stop(api)
+            if baseline is not None:
+                _stop(baseline)
+    results = {name: max(rs, key=lambda r: r["rps"]) for name, rs in runs.items()}
+
+    print(
+        f"GET /v1/accounts/{{address}}/health with {args.tool}, {args.connections} keep-alive "
+        f"connections, best of {args.rounds} alternating {args.seconds:.0f}s rounds (1s warm-up), "
+        f"body {len(sample)} bytes"
+    )
+    for name, r in results.items():
+        print(
+            f"  {name:<9} {r['rps']:>9,.0f} req/s   p50 {r['p50_ms']:6.2f} ms   "
+            f"p99 {r['p99_ms']:6.2f} ms   non-200 {r['errors']}"
+        )
+    ratio = results["api"]["rps"] / results["baseline"]["rps"]
+    verdict = "OK" if ratio >= TARGET_RATIO else "BELOW TARGET"
+    print(f"  ratio api/baseline {ratio:.2f} (target >= {TARGET_RATIO}) {verdict}")
+    from bench.results import Figure, record
+
+    api_r, base_r = results["api"], results["baseline"]
+    record(
+        Figure(
+            "api_health",
+            f"GET /v1/accounts/{{a}}/health req/s, {len(addresses):,} accounts loaded "
+            f"({args.tool}, {args.connections} connections); API p99 {api_r['p99_ms']:.2f} ms",
+            ratio,
+            "x",
+            f"bare aiohttp handler, same body size ({base_r['rps']:,.0f} req/s, "
+            f"p99 {base_r['p99_ms']:.2f} ms)",
+            f">= {TARGET_RATIO} of its req/s",
+            ratio >= TARGET_RATIO,
+            {"api": api_r, "baseline": base_r, "tool": args.tool},
+        )
+    )
+    if results["api"]["errors"]:
+        print("  API answered non-200:", results["api"]["statuses"], file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

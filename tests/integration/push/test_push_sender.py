@@ -1,0 +1,266 @@
+"""ChainSender on real anvil: send + confirm, crash points, stuck replacement, reorg,
+restart reconciliation and classified node errors."""
+
+from __future__ import annotations
+
+import pytest
+from push_env import (
+    Crash,
+    FakeClock,
+    chain_time,
+    client,
+    entry_of,
+    keeper_txs,
+    nonce_of,
+    sender,
+    step_until,
+)
+
+from aggregator.devnet.anvil import AnvilNode
+from aggregator.store import Store
+from aggregator.store.push_repo import SqlPushStore
+from chains.pusher.errors import PushError
+from chains.pusher.keys import key_from_hex
+from chains.pusher.sender import SenderHooks
+from chains.registry_codec import RegistryEntry
+from chains.rpc import RpcClient
+from chains.testing.harness import DEPLOYER, KEEPER, USERS, VaultHarness, _call
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _entries(
+    h: VaultHarness, n: int = 2, credit: int = 1_000_000
+) -> list[tuple[str, RegistryEntry]]:
+    ts = chain_time(h)
+    return [(USERS[i], RegistryEntry(credit * (i + 1), 1_500_000_000, ts, 0)) for i in range(n)]
+
+
+async def test_batch_is_persisted_sent_mined_and_confirmed(
+    node: AnvilNode, harness: VaultHarness, push_store: SqlPushStore, clients: list[RpcClient]
+) -> None:
+    rpc = client(node.url, node.chain_id)
+    clients.append(rpc)
+    s = sender(node, harness, rpc, push_store, confirmations=2)
+    start_nonce = nonce_of(harness)
+    entries = _entries(harness)
+    rec = await s.send_batch(entries)
+    assert rec.status == "sent" and rec.nonce == start_nonce
+    stored = await push_store.open_txs("c", KEEPER)
+    assert [r.tx_hash for r in stored] == [rec.tx_hash]
+    await step_until(s, lambda: not s.records, node=node)
+    assert [r.status for r in await push_store.recent_txs("c")] == ["confirmed"]
+    for account, entry in entries:
+        assert entry_of(harness, account) == entry
+    assert nonce_of(harness) == start_nonce + 1
+    assert s.status.confirmed_total == 1 and s.status.gas_used_total > 0
+    assert s.nonces.next_nonce == start_nonce + 1
+
+
+@pytest.mark.parametrize("point", ["after_persist", "after_broadcast"])
+async def test_crash_then_restart_loses_nothing_and_never_conflicts(
+    point: str,
+    node: AnvilNode,
+    harness: VaultHarness,
+    store: Store,
+    clients: list[RpcClient],
+) -> None:
+    """Crash between persist and broadcast, and between broadcast and receipt (on SQLite
+    and PostgreSQL): a new sender over the same store gets the update mined at the same
+    nonce, exactly once, then carries on at the next nonce."""
+    repo = SqlPushStore(store)
+    rpc = client(node.url, node.chain_id)
+    clients.append(rpc)
+
+    def crash(_: object) -> None:
+        raise Crash(point)
+
+    hooks = SenderHooks(**{point: crash})  # type: ignore[arg-type]
+    s1 = sender(node, harness, rpc, repo, hooks=hooks, confirmations=1)
+    start_block = harness.block_number()
+    start_nonce = nonce_of(harness)
+    entries = _entries(harness)
+    with pytest.raises(Crash):
+        await s1.send_batch(entries)
+    if point == "after_persist":
+        assert nonce_of(harness) == start_nonce  # never broadcast
+        assert entry_of(harness, USERS[0]) is None
+    else:
+        assert nonce_of(harness) == start_nonce + 1  # automine: mined, receipt not seen
+
+    # "Restart": a new sender from the same store, nothing carried over in memory.
+    s2 = sender(node, harness, rpc, repo, confirmations=1)
+    await s2.reconcile()
+    assert s2.nonces.next_nonce == start_nonce + 1
+    await step_until(s2, lambda: not s2.records, node=node)
+    for account, entry in entries:
+        assert entry_of(harness, account) == entry
+    txs = keeper_txs(harness, start_block)
+    assert [int(t["nonce"], 16) for t in txs] == [start_nonce]
+    records = await repo.recent_txs("c")
+    assert [(r.nonce, r.status, len(r.hashes)) for r in records] == [(start_nonce, "confirmed", 1)]
+    # The next batch takes the next nonce.
+    nxt = await s2.send_batch(_entries(harness, 1, credit=7))
+    assert nxt.nonce == start_nonce + 1
+
+
+async def test_crash_inside_broadcast_is_already_known_on_restart(
+    anvil_factory: object, push_store: SqlPushStore, clients: list[RpcClient]
+) -> None:
+    """The node got the bytes but the process died before recording it: the restart
+    rebroadcasts the same bytes, the node says "already known", nothing new is signed."""
+    node = anvil_factory(71102)  # type: ignore[operator]
+    h = VaultHarness.deploy(node.url)
+    h.rpc("evm_setAutomine", [False])
+    rpc = client(node.url, node.chain_id)
+    clients.append(rpc)
+
+    def broadcast_then_crash(rec: object) -> None:
+        h.rpc("eth_sendRawTransaction", ["0x" + rec.raw_tx.hex()])  # type: ignore[attr-defined]
+        raise Crash("inside broadcast")
+
+    s1 = sender(node, h, rpc, push_store, hooks=SenderHooks(after_persist=broadcast_then_crash))
+    with pytest.raises(Crash):
+        await s1.send_batch(_entries(h, 1))
+    s2 = sender(node, h, rpc, push_store, confirmations=1)
+    await s2.step()
+    (rec,) = s2.open_records()
+    assert rec.status == "sent" and len(rec.hashes) == 1
+    assert nonce_of(h, tag="pending") == 1 + nonce_of(h)
+    node.mine()
+    await step_until(s2, lambda: not s2.records)
+    assert entry_of(h, USERS[0]) is not None
+
+
+async def test_stuck_transaction_is_replaced_with_both_fees_bumped(
+    anvil_factory: object, push_store: SqlPushStore, clients: list[RpcClient]
+) -> None:
+    node = anvil_factory(71103)  # type: ignore[operator]
+    h = VaultHarness.deploy(node.url)
+    h.rpc("evm_setAutomine", [False])  # nothing is mined until the test says so
+    rpc = client(node.url, node.chain_id)
+    clients.append(rpc)
+    clock = FakeClock()
+    s = sender(node, h, rpc, push_store, clock=clock, stuck_after_s=10, confirmations=1)
+    start_nonce = nonce_of(h)
+    start_block = h.block_number()
+    rec = await s.send_batch(_entries(h, 1))
+    first = h.rpc("eth_getTransactionByHash", [rec.tx_hash])
+    await s.step()
+    assert len(rec.hashes) == 1  # not stuck yet
+    clock.advance(11)
+    await s.step()
+    assert len(rec.hashes) == 2 and rec.replacements == 1
+    second = h.rpc("eth_getTransactionByHash", [rec.hashes[1]])
+    for fee in ("maxFeePerGas", "maxPriorityFeePerGas"):
+        assert int(second[fee], 16) * 1000 >= int(first[fee], 16) * 1125, fee
+    assert int(second["nonce"], 16) == int(first["nonce"], 16) == start_nonce
+    # The replacement is what the pool holds: mining includes exactly one of them.
+    node.mine()
+    await step_until(s, lambda: not s.records, node=node)
+    txs = keeper_txs(h, start_block)
+    assert [(t["hash"], int(t["nonce"], 16)) for t in txs] == [(rec.hashes[1], start_nonce)]
+    assert nonce_of(h) == start_nonce + 1
+    (final,) = await push_store.recent_txs("c")
+    assert final.mined_hash == rec.hashes[1] and final.hashes == rec.hashes
+
+
+async def test_replacement_stops_at_the_fee_cap(
+    anvil_factory: object, push_store: SqlPushStore, clients: list[RpcClient]
+) -> None:
+    node = anvil_factory(71104)  # type: ignore[operator]
+    h = VaultHarness.deploy(node.url)
+    h.rpc("evm_setAutomine", [False])
+    rpc = client(node.url, node.chain_id)
+    clients.append(rpc)
+    clock = FakeClock()
+    base = int(h.rpc("eth_getBlockByNumber", ["latest", False])["baseFeePerGas"], 16)
+    cap = 2 * base + 10**7  # what the first send asks for: no room to bump
+    s = sender(node, h, rpc, push_store, clock=clock, stuck_after_s=1, max_fee_wei=cap)
+    rec = await s.send_batch(_entries(h, 1))
+    assert rec.max_fee <= cap
+    for _ in range(3):
+        clock.advance(2)
+        await s.step()
+    assert len(rec.hashes) == 1 and s.status.at_fee_cap
+    assert max(rec.max_fee, rec.priority_fee) <= cap
+
+
+async def test_reorg_that_drops_a_mined_update_requeues_it(
+    node: AnvilNode, harness: VaultHarness, push_store: SqlPushStore, clients: list[RpcClient]
+) -> None:
+    rpc = client(node.url, node.chain_id)
+    clients.append(rpc)
+    s = sender(node, harness, rpc, push_store, confirmations=4)
+    snap = harness.rpc("evm_snapshot")
+    entries = _entries(harness, 1)
+    rec = await s.send_batch(entries)
+    await s.step()
+    assert rec.status == "mined"
+    assert entry_of(harness, USERS[0]) == entries[0][1]
+    harness.rpc("evm_revert", [snap])  # the block with our update is gone
+    assert entry_of(harness, USERS[0]) is None
+    await s.step()
+    assert rec.reorgs == 1 and rec.status in ("sent", "mined")
+    await step_until(s, lambda: not s.records, node=node)
+    assert entry_of(harness, USERS[0]) == entries[0][1]
+    assert s.status.reorgs_total == 1
+
+
+async def test_restart_never_reuses_a_nonce_pending_from_elsewhere(
+    anvil_factory: object, push_store: SqlPushStore, clients: list[RpcClient]
+) -> None:
+    """A transaction from the same key that this daemon never recorded (another process)
+    sits in the pool: reconciliation continues above it."""
+    node = anvil_factory(71105)  # type: ignore[operator]
+    h = VaultHarness.deploy(node.url)
+    h.rpc("evm_setAutomine", [False])
+    start = nonce_of(h)
+    h.rpc("eth_sendTransaction", [{"from": KEEPER, "to": KEEPER, "value": "0x1"}])
+    rpc = client(node.url, node.chain_id)
+    clients.append(rpc)
+    s = sender(node, h, rpc, push_store, confirmations=1)
+    await s.reconcile()
+    assert s.nonces.next_nonce == start + 1
+    rec = await s.send_batch(_entries(h, 1))
+    assert rec.nonce == start + 1
+    node.mine()
+    await step_until(s, lambda: not s.records, node=node)
+
+
+async def test_insufficient_funds_is_classified_and_recovers_at_the_same_nonce(
+    node: AnvilNode, harness: VaultHarness, push_store: SqlPushStore, clients: list[RpcClient]
+) -> None:
+    poor = key_from_hex("0x" + "5a" * 32, "test")
+    harness.send(
+        DEPLOYER,
+        harness.registry,
+        _call("setKeeper(address,bool)", ["address", "bool"], [poor.address, True]),
+    )
+    rpc = client(node.url, node.chain_id)
+    clients.append(rpc)
+    s = sender(node, harness, rpc, push_store, key=poor, confirmations=1)
+    with pytest.raises(PushError, match="insufficient_funds"):
+        await s.send_batch(_entries(harness, 1))
+    (rec,) = s.open_records()
+    assert rec.status == "prepared" and rec.nonce == 0
+    with pytest.raises(PushError):
+        await s.step()  # still poor: the same bytes are refused again, nothing new signed
+    harness.rpc("anvil_setBalance", [poor.address, hex(10**18)])
+    await step_until(s, lambda: not s.records, node=node)
+    assert entry_of(harness, USERS[0]) is not None
+    assert nonce_of(harness, poor.address) == 1
+    assert rec.hashes == [rec.tx_hash]
+
+
+async def test_a_batch_that_would_revert_is_never_signed(
+    node: AnvilNode, harness: VaultHarness, push_store: SqlPushStore, clients: list[RpcClient]
+) -> None:
+    stranger = key_from_hex("0x" + "6b" * 32, "test")  # not a keeper
+    rpc = client(node.url, node.chain_id)
+    clients.append(rpc)
+    s = sender(node, harness, rpc, push_store, key=stranger)
+    with pytest.raises(PushError, match="NotKeeper"):
+        await s.send_batch(_entries(harness, 1))
+    assert await push_store.recent_txs("c") == []
+    assert s.nonces.next_nonce == 0

@@ -1,0 +1,134 @@
+"""Trigger rules, priorities and gas-sized batches (aggregator/push/controller.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from aggregator.push.controller import (
+    RIDE_ALONG,
+    TRIGGER,
+    URGENT,
+    Desired,
+    GasModel,
+    TriggerRules,
+    next_as_of,
+    plan_chain,
+    plan_entry,
+    select_batch,
+)
+from chains.registry_codec import HF_INFINITE, RegistryEntry
+
+RULES = TriggerRules(hf_deviation=0.02, credit_deviation=0.05, heartbeat_s=300)
+A = "0x" + "a1" * 20
+B = "0x" + "b2" * 20
+NOW = 1_000_000
+BASE = RegistryEntry(credit_usd6=1_000_000_000, hf_1e9=1_500_000_000, as_of=NOW - 10, tier=0)
+
+
+def want(
+    credit: int = 1_000_000_000, hf: int = 1_500_000_000, tier: int = 0, debt: bool = True
+) -> Desired:
+    return Desired(A, credit, hf, tier, debt)
+
+
+@pytest.mark.parametrize(
+    ("desired", "prio", "reason"),
+    [
+        (want(tier=1), URGENT, "tier_down"),
+        (want(credit=999_999_999), URGENT, "credit_cut"),  # any decrease, however small
+        (want(hf=1_469_000_000), TRIGGER, "hf"),  # -2.07%
+        (want(hf=1_531_000_000), TRIGGER, "hf"),  # +2.07%
+        (want(hf=HF_INFINITE), TRIGGER, "hf"),  # debt repaid
+        (want(credit=1_050_000_000), TRIGGER, "credit_up"),  # +5%
+        (want(credit=1_049_999_999), RIDE_ALONG, "ride_along"),  # +4.99%
+        (want(hf=1_480_000_000), RIDE_ALONG, "ride_along"),  # -1.3%
+    ],
+)
+def test_each_trigger(desired: Desired, prio: int, reason: str) -> None:
+    p = plan_entry(desired, BASE, NOW, RULES)
+    assert p is not None and (p.priority, p.reason) == (prio, reason)
+    assert p.entry.as_of == NOW
+    assert (p.entry.credit_usd6, p.entry.hf_1e9, p.entry.tier) == (
+        desired.credit_usd6,
+        desired.hf_1e9,
+        desired.tier,
+    )
+
+
+def test_tier_upgrade_is_a_trigger_but_not_urgent() -> None:
+    base = RegistryEntry(0, 1_050_000_000, NOW - 10, 1)
+    p = plan_entry(want(credit=0, hf=1_060_000_000, tier=0), base, NOW, RULES)
+    assert p is not None and (p.priority, p.reason) == (TRIGGER, "tier_up")
+
+
+def test_unchanged_entry_is_not_pushed_until_its_heartbeat() -> None:
+    assert plan_entry(want(), BASE, NOW, RULES) is None
+    old = RegistryEntry(BASE.credit_usd6, BASE.hf_1e9, NOW - 300, 0)
+    p = plan_entry(want(), old, NOW, RULES)
+    assert p is not None and (p.priority, p.reason) == (TRIGGER, "heartbeat")
+
+
+def test_first_value_only_for_accounts_with_debt_or_credit() -> None:
+    assert plan_entry(want(credit=0, debt=False, hf=HF_INFINITE), None, NOW, RULES) is None
+    p = plan_entry(want(credit=5, debt=False, hf=HF_INFINITE), None, NOW, RULES)
+    assert p is not None and (p.priority, p.reason, p.new_slot) == (TRIGGER, "first", True)
+    p = plan_entry(want(credit=0, tier=2, hf=900_000_000), None, NOW, RULES)
+    assert p is not None and p.priority == URGENT
+
+
+def test_as_of_is_chain_time_and_strictly_newer_than_the_baseline() -> None:
+    assert next_as_of(None, NOW) == NOW
+    assert next_as_of(BASE, NOW) == NOW
+    same_second = RegistryEntry(1, 1, NOW, 0)
+    assert next_as_of(same_second, NOW) == NOW + 1  # else the registry would skip it
+    p = plan_entry(want(credit=0), same_second, NOW, RULES)
+    assert p is not None and p.entry.as_of == NOW + 1
+
+
+def test_downgrades_and_cuts_go_first_then_triggers_then_ride_alongs() -> None:
+    accounts = [f"0x{i:040x}" for i in range(1, 7)]
+    base = {a: BASE for a in accounts}
+    desired = [
+        Desired(accounts[0], BASE.credit_usd6 + 1, BASE.hf_1e9, 0, True),  # ride-along
+        Desired(accounts[1], BASE.credit_usd6, 1_200_000_000, 0, True),  # hf trigger
+        Desired(accounts[2], BASE.credit_usd6 - 5, BASE.hf_1e9, 0, True),  # small cut
+        Desired(accounts[3], 0, 900_000_000, 2, True),  # downgrade to liquidatable
+        Desired(accounts[4], BASE.credit_usd6 // 2, BASE.hf_1e9, 0, True),  # big cut
+        Desired(accounts[5], BASE.credit_usd6, BASE.hf_1e9, 0, True),  # unchanged
+    ]
+    plan = plan_chain(desired, base, NOW, RULES)
+    assert [(p.account, p.reason) for p in plan] == [
+        (accounts[3], "tier_down"),
+        (accounts[4], "credit_cut"),
+        (accounts[2], "credit_cut"),
+        (accounts[1], "hf"),
+        (accounts[0], "ride_along"),
+    ]
+
+
+def test_ride_alongs_alone_never_make_a_batch() -> None:
+    d = [Desired(A, BASE.credit_usd6 + 1, BASE.hf_1e9, 0, True)]
+    plan = plan_chain(d, {A: BASE}, NOW, RULES)
+    assert [p.reason for p in plan] == ["ride_along"]
+    assert select_batch(plan, 3_000_000, GasModel()) == []
+    d.append(Desired(B, 1, BASE.hf_1e9, 0, True))  # a cut on B: now A rides along
+    plan = plan_chain(d, {A: BASE, B: BASE}, NOW, RULES)
+    assert [p.account for p in select_batch(plan, 3_000_000, GasModel())] == [B, A]
+
+
+def test_batch_is_cut_at_the_gas_budget_keeping_priority_order() -> None:
+    model = GasModel(fixed=30_000, per_new=25_000, per_update=8_000)
+    accounts = [f"0x{i:040x}" for i in range(1, 301)]
+    desired = [Desired(a, 0, 900_000_000, 2, True) for a in accounts]
+    plan = plan_chain(desired, {}, NOW, RULES)
+    batch = select_batch(plan, 1_000_000, model)
+    assert len(batch) == (1_000_000 - 30_000) // 25_000
+    assert model.cost(batch) <= 1_000_000
+    assert [p.account for p in batch] == [p.account for p in plan[: len(batch)]]
+
+
+def test_in_flight_baseline_with_empty_slot_still_counts_as_a_new_slot() -> None:
+    inflight = RegistryEntry(5, BASE.hf_1e9, NOW - 1, 0)
+    d = [Desired(A, 4, BASE.hf_1e9, 0, True)]
+    (p,) = plan_chain(d, {A: inflight}, NOW, RULES, onchain_empty={A: True})
+    assert p.reason == "credit_cut" and p.new_slot
