@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -41,11 +42,18 @@ def _checksum(hex40: str) -> str:
     return to_checksum_address("0x" + hex40)
 
 
+@lru_cache(maxsize=65536)
 def _topic_address(topic: str) -> str:
+    # Cached on the whole topic: a vault's logs repeat the same accounts and tokens,
+    # and the checks below then run once per distinct topic, not once per log.
     body = topic[2:] if topic.startswith("0x") else topic
     if len(body) != 64 or body[:24].strip("0") or not _is_hex(body):
         raise ValueError(f"topic {topic} is not an address")
     return _checksum(body[24:].lower())
+
+
+_WORD = 66  # "0x" + 64 hex digits
+_HEX_WORD = re.compile(r"0x[0-9a-fA-F]{64}")
 
 
 def _is_hex(text: str) -> bool:
@@ -56,6 +64,36 @@ def _is_hex(text: str) -> bool:
     return True
 
 
+_SIMPLE: dict[str, EventKind] = {
+    t: k for t, k in TOPICS.items() if k in ("deposit", "withdraw", "borrow")
+}
+
+
+def _decode_simple(chain: str, entry: dict[str, Any]) -> VaultEvent | None:
+    """Deposited/Withdrawn/Borrowed (two address topics, one uint256 word): most of a
+    vault's logs, decoded with string slicing. Anything unusual (other events, other
+    shapes, upper-case hex) returns None and takes the general path, which names what
+    is wrong."""
+    topics = entry["topics"]
+    data = entry["data"]
+    if len(topics) != 3 or not isinstance(data, str) or len(data) != _WORD:
+        return None
+    kind = _SIMPLE.get(topics[0])
+    if kind is None or not _HEX_WORD.fullmatch(data):
+        return None
+    return VaultEvent(
+        chain,
+        int(entry["blockNumber"], 16),
+        entry["blockHash"].lower(),
+        entry["transactionHash"].lower(),
+        int(entry["logIndex"], 16),
+        kind,
+        _topic_address(topics[1].lower()),
+        _topic_address(topics[2].lower()),
+        int(data[2:], 16),
+    )
+
+
 def decode_log(chain: str, entry: dict[str, Any]) -> VaultEvent:
     """Decode one eth_getLogs entry of the vault; a malformed entry is an error naming it."""
     where = (
@@ -63,6 +101,9 @@ def decode_log(chain: str, entry: dict[str, Any]) -> VaultEvent:
         f"block {entry.get('blockNumber')}"
     )
     try:
+        fast = _decode_simple(chain, entry)
+        if fast is not None:
+            return fast
         topics = [str(t).lower() for t in entry["topics"]]
         kind = TOPICS.get(topics[0]) if topics else None
         if kind is None:

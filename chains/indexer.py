@@ -125,6 +125,8 @@ class ChainIndexer:
         self.status = ChainStatus(chain=self.chain)
         self.range = LogRange(settings.max_log_range, settings.max_log_range)
         self._cp: Checkpoint | None = None
+        # Backfill pipeline: (start, head, task) of the next range's fetch.
+        self._ahead: tuple[int, int, asyncio.Task[Any]] | None = None
         self._reconcile_cursor = ""
         self._rate_t0: float | None = None
         self._rate_blocks = 0
@@ -167,6 +169,12 @@ class ChainIndexer:
         """Index until `stop` is set; transient RPC trouble is retried with backoff."""
         if self._cp is None:
             await self.load()
+        try:
+            await self._run(stop)
+        finally:
+            await self._drop_ahead()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         failures = 0
         while not stop.is_set() and not self.status.fatal:
             try:
@@ -193,17 +201,20 @@ class ChainIndexer:
         if self._cp is None:
             await self.load()
         idle = 0
-        for _ in range(max_steps):
-            if self.status.fatal:
-                break
-            progressed = await self.step()
-            if not progressed and self.status.caught_up:
-                break
-            idle = 0 if progressed else idle + 1
-            if idle >= max_idle_steps:
-                break  # e.g. only a lagging node is reachable: last_error says so
-            if idle:
-                await asyncio.sleep(self.settings.block_time)
+        try:
+            for _ in range(max_steps):
+                if self.status.fatal:
+                    break
+                progressed = await self.step()
+                if not progressed and self.status.caught_up:
+                    break
+                idle = 0 if progressed else idle + 1
+                if idle >= max_idle_steps:
+                    break  # e.g. only a lagging node is reachable: last_error says so
+                if idle:
+                    await asyncio.sleep(self.settings.block_time)
+        finally:
+            await self._drop_ahead()
         return self.snapshot()
 
     # ----------------------------------------------------------- one step
@@ -221,6 +232,7 @@ class ChainIndexer:
         head = await self.client.block_number()
         self.status.head_block = head
         if await self._check_reorg(head):
+            await self._drop_ahead()
             return True
         if self.status.fatal:
             return False
@@ -233,9 +245,33 @@ class ChainIndexer:
         if self._rate_t0 is None:
             self._rate_t0 = self.clock()
             self._rate_blocks = self._rate_events = 0
-        end, logs = await self._get_logs(start, end)
-        result = await self._commit(start, end, head, logs)
+        ahead, self._ahead = self._ahead, None
+        # Fetched with an older head, it holds every header this head needs (the kept
+        # window only moves up).
+        if ahead is not None and ahead[0] == start and ahead[1] <= head:
+            fetched = await ahead[2]
+        else:
+            await _discard(ahead)
+            fetched = await self._fetch(start, end, head)
+        end = fetched[0]
+        if end < head:
+            # Backfill: fetch the next range while this one is written (the store's
+            # commit runs in its driver's thread or server), so the node and the store
+            # work at the same time. The next commit checks these logs against its own
+            # tip like any other; a reorg in between only wastes the fetch.
+            nxt = end + 1
+            task = asyncio.create_task(
+                self._fetch(nxt, min(head, nxt + self.range.current - 1), head),
+                name=f"prefetch {self.chain} {nxt}",
+            )
+            self._ahead = (nxt, head, task)
+        try:
+            result = await self._commit(start, head, *fetched)
+        except BaseException:
+            await self._drop_ahead()
+            raise
         if result is None:
+            await self._drop_ahead()
             return False
         self.status.caught_up = end >= head
         if self.status.caught_up:
@@ -286,16 +322,36 @@ class ChainIndexer:
             self.status.log_range = self.range.current
             end = start + self.range.current - 1
 
-    async def _commit(
-        self, start: int, end: int, head: int, logs: list[dict[str, Any]]
-    ) -> BatchResult | None:
-        cp = self.checkpoint
-        window = self.settings.reorg_window
+    def _header_numbers(self, start: int, end: int, head: int) -> list[int]:
         # window + 1 hashes: the anchor below the window is what a reorg of
         # exactly `window` blocks rolls back to.
-        keep_from = max(0, head - window)
-        numbers = sorted({*range(max(start, keep_from), end + 1), end})
-        headers = await self.client.get_blocks(numbers)
+        keep_from = max(0, head - self.settings.reorg_window)
+        return sorted({*range(max(start, keep_from), end + 1), end})
+
+    async def _fetch(
+        self, start: int, end: int, head: int
+    ) -> tuple[int, list[dict[str, Any]], dict[int, BlockRef]]:
+        """Logs of [start, end] (the span may shrink: returns the end covered) and the
+        headers the commit of that range checks them against."""
+        end, logs = await self._get_logs(start, end)
+        headers = await self.client.get_blocks(self._header_numbers(start, end, head))
+        return end, logs, headers
+
+    async def _drop_ahead(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        await _discard(ahead)
+
+    async def _commit(
+        self,
+        start: int,
+        head: int,
+        end: int,
+        logs: list[dict[str, Any]],
+        headers: dict[int, BlockRef],
+    ) -> BatchResult | None:
+        cp = self.checkpoint
+        keep_from = max(0, head - self.settings.reorg_window)
+        numbers = self._header_numbers(start, end, head)
         # The fetched headers must chain to each other and to our tip; a mismatch
         # means a reorg happened between our calls: drop this step, the next
         # step's reorg check finds the ancestor.
@@ -572,3 +628,15 @@ class ChainIndexer:
 
 
 __all__ = ["ChainIndexer", "ChainStatus", "Mismatch", "Progress"]
+
+
+async def _discard(ahead: tuple[int, int, asyncio.Task[Any]] | None) -> None:
+    """Cancel a prefetch nobody will use; its outcome (even an error) is moot."""
+    if ahead is None:
+        return
+    task = ahead[2]
+    task.cancel()
+    # wait() never raises the task's error, and our own cancellation still propagates.
+    await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()
