@@ -41,6 +41,14 @@ BLK: Table = ChainBlock.__table__  # type: ignore[attr-defined]
 CP: Table = ChainCheckpoint.__table__  # type: ignore[attr-defined]
 RATE: Table = LstRateSample.__table__  # type: ignore[attr-defined]
 
+# kind -> (position kind, head sign, adds to pending): VaultEvent.effects() of the
+# one-effect events, for the insert loop of apply_batch.
+_SIMPLE_EFFECT: dict[str, tuple[PositionKind, int, bool]] = {
+    "deposit": ("collateral", 1, True),
+    "withdraw": ("collateral", -1, False),
+    "borrow": ("debt", 1, False),
+}
+
 # Column order of the driver-level event insert in apply_batch.
 _EVENT_COLUMNS = (
     "chain", "block_number", "block_hash", "tx_hash", "log_index", "kind", "account",
@@ -299,8 +307,17 @@ class SqlChainStore:
                             not deep and ev.kind in _RISK_LOWERING,
                         )
                     )  # fmt: skip
-                    for eff in ev.effects():
-                        self._add(deltas, eff, 1, not deep)
+                    simple = _SIMPLE_EFFECT.get(ev.kind)
+                    if simple is None:
+                        for eff in ev.effects():
+                            self._add(deltas, eff, 1, not deep)
+                    else:
+                        # VaultEvent.effects() of a deposit/withdraw/borrow, inlined: the
+                        # hot loop of a backfill.
+                        key = (ev.account, ev.token, simple[0])
+                        h, p = deltas.get(key, (0, 0))
+                        a = ev.amount
+                        deltas[key] = (h + simple[1] * a, p + a if simple[2] and not deep else p)
                     accounts.add(ev.account)
                 if rows:
                     # Straight to the driver's executemany: SQLAlchemy's per-row parameter

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from aggregator.store.db import BigInt
@@ -20,16 +20,29 @@ class ChainEvent(SQLModel, table=True):
     """One decoded vault log (or a reconciliation correction, kind 'reconcile')."""
 
     __tablename__ = "chain_event"
-    __table_args__ = (UniqueConstraint("chain", "block_number", "log_index"),)
+    # Every event row is written once per log, so each index is paid on the indexing
+    # hot path: only what a query uses. The unique key serves every (chain, block
+    # range) lookup (dedupe, rollback); the partial index finds the few deposits and
+    # repayments still waiting for confirmations.
+    __table_args__ = (
+        UniqueConstraint("chain", "block_number", "log_index"),
+        Index(
+            "ix_chain_event_pending",
+            "chain",
+            "block_number",
+            sqlite_where=text("pending IS 1"),
+            postgresql_where=text("pending IS TRUE"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
-    chain: str = Field(max_length=32, index=True)
-    block_number: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    chain: str = Field(max_length=32)
+    block_number: int = Field(sa_column=Column(BigInteger, nullable=False))
     block_hash: str = Field(max_length=66)
     tx_hash: str = Field(max_length=66)
     log_index: int = Field(sa_column=Column(BigInteger, nullable=False))
     kind: str = Field(max_length=16)
-    account: str = Field(max_length=42, index=True)
+    account: str = Field(max_length=42)
     token: str = Field(max_length=42)
     amount: int = Field(sa_column=Column(BigInt, nullable=False))
     counterparty: str | None = Field(default=None, max_length=42)
@@ -38,7 +51,7 @@ class ChainEvent(SQLModel, table=True):
     adjust_kind: str | None = Field(default=None, max_length=16)
     negative: bool = False
     # True while a deposit/repayment still counts in the head view only.
-    pending: bool = Field(default=False, index=True)
+    pending: bool = False
 
 
 class ChainPosition(SQLModel, table=True):

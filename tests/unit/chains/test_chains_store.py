@@ -177,3 +177,17 @@ async def test_rate_samples_latest_per_asset(store: Store) -> None:
     assert latest["wstETH"].rate == 1_190_000_000_000_000_000 and latest["wstETH"].block == 12
     assert latest["sDAI"].rate == 2**200 and latest["sDAI"].scale == 10**6
     assert set(await repo.latest_rates("c")) == {"wstETH"}
+
+
+@pytest.mark.parametrize("kind", ["deposit", "withdraw", "borrow"])
+@pytest.mark.parametrize("pending", [True, False])
+def test_inlined_effects_of_the_insert_loop_match_vault_event_effects(
+    kind: str, pending: bool
+) -> None:
+    """apply_batch inlines VaultEvent.effects() for one-effect events; the two must agree."""
+    from aggregator.store.chain_repo import _SIMPLE_EFFECT
+
+    (eff,) = ev(5, 0, kind, 7).effects()
+    pkind, sign, adds_pending = _SIMPLE_EFFECT[kind]
+    assert (eff.kind, eff.head_delta) == (pkind, sign * 7)
+    assert (eff.pending_delta if pending else 0) == (7 if adds_pending and pending else 0)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-24 01:44:22.726177
+Create Date: 2026-11-24 02:05:07.614055
 """
 from __future__ import annotations
 
@@ -61,10 +61,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('chain', 'block_number', 'log_index')
     )
     with op.batch_alter_table('chain_event', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_chain_event_account'), ['account'], unique=False)
-        batch_op.create_index(batch_op.f('ix_chain_event_block_number'), ['block_number'], unique=False)
-        batch_op.create_index(batch_op.f('ix_chain_event_chain'), ['chain'], unique=False)
-        batch_op.create_index(batch_op.f('ix_chain_event_pending'), ['pending'], unique=False)
+        batch_op.create_index('ix_chain_event_pending', ['chain', 'block_number'], unique=False, sqlite_where=sa.text('pending IS 1'), postgresql_where=sa.text('pending IS TRUE'))
 
     op.create_table('chain_position',
     sa.Column('chain', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
@@ -76,6 +73,19 @@ def upgrade() -> None:
     sa.Column('confirmed_amount', aggregator.store.db.BigInt(length=80), nullable=False),
     sa.Column('updated_block', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('chain', 'account', 'token', 'kind')
+    )
+    op.create_table('cluster_lease',
+    sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('holder', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
+    sa.Column('token', sa.BigInteger(), nullable=False),
+    sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('acquired_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('renewed_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('previous_holder', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=True),
+    sa.Column('first_write_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('last_write_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('writes', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('name')
     )
     op.create_table('daemon_meta',
     sa.Column('key', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
@@ -210,12 +220,10 @@ def downgrade() -> None:
 
     op.drop_table('derivative_event')
     op.drop_table('daemon_meta')
+    op.drop_table('cluster_lease')
     op.drop_table('chain_position')
     with op.batch_alter_table('chain_event', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_chain_event_pending'))
-        batch_op.drop_index(batch_op.f('ix_chain_event_chain'))
-        batch_op.drop_index(batch_op.f('ix_chain_event_block_number'))
-        batch_op.drop_index(batch_op.f('ix_chain_event_account'))
+        batch_op.drop_index('ix_chain_event_pending', sqlite_where=sa.text('pending IS 1'), postgresql_where=sa.text('pending IS TRUE'))
 
     op.drop_table('chain_event')
     op.drop_table('chain_checkpoint')
