@@ -451,10 +451,10 @@ class ChainSender:
             rec.reorgs += 1
             self.status.reorgs_total += 1
             log.warning(
-                "chain %s: update %s (nonce %d) left the chain in a reorg; re-queued",
+                "chain %s: update (nonce %d) left the chain in a reorg; re-queued",
                 self.chain,
-                rec.mined_hash,
                 rec.nonce,
+                extra={"chain": self.chain, "tx_hash": rec.mined_hash, "nonce": rec.nonce},
             )
             rec.status = "sent"
             rec.mined_hash = rec.mined_block = rec.mined_block_hash = None
@@ -475,7 +475,11 @@ class ChainSender:
             rec.error = "reverted on chain"
             self.status.failed_total += 1
             self.status.last_error = f"nonce {rec.nonce}: update reverted on chain"
-            log.error("chain %s: update %s reverted on chain", self.chain, rec.mined_hash)
+            log.error(
+                "chain %s: update reverted on chain",
+                self.chain,
+                extra={"chain": self.chain, "tx_hash": rec.mined_hash},
+            )
         else:
             self.status.confirmed_total += 1
             self.status.gas_used_total += rec.gas_used
