@@ -132,35 +132,40 @@ _SLACK = 2
 
 
 @njit(inline="always")
-def _account_sums(s0, cnt, pc, pv, tab, nlp):  # noqa: PLR0917
-    """C_liq, C_borrow, debt and collateral value of one account's pool segment.
+def _position(c, q, tab, nlp, c_liq, c_bor, d_val):  # noqa: PLR0917
+    """Add one (column, amount) pair to an account's C_liq, C_borrow and debt.
 
     `tab` rows per column: linear weights (p*lt_eff, p*ltv_eff, debt price) and the
     amount up to which that column is linear. A depth-set column is linear until the
     concentration term pushes 1 - h below the lt cap: below that amount its lt_eff is
     the cap itself, above it the exact formula runs (`nlp`: price, impact/depth, vol
     term, lt, ltv, lt - ltv). The branch is almost never taken, so it costs a compare.
+    Every kernel adds positions through this one function, in segment order, so all
+    paths agree bit for bit.
     """
+    if q <= tab[c, 3]:
+        c_liq += tab[c, 0] * q
+        c_bor += tab[c, 1] * q
+        d_val += tab[c, 2] * q
+    else:
+        v = q * nlp[c, 0]
+        h = v * nlp[c, 1] + nlp[c, 2]
+        lte = max(min(1.0 - h, nlp[c, 3]), 0.0)
+        lve = max(min(lte - nlp[c, 5], nlp[c, 4]), 0.0)
+        c_liq += v * lte
+        c_bor += v * lve
+    return c_liq, c_bor, d_val
+
+
+@njit(inline="always")
+def _account_sums(s0, cnt, pc, pv, tab, nlp):  # noqa: PLR0917
+    """C_liq, C_borrow, debt and collateral value of one account's pool segment."""
     c_liq = 0.0
     c_bor = 0.0
     d_val = 0.0
-    v_tot = 0.0
     for i in range(s0, s0 + cnt):
-        c = pc[i]
-        q = pv[i]
-        v_tot += q * nlp[c, 0]
-        if q <= tab[c, 3]:
-            c_liq += tab[c, 0] * q
-            c_bor += tab[c, 1] * q
-            d_val += tab[c, 2] * q
-        else:
-            v = q * nlp[c, 0]
-            h = v * nlp[c, 1] + nlp[c, 2]
-            lte = max(min(1.0 - h, nlp[c, 3]), 0.0)
-            lve = max(min(lte - nlp[c, 5], nlp[c, 4]), 0.0)
-            c_liq += v * lte
-            c_bor += v * lve
-    return c_liq, c_bor, d_val, v_tot
+        c_liq, c_bor, d_val = _position(pc[i], pv[i], tab, nlp, c_liq, c_bor, d_val)
+    return c_liq, c_bor, d_val, _account_value(s0, cnt, pc, pv, nlp)
 
 
 @njit(inline="always")
@@ -172,6 +177,23 @@ def _account_value(s0, cnt, pc, pv, nlp):
     return v_tot
 
 
+@njit(inline="always")
+def _tick_finish(  # noqa: PLR0917
+    a, s0, k, c_liq, c_bor, d_val, pc, pv, nlp, held, bad_bits, warn_hf, hf, bp, tier,
+    degraded, liq_cliq, liq_dval,
+):  # fmt: skip
+    h = c_liq / d_val if d_val > 0.0 else np.inf
+    hf[a] = h
+    bp[a] = max(c_bor - d_val, 0.0)
+    t = (h < warn_hf) + (h < 1.0)
+    if h < 1.0:
+        t += _account_value(s0, k, pc, pv, nlp) < d_val
+        liq_cliq[a] = c_liq
+        liq_dval[a] = d_val
+    tier[a] = t
+    degraded[a] = bad_bits != 0 and (held[a] & bad_bits) != 0
+
+
 @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def _tick_kernel(  # noqa: PLR0917
     start, cnt, pc, pv, held, n, tab, nlp, bad_bits, warn_hf, hf, bp, tier, degraded,
@@ -179,24 +201,39 @@ def _tick_kernel(  # noqa: PLR0917
 ):  # fmt: skip
     """Every account at once: HF, BP, tier and degraded.
 
+    Accounts go in pairs, their positions interleaved: each account's sums are a chain
+    of dependent additions, and two independent chains keep the CPU busy while one
+    waits (~1.3x on one core). Each account still adds its own positions in segment
+    order, so the results equal the one-account path bit for bit.
     Only what every account needs is written (18 bytes an account) to keep the
     memory traffic of the tick down. An account with HF < 1 also gets its collateral
     value (second walk over its segment, still in cache: insolvency) and its C_liq
     and debt (for its liquidation plan); those are the only writes to liq_*.
     """
-    for a in prange(n):
-        s0, k = start[a], cnt[a]
-        c_liq, c_bor, d_val, _v = _account_sums(s0, k, pc, pv, tab, nlp)
-        h = c_liq / d_val if d_val > 0.0 else np.inf
-        hf[a] = h
-        bp[a] = max(c_bor - d_val, 0.0)
-        t = (h < warn_hf) + (h < 1.0)
-        if h < 1.0:
-            t += _account_value(s0, k, pc, pv, nlp) < d_val
-            liq_cliq[a] = c_liq
-            liq_dval[a] = d_val
-        tier[a] = t
-        degraded[a] = bad_bits != 0 and (held[a] & bad_bits) != 0
+    for p in prange((n + 1) // 2):
+        a = 2 * p
+        b = a + 1
+        sa, ka = start[a], cnt[a]
+        sb, kb = (start[b], cnt[b]) if b < n else (sa, 0)
+        m = min(ka, kb)
+        la, ba, da = 0.0, 0.0, 0.0
+        lb, bb, db = 0.0, 0.0, 0.0
+        for j in range(m):
+            la, ba, da = _position(pc[sa + j], pv[sa + j], tab, nlp, la, ba, da)
+            lb, bb, db = _position(pc[sb + j], pv[sb + j], tab, nlp, lb, bb, db)
+        for j in range(m, ka):
+            la, ba, da = _position(pc[sa + j], pv[sa + j], tab, nlp, la, ba, da)
+        for j in range(m, kb):
+            lb, bb, db = _position(pc[sb + j], pv[sb + j], tab, nlp, lb, bb, db)
+        _tick_finish(
+            a, sa, ka, la, ba, da, pc, pv, nlp, held, bad_bits, warn_hf, hf, bp, tier,
+            degraded, liq_cliq, liq_dval,
+        )  # fmt: skip
+        if b < n:
+            _tick_finish(
+                b, sb, kb, lb, bb, db, pc, pv, nlp, held, bad_bits, warn_hf, hf, bp, tier,
+                degraded, liq_cliq, liq_dval,
+            )  # fmt: skip
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
