@@ -1003,6 +1003,25 @@ class RiskEngine:
             close_factor=float(self._close_factor(self.r_hf[a : a + 1])[0]),
         )
 
+    def standard_health(self, address: str) -> AccountHealth:
+        """The standard cross-margin figures of one account, recomputed by the kernel
+        from the last prepared inputs: what `health()` returns unless a portfolio-mode
+        deployment has replaced the stored HF, BP and tier (PortfolioFeed.override)."""
+        a = self._idx(address)
+        r = self._risk(np.array([a], np.int64))
+        return AccountHealth(
+            account=self.book.account_address[a],
+            collateral_usd=float(r.vtot[0]),
+            c_liq=float(r.cliq[0]),
+            c_borrow=float(r.cborrow[0]),
+            debt_usd=float(r.debt[0]),
+            hf=float(r.hf[0]),
+            bp=float(r.bp[0]),
+            tier=TIERS[int(r.tier[0])],
+            degraded=bool(r.degraded[0]),
+            close_factor=float(r.cf[0]),
+        )
+
     def accounts_by_tier(
         self, tier: str, limit: int = 100, cursor: int = 0
     ) -> tuple[list[str], int | None]:

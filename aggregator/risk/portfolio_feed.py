@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -84,6 +85,76 @@ class PortfolioFeed:
         s = OptionSeries(und, ev.price / FIXED, float(ev.expiry), ev.is_call)
         return [], [OptionLeg(account, chain, s, ev.size / FIXED)]
 
+    def _market(self, std: RiskEngine, now: float | None) -> Any:
+        prices = {
+            s: float(p)
+            for s, p, ok in zip(std.symbols, std.price, std.has_price, strict=True)
+            if ok
+        }
+        sigma = {
+            s: float(x) for s, x in zip(std.symbols, std.sigma, strict=True) if not math.isnan(x)
+        }
+        return self.engine.market(
+            prices, None, self.funding, time.time() if now is None else now, daily_sigma=sigma
+        )
+
+    def override(
+        self, std: RiskEngine, accounts: Iterable[str] | None = None, now: float | None = None
+    ) -> int:
+        """Portfolio mode: make the portfolio figures the ones that count. HF, BP and
+        tier of `accounts` (default: every account of the book) in the standard engine
+        are replaced by the portfolio engine's (worse of the head and confirmed views),
+        so the credit allocation and the pusher carry them on chain. Degraded flags and
+        liquidation plans stay the standard engine's. Returns how many accounts were
+        set; 0 in standard mode."""
+        if self.cfg.portfolio.mode != "portfolio":
+            return 0
+        book = std.book
+        if accounts is None:
+            idx = np.arange(book.n_accounts, dtype=np.int64)
+        else:
+            found = (book.find_account(a) for a in accounts)
+            idx = np.array(sorted({a for a in found if a is not None}), np.int64)
+        if idx.size == 0:
+            return 0
+        addrs = [book.account_address[int(i)] for i in idx]
+        # Spot legs straight from the book's rows (counted amounts: asymmetric
+        # finality already applied), as arrays: no leg object per position.
+        rows, lengths = book.rows_with_lengths(idx)
+        s_acc = np.repeat(np.arange(idx.size, dtype=np.int64), lengths)
+        units = book.r_amount[rows] * np.where(book.r_side[rows] == COLLATERAL, 1.0, -1.0)
+        keep = units != 0
+        to_pf = np.array([self.engine.asset_index[sym] for sym in std.symbols], np.int64)
+        unmapped: set[str] = set()
+        legs = []
+        for view in ("head", "confirmed"):
+            perps: list[PerpLeg] = []
+            opts: list[OptionLeg] = []
+            for a in addrs:
+                for v in self.views.get(a, []):
+                    p, o = self._legs(a, getattr(v, view), v.chain, unmapped)
+                    perps += p
+                    opts += o
+            b = self.engine.book((), perps, opts, accounts=addrs, chains=std.chains)
+            legs.append(
+                replace(
+                    b,
+                    s_acc=s_acc[keep],
+                    s_chain=book.r_chain[rows][keep].astype(np.int64),
+                    s_asset=to_pf[book.r_asset[rows][keep].astype(np.int64)],
+                    s_units=units[keep],
+                )
+            )
+        mkt = self._market(std, now)
+        res = worst_of(
+            self.engine.compute(legs[0], mkt), self.engine.compute(legs[1], mkt),
+            self.cfg.portfolio.im_factor, self.cfg.risk.warn_hf,
+        )  # fmt: skip
+        std.r_hf[idx] = res.hf
+        std.r_bp[idx] = res.bp
+        std.r_tier[idx] = res.tier
+        return int(idx.size)
+
     def account_margin(
         self, std: RiskEngine, address: str, now: float | None = None
     ) -> dict[str, Any] | None:
@@ -118,17 +189,7 @@ class PortfolioFeed:
             p, o = self._legs(addr, v.confirmed, v.chain, unmapped)
             cp += p
             co += o
-        prices = {
-            s: float(p)
-            for s, p, ok in zip(std.symbols, std.price, std.has_price, strict=True)
-            if ok
-        }
-        sigma = {
-            s: float(x) for s, x in zip(std.symbols, std.sigma, strict=True) if not math.isnan(x)
-        }
-        mkt = self.engine.market(
-            prices, None, self.funding, time.time() if now is None else now, daily_sigma=sigma
-        )
+        mkt = self._market(std, now)
         head = self.engine.book(spot, hp, ho, accounts=[addr])
         conf = self.engine.book(spot, cp, co, accounts=[addr])
         pf = self.cfg.portfolio
@@ -139,7 +200,7 @@ class PortfolioFeed:
         g = self.engine.greeks(head, mkt)
         standard: dict[str, Any] | None = None
         if a is not None:
-            h = std.health(addr)
+            h = std.standard_health(addr)
             standard = {
                 "hf": h.hf if math.isfinite(h.hf) else None,
                 "borrowing_power_usd": h.bp,

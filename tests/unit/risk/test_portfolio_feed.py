@@ -95,6 +95,45 @@ async def test_unknown_market_is_reported_not_guessed(store: Store) -> None:
     assert out is not None and out["unmapped"] == ["DOGE-PERP"]
 
 
+@pytest.mark.parametrize("mode", ["standard", "portfolio"])
+async def test_portfolio_mode_decides_the_figures_that_are_pushed(store: Store, mode: str) -> None:
+    """In portfolio mode the stored HF, BP and tier (what credit allocation and the
+    pusher read) are the portfolio figures; the API keeps both side by side. In
+    standard mode nothing changes."""
+    cfg = config().model_copy(
+        update={"portfolio": config().portfolio.model_copy(update={"mode": mode})}
+    )
+    feed = PortfolioFeed(cfg, store)
+    eng = std_engine(cfg)
+    # 10 WETH on alpha, 15,000 USDC borrowed on beta, a confirmed ETH perp hedge.
+    eng.apply_position(PositionRow(USER, "beta", "USDC", "debt", 15_000 * 10**6, 15_000 * 10**6))
+    eng.recompute()
+    await feed.repo.apply_position_events("beta", [ev(5, "perp", "ETH-PERP", -5, 3000)])
+    await feed.load()
+    feed.views[USER.lower()] = [
+        type(v)(v.chain, v.account, v.kind, v.key, v.head, v.head) for v in feed.views[USER.lower()]
+    ]
+    std = eng.standard_health(USER)
+    n = feed.override(eng, None, now=0.0)
+    eng.allocate_credit(now=0.0)
+    view = feed.account_margin(eng, USER, now=0.0)
+    assert view is not None
+    pf = view["portfolio"]
+    assert view["standard"]["hf"] == pytest.approx(std.hf)  # still the standard figure
+    credit = sum(eng.credit_of(USER).values())
+    if mode == "standard":
+        assert n == 0
+        assert eng.health(USER).hf == pytest.approx(std.hf)
+        assert credit <= std.bp * 1e6
+    else:
+        assert n == 1
+        assert pf["hf"] != pytest.approx(std.hf)
+        assert eng.health(USER).hf == pytest.approx(pf["hf"])
+        assert eng.health(USER).bp == pytest.approx(pf["borrowing_power_usd"])
+        assert eng.health(USER).tier == pf["tier"]
+        assert 0 < credit <= pf["borrowing_power_usd"] * 1e6
+
+
 class _Backend:
     def __init__(self, view: dict[str, Any] | None) -> None:
         self.view = view
