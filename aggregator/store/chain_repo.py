@@ -11,6 +11,8 @@ from decimal import Decimal
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, delete, func, insert, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aggregator.cluster.lease import Fence
@@ -563,32 +565,27 @@ class SqlChainStore:
     async def add_rate_samples(self, samples: Sequence[RateSample]) -> None:
         if not samples:
             return
-        async with self.store.transaction() as s:
-            keys = [(x.asset, x.chain, x.block) for x in samples]
-            existing = {
-                (a, c, int(b))
-                for a, c, b in (
-                    await s.execute(
-                        select(RATE.c.asset, RATE.c.chain, RATE.c.block).where(
-                            tuple_(RATE.c.asset, RATE.c.chain, RATE.c.block).in_(keys)
-                        )
-                    )
-                ).all()
+        # Idempotent by (asset, chain, block): several instances (docs/deployment.md)
+        # sample the same rates, and the database, not a read-then-write, decides.
+        dialect_insert = pg_insert if self.store.dialect == "postgresql" else sqlite_insert
+        stmt = dialect_insert(RATE).on_conflict_do_nothing(
+            index_elements=["asset", "chain", "block"]
+        )
+        now = utcnow()
+        rows = {
+            (x.asset, x.chain, x.block): {
+                "asset": x.asset,
+                "chain": x.chain,
+                "block": x.block,
+                "timestamp": x.timestamp,
+                "rate": x.rate,
+                "scale": x.scale,
+                "observed_at": now,
             }
-            for x in samples:
-                if (x.asset, x.chain, x.block) in existing:
-                    continue
-                existing.add((x.asset, x.chain, x.block))
-                s.add(
-                    LstRateSample(
-                        asset=x.asset,
-                        chain=x.chain,
-                        block=x.block,
-                        timestamp=x.timestamp,
-                        rate=x.rate,
-                        scale=x.scale,
-                    )
-                )
+            for x in samples
+        }
+        async with self.store.transaction() as s:
+            await s.execute(stmt, list(rows.values()))
 
     async def latest_rates(self, chain: str | None = None) -> dict[str, RateSample]:
         async with self.store.session() as s:

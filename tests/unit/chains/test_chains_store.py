@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from aggregator.store import Store
@@ -177,6 +179,18 @@ async def test_rate_samples_latest_per_asset(store: Store) -> None:
     assert latest["wstETH"].rate == 1_190_000_000_000_000_000 and latest["wstETH"].block == 12
     assert latest["sDAI"].rate == 2**200 and latest["sDAI"].scale == 10**6
     assert set(await repo.latest_rates("c")) == {"wstETH"}
+
+
+async def test_instances_adding_the_same_rate_sample_at_once_do_not_collide(
+    store: Store,
+) -> None:
+    """Every instance of a cluster samples LST rates: the same (asset, chain, block)
+    written by several at once is stored once, and none of them fails."""
+    sample = [RateSample("wstETH", "c", 7, 700, 1_150_000_000_000_000_000)]
+    repos = [SqlChainStore(store) for _ in range(4)]
+    await asyncio.gather(*(r.add_rate_samples(sample * 2) for r in repos))
+    latest = await repos[0].latest_rates()
+    assert latest["wstETH"].block == 7 and latest["wstETH"].rate == sample[0].rate
 
 
 @pytest.mark.parametrize("kind", ["deposit", "withdraw", "borrow"])
