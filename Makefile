@@ -50,8 +50,10 @@ devnet-up: setup
 devnet-down: setup
 	$(BIN)/aggregator devnet down
 
+# Chaos soak (docs/reliability.md): AGG_SOAK_S=900 make soak; prints the summary table
+# (also written to data/soak/soak.txt) and fails on any invariant violation.
 soak: setup
-	$(BIN)/python -m pytest -m soak --run-soak $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m soak --run-soak -s $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python -m bench

@@ -220,6 +220,40 @@ class SchedulerConfig(Strict):
     recompute_debounce_s: float = Field(default=0.25, ge=0)
 
 
+def _default_instance_id() -> str:
+    import socket
+
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class ClusterConfig(Strict):
+    """[cluster]: several instances on one PostgreSQL store (docs/deployment.md). Each
+    chain's indexer and pusher run under a lease; ignored on SQLite (one instance)."""
+
+    # Unique per running instance; shown in /v1/chains as the lease holder.
+    instance_id: str = Field(default_factory=_default_instance_id, min_length=1, max_length=128)
+    # A holder that has not renewed for this long (database clock) can be replaced.
+    lease_ttl_s: float = Field(default=15.0, ge=1.0, le=600.0)
+    # Renewal and acquisition attempts; default lease_ttl_s / 3.
+    renew_interval_s: float | None = Field(default=None, gt=0)
+    # How often an instance that does not index a chain reads that chain's changes
+    # from the store into its own ledger.
+    follow_interval_s: float = Field(default=1.0, gt=0, le=60.0)
+
+    @model_validator(mode="after")
+    def _renew(self) -> ClusterConfig:
+        if self.renew_interval_s is not None and self.renew_interval_s >= self.lease_ttl_s / 2:
+            raise ValueError(
+                f"renew_interval_s ({self.renew_interval_s}) must be below lease_ttl_s / 2 "
+                f"({self.lease_ttl_s / 2}): a single late renewal would lose the lease"
+            )
+        return self
+
+    @property
+    def renew_every_s(self) -> float:
+        return self.renew_interval_s if self.renew_interval_s is not None else self.lease_ttl_s / 3
+
+
 # -- portfolio margin mode (docs/portfolio-margin.md) ---------------------------------
 class PerpMarketConfig(Strict):
     """A perpetual market: its on-chain id (the bytes32 text in the Markets contract)
@@ -324,6 +358,7 @@ class AppConfig(BaseSettings):
     scheduler: SchedulerConfig = SchedulerConfig()
     accounts: list[Address] = Field(default_factory=list)
     portfolio: PortfolioConfig = PortfolioConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
     @classmethod
     def settings_customise_sources(

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
+import json
 import logging
 import math
 import signal
@@ -19,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Iterable
 from typing import Any, TypeVar
 
 from aggregator.api import Api, ApiError, checksum_address
+from aggregator.cluster.wiring import ClusterWiring
 from aggregator.config import AppConfig
 from aggregator.jobs import Jobs
 from aggregator.lock import StoreLock, StoreLockedError
@@ -117,6 +120,8 @@ class Daemon:
         self.push = PusherWiring(self)
         # Portfolio margin (docs/portfolio-margin.md): Markets events + scenario engine.
         self.portfolio = PortfolioFeed(cfg, self.store)
+        # Several instances on PostgreSQL (docs/deployment.md): leases per chain.
+        self.cluster = ClusterWiring(self)
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> int:
@@ -153,9 +158,12 @@ class Daemon:
                 log.warning("initial LST rate sampling failed: %s", exc)
             self.jobs.add("lst_rates", self.sample_rates, sch.lst_interval_s, run_now=False)
         for indexer in self.indexers.values():
+            if self.cluster.enabled:
+                break  # each chain's indexer starts under its index lease
             self.supervisor.spawn(f"index:{indexer.chain}", self._index_loop(indexer))
         self.supervisor.spawn("recompute", self._recompute_loop)
         await self._step("pusher start", self.push.start())
+        await self._step("cluster start", self.cluster.start())
         self.jobs.add("oracle", self.refresh_prices, sch.oracle_interval_s)
         self.jobs.add("reconcile", self.reconcile, sch.reconcile_interval_s, critical=False)
         self.jobs.add("metrics", self.refresh_metrics, 5.0, critical=False)
@@ -184,6 +192,7 @@ class Daemon:
         await self.api.stop()
         await self.jobs.shutdown()
         await self.supervisor.stop()
+        await self.cluster.stop()
         await self.push.stop()
         for q in list(self._subscribers):
             with contextlib.suppress(asyncio.QueueFull):
@@ -293,9 +302,20 @@ class Daemon:
                 self._record_consumption(row, now)
             self.engine.apply_position(row)
         if self.prices_ready:
+            self._portfolio_override({r.account for r in rows} | set(accounts))
             self.engine.allocate_credit(accounts=[r.account for r in rows])
             self._publish({r.account.lower() for r in rows})
             self.push.wake()
+
+    def _portfolio_override(self, accounts: set[str] | None) -> None:
+        """[portfolio] mode = "portfolio": the portfolio figures become the ones the
+        credit allocation and the pusher use (docs/portfolio-margin.md). A portfolio
+        input that is missing (e.g. no implied volatility for an option's underlying)
+        keeps the standard figures for this round and says so."""
+        try:
+            self.portfolio.override(self.engine, accounts)
+        except (KeyError, ValueError, RuntimeError) as exc:
+            log.error("portfolio margin not applied, standard figures kept: %s", exc)
 
     def _record_consumption(self, row: PositionRow, now: float) -> None:
         """Feed the demand credit policy: a borrow (debt up) or a withdrawal (collateral
@@ -333,6 +353,7 @@ class Daemon:
         self.engine.set_volatility(sigma, relative)
         with self.metrics.recompute_seconds.time():
             self.engine.recompute()
+            self._portfolio_override(None)
             self.engine.allocate_credit()
         self.prices_ready = True
         for sym, p in prices.items():
@@ -357,6 +378,8 @@ class Daemon:
         for name, indexer in self.indexers.items():
             if indexer.status.fatal or not indexer.status.caught_up:
                 continue
+            if not self.cluster.owns_index(name):
+                continue  # indexed (and reconciled) by another instance
             mismatches = await indexer.reconcile()
             if mismatches:
                 self.metrics.reconcile_mismatch.labels(chain=name).inc(len(mismatches))
@@ -524,6 +547,36 @@ class Daemon:
             "status": "degraded" if eng.r_degraded[a] else "ok",
         }
 
+    # -- /v1/accounts/{address}/health fast path (bench/api_load.py) -------------------
+    def account_health_body(self, address: str) -> bytes | None:
+        """The JSON body of account_health(address), byte for byte what
+        api.dumps(account_health(address)) encodes, formatted directly: building the
+        dict and running the encoder over it was most of the route's own CPU. `address`
+        is the one the client asked for (any case; the API has matched its form): it is
+        the book's account, so its checksum is the view's `account`.
+        tests/unit/api/test_health_body.py compares the two over every kind of account."""
+        self._require_prices()
+        eng = self.engine
+        a = eng.book.find_account(address)
+        if a is None:
+            return None
+        hf = float(eng.r_hf[a])
+        bp = float(eng.r_bp[a])
+        if math.isfinite(hf):
+            hf_json, hf_text = repr(hf), f"{hf:.6f}"
+        else:
+            hf_json, hf_text = "null", "inf"
+        credit = _credit_template(tuple(eng.chains)) % tuple(
+            [usd6_text(v) for v in eng.credit[a].tolist()]
+        )
+        return (
+            f'{{"account": "{checksum_address(address)}", "hf": {hf_json}, '
+            f'"hf_text": "{hf_text}", '
+            f'"borrowing_power_usd": {repr(bp) if math.isfinite(bp) else "null"}, '
+            f'"tier": "{TIERS[int(eng.r_tier[a])]}", "credit_usd": {credit}, '
+            f'"status": "{"degraded" if eng.r_degraded[a] else "ok"}"}}'
+        ).encode()
+
     def list_accounts(
         self, tier: str | None, limit: int, cursor: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
@@ -558,6 +611,7 @@ class Daemon:
             st["chain_id"] = settings.chain_id
             st["confirmations"] = settings.confirmations
             st["pusher"] = self.push.chain_status(name)
+            st["cluster"] = self.cluster.chain_view(name)
             out.append(st)
         return out
 
@@ -582,6 +636,14 @@ class Daemon:
     def set_push_paused(self, paused: bool) -> dict[str, Any]:
         """Admin: stop or restart sending new update batches (receipts are still followed)."""
         return self.push.set_paused(paused)
+
+
+@functools.lru_cache(maxsize=8)
+def _credit_template(chains: tuple[str, ...]) -> str:
+    """`credit_usd` of the health view as a %-template: chain names JSON-encoded once,
+    exactly as the API's encoder writes them (a % in a name is escaped)."""
+    keys = [json.dumps(c).replace("%", "%%") for c in chains]
+    return "{" + ", ".join(f'{k}: "%s"' for k in keys) + "}"
 
 
 def usd6_text(v: int) -> str:

@@ -83,6 +83,7 @@ class Metrics:
         )
         self._totals: dict[tuple[int, tuple[str, ...]], float] = {}
         self._pusher_metrics(r)
+        self._cluster_metrics(r)
 
     def _pusher_metrics(self, r: CollectorRegistry) -> None:
         """HealthRegistry pusher (aggregator/push/service.py, docs/pusher.md)."""
@@ -123,6 +124,27 @@ class Metrics:
             "agg_pusher_keeper_low", "1 below pusher.min_keeper_balance_eth", ["chain"], registry=r
         )
         self.pusher_paused = Gauge("agg_pusher_paused", "1 while pushing is paused", registry=r)
+
+    def _cluster_metrics(self, r: CollectorRegistry) -> None:
+        """Leases of the multi-instance deployment (aggregator/cluster, docs/deployment.md)."""
+        self.cluster_lease_held = Gauge(
+            "agg_cluster_lease_held", "1 while this instance holds the lease", ["lease"], registry=r
+        )
+        self.cluster_takeovers = Counter(
+            "agg_cluster_lease_takeovers",
+            "Leases this instance took over from another instance",
+            ["lease"],
+            registry=r,
+        )
+        self.cluster_acquisitions = Counter(
+            "agg_cluster_lease_acquisitions", "Lease tenures started here", ["lease"], registry=r
+        )
+        self.cluster_losses = Counter(
+            "agg_cluster_lease_losses",
+            "Lease tenures that ended here without a clean release",
+            ["lease"],
+            registry=r,
+        )
 
     def advance(self, counter: Counter, total: float, *labels: str) -> None:
         """Feed a counter from a running total kept elsewhere (indexer and RPC status

@@ -287,8 +287,32 @@ _SCHEMAS: dict[str, Any] = {
                         ["url", "state"], url={"type": "string"}, state={"type": "string"}
                     ),
                 },
+                # Multi-instance leases (docs/deployment.md); null on SQLite.
+                cluster={
+                    "oneOf": [
+                        {"type": "null"},
+                        _obj(
+                            ["instance_id", "index", "push"],
+                            instance_id={"type": "string"},
+                            index={"$ref": "#/components/schemas/Lease"},
+                            push={"$ref": "#/components/schemas/Lease"},
+                        ),
+                    ]
+                },
             ),
         },
+    ),
+    "Lease": _obj(
+        ["lease", "holder", "token", "live", "held_here"],
+        lease={"type": "string"},
+        holder=_STR_OR_NULL,
+        token={"type": ["integer", "null"]},
+        live={"type": "boolean"},
+        held_here={"type": "boolean"},
+        local_token={"type": ["integer", "null"]},
+        acquired_at={"type": ["number", "null"]},
+        expires_at={"type": ["number", "null"]},
+        previous_holder=_STR_OR_NULL,
     ),
     "OpenApiDocument": _obj(["openapi", "info", "paths"], openapi={"type": "string"}),
 }

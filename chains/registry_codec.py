@@ -15,6 +15,7 @@ truncated, because a truncated credit would be a silently wrong on-chain limit.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -106,10 +107,27 @@ def is_empty_slot(slot: int) -> bool:
     return slot == 0
 
 
+_HEX_ADDRESS = re.compile(r"(0[xX])?[0-9a-fA-F]{40}")
+
+
+def _account_bytes(account: object) -> bytes:
+    """The 20 bytes of a hex address (the checks of _check_account, without building
+    its checksum: a batch of thousands of entries paid more for that than for
+    everything else)."""
+    if not isinstance(account, str) or _HEX_ADDRESS.fullmatch(account) is None:
+        raise ValueError(f"account is not a 20-byte hex address: {account!r}")
+    raw = bytes.fromhex(account[-40:])
+    if raw == _ZERO20:
+        raise ValueError("account must not be the zero address")
+    return raw
+
+
+_ZERO20 = bytes(20)
+
+
 def pack_entry(account: str, entry: RegistryEntry) -> bytes:
     """20-byte account ++ 32-byte big-endian slot."""
-    addr = _check_account(account)
-    return bytes.fromhex(addr[2:]) + pack_slot(entry).to_bytes(32, "big")
+    return _account_bytes(account) + pack_slot(entry).to_bytes(32, "big")
 
 
 def unpack_entry(data: bytes) -> tuple[str, RegistryEntry]:
@@ -124,16 +142,17 @@ def pack_batch(entries: Iterable[tuple[str, RegistryEntry]]) -> bytes:
     the contract would skip the second one (same or older as_of) or let it win, and
     either way the caller meant something else."""
     out = bytearray()
-    seen: set[str] = set()
+    seen: set[bytes] = set()
     for n, (account, entry) in enumerate(entries):
         try:
             packed = pack_entry(account, entry)
         except ValueError as exc:
             raise ValueError(f"entry {n}: {exc}") from None
-        addr = to_checksum_address(account)
-        if addr in seen:
+        key = packed[:20]
+        if key in seen:
+            addr = to_checksum_address(key)
             raise ValueError(f"entry {n}: account {addr} appears twice in one batch")
-        seen.add(addr)
+        seen.add(key)
         out += packed
     return bytes(out)
 

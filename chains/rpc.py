@@ -520,10 +520,28 @@ class RpcClient:
             ep.failures = 0
 
         results = await asyncio.gather(*(one(ep) for ep in self._endpoints), return_exceptions=True)
-        for res in results:
-            if isinstance(res, BaseException):
+        mismatched: list[tuple[_Endpoint, ChainIdMismatch]] = []
+        for ep, res in zip(self._endpoints, results, strict=True):
+            if isinstance(res, ChainIdMismatch):
+                mismatched.append((ep, res))
+            elif isinstance(res, BaseException):
                 raise res
+        if mismatched:
+            self._demote_wrong_chain(mismatched)
         self._check_lag()
+
+    def _demote_wrong_chain(self, mismatched: list[tuple[_Endpoint, ChainIdMismatch]]) -> None:
+        """One endpoint serving another chain while another serves ours is a bad endpoint
+        (a provider that switched networks, a DNS mix-up): demote it like any liar. When no
+        endpoint serves the configured chain id the configuration is wrong: fatal."""
+        if not any(
+            ep.state == "healthy" and not ep.integrity_demoted
+            for ep in self._endpoints
+            if ep not in {m[0] for m in mismatched}
+        ):
+            raise mismatched[0][1]
+        for ep, exc in mismatched:
+            self._demote(ep, f"wrong chain: {exc}", integrity=True)
 
     def _check_lag(self) -> None:
         heads = [ep.head for ep in self._endpoints if ep.state == "healthy" and ep.head]
@@ -595,6 +613,20 @@ class RpcClient:
         return result
 
     async def get_blocks(self, numbers: Sequence[int]) -> dict[int, BlockRef]:
+        """Headers of `numbers`; consecutive ones must chain (parentHash = the previous
+        hash). When they do not, every endpoint is asked for the broken pair: one whose own
+        answers do not chain lies about headers and is demoted, then the headers are read
+        again. A real reorg between two reads chains on a re-read, so it demotes nobody and
+        the caller sees it as before."""
+        # The block below the first is read too, so even a single header is checked.
+        wanted = sorted({*numbers, *([min(numbers) - 1] if numbers and min(numbers) > 0 else [])})
+        out = await self._fetch_blocks(wanted)
+        broken = [n for n in wanted if n - 1 in out and out[n].parent_hash != out[n - 1].hash]
+        if broken and await self._demote_unchained(broken[0]):
+            out = await self._fetch_blocks(wanted)
+        return {n: out[n] for n in numbers}
+
+    async def _fetch_blocks(self, numbers: Sequence[int]) -> dict[int, BlockRef]:
         refs = await asyncio.gather(*(self.get_block(n) for n in numbers))
         out: dict[int, BlockRef] = {}
         for n, ref in zip(numbers, refs, strict=True):
@@ -604,6 +636,40 @@ class RpcClient:
                 )
             out[n] = ref
         return out
+
+    async def _demote_unchained(self, n: int) -> bool:
+        """Ask each usable endpoint for blocks n - 1 and n; demote those whose two headers
+        do not chain, twice in a row (a reorg between two reads chains the second time).
+        True when one was demoted."""
+        now = self.clock()
+        demoted = False
+        for ep in self._endpoints:
+            if ep.integrity_demoted or not ep.usable(now):
+                continue
+            reason = ""
+            for _attempt in range(2):
+                try:
+                    lo, hi = await asyncio.gather(
+                        ep.raw("eth_getBlockByNumber", [hex(n - 1), False]),
+                        ep.raw("eth_getBlockByNumber", [hex(n), False]),
+                    )
+                except (EndpointFault, _NodeError):
+                    reason = ""  # transport trouble is judged by the normal path
+                    break
+                if not isinstance(lo, dict) or not isinstance(hi, dict):
+                    reason = ""
+                    break
+                parent, prev = str(hi.get("parentHash")).lower(), str(lo.get("hash")).lower()
+                if parent == prev:
+                    reason = ""
+                    break
+                reason = (
+                    f"headers do not chain: block {n} parentHash {parent}, block {n - 1} {prev}"
+                )
+            if reason:
+                self._demote(ep, reason, integrity=True)
+                demoted = True
+        return demoted
 
     async def get_logs(
         self, address: str, topics: list[Any], from_block: int, to_block: int

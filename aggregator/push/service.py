@@ -11,10 +11,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 from eth_utils import to_checksum_address
 
 from aggregator.config import AppConfig
@@ -23,8 +24,11 @@ from aggregator.push.controller import (
     RIDE_ALONG,
     Desired,
     GasModel,
+    OnchainArrays,
     Planned,
     TriggerRules,
+    candidates,
+    hf_fixed_array,
     plan_chain,
     select_batch,
 )
@@ -35,7 +39,7 @@ from chains.pusher.listener import RegistryListener
 from chains.pusher.sender import ChainSender, SenderHooks
 from chains.pusher.store import PushStore
 from chains.pusher.types import PushChainSettings
-from chains.registry_codec import TIERS, RegistryEntry, hf_to_fixed
+from chains.registry_codec import TIERS, RegistryEntry
 from chains.rpc import RpcClient, RpcError
 
 log = logging.getLogger(__name__)
@@ -81,12 +85,25 @@ class ChainPusher:
         self.settings = settings
         self.name = settings.name
         self.client = client
-        self.listener = RegistryListener(settings.name, client, settings.registry, store)
         self.sender = (
             None
             if key is None or dry_run
             else ChainSender(settings, client, store, key, hooks=hooks)
         )
+        self.listener = RegistryListener(
+            settings.name,
+            client,
+            settings.registry,
+            store,
+            payload_of=None if self.sender is None else self.sender.payload_of,
+            recheck_depth=max(12, settings.confirmations),
+        )
+        if self.sender is not None:
+            listener = self.listener
+            self.sender.on_unmined = lambda rec: listener.invalidate(a for a, _ in rec.entries())
+        # The listener's state as arrays by engine account index (vectorised triggers).
+        self.onchain_arrays = OnchainArrays()
+        self.known_accounts = 0  # book accounts already handed to the listener
         self.key_address = None if key is None else key.address
         self.state = ChainPushState(settings.name)
         self.wake = asyncio.Event()
@@ -192,10 +209,14 @@ class PushService:
         st.cycles += 1
         if not self.ready():
             return []
-        accounts = {a.lower() for a in self.engine.book.account_address}
-        accounts |= set(cp.listener.onchain)
-        snap = await cp.listener.read(accounts)
+        book = self.engine.book
+        n = book.n_accounts
+        addresses = book.account_address
+        new = addresses[cp.known_accounts : n]
+        snap = await cp.listener.refresh(new)
+        cp.known_accounts = n
         st.onchain_block, st.onchain_timestamp = snap.block, snap.timestamp
+        cp.onchain_arrays.sync(snap.entries, snap.changed, book.account_index, addresses, n)
         if cp.sender is not None:
             await cp.sender.step()
         if cp.key_address is not None:
@@ -204,12 +225,7 @@ class PushService:
         if self.paused:
             return []
         inflight = cp.sender.inflight_entries() if cp.sender is not None else {}
-        baseline: dict[str, RegistryEntry | None] = {
-            a: inflight.get(a, snap.entries.get(a)) for a in accounts
-        }
-        empty = {a: snap.entries.get(a) is None for a in accounts}
-        desired = self._desired(name, snap.entries)
-        planned = plan_chain(desired, baseline, snap.timestamp, self.rules, empty)
+        planned = self._plan(name, cp, snap.entries, snap.timestamp, inflight)
         budget = int(cp.settings.batch_gas_budget / cp.settings.gas_headroom)
         batch = select_batch(planned, budget, self.gas_model)
         if not batch:
@@ -217,8 +233,23 @@ class PushService:
         if cp.sender is None:
             self._dry_run(cp, batch)
             return batch
-        if not cp.sender.can_send():
-            return []
+        # Several batches per cycle, up to max_in_flight transactions: a price move
+        # that changes thousands of accounts goes out in one cycle (each batch sized
+        # by the gas budget), not one batch per interval.
+        sent: list[Planned] = []
+        while batch and cp.sender.can_send():
+            got = await self._send(cp, batch)
+            if not got:
+                break
+            sent += got
+            done = {p.account for p in got}
+            planned = [p for p in planned if p.account not in done]
+            batch = select_batch(planned, budget, self.gas_model)
+        return sent
+
+    async def _send(self, cp: ChainPusher, batch: list[Planned]) -> list[Planned]:
+        assert cp.sender is not None
+        st = cp.state
         while batch:
             try:
                 rec = await cp.sender.send_batch([(p.account, p.entry) for p in batch])
@@ -232,34 +263,59 @@ class PushService:
             except PushError:
                 st.pushes_failed += 1
                 if self.metrics is not None:
-                    self.metrics.pusher_failed.labels(chain=name).inc()
+                    self.metrics.pusher_failed.labels(chain=cp.name).inc()
                 raise
             self._note_push(cp, batch, rec.summary())
             return batch
         return []
 
-    def _desired(self, chain: str, onchain: dict[str, RegistryEntry | None]) -> list[Desired]:
-        out: list[Desired] = []
+    def _plan(
+        self,
+        chain: str,
+        cp: ChainPusher,
+        onchain: Mapping[str, RegistryEntry | None],
+        chain_ts: int,
+        inflight: dict[str, RegistryEntry],
+    ) -> list[Planned]:
+        """The trigger rules for every account of the book: one vectorised pass over the
+        engine's arrays finds the accounts that may need a push (against what is on
+        chain), the per-account rules (plan_chain) run for those and for every account
+        with an entry in flight (whose baseline is that entry)."""
         eng = self.engine
-        for addr in eng.book.account_address:
-            h = eng.health(addr)
-            credit = int(eng.credit_of(addr).get(chain, 0))
-            key = addr.lower()
-            current = onchain.get(key)
-            if h.degraded and current is not None:
-                # Degraded prices: credit may go down, never up. What is on chain (after
-                # the vault consumed some) is the ceiling, not the ledger's last value.
-                credit = min(credit, current.credit_usd6)
-            out.append(
-                Desired(
-                    account=key,
-                    credit_usd6=credit,
-                    hf_1e9=hf_to_fixed(h.hf),
-                    tier=TIER_CODE[h.tier],
-                    has_debt=h.debt_usd > 0,
-                )
-            )
-        return out
+        n = eng.book.n_accounts
+        c = eng.chains.index(chain)
+        base = cp.onchain_arrays
+        hf = hf_fixed_array(eng.r_hf[:n])
+        tier = eng.r_tier[:n].astype(np.int64)
+        credit = eng.credit[:n, c].astype(np.int64)
+        # Degraded prices: credit may go down, never up. What is on chain (after the
+        # vault consumed some) is the ceiling, not the ledger's last value.
+        cap = eng.r_degraded[:n] & base.present[:n]
+        credit = np.where(cap, np.minimum(credit, base.credit[:n]), credit)
+        has_debt = np.isfinite(eng.r_hf[:n])
+        idx = candidates(
+            base,
+            credit=credit,
+            hf=hf,
+            tier=tier,
+            has_debt=has_debt,
+            chain_ts=chain_ts,
+            rules=self.rules,
+        )
+        addresses = eng.book.account_address
+        picked = {addresses[i]: int(i) for i in idx.tolist()}
+        index = eng.book.account_index
+        for a in inflight:
+            i = index.get(a)
+            if i is not None and i < n:
+                picked[a] = i
+        desired = [
+            Desired(a, int(credit[i]), int(hf[i]), int(tier[i]), bool(has_debt[i]))
+            for a, i in picked.items()
+        ]
+        baseline = {a: inflight.get(a, onchain.get(a)) for a in picked}
+        empty = {a: onchain.get(a) is None for a in picked}
+        return plan_chain(desired, baseline, chain_ts, self.rules, empty)
 
     def _dry_run(self, cp: ChainPusher, batch: list[Planned]) -> None:
         gas = self.gas_model.cost(batch)

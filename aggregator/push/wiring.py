@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from aggregator.cluster.lease import Fence
 from aggregator.config import load_secrets
-from aggregator.push.service import PushService
+from aggregator.push.service import ChainPusher, PushService
 from aggregator.store.push_repo import SqlPushStore
 from chains.pusher.keys import KeeperKey, KeyLoadError, load_keeper_key
 
@@ -24,6 +26,7 @@ class PusherWiring:
     def __init__(self, daemon: Daemon) -> None:
         self.d = daemon
         self.service: PushService | None = None
+        self._key: KeeperKey | None = None
         self.disabled_reason: str | None = None
         self._caught_up: set[str] = set()
         secrets = load_secrets()
@@ -87,16 +90,45 @@ class PusherWiring:
         )
         await service.load()
         self.service = service
+        self._key = key
         log.info(
             "pusher: keeper %s on %s%s",
             key.address if key else "(none)",
             ", ".join(service.chains) or "no chain with a registry",
             " [dry run]" if p.dry_run else "",
         )
+        if d.cluster.enabled:
+            return  # each chain's loop starts under its push lease (start_chain)
         for name in service.chains:
             d.supervisor.spawn(
                 f"push:{name}", functools.partial(service.run_chain, name, d.stop_event)
             )
+
+    async def start_chain(
+        self,
+        name: str,
+        fence: Fence,
+        guard: Callable[[Callable[[], Awaitable[None]]], Callable[[], Awaitable[None]]],
+    ) -> None:
+        """Multi-instance: this instance now holds `push:<name>` (aggregator/cluster). A
+        fresh sender over a store fenced by the lease: its first step reconciles the
+        stored nonce and pending records with the chain, as after a restart."""
+        s = self.service
+        if s is None or name not in s.chains:
+            return
+        old = s.chains[name]
+        cp = ChainPusher(
+            old.settings,
+            old.client,
+            SqlPushStore(self.d.store, fence=fence),
+            self._key,
+            dry_run=s.dry_run,
+        )
+        await cp.listener.load()
+        s.chains[name] = cp
+        self.d.supervisor.spawn(
+            f"push:{name}", guard(functools.partial(s.run_chain, name, self.d.stop_event))
+        )
 
     async def stop(self) -> None:
         """Every record is persisted before its broadcast, so stopping needs no flush; say

@@ -8,6 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -26,8 +27,16 @@ def _upgrade(conn: Connection) -> None:
     command.upgrade(cfg, "head")
 
 
+# pg_advisory_xact_lock key for migrations (any constant; "aggmigr" in ASCII).
+MIGRATION_LOCK_KEY = 0x6167676D69677231
+
+
 async def upgrade_async(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Several instances starting together on one PostgreSQL (docs/deployment.md):
+            # one migrates, the others wait here and then find the schema at head.
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
         await conn.run_sync(_upgrade)
 
 

@@ -8,7 +8,9 @@ from typing import Any, cast
 from sqlalchemy import Table, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from aggregator.cluster.lease import Fence
 from aggregator.store.db import Store
 from aggregator.store.models.meta import utcnow
 from aggregator.store.models.push import PushOnchain, PushTx
@@ -98,12 +100,20 @@ def _record(m: Any) -> TxRecord:
 
 
 class SqlPushStore:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, fence: Fence | None = None) -> None:
         self.store = store
+        # Multi-instance (aggregator/cluster): the push lease tenure that may write tx
+        # records (nonces); checked first in each such transaction. None: one instance.
+        self.fence = fence
+
+    async def _fenced(self, s: AsyncSession) -> None:
+        if self.fence is not None:
+            await self.fence.check(s)
 
     async def insert_tx(self, rec: TxRecord) -> int:
         values = _values(rec)
         async with self.store.transaction() as s:
+            await self._fenced(s)
             result = await s.execute(insert(TX).values(**values).returning(TX.c.id))
             rec.id = int(result.scalar_one())
         return rec.id
@@ -114,6 +124,7 @@ class SqlPushStore:
         values = _values(rec)
         changes = {k: values[k] for k in (*_MUTABLE, "updated_at")}
         async with self.store.transaction() as s:
+            await self._fenced(s)
             await s.execute(update(TX).where(TX.c.id == rec.id).values(**changes))
 
     async def open_txs(self, chain: str, sender: str) -> list[TxRecord]:

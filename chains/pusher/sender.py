@@ -42,7 +42,7 @@ from chains.pusher.fees import Fees, replacement_fees, suggest_fees
 from chains.pusher.keys import KeeperKey
 from chains.pusher.store import PushStore
 from chains.pusher.types import PushChainSettings, SenderStatus, TxRecord
-from chains.registry_codec import RegistryEntry, pack_batch
+from chains.registry_codec import RegistryEntry, pack_batch, unpack_slot
 from chains.rpc import RpcClient, RpcResponseError, RpcUnavailable, selector
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,14 @@ class ChainSender:
         self.status = SenderStatus(chain=self.chain, sender=self.sender)
         self._reconciled = False
         self._cap_warned = False
+        # Payloads of records that became final lately, by every hash they were sent
+        # under: the listener may see a batch's log after the record left `records`.
+        self._recent_payloads: dict[str, bytes] = {}
+        # Parsed entries of open records (a payload never changes), by record id.
+        self._entries_cache: dict[int, list[tuple[str, RegistryEntry]]] = {}
+        # Called when a mined record left the chain (reorg) or a record was dropped:
+        # whatever was inferred from it about on-chain state must be read again.
+        self.on_unmined: Callable[[TxRecord], None] | None = None
 
     # ------------------------------------------------------------------ queries
     def open_records(self) -> list[TxRecord]:
@@ -124,11 +132,41 @@ class ChainSender:
         """account (lower) -> newest entry in an open record (sent, not yet final)."""
         out: dict[str, RegistryEntry] = {}
         for rec in self.open_records():
-            for account, entry in rec.entries():
-                key = account.lower()
+            for key, entry in self._record_entries(rec):
                 if key not in out or out[key].as_of < entry.as_of:
                     out[key] = entry
         return out
+
+    def _record_entries(self, rec: TxRecord) -> list[tuple[str, RegistryEntry]]:
+        """(lower-case account, entry) of a record's payload, parsed once per record."""
+        rid = rec.id if rec.id is not None else -1
+        got = self._entries_cache.get(rid)
+        if got is None:
+            p = rec.payload
+            got = [
+                ("0x" + p[i : i + 20].hex(), unpack_slot(int.from_bytes(p[i + 20 : i + 52], "big")))
+                for i in range(0, len(p), 52)
+            ]
+            self._entries_cache[rid] = got
+        return got
+
+    def payload_of(self, tx_hash: str) -> bytes | None:
+        """The payload we sent under `tx_hash` (any attempt of an open or recently final
+        record), else None."""
+        h = tx_hash.lower()
+        for rec in self.records.values():
+            if h in (x.lower() for x in rec.hashes):
+                return rec.payload
+        return self._recent_payloads.get(h)
+
+    def _forget(self, rec: TxRecord) -> None:
+        """A record became final: keep its payload findable by hash for a while."""
+        self.records.pop(rec.id or -1, None)
+        self._entries_cache.pop(rec.id or -1, None)
+        for h in rec.hashes:
+            self._recent_payloads[h.lower()] = rec.payload
+        while len(self._recent_payloads) > 512:
+            del self._recent_payloads[next(iter(self._recent_payloads))]
 
     def _refresh_status(self) -> None:
         self.status.pending_txs = len(self.records)
@@ -461,6 +499,8 @@ class ChainSender:
             rec.gas_used = None
             rec.last_sent_at = self.clock()
             await self._persist(rec)
+            if self.on_unmined is not None:
+                self.on_unmined(rec)
             await self._broadcast(rec)
             return
         block = int(str(receipt["blockNumber"]), 16)
@@ -484,7 +524,7 @@ class ChainSender:
             self.status.confirmed_total += 1
             self.status.gas_used_total += rec.gas_used
         await self._persist(rec)
-        self.records.pop(rec.id or -1, None)
+        self._forget(rec)
 
     async def _drop(self, rec: TxRecord, reason: str) -> None:
         rec.status = "dropped"
@@ -493,4 +533,6 @@ class ChainSender:
         self.status.last_error = reason
         log.warning("chain %s: record %s dropped: %s", self.chain, rec.id, reason)
         await self._persist(rec)
-        self.records.pop(rec.id or -1, None)
+        self._forget(rec)
+        if self.on_unmined is not None:
+            self.on_unmined(rec)

@@ -3,7 +3,8 @@
 It forwards requests to `upstream` and injects, per request and with seeded
 probabilities: dropped connections, delays, HTTP 500 / 429, malformed JSON;
 and, as standing modes, a lagging node (serves a head `lag_blocks` old and
-nothing newer) and wrong eth_call answers. `getlogs_max_range` makes it reject
+nothing newer), wrong eth_call answers, logs of another address, headers with a
+wrong parentHash and a wrong chain id. `getlogs_max_range` makes it reject
 wide eth_getLogs queries with a provider-style message.
 """
 
@@ -43,6 +44,9 @@ class FaultProxy:
         wrong_call: bool = False,
         getlogs_max_range: int | None = None,
         range_message: str = "infura",
+        wrong_log_address: bool = False,
+        wrong_parent: bool = False,
+        chain_id: int | None = None,
         protect_methods: tuple[str, ...] = (),
     ) -> None:
         self.upstream = upstream
@@ -53,6 +57,11 @@ class FaultProxy:
         self.wrong_call = wrong_call
         self.getlogs_max_range = getlogs_max_range
         self.range_message = range_message
+        # Lies a hostile or broken node may tell: logs of another contract, headers whose
+        # parentHash does not chain, another network's chain id.
+        self.wrong_log_address = wrong_log_address
+        self.wrong_parent = wrong_parent
+        self.chain_id = chain_id
         # Methods never given random faults (e.g. anvil_* used by the test itself).
         self.protect_methods = protect_methods
         self.stats: Counter[str] = Counter()
@@ -175,7 +184,23 @@ class FaultProxy:
                     if int(q["fromBlock"], 16) > lagged:
                         return {"jsonrpc": "2.0", "result": []}
                     params = [q]
+        if method == "eth_chainId" and self.chain_id is not None:
+            self.stats["wrong_chain_id"] += 1
+            return {"jsonrpc": "2.0", "result": hex(self.chain_id)}
         answer = await self._upstream(method, params)
+        result = answer.get("result")
+        if method == "eth_getLogs" and self.wrong_log_address and isinstance(result, list):
+            for entry in result:
+                self.stats["wrong_log_address"] += 1
+                entry["address"] = "0x" + "de" * 20
+        if (
+            method == "eth_getBlockByNumber"
+            and self.wrong_parent
+            and isinstance(result, dict)
+            and params[0] not in ("latest", "pending")
+        ):
+            self.stats["wrong_parent"] += 1
+            result["parentHash"] = "0x" + "ab" * 32
         if method == "eth_call" and self.wrong_call and "result" in answer:
             self.stats["wrong_call"] += 1
             answer["result"] = _corrupt(answer["result"])

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from chains.registry_codec import HF_INFINITE, RegistryEntry, pack_batch, pack_slot, unpack_slot
+from eth_utils import keccak, to_checksum_address
+
+from chains.registry_codec import (
+    HF_INFINITE,
+    RegistryEntry,
+    pack_batch,
+    pack_slot,
+    unpack_batch,
+    unpack_slot,
+)
 from tests.contract.conftest import System, events, revert_reason, tx
 
 
@@ -46,11 +55,13 @@ def test_only_owner_manages_roles(system: System) -> None:
 def test_update_stores_slot_and_emits_events(system: System) -> None:
     user = system.accounts[2]
     e = entry(system.now(), credit=123_456_789, hf=HF_INFINITE, tier=1)
-    receipt = tx(system.registry.functions.update(pack_batch([(user, e)])), system.keeper)
-    updated = events(system.registry, "EntryUpdated", receipt)
+    batch = pack_batch([(user, e)])
+    receipt = tx(system.registry.functions.update(batch), system.keeper)
     applied = events(system.registry, "BatchApplied", receipt)
-    assert [(u.account, u.slot) for u in updated] == [(user, pack_slot(e))]
     assert (applied[0].keeper, applied[0].applied, applied[0].skipped) == (system.keeper, 1, 0)
+    assert applied[0].batchHash == keccak(batch)
+    # One log per batch, none per entry: entries are recovered from the calldata.
+    assert len(receipt["logs"]) == 1
     assert system.registry.functions.healthOf(user).call() == [HF_INFINITE, 1, e.as_of]
     assert system.registry.functions.creditOf(user).call() == 123_456_789
 
@@ -68,7 +79,7 @@ def test_entry_not_newer_is_skipped_and_reported(system: System) -> None:
         applied = events(system.registry, "BatchApplied", receipt)
         assert [(s.account, s.storedAsOf, s.givenAsOf) for s in skipped] == [(user, t, older)]
         assert (applied[0].applied, applied[0].skipped) == (0, 1)
-        assert events(system.registry, "EntryUpdated", receipt) == []
+        assert len(receipt["logs"]) == 2  # EntrySkipped + BatchApplied
         assert system.registry.functions.creditOf(user).call() == 5
 
 
@@ -82,6 +93,9 @@ def test_mixed_batch_applies_newer_and_skips_older(system: System) -> None:
     receipt = tx(system.registry.functions.update(batch), system.keeper)
     applied = events(system.registry, "BatchApplied", receipt)[0]
     assert (applied.applied, applied.skipped) == (2, 1)
+    assert applied.batchHash == keccak(batch)
+    skipped = events(system.registry, "EntrySkipped", receipt)
+    assert [(s.account, s.storedAsOf, s.givenAsOf) for s in skipped] == [(b, t, t - 5)]
     assert [system.registry.functions.creditOf(x).call() for x in (a, b, c)] == [
         1,
         1_000_000_000,
@@ -100,6 +114,7 @@ def test_empty_batch_is_a_no_op(system: System) -> None:
     receipt = tx(system.registry.functions.update(b""), system.keeper)
     applied = events(system.registry, "BatchApplied", receipt)[0]
     assert (applied.applied, applied.skipped) == (0, 0)
+    assert applied.batchHash == keccak(b"")
 
 
 def test_reserved_bits_revert_the_whole_batch(system: System) -> None:
@@ -108,7 +123,7 @@ def test_reserved_bits_revert_the_whole_batch(system: System) -> None:
     slot = pack_slot(entry(system.now())) | 1
     bad = good + bytes.fromhex(b[2:]) + slot.to_bytes(32, "big")
     reason = revert_reason(system.registry.functions.update(bad), system.keeper)
-    assert reason.startswith("ReservedBitsSet(")
+    assert reason == f"ReservedBitsSet({b.lower()}, {slot})"
     assert system.registry.functions.entryOf(a).call() == 0
 
 
@@ -149,3 +164,21 @@ def test_consume_credit_decrements_only_credit(system: System) -> None:
     assert got == RegistryEntry(600, e.hf_1e9, e.as_of, e.tier)
     reason = revert_reason(system.registry.functions.consumeCredit(user, 601), consumer)
     assert reason == f"InsufficientCredit({user.lower()}, 600, 601)"
+
+
+def test_large_batch_stores_every_entry_in_order_with_duplicates(system: System) -> None:
+    """The assembly loop walks the calldata: every one of N entries lands in its own
+    account's mapping slot (same storage as a Solidity mapping read by entryOf), and a
+    later duplicate in the same batch with the same as-of is skipped."""
+    t = system.now()
+    accts = [to_checksum_address(f"0x{i:040x}") for i in range(1, 61)]
+    pairs = [(a, entry(t, credit=i + 1, tier=i % 4)) for i, a in enumerate(accts)]
+    # pack_batch refuses duplicates; the contract must still cope with one.
+    dup = pack_batch([(accts[7], entry(t, credit=999))])
+    batch = pack_batch(pairs) + dup
+    assert unpack_batch(batch)[-1][0] == accts[7]
+    receipt = tx(system.registry.functions.update(batch), system.keeper)
+    applied = events(system.registry, "BatchApplied", receipt)[0]
+    assert (applied.applied, applied.skipped) == (60, 1)
+    for a, e in pairs:
+        assert system.registry.functions.entryOf(a).call() == pack_slot(e)

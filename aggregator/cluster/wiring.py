@@ -1,0 +1,199 @@
+"""The cluster inside the daemon: which chain work runs here, under which lease.
+
+On a PostgreSQL store every instance contends for two leases per chain, `index:<chain>`
+and `push:<chain>`. Holding one starts that work with a store bound to the tenure's
+fence (a fresh indexer from the stored checkpoint; a fresh sender that reconciles the
+stored nonce and pending records with the chain); losing it cancels the work at once.
+Oracle refresh, recompute and the API run on every instance; chains indexed elsewhere
+reach this instance's ledger through the follower. On SQLite nothing here runs: the
+store lock (aggregator/lock.py) keeps it to one instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import event
+
+from aggregator.cluster.coordinator import LeaseCoordinator
+from aggregator.cluster.follower import Follower
+from aggregator.cluster.lease import Fence, FencedOut, LeaseStore
+from aggregator.store.chain_repo import SqlChainStore
+from chains.indexer import ChainIndexer
+
+if TYPE_CHECKING:
+    from aggregator.daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+
+class ClusterWiring:
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+        self.cfg = daemon.cfg.cluster
+        self.enabled = daemon.store.dialect == "postgresql"
+        self.instance_id = self.cfg.instance_id
+        self.coordinator: LeaseCoordinator | None = None
+        self.follower: Follower | None = None
+        if self.enabled:
+            event.listen(daemon.store.engine.sync_engine, "connect", self._session_settings)
+
+    def _session_settings(self, dbapi_conn: Any, _record: Any) -> None:
+        """A holder paused (SIGSTOP, VM freeze) inside a protected transaction keeps the
+        lease row locked, and a takeover would wait for it forever: the server ends
+        such a session once it has been idle in its transaction for a lease TTL."""
+        ms = int(self.cfg.lease_ttl_s * 1000)
+        cur = dbapi_conn.cursor()
+        cur.execute(f"SET idle_in_transaction_session_timeout = {ms}")
+        cur.close()
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """After the indexers were loaded and the pusher built (not spawned)."""
+        if not self.enabled:
+            return
+        d = self.d
+        leases = LeaseStore(d.store.engine, self.instance_id, self.cfg.lease_ttl_s)
+        names = [f"index:{c}" for c in d.indexers]
+        if d.push.service is not None:
+            names += [f"push:{c}" for c in d.push.service.chains]
+        self.coordinator = LeaseCoordinator(
+            leases,
+            names,
+            renew_every_s=self.cfg.renew_every_s,
+            on_acquired=self._acquired,
+            on_lost=self._lost,
+            on_change=self._metrics,
+        )
+        self.follower = Follower(d, leases, self.holds, self.cfg.follow_interval_s)
+        log.info(
+            "cluster: instance %s contends for %s (lease ttl %.1fs, renew every %.1fs)",
+            self.instance_id,
+            ", ".join(names),
+            self.cfg.lease_ttl_s,
+            self.cfg.renew_every_s,
+        )
+        coordinator = self.coordinator
+        d.supervisor.spawn("cluster", functools.partial(coordinator.run, d.stop_event))
+        d.supervisor.spawn("follow", functools.partial(self.follower.run, d.stop_event))
+
+    async def stop(self) -> None:
+        """After the supervisor cancelled the work: hand the leases back at once."""
+        if self.coordinator is not None:
+            await self.coordinator.close()
+
+    def holds(self, name: str) -> bool:
+        return self.coordinator is not None and self.coordinator.holds(name)
+
+    def owns_index(self, chain: str) -> bool:
+        """True when this instance may write `chain`'s indexed data (always on SQLite)."""
+        return not self.enabled or self.holds(f"index:{chain}")
+
+    # ------------------------------------------------------------ tenures
+    def _guard(self, fence: Fence, work: Callable[[], Awaitable[None]]) -> Callable[[], Any]:
+        """A refused write ends the tenure (not a crash to restart with backoff)."""
+
+        async def run() -> None:
+            try:
+                await work()
+            except FencedOut as exc:
+                log.warning("%s", exc)
+                if self.coordinator is not None:
+                    self.coordinator.lost(fence, "a protected write was fenced out")
+
+        return run
+
+    async def _acquired(self, name: str, fence: Fence) -> None:
+        kind, chain = name.split(":", 1)
+        if kind == "index":
+            await self._start_index(chain, fence)
+        elif kind == "push":
+            await self.d.push.start_chain(chain, fence, functools.partial(self._guard, fence))
+
+    async def _start_index(self, chain: str, fence: Fence) -> None:
+        d = self.d
+        if self.follower is not None:
+            # Everything the previous holder committed goes into our ledger first: the
+            # new indexer only reports what it indexes itself.
+            await self.follower.sync_chain(chain)
+            self.follower.forget(chain)
+        indexer = ChainIndexer(
+            d.settings[chain],
+            d.clients[chain],
+            SqlChainStore(d.store, fence=fence),
+            on_accounts_changed=d._accounts_changed,
+            on_progress=d._progress,
+            markets=d.portfolio.watch(chain),
+        )
+        # The checkpoint as the previous holder left it (its last write committed before
+        # our acquisition could take the row lock).
+        await indexer.load()
+        d.indexers[chain] = indexer
+        d.supervisor.spawn(f"index:{chain}", self._guard(fence, d._index_loop(indexer)))
+
+    async def _lost(self, name: str, fence: Fence, reason: str) -> None:
+        kind, chain = name.split(":", 1)
+        await self._cancel(name)
+        if kind == "index" and self.follower is not None:
+            self.follower.forget(chain)
+
+    async def _cancel(self, task_name: str) -> None:
+        info = self.d.supervisor.tasks.get(task_name)
+        if info is None or info.task is None:
+            return
+        if info.task.done():
+            info.state = "stopped" if info.state != "failed" else info.state
+            return
+        info.task.cancel()
+        # asyncio.wait, not await: never re-raise the task's cancellation here.
+        await asyncio.wait({info.task}, timeout=10.0)
+        # Cancelled while waiting to restart after a crash, the supervisor leaves the
+        # task marked "backoff": mark it stopped, or the next tenure could not spawn it.
+        info.state = "stopped"
+        self.d.metrics.task_up.labels(task=task_name).set(0)
+
+    # ------------------------------------------------------------ views
+    def _metrics(self) -> None:
+        c = self.coordinator
+        if c is None:
+            return
+        m = self.d.metrics
+        for name in c.names:
+            m.cluster_lease_held.labels(lease=name).set(1 if c.holds(name) else 0)
+            m.advance(m.cluster_takeovers, c.stats.takeovers.get(name, 0), name)
+            m.advance(m.cluster_acquisitions, c.stats.acquisitions.get(name, 0), name)
+            m.advance(m.cluster_losses, c.stats.losses.get(name, 0), name)
+
+    def chain_view(self, chain: str) -> dict[str, Any] | None:
+        """`cluster` in /v1/chains: who holds this chain's index and push leases."""
+        if not self.enabled:
+            return None
+        rows = {}
+        if self.coordinator is not None:
+            rows.update(self.coordinator.rows)
+        if self.follower is not None:
+            rows.update(self.follower.rows)  # polled more often
+        out: dict[str, Any] = {"instance_id": self.instance_id}
+        for kind in ("index", "push"):
+            name = f"{kind}:{chain}"
+            row = rows.get(name)
+            fence = None if self.coordinator is None else self.coordinator.fence(name)
+            out[kind] = {
+                "lease": name,
+                "holder": None if row is None else row.holder,
+                "token": None if row is None else row.token,
+                "live": False if row is None else row.live,
+                "held_here": self.holds(name),
+                "local_token": None if fence is None else fence.token,
+                "acquired_at": None if row is None else row.acquired_at.timestamp(),
+                "expires_at": None if row is None else row.expires_at.timestamp(),
+                "previous_holder": None if row is None else row.previous_holder,
+            }
+        return out
+
+
+__all__ = ["ClusterWiring"]

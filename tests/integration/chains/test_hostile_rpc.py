@@ -1,0 +1,135 @@
+"""Hostile RPC endpoints: logs of another contract, headers whose parentHash does not
+chain, another network's chain id. Each liar is detected and demoted while a healthy
+endpoint carries on; the indexer ends with exactly the chain's balances."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from chains_env import stored_head
+
+from aggregator.devnet.anvil import AnvilNode
+from aggregator.store.chain_repo import SqlChainStore
+from chains.indexer import ChainIndexer
+from chains.rpc import ChainIdMismatch, RpcClient, RpcUnavailable
+from chains.testing.faultproxy import FaultProxy
+from chains.testing.harness import USERS, VaultHarness
+from chains.types import ChainSettings
+
+LIES = {
+    "wrong_log_address": ({"wrong_log_address": True}, "log outside the query"),
+    "wrong_parent": ({"wrong_parent": True}, "headers do not chain"),
+    "wrong_chain_id": ({"chain_id": 1}, "wrong chain"),
+}
+
+
+@pytest.fixture
+def vault_chain(anvil_factory: Callable[..., AnvilNode]) -> tuple[AnvilNode, VaultHarness]:
+    node = anvil_factory(71002)
+    h = VaultHarness.deploy(node.url)
+    for u in USERS:
+        h.grant(u)
+    h.bulk_deposits(60, per_block=4)
+    h.borrow(USERS[0], 10**8)
+    h.withdraw(USERS[1], 10**12)
+    h.mine(3)
+    return node, h
+
+
+@pytest.fixture
+async def proxies() -> AsyncIterator[Callable[..., FaultProxy]]:
+    started: list[FaultProxy] = []
+
+    async def make(upstream: str, **modes: object) -> FaultProxy:
+        p = await FaultProxy(upstream, **modes).start()  # type: ignore[arg-type]
+        started.append(p)
+        return p
+
+    yield make  # type: ignore[misc]
+    for p in started:
+        await p.stop()
+
+
+def settings(node: AnvilNode, h: VaultHarness, urls: tuple[str, ...]) -> ChainSettings:
+    return ChainSettings(
+        name="c",
+        chain_id=node.chain_id,
+        rpc_urls=urls,
+        vault=h.vault,
+        confirmations=2,
+        start_block=h.deploy_block,
+        block_time=0.01,
+        max_log_range=8,
+        rpc_timeout_s=2.0,
+        rpc_rate_limit_per_s=10_000.0,
+    )
+
+
+@pytest.mark.parametrize("lie", list(LIES))
+async def test_lying_endpoint_is_demoted_and_the_healthy_one_carries_on(
+    lie: str,
+    vault_chain: tuple[AnvilNode, VaultHarness],
+    repo: SqlChainStore,
+    proxies: Callable[..., FaultProxy],
+    client_for: Callable[..., RpcClient],
+) -> None:
+    node, h = vault_chain
+    modes, reason = LIES[lie]
+    liar = await proxies(node.url, **modes)  # type: ignore[misc]
+    # The honest endpoint answers a little slower, so the client (ordering by health and
+    # latency) prefers the liar until it is caught.
+    honest = await proxies(node.url, delay=1.0, delay_s=0.03)  # type: ignore[misc]
+    s = settings(node, h, (liar.url, honest.url))
+    client = client_for(s, backoff_base_s=0.01, backoff_max_s=0.05, health_interval_s=3600)
+    await client.connect()
+    ix = ChainIndexer(s, client, repo)
+    await ix.load()
+    head = h.block_number()
+    steps = 0
+    while ix.status.indexed_block < head and steps < 200:
+        steps += 1
+        try:
+            await ix.step()
+        except RpcUnavailable:
+            continue
+    assert ix.status.indexed_block >= head and not ix.status.fatal, ix.status.last_error
+    assert await stored_head(repo) == h.onchain_positions(ix.status.indexed_block)
+    assert liar.stats[lie] > 0, liar.stats
+    status = {st.url: st for st in client.status()}
+    assert status[liar.url].state == "demoted", status[liar.url]
+    assert reason in (status[liar.url].last_error or ""), status[liar.url].last_error
+    assert status[honest.url].state == "healthy"
+
+
+async def test_wrong_chain_id_on_every_endpoint_is_still_fatal(
+    vault_chain: tuple[AnvilNode, VaultHarness],
+    proxies: Callable[..., FaultProxy],
+    client_for: Callable[..., RpcClient],
+) -> None:
+    """Demoting needs a witness: with no endpoint on the configured chain the config is
+    wrong, and that stays a fatal error naming the URL, expected and received ids."""
+    node, h = vault_chain
+    a = await proxies(node.url, chain_id=1)  # type: ignore[misc]
+    b = await proxies(node.url, chain_id=1)  # type: ignore[misc]
+    client = client_for(settings(node, h, (a.url, b.url)))
+    with pytest.raises(ChainIdMismatch) as info:
+        await client.connect()
+    assert "expected 71002" in str(info.value) or "71002" in str(info.value)
+
+
+async def test_a_reorg_between_header_reads_demotes_nobody(
+    vault_chain: tuple[AnvilNode, VaultHarness],
+    client_for: Callable[..., RpcClient],
+) -> None:
+    """Honest nodes whose headers stop chaining because of a reorg are not liars."""
+    node, h = vault_chain
+    s = settings(node, h, (node.url,))
+    client = client_for(s)
+    await client.connect()
+    n = h.block_number()
+    before = await client.get_blocks([n - 2, n - 1, n])
+    h.rpc("anvil_reorg", [2, []])
+    after = await client.get_blocks([n - 2, n - 1, n])
+    assert after[n].hash != before[n].hash and after[n].parent_hash == after[n - 1].hash
+    assert [st.state for st in client.status()] == ["healthy"]

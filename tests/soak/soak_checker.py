@@ -1,0 +1,719 @@
+"""Invariant checker for the chaos soak, independent of the daemon's code paths.
+
+It reads the chains straight from the anvil nodes (raw JSON-RPC, never through the fault
+proxies, ABI by hand with eth_abi) and the daemon's store with plain SQL (sqlite3), and it
+recomputes risk with the scalar reference of DESIGN.md (tests/unit/risk/reference.py). It
+imports nothing from the daemon's ledger, indexer, pusher or oracles.
+
+Invariants (docs/reliability.md):
+  balances   every stored head balance/debt equals the vault's at the stored block hash
+  registry   every entry the daemon pushed is bounded by what the reference gives for the
+             data around its as_of (credit <= BP, sum of credits <= BP, HF <= HF, tier
+             consistent with HF)
+  nonces     per chain the keeper's transactions use consecutive nonces, each nonce mined
+             once, stored records agree with the chain, nothing left pending
+  spend      after every borrow / withdrawal the vault allowed, the account's true global
+             position still covers its debt (C_borrow >= D): no double spend across chains
+  freshness  while the daemon had been up for heartbeat + grace, no on-chain entry was
+             older than heartbeat + grace
+
+"Around its as_of": the daemon legitimately acts on data up to one reaction window old
+(oracle interval, push interval, block time, a restart), so the reference takes each
+price at its most favourable value in [t - WINDOW_S, t] (collateral high, debt low), with
+zero volatility haircut (an upper bound of the engine's haircut). Positions are exact at t
+for the spend check; for registry entries the most favourable within the window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import itertools
+import math
+import sqlite3
+import statistics
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from eth_abi import decode, encode
+from eth_utils import keccak
+
+from aggregator.config import AppConfig
+
+REPO = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location(
+    "soak_risk_reference", REPO / "tests/unit/risk/reference.py"
+)
+assert _spec is not None and _spec.loader is not None
+reference = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = reference  # dataclasses look their module up there
+_spec.loader.exec_module(reference)
+
+WINDOW_S = 60.0
+PRICE_TOLERANCE = 0.005
+HF_INFINITE = 2**64 - 1
+
+
+def sel(sig: str) -> str:
+    return "0x" + keccak(text=sig)[:4].hex()
+
+
+def topic(sig: str) -> str:
+    return "0x" + keccak(text=sig).hex()
+
+
+TOPICS = {
+    topic("Deposited(address,address,uint256)"): "deposit",
+    topic("Withdrawn(address,address,uint256)"): "withdraw",
+    topic("Borrowed(address,address,uint256)"): "borrow",
+    topic("Repaid(address,address,uint256,address)"): "repay",
+    topic("Liquidated(address,address,address,uint256,address,uint256)"): "liquidation",
+}
+SEL_COLLATERAL_OF = sel("collateralOf(address,address)")
+SEL_DEBT_OF = sel("debtOf(address,address)")
+SEL_ENTRY_OF = sel("entryOf(address)")
+SEL_LATEST_ROUND = sel("latestRoundData()")
+RATE_SEL = {"wsteth": sel("stEthPerToken()"), "reth": sel("getExchangeRate()")}
+
+
+class Rpc:
+    """Plain JSON-RPC to one node (the checker's own; no failover, no validation magic)."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
+        self.session, self.url = session, url
+
+    async def __call__(self, method: str, params: list[Any]) -> Any:
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+        async with self.session.post(
+            self.url, json=body, timeout=aiohttp.ClientTimeout(total=30)
+        ) as resp:
+            answer = await resp.json(content_type=None)
+        if "error" in answer:
+            raise RuntimeError(f"{method}: {answer['error']}")
+        return answer["result"]
+
+    async def call(self, to: str, data: str, block: Any = "latest") -> bytes:
+        out = await self(method="eth_call", params=[{"to": to, "data": data}, block])
+        return bytes.fromhex(out[2:])
+
+
+def addr_word(a: str) -> str:
+    return encode(["address"], [a]).hex()
+
+
+@dataclass(frozen=True)
+class Event:
+    chain: str
+    block: int
+    log_index: int
+    ts: int
+    kind: str
+    account: str
+    token: str
+    amount: int
+    debt_token: str = ""
+    debt_amount: int = 0
+
+
+@dataclass
+class Violation:
+    invariant: str
+    detail: str
+
+
+@dataclass
+class CheckStats:
+    checks: Counter[str] = field(default_factory=Counter)
+    violations: list[Violation] = field(default_factory=list)
+    mismatches: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    info: Counter[str] = field(default_factory=Counter)
+
+    def violate(self, invariant: str, detail: str) -> None:
+        self.violations.append(Violation(invariant, detail))
+
+
+class Checker:
+    def __init__(
+        self,
+        *,
+        cfg: AppConfig,
+        urls: dict[str, str],
+        tokens: dict[str, dict[str, str]],
+        vaults: dict[str, str],
+        registries: dict[str, str],
+        rate_contracts: dict[str, tuple[str, str, str]],
+        keeper: str,
+        db_path: Path,
+        heartbeat_s: float,
+        grace_s: float,
+    ) -> None:
+        self.cfg = cfg
+        self.chains = list(urls)
+        self.urls = urls
+        # chain -> symbol -> token address (lowercase)
+        self.tokens = {c: {s: a.lower() for s, a in t.items()} for c, t in tokens.items()}
+        self.symbol_of = {(c, a): s for c, t in self.tokens.items() for s, a in t.items()}
+        self.vaults, self.registries = vaults, registries
+        self.rate_contracts = rate_contracts  # symbol -> (chain, kind, address)
+        self.keeper = keeper.lower()
+        self.db_path = db_path
+        self.heartbeat_s, self.grace_s = heartbeat_s, grace_s
+        self.stats = CheckStats()
+        self.tape: list[tuple[float, dict[str, float]]] = []
+        self.accounts: set[str] = set()
+        self.soak_start_ts = 0
+        self.start_blocks: dict[str, int] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self.rpc: dict[str, Rpc] = {}
+        self._block_ts: dict[tuple[str, str], int] = {}
+        # Accounts whose on-chain entries were judged at this as_of already.
+        self._judged: set[tuple[str, str, int]] = set()
+        assets = [a.model_copy(update={"depth_usd": None}) for a in cfg.assets]
+        self.assets = assets
+        self.decimals = {a.symbol: a.decimals for a in assets}
+        self.borrowable = {a.symbol for a in assets if a.borrowable}
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession()
+        self.rpc = {c: Rpc(self._session, u) for c, u in self.urls.items()}
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    # ------------------------------------------------------------------ price tape
+
+    async def _feed(self, chain: str, feed: str, block: str) -> tuple[int, int] | None:
+        try:
+            raw = await self.rpc[chain].call(feed, SEL_LATEST_ROUND, block)
+            _rid, answer, _s, updated, _a = decode(
+                ["uint80", "int256", "uint256", "uint256", "uint80"], raw
+            )
+            return int(answer), int(updated)
+        except Exception:
+            return None
+
+    async def sample_prices(self) -> dict[str, float]:
+        """One sample: per asset the median of the live Chainlink feeds (answer > 0,
+        updatedAt within max_age); LSTs also capped by rate x WETH."""
+        heads: dict[str, tuple[str, int]] = {}
+        for c in self.chains:
+            b = await self.rpc[c]("eth_getBlockByNumber", ["latest", False])
+            heads[c] = (b["number"], int(b["timestamp"], 16))
+        prices: dict[str, float] = {}
+        for a in self.cfg.assets:
+            obs: list[float] = []
+            for s in a.sources:
+                if s.kind != "chainlink" or s.chain not in heads or not s.address:
+                    continue
+                got = await self._feed(s.chain, s.address, heads[s.chain][0])
+                if got is None:
+                    continue
+                answer, updated = got
+                if answer > 0 and heads[s.chain][1] - updated <= s.max_age_s:
+                    obs.append(answer / 1e8)
+            if obs:
+                prices[a.symbol] = statistics.median(obs)
+        for sym, (chain, kind, address) in self.rate_contracts.items():
+            try:
+                raw = await self.rpc[chain].call(address, RATE_SEL[kind], heads[chain][0])
+                rate = int.from_bytes(raw[:32], "big") / 1e18
+            except Exception:
+                continue
+            if "WETH" in prices:
+                lst = rate * prices["WETH"]
+                prices[sym] = min(prices.get(sym, lst), lst)
+        return prices
+
+    async def run_tape(self, stop: asyncio.Event, every_s: float = 1.0) -> None:
+        while not stop.is_set():
+            try:
+                p = await self.sample_prices()
+                self.tape.append((time.time(), p))
+            except Exception:
+                self.stats.skipped["tape sample"] += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
+
+    def price_bounds(self, t: float) -> tuple[dict[str, float], dict[str, float]]:
+        """(highest, lowest) price per asset in [t - WINDOW_S, t] (plus the sample just
+        after t, which covers the time between two samples)."""
+        hi: dict[str, float] = {}
+        lo: dict[str, float] = {}
+        after_taken = False
+        for ts, p in self.tape:
+            if ts < t - WINDOW_S:
+                continue
+            if ts > t:
+                if after_taken:
+                    break
+                after_taken = True
+            for s, v in p.items():
+                hi[s] = max(hi.get(s, v), v)
+                lo[s] = min(lo.get(s, v), v)
+        # The daemon's median also takes the exchange venues, which quote the feeds with
+        # up to +-0.1% jitter, and sees each feed between our 1 s samples.
+        return (
+            {s: v * (1 + PRICE_TOLERANCE) for s, v in hi.items()},
+            {s: v * (1 - PRICE_TOLERANCE) for s, v in lo.items()},
+        )
+
+    # ------------------------------------------------------------------ chain facts
+
+    async def events(self) -> list[Event]:
+        """Every vault event on every chain, in chain order, with block timestamps."""
+        out: list[Event] = []
+        for c in self.chains:
+            rpc = self.rpc[c]
+            head = int(await rpc("eth_blockNumber", []), 16)
+            logs = await rpc(
+                "eth_getLogs",
+                [
+                    {
+                        "address": self.vaults[c],
+                        "topics": [list(TOPICS)],
+                        "fromBlock": "0x0",
+                        "toBlock": hex(head),
+                    }
+                ],
+            )
+            for lg in logs:
+                bh = lg["blockHash"]
+                if (c, bh) not in self._block_ts:
+                    b = await rpc("eth_getBlockByHash", [bh, False])
+                    self._block_ts[(c, bh)] = int(b["timestamp"], 16)
+                out.append(self._decode(c, lg, self._block_ts[(c, bh)]))
+        out.sort(key=lambda e: (e.ts, e.chain, e.block, e.log_index))
+        return out
+
+    def _decode(self, chain: str, lg: dict[str, Any], ts: int) -> Event:
+        kind = TOPICS[lg["topics"][0]]
+        t = [("0x" + x[-40:]).lower() for x in lg["topics"][1:]]
+        data = bytes.fromhex(lg["data"][2:])
+        base = {
+            "chain": chain,
+            "block": int(lg["blockNumber"], 16),
+            "log_index": int(lg["logIndex"], 16),
+            "ts": ts,
+            "kind": kind,
+        }
+        if kind == "repay":
+            (amount, _payer) = decode(["uint256", "address"], data)
+            return Event(**base, account=t[0], token=t[1], amount=amount)
+        if kind == "liquidation":
+            seized, debt_token, repaid = decode(["uint256", "address", "uint256"], data)
+            return Event(
+                **base,
+                account=t[0],
+                token=t[2],
+                amount=seized,
+                debt_token=debt_token.lower(),
+                debt_amount=repaid,
+            )
+        (amount,) = decode(["uint256"], data)
+        return Event(**base, account=t[0], token=t[1], amount=amount)
+
+    @staticmethod
+    def apply(pos: dict[tuple[str, str, str, str], int], e: Event) -> None:
+        k = (e.chain, e.account, e.token)
+        if e.kind == "deposit":
+            pos[(*k, "collateral")] = pos.get((*k, "collateral"), 0) + e.amount
+        elif e.kind in ("withdraw", "liquidation"):
+            pos[(*k, "collateral")] = pos.get((*k, "collateral"), 0) - e.amount
+        elif e.kind == "borrow":
+            pos[(*k, "debt")] = pos.get((*k, "debt"), 0) + e.amount
+        elif e.kind == "repay":
+            pos[(*k, "debt")] = pos.get((*k, "debt"), 0) - e.amount
+        if e.kind == "liquidation":
+            d = (e.chain, e.account, e.debt_token, "debt")
+            pos[d] = pos.get(d, 0) - e.debt_amount
+
+    def rows(
+        self, pos: dict[tuple[str, str, str, str], int], account: str
+    ) -> list[tuple[str, str, str, int, int]]:
+        out = []
+        for (c, a, tok, side), q in pos.items():
+            sym = self.symbol_of.get((c, tok))
+            if a == account and q > 0 and sym is not None:
+                out.append((c, sym, side, q, q))
+        return out
+
+    def reference_margin(
+        self,
+        rows: list[tuple[str, str, str, int, int]],
+        coll_price: dict[str, float],
+        debt_price: dict[str, float],
+    ) -> tuple[float, float, float] | None:
+        """(C_borrow - D, HF, BP) upper bounds from the reference: zero haircut, collateral
+        at its high price, debt at its low price, with and without e-mode (the better).
+        None when a needed price is missing."""
+        for _c, s, side, _h, _q in rows:
+            if s not in (coll_price if side == "collateral" else debt_price):
+                return None
+        debt_usd = sum(
+            r[3] / 10 ** self.decimals[r[1]] * debt_price[r[1]] for r in rows if r[2] == "debt"
+        )
+        best: tuple[float, float, float] | None = None
+        for groups in (self.cfg.correlation_groups, []):
+            inp = reference.RefInputs(
+                chains=self.chains,
+                assets=self.assets,
+                groups=groups,
+                risk=self.cfg.risk,
+                credit=self.cfg.credit,
+                price={a.symbol: coll_price.get(a.symbol, 0.0) for a in self.assets},
+                status={a.symbol: "ok" for a in self.assets},
+                sigma={a.symbol: 0.0 for a in self.assets},
+            )
+            # The debt rows choose the e-mode group; their value is replaced below.
+            res = reference.account_risk(inp, rows)
+            margin = res.cborrow - debt_usd
+            hf = res.cliq / debt_usd if debt_usd > 0 else math.inf
+            cand = (margin, hf, max(0.0, margin))
+            best = (
+                cand
+                if best is None
+                else (max(best[0], cand[0]), max(best[1], cand[1]), max(best[2], cand[2]))
+            )
+        return best
+
+    # ------------------------------------------------------------------ store (plain SQL)
+
+    def _db(self) -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
+
+    def store_snapshot(self) -> dict[str, tuple[int, str | None, dict[tuple[str, str, str], int]]]:
+        """chain -> (indexed block, its hash, {(account, token, kind): head amount}), read in
+        one transaction so the checkpoint and the balances belong together."""
+        out: dict[str, tuple[int, str | None, dict[tuple[str, str, str], int]]] = {}
+        con = self._db()
+        try:
+            con.execute("BEGIN")
+            for c in self.chains:
+                row = con.execute(
+                    "SELECT indexed_block, indexed_hash FROM chain_checkpoint WHERE chain = ?",
+                    (c,),
+                ).fetchone()
+                if row is None:
+                    continue
+                bal = {
+                    (str(a).lower(), str(t).lower(), str(k)): int(h)
+                    for a, t, k, h in con.execute(
+                        "SELECT account, token, kind, head_amount FROM chain_position "
+                        "WHERE chain = ?",
+                        (c,),
+                    )
+                }
+                out[c] = (int(row[0]), row[1], bal)
+            con.execute("COMMIT")
+        finally:
+            con.close()
+        return out
+
+    # ------------------------------------------------------------------ invariants
+
+    async def check_balances(self) -> None:
+        try:
+            snap = await asyncio.to_thread(self.store_snapshot)
+        except sqlite3.Error as exc:
+            self.stats.skipped[f"balances: store busy ({exc})"] += 1
+            return
+        for c, (block, bhash, stored) in snap.items():
+            if not bhash:
+                continue
+            rpc = self.rpc[c]
+            keys = set(stored)
+            for acct in self.accounts:
+                for tok in self.tokens[c].values():
+                    keys.add((acct, tok, "collateral"))
+                    if self.symbol_of[(c, tok)] in self.borrowable:
+                        keys.add((acct, tok, "debt"))
+            ref = {"blockHash": bhash, "requireCanonical": True}
+            try:
+                results = await asyncio.gather(
+                    *(
+                        rpc.call(
+                            self.vaults[c],
+                            (SEL_COLLATERAL_OF if k == "collateral" else SEL_DEBT_OF)
+                            + addr_word(a)
+                            + addr_word(t),
+                            ref,
+                        )
+                        for a, t, k in keys
+                    )
+                )
+            except RuntimeError:
+                # The stored block was reorged away since: that checkpoint can't be judged.
+                self.stats.skipped["balances: checkpoint block reorged"] += 1
+                continue
+            self.stats.checks["balances"] += 1
+            for (a, t, k), raw in zip(keys, results, strict=True):
+                want = int.from_bytes(raw[:32], "big")
+                got = stored.get((a, t, k), 0)
+                if want != got:
+                    self.stats.mismatches += 1
+                    self.stats.violate(
+                        "balances",
+                        f"{c} block {block} {a} {self.symbol_of.get((c, t), t)} {k}: "
+                        f"store {got} != chain {want}",
+                    )
+
+    async def entries(self) -> dict[tuple[str, str], tuple[int, int, int, int, int]]:
+        """(chain, account) -> (credit, hf, as_of, tier, chain time) at each chain's head."""
+        out = {}
+        for c in self.chains:
+            rpc = self.rpc[c]
+            b = await rpc("eth_getBlockByNumber", ["latest", False])
+            now, num = int(b["timestamp"], 16), b["number"]
+            accts = sorted(self.accounts)
+            raws = await asyncio.gather(
+                *(rpc.call(self.registries[c], SEL_ENTRY_OF + addr_word(a), num) for a in accts)
+            )
+            for a, raw in zip(accts, raws, strict=True):
+                slot = int.from_bytes(raw[:32], "big")
+                if slot:
+                    out[(c, a)] = (
+                        slot >> 128,
+                        (slot >> 64) & (2**64 - 1),
+                        (slot >> 24) & (2**40 - 1),
+                        (slot >> 16) & 0xFF,
+                        now,
+                    )
+        return out
+
+    def favourable_positions(
+        self, evs: list[Event], account: str, t0: float, t1: float
+    ) -> list[tuple[str, str, str, int, int]]:
+        """Per position the most favourable amount in [t0, t1]: collateral max, debt min."""
+        pos: dict[tuple[str, str, str, str], int] = {}
+        best: dict[tuple[str, str, str, str], int] = {}
+        entered = False
+        for e in evs:
+            if e.account != account:
+                continue
+            if e.ts > t1:
+                break
+            if e.ts >= t0 and not entered:
+                # The state when the window opens is a candidate too.
+                entered = True
+                best.update(pos)
+            self.apply(pos, e)
+            if e.ts >= t0:
+                for k, v in pos.items():
+                    if k[3] == "collateral":
+                        best[k] = max(best.get(k, v), v)
+                    else:
+                        best[k] = min(best.get(k, v), v)
+        for k, v in pos.items():
+            if k not in best:
+                best[k] = v
+            elif k[3] == "collateral":
+                best[k] = max(best[k], v)
+            else:
+                best[k] = min(best[k], v)
+        return self.rows(best, account)
+
+    async def check_registry(
+        self, evs: list[Event] | None = None, *, settled: bool = False
+    ) -> None:
+        evs = evs if evs is not None else await self.events()
+        ents = await self.entries()
+        by_account: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
+        for (c, a), (credit, hf, as_of, tier, _now) in ents.items():
+            if as_of < self.soak_start_ts:
+                continue  # the devnet's bootstrap entry, not the daemon's
+            if as_of > self.tape[-1][0] if self.tape else True:
+                self.stats.skipped["registry: as_of after the last price sample"] += 1
+                continue
+            rows = self.favourable_positions(evs, a, as_of - WINDOW_S, as_of)
+            hi, lo = self.price_bounds(as_of)
+            bound = self.reference_margin(rows, hi, lo)
+            if bound is None:
+                self.stats.skipped["registry: no price sample"] += 1
+                continue
+            _margin, hf_ub, bp_ub = bound
+            by_account[a].append((c, credit, as_of))
+            key = (c, a, as_of)
+            if key in self._judged:
+                continue
+            self._judged.add(key)
+            self.stats.checks["registry"] += 1
+            if credit > math.floor(bp_ub * 1e6) + 2:
+                self.stats.violate(
+                    "registry",
+                    f"{c} {a} as_of {as_of}: credit {credit / 1e6:.2f} USD > reference BP "
+                    f"upper bound {bp_ub:.2f}",
+                )
+            if hf != HF_INFINITE and hf / 1e9 > hf_ub * (1 + 1e-6) + 1e-9:
+                self.stats.violate(
+                    "registry", f"{c} {a} as_of {as_of}: HF {hf / 1e9:.6f} > bound {hf_ub:.6f}"
+                )
+            if hf == HF_INFINITE and not math.isinf(hf_ub):
+                self.stats.violate(
+                    "registry", f"{c} {a} as_of {as_of}: infinite HF while it had debt"
+                )
+            hf_v = math.inf if hf == HF_INFINITE else hf / 1e9
+            tier_ok = (tier >= 2) == (hf_v < 1) and (tier == 1) == (
+                1 <= hf_v < self.cfg.risk.warn_hf
+            )
+            if not tier_ok:
+                self.stats.violate(
+                    "registry", f"{c} {a} as_of {as_of}: tier {tier} inconsistent with HF {hf_v}"
+                )
+        if not settled:
+            # Across chains the entries come from different pushes; while the demand
+            # policy moves shares, their sum is only bounded once the pushers caught up.
+            return
+        for a, items in by_account.items():
+            total = sum(credit for _c, credit, _t in items)
+            bps = []
+            for _c, _credit, as_of in items:
+                rows = self.favourable_positions(evs, a, as_of - WINDOW_S, as_of)
+                hi, lo = self.price_bounds(as_of)
+                b = self.reference_margin(rows, hi, lo)
+                if b is not None:
+                    bps.append(b[2])
+            self.stats.checks["registry sum"] += 1
+            if bps and total > math.floor(max(bps) * 1e6) + 3 * len(items):
+                self.stats.violate(
+                    "registry",
+                    f"{a}: credits over chains sum to {total / 1e6:.2f} USD > BP bound "
+                    f"{max(bps):.2f}",
+                )
+
+    def check_spend(self, evs: list[Event]) -> None:
+        """After each borrow / withdrawal in the soak: C_borrow (upper bound) >= D."""
+        pos: dict[tuple[str, str, str, str], int] = {}
+        for e in evs:
+            self.apply(pos, e)
+            if e.ts < self.soak_start_ts or e.kind not in ("borrow", "withdraw"):
+                continue
+            # Other chains' events in the same second count as before this one: the
+            # ordering across chains within a second is unknowable, and this is the
+            # conservative choice (it sees every concurrent spend).
+            hi, lo = self.price_bounds(e.ts)
+            b = self.reference_margin(self.rows(pos, e.account), hi, lo)
+            if b is None:
+                self.stats.skipped["spend: no price sample"] += 1
+                continue
+            self.stats.checks["spend"] += 1
+            margin = b[0]
+            cur = self.price_bounds_now(e.ts)
+            if cur is not None:
+                m_now = self.reference_margin(self.rows(pos, e.account), cur, cur)
+                if m_now is not None and m_now[0] < -0.01:
+                    self.stats.info["spends beyond BP at that second's prices"] += 1
+            if margin < -0.01:
+                self.stats.violate(
+                    "spend",
+                    f"{e.kind} on {e.chain} block {e.block} by {e.account}: after it "
+                    f"C_borrow - D = {margin:.2f} USD even at the most favourable prices of "
+                    f"the last {WINDOW_S:.0f}s",
+                )
+
+    def price_bounds_now(self, t: float) -> dict[str, float] | None:
+        best = None
+        for ts, p in self.tape:
+            if ts > t + 1:
+                break
+            best = p
+        return best
+
+    async def check_freshness(self, up_since: float | None) -> None:
+        """Only while the daemon has been up for heartbeat + grace (chain time ~ wall
+        time on the devnet)."""
+        if up_since is None or time.time() - up_since < self.heartbeat_s + self.grace_s:
+            self.stats.skipped["freshness: daemon not up long enough"] += 1
+            return
+        ents = await self.entries()
+        self.stats.checks["freshness"] += 1
+        for (c, a), (_credit, _hf, as_of, _tier, now) in ents.items():
+            if now - as_of > self.heartbeat_s + self.grace_s:
+                self.stats.violate(
+                    "freshness",
+                    f"{c} {a}: entry {now - as_of}s old (heartbeat {self.heartbeat_s:.0f}s + "
+                    f"grace {self.grace_s:.0f}s) after {time.time() - up_since:.0f}s up",
+                )
+
+    async def check_nonces(self) -> dict[str, int]:
+        """Returns keeper transactions mined per chain since the soak started."""
+        mined: dict[str, int] = {}
+        con = self._db()
+        try:
+            records = con.execute(
+                "SELECT chain, nonce, status, tx_hash, mined_hash FROM push_tx"
+            ).fetchall()
+        finally:
+            con.close()
+        for c in self.chains:
+            rpc = self.rpc[c]
+            head = int(await rpc("eth_blockNumber", []), 16)
+            sem = asyncio.Semaphore(16)
+
+            async def block(n: int, rpc: Rpc = rpc, sem: asyncio.Semaphore = sem) -> Any:
+                async with sem:
+                    return await rpc("eth_getBlockByNumber", [hex(n), True])
+
+            blocks = await asyncio.gather(
+                *(block(n) for n in range(self.start_blocks[c], head + 1))
+            )
+            txs = [
+                (int(tx["nonce"], 16), tx["hash"].lower())
+                for b in blocks
+                for tx in b["transactions"]
+                if str(tx["from"]).lower() == self.keeper
+            ]
+            mined[c] = len(txs)
+            self.stats.checks["nonces"] += 1
+            nonces = [n for n, _h in txs]
+            if len(set(nonces)) != len(nonces):
+                dup = [n for n, k in Counter(nonces).items() if k > 1]
+                self.stats.violate("nonces", f"{c}: nonces mined twice: {dup}")
+            for x, y in itertools.pairwise(nonces):
+                if y != x + 1:
+                    self.stats.violate("nonces", f"{c}: nonce {x} followed by {y}")
+            latest = int(await rpc("eth_getTransactionCount", [self.keeper, "latest"]), 16)
+            pending = int(await rpc("eth_getTransactionCount", [self.keeper, "pending"]), 16)
+            if nonces and latest != nonces[-1] + 1:
+                self.stats.violate("nonces", f"{c}: account nonce {latest} != last mined + 1")
+            # The daemon keeps pushing: what is pending now must be mined soon, else a
+            # nonce gap or an unreplaced stuck transaction blocks the keeper.
+            for _ in range(30):
+                now_latest = int(await rpc("eth_getTransactionCount", [self.keeper, "latest"]), 16)
+                if now_latest >= pending:
+                    break
+                await asyncio.sleep(1)
+            else:
+                self.stats.violate(
+                    "nonces", f"{c}: keeper nonces {now_latest}..{pending - 1} pending for 30 s"
+                )
+            by_nonce = dict(txs)
+            recs = [r for r in records if r[0] == c]
+            done = Counter(r[1] for r in recs if r[2] in ("mined", "confirmed", "failed"))
+            for n, k in done.items():
+                if k > 1:
+                    self.stats.violate("nonces", f"{c}: {k} store records mined at nonce {n}")
+            for _c, n, status, tx_hash, mined_hash in recs:
+                if status in ("mined", "confirmed") and n in by_nonce:
+                    h = (mined_hash or tx_hash or "").lower()
+                    if h != by_nonce[n]:
+                        self.stats.violate(
+                            "nonces", f"{c}: store says nonce {n} mined as {h}, chain {by_nonce[n]}"
+                        )
+                if status in ("prepared", "sent") and n < latest:
+                    self.stats.violate("nonces", f"{c}: record at nonce {n} still {status}")
+            recorded = {r[1] for r in recs}
+            first = min(recorded) if recorded else latest
+            for n, h in txs:
+                if n >= first and n not in recorded:
+                    self.stats.violate(
+                        "nonces", f"{c}: keeper tx {h} at nonce {n} not in the store"
+                    )
+        return mined

@@ -1,0 +1,806 @@
+"""Chaos soak: the real daemon (`aggregator run` subprocess) on the devnet, with user
+activity on every chain, a moving market, and a chaos driver; the invariant checker
+(soak_checker.py) judges at checkpoints and at the end. See docs/reliability.md.
+
+    summary = asyncio.run(Soak(root, duration_s=60).run())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from eth_abi import encode
+from soak_checker import Checker, Rpc, addr_word, sel
+
+from aggregator.config import load_config
+from aggregator.devnet import manager
+from aggregator.devnet.anvil import DEV_KEYS, free_port
+from aggregator.devnet.deploy import ASSET_BY_SYMBOL
+from aggregator.devnet.simulator import MarketModel, _calls_for, _update_chain
+from chains.testing.faultproxy import FaultProxy
+
+REPO = Path(__file__).resolve().parents[2]
+CHAINS = manager.INDEXED_CHAINS
+KEEPER_KEY = DEV_KEYS[1]
+HEARTBEAT_S = 20.0
+GRACE_S = 25.0
+GAS = hex(900_000)
+MAX_UINT = 2**256 - 1
+FEED_CHAOS_ASSETS = ("WETH", "WBTC", "USDC")  # five sources each: one bad one is outvoted
+
+S = {
+    n: sel(n)
+    for n in (
+        "deposit(address,uint256)",
+        "withdraw(address,uint256)",
+        "borrow(address,uint256)",
+        "repay(address,address,uint256)",
+        "liquidate(address,address,uint256,address)",
+        "approve(address,uint256)",
+        "mint(address,uint256)",
+        "balanceOf(address)",
+        "allowance(address,address)",
+        "creditOf(address)",
+        "healthOf(address)",
+        "collateralOf(address,address)",
+        "debtOf(address,address)",
+        "valueOf(address,uint256)",
+        "latestRoundData()",
+        "updateRoundData(uint80,int256,uint256,uint256)",
+    )
+}
+
+# Fault mixes the chaos driver rotates through. Endpoint A of each chain only ever gets
+# transport faults; endpoint B may also lag or lie, so the daemon always has a way on.
+MIXES_A: dict[str, dict[str, Any]] = {
+    "clean": {},
+    "flaky": {"drop": 0.03, "delay": 0.05, "http500": 0.03, "http429": 0.03, "malformed": 0.03},
+    "slow": {"delay": 0.3, "delay_s": 0.8},
+}
+MIXES_B: dict[str, dict[str, Any]] = {
+    **MIXES_A,
+    "errors": {"http500": 0.3, "http429": 0.2, "malformed": 0.2, "drop": 0.1},
+    "lagging": {"lag_blocks": 6},
+    "lying": {"wrong_call": True},
+}
+NEUTRAL = {
+    "drop": 0.0,
+    "delay": 0.0,
+    "delay_s": 0.5,
+    "http500": 0.0,
+    "http429": 0.0,
+    "malformed": 0.0,
+    "lag_blocks": 0,
+    "wrong_call": False,
+}
+
+
+def _word(raw: bytes) -> int:
+    return int.from_bytes(raw[:32], "big")
+
+
+def _u(x: int) -> str:
+    return encode(["uint256"], [x]).hex()
+
+
+@dataclass
+class Summary:
+    duration_s: float
+    actions: Counter[str] = field(default_factory=Counter)
+    events: Counter[str] = field(default_factory=Counter)
+    reorgs: Counter[str] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
+    feed_chaos: Counter[str] = field(default_factory=Counter)
+    restarts: int = 0
+    pushes: dict[str, int] = field(default_factory=dict)
+    checks: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
+    info: Counter[str] = field(default_factory=Counter)
+    mismatches: int = 0
+    violations: list[tuple[str, str]] = field(default_factory=list)
+    rss_mb: list[float] = field(default_factory=list)
+    fault_mixes: Counter[str] = field(default_factory=Counter)
+    log_errors: int = 0
+    settle_s: float = 0.0
+
+    def table(self) -> str:
+        viol = Counter(v[0] for v in self.violations)
+        rows = [
+            ("chaos duration", f"{self.duration_s:.0f} s (+ settle {self.settle_s:.0f} s)"),
+            (
+                "user actions",
+                f"{sum(self.actions.values())} ("
+                + ", ".join(f"{k} {v}" for k, v in sorted(self.actions.items()))
+                + ")",
+            ),
+            (
+                "vault events",
+                f"{sum(self.events.values())} ("
+                + ", ".join(f"{k} {v}" for k, v in sorted(self.events.items()))
+                + ")",
+            ),
+            (
+                "reorgs",
+                f"{sum(self.reorgs.values())} ("
+                + ", ".join(f"{k} {v}" for k, v in sorted(self.reorgs.items()))
+                + ")",
+            ),
+            (
+                "RPC faults",
+                f"{sum(self.faults.values())} ("
+                + ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items()))
+                + ")",
+            ),
+            (
+                "feed chaos",
+                ", ".join(f"{k} {v}" for k, v in sorted(self.feed_chaos.items())) or "0",
+            ),
+            (
+                "RPC fault mixes (A/B per chain, every 10 s)",
+                ", ".join(f"{k} {v}" for k, v in sorted(self.fault_mixes.items())),
+            ),
+            ("daemon kill -9 + restart", str(self.restarts)),
+            (
+                "pushes mined (keeper txs)",
+                f"{sum(self.pushes.values())} ("
+                + ", ".join(f"{k} {v}" for k, v in sorted(self.pushes.items()))
+                + ")",
+            ),
+            (
+                "checks",
+                ", ".join(f"{k} {v}" for k, v in sorted(self.checks.items())),
+            ),
+            ("balance mismatches", str(self.mismatches)),
+            (
+                "violations",
+                f"{len(self.violations)}"
+                + (
+                    " (" + ", ".join(f"{k} {v}" for k, v in sorted(viol.items())) + ")"
+                    if viol
+                    else ""
+                ),
+            ),
+            ("daemon error log lines", str(self.log_errors)),
+            (
+                "daemon RSS MB (first / max / last)",
+                f"{self.rss_mb[0]:.0f} / {max(self.rss_mb):.0f} / {self.rss_mb[-1]:.0f}"
+                if self.rss_mb
+                else "-",
+            ),
+        ]
+        rows += [(f"note: {k}", str(v)) for k, v in sorted(self.info.items())]
+        rows += [(f"skipped: {k}", str(v)) for k, v in sorted(self.skipped.items())]
+        w = max(len(k) for k, _ in rows)
+        lines = ["", "=" * 30 + " chaos soak " + "=" * 30]
+        lines += [f"{k.ljust(w)}  {v}" for k, v in rows]
+        for inv, detail in self.violations[:30]:
+            lines.append(f"VIOLATION [{inv}] {detail}")
+        return "\n".join(lines)
+
+
+class DaemonDied(RuntimeError):
+    """The daemon process exited on its own (e.g. refused to start after a kill -9)."""
+
+
+class Soak:
+    def __init__(
+        self,
+        root: Path,
+        duration_s: float,
+        *,
+        seed: int = 7,
+        kill_every_s: float = 120.0,
+        checkpoint_s: float = 15.0,
+    ) -> None:
+        self.root = root
+        self.duration_s = duration_s
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.kill_every_s = kill_every_s
+        self.checkpoint_s = checkpoint_s
+        self.summary = Summary(duration_s)
+        self.proxies: dict[str, list[FaultProxy]] = {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.up_since: float | None = None
+        self.api_port = free_port()
+        self.log_path = root / "daemon.log"
+        self.db_path = root / "soak.db"
+        self.stale: set[tuple[str, str]] = set()
+        self.lying: set[tuple[str, str]] = set()
+        self.users: list[str] = []
+        self.impersonated: set[str] = set()
+        self._approved: set[tuple[str, str, str]] = set()
+        self._market_stop = asyncio.Event()
+        self.shock_at = float("inf")
+
+    # ------------------------------------------------------------------ setup
+
+    async def run(self) -> Summary:
+        shutil.copy(REPO / "config.toml", self.root / "config.toml")
+        self.state = await asyncio.to_thread(manager.up, self.root)
+        try:
+            return await self._run()
+        finally:
+            await asyncio.to_thread(manager.down, self.root)
+
+    def _write_config(self) -> Path:
+        text = (self.root / "config.toml").read_text()
+        text = text.replace(
+            'include = ["data/devnet/devnet.toml"]',
+            'include = ["data/devnet/devnet.toml", "soak-overlay.toml"]',
+        )
+        cfg_path = self.root / "soak.toml"
+        cfg_path.write_text(text)
+        lines = []
+        for c in CHAINS:
+            urls = ", ".join(f'"{p.url}"' for p in self.proxies[c])
+            lines += ["[[chains]]", f'name = "{c}"', f"rpc_urls = [{urls}]", ""]
+        lines += [
+            "[pusher]",
+            f"heartbeat_s = {HEARTBEAT_S}",
+            "",
+            "[store]",
+            f'url = "sqlite+aiosqlite:///{self.db_path}"',
+            "",
+            "[api]",
+            f"port = {self.api_port}",
+        ]
+        (self.root / "soak-overlay.toml").write_text("\n".join(lines) + "\n")
+        return cfg_path
+
+    async def _run(self) -> Summary:
+        st = self.state
+        for i, c in enumerate(CHAINS):
+            self.proxies[c] = [
+                await FaultProxy(st.url(c), seed=self.seed * 100 + i * 2 + k).start()
+                for k in range(2)
+            ]
+        self.cfg_path = self._write_config()
+        cfg = load_config(self.cfg_path)
+        self.cfg = cfg
+        rate_contracts = {}
+        for a in cfg.assets:
+            if a.rate is not None:
+                rate_contracts[a.symbol] = (a.rate.chain, a.rate.kind, a.rate.address)
+        self.session = aiohttp.ClientSession()
+        self.rpc = {c: Rpc(self.session, st.url(c)) for c in CHAINS}
+        self.checker = Checker(
+            cfg=cfg,
+            urls={c: st.url(c) for c in CHAINS},
+            tokens={c: st.deployments[c].tokens for c in CHAINS},
+            vaults={c: st.deployments[c].vault for c in CHAINS},
+            registries={c: st.deployments[c].registry for c in CHAINS},
+            rate_contracts=rate_contracts,
+            keeper=st.accounts["keeper"],
+            db_path=self.db_path,
+            heartbeat_s=HEARTBEAT_S,
+            grace_s=GRACE_S,
+        )
+        await self.checker.start()
+        tape_stop = asyncio.Event()
+        tasks: list[asyncio.Task[Any]] = []
+        chaos_stop = asyncio.Event()
+        workers: list[asyncio.Task[Any]] = []
+        try:
+            await self._make_users()
+            self.checker.accounts = {u.lower() for u in self.users}
+            for c in CHAINS:
+                self.checker.start_blocks[c] = int(await self.rpc[c]("eth_blockNumber", []), 16)
+            self.checker.soak_start_ts = int(time.time())
+            tasks.append(asyncio.create_task(self.checker.run_tape(tape_stop)))
+            tasks.append(asyncio.create_task(self._market()))
+            self._start_daemon()
+            await self._wait_ready(180)
+            await self._wait_first_pushes(90)
+            workers = [asyncio.create_task(self._activity(c, chaos_stop)) for c in CHAINS] + [
+                asyncio.create_task(self._reorgs(chaos_stop)),
+                asyncio.create_task(self._rpc_chaos(chaos_stop)),
+                asyncio.create_task(self._feed_chaos(chaos_stop)),
+                asyncio.create_task(self._kills(chaos_stop)),
+            ]
+            t_end = time.monotonic() + self.duration_s
+            self.shock_at = time.monotonic() + self.duration_s * 0.3
+            while time.monotonic() < t_end:
+                await asyncio.sleep(min(self.checkpoint_s, max(0.0, t_end - time.monotonic())))
+                for w in workers:
+                    if w.done() and w.exception() is not None:
+                        raise w.exception()  # type: ignore[misc]
+                await self._checkpoint()
+            chaos_stop.set()
+            await asyncio.gather(*workers)
+            await self._settle()
+            await self._final()
+        except DaemonDied as exc:
+            # A daemon that cannot come back is the worst violation: report it in the
+            # table rather than as a bare traceback.
+            self.summary.violations.append(("daemon", str(exc)[-1500:]))
+            chaos_stop.set()
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+        finally:
+            tape_stop.set()
+            self._market_stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._stop_daemon()
+            for ps in self.proxies.values():
+                for p in ps:
+                    self.summary.faults.update(p.stats)
+                    await p.stop()
+            await self.checker.close()
+            await self.session.close()
+        s = self.summary
+        s.checks = self.checker.stats.checks
+        s.skipped = self.checker.stats.skipped
+        s.info.update(self.checker.stats.info)
+        s.mismatches = self.checker.stats.mismatches
+        s.violations += [(v.invariant, v.detail) for v in self.checker.stats.violations]
+        s.log_errors = self._log_errors()
+        return s
+
+    async def _make_users(self) -> None:
+        """The four demo users, the free dev accounts 7..9, and 8 impersonated addresses."""
+        st = self.state
+        dev = await self.rpc["beta"]("eth_accounts", [])
+        self.users = list(st.accounts["users"]) + [dev[i] for i in (7, 8, 9)]
+        for i in range(8):
+            addr = "0x" + (0x50A4 * 10**30 + i + 1).to_bytes(20, "big").hex()
+            self.users.append(addr)
+            self.impersonated.add(addr.lower())
+        for c in CHAINS:
+            for u in self.impersonated:
+                await self.rpc[c]("anvil_impersonateAccount", [u])
+                await self.rpc[c]("anvil_setBalance", [u, hex(10**24)])
+
+    # ------------------------------------------------------------------ daemon process
+
+    def _start_daemon(self) -> None:
+        env = {
+            **os.environ,
+            "AGG_KEEPER_KEY": KEEPER_KEY,
+            "AGG_LOG_FORMAT": "json",
+            "PYTHONWARNINGS": "ignore",
+        }
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "aggregator.cli", "-c", str(self.cfg_path), "run"],
+            env=env,
+            stdout=log,
+            stderr=log,
+            cwd=self.root,
+        )
+        log.close()
+        self.up_since = time.time()
+
+    async def _kill_daemon(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(self.proc.wait, 30)
+        self.up_since = None
+        self.summary.restarts += 1
+
+    async def _stop_daemon(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = await asyncio.to_thread(self.proc.wait, 30)
+            if code != 0:
+                self.summary.violations.append(("shutdown", f"SIGTERM exit code {code}"))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            self.summary.violations.append(("shutdown", "SIGTERM did not stop the daemon"))
+
+    def _api(self, path: str) -> tuple[int, Any]:
+        url = f"http://127.0.0.1:{self.api_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                body = r.read()
+                return r.status, json.loads(body) if body[:1] in b"{[" else body
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+        except OSError:
+            return 0, None
+
+    async def _wait_ready(self, timeout: float) -> list[str]:
+        deadline = time.monotonic() + timeout
+        reasons: list[str] = []
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise DaemonDied(f"daemon exited with {self.proc.returncode}: {self._tail()}")
+            code, body = await asyncio.to_thread(self._api, "/readyz")
+            if code == 200:
+                return []
+            reasons = (body or {}).get("reasons", []) if isinstance(body, dict) else []
+            await asyncio.sleep(1)
+        return reasons or ["not ready"]
+
+    def _tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""
+
+    def _log_errors(self) -> int:
+        n = 0
+        try:
+            for line in self.log_path.read_text(errors="replace").splitlines():
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if rec.get("level") in ("error", "critical"):
+                    n += 1
+        except OSError:
+            pass
+        return n
+
+    async def _wait_first_pushes(self, timeout: float) -> None:
+        """Activity starts once the daemon's own entries replaced the bootstrap ones."""
+        deadline = time.monotonic() + timeout
+        demo = [u.lower() for u in self.state.accounts["users"]]
+        while time.monotonic() < deadline:
+            ents = await self.checker.entries()
+            if all(
+                ents.get((c, u), (0, 0, 0))[2] >= self.checker.soak_start_ts
+                for c in CHAINS
+                for u in demo
+                if (c, u) in ents
+            ):
+                return
+            await asyncio.sleep(1)
+        raise RuntimeError(f"the daemon did not push within {timeout:.0f}s: {self._tail()}")
+
+    def _rss(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    self.summary.rss_mb.append(int(line.split()[1]) / 1024)
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------------ checker
+
+    async def _checkpoint(self) -> None:
+        if self.up_since is not None and self.proc is not None and self.proc.poll() is not None:
+            raise DaemonDied(f"daemon exited with {self.proc.returncode}: {self._tail()}")
+        self._rss()
+        await self.checker.check_balances()
+        await self.checker.check_registry()
+        await self.checker.check_freshness(self.up_since)
+
+    async def _settle(self) -> None:
+        """Chaos off: clean endpoints, feeds live, daemon up; wait until it caught up (ready,
+        nothing pending), then the final checks run on a quiet system."""
+        t0 = time.monotonic()
+        for ps in self.proxies.values():
+            for p in ps:
+                p.set(**NEUTRAL)
+        self.stale.clear()
+        self.lying.clear()
+        if self.proc is None or self.proc.poll() is not None:
+            self._start_daemon()
+        reasons = await self._wait_ready(150)
+        if reasons:
+            self.summary.violations.append(("settle", f"daemon not ready: {reasons}"))
+        # Pushes in flight land and get confirmed: let two push intervals pass.
+        await asyncio.sleep(8)
+        self.summary.settle_s = time.monotonic() - t0
+
+    async def _final(self) -> None:
+        self._rss()
+        evs = await self.checker.events()
+        self.summary.events.update(e.kind for e in evs if e.ts >= self.checker.soak_start_ts)
+        await self.checker.check_balances()
+        await self.checker.check_registry(evs, settled=True)
+        await self.checker.check_freshness(self.up_since)
+        self.checker.check_spend(evs)
+        self.summary.pushes = await self.checker.check_nonces()
+
+    # ------------------------------------------------------------------ market
+
+    async def _market(self) -> None:
+        """The simulator's price model, driven here so feeds can go stale or lie."""
+        model = MarketModel.initial(self.seed)
+        shock_at = float("inf")
+        async with aiohttp.ClientSession() as session:
+            while not self._market_stop.is_set():
+                model.step(3.0)
+                if time.monotonic() > min(shock_at, self.shock_at):
+                    model.shock(0.3)  # one sure ETH drop: liquidations have work
+                    shock_at = self.shock_at = float("inf")
+                per_chain = {}
+                for c in CHAINS:
+                    calls = []
+                    dep = self.state.deployments[c]
+                    for to, call in _calls_for(model, self.state, c):
+                        data = call
+                        sym = next(
+                            (s for s, f in dep.feeds.items() if f.lower() == to.lower()), None
+                        )
+                        if sym is not None and (c, sym) in self.stale:
+                            continue
+                        if sym is not None and (c, sym) in self.lying:
+                            answer = int.from_bytes(data[4:], "big", signed=True)
+                            data = data[:4] + encode(["int256"], [int(answer * 1.6)])
+                        calls.append((to, data))
+                    per_chain[c] = calls
+                await asyncio.gather(
+                    *(_update_chain(session, self.state, c, cl) for c, cl in per_chain.items()),
+                    return_exceptions=True,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._market_stop.wait(), 3.0)
+
+    # ------------------------------------------------------------------ chaos
+
+    async def _sleep(self, stop: asyncio.Event, s: float) -> bool:
+        try:
+            await asyncio.wait_for(stop.wait(), s)
+            return True
+        except TimeoutError:
+            return False
+
+    async def _reorgs(self, stop: asyncio.Event) -> None:
+        while not await self._sleep(stop, self.rng.uniform(6, 15)):
+            c = self.rng.choice(CHAINS)
+            depth = self.rng.randint(1, self.cfg.chain(c).confirmations)
+            try:
+                await self.rpc[c]("anvil_reorg", [depth, []])
+                self.summary.reorgs[f"{c} depth {depth}"] += 1
+            except RuntimeError as exc:
+                self.summary.info[f"reorg refused: {exc}"[:80]] += 1
+
+    async def _rpc_chaos(self, stop: asyncio.Event) -> None:
+        while True:
+            for c in CHAINS:
+                a, b = self.proxies[c]
+                ma = self.rng.choice(list(MIXES_A))
+                mb = self.rng.choice(list(MIXES_B))
+                a.set(**{**NEUTRAL, **MIXES_A[ma]})
+                b.set(**{**NEUTRAL, **MIXES_B[mb]})
+                self.summary.fault_mixes[f"{ma}/{mb}"] += 1
+            if await self._sleep(stop, 10):
+                return
+
+    async def _feed_chaos(self, stop: asyncio.Event) -> None:
+        kinds = ["stale", "lying"]
+        while not await self._sleep(stop, self.rng.uniform(8, 15)):
+            c = self.rng.choice(CHAINS)
+            sym = self.rng.choice(FEED_CHAOS_ASSETS)
+            kind = kinds[self.summary.feed_chaos.total() % 2]
+            if kind == "stale":
+                await self._make_stale(c, sym)
+                self.stale.add((c, sym))
+            else:
+                self.lying.add((c, sym))
+            self.summary.feed_chaos[kind] += 1
+            await self._sleep(stop, self.rng.uniform(10, 20))
+            self.stale.discard((c, sym))
+            self.lying.discard((c, sym))
+
+    async def _make_stale(self, chain: str, sym: str) -> None:
+        feed = self.state.deployments[chain].feeds[sym]
+        raw = await self.rpc[chain].call(feed, S["latestRoundData()"])
+        rid = _word(raw)
+        answer = int.from_bytes(raw[32:64], "big", signed=True)
+        old = int(time.time()) - 7200
+        data = (
+            S["updateRoundData(uint80,int256,uint256,uint256)"]
+            + encode(["uint80", "int256", "uint256", "uint256"], [rid + 1, answer, old, old]).hex()
+        )
+        await self._send(
+            chain,
+            self.state.deployments[chain].deployer,
+            self.state.deployments[chain].feeds[sym],
+            data,
+        )
+
+    async def _kills(self, stop: asyncio.Event) -> None:
+        first = min(self.kill_every_s, self.duration_s * 0.4)
+        wait = first
+        while not await self._sleep(stop, wait):
+            await self._kill_daemon()
+            await asyncio.sleep(self.rng.uniform(1, 3))
+            self._start_daemon()
+            wait = self.kill_every_s
+
+    # ------------------------------------------------------------------ activity
+
+    async def _send(self, chain: str, sender: str, to: str, data: str) -> bool:
+        rpc = self.rpc[chain]
+        if sender.lower() in self.impersonated:
+            await rpc("anvil_setBalance", [sender, hex(10**24)])
+        try:
+            h = await rpc(
+                "eth_sendTransaction", [{"from": sender, "to": to, "data": data, "gas": GAS}]
+            )
+        except RuntimeError:
+            return False
+        for _ in range(100):
+            r = await rpc("eth_getTransactionReceipt", [h])
+            if r is not None:
+                return int(r["status"], 16) == 1
+            await asyncio.sleep(0.1)
+        return False  # dropped by a reorg
+
+    async def _view(self, chain: str, to: str, sig: str, *args: str) -> int:
+        return _word(await self.rpc[chain].call(to, S[sig] + "".join(args)))
+
+    async def _ensure_tokens(self, chain: str, user: str, sym: str, amount: int) -> None:
+        dep = self.state.deployments[chain]
+        tok = dep.tokens[sym]
+        if await self._view(chain, tok, "balanceOf(address)", addr_word(user)) < amount:
+            await self._send(
+                chain,
+                dep.deployer,
+                tok,
+                S["mint(address,uint256)"] + addr_word(user) + _u(amount * 4),
+            )
+        allowed = await self._view(
+            chain, tok, "allowance(address,address)", addr_word(user), addr_word(dep.vault)
+        )
+        if allowed < amount:
+            await self._send(
+                chain,
+                user,
+                tok,
+                S["approve(address,uint256)"] + addr_word(dep.vault) + _u(MAX_UINT),
+            )
+
+    def _raw(self, sym: str, usd: float) -> int:
+        spec = ASSET_BY_SYMBOL[sym]
+        price = (
+            self.checker.tape[-1][1].get(sym, spec.price_usd)
+            if self.checker.tape
+            else spec.price_usd
+        )
+        return max(1, int(usd / price * 10**spec.decimals))
+
+    async def _activity(self, chain: str, stop: asyncio.Event) -> None:
+        rng = random.Random(self.rng.random())
+        dep = self.state.deployments[chain]
+        vault = dep.vault
+        collat = [s for s in dep.tokens]
+        debts = ["USDC", "WETH"]
+        while not await self._sleep(stop, rng.uniform(0.2, 0.8)):
+            user = rng.choice(self.users)
+            kind = rng.choices(
+                ["deposit", "borrow", "repay", "withdraw", "liquidate"], [30, 30, 15, 15, 10]
+            )[0]
+            try:
+                ok = await self._act(
+                    rng=rng,
+                    chain=chain,
+                    kind=kind,
+                    user=user,
+                    vault=vault,
+                    collat=collat,
+                    debts=debts,
+                    dep=dep,
+                )
+            except RuntimeError:
+                ok = None
+            if ok is None:
+                continue
+            self.summary.actions[f"{kind} {'ok' if ok else 'refused'}"] += 1
+
+    async def _act(
+        self,
+        *,
+        rng: random.Random,
+        chain: str,
+        kind: str,
+        user: str,
+        vault: str,
+        collat: list[str],
+        debts: list[str],
+        dep: Any,
+    ) -> bool | None:
+        if kind == "deposit":
+            sym = rng.choice(collat)
+            raw = self._raw(sym, rng.uniform(500, 20_000))
+            await self._ensure_tokens(chain, user, sym, raw)
+            return await self._send(
+                chain,
+                user,
+                vault,
+                S["deposit(address,uint256)"] + addr_word(dep.tokens[sym]) + _u(raw),
+            )
+        if kind == "borrow":
+            credit = await self._view(chain, dep.registry, "creditOf(address)", addr_word(user))
+            if credit == 0:
+                return None
+            sym = rng.choice(debts)
+            # Up to a little over the credit: the vault must refuse the excess.
+            raw = self._raw(sym, credit / 1e6 * rng.uniform(0.2, 1.1))
+            return await self._send(
+                chain,
+                user,
+                vault,
+                S["borrow(address,uint256)"] + addr_word(dep.tokens[sym]) + _u(raw),
+            )
+        if kind == "repay":
+            sym = rng.choice(debts)
+            tok = dep.tokens[sym]
+            debt = await self._view(
+                chain, vault, "debtOf(address,address)", addr_word(user), addr_word(tok)
+            )
+            if debt == 0:
+                return None
+            raw = max(1, int(debt * rng.uniform(0.2, 1.0)))
+            await self._ensure_tokens(chain, user, sym, raw)
+            return await self._send(
+                chain,
+                user,
+                vault,
+                S["repay(address,address,uint256)"] + addr_word(user) + addr_word(tok) + _u(raw),
+            )
+        if kind == "withdraw":
+            sym = rng.choice(collat)
+            tok = dep.tokens[sym]
+            bal = await self._view(
+                chain, vault, "collateralOf(address,address)", addr_word(user), addr_word(tok)
+            )
+            if bal == 0:
+                return None
+            raw = max(1, int(bal * rng.uniform(0.05, 0.5)))
+            return await self._send(
+                chain, user, vault, S["withdraw(address,uint256)"] + addr_word(tok) + _u(raw)
+            )
+        # liquidate: the liquidator (account 6) takes any account the registry marks
+        liquidator = self.state.accounts["liquidator"]
+        for victim in rng.sample(self.users, len(self.users)):
+            raw = await self.rpc[chain].call(
+                dep.registry, S["healthOf(address)"] + addr_word(victim)
+            )
+            if _word(raw[32:64]) < 2:
+                continue
+            for dsym in debts:
+                dtok = dep.tokens[dsym]
+                debt = await self._view(
+                    chain, vault, "debtOf(address,address)", addr_word(victim), addr_word(dtok)
+                )
+                if debt == 0:
+                    continue
+                for csym in rng.sample(collat, len(collat)):
+                    ctok = dep.tokens[csym]
+                    if not await self._view(
+                        chain,
+                        vault,
+                        "collateralOf(address,address)",
+                        addr_word(victim),
+                        addr_word(ctok),
+                    ):
+                        continue
+                    await self._ensure_tokens(chain, liquidator, dsym, debt)
+                    return await self._send(
+                        chain,
+                        liquidator,
+                        vault,
+                        S["liquidate(address,address,uint256,address)"]
+                        + addr_word(victim)
+                        + addr_word(dtok)
+                        + _u(max(1, debt // 2))
+                        + addr_word(ctok),
+                    )
+        return None
