@@ -27,7 +27,7 @@ from aggregator.jobs import Jobs
 from aggregator.lock import StoreLock, StoreLockedError
 from aggregator.metrics import Metrics
 from aggregator.push.wiring import PusherWiring
-from aggregator.risk.book import PositionRow
+from aggregator.risk.book import MAX_AMOUNT, PositionRow
 from aggregator.risk.engine import TIERS, PriceInput, RiskEngine
 from aggregator.risk.portfolio_feed import PortfolioFeed
 from aggregator.store import Store
@@ -79,6 +79,8 @@ class Daemon:
         self.settings = {c.name: ChainSettings.from_config(c) for c in cfg.chains}
         self.clients = {name: RpcClient.from_settings(s) for name, s in self.settings.items()}
         self.indexers: dict[str, ChainIndexer] = {}
+        # chain -> accounts whose stored positions are impossible, awaiting repair.
+        self._impossible: dict[str, set[str]] = {}
         self.engine = RiskEngine.from_config(cfg)
         self.oracle = OracleService.from_config(
             cfg.assets,
@@ -148,6 +150,10 @@ class Daemon:
             )
             await self._step(f"checkpoint load of {name}", indexer.load())
             self.indexers[name] = indexer
+        if self._impossible:
+            await self._step(
+                "repair of impossible positions", self._repair_positions(at_start=True)
+            )
         sch = self.cfg.scheduler
         if self.lst_readers:
             # Before the first price refresh, so LSTs are not `disputed` for a whole
@@ -244,7 +250,67 @@ class Daemon:
         return PositionRow(p.account, p.chain, symbol, p.kind, p.head_amount, p.confirmed_amount)
 
     def _rows(self, positions: Iterable[Position]) -> list[PositionRow]:
-        return [r for r in (self._row(p) for p in positions) if r is not None]
+        rows = []
+        for p in positions:
+            r = self._row(p)
+            if r is None:
+                continue
+            if not (0 <= r.head <= MAX_AMOUNT and 0 <= r.confirmed <= MAX_AMOUNT):
+                # The store says something the chain cannot hold (e.g. debt below zero).
+                # Counting it would be a wrong number and refusing the account forever a
+                # dead daemon: keep it out of the book and repair it from the chain
+                # (_repair_positions) before anything is pushed.
+                log.error(
+                    "chain %s account %s %s %s: stored amounts head %d / confirmed %d are "
+                    "impossible; repairing from the chain",
+                    p.chain,
+                    p.account,
+                    r.asset,
+                    p.kind,
+                    r.head,
+                    r.confirmed,
+                    extra={"chain": p.chain, "account": p.account},
+                )
+                self._impossible.setdefault(p.chain, set()).add(p.account)
+                continue
+            rows.append(r)
+        return rows
+
+    async def _repair_positions(self, *, at_start: bool = False) -> None:
+        """Reconcile the accounts whose stored positions were impossible against
+        collateralOf/debtOf (the chain's value wins, as a correction event), then load
+        them. At start an account that cannot be repaired stops the start with its name:
+        serving or pushing a number known to be wrong is worse than not starting."""
+        pending, self._impossible = self._impossible, {}
+        deferred: dict[str, set[str]] = {}
+        for chain, accounts in pending.items():
+            indexer = self.indexers.get(chain)
+            if indexer is None and at_start:
+                raise StartupError(
+                    f"chain {chain}: stored positions of {sorted(accounts)} are impossible "
+                    "and the chain is not indexed here, so they cannot be repaired"
+                )
+            if indexer is None or (self.cluster.enabled and not self.cluster.owns_index(chain)):
+                # Another instance indexes this chain (or will): its reconcile repairs it.
+                deferred.setdefault(chain, set()).update(accounts)
+                continue
+            try:
+                found = await indexer.reconcile(sorted(accounts))
+            except RpcError as exc:
+                if at_start:
+                    raise StartupError(
+                        f"chain {chain}: stored positions of {sorted(accounts)} are impossible "
+                        f"and the chain could not be read to repair them: {exc}"
+                    ) from exc
+                self._impossible.setdefault(chain, set()).update(accounts)
+                continue
+            self.metrics.reconcile_mismatch.labels(chain=chain).inc(len(found))
+            log.warning("chain %s: repaired %d position(s) from the chain", chain, len(found))
+            await self.recompute_accounts(accounts)
+        if at_start and self._impossible:
+            raise StartupError(f"impossible stored positions left unrepaired: {self._impossible}")
+        for chain, accounts in deferred.items():
+            self._impossible.setdefault(chain, set()).update(accounts)
 
     async def _load_book(self) -> None:
         t0 = time.perf_counter()
@@ -375,6 +441,8 @@ class Daemon:
             await reader.read(self.lst_sources[chain])
 
     async def reconcile(self) -> None:
+        if self._impossible:
+            await self._repair_positions()
         for name, indexer in self.indexers.items():
             if indexer.status.fatal or not indexer.status.caught_up:
                 continue
@@ -487,6 +555,11 @@ class Daemon:
             for sym, p in self.oracle.prices().items():
                 if not p.usable:
                     reasons.append(f"price {sym}: {p.status} ({p.reason})")
+        if self._impossible:
+            reasons.append(
+                "store: impossible stored positions awaiting repair from the chain: "
+                + ", ".join(f"{c} {sorted(a)}" for c, a in sorted(self._impossible.items()))
+            )
         reasons += self.push.readiness_reasons()
         return not reasons, reasons
 

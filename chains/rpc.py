@@ -22,7 +22,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -390,8 +390,11 @@ class RpcClient:
         *,
         min_head: int | None = None,
         validate: Callable[[Any], Any] | None = None,
+        call: Callable[[_Endpoint], Awaitable[Any]] | None = None,
     ) -> Any:
-        """A read with failover. `validate` may raise EndpointFault to reject an answer."""
+        """A read with failover. `validate` may raise EndpointFault to reject an answer;
+        `call` replaces the plain request to an endpoint (e.g. a request plus a check
+        of the same endpoint)."""
         if self._closed:
             raise RpcError(f"chain {self.chain!r}: client is closed")
         causes: list[str] = []
@@ -403,7 +406,7 @@ class RpcClient:
                 candidates = self._candidates(min_head)
             for ep in candidates:
                 try:
-                    result = await ep.raw(method, params)
+                    result = await (ep.raw(method, params) if call is None else call(ep))
                     if validate is not None:
                         result = validate(result)
                 except Throttled as exc:
@@ -700,8 +703,25 @@ class RpcClient:
                 "toBlock": hex(to_block),
             }
         ]
+
+        async def logs_with_head_proof(ep: _Endpoint) -> Any:
+            logs = await ep.raw("eth_getLogs", params)
+            # The head we know for this endpoint may be stale: a node (or the node a
+            # load balancer picked) that has not seen `to_block` answers getLogs with a
+            # silently short list. Proof that it had the block when it answered: asked
+            # after the logs, it must return that block.
+            block = await ep.raw("eth_getBlockByNumber", [hex(to_block), False])
+            if not isinstance(block, dict):
+                ep.head = min(ep.head or 0, to_block - 1)
+                raise EndpointFault(f"lagging: no block {to_block} after answering its logs")
+            return logs
+
         result: list[dict[str, Any]] = await self.request(
-            "eth_getLogs", params, min_head=to_block, validate=validate
+            "eth_getLogs",
+            params,
+            min_head=to_block,
+            validate=validate,
+            call=logs_with_head_proof,
         )
         return result
 

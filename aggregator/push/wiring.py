@@ -59,7 +59,9 @@ class PusherWiring:
                 self._caught_up.add(name)
             if name not in self._caught_up:
                 return False
-        return not d._dirty and not d._recomputing
+        # A stored position the chain cannot hold is out of the book until repaired:
+        # pushing meanwhile could grant credit against debt the book does not see.
+        return not d._dirty and not d._recomputing and not d._impossible
 
     async def start(self) -> None:
         from aggregator.daemon import StartupError

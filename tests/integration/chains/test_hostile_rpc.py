@@ -11,6 +11,7 @@ from chains_env import stored_head
 
 from aggregator.devnet.anvil import AnvilNode
 from aggregator.store.chain_repo import SqlChainStore
+from chains.events import TOPIC_FILTER
 from chains.indexer import ChainIndexer
 from chains.rpc import ChainIdMismatch, RpcClient, RpcUnavailable
 from chains.testing.faultproxy import FaultProxy
@@ -133,3 +134,31 @@ async def test_a_reorg_between_header_reads_demotes_nobody(
     after = await client.get_blocks([n - 2, n - 1, n])
     assert after[n].hash != before[n].hash and after[n].parent_hash == after[n - 1].hash
     assert [st.state for st in client.status()] == ["healthy"]
+
+
+async def test_endpoint_that_falls_behind_after_reporting_its_head_loses_no_log(
+    vault_chain: tuple[AnvilNode, VaultHarness],
+    proxies: Callable[..., FaultProxy],
+    client_for: Callable[..., RpcClient],
+) -> None:
+    """The client's idea of an endpoint's head goes stale: the node behind the URL (a
+    load balancer's other backend) falls behind after reporting a head, and answers
+    getLogs for blocks it has not seen with a silently short list. The same endpoint must
+    then prove it holds the last block of the range, or its answer is refused and a
+    healthy endpoint's is used: no event is lost (the soak found one on the fork)."""
+    node, h = vault_chain
+    lagger = await proxies(node.url)  # type: ignore[misc]
+    honest = await proxies(node.url, delay=1.0, delay_s=0.03)  # type: ignore[misc]
+    s = settings(node, h, (lagger.url, honest.url))
+    client = client_for(s, backoff_base_s=0.01, backoff_max_s=0.05, health_interval_s=3600)
+    await client.connect()
+    start = h.block_number() + 1
+    h.bulk_deposits(8, per_block=4)
+    head = h.block_number()
+    await client._refresh_heads()  # both endpoints reported `head`...
+    lagger.set(lag_blocks=head - start + 1)  # ...then the lagger's node fell behind
+    logs = await client.get_logs(h.vault, TOPIC_FILTER, start, head)
+    assert len(logs) == 8
+    assert lagger.stats["lag"] > 0, lagger.stats
+    status = {st.url: st for st in client.status()}
+    assert "lagging" in (status[lagger.url].last_error or ""), status[lagger.url]

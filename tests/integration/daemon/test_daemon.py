@@ -29,6 +29,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import sqlalchemy as sa
 from daemon_helpers import aget, daemon_config, wait_ready, wait_until
 from web3 import Web3
 
@@ -371,6 +372,58 @@ async def test_restart_loads_the_book_from_the_store_without_rpc(
     assert cold.engine.book.n_accounts == n
     for c in cold.clients.values():
         await c.close()
+
+
+async def test_impossible_stored_position_is_repaired_from_the_chain_at_start(
+    devnet: manager.DevnetState, devnet_cfg: AppConfig, tmp_path: Path
+) -> None:
+    """A stored amount no chain can hold (negative debt, as a store bug or a hand edit
+    could leave) neither stops the daemon for good nor reaches the book: the start
+    reconciles that account against the vault and carries on with the chain's value."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'repair.db'}"
+    store = Store(url)
+    try:
+        first = Daemon(daemon_config(devnet_cfg, url), store=store)
+        await asyncio.wait_for(first.start(), 90)
+        try:
+            await wait_ready(first)
+        finally:
+            await first.stop()
+        user = users(devnet)[0]
+        (chain_name, asset, side), amount = next(
+            iter((await asyncio.to_thread(onchain_positions, devnet, devnet_cfg, user)).items())
+        )
+        token = devnet_cfg.asset(asset).tokens[chain_name]
+        async with store.transaction() as s:
+            done = await s.execute(
+                sa.text(
+                    "UPDATE chain_position SET head_amount = '-105590967', "
+                    "confirmed_amount = '-105590967' WHERE chain = :c AND lower(account) = "
+                    "lower(:a) AND lower(token) = lower(:t) AND kind = :k"
+                ),
+                {"c": chain_name, "a": user, "t": token, "k": side},
+            )
+            assert done.rowcount == 1
+        second = Daemon(daemon_config(devnet_cfg, url), store=store)
+        await asyncio.wait_for(second.start(), 90)
+        try:
+            # Repaired during the start (the start itself, or the reconcile job it runs
+            # at once), before any push could see the account.
+            assert not second._impossible
+            await wait_ready(second)
+            stored = {
+                (p.kind, p.token.lower()): p.head_amount
+                for p in await second.repo.positions(chain_name, [user])
+            }
+            assert stored[(side, token.lower())] == amount
+            _, view = await aget(second, f"/v1/accounts/{user.lower()}")
+            assert reported_positions(view, "head")[(chain_name, asset, side)] == amount
+            ok, reasons = second.readiness()
+            assert ok and not second._impossible, reasons
+        finally:
+            await second.stop()
+    finally:
+        await store.close()
 
 
 def _cli(*argv: str) -> tuple[int, str, str]:
