@@ -9,6 +9,7 @@ benchmark failed or any figure missed its target; the others still run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -52,8 +53,8 @@ ROWS: dict[str, str] = {
 }
 
 
-def run(names: list[str]) -> tuple[list[Figure], list[str]]:
-    figures: list[Figure] = []
+def run(names: list[str]) -> tuple[dict[str, list[Figure]], list[str]]:
+    figures: dict[str, list[Figure]] = {}
     failed: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
@@ -68,7 +69,7 @@ def run(names: list[str]) -> tuple[list[Figure], list[str]]:
                 f"{time.perf_counter() - start:.0f}s ===\n",
                 flush=True,
             )
-            figures.extend(got)
+            figures[name] = got
             if rc != 0 or not got:
                 failed.append(name)
     return figures, failed
@@ -95,7 +96,7 @@ def table(figures: list[Figure]) -> str:
             lines.append(f"| {title} | {fmt(f)} | {f.baseline} | {f.target} | {verdict[f.met]} |")
     extra = [f for f in figures if f.key not in ROWS]
     if extra:
-        lines += ["", "Other figures of the same run:", ""]
+        lines += ["", "Other figures:", ""]
         lines += [
             f"- {f.figure}: {fmt(f)} (baseline: {f.baseline}; target {f.target}: {verdict[f.met]})"
             for f in extra
@@ -103,34 +104,51 @@ def table(figures: list[Figure]) -> str:
     return "\n".join(lines)
 
 
-def write(figures: list[Figure], failed: list[str], names: list[str], info: dict) -> None:
+def write(
+    by_bench: dict[str, list[Figure]], failed: list[str], names: list[str], info: dict
+) -> list[Figure]:
+    """Record this run's benchmarks in latest.json, keeping the last result of any
+    benchmark not run this time (each with its own time and machine), and rewrite the
+    table from all of them. Returns every figure the table shows."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    doc = {
-        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": info,
-        "benchmarks": names,
-        "failed": failed,
-        "figures": [f.__dict__ for f in figures],
-    }
-    RESULTS.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    finished = datetime.now(UTC).isoformat(timespec="seconds")
+    runs: dict[str, dict] = {}
+    if RESULTS.exists():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            runs = dict(json.loads(RESULTS.read_text())["runs"])
+    for name in names:
+        runs[name] = {
+            "finished": finished,
+            "machine": info,
+            "failed": name in failed,
+            "figures": [f.__dict__ for f in by_bench.get(name, [])],
+        }
+    kept = {n: runs[n] for n in BENCHMARKS if n in runs}
+    RESULTS.write_text(
+        json.dumps({"finished": finished, "runs": kept}, indent=2, sort_keys=True) + "\n"
+    )
+    figures = [Figure(**f) for r in kept.values() for f in r["figures"]]
     if not DOC.exists():
-        return
+        return figures
     text = DOC.read_text()
     if BEGIN not in text or END not in text:
-        return
+        return figures
     cpu = info.get("cpu", "?")
+    when = ", ".join(f"{n} {r['finished']}" for n, r in kept.items())
+    all_failed = [n for n, r in kept.items() if r["failed"]]
     block = (
-        f"{BEGIN}\nLast `make bench`: {doc['finished']} on {info.get('cpus')} x {cpu}, "
-        f"{info.get('memory_gb')} GB, load average at start {info.get('load_average')} "
-        f"(Python {info.get('python')}, numpy {info.get('numpy')}, numba "
-        f"{info.get('numba')}). Benchmarks run: {', '.join(names)}"
-        + (f"; failed: {', '.join(failed)}" if failed else "")
+        f"{BEGIN}\nMachine: {info.get('cpus')} x {cpu}, {info.get('memory_gb')} GB, load "
+        f"average at start {info.get('load_average')} (Python {info.get('python')}, numpy "
+        f"{info.get('numpy')}, numba {info.get('numba')}). Last run of each benchmark "
+        f"(UTC): {when}"
+        + (f"; failed: {', '.join(all_failed)}" if all_failed else "")
         + ".\n\n"
         + table(figures)
         + f"\n{END}"
     )
     head, rest = text.split(BEGIN, 1)
     DOC.write_text(head + block + rest.split(END, 1)[1])
+    return figures
 
 
 def main(argv: list[str]) -> int:
@@ -140,8 +158,8 @@ def main(argv: list[str]) -> int:
         print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
         return 2
     info = machine()
-    figures, failed = run(names)
-    write(figures, failed, names, info)
+    by_bench, failed = run(names)
+    figures = write(by_bench, failed, names, info)
     missed = [f.key for f in figures if f.met is False]
     print(f"wrote {RESULTS.relative_to(ROOT)} and {DOC.relative_to(ROOT)}")
     if failed:

@@ -180,7 +180,7 @@ def _account_value(s0, cnt, pc, pv, nlp):
 @njit(inline="always")
 def _tick_finish(  # noqa: PLR0917
     a, s0, k, c_liq, c_bor, d_val, pc, pv, nlp, held, bad_bits, warn_hf, hf, bp, tier,
-    degraded, liq_cliq, liq_dval,
+    degraded,
 ):  # fmt: skip
     h = c_liq / d_val if d_val > 0.0 else np.inf
     hf[a] = h
@@ -188,8 +188,6 @@ def _tick_finish(  # noqa: PLR0917
     t = (h < warn_hf) + (h < 1.0)
     if h < 1.0:
         t += _account_value(s0, k, pc, pv, nlp) < d_val
-        liq_cliq[a] = c_liq
-        liq_dval[a] = d_val
     tier[a] = t
     degraded[a] = bad_bits != 0 and (held[a] & bad_bits) != 0
 
@@ -197,7 +195,6 @@ def _tick_finish(  # noqa: PLR0917
 @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def _tick_kernel(  # noqa: PLR0917
     start, cnt, pc, pv, held, n, tab, nlp, bad_bits, warn_hf, hf, bp, tier, degraded,
-    liq_cliq, liq_dval,
 ):  # fmt: skip
     """Every account at once: HF, BP, tier and degraded.
 
@@ -227,12 +224,12 @@ def _tick_kernel(  # noqa: PLR0917
             lb, bb, db = _position(pc[sb + j], pv[sb + j], tab, nlp, lb, bb, db)
         _tick_finish(
             a, sa, ka, la, ba, da, pc, pv, nlp, held, bad_bits, warn_hf, hf, bp, tier,
-            degraded, liq_cliq, liq_dval,
+            degraded,
         )  # fmt: skip
         if b < n:
             _tick_finish(
                 b, sb, kb, lb, bb, db, pc, pv, nlp, held, bad_bits, warn_hf, hf, bp, tier,
-                degraded, liq_cliq, liq_dval,
+                degraded,
             )  # fmt: skip
 
 
@@ -417,8 +414,6 @@ class RiskEngine:
         self._alloc(0)
         self.computed_at: float | None = None
         self._prepared = False
-        self._planned = np.zeros(0, np.int64)  # accounts planned by the last tick
-        self._touched: list[int] = []  # accounts given a plan by events since
         # Compile (or load from numba's on-disk cache) the kernel now, at daemon start,
         # rather than on the first price tick.
         self._tab = np.zeros((self._ncols, 4))
@@ -428,7 +423,6 @@ class RiskEngine:
         _tick_kernel(
             self.a_start, self.a_cnt, self.pc, self.pv, self.held_bits, 0, self._tab,
             self._nlp, 0, 1.0, self.r_hf, self.r_bp, self.r_tier, self.r_degraded,
-            self.liq_cliq, self.liq_dval,
         )  # fmt: skip
 
     @classmethod
@@ -443,15 +437,9 @@ class RiskEngine:
     r_bp: NDArray[np.float64]
     r_tier: NDArray[np.int8]
     r_degraded: NDArray[np.bool_]
-    liq_cliq: NDArray[np.float64]
-    liq_dval: NDArray[np.float64]
     a_start: NDArray[np.int64]
     a_cnt: NDArray[Any]
     a_cap: NDArray[Any]
-    p_kind: NDArray[np.int8]
-    p_repay: NDArray[np.float64]
-    p_chain: NDArray[np.int16]
-    p_asset: NDArray[np.int16]
     credit: NDArray[np.int64]
     prev_credit: NDArray[np.int64]
     # Holes in the pool below this many slots are not worth an O(book) compaction.
@@ -463,16 +451,9 @@ class RiskEngine:
         ("r_bp", np.float64, 0.0),
         ("r_tier", np.int8, HEALTHY),
         ("r_degraded", np.bool_, False),
-        # C_liq and debt, kept only for accounts with HF < 1 (their plans need them).
-        ("liq_cliq", np.float64, 0.0),
-        ("liq_dval", np.float64, 0.0),
         ("a_start", np.int64, 0),
         ("a_cnt", None, 0),
         ("a_cap", None, 0),
-        ("p_kind", np.int8, PLAN_NONE),
-        ("p_repay", np.float64, 0.0),
-        ("p_chain", np.int16, -1),
-        ("p_asset", np.int16, -1),
     )
 
     def _alloc(self, need: int) -> None:
@@ -768,8 +749,6 @@ class RiskEngine:
         self.r_bp[sl] = r.bp
         self.r_tier[sl] = r.tier
         self.r_degraded[sl] = r.degraded
-        self.liq_cliq[sl] = r.cliq
-        self.liq_dval[sl] = r.debt
 
     def _plans(
         self,
@@ -816,18 +795,15 @@ class RiskEngine:
     def _recompute_idx(self, acc: NDArray[np.int64]) -> None:
         if not self._prepared:
             self._prepare()
-        r = self._risk(acc)
-        self._store(acc, r)
-        kind, repay, chain, asset = self._plans(acc, r.hf, r.debt, r.cliq, r.grp)
-        self.p_kind[acc], self.p_repay[acc] = kind, repay
-        self.p_chain[acc], self.p_asset[acc] = chain, asset
-        if (kind != PLAN_NONE).any():
-            self._touched.extend(acc[kind != PLAN_NONE].tolist())
+        self._store(acc, self._risk(acc))
 
     def recompute(self) -> None:
         """Every account at once (after a price or volatility tick): one parallel pass
-        writing HF, BP, tier and degraded in place, then the totals, insolvency and
-        plans of the HF < 1 accounts only."""
+        writing HF, BP, tier (insolvency included) and degraded in place.
+
+        Liquidation plans are not part of it: nothing reads a stored plan, so each is
+        computed when asked for (`explain`, GET /v1/accounts/{address}) from the same
+        inputs; per tick they cost ~30% of the tick for the ~1% of accounts below 1."""
         self._prepare()
         n = self.book.n_accounts
         self._alloc(n)
@@ -835,25 +811,8 @@ class RiskEngine:
         _tick_kernel(
             self.a_start, self.a_cnt, self.pc, self.pv, self.held_bits, n, self._tab,
             self._nlp, self._bad_bits, cfg.warn_hf, self.r_hf, self.r_bp, self.r_tier,
-            self.r_degraded, self.liq_cliq, self.liq_dval,
+            self.r_degraded,
         )  # fmt: skip
-        liq = np.flatnonzero(self.r_tier[:n] >= LIQUIDATABLE)
-        # Only accounts that may hold a plan need clearing (those planned by the last
-        # tick or touched by an event since); a scan of p_kind would cost a pass.
-        had = np.concatenate([self._planned, np.asarray(self._touched, np.int64)])
-        self._touched.clear()
-        if had.size:
-            self.p_kind[had] = PLAN_NONE
-            self.p_repay[had] = 0.0
-            self.p_chain[had] = -1
-            self.p_asset[had] = -1
-        if liq.size:
-            kind, repay, chain, asset = self._plans(
-                liq, self.r_hf[liq], self.liq_dval[liq], self.liq_cliq[liq], self.r_grp[liq]
-            )
-            self.p_kind[liq], self.p_repay[liq] = kind, repay
-            self.p_chain[liq], self.p_asset[liq] = chain, asset
-        self._planned = liq
         self.computed_at = time.time()
 
     def recompute_account(self, address: str) -> None:
