@@ -23,6 +23,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -191,3 +192,16 @@ class Fence:
 
 
 __all__ = ["Acquired", "Fence", "FencedOut", "LeaseRow", "LeaseStore"]
+
+
+class FencedRepo:
+    """A repository whose writes a lease protects: each protected transaction starts
+    with `_fenced(session)`. Without a fence (one instance, SQLite) it checks nothing."""
+
+    def __init__(self, store: Any, *, fence: Fence | None = None) -> None:
+        self.store = store
+        self.fence = fence
+
+    async def _fenced(self, s: AsyncSession) -> None:
+        if self.fence is not None:
+            await self.fence.check(s)

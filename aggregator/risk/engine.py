@@ -17,7 +17,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 # numba's OpenMP pool spins idle workers for a while after each parallel tick by
@@ -947,14 +947,11 @@ class RiskEngine:
         return a
 
     def health(self, address: str) -> AccountHealth:
+        """The account's stored HF, BP, tier and degraded flag (what the last tick or
+        event wrote, and what credit and the pusher use) with its current totals."""
         a = self._idx(address)
-        r = self._risk(np.array([a], np.int64))
-        return AccountHealth(
-            account=self.book.account_address[a],
-            collateral_usd=float(r.vtot[0]),
-            c_liq=float(r.cliq[0]),
-            c_borrow=float(r.cborrow[0]),
-            debt_usd=float(r.debt[0]),
+        return replace(
+            self.standard_health(address),
             hf=float(self.r_hf[a]),
             bp=float(self.r_bp[a]),
             tier=TIERS[int(self.r_tier[a])],

@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from aggregator.cluster.lease import Fence
+from aggregator.cluster.lease import FencedRepo
 from aggregator.store.db import Store
 from aggregator.store.models.chain import (
     ChainBlock,
@@ -129,18 +129,11 @@ def _confirmed(kind: str, head: int, pending: int) -> int:
 Key = tuple[str, str, str]
 
 
-class SqlChainStore:
-    """IndexerStore + RateStore over the shared Store."""
+class SqlChainStore(FencedRepo):
+    """IndexerStore + RateStore over the shared Store. With several instances
+    (aggregator/cluster) the chain's index lease fence guards every indexer write."""
 
-    def __init__(self, store: Store, *, fence: Fence | None = None) -> None:
-        self.store = store
-        # Multi-instance (aggregator/cluster): the lease tenure that may write this
-        # chain's rows; checked first in every indexer transaction. None: one instance.
-        self.fence = fence
-
-    async def _fenced(self, s: AsyncSession) -> None:
-        if self.fence is not None:
-            await self.fence.check(s)
+    store: Store
 
     # ------------------------------------------------------------ checkpoint
 

@@ -8,9 +8,8 @@ from typing import Any, cast
 from sqlalchemy import Table, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from aggregator.cluster.lease import Fence
+from aggregator.cluster.lease import FencedRepo
 from aggregator.store.db import Store
 from aggregator.store.models.meta import utcnow
 from aggregator.store.models.push import PushOnchain, PushTx
@@ -99,16 +98,11 @@ def _record(m: Any) -> TxRecord:
     )
 
 
-class SqlPushStore:
-    def __init__(self, store: Store, *, fence: Fence | None = None) -> None:
-        self.store = store
-        # Multi-instance (aggregator/cluster): the push lease tenure that may write tx
-        # records (nonces); checked first in each such transaction. None: one instance.
-        self.fence = fence
+class SqlPushStore(FencedRepo):
+    """Transaction records and on-chain readings of the pusher. With several instances
+    (aggregator/cluster) the push lease's fence guards every tx record (nonce) write."""
 
-    async def _fenced(self, s: AsyncSession) -> None:
-        if self.fence is not None:
-            await self.fence.check(s)
+    store: Store
 
     async def insert_tx(self, rec: TxRecord) -> int:
         values = _values(rec)
