@@ -59,3 +59,24 @@ async def stored_head(repo: SqlChainStore, chain: str = "c") -> dict[tuple[str, 
         for p in await repo.positions(chain)
         if p.head_amount
     }
+
+
+def fault_settings(
+    node: AnvilNode, h: VaultHarness, urls: tuple[str, ...], **kw: object
+) -> ChainSettings:
+    """Settings for a vault behind fault proxies: short spans and timeouts, so faults
+    show up within a test's few hundred blocks."""
+    base: dict[str, object] = {
+        "name": "c",
+        "chain_id": node.chain_id,
+        "rpc_urls": urls,
+        "vault": h.vault,
+        "confirmations": 2,
+        "start_block": h.deploy_block,
+        "block_time": 0.01,
+        "max_log_range": 8,
+        "rpc_timeout_s": 0.3,
+        "rpc_rate_limit_per_s": 10_000.0,
+    }
+    base.update(kw)
+    return ChainSettings(**base)  # type: ignore[arg-type]

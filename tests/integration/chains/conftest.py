@@ -11,6 +11,7 @@ from aggregator.devnet.anvil import AnvilNode
 from aggregator.store import Store
 from aggregator.store.chain_repo import SqlChainStore
 from chains.rpc import RpcClient
+from chains.testing.faultproxy import FaultProxy
 from chains.types import ChainSettings
 
 
@@ -36,3 +37,18 @@ async def client_for() -> AsyncIterator[Callable[[ChainSettings], RpcClient]]:
     yield make
     for c in clients:
         await c.close()
+
+
+@pytest.fixture
+async def proxies() -> AsyncIterator[Callable[..., FaultProxy]]:
+    """Start fault proxies in front of a node; all stopped after the test."""
+    started: list[FaultProxy] = []
+
+    async def make(upstream: str, **modes: object) -> FaultProxy:
+        p = await FaultProxy(upstream, **modes).start()  # type: ignore[arg-type]
+        started.append(p)
+        return p
+
+    yield make  # type: ignore[misc]
+    for p in started:
+        await p.stop()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
-from chains_env import stored_head
+from chains_env import fault_settings, stored_head
 from eth_abi import decode, encode
 
 from aggregator.devnet.anvil import AnvilNode
@@ -29,39 +29,6 @@ def busy_chain(anvil_factory: Callable[..., AnvilNode]) -> tuple[AnvilNode, Vaul
     h.repay(USERS[2], USERS[0], 10**7)
     h.mine(3)
     return node, h
-
-
-@pytest.fixture
-async def proxies() -> AsyncIterator[Callable[..., FaultProxy]]:
-    started: list[FaultProxy] = []
-
-    async def make(upstream: str, **modes: object) -> FaultProxy:
-        p = await FaultProxy(upstream, **modes).start()  # type: ignore[arg-type]
-        started.append(p)
-        return p
-
-    yield make  # type: ignore[misc]
-    for p in started:
-        await p.stop()
-
-
-def settings(
-    node: AnvilNode, h: VaultHarness, urls: tuple[str, ...], **kw: object
-) -> ChainSettings:
-    base: dict[str, object] = {
-        "name": "c",
-        "chain_id": node.chain_id,
-        "rpc_urls": urls,
-        "vault": h.vault,
-        "confirmations": 2,
-        "start_block": h.deploy_block,
-        "block_time": 0.01,
-        "max_log_range": 8,
-        "rpc_timeout_s": 0.3,
-        "rpc_rate_limit_per_s": 10_000.0,
-    }
-    base.update(kw)
-    return ChainSettings(**base)  # type: ignore[arg-type]
 
 
 async def test_indexer_loses_and_duplicates_nothing_through_faults(
@@ -88,7 +55,7 @@ async def test_indexer_loses_and_duplicates_nothing_through_faults(
     lagging = await proxies(node.url, lag_blocks=20)  # type: ignore[misc]
     liar = await proxies(node.url, wrong_call=True)  # type: ignore[misc]
     urls = (lagging.url, liar.url, flaky[0].url, flaky[1].url)
-    s = settings(node, h, urls)
+    s = fault_settings(node, h, urls)
     client = client_for(
         s, backoff_base_s=0.01, backoff_max_s=0.05, max_rounds=8, health_interval_s=0.2
     )
@@ -106,7 +73,7 @@ async def test_indexer_loses_and_duplicates_nothing_through_faults(
     assert ix.status.indexed_block >= head
     # Compare with the chain and with the exact set of logs a clean node returns.
     assert await stored_head(repo) == h.onchain_positions(ix.status.indexed_block)
-    clean = client_for(settings(node, h, (node.url,)))
+    clean = client_for(fault_settings(node, h, (node.url,)))
     from chains.events import TOPIC_FILTER, decode_log
 
     raw = await clean.get_logs(h.vault, TOPIC_FILTER, h.deploy_block, ix.status.indexed_block)
@@ -136,7 +103,7 @@ async def test_wrong_eth_call_answer_is_never_returned(
     node, h = busy_chain
     liar = await proxies(node.url, wrong_call=True)  # type: ignore[misc]
     # The liar is first in the list and nothing has health-checked it yet.
-    client = client_for(settings(node, h, (liar.url, node.url)), health_interval_s=3600)
+    client = client_for(fault_settings(node, h, (liar.url, node.url)), health_interval_s=3600)
     data = selector("collateralOf(address,address)") + encode(
         ["address", "address"], [USERS[0], h.col]
     )
@@ -145,7 +112,7 @@ async def test_wrong_eth_call_answer_is_never_returned(
     st = client.status()[0]
     assert st.state == "demoted" and "answered wrongly" in (st.last_error or "")
     # Only the liar: no trustworthy answer at all, and an error that says so.
-    alone = client_for(settings(node, h, (liar.url,)), max_rounds=1)
+    alone = client_for(fault_settings(node, h, (liar.url,)), max_rounds=1)
     with pytest.raises(RpcUnavailable, match="answered wrongly"):
         await alone.call_batch([(h.vault, data)])
 
@@ -157,7 +124,7 @@ async def test_lagging_endpoint_is_not_asked_for_logs_it_has_not_seen(
 ) -> None:
     node, h = busy_chain
     lagging = await proxies(node.url, lag_blocks=10)  # type: ignore[misc]
-    client = client_for(settings(node, h, (lagging.url, node.url)))
+    client = client_for(fault_settings(node, h, (lagging.url, node.url)))
     await client.check_health()
     st = client.status()
     assert st[0].state == "demoted" and "behind" in (st[0].last_error or "")
@@ -177,7 +144,7 @@ async def test_getlogs_range_adapts_to_provider_limits_and_is_persisted(
 ) -> None:
     node, h = busy_chain
     capped = await proxies(node.url, getlogs_max_range=5, range_message=style)  # type: ignore[misc]
-    s = settings(node, h, (capped.url,), max_log_range=64)
+    s = fault_settings(node, h, (capped.url,), max_log_range=64)
     ix = ChainIndexer(s, client_for(s), repo)
     await ix.sync_to_head()
     assert capped.stats["range_error"] >= 1
@@ -201,7 +168,7 @@ async def test_unknown_getlogs_error_is_surfaced_not_swallowed(
     client_for: Callable[..., RpcClient],
 ) -> None:
     node, h = busy_chain
-    s = settings(node, h, (node.url,), vault="0x" + "00" * 19 + "01")
+    s = fault_settings(node, h, (node.url,), vault="0x" + "00" * 19 + "01")
     ix = ChainIndexer(s, client_for(s), repo)
     await ix.load()
     # Block 10**9 does not exist: the node's own error must reach the caller.
@@ -230,7 +197,7 @@ async def test_sends_are_never_retried(
 ) -> None:
     node, h = busy_chain
     broken = await proxies(node.url, http500=1.0)  # type: ignore[misc]
-    client = client_for(settings(node, h, (broken.url, node.url)))
+    client = client_for(fault_settings(node, h, (broken.url, node.url)))
     with pytest.raises(RpcUnavailable, match="HTTP 500"):
         await client.send_raw_transaction(b"\x02\xf8")
     assert broken.requests["eth_sendRawTransaction"] == 1
@@ -248,7 +215,9 @@ async def test_rate_limit_backs_off_on_429(
 ) -> None:
     node, h = busy_chain
     throttled = await proxies(node.url, http429=1.0)  # type: ignore[misc]
-    client = client_for(settings(node, h, (throttled.url, node.url), rpc_rate_limit_per_s=100.0))
+    client = client_for(
+        fault_settings(node, h, (throttled.url, node.url), rpc_rate_limit_per_s=100.0)
+    )
     for _ in range(5):
         assert await client.block_number() == h.block_number()
     st = client.status()[0]
@@ -267,7 +236,7 @@ async def test_run_loop_rides_out_an_outage_and_stops_on_request(
 
     node, h = busy_chain
     down = await proxies(node.url, http500=1.0)  # type: ignore[misc]
-    s = settings(node, h, (down.url,), max_log_range=50)
+    s = fault_settings(node, h, (down.url,), max_log_range=50)
     ix = ChainIndexer(s, client_for(s, backoff_base_s=0.01, max_rounds=1), repo)
     stop = asyncio.Event()
     task = asyncio.create_task(ix.run(stop))
@@ -297,7 +266,7 @@ async def test_run_loop_turns_a_chain_id_mismatch_into_the_fatal_state(
     import asyncio
 
     node, h = busy_chain
-    s = settings(node, h, (node.url,), chain_id=1)
+    s = fault_settings(node, h, (node.url,), chain_id=1)
     ix = ChainIndexer(s, client_for(s), repo)
     await asyncio.wait_for(ix.run(asyncio.Event()), 5)
     assert ix.status.fatal and "expected 1" in (ix.status.fatal_reason or "")
@@ -314,12 +283,12 @@ async def test_a_lagging_only_endpoint_never_triggers_a_rollback(
     client_for: Callable[..., RpcClient],
 ) -> None:
     node, h = busy_chain
-    s = settings(node, h, (node.url,), confirmations=4)
+    s = fault_settings(node, h, (node.url,), confirmations=4)
     await ChainIndexer(s, client_for(s), repo).sync_to_head()
     before = await stored_head(repo)
     # After a restart only a node `lag` blocks behind our tip is reachable.
     behind = await proxies(node.url, lag_blocks=lag)  # type: ignore[misc]
-    s2 = settings(node, h, (behind.url,), confirmations=4)
+    s2 = fault_settings(node, h, (behind.url,), confirmations=4)
     ix = ChainIndexer(s2, client_for(s2), repo)
     await ix.load()
     for _ in range(3):

@@ -4,10 +4,10 @@ endpoint carries on; the indexer ends with exactly the chain's balances."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
-from chains_env import stored_head
+from chains_env import fault_settings, stored_head
 
 from aggregator.devnet.anvil import AnvilNode
 from aggregator.store.chain_repo import SqlChainStore
@@ -16,7 +16,6 @@ from chains.indexer import ChainIndexer
 from chains.rpc import ChainIdMismatch, RpcClient, RpcUnavailable
 from chains.testing.faultproxy import FaultProxy
 from chains.testing.harness import USERS, VaultHarness
-from chains.types import ChainSettings
 
 LIES = {
     "wrong_log_address": ({"wrong_log_address": True}, "log outside the query"),
@@ -38,35 +37,6 @@ def vault_chain(anvil_factory: Callable[..., AnvilNode]) -> tuple[AnvilNode, Vau
     return node, h
 
 
-@pytest.fixture
-async def proxies() -> AsyncIterator[Callable[..., FaultProxy]]:
-    started: list[FaultProxy] = []
-
-    async def make(upstream: str, **modes: object) -> FaultProxy:
-        p = await FaultProxy(upstream, **modes).start()  # type: ignore[arg-type]
-        started.append(p)
-        return p
-
-    yield make  # type: ignore[misc]
-    for p in started:
-        await p.stop()
-
-
-def settings(node: AnvilNode, h: VaultHarness, urls: tuple[str, ...]) -> ChainSettings:
-    return ChainSettings(
-        name="c",
-        chain_id=node.chain_id,
-        rpc_urls=urls,
-        vault=h.vault,
-        confirmations=2,
-        start_block=h.deploy_block,
-        block_time=0.01,
-        max_log_range=8,
-        rpc_timeout_s=2.0,
-        rpc_rate_limit_per_s=10_000.0,
-    )
-
-
 @pytest.mark.parametrize("lie", list(LIES))
 async def test_lying_endpoint_is_demoted_and_the_healthy_one_carries_on(
     lie: str,
@@ -81,7 +51,7 @@ async def test_lying_endpoint_is_demoted_and_the_healthy_one_carries_on(
     # The honest endpoint answers a little slower, so the client (ordering by health and
     # latency) prefers the liar until it is caught.
     honest = await proxies(node.url, delay=1.0, delay_s=0.03)  # type: ignore[misc]
-    s = settings(node, h, (liar.url, honest.url))
+    s = fault_settings(node, h, (liar.url, honest.url), rpc_timeout_s=2.0)
     client = client_for(s, backoff_base_s=0.01, backoff_max_s=0.05, health_interval_s=3600)
     await client.connect()
     ix = ChainIndexer(s, client, repo)
@@ -113,7 +83,7 @@ async def test_wrong_chain_id_on_every_endpoint_is_still_fatal(
     node, h = vault_chain
     a = await proxies(node.url, chain_id=1)  # type: ignore[misc]
     b = await proxies(node.url, chain_id=1)  # type: ignore[misc]
-    client = client_for(settings(node, h, (a.url, b.url)))
+    client = client_for(fault_settings(node, h, (a.url, b.url), rpc_timeout_s=2.0))
     with pytest.raises(ChainIdMismatch) as info:
         await client.connect()
     assert "expected 71002" in str(info.value) or "71002" in str(info.value)
@@ -125,7 +95,7 @@ async def test_a_reorg_between_header_reads_demotes_nobody(
 ) -> None:
     """Honest nodes whose headers stop chaining because of a reorg are not liars."""
     node, h = vault_chain
-    s = settings(node, h, (node.url,))
+    s = fault_settings(node, h, (node.url,), rpc_timeout_s=2.0)
     client = client_for(s)
     await client.connect()
     n = h.block_number()
@@ -149,7 +119,7 @@ async def test_endpoint_that_falls_behind_after_reporting_its_head_loses_no_log(
     node, h = vault_chain
     lagger = await proxies(node.url)  # type: ignore[misc]
     honest = await proxies(node.url, delay=1.0, delay_s=0.03)  # type: ignore[misc]
-    s = settings(node, h, (lagger.url, honest.url))
+    s = fault_settings(node, h, (lagger.url, honest.url), rpc_timeout_s=2.0)
     client = client_for(s, backoff_base_s=0.01, backoff_max_s=0.05, health_interval_s=3600)
     await client.connect()
     start = h.block_number() + 1
