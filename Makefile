@@ -51,7 +51,8 @@ devnet-down: setup
 	$(BIN)/aggregator devnet down
 
 # Chaos soak (docs/reliability.md): AGG_SOAK_S=900 make soak; prints the summary table
-# (also written to data/soak/soak.txt) and fails on any invariant violation.
+# (also written to data/soak/soak.txt) and fails on any invariant violation. The 75 s
+# variant runs in make test.
 soak: setup
 	$(BIN)/python -m pytest -m soak --run-soak -s $(PYTEST_ARGS)
 

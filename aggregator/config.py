@@ -166,6 +166,9 @@ class PusherConfig(Strict):
     fee_bump: float = Field(default=0.125, ge=0.125)
     max_fee_gwei: float = Field(default=500, gt=0)
     stuck_after_s: float = Field(default=30, gt=0)
+    # A sent update no node knows any more (its block reorged away, or the broadcast
+    # never arrived) is sent again, byte for byte, after this long; no fee bump.
+    rebroadcast_after_s: float = Field(default=6, gt=0)
     interval_s: float = Field(default=5, gt=0)
     # -- pusher (docs/pusher.md) ------------------------------------------------
     # Compute and log batches (and estimate their gas) without signing or sending.
@@ -190,6 +193,12 @@ class PusherConfig(Strict):
             raise ValueError(
                 f"heartbeat_s ({self.heartbeat_s}) must be below vault_max_age_s "
                 f"({self.vault_max_age_s}) or entries go stale between pushes"
+            )
+        if self.rebroadcast_after_s >= self.stuck_after_s:
+            raise ValueError(
+                f"rebroadcast_after_s ({self.rebroadcast_after_s}) must be below "
+                f"stuck_after_s ({self.stuck_after_s}): a lost transaction is sent again "
+                "before it counts as stuck"
             )
         return self
 

@@ -765,6 +765,7 @@ def _price_input(p: Price) -> PriceInput:
         status=str(p.status),  # type: ignore[arg-type]
         timestamp=p.timestamp,
         sources=[dataclasses.asdict(s) for s in p.sources],
+        last_good=p.last_good_value,
     )
 
 

@@ -18,8 +18,11 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import Counter, Gauge
 
 from aggregator.metrics import Metrics
+from chains.rpc import RpcUnavailable
 
 log = logging.getLogger(__name__)
+# Failed runs in a row that make /readyz fail.
+FAILURES_UNREADY = 3
 
 
 @dataclass
@@ -96,7 +99,19 @@ class Jobs:
                 status.consecutive_failures += 1
                 status.last_error = f"{type(exc).__name__}: {exc}"
                 self._fail.labels(job=name).inc()
-                log.error("job %s failed: %s", name, status.last_error, exc_info=exc)
+                if not isinstance(exc, RpcUnavailable):
+                    log.error("job %s failed: %s", name, status.last_error, exc_info=exc)
+                elif status.consecutive_failures >= FAILURES_UNREADY:
+                    log.error(
+                        "job %s failed %d times in a row: %s",
+                        name,
+                        status.consecutive_failures,
+                        status.last_error,
+                    )
+                else:
+                    # No node answered this time: the next run retries, and only a
+                    # streak makes the daemon unready. A traceback says nothing here.
+                    log.warning("job %s failed: %s", name, status.last_error)
             else:
                 status.consecutive_failures = 0
                 status.last_ok_at = time.time()
@@ -135,7 +150,7 @@ class Jobs:
         for s in self.status.values():
             if not s.critical:
                 continue
-            if s.consecutive_failures >= 3:
+            if s.consecutive_failures >= FAILURES_UNREADY:
                 reasons.append(
                     f"job {s.name}: {s.consecutive_failures} failures in a row ({s.last_error})"
                 )

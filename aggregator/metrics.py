@@ -108,6 +108,12 @@ class Metrics:
         self.pusher_replacements = Counter(
             "agg_pusher_replacements", "Stuck transactions replaced", ["chain"], registry=r
         )
+        self.pusher_rebroadcasts = Counter(
+            "agg_pusher_rebroadcasts",
+            "Sent updates no node held any more, sent again unchanged",
+            ["chain"],
+            registry=r,
+        )
         self.pusher_reorgs = Counter(
             "agg_pusher_reorged", "Mined updates removed by a reorg", ["chain"], registry=r
         )

@@ -56,6 +56,19 @@ _WORD = 66  # "0x" + 64 hex digits
 _HEX_WORD = re.compile(r"0x[0-9a-fA-F]{64}")
 
 
+def log_coordinates(chain: str, entry: dict[str, Any], kind: str) -> dict[str, Any]:
+    """Where a log stands (chain, block, transaction, index) and its kind, as the event
+    dataclasses name them."""
+    return {
+        "chain": chain,
+        "block_number": int(entry["blockNumber"], 16),
+        "block_hash": str(entry["blockHash"]).lower(),
+        "tx_hash": str(entry["transactionHash"]).lower(),
+        "log_index": int(entry["logIndex"], 16),
+        "kind": kind,
+    }
+
+
 def _is_hex(text: str) -> bool:
     try:
         int(text, 16)
@@ -116,15 +129,8 @@ def decode_log(chain: str, entry: dict[str, Any]) -> VaultEvent:
             values: tuple[Any, ...] = (int.from_bytes(data, "big"),)  # fast path, most events
         else:
             values = abi_decode(data_types, data)
-        base: dict[str, Any] = {
-            "chain": chain,
-            "block_number": int(entry["blockNumber"], 16),
-            "block_hash": str(entry["blockHash"]).lower(),
-            "tx_hash": str(entry["transactionHash"]).lower(),
-            "log_index": int(entry["logIndex"], 16),
-            "kind": kind,
-            "account": _topic_address(topics[1]),
-        }
+        base = log_coordinates(chain, entry, kind)
+        base["account"] = _topic_address(topics[1])
         if kind == "liquidation":
             return VaultEvent(
                 **base,

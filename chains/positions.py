@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol
 from eth_abi import decode as abi_decode
 from eth_utils import keccak
 
-from chains.events import DecodeError, _topic_address
+from chains.events import DecodeError, _topic_address, log_coordinates
 
 DerivativeKind = Literal["perp", "option", "funding"]
 FIXED = 10**18  # sizes, prices, strikes and funding indexes have 18 decimals
@@ -117,14 +117,7 @@ def decode_position_log(chain: str, entry: dict[str, Any]) -> DerivativeEvent:
         if len(topics) != want:
             raise DecodeError(f"{where}: {kind} log has {len(topics) - 1} indexed topics")
         data = bytes.fromhex(str(entry["data"])[2:])
-        base: dict[str, Any] = {
-            "chain": chain,
-            "block_number": int(entry["blockNumber"], 16),
-            "block_hash": str(entry["blockHash"]).lower(),
-            "tx_hash": str(entry["transactionHash"]).lower(),
-            "log_index": int(entry["logIndex"], 16),
-            "kind": kind,
-        }
+        base = log_coordinates(chain, entry, kind)
         if kind == "funding":
             (index,) = abi_decode(["int256"], data)
             market = bytes32_text(bytes.fromhex(topics[1][2:]))

@@ -186,8 +186,8 @@ class OracleService:
         )
 
     async def start(self) -> None:
-        """Warm up from history: last accepted prices for the jump guard, past
-        rounds for the volatility estimators."""
+        """Warm up from history: last accepted prices for the jump guard and as the
+        last good price, past rounds for the volatility estimators."""
         if self._started or self.history is None:
             self._started = True
             return
@@ -196,6 +196,12 @@ class OracleService:
             last = await self.history.last_accepted(a.symbol)
             if last is not None:
                 self._guards[a.symbol].last_accepted = last.value
+                # A restart must not forget the last good price: a first round that
+                # waits to confirm a jump would otherwise leave the asset with none.
+                self._last_good.setdefault(
+                    a.symbol,
+                    Price(a.symbol, PriceStatus.OK, last.value, last.at, last.at, None, ()),
+                )
         since = self.clock() - self.history_days * 86400.0
         rounds: dict[float, dict[str, float]] = defaultdict(dict)
         for point in await self.history.ok_prices_since(since):

@@ -302,12 +302,18 @@ class PushService:
             chain_ts=chain_ts,
             rules=self.rules,
         )
+        # An asset without any price counts as zero in these figures (a debt of it
+        # would inflate HF and credit): push nothing for its holders; their entries
+        # age and the vault fails closed.
+        unpriced = eng.unpriced_accounts(n)
+        if unpriced.any():
+            idx = idx[~unpriced[idx]]
         addresses = eng.book.account_address
         picked = {addresses[i]: int(i) for i in idx.tolist()}
         index = eng.book.account_index
         for a in inflight:
             i = index.get(a)
-            if i is not None and i < n:
+            if i is not None and i < n and not unpriced[i]:
                 picked[a] = i
         desired = [
             Desired(a, int(credit[i]), int(hf[i]), int(tier[i]), bool(has_debt[i]))
@@ -398,6 +404,7 @@ class PushService:
         m.advance(m.pusher_gas_used, s.gas_used_total, cp.name)
         m.advance(m.pusher_confirmed, s.confirmed_total, cp.name)
         m.advance(m.pusher_replacements, s.replacements_total, cp.name)
+        m.advance(m.pusher_rebroadcasts, s.rebroadcasts_total, cp.name)
         m.advance(m.pusher_reorgs, s.reorgs_total, cp.name)
 
     def _metrics_failure(self, name: str) -> None:

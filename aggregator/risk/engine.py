@@ -60,6 +60,8 @@ class PriceInput:
     status: PriceStatus = "ok"
     timestamp: float | None = None
     sources: Any = None
+    # The oracle's last ok price (kept across restarts in its history).
+    last_good: float | None = None
 
 
 @dataclass(frozen=True)
@@ -558,8 +560,10 @@ class RiskEngine:
         return t
 
     def set_prices(self, prices: Mapping[str, PriceInput]) -> None:
-        """Record prices. Valuation always uses the last `ok` price of an asset; a
-        non-ok status keeps that value but makes holders degraded."""
+        """Record prices. Valuation always uses the last `ok` price of an asset (the
+        oracle's `last_good` when this engine has seen none yet); a non-ok status keeps
+        that value but makes holders degraded. An asset never priced is worth nothing
+        here, so the pusher holds its holders back (`unpriced_accounts`)."""
         for symbol, p in prices.items():
             t = self._asset(symbol, "prices")
             if p.status not in PRICE_STATUSES:
@@ -573,10 +577,29 @@ class RiskEngine:
                 self.has_price[t] = True
             elif p.value is not None and (not math.isfinite(p.value) or p.value < 0):
                 raise ValueError(f"prices.{symbol}.value: must be finite and >= 0, got {p.value}")
+            elif (
+                not self.has_price[t]
+                and p.last_good is not None
+                and math.isfinite(p.last_good)
+                and p.last_good > 0
+            ):
+                # A fresh process whose first round is not ok (a jump to confirm): the
+                # last ok price is the one the previous process valued at, not zero.
+                self.price[t] = p.last_good
+                self.has_price[t] = True
             self.status[t] = p.status
             self.price_input[t] = p
             self._bad[t] = p.status != "ok"
         self._prepared = False
+
+    def unpriced_accounts(self, n: int) -> NDArray[np.bool_]:
+        """Accounts (of the first n) holding an asset this engine has no price for:
+        their figures count that asset at zero, as collateral or as debt."""
+        missing = ~self.has_price.astype(np.bool_)
+        bits = int(missing.astype(np.int64) @ self._pow2)
+        if not bits:
+            return np.zeros(n, np.bool_)
+        return (self.held_bits[:n] & bits) != 0
 
     def set_volatility(
         self,

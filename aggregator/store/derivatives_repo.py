@@ -3,56 +3,30 @@ portfolio engine reads (head and confirmed, see chains/positions.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from typing import cast
 
 from sqlalchemy import Table, delete, insert, select
 
 from aggregator.store.db import Store
 from aggregator.store.models.chain import ChainCheckpoint
 from aggregator.store.models.derivatives import DerivativeEventRow
-from chains.positions import DerivativeEvent, DerivativeKind, PositionView, position_views
+from chains.positions import DerivativeEvent, PositionView, position_views
 
 DEV: Table = DerivativeEventRow.__table__  # type: ignore[attr-defined]
 CP: Table = ChainCheckpoint.__table__  # type: ignore[attr-defined]
 
 
+# The row's columns are the event's fields, name for name.
+_FIELDS = tuple(f.name for f in dataclasses.fields(DerivativeEvent))
+
+
 def _values(ev: DerivativeEvent) -> dict[str, object]:
-    return {
-        "chain": ev.chain,
-        "block_number": ev.block_number,
-        "block_hash": ev.block_hash,
-        "tx_hash": ev.tx_hash,
-        "log_index": ev.log_index,
-        "kind": ev.kind,
-        "account": ev.account,
-        "key": ev.key,
-        "size": ev.size,
-        "price": ev.price,
-        "funding": ev.funding,
-        "underlying": ev.underlying,
-        "expiry": ev.expiry,
-        "is_call": ev.is_call,
-    }
+    return {name: getattr(ev, name) for name in _FIELDS}
 
 
 def _event(r: DerivativeEventRow) -> DerivativeEvent:
-    return DerivativeEvent(
-        chain=r.chain,
-        block_number=r.block_number,
-        block_hash=r.block_hash,
-        tx_hash=r.tx_hash,
-        log_index=r.log_index,
-        kind=cast(DerivativeKind, r.kind),
-        account=r.account,
-        key=r.key,
-        size=r.size,
-        price=r.price,
-        funding=r.funding,
-        underlying=r.underlying,
-        expiry=r.expiry,
-        is_call=r.is_call,
-    )
+    return DerivativeEvent(**{name: getattr(r, name) for name in _FIELDS})
 
 
 class SqlDerivativeStore:

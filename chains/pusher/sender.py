@@ -8,7 +8,8 @@ Life of an update batch (docs/pusher.md, "Crash safety"):
 3. broadcast. From here on the nonce belongs to this payload: it is only ever sent
    again as the same bytes, or as a replacement of the same payload with both fees
    bumped by >= fee_bump (up to the cap) when it is stuck for stuck_after_s;
-4. follow receipts of every hash ever sent until the block is `confirmations` deep;
+4. follow receipts of every hash ever sent until `confirmations` blocks are on top of
+   it (the indexer's confirmed view);
    a reorg that removes the block puts the record back to `sent` and rebroadcasts it,
    so its update is re-queued at its own nonce (no gap for later nonces).
 
@@ -464,6 +465,10 @@ class ChainSender:
                         waited = self.clock() - (rec.last_sent_at or rec.created_at)
                         if lowest_pending and waited >= self.settings.stuck_after_s:
                             await self._replace(rec)
+                        elif waited >= self.settings.rebroadcast_after_s and not (
+                            await self._known(rec)
+                        ):
+                            await self._resend_lost(rec, waited)
                         lowest_pending = False
                         continue
                 await self._mark_mined(rec, receipt)
@@ -472,6 +477,29 @@ class ChainSender:
                     head = await self.client.block_number()
                 await self._follow_mined(rec, head)
         self._refresh_status()
+
+    async def _known(self, rec: TxRecord) -> bool:
+        """Does the node hold any of the record's attempts (pool or chain)?"""
+        for h in reversed(rec.hashes):
+            if await self.client.request("eth_getTransactionByHash", [h]) is not None:
+                return True
+        return False
+
+    async def _resend_lost(self, rec: TxRecord, waited: float) -> None:
+        """Nobody holds the transaction: its block was reorged away before we saw a
+        receipt (a reorg drops what it does not re-include), or the broadcast was lost
+        on the way. Waiting for stuck_after_s would hold this nonce and every later one;
+        the same signed bytes cannot execute twice, so send them again now."""
+        log.info(
+            "chain %s: nonce %d unknown to the node %.0fs after it was sent; sending the "
+            "same transaction again",
+            self.chain,
+            rec.nonce,
+            waited,
+            extra={"chain": self.chain, "tx_hash": rec.tx_hash, "nonce": rec.nonce},
+        )
+        self.status.rebroadcasts_total += 1
+        await self._broadcast(rec)
 
     async def _mark_mined(self, rec: TxRecord, receipt: dict[str, Any]) -> None:
         rec.status = "mined"
@@ -506,7 +534,10 @@ class ChainSender:
         block = int(str(receipt["blockNumber"]), 16)
         if block != rec.mined_block or receipt["blockHash"] != rec.mined_block_hash:
             await self._mark_mined(rec, receipt)
-        if head - block + 1 < max(1, self.settings.confirmations):
+        # Final like the indexer's confirmed view (head - confirmations): the reorg
+        # window is `confirmations` deep, so a block with only that many blocks on it,
+        # itself included, can still be replaced (the soak lost a "confirmed" nonce so).
+        if block > head - max(1, self.settings.confirmations):
             return
         ok = int(str(receipt.get("status", "0x1")), 16) == 1
         rec.status = "confirmed" if ok else "failed"

@@ -10,7 +10,7 @@ from chains.registry_codec import RegistryEntry, unpack_batch
 
 # prepared: signed and persisted, maybe not broadcast (a crash can stop us in between)
 # sent: accepted by a node at least once; mined: a receipt exists at mined_block
-# confirmed / failed: mined `confirmations` deep with status 1 / 0 (final)
+# confirmed / failed: `confirmations` blocks on top of it, status 1 / 0 (final)
 # dropped: the nonce was taken by another transaction, or the node refused it before it
 #          reached a mempool; its entries are no longer in flight (final)
 TxStatus = Literal["prepared", "sent", "mined", "confirmed", "failed", "dropped"]
@@ -33,6 +33,7 @@ class PushChainSettings:
     max_fee_wei: int = 500 * GWEI
     min_priority_fee_wei: int = GWEI // 100
     stuck_after_s: float = 30.0
+    rebroadcast_after_s: float = 6.0
     max_in_flight: int = 4
     gas_headroom: float = 1.2
     fee_history_blocks: int = 10
@@ -62,6 +63,7 @@ class PushChainSettings:
             max_fee_wei=int(pusher.max_fee_gwei * GWEI),
             min_priority_fee_wei=int(pusher.min_priority_fee_gwei * GWEI),
             stuck_after_s=pusher.stuck_after_s,
+            rebroadcast_after_s=pusher.rebroadcast_after_s,
             max_in_flight=pusher.max_in_flight,
             gas_headroom=pusher.gas_headroom,
         )
@@ -150,6 +152,7 @@ class SenderStatus:
     failed_total: int = 0
     dropped_total: int = 0
     replacements_total: int = 0
+    rebroadcasts_total: int = 0
     reorgs_total: int = 0
     gas_used_total: int = 0
     last_error: str | None = None

@@ -20,6 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ CHAINS = manager.INDEXED_CHAINS
 KEEPER_KEY = DEV_KEYS[1]
 HEARTBEAT_S = 20.0
 GRACE_S = 25.0
+RESTART_WATCH_S = 30.0
 GAS = hex(900_000)
 MAX_UINT = 2**256 - 1
 FEED_CHAOS_ASSETS = ("WETH", "WBTC", "USDC")  # five sources each: one bad one is outvoted
@@ -118,65 +120,26 @@ class Summary:
     fault_mixes: Counter[str] = field(default_factory=Counter)
     log_errors: int = 0
     settle_s: float = 0.0
+    evidence: list[str] = field(default_factory=list)
+    clocks: str = "-"
 
     def table(self) -> str:
         viol = Counter(v[0] for v in self.violations)
         rows = [
             ("chaos duration", f"{self.duration_s:.0f} s (+ settle {self.settle_s:.0f} s)"),
-            (
-                "user actions",
-                f"{sum(self.actions.values())} ("
-                + ", ".join(f"{k} {v}" for k, v in sorted(self.actions.items()))
-                + ")",
-            ),
-            (
-                "vault events",
-                f"{sum(self.events.values())} ("
-                + ", ".join(f"{k} {v}" for k, v in sorted(self.events.items()))
-                + ")",
-            ),
-            (
-                "reorgs",
-                f"{sum(self.reorgs.values())} ("
-                + ", ".join(f"{k} {v}" for k, v in sorted(self.reorgs.items()))
-                + ")",
-            ),
-            (
-                "RPC faults",
-                f"{sum(self.faults.values())} ("
-                + ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items()))
-                + ")",
-            ),
-            (
-                "feed chaos",
-                ", ".join(f"{k} {v}" for k, v in sorted(self.feed_chaos.items())) or "0",
-            ),
-            (
-                "RPC fault mixes (A/B per chain, every 10 s)",
-                ", ".join(f"{k} {v}" for k, v in sorted(self.fault_mixes.items())),
-            ),
+            ("user actions", _total_and_parts(self.actions)),
+            ("vault events", _total_and_parts(self.events)),
+            ("reorgs", _total_and_parts(self.reorgs)),
+            ("RPC faults", _total_and_parts(self.faults)),
+            ("feed chaos", _parts(self.feed_chaos) or "0"),
+            ("RPC fault mixes (A/B per chain, every 10 s)", _parts(self.fault_mixes)),
             ("daemon kill -9 + restart", str(self.restarts)),
-            (
-                "pushes mined (keeper txs)",
-                f"{sum(self.pushes.values())} ("
-                + ", ".join(f"{k} {v}" for k, v in sorted(self.pushes.items()))
-                + ")",
-            ),
-            (
-                "checks",
-                ", ".join(f"{k} {v}" for k, v in sorted(self.checks.items())),
-            ),
+            ("pushes mined (keeper txs)", _total_and_parts(self.pushes)),
+            ("checks", _parts(self.checks)),
             ("balance mismatches", str(self.mismatches)),
-            (
-                "violations",
-                f"{len(self.violations)}"
-                + (
-                    " (" + ", ".join(f"{k} {v}" for k, v in sorted(viol.items())) + ")"
-                    if viol
-                    else ""
-                ),
-            ),
+            ("violations", f"{len(self.violations)}" + (f" ({_parts(viol)})" if viol else "")),
             ("daemon error log lines", str(self.log_errors)),
+            ("chain clocks", self.clocks),
             (
                 "daemon RSS MB (first / max / last)",
                 f"{self.rss_mb[0]:.0f} / {max(self.rss_mb):.0f} / {self.rss_mb[-1]:.0f}"
@@ -192,6 +155,14 @@ class Summary:
         for inv, detail in self.violations[:30]:
             lines.append(f"VIOLATION [{inv}] {detail}")
         return "\n".join(lines)
+
+
+def _parts(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
+def _total_and_parts(counts: Mapping[str, int]) -> str:
+    return f"{sum(counts.values())} ({_parts(counts)})"
 
 
 class DaemonDied(RuntimeError):
@@ -227,6 +198,7 @@ class Soak:
         self.impersonated: set[str] = set()
         self._approved: set[tuple[str, str, str]] = set()
         self._market_stop = asyncio.Event()
+        self._watchers: list[asyncio.Task[None]] = []
         self.shock_at = float("inf")
 
     # ------------------------------------------------------------------ setup
@@ -337,6 +309,9 @@ class Soak:
         finally:
             tape_stop.set()
             self._market_stop.set()
+            for w in self._watchers:
+                w.cancel()
+            await asyncio.gather(*self._watchers, return_exceptions=True)
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._stop_daemon()
             for ps in self.proxies.values():
@@ -352,6 +327,11 @@ class Soak:
         s.mismatches = self.checker.stats.mismatches
         s.violations += [(v.invariant, v.detail) for v in self.checker.stats.violations]
         s.log_errors = self._log_errors()
+        s.evidence = self.checker.stats.evidence
+        s.clocks = (
+            f"spread between chains up to {self.checker.clock_skew_s} s, ahead of wall "
+            f"time by up to {self.checker.clock_lead_s:.1f} s"
+        )
         return s
 
     async def _make_users(self) -> None:
@@ -563,12 +543,43 @@ class Soak:
     async def _reorgs(self, stop: asyncio.Event) -> None:
         while not await self._sleep(stop, self.rng.uniform(6, 15)):
             c = self.rng.choice(CHAINS)
-            depth = self.rng.randint(1, self.cfg.chain(c).confirmations)
+            window = self.cfg.chain(c).confirmations
+            depth = self.rng.randint(1, window)
             try:
-                await self.rpc[c]("anvil_reorg", [depth, []])
-                self.summary.reorgs[f"{c} depth {depth}"] += 1
+                if self.state.nodes[c].fork_url:
+                    depth = await self._reorg_fork(c, depth, window)
+                else:
+                    await self.rpc[c]("anvil_reorg", [depth, []])
+                    # Both kinds of reorg rewind anvil's clock by the replaced blocks; a
+                    # real chain's clock keeps to wall time.
+                    await self.rpc[c]("evm_setTime", [int(time.time())])
             except RuntimeError as exc:
                 self.summary.info[f"reorg refused: {exc}"[:80]] += 1
+                continue
+            if depth:
+                self.summary.reorgs[f"{c} depth {depth}"] += 1
+
+    async def _reorg_fork(self, chain: str, depth: int, window: int) -> int:
+        """A reorg on a --fork-url node: anvil_reorg there drops the transactions but
+        keeps their state (tests/integration/chains/test_chains_reorg.py), so snapshot
+        now, let `depth` blocks be mined on top, and revert: the interval miner then
+        builds a competing branch from the snapshot, on the wall clock again. Returns
+        the depth, 0 if the chain ran past the window meanwhile (the snapshot is then
+        dropped unused)."""
+        rpc = self.rpc[chain]
+        snap = await rpc("evm_snapshot", [])
+        start = int(await rpc("eth_blockNumber", []), 16)
+        deadline = time.monotonic() + 10 * depth
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            mined = int(await rpc("eth_blockNumber", []), 16) - start
+            if mined >= depth:
+                if mined > window:
+                    return 0
+                await rpc("evm_revert", [snap])
+                await rpc("evm_setTime", [int(time.time())])
+                return mined
+        return 0
 
     async def _rpc_chaos(self, stop: asyncio.Event) -> None:
         while True:
@@ -622,7 +633,31 @@ class Soak:
             await self._kill_daemon()
             await asyncio.sleep(self.rng.uniform(1, 3))
             self._start_daemon()
+            self._watchers.append(asyncio.create_task(self._watch_restart()))
             wait = self.kill_every_s
+
+    async def _watch_restart(self) -> None:
+        """The daemon's own view of every account, twice a second for a while after a
+        restart, for the evidence of a violation there (the window where a half-loaded
+        daemon could push)."""
+        base = f"http://127.0.0.1:{self.api_port}/v1/accounts/"
+        timeout = aiohttp.ClientTimeout(total=2)
+
+        async def view(a: str) -> Any:
+            try:
+                async with self.session.get(base + a, timeout=timeout) as r:
+                    return await r.json() if r.status == 200 else None
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                return None
+
+        t_end = time.monotonic() + RESTART_WATCH_S
+        while time.monotonic() < t_end:
+            views = await asyncio.gather(*(view(a) for a in self.users))
+            now = time.time()
+            for a, body in zip(self.users, views, strict=True):
+                if body is not None:
+                    self.checker.daemon_views.append((now, a.lower(), body))
+            await asyncio.sleep(0.5)
 
     # ------------------------------------------------------------------ activity
 

@@ -128,7 +128,7 @@ async def test_crash_inside_broadcast_is_already_known_on_restart(
     assert rec.status == "sent" and len(rec.hashes) == 1
     assert nonce_of(h, tag="pending") == 1 + nonce_of(h)
     node.mine()
-    await step_until(s2, lambda: not s2.records)
+    await step_until(s2, lambda: not s2.records, node=node)
     assert entry_of(h, USERS[0]) is not None
 
 
@@ -205,6 +205,85 @@ async def test_reorg_that_drops_a_mined_update_requeues_it(
     await step_until(s, lambda: not s.records, node=node)
     assert entry_of(harness, USERS[0]) == entries[0][1]
     assert s.status.reorgs_total == 1
+
+
+async def test_update_is_final_only_below_the_reorg_window(
+    anvil_factory: object, push_store: SqlPushStore, clients: list[RpcClient]
+) -> None:
+    """confirmations = 2: a reorg of depth 2 is inside the window, so an update with
+    only its own block and one more on top is not final yet; when that reorg comes, the
+    update is re-queued, not lost behind a "confirmed" record (a nonce gap the soak hit)."""
+    node = anvil_factory(71107)  # type: ignore[operator]
+    h = VaultHarness.deploy(node.url)
+    h.rpc("evm_setAutomine", [False])
+    rpc = client(node.url, node.chain_id)
+    clients.append(rpc)
+    s = sender(node, h, rpc, push_store, confirmations=2)
+    rec = await s.send_batch(_entries(h, 1))
+    node.mine()
+    await s.step()
+    assert rec.status == "mined"
+    node.mine()  # two blocks, the update's own included
+    await s.step()
+    assert rec.status == "mined", "final while a reorg in the window can still remove it"
+    h.rpc("anvil_reorg", [2, []])
+    await s.step()
+    assert rec.reorgs == 1 and rec.status == "sent"
+    node.mine(3)
+    await s.step()
+    await s.step()
+    assert rec.status == "confirmed"
+    assert h.rpc("eth_getTransactionReceipt", [rec.tx_hash])["blockNumber"] == hex(rec.mined_block)
+
+
+@pytest.mark.parametrize("how", ["reorged_before_receipt", "dropped_from_pool"])
+async def test_sent_update_no_node_holds_is_sent_again_unchanged(
+    how: str, anvil_factory: object, push_store: SqlPushStore, clients: list[RpcClient]
+) -> None:
+    """The soak found updates waiting the full stuck_after_s (and every later nonce with
+    them) after a reorg dropped their block before the receipt was seen: a lost
+    transaction goes out again, same bytes and hash, after rebroadcast_after_s."""
+    node = anvil_factory(71106)  # type: ignore[operator]
+    h = VaultHarness.deploy(node.url)
+    h.rpc("evm_setAutomine", [False])
+    rpc = client(node.url, node.chain_id)
+    clients.append(rpc)
+    clock = FakeClock()
+    s = sender(
+        node,
+        h,
+        rpc,
+        push_store,
+        clock=clock,
+        stuck_after_s=30,
+        rebroadcast_after_s=6,
+        confirmations=1,
+    )
+    start_nonce = nonce_of(h)
+    snap = h.rpc("evm_snapshot")
+    rec = await s.send_batch(_entries(h, 1))
+    if how == "reorged_before_receipt":
+        node.mine()
+        assert h.rpc("eth_getTransactionReceipt", [rec.tx_hash]) is not None
+        h.rpc("evm_revert", [snap])
+        h.rpc("anvil_dropAllTransactions")  # a reorg drops what it does not re-include
+    else:
+        h.rpc("anvil_dropTransaction", [rec.tx_hash])
+    assert h.rpc("eth_getTransactionByHash", [rec.tx_hash]) is None
+    clock.advance(3)
+    await s.step()
+    assert s.status.rebroadcasts_total == 0  # too early: it may still be on its way
+    clock.advance(4)
+    await s.step()
+    assert s.status.rebroadcasts_total == 1 and s.status.replacements_total == 0
+    assert h.rpc("eth_getTransactionByHash", [rec.tx_hash]) is not None
+    await s.step()
+    assert s.status.rebroadcasts_total == 1  # the node holds it now: no second send
+    node.mine()
+    await step_until(s, lambda: not s.records, node=node)
+    (final,) = await push_store.recent_txs("c")
+    assert final.hashes == [rec.tx_hash] and final.mined_hash == rec.tx_hash
+    assert nonce_of(h) == start_nonce + 1
 
 
 async def test_restart_never_reuses_a_nonce_pending_from_elsewhere(

@@ -10,12 +10,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pytest
 from push_env import chain_time, client, entry_of, eventually, keeper_key, nonce_of
 
 from aggregator.config import AppConfig
 from aggregator.devnet.anvil import AnvilNode
 from aggregator.metrics import Metrics
+from aggregator.push.controller import hf_fixed_array
 from aggregator.push.service import PushService
 from aggregator.risk.book import PositionRow
 from aggregator.risk.engine import PriceInput, RiskEngine
@@ -236,6 +238,45 @@ async def test_dry_run_computes_batches_and_sends_nothing(
     assert st["last_batch"]["accounts"][0]["account"] == USER
     assert nonce_of(two.harness["a"]) == start and entry_of(two.harness["a"], USER) is None
     assert await push_store.recent_txs("a") == []
+
+
+async def test_account_holding_an_unpriced_asset_is_not_pushed(
+    two: TwoChains, push_store: SqlPushStore
+) -> None:
+    """A fresh engine whose first round for an asset is not ok and knows no last good
+    price counts that asset at zero: its holders' figures are wrong (collateral at zero
+    reads as liquidatable; a debt at zero inflated HF to 37.9 instead of 2.7 after a
+    restart in the soak), so nothing is pushed for them."""
+    cfg = two.cfg(dry_run=True)
+    eng = RiskEngine.from_config(cfg)
+    eng.load_positions(
+        [
+            PositionRow(USER, "a", "COL", "collateral", 10 * 10**18, 10 * 10**18),
+            PositionRow(USER, "b", "USD", "debt", 5_000 * 10**6, 5_000 * 10**6),
+        ]
+    )
+    now = time.time()
+    eng.set_prices(
+        {"COL": PriceInput(None, "disputed", now, []), "USD": PriceInput(1.0, "ok", now, [])}
+    )
+    eng.set_volatility({"COL": 0.01, "USD": 0.0005}, {})
+    eng.recompute()
+    eng.allocate_credit()
+    assert eng.health(USER).tier == "insolvent"  # what would have been pushed
+    assert eng.unpriced_accounts(1).tolist() == [True]
+    svc = PushService(cfg, eng, push_store, two.clients, metrics=Metrics(), key=keeper_key())
+    assert await svc.cycle("a") == []
+    # Its last good price known (a restarted oracle has it from its history): valued at
+    # that price, degraded, and pushed.
+    eng.set_prices({"COL": PriceInput(None, "disputed", now, [], last_good=2000.0)})
+    eng.recompute()
+    eng.allocate_credit()
+    assert eng.unpriced_accounts(1).tolist() == [False]
+    health = eng.health(USER)
+    assert health.degraded and health.tier == "healthy"
+    assert health.collateral_usd == pytest.approx(20_000.0)
+    (planned,) = await svc.cycle("a")
+    assert planned.entry.hf_1e9 == hf_fixed_array(np.array([health.hf]))[0]
 
 
 async def test_paused_sends_nothing_until_resumed(two: TwoChains, push_store: SqlPushStore) -> None:

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
+
+import pytest
 
 from aggregator.jobs import Jobs
 from aggregator.metrics import Metrics
 from aggregator.supervisor import Supervisor
+from chains.rpc import RpcUnavailable
+
+
+async def until(done: Callable[[], bool], tries: int = 200) -> None:
+    """Let the scheduler run until `done` (at most tries x 20 ms)."""
+    for _ in range(tries):
+        if done():
+            return
+        await asyncio.sleep(0.02)
 
 
 def metric(m: Metrics, name: str, **labels: str) -> float | None:
@@ -69,10 +82,7 @@ async def test_failing_job_makes_readiness_fail_after_three_runs() -> None:
 
     status = jobs.add("oracle", broken, interval_s=0.05)
     jobs.start()
-    for _ in range(200):
-        if calls >= 3:
-            break
-        await asyncio.sleep(0.02)
+    await until(lambda: calls >= 3)
     await jobs.shutdown()
     assert status.consecutive_failures >= 3
     reasons = jobs.unhealthy()
@@ -90,3 +100,31 @@ async def test_job_that_never_succeeds_goes_stale() -> None:
     status = jobs.add("sync", fine, interval_s=1.0, run_now=False)
     assert jobs.unhealthy(now=status.created_at + 1) == []
     assert jobs.unhealthy(now=status.created_at + 100)[0].startswith("job sync: no successful run")
+
+
+async def test_job_log_level_says_whether_to_act(caplog: pytest.LogCaptureFixture) -> None:
+    """No node answering once is a warning without traceback (the next run retries);
+    the streak that makes /readyz fail, and any other exception, is an error."""
+    jobs = Jobs(Metrics())
+    calls = 0
+
+    async def rpc_down() -> None:
+        nonlocal calls
+        calls += 1
+        raise RpcUnavailable("alpha", "eth_call", ["http://n: Server disconnected"], False)
+
+    async def bug() -> None:
+        raise KeyError("x")
+
+    jobs.add("reconcile", rpc_down, interval_s=0.05)
+    jobs.add("broken", bug, interval_s=3600)
+    with caplog.at_level(logging.WARNING, logger="aggregator.jobs"):
+        jobs.start()
+        await until(lambda: calls >= 3)
+        await jobs.shutdown()
+    mine = [r for r in caplog.records if "reconcile" in r.getMessage()]
+    assert [r.levelname for r in mine[:3]] == ["WARNING", "WARNING", "ERROR"]
+    assert "3 times in a row" in mine[2].getMessage()
+    assert all(r.exc_info is None for r in mine)
+    (crash,) = [r for r in caplog.records if "broken" in r.getMessage()]
+    assert crash.levelname == "ERROR" and crash.exc_info is not None

@@ -194,6 +194,8 @@ async def test_history_persists_and_warms_up(api: HostileApi, store: Store) -> N
             api.set(f"eth{i}", {"p": 9000 + i})
         jumped = (await again.refresh())["ETH"]
         assert jumped.status is PriceStatus.DISPUTED and jumped.pending_value is not None
+        # The last good price survives the restart, for valuation while it waits.
+        assert jumped.last_good_value == pytest.approx(prices["ETH"].value)
         # The anchor was not re-taken at the latest rate.
         rates.by_asset["wstETH"] = RateSample(5 * E18, E18, 99, int(clock.now))
         for i in range(3):
