@@ -14,7 +14,10 @@ The token is the fence: every write the lease protects starts its transaction wi
 `Fence.check`, an UPDATE of the lease row `WHERE holder = me AND token = mine`. No row
 means another instance took over: `FencedOut` is raised and the transaction rolls back.
 The UPDATE also row-locks the lease until the write commits, so a takeover waits for
-an in-flight protected write and the new holder reads the store after it.
+an in-flight protected write and the new holder reads the store after it. A holder
+paused inside such a transaction (SIGSTOP, a VM freeze) would hold that lock, and so
+the lease, for as long as it stays paused: `end_idle_transactions_after` makes the
+server end any session idle inside a transaction for longer than a lease TTL.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 log = logging.getLogger(__name__)
@@ -191,7 +194,33 @@ class Fence:
         return f"Fence({self.name!r}, {self.holder!r}, token={self.token})"
 
 
-__all__ = ["Acquired", "Fence", "FencedOut", "LeaseRow", "LeaseStore"]
+def end_idle_transactions_after(engine: AsyncEngine, seconds: float) -> None:
+    """Every connection `engine` opens from now on has PostgreSQL end its session once
+    it sits idle inside a transaction for `seconds`: the row lock of a paused holder's
+    protected write is released by the time its lease expires, and its late commit
+    fails instead of landing."""
+    ms = max(1, int(seconds * 1000))
+
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute(f"SET idle_in_transaction_session_timeout = {ms}")
+        cur.close()
+        # The driver adapter ran the SET inside a transaction it opened itself; the
+        # pool's rollback on return would undo it (SET is transactional), leaving the
+        # setting on the connection's first use only.
+        dbapi_conn.commit()
+
+    event.listen(engine.sync_engine, "connect", on_connect)
+
+
+__all__ = [
+    "Acquired",
+    "Fence",
+    "FencedOut",
+    "LeaseRow",
+    "LeaseStore",
+    "end_idle_transactions_after",
+]
 
 
 class FencedRepo:

@@ -17,11 +17,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event
-
 from aggregator.cluster.coordinator import LeaseCoordinator
 from aggregator.cluster.follower import Follower
-from aggregator.cluster.lease import Fence, FencedOut, LeaseStore
+from aggregator.cluster.lease import Fence, FencedOut, LeaseStore, end_idle_transactions_after
 from aggregator.store.chain_repo import SqlChainStore
 from chains.indexer import ChainIndexer
 
@@ -40,16 +38,7 @@ class ClusterWiring:
         self.coordinator: LeaseCoordinator | None = None
         self.follower: Follower | None = None
         if self.enabled:
-            event.listen(daemon.store.engine.sync_engine, "connect", self._session_settings)
-
-    def _session_settings(self, dbapi_conn: Any, _record: Any) -> None:
-        """A holder paused (SIGSTOP, VM freeze) inside a protected transaction keeps the
-        lease row locked, and a takeover would wait for it forever: the server ends
-        such a session once it has been idle in its transaction for a lease TTL."""
-        ms = int(self.cfg.lease_ttl_s * 1000)
-        cur = dbapi_conn.cursor()
-        cur.execute(f"SET idle_in_transaction_session_timeout = {ms}")
-        cur.close()
+            end_idle_transactions_after(daemon.store.engine, self.cfg.lease_ttl_s)
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:

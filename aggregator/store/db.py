@@ -68,6 +68,7 @@ class Store:
 
     def __init__(self, url: str, *, echo: bool = False, pg_schema: str | None = None) -> None:
         self.url = url
+        self.pg_schema = pg_schema
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
         kwargs: dict[str, Any] = {"echo": echo}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from aggregator.cluster.coordinator import LeaseCoordinator
-from aggregator.cluster.lease import Fence, FencedOut, LeaseStore
+from aggregator.cluster.lease import Fence, FencedOut, LeaseStore, end_idle_transactions_after
 from aggregator.store import Store
 from aggregator.store.chain_repo import SqlChainStore
 from aggregator.store.push_repo import SqlPushStore
@@ -151,6 +152,66 @@ async def test_takeover_waits_for_an_in_flight_protected_write(pg: Store) -> Non
     assert acquired_at >= committed_at[0]
     cp = await SqlChainStore(pg).load_checkpoint("alpha")
     assert cp is not None and cp.log_range == 42
+
+
+async def test_a_holder_paused_inside_a_protected_write_does_not_hold_the_lease(
+    pg: Store,
+) -> None:
+    """SIGSTOP between the fence check and the commit: the open transaction keeps the
+    lease row locked. The server ends that session after a TTL idle, so the successor
+    acquires while the old holder is still paused, and the late commit fails."""
+    ttl = 1.0
+    paused = Store(pg.url, pg_schema=pg.pg_schema)
+    end_idle_transactions_after(paused.engine, ttl)
+    try:
+        # Every pooled connection keeps the setting, not only its first checkout.
+        for _ in range(3):
+            async with paused.engine.connect() as conn:
+                shown = await conn.execute(text("SHOW idle_in_transaction_session_timeout"))
+                assert shown.scalar() == "1s"
+        a = LeaseStore(paused.engine, "a", ttl_s=ttl)
+        b = LeaseStore(pg.engine, "b", ttl_s=ttl)
+        ta = await a.acquire("index:alpha")
+        assert ta is not None
+        fence = Fence("index:alpha", "a", ta.token)
+        repo = SqlChainStore(paused, fence=fence)
+        in_tx = asyncio.Event()
+        wake = asyncio.Event()
+
+        async def write_then_pause() -> None:
+            async with paused.transaction() as s:
+                await fence.check(s)
+                in_tx.set()
+                await wake.wait()
+                row = await repo._checkpoint_row(s, "alpha")
+                row.log_range = 999
+
+        writer = asyncio.create_task(write_then_pause())
+        await in_tx.wait()
+        t0 = time.monotonic()
+        tb = None
+        while tb is None and time.monotonic() - t0 < 6.0:
+            try:
+                async with asyncio.timeout(0.5):
+                    tb = await b.acquire("index:alpha")
+            except TimeoutError:
+                pass  # blocked on the paused holder's row lock
+            if tb is None:
+                await asyncio.sleep(0.1)
+        try:
+            assert not writer.done(), "the holder was meant to be still paused"
+            assert tb is not None and tb.token == 2, "the paused holder kept the lease"
+            assert time.monotonic() - t0 < 3 * ttl
+        finally:
+            wake.set()  # resumed: its commit must fail, not land
+            late = (await asyncio.gather(writer, return_exceptions=True))[0]
+        # The server ended the session: asyncpg reports the connection closed.
+        assert isinstance(late, Exception), "the paused holder's late write committed"
+        assert re.search("connection is closed|idle-in-transaction", str(late)), late
+        cp = await SqlChainStore(pg).load_checkpoint("alpha")
+        assert cp is None or cp.log_range != 999
+    finally:
+        await paused.close()
 
 
 async def test_coordinator_stops_work_it_cannot_renew_and_a_peer_takes_over(pg: Store) -> None:
