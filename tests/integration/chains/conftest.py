@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from chains_env import ChainEnv, make_chain
@@ -30,7 +30,7 @@ async def client_for() -> AsyncIterator[Callable[[ChainSettings], RpcClient]]:
     clients: list[RpcClient] = []
 
     def make(settings: ChainSettings, **kw: object) -> RpcClient:
-        c = RpcClient.from_settings(settings, **kw)  # type: ignore[arg-type]
+        c = RpcClient.from_settings(settings, **kw)
         clients.append(c)
         return c
 
@@ -40,7 +40,7 @@ async def client_for() -> AsyncIterator[Callable[[ChainSettings], RpcClient]]:
 
 
 @pytest.fixture
-async def proxies() -> AsyncIterator[Callable[..., FaultProxy]]:
+async def proxies() -> AsyncIterator[Callable[..., Awaitable[FaultProxy]]]:
     """Start fault proxies in front of a node; all stopped after the test."""
     started: list[FaultProxy] = []
 
@@ -49,6 +49,6 @@ async def proxies() -> AsyncIterator[Callable[..., FaultProxy]]:
         started.append(p)
         return p
 
-    yield make  # type: ignore[misc]
+    yield make
     for p in started:
         await p.stop()

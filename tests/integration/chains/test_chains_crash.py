@@ -22,10 +22,10 @@ WORKER = Path(__file__).with_name("crash_worker.py")
 async def snapshot(db: str) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]], int]:
     store = Store(db)
     repo = SqlChainStore(store)
-    events = [
+    events: list[tuple[object, ...]] = [
         (e.block_number, e.log_index, e.kind, e.account, e.amount) for e in await repo.events("c")
     ]
-    positions = [
+    positions: list[tuple[object, ...]] = [
         (p.account, p.token, p.kind, p.head_amount, p.pending_amount)
         for p in await repo.positions("c")
     ]

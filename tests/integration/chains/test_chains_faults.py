@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 from chains_env import fault_settings, stored_head
@@ -34,7 +34,7 @@ def busy_chain(anvil_factory: Callable[..., AnvilNode]) -> tuple[AnvilNode, Vaul
 async def test_indexer_loses_and_duplicates_nothing_through_faults(
     busy_chain: tuple[AnvilNode, VaultHarness],
     repo: SqlChainStore,
-    proxies: Callable[..., FaultProxy],
+    proxies: Callable[..., Awaitable[FaultProxy]],
     client_for: Callable[..., RpcClient],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -49,11 +49,11 @@ async def test_indexer_loses_and_duplicates_nothing_through_faults(
             http500=0.08,
             http429=0.08,
             malformed=0.08,
-        )  # type: ignore[misc]
+        )
         for s in (1, 2)
     ]
-    lagging = await proxies(node.url, lag_blocks=20)  # type: ignore[misc]
-    liar = await proxies(node.url, wrong_call=True)  # type: ignore[misc]
+    lagging = await proxies(node.url, lag_blocks=20)
+    liar = await proxies(node.url, wrong_call=True)
     urls = (lagging.url, liar.url, flaky[0].url, flaky[1].url)
     s = fault_settings(node, h, urls)
     client = client_for(
@@ -97,11 +97,11 @@ async def test_indexer_loses_and_duplicates_nothing_through_faults(
 
 async def test_wrong_eth_call_answer_is_never_returned(
     busy_chain: tuple[AnvilNode, VaultHarness],
-    proxies: Callable[..., FaultProxy],
+    proxies: Callable[..., Awaitable[FaultProxy]],
     client_for: Callable[..., RpcClient],
 ) -> None:
     node, h = busy_chain
-    liar = await proxies(node.url, wrong_call=True)  # type: ignore[misc]
+    liar = await proxies(node.url, wrong_call=True)
     # The liar is first in the list and nothing has health-checked it yet.
     client = client_for(fault_settings(node, h, (liar.url, node.url)), health_interval_s=3600)
     data = selector("collateralOf(address,address)") + encode(
@@ -119,11 +119,11 @@ async def test_wrong_eth_call_answer_is_never_returned(
 
 async def test_lagging_endpoint_is_not_asked_for_logs_it_has_not_seen(
     busy_chain: tuple[AnvilNode, VaultHarness],
-    proxies: Callable[..., FaultProxy],
+    proxies: Callable[..., Awaitable[FaultProxy]],
     client_for: Callable[..., RpcClient],
 ) -> None:
     node, h = busy_chain
-    lagging = await proxies(node.url, lag_blocks=10)  # type: ignore[misc]
+    lagging = await proxies(node.url, lag_blocks=10)
     client = client_for(fault_settings(node, h, (lagging.url, node.url)))
     await client.check_health()
     st = client.status()
@@ -139,11 +139,11 @@ async def test_getlogs_range_adapts_to_provider_limits_and_is_persisted(
     style: str,
     busy_chain: tuple[AnvilNode, VaultHarness],
     repo: SqlChainStore,
-    proxies: Callable[..., FaultProxy],
+    proxies: Callable[..., Awaitable[FaultProxy]],
     client_for: Callable[..., RpcClient],
 ) -> None:
     node, h = busy_chain
-    capped = await proxies(node.url, getlogs_max_range=5, range_message=style)  # type: ignore[misc]
+    capped = await proxies(node.url, getlogs_max_range=5, range_message=style)
     s = fault_settings(node, h, (capped.url,), max_log_range=64)
     ix = ChainIndexer(s, client_for(s), repo)
     await ix.sync_to_head()
@@ -192,11 +192,11 @@ async def test_chain_id_mismatch_is_a_clear_fatal_error(
 
 async def test_sends_are_never_retried(
     busy_chain: tuple[AnvilNode, VaultHarness],
-    proxies: Callable[..., FaultProxy],
+    proxies: Callable[..., Awaitable[FaultProxy]],
     client_for: Callable[..., RpcClient],
 ) -> None:
     node, h = busy_chain
-    broken = await proxies(node.url, http500=1.0)  # type: ignore[misc]
+    broken = await proxies(node.url, http500=1.0)
     client = client_for(fault_settings(node, h, (broken.url, node.url)))
     with pytest.raises(RpcUnavailable, match="HTTP 500"):
         await client.send_raw_transaction(b"\x02\xf8")
@@ -210,11 +210,11 @@ async def test_sends_are_never_retried(
 
 async def test_rate_limit_backs_off_on_429(
     busy_chain: tuple[AnvilNode, VaultHarness],
-    proxies: Callable[..., FaultProxy],
+    proxies: Callable[..., Awaitable[FaultProxy]],
     client_for: Callable[..., RpcClient],
 ) -> None:
     node, h = busy_chain
-    throttled = await proxies(node.url, http429=1.0)  # type: ignore[misc]
+    throttled = await proxies(node.url, http429=1.0)
     client = client_for(
         fault_settings(node, h, (throttled.url, node.url), rpc_rate_limit_per_s=100.0)
     )
@@ -229,13 +229,13 @@ async def test_rate_limit_backs_off_on_429(
 async def test_run_loop_rides_out_an_outage_and_stops_on_request(
     busy_chain: tuple[AnvilNode, VaultHarness],
     repo: SqlChainStore,
-    proxies: Callable[..., FaultProxy],
+    proxies: Callable[..., Awaitable[FaultProxy]],
     client_for: Callable[..., RpcClient],
 ) -> None:
     import asyncio
 
     node, h = busy_chain
-    down = await proxies(node.url, http500=1.0)  # type: ignore[misc]
+    down = await proxies(node.url, http500=1.0)
     s = fault_settings(node, h, (down.url,), max_log_range=50)
     ix = ChainIndexer(s, client_for(s, backoff_base_s=0.01, max_rounds=1), repo)
     stop = asyncio.Event()
@@ -279,7 +279,7 @@ async def test_a_lagging_only_endpoint_never_triggers_a_rollback(
     lag: int,
     busy_chain: tuple[AnvilNode, VaultHarness],
     repo: SqlChainStore,
-    proxies: Callable[..., FaultProxy],
+    proxies: Callable[..., Awaitable[FaultProxy]],
     client_for: Callable[..., RpcClient],
 ) -> None:
     node, h = busy_chain
@@ -287,7 +287,7 @@ async def test_a_lagging_only_endpoint_never_triggers_a_rollback(
     await ChainIndexer(s, client_for(s), repo).sync_to_head()
     before = await stored_head(repo)
     # After a restart only a node `lag` blocks behind our tip is reachable.
-    behind = await proxies(node.url, lag_blocks=lag)  # type: ignore[misc]
+    behind = await proxies(node.url, lag_blocks=lag)
     s2 = fault_settings(node, h, (behind.url,), confirmations=4)
     ix = ChainIndexer(s2, client_for(s2), repo)
     await ix.load()

@@ -4,7 +4,8 @@ endpoint carries on; the indexer ends with exactly the chain's balances."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from chains_env import fault_settings, stored_head
@@ -17,7 +18,7 @@ from chains.rpc import ChainIdMismatch, RpcClient, RpcUnavailable
 from chains.testing.faultproxy import FaultProxy
 from chains.testing.harness import USERS, VaultHarness
 
-LIES = {
+LIES: dict[str, tuple[dict[str, Any], str]] = {
     "wrong_log_address": ({"wrong_log_address": True}, "log outside the query"),
     "wrong_parent": ({"wrong_parent": True}, "headers do not chain"),
     "wrong_chain_id": ({"chain_id": 1}, "wrong chain"),
@@ -42,15 +43,15 @@ async def test_lying_endpoint_is_demoted_and_the_healthy_one_carries_on(
     lie: str,
     vault_chain: tuple[AnvilNode, VaultHarness],
     repo: SqlChainStore,
-    proxies: Callable[..., FaultProxy],
+    proxies: Callable[..., Awaitable[FaultProxy]],
     client_for: Callable[..., RpcClient],
 ) -> None:
     node, h = vault_chain
     modes, reason = LIES[lie]
-    liar = await proxies(node.url, **modes)  # type: ignore[misc]
+    liar = await proxies(node.url, **modes)
     # The honest endpoint answers a little slower, so the client (ordering by health and
     # latency) prefers the liar until it is caught.
-    honest = await proxies(node.url, delay=1.0, delay_s=0.03)  # type: ignore[misc]
+    honest = await proxies(node.url, delay=1.0, delay_s=0.03)
     s = fault_settings(node, h, (liar.url, honest.url), rpc_timeout_s=2.0)
     client = client_for(s, backoff_base_s=0.01, backoff_max_s=0.05, health_interval_s=3600)
     await client.connect()
@@ -75,14 +76,14 @@ async def test_lying_endpoint_is_demoted_and_the_healthy_one_carries_on(
 
 async def test_wrong_chain_id_on_every_endpoint_is_still_fatal(
     vault_chain: tuple[AnvilNode, VaultHarness],
-    proxies: Callable[..., FaultProxy],
+    proxies: Callable[..., Awaitable[FaultProxy]],
     client_for: Callable[..., RpcClient],
 ) -> None:
     """Demoting needs a witness: with no endpoint on the configured chain the config is
     wrong, and that stays a fatal error naming the URL, expected and received ids."""
     node, h = vault_chain
-    a = await proxies(node.url, chain_id=1)  # type: ignore[misc]
-    b = await proxies(node.url, chain_id=1)  # type: ignore[misc]
+    a = await proxies(node.url, chain_id=1)
+    b = await proxies(node.url, chain_id=1)
     client = client_for(fault_settings(node, h, (a.url, b.url), rpc_timeout_s=2.0))
     with pytest.raises(ChainIdMismatch) as info:
         await client.connect()
@@ -108,7 +109,7 @@ async def test_a_reorg_between_header_reads_demotes_nobody(
 
 async def test_endpoint_that_falls_behind_after_reporting_its_head_loses_no_log(
     vault_chain: tuple[AnvilNode, VaultHarness],
-    proxies: Callable[..., FaultProxy],
+    proxies: Callable[..., Awaitable[FaultProxy]],
     client_for: Callable[..., RpcClient],
 ) -> None:
     """The client's idea of an endpoint's head goes stale: the node behind the URL (a
@@ -117,8 +118,8 @@ async def test_endpoint_that_falls_behind_after_reporting_its_head_loses_no_log(
     then prove it holds the last block of the range, or its answer is refused and a
     healthy endpoint's is used: no event is lost (the soak found one on the fork)."""
     node, h = vault_chain
-    lagger = await proxies(node.url)  # type: ignore[misc]
-    honest = await proxies(node.url, delay=1.0, delay_s=0.03)  # type: ignore[misc]
+    lagger = await proxies(node.url)
+    honest = await proxies(node.url, delay=1.0, delay_s=0.03)
     s = fault_settings(node, h, (lagger.url, honest.url), rpc_timeout_s=2.0)
     client = client_for(s, backoff_base_s=0.01, backoff_max_s=0.05, health_interval_s=3600)
     await client.connect()
