@@ -48,6 +48,7 @@ class FaultProxy:
         wrong_parent: bool = False,
         chain_id: int | None = None,
         protect_methods: tuple[str, ...] = (),
+        fail_methods: tuple[str, ...] = (),
     ) -> None:
         self.upstream = upstream
         self.rng = random.Random(seed)
@@ -64,6 +65,8 @@ class FaultProxy:
         self.chain_id = chain_id
         # Methods never given random faults (e.g. anvil_* used by the test itself).
         self.protect_methods = protect_methods
+        # Methods that always answer HTTP 500: one kind of call failing while the rest work.
+        self.fail_methods = fail_methods
         self.stats: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()
         self._runner: web.AppRunner | None = None
@@ -127,6 +130,9 @@ class FaultProxy:
         self.requests[method] += 1
         rid = req.get("id")
         params = req.get("params") or []
+        if method in self.fail_methods:
+            self.stats["fail_method"] += 1
+            return web.Response(status=500, text=f"{method} failed")
         if method not in self.protect_methods:
             if self._roll(self.drop):
                 self.stats["drop"] += 1

@@ -3,6 +3,8 @@ restart reconciliation and classified node errors."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from push_env import (
     Crash,
@@ -23,7 +25,8 @@ from chains.pusher.errors import PushError
 from chains.pusher.keys import key_from_hex
 from chains.pusher.sender import SenderHooks
 from chains.registry_codec import RegistryEntry
-from chains.rpc import RpcClient
+from chains.rpc import RpcClient, RpcUnavailable
+from chains.testing.faultproxy import FaultProxy
 from chains.testing.harness import DEPLOYER, KEEPER, USERS, VaultHarness, _call
 
 pytestmark = pytest.mark.timeout(120)
@@ -284,6 +287,42 @@ async def test_sent_update_no_node_holds_is_sent_again_unchanged(
     (final,) = await push_store.recent_txs("c")
     assert final.hashes == [rec.tx_hash] and final.mined_hash == rec.tx_hash
     assert nonce_of(h) == start_nonce + 1
+
+
+async def test_failed_lookup_of_a_lost_update_resends_nothing_until_it_answers(
+    anvil_factory: object, push_store: SqlPushStore, clients: list[RpcClient]
+) -> None:
+    """The rebroadcast check asks the node for the record's hashes: if that question
+    fails, the cycle fails (visible like any RPC failure) and nothing is resent on a
+    guess; once the node answers again, the lost update goes out unchanged."""
+    node = anvil_factory(71107)  # type: ignore[operator]
+    h = VaultHarness.deploy(node.url)
+    h.rpc("evm_setAutomine", [False])
+    async with FaultProxy(node.url) as proxy:
+        rpc = client(proxy.url, node.chain_id)
+        clients.append(rpc)
+        clock = FakeClock()
+        s = sender(node, h, rpc, push_store, clock=clock, stuck_after_s=30, rebroadcast_after_s=6)
+        rec = await s.send_batch(_entries(h, 1))
+        h.rpc("anvil_dropTransaction", [rec.tx_hash])
+        proxy.set(fail_methods=("eth_getTransactionByHash",))
+        clock.advance(7)
+        with pytest.raises(RpcUnavailable, match="eth_getTransactionByHash"):
+            await s.step()
+        assert proxy.stats["fail_method"] >= 1
+        assert s.status.rebroadcasts_total == 0
+        (stored,) = await push_store.open_txs("c", KEEPER)
+        assert (stored.status, stored.hashes) == ("sent", [rec.tx_hash])
+        assert h.rpc("eth_getTransactionByHash", [rec.tx_hash]) is None
+        proxy.set(fail_methods=())
+        await asyncio.sleep(0.5)  # the endpoint's short backoff after the 500s
+        await s.step()
+        assert s.status.rebroadcasts_total == 1 and s.status.replacements_total == 0
+        assert h.rpc("eth_getTransactionByHash", [rec.tx_hash]) is not None
+        node.mine()
+        await step_until(s, lambda: not s.records, node=node)
+        (final,) = await push_store.recent_txs("c")
+        assert final.hashes == [rec.tx_hash] and final.mined_hash == rec.tx_hash
 
 
 async def test_restart_never_reuses_a_nonce_pending_from_elsewhere(
