@@ -192,6 +192,10 @@ class Checker:
         # (chain, account, as_of) -> (credit, hf, tier, time of the block that carried it)
         self._pushed: dict[tuple[str, str, int], tuple[int, int, int, int]] = {}
         self._batch_txs: set[tuple[str, str]] = set()
+        # Per chain, the head of the last BatchApplied scan: the next scan starts one
+        # reorg window below it (a reorg re-mines what it drops above its ancestor).
+        self._batches_scanned: dict[str, int] = {}
+        self._reorg_window = max(ch.confirmations for ch in cfg.chains) + 1
         # Largest spread between the chains' head timestamps seen in one sample: the
         # daemon stamps an entry with its target chain's time, and the data behind it
         # carries other chains' times.
@@ -592,17 +596,22 @@ class Checker:
         (selector, offset, length, then 52-byte entries)."""
         for c in self.chains:
             rpc = self.rpc[c]
+            head = int(await rpc("eth_blockNumber", []), 16)
+            start = self.start_blocks.get(c, 0)
+            if c in self._batches_scanned:
+                start = max(start, self._batches_scanned[c] - self._reorg_window)
             logs = await rpc(
                 "eth_getLogs",
                 [
                     {
                         "address": self.registries[c],
                         "topics": [TOPIC_BATCH_APPLIED],
-                        "fromBlock": hex(self.start_blocks.get(c, 0)),
-                        "toBlock": "latest",
+                        "fromBlock": hex(start),
+                        "toBlock": hex(head),
                     }
                 ],
             )
+            complete = True
             for lg in logs:
                 txh = lg["transactionHash"]
                 if (c, txh) in self._batch_txs:
@@ -610,7 +619,8 @@ class Checker:
                 tx = await rpc("eth_getTransactionByHash", [txh])
                 b = await rpc("eth_getBlockByHash", [lg["blockHash"], False])
                 if tx is None or b is None:
-                    continue  # reorged away between the two reads; the next pass sees it
+                    complete = False  # reorged away between the reads: scan it again
+                    continue
                 self._batch_txs.add((c, txh))
                 ts = int(b["timestamp"], 16)
                 data = bytes.fromhex(tx["input"][2:])
@@ -628,6 +638,8 @@ class Checker:
                             (slot >> 16) & 0xFF,
                             ts,
                         )
+            if complete:
+                self._batches_scanned[c] = head
         return self._pushed
 
     async def entries(self) -> dict[tuple[str, str], tuple[int, int, int, int, int]]:

@@ -39,6 +39,14 @@ def _entries(
     return [(USERS[i], RegistryEntry(credit * (i + 1), 1_500_000_000, ts, 0)) for i in range(n)]
 
 
+def _manual_mining(chain_id: int, anvil_factory: object) -> tuple[AnvilNode, VaultHarness]:
+    """A fresh chain with the vault deployed, mining only when the test says so."""
+    node: AnvilNode = anvil_factory(chain_id)  # type: ignore[operator]
+    h = VaultHarness.deploy(node.url)
+    h.rpc("evm_setAutomine", [False])
+    return node, h
+
+
 async def test_batch_is_persisted_sent_mined_and_confirmed(
     node: AnvilNode, harness: VaultHarness, push_store: SqlPushStore, clients: list[RpcClient]
 ) -> None:
@@ -112,9 +120,7 @@ async def test_crash_inside_broadcast_is_already_known_on_restart(
 ) -> None:
     """The node got the bytes but the process died before recording it: the restart
     rebroadcasts the same bytes, the node says "already known", nothing new is signed."""
-    node = anvil_factory(71102)  # type: ignore[operator]
-    h = VaultHarness.deploy(node.url)
-    h.rpc("evm_setAutomine", [False])
+    node, h = _manual_mining(71102, anvil_factory)
     rpc = client(node.url, node.chain_id)
     clients.append(rpc)
 
@@ -138,9 +144,7 @@ async def test_crash_inside_broadcast_is_already_known_on_restart(
 async def test_stuck_transaction_is_replaced_with_both_fees_bumped(
     anvil_factory: object, push_store: SqlPushStore, clients: list[RpcClient]
 ) -> None:
-    node = anvil_factory(71103)  # type: ignore[operator]
-    h = VaultHarness.deploy(node.url)
-    h.rpc("evm_setAutomine", [False])  # nothing is mined until the test says so
+    node, h = _manual_mining(71103, anvil_factory)
     rpc = client(node.url, node.chain_id)
     clients.append(rpc)
     clock = FakeClock()
@@ -171,9 +175,7 @@ async def test_stuck_transaction_is_replaced_with_both_fees_bumped(
 async def test_replacement_stops_at_the_fee_cap(
     anvil_factory: object, push_store: SqlPushStore, clients: list[RpcClient]
 ) -> None:
-    node = anvil_factory(71104)  # type: ignore[operator]
-    h = VaultHarness.deploy(node.url)
-    h.rpc("evm_setAutomine", [False])
+    node, h = _manual_mining(71104, anvil_factory)
     rpc = client(node.url, node.chain_id)
     clients.append(rpc)
     clock = FakeClock()
@@ -216,9 +218,7 @@ async def test_update_is_final_only_below_the_reorg_window(
     """confirmations = 2: a reorg of depth 2 is inside the window, so an update with
     only its own block and one more on top is not final yet; when that reorg comes, the
     update is re-queued, not lost behind a "confirmed" record (a nonce gap the soak hit)."""
-    node = anvil_factory(71107)  # type: ignore[operator]
-    h = VaultHarness.deploy(node.url)
-    h.rpc("evm_setAutomine", [False])
+    node, h = _manual_mining(71107, anvil_factory)
     rpc = client(node.url, node.chain_id)
     clients.append(rpc)
     s = sender(node, h, rpc, push_store, confirmations=2)
@@ -246,9 +246,7 @@ async def test_sent_update_no_node_holds_is_sent_again_unchanged(
     """The soak found updates waiting the full stuck_after_s (and every later nonce with
     them) after a reorg dropped their block before the receipt was seen: a lost
     transaction goes out again, same bytes and hash, after rebroadcast_after_s."""
-    node = anvil_factory(71106)  # type: ignore[operator]
-    h = VaultHarness.deploy(node.url)
-    h.rpc("evm_setAutomine", [False])
+    node, h = _manual_mining(71106, anvil_factory)
     rpc = client(node.url, node.chain_id)
     clients.append(rpc)
     clock = FakeClock()
@@ -295,9 +293,7 @@ async def test_failed_lookup_of_a_lost_update_resends_nothing_until_it_answers(
     """The rebroadcast check asks the node for the record's hashes: if that question
     fails, the cycle fails (visible like any RPC failure) and nothing is resent on a
     guess; once the node answers again, the lost update goes out unchanged."""
-    node = anvil_factory(71107)  # type: ignore[operator]
-    h = VaultHarness.deploy(node.url)
-    h.rpc("evm_setAutomine", [False])
+    node, h = _manual_mining(71108, anvil_factory)
     async with FaultProxy(node.url) as proxy:
         rpc = client(proxy.url, node.chain_id)
         clients.append(rpc)
@@ -330,9 +326,7 @@ async def test_restart_never_reuses_a_nonce_pending_from_elsewhere(
 ) -> None:
     """A transaction from the same key that this daemon never recorded (another process)
     sits in the pool: reconciliation continues above it."""
-    node = anvil_factory(71105)  # type: ignore[operator]
-    h = VaultHarness.deploy(node.url)
-    h.rpc("evm_setAutomine", [False])
+    node, h = _manual_mining(71105, anvil_factory)
     start = nonce_of(h)
     h.rpc("eth_sendTransaction", [{"from": KEEPER, "to": KEEPER, "value": "0x1"}])
     rpc = client(node.url, node.chain_id)
