@@ -213,16 +213,6 @@ def end_idle_transactions_after(engine: AsyncEngine, seconds: float) -> None:
     event.listen(engine.sync_engine, "connect", on_connect)
 
 
-__all__ = [
-    "Acquired",
-    "Fence",
-    "FencedOut",
-    "LeaseRow",
-    "LeaseStore",
-    "end_idle_transactions_after",
-]
-
-
 class FencedRepo:
     """A repository whose writes a lease protects: each protected transaction starts
     with `_fenced(session)`. Without a fence (one instance, SQLite) it checks nothing."""
@@ -234,3 +224,14 @@ class FencedRepo:
     async def _fenced(self, s: AsyncSession) -> None:
         if self.fence is not None:
             await self.fence.check(s)
+
+
+__all__ = [
+    "Acquired",
+    "Fence",
+    "FencedOut",
+    "FencedRepo",
+    "LeaseRow",
+    "LeaseStore",
+    "end_idle_transactions_after",
+]
