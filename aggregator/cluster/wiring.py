@@ -84,17 +84,11 @@ class ClusterWiring:
 
     # ------------------------------------------------------------ tenures
     def _guard(self, fence: Fence, work: Callable[[], Awaitable[None]]) -> Callable[[], Any]:
-        """A refused write ends the tenure (not a crash to restart with backoff)."""
+        return tenure_work(fence, work, self._fenced_out)
 
-        async def run() -> None:
-            try:
-                await work()
-            except FencedOut as exc:
-                log.warning("%s", exc)
-                if self.coordinator is not None:
-                    self.coordinator.lost(fence, "a protected write was fenced out")
-
-        return run
+    def _fenced_out(self, fence: Fence) -> None:
+        if self.coordinator is not None:
+            self.coordinator.lost(fence, "a protected write was fenced out")
 
     async def _acquired(self, name: str, fence: Fence) -> None:
         kind, chain = name.split(":", 1)
@@ -185,4 +179,33 @@ class ClusterWiring:
         return out
 
 
-__all__ = ["ClusterWiring"]
+def tenure_work(
+    fence: Fence, work: Callable[[], Awaitable[None]], fenced_out: Callable[[Fence], None]
+) -> Callable[[], Awaitable[None]]:
+    """The supervised body of work a lease protects. A refused write ends the tenure,
+    and so does a failure once the tenure is over: the lease expired while the work was
+    mid-write (paused, stalled), the server may have closed the connection that write
+    held, and cancelling it can surface as a driver error rather than a cancellation.
+    Neither is a crash to restart with backoff; the next tenure starts fresh work."""
+
+    async def run() -> None:
+        try:
+            await work()
+        except FencedOut as exc:
+            log.warning("%s", exc)
+            fenced_out(fence)
+        except Exception as exc:
+            if not fence.revoked.is_set():
+                raise
+            log.warning(
+                "lease %s: work stopped after the tenure (token %d) ended: %s: %s",
+                fence.name,
+                fence.token,
+                type(exc).__name__,
+                str(exc).splitlines()[0] if str(exc) else "",
+            )
+
+    return run
+
+
+__all__ = ["ClusterWiring", "tenure_work"]
