@@ -190,17 +190,14 @@ _NIBBLE_HIGH = bytes(0x20 if chr(i) in "89abcdef" else 0 for i in range(256))
 _LETTER_CASE_BITS = int.from_bytes(b"\x20" * 40, "big")
 
 
-@web.middleware
-async def errors_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as exc:
+def error_response(request: web.Request, exc: Exception) -> web.StreamResponse | None:
+    """The JSON error answer for what a handler raised; None: re-raise it (a redirect or
+    other non-error HTTPException)."""
+    if isinstance(exc, ApiError):
         return error_body(exc.status, exc.field, exc.message)
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            return None
         if isinstance(exc, web.HTTPMethodNotAllowed):
             resp = error_body(
                 exc.status,
@@ -214,43 +211,53 @@ async def errors_middleware(
         if isinstance(exc, web.HTTPNotFound):
             return error_body(exc.status, "path", f"no such route: {request.path[:128]!r}")
         return error_body(exc.status, None, exc.reason)
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        err_id = uuid.uuid4().hex[:12]
-        log.exception("API handler error %s on %s %s", err_id, request.method, request.path)
-        return error_body(500, None, f"internal error (id {err_id}); see the daemon log")
+    err_id = uuid.uuid4().hex[:12]
+    log.error("API handler error %s on %s %s", err_id, request.method, request.path, exc_info=exc)
+    return error_body(500, None, f"internal error (id {err_id}); see the daemon log")
 
 
-def latency_middleware(histogram: Histogram) -> Any:
-    """Observe every request's latency by route template (not raw path: bounded label
-    cardinality whatever clients send), method and final status."""
+def api_middleware(histogram: Histogram | None) -> Any:
+    """Every error as a JSON body (error_response), and every request's latency by route
+    template (not raw path: bounded label cardinality whatever clients send), method
+    and the final status. One middleware, not two: each layer is a coroutine frame on
+    every request of the hottest route (bench/api_load.py)."""
+    children: dict[tuple[str, str, int], Any] = {}
+
+    def observe(request: web.Request, status: int, started: float) -> None:
+        assert histogram is not None
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        method = request.method if request.method in _METHODS else "other"
+        key = (route, method, status)
+        # Bound children cached: labels() costs more than the observation itself.
+        child = children.get(key)
+        if child is None:
+            child = children[key] = histogram.labels(route, method, str(status))
+        child.observe(time.perf_counter() - started)
 
     @web.middleware
     async def middleware(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         started = time.perf_counter()
-        status = 500
+        status = 500  # cancelled: the client went away before an answer
         try:
-            resp = await handler(request)
+            try:
+                resp = await handler(request)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                answer = error_response(request, exc)
+                if answer is None:
+                    status = getattr(exc, "status", 500)
+                    raise
+                resp = answer
             status = resp.status
             return resp
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
         finally:
-            resource = request.match_info.route.resource
-            route = resource.canonical if resource is not None else "unmatched"
-            method = request.method if request.method in _METHODS else "other"
-            key = (route, method, status)
-            # Bound children cached: labels() costs more than the observation itself.
-            child = children.get(key)
-            if child is None:
-                child = children[key] = histogram.labels(route, method, str(status))
-            child.observe(time.perf_counter() - started)
+            if histogram is not None:
+                observe(request, status, started)
 
-    children: dict[tuple[str, str, int], Any] = {}
     return middleware
 
 
@@ -276,11 +283,7 @@ class Api:
         # Set by stop() before the runner closes connections, so open streams end with
         # `event: shutdown` instead of being cut off after the runner's shutdown timeout.
         self._closing = asyncio.Event()
-        middlewares: list[Any] = [errors_middleware]
-        if request_seconds is not None:
-            # Outermost, so it sees the status the error middleware turned errors into.
-            middlewares.insert(0, latency_middleware(request_seconds))
-        self.app = web.Application(middlewares=middlewares)
+        self.app = web.Application(middlewares=[api_middleware(request_seconds)])
         # Path variables take any segment (aiohttp's default refuses "{" and "}"), so a
         # malformed address is a 400 naming "address", not a 404 for an unknown route.
         self.app.add_routes(
@@ -289,9 +292,10 @@ class Api:
                 web.get("/readyz", self.readyz),
                 web.get("/metrics", self.metrics),
                 web.get("/openapi.json", self.openapi),
+                # The hottest route first: the resolver tries routes in this order.
+                web.get("/v1/accounts/{address:[^/]+}/health", self.account_health),
                 web.get("/v1/accounts", self.accounts),
                 web.get("/v1/accounts/{address:[^/]+}", self.account),
-                web.get("/v1/accounts/{address:[^/]+}/health", self.account_health),
                 web.get("/v1/accounts/{address:[^/]+}/margin", self.account_margin),
                 web.get("/v1/margin/report", self.margin_report),
                 web.get("/v1/prices", self.prices),

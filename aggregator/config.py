@@ -227,6 +227,9 @@ class SchedulerConfig(Strict):
     reconcile_interval_s: float = Field(default=60.0, gt=0)
     lst_interval_s: float = Field(default=60.0, gt=0)
     recompute_debounce_s: float = Field(default=0.25, ge=0)
+    # How long an indexed change may wait for the ledger before /readyz fails. Not zero:
+    # on a busy chain some change is nearly always in its debounce window.
+    ledger_lag_unready_s: float = Field(default=5.0, gt=0)
 
 
 def _default_instance_id() -> str:

@@ -109,6 +109,10 @@ class Daemon:
         self.api = Api(self, request_seconds=self.metrics.api_request_seconds)
         self.stop_event = asyncio.Event()
         self._dirty: set[str] = set()
+        # Monotonic time of the oldest change in _dirty, and of the oldest change in the
+        # batch being recomputed: how far the ledger lags what was indexed.
+        self._dirty_since: float | None = None
+        self._recomputing_since: float | None = None
         self._live: set[tuple[str, str]] = set()
         self._recomputing = False
         self._dirty_event = asyncio.Event()
@@ -328,6 +332,8 @@ class Daemon:
 
     async def _accounts_changed(self, chain: str, accounts: set[str]) -> None:
         # Kept as the indexer wrote them: the store is queried with the same spelling.
+        if self._dirty_since is None and accounts:
+            self._dirty_since = time.monotonic()
         self._dirty.update(accounts)
         indexer = self.indexers.get(chain)
         if indexer is not None and indexer.status.caught_up:
@@ -349,12 +355,23 @@ class Daemon:
             await asyncio.sleep(debounce)
             self._dirty_event.clear()
             batch, self._dirty = self._dirty, set()
+            since, self._dirty_since = self._dirty_since, None
             if batch:
-                self._recomputing = True
+                self._recomputing, self._recomputing_since = True, since
                 try:
                     await self.recompute_accounts(batch)
                 finally:
-                    self._recomputing = False
+                    self._recomputing, self._recomputing_since = False, None
+
+    def ledger_lag_s(self) -> float:
+        """Seconds the oldest indexed change not yet in the ledger has waited (0: none)."""
+        pending = [t for t in (self._dirty_since, self._recomputing_since) if t is not None]
+        return time.monotonic() - min(pending) if pending else 0.0
+
+    def ledger_settled(self) -> bool:
+        """Every indexed change is in the ledger (what tests wait for; /readyz allows
+        `scheduler.ledger_lag_unready_s` of lag)."""
+        return not self._dirty and not self._recomputing
 
     async def recompute_accounts(self, accounts: Iterable[str]) -> None:
         accounts = list(accounts)
@@ -546,9 +563,13 @@ class Daemon:
         for t in self.supervisor.unhealthy():
             reasons.append(f"task {t.name}: {t.state} ({t.last_error})")
         reasons += self.jobs.unhealthy()
-        if self._dirty or self._recomputing:
-            # Indexed but not yet in the ledger: what the API shows would lag the chain.
-            reasons.append(f"ledger: {len(self._dirty)} accounts waiting for recompute")
+        lag = self.ledger_lag_s()
+        if lag > self.cfg.scheduler.ledger_lag_unready_s:
+            # Indexed but not yet in the ledger: what the API shows lags the chain.
+            reasons.append(
+                f"ledger: {len(self._dirty)} accounts waiting for recompute, the oldest "
+                f"change for {lag:.1f}s (limit {self.cfg.scheduler.ledger_lag_unready_s:g}s)"
+            )
         if not self.prices_ready:
             reasons.append("prices: no refresh completed yet")
         else:

@@ -41,7 +41,8 @@ async def wait_until(predicate: Any, timeout: float = 30.0, what: str = "conditi
 async def wait_ready(d: Daemon, timeout: float = 45.0) -> None:
     async def ready() -> bool:
         ok, _ = d.readiness()
-        return ok
+        # Ready allows a moment of ledger lag; tests read the ledger right after.
+        return ok and d.ledger_settled()
 
     try:
         await wait_until(ready, timeout, "readiness")

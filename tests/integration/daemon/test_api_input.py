@@ -7,13 +7,12 @@ throws many requests at it; hypothesis examples share that daemon.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import ClientSession, ClientTimeout
+from daemon_helpers import wait_ready
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from yarl import URL
@@ -90,13 +89,6 @@ async def aget(d: Daemon, path: str) -> tuple[int, Any]:
 
 
 NOT_READY_503 = {"/v1/accounts", "/v1/accounts/{address}", "/v1/accounts/{address}/health"}
-
-
-async def wait_ready(d: Daemon, timeout: float = 45.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not d.readiness()[0]:
-        assert time.monotonic() < deadline, f"daemon not ready: {d.readiness()[1]}"
-        await asyncio.sleep(0.2)
 
 
 def strict_json(text: str) -> Any:

@@ -259,6 +259,60 @@ async def test_deposit_counts_when_confirmed_borrow_counts_at_once(
     assert reported_positions(v, "counted") == expected
 
 
+async def test_readiness_fails_only_when_the_ledger_lags_past_its_limit(
+    daemon: Daemon, devnet: manager.DevnetState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An indexed change sits in the recompute debounce for a moment on every busy
+    chain: /readyz must not flap for that, only when the ledger really lags (here a
+    recompute stalled until the test lets it go)."""
+    await wait_ready(daemon)
+    limit = daemon.cfg.scheduler.ledger_lag_unready_s
+    release = asyncio.Event()
+    recompute = daemon.recompute_accounts
+
+    async def stalled(accounts: Any) -> None:
+        await release.wait()
+        await recompute(accounts)
+
+    monkeypatch.setattr(daemon, "recompute_accounts", stalled)
+    user = users(devnet)[2]
+    dep = devnet.deployments["beta"]
+    usdc = dep.tokens["USDC"]
+
+    def deposit() -> None:
+        with chain(devnet, "beta") as w3:
+            token = contract(w3, "MockERC20", usdc)
+            vault = contract(w3, "CollateralVault", dep.vault)
+            send(w3, token.functions.mint(user, 10**6), dep.deployer)
+            send(w3, token.functions.approve(dep.vault, 10**6), user)
+            send(w3, vault.functions.deposit(usdc, 10**6), user)
+
+    await asyncio.to_thread(deposit)
+
+    async def indexed_not_in_ledger() -> bool:
+        return not daemon.ledger_settled()
+
+    await wait_until(indexed_not_in_ledger, 20, "the deposit indexed")
+    assert daemon.ledger_lag_s() < limit
+    ok, reasons = daemon.readiness()
+    assert ok, reasons
+    started = time.monotonic()
+
+    async def unready() -> bool:
+        return not daemon.readiness()[0]
+
+    await wait_until(unready, limit + 10, "readiness to fail on the stalled ledger")
+    ok, reasons = daemon.readiness()
+    assert daemon.ledger_lag_s() > limit
+    assert any(r.startswith("ledger:") and "waiting for recompute" in r for r in reasons), reasons
+    status, body = await aget(daemon, "/readyz")
+    assert status == 503 and any(r.startswith("ledger:") for r in body["reasons"])
+    assert time.monotonic() - started < limit + 5
+    release.set()
+    await wait_ready(daemon)
+    assert daemon.ledger_lag_s() == 0.0
+
+
 async def test_stale_feeds_make_price_unavailable_and_holders_degraded(
     daemon: Daemon, devnet: manager.DevnetState
 ) -> None:
