@@ -113,6 +113,7 @@ class Daemon:
         # batch being recomputed: how far the ledger lags what was indexed.
         self._dirty_since: float | None = None
         self._recomputing_since: float | None = None
+        self.metrics.ledger_lag.set_function(self.ledger_lag_s)
         self._live: set[tuple[str, str]] = set()
         self._recomputing = False
         self._dirty_event = asyncio.Event()

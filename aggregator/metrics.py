@@ -48,6 +48,11 @@ class Metrics:
             registry=r,
         )
         self.accounts = Gauge("agg_accounts", "Accounts by tier", ["tier"], registry=r)
+        self.ledger_lag = Gauge(
+            "agg_ledger_lag_seconds",
+            "Age of the oldest indexed change not yet in the ledger (0: none)",
+            registry=r,
+        )
         self.recompute_seconds = Histogram(
             "agg_recompute_seconds",
             "Full book recompute time",

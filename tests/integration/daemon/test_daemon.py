@@ -307,10 +307,18 @@ async def test_readiness_fails_only_when_the_ledger_lags_past_its_limit(
     assert any(r.startswith("ledger:") and "waiting for recompute" in r for r in reasons), reasons
     status, body = await aget(daemon, "/readyz")
     assert status == 503 and any(r.startswith("ledger:") for r in body["reasons"])
+    assert _ledger_lag_metric(daemon) > limit
     assert time.monotonic() - started < limit + 5
     release.set()
     await wait_ready(daemon)
-    assert daemon.ledger_lag_s() == 0.0
+    assert daemon.ledger_lag_s() == 0.0 and _ledger_lag_metric(daemon) == 0.0
+
+
+def _ledger_lag_metric(d: Daemon) -> float:
+    (line,) = [
+        ln for ln in d.metrics_text().decode().splitlines() if ln.startswith("agg_ledger_lag")
+    ]
+    return float(line.split()[-1])
 
 
 async def test_stale_feeds_make_price_unavailable_and_holders_degraded(
