@@ -361,6 +361,15 @@ class Daemon:
                 self._recomputing, self._recomputing_since = True, since
                 try:
                     await self.recompute_accounts(batch)
+                except BaseException:
+                    # Not in the ledger: back in the queue, with its age, for the task
+                    # the supervisor restarts (or the next start). Dropped, an account
+                    # would keep its old figures until its next event.
+                    self._dirty |= batch
+                    if since is not None:
+                        self._dirty_since = min(since, self._dirty_since or since)
+                    self._dirty_event.set()
+                    raise
                 finally:
                     self._recomputing, self._recomputing_since = False, None
 

@@ -314,6 +314,59 @@ async def test_readiness_fails_only_when_the_ledger_lags_past_its_limit(
     assert daemon.ledger_lag_s() == 0.0 and _ledger_lag_metric(daemon) == 0.0
 
 
+async def test_a_failed_recompute_loses_no_change(
+    daemon: Daemon, devnet: manager.DevnetState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recompute that fails (a store read, say) takes its batch of accounts with it
+    unless they go back in the queue: with mining stopped no later event would bring
+    the account back, and the ledger would keep showing the old figures."""
+    await wait_ready(daemon)
+    user = users(devnet)[3]
+    dep = devnet.deployments["beta"]
+    usdc = dep.tokens["USDC"]
+    recompute = daemon.recompute_accounts
+    batches: list[set[str]] = []
+
+    async def fails_once(accounts: Any) -> None:
+        batches.append({a.lower() for a in accounts})
+        if len(batches) == 1:
+            raise RuntimeError("injected: the store read failed")
+        await recompute(accounts)
+
+    _, before = await aget(daemon, f"/v1/accounts/{user}")
+    head0 = reported_positions(before, "head").get(("beta", "USDC", "collateral"), 0)
+
+    def deposit_then_stop_mining() -> None:
+        with chain(devnet, "beta") as w3:
+            token = contract(w3, "MockERC20", usdc)
+            vault = contract(w3, "CollateralVault", dep.vault)
+            send(w3, token.functions.mint(user, 10**6), dep.deployer)
+            send(w3, token.functions.approve(dep.vault, 10**6), user)
+            w3.provider.make_request("evm_setIntervalMining", [0])  # type: ignore[arg-type]
+            w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
+            send(w3, vault.functions.deposit(usdc, 10**6), user)  # one block, then none
+
+    def resume_mining() -> None:
+        with chain(devnet, "beta") as w3:
+            w3.provider.make_request("evm_setIntervalMining", [devnet.block_time_s])  # type: ignore[arg-type]
+
+    monkeypatch.setattr(daemon, "recompute_accounts", fails_once)
+    await asyncio.to_thread(deposit_then_stop_mining)
+    try:
+
+        async def in_ledger() -> bool:
+            _, v = await aget(daemon, f"/v1/accounts/{user}")
+            return reported_positions(v, "head").get(("beta", "USDC", "collateral"), 0) == (
+                head0 + 10**6
+            )
+
+        await wait_until(in_ledger, 30, "the deposit in the ledger after the failed recompute")
+        assert user.lower() in batches[0] and user.lower() in batches[1], batches
+        assert daemon.supervisor.tasks["recompute"].failures == 1
+    finally:
+        await asyncio.to_thread(resume_mining)
+
+
 def _ledger_lag_metric(d: Daemon) -> float:
     (line,) = [
         ln for ln in d.metrics_text().decode().splitlines() if ln.startswith("agg_ledger_lag")
