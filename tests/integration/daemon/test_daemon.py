@@ -90,6 +90,24 @@ def send(w3: Web3, tx: Any, sender: str) -> None:
     assert receipt["status"] == 1
 
 
+def deposit_usdc(
+    devnet: manager.DevnetState, name: str, user: str, raw: int, *, then_stop_mining: bool = False
+) -> None:
+    """Mint, approve and deposit `raw` USDC for `user` on chain `name`. then_stop_mining:
+    the deposit is mined alone (automine) and no block follows until mining resumes."""
+    dep = devnet.deployments[name]
+    usdc = dep.tokens["USDC"]
+    with chain(devnet, name) as w3:
+        token = contract(w3, "MockERC20", usdc)
+        vault = contract(w3, "CollateralVault", dep.vault)
+        send(w3, token.functions.mint(user, raw), dep.deployer)
+        send(w3, token.functions.approve(dep.vault, raw), user)
+        if then_stop_mining:
+            w3.provider.make_request("evm_setIntervalMining", [0])  # type: ignore[arg-type]
+            w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
+        send(w3, vault.functions.deposit(usdc, raw), user)
+
+
 def set_feeds(
     devnet: manager.DevnetState, symbol: str, price: float, updated_at: int | None
 ) -> None:
@@ -275,19 +293,7 @@ async def test_readiness_fails_only_when_the_ledger_lags_past_its_limit(
         await recompute(accounts)
 
     monkeypatch.setattr(daemon, "recompute_accounts", stalled)
-    user = users(devnet)[2]
-    dep = devnet.deployments["beta"]
-    usdc = dep.tokens["USDC"]
-
-    def deposit() -> None:
-        with chain(devnet, "beta") as w3:
-            token = contract(w3, "MockERC20", usdc)
-            vault = contract(w3, "CollateralVault", dep.vault)
-            send(w3, token.functions.mint(user, 10**6), dep.deployer)
-            send(w3, token.functions.approve(dep.vault, 10**6), user)
-            send(w3, vault.functions.deposit(usdc, 10**6), user)
-
-    await asyncio.to_thread(deposit)
+    await asyncio.to_thread(deposit_usdc, devnet, "beta", users(devnet)[2], 10**6)
 
     async def indexed_not_in_ledger() -> bool:
         return not daemon.ledger_settled()
@@ -322,8 +328,6 @@ async def test_a_failed_recompute_loses_no_change(
     the account back, and the ledger would keep showing the old figures."""
     await wait_ready(daemon)
     user = users(devnet)[3]
-    dep = devnet.deployments["beta"]
-    usdc = dep.tokens["USDC"]
     recompute = daemon.recompute_accounts
     batches: list[set[str]] = []
 
@@ -336,22 +340,12 @@ async def test_a_failed_recompute_loses_no_change(
     _, before = await aget(daemon, f"/v1/accounts/{user}")
     head0 = reported_positions(before, "head").get(("beta", "USDC", "collateral"), 0)
 
-    def deposit_then_stop_mining() -> None:
-        with chain(devnet, "beta") as w3:
-            token = contract(w3, "MockERC20", usdc)
-            vault = contract(w3, "CollateralVault", dep.vault)
-            send(w3, token.functions.mint(user, 10**6), dep.deployer)
-            send(w3, token.functions.approve(dep.vault, 10**6), user)
-            w3.provider.make_request("evm_setIntervalMining", [0])  # type: ignore[arg-type]
-            w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
-            send(w3, vault.functions.deposit(usdc, 10**6), user)  # one block, then none
-
     def resume_mining() -> None:
         with chain(devnet, "beta") as w3:
             w3.provider.make_request("evm_setIntervalMining", [devnet.block_time_s])  # type: ignore[arg-type]
 
     monkeypatch.setattr(daemon, "recompute_accounts", fails_once)
-    await asyncio.to_thread(deposit_then_stop_mining)
+    await asyncio.to_thread(deposit_usdc, devnet, "beta", user, 10**6, then_stop_mining=True)
     try:
 
         async def in_ledger() -> bool:
