@@ -457,9 +457,15 @@ class ChainSender:
                         # Re-check once: a node may have had the block before the receipt.
                         receipt = await self._find_receipt(rec)
                         if receipt is None:
-                            await self._drop(
-                                rec, f"nonce {rec.nonce} was used by another transaction"
-                            )
+                            if await self._nonce_used_for_good(rec.nonce):
+                                await self._drop(
+                                    rec, f"nonce {rec.nonce} was used by another transaction"
+                                )
+                            # else: the other transaction's block may still be reorged
+                            # away, and this record's bytes are what fills the nonce
+                            # then. Dropped on a glimpse mid-reorg, it left a nonce gap
+                            # that stalled every later update (the soak).
+                            lowest_pending = False
                             continue
                     else:
                         waited = self.clock() - (rec.last_sent_at or rec.created_at)
@@ -477,6 +483,12 @@ class ChainSender:
                     head = await self.client.block_number()
                 await self._follow_mined(rec, head)
         self._refresh_status()
+
+    async def _nonce_used_for_good(self, nonce: int) -> bool:
+        """Is `nonce` used in a block below the reorg window (head - confirmations, as
+        final as _follow_mined counts a block)?"""
+        final = await self.client.block_number() - max(1, self.settings.confirmations)
+        return final >= 0 and await self._tx_count(hex(final)) > nonce
 
     async def _known(self, rec: TxRecord) -> bool:
         """Does the node hold any of the record's attempts (pool or chain)?"""

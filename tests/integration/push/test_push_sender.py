@@ -321,6 +321,62 @@ async def test_failed_lookup_of_a_lost_update_resends_nothing_until_it_answers(
         assert final.hashes == [rec.tx_hash] and final.mined_hash == rec.tx_hash
 
 
+async def test_nonce_taken_in_a_block_a_reorg_can_remove_is_not_given_up(
+    anvil_factory: object, push_store: SqlPushStore, clients: list[RpcClient]
+) -> None:
+    """Another transaction of the keeper key holds a record's nonce, but in a block a
+    reorg may still replace: the record stays open. When the reorg removes that block,
+    the record's own bytes fill the nonce. Dropping it on that glimpse (as before) left
+    a nonce gap in the soak that stalled every later update on the chain. Once the
+    other transaction is below the reorg window, the record is dropped."""
+    node, h = _manual_mining(71109, anvil_factory)
+    rpc = client(node.url, node.chain_id)
+    clients.append(rpc)
+    clock = FakeClock()
+    s = sender(
+        node,
+        h,
+        rpc,
+        push_store,
+        clock=clock,
+        confirmations=2,
+        stuck_after_s=30,
+        rebroadcast_after_s=6,
+    )
+
+    def take_nonce(nonce: int) -> None:
+        h.rpc("eth_sendTransaction", [{"from": KEEPER, "to": KEEPER, "nonce": hex(nonce)}])
+        node.mine()
+
+    snap = h.rpc("evm_snapshot")
+    rec = await s.send_batch(_entries(h, 1))
+    h.rpc("anvil_dropTransaction", [rec.tx_hash])
+    take_nonce(rec.nonce)
+    await s.step()
+    assert s.status.dropped_total == 0 and [r.nonce for r in s.open_records()] == [rec.nonce]
+    h.rpc("evm_revert", [snap])  # the other transaction's block is reorged away
+    h.rpc("anvil_dropAllTransactions")
+    clock.advance(7)
+    await s.step()
+    assert s.status.rebroadcasts_total == 1
+    node.mine()
+    await step_until(s, lambda: not s.records, node=node)
+    (mined,) = await push_store.recent_txs("c")
+    assert mined.status == "confirmed" and mined.mined_hash == rec.tx_hash
+
+    rec2 = await s.send_batch(_entries(h, 1, credit=2_000_000))
+    h.rpc("anvil_dropTransaction", [rec2.tx_hash])
+    take_nonce(rec2.nonce)
+    await s.step()
+    assert s.status.dropped_total == 0  # one block on top: still inside the window
+    node.mine()
+    node.mine()
+    await s.step()
+    assert s.status.dropped_total == 1 and not s.records
+    statuses = {r.nonce: r.status for r in await push_store.recent_txs("c")}
+    assert statuses == {rec.nonce: "confirmed", rec2.nonce: "dropped"}
+
+
 async def test_restart_never_reuses_a_nonce_pending_from_elsewhere(
     anvil_factory: object, push_store: SqlPushStore, clients: list[RpcClient]
 ) -> None:
