@@ -218,8 +218,9 @@ class ChainSender:
                 receipt = await self._find_receipt(rec)
                 if receipt is not None:
                     await self._mark_mined(rec, receipt)
-                else:
+                elif await self._nonce_used_for_good(rec.nonce):
                     await self._drop(rec, f"nonce {rec.nonce} was used by another transaction")
+                # else: kept open for step(), which drops it once that is final
         open_max = max((r.nonce for r in self.records.values()), default=-1)
         nxt = max(latest, open_max + 1)
         if pending > nxt:

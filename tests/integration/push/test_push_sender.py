@@ -23,7 +23,7 @@ from aggregator.store import Store
 from aggregator.store.push_repo import SqlPushStore
 from chains.pusher.errors import PushError
 from chains.pusher.keys import key_from_hex
-from chains.pusher.sender import SenderHooks
+from chains.pusher.sender import ChainSender, SenderHooks
 from chains.registry_codec import RegistryEntry
 from chains.rpc import RpcClient, RpcUnavailable
 from chains.testing.faultproxy import FaultProxy
@@ -333,16 +333,20 @@ async def test_nonce_taken_in_a_block_a_reorg_can_remove_is_not_given_up(
     rpc = client(node.url, node.chain_id)
     clients.append(rpc)
     clock = FakeClock()
-    s = sender(
-        node,
-        h,
-        rpc,
-        push_store,
-        clock=clock,
-        confirmations=2,
-        stuck_after_s=30,
-        rebroadcast_after_s=6,
-    )
+
+    def start() -> ChainSender:
+        return sender(
+            node,
+            h,
+            rpc,
+            push_store,
+            clock=clock,
+            confirmations=2,
+            stuck_after_s=30,
+            rebroadcast_after_s=6,
+        )
+
+    s = start()
 
     def take_nonce(nonce: int) -> None:
         h.rpc("eth_sendTransaction", [{"from": KEEPER, "to": KEEPER, "nonce": hex(nonce)}])
@@ -367,6 +371,7 @@ async def test_nonce_taken_in_a_block_a_reorg_can_remove_is_not_given_up(
     rec2 = await s.send_batch(_entries(h, 1, credit=2_000_000))
     h.rpc("anvil_dropTransaction", [rec2.tx_hash])
     take_nonce(rec2.nonce)
+    s = start()  # a restart: its reconciliation follows the same rule
     await s.step()
     assert s.status.dropped_total == 0  # one block on top: still inside the window
     node.mine()
