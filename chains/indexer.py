@@ -41,7 +41,15 @@ from chains.rpc import (
     selector,
 )
 from chains.store import IndexerStore
-from chains.types import BatchResult, BlockRef, ChainSettings, Checkpoint, PositionKind, VaultEvent
+from chains.types import (
+    BatchResult,
+    BlockRef,
+    ChainSettings,
+    Checkpoint,
+    Position,
+    PositionKind,
+    VaultEvent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -555,6 +563,15 @@ class ChainIndexer:
         async with self._lock:
             return await self._reconcile(accounts)
 
+    def _balance(self, p: Position, raw: bytes | None, vault: str) -> int:
+        if raw is None:
+            raise RpcError(
+                f"chain {self.chain!r}: {p.kind}Of({p.account}, {p.token}) "
+                f"reverted on vault {vault}"
+            )
+        (onchain,) = abi_decode(["uint256"], raw)
+        return int(onchain)
+
     async def _reconcile(self, accounts: Sequence[str] | None = None) -> list[Mismatch]:
         """Compare stored head balances with collateralOf/debtOf at the indexed block.
 
@@ -592,27 +609,45 @@ class ChainIndexer:
             for p in positions
         ]
         answers = await self.client.call_batch(calls, block=block)
+        suspects = [
+            i for i, (p, raw) in enumerate(zip(positions, answers, strict=True))
+            if self._balance(p, raw, vault) != p.head_amount
+        ]  # fmt: skip
+        if suspects and cp.indexed_hash is not None:
+            # Before overwriting what the events say, ask again for exactly the block
+            # the store is at (by hash): a node answering mid-reorg, or for the tip
+            # while it mines the next block, gave the soak a balance one block ahead.
+            again = await self.client.call_batch(
+                [calls[i] for i in suspects], block=block, block_hash=cp.indexed_hash
+            )
+            for i, raw in zip(suspects, again, strict=True):
+                if raw != answers[i]:
+                    log.warning(
+                        "chain %s: reconciliation of %s %s %s at block %d read two "
+                        "different balances; not correcting this round",
+                        self.chain,
+                        positions[i].account,
+                        positions[i].token,
+                        positions[i].kind,
+                        block,
+                    )
+                    return []
         mismatches: list[Mismatch] = []
-        for p, raw in zip(positions, answers, strict=True):
-            if raw is None:
-                raise RpcError(
-                    f"chain {self.chain!r}: {p.kind}Of({p.account}, {p.token}) "
-                    f"reverted on vault {vault}"
-                )
-            (onchain,) = abi_decode(["uint256"], raw)
-            if onchain != p.head_amount:
-                log.error(
-                    "chain %s: reconciliation mismatch %s %s %s at block %d: "
-                    "stored %d, on chain %d; taking the chain's value",
-                    self.chain,
-                    p.account,
-                    p.token,
-                    p.kind,
-                    block,
-                    p.head_amount,
-                    onchain,
-                )
-                mismatches.append(Mismatch(p.account, p.token, p.kind, p.head_amount, int(onchain)))
+        for i in suspects:
+            p = positions[i]
+            onchain = self._balance(p, answers[i], vault)
+            log.error(
+                "chain %s: reconciliation mismatch %s %s %s at block %d: "
+                "stored %d, on chain %d; taking the chain's value",
+                self.chain,
+                p.account,
+                p.token,
+                p.kind,
+                block,
+                p.head_amount,
+                onchain,
+            )
+            mismatches.append(Mismatch(p.account, p.token, p.kind, p.head_amount, int(onchain)))
         await self.store.apply_corrections(
             self.chain,
             block,

@@ -746,13 +746,19 @@ class RpcClient:
         return [bytes(data) if ok else None for ok, data in results]
 
     async def call_batch(
-        self, calls: Sequence[tuple[str, bytes]], block: int | str = "latest"
+        self,
+        calls: Sequence[tuple[str, bytes]],
+        block: int | str = "latest",
+        *,
+        block_hash: str | None = None,
     ) -> list[bytes | None]:
         """View calls (target, calldata) through Multicall3 aggregate3.
 
         Returns each call's return data, or None where that sub-call reverted.
         Large batches are chunked; "latest" is pinned to one block number first
-        so every chunk reads the same state.
+        so every chunk reads the same state. `block_hash` (of block number `block`)
+        pins the calls to exactly that block (EIP-1898): a node that no longer has it
+        on its canonical chain answers an error instead of another block's state.
         """
         if not calls:
             return []
@@ -760,11 +766,12 @@ class RpcClient:
             block = await self.block_number()
         out: list[bytes | None] = []
         for start in range(0, len(calls), self.max_batch):
-            out.extend(await self._call_chunk(calls[start : start + self.max_batch], block))
+            chunk = calls[start : start + self.max_batch]
+            out.extend(await self._call_chunk(chunk, block, block_hash))
         return out
 
     async def _call_chunk(
-        self, calls: Sequence[tuple[str, bytes]], block: BlockId
+        self, calls: Sequence[tuple[str, bytes]], block: BlockId, block_hash: str | None = None
     ) -> list[bytes | None]:
         # The sentinel makes a wrong eth_call answer detectable on every batch.
         payload = self._encode_aggregate3([*calls, (self.multicall, SEL_GET_CHAIN_ID)])
@@ -781,9 +788,12 @@ class RpcClient:
                 )
             return results[:-1]
 
+        at: str | dict[str, Any] = block_param(block)
+        if block_hash is not None:
+            at = {"blockHash": block_hash, "requireCanonical": True}
         result: list[bytes | None] = await self.request(
             "eth_call",
-            [{"to": self.multicall, "data": "0x" + payload.hex()}, block_param(block)],
+            [{"to": self.multicall, "data": "0x" + payload.hex()}, at],
             min_head=block if isinstance(block, int) else None,
             validate=validate,
         )

@@ -49,6 +49,7 @@ class FaultProxy:
         chain_id: int | None = None,
         protect_methods: tuple[str, ...] = (),
         fail_methods: tuple[str, ...] = (),
+        call_ahead: bool = False,
     ) -> None:
         self.upstream = upstream
         self.rng = random.Random(seed)
@@ -67,6 +68,9 @@ class FaultProxy:
         self.protect_methods = protect_methods
         # Methods that always answer HTTP 500: one kind of call failing while the rest work.
         self.fail_methods = fail_methods
+        # eth_call at a block number answered with the latest state (a node serving the
+        # tip while it mines the next block, or mid-reorg); by block hash it is honest.
+        self.call_ahead = call_ahead
         self.stats: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()
         self._runner: web.AppRunner | None = None
@@ -190,6 +194,15 @@ class FaultProxy:
                     if int(q["fromBlock"], 16) > lagged:
                         return {"jsonrpc": "2.0", "result": []}
                     params = [q]
+        if (
+            method == "eth_call"
+            and self.call_ahead
+            and len(params) > 1
+            and isinstance(params[1], str)
+            and params[1].startswith("0x")
+        ):
+            self.stats["call_ahead"] += 1
+            params = [params[0], "latest"]
         if method == "eth_chainId" and self.chain_id is not None:
             self.stats["wrong_chain_id"] += 1
             return {"jsonrpc": "2.0", "result": hex(self.chain_id)}

@@ -133,3 +133,38 @@ async def test_endpoint_that_falls_behind_after_reporting_its_head_loses_no_log(
     assert lagger.stats["lag"] > 0, lagger.stats
     status = {st.url: st for st in client.status()}
     assert "lagging" in (status[lagger.url].last_error or ""), status[lagger.url]
+
+
+async def test_a_balance_read_ahead_of_its_block_corrects_nothing(
+    vault_chain: tuple[AnvilNode, VaultHarness],
+    repo: SqlChainStore,
+    proxies: Callable[..., Awaitable[FaultProxy]],
+    client_for: Callable[..., RpcClient],
+) -> None:
+    """Reconciliation reads collateralOf/debtOf at the indexed block. A node that
+    answers with a later block's state (the 15-min soak saw one: a deposit of the next
+    block counted twice until the next round) must not make it overwrite what the
+    events say: a mismatch is re-read pinned to the block's hash before any correction."""
+    node, h = vault_chain
+    ahead = await proxies(node.url, call_ahead=True)
+    s = fault_settings(node, h, (ahead.url,), reconcile_sample=50)
+    ix = ChainIndexer(s, client_for(s), repo)
+    await ix.sync_to_head()
+    block = ix.status.indexed_block
+    h.deposit(USERS[2], 10**9)  # mined after the indexed block, not indexed
+    assert h.onchain_positions("latest") != h.onchain_positions(block)
+    assert await ix.reconcile() == []
+    assert ahead.stats["call_ahead"] >= 2
+    assert ix.status.reconcile_mismatches == 0
+    assert await stored_head(repo) == h.onchain_positions(block)
+    # A real drift is still corrected: both reads agree on the chain's value.
+    truth = h.collateral_of(USERS[0], block)
+    await repo.apply_corrections(
+        "c", block, [(USERS[0], h.col, "collateral", truth + 5)], reconcile_block=0
+    )
+    honest = await proxies(node.url)
+    s2 = fault_settings(node, h, (honest.url,), reconcile_sample=50)
+    ix2 = ChainIndexer(s2, client_for(s2), repo)
+    await ix2.load()
+    got = await ix2.reconcile()
+    assert [(m.account, m.stored, m.onchain) for m in got] == [(USERS[0], truth + 5, truth)]
