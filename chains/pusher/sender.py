@@ -462,11 +462,12 @@ class ChainSender:
                                 await self._drop(
                                     rec, f"nonce {rec.nonce} was used by another transaction"
                                 )
-                            # else: the other transaction's block may still be reorged
-                            # away, and this record's bytes are what fills the nonce
-                            # then. Dropped on a glimpse mid-reorg, it left a nonce gap
-                            # that stalled every later update (the soak).
-                            lowest_pending = False
+                            else:
+                                # The other transaction's block may still be reorged
+                                # away, and this record's bytes then fill the nonce.
+                                # Dropped on a glimpse mid-reorg, it left a nonce gap
+                                # that stalled every later update (the soak).
+                                lowest_pending = False
                             continue
                     else:
                         waited = self.clock() - (rec.last_sent_at or rec.created_at)
