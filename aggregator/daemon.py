@@ -110,12 +110,12 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self._dirty: set[str] = set()
         # Monotonic time of the oldest change in _dirty, and of the oldest change in the
-        # batch being recomputed: how far the ledger lags what was indexed.
+        # batch being recomputed (None: no recompute running): how far the ledger lags
+        # what was indexed.
         self._dirty_since: float | None = None
         self._recomputing_since: float | None = None
         self.metrics.ledger_lag.set_function(self.ledger_lag_s)
         self._live: set[tuple[str, str]] = set()
-        self._recomputing = False
         self._dirty_event = asyncio.Event()
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._last_health: dict[str, tuple[float, str, bool]] = {}
@@ -357,21 +357,22 @@ class Daemon:
             self._dirty_event.clear()
             batch, self._dirty = self._dirty, set()
             since, self._dirty_since = self._dirty_since, None
-            if batch:
-                self._recomputing, self._recomputing_since = True, since
-                try:
-                    await self.recompute_accounts(batch)
-                except BaseException:
-                    # Not in the ledger: back in the queue, with its age, for the task
-                    # the supervisor restarts (or the next start). Dropped, an account
-                    # would keep its old figures until its next event.
-                    self._dirty |= batch
-                    if since is not None:
-                        self._dirty_since = min(since, self._dirty_since or since)
-                    self._dirty_event.set()
-                    raise
-                finally:
-                    self._recomputing, self._recomputing_since = False, None
+            if not batch:
+                continue
+            started = self._recomputing_since = since if since is not None else time.monotonic()
+            try:
+                await self.recompute_accounts(batch)
+            except BaseException:
+                # Not in the ledger: back in the queue, with its age, for the task the
+                # supervisor restarts (or the next start). Dropped, an account would
+                # keep its old figures until its next event.
+                self._dirty |= batch
+                if self._dirty_since is None or started < self._dirty_since:
+                    self._dirty_since = started
+                self._dirty_event.set()
+                raise
+            finally:
+                self._recomputing_since = None
 
     def ledger_lag_s(self) -> float:
         """Seconds the oldest indexed change not yet in the ledger has waited (0: none)."""
@@ -381,7 +382,7 @@ class Daemon:
     def ledger_settled(self) -> bool:
         """Every indexed change is in the ledger (what tests wait for; /readyz allows
         `scheduler.ledger_lag_unready_s` of lag)."""
-        return not self._dirty and not self._recomputing
+        return not self._dirty and self._recomputing_since is None
 
     async def recompute_accounts(self, accounts: Iterable[str]) -> None:
         accounts = list(accounts)

@@ -135,6 +135,11 @@ class Jobs:
     def start(self) -> None:
         self.scheduler.start()
 
+    async def pause(self) -> None:
+        """No new runs; returns once the runs in flight have finished."""
+        self.scheduler.pause()
+        await self._idle.wait()
+
     async def shutdown(self) -> None:
         """Drain: no new runs, in-flight runs get `grace_s` to finish their transaction."""
         if not self.scheduler.running:

@@ -617,9 +617,21 @@ class ChainIndexer:
             # Before overwriting what the events say, ask again for exactly the block
             # the store is at (by hash): a node answering mid-reorg, or for the tip
             # while it mines the next block, gave the soak a balance one block ahead.
-            again = await self.client.call_batch(
-                [calls[i] for i in suspects], block=block, block_hash=cp.indexed_hash
-            )
+            try:
+                again = await self.client.call_batch(
+                    [calls[i] for i in suspects], block=block, block_hash=cp.indexed_hash
+                )
+            except RpcResponseError as exc:
+                # The node no longer has that block on its chain: a reorg the next step
+                # rolls back. The first read was of another block; correct nothing.
+                log.warning(
+                    "chain %s: reconciliation at block %d not confirmed by hash (%s); "
+                    "not correcting this round",
+                    self.chain,
+                    block,
+                    exc,
+                )
+                return []
             for i, raw in zip(suspects, again, strict=True):
                 if raw != answers[i]:
                     log.warning(

@@ -61,7 +61,7 @@ class PusherWiring:
                 return False
         # A stored position the chain cannot hold is out of the book until repaired:
         # pushing meanwhile could grant credit against debt the book does not see.
-        return not d._dirty and not d._recomputing and not d._impossible
+        return d.ledger_settled() and not d._impossible
 
     async def start(self) -> None:
         from aggregator.daemon import StartupError

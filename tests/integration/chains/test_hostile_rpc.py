@@ -5,6 +5,7 @@ endpoint carries on; the indexer ends with exactly the chain's balances."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -168,3 +169,27 @@ async def test_a_balance_read_ahead_of_its_block_corrects_nothing(
     await ix2.load()
     got = await ix2.reconcile()
     assert [(m.account, m.stored, m.onchain) for m in got] == [(USERS[0], truth + 5, truth)]
+
+
+async def test_a_read_ahead_whose_block_left_the_chain_corrects_nothing(
+    vault_chain: tuple[AnvilNode, VaultHarness],
+    repo: SqlChainStore,
+    proxies: Callable[..., Awaitable[FaultProxy]],
+    client_for: Callable[..., RpcClient],
+) -> None:
+    """The pinned re-read fails when the indexed block is no longer on the node's chain
+    (a reorg the next step rolls back): no correction, no crash, and the round is
+    retried (the cursor does not move)."""
+    node, h = vault_chain
+    ahead = await proxies(node.url, call_ahead=True)
+    s = fault_settings(node, h, (ahead.url,), reconcile_sample=50)
+    ix = ChainIndexer(s, client_for(s), repo)
+    await ix.sync_to_head()
+    block = ix.status.indexed_block
+    h.deposit(USERS[2], 10**9)
+    runs = ix.status.reconcile_runs
+    # As if a reorg replaced the indexed block after the store recorded it.
+    ix._cp = replace(ix.checkpoint, indexed_hash="0x" + "ab" * 32)
+    assert await ix.reconcile() == []
+    assert ix.status.reconcile_runs == runs and ix.status.reconcile_mismatches == 0
+    assert await stored_head(repo) == h.onchain_positions(block)

@@ -380,8 +380,9 @@ async def test_stale_feeds_make_price_unavailable_and_holders_degraded(
             holders.append(u)
     assert holders
     # Only this test's refreshes from here on: a scheduled one in between may raise
-    # credit legitimately (prices still ok) and move the baseline under our feet.
-    daemon.jobs.scheduler.pause()
+    # credit legitimately (prices still ok) and move the baseline under our feet, and a
+    # run already in flight could answer "ok" after this test's stale refresh.
+    await asyncio.wait_for(daemon.jobs.pause(), 30)
     credit_before = {
         u: (await aget(daemon, f"/v1/accounts/{u}/health"))[1]["credit_usd"] for u in holders
     }
