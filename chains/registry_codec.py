@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 from eth_utils import is_hex_address, to_checksum_address
 
+from chains.units import TIERS, USD6
+
 CREDIT_BITS = 128
 HF_BITS = 64
 AS_OF_BITS = 40
@@ -32,12 +34,10 @@ AS_OF_SHIFT = 24
 TIER_SHIFT = 16
 RESERVED_MASK = 0xFFFF
 
-USD6 = 10**6
 HF_ONE = 10**9
 HF_INFINITE = 2**64 - 1
 MAX_CREDIT = 2**128 - 1
 MAX_AS_OF = 2**40 - 1
-TIERS = {0: "healthy", 1: "warning", 2: "liquidatable", 3: "insolvent"}
 
 ENTRY_LEN = 52
 ZERO_ADDRESS = "0x" + "00" * 20
@@ -57,7 +57,7 @@ class RegistryEntry:
         _check_int("hf_1e9", self.hf_1e9, 0, HF_INFINITE)
         # as_of 0 is the contract's "no entry"; an entry with it would always be skipped.
         _check_int("as_of", self.as_of, 1, MAX_AS_OF)
-        _check_int("tier", self.tier, 0, max(TIERS))
+        _check_int("tier", self.tier, 0, len(TIERS) - 1)
 
     @property
     def infinite_hf(self) -> bool:

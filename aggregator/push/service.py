@@ -39,12 +39,12 @@ from chains.pusher.listener import RegistryListener
 from chains.pusher.sender import ChainSender, SenderHooks
 from chains.pusher.store import PushStore
 from chains.pusher.types import PushChainSettings
-from chains.registry_codec import TIERS, RegistryEntry
+from chains.registry_codec import RegistryEntry
 from chains.rpc import RpcClient, RpcError
+from chains.units import TIERS
 
 log = logging.getLogger(__name__)
 
-TIER_CODE = {name: code for code, name in TIERS.items()}
 FAILING_AFTER = 3  # consecutive failed cycles before /readyz names the chain
 
 
