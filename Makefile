@@ -6,30 +6,49 @@ BIN     := $(VENV)/bin
 STAMP_PY := $(VENV)/.installed
 STAMP_JS := node_modules/.installed
 PYTEST_ARGS ?=
+LOGS    := data/setup
 
-.PHONY: setup demo test lint format contracts devnet-up devnet-down soak bench clean
+.PHONY: setup doctor lock demo test lint format contracts devnet-up devnet-down soak bench clean
 
 setup: $(STAMP_PY) $(STAMP_JS)
 
-$(STAMP_PY): pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $@
+# Each step prints one line when it works; when it fails, the cause (scripts/step.sh).
+# Full logs: data/setup/*.log.
+$(STAMP_PY): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || scripts/step.sh "python venv ($(PY))" $(LOGS)/venv.log $(PY) -m venv $(VENV)
+	@scripts/step.sh "python packages (pinned by requirements.lock)" $(LOGS)/pip.log \
+	  $(BIN)/python -m pip install --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	@touch $@
 
-# The registry here serves only the linux-amd64 build of anvil, so the lock cannot list
-# the other platforms' optional packages and `npm ci` refuses it as "out of sync" on
-# some npm versions. `npm install` then installs exactly the locked versions (the lock
-# is left unchanged; CI checks that with git diff).
+# package-lock.json lists every platform's optional anvil package, so plain `npm ci`
+# installs exactly the lock on any machine and never rewrites it. If the registry and
+# the lock drift apart, step.sh says so in one line with the command that fixes it.
 $(STAMP_JS): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error || npm install --no-audit --no-fund --loglevel=error
-	git diff --exit-code package-lock.json 2>/dev/null || test ! -d .git
-	touch $@
+	@scripts/step.sh "node packages (npm ci: anvil, solc, contract libraries)" $(LOGS)/npm.log \
+	  npm ci --no-audit --no-fund
+	@touch $@
 
-demo: setup
+# Regenerate requirements.lock from a fresh venv after changing pyproject.toml.
+lock:
+	rm -rf $(LOGS)/lockvenv
+	$(PY) -m venv $(LOGS)/lockvenv
+	$(LOGS)/lockvenv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	{ sed -n '1,4p' requirements.lock; $(LOGS)/lockvenv/bin/python -m pip freeze --exclude-editable; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+	rm -rf $(LOGS)/lockvenv
+
+# What the project needs from the machine (Python, Node, npm, ports, PostgreSQL).
+doctor:
+	@$(PY) scripts/doctor.py --for all
+
+demo:
+	@$(PY) scripts/doctor.py --for demo --quiet
+	@$(MAKE) --no-print-directory setup
 	$(BIN)/aggregator demo
 
-test: setup
+test:
+	@$(PY) scripts/doctor.py --for test --quiet
+	@$(MAKE) --no-print-directory setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup

@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "push_gas": ["bench.push_gas"],
     "rpc_per_block": ["bench.rpc_per_block"],
     "oracle_refresh": ["bench.oracle_refresh"],
+    "startup": ["bench.startup"],
 }
 
 # The rows of docs/performance.md, in the order of the performance issue's table:
@@ -50,6 +51,8 @@ ROWS: dict[str, str] = {
     "push_gas": "gas per updated account, batch of 200",
     "rpc_per_block": "RPC calls per new block per chain in steady state, 100k accounts",
     "peak_rss": "peak RSS with 1M accounts loaded",
+    "startup_cold": "daemon start-up to /healthz, empty numba cache",
+    "startup_warm": "daemon start-up to /healthz, warm numba cache",
 }
 
 

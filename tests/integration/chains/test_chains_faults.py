@@ -255,7 +255,7 @@ async def test_run_loop_rides_out_an_outage_and_stops_on_request(
         assert await stored_head(repo) == h.onchain_positions(ix.status.indexed_block)
     finally:
         stop.set()
-    await asyncio.wait_for(task, 5)
+    await asyncio.wait_for(task, 30)
 
 
 async def test_run_loop_turns_a_chain_id_mismatch_into_the_fatal_state(

@@ -188,7 +188,7 @@ class Cluster:
         self.instances[instance_id] = inst
         return inst
 
-    def wait_serving(self, inst: Instance, timeout: float = 60) -> None:
+    def wait_serving(self, inst: Instance, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert inst.alive(), inst.log()[-4000:]

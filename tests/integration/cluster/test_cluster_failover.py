@@ -211,7 +211,7 @@ def _run_failover(
                     alpha = next(c for c in body["chains"] if c["chain"] == "alpha")
                     return not alpha["cluster"]["index"]["held_here"]
 
-                wait_for(resumed_knows, 15, "the resumed instance to see its lease gone")
+                wait_for(resumed_knows, 60, "the resumed instance to see its lease gone")
                 assert paused.alive()
                 assert leases(url)["index:alpha"]["holder"] != holder
                 time.sleep(3.0)
@@ -241,7 +241,7 @@ def _run_failover(
                 return all(s == seen[0] for s in seen)
 
             # Followers poll every 0.5 s: a moment, then every instance agrees.
-            wait_for(same_everywhere, 15, "every instance serving the same positions", 0.5)
+            wait_for(same_everywhere, 60, "every instance serving the same positions", 0.5)
             # /v1/chains: every instance names the same holder; exactly one holds it.
             for name in manager.INDEXED_CHAINS:
                 for kind in ("index", "push"):

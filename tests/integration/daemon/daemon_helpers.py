@@ -29,7 +29,7 @@ async def aget(d: Daemon, path: str) -> tuple[int, Any]:
     return await asyncio.to_thread(api_get, d, path)
 
 
-async def wait_until(predicate: Any, timeout: float = 30.0, what: str = "condition") -> None:
+async def wait_until(predicate: Any, timeout: float = 90.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if await predicate():
@@ -38,7 +38,7 @@ async def wait_until(predicate: Any, timeout: float = 30.0, what: str = "conditi
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-async def wait_ready(d: Daemon, timeout: float = 45.0) -> None:
+async def wait_ready(d: Daemon, timeout: float = 180.0) -> None:
     async def ready() -> bool:
         ok, _ = d.readiness()
         # Ready allows a moment of ledger lag; tests read the ledger right after.

@@ -129,6 +129,22 @@ def set_feeds(
                 )
 
 
+def venues_quoting(devnet: manager.DevnetState, symbol: str) -> list[str]:
+    """The exchange's venues that currently serve a quote for `symbol`. They follow the
+    feeds by polling them, so a feed change reaches them one poll later."""
+    assert devnet.exchange is not None
+    quoting = []
+    for venue, url in devnet.exchange.source_urls()[symbol].items():
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                body = json.loads(r.read())
+        except OSError:
+            continue
+        if not body.get("error"):
+            quoting.append(venue)
+    return quoting
+
+
 def feed_price(devnet: manager.DevnetState, symbol: str) -> float:
     dep = devnet.deployments["beta"]
     with chain(devnet, "beta") as w3:
@@ -158,7 +174,7 @@ async def test_every_seeded_account_matches_the_vaults(
                 return False
         return True
 
-    await wait_until(all_confirmed, 15.0, "seeded deposits to be confirmed")
+    await wait_until(all_confirmed, 60.0, "seeded deposits to be confirmed")
     for user in users(devnet):
         status, view = await aget(daemon, f"/v1/accounts/{user.lower()}")
         assert status == 200
@@ -246,7 +262,7 @@ async def test_deposit_counts_when_confirmed_borrow_counts_at_once(
             _, v = await aget(daemon, f"/v1/accounts/{user}")
             return int(position(v, "WETH", "collateral")["head"]) == coll0 + amount
 
-        await wait_until(head_seen, 20, "the deposit at the head")
+        await wait_until(head_seen, 60, "the deposit at the head")
         _, v = await aget(daemon, f"/v1/accounts/{user}")
         # At the head but not `confirmations` deep: it must not raise borrowing power yet.
         assert int(position(v, "WETH", "collateral")["counted"]) == coll0
@@ -263,7 +279,7 @@ async def test_deposit_counts_when_confirmed_borrow_counts_at_once(
             _, v = await aget(daemon, f"/v1/accounts/{user}")
             return int(position(v, "USDC", "debt")["counted"]) == debt0 + 50 * 10**6
 
-        await wait_until(borrow_seen, 20, "the borrow counted from the head")
+        await wait_until(borrow_seen, 60, "the borrow counted from the head")
     finally:
         await asyncio.to_thread(resume_mining)
 
@@ -271,7 +287,7 @@ async def test_deposit_counts_when_confirmed_borrow_counts_at_once(
         _, v = await aget(daemon, f"/v1/accounts/{user}")
         return int(position(v, "WETH", "collateral")["counted"]) == coll0 + amount
 
-    await wait_until(deposit_confirmed, 30, "the deposit once confirmed")
+    await wait_until(deposit_confirmed, 90, "the deposit once confirmed")
     expected = await asyncio.to_thread(onchain_positions, devnet, devnet_cfg, user)
     _, v = await aget(daemon, f"/v1/accounts/{user}")
     assert reported_positions(v, "counted") == expected
@@ -298,7 +314,7 @@ async def test_readiness_fails_only_when_the_ledger_lags_past_its_limit(
     async def indexed_not_in_ledger() -> bool:
         return not daemon.ledger_settled()
 
-    await wait_until(indexed_not_in_ledger, 20, "the deposit indexed")
+    await wait_until(indexed_not_in_ledger, 60, "the deposit indexed")
     assert daemon.ledger_lag_s() < limit
     ok, reasons = daemon.readiness()
     assert ok, reasons
@@ -307,7 +323,7 @@ async def test_readiness_fails_only_when_the_ledger_lags_past_its_limit(
     async def unready() -> bool:
         return not daemon.readiness()[0]
 
-    await wait_until(unready, limit + 10, "readiness to fail on the stalled ledger")
+    await wait_until(unready, limit + 60, "readiness to fail on the stalled ledger")
     ok, reasons = daemon.readiness()
     assert daemon.ledger_lag_s() > limit
     assert any(r.startswith("ledger:") and "waiting for recompute" in r for r in reasons), reasons
@@ -354,7 +370,7 @@ async def test_a_failed_recompute_loses_no_change(
                 head0 + 10**6
             )
 
-        await wait_until(in_ledger, 30, "the deposit in the ledger after the failed recompute")
+        await wait_until(in_ledger, 90, "the deposit in the ledger after the failed recompute")
         assert user.lower() in batches[0] and user.lower() in batches[1], batches
         assert daemon.supervisor.tasks["recompute"].failures == 1
     finally:
@@ -389,6 +405,12 @@ async def test_stale_feeds_make_price_unavailable_and_holders_degraded(
     stale_at = int(time.time()) - 7 * 86400
     await asyncio.to_thread(set_feeds, devnet, "WBTC", price, stale_at)
     try:
+        # The http sources follow the feeds one exchange poll later; until then they
+        # still quote WBTC and keep the quorum (a slow machine reached the refresh first).
+        async def venues_stopped() -> bool:
+            return not await asyncio.to_thread(venues_quoting, devnet, "WBTC")
+
+        await wait_until(venues_stopped, 60, "the exchange's venues to stop quoting WBTC")
         await daemon.refresh_prices()
         _, p = await aget(daemon, "/v1/prices/WBTC")
         assert p["status"] == "unavailable"
@@ -436,7 +458,7 @@ async def test_crash_reaches_the_stream_as_a_tier_change(
         # LSTs follow WETH through their rate; a >jump_threshold move needs a second round.
         for _ in range(3):
             await daemon.refresh_prices()
-        await asyncio.wait_for(listener, 15)
+        await asyncio.wait_for(listener, 60)
     finally:
         listener.cancel()
         await asyncio.to_thread(set_feeds, devnet, "WETH", eth, None)
@@ -677,9 +699,11 @@ def _daemon_proc(devnet: manager.DevnetState, db: Path, port: int) -> subprocess
         "AGG_ADMIN_TOKEN": ADMIN_TOKEN,
         # An unclosed socket, file or session is an error line on stderr, not a warning
         # nobody reads (they surface as "Exception ignored in ... ResourceWarning").
+        # No PYTHONTRACEMALLOC: it only adds where the object was allocated, and it
+        # slowed start-up ~20x (67 s to /healthz on a slow machine).
         "PYTHONWARNINGS": "error::ResourceWarning",
-        "PYTHONTRACEMALLOC": "5",
     }
+    env.pop("PYTHONTRACEMALLOC", None)
     env.pop("AGG_LOG_FORMAT", None)
     return subprocess.Popen(
         [
@@ -697,7 +721,12 @@ def _daemon_proc(devnet: manager.DevnetState, db: Path, port: int) -> subprocess
     )
 
 
-def _wait_healthz(proc: subprocess.Popen[str], port: int, timeout: float = 60) -> None:
+# Start-up time is a benchmark figure (bench/startup.py), not something this test
+# judges: the bound only stops a daemon that never comes up.
+STARTUP_LIMIT_S = 300.0
+
+
+def _wait_healthz(proc: subprocess.Popen[str], port: int, timeout: float = STARTUP_LIMIT_S) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()[1][-3000:]
@@ -737,6 +766,7 @@ def _kill(*procs: subprocess.Popen[str]) -> None:
         proc.communicate()
 
 
+@pytest.mark.timeout(4 * STARTUP_LIMIT_S)
 def test_sigterm_stops_the_process_cleanly(devnet: manager.DevnetState, tmp_path: Path) -> None:
     """`aggregator run` as a real process: a second one on the same SQLite store refuses
     to start naming the file and the holder's pid; SIGTERM exits 0 within the bound with
@@ -748,7 +778,7 @@ def test_sigterm_stops_the_process_cleanly(devnet: manager.DevnetState, tmp_path
     try:
         _wait_healthz(first, port)
         second = _daemon_proc(devnet, db, port2)
-        _out, err2 = second.communicate(timeout=60)
+        _out, err2 = second.communicate(timeout=STARTUP_LIMIT_S)
         assert second.returncode == 1, err2[-3000:]
         refused = " ".join(r["msg"] for r in _json_log(err2) if r["level"] == "error")
         assert f"store {db} is in use by another aggregator (pid {first.pid}" in refused, err2

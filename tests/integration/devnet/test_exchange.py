@@ -144,7 +144,7 @@ async def test_venues_serve_real_shapes_close_to_their_feed(rig: Rig) -> None:
 
 async def test_quotes_follow_the_feed_of_the_venue_chain(rig: Rig) -> None:
     rig.chains.set("alpha", "WETH", 2400.0)  # only coinbase's reference chain moves
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while await rig.quote("coinbase", "WETH") > 2500:
         assert time.monotonic() < deadline, "coinbase never followed the alpha feed"
         await asyncio.sleep(0.05)
@@ -154,7 +154,7 @@ async def test_quotes_follow_the_feed_of_the_venue_chain(rig: Rig) -> None:
 
 async def test_feed_decimals_are_read_not_assumed(rig: Rig) -> None:
     rig.chains.set("beta", "WBTC", 61000.0, dec=18)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while abs(await rig.quote("kraken", "WBTC") / 61000.0 - 1) > 0.0011:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
@@ -178,7 +178,7 @@ async def test_a_stale_feed_is_not_laundered_into_a_fresh_quote(rig: Rig) -> Non
     # The venues' APIs carry no timestamp, so a quote of an old answer would look fresh.
     rig.chains.set("beta", "WBTC", 60000.0, age_s=7200)
     status, body = await rig.get("/0/public/Ticker?pair=XBTUSD")
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while status != 503:
         assert time.monotonic() < deadline, body
         await asyncio.sleep(0.05)

@@ -22,7 +22,7 @@ def send(node: AnvilNode, to: str | None, data: bytes) -> dict[str, Any]:
         tx["to"] = to
     h = node.rpc("eth_sendTransaction", [tx])
     receipt = None
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while receipt is None and time.monotonic() < deadline:
         receipt = node.rpc("eth_getTransactionReceipt", [h])
         if receipt is None:

@@ -46,7 +46,7 @@ def send(url: str, sender: str, to: str, sig: str, types: list[str], args: list[
     h = rpc_call(
         url, "eth_sendTransaction", [{"from": sender, "to": to, "data": data, "gas": hex(600_000)}]
     )
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         r = rpc_call(url, "eth_getTransactionReceipt", [h])
         if isinstance(r, dict):
