@@ -1,4 +1,5 @@
-"""One JSON-RPC client per chain: AsyncWeb3 over every configured URL, with failover.
+"""One JSON-RPC client per chain: JSON-RPC posted over our own aiohttp session to every
+configured URL (not web3's providers, see `_Endpoint`), with failover.
 
 An endpoint is demoted (and retried later with a jittered backoff) when it
 errors, times out, answers HTTP 5xx / malformed JSON, lags behind the others'

@@ -1,7 +1,9 @@
 """What oracles/ needs from the outside world, as small protocols.
 
-chains/ implements BatchCaller (on its RPC client) and RateProvider (from its
-LST rate samples); aggregator/store implements PriceHistory.
+chains/ implements BatchCaller (on its RPC client); the daemon implements
+RateProvider (`_RateProvider` in aggregator/daemon.py, over the LST rate samples
+chains/ stored; `MappingRateProvider` below adapts a plain `latest_rates()` call for
+tests and tools); aggregator/store implements PriceHistory.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Bring the local multi-chain devnet up and down.
 
-    from aggregator.devnet import manager
+    from devkit import manager
     state = manager.up(Path("."))        # origin + alpha (fork) + beta + gamma, deployed, seeded
     manager.status(Path("."))            # {"running": bool, "chains": {...}}
     manager.down(Path("."))              # stops every node from the pid files, removes state
 
-Besides the anvil nodes, `up` starts the exchange price server (aggregator/devnet/exchange.py,
+Besides the anvil nodes, `up` starts the exchange price server (devkit/exchange.py,
 Coinbase- and Kraken-shaped endpoints that follow the alpha/beta feeds), managed the same way.
 
 Layout under <root>/data/devnet/: <name>.log, <name>.pid (name = chain or "exchange"),
@@ -36,9 +36,10 @@ from typing import Any
 
 from eth_utils import to_checksum_address
 
-from aggregator.devnet import exchange
-from aggregator.devnet.anvil import DEV_KEYS, AnvilError, AnvilNode, free_port, rpc_call
-from aggregator.devnet.deploy import (
+from chains.contracts import install_multicall
+from devkit import exchange
+from devkit.anvil import DEV_KEYS, AnvilError, AnvilNode, free_port, rpc_call
+from devkit.deploy import (
     ASSETS,
     DEMO_USERS,
     DEPLOYER,
@@ -50,7 +51,6 @@ from aggregator.devnet.deploy import (
     seed_chain,
     web3_session,
 )
-from chains.contracts import install_multicall
 
 ORIGIN = "origin"
 # name -> chain id. origin stands in for a public testnet and is not indexed by the daemon.
@@ -119,7 +119,7 @@ class NodeState:
 
 @dataclass
 class ExchangeState:
-    """The exchange price server process (see aggregator/devnet/exchange.py)."""
+    """The exchange price server process (see devkit/exchange.py)."""
 
     port: int
     pid: int
@@ -246,7 +246,7 @@ def _is_our_anvil(pid: int, port: int) -> bool:
 
 
 def _is_our_exchange(pid: int, port: int) -> bool:
-    """The same guard for the exchange server: `python -m aggregator.devnet.exchange ...
+    """The same guard for the exchange server: `python -m devkit.exchange ...
     --port <port>`."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
