@@ -27,6 +27,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from chains.lst import RATE_KINDS
+from chains.types import MULTICALL3, ChainTuning
 from oracles.config import OracleDefaults, SourceConfig
 
 
@@ -46,26 +48,21 @@ class Strict(BaseModel):
 class ChainContracts(Strict):
     vault: Address | None = None
     registry: Address | None = None
-    multicall: Address = "0xcA11bde05977b3631167028862bE2a173976CA11"
+    multicall: Address = MULTICALL3
     # Markets contract beside the vault (perp/option position events, portfolio mode).
     markets: Address | None = None
 
 
-class ChainConfig(Strict):
+class ChainConfig(Strict, ChainTuning):
+    """One `[[chains]]` section: identity, endpoints and contracts here; the indexing
+    and RPC knobs (confirmations, block_time, ...) with their defaults and bounds are
+    inherited from chains.types.ChainTuning, which ChainSettings shares."""
+
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
     chain_id: int = Field(gt=0)
     rpc_urls: list[str]
-    confirmations: int = Field(default=3, ge=0, le=1000)
-    block_time: float = Field(default=2.0, gt=0)
-    start_block: int = Field(default=0, ge=0)
     fork_url: str | None = None
     contracts: ChainContracts = ChainContracts()
-    # Largest eth_getLogs range tried first; the indexer adapts downwards and remembers.
-    max_log_range: int = Field(default=2000, ge=1)
-    rpc_timeout_s: float = Field(default=10.0, gt=0)
-    rpc_rate_limit_per_s: float = Field(default=50.0, gt=0)
-    reconcile_every_blocks: int = Field(default=100, ge=1)
-    reconcile_sample: int = Field(default=50, ge=1)
 
     @field_validator("rpc_urls")
     @classmethod
@@ -78,7 +75,14 @@ class ChainConfig(Strict):
         return urls
 
 
-LstRateKind = Literal["wsteth", "reth", "cbeth", "erc4626"]
+def _rate_kind(kind: str) -> str:
+    if kind not in RATE_KINDS:
+        raise ValueError(f"unknown rate kind {kind!r}; expected one of {sorted(RATE_KINDS)}")
+    return kind
+
+
+# The kinds are the keys of chains/'s reader registry: a new kind is one registry line.
+LstRateKind = Annotated[str, AfterValidator(_rate_kind)]
 
 
 class RateSourceConfig(Strict):

@@ -27,6 +27,9 @@ class BatchCaller(Protocol):
 
 
 class RateSampleLike(Protocol):
+    """What oracles/ reads of an LST rate sample (chains.types.RateSample has these):
+    underlying per LST = rate / scale, read at `block` (unix `timestamp`)."""
+
     @property
     def rate(self) -> int: ...
     @property
@@ -35,17 +38,6 @@ class RateSampleLike(Protocol):
     def block(self) -> int: ...
     @property
     def timestamp(self) -> int: ...
-
-
-@dataclass(frozen=True)
-class RateSample:
-    """An LST exchange rate read on chain: underlying per LST = rate / scale."""
-
-    rate: int
-    scale: int
-    block: int
-    # Block timestamp of the read (unix seconds).
-    timestamp: int
 
 
 class RateProvider(Protocol):

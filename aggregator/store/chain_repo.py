@@ -15,8 +15,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from aggregator.cluster.lease import FencedRepo
 from aggregator.store.db import Store
+from aggregator.store.fence import FencedRepo
 from aggregator.store.models.chain import (
     ChainBlock,
     ChainCheckpoint,
