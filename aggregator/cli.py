@@ -97,8 +97,24 @@ def _root() -> Path:
     return Path(os.environ.get("AGG_ROOT", Path.cwd()))
 
 
+def _devkit_missing(cmd: str) -> bool:
+    """The devnet lives in the repository's `devkit/` package, which the wheel does not
+    ship: from an installed wheel, `demo` and `devnet` say so in one line."""
+    import importlib.util
+
+    if importlib.util.find_spec("devkit") is not None:
+        return False
+    print(
+        f"aggregator {cmd}: needs a source checkout (the devkit/ package is not installed)",
+        file=sys.stderr,
+    )
+    return True
+
+
 def cmd_devnet(args: argparse.Namespace) -> int:
-    from aggregator.devnet import manager
+    if _devkit_missing("devnet"):
+        return 1
+    from devkit import manager
 
     root = _root()
     try:
@@ -119,6 +135,8 @@ def cmd_devnet(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if _devkit_missing("demo"):
+        return 1
     from aggregator.demo import run_demo
 
     return run_demo(_root(), config_path=args.config, duration_s=args.duration)

@@ -27,6 +27,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from chains.lst import RATE_KINDS
+from chains.types import MULTICALL3, ChainTuning
 from oracles.config import OracleDefaults, SourceConfig
 
 
@@ -46,26 +48,21 @@ class Strict(BaseModel):
 class ChainContracts(Strict):
     vault: Address | None = None
     registry: Address | None = None
-    multicall: Address = "0xcA11bde05977b3631167028862bE2a173976CA11"
+    multicall: Address = MULTICALL3
     # Markets contract beside the vault (perp/option position events, portfolio mode).
     markets: Address | None = None
 
 
-class ChainConfig(Strict):
+class ChainConfig(Strict, ChainTuning):
+    """One `[[chains]]` section: identity, endpoints and contracts here; the indexing
+    and RPC knobs (confirmations, block_time, ...) with their defaults and bounds are
+    inherited from chains.types.ChainTuning, which ChainSettings shares."""
+
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
     chain_id: int = Field(gt=0)
     rpc_urls: list[str]
-    confirmations: int = Field(default=3, ge=0, le=1000)
-    block_time: float = Field(default=2.0, gt=0)
-    start_block: int = Field(default=0, ge=0)
     fork_url: str | None = None
     contracts: ChainContracts = ChainContracts()
-    # Largest eth_getLogs range tried first; the indexer adapts downwards and remembers.
-    max_log_range: int = Field(default=2000, ge=1)
-    rpc_timeout_s: float = Field(default=10.0, gt=0)
-    rpc_rate_limit_per_s: float = Field(default=50.0, gt=0)
-    reconcile_every_blocks: int = Field(default=100, ge=1)
-    reconcile_sample: int = Field(default=50, ge=1)
 
     @field_validator("rpc_urls")
     @classmethod
@@ -78,7 +75,14 @@ class ChainConfig(Strict):
         return urls
 
 
-LstRateKind = Literal["wsteth", "reth", "cbeth", "erc4626"]
+def _rate_kind(kind: str) -> str:
+    if kind not in RATE_KINDS:
+        raise ValueError(f"unknown rate kind {kind!r}; expected one of {sorted(RATE_KINDS)}")
+    return kind
+
+
+# The kinds are the keys of chains/'s reader registry: a new kind is one registry line.
+LstRateKind = Annotated[str, AfterValidator(_rate_kind)]
 
 
 class RateSourceConfig(Strict):
@@ -569,61 +573,15 @@ def load_raw(path: Path) -> dict[str, Any]:
 
 def semantic_problems(cfg: AppConfig) -> list[Problem]:
     """Cross-references that a single field validator cannot see."""
-    problems: list[Problem] = []
     chains = cfg.chain_names
-    symbols = cfg.asset_symbols
-
-    def dupes(values: list[Any], path: str, what: str) -> None:
-        seen: set[Any] = set()
-        for n, v in enumerate(values):
-            if v in seen:
-                problems.append(Problem(f"{path}[{n}]", f"duplicate {what} {v!r}"))
-            seen.add(v)
-
-    dupes(chains, "chains", "chain name")
-    dupes([c.chain_id for c in cfg.chains], "chains", "chain_id")
-    dupes(symbols, "assets", "asset symbol")
-
+    problems = [
+        *_dupes(chains, "chains", "chain name"),
+        *_dupes([c.chain_id for c in cfg.chains], "chains", "chain_id"),
+        *_dupes(cfg.asset_symbols, "assets", "asset symbol"),
+    ]
     for i, asset in enumerate(cfg.assets):
-        base = f"assets[{i}]"
-        for chain in asset.tokens:
-            if chain not in chains:
-                problems.append(Problem(f"{base}.tokens.{chain}", f"unknown chain {chain!r}"))
-        if asset.underlying is not None and asset.underlying not in symbols:
-            problems.append(Problem(f"{base}.underlying", f"unknown asset {asset.underlying!r}"))
-        if asset.underlying == asset.symbol:
-            problems.append(Problem(f"{base}.underlying", "an asset cannot be its own underlying"))
-        if asset.rate is not None and asset.rate.chain not in chains:
-            problems.append(Problem(f"{base}.rate.chain", f"unknown chain {asset.rate.chain!r}"))
-        for j, src in enumerate(asset.sources):
-            src_chain = getattr(src, "chain", None)
-            if src_chain is not None and src_chain not in chains:
-                problems.append(
-                    Problem(f"{base}.sources[{j}].chain", f"unknown chain {src_chain!r}")
-                )
-        dupes([s.name for s in asset.sources], f"{base}.sources", "source name")
-        if not asset.sources and asset.kind == "erc20":
-            problems.append(Problem(f"{base}.sources", "must not be empty"))
-        min_sources = asset.min_sources or cfg.oracle.min_sources
-        if asset.kind == "erc20" and asset.sources and min_sources > len(asset.sources):
-            problems.append(
-                Problem(
-                    f"{base}.min_sources",
-                    f"quorum {min_sources} exceeds the {len(asset.sources)} configured sources",
-                )
-            )
-
-    for i, group in enumerate(cfg.correlation_groups):
-        for j, sym in enumerate(group.assets):
-            if sym not in symbols:
-                problems.append(
-                    Problem(f"correlation_groups[{i}].assets[{j}]", f"unknown asset {sym!r}")
-                )
-        if group.reference not in symbols:
-            problems.append(
-                Problem(f"correlation_groups[{i}].reference", f"unknown asset {group.reference!r}")
-            )
-
+        problems.extend(_asset_problems(cfg, f"assets[{i}]", asset))
+    problems.extend(_correlation_problems(cfg))
     problems.extend(_portfolio_problems(cfg))
     for chain in cfg.credit.weights:
         if chain not in chains:
@@ -632,6 +590,70 @@ def semantic_problems(cfg: AppConfig) -> list[Problem]:
         if weight < 0:
             problems.append(Problem(f"credit.weights.{w_chain}", "must be >= 0"))
     return problems
+
+
+def _dupes(values: list[Any], path: str, what: str) -> list[Problem]:
+    seen: set[Any] = set()
+    out: list[Problem] = []
+    for n, v in enumerate(values):
+        if v in seen:
+            out.append(Problem(f"{path}[{n}]", f"duplicate {what} {v!r}"))
+        seen.add(v)
+    return out
+
+
+def _asset_problems(cfg: AppConfig, base: str, asset: AssetConfig) -> list[Problem]:
+    """One asset's references to chains and assets, its sources and its quorum."""
+    chains = cfg.chain_names
+    out: list[Problem] = []
+    for chain in asset.tokens:
+        if chain not in chains:
+            out.append(Problem(f"{base}.tokens.{chain}", f"unknown chain {chain!r}"))
+    if asset.underlying is not None and asset.underlying not in cfg.asset_symbols:
+        out.append(Problem(f"{base}.underlying", f"unknown asset {asset.underlying!r}"))
+    if asset.underlying == asset.symbol:
+        out.append(Problem(f"{base}.underlying", "an asset cannot be its own underlying"))
+    if asset.rate is not None and asset.rate.chain not in chains:
+        out.append(Problem(f"{base}.rate.chain", f"unknown chain {asset.rate.chain!r}"))
+    for j, src in enumerate(asset.sources):
+        src_chain = getattr(src, "chain", None)
+        if src_chain is not None and src_chain not in chains:
+            out.append(Problem(f"{base}.sources[{j}].chain", f"unknown chain {src_chain!r}"))
+    out.extend(_dupes([s.name for s in asset.sources], f"{base}.sources", "source name"))
+    if asset.kind == "erc20":
+        out.extend(_quorum_problems(cfg, base, asset))
+    return out
+
+
+def _quorum_problems(cfg: AppConfig, base: str, asset: AssetConfig) -> list[Problem]:
+    """An erc20 asset is priced by its own sources: at least one, and enough for the quorum."""
+    if not asset.sources:
+        return [Problem(f"{base}.sources", "must not be empty")]
+    min_sources = asset.min_sources or cfg.oracle.min_sources
+    if min_sources > len(asset.sources):
+        return [
+            Problem(
+                f"{base}.min_sources",
+                f"quorum {min_sources} exceeds the {len(asset.sources)} configured sources",
+            )
+        ]
+    return []
+
+
+def _correlation_problems(cfg: AppConfig) -> list[Problem]:
+    symbols = cfg.asset_symbols
+    out: list[Problem] = []
+    for i, group in enumerate(cfg.correlation_groups):
+        for j, sym in enumerate(group.assets):
+            if sym not in symbols:
+                out.append(
+                    Problem(f"correlation_groups[{i}].assets[{j}]", f"unknown asset {sym!r}")
+                )
+        if group.reference not in symbols:
+            out.append(
+                Problem(f"correlation_groups[{i}].reference", f"unknown asset {group.reference!r}")
+            )
+    return out
 
 
 def _portfolio_problems(cfg: AppConfig) -> list[Problem]:

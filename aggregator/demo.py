@@ -1,4 +1,6 @@
-"""`aggregator demo`: devnet up, market simulator, daemon, a live table; Ctrl-C tears all down."""
+"""`aggregator demo`: devnet up, market simulator, daemon, a live table; Ctrl-C tears all down.
+
+Needs the devkit/ package of a source checkout (cli.py checks before importing this)."""
 
 from __future__ import annotations
 
@@ -13,10 +15,10 @@ from pathlib import Path
 
 from aggregator.config import ConfigError, load_config
 from aggregator.daemon import Daemon, StartupError
-from aggregator.devnet import manager
-from aggregator.devnet.anvil import DEV_KEYS
-from aggregator.devnet.deploy import KEEPER
-from aggregator.devnet.simulator import run_simulator
+from devkit import manager
+from devkit.anvil import DEV_KEYS
+from devkit.deploy import KEEPER
+from devkit.simulator import run_simulator
 
 log = logging.getLogger("aggregator.demo")
 

@@ -23,15 +23,15 @@ from pathlib import Path
 
 import aiohttp
 
-from aggregator.devnet.anvil import AnvilNode
 from aggregator.store import Store
 from aggregator.store.chain_repo import SqlChainStore
 from bench.results import Figure, record
 from chains.events import TOPIC_FILTER
 from chains.indexer import ChainIndexer
 from chains.rpc import RpcClient
-from chains.testing.harness import VaultHarness
 from chains.types import ChainSettings
+from devkit.anvil import AnvilNode
+from devkit.testing.harness import VaultHarness
 
 
 async def raw_getlogs(url: str, vault: str, start: int, end: int, span: int) -> tuple[int, float]:

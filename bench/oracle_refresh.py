@@ -19,10 +19,10 @@ import aiohttp
 from eth_abi import encode
 from eth_utils import function_signature_to_4byte_selector, to_checksum_address
 
-from aggregator.devnet.anvil import AnvilNode, rpc_call
 from bench.results import Figure, record
 from chains.contracts import MULTICALL3_ADDRESS, install_multicall, load_artifact
 from chains.rpc import RpcClient
+from devkit.anvil import AnvilNode, rpc_call
 from oracles import AggregationRules, AssetPricing, OracleService
 from oracles.config import ChainlinkSourceConfig
 from oracles.sources.chainlink import DECIMALS, LATEST_ROUND_DATA

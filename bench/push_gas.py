@@ -22,7 +22,6 @@ from pathlib import Path
 
 from eth_utils import keccak
 
-from aggregator.devnet.anvil import DEV_KEYS, AnvilNode
 from aggregator.store import Store
 from aggregator.store.push_repo import SqlPushStore
 from bench.results import Figure, record
@@ -31,7 +30,8 @@ from chains.pusher.sender import ChainSender
 from chains.pusher.types import PushChainSettings
 from chains.registry_codec import RegistryEntry, pack_entry
 from chains.rpc import RpcClient
-from chains.testing.harness import VaultHarness
+from devkit.anvil import DEV_KEYS, AnvilNode
+from devkit.testing.harness import VaultHarness
 
 SSTORE_FRESH = 22_100  # 20,000 zero -> non-zero + 2,100 cold access
 SSTORE_UPDATE = 5_000  # 2,900 non-zero -> non-zero + 2,100 cold access

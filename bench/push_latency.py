@@ -24,12 +24,12 @@ from eth_abi import encode as abi_encode
 
 from aggregator.config import ApiConfig, StoreConfig, load_config
 from aggregator.daemon import Daemon
-from aggregator.devnet import manager
-from aggregator.devnet.anvil import DEV_KEYS, rpc_call
-from aggregator.devnet.deploy import feed_answer
 from bench.results import Figure, record
 from chains.registry_codec import unpack_slot
 from chains.rpc import selector
+from devkit import manager
+from devkit.anvil import DEV_KEYS, rpc_call
+from devkit.deploy import feed_answer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -204,14 +204,14 @@ def main_bulk(args: argparse.Namespace) -> None:
 
 
 async def _main_bulk(args: argparse.Namespace) -> None:
-    from aggregator.devnet.anvil import AnvilNode
     from aggregator.push.service import PushService
     from aggregator.store import Store
     from aggregator.store.push_repo import SqlPushStore
     from bench.rpc_per_block import book, config_for, seed_registry
     from chains.pusher.keys import key_from_hex
     from chains.rpc import RpcClient
-    from chains.testing.harness import VaultHarness
+    from devkit.anvil import AnvilNode
+    from devkit.testing.harness import VaultHarness
 
     names = [f"c{i}" for i in range(args.chains)]
     nodes = {

@@ -32,7 +32,6 @@ from eth_abi import encode as abi_encode
 from eth_utils import keccak
 
 from aggregator.config import AppConfig
-from aggregator.devnet.anvil import DEV_KEYS, AnvilNode
 from aggregator.push.controller import hf_fixed_array
 from aggregator.push.service import PushService
 from aggregator.risk.book import PositionRow
@@ -43,7 +42,8 @@ from bench.results import Figure, record
 from chains.pusher.keys import key_from_hex
 from chains.registry_codec import RegistryEntry, pack_slot
 from chains.rpc import RpcClient
-from chains.testing.harness import VaultHarness
+from devkit.anvil import DEV_KEYS, AnvilNode
+from devkit.testing.harness import VaultHarness
 
 ENTRIES_SLOT = 1  # HealthRegistry: Ownable._owner is slot 0, then _entries
 

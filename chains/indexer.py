@@ -249,30 +249,11 @@ class ChainIndexer:
         if start > head:
             self._caught_up(head)
             return await self._maybe_reconcile(head)
-        end = min(head, start + self.range.current - 1)
         if self._rate_t0 is None:
             self._rate_t0 = self.clock()
             self._rate_blocks = self._rate_events = 0
-        ahead, self._ahead = self._ahead, None
-        # Fetched with an older head, it holds every header this head needs (the kept
-        # window only moves up).
-        if ahead is not None and ahead[0] == start and ahead[1] <= head:
-            fetched = await ahead[2]
-        else:
-            await _discard(ahead)
-            fetched = await self._fetch(start, end, head)
+        fetched = await self._fetch_from(start, head)
         end = fetched[0]
-        if end < head:
-            # Backfill: fetch the next range while this one is written (the store's
-            # commit runs in its driver's thread or server), so the node and the store
-            # work at the same time. The next commit checks these logs against its own
-            # tip like any other; a reorg in between only wastes the fetch.
-            nxt = end + 1
-            task = asyncio.create_task(
-                self._fetch(nxt, min(head, nxt + self.range.current - 1), head),
-                name=f"prefetch {self.chain} {nxt}",
-            )
-            self._ahead = (nxt, head, task)
         try:
             result = await self._commit(start, head, *fetched)
         except BaseException:
@@ -285,6 +266,33 @@ class ChainIndexer:
         if self.status.caught_up:
             await self._maybe_reconcile(head)
         return True
+
+    async def _fetch_from(
+        self, start: int, head: int
+    ) -> tuple[int, list[dict[str, Any]], dict[int, BlockRef]]:
+        """The next range from `start` (the prefetched one when it fits), and, while
+        backfilling, the prefetch of the range after it."""
+        ahead, self._ahead = self._ahead, None
+        # Fetched with an older head, it holds every header this head needs (the kept
+        # window only moves up).
+        if ahead is not None and ahead[0] == start and ahead[1] <= head:
+            fetched = await ahead[2]
+        else:
+            await _discard(ahead)
+            fetched = await self._fetch(start, min(head, start + self.range.current - 1), head)
+        end = fetched[0]
+        if end < head:
+            # Backfill: fetch the next range while this one is written (the store's
+            # commit runs in its driver's thread or server), so the node and the store
+            # work at the same time. The next commit checks these logs against its own
+            # tip like any other; a reorg in between only wastes the fetch.
+            nxt = end + 1
+            task = asyncio.create_task(
+                self._fetch(nxt, min(head, nxt + self.range.current - 1), head),
+                name=f"prefetch {self.chain} {nxt}",
+            )
+            self._ahead = (nxt, head, task)
+        return fetched
 
     def _caught_up(self, head: int) -> None:
         self.status.caught_up = True
@@ -360,41 +368,12 @@ class ChainIndexer:
         cp = self.checkpoint
         keep_from = max(0, head - self.settings.reorg_window)
         numbers = self._header_numbers(start, end, head)
-        # The fetched headers must chain to each other and to our tip; a mismatch
-        # means a reorg happened between our calls: drop this step, the next
-        # step's reorg check finds the ancestor.
-        prev_hash = cp.indexed_hash
-        prev_num = cp.indexed_block
-        for n in numbers:
-            ref = headers[n]
-            if n == prev_num + 1 and prev_hash is not None and ref.parent_hash != prev_hash:
-                log.warning(
-                    "chain %s: block %d does not extend our tip; reorg in flight", self.chain, n
-                )
-                return None
-            prev_hash, prev_num = ref.hash, n
-        events: list[VaultEvent] = []
-        pos_events: list[DerivativeEvent] = []
-        for entry in logs:
-            if entry.get("removed"):
-                return None
-            ev: VaultEvent | DerivativeEvent
-            if self.markets is not None and is_position_log(entry):
-                ev = decode_position_log(self.chain, entry)
-            else:
-                ev = decode_log(self.chain, entry)
-            seen = headers.get(ev.block_number)
-            if seen is not None and seen.hash != ev.block_hash:
-                log.warning(
-                    "chain %s: log in block %d has a stale hash; reorg in flight",
-                    self.chain,
-                    ev.block_number,
-                )
-                return None
-            if isinstance(ev, DerivativeEvent):
-                pos_events.append(ev)
-            else:
-                events.append(ev)
+        if not self._extends_tip(cp, numbers, headers):
+            return None
+        decoded = self._decode(logs, headers)
+        if decoded is None:
+            return None
+        events, pos_events = decoded
         confirmed = head - self.settings.confirmations
         pos_accounts: set[str] = set()
         if self.markets is not None and pos_events:
@@ -426,6 +405,53 @@ class ChainIndexer:
         if accounts and self.on_accounts_changed is not None:
             await self.on_accounts_changed(self.chain, set(accounts))
         return BatchResult(self.chain, start, end, len(events), set(accounts))
+
+    def _extends_tip(
+        self, cp: Checkpoint, numbers: Sequence[int], headers: dict[int, BlockRef]
+    ) -> bool:
+        """The fetched headers must chain to each other and to our tip; a mismatch
+        means a reorg happened between our calls: drop this step, the next step's
+        reorg check finds the ancestor."""
+        prev_hash = cp.indexed_hash
+        prev_num = cp.indexed_block
+        for n in numbers:
+            ref = headers[n]
+            if n == prev_num + 1 and prev_hash is not None and ref.parent_hash != prev_hash:
+                log.warning(
+                    "chain %s: block %d does not extend our tip; reorg in flight", self.chain, n
+                )
+                return False
+            prev_hash, prev_num = ref.hash, n
+        return True
+
+    def _decode(
+        self, logs: list[dict[str, Any]], headers: dict[int, BlockRef]
+    ) -> tuple[list[VaultEvent], list[DerivativeEvent]] | None:
+        """Vault and position events of the logs; None when a log was removed or names
+        a block hash other than the fetched header's (a reorg in flight)."""
+        events: list[VaultEvent] = []
+        pos_events: list[DerivativeEvent] = []
+        for entry in logs:
+            if entry.get("removed"):
+                return None
+            ev: VaultEvent | DerivativeEvent
+            if self.markets is not None and is_position_log(entry):
+                ev = decode_position_log(self.chain, entry)
+            else:
+                ev = decode_log(self.chain, entry)
+            seen = headers.get(ev.block_number)
+            if seen is not None and seen.hash != ev.block_hash:
+                log.warning(
+                    "chain %s: log in block %d has a stale hash; reorg in flight",
+                    self.chain,
+                    ev.block_number,
+                )
+                return None
+            if isinstance(ev, DerivativeEvent):
+                pos_events.append(ev)
+            else:
+                events.append(ev)
+        return events, pos_events
 
     def _progress(self, head: int, end: int, blocks: int, events: int) -> None:
         now = self.clock()
@@ -486,18 +512,7 @@ class ChainIndexer:
         # below our tip may just be a lagging node, and rolling back valid
         # events on its word would be churn at best.
         stored = await self.store.block_hashes(self.chain)
-        ancestor: BlockRef | None = None
-        evidence: tuple[int, str] | None = None
-        for n in sorted(stored, reverse=True):
-            if n > head:
-                continue
-            ref = await self.client.get_block(n)
-            if ref is None:
-                continue
-            if ref.hash == stored[n]:
-                ancestor = ref
-                break
-            evidence = evidence or (n, ref.hash)
+        ancestor, evidence = await self._common_ancestor(stored, head)
         if evidence is None:
             if cp.indexed_block > head:
                 self.status.last_error = (
@@ -517,6 +532,27 @@ class ChainIndexer:
             )
             await self._fatal(reason)
             return False
+        await self._roll_back(cp, ancestor)
+        return True
+
+    async def _common_ancestor(
+        self, stored: dict[int, str], head: int
+    ) -> tuple[BlockRef | None, tuple[int, str] | None]:
+        """The highest stored block still canonical, and the highest stored height whose
+        hash differs now (the evidence of a reorg), walking down from the head."""
+        evidence: tuple[int, str] | None = None
+        for n in sorted(stored, reverse=True):
+            if n > head:
+                continue
+            ref = await self.client.get_block(n)
+            if ref is None:
+                continue
+            if ref.hash == stored[n]:
+                return ref, evidence
+            evidence = evidence or (n, ref.hash)
+        return None, evidence
+
+    async def _roll_back(self, cp: Checkpoint, ancestor: BlockRef) -> None:
         depth = cp.indexed_block - ancestor.number
         log.warning(
             "chain %s: reorg detected at block %d; rolling back %d blocks to %d (%s)",
@@ -542,7 +578,6 @@ class ChainIndexer:
         self.status.caught_up = False
         if accounts and self.on_accounts_changed is not None:
             await self.on_accounts_changed(self.chain, set(accounts))
-        return True
 
     async def _fatal(self, reason: str) -> None:
         log.critical("%s", reason)
@@ -572,6 +607,74 @@ class ChainIndexer:
         (onchain,) = abi_decode(["uint256"], raw)
         return int(onchain)
 
+    async def _next_sample(self) -> list[str]:
+        """The next `reconcile_sample` accounts after the cursor, wrapping around, so
+        the sample rolls over every account in turn."""
+        want = self.settings.reconcile_sample
+        sample = await self.store.sample_accounts(self.chain, self._reconcile_cursor, want)
+        if len(sample) < want:
+            sample += [
+                a
+                for a in await self.store.sample_accounts(self.chain, "", want - len(sample))
+                if a not in sample
+            ]
+        self._reconcile_cursor = sample[-1] if sample else ""
+        return sample
+
+    async def _confirmed_by_hash(
+        self,
+        calls: list[tuple[str, bytes]],
+        answers: list[bytes | None],
+        positions: list[Position],
+        block: int,
+        block_hash: str,
+    ) -> bool:
+        """Before overwriting what the events say, ask again for exactly the block the
+        store is at (by hash): a node answering mid-reorg, or for the tip while it mines
+        the next block, gave the soak a balance one block ahead. True when every answer
+        is the same again."""
+        try:
+            again = await self.client.call_batch(calls, block=block, block_hash=block_hash)
+        except RpcResponseError as exc:
+            # The node no longer has that block on its chain: a reorg the next step
+            # rolls back. The first read was of another block; correct nothing.
+            log.warning(
+                "chain %s: reconciliation at block %d not confirmed by hash (%s); "
+                "not correcting this round",
+                self.chain,
+                block,
+                exc,
+            )
+            return False
+        for p, first, raw in zip(positions, answers, again, strict=True):
+            if raw != first:
+                log.warning(
+                    "chain %s: reconciliation of %s %s %s at block %d read two "
+                    "different balances; not correcting this round",
+                    self.chain,
+                    p.account,
+                    p.token,
+                    p.kind,
+                    block,
+                )
+                return False
+        return True
+
+    def _mismatch(self, p: Position, raw: bytes | None, vault: str, block: int) -> Mismatch:
+        onchain = self._balance(p, raw, vault)
+        log.error(
+            "chain %s: reconciliation mismatch %s %s %s at block %d: "
+            "stored %d, on chain %d; taking the chain's value",
+            self.chain,
+            p.account,
+            p.token,
+            p.kind,
+            block,
+            p.head_amount,
+            onchain,
+        )
+        return Mismatch(p.account, p.token, p.kind, p.head_amount, int(onchain))
+
     async def _reconcile(self, accounts: Sequence[str] | None = None) -> list[Mismatch]:
         """Compare stored head balances with collateralOf/debtOf at the indexed block.
 
@@ -584,20 +687,7 @@ class ChainIndexer:
         if block < 0:
             return []
         if accounts is None:
-            sample = await self.store.sample_accounts(
-                self.chain, self._reconcile_cursor, self.settings.reconcile_sample
-            )
-            if len(sample) < self.settings.reconcile_sample:
-                # Wrap around: the sample rolls over every account in turn.
-                sample += [
-                    a
-                    for a in await self.store.sample_accounts(
-                        self.chain, "", self.settings.reconcile_sample - len(sample)
-                    )
-                    if a not in sample
-                ]
-            accounts = sample
-            self._reconcile_cursor = sample[-1] if sample else ""
+            accounts = await self._next_sample()
         positions = await self.store.positions(self.chain, accounts)
         vault = self.settings.vault or ""
         calls = [
@@ -613,53 +703,19 @@ class ChainIndexer:
             i for i, (p, raw) in enumerate(zip(positions, answers, strict=True))
             if self._balance(p, raw, vault) != p.head_amount
         ]  # fmt: skip
-        if suspects and cp.indexed_hash is not None:
-            # Before overwriting what the events say, ask again for exactly the block
-            # the store is at (by hash): a node answering mid-reorg, or for the tip
-            # while it mines the next block, gave the soak a balance one block ahead.
-            try:
-                again = await self.client.call_batch(
-                    [calls[i] for i in suspects], block=block, block_hash=cp.indexed_hash
-                )
-            except RpcResponseError as exc:
-                # The node no longer has that block on its chain: a reorg the next step
-                # rolls back. The first read was of another block; correct nothing.
-                log.warning(
-                    "chain %s: reconciliation at block %d not confirmed by hash (%s); "
-                    "not correcting this round",
-                    self.chain,
-                    block,
-                    exc,
-                )
-                return []
-            for i, raw in zip(suspects, again, strict=True):
-                if raw != answers[i]:
-                    log.warning(
-                        "chain %s: reconciliation of %s %s %s at block %d read two "
-                        "different balances; not correcting this round",
-                        self.chain,
-                        positions[i].account,
-                        positions[i].token,
-                        positions[i].kind,
-                        block,
-                    )
-                    return []
-        mismatches: list[Mismatch] = []
-        for i in suspects:
-            p = positions[i]
-            onchain = self._balance(p, answers[i], vault)
-            log.error(
-                "chain %s: reconciliation mismatch %s %s %s at block %d: "
-                "stored %d, on chain %d; taking the chain's value",
-                self.chain,
-                p.account,
-                p.token,
-                p.kind,
+        if (
+            suspects
+            and cp.indexed_hash is not None
+            and not await self._confirmed_by_hash(
+                [calls[i] for i in suspects],
+                [answers[i] for i in suspects],
+                [positions[i] for i in suspects],
                 block,
-                p.head_amount,
-                onchain,
+                cp.indexed_hash,
             )
-            mismatches.append(Mismatch(p.account, p.token, p.kind, p.head_amount, int(onchain)))
+        ):
+            return []
+        mismatches = [self._mismatch(positions[i], answers[i], vault, block) for i in suspects]
         await self.store.apply_corrections(
             self.chain,
             block,

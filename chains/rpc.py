@@ -1,4 +1,5 @@
-"""One JSON-RPC client per chain: AsyncWeb3 over every configured URL, with failover.
+"""One JSON-RPC client per chain: JSON-RPC posted over our own aiohttp session to every
+configured URL (not web3's providers, see `_Endpoint`), with failover.
 
 An endpoint is demoted (and retried later with a jittered backoff) when it
 errors, times out, answers HTTP 5xx / malformed JSON, lags behind the others'
@@ -23,7 +24,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiohttp
@@ -133,6 +134,18 @@ class _TokenBucket:
                 self.tokens -= 1
                 return
             await asyncio.sleep((1 - self.tokens) / self.rate)
+
+
+@dataclass
+class _Failures:
+    """What one `RpcClient.request` collected from the endpoints that failed it."""
+
+    causes: list[str] = field(default_factory=list)
+    timed_out: bool = False
+
+
+# Marks "this endpoint gave no answer" (None is a valid JSON-RPC result).
+_FAILED = object()
 
 
 class _Endpoint:
@@ -397,47 +410,66 @@ class RpcClient:
         of the same endpoint)."""
         if self._closed:
             raise RpcError(f"chain {self.chain!r}: client is closed")
-        causes: list[str] = []
-        timed_out = False
+        failed = _Failures()
         for round_no in range(self.max_rounds):
             candidates = self._candidates(min_head)
             if not candidates and min_head is not None:
                 await self._refresh_heads()
                 candidates = self._candidates(min_head)
             for ep in candidates:
-                try:
-                    result = await (ep.raw(method, params) if call is None else call(ep))
-                    if validate is not None:
-                        result = validate(result)
-                except Throttled as exc:
-                    self._throttle(ep, exc)
-                    causes.append(f"{ep.url}: {exc}")
-                    continue
-                except EndpointFault as exc:
-                    timed_out = timed_out or exc.timed_out
-                    self._demote(ep, f"{method}: {exc}", integrity=exc.integrity)
-                    causes.append(f"{ep.url}: {exc}")
-                    continue
-                except _NodeError as exc:
-                    self._succeeded(ep)
-                    raise RpcResponseError(self.chain, ep.url, method, exc.error) from None
-                self._succeeded(ep)
-                return result
+                result = await self._ask(
+                    ep, method, params, validate=validate, call=call, failed=failed
+                )
+                if result is not _FAILED:
+                    return result
             if round_no + 1 < self.max_rounds:
                 delay = min(self.backoff_max_s, self.backoff_base_s * 2**round_no)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-        if not causes:
-            now = self.clock()
-            need = f" with head >= {min_head}" if min_head is not None else ""
-            causes.append(
-                f"no usable endpoint{need}: "
-                + ", ".join(
-                    f"{ep.url} {ep.state} (head {ep.head}, retry in "
-                    f"{max(0.0, ep.retry_at - now):.1f}s, last error: {ep.last_error})"
-                    for ep in self._endpoints
-                )
-            )
-        raise RpcUnavailable(self.chain, method, causes, timed_out)
+        if not failed.causes:
+            failed.causes.append(self._none_usable(min_head))
+        raise RpcUnavailable(self.chain, method, failed.causes, failed.timed_out)
+
+    async def _ask(
+        self,
+        ep: _Endpoint,
+        method: str,
+        params: list[Any],
+        *,
+        validate: Callable[[Any], Any] | None,
+        call: Callable[[_Endpoint], Awaitable[Any]] | None,
+        failed: _Failures,
+    ) -> Any:
+        """One endpoint's (validated) answer, or _FAILED after throttling or demoting it
+        (the cause noted in `failed`). A node's JSON-RPC error is raised as
+        RpcResponseError, the endpoint counted as working."""
+        try:
+            result = await (ep.raw(method, params) if call is None else call(ep))
+            if validate is not None:
+                result = validate(result)
+        except Throttled as exc:
+            self._throttle(ep, exc)
+            failed.causes.append(f"{ep.url}: {exc}")
+            return _FAILED
+        except EndpointFault as exc:
+            failed.timed_out = failed.timed_out or exc.timed_out
+            self._demote(ep, f"{method}: {exc}", integrity=exc.integrity)
+            failed.causes.append(f"{ep.url}: {exc}")
+            return _FAILED
+        except _NodeError as exc:
+            self._succeeded(ep)
+            raise RpcResponseError(self.chain, ep.url, method, exc.error) from None
+        self._succeeded(ep)
+        return result
+
+    def _none_usable(self, min_head: int | None) -> str:
+        """Why no endpoint was even tried: each one's state, head and retry time."""
+        now = self.clock()
+        need = f" with head >= {min_head}" if min_head is not None else ""
+        return f"no usable endpoint{need}: " + ", ".join(
+            f"{ep.url} {ep.state} (head {ep.head}, retry in "
+            f"{max(0.0, ep.retry_at - now):.1f}s, last error: {ep.last_error})"
+            for ep in self._endpoints
+        )
 
     async def _refresh_heads(self) -> None:
         now = self.clock()
@@ -488,26 +520,7 @@ class RpcClient:
             if not ep.usable(now):
                 return  # still backing off (429, errors): probed once its retry time passes
             try:
-                got_id = _hex_to_int(await ep.raw("eth_chainId", []), "chain id")
-                if got_id != self.chain_id:
-                    raise ChainIdMismatch(self.chain, ep.url, self.chain_id, got_id)
-                head = _hex_to_int(await ep.raw("eth_blockNumber", []), "block number")
-                raw = _hex_to_bytes(
-                    await ep.raw(
-                        "eth_call", [{"to": self.multicall, "data": "0x" + probe.hex()}, hex(head)]
-                    ),
-                    "eth_call result",
-                )
-                results = self._decode_aggregate3(raw, 2)
-                mc_id = _word(results[0])
-                mc_block = _word(results[1])
-                if mc_id != self.chain_id or mc_block != head:
-                    raise EndpointFault(
-                        f"eth_call cross-check failed: Multicall3 getChainId()={mc_id} "
-                        f"getBlockNumber()={mc_block}, but eth_chainId={got_id} "
-                        f"eth_blockNumber={head}",
-                        integrity=True,
-                    )
+                head = await self._cross_check(ep, probe)
             except Throttled as exc:
                 self._throttle(ep, exc)
                 return
@@ -532,6 +545,31 @@ class RpcClient:
         if mismatched:
             self._demote_wrong_chain(mismatched)
         self._check_lag()
+
+    async def _cross_check(self, ep: _Endpoint, probe: bytes) -> int:
+        """The endpoint's head, once its eth_chainId and eth_blockNumber agree with the
+        same facts read through Multicall3; raises ChainIdMismatch or EndpointFault."""
+        got_id = _hex_to_int(await ep.raw("eth_chainId", []), "chain id")
+        if got_id != self.chain_id:
+            raise ChainIdMismatch(self.chain, ep.url, self.chain_id, got_id)
+        head = _hex_to_int(await ep.raw("eth_blockNumber", []), "block number")
+        raw = _hex_to_bytes(
+            await ep.raw(
+                "eth_call", [{"to": self.multicall, "data": "0x" + probe.hex()}, hex(head)]
+            ),
+            "eth_call result",
+        )
+        results = self._decode_aggregate3(raw, 2)
+        mc_id = _word(results[0])
+        mc_block = _word(results[1])
+        if mc_id != self.chain_id or mc_block != head:
+            raise EndpointFault(
+                f"eth_call cross-check failed: Multicall3 getChainId()={mc_id} "
+                f"getBlockNumber()={mc_block}, but eth_chainId={got_id} "
+                f"eth_blockNumber={head}",
+                integrity=True,
+            )
+        return head
 
     def _demote_wrong_chain(self, mismatched: list[tuple[_Endpoint, ChainIdMismatch]]) -> None:
         """One endpoint serving another chain while another serves ours is a bad endpoint

@@ -1,7 +1,8 @@
 """Plain data shared by the chain adapters and whatever stores their facts.
 
-chains/ never imports aggregator/: the daemon builds `ChainSettings` from its
-pydantic ChainConfig and implements `IndexerStore` (chains/store.py) in SQL.
+chains/ never imports aggregator/: the daemon's pydantic ChainConfig inherits the
+chain knobs from `ChainTuning` here, builds `ChainSettings` from its config and
+implements `IndexerStore` (chains/store.py) in SQL.
 """
 
 from __future__ import annotations
@@ -9,38 +10,50 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 MULTICALL3 = "0xcA11bde05977b3631167028862bE2a173976CA11"
 
 EventKind = Literal["deposit", "withdraw", "borrow", "repay", "liquidation", "reconcile"]
 PositionKind = Literal["collateral", "debt"]
 
 
-@dataclass(frozen=True)
-class ChainSettings:
-    """What the chain adapters need from a chain's config section (same key names)."""
+class ChainTuning(BaseModel):
+    """A chain's indexing and RPC knobs, each named, defaulted and bounded here once:
+    the daemon's `[[chains]]` config section (aggregator.config.ChainConfig) inherits
+    these fields and `ChainSettings` carries them to the adapters."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    confirmations: int = Field(default=3, ge=0, le=1000)
+    block_time: float = Field(default=2.0, gt=0)
+    start_block: int = Field(default=0, ge=0)
+    # Largest eth_getLogs range tried first; the indexer adapts downwards and remembers.
+    max_log_range: int = Field(default=2000, ge=1)
+    rpc_timeout_s: float = Field(default=10.0, gt=0)
+    rpc_rate_limit_per_s: float = Field(default=50.0, gt=0)
+    reconcile_every_blocks: int = Field(default=100, ge=1)
+    reconcile_sample: int = Field(default=50, ge=1)
+
+
+class ChainSettings(ChainTuning):
+    """What the chain adapters need from a chain's config section (same key names;
+    the config nests `vault` and `multicall` under `contracts`)."""
 
     name: str
     chain_id: int
     rpc_urls: tuple[str, ...]
     vault: str | None = None
     multicall: str = MULTICALL3
-    confirmations: int = 3
-    start_block: int = 0
-    block_time: float = 2.0
-    max_log_range: int = 2000
-    rpc_timeout_s: float = 10.0
-    rpc_rate_limit_per_s: float = 50.0
-    reconcile_every_blocks: int = 100
-    reconcile_sample: int = 50
     # Extra blocks of hashes kept beyond `confirmations` so that a reorg that
     # touches just-confirmed blocks can still be rolled back, not only detected.
-    reorg_window_extra: int = 0
+    reorg_window_extra: int = Field(default=0, ge=0)
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _some_url(self) -> ChainSettings:
         if not self.rpc_urls:
             raise ValueError(f"chain {self.name}: rpc_urls must not be empty")
-        if self.confirmations < 0:
-            raise ValueError(f"chain {self.name}: confirmations must be >= 0")
+        return self
 
     @classmethod
     def from_config(cls, cfg: Any) -> ChainSettings:
@@ -53,14 +66,7 @@ class ChainSettings:
             rpc_urls=tuple(cfg.rpc_urls),
             vault=contracts.vault,
             multicall=contracts.multicall,
-            confirmations=cfg.confirmations,
-            start_block=cfg.start_block,
-            block_time=cfg.block_time,
-            max_log_range=cfg.max_log_range,
-            rpc_timeout_s=cfg.rpc_timeout_s,
-            rpc_rate_limit_per_s=cfg.rpc_rate_limit_per_s,
-            reconcile_every_blocks=cfg.reconcile_every_blocks,
-            reconcile_sample=cfg.reconcile_sample,
+            **{key: getattr(cfg, key) for key in ChainTuning.model_fields},
         )
 
     @property

@@ -7,7 +7,6 @@ from oracles.protocols import (
     PriceHistory,
     PricePoint,
     RateProvider,
-    RateSample,
     RateSnapshot,
 )
 from oracles.service import AssetPricing, OracleService, build_asset_pricing
@@ -31,7 +30,6 @@ __all__ = [
     "PriceStatus",
     "RateCap",
     "RateProvider",
-    "RateSample",
     "RateSnapshot",
     "SourceConfigError",
     "SourceFailure",

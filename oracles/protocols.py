@@ -1,7 +1,9 @@
 """What oracles/ needs from the outside world, as small protocols.
 
-chains/ implements BatchCaller (on its RPC client) and RateProvider (from its
-LST rate samples); aggregator/store implements PriceHistory.
+chains/ implements BatchCaller (on its RPC client); the daemon implements
+RateProvider (`_RateProvider` in aggregator/daemon.py, over the LST rate samples
+chains/ stored; `MappingRateProvider` below adapts a plain `latest_rates()` call for
+tests and tools); aggregator/store implements PriceHistory.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ class BatchCaller(Protocol):
 
 
 class RateSampleLike(Protocol):
+    """What oracles/ reads of an LST rate sample (chains.types.RateSample has these):
+    underlying per LST = rate / scale, read at `block` (unix `timestamp`)."""
+
     @property
     def rate(self) -> int: ...
     @property
@@ -33,17 +38,6 @@ class RateSampleLike(Protocol):
     def block(self) -> int: ...
     @property
     def timestamp(self) -> int: ...
-
-
-@dataclass(frozen=True)
-class RateSample:
-    """An LST exchange rate read on chain: underlying per LST = rate / scale."""
-
-    rate: int
-    scale: int
-    block: int
-    # Block timestamp of the read (unix seconds).
-    timestamp: int
 
 
 class RateProvider(Protocol):

@@ -220,7 +220,11 @@ class OracleService:
         await self.close()
 
     # -- refresh ---------------------------------------------------------------
-    async def _fetch_all(self, now: float) -> dict[int, SourceOutcome]:
+    def _batches(
+        self,
+    ) -> tuple[dict[tuple[type[PriceSource], str], list[PriceSource]], list[PriceSource]]:
+        """Sources sharing a group key, fetched together by one `fetch_group` call, and
+        the others, fetched alone."""
         groups: dict[tuple[type[PriceSource], str], list[PriceSource]] = defaultdict(list)
         singles: list[PriceSource] = []
         for srcs in self._sources.values():
@@ -229,6 +233,10 @@ class OracleService:
                     singles.append(s)
                 else:
                     groups[(type(s), s.group_key)].append(s)
+        return groups, singles
+
+    async def _fetch_all(self, now: float) -> dict[int, SourceOutcome]:
+        groups, singles = self._batches()
         out: dict[int, SourceOutcome] = {}
 
         async def guarded(members: Sequence[PriceSource], call: Awaitable[Any]) -> None:

@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from aggregator.devnet import manager
-from aggregator.devnet.anvil import AnvilNode
 from aggregator.store import Store
+from devkit import manager
+from devkit.anvil import AnvilNode
 
 
 def _sigterm(signum: int, frame: object) -> None:

@@ -213,24 +213,10 @@ def end_idle_transactions_after(engine: AsyncEngine, seconds: float) -> None:
     event.listen(engine.sync_engine, "connect", on_connect)
 
 
-class FencedRepo:
-    """A repository whose writes a lease protects: each protected transaction starts
-    with `_fenced(session)`. Without a fence (one instance, SQLite) it checks nothing."""
-
-    def __init__(self, store: Any, *, fence: Fence | None = None) -> None:
-        self.store = store
-        self.fence = fence
-
-    async def _fenced(self, s: AsyncSession) -> None:
-        if self.fence is not None:
-            await self.fence.check(s)
-
-
 __all__ = [
     "Acquired",
     "Fence",
     "FencedOut",
-    "FencedRepo",
     "LeaseRow",
     "LeaseStore",
     "end_idle_transactions_after",

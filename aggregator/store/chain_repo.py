@@ -15,8 +15,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from aggregator.cluster.lease import FencedRepo
 from aggregator.store.db import Store
+from aggregator.store.fence import FencedRepo
 from aggregator.store.models.chain import (
     ChainBlock,
     ChainCheckpoint,
@@ -264,109 +264,16 @@ class SqlChainStore(FencedRepo):
         keep_hashes_from: int,
     ) -> set[str]:
         accounts: set[str] = set()
-        ev_t = EV
-        blk_t = BLK
         async with self.store.transaction() as s:
             await self._fenced(s)
             deltas: dict[Key, tuple[int, int]] = {}
             if events:
-                lo = min(e.block_number for e in events)
-                hi = max(e.block_number for e in events)
-                existing = {
-                    (int(b), int(i))
-                    for b, i in (
-                        await s.execute(
-                            select(ev_t.c.block_number, ev_t.c.log_index).where(
-                                ev_t.c.chain == chain,
-                                ev_t.c.block_number >= lo,
-                                ev_t.c.block_number <= hi,
-                            )
-                        )
-                    ).all()
-                }
-                rows: list[tuple[Any, ...]] = []
-                big = self._big_value
-                for ev in events:
-                    if ev.chain != chain:
-                        raise ValueError(f"event of chain {ev.chain!r} in a batch for {chain!r}")
-                    if (ev.block_number, ev.log_index) in existing:
-                        continue
-                    existing.add((ev.block_number, ev.log_index))
-                    # Already deep (backfill): confirmed on arrival, never pending.
-                    deep = ev.block_number <= confirmed_block
-                    rows.append(
-                        (
-                            chain, ev.block_number, ev.block_hash, ev.tx_hash, ev.log_index,
-                            ev.kind, ev.account, ev.token, big(ev.amount), ev.counterparty,
-                            ev.debt_token, big(ev.debt_amount), ev.adjust_kind, ev.negative,
-                            not deep and ev.kind in _RISK_LOWERING,
-                        )
-                    )  # fmt: skip
-                    simple = _SIMPLE_EFFECT.get(ev.kind)
-                    if simple is None:
-                        for eff in ev.effects():
-                            self._add(deltas, eff, 1, not deep)
-                    else:
-                        # VaultEvent.effects() of a deposit/withdraw/borrow, inlined: the
-                        # hot loop of a backfill.
-                        key = (ev.account, ev.token, simple[0])
-                        h, p = deltas.get(key, (0, 0))
-                        a = ev.amount
-                        deltas[key] = (h + simple[1] * a, p + a if simple[2] and not deep else p)
-                    accounts.add(ev.account)
-                if rows:
-                    # Straight to the driver's executemany: SQLAlchemy's per-row parameter
-                    # processing was most of the indexer's time per event.
-                    conn = await s.connection()
-                    await conn.exec_driver_sql(self._insert_events_sql(), rows)
-            # Promote deposits/repayments that are now `confirmations` deep.
-            promoted = (
-                await s.execute(
-                    select(ev_t).where(
-                        ev_t.c.chain == chain,
-                        ev_t.c.pending.is_(True),
-                        ev_t.c.block_number <= confirmed_block,
-                    )
+                await self._insert_events(
+                    s, chain, events, confirmed_block, deltas=deltas, accounts=accounts
                 )
-            ).all()
-            for row in promoted:
-                for eff in _mapping_event(row._mapping).effects():
-                    key = (eff.account, eff.token, eff.kind)
-                    h, p = deltas.get(key, (0, 0))
-                    deltas[key] = (h, p - eff.pending_delta)
-                accounts.add(row.account)
-            ids = [row.id for row in promoted]
-            for i in range(0, len(ids), _ACCOUNT_CHUNK):
-                await s.execute(
-                    update(ev_t)
-                    .where(ev_t.c.id.in_(ids[i : i + _ACCOUNT_CHUNK]))
-                    .values(pending=False)
-                )
+            await self._promote_confirmed(s, chain, confirmed_block, deltas, accounts)
             await self._apply_effects(s, chain, to_block, deltas)
-            if blocks:
-                nums = [b.number for b in blocks]
-                await s.execute(
-                    delete(blk_t).where(blk_t.c.chain == chain, blk_t.c.number.in_(nums))
-                )
-                await s.execute(
-                    insert(blk_t),
-                    [
-                        {
-                            "chain": chain,
-                            "number": b.number,
-                            "hash": b.hash,
-                            "parent_hash": b.parent_hash,
-                        }
-                        for b in blocks
-                    ],
-                )
-            await s.execute(
-                delete(blk_t).where(
-                    blk_t.c.chain == chain,
-                    blk_t.c.number < keep_hashes_from,
-                    blk_t.c.number != to_block,
-                )
-            )
+            await self._store_block_hashes(s, chain, blocks, to_block, keep_hashes_from)
             cp = await self._checkpoint_row(s, chain)
             cp.indexed_block = to_block
             cp.indexed_hash = next(
@@ -377,6 +284,134 @@ class SqlChainStore(FencedRepo):
             cp.confirmed_block = confirmed_block
             cp.updated_at = utcnow()
         return accounts
+
+    async def _insert_events(
+        self,
+        s: AsyncSession,
+        chain: str,
+        events: Sequence[VaultEvent],
+        confirmed_block: int,
+        *,
+        deltas: dict[Key, tuple[int, int]],
+        accounts: set[str],
+    ) -> None:
+        """Insert the events not stored yet (a re-applied batch is idempotent) and add
+        their effects to `deltas`; deposits/repayments above `confirmed_block` pend."""
+        ev_t = EV
+        lo = min(e.block_number for e in events)
+        hi = max(e.block_number for e in events)
+        existing = {
+            (int(b), int(i))
+            for b, i in (
+                await s.execute(
+                    select(ev_t.c.block_number, ev_t.c.log_index).where(
+                        ev_t.c.chain == chain,
+                        ev_t.c.block_number >= lo,
+                        ev_t.c.block_number <= hi,
+                    )
+                )
+            ).all()
+        }
+        rows: list[tuple[Any, ...]] = []
+        big = self._big_value
+        for ev in events:
+            if ev.chain != chain:
+                raise ValueError(f"event of chain {ev.chain!r} in a batch for {chain!r}")
+            if (ev.block_number, ev.log_index) in existing:
+                continue
+            existing.add((ev.block_number, ev.log_index))
+            # Already deep (backfill): confirmed on arrival, never pending.
+            deep = ev.block_number <= confirmed_block
+            rows.append(
+                (
+                    chain, ev.block_number, ev.block_hash, ev.tx_hash, ev.log_index,
+                    ev.kind, ev.account, ev.token, big(ev.amount), ev.counterparty,
+                    ev.debt_token, big(ev.debt_amount), ev.adjust_kind, ev.negative,
+                    not deep and ev.kind in _RISK_LOWERING,
+                )
+            )  # fmt: skip
+            simple = _SIMPLE_EFFECT.get(ev.kind)
+            if simple is None:
+                for eff in ev.effects():
+                    self._add(deltas, eff, 1, not deep)
+            else:
+                # VaultEvent.effects() of a deposit/withdraw/borrow, inlined: the
+                # hot loop of a backfill.
+                key = (ev.account, ev.token, simple[0])
+                h, p = deltas.get(key, (0, 0))
+                a = ev.amount
+                deltas[key] = (h + simple[1] * a, p + a if simple[2] and not deep else p)
+            accounts.add(ev.account)
+        if rows:
+            # Straight to the driver's executemany: SQLAlchemy's per-row parameter
+            # processing was most of the indexer's time per event.
+            conn = await s.connection()
+            await conn.exec_driver_sql(self._insert_events_sql(), rows)
+
+    async def _promote_confirmed(
+        self,
+        s: AsyncSession,
+        chain: str,
+        confirmed_block: int,
+        deltas: dict[Key, tuple[int, int]],
+        accounts: set[str],
+    ) -> None:
+        """Promote deposits/repayments that are now `confirmations` deep."""
+        ev_t = EV
+        promoted = (
+            await s.execute(
+                select(ev_t).where(
+                    ev_t.c.chain == chain,
+                    ev_t.c.pending.is_(True),
+                    ev_t.c.block_number <= confirmed_block,
+                )
+            )
+        ).all()
+        for row in promoted:
+            for eff in _mapping_event(row._mapping).effects():
+                key = (eff.account, eff.token, eff.kind)
+                h, p = deltas.get(key, (0, 0))
+                deltas[key] = (h, p - eff.pending_delta)
+            accounts.add(row.account)
+        ids = [row.id for row in promoted]
+        for i in range(0, len(ids), _ACCOUNT_CHUNK):
+            await s.execute(
+                update(ev_t).where(ev_t.c.id.in_(ids[i : i + _ACCOUNT_CHUNK])).values(pending=False)
+            )
+
+    async def _store_block_hashes(
+        self,
+        s: AsyncSession,
+        chain: str,
+        blocks: Sequence[BlockRef],
+        to_block: int,
+        keep_hashes_from: int,
+    ) -> None:
+        """Keep the batch's block hashes (the reorg window) and forget those below it,
+        except the tip's."""
+        blk_t = BLK
+        if blocks:
+            nums = [b.number for b in blocks]
+            await s.execute(delete(blk_t).where(blk_t.c.chain == chain, blk_t.c.number.in_(nums)))
+            await s.execute(
+                insert(blk_t),
+                [
+                    {
+                        "chain": chain,
+                        "number": b.number,
+                        "hash": b.hash,
+                        "parent_hash": b.parent_hash,
+                    }
+                    for b in blocks
+                ],
+            )
+        await s.execute(
+            delete(blk_t).where(
+                blk_t.c.chain == chain,
+                blk_t.c.number < keep_hashes_from,
+                blk_t.c.number != to_block,
+            )
+        )
 
     async def rollback(self, chain: str, ancestor: BlockRef) -> set[str]:
         accounts: set[str] = set()

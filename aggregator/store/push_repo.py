@@ -9,8 +9,8 @@ from sqlalchemy import Table, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from aggregator.cluster.lease import FencedRepo
 from aggregator.store.db import Store
+from aggregator.store.fence import FencedRepo
 from aggregator.store.models.meta import utcnow
 from aggregator.store.models.push import PushOnchain, PushTx
 from chains.pusher.types import OPEN_STATUSES, OnchainEntry, TxRecord, TxStatus

@@ -57,6 +57,18 @@ class Snapshot:
     changed: frozenset[str] | None = None
 
 
+def _skipped_by_tx(logs: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """Transaction hash -> the accounts an EntrySkipped log of it names."""
+    skipped_in: dict[str, set[str]] = {}
+    for lg in logs:
+        topics = lg.get("topics") or []
+        if topics and str(topics[0]).lower() == TOPIC_ENTRY_SKIPPED and len(topics) > 1:
+            skipped_in.setdefault(str(lg["transactionHash"]).lower(), set()).add(
+                _topic_account(topics[1])
+            )
+    return skipped_in
+
+
 def _topic_account(topic: Any) -> str:
     return "0x" + str(topic)[-40:].lower()
 
@@ -209,16 +221,7 @@ class RegistryListener:
             start,
             end,
         )
-        skipped_in: dict[str, set[str]] = {}
-        for lg in logs:
-            topics = lg.get("topics") or []
-            if not topics:
-                continue
-            t0 = str(topics[0]).lower()
-            if t0 == TOPIC_ENTRY_SKIPPED and len(topics) > 1:
-                skipped_in.setdefault(str(lg["transactionHash"]).lower(), set()).add(
-                    _topic_account(topics[1])
-                )
+        skipped_in = _skipped_by_tx(logs)
         for lg in logs:
             topics = lg.get("topics") or []
             if not topics:
@@ -226,40 +229,59 @@ class RegistryListener:
             t0 = str(topics[0]).lower()
             block = int(str(lg["blockNumber"]), 16)
             if t0 == TOPIC_CREDIT_CONSUMED and len(topics) > 1:
-                account = _topic_account(topics[1])
-                dirty.add(account)
-                known.pop(account, None)
-                self._recheck[account] = block
-            elif t0 == TOPIC_BATCH_APPLIED:
-                tx_hash = str(lg["transactionHash"]).lower()
-                data = bytes.fromhex(str(lg.get("data", "0x"))[2:])
-                batch_hash = data[64:96] if len(data) >= 96 else b""
-                skipped = skipped_in.get(tx_hash, set())
-                payload = self.payload_of(tx_hash)
-                own = payload is not None and keccak(payload) == batch_hash
-                if not own:
-                    payload = await self._foreign_payload(tx_hash, batch_hash)
-                    if payload is None:
-                        log.warning(
-                            "pusher %s: batch %s on the registry could not be decoded; "
-                            "re-reading every slot",
-                            self.chain,
-                            tx_hash,
-                        )
-                        self._force_full = True
-                        return
-                assert payload is not None
-                for off in range(0, len(payload), ENTRY_LEN):
-                    account = "0x" + payload[off : off + 20].hex()
-                    if own and account not in skipped:
-                        known[account] = unpack_slot(
-                            int.from_bytes(payload[off + 20 : off + ENTRY_LEN], "big")
-                        )
-                        dirty.discard(account)
-                    else:
-                        dirty.add(account)
-                        known.pop(account, None)
-                        self._recheck[account] = block
+                self._mark_dirty(_topic_account(topics[1]), block, known, dirty)
+            elif t0 == TOPIC_BATCH_APPLIED and not await self._follow_batch(
+                lg, block, skipped_in, known, dirty
+            ):
+                return
+
+    def _mark_dirty(
+        self, account: str, block: int, known: dict[str, RegistryEntry | None], dirty: set[str]
+    ) -> None:
+        """The slot must be read from the chain (and read again once `block` is final)."""
+        dirty.add(account)
+        known.pop(account, None)
+        self._recheck[account] = block
+
+    async def _follow_batch(
+        self,
+        lg: dict[str, Any],
+        block: int,
+        skipped_in: dict[str, set[str]],
+        known: dict[str, RegistryEntry | None],
+        dirty: set[str],
+    ) -> bool:
+        """One BatchApplied log. Entries of our own batch that were not skipped are known
+        from the payload; every other account is re-read. False when a foreign batch
+        cannot be decoded: the next read then covers every slot."""
+        tx_hash = str(lg["transactionHash"]).lower()
+        data = bytes.fromhex(str(lg.get("data", "0x"))[2:])
+        batch_hash = data[64:96] if len(data) >= 96 else b""
+        skipped = skipped_in.get(tx_hash, set())
+        payload = self.payload_of(tx_hash)
+        own = payload is not None and keccak(payload) == batch_hash
+        if not own:
+            payload = await self._foreign_payload(tx_hash, batch_hash)
+            if payload is None:
+                log.warning(
+                    "pusher %s: batch %s on the registry could not be decoded; "
+                    "re-reading every slot",
+                    self.chain,
+                    tx_hash,
+                )
+                self._force_full = True
+                return False
+        assert payload is not None
+        for off in range(0, len(payload), ENTRY_LEN):
+            account = "0x" + payload[off : off + 20].hex()
+            if own and account not in skipped:
+                known[account] = unpack_slot(
+                    int.from_bytes(payload[off + 20 : off + ENTRY_LEN], "big")
+                )
+                dirty.discard(account)
+            else:
+                self._mark_dirty(account, block, known, dirty)
+        return True
 
     async def _foreign_payload(self, tx_hash: str, batch_hash: bytes) -> bytes | None:
         """The batch of an update() we did not send, from its calldata, if it is a direct

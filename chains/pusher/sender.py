@@ -64,6 +64,15 @@ class SenderHooks:
     after_broadcast: Callable[[TxRecord], None] | None = None
 
 
+@dataclass
+class _StepPass:
+    """What one `ChainSender.step` learns once and shares across its records."""
+
+    head: int | None = None
+    latest: int | None = None  # the account's mined nonce count ("latest" tx count)
+    lowest_pending: bool = True
+
+
 class NonceManager:
     """The next nonce of one key on one chain. Only reconcile() may move it backwards
     (to what the chain and the open records allow)."""
@@ -344,39 +353,50 @@ class ChainSender:
         try:
             await self.client.send_raw_transaction(rec.raw_tx)
         except RpcResponseError as exc:
-            kind = classify_send_error(exc.message)
-            if kind is SendErrorKind.ALREADY_KNOWN:
-                pass
-            elif kind is SendErrorKind.NONCE_TOO_LOW:
-                receipt = await self._find_receipt(rec)
-                if receipt is not None:
-                    await self._mark_mined(rec, receipt)
-                else:
-                    await self._drop(rec, f"nonce {rec.nonce} too low: used by another transaction")
-                    self._reconciled = False
+            if not await self._on_refusal(rec, exc):
                 return False
-            elif kind is SendErrorKind.NONCE_TOO_HIGH or kind is SendErrorKind.INVALID:
-                # Refused outright: it cannot be in any pool. Resync nonces from chain.
-                await self._drop(rec, f"refused by the node ({kind.value}): {exc.message}")
-                self._reconciled = False
-                raise PushError(f"chain {self.chain}: transaction refused: {exc.message}") from None
-            else:
-                # UNDERPRICED, FEE_TOO_LOW, INSUFFICIENT_FUNDS: keep the record (same nonce,
-                # same payload); a later replacement or funding lets it through.
-                rec.error = f"{kind.value}: {exc.message}"
-                self.status.last_error = rec.error
-                if rec.last_sent_at is None:
-                    rec.last_sent_at = self.clock()
-                await self._persist(rec)
-                raise PushError(f"chain {self.chain}: broadcast refused: {rec.error}") from None
         except RpcUnavailable as exc:
             # Unknown whether a node got it: the record stays as it is and the next step
             # sends the same bytes again (idempotent), never a new nonce.
             rec.error = f"broadcast: {exc}"
             self.status.last_error = rec.error
             raise PushError(str(exc)) from None
+        await self._mark_sent(rec)
+        return True
+
+    async def _on_refusal(self, rec: TxRecord, exc: RpcResponseError) -> bool:
+        """A node answered the broadcast with an error. True when it holds the bytes
+        anyway (already known); False when the nonce turned out used (the record is
+        mined or dropped); raises PushError for every other refusal."""
+        kind = classify_send_error(exc.message)
+        if kind is SendErrorKind.ALREADY_KNOWN:
+            return True
+        if kind is SendErrorKind.NONCE_TOO_LOW:
+            receipt = await self._find_receipt(rec)
+            if receipt is not None:
+                await self._mark_mined(rec, receipt)
+            else:
+                await self._drop(rec, f"nonce {rec.nonce} too low: used by another transaction")
+                self._reconciled = False
+            return False
+        if kind is SendErrorKind.NONCE_TOO_HIGH or kind is SendErrorKind.INVALID:
+            # Refused outright: it cannot be in any pool. Resync nonces from chain.
+            await self._drop(rec, f"refused by the node ({kind.value}): {exc.message}")
+            self._reconciled = False
+            raise PushError(f"chain {self.chain}: transaction refused: {exc.message}") from None
+        # UNDERPRICED, FEE_TOO_LOW, INSUFFICIENT_FUNDS: keep the record (same nonce,
+        # same payload); a later replacement or funding lets it through.
+        rec.error = f"{kind.value}: {exc.message}"
+        self.status.last_error = rec.error
+        if rec.last_sent_at is None:
+            rec.last_sent_at = self.clock()
+        await self._persist(rec)
+        raise PushError(f"chain {self.chain}: broadcast refused: {rec.error}") from None
+
+    async def _mark_sent(self, rec: TxRecord) -> None:
+        """A node holds the record's bytes: persist that (first send counts once)."""
         first = rec.status == "prepared"
-        if rec.status == "prepared":
+        if first:
             rec.status = "sent"
         rec.last_sent_at = self.clock()
         rec.error = None
@@ -385,7 +405,6 @@ class ChainSender:
             self.status.sent_total += 1
         if self.hooks.after_broadcast is not None:
             self.hooks.after_broadcast(rec)
-        return True
 
     async def _replace(self, rec: TxRecord) -> None:
         current = await self.fees()
@@ -426,65 +445,69 @@ class ChainSender:
 
     # ------------------------------------------------------------------ following
     async def step(self) -> None:
-        """Follow every open record once: broadcast, receipts, stuck, reorgs, finality."""
+        """Follow every open record once: broadcast, receipts, stuck, reorgs, finality.
+
+        Records come in nonce order; only the lowest one still pending may be replaced
+        for being stuck (a later nonce cannot be mined before it anyway)."""
         if not self._reconciled:
             await self.reconcile()
-        head: int | None = None
-        latest: int | None = None
-        lowest_pending = True
+        p = _StepPass()
         for rec in self.open_records():
             if rec.id not in self.records:
                 continue
             if rec.status == "prepared":
-                waited = self.clock() - (rec.last_sent_at or rec.created_at)
-                if (
-                    rec.error is not None
-                    and lowest_pending
-                    and waited >= self.settings.stuck_after_s
-                ):
-                    # Refused for its fees before (below the base fee, underpriced): a
-                    # replacement of the same payload at the same nonce, fees bumped.
-                    await self._replace(rec)
-                else:
-                    await self._broadcast(rec)
-                lowest_pending = False
+                await self._follow_prepared(rec, p.lowest_pending)
+                p.lowest_pending = False
                 continue
-            if rec.status == "sent":
-                receipt = await self._find_receipt(rec)
-                if receipt is None:
-                    if latest is None:
-                        latest = await self._tx_count("latest")
-                    if latest > rec.nonce:
-                        # Re-check once: a node may have had the block before the receipt.
-                        receipt = await self._find_receipt(rec)
-                        if receipt is None:
-                            if await self._nonce_used_for_good(rec.nonce):
-                                await self._drop(
-                                    rec, f"nonce {rec.nonce} was used by another transaction"
-                                )
-                            else:
-                                # The other transaction's block may still be reorged
-                                # away, and this record's bytes then fill the nonce.
-                                # Dropped on a glimpse mid-reorg, it left a nonce gap
-                                # that stalled every later update (the soak).
-                                lowest_pending = False
-                            continue
-                    else:
-                        waited = self.clock() - (rec.last_sent_at or rec.created_at)
-                        if lowest_pending and waited >= self.settings.stuck_after_s:
-                            await self._replace(rec)
-                        elif waited >= self.settings.rebroadcast_after_s and not (
-                            await self._known(rec)
-                        ):
-                            await self._resend_lost(rec, waited)
-                        lowest_pending = False
-                        continue
-                await self._mark_mined(rec, receipt)
+            if rec.status == "sent" and not await self._follow_sent(rec, p):
+                continue
             if rec.status == "mined":
-                if head is None:
-                    head = await self.client.block_number()
-                await self._follow_mined(rec, head)
+                if p.head is None:
+                    p.head = await self.client.block_number()
+                await self._follow_mined(rec, p.head)
         self._refresh_status()
+
+    async def _follow_prepared(self, rec: TxRecord, lowest_pending: bool) -> None:
+        waited = self.clock() - (rec.last_sent_at or rec.created_at)
+        if rec.error is not None and lowest_pending and waited >= self.settings.stuck_after_s:
+            # Refused for its fees before (below the base fee, underpriced): a
+            # replacement of the same payload at the same nonce, fees bumped.
+            await self._replace(rec)
+        else:
+            await self._broadcast(rec)
+
+    async def _follow_sent(self, rec: TxRecord, p: _StepPass) -> bool:
+        """A sent record: True when it is now mined (the caller follows it on as such),
+        False while it is pending, or when it was dropped."""
+        receipt = await self._find_receipt(rec)
+        if receipt is None:
+            if p.latest is None:
+                p.latest = await self._tx_count("latest")
+            if p.latest <= rec.nonce:
+                await self._chase_pending(rec, p.lowest_pending)
+                p.lowest_pending = False
+                return False
+            # Re-check once: a node may have had the block before the receipt.
+            receipt = await self._find_receipt(rec)
+            if receipt is None:
+                if await self._nonce_used_for_good(rec.nonce):
+                    await self._drop(rec, f"nonce {rec.nonce} was used by another transaction")
+                else:
+                    # The other transaction's block may still be reorged away, and this
+                    # record's bytes then fill the nonce. Dropped on a glimpse mid-reorg,
+                    # it left a nonce gap that stalled every later update (the soak).
+                    p.lowest_pending = False
+                return False
+        await self._mark_mined(rec, receipt)
+        return True
+
+    async def _chase_pending(self, rec: TxRecord, lowest_pending: bool) -> None:
+        """Its nonce is not used yet: replace it when stuck, resend it when lost."""
+        waited = self.clock() - (rec.last_sent_at or rec.created_at)
+        if lowest_pending and waited >= self.settings.stuck_after_s:
+            await self._replace(rec)
+        elif waited >= self.settings.rebroadcast_after_s and not (await self._known(rec)):
+            await self._resend_lost(rec, waited)
 
     async def _nonce_used_for_good(self, nonce: int) -> bool:
         """Is `nonce` used in a block below the reorg window (head - confirmations, as

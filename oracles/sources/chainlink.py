@@ -20,6 +20,7 @@ from oracles.types import (
     OutOfBounds,
     Reverted,
     SequencerDown,
+    SourceFailure,
     SourceOutcome,
     Stale,
 )
@@ -141,6 +142,25 @@ class ChainlinkSource(PriceSource):
             return BadPayload(self.name, f"{label}: undecodable answer: {exc}")
         if decimals > MAX_DECIMALS:
             return BadPayload(self.name, f"{label}: decimals() = {decimals} is implausible")
+        failure = self._check_round(rd, now)
+        if failure is not None:
+            return failure
+        value = rd.answer / 10**decimals
+        failure = self._check_value(rd.answer, value)
+        if failure is not None:
+            return failure
+        if cfg.sequencer_feed:
+            seq = self._sequencer(results[index[(cfg.sequencer_feed, LATEST_ROUND_DATA)]], now)
+            if seq is not None:
+                return seq
+        return Observation(
+            self.name, value, float(rd.updated_at), f"round {rd.round_id}, {decimals} decimals"
+        )
+
+    def _check_round(self, rd: RoundData, now: float) -> SourceFailure | None:
+        """The round itself: a positive answer, complete, not older than max_age_s and
+        not from the future."""
+        cfg, label = self.cfg, self._label()
         if rd.answer <= 0:
             return NonPositive(self.name, f"{label}: answer {rd.answer} is not positive")
         if rd.updated_at == 0:
@@ -156,9 +176,13 @@ class ChainlinkSource(PriceSource):
             return BadPayload(
                 self.name, f"{label}: updatedAt {rd.updated_at} is {-age:.0f}s in the future"
             )
-        value = rd.answer / 10**decimals
+        return None
+
+    def _check_value(self, answer: int, value: float) -> SourceFailure | None:
+        """The scaled answer: finite, positive, within min_answer/max_answer."""
+        cfg, label = self.cfg, self._label()
         if not math.isfinite(value) or value <= 0:
-            return NonPositive(self.name, f"{label}: answer {rd.answer} scales to {value}")
+            return NonPositive(self.name, f"{label}: answer {answer} scales to {value}")
         if cfg.min_answer is not None and value < cfg.min_answer:
             return OutOfBounds(
                 self.name, f"{label}: answer {value:g} below min_answer {cfg.min_answer:g}"
@@ -167,13 +191,7 @@ class ChainlinkSource(PriceSource):
             return OutOfBounds(
                 self.name, f"{label}: answer {value:g} above max_answer {cfg.max_answer:g}"
             )
-        if cfg.sequencer_feed:
-            seq = self._sequencer(results[index[(cfg.sequencer_feed, LATEST_ROUND_DATA)]], now)
-            if seq is not None:
-                return seq
-        return Observation(
-            self.name, value, float(rd.updated_at), f"round {rd.round_id}, {decimals} decimals"
-        )
+        return None
 
     def _sequencer(self, raw: bytes | None, now: float) -> SequencerDown | None:
         cfg = self.cfg

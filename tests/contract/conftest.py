@@ -13,9 +13,9 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError
 from web3.logs import DISCARD
 
-from aggregator.devnet.anvil import AnvilNode
-from aggregator.devnet.deploy import ChainDeployment, deploy_chain, web3_session
 from chains.contracts import contract, decode_error
+from devkit.anvil import AnvilNode
+from devkit.deploy import ChainDeployment, deploy_chain, web3_session
 
 
 @dataclass

@@ -30,11 +30,11 @@ from eth_abi import encode
 from soak_checker import Checker, Rpc, addr_word, sel
 
 from aggregator.config import load_config
-from aggregator.devnet import manager
-from aggregator.devnet.anvil import DEV_KEYS, free_port
-from aggregator.devnet.deploy import ASSET_BY_SYMBOL
-from aggregator.devnet.simulator import MarketModel, _calls_for, _update_chain
-from chains.testing.faultproxy import FaultProxy
+from devkit import manager
+from devkit.anvil import DEV_KEYS, free_port
+from devkit.deploy import ASSET_BY_SYMBOL
+from devkit.simulator import MarketModel, _calls_for, _update_chain
+from devkit.testing.faultproxy import FaultProxy
 
 REPO = Path(__file__).resolve().parents[2]
 CHAINS = manager.INDEXED_CHAINS

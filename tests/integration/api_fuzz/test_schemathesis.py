@@ -24,7 +24,7 @@ from schemathesis.checks import not_a_server_error
 
 from aggregator.config import AppConfig, load_config
 from aggregator.daemon import Daemon
-from aggregator.devnet import manager
+from devkit import manager
 from tests.integration.daemon.daemon_helpers import daemon_config, wait_ready
 
 pytestmark = pytest.mark.timeout(300)

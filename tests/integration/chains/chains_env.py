@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aggregator.devnet.anvil import AnvilNode
 from aggregator.store.chain_repo import SqlChainStore
-from chains.testing.harness import USERS, VaultHarness
 from chains.types import ChainSettings
+from devkit.anvil import AnvilNode
+from devkit.testing.harness import USERS, VaultHarness
 
 
 @dataclass

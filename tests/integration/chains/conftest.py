@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from chains_env import ChainEnv, make_chain
 
-from aggregator.devnet.anvil import AnvilNode
 from aggregator.store import Store
 from aggregator.store.chain_repo import SqlChainStore
 from chains.rpc import RpcClient
-from chains.testing.faultproxy import FaultProxy
 from chains.types import ChainSettings
+from devkit.anvil import AnvilNode
+from devkit.testing.faultproxy import FaultProxy
 
 
 @pytest.fixture(params=["plain", "forked"])

@@ -13,7 +13,7 @@ from chains.contracts import deploy
 from chains.indexer import ChainIndexer, Progress
 from chains.lst import LstRateReader, LstSource
 from chains.rpc import RpcClient, selector
-from chains.testing.harness import DEPLOYER, LIQUIDATOR, USERS, VaultHarness, _call
+from devkit.testing.harness import DEPLOYER, LIQUIDATOR, USERS, VaultHarness, _call
 
 U0, U1, U2 = USERS[0], USERS[1], USERS[2]
 

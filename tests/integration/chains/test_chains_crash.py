@@ -11,10 +11,10 @@ from pathlib import Path
 
 from crash_worker import main as run_worker
 
-from aggregator.devnet.anvil import AnvilNode
 from aggregator.store import Store
 from aggregator.store.chain_repo import SqlChainStore
-from chains.testing.harness import USERS, VaultHarness
+from devkit.anvil import AnvilNode
+from devkit.testing.harness import USERS, VaultHarness
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 

@@ -1,4 +1,4 @@
-"""RPC faults between the indexer and a real node, injected by chains.testing.faultproxy."""
+"""RPC faults between the indexer and a real node, injected by devkit.testing.faultproxy."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import pytest
 from chains_env import fault_settings, stored_head
 from eth_abi import decode, encode
 
-from aggregator.devnet.anvil import AnvilNode
 from aggregator.store.chain_repo import SqlChainStore
 from chains.indexer import ChainIndexer
 from chains.rpc import ChainIdMismatch, RpcClient, RpcUnavailable, selector
-from chains.testing.faultproxy import FaultProxy
-from chains.testing.harness import USERS, VaultHarness
 from chains.types import ChainSettings
+from devkit.anvil import AnvilNode
+from devkit.testing.faultproxy import FaultProxy
+from devkit.testing.harness import USERS, VaultHarness
 
 
 @pytest.fixture

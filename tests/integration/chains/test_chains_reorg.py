@@ -8,12 +8,12 @@ from collections.abc import Callable
 import pytest
 from chains_env import ChainEnv, make_chain, stored_head
 
-from aggregator.devnet.anvil import AnvilNode
 from aggregator.store.chain_repo import SqlChainStore
 from chains.indexer import ChainIndexer
 from chains.rpc import RpcClient
-from chains.testing.harness import USERS, VaultHarness
 from chains.types import ChainSettings
+from devkit.anvil import AnvilNode
+from devkit.testing.harness import USERS, VaultHarness
 
 CONFIRMATIONS = 4  # == the reorg window
 

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from chains_env import fault_settings, stored_head
 
-from aggregator.devnet.anvil import AnvilNode
 from aggregator.store.chain_repo import SqlChainStore
 from chains.events import TOPIC_FILTER
 from chains.indexer import ChainIndexer
 from chains.rpc import ChainIdMismatch, RpcClient, RpcUnavailable
-from chains.testing.faultproxy import FaultProxy
-from chains.testing.harness import USERS, VaultHarness
+from devkit.anvil import AnvilNode
+from devkit.testing.faultproxy import FaultProxy
+from devkit.testing.harness import USERS, VaultHarness
 
 LIES: dict[str, tuple[dict[str, Any], str]] = {
     "wrong_log_address": ({"wrong_log_address": True}, "log outside the query"),

@@ -37,11 +37,11 @@ from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import create_async_engine
 from web3 import Web3
 
-from aggregator.devnet import manager
-from aggregator.devnet.anvil import free_port
-from aggregator.devnet.deploy import FEED_DECIMALS, KEEPER, web3_session
 from chains.contracts import contract
 from chains.events import TOPIC_FILTER
+from devkit import manager
+from devkit.anvil import free_port
+from devkit.deploy import FEED_DECIMALS, KEEPER, web3_session
 
 KEEPER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
 ADMIN_TOKEN = "cluster-test-admin-token"

@@ -39,7 +39,7 @@ from cluster_env import (
     wait_for,
 )
 
-from aggregator.devnet import manager
+from devkit import manager
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(400)]
 
@@ -92,7 +92,7 @@ def _indexed(cl: Cluster) -> int:
 
 def _quiet(cl: Cluster, devnet: manager.DevnetState) -> bool:
     """Every chain indexed past the point the activity stopped, nothing in flight."""
-    from aggregator.devnet.deploy import web3_session
+    from devkit.deploy import web3_session
 
     for name in manager.INDEXED_CHAINS:
         with web3_session(devnet.url(name)) as w3:
@@ -117,7 +117,7 @@ def _run_failover(
 ) -> dict[str, Any]:
     rng = random.Random(seed)
     start_nonce = {n: keeper_nonce(devnet, n) for n in manager.INDEXED_CHAINS}
-    from aggregator.devnet.deploy import web3_session
+    from devkit.deploy import web3_session
 
     with web3_session(devnet.url("alpha")) as w3:
         alpha_head = int(w3.eth.block_number)

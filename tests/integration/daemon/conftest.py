@@ -11,8 +11,8 @@ from daemon_helpers import daemon_config
 
 from aggregator.config import AppConfig, load_config
 from aggregator.daemon import Daemon
-from aggregator.devnet import manager
 from aggregator.store import Store
+from devkit import manager
 
 
 @pytest.fixture(scope="module")

@@ -35,11 +35,11 @@ from web3 import Web3
 
 from aggregator.config import AppConfig, ChainConfig
 from aggregator.daemon import Daemon, StartupError
-from aggregator.devnet import manager
-from aggregator.devnet.anvil import free_port
-from aggregator.devnet.deploy import FEED_DECIMALS, push_credit, web3_session
 from aggregator.store import Store
 from chains.contracts import contract
+from devkit import manager
+from devkit.anvil import free_port
+from devkit.deploy import FEED_DECIMALS, push_credit, web3_session
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -15,8 +15,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from aggregator.devnet import manager
-from aggregator.devnet.anvil import DEV_KEYS, free_port
+from devkit import manager
+from devkit.anvil import DEV_KEYS, free_port
 
 KEY = DEV_KEYS[1]
 ADMIN = "secrets-test-admin-token-4242"

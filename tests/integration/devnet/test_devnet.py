@@ -19,14 +19,14 @@ import pytest
 from eth_utils import to_checksum_address
 
 from aggregator.config import AppConfig, AssetConfig, load_config
-from aggregator.devnet import exchange, manager
-from aggregator.devnet.anvil import free_port, rpc_call
-from aggregator.devnet.deploy import FEED_DECIMALS, web3_session
-from aggregator.devnet.simulator import MarketModel, SimulatorStats, run_simulator
 from chains.contracts import contract
 from chains.lst import LstRateReader, LstSource
 from chains.rpc import RpcClient
 from chains.types import RateSample
+from devkit import exchange, manager
+from devkit.anvil import free_port, rpc_call
+from devkit.deploy import FEED_DECIMALS, web3_session
+from devkit.simulator import MarketModel, SimulatorStats, run_simulator
 from oracles import MappingRateProvider, OracleService, PriceStatus
 from oracles.config import ChainlinkSourceConfig, HttpSourceConfig
 from oracles.jsonpath import parse_path, resolve

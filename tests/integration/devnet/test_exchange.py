@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from eth_abi import encode
 
-from aggregator.devnet import exchange
+from devkit import exchange
 from oracles.jsonpath import parse_path, resolve
 
 FEEDS = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aggregator.devnet.simulator import YEAR_S, MarketModel
+from devkit.simulator import YEAR_S, MarketModel
 
 
 def path(seed: int, steps: int = 50) -> list[float]:

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from web3 import Web3
 
-from aggregator.devnet.anvil import AnvilNode
 from aggregator.store import Store
 from aggregator.store.chain_repo import SqlChainStore
 from aggregator.store.derivatives_repo import SqlDerivativeStore
@@ -18,8 +17,9 @@ from chains.contracts import contract, deploy
 from chains.indexer import ChainIndexer
 from chains.positions import FIXED, MarketsWatch, text_bytes32
 from chains.rpc import RpcClient
-from chains.testing.harness import DEPLOYER, KEEPER, USERS, VaultHarness
 from chains.types import ChainSettings
+from devkit.anvil import AnvilNode
+from devkit.testing.harness import DEPLOYER, KEEPER, USERS, VaultHarness
 
 CONF = 3
 ETH = text_bytes32("ETH-PERP")

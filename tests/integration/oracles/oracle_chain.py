@@ -10,8 +10,8 @@ from typing import Any
 from eth_abi import encode
 from eth_utils import function_signature_to_4byte_selector
 
-from aggregator.devnet.anvil import AnvilNode
 from chains.contracts import load_artifact
+from devkit.anvil import AnvilNode
 
 DEPLOYER = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 import pytest
 from oracle_chain import CountingCaller, chain_now, deploy_feed, update_answer, update_round
 
-from aggregator.devnet.anvil import AnvilNode, free_port
 from chains.contracts import install_multicall
 from chains.rpc import RpcClient
+from devkit.anvil import AnvilNode, free_port
 from oracles import AggregationRules, AssetPricing, OracleService, PriceStatus
 from oracles.config import ChainlinkSourceConfig
 from oracles.sources.chainlink import ChainlinkSource

@@ -10,11 +10,11 @@ from eth_abi import encode
 from eth_utils import function_signature_to_4byte_selector
 from oracle_chain import deploy_feed, send, update_answer
 
-from aggregator.devnet.anvil import AnvilNode
 from chains.contracts import install_multicall, load_artifact
 from chains.lst import LstRateReader, LstSource
 from chains.rpc import RpcClient
 from chains.types import RateSample
+from devkit.anvil import AnvilNode
 from oracles import (
     AggregationRules,
     AssetPricing,

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from aggregator.devnet.anvil import AnvilNode
 from aggregator.store import Store
 from aggregator.store.push_repo import SqlPushStore
 from chains.rpc import RpcClient
-from chains.testing.harness import VaultHarness
+from devkit.anvil import AnvilNode
+from devkit.testing.harness import VaultHarness
 
 
 @pytest.fixture

@@ -8,14 +8,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aggregator.devnet.anvil import DEV_KEYS, AnvilNode
 from chains.pusher.keys import KeeperKey, key_from_hex
 from chains.pusher.sender import ChainSender, SenderHooks
 from chains.pusher.store import PushStore
 from chains.pusher.types import PushChainSettings
 from chains.registry_codec import RegistryEntry, unpack_slot
 from chains.rpc import RpcClient
-from chains.testing.harness import KEEPER, VaultHarness, _call
+from devkit.anvil import DEV_KEYS, AnvilNode
+from devkit.testing.harness import KEEPER, VaultHarness, _call
 
 
 class Crash(Exception):

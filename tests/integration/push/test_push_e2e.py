@@ -20,13 +20,13 @@ from push_env import eventually
 
 from aggregator.config import ApiConfig, AppConfig, StoreConfig, load_config
 from aggregator.daemon import Daemon
-from aggregator.devnet import manager
-from aggregator.devnet.anvil import DEV_KEYS, rpc_call
-from aggregator.devnet.deploy import feed_answer, to_raw
 from chains.contracts import decode_error
 from chains.registry_codec import HF_INFINITE, RegistryEntry, unpack_slot
 from chains.rpc import selector
-from chains.testing.harness import ACCOUNTS
+from devkit import manager
+from devkit.anvil import DEV_KEYS, rpc_call
+from devkit.deploy import feed_answer, to_raw
+from devkit.testing.harness import ACCOUNTS
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -9,12 +9,12 @@ from typing import Any
 
 from push_env import client, entry_of, keeper_key, sender, step_until
 
-from aggregator.devnet.anvil import AnvilNode
 from aggregator.store.push_repo import SqlPushStore
 from chains.pusher.listener import RegistryListener
 from chains.registry_codec import RegistryEntry
 from chains.rpc import RpcClient
-from chains.testing.harness import USERS, VaultHarness
+from devkit.anvil import AnvilNode
+from devkit.testing.harness import USERS, VaultHarness
 
 OTHERS = [f"0x{i:040x}" for i in range(0x1000, 0x1000 + 250)]
 
@@ -117,6 +117,6 @@ def _slot_key(account: str) -> str:
 
 
 def test_keeper_key_is_the_harness_keeper() -> None:
-    from chains.testing.harness import KEEPER
+    from devkit.testing.harness import KEEPER
 
     assert keeper_key().address.lower() == KEEPER.lower()

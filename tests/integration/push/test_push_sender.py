@@ -18,7 +18,6 @@ from push_env import (
     step_until,
 )
 
-from aggregator.devnet.anvil import AnvilNode
 from aggregator.store import Store
 from aggregator.store.push_repo import SqlPushStore
 from chains.pusher.errors import PushError
@@ -26,8 +25,9 @@ from chains.pusher.keys import key_from_hex
 from chains.pusher.sender import ChainSender, SenderHooks
 from chains.registry_codec import RegistryEntry
 from chains.rpc import RpcClient, RpcUnavailable
-from chains.testing.faultproxy import FaultProxy
-from chains.testing.harness import DEPLOYER, KEEPER, USERS, VaultHarness, _call
+from devkit.anvil import AnvilNode
+from devkit.testing.faultproxy import FaultProxy
+from devkit.testing.harness import DEPLOYER, KEEPER, USERS, VaultHarness, _call
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -15,7 +15,6 @@ import pytest
 from push_env import chain_time, client, entry_of, eventually, keeper_key, nonce_of
 
 from aggregator.config import AppConfig
-from aggregator.devnet.anvil import AnvilNode
 from aggregator.metrics import Metrics
 from aggregator.push.controller import hf_fixed_array
 from aggregator.push.service import PushService
@@ -24,8 +23,9 @@ from aggregator.risk.engine import PriceInput, RiskEngine
 from aggregator.store.push_repo import SqlPushStore
 from chains.registry_codec import HF_INFINITE
 from chains.rpc import RpcClient
-from chains.testing.faultproxy import FaultProxy
-from chains.testing.harness import USERS, VaultHarness
+from devkit.anvil import AnvilNode
+from devkit.testing.faultproxy import FaultProxy
+from devkit.testing.harness import USERS, VaultHarness
 
 pytestmark = pytest.mark.timeout(120)
 USER = USERS[0]

@@ -193,7 +193,7 @@ async def test_huge_streamed_payload(api: HostileApi, client: HttpClient) -> Non
 
 
 async def test_connection_refused(client: HttpClient) -> None:
-    from aggregator.devnet.anvil import free_port
+    from devkit.anvil import free_port
 
     src = make(client, url=f"http://127.0.0.1:{free_port()}/x", path="p")
     got = await src.fetch(time.time())

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from oracles.protocols import RateSample, RateSnapshot
+from chains.types import RateSample
+from oracles.protocols import RateSnapshot
 from oracles.sources.rate import YEAR_S, ExchangeRateSource, RateCap, cap_at
 from oracles.types import BadPayload, NoData, NonPositive, Observation, Stale
 
 T0 = 1_700_000_000
 E18 = 10**18
+
+
+def sample(rate: int, scale: int, block: int, timestamp: int) -> RateSample:
+    return RateSample(
+        asset="lst", chain="test", block=block, timestamp=timestamp, rate=rate, scale=scale
+    )
 
 
 class Samples:
@@ -39,7 +46,7 @@ async def test_rate_within_cap_passes(provider_cls: type[Samples]) -> None:
     p = provider_cls()
     cap = RateCap(max_yearly_growth=0.10, snapshot_rate=1.10, snapshot_time=T0)
     src = ExchangeRateSource("wstETH", cap, p)
-    p.by_asset["wstETH"] = RateSample(1_150_000_000_000_000_000, E18, 10, T0 + int(YEAR_S))
+    p.by_asset["wstETH"] = sample(1_150_000_000_000_000_000, E18, 10, T0 + int(YEAR_S))
     got = await src.fetch(T0 + YEAR_S + 5)
     assert isinstance(got, Observation)
     assert got.value == pytest.approx(1.15)
@@ -51,7 +58,7 @@ async def test_rate_above_cap_is_capped() -> None:
     cap = RateCap(max_yearly_growth=0.05, snapshot_rate=1.10, snapshot_time=T0)
     src = ExchangeRateSource("wstETH", cap, p)
     # A donation attack doubles the vault's rate within a day.
-    p.by_asset["wstETH"] = RateSample(2 * E18, E18, 11, T0 + 86400)
+    p.by_asset["wstETH"] = sample(2 * E18, E18, 11, T0 + 86400)
     got = await src.fetch(T0 + 86400 + 5)
     assert isinstance(got, Observation)
     assert got.value == pytest.approx(1.10 * (1 + 0.05 / 365))
@@ -61,10 +68,10 @@ async def test_rate_above_cap_is_capped() -> None:
 async def test_first_rate_becomes_the_snapshot() -> None:
     p = Samples()
     src = ExchangeRateSource("rETH", RateCap(max_yearly_growth=0.10), p)
-    p.by_asset["rETH"] = RateSample(1_080_000, 1_000_000, 1, T0)
+    p.by_asset["rETH"] = sample(1_080_000, 1_000_000, 1, T0)
     assert isinstance(await src.fetch(T0), Observation)
     assert src.snapshot == RateSnapshot("rETH", 1.08, float(T0))
-    p.by_asset["rETH"] = RateSample(1_500_000, 1_000_000, 2, T0 + 3600)
+    p.by_asset["rETH"] = sample(1_500_000, 1_000_000, 2, T0 + 3600)
     got = await src.fetch(T0 + 3600)
     assert isinstance(got, Observation)
     assert got.value == pytest.approx(1.08 * (1 + 0.10 * 3600 / YEAR_S))
@@ -75,12 +82,12 @@ async def test_rate_failures() -> None:
     src = ExchangeRateSource("cbETH", RateCap(max_age_s=600), p)
     got = await src.fetch(T0)
     assert isinstance(got, NoData) and "cbETH" in got.reason
-    p.by_asset["cbETH"] = RateSample(0, E18, 5, T0)
+    p.by_asset["cbETH"] = sample(0, E18, 5, T0)
     got = await src.fetch(T0)
     assert isinstance(got, NonPositive) and "rate 0 (block 5)" in got.reason
-    p.by_asset["cbETH"] = RateSample(E18, 0, 5, T0)
+    p.by_asset["cbETH"] = sample(E18, 0, 5, T0)
     assert isinstance(await src.fetch(T0), BadPayload)
-    p.by_asset["cbETH"] = RateSample(E18, E18, 5, T0 - 3600)
+    p.by_asset["cbETH"] = sample(E18, E18, 5, T0 - 3600)
     got = await src.fetch(T0)
     assert isinstance(got, Stale) and "3600s old" in got.reason
 

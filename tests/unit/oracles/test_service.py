@@ -12,13 +12,13 @@ from oracle_http_server import HostileApi
 from aggregator.config import AssetConfig, OracleDefaults
 from aggregator.store import Store
 from aggregator.store.price_repo import PriceRepo
+from chains.types import RateSample
 from oracles import (
     AggregationRules,
     AssetPricing,
     OracleService,
     PriceStatus,
     RateCap,
-    RateSample,
     SourceConfigError,
     VolatilitySettings,
     build_asset_pricing,
@@ -26,6 +26,12 @@ from oracles import (
 from oracles.config import HttpSourceConfig
 
 E18 = 10**18
+
+
+def wsteth(rate: int, scale: int, block: int, timestamp: int) -> RateSample:
+    return RateSample(
+        asset="wstETH", chain="test", block=block, timestamp=timestamp, rate=rate, scale=scale
+    )
 
 
 class Samples:
@@ -73,7 +79,7 @@ def lst_service(
 
 async def test_lst_rate_within_cap(api: HostileApi) -> None:
     clock, rates = Clock(), Samples()
-    rates.by_asset["wstETH"] = RateSample(1_170_000_000_000_000_000, E18, 9, int(clock.now))
+    rates.by_asset["wstETH"] = wsteth(1_170_000_000_000_000_000, E18, 9, int(clock.now))
     cap = RateCap(0.10, snapshot_rate=1.16, snapshot_time=clock.now - 86400 * 60)
     async with lst_service(api, rates, market=3600.0, cap=cap, clock=clock) as svc:
         prices = await svc.refresh()
@@ -88,7 +94,7 @@ async def test_lst_rate_within_cap(api: HostileApi) -> None:
 
 async def test_lst_rate_above_cap_is_capped(api: HostileApi) -> None:
     clock, rates = Clock(), Samples()
-    rates.by_asset["wstETH"] = RateSample(3 * E18, E18, 9, int(clock.now))
+    rates.by_asset["wstETH"] = wsteth(3 * E18, E18, 9, int(clock.now))
     cap = RateCap(0.10, snapshot_rate=1.16, snapshot_time=clock.now - 86400 * 365)
     async with lst_service(api, rates, market=None, cap=cap, clock=clock) as svc:
         p = (await svc.refresh())["wstETH"]
@@ -99,7 +105,7 @@ async def test_lst_rate_above_cap_is_capped(api: HostileApi) -> None:
 
 async def test_lst_market_below_rate_wins(api: HostileApi) -> None:
     clock, rates = Clock(), Samples()
-    rates.by_asset["wstETH"] = RateSample(1_170_000_000_000_000_000, E18, 9, int(clock.now))
+    rates.by_asset["wstETH"] = wsteth(1_170_000_000_000_000_000, E18, 9, int(clock.now))
     cap = RateCap(0.10, snapshot_rate=1.16, snapshot_time=clock.now - 86400)
     # A de-peg: the market pays 5% less than the redemption value.
     async with lst_service(api, rates, market=3335.0, cap=cap, clock=clock) as svc:
@@ -126,7 +132,7 @@ async def test_lst_without_rate_is_disputed_then_unavailable(api: HostileApi) ->
 
 async def test_lst_follows_underlying_outage(api: HostileApi) -> None:
     clock, rates = Clock(), Samples()
-    rates.by_asset["wstETH"] = RateSample(E18, E18, 9, int(clock.now))
+    rates.by_asset["wstETH"] = wsteth(E18, E18, 9, int(clock.now))
     cap = RateCap(0.10, snapshot_rate=1.0, snapshot_time=clock.now)
     async with lst_service(api, rates, market=None, cap=cap, clock=clock) as svc:
         assert (await svc.refresh())["wstETH"].usable
@@ -161,14 +167,14 @@ async def test_history_persists_and_warms_up(api: HostileApi, store: Store) -> N
     repo = PriceRepo(store)
     clock, rates = Clock(), Samples()
     clock.now -= 86400 * 10
-    rates.by_asset["wstETH"] = RateSample(1_100_000_000_000_000_000, E18, 1, int(clock.now))
+    rates.by_asset["wstETH"] = wsteth(1_100_000_000_000_000_000, E18, 1, int(clock.now))
     cap = RateCap(0.10)
     async with lst_service(api, rates, market=None, cap=cap, clock=clock, history=repo) as svc:
         for day in range(10):
             price = 3000 * (1.03 if day % 2 else 0.97)
             for i in range(3):
                 api.set(f"eth{i}", {"p": price + i})
-            rates.by_asset["wstETH"] = RateSample(
+            rates.by_asset["wstETH"] = wsteth(
                 1_100_000_000_000_000_000 + day, E18, day, int(clock.now)
             )
             prices = await svc.refresh()
@@ -197,7 +203,7 @@ async def test_history_persists_and_warms_up(api: HostileApi, store: Store) -> N
         # The last good price survives the restart, for valuation while it waits.
         assert jumped.last_good_value == pytest.approx(prices["ETH"].value)
         # The anchor was not re-taken at the latest rate.
-        rates.by_asset["wstETH"] = RateSample(5 * E18, E18, 99, int(clock.now))
+        rates.by_asset["wstETH"] = wsteth(5 * E18, E18, 99, int(clock.now))
         for i in range(3):
             api.set(f"eth{i}", {"p": 3000 + i})
         lst = (await again.refresh())["wstETH"]

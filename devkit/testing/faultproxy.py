@@ -164,36 +164,11 @@ class FaultProxy:
         return web.json_response(answer)
 
     async def _answer(self, method: str, params: list[Any]) -> dict[str, Any]:
-        if method == "eth_getLogs" and self.getlogs_max_range is not None:
-            q = params[0]
-            lo, hi = int(q["fromBlock"], 16), int(q["toBlock"], 16)
-            if hi - lo + 1 > self.getlogs_max_range:
-                self.stats["range_error"] += 1
-                n = self.getlogs_max_range
-                msg = RANGE_MESSAGES[self.range_message].format(lo=hex(lo), hi=hex(lo + n - 1), n=n)
-                return {"jsonrpc": "2.0", "error": {"code": -32005, "message": msg}}
-        if self.lag_blocks:
-            real = int((await self._upstream("eth_blockNumber", []))["result"], 16)
-            lagged = max(0, real - self.lag_blocks)
-            if method == "eth_blockNumber":
-                self.stats["lag"] += 1
-                return {"jsonrpc": "2.0", "result": hex(lagged)}
-            if (
-                method == "eth_getBlockByNumber"
-                and params
-                and params[0] not in ("latest", "pending")
-            ) and int(params[0], 16) > lagged:
-                self.stats["lag"] += 1
-                return {"jsonrpc": "2.0", "result": None}
-            if method == "eth_getLogs":
-                q = dict(params[0])
-                if int(q["toBlock"], 16) > lagged:
-                    # What makes a lagging node dangerous: a silently short answer.
-                    self.stats["lag"] += 1
-                    q["toBlock"] = hex(lagged)
-                    if int(q["fromBlock"], 16) > lagged:
-                        return {"jsonrpc": "2.0", "result": []}
-                    params = [q]
+        early = self._range_error(method, params)
+        if early is None and self.lag_blocks:
+            early, params = await self._lag(method, params)
+        if early is not None:
+            return early
         if (
             method == "eth_call"
             and self.call_ahead
@@ -207,6 +182,48 @@ class FaultProxy:
             self.stats["wrong_chain_id"] += 1
             return {"jsonrpc": "2.0", "result": hex(self.chain_id)}
         answer = await self._upstream(method, params)
+        self._tamper(method, params, answer)
+        return answer
+
+    def _range_error(self, method: str, params: list[Any]) -> dict[str, Any] | None:
+        """A provider's getLogs range cap: the error, in its words, for a wider query."""
+        if method != "eth_getLogs" or self.getlogs_max_range is None:
+            return None
+        q = params[0]
+        lo, hi = int(q["fromBlock"], 16), int(q["toBlock"], 16)
+        if hi - lo + 1 <= self.getlogs_max_range:
+            return None
+        self.stats["range_error"] += 1
+        n = self.getlogs_max_range
+        msg = RANGE_MESSAGES[self.range_message].format(lo=hex(lo), hi=hex(lo + n - 1), n=n)
+        return {"jsonrpc": "2.0", "error": {"code": -32005, "message": msg}}
+
+    async def _lag(self, method: str, params: list[Any]) -> tuple[dict[str, Any] | None, list[Any]]:
+        """A node `lag_blocks` behind: its own answer when the upstream's would show a
+        newer block, else the (possibly narrowed) params to forward."""
+        real = int((await self._upstream("eth_blockNumber", []))["result"], 16)
+        lagged = max(0, real - self.lag_blocks)
+        if method == "eth_blockNumber":
+            self.stats["lag"] += 1
+            return {"jsonrpc": "2.0", "result": hex(lagged)}, params
+        if (
+            method == "eth_getBlockByNumber" and params and params[0] not in ("latest", "pending")
+        ) and int(params[0], 16) > lagged:
+            self.stats["lag"] += 1
+            return {"jsonrpc": "2.0", "result": None}, params
+        if method == "eth_getLogs":
+            q = dict(params[0])
+            if int(q["toBlock"], 16) > lagged:
+                # What makes a lagging node dangerous: a silently short answer.
+                self.stats["lag"] += 1
+                q["toBlock"] = hex(lagged)
+                if int(q["fromBlock"], 16) > lagged:
+                    return {"jsonrpc": "2.0", "result": []}, params
+                return None, [q]
+        return None, params
+
+    def _tamper(self, method: str, params: list[Any], answer: dict[str, Any]) -> None:
+        """The lying modes: wrong log addresses, parent hashes, eth_call words."""
         result = answer.get("result")
         if method == "eth_getLogs" and self.wrong_log_address and isinstance(result, list):
             for entry in result:
@@ -223,7 +240,6 @@ class FaultProxy:
         if method == "eth_call" and self.wrong_call and "result" in answer:
             self.stats["wrong_call"] += 1
             answer["result"] = _corrupt(answer["result"])
-        return answer
 
 
 def _corrupt(result: str) -> str:

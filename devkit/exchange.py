@@ -1,7 +1,7 @@
 """A local stand-in for public exchange price APIs, so the devnet exercises the daemon's
 `http` price sources with the response shapes of the real venues.
 
-    python -m aggregator.devnet.exchange --root <root> --port <port>
+    python -m devkit.exchange --root <root> --port <port>
 
 One aiohttp server, two venues (see VENUES):
 
@@ -47,9 +47,9 @@ from aiohttp import web
 from eth_abi import decode
 from eth_utils import function_signature_to_4byte_selector
 
-log = logging.getLogger("aggregator.devnet.exchange")
+log = logging.getLogger("devkit.exchange")
 
-MODULE = "aggregator.devnet.exchange"
+MODULE = "devkit.exchange"
 LATEST_ROUND_DATA = "0x" + function_signature_to_4byte_selector("latestRoundData()").hex()
 DECIMALS = "0x" + function_signature_to_4byte_selector("decimals()").hex()
 DEFAULT_REFRESH_S = 1.0

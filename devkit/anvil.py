@@ -15,7 +15,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 # anvil's well-known dev mnemonic: account 0 deploys, 1 is the keeper, 2.. are users.
 DEV_KEYS = [

@@ -31,10 +31,10 @@ import aiohttp
 from eth_abi import encode
 from eth_utils import function_signature_to_4byte_selector
 
-from aggregator.devnet.deploy import ASSETS, FEED_DECIMALS
-from aggregator.devnet.manager import INDEXED_CHAINS, DevnetState
+from devkit.deploy import ASSETS, FEED_DECIMALS
+from devkit.manager import INDEXED_CHAINS, DevnetState
 
-log = logging.getLogger("aggregator.devnet.simulator")
+log = logging.getLogger("devkit.simulator")
 
 YEAR_S = 365 * 24 * 3600
 UPDATE_ANSWER = function_signature_to_4byte_selector("updateAnswer(int256)")

@@ -1,11 +1,11 @@
 """Bring the local multi-chain devnet up and down.
 
-    from aggregator.devnet import manager
+    from devkit import manager
     state = manager.up(Path("."))        # origin + alpha (fork) + beta + gamma, deployed, seeded
     manager.status(Path("."))            # {"running": bool, "chains": {...}}
     manager.down(Path("."))              # stops every node from the pid files, removes state
 
-Besides the anvil nodes, `up` starts the exchange price server (aggregator/devnet/exchange.py,
+Besides the anvil nodes, `up` starts the exchange price server (devkit/exchange.py,
 Coinbase- and Kraken-shaped endpoints that follow the alpha/beta feeds), managed the same way.
 
 Layout under <root>/data/devnet/: <name>.log, <name>.pid (name = chain or "exchange"),
@@ -36,9 +36,10 @@ from typing import Any
 
 from eth_utils import to_checksum_address
 
-from aggregator.devnet import exchange
-from aggregator.devnet.anvil import DEV_KEYS, AnvilError, AnvilNode, free_port, rpc_call
-from aggregator.devnet.deploy import (
+from chains.contracts import install_multicall
+from devkit import exchange
+from devkit.anvil import DEV_KEYS, AnvilError, AnvilNode, free_port, rpc_call
+from devkit.deploy import (
     ASSETS,
     DEMO_USERS,
     DEPLOYER,
@@ -50,7 +51,6 @@ from aggregator.devnet.deploy import (
     seed_chain,
     web3_session,
 )
-from chains.contracts import install_multicall
 
 ORIGIN = "origin"
 # name -> chain id. origin stands in for a public testnet and is not indexed by the daemon.
@@ -119,7 +119,7 @@ class NodeState:
 
 @dataclass
 class ExchangeState:
-    """The exchange price server process (see aggregator/devnet/exchange.py)."""
+    """The exchange price server process (see devkit/exchange.py)."""
 
     port: int
     pid: int
@@ -246,7 +246,7 @@ def _is_our_anvil(pid: int, port: int) -> bool:
 
 
 def _is_our_exchange(pid: int, port: int) -> bool:
-    """The same guard for the exchange server: `python -m aggregator.devnet.exchange ...
+    """The same guard for the exchange server: `python -m devkit.exchange ...
     --port <port>`."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -523,58 +523,14 @@ def up(
         )
     root = Path(root).resolve()
     paths = DevnetPaths(root)
-    alive = running_nodes(root)
-    if alive:
-        if not replace:
-            listing = ", ".join(f"{n} (pid {p})" for n, p in sorted(alive.items()))
-            raise DevnetError(
-                f"a devnet is already running under {paths.data_dir}: {listing}; "
-                "run `aggregator devnet down` first"
-            )
-        down(root)
-    _remove_files(paths)
+    _clear_previous(root, paths, replace=replace)
     paths.data_dir.mkdir(parents=True, exist_ok=True)
     step = on_step or (lambda _msg: None)
     nodes: dict[str, NodeState] = {}
     ex: ExchangeState | None = None
     try:
-        for name in (ORIGIN, "beta", "gamma"):
-            nodes[name] = _start_node(paths, name)
-        for name in (ORIGIN, "beta", "gamma"):
-            _wait_ready(nodes[name])
-        step("nodes started")
-
-        def build(name: str) -> ChainDeployment:
-            with web3_session(nodes[name].url) as w3:
-                dep = deploy_chain(w3, name, nonce_offset=NONCE_OFFSETS[name])
-                seed_chain(w3, dep, SEED_PLAN[name])
-                dep.block = w3.eth.block_number
-                return dep
-
-        # Independent chains, mostly waiting on RPC round trips: deploy them side by side.
-        with ThreadPoolExecutor(max_workers=3) as pool:
-            futures = {name: pool.submit(build, name) for name in (ORIGIN, "beta", "gamma")}
-            deployments = {name: f.result() for name, f in futures.items()}
-        step("deployed and seeded origin, beta, gamma")
-
-        origin = nodes[ORIGIN]
-        # Observed with anvil 1.7.1: a fork does not serve eth_getLogs for its fork
-        # block itself, so an event mined in that block is invisible to the indexer.
-        # Fork at an empty block on top of the seeded history instead.
-        rpc_call(origin.url, "evm_mine")
-        fork_block = int(str(rpc_call(origin.url, "eth_blockNumber")), 16)
-        nodes["alpha"] = _start_node(paths, "alpha", fork_url=origin.url, fork_block=fork_block)
-        _wait_ready(nodes["alpha"])
-        install_multicall(nodes["alpha"].url)
-        deployments["alpha"] = ChainDeployment.from_json(
-            {
-                **deployments[ORIGIN].to_json(),
-                "chain": "alpha",
-                "chain_id": CHAIN_IDS["alpha"],
-                "block": fork_block,
-            }
-        )
-        step(f"alpha forked from origin at block {fork_block}")
+        deployments = _deploy_independent(paths, nodes, step)
+        _fork_alpha(paths, nodes, deployments, step)
 
         if block_time_s:
             for name in INDEXED_CHAINS:
@@ -604,6 +560,73 @@ def up(
             stop_pid(node.pid, node.port)
         _remove_files(paths)
         raise
+
+
+def _clear_previous(root: Path, paths: DevnetPaths, *, replace: bool) -> None:
+    """Refuse (or, with `replace`, stop) a devnet still running under root; remove its files."""
+    alive = running_nodes(root)
+    if alive:
+        if not replace:
+            listing = ", ".join(f"{n} (pid {p})" for n, p in sorted(alive.items()))
+            raise DevnetError(
+                f"a devnet is already running under {paths.data_dir}: {listing}; "
+                "run `aggregator devnet down` first"
+            )
+        down(root)
+    _remove_files(paths)
+
+
+def _deploy_independent(
+    paths: DevnetPaths, nodes: dict[str, NodeState], step: Callable[[str], None]
+) -> dict[str, ChainDeployment]:
+    """Start origin, beta and gamma (into `nodes`, so a failure stops them) and deploy
+    and seed each."""
+    for name in (ORIGIN, "beta", "gamma"):
+        nodes[name] = _start_node(paths, name)
+    for name in (ORIGIN, "beta", "gamma"):
+        _wait_ready(nodes[name])
+    step("nodes started")
+
+    def build(name: str) -> ChainDeployment:
+        with web3_session(nodes[name].url) as w3:
+            dep = deploy_chain(w3, name, nonce_offset=NONCE_OFFSETS[name])
+            seed_chain(w3, dep, SEED_PLAN[name])
+            dep.block = w3.eth.block_number
+            return dep
+
+    # Independent chains, mostly waiting on RPC round trips: deploy them side by side.
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {name: pool.submit(build, name) for name in (ORIGIN, "beta", "gamma")}
+        deployments = {name: f.result() for name, f in futures.items()}
+    step("deployed and seeded origin, beta, gamma")
+    return deployments
+
+
+def _fork_alpha(
+    paths: DevnetPaths,
+    nodes: dict[str, NodeState],
+    deployments: dict[str, ChainDeployment],
+    step: Callable[[str], None],
+) -> None:
+    """Fork alpha from origin (its contracts are origin's, at the fork block)."""
+    origin = nodes[ORIGIN]
+    # Observed with anvil 1.7.1: a fork does not serve eth_getLogs for its fork
+    # block itself, so an event mined in that block is invisible to the indexer.
+    # Fork at an empty block on top of the seeded history instead.
+    rpc_call(origin.url, "evm_mine")
+    fork_block = int(str(rpc_call(origin.url, "eth_blockNumber")), 16)
+    nodes["alpha"] = _start_node(paths, "alpha", fork_url=origin.url, fork_block=fork_block)
+    _wait_ready(nodes["alpha"])
+    install_multicall(nodes["alpha"].url)
+    deployments["alpha"] = ChainDeployment.from_json(
+        {
+            **deployments[ORIGIN].to_json(),
+            "chain": "alpha",
+            "chain_id": CHAIN_IDS["alpha"],
+            "block": fork_block,
+        }
+    )
+    step(f"alpha forked from origin at block {fork_block}")
 
 
 def _accounts(url: str) -> dict[str, Any]:

@@ -1,1 +1,0 @@
-"""Local multi-chain devnet: anvil processes, contract deployment, demo seeding."""

@@ -1,1 +1,0 @@
-"""Test helpers that ship with chains/ (the RPC fault proxy)."""

@@ -1,0 +1,2 @@
+"""Test helpers over chains/: the RPC fault proxy (`FaultProxy`) and the anvil vault
+harness (`VaultHarness`)."""
