@@ -52,13 +52,13 @@ test:
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check aggregator chains oracles tests bench scripts
-	$(BIN)/ruff format --check aggregator chains oracles tests bench scripts
+	$(BIN)/ruff check aggregator chains oracles devkit tests bench scripts
+	$(BIN)/ruff format --check aggregator chains oracles devkit tests bench scripts
 	$(BIN)/mypy
 
 format: setup
-	$(BIN)/ruff format aggregator chains oracles tests bench scripts
-	$(BIN)/ruff check --fix aggregator chains oracles tests bench scripts
+	$(BIN)/ruff format aggregator chains oracles devkit tests bench scripts
+	$(BIN)/ruff check --fix aggregator chains oracles devkit tests bench scripts
 
 contracts: $(STAMP_JS)
 	node contracts/build.js

@@ -32,9 +32,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from aggregator.devnet import manager
-from aggregator.devnet.anvil import DEV_KEYS
 from bench.results import Figure, record
+from devkit import manager
+from devkit.anvil import DEV_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
 WAIT_LIMIT_S = 900.0
