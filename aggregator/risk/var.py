@@ -114,14 +114,20 @@ def filtered_scenarios(
     forecast for the next period from all of them. A factor whose past volatility is 0
     keeps its raw return."""
     r = np.asarray(returns, np.float64)
-    vol = ewma_vol_series(r, lam, init)
     if r.shape[0] <= init:
         raise ValueError(f"{r.shape[0]} returns: FHS needs more than the {init}-return seed")
-    then, now = vol[:-1], vol[-1]
-    use = slice(max(init, r.shape[0] - n_scenarios), r.shape[0])
+    return filtered_scenarios_at(r, ewma_vol_series(r, lam, init), r.shape[0], n_scenarios, init)
+
+
+def filtered_scenarios_at(returns: F64, vol: F64, t: int, n_scenarios: int, init: int) -> F64:
+    """FHS scenarios for period t from returns[:t], given the EWMA forecasts `vol` of
+    the whole series (`ewma_vol_series`: element s uses returns[:s] only, so one series
+    serves every t of a rolling backtest without look-ahead)."""
+    use = slice(max(init, t - n_scenarios), t)
+    then, now = vol[use], vol[t]
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(then[use] > 0, now / then[use], 1.0)
-    return np.asarray(r[use] * ratio, np.float64)
+        ratio = np.where(then > 0, now / then, 1.0)
+    return np.asarray(returns[use] * ratio, np.float64)
 
 
 def scenario_pnl(x: F64, scenarios: F64, horizon: float = 1.0) -> F64:
