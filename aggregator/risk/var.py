@@ -29,6 +29,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from numpy.typing import NDArray
 from scipy.stats import norm
@@ -38,7 +39,7 @@ from aggregator.marketdata.covariance import DAILY_LAMBDA, ewma_vol_series
 F64 = NDArray[np.float64]
 ES_LEVEL = 0.975  # FRTB
 VAR_LEVEL = 0.99
-CHUNK = 8192
+CHUNK = 2048
 
 # (scenario log returns, horizon-scaled: scenarios x positions; account rows) ->
 # P&L of those accounts' non-linear positions, rows x scenarios.
@@ -102,6 +103,31 @@ def parametric(
         marginal[sigma == 0.0] = 0.0
         contrib = x * marginal * es_multiplier(es_level)
     return Parametric(sigma, z_of(var_level) * sigma, es_multiplier(es_level) * sigma, contrib)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _top_losses(loss: F64, k: int) -> NDArray[np.int64]:  # pragma: no cover - compiled
+    """Per row, the column indices of the k largest values, largest first (insertion
+    into a sorted k-array: one comparison for most of a row, so ~one pass)."""
+    n, m = loss.shape
+    out = np.empty((n, k), np.int64)
+    for r in numba.prange(n):
+        vals = np.empty(k)
+        filled = 0
+        for s in range(m):
+            v = loss[r, s]
+            if filled == k and v <= vals[k - 1]:
+                continue
+            j = filled if filled < k else k - 1
+            while j > 0 and vals[j - 1] < v:
+                vals[j] = vals[j - 1]
+                out[r, j] = out[r, j - 1]
+                j -= 1
+            vals[j] = v
+            out[r, j] = s
+            if filled < k:
+                filled += 1
+    return out
 
 
 # -- historical simulation --------------------------------------------------------------
@@ -175,8 +201,9 @@ def historical(
         if revalue is not None:
             extra = np.asarray(revalue(r, rows), np.float64)
             loss -= extra
-        var[rows] = -np.partition(-loss, kv - 1, axis=1)[:, kv - 1]
-        idx = np.argpartition(loss, n_s - ke, axis=1)[:, n_s - ke :]
+        idx = _top_losses(loss, max(kv, ke))  # largest first
+        var[rows] = np.take_along_axis(loss, idx[:, kv - 1 : kv], axis=1)[:, 0]
+        idx = idx[:, :ke]
         es[rows] = np.take_along_axis(loss, idx, axis=1).mean(axis=1)
         if contrib is not None:
             # mean over the tail scenarios of each position's P&L (minus: a loss).
