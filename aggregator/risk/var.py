@@ -1,0 +1,270 @@
+"""VaR and Expected Shortfall for many accounts at once (pure numpy).
+
+Inputs are per-account USD exposures X (accounts x positions: one column per risk
+position, e.g. an asset's net USD value over all chains) and, per position, one-period
+log returns: a covariance S for the parametric model, or scenarios R (scenarios x
+positions) for historical simulation. Horizon h is in periods (sqrt(h) scaling).
+
+Parametric (delta-normal, zero mean): sigma_p = sqrt(h * x' S x);
+VaR_a = z_a sigma_p; ES_a = phi(z_a) / (1 - a) sigma_p, z_a = Phi^-1(a).
+Euler contributions c_i = x_i (S x)_i h / sigma_p * k (k = z_a or phi(z_a)/(1-a))
+sum to the total exactly.
+
+Historical / filtered historical simulation: P&L_s = sum_i x_i (exp(sqrt(h) R_si) - 1)
+(linear positions fully revalued in price) plus, through a `Revalue` hook, the P&L of
+non-linear positions (options via Black-76). With S scenarios and k = ceil((1 - a) S):
+VaR_a = the k-th largest loss, ES_a = the mean of the k largest losses (so ES >= VaR at
+the same level). Euler contributions to ES: minus the mean of each position's P&L over
+that account's k tail scenarios; they sum to ES exactly (the non-linear part is one
+more column). FHS scenarios: each factor's historical return rescaled by its current
+EWMA volatility over its volatility then (Eurex Prisma, LCH), see `filtered_scenarios`.
+
+Invariants: a zero-exposure account gives zero everywhere; results never depend on
+other accounts (rows are independent), so accounts can be processed in chunks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from numpy.typing import NDArray
+from scipy.stats import norm
+
+from aggregator.marketdata.covariance import DAILY_LAMBDA, ewma_vol_series
+
+F64 = NDArray[np.float64]
+ES_LEVEL = 0.975  # FRTB
+VAR_LEVEL = 0.99
+CHUNK = 2048
+
+# (scenario log returns, horizon-scaled: scenarios x positions; account rows) ->
+# P&L of those accounts' non-linear positions, rows x scenarios.
+Revalue = Callable[[F64, slice], F64]
+
+
+def z_of(level: float) -> float:
+    return float(norm.ppf(level))
+
+
+def es_multiplier(level: float) -> float:
+    """ES / sigma for a normal P&L: phi(z_a) / (1 - a)."""
+    return float(norm.pdf(norm.ppf(level)) / (1.0 - level))
+
+
+def tail_count(level: float, n_scenarios: int) -> int:
+    return max(1, math.ceil(round((1.0 - level) * n_scenarios, 9)))
+
+
+# -- parametric -------------------------------------------------------------------------
+def portfolio_sigma(x: F64, cov: F64, horizon: float = 1.0, chunk: int = 1 << 16) -> F64:
+    """sqrt(h * x' S x) per row of x (accounts x positions), in chunks of rows so the
+    temporary x @ S stays in cache-sized blocks."""
+    x = np.asarray(x, np.float64)
+    if x.ndim == 1:
+        x = x[None, :]
+    n = x.shape[0]
+    out = np.empty(n)
+    for lo in range(0, n, chunk):
+        xc = x[lo : lo + chunk]
+        q = np.einsum("ij,ij->i", xc @ cov, xc)
+        out[lo : lo + chunk] = q
+    np.maximum(out, 0.0, out=out)
+    np.sqrt(out * horizon, out=out)
+    return out
+
+
+@dataclass(frozen=True)
+class Parametric:
+    sigma: F64  # accounts: sqrt(h x'Sx)
+    var: F64  # accounts, at var_level
+    es: F64  # accounts, at es_level
+    contributions: F64 | None  # accounts x positions, Euler contributions to ES
+
+
+def parametric(
+    x: F64,
+    cov: F64,
+    *,
+    var_level: float = VAR_LEVEL,
+    es_level: float = ES_LEVEL,
+    horizon: float = 1.0,
+    contributions: bool = False,
+) -> Parametric:
+    x = np.atleast_2d(np.asarray(x, np.float64))
+    sigma = portfolio_sigma(x, cov, horizon)
+    contrib = None
+    if contributions:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            marginal = (x @ cov) * horizon / sigma[:, None]
+        marginal[sigma == 0.0] = 0.0
+        contrib = x * marginal * es_multiplier(es_level)
+    return Parametric(sigma, z_of(var_level) * sigma, es_multiplier(es_level) * sigma, contrib)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _top_losses(loss: F64, k: int) -> NDArray[np.int64]:  # pragma: no cover - compiled
+    """Per row, the column indices of the k largest values, largest first (insertion
+    into a sorted k-array: one comparison for most of a row, so ~one pass)."""
+    n, m = loss.shape
+    out = np.empty((n, k), np.int64)
+    for r in numba.prange(n):
+        vals = np.empty(k)
+        filled = 0
+        for s in range(m):
+            v = loss[r, s]
+            if filled == k and v <= vals[k - 1]:
+                continue
+            j = filled if filled < k else k - 1
+            while j > 0 and vals[j - 1] < v:
+                vals[j] = vals[j - 1]
+                out[r, j] = out[r, j - 1]
+                j -= 1
+            vals[j] = v
+            out[r, j] = s
+            if filled < k:
+                filled += 1
+    return out
+
+
+# -- historical simulation --------------------------------------------------------------
+def filtered_scenarios(
+    returns: F64, lam: float = DAILY_LAMBDA, n_scenarios: int = 500, init: int = 20
+) -> F64:
+    """FHS scenarios from periods x factors log returns: the last `n_scenarios` returns
+    r_t (after the EWMA seed of `init`), each scaled per factor by sigma_now / sigma_t,
+    where sigma_t is the EWMA forecast for t from returns before t and sigma_now the
+    forecast for the next period from all of them. A factor whose past volatility is 0
+    keeps its raw return."""
+    r = np.asarray(returns, np.float64)
+    if r.shape[0] <= init:
+        raise ValueError(f"{r.shape[0]} returns: FHS needs more than the {init}-return seed")
+    return filtered_scenarios_at(r, ewma_vol_series(r, lam, init), r.shape[0], n_scenarios, init)
+
+
+def filtered_scenarios_at(returns: F64, vol: F64, t: int, n_scenarios: int, init: int) -> F64:
+    """FHS scenarios for period t from returns[:t], given the EWMA forecasts `vol` of
+    the whole series (`ewma_vol_series`: element s uses returns[:s] only, so one series
+    serves every t of a rolling backtest without look-ahead)."""
+    use = slice(max(init, t - n_scenarios), t)
+    then, now = vol[use], vol[t]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(then > 0, now / then, 1.0)
+    return np.asarray(returns[use] * ratio, np.float64)
+
+
+def scenario_pnl(x: F64, scenarios: F64, horizon: float = 1.0) -> F64:
+    """accounts x scenarios P&L of linear positions, fully revalued in price."""
+    g = np.expm1(np.asarray(scenarios, np.float64) * math.sqrt(horizon))
+    return np.asarray(np.atleast_2d(x) @ g.T, np.float64)
+
+
+@dataclass(frozen=True)
+class Historical:
+    var: F64
+    es: F64
+    contributions: F64 | None  # accounts x (positions [+ 1 non-linear column])
+
+
+def historical(
+    x: F64,
+    scenarios: F64,
+    *,
+    var_level: float = VAR_LEVEL,
+    es_level: float = ES_LEVEL,
+    horizon: float = 1.0,
+    revalue: Revalue | None = None,
+    contributions: bool = False,
+    chunk: int = CHUNK,
+) -> Historical:
+    """VaR/ES of each account over the scenarios (historical or FHS). With `revalue`,
+    its P&L is added to the linear P&L and contributions get one more column for it."""
+    x = np.atleast_2d(np.asarray(x, np.float64))
+    n, k = x.shape
+    r = np.asarray(scenarios, np.float64) * math.sqrt(horizon)
+    g = np.expm1(r)  # scenarios x positions, per-unit-USD P&L
+    n_s = g.shape[0]
+    kv, ke = tail_count(var_level, n_s), tail_count(es_level, n_s)
+    var = np.empty(n)
+    es = np.empty(n)
+    width = k + (1 if revalue is not None else 0)
+    contrib = np.empty((n, width)) if contributions else None
+    gt = np.ascontiguousarray(g.T)
+    for lo in range(0, n, chunk):
+        rows = slice(lo, min(n, lo + chunk))
+        xc = x[rows]
+        loss = -(xc @ gt)
+        extra = None
+        if revalue is not None:
+            extra = np.asarray(revalue(r, rows), np.float64)
+            loss -= extra
+        idx = _top_losses(loss, max(kv, ke))  # largest first
+        var[rows] = np.take_along_axis(loss, idx[:, kv - 1 : kv], axis=1)[:, 0]
+        idx = idx[:, :ke]
+        es[rows] = np.take_along_axis(loss, idx, axis=1).mean(axis=1)
+        if contrib is not None:
+            # mean over the tail scenarios of each position's P&L (minus: a loss).
+            tail_g = g[idx]  # rows x ke x positions
+            contrib[rows, :k] = -np.einsum("rsk,rk->rk", tail_g, xc) / ke
+            if extra is not None:
+                contrib[rows, k] = -np.take_along_axis(extra, idx, axis=1).mean(axis=1)
+    return Historical(var, es, contrib)
+
+
+# -- stressed period ----------------------------------------------------------------------
+def stressed_window(
+    returns: F64, window: int, weights: F64 | None = None, level: float = ES_LEVEL
+) -> tuple[int, int]:
+    """[start, end) of the `window` consecutive periods whose historical ES at `level`
+    is largest for the reference book `weights` (default: long 1 USD of every factor,
+    a crash of everything). The floor then prices each account on those returns."""
+    r = np.asarray(returns, np.float64)
+    t = r.shape[0]
+    if t < window:
+        raise ValueError(f"{t} returns, the stressed window needs {window}")
+    w = np.ones(r.shape[1]) if weights is None else np.asarray(weights, np.float64)
+    loss = -(np.expm1(r) @ w)
+    ke = tail_count(level, window)
+    best, best_es = 0, -math.inf
+    for s in range(0, t - window + 1):
+        seg = np.partition(loss[s : s + window], window - ke)[window - ke :]
+        v = float(seg.mean())
+        if v > best_es:
+            best, best_es = s, v
+    return best, best + window
+
+
+def margin(es: F64, stressed_es: F64) -> F64:
+    """MM = max(ES over the liquidation horizon, stressed-period ES)."""
+    return np.asarray(np.maximum(es, stressed_es), np.float64)
+
+
+# -- options through the hook --------------------------------------------------------------
+def option_revaluer(
+    column: int,
+    *,
+    spot: float,
+    strike: float,
+    t_years: float,
+    implied_vol: float,
+    is_call: bool,
+    size: F64,
+    horizon_years: float = 1.0 / 365.0,
+) -> Revalue:
+    """A `Revalue` for one European option series on position `column`'s underlying,
+    held in `size` contracts per account: Black-76 (aggregator.risk.portfolio) at the
+    scenario spot spot*exp(r), one horizon closer to expiry, minus today's value."""
+    from aggregator.risk.portfolio import black76
+
+    sizes = np.asarray(size, np.float64)
+    v0 = float(black76(spot, strike, t_years, implied_vol, is_call))
+
+    def revalue(scen: F64, rows: slice) -> F64:
+        f = spot * np.exp(scen[:, column])
+        dv = black76(f, strike, max(t_years - horizon_years, 0.0), implied_vol, is_call) - v0
+        return np.asarray(sizes[rows, None] * dv[None, :], np.float64)
+
+    return revalue
