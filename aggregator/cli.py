@@ -203,6 +203,14 @@ def cmd_margin(args: argparse.Namespace) -> int:
     return 0 if out["passed"] else 1
 
 
+def cmd_risk_backtest(args: argparse.Namespace) -> int:
+    """`aggregator risk backtest`: the VaR model and the standard haircut against the
+    shipped history (aggregator/marketdata/backtest_run.py; docs/var.md)."""
+    from aggregator.marketdata import backtest_run
+
+    return backtest_run.main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aggregator", description=__doc__)
     p.add_argument(
@@ -250,6 +258,15 @@ def build_parser() -> argparse.ArgumentParser:
     margin.add_argument("--json", action="store_true", help="JSON instead of a table")
     margin.set_defaults(func=cmd_margin)
 
+    risk = sub.add_parser("risk", help="statistical risk model tools (no daemon)")
+    risk_sub = risk.add_subparsers(dest="risk_cmd", required=True)
+    # Its options belong to backtest_run's own parser (main() hands it the rest of the
+    # command line), so the CLI does not import numba and scipy to parse `aggregator run`.
+    backtest = risk_sub.add_parser(
+        "backtest", help="VaR and haircut backtest over history/ (docs/var.md)", add_help=False
+    )
+    backtest.set_defaults(func=cmd_risk_backtest, takes_rest=True)
+
     config = sub.add_parser("config", help="configuration")
     config.add_argument("action", choices=["check"])
     config.add_argument("path", nargs="?", default=None)
@@ -258,7 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and not getattr(args, "takes_rest", False):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
     _setup_logging(args.verbose)
     try:
         return int(args.func(args))

@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "rpc_per_block": ["bench.rpc_per_block"],
     "oracle_refresh": ["bench.oracle_refresh"],
     "startup": ["bench.startup"],
+    "var": ["bench.var"],
 }
 
 # The rows of docs/performance.md, in the order of the performance issue's table:
@@ -51,6 +52,8 @@ ROWS: dict[str, str] = {
     "push_gas": "gas per updated account, batch of 200",
     "rpc_per_block": "RPC calls per new block per chain in steady state, 100k accounts",
     "peak_rss": "peak RSS with 1M accounts loaded",
+    "var_parametric": "parametric VaR/ES, 1M accounts x 30 assets",
+    "var_fhs": "FHS VaR/ES, 100k accounts x 500 scenarios",
     "startup_cold": "daemon start-up to /healthz, empty numba cache",
     "startup_warm": "daemon start-up to /healthz, warm numba cache",
 }

@@ -288,14 +288,13 @@ def chart(series: Sequence[Series], window: str, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="aggregator risk backtest",
-        description="VaR model and standard haircut vs the shipped daily history",
-    )
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The command's options, for its own parser and for `aggregator risk backtest`."""
     ap.add_argument("--out", type=Path, default=OUT_DIR, help="output directory")
     ap.add_argument("--no-write", action="store_true", help="print the table only")
-    args = ap.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     risk = RiskConfig()
     series = [run_item(it, risk) for it in [*asset_items(), *reference_items()]]
@@ -308,6 +307,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         (args.out / "README.md").write_text(_readme(table, risk))
     print(f"backtest: {len(series)} items, {time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="aggregator risk backtest",
+        description="VaR model and standard haircut vs the shipped daily history",
+    )
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
 
 
 def _readme(table: str, risk: RiskConfig) -> str:
