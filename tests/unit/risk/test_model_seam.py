@@ -52,7 +52,8 @@ class HalfCollateral:
         tier = (hf < self.warn_hf).astype(np.int8) + (hf < 1.0) + (value < debt)
         return MarginResult.of(
             accounts, equity_usd=value, requirement_usd=debt, hf=hf,
-            bp=np.maximum(0.5 * value - debt, 0.0), tier=tier, parts={"haircut": np.full(hf.shape, 0.5)},
+            bp=np.maximum(0.5 * value - debt, 0.0), tier=tier,
+            parts={"haircut": np.full(hf.shape, 0.5)},
         )  # fmt: skip
 
 
@@ -121,9 +122,7 @@ def test_a_result_of_another_shape_is_refused() -> None:
     with pytest.raises(ValueError, match="tier codes"):
         MarginResult.of([0], equity_usd=one, requirement_usd=one, hf=one, bp=one, tier=[4])
     with pytest.raises(ValueError, match="NaN"):
-        MarginResult.of(
-            [0], equity_usd=one, requirement_usd=one, hf=[np.nan], bp=one, tier=[0]
-        )
+        MarginResult.of([0], equity_usd=one, requirement_usd=one, hf=[np.nan], bp=one, tier=[0])
 
 
 @SETTINGS
