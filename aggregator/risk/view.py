@@ -58,8 +58,9 @@ class LedgerView:
 
     @property
     def addresses(self) -> Sequence[str]:
-        """Account addresses by index (lower-case), a live read-only sequence."""
-        return _Addresses(self._eng.book.account_address)
+        """Account addresses by index (lower-case), live. Typed read-only rather than
+        wrapped: the pusher walks it per account, where a wrapper's call would cost."""
+        return self._eng.book.account_address
 
     def address(self, i: int) -> str:
         return self._eng.book.account_address[i]
@@ -133,20 +134,6 @@ class LedgerView:
         self, tier: str, limit: int = 100, cursor: int = 0
     ) -> tuple[list[str], int | None]:
         return self._eng.accounts_by_tier(tier, limit, cursor)
-
-
-class _Addresses(Sequence[str]):
-    """Read-only live window on the book's address list (it only ever grows)."""
-
-    def __init__(self, items: list[str]) -> None:
-        self._items = items
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __getitem__(self, i: Any) -> Any:
-        v = self._items[i]
-        return v if isinstance(i, int) else list(v)
 
 
 __all__ = ["LedgerView"]
