@@ -36,7 +36,6 @@ from aggregator.risk.standard import AccountHealth, StandardModel, Totals
 from chains.units import TIERS
 
 _CHUNK = 1 << 17
-HEALTHY = 0
 
 
 class RiskEngine:
@@ -93,7 +92,7 @@ class RiskEngine:
         self.credits.resize(cap)
         self.r_hf = grown(self.r_hf, cap, np.inf, np.float64)
         self.r_bp = grown(self.r_bp, cap, 0.0, np.float64)
-        self.r_tier = grown(self.r_tier, cap, HEALTHY, np.int8)
+        self.r_tier = grown(self.r_tier, cap, TIERS.index("healthy"), np.int8)
         self.r_degraded = grown(self.r_degraded, cap, False, np.bool_)
         self._acap = cap
 
@@ -229,11 +228,7 @@ class RiskEngine:
 
     def recompute(self) -> None:
         """Every account at once (after a price or volatility tick): one parallel pass
-        writing HF, BP, tier (insolvency included) and degraded in place.
-
-        Liquidation plans are not part of it: nothing reads a stored plan, so each is
-        computed when asked for (`explain`, GET /v1/accounts/{address}) from the same
-        inputs; per tick they cost ~30% of the tick for the ~1% of accounts below 1."""
+        writing HF, BP, tier and degraded in place (no plans: risk/liquidation.py)."""
         self._prepare()
         n = self.book.n_accounts
         self._alloc(n)
@@ -311,19 +306,7 @@ class RiskEngine:
         from the last prepared inputs: what `health()` returns unless a pushed model
         has replaced the stored HF, BP and tier (`adopt`)."""
         a = self.index_of(address)
-        r = self._risk(np.array([a], np.int64))
-        return AccountHealth(
-            account=self.book.account_address[a],
-            collateral_usd=float(r.vtot[0]),
-            c_liq=float(r.cliq[0]),
-            c_borrow=float(r.cborrow[0]),
-            debt_usd=float(r.debt[0]),
-            hf=float(r.hf[0]),
-            bp=float(r.bp[0]),
-            tier=TIERS[int(r.tier[0])],
-            degraded=bool(r.degraded[0]),
-            close_factor=float(r.cf[0]),
-        )
+        return AccountHealth.of(self.book.account_address[a], self._risk(np.array([a], np.int64)))
 
     def accounts_by_tier(
         self, tier: str, limit: int = 100, cursor: int = 0

@@ -28,6 +28,7 @@ from aggregator.risk.liquidation import close_factor
 from aggregator.risk.market import MarketData, group_tables
 from aggregator.risk.model import MarginResult, ModelSources
 from aggregator.risk.pool import Pool
+from chains.units import TIERS
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,22 @@ class AccountHealth:
     tier: str
     degraded: bool
     close_factor: float
+
+    @classmethod
+    def of(cls, account: str, r: Totals) -> AccountHealth:
+        """The first account of totals `r`."""
+        return cls(
+            account=account,
+            collateral_usd=float(r.vtot[0]),
+            c_liq=float(r.cliq[0]),
+            c_borrow=float(r.cborrow[0]),
+            debt_usd=float(r.debt[0]),
+            hf=float(r.hf[0]),
+            bp=float(r.bp[0]),
+            tier=TIERS[int(r.tier[0])],
+            degraded=bool(r.degraded[0]),
+            close_factor=float(r.cf[0]),
+        )
 
 
 @dataclass
