@@ -26,10 +26,10 @@ from aggregator.config import AppConfig
 from aggregator.jobs import Jobs
 from aggregator.lock import StoreLock, StoreLockedError
 from aggregator.metrics import Metrics
+from aggregator.portfolio_feed import PortfolioFeed
 from aggregator.push.wiring import PusherWiring
 from aggregator.risk.book import MAX_AMOUNT, PositionRow
-from aggregator.risk.engine import TIERS, PriceInput, RiskEngine
-from aggregator.risk.portfolio_feed import PortfolioFeed
+from aggregator.risk.engine import PriceInput, RiskEngine
 from aggregator.store import Store
 from aggregator.store.chain_repo import SqlChainStore
 from aggregator.store.price_repo import PriceRepo
@@ -38,6 +38,7 @@ from chains.indexer import ChainIndexer, Progress
 from chains.lst import LstRateReader, LstSource
 from chains.rpc import RpcClient, RpcError
 from chains.types import ChainSettings, Position, RateSample
+from chains.units import TIERS
 from oracles.service import OracleService
 from oracles.types import Price, PriceStatus
 

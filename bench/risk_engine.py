@@ -166,15 +166,15 @@ def python_loop(eng: RiskEngine, sample: list[list[tuple[int, int, float]]]) -> 
     """Straight per-account loop over the same formulas (the non-vectorised baseline)."""
     cfg = eng.risk_cfg
     sq = math.sqrt(cfg.horizon_days)
-    price = eng.price.tolist()
-    sigma = eng.sigma.tolist()
-    lt = eng.lt.tolist()
-    ltv = eng.ltv.tolist()
-    k = eng.k.tolist()
-    member = [set(np.nonzero(m)[0].tolist()) for m in eng.member]
-    gsig = eng._sigma_tab.tolist()
-    glt = eng._lt_tab.tolist()
-    gltv = eng._ltv_tab.tolist()
+    price = eng.market.price.tolist()
+    sigma = eng.market.sigma.tolist()
+    lt = eng.model.lt.tolist()
+    ltv = eng.model.ltv.tolist()
+    k = eng.model.k.tolist()
+    member = [set(np.nonzero(m)[0].tolist()) for m in eng.model.member]
+    gsig = eng.market.sigma_tab.tolist()
+    glt = eng.model.lt_tab.tolist()
+    gltv = eng.model.ltv_tab.tolist()
     for positions in sample:
         coll: dict[int, float] = {}
         debt = 0.0

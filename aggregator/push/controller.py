@@ -20,7 +20,7 @@ ride-alongs in order until the gas budget is used.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -220,7 +220,7 @@ class OnchainArrays:
         entries: Mapping[str, RegistryEntry | None],
         changed: Iterable[str] | None,
         index: Mapping[str, int],
-        addresses: list[str],
+        addresses: Sequence[str],
         n: int,
     ) -> None:
         """`changed` None: every account may have changed (a full read)."""

@@ -33,6 +33,7 @@ from aggregator.push.controller import (
     select_batch,
 )
 from aggregator.risk.engine import RiskEngine
+from aggregator.risk.view import LedgerView
 from chains.pusher.errors import BatchTooLarge, PushError
 from chains.pusher.keys import KeeperKey
 from chains.pusher.listener import RegistryListener
@@ -127,6 +128,7 @@ class PushService:
         self.cfg = cfg
         self.pcfg = p
         self.engine = engine
+        self.ledger = LedgerView(engine)
         self.metrics = metrics
         self.ready = ready
         self.rules = TriggerRules.from_config(p)
@@ -209,14 +211,14 @@ class PushService:
         st.cycles += 1
         if not self.ready():
             return []
-        book = self.engine.book
-        n = book.n_accounts
-        addresses = book.account_address
+        ledger = self.ledger
+        n = ledger.n_accounts
+        addresses = ledger.addresses
         new = addresses[cp.known_accounts : n]
         snap = await cp.listener.refresh(new)
         cp.known_accounts = n
         st.onchain_block, st.onchain_timestamp = snap.block, snap.timestamp
-        cp.onchain_arrays.sync(snap.entries, snap.changed, book.account_index, addresses, n)
+        cp.onchain_arrays.sync(snap.entries, snap.changed, ledger.account_index, addresses, n)
         if cp.sender is not None:
             await cp.sender.step()
         if cp.key_address is not None:
@@ -281,18 +283,17 @@ class PushService:
         engine's arrays finds the accounts that may need a push (against what is on
         chain), the per-account rules (plan_chain) run for those and for every account
         with an entry in flight (whose baseline is that entry)."""
-        eng = self.engine
-        n = eng.book.n_accounts
-        c = eng.chains.index(chain)
+        ledger = self.ledger
+        n = ledger.n_accounts
         base = cp.onchain_arrays
-        hf = hf_fixed_array(eng.r_hf[:n])
-        tier = eng.r_tier[:n].astype(np.int64)
-        credit = eng.credit[:n, c].astype(np.int64)
+        hf = hf_fixed_array(ledger.hf_array(n))
+        tier = ledger.tier_array(n).astype(np.int64)
+        credit = ledger.credit_array(chain, n).astype(np.int64)
         # Degraded prices: credit may go down, never up. What is on chain (after the
         # vault consumed some) is the ceiling, not the ledger's last value.
-        cap = eng.r_degraded[:n] & base.present[:n]
+        cap = ledger.degraded_array(n) & base.present[:n]
         credit = np.where(cap, np.minimum(credit, base.credit[:n]), credit)
-        has_debt = np.isfinite(eng.r_hf[:n])
+        has_debt = np.isfinite(ledger.hf_array(n))
         idx = candidates(
             base,
             credit=credit,
@@ -305,12 +306,12 @@ class PushService:
         # An asset without any price counts as zero in these figures (a debt of it
         # would inflate HF and credit): push nothing for its holders; their entries
         # age and the vault fails closed.
-        unpriced = eng.unpriced_accounts(n)
+        unpriced = ledger.unpriced_array(n)
         if unpriced.any():
             idx = idx[~unpriced[idx]]
-        addresses = eng.book.account_address
+        addresses = ledger.addresses
         picked = {addresses[i]: int(i) for i in idx.tolist()}
-        index = eng.book.account_index
+        index = ledger.account_index
         for a in inflight:
             i = index.get(a)
             if i is not None and i < n and not unpriced[i]:

@@ -1,19 +1,19 @@
 """Unified margin ledger and risk engine (DESIGN.md: risk model, credit allocation)."""
 
 from aggregator.risk.book import BookError, PositionBook, PositionRow, counted_amount
-from aggregator.risk.engine import (
-    TIERS,
-    AccountHealth,
-    MissingInput,
-    PriceInput,
-    RiskEngine,
-    usd6_floor,
-)
+from aggregator.risk.credit import usd6_floor
+from aggregator.risk.engine import RiskEngine
+from aggregator.risk.market import MarketData, MissingInput, PriceInput
+from aggregator.risk.standard import AccountHealth
+from aggregator.risk.view import LedgerView
+from chains.units import TIERS
 
 __all__ = [
     "TIERS",
     "AccountHealth",
     "BookError",
+    "LedgerView",
+    "MarketData",
     "MissingInput",
     "PositionBook",
     "PositionRow",

@@ -113,7 +113,7 @@ class PositionBook:
     def find_account(self, address: str) -> int | None:
         return self.account_index.get(normalise_address(address))
 
-    def _add_account(self, addr: str) -> int:
+    def add_account(self, addr: str) -> int:
         idx = len(self.account_address)
         if idx >= self._acap:
             self._grow_accounts(max(1024, 2 * self._acap, idx + 1))
@@ -264,7 +264,7 @@ class PositionBook:
         addr, c, t, s, head, conf = self._parse(row)
         a = self.account_index.get(addr)
         if a is None:
-            a = self._add_account(addr)
+            a = self.add_account(addr)
         key = self.key(a, c, t, s)
         r = self.lookup(key)
         if r < 0:
@@ -324,7 +324,7 @@ class PositionBook:
                     addr = normalise_address(raw)
                     a = get(addr)
                     if a is None:
-                        a = self._add_account(addr)
+                        a = self.add_account(addr)
                     seen[raw] = a
                 accs[i] = a
         pw = [self._pow10[t] for t in ts]
@@ -369,7 +369,7 @@ class PositionBook:
             addr, c, t, s, head, conf = self._parse(row)
             a = self.account_index.get(addr)
             if a is None:
-                a = self._add_account(addr)
+                a = self.add_account(addr)
             accs.append(a)
             cs.append(c)
             ts.append(t)

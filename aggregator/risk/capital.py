@@ -39,7 +39,8 @@ from aggregator.config import (
     StandardRulesConfig,
 )
 from aggregator.risk.book import PositionRow
-from aggregator.risk.engine import PriceInput, RiskEngine
+from aggregator.risk.engine import RiskEngine
+from aggregator.risk.market import PriceInput
 from aggregator.risk.portfolio import (
     SECONDS_PER_YEAR,
     MarketState,

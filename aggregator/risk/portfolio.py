@@ -31,8 +31,8 @@ from numpy.typing import NDArray
 from scipy.special import ndtr
 
 from aggregator.config import AppConfig, AssetConfig, PortfolioConfig
+from chains.units import TIERS
 
-TIERS = ("healthy", "warning", "liquidatable", "insolvent")
 SECONDS_PER_YEAR = 365.0 * 86400.0
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 F64 = NDArray[np.float64]

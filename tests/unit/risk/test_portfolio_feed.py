@@ -1,4 +1,4 @@
-"""The daemon's portfolio feed (aggregator/risk/portfolio_feed.py): stored Markets
+"""The daemon's portfolio feed (aggregator/portfolio_feed.py): stored Markets
 events + the standard engine's book -> both margin figures and greeks; the worse
 finality view counts. Real SQLite store; the API routes on a real aiohttp server."""
 
@@ -11,8 +11,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from aggregator.api import Api
 from aggregator.config import AppConfig
+from aggregator.portfolio_feed import PortfolioFeed
 from aggregator.risk import PositionRow, PriceInput, RiskEngine
-from aggregator.risk.portfolio_feed import PortfolioFeed
 from aggregator.store import Store
 from chains.positions import FIXED, DerivativeEvent
 

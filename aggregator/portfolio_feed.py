@@ -8,9 +8,7 @@ both finality views; the account counts the worse view (`worst_of`).
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Iterable
-from dataclasses import replace
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,26 +16,32 @@ import numpy as np
 from aggregator.config import AppConfig
 from aggregator.risk.book import COLLATERAL
 from aggregator.risk.engine import RiskEngine
+from aggregator.risk.model import ModelSources
 from aggregator.risk.portfolio import (
-    TIERS,
     OptionLeg,
     OptionSeries,
     PerpLeg,
-    PortfolioEngine,
     PortfolioResult,
     SpotLeg,
     worst_of,
 )
+from aggregator.risk.portfolio_model import PortfolioModel
+from aggregator.risk.registry import STANDARD, pushed_model
 from aggregator.store.db import Store
 from aggregator.store.derivatives_repo import SqlDerivativeStore
 from chains.positions import FIXED, DerivativeEvent, MarketsWatch, PositionView
+from chains.units import TIERS
 
 
 class PortfolioFeed:
     def __init__(self, cfg: AppConfig, store: Store) -> None:
         self.cfg = cfg
         self.repo = SqlDerivativeStore(store)
-        self.engine = PortfolioEngine.from_config(cfg)
+        self.model = PortfolioModel(cfg, derivatives=self)
+        self.engine = self.model.engine
+        # The model the pusher carries ([portfolio] mode); the standard one is the
+        # ledger's own, so only another model's figures are adopted.
+        self.pushed = pushed_model(cfg, ModelSources(derivatives=self))
         self.option_names = {o.name: o.underlying for o in cfg.portfolio.options}
         self.views: dict[str, list[PositionView]] = {}
         self.funding: dict[str, float] = {}
@@ -85,29 +89,27 @@ class PortfolioFeed:
         s = OptionSeries(und, ev.price / FIXED, float(ev.expiry), ev.is_call)
         return [], [OptionLeg(account, chain, s, ev.size / FIXED)]
 
-    def _market(self, std: RiskEngine, now: float | None) -> Any:
-        prices = {
-            s: float(p)
-            for s, p, ok in zip(std.symbols, std.price, std.has_price, strict=True)
-            if ok
-        }
-        sigma = {
-            s: float(x) for s, x in zip(std.symbols, std.sigma, strict=True) if not math.isnan(x)
-        }
-        return self.engine.market(
-            prices, None, self.funding, time.time() if now is None else now, daily_sigma=sigma
-        )
+    def legs(self, accounts: Sequence[str], view: str) -> tuple[list[PerpLeg], list[OptionLeg]]:
+        """DerivativeSource: the perp and option legs of `accounts` in `view`."""
+        perps: list[PerpLeg] = []
+        opts: list[OptionLeg] = []
+        unmapped: set[str] = set()
+        for a in accounts:
+            for v in self.views.get(a, []):
+                p, o = self._legs(a, getattr(v, view), v.chain, unmapped)
+                perps += p
+                opts += o
+        return perps, opts
 
     def override(
         self, std: RiskEngine, accounts: Iterable[str] | None = None, now: float | None = None
     ) -> int:
-        """Portfolio mode: make the portfolio figures the ones that count. HF, BP and
-        tier of `accounts` (default: every account of the book) in the standard engine
-        are replaced by the portfolio engine's (worse of the head and confirmed views),
-        so the credit allocation and the pusher carry them on chain. Degraded flags and
-        liquidation plans stay the standard engine's. Returns how many accounts were
-        set; 0 in standard mode."""
-        if self.cfg.portfolio.mode != "portfolio":
+        """Portfolio mode: make the pushed model's figures the ones that count. HF, BP
+        and tier of `accounts` (default: every account of the book) in the standard
+        engine are replaced by the pushed model's (RiskEngine.adopt), so the credit
+        allocation and the pusher carry them. Degraded flags and liquidation plans stay
+        the standard engine's. Returns how many accounts were set; 0 in standard mode."""
+        if self.cfg.portfolio.mode == STANDARD:
             return 0
         book = std.book
         if accounts is None:
@@ -117,43 +119,7 @@ class PortfolioFeed:
             idx = np.array(sorted({a for a in found if a is not None}), np.int64)
         if idx.size == 0:
             return 0
-        addrs = [book.account_address[int(i)] for i in idx]
-        # Spot legs straight from the book's rows (counted amounts: asymmetric
-        # finality already applied), as arrays: no leg object per position.
-        rows, lengths = book.rows_with_lengths(idx)
-        s_acc = np.repeat(np.arange(idx.size, dtype=np.int64), lengths)
-        units = book.r_amount[rows] * np.where(book.r_side[rows] == COLLATERAL, 1.0, -1.0)
-        keep = units != 0
-        to_pf = np.array([self.engine.asset_index[sym] for sym in std.symbols], np.int64)
-        unmapped: set[str] = set()
-        legs = []
-        for view in ("head", "confirmed"):
-            perps: list[PerpLeg] = []
-            opts: list[OptionLeg] = []
-            for a in addrs:
-                for v in self.views.get(a, []):
-                    p, o = self._legs(a, getattr(v, view), v.chain, unmapped)
-                    perps += p
-                    opts += o
-            b = self.engine.book((), perps, opts, accounts=addrs, chains=std.chains)
-            legs.append(
-                replace(
-                    b,
-                    s_acc=s_acc[keep],
-                    s_chain=book.r_chain[rows][keep].astype(np.int64),
-                    s_asset=to_pf[book.r_asset[rows][keep].astype(np.int64)],
-                    s_units=units[keep],
-                )
-            )
-        mkt = self._market(std, now)
-        res = worst_of(
-            self.engine.compute(legs[0], mkt), self.engine.compute(legs[1], mkt),
-            self.cfg.portfolio.im_factor, self.cfg.risk.warn_hf,
-        )  # fmt: skip
-        std.r_hf[idx] = res.hf
-        std.r_bp[idx] = res.bp
-        std.r_tier[idx] = res.tier
-        return int(idx.size)
+        return std.adopt(self.pushed.evaluate(book, std.market, idx, now))
 
     def account_margin(
         self, std: RiskEngine, address: str, now: float | None = None
@@ -189,7 +155,7 @@ class PortfolioFeed:
             p, o = self._legs(addr, v.confirmed, v.chain, unmapped)
             cp += p
             co += o
-        mkt = self._market(std, now)
+        mkt = self.model.market_state(std.market, now)
         head = self.engine.book(spot, hp, ho, accounts=[addr])
         conf = self.engine.book(spot, cp, co, accounts=[addr])
         pf = self.cfg.portfolio

@@ -1,0 +1,217 @@
+"""The explanation of one account: every number, as a JSON-able dict (no NaN/inf).
+
+Figures are recomputed from the current inputs by the same kernels as the tick and
+the credit allocation, so an explanation matches what was (or will be) pushed for
+the same inputs. Sections: positions per chain (head, confirmed, counted amounts),
+per-asset prices and haircuts, totals and tier, the liquidation plan, the credit
+split per chain and the parameters. docs/risk.md shows a worked example.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from aggregator.risk.book import COLLATERAL, SIDES
+from aggregator.risk.liquidation import PLAN_FULL, PLAN_PARTIAL, Plans
+from chains.units import TIERS, decimal_text, usd6_text
+
+if TYPE_CHECKING:
+    from aggregator.risk.credit import Split
+    from aggregator.risk.engine import RiskEngine
+    from aggregator.risk.standard import Detail, Totals
+
+
+def positions(eng: RiskEngine, a: int) -> dict[str, list[dict[str, Any]]]:
+    """Account `a`'s rows per chain, in (chain, asset, side) order, exact amounts."""
+    book = eng.book
+    out: dict[str, list[dict[str, Any]]] = {c: [] for c in eng.chains}
+    rows = book.rows_of(a).tolist()
+    for row in sorted(rows, key=lambda x: (book.r_chain[x], book.r_asset[x], book.r_side[x])):
+        t, ci, s = int(book.r_asset[row]), int(book.r_chain[row]), int(book.r_side[row])
+        head, conf = book.exact(row)
+        counted = min(head, conf) if s == COLLATERAL else max(head, conf)
+        amount = float(book.r_amount[row])
+        out[eng.chains[ci]].append(
+            {
+                "asset": eng.symbols[t],
+                "side": SIDES[s],
+                "head": str(head),
+                "confirmed": str(conf),
+                "counted": str(counted),
+                "counted_rule": "min(head, confirmed)"
+                if s == COLLATERAL
+                else "max(head, confirmed)",
+                "amount": decimal_text(counted, book.decimals[t]),
+                "value_usd": amount * float(eng.market.price[t]),
+            }
+        )
+    return out
+
+
+def _price(eng: RiskEngine, t: int) -> dict[str, Any]:
+    mkt = eng.market
+    pin = mkt.price_input[t]
+    return {
+        "used_usd": float(mkt.price[t]) if mkt.has_price[t] else None,
+        "status": mkt.status[t],
+        "reported_usd": None if pin is None else pin.value,
+        "timestamp": None if pin is None else pin.timestamp,
+        "sources": None if pin is None else pin.sources,
+        "valued_at": "last ok price" if mkt.status[t] != "ok" else "current",
+    }
+
+
+def _collateral(eng: RiskEngine, d: Detail, g: int, t: int) -> dict[str, Any]:
+    """The haircut of collateral asset t in mode g (-1: standard)."""
+    model, mkt = eng.model, eng.market
+    in_group = g >= 0 and bool(model.member[g, t])
+    relative = in_group and (t == model.group_ref[g] or not np.isnan(mkt.rel_sigma[g, t]))
+    return {
+        "value_usd": float(d.value[0, t]),
+        "sigma": float(d.sigma[0, t]),
+        "sigma_kind": f"relative to {eng.groups[g].reference}" if relative else "usd",
+        "haircut": {
+            "vol_term": float(d.vol[0, t]),
+            "concentration_term": float(d.conc[0, t]),
+            "depth_usd": eng.asset_cfgs[t].depth_usd,
+            "total": float(d.vol[0, t] + d.conc[0, t]),
+        },
+        "caps": {
+            "source": f"group:{eng.groups[g].name}" if in_group else "asset",
+            "lt": float(d.lt_cap[0, t]),
+            "ltv": float(d.ltv_cap[0, t]),
+        },
+        "lt_eff": float(d.lt_eff[0, t]),
+        "ltv_eff": float(d.ltv_eff[0, t]),
+        "c_liq_usd": float(d.value[0, t] * d.lt_eff[0, t]),
+        "c_borrow_usd": float(d.value[0, t] * d.ltv_eff[0, t]),
+    }
+
+
+def assets(
+    eng: RiskEngine, coll: NDArray[np.float64], debt: NDArray[np.float64], g: int
+) -> dict[str, Any]:
+    """Price and haircut of every asset the account holds or owes."""
+    d = eng.model.detail(eng.market, coll, np.array([g], np.int16))
+    out: dict[str, Any] = {}
+    for t, symbol in enumerate(eng.symbols):
+        if coll[0, t] == 0 and debt[0, t] == 0:
+            continue
+        entry: dict[str, Any] = {
+            "price": _price(eng, t),
+            "collateral_amount": float(coll[0, t]),
+            "debt_amount": float(debt[0, t]),
+            "debt_value_usd": float(debt[0, t] * eng.market.price[t]),
+        }
+        if coll[0, t] > 0:
+            entry["collateral"] = _collateral(eng, d, g, t)
+        out[symbol] = entry
+    return out
+
+
+def plan(eng: RiskEngine, p: Plans) -> dict[str, Any] | None:
+    """The liquidation plan of the first account of `p` (None above HF 1)."""
+    target = eng.risk_cfg.target_hf
+    if p.kind[0] == PLAN_PARTIAL:
+        t = int(p.asset[0])
+        return {
+            "kind": "partial",
+            "repay_usd": float(p.repay[0]),
+            "chain": eng.chains[int(p.chain[0])],
+            "asset": eng.symbols[t],
+            "seize_usd": float(p.repay[0] * (1 + eng.model.bonus[t])),
+            "target_hf": target,
+        }
+    if p.kind[0] == PLAN_FULL:
+        return {"kind": "full", "repay_usd": float(p.repay[0]), "target_hf": target}
+    return None
+
+
+def credit(eng: RiskEngine, a: int, split: Split) -> dict[str, Any]:
+    """The credit split of account `a` per chain and the rule that made it."""
+    cr = eng.credits
+    dem, share = split.demand.get(0, (None, cr.static_share))
+    chains = {}
+    for i, c in enumerate(eng.chains):
+        value = int(split.credit[0, i])
+        chains[c] = {
+            "weight": float(cr.weights[i]),
+            "static_share": float(cr.static_share[i]),
+            "recent_consumption_usd": 0.0 if dem is None else float(dem[i]),
+            "share": float(share[i]),
+            "allocated_usd6": int(split.raw[0, i]),
+            "previous_usd6": int(cr.prev_credit[a, i]),
+            "credit_usd6": value,
+            "credit_usd": usd6_text(value),
+            "capped_by_previous": bool(value < split.raw[0, i]),
+        }
+    cfg = eng.credit_cfg
+    return {
+        "policy": cfg.policy,
+        "demand_share": cfg.demand_share,
+        "demand_window_s": cfg.demand_window_s,
+        "budget_usd6": int(split.budget[0]),
+        "rule": "credit_c = floor(budget * share_c); degraded: min(that, previous_c)",
+        "chains": chains,
+    }
+
+
+def _params(eng: RiskEngine) -> dict[str, Any]:
+    cfg = eng.risk_cfg
+    return {
+        "z": cfg.z,
+        "horizon_days": cfg.horizon_days,
+        "impact": cfg.impact,
+        "warn_hf": cfg.warn_hf,
+        "target_hf": cfg.target_hf,
+    }
+
+
+def _totals(eng: RiskEngine, r: Totals, held: NDArray[np.bool_]) -> dict[str, Any]:
+    hf = float(r.hf[0])
+    return {
+        "collateral_value_usd": float(r.vtot[0]),
+        "c_liq_usd": float(r.cliq[0]),
+        "c_borrow_usd": float(r.cborrow[0]),
+        "debt_usd": float(r.debt[0]),
+        "hf": hf if math.isfinite(hf) else "inf",
+        "borrowing_power_usd": float(r.bp[0]),
+        "tier": TIERS[int(r.tier[0])],
+        "degraded": bool(r.degraded[0]),
+        "degraded_assets": [
+            eng.symbols[t] for t in range(len(eng.symbols)) if eng.market.bad[t] and held[t]
+        ],
+        "close_factor": float(r.cf[0]),
+    }
+
+
+def explain(eng: RiskEngine, address: str, now: float | None = None) -> dict[str, Any]:
+    """Every number for one account (see the module docstring)."""
+    eng.market.require_inputs()
+    now = time.time() if now is None else now
+    a = eng.index_of(address)
+    acc = np.array([a], np.int64)
+    coll, debt = eng.book.coll[acc], eng.book.debt[acc]
+    r = eng.fresh_totals(acc)
+    p = eng.plans(acc, r)
+    split = eng.credits.split(acc, r.bp, r.degraded, now)
+    g = int(r.grp[0])
+    return {
+        "account": eng.book.account_address[a],
+        "mode": "emode" if g >= 0 else "standard",
+        "group": eng.groups[g].name if g >= 0 else None,
+        "positions": positions(eng, a),
+        "assets": assets(eng, coll, debt, g),
+        **_totals(eng, r, (coll[0] > 0) | (debt[0] > 0)),
+        "liquidation": plan(eng, p),
+        "credit": credit(eng, a, split),
+        "params": _params(eng),
+    }
+
+
+__all__ = ["explain"]

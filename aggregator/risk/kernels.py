@@ -1,0 +1,214 @@
+"""The numba kernels of the standard cross-margin ledger (docs/risk.md).
+
+They work on the sparse account x column pool (risk/pool.py): per account a segment
+of (column, amount) pairs, per column the linear weights and non-linear parameters
+that StandardModel.prepare derives from prices and volatilities.
+
+Invariant: every kernel adds an account's positions through `position`, in segment
+order, so the tick (every account at once), the per-account path (events,
+explanations) and the model seam (StandardModel.evaluate) agree bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+
+# numba's OpenMP pool spins idle workers for a while after each parallel tick by
+# default; on a box where another process wants the second core that stalled the next
+# tick and every event behind it by a scheduler slice (~25 ms instead of ~2 ms at 100k
+# accounts). Passive waiting costs microseconds per launch. Must be set before the
+# OpenMP runtime starts, i.e. before the first parallel kernel runs.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(inline="always")
+def position(c, q, tab, nlp, c_liq, c_bor, d_val):  # noqa: PLR0917
+    """Add one (column, amount) pair to an account's C_liq, C_borrow and debt.
+
+    `tab` rows per column: linear weights (p*lt_eff, p*ltv_eff, debt price) and the
+    amount up to which that column is linear. A depth-set column is linear until the
+    concentration term pushes 1 - h below the lt cap: below that amount its lt_eff is
+    the cap itself, above it the exact formula runs (`nlp`: price, impact/depth, vol
+    term, lt, ltv, lt - ltv). The branch is almost never taken, so it costs a compare.
+    Every kernel adds positions through this one function, in segment order, so all
+    paths agree bit for bit.
+    """
+    if q <= tab[c, 3]:
+        c_liq += tab[c, 0] * q
+        c_bor += tab[c, 1] * q
+        d_val += tab[c, 2] * q
+    else:
+        v = q * nlp[c, 0]
+        h = v * nlp[c, 1] + nlp[c, 2]
+        lte = max(min(1.0 - h, nlp[c, 3]), 0.0)
+        lve = max(min(lte - nlp[c, 5], nlp[c, 4]), 0.0)
+        c_liq += v * lte
+        c_bor += v * lve
+    return c_liq, c_bor, d_val
+
+
+@njit(inline="always")
+def account_sums(s0, cnt, pc, pv, tab, nlp):  # noqa: PLR0917
+    """C_liq, C_borrow, debt and collateral value of one account's pool segment."""
+    c_liq = 0.0
+    c_bor = 0.0
+    d_val = 0.0
+    for i in range(s0, s0 + cnt):
+        c_liq, c_bor, d_val = position(pc[i], pv[i], tab, nlp, c_liq, c_bor, d_val)
+    return c_liq, c_bor, d_val, account_value(s0, cnt, pc, pv, nlp)
+
+
+@njit(inline="always")
+def account_value(s0, cnt, pc, pv, nlp):
+    """Collateral value of one account: the v_tot of account_sums, same order."""
+    v_tot = 0.0
+    for i in range(s0, s0 + cnt):
+        v_tot += pv[i] * nlp[pc[i], 0]
+    return v_tot
+
+
+@njit(inline="always")
+def tick_finish(  # noqa: PLR0917
+    a, s0, k, c_liq, c_bor, d_val, pc, pv, nlp, held, bad_bits, warn_hf, hf, bp, tier,
+    degraded,
+):  # fmt: skip
+    h = c_liq / d_val if d_val > 0.0 else np.inf
+    hf[a] = h
+    bp[a] = max(c_bor - d_val, 0.0)
+    t = (h < warn_hf) + (h < 1.0)
+    if h < 1.0:
+        t += account_value(s0, k, pc, pv, nlp) < d_val
+    tier[a] = t
+    degraded[a] = bad_bits != 0 and (held[a] & bad_bits) != 0
+
+
+@njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def tick_kernel(  # noqa: PLR0917
+    start, cnt, pc, pv, held, n, tab, nlp, bad_bits, warn_hf, hf, bp, tier, degraded,
+):  # fmt: skip
+    """Every account at once: HF, BP, tier and degraded.
+
+    Accounts go in pairs, their positions interleaved: each account's sums are a chain
+    of dependent additions, and two independent chains keep the CPU busy while one
+    waits (~1.3x on one core). Each account still adds its own positions in segment
+    order, so the results equal the one-account path bit for bit.
+    Only what every account needs is written (18 bytes an account) to keep the
+    memory traffic of the tick down. An account with HF < 1 also gets its collateral
+    value (second walk over its segment, still in cache: insolvency) and its C_liq
+    and debt (for its liquidation plan); those are the only writes to liq_*.
+    """
+    for p in prange((n + 1) // 2):
+        a = 2 * p
+        b = a + 1
+        sa, ka = start[a], cnt[a]
+        sb, kb = (start[b], cnt[b]) if b < n else (sa, 0)
+        m = min(ka, kb)
+        la, ba, da = 0.0, 0.0, 0.0
+        lb, bb, db = 0.0, 0.0, 0.0
+        for j in range(m):
+            la, ba, da = position(pc[sa + j], pv[sa + j], tab, nlp, la, ba, da)
+            lb, bb, db = position(pc[sb + j], pv[sb + j], tab, nlp, lb, bb, db)
+        for j in range(m, ka):
+            la, ba, da = position(pc[sa + j], pv[sa + j], tab, nlp, la, ba, da)
+        for j in range(m, kb):
+            lb, bb, db = position(pc[sb + j], pv[sb + j], tab, nlp, lb, bb, db)
+        tick_finish(
+            a, sa, ka, la, ba, da, pc, pv, nlp, held, bad_bits, warn_hf, hf, bp, tier,
+            degraded,
+        )  # fmt: skip
+        if b < n:
+            tick_finish(
+                b, sb, kb, lb, bb, db, pc, pv, nlp, held, bad_bits, warn_hf, hf, bp, tier,
+                degraded,
+            )  # fmt: skip
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def accounts_kernel(  # noqa: PLR0917
+    start, cnt, pc, pv, held, acc, tab, nlp, bad_bits, warn_hf,
+    vtot, dval, cliq, cbor, hf, bp, tier, degraded,
+):  # fmt: skip
+    """The same per-account sums for the accounts `acc` (an event, an explanation, the
+    HF < 1 accounts of a tick), with every total and the full tier. Same operations in
+    the same order as tick_kernel, so both agree bit for bit."""
+    for i in range(acc.size):
+        a = acc[i]
+        c_liq, c_bor, d_val, v_tot = account_sums(start[a], cnt[a], pc, pv, tab, nlp)
+        h = c_liq / d_val if d_val > 0.0 else np.inf
+        vtot[i] = v_tot
+        dval[i] = d_val
+        cliq[i] = c_liq
+        cbor[i] = c_bor
+        hf[i] = h
+        bp[i] = max(c_bor - d_val, 0.0)
+        # insolvent implies HF < 1 implies HF < warn (lt_eff <= 1): tier is a count.
+        tier[i] = (h < warn_hf) + (h < 1.0) + (v_tot < d_val)
+        degraded[i] = bad_bits != 0 and (held[a] & bad_bits) != 0
+
+
+@njit(inline="always")
+def better(rr, value, c, t, best_r, best_v, best_c, best_t):  # noqa: PLR0917
+    """Whether candidate (repay rr, holding value, chain c, asset t) beats the best so
+    far: smaller repay, then larger holding on that chain, then lower chain, asset."""
+    if best_c < 0:
+        return True
+    if rr != best_r:
+        return rr < best_r
+    if value != best_v:
+        return value > best_v
+    if c != best_c:
+        return c < best_c
+    return t < best_t
+
+
+@njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def plan_kernel(  # noqa: PLR0917
+    la, grp, debt, cliq, cf, rows, lengths, r_side, r_amount, r_asset, r_chain, coll,
+    price, k, bonus, vol_tab, lt_tab, target, repay, chain, asset,
+):  # fmt: skip
+    """Liquidation plan of each HF < 1 account `la[i]` (its book rows grouped in
+    `rows`, `lengths[i]` each): the feasible (chain, asset) with the smallest repay,
+    ties to the larger holding on that chain, then the lower chain, then asset.
+    Returns whether a partial plan was found per account (else: full)."""
+    found = np.zeros(la.size, np.bool_)
+    first = np.cumsum(lengths) - lengths
+    # Each account's rows are random reads into the book: latency-bound, so it pays
+    # to spread them over the threads.
+    for i in prange(la.size):
+        a = la[i]
+        j0 = first[i]
+        g = grp[i] + 1
+        d = debt[i]
+        num = target * d - cliq[i]
+        best_r = np.inf
+        best_v = 0.0
+        best_c = -1
+        best_t = -1
+        for j in range(j0, j0 + lengths[i]):
+            r = rows[j]
+            if r_side[r] != 0 or r_amount[r] <= 0.0:
+                continue
+            t = r_asset[r]
+            c = r_chain[r]
+            lte = 1.0 - (vol_tab[g, t] + k[t] * (coll[a, t] * price[t]))
+            lte = min(max(lte, 0.0), lt_tab[g, t])
+            b = bonus[t]
+            den = target - (1.0 + b) * lte
+            if not den > 0.0:
+                continue
+            rr = num / den
+            value = r_amount[r] * price[t]
+            if not (rr <= cf[i] * d and rr <= value / (1.0 + b)):
+                continue
+            if not better(rr, value, c, t, best_r, best_v, best_c, best_t):
+                continue
+            best_r, best_v, best_c, best_t = rr, value, c, t
+        if best_c >= 0:
+            found[i] = True
+            repay[i] = best_r
+            chain[i] = best_c
+            asset[i] = best_t
+    return found

@@ -1,0 +1,87 @@
+"""Liquidation sizing: close factor and liquidation plans (docs/risk.md, "Liquidation").
+
+An account with HF < 1 may be liquidated up to its close factor (`full_close_hf`
+and below: all of it). Its plan repays the least debt that brings HF back to
+`target_hf` by seizing one collateral (chain, asset):
+
+    R = (target*D - C_liq) / (target - (1+bonus)*lt_eff)
+
+feasible when the denominator is > 0 and R fits under both the close factor cap and
+that holding's value / (1+bonus). The smallest feasible R wins (ties: larger holding
+on that chain, then config order of chain, then asset); none -> a full liquidation.
+
+Invariants: pure functions of the book, the market data and the standard model's
+tables; nothing stores a plan (each is computed when asked for), so the tick never
+pays for them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.typing import NDArray
+
+from aggregator.config import RiskConfig
+from aggregator.risk.book import PositionBook
+from aggregator.risk.kernels import plan_kernel
+from aggregator.risk.market import MarketData
+
+if TYPE_CHECKING:
+    from aggregator.risk.standard import StandardModel, Totals
+
+PLAN_NONE, PLAN_PARTIAL, PLAN_FULL = 0, 1, 2
+
+
+def close_factor(hf: NDArray[np.float64], risk: RiskConfig) -> NDArray[np.float64]:
+    """Share of the debt a liquidator may repay at once, per account."""
+    return np.where(hf < 1.0, np.where(hf < risk.full_close_hf, 1.0, risk.close_factor), 0.0)
+
+
+@dataclass(frozen=True)
+class Plans:
+    """Plans of some accounts: kind (PLAN_*), repay in USD, chain and asset (-1: none)."""
+
+    kind: NDArray[np.int8]
+    repay: NDArray[np.float64]
+    chain: NDArray[np.int16]
+    asset: NDArray[np.int16]
+
+
+def plans(
+    model: StandardModel,
+    book: PositionBook,
+    market: MarketData,
+    acc: NDArray[np.int64],
+    r: Totals,
+) -> Plans:
+    """Liquidation plans for accounts `acc` (sorted; `r` their totals, aligned)."""
+    n = acc.size
+    kind = np.full(n, PLAN_NONE, np.int8)
+    repay = np.zeros(n)
+    chain = np.full(n, -1, np.int16)
+    asset = np.full(n, -1, np.int16)
+    liq = np.nonzero(r.hf < 1.0)[0]
+    if liq.size == 0:
+        return Plans(kind, repay, chain, asset)
+    kind[liq] = PLAN_FULL
+    repay[liq] = r.debt[liq]
+    la = acc[liq]
+    rows, lengths = book.rows_with_lengths(la)
+    cfg = model.risk
+    vol_tab = cfg.z * market.sigma_tab * math.sqrt(cfg.horizon_days)
+    p_repay, p_chain, p_asset = repay[liq], chain[liq], asset[liq]
+    found = plan_kernel(
+        la, r.grp[liq], r.debt[liq], r.cliq[liq], close_factor(r.hf[liq], cfg), rows, lengths,
+        book.r_side, book.r_amount, book.r_asset, book.r_chain, book.coll, market.price,
+        model.k, model.bonus, vol_tab, model.lt_tab, cfg.target_hf, p_repay, p_chain,
+        p_asset,
+    )  # fmt: skip
+    kind[liq[found]] = PLAN_PARTIAL
+    repay[liq], chain[liq], asset[liq] = p_repay, p_chain, p_asset
+    return Plans(kind, repay, chain, asset)
+
+
+__all__ = ["PLAN_FULL", "PLAN_NONE", "PLAN_PARTIAL", "Plans", "close_factor", "plans"]

@@ -1,0 +1,139 @@
+"""LedgerView: the read-only, typed query interface over the ledger.
+
+The API, the pusher and the daemon read the ledger through this view, never through
+the engine's arrays: what they may ask is listed here, and nothing they get back can
+change the ledger (arrays are read-only numpy views, mappings are proxies).
+
+Invariants: account indices are the book's (stable for the life of the process, new
+accounts appended); vectorised reads cover the first `n` accounts; the figures are
+the stored ones (last tick or event, or a pushed model's, see RiskEngine.adopt).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from aggregator.risk.book import SIDES
+from aggregator.risk.engine import RiskEngine
+from aggregator.risk.standard import AccountHealth
+from chains.units import TIERS
+
+
+def _ro(a: NDArray[Any]) -> NDArray[Any]:
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
+class LedgerView:
+    """Read-only queries over one RiskEngine's ledger."""
+
+    def __init__(self, engine: RiskEngine) -> None:
+        self._eng = engine
+
+    # -- the book's accounts and its vocabulary ------------------------------------
+    @property
+    def n_accounts(self) -> int:
+        return self._eng.book.n_accounts
+
+    @property
+    def chains(self) -> tuple[str, ...]:
+        return tuple(self._eng.chains)
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(self._eng.symbols)
+
+    def has_asset(self, symbol: str) -> bool:
+        return symbol in self._eng.book.asset_index
+
+    def chain_position(self, chain: str) -> int:
+        """Index of `chain` in `chains` (KeyError if unknown)."""
+        return self._eng.credits.chain_index[chain]
+
+    @property
+    def addresses(self) -> Sequence[str]:
+        """Account addresses by index (lower-case), live. Typed read-only rather than
+        wrapped: the pusher walks it per account, where a wrapper's call would cost."""
+        return self._eng.book.account_address
+
+    def address(self, i: int) -> str:
+        return self._eng.book.account_address[i]
+
+    @property
+    def account_index(self) -> Mapping[str, int]:
+        """Lower-case address -> account index, a live read-only mapping."""
+        return MappingProxyType(self._eng.book.account_index)
+
+    def find_account(self, address: str) -> int | None:
+        return self._eng.book.find_account(address)
+
+    def head_amount(self, i: int, chain: str, asset: str, side: str) -> int:
+        """The head view's raw amount of account i's position (0 if it has none)."""
+        book = self._eng.book
+        key = book.key(i, book.chain_index[chain], book.asset_index[asset], SIDES.index(side))
+        r = book.lookup(key)
+        return 0 if r < 0 else book.exact(r)[0]
+
+    # -- one account's stored figures ------------------------------------------------
+    def hf(self, i: int) -> float:
+        return float(self._eng.r_hf[i])
+
+    def bp(self, i: int) -> float:
+        return float(self._eng.r_bp[i])
+
+    def tier(self, i: int) -> str:
+        return TIERS[int(self._eng.r_tier[i])]
+
+    def degraded(self, i: int) -> bool:
+        return bool(self._eng.r_degraded[i])
+
+    def credit_usd6(self, i: int) -> list[int]:
+        """Account i's credit per chain (USD6, in `chains` order)."""
+        return [int(v) for v in self._eng.credit[i].tolist()]
+
+    def health(self, address: str) -> AccountHealth:
+        return self._eng.health(address)
+
+    def standard_health(self, address: str) -> AccountHealth:
+        return self._eng.standard_health(address)
+
+    def explain(self, address: str, now: float | None = None) -> dict[str, Any]:
+        return self._eng.explain(address, now)
+
+    # -- many accounts at once (read-only views) -----------------------------------
+    def hf_array(self, n: int) -> NDArray[np.float64]:
+        return _ro(self._eng.r_hf[:n])
+
+    def bp_array(self, n: int) -> NDArray[np.float64]:
+        return _ro(self._eng.r_bp[:n])
+
+    def tier_array(self, n: int) -> NDArray[np.int8]:
+        return _ro(self._eng.r_tier[:n])
+
+    def degraded_array(self, n: int) -> NDArray[np.bool_]:
+        return _ro(self._eng.r_degraded[:n])
+
+    def credit_array(self, chain: str, n: int) -> NDArray[np.int64]:
+        """Credit (USD6) on `chain` of the first n accounts."""
+        return _ro(self._eng.credit[:n, self.chain_position(chain)])
+
+    def unpriced_array(self, n: int) -> NDArray[np.bool_]:
+        """Which of the first n accounts hold an asset without any price."""
+        return _ro(self._eng.unpriced_accounts(n))
+
+    def tier_counts(self) -> dict[str, int]:
+        return self._eng.tier_counts()
+
+    def accounts_by_tier(
+        self, tier: str, limit: int = 100, cursor: int = 0
+    ) -> tuple[list[str], int | None]:
+        return self._eng.accounts_by_tier(tier, limit, cursor)
+
+
+__all__ = ["LedgerView"]
