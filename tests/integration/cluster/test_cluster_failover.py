@@ -43,8 +43,11 @@ from devkit import manager
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(400)]
 
-# A takeover must land within the TTL + one renew round + start-up of the work.
-TAKEOVER_BOUND_S = LEASE_TTL_S + 2 * RENEW_S + 3.0
+# A takeover must land within the TTL + one renew round + start-up of the work. The
+# margin is wide on purpose: on a loaded 2-core CI machine an instance's start-up of the
+# work took 5 s (acquired 8.05 s after the kill with ttl 3 s). Its speed is reported
+# (median and max, below), not judged; the bound only catches a takeover that hangs.
+TAKEOVER_BOUND_S = LEASE_TTL_S + 2 * RENEW_S + 15.0
 KILL_ROUNDS = int(os.environ.get("AGG_CLUSTER_KILL_ROUNDS", "4"))
 SOAK_KILL_ROUNDS = 25
 
