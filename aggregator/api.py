@@ -24,9 +24,11 @@ from aiohttp import web
 from eth_hash.auto import keccak
 from prometheus_client import Histogram
 
+from aggregator.openapi import OPENAPI
+from chains.units import TIERS
+
 log = logging.getLogger(__name__)
 
-TIERS = ("healthy", "warning", "liquidatable", "insolvent")
 MAX_LIMIT = 1000
 ACCOUNTS_QUERY = ("tier", "limit", "cursor")
 # ASCII only and explicit: eth_utils.is_hex_address also takes a bare 40-hex string
@@ -39,11 +41,20 @@ SSE_KEEPALIVE_S = 15.0
 
 
 class ApiBackend(Protocol):
-    """What the API needs from the daemon (kept narrow so the API is testable alone)."""
+    """Everything the API serves comes through here (the daemon's is
+    aggregator/api_views.py:ApiViews); the API is testable alone with any implementation.
+    A view that returns None is a 404 for the path's subject."""
 
     def readiness(self) -> tuple[bool, list[str]]: ...
     def account_detail(self, address: str) -> dict[str, Any] | None: ...
     def account_health(self, address: str) -> dict[str, Any] | None: ...
+    def account_health_body(self, address: str) -> bytes | None:
+        """dumps(account_health(address)) encoded, for an address matching _ADDRESS_RE in
+        any case; None: answer through account_health instead (the 404 comes from there)."""
+        ...
+
+    def account_margin(self, address: str) -> dict[str, Any] | None: ...
+    async def margin_report(self) -> dict[str, Any]: ...
     def list_accounts(
         self, tier: str | None, limit: int, cursor: str | None
     ) -> tuple[list[dict[str, Any]], str | None]: ...
@@ -52,6 +63,9 @@ class ApiBackend(Protocol):
     def chains(self) -> list[dict[str, Any]]: ...
     def subscribe(self) -> AsyncIterator[dict[str, Any]]: ...
     def metrics_text(self) -> bytes: ...
+    def set_push_paused(self, paused: bool) -> dict[str, Any]:
+        """Admin: stop or restart sending new update batches."""
+        ...
 
 
 class ApiError(Exception):
@@ -273,10 +287,6 @@ class Api:
         request_seconds: Histogram | None = None,
     ) -> None:
         self.backend = backend
-        # Optional: bytes of the /health body, identical to dumps(account_health(a)).
-        self._health_body: Callable[[str], bytes | None] | None = getattr(
-            backend, "account_health_body", None
-        )
         # An idle stream only notices a gone client when it writes: the keepalive
         # comment bounds how long a disconnected client keeps its subscription.
         self.sse_keepalive_s = sse_keepalive_s
@@ -307,7 +317,6 @@ class Api:
             ]
         )
         self._runner: web.AppRunner | None = None
-        self._margin_report: dict[str, Any] | None = None
         # Bearer token of the admin routes (AGG_ADMIN_TOKEN); None disables them (403).
         self.admin_token: str | None = None
         self.port: int | None = None
@@ -344,8 +353,6 @@ class Api:
         )
 
     async def openapi(self, _: web.Request) -> web.Response:
-        from aggregator.openapi import OPENAPI
-
         return json_response(OPENAPI)
 
     # -- accounts -----------------------------------------------------------
@@ -358,11 +365,11 @@ class Api:
 
     async def account_health(self, request: web.Request) -> web.Response:
         raw = request.match_info["address"]
-        # The hottest route: a backend that formats the body itself (the daemon) skips
-        # the view dict and the encoder; anything else (bad address, unknown account)
-        # takes the general path below, which answers the error.
-        if self._health_body is not None and _ADDRESS_RE.fullmatch(raw) is not None:
-            body = self._health_body(raw)
+        # The hottest route: the backend formats the body itself, skipping the view dict
+        # and the encoder; anything else (bad address, unknown account) takes the
+        # general path below, which answers the error.
+        if _ADDRESS_RE.fullmatch(raw) is not None:
+            body = self.backend.account_health_body(raw)
             if body is not None:
                 return web.Response(body=body, content_type="application/json", charset="utf-8")
         address = parse_address(raw)
@@ -374,21 +381,13 @@ class Api:
     # -- portfolio margin (docs/portfolio-margin.md) ----------------------------
     async def account_margin(self, request: web.Request) -> web.Response:
         address = parse_address(request.match_info["address"])
-        # Optional on the backend: a daemon without the portfolio feed has no such view.
-        fn = getattr(self.backend, "account_margin", None)
-        view = fn(address) if fn is not None else None
+        view = self.backend.account_margin(address)
         if view is None:
             raise ApiError(404, "address", f"no positions known for {address}")
         return json_response(view)
 
     async def margin_report(self, _: web.Request) -> web.Response:
-        from aggregator.risk import capital
-
-        # The shipped reference book: the same for every request, computed once.
-        if self._margin_report is None:
-            rep = await asyncio.to_thread(capital.capital_report)
-            self._margin_report = rep.to_json()
-        return json_response(self._margin_report)
+        return json_response(await self.backend.margin_report())
 
     async def accounts(self, request: web.Request) -> web.Response:
         q = request.query
@@ -452,10 +451,7 @@ class Api:
             resp = error_body(401, "authorization", "missing or wrong bearer token")
             resp.headers["WWW-Authenticate"] = 'Bearer realm="aggregator-admin"'
             return resp
-        setter = getattr(self.backend, "set_push_paused", None)
-        if setter is None:
-            raise ApiError(503, None, "pushing is not available in this process")
-        return json_response(setter(paused))
+        return json_response(self.backend.set_push_paused(paused))
 
     async def chains(self, _: web.Request) -> web.Response:
         return json_response({"chains": self.backend.chains()})
@@ -466,41 +462,12 @@ class Api:
         )
         # Subscribe before the 200 goes out: a failing backend is then still a JSON 500.
         events = self.backend.subscribe()
-        it = aiter(events)
-        # One pending __anext__ kept across keepalive ticks: cancelling it on a timeout
-        # would throw into the backend's generator and end the subscription.
-        pending: asyncio.Future[dict[str, Any]] | None = None
+        feed = _NextEvent(aiter(events))
         closing = asyncio.ensure_future(self._closing.wait())
         try:
             await resp.prepare(request)
             await resp.write(b": connected\n\n")
-            while True:
-                if pending is None:
-                    pending = asyncio.ensure_future(anext(it))
-                waiters: set[asyncio.Future[Any]] = {pending, closing}
-                done, _ = await asyncio.wait(
-                    waiters,
-                    timeout=self.sse_keepalive_s,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if closing in done:
-                    await resp.write(b'event: shutdown\ndata: {"event": "shutdown"}\n\n')
-                    break
-                if not done:
-                    transport = request.transport
-                    if transport is None or transport.is_closing():
-                        break
-                    await resp.write(b": keepalive\n\n")
-                    continue
-                task, pending = pending, None
-                try:
-                    event = task.result()
-                except StopAsyncIteration:
-                    break
-                # Control events ({"event": "shutdown"|"overflow"}) keep their own name
-                # so a client can tell "the stream ends" from a health change.
-                name = event.get("event", "health") if isinstance(event, dict) else "health"
-                await resp.write(f"event: {name}\ndata: {dumps(event)}\n\n".encode())
+            await self._pump(request, resp, feed, closing)
         except ConnectionResetError:
             pass
         except Exception:
@@ -514,15 +481,71 @@ class Api:
         finally:
             closing.cancel()
             await asyncio.wait({closing})
-            if pending is not None:
-                pending.cancel()
-                # asyncio.wait, not await: this handler's own cancellation must not be
-                # swallowed; exception() marks the result retrieved.
-                await asyncio.wait({pending})
-                if not pending.cancelled():
-                    pending.exception()
+            await feed.cancel()
             aclose = getattr(events, "aclose", None)
             if aclose is not None:
                 with contextlib.suppress(Exception):
                     await aclose()
         return resp
+
+    async def _pump(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        feed: _NextEvent,
+        closing: asyncio.Future[Any],
+    ) -> None:
+        """Events as frames until the stream ends, the client goes or the API stops."""
+        while True:
+            waiters: set[asyncio.Future[Any]] = {feed.pending(), closing}
+            done, _ = await asyncio.wait(
+                waiters, timeout=self.sse_keepalive_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            if closing in done:
+                await resp.write(b'event: shutdown\ndata: {"event": "shutdown"}\n\n')
+                return
+            if not done:
+                transport = request.transport
+                if transport is None or transport.is_closing():
+                    return
+                await resp.write(b": keepalive\n\n")
+                continue
+            try:
+                event = feed.take()
+            except StopAsyncIteration:
+                return
+            # Control events ({"event": "shutdown"|"overflow"}) keep their own name
+            # so a client can tell "the stream ends" from a health change.
+            name = event.get("event", "health") if isinstance(event, dict) else "health"
+            await resp.write(f"event: {name}\ndata: {dumps(event)}\n\n".encode())
+
+
+class _NextEvent:
+    """The one pending __anext__ of a subscription, kept across keepalive ticks:
+    cancelling it on a timeout would throw into the backend's generator and end the
+    subscription."""
+
+    def __init__(self, it: AsyncIterator[dict[str, Any]]) -> None:
+        self._it = it
+        self._pending: asyncio.Future[dict[str, Any]] | None = None
+
+    def pending(self) -> asyncio.Future[dict[str, Any]]:
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(anext(self._it))
+        return self._pending
+
+    def take(self) -> dict[str, Any]:
+        """The finished event (raises what the iterator raised, StopAsyncIteration too)."""
+        task, self._pending = self.pending(), None
+        return task.result()
+
+    async def cancel(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        pending.cancel()
+        # asyncio.wait, not await: this handler's own cancellation must not be
+        # swallowed; exception() marks the result retrieved.
+        await asyncio.wait({pending})
+        if not pending.cancelled():
+            pending.exception()

@@ -38,7 +38,7 @@ def summary(daemon: Daemon, api_url: str) -> str:
     (from the same views the API serves)."""
     from aggregator import tables
 
-    ok, reasons = daemon.readiness()
+    ok, reasons = daemon.status.readiness()
     prices = daemon.oracle.prices()
     line = "  ".join(
         f"{sym} {p.value:,.2f}{'' if p.usable else '(' + str(p.status) + ')'}"
@@ -52,9 +52,9 @@ def summary(daemon: Daemon, api_url: str) -> str:
         f"accounts: {sum(counts.values())}  "
         + "  ".join(f"{tier} {n}" for tier, n in counts.items())
     )
-    chains = daemon.chains()
-    if daemon.prices_ready:
-        items = daemon.list_accounts(None, 1000, None)[0]
+    chains = daemon.views.chains()
+    if daemon.ledger.prices_ready:
+        items = daemon.views.list_accounts(None, 1000, None)[0]
         # The riskiest first: they are what a demo watcher wants to see move.
         items.sort(key=lambda h: math.inf if h["hf"] is None else h["hf"])
         names = [c["chain"] for c in chains]

@@ -35,7 +35,7 @@ TARGET_RATIO = 0.6
 def _book_backend(n_accounts: int) -> tuple[Any, list[str]]:
     """An ApiBackend whose account_health is the daemon's own method over a synthetic
     book: the measured path is the production one, minus chains and the store."""
-    from aggregator.daemon import Daemon
+    from aggregator.api_views import AccountViews, LedgerReader
     from bench.risk_engine import build_engine, set_market, synth_rows
 
     eng = build_engine()
@@ -46,14 +46,15 @@ def _book_backend(n_accounts: int) -> tuple[Any, list[str]]:
     eng.recompute()
     eng.allocate_credit()
 
-    class Backend:
-        engine = eng
-        prices_ready = True
-        _require_prices = Daemon._require_prices
-        account_health = Daemon.account_health
-        account_health_body = Daemon.account_health_body
-
-    return Backend(), list(eng.book.account_address)
+    views = AccountViews(
+        LedgerReader(eng),
+        prices_ready=lambda: True,
+        decimals={},
+        indexers={},
+        onchain=lambda address: None,
+        margin=lambda address: None,
+    )
+    return views, list(eng.book.account_address)
 
 
 def _serve(kind: str, n_accounts: int, port_file: Path) -> None:

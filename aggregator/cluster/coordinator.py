@@ -141,63 +141,69 @@ class LeaseCoordinator:
             await self._end(name, reason)
         budget = max(0.2, self.renew_every_s)
         for name in list(self.held):
-            t = self.held[name]
-            sent = time.monotonic()
-            try:
-                async with asyncio.timeout(max(0.1, min(budget, t.deadline - sent))):
-                    ok = await self.leases.renew(name, t.fence.token)
-            except Exception as exc:
-                # The database is unreachable or slow: keep working until the deadline
-                # (the timer stops the work then); try again next round.
-                self._note_error(f"renew {name}: {type(exc).__name__}: {exc}")
-                continue
-            if not ok:
-                await self._end(name, "renewal refused: another instance holds it now")
-                continue
-            t.deadline = sent + self.ttl_s
-            self._arm(name, t)
+            await self._renew(name, budget)
         for name in self.names:
             if name in self.held or self._closed:
                 continue
-            sent = time.monotonic()
-            try:
-                async with asyncio.timeout(budget):
-                    got = await self.leases.acquire(name)
-            except Exception as exc:
-                self._note_error(f"acquire {name}: {type(exc).__name__}: {exc}")
-                continue
-            if got is None:
-                continue
-            fence = Fence(name, self.holder, got.token)
-            t = Tenure(fence, sent, sent + self.ttl_s, got.previous_holder)
-            self.held[name] = t
-            self._arm(name, t)
-            self.stats.acquisitions[name] = self.stats.acquisitions.get(name, 0) + 1
-            if got.previous_holder is not None and got.previous_holder != self.holder:
-                self.stats.takeovers[name] = self.stats.takeovers.get(name, 0) + 1
-            log.info(
-                "lease %s acquired: token %d (previous holder %s)",
-                name,
-                got.token,
-                got.previous_holder or "none",
-            )
-            try:
-                await self.on_acquired(name, fence)
-                t.started = True
-            except Exception as exc:
-                # Could not start the work (e.g. the checkpoint load failed): give the
-                # lease back so a peer, or our next round, tries again.
-                log.error("lease %s: starting its work failed: %s", name, exc, exc_info=exc)
-                self.held.pop(name, None)
-                if t.timer is not None:
-                    t.timer.cancel()
-                fence.revoked.set()
-                with contextlib.suppress(Exception):
-                    await self.leases.release(name, got.token)
-            self._changed()
+            await self._acquire(name, budget)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(budget):
                 self.rows = {r.name: r for r in await self.leases.all()}
+
+    async def _renew(self, name: str, budget: float) -> None:
+        t = self.held[name]
+        sent = time.monotonic()
+        try:
+            async with asyncio.timeout(max(0.1, min(budget, t.deadline - sent))):
+                ok = await self.leases.renew(name, t.fence.token)
+        except Exception as exc:
+            # The database is unreachable or slow: keep working until the deadline
+            # (the timer stops the work then); try again next round.
+            self._note_error(f"renew {name}: {type(exc).__name__}: {exc}")
+            return
+        if not ok:
+            await self._end(name, "renewal refused: another instance holds it now")
+            return
+        t.deadline = sent + self.ttl_s
+        self._arm(name, t)
+
+    async def _acquire(self, name: str, budget: float) -> None:
+        sent = time.monotonic()
+        try:
+            async with asyncio.timeout(budget):
+                got = await self.leases.acquire(name)
+        except Exception as exc:
+            self._note_error(f"acquire {name}: {type(exc).__name__}: {exc}")
+            return
+        if got is None:
+            return
+        fence = Fence(name, self.holder, got.token)
+        t = Tenure(fence, sent, sent + self.ttl_s, got.previous_holder)
+        self.held[name] = t
+        self._arm(name, t)
+        self.stats.acquisitions[name] = self.stats.acquisitions.get(name, 0) + 1
+        if got.previous_holder is not None and got.previous_holder != self.holder:
+            self.stats.takeovers[name] = self.stats.takeovers.get(name, 0) + 1
+        log.info(
+            "lease %s acquired: token %d (previous holder %s)",
+            name,
+            got.token,
+            got.previous_holder or "none",
+        )
+        try:
+            await self.on_acquired(name, fence)
+            t.started = True
+        except Exception as exc:
+            # Could not start the work (e.g. the checkpoint load failed): give the
+            # lease back so a peer, or our next round, tries again.
+            log.error("lease %s: starting its work failed: %s", name, exc, exc_info=exc)
+            self.held.pop(name, None)
+            if t.timer is not None:
+                t.timer.cancel()
+            fence.revoked.set()
+            with contextlib.suppress(Exception):
+                await self.leases.release(name, got.token)
+        self._changed()
 
     def _note_error(self, msg: str) -> None:
         if self.stats.last_error != msg:

@@ -6,7 +6,7 @@ its `writes` counter moves with every protected write of the holder. When it mov
 follower reads the chain's checkpoint (sync status for /v1/chains and /readyz) and the
 positions updated since the last block it saw, minus the reorg window (a rollback stamps
 the positions it reverses with the ancestor block), compares them with what it last saw,
-and hands the changed accounts to the daemon exactly as a local indexer would. Bounded:
+and hands the changed accounts to the ledger exactly as a local indexer would. Bounded:
 normally a handful of rows per poll; a full comparison of the chain only on the first
 poll, after losing the lease, after a rollback deeper than the margin, and every
 `FULL_EVERY` polls as a backstop.
@@ -17,16 +17,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Mapping
 
 from sqlalchemy import Table, select
 
 from aggregator.cluster.lease import LeaseRow, LeaseStore
+from aggregator.store import Store
+from aggregator.store.chain_repo import SqlChainStore
 from aggregator.store.models.chain import ChainPosition
-
-if TYPE_CHECKING:
-    from aggregator.daemon import Daemon
+from chains.indexer import ChainIndexer
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +37,24 @@ Key = tuple[str, str, str]
 class Follower:
     def __init__(
         self,
-        daemon: Daemon,
+        store: Store,
+        repo: SqlChainStore,
         leases: LeaseStore,
+        *,
+        indexers: Mapping[str, ChainIndexer],
+        reorg_window: Mapping[str, int],
+        accounts_changed: Callable[[str, set[str]], Awaitable[None]],
         holds: Callable[[str], bool],
         interval_s: float,
     ) -> None:
-        self.d = daemon
+        self.store = store
+        self.repo = repo
         self.leases = leases
+        # The indexers of every indexed chain (this instance's own or followed ones).
+        self.indexers = indexers
+        self.reorg_window = reorg_window
+        # The ledger's callback, exactly as a local indexer calls it.
+        self.accounts_changed = accounts_changed
         self._holds = holds  # this instance holds the named lease
         self.interval_s = interval_s
         self.cache: dict[str, dict[Key, tuple[int, int]]] = {}
@@ -75,13 +85,13 @@ class Follower:
         # and again next poll (harmless), never missed.
         self.rows = {r.name: r for r in await self.leases.all()}
         full = self.polls % FULL_EVERY == 0
-        for chain in list(self.d.indexers):
+        for chain in list(self.indexers):
             name = f"index:{chain}"
             if self._held(name):
                 continue
             row = self.rows.get(name)
             marker = None if row is None else (row.token, row.writes)
-            ix = self.d.indexers[chain]
+            ix = self.indexers[chain]
             if row is not None and not row.live:
                 # Holder gone and nobody took over yet: the store stops moving.
                 ix.status.caught_up = False
@@ -95,10 +105,9 @@ class Follower:
 
     async def sync_chain(self, chain: str) -> set[str]:
         """Bring the ledger up to what the store holds for `chain`; returns the accounts
-        that changed (already handed to the daemon)."""
-        d = self.d
-        cp = await d.repo.load_checkpoint(chain)
-        ix = d.indexers.get(chain)
+        that changed (already handed to the ledger)."""
+        cp = await self.repo.load_checkpoint(chain)
+        ix = self.indexers.get(chain)
         if ix is not None and cp is not None:
             st = ix.status
             st.indexed_block = cp.indexed_block
@@ -113,7 +122,7 @@ class Follower:
                 st.last_error = None
         cache = self.cache.get(chain)
         prev = self.seen_block.get(chain)
-        window = d.settings[chain].reorg_window
+        window = self.reorg_window[chain]
         q = select(POS.c.account, POS.c.token, POS.c.kind, POS.c.head_amount, POS.c.pending_amount)
         q = q.where(POS.c.chain == chain)
         full = cache is None or prev is None or cp is None or self.polls % FULL_EVERY == 0
@@ -122,7 +131,7 @@ class Follower:
                 full = True  # rolled back further than the margin covers
             else:
                 q = q.where(POS.c.updated_block >= min(prev, cp.indexed_block) - window - 2)
-        async with d.store.session() as s:
+        async with self.store.session() as s:
             rows = (await s.execute(q)).all()
         cache = {} if cache is None else cache
         changed: set[str] = set()
@@ -138,7 +147,7 @@ class Follower:
         if changed:
             self.synced_total += len(changed)
             log.debug("follower %s: %d account(s) changed in the store", chain, len(changed))
-            await d._accounts_changed(chain, changed)
+            await self.accounts_changed(chain, changed)
         return changed
 
 

@@ -14,42 +14,88 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 from aggregator.cluster.coordinator import LeaseCoordinator
 from aggregator.cluster.follower import Follower
 from aggregator.cluster.lease import Fence, FencedOut, LeaseStore, end_idle_transactions_after
+from aggregator.config import ClusterConfig
+from aggregator.metrics import Metrics
+from aggregator.store import Store
 from aggregator.store.chain_repo import SqlChainStore
+from aggregator.supervisor import Supervisor
 from chains.indexer import ChainIndexer
-
-if TYPE_CHECKING:
-    from aggregator.daemon import Daemon
+from chains.store import IndexerStore
+from chains.types import ChainSettings
 
 log = logging.getLogger(__name__)
 
+Guard = Callable[[Callable[[], Awaitable[None]]], Callable[[], Awaitable[None]]]
+
+
+class IndexWork(Protocol):
+    """How this instance indexes a chain it holds the index lease of
+    (aggregator/indexing.py)."""
+
+    settings: Mapping[str, ChainSettings]
+    accounts_changed: Callable[[str, set[str]], Awaitable[None]]
+
+    def build(self, chain: str, store: IndexerStore) -> ChainIndexer: ...
+    def supervised(self, indexer: ChainIndexer) -> Callable[[], Awaitable[None]]: ...
+
+
+class PushWork(Protocol):
+    """How this instance pushes for a chain it holds the push lease of
+    (aggregator/push/wiring.py)."""
+
+    def chains(self) -> list[str]: ...
+    async def start_chain(self, name: str, fence: Fence, guard: Guard) -> None: ...
+
+
+def clustered(store: Store) -> bool:
+    """Leases run on PostgreSQL only: on SQLite the store lock keeps it to one instance."""
+    return store.dialect == "postgresql"
+
 
 class ClusterWiring:
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
-        self.cfg = daemon.cfg.cluster
-        self.enabled = daemon.store.dialect == "postgresql"
-        self.instance_id = self.cfg.instance_id
+    def __init__(
+        self,
+        cfg: ClusterConfig,
+        store: Store,
+        repo: SqlChainStore,
+        *,
+        supervisor: Supervisor,
+        metrics: Metrics,
+        stop: asyncio.Event,
+        indexers: dict[str, ChainIndexer],
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.repo = repo
+        self.supervisor = supervisor
+        self.metrics = metrics
+        self.stop_event = stop
+        # Shared with the daemon's other parts: a chain's indexer is added here when
+        # this instance takes its index lease.
+        self.indexers = indexers
+        self.enabled = clustered(store)
+        self.instance_id = cfg.instance_id
         self.coordinator: LeaseCoordinator | None = None
         self.follower: Follower | None = None
+        self._indexing: IndexWork | None = None
+        self._push: PushWork | None = None
         if self.enabled:
-            end_idle_transactions_after(daemon.store.engine, self.cfg.lease_ttl_s)
+            end_idle_transactions_after(store.engine, cfg.lease_ttl_s)
 
     # ------------------------------------------------------------ lifecycle
-    async def start(self) -> None:
+    async def start(self, indexing: IndexWork, push: PushWork) -> None:
         """After the indexers were loaded and the pusher built (not spawned)."""
         if not self.enabled:
             return
-        d = self.d
-        leases = LeaseStore(d.store.engine, self.instance_id, self.cfg.lease_ttl_s)
-        names = [f"index:{c}" for c in d.indexers]
-        if d.push.service is not None:
-            names += [f"push:{c}" for c in d.push.service.chains]
+        self._indexing, self._push = indexing, push
+        leases = LeaseStore(self.store.engine, self.instance_id, self.cfg.lease_ttl_s)
+        names = [f"index:{c}" for c in self.indexers] + [f"push:{c}" for c in push.chains()]
         self.coordinator = LeaseCoordinator(
             leases,
             names,
@@ -58,7 +104,16 @@ class ClusterWiring:
             on_lost=self._lost,
             on_change=self._metrics,
         )
-        self.follower = Follower(d, leases, self.holds, self.cfg.follow_interval_s)
+        self.follower = Follower(
+            self.store,
+            self.repo,
+            leases,
+            indexers=self.indexers,
+            reorg_window={c: s.reorg_window for c, s in indexing.settings.items()},
+            accounts_changed=indexing.accounts_changed,
+            holds=self.holds,
+            interval_s=self.cfg.follow_interval_s,
+        )
         log.info(
             "cluster: instance %s contends for %s (lease ttl %.1fs, renew every %.1fs)",
             self.instance_id,
@@ -67,8 +122,8 @@ class ClusterWiring:
             self.cfg.renew_every_s,
         )
         coordinator = self.coordinator
-        d.supervisor.spawn("cluster", functools.partial(coordinator.run, d.stop_event))
-        d.supervisor.spawn("follow", functools.partial(self.follower.run, d.stop_event))
+        self.supervisor.spawn("cluster", functools.partial(coordinator.run, self.stop_event))
+        self.supervisor.spawn("follow", functools.partial(self.follower.run, self.stop_event))
 
     async def stop(self) -> None:
         """After the supervisor cancelled the work: hand the leases back at once."""
@@ -94,29 +149,23 @@ class ClusterWiring:
         kind, chain = name.split(":", 1)
         if kind == "index":
             await self._start_index(chain, fence)
-        elif kind == "push":
-            await self.d.push.start_chain(chain, fence, functools.partial(self._guard, fence))
+        elif kind == "push" and self._push is not None:
+            await self._push.start_chain(chain, fence, functools.partial(self._guard, fence))
 
     async def _start_index(self, chain: str, fence: Fence) -> None:
-        d = self.d
+        assert self._indexing is not None  # set by start(), before any lease
         if self.follower is not None:
             # Everything the previous holder committed goes into our ledger first: the
             # new indexer only reports what it indexes itself.
             await self.follower.sync_chain(chain)
             self.follower.forget(chain)
-        indexer = ChainIndexer(
-            d.settings[chain],
-            d.clients[chain],
-            SqlChainStore(d.store, fence=fence),
-            on_accounts_changed=d._accounts_changed,
-            on_progress=d._progress,
-            markets=d.portfolio.watch(chain),
-        )
+        indexer = self._indexing.build(chain, SqlChainStore(self.store, fence=fence))
         # The checkpoint as the previous holder left it (its last write committed before
         # our acquisition could take the row lock).
         await indexer.load()
-        d.indexers[chain] = indexer
-        d.supervisor.spawn(f"index:{chain}", self._guard(fence, d._index_loop(indexer)))
+        self.indexers[chain] = indexer
+        work = self._guard(fence, self._indexing.supervised(indexer))
+        self.supervisor.spawn(f"index:{chain}", work)
 
     async def _lost(self, name: str, fence: Fence, reason: str) -> None:
         kind, chain = name.split(":", 1)
@@ -125,7 +174,7 @@ class ClusterWiring:
             self.follower.forget(chain)
 
     async def _cancel(self, task_name: str) -> None:
-        info = self.d.supervisor.tasks.get(task_name)
+        info = self.supervisor.tasks.get(task_name)
         if info is None or info.task is None:
             return
         if info.task.done():
@@ -137,14 +186,14 @@ class ClusterWiring:
         # Cancelled while waiting to restart after a crash, the supervisor leaves the
         # task marked "backoff": mark it stopped, or the next tenure could not spawn it.
         info.state = "stopped"
-        self.d.metrics.task_up.labels(task=task_name).set(0)
+        self.metrics.task_up.labels(task=task_name).set(0)
 
     # ------------------------------------------------------------ views
     def _metrics(self) -> None:
         c = self.coordinator
         if c is None:
             return
-        m = self.d.metrics
+        m = self.metrics
         for name in c.names:
             m.cluster_lease_held.labels(lease=name).set(1 if c.holds(name) else 0)
             m.advance(m.cluster_takeovers, c.stats.takeovers.get(name, 0), name)
@@ -208,4 +257,4 @@ def tenure_work(
     return run
 
 
-__all__ = ["ClusterWiring", "tenure_work"]
+__all__ = ["ClusterWiring", "IndexWork", "PushWork", "clustered", "tenure_work"]

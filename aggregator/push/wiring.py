@@ -1,30 +1,58 @@
 """The pusher inside the daemon: key loading, supervised per-chain tasks, views.
 
-Kept out of aggregator/daemon.py so the daemon only calls a handful of methods.
+Kept out of aggregator/daemon.py so the daemon only calls a handful of methods. It gets
+everything through its constructor and start(): the engine, store, clients and task
+supervisor, and two readiness inputs from the ledger. It imports nothing of the daemon.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from aggregator.cluster.lease import Fence
-from aggregator.config import load_secrets
+from aggregator.config import AppConfig, load_secrets
+from aggregator.metrics import Metrics
 from aggregator.push.service import ChainPusher, PushService
+from aggregator.risk.engine import RiskEngine
+from aggregator.startup import StartupError
+from aggregator.store import Store
 from aggregator.store.push_repo import SqlPushStore
+from aggregator.supervisor import Supervisor
+from chains.indexer import ChainIndexer
 from chains.pusher.keys import KeeperKey, KeyLoadError, load_keeper_key
-
-if TYPE_CHECKING:
-    from aggregator.daemon import Daemon
+from chains.rpc import RpcClient
 
 log = logging.getLogger(__name__)
 
 
 class PusherWiring:
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
+    def __init__(
+        self,
+        cfg: AppConfig,
+        engine: RiskEngine,
+        store: Store,
+        clients: dict[str, RpcClient],
+        *,
+        metrics: Metrics,
+        supervisor: Supervisor,
+        stop: asyncio.Event,
+        indexers: Mapping[str, ChainIndexer],
+        clustered: bool,
+    ) -> None:
+        self.cfg = cfg
+        self.engine = engine
+        self.store = store
+        self.clients = clients
+        self.metrics = metrics
+        self.supervisor = supervisor
+        self.stop_event = stop
+        self._indexers = indexers  # live: chains start and stop under their leases
+        # Several instances (aggregator/cluster): each chain's loop starts under its lease.
+        self.clustered = clustered
         self.service: PushService | None = None
         self._key: KeeperKey | None = None
         self.disabled_reason: str | None = None
@@ -32,11 +60,11 @@ class PusherWiring:
         secrets = load_secrets()
         self._keeper_secret = secrets.keeper_key
         token = secrets.admin_token.get_secret_value() if secrets.admin_token else None
-        # The admin routes answer 403 while no token is configured.
-        daemon.api.admin_token = token or None
+        # For the API's admin routes, which answer 403 while no token is configured.
+        self.admin_token: str | None = token or None
 
     def _load_key(self) -> KeeperKey | None:
-        p = self.d.cfg.pusher
+        p = self.cfg.pusher
         secret = self._keeper_secret.get_secret_value() if self._keeper_secret else None
         return load_keeper_key(
             secret,
@@ -45,29 +73,34 @@ class PusherWiring:
             password_file=p.keystore_password_file,
         )
 
-    def _ready(self) -> bool:
-        """Push only from a complete ledger: prices computed, every indexed chain caught
-        up once (a half-indexed book would under-count debt and over-grant credit), no
-        fatal chain and no indexed change waiting for the ledger."""
-        d = self.d
-        if not (d.prices_ready and d.book_loaded):
-            return False
-        for name, ix in d.indexers.items():
-            if ix.status.fatal:
-                return False
-            if ix.status.caught_up:
-                self._caught_up.add(name)
-            if name not in self._caught_up:
-                return False
-        # A stored position the chain cannot hold is out of the book until repaired:
-        # pushing meanwhile could grant credit against debt the book does not see.
-        return d.ledger_settled() and not d._impossible
+    def _readiness(
+        self, computed: Callable[[], bool], settled: Callable[[], bool]
+    ) -> Callable[[], bool]:
+        """Push only from a complete ledger: prices computed and the book loaded
+        (`computed`), every indexed chain caught up once (a half-indexed book would
+        under-count debt and over-grant credit), no fatal chain, and (`settled`) no
+        indexed change waiting for the ledger and no impossible stored position: one
+        is out of the book until repaired, and pushing meanwhile could grant credit
+        against debt the book does not see."""
 
-    async def start(self) -> None:
-        from aggregator.daemon import StartupError
+        def ready() -> bool:
+            if not computed():
+                return False
+            for name, ix in self._indexers.items():
+                if ix.status.fatal:
+                    return False
+                if ix.status.caught_up:
+                    self._caught_up.add(name)
+                if name not in self._caught_up:
+                    return False
+            return settled()
 
-        d = self.d
-        p = d.cfg.pusher
+        return ready
+
+    async def start(self, *, computed: Callable[[], bool], settled: Callable[[], bool]) -> None:
+        """`computed`: prices computed and the book loaded; `settled`: every indexed
+        change in the ledger and no impossible stored position awaiting repair."""
+        p = self.cfg.pusher
         if not p.enabled:
             self.disabled_reason = "pusher.enabled = false"
             return
@@ -82,13 +115,13 @@ class PusherWiring:
             log.warning("pusher disabled: %s", self.disabled_reason)
             return
         service = PushService(
-            d.cfg,
-            d.engine,
-            SqlPushStore(d.store),
-            d.clients,
-            metrics=d.metrics,
+            self.cfg,
+            self.engine,
+            SqlPushStore(self.store),
+            self.clients,
+            metrics=self.metrics,
             key=key,
-            ready=self._ready,
+            ready=self._readiness(computed, settled),
         )
         await service.load()
         self.service = service
@@ -99,11 +132,11 @@ class PusherWiring:
             ", ".join(service.chains) or "no chain with a registry",
             " [dry run]" if p.dry_run else "",
         )
-        if d.cluster.enabled:
+        if self.clustered:
             return  # each chain's loop starts under its push lease (start_chain)
         for name in service.chains:
-            d.supervisor.spawn(
-                f"push:{name}", functools.partial(service.run_chain, name, d.stop_event)
+            self.supervisor.spawn(
+                f"push:{name}", functools.partial(service.run_chain, name, self.stop_event)
             )
 
     async def start_chain(
@@ -122,14 +155,14 @@ class PusherWiring:
         cp = ChainPusher(
             old.settings,
             old.client,
-            SqlPushStore(self.d.store, fence=fence),
+            SqlPushStore(self.store, fence=fence),
             self._key,
             dry_run=s.dry_run,
         )
         await cp.listener.load()
         s.chains[name] = cp
-        self.d.supervisor.spawn(
-            f"push:{name}", guard(functools.partial(s.run_chain, name, self.d.stop_event))
+        self.supervisor.spawn(
+            f"push:{name}", guard(functools.partial(s.run_chain, name, self.stop_event))
         )
 
     async def stop(self) -> None:
@@ -156,8 +189,12 @@ class PusherWiring:
         if self.service is None:
             return {"paused": paused, "enabled": False, "reason": self.disabled_reason}
         out = self.service.set_paused(paused)
-        self.d.metrics.pusher_paused.set(1 if paused else 0)
+        self.metrics.pusher_paused.set(1 if paused else 0)
         return {**out, "enabled": True}
+
+    def chains(self) -> list[str]:
+        """The chains with a registry this pusher updates (none while disabled)."""
+        return [] if self.service is None else list(self.service.chains)
 
     def readiness_reasons(self) -> list[str]:
         return [] if self.service is None else self.service.readiness_reasons()

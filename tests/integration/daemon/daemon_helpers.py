@@ -40,14 +40,14 @@ async def wait_until(predicate: Any, timeout: float = 90.0, what: str = "conditi
 
 async def wait_ready(d: Daemon, timeout: float = 180.0) -> None:
     async def ready() -> bool:
-        ok, _ = d.readiness()
+        ok, _ = d.status.readiness()
         # Ready allows a moment of ledger lag; tests read the ledger right after.
-        return ok and d.ledger_settled()
+        return ok and d.ledger.ledger_settled()
 
     try:
         await wait_until(ready, timeout, "readiness")
     except AssertionError:
-        raise AssertionError(f"daemon not ready: {d.readiness()[1]}") from None
+        raise AssertionError(f"daemon not ready: {d.status.readiness()[1]}") from None
 
 
 def daemon_config(cfg: AppConfig, store_url: str) -> AppConfig:

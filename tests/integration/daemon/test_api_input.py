@@ -142,7 +142,7 @@ async def test_fuzzed_requests_never_5xx_and_4xx_name_the_field(
         # Documented: no price refresh has completed yet, so no risk to show.
         if method != "HEAD":
             check_error_body(status, ctype, text, where)
-        assert not daemon.prices_ready or method == "HEAD", f"{where}: 503 while ready"
+        assert not daemon.ledger.prices_ready or method == "HEAD", f"{where}: 503 while ready"
         return
     assert status < 500, f"{where}: {status} {text[:300]}"
     if status >= 400 and method == "HEAD":

@@ -302,30 +302,30 @@ async def test_readiness_fails_only_when_the_ledger_lags_past_its_limit(
     await wait_ready(daemon)
     limit = daemon.cfg.scheduler.ledger_lag_unready_s
     release = asyncio.Event()
-    recompute = daemon.recompute_accounts
+    recompute = daemon.ledger.recompute_accounts
 
     async def stalled(accounts: Any) -> None:
         await release.wait()
         await recompute(accounts)
 
-    monkeypatch.setattr(daemon, "recompute_accounts", stalled)
+    monkeypatch.setattr(daemon.ledger, "recompute_accounts", stalled)
     await asyncio.to_thread(deposit_usdc, devnet, "beta", users(devnet)[2], 10**6)
 
     async def indexed_not_in_ledger() -> bool:
-        return not daemon.ledger_settled()
+        return not daemon.ledger.ledger_settled()
 
     await wait_until(indexed_not_in_ledger, 60, "the deposit indexed")
-    assert daemon.ledger_lag_s() < limit
-    ok, reasons = daemon.readiness()
+    assert daemon.ledger.ledger_lag_s() < limit
+    ok, reasons = daemon.status.readiness()
     assert ok, reasons
     started = time.monotonic()
 
     async def unready() -> bool:
-        return not daemon.readiness()[0]
+        return not daemon.status.readiness()[0]
 
     await wait_until(unready, limit + 60, "readiness to fail on the stalled ledger")
-    ok, reasons = daemon.readiness()
-    assert daemon.ledger_lag_s() > limit
+    ok, reasons = daemon.status.readiness()
+    assert daemon.ledger.ledger_lag_s() > limit
     assert any(r.startswith("ledger:") and "waiting for recompute" in r for r in reasons), reasons
     status, body = await aget(daemon, "/readyz")
     assert status == 503 and any(r.startswith("ledger:") for r in body["reasons"])
@@ -333,7 +333,7 @@ async def test_readiness_fails_only_when_the_ledger_lags_past_its_limit(
     assert time.monotonic() - started < limit + 5
     release.set()
     await wait_ready(daemon)
-    assert daemon.ledger_lag_s() == 0.0 and _ledger_lag_metric(daemon) == 0.0
+    assert daemon.ledger.ledger_lag_s() == 0.0 and _ledger_lag_metric(daemon) == 0.0
 
 
 async def test_a_failed_recompute_loses_no_change(
@@ -344,7 +344,7 @@ async def test_a_failed_recompute_loses_no_change(
     the account back, and the ledger would keep showing the old figures."""
     await wait_ready(daemon)
     user = users(devnet)[3]
-    recompute = daemon.recompute_accounts
+    recompute = daemon.ledger.recompute_accounts
     batches: list[set[str]] = []
 
     async def fails_once(accounts: Any) -> None:
@@ -360,7 +360,7 @@ async def test_a_failed_recompute_loses_no_change(
         with chain(devnet, "beta") as w3:
             w3.provider.make_request("evm_setIntervalMining", [devnet.block_time_s])  # type: ignore[arg-type]
 
-    monkeypatch.setattr(daemon, "recompute_accounts", fails_once)
+    monkeypatch.setattr(daemon.ledger, "recompute_accounts", fails_once)
     await asyncio.to_thread(deposit_usdc, devnet, "beta", user, 10**6, then_stop_mining=True)
     try:
 
@@ -379,7 +379,7 @@ async def test_a_failed_recompute_loses_no_change(
 
 def _ledger_lag_metric(d: Daemon) -> float:
     (line,) = [
-        ln for ln in d.metrics_text().decode().splitlines() if ln.startswith("agg_ledger_lag")
+        ln for ln in d.metrics.render().decode().splitlines() if ln.startswith("agg_ledger_lag")
     ]
     return float(line.split()[-1])
 
@@ -411,7 +411,7 @@ async def test_stale_feeds_make_price_unavailable_and_holders_degraded(
             return not await asyncio.to_thread(venues_quoting, devnet, "WBTC")
 
         await wait_until(venues_stopped, 60, "the exchange's venues to stop quoting WBTC")
-        await daemon.refresh_prices()
+        await daemon.ledger.refresh_prices()
         _, p = await aget(daemon, "/v1/prices/WBTC")
         assert p["status"] == "unavailable"
         assert all(s["failure"] == "stale" for s in p["sources"] if s["kind"] == "chainlink")
@@ -426,7 +426,7 @@ async def test_stale_feeds_make_price_unavailable_and_holders_degraded(
     finally:
         await asyncio.to_thread(set_feeds, devnet, "WBTC", price, None)
         daemon.jobs.scheduler.resume()
-    await daemon.refresh_prices()
+    await daemon.ledger.refresh_prices()
     _, p = await aget(daemon, "/v1/prices/WBTC")
     assert p["status"] == "ok"
 
@@ -457,7 +457,7 @@ async def test_crash_reaches_the_stream_as_a_tier_change(
             await asyncio.to_thread(set_feeds, devnet, sym, value, None)
         # LSTs follow WETH through their rate; a >jump_threshold move needs a second round.
         for _ in range(3):
-            await daemon.refresh_prices()
+            await daemon.ledger.refresh_prices()
         await asyncio.wait_for(listener, 60)
     finally:
         listener.cancel()
@@ -469,7 +469,7 @@ async def test_crash_reaches_the_stream_as_a_tier_change(
     _, view = await aget(daemon, f"/v1/accounts/{hit[0]['account']}")
     assert view["liquidation"] is not None and view["liquidation"]["repay_usd"] > 0
     for _ in range(3):
-        await daemon.refresh_prices()
+        await daemon.ledger.refresh_prices()
 
 
 async def test_wrong_chain_id_refuses_to_start(devnet_cfg: AppConfig, tmp_path: Path) -> None:
@@ -500,7 +500,7 @@ async def test_restart_loads_the_book_from_the_store_without_rpc(
     cold = Daemon(
         daemon_config(devnet_cfg, store.url).model_copy(update={"chains": dead}), store=store
     )
-    await cold._load_book()
+    await cold.book.load(cold.engine)
     assert cold.engine.book.n_accounts == n
     for c in cold.clients.values():
         await c.close()
@@ -541,7 +541,7 @@ async def test_impossible_stored_position_is_repaired_from_the_chain_at_start(
         try:
             # Repaired during the start (the start itself, or the reconcile job it runs
             # at once), before any push could see the account.
-            assert not second._impossible
+            assert not second.book.impossible
             await wait_ready(second)
             stored = {
                 (p.kind, p.token.lower()): p.head_amount
@@ -550,8 +550,8 @@ async def test_impossible_stored_position_is_repaired_from_the_chain_at_start(
             assert stored[(side, token.lower())] == amount
             _, view = await aget(second, f"/v1/accounts/{user.lower()}")
             assert reported_positions(view, "head")[(chain_name, asset, side)] == amount
-            ok, reasons = second.readiness()
-            assert ok and not second._impossible, reasons
+            ok, reasons = second.status.readiness()
+            assert ok and not second.book.impossible, reasons
         finally:
             await second.stop()
     finally:
@@ -642,7 +642,7 @@ def _stable(view: Any) -> Any:
 
 
 async def _snapshot(d: Daemon) -> dict[str, Any]:
-    await d.refresh_prices()
+    await d.ledger.refresh_prices()
     _, page = await aget(d, "/v1/accounts?limit=1000")
     out: dict[str, Any] = {"list": _stable(page)}
     for a in sorted(x["account"] for x in page["accounts"]):

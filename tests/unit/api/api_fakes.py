@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from aggregator.api_views import margin_report
+
 KNOWN = "0x52908400098527886E0F7030069857D2E4169EE7"  # EIP-55 test vector (all-caps body)
 DEBT_FREE = "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed"  # EIP-55 vector, lowercased
 
@@ -66,6 +68,22 @@ class FakeBackend:
     def account_health(self, address: str) -> dict[str, Any] | None:
         self._hit("account_health", address)
         return self.views.get(address)
+
+    def account_health_body(self, address: str) -> bytes | None:
+        # No fast path: every /health request takes the general route (account_health).
+        return None
+
+    def account_margin(self, address: str) -> dict[str, Any] | None:
+        self._hit("account_margin", address)
+        return None  # no portfolio feed: the margin route answers 404
+
+    async def margin_report(self) -> dict[str, Any]:
+        self._hit("margin_report")
+        return await margin_report()
+
+    def set_push_paused(self, paused: bool) -> dict[str, Any]:
+        self._hit("set_push_paused", paused)
+        return {"paused": paused, "enabled": False, "reason": "no pusher in this fake"}
 
     def list_accounts(
         self, tier: str | None, limit: int, cursor: str | None

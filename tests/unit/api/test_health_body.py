@@ -12,17 +12,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from eth_hash.auto import keccak
 
 from aggregator.api import Api, ApiError, _keccak256, dumps
-from aggregator.daemon import Daemon, _credit_template
+from aggregator.api_views import AccountViews, LedgerReader, _credit_template
 from aggregator.risk import PriceInput
 from bench.risk_engine import ASSETS, build_engine, set_market, synth_rows
 
 
 class Backend:
     """The daemon's own view methods over a synthetic book (no chains, no store)."""
-
-    _require_prices = Daemon._require_prices
-    account_health = Daemon.account_health
-    account_health_body = Daemon.account_health_body
 
     def __init__(self, n: int) -> None:
         eng = build_engine()
@@ -34,6 +30,16 @@ class Backend:
         eng.allocate_credit()
         self.engine = eng
         self.prices_ready = True
+        views = AccountViews(
+            LedgerReader(eng),
+            prices_ready=lambda: self.prices_ready,
+            decimals={},
+            indexers={},
+            onchain=lambda address: None,
+            margin=lambda address: None,
+        )
+        self.account_health = views.account_health
+        self.account_health_body = views.account_health_body
 
 
 class GeneralOnly:
@@ -44,6 +50,9 @@ class GeneralOnly:
 
     def account_health(self, address: str) -> dict[str, Any] | None:
         return self.inner.account_health(address)
+
+    def account_health_body(self, address: str) -> bytes | None:
+        return None  # the general route: account_health, then the API's encoder
 
 
 @pytest.fixture(scope="module")

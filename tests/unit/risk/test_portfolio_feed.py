@@ -10,6 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from aggregator.api import Api
+from aggregator.api_views import margin_report
 from aggregator.config import AppConfig
 from aggregator.portfolio_feed import PortfolioFeed
 from aggregator.risk import PositionRow, PriceInput, RiskEngine
@@ -140,6 +141,9 @@ class _Backend:
 
     def account_margin(self, address: str) -> dict[str, Any] | None:
         return self.view
+
+    async def margin_report(self) -> dict[str, Any]:
+        return await margin_report()
 
 
 async def test_api_margin_routes() -> None:

@@ -1,0 +1,348 @@
+"""The API's responses, built from a read-only view of the ledger.
+
+Invariants:
+- Nothing here writes to the ledger. Every read of the risk engine's internals (its
+  result arrays, the position book, its symbol and chain lists) goes through
+  `LedgerReader`, the one adapter; the views and the live stream see only its methods.
+- Amounts reach a client as exact decimal strings (chains.units), never a float's
+  rounding; an infinite HF is `null` with `hf_text` "inf".
+- Risk views answer 503 until the first price refresh completed: before it an existing
+  account would look unknown, and a 404 would tell the client something false.
+- The /health view is defined once (`HEALTH_FIELDS`): `account_health` builds the dict
+  from it and `account_health_body` formats the same values straight into the bytes
+  the API's encoder would produce (the hottest route, bench/api_load.py);
+  tests/unit/api/test_health_body.py holds them byte-equal over every kind of account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import json
+import math
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+from aggregator.api import ApiError, checksum_address
+from aggregator.risk import capital
+from aggregator.risk.engine import AccountHealth, RiskEngine
+from chains.indexer import ChainIndexer
+from chains.rpc import EndpointStatus
+from chains.types import ChainSettings
+from chains.units import TIERS, decimal_text, usd6_text
+from oracles.types import Price
+
+# (key, JSON form) of the /health view in order: "str" a string needing no escapes
+# (checksummed address, tier, status, fixed-point text), "num" a finite float or null,
+# "obj" an object formatted by _credit_template.
+HEALTH_FIELDS = (
+    ("account", "str"),
+    ("hf", "num"),
+    ("hf_text", "str"),
+    ("borrowing_power_usd", "num"),
+    ("tier", "str"),
+    ("credit_usd", "obj"),
+    ("status", "str"),
+)
+_JSON_FORM = {"str": '"%s"', "num": "%s", "obj": "%s"}
+_HEALTH_BODY = "{" + ", ".join(f"{json.dumps(k)}: {_JSON_FORM[f]}" for k, f in HEALTH_FIELDS) + "}"
+_HEALTH_KEYS = tuple(k for k, _ in HEALTH_FIELDS)
+_NUM_AT = tuple(i for i, (_, f) in enumerate(HEALTH_FIELDS) if f == "num")
+_CREDIT_AT = _HEALTH_KEYS.index("credit_usd")
+
+
+class LedgerReader:
+    """The API's read-only view of the ledger: the one place that reads the risk
+    engine's internals. A typed query interface over the risk rooms replaces the body
+    of this class, not its callers."""
+
+    def __init__(self, engine: RiskEngine) -> None:
+        self._engine = engine
+        # Fixed at construction (the configured chains and assets).
+        self.chains: tuple[str, ...] = tuple(engine.chains)
+        self.symbols: frozenset[str] = frozenset(engine.symbols)
+
+    def find(self, address: str) -> int | None:
+        """The account's index in the book (any case), or None if it holds nothing."""
+        return self._engine.book.find_account(address)
+
+    def health_row(self, a: int) -> tuple[float, float, str, list[int], bool]:
+        """HF, borrowing power, tier, usd6 credit per chain (self.chains' order) and the
+        degraded flag of account index `a`, as the last recompute stored them."""
+        eng = self._engine
+        return (
+            float(eng.r_hf[a]),
+            float(eng.r_bp[a]),
+            TIERS[int(eng.r_tier[a])],
+            eng.credit[a].tolist(),
+            bool(eng.r_degraded[a]),
+        )
+
+    def health(self, address: str) -> AccountHealth:
+        return self._engine.health(address)
+
+    def explain(self, address: str) -> dict[str, Any]:
+        return self._engine.explain(address)
+
+    def accounts(self) -> list[str]:
+        """Every account in the book, lower-case."""
+        return [a.lower() for a in self._engine.book.account_address]
+
+    def page(self, tier: str | None, limit: int, start: int) -> tuple[list[str], int | None]:
+        """Up to `limit` accounts from position `start` (of the tier, if given) and the
+        position of the next page (None: no more)."""
+        if tier is not None:
+            return self._engine.accounts_by_tier(tier, limit, start)
+        book = self._engine.book
+        nxt = start + limit if start + limit < book.n_accounts else None
+        return list(book.account_address[start : start + limit]), nxt
+
+    def tier_counts(self) -> dict[str, int]:
+        return self._engine.tier_counts()
+
+
+@functools.lru_cache(maxsize=8)
+def _credit_template(chains: tuple[str, ...]) -> str:
+    """`credit_usd` of the health view as a %-template: chain names JSON-encoded once,
+    exactly as the API's encoder writes them (a % in a name is escaped)."""
+    keys = [json.dumps(c).replace("%", "%%") for c in chains]
+    return "{" + ", ".join(f'{k}: "%s"' for k in keys) + "}"
+
+
+class AccountViews:
+    """Per-account views: health (and its pre-encoded body), the full breakdown, the
+    side-by-side margin view and the paged list."""
+
+    def __init__(
+        self,
+        reader: LedgerReader,
+        *,
+        prices_ready: Callable[[], bool],
+        decimals: Mapping[str, int],
+        indexers: Mapping[str, ChainIndexer],
+        onchain: Callable[[str], dict[str, Any] | None],
+        margin: Callable[[str], dict[str, Any] | None],
+    ) -> None:
+        self.reader = reader
+        self._prices_ready = prices_ready
+        self._decimals = decimals
+        self._indexers = indexers  # live: chains start and stop under their leases
+        self._onchain = onchain
+        self._margin = margin
+
+    def require_prices(self) -> None:
+        if not self._prices_ready():
+            raise ApiError(
+                503, "prices", "risk not computed yet (no price refresh completed); see /readyz"
+            )
+
+    def _health_values(self, address: str) -> tuple[Any, ...] | None:
+        """The /health values in HEALTH_FIELDS order (credit as its texts), or None."""
+        self.require_prices()
+        a = self.reader.find(address)
+        if a is None:
+            return None
+        # Read the stored results of the last recompute rather than engine.health(),
+        # which also re-derives the collateral sums this view does not show.
+        hf, bp, tier, credit, degraded = self.reader.health_row(a)
+        finite = math.isfinite(hf)
+        return (
+            checksum_address(address),
+            hf if finite else None,
+            f"{hf:.6f}" if finite else "inf",
+            bp if math.isfinite(bp) else None,
+            tier,
+            [usd6_text(v) for v in credit],
+            "degraded" if degraded else "ok",
+        )
+
+    def account_health(self, address: str) -> dict[str, Any] | None:
+        values = self._health_values(address)
+        if values is None:
+            return None
+        view = dict(zip(_HEALTH_KEYS, values, strict=True))
+        view["credit_usd"] = dict(zip(self.reader.chains, values[_CREDIT_AT], strict=True))
+        return view
+
+    def account_health_body(self, address: str) -> bytes | None:
+        """api.dumps(account_health(address)) byte for byte, formatted directly:
+        building the dict and running the encoder over it was most of the route's own
+        CPU. `address` may be in any case; None: no such account."""
+        values = self._health_values(address)
+        if values is None:
+            return None
+        out = list(values)
+        for i in _NUM_AT:
+            out[i] = "null" if out[i] is None else repr(out[i])
+        out[_CREDIT_AT] = _credit_template(self.reader.chains) % tuple(out[_CREDIT_AT])
+        return (_HEALTH_BODY % tuple(out)).encode()
+
+    def account_detail(self, address: str) -> dict[str, Any] | None:
+        self.require_prices()
+        if self.reader.find(address.lower()) is None:
+            return None
+        view = self.reader.explain(address)
+        view["account"] = checksum_address(view["account"])
+        _api_conventions(view, self._decimals)
+        view["as_of"] = {
+            name: {
+                "indexed_block": ix.status.indexed_block,
+                "confirmed_block": ix.status.confirmed_block,
+                "head_block": ix.status.head_block,
+            }
+            for name, ix in self._indexers.items()
+        }
+        # What each chain's HealthRegistry holds now (last read by the pusher).
+        view["onchain"] = self._onchain(address)
+        return view
+
+    def account_margin(self, address: str) -> dict[str, Any] | None:
+        """Standard and portfolio margin side by side, with greeks (portfolio mode)."""
+        self.require_prices()
+        return self._margin(address)
+
+    def list_accounts(
+        self, tier: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        self.require_prices()
+        addrs, nxt = self.reader.page(tier, limit, int(cursor) if cursor else 0)
+        items = [h for h in (self.account_health(a) for a in addrs) if h is not None]
+        return items, None if nxt is None else str(nxt)
+
+
+def _api_conventions(view: dict[str, Any], decimals: Mapping[str, int]) -> None:
+    """The API's rules for the full breakdown: HF a number or null when infinite (with
+    `hf_text`), token amounts as exact decimal strings (summed from the exact raw
+    `counted` amounts, not the float units the vectorised kernel works in)."""
+    hf = view.get("hf")
+    if isinstance(hf, str) or (isinstance(hf, float) and math.isinf(hf)):
+        view["hf"] = None
+        view["hf_text"] = "inf"
+    else:
+        view["hf_text"] = f"{hf:.6f}"
+    raw: dict[tuple[str, str], int] = {}
+    for rows in view.get("positions", {}).values():
+        for row in rows:
+            key = (row["asset"], row["side"])
+            raw[key] = raw.get(key, 0) + int(row["counted"])
+    for symbol, entry in view.get("assets", {}).items():
+        d = decimals.get(symbol, 0)
+        for side, field in (("collateral", "collateral_amount"), ("debt", "debt_amount")):
+            if field in entry:
+                entry[field] = decimal_text(raw.get((symbol, side), 0), d)
+
+
+def price_view(p: Price) -> dict[str, Any]:
+    return {
+        "asset": p.asset,
+        "value": p.value,
+        "status": str(p.status),
+        "timestamp": p.timestamp,
+        "computed_at": p.computed_at,
+        "spread": p.spread,
+        "reason": p.reason,
+        "last_good_value": p.last_good_value,
+        "last_good_timestamp": p.last_good_timestamp,
+        "pending_value": p.pending_value,
+        "sources": [dataclasses.asdict(s) for s in p.sources],
+    }
+
+
+class PriceSource(Protocol):
+    def prices(self) -> dict[str, Price]: ...
+    def price(self, asset: str) -> Price | None: ...
+
+
+@functools.cache
+def _reference_report() -> dict[str, Any]:
+    return capital.capital_report().to_json()
+
+
+async def margin_report() -> dict[str, Any]:
+    """The capital report of the shipped reference book: the same for every request,
+    computed once per process, off the event loop."""
+    return await asyncio.to_thread(_reference_report)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainSources:
+    """Where /v1/chains reads each chain's parts: settings, the indexers (live: chains
+    start and stop under their leases), RPC endpoints, pusher and cluster views."""
+
+    settings: Mapping[str, ChainSettings]
+    indexers: Mapping[str, ChainIndexer]
+    endpoints: Callable[[str], Iterable[EndpointStatus]]
+    pusher: Callable[[str], dict[str, Any]]
+    cluster: Callable[[str], dict[str, Any] | None]
+
+    def view(self) -> list[dict[str, Any]]:
+        out = []
+        for name, settings in self.settings.items():
+            ix = self.indexers.get(name)
+            st: dict[str, Any] = dataclasses.asdict(ix.snapshot()) if ix else {"indexed": False}
+            st["endpoints"] = [dataclasses.asdict(e) for e in self.endpoints(name)]
+            st["chain"] = name  # also for a chain without a vault (not indexed)
+            st["chain_id"] = settings.chain_id
+            st["confirmations"] = settings.confirmations
+            st["pusher"] = self.pusher(name)
+            st["cluster"] = self.cluster(name)
+            out.append(st)
+        return out
+
+
+class ApiViews:
+    """The daemon's ApiBackend (aggregator/api.py): each answer from the part that
+    knows it, passed in explicitly."""
+
+    def __init__(
+        self,
+        accounts: AccountViews,
+        *,
+        prices: PriceSource,
+        chains: ChainSources,
+        readiness: Callable[[], tuple[bool, list[str]]],
+        subscribe: Callable[[], AsyncIterator[dict[str, Any]]],
+        metrics_text: Callable[[], bytes],
+        set_push_paused: Callable[[bool], dict[str, Any]],
+    ) -> None:
+        self.accounts = accounts
+        self._prices = prices
+        self._chains = chains
+        self.readiness = readiness
+        self.subscribe = subscribe
+        self.metrics_text = metrics_text
+        self.set_push_paused = set_push_paused
+        self.account_health = accounts.account_health
+        self.account_health_body = accounts.account_health_body
+        self.account_detail = accounts.account_detail
+        self.account_margin = accounts.account_margin
+        self.list_accounts = accounts.list_accounts
+
+    async def margin_report(self) -> dict[str, Any]:
+        return await margin_report()
+
+    def prices(self) -> dict[str, Any]:
+        return {"prices": {sym: price_view(p) for sym, p in self._prices.prices().items()}}
+
+    def price(self, asset: str) -> dict[str, Any] | None:
+        if asset not in self.accounts.reader.symbols:
+            return None
+        p = self._prices.price(asset)
+        if p is None:
+            return {"asset": asset, "status": "unavailable", "reason": "not refreshed yet"}
+        return price_view(p)
+
+    def chains(self) -> list[dict[str, Any]]:
+        return self._chains.view()
+
+
+__all__ = [
+    "HEALTH_FIELDS",
+    "AccountViews",
+    "ApiViews",
+    "ChainSources",
+    "LedgerReader",
+    "margin_report",
+    "price_view",
+]

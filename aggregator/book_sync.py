@@ -1,0 +1,192 @@
+"""Store -> book: the indexed positions loaded into the risk engine's book, and kept
+right against the chain.
+
+Invariants:
+- Loading needs no RPC: a restart serves the book from the store alone.
+- A stored position no chain can hold (an amount outside 0..MAX_AMOUNT) never reaches
+  the book. Its account waits in `impossible` until a reconciliation against the vault
+  (collateralOf/debtOf; the chain's value wins, as a correction event) repairs it; at
+  start an account that cannot be repaired stops the start with its name.
+- A position in a token no [[assets]] entry names is ignored for risk, with one warning
+  per (chain, token) and a count.
+- Only the instance that indexes a chain repairs or reconciles it (owns_index).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Protocol
+
+from aggregator.config import AppConfig
+from aggregator.metrics import Metrics
+from aggregator.risk.book import MAX_AMOUNT, PositionRow
+from aggregator.startup import StartupError
+from chains.indexer import ChainIndexer
+from chains.rpc import RpcError
+from chains.types import Position
+
+log = logging.getLogger(__name__)
+
+
+class PositionStore(Protocol):
+    async def positions(
+        self, chain: str, accounts: Iterable[str] | None = None
+    ) -> list[Position]: ...
+
+
+class BookTarget(Protocol):
+    """Where loaded positions go (the risk engine)."""
+
+    def load_positions(self, rows: Iterable[PositionRow]) -> int: ...
+
+
+class BookSync:
+    def __init__(
+        self,
+        cfg: AppConfig,
+        repo: PositionStore,
+        *,
+        metrics: Metrics,
+        indexers: Mapping[str, ChainIndexer],
+        owns_index: Callable[[str], bool],
+        recompute: Callable[[Iterable[str]], Awaitable[None]],
+    ) -> None:
+        self.repo = repo
+        self.chains = [c.name for c in cfg.chains]
+        self.metrics = metrics
+        self._indexers = indexers  # live: chains start and stop under their leases
+        self._owns_index = owns_index
+        self._recompute = recompute
+        self.token_symbol: dict[tuple[str, str], str] = {
+            (chain, token.lower()): a.symbol
+            for a in cfg.assets
+            for chain, token in a.tokens.items()
+        }
+        self.unknown_tokens: dict[tuple[str, str], int] = {}
+        # chain -> accounts whose stored positions are impossible, awaiting repair.
+        self.impossible: dict[str, set[str]] = {}
+        self.loaded = False
+
+    # ------------------------------------------------------------ rows
+    def _row(self, p: Position) -> PositionRow | None:
+        key = (p.chain, p.token.lower())
+        symbol = self.token_symbol.get(key)
+        if symbol is None:
+            if key not in self.unknown_tokens:
+                log.warning(
+                    "chain %s: vault position in unconfigured token %s (account %s) is ignored "
+                    "for risk; add it to [[assets]] to count it",
+                    p.chain,
+                    p.token,
+                    p.account,
+                )
+            self.unknown_tokens[key] = self.unknown_tokens.get(key, 0) + 1
+            return None
+        return PositionRow(p.account, p.chain, symbol, p.kind, p.head_amount, p.confirmed_amount)
+
+    def rows(self, positions: Iterable[Position]) -> list[PositionRow]:
+        rows = []
+        for p in positions:
+            r = self._row(p)
+            if r is None:
+                continue
+            if not (0 <= r.head <= MAX_AMOUNT and 0 <= r.confirmed <= MAX_AMOUNT):
+                # The store says something the chain cannot hold (e.g. debt below zero).
+                # Counting it would be a wrong number and refusing the account forever a
+                # dead daemon: keep it out of the book and repair it from the chain.
+                log.error(
+                    "chain %s account %s %s %s: stored amounts head %d / confirmed %d are "
+                    "impossible; repairing from the chain",
+                    p.chain,
+                    p.account,
+                    r.asset,
+                    p.kind,
+                    r.head,
+                    r.confirmed,
+                    extra={"chain": p.chain, "account": p.account},
+                )
+                self.impossible.setdefault(p.chain, set()).add(p.account)
+                continue
+            rows.append(r)
+        return rows
+
+    async def positions(self, accounts: list[str] | None = None) -> list[PositionRow]:
+        """The stored positions of `accounts` (None: all) on every chain, as book rows."""
+        rows: list[PositionRow] = []
+        for chain in self.chains:
+            rows += self.rows(await self.repo.positions(chain, accounts))
+        return rows
+
+    async def load(self, book: BookTarget) -> None:
+        t0 = time.perf_counter()
+        rows = await self.positions()
+        book.load_positions(rows)
+        self.loaded = True
+        log.info(
+            "book loaded: %d positions, %d accounts in %.3fs (no RPC)",
+            len(rows),
+            len({r.account.lower() for r in rows}),
+            time.perf_counter() - t0,
+        )
+
+    # ------------------------------------------------------------ repair
+    async def repair(self, *, at_start: bool = False) -> None:
+        """Reconcile the accounts whose stored positions were impossible, then load
+        them. At start an account that cannot be repaired stops the start with its name:
+        serving or pushing a number known to be wrong is worse than not starting."""
+        pending, self.impossible = self.impossible, {}
+        deferred: dict[str, set[str]] = {}
+        for chain, accounts in pending.items():
+            indexer = self._indexers.get(chain)
+            if indexer is None and at_start:
+                raise StartupError(
+                    f"chain {chain}: stored positions of {sorted(accounts)} are impossible "
+                    "and the chain is not indexed here, so they cannot be repaired"
+                )
+            if indexer is None or not self._owns_index(chain):
+                # Another instance indexes this chain (or will): its reconcile repairs it.
+                deferred.setdefault(chain, set()).update(accounts)
+                continue
+            await self._repair_chain(indexer, accounts, at_start=at_start)
+        if at_start and self.impossible:
+            raise StartupError(f"impossible stored positions left unrepaired: {self.impossible}")
+        for chain, accounts in deferred.items():
+            self.impossible.setdefault(chain, set()).update(accounts)
+
+    async def _repair_chain(
+        self, indexer: ChainIndexer, accounts: set[str], *, at_start: bool
+    ) -> None:
+        chain = indexer.chain
+        try:
+            found = await indexer.reconcile(sorted(accounts))
+        except RpcError as exc:
+            if at_start:
+                raise StartupError(
+                    f"chain {chain}: stored positions of {sorted(accounts)} are impossible "
+                    f"and the chain could not be read to repair them: {exc}"
+                ) from exc
+            self.impossible.setdefault(chain, set()).update(accounts)
+            return
+        self.metrics.reconcile_mismatch.labels(chain=chain).inc(len(found))
+        log.warning("chain %s: repaired %d position(s) from the chain", chain, len(found))
+        await self._recompute(accounts)
+
+    async def reconcile(self) -> None:
+        """The reconcile job: repair what is pending, then compare every caught-up chain
+        this instance indexes with the vault and recompute what differed."""
+        if self.impossible:
+            await self.repair()
+        for name, indexer in list(self._indexers.items()):
+            if indexer.status.fatal or not indexer.status.caught_up:
+                continue
+            if not self._owns_index(name):
+                continue  # indexed (and reconciled) by another instance
+            mismatches = await indexer.reconcile()
+            if mismatches:
+                self.metrics.reconcile_mismatch.labels(chain=name).inc(len(mismatches))
+                await self._recompute({m.account for m in mismatches})
+
+
+__all__ = ["BookSync"]
