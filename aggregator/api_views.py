@@ -27,10 +27,11 @@ from typing import Any, Protocol
 from aggregator.api import ApiError, checksum_address
 from aggregator.risk import capital
 from aggregator.risk.engine import AccountHealth, RiskEngine
+from aggregator.risk.view import LedgerView
 from chains.indexer import ChainIndexer
 from chains.rpc import EndpointStatus
 from chains.types import ChainSettings
-from chains.units import TIERS, decimal_text, usd6_text
+from chains.units import decimal_text, usd6_text
 from oracles.types import Price
 
 # (key, JSON form) of the /health view in order: "str" a string needing no escapes
@@ -53,53 +54,45 @@ _CREDIT_AT = _HEALTH_KEYS.index("credit_usd")
 
 
 class LedgerReader:
-    """The API's read-only view of the ledger: the one place that reads the risk
-    engine's internals. A typed query interface over the risk rooms replaces the body
-    of this class, not its callers."""
+    """What the API asks of the ledger, answered through the risk rooms' read-only
+    `LedgerView` (aggregator/risk/view.py): nothing here reads engine arrays."""
 
     def __init__(self, engine: RiskEngine) -> None:
-        self._engine = engine
+        self._view = LedgerView(engine)
         # Fixed at construction (the configured chains and assets).
-        self.chains: tuple[str, ...] = tuple(engine.chains)
-        self.symbols: frozenset[str] = frozenset(engine.symbols)
+        self.chains: tuple[str, ...] = self._view.chains
+        self.symbols: frozenset[str] = frozenset(self._view.symbols)
 
     def find(self, address: str) -> int | None:
         """The account's index in the book (any case), or None if it holds nothing."""
-        return self._engine.book.find_account(address)
+        return self._view.find_account(address)
 
     def health_row(self, a: int) -> tuple[float, float, str, list[int], bool]:
         """HF, borrowing power, tier, usd6 credit per chain (self.chains' order) and the
         degraded flag of account index `a`, as the last recompute stored them."""
-        eng = self._engine
-        return (
-            float(eng.r_hf[a]),
-            float(eng.r_bp[a]),
-            TIERS[int(eng.r_tier[a])],
-            eng.credit[a].tolist(),
-            bool(eng.r_degraded[a]),
-        )
+        v = self._view
+        return v.hf(a), v.bp(a), v.tier(a), v.credit_usd6(a), v.degraded(a)
 
     def health(self, address: str) -> AccountHealth:
-        return self._engine.health(address)
+        return self._view.health(address)
 
     def explain(self, address: str) -> dict[str, Any]:
-        return self._engine.explain(address)
+        return self._view.explain(address)
 
     def accounts(self) -> list[str]:
         """Every account in the book, lower-case."""
-        return [a.lower() for a in self._engine.book.account_address]
+        return [a.lower() for a in self._view.addresses]
 
     def page(self, tier: str | None, limit: int, start: int) -> tuple[list[str], int | None]:
         """Up to `limit` accounts from position `start` (of the tier, if given) and the
         position of the next page (None: no more)."""
         if tier is not None:
-            return self._engine.accounts_by_tier(tier, limit, start)
-        book = self._engine.book
-        nxt = start + limit if start + limit < book.n_accounts else None
-        return list(book.account_address[start : start + limit]), nxt
+            return self._view.accounts_by_tier(tier, limit, start)
+        nxt = start + limit if start + limit < self._view.n_accounts else None
+        return list(self._view.addresses[start : start + limit]), nxt
 
     def tier_counts(self) -> dict[str, int]:
-        return self._engine.tier_counts()
+        return self._view.tier_counts()
 
 
 @functools.lru_cache(maxsize=8)

@@ -25,9 +25,10 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from aggregator.config import AppConfig
 from aggregator.metrics import Metrics
+from aggregator.portfolio_feed import PortfolioFeed
 from aggregator.risk.book import PositionRow
 from aggregator.risk.engine import PriceInput, RiskEngine
-from aggregator.risk.portfolio_feed import PortfolioFeed
+from aggregator.risk.view import LedgerView
 from chains.indexer import ChainIndexer
 from oracles.service import OracleService
 from oracles.types import Price
@@ -51,6 +52,7 @@ class Ledger:
     ) -> None:
         self.cfg = cfg
         self.engine = engine
+        self.view = LedgerView(engine)
         self.oracle = oracle
         self.portfolio = portfolio
         self.metrics = metrics
@@ -152,13 +154,11 @@ class Ledger:
         """Feed the demand credit policy: a borrow (debt up) or a withdrawal (collateral
         down) at the head consumed credit on that chain. Derived from the position
         change, so it needs no extra RPC or event table."""
-        book = self.engine.book
-        a = book.find_account(row.account)
+        a = self.view.find_account(row.account)
         if a is None or not self.prices_ready:
             return
+        before = self.view.head_amount(a, row.chain, row.asset, row.side)
         side = 0 if row.side == "collateral" else 1
-        r = book.lookup(book.key(a, book.chain_index[row.chain], book.asset_index[row.asset], side))
-        before = 0 if r < 0 else book.exact(r)[0]
         delta = row.head - before if side == 1 else before - row.head
         if delta <= 0:
             return

@@ -11,22 +11,51 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-from aggregator.risk.book import COLLATERAL, SIDES
+from aggregator.config import AssetConfig, CorrelationGroup, CreditConfig, RiskConfig
+from aggregator.risk.book import COLLATERAL, SIDES, PositionBook
+from aggregator.risk.credit import CreditAllocator, Split
 from aggregator.risk.liquidation import PLAN_FULL, PLAN_PARTIAL, Plans
+from aggregator.risk.market import MarketData
+from aggregator.risk.standard import Detail, StandardModel, Totals
 from chains.units import TIERS, decimal_text, usd6_text
 
-if TYPE_CHECKING:
-    from aggregator.risk.credit import Split
-    from aggregator.risk.engine import RiskEngine
-    from aggregator.risk.standard import Detail, Totals
+
+class Explained(Protocol):
+    """What an explanation reads of the ledger (RiskEngine implements it). A protocol,
+    not the engine class, so the engine can call this module without an import cycle."""
+
+    @property
+    def risk_cfg(self) -> RiskConfig: ...
+    @property
+    def credit_cfg(self) -> CreditConfig: ...
+    @property
+    def chains(self) -> Sequence[str]: ...
+    @property
+    def symbols(self) -> Sequence[str]: ...
+    @property
+    def asset_cfgs(self) -> Sequence[AssetConfig]: ...
+    @property
+    def groups(self) -> Sequence[CorrelationGroup]: ...
+    @property
+    def book(self) -> PositionBook: ...
+    @property
+    def credits(self) -> CreditAllocator: ...
+    @property
+    def model(self) -> StandardModel: ...
+    @property
+    def market(self) -> MarketData: ...
+    def index_of(self, address: str, create: bool = False) -> int: ...
+    def fresh_totals(self, acc: NDArray[np.int64]) -> Totals: ...
+    def plans(self, acc: NDArray[np.int64], r: Totals) -> Plans: ...
 
 
-def positions(eng: RiskEngine, a: int) -> dict[str, list[dict[str, Any]]]:
+def positions(eng: Explained, a: int) -> dict[str, list[dict[str, Any]]]:
     """Account `a`'s rows per chain, in (chain, asset, side) order, exact amounts."""
     book = eng.book
     out: dict[str, list[dict[str, Any]]] = {c: [] for c in eng.chains}
@@ -53,7 +82,7 @@ def positions(eng: RiskEngine, a: int) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def _price(eng: RiskEngine, t: int) -> dict[str, Any]:
+def _price(eng: Explained, t: int) -> dict[str, Any]:
     mkt = eng.market
     pin = mkt.price_input[t]
     return {
@@ -66,7 +95,7 @@ def _price(eng: RiskEngine, t: int) -> dict[str, Any]:
     }
 
 
-def _collateral(eng: RiskEngine, d: Detail, g: int, t: int) -> dict[str, Any]:
+def _collateral(eng: Explained, d: Detail, g: int, t: int) -> dict[str, Any]:
     """The haircut of collateral asset t in mode g (-1: standard)."""
     model, mkt = eng.model, eng.market
     in_group = g >= 0 and bool(model.member[g, t])
@@ -94,7 +123,7 @@ def _collateral(eng: RiskEngine, d: Detail, g: int, t: int) -> dict[str, Any]:
 
 
 def assets(
-    eng: RiskEngine, coll: NDArray[np.float64], debt: NDArray[np.float64], g: int
+    eng: Explained, coll: NDArray[np.float64], debt: NDArray[np.float64], g: int
 ) -> dict[str, Any]:
     """Price and haircut of every asset the account holds or owes."""
     d = eng.model.detail(eng.market, coll, np.array([g], np.int16))
@@ -114,7 +143,7 @@ def assets(
     return out
 
 
-def plan(eng: RiskEngine, p: Plans) -> dict[str, Any] | None:
+def plan(eng: Explained, p: Plans) -> dict[str, Any] | None:
     """The liquidation plan of the first account of `p` (None above HF 1)."""
     target = eng.risk_cfg.target_hf
     if p.kind[0] == PLAN_PARTIAL:
@@ -132,7 +161,7 @@ def plan(eng: RiskEngine, p: Plans) -> dict[str, Any] | None:
     return None
 
 
-def credit(eng: RiskEngine, a: int, split: Split) -> dict[str, Any]:
+def credit(eng: Explained, a: int, split: Split) -> dict[str, Any]:
     """The credit split of account `a` per chain and the rule that made it."""
     cr = eng.credits
     dem, share = split.demand.get(0, (None, cr.static_share))
@@ -161,7 +190,7 @@ def credit(eng: RiskEngine, a: int, split: Split) -> dict[str, Any]:
     }
 
 
-def _params(eng: RiskEngine) -> dict[str, Any]:
+def _params(eng: Explained) -> dict[str, Any]:
     cfg = eng.risk_cfg
     return {
         "z": cfg.z,
@@ -172,7 +201,7 @@ def _params(eng: RiskEngine) -> dict[str, Any]:
     }
 
 
-def _totals(eng: RiskEngine, r: Totals, held: NDArray[np.bool_]) -> dict[str, Any]:
+def _totals(eng: Explained, r: Totals, held: NDArray[np.bool_]) -> dict[str, Any]:
     hf = float(r.hf[0])
     return {
         "collateral_value_usd": float(r.vtot[0]),
@@ -190,7 +219,7 @@ def _totals(eng: RiskEngine, r: Totals, held: NDArray[np.bool_]) -> dict[str, An
     }
 
 
-def explain(eng: RiskEngine, address: str, now: float | None = None) -> dict[str, Any]:
+def explain(eng: Explained, address: str, now: float | None = None) -> dict[str, Any]:
     """Every number for one account (see the module docstring)."""
     eng.market.require_inputs()
     now = time.time() if now is None else now

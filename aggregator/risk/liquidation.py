@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -29,8 +29,33 @@ from aggregator.risk.book import PositionBook
 from aggregator.risk.kernels import plan_kernel
 from aggregator.risk.market import MarketData
 
-if TYPE_CHECKING:
-    from aggregator.risk.standard import StandardModel, Totals
+
+class Caps(Protocol):
+    """What sizing reads of a margin model's parameters (StandardModel has them)."""
+
+    @property
+    def risk(self) -> RiskConfig: ...
+    @property
+    def k(self) -> NDArray[np.float64]: ...
+    @property
+    def bonus(self) -> NDArray[np.float64]: ...
+    @property
+    def lt_tab(self) -> NDArray[np.float64]: ...
+
+
+class AccountTotals(Protocol):
+    """What sizing reads of the accounts' totals (standard.Totals has them). Protocols,
+    so liquidation does not import the model that calls its close_factor."""
+
+    @property
+    def grp(self) -> NDArray[np.int16]: ...
+    @property
+    def debt(self) -> NDArray[np.float64]: ...
+    @property
+    def cliq(self) -> NDArray[np.float64]: ...
+    @property
+    def hf(self) -> NDArray[np.float64]: ...
+
 
 PLAN_NONE, PLAN_PARTIAL, PLAN_FULL = 0, 1, 2
 
@@ -51,11 +76,11 @@ class Plans:
 
 
 def plans(
-    model: StandardModel,
+    model: Caps,
     book: PositionBook,
     market: MarketData,
     acc: NDArray[np.int64],
-    r: Totals,
+    r: AccountTotals,
 ) -> Plans:
     """Liquidation plans for accounts `acc` (sorted; `r` their totals, aligned)."""
     n = acc.size
