@@ -63,15 +63,13 @@ class LedgerReader:
         self.chains: tuple[str, ...] = self._view.chains
         self.symbols: frozenset[str] = frozenset(self._view.symbols)
 
-    def find(self, address: str) -> int | None:
-        """The account's index in the book (any case), or None if it holds nothing."""
-        return self._view.find_account(address)
-
-    def health_row(self, a: int) -> tuple[float, float, str, list[int], bool]:
-        """HF, borrowing power, tier, usd6 credit per chain (self.chains' order) and the
-        degraded flag of account index `a`, as the last recompute stored them."""
-        v = self._view
-        return v.hf(a), v.bp(a), v.tier(a), v.credit_usd6(a), v.degraded(a)
+        # Per-request lookups of the health route, bound once (no extra call layer):
+        # `find(address)`: the account's index (any case) or None; `health_row(a)`: its
+        # stored HF, BP, tier, usd6 credit per chain (self.chains' order) and degraded flag.
+        self.find: Callable[[str], int | None] = self._view.find_account
+        self.health_row: Callable[[int], tuple[float, float, str, list[int], bool]] = (
+            self._view.stored
+        )
 
     def health(self, address: str) -> AccountHealth:
         return self._view.health(address)
@@ -123,6 +121,7 @@ class AccountViews:
         self._indexers = indexers  # live: chains start and stop under their leases
         self._onchain = onchain
         self._margin = margin
+        self._credit_tpl = _credit_template(reader.chains)
 
     def require_prices(self) -> None:
         if not self._prices_ready():
@@ -168,7 +167,7 @@ class AccountViews:
         out = list(values)
         for i in _NUM_AT:
             out[i] = "null" if out[i] is None else repr(out[i])
-        out[_CREDIT_AT] = _credit_template(self.reader.chains) % tuple(out[_CREDIT_AT])
+        out[_CREDIT_AT] = self._credit_tpl % tuple(out[_CREDIT_AT])
         return (_HEALTH_BODY % tuple(out)).encode()
 
     def account_detail(self, address: str) -> dict[str, Any] | None:

@@ -93,6 +93,19 @@ class LedgerView:
     def degraded(self, i: int) -> bool:
         return bool(self._eng.r_degraded[i])
 
+    def stored(self, i: int) -> tuple[float, float, str, list[int], bool]:
+        """Account i's HF, BP, tier, credit per chain (USD6, `chains` order) and
+        degraded flag in one call: the API's health route reads exactly these, per
+        request, so it pays one lookup instead of five."""
+        e = self._eng
+        return (
+            float(e.r_hf[i]),
+            float(e.r_bp[i]),
+            TIERS[int(e.r_tier[i])],
+            e.credit[i].tolist(),
+            bool(e.r_degraded[i]),
+        )
+
     def credit_usd6(self, i: int) -> list[int]:
         """Account i's credit per chain (USD6, in `chains` order)."""
         return [int(v) for v in self._eng.credit[i].tolist()]
