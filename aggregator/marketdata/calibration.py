@@ -23,13 +23,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
 from aggregator.config import VarConfig
+from aggregator.marketdata import history
 from aggregator.marketdata.covariance import ewma_covariance
-from aggregator.marketdata.factors import Factors
+from aggregator.marketdata.factors import Factors, InsufficientHistory, build_factors
 from aggregator.risk.var import filtered_scenarios, stressed_window
 
 F64 = NDArray[np.float64]
@@ -111,9 +113,33 @@ def calibrate(
     )  # fmt: skip
 
 
+def shipped_calibration(
+    assets: Mapping[str, str | None], cfg: VarConfig, history_dir: Path | None = None
+) -> VarCalibration:
+    """Calibration of `assets` (symbol -> underlying or None, in column order) from the
+    shipped daily history alone, each asset through [var] history (the capital
+    report's reference book; the daemon's fallback is aggregator/var_feed.py)."""
+    missing = [a for a in assets if a not in cfg.history]
+    if missing:
+        raise InsufficientHistory(missing[0], cfg.scenarios + SEED + 1, 0,
+                                  "[var] history names no shipped series")  # fmt: skip
+    where = history.HISTORY_DIR if history_dir is None else history_dir
+    series = {a: history.daily(cfg.history[a], directory=where) for a in assets}
+    need = max(cfg.scenarios + SEED + 1, cfg.stressed_window_days)
+    f = build_factors(series, underlying=underlying_map(assets), min_returns=need)
+    return calibrate(f, cfg, tuple(assets), "shipped", stressed=f, stressed_source="shipped")
+
+
 def underlying_map(assets: Mapping[str, str | None]) -> dict[str, str]:
     """LST -> underlying for the factor builder, from symbol -> underlying (or None)."""
     return {a: u for a, u in assets.items() if u is not None}
 
 
-__all__ = ["SEED", "VarCalibration", "calibrate", "stressed_returns", "underlying_map"]
+__all__ = [
+    "SEED",
+    "VarCalibration",
+    "calibrate",
+    "shipped_calibration",
+    "stressed_returns",
+    "underlying_map",
+]

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from aggregator.config import AppConfig
+from aggregator.config import AppConfig, VarConfig
 from aggregator.marketdata.calibration import VarCalibration
 from aggregator.risk.book import PositionBook
 from aggregator.risk.market import MarketData
@@ -39,6 +39,7 @@ from aggregator.risk.portfolio import (
     SECONDS_PER_YEAR,
     MarketState,
     PortfolioBook,
+    PortfolioEngine,
     black76,
     black76_greeks,
 )
@@ -100,37 +101,15 @@ class VarFigures:
     requirement: F64
 
 
-class VarModel:
-    name = "var"
+class VarPricer:
+    """The VaR/ES arithmetic over a portfolio engine's books and market state (the
+    model's, or the capital report's reference book)."""
 
-    def __init__(
-        self,
-        cfg: AppConfig,
-        derivatives: DerivativeSource | None = None,
-        calibration: CalibrationSource | None = None,
-    ) -> None:
-        self.cfg = cfg
-        self.pm = PortfolioModel(cfg, derivatives)
-        self.engine = self.pm.engine
-        self.source = calibration
-        self.horizon = np.array([cfg.var.horizon(s) for s in self.engine.symbols])
+    def __init__(self, engine: PortfolioEngine, var: VarConfig) -> None:
+        self.engine = engine
+        self.var = var
+        self.horizon = np.array([var.horizon(s) for s in engine.symbols])
         self.sqrt_h = np.sqrt(self.horizon)
-
-    @classmethod
-    def from_config(cls, cfg: AppConfig, sources: ModelSources | None = None) -> VarModel:
-        if sources is None:
-            return cls(cfg)
-        return cls(cfg, sources.derivatives, sources.calibration)
-
-    def calibration(self) -> VarCalibration:
-        cal = self.source.calibration if self.source is not None else None
-        if cal is None:
-            raise MissingCalibration("var model: no calibration loaded yet")
-        if cal.assets != tuple(self.engine.symbols):
-            raise MissingCalibration(
-                f"var model: calibration for {cal.assets}, the book has {self.engine.symbols}"
-            )
-        return cal
 
     # -- the book as exposures -------------------------------------------------------------
     def instruments(self, book: PortfolioBook, mkt: MarketState) -> Instruments:
@@ -184,7 +163,7 @@ class VarModel:
 
     def _es(self, ins: Instruments, mkt: MarketState, returns: F64) -> F64:
         scen_h = returns * self.sqrt_h[None, :]
-        lvl = self.cfg.var.confidence
+        lvl = self.var.confidence
         res = historical(ins.x_usd, scen_h, var_level=lvl, es_level=lvl,
                          revalue=self._hook(ins, mkt, scen_h))  # fmt: skip
         return res.es
@@ -192,99 +171,22 @@ class VarModel:
     def figures(self, book: PortfolioBook, mkt: MarketState, cal: VarCalibration) -> VarFigures:
         ins = self.instruments(book, mkt)
         n = book.n_accounts
-        lvl = self.cfg.var.confidence
+        lvl = self.var.confidence
         cov_h = cal.cov * np.outer(self.sqrt_h, self.sqrt_h)
         es_par = parametric(ins.x_delta, cov_h, var_level=lvl, es_level=lvl).es
         es_fhs = self._es(ins, mkt, cal.scenarios) if n else np.zeros(0)
         stressed = np.zeros(n)
-        if cal.stressed is not None and self.cfg.var.stressed_floor and n:
+        if cal.stressed is not None and self.var.stressed_floor and n:
             stressed = self._es(ins, mkt, cal.stressed)
-        pushed = es_fhs if self.cfg.var.method == "fhs" else es_par
+        pushed = es_fhs if self.var.method == "fhs" else es_par
         req = np.maximum(np.maximum(pushed, stressed), 0.0)
         return VarFigures(ins.equity, es_fhs, es_par, stressed, req)
 
-    def compute(
-        self,
-        book: PositionBook,
-        market: MarketData,
-        accounts: NDArray[np.int64],
-        now: float | None = None,
-    ) -> VarFigures:
-        """The worse of the two finality views: lower equity, higher requirement."""
-        cal = self.calibration()
-        mkt = self.pm.market_state(market, now)
-        head, conf = (self.figures(b, mkt, cal) for b in self.pm.books(book, accounts))
-        take = conf.requirement > head.requirement
-        return VarFigures(
-            np.minimum(head.equity, conf.equity),
-            np.where(take, conf.es_fhs, head.es_fhs),
-            np.where(take, conf.es_parametric, head.es_parametric),
-            np.where(take, conf.stressed_es, head.stressed_es),
-            np.maximum(head.requirement, conf.requirement),
-        )
-
-    def evaluate(
-        self,
-        book: PositionBook,
-        market: MarketData,
-        accounts: NDArray[np.int64],
-        now: float | None = None,
-    ) -> MarginResult:
-        f = self.compute(book, market, accounts, now)
-        im = self.cfg.portfolio.im_factor
-        hf, bp, tier = health(f.equity, f.requirement, im, self.cfg.risk.warn_hf)
-        parts = {
-            "es_fhs_usd": f.es_fhs, "es_parametric_usd": f.es_parametric,
-            "stressed_es_usd": f.stressed_es, "im_usd": im * f.requirement,
-        }  # fmt: skip
-        return MarginResult.of(
-            accounts, equity_usd=f.equity, requirement_usd=f.requirement, hf=hf, bp=bp,
-            tier=tier, parts=parts,
-        )  # fmt: skip
-
-    # -- explanation -----------------------------------------------------------------------
-    def explain(
-        self, book: PositionBook, market: MarketData, account: int, now: float | None = None
-    ) -> dict[str, Any]:
-        """One account's figures, which figure binds, and the Euler contributions of the
-        binding figure per asset and per chain (they sum to the requirement)."""
-        cal = self.calibration()
-        mkt = self.pm.market_state(market, now)
-        acc = np.array([account], np.int64)
-        views = self.pm.books(book, acc)
-        figs = [self.figures(b, mkt, cal) for b in views]
-        worse = int(figs[1].requirement[0] > figs[0].requirement[0])
-        f, pb = figs[worse], views[worse]
-        binding = self._binding(f)
-        by_asset, by_chain = self.contributions(pb, mkt, cal, binding)
-        equity = float(min(g.equity[0] for g in figs))
-        req = float(f.requirement[0])
-        im = self.cfg.portfolio.im_factor
-        hf, bp, tier = health(np.array([equity]), np.array([req]), im, self.cfg.risk.warn_hf)
-        return {
-            "equity_usd": equity,
-            "es_fhs_usd": float(f.es_fhs[0]),
-            "es_parametric_usd": float(f.es_parametric[0]),
-            "stressed_es_usd": float(f.stressed_es[0]),
-            "requirement_usd": req,
-            "im_usd": im * req,
-            "hf": float(hf[0]) if math.isfinite(hf[0]) else None,
-            "borrowing_power_usd": float(bp[0]),
-            "tier": TIERS[int(tier[0])],
-            "method": self.cfg.var.method,
-            "binding": binding,
-            "confidence": self.cfg.var.confidence,
-            "horizon_days": dict(zip(self.engine.symbols, self.horizon.tolist(), strict=True)),
-            "view": ("head", "confirmed")[worse],
-            "contributions": {"by_asset": by_asset, "by_chain": by_chain},
-            "calibration": cal.describe(),
-        }
-
-    def _binding(self, f: VarFigures) -> str:
-        pushed = f.es_fhs[0] if self.cfg.var.method == "fhs" else f.es_parametric[0]
-        if self.cfg.var.stressed_floor and f.stressed_es[0] > pushed:
+    def binding(self, f: VarFigures) -> str:
+        pushed = f.es_fhs[0] if self.var.method == "fhs" else f.es_parametric[0]
+        if self.var.stressed_floor and f.stressed_es[0] > pushed:
             return "stressed"
-        return self.cfg.var.method
+        return self.var.method
 
     def contributions(
         self, pb: PortfolioBook, mkt: MarketState, cal: VarCalibration, binding: str
@@ -338,7 +240,7 @@ class VarModel:
         per_contract = self.option_pnl(legs.ins, mkt, scen_h)
         pnl[n_lin:] = legs.o_size[:, None] * per_contract[legs.o_series]
         loss = -pnl.sum(axis=0)
-        ke = tail_count(self.cfg.var.confidence, loss.size)
+        ke = tail_count(self.var.confidence, loss.size)
         tail = np.argsort(-loss, kind="stable")[:ke]
         return np.asarray(-pnl[:, tail].mean(axis=1), np.float64)
 
@@ -348,8 +250,119 @@ class VarModel:
         sigma = math.sqrt(max(float(x @ cov_h @ x), 0.0))
         if sigma == 0.0:
             return np.zeros(legs.asset.size)
-        k = es_multiplier(self.cfg.var.confidence)
+        k = es_multiplier(self.var.confidence)
         return np.asarray(legs.delta_usd * (cov_h @ x)[legs.asset] / sigma * k, np.float64)
 
 
-__all__ = ["CalibrationSource", "MissingCalibration", "VarFigures", "VarModel"]
+class VarModel:
+    name = "var"
+
+    def __init__(
+        self,
+        cfg: AppConfig,
+        derivatives: DerivativeSource | None = None,
+        calibration: CalibrationSource | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.pm = PortfolioModel(cfg, derivatives)
+        self.engine = self.pm.engine
+        self.source = calibration
+        self.pricer = VarPricer(self.engine, cfg.var)
+
+    @classmethod
+    def from_config(cls, cfg: AppConfig, sources: ModelSources | None = None) -> VarModel:
+        if sources is None:
+            return cls(cfg)
+        return cls(cfg, sources.derivatives, sources.calibration)
+
+    def calibration(self) -> VarCalibration:
+        cal = self.source.calibration if self.source is not None else None
+        if cal is None:
+            raise MissingCalibration("var model: no calibration loaded yet")
+        if cal.assets != tuple(self.engine.symbols):
+            raise MissingCalibration(
+                f"var model: calibration for {cal.assets}, the book has {self.engine.symbols}"
+            )
+        return cal
+
+    def compute(
+        self,
+        book: PositionBook,
+        market: MarketData,
+        accounts: NDArray[np.int64],
+        now: float | None = None,
+    ) -> VarFigures:
+        """The worse of the two finality views: lower equity, higher requirement."""
+        cal = self.calibration()
+        mkt = self.pm.market_state(market, now)
+        head, conf = (self.pricer.figures(b, mkt, cal) for b in self.pm.books(book, accounts))
+        take = conf.requirement > head.requirement
+        return VarFigures(
+            np.minimum(head.equity, conf.equity),
+            np.where(take, conf.es_fhs, head.es_fhs),
+            np.where(take, conf.es_parametric, head.es_parametric),
+            np.where(take, conf.stressed_es, head.stressed_es),
+            np.maximum(head.requirement, conf.requirement),
+        )
+
+    def evaluate(
+        self,
+        book: PositionBook,
+        market: MarketData,
+        accounts: NDArray[np.int64],
+        now: float | None = None,
+    ) -> MarginResult:
+        f = self.compute(book, market, accounts, now)
+        im = self.cfg.portfolio.im_factor
+        hf, bp, tier = health(f.equity, f.requirement, im, self.cfg.risk.warn_hf)
+        parts = {
+            "es_fhs_usd": f.es_fhs, "es_parametric_usd": f.es_parametric,
+            "stressed_es_usd": f.stressed_es, "im_usd": im * f.requirement,
+        }  # fmt: skip
+        return MarginResult.of(
+            accounts, equity_usd=f.equity, requirement_usd=f.requirement, hf=hf, bp=bp,
+            tier=tier, parts=parts,
+        )  # fmt: skip
+
+    # -- explanation -----------------------------------------------------------------------
+    def explain(
+        self, book: PositionBook, market: MarketData, account: int, now: float | None = None
+    ) -> dict[str, Any]:
+        """One account's figures, which figure binds, and the Euler contributions of the
+        binding figure per asset and per chain (they sum to the requirement)."""
+        cal = self.calibration()
+        mkt = self.pm.market_state(market, now)
+        acc = np.array([account], np.int64)
+        views = self.pm.books(book, acc)
+        figs = [self.pricer.figures(b, mkt, cal) for b in views]
+        worse = int(figs[1].requirement[0] > figs[0].requirement[0])
+        f, pb = figs[worse], views[worse]
+        binding = self.pricer.binding(f)
+        by_asset, by_chain = self.pricer.contributions(pb, mkt, cal, binding)
+        equity = float(min(g.equity[0] for g in figs))
+        req = float(f.requirement[0])
+        im = self.cfg.portfolio.im_factor
+        hf, bp, tier = health(np.array([equity]), np.array([req]), im, self.cfg.risk.warn_hf)
+        return {
+            "equity_usd": equity,
+            "es_fhs_usd": float(f.es_fhs[0]),
+            "es_parametric_usd": float(f.es_parametric[0]),
+            "stressed_es_usd": float(f.stressed_es[0]),
+            "requirement_usd": req,
+            "im_usd": im * req,
+            "hf": float(hf[0]) if math.isfinite(hf[0]) else None,
+            "borrowing_power_usd": float(bp[0]),
+            "tier": TIERS[int(tier[0])],
+            "method": self.cfg.var.method,
+            "binding": binding,
+            "confidence": self.cfg.var.confidence,
+            "horizon_days": dict(
+                zip(self.engine.symbols, self.pricer.horizon.tolist(), strict=True)
+            ),
+            "view": ("head", "confirmed")[worse],
+            "contributions": {"by_asset": by_asset, "by_chain": by_chain},
+            "calibration": cal.describe(),
+        }
+
+
+__all__ = ["CalibrationSource", "MissingCalibration", "VarFigures", "VarModel", "VarPricer"]
