@@ -392,7 +392,7 @@ def capital_report(ref: ReferenceFile | None = None) -> CapitalReport:
                 float(vf.requirement[i]),
                 pm.row(i)["worst_scenario"],
                 per_chain,
-            )  # fmt: skip
+            )
         )
     return CapitalReport(rows, mm.engine.scenarios.size, f, cal.describe())
 
