@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 from scipy.special import ndtr
 
 from aggregator.config import AppConfig, AssetConfig, PortfolioConfig
+from aggregator.risk.model import health
 from chains.units import TIERS
 
 SECONDS_PER_YEAR = 365.0 * 86400.0
@@ -367,24 +368,13 @@ def worst_of(
         np.where(take_b, b.worst_loss, a.worst_loss),
         np.where(take_b, b.worst_scenario, a.worst_scenario),
         np.where(take_b, b.contingency, a.contingency),
-        mm, mm * im_factor, *_health(eq, mm, im_factor, warn_hf),
+        mm, mm * im_factor, *health(eq, mm, im_factor, warn_hf),
     )  # fmt: skip
     return out
 
 
 def _sum_by(idx: I64, values: F64, n: int) -> F64:
     return np.asarray(np.bincount(idx, values, minlength=n), np.float64)
-
-
-def _health(
-    equity: F64, mm: F64, im_factor: float, warn_hf: float
-) -> tuple[F64, F64, NDArray[np.int8]]:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        hf = np.where(mm > 0.0, equity / np.where(mm > 0.0, mm, 1.0), np.inf)
-    hf = np.where((mm <= 0.0) & (equity < 0.0), -np.inf, hf)
-    bp = np.maximum(equity - im_factor * mm, 0.0)
-    tier = ((hf < warn_hf).astype(np.int8) + (hf < 1.0) + (equity < 0.0)).astype(np.int8)
-    return hf, bp, tier
 
 
 class PortfolioEngine:
@@ -619,6 +609,30 @@ class PortfolioEngine:
         x = sp.coo_matrix((vals, (rows, cols)), shape=(book.n_accounts, T + U + J))
         return x.tocsr()
 
+    def option_values(self, book: PortfolioBook, mkt: MarketState) -> F64:
+        """Black-76 value of each option series of `book` now (J)."""
+        su, k, t, iv, call = self._series_arrays(book, mkt)
+        return black76(mkt.spot[su], k, t, iv, call)
+
+    def marks(
+        self, book: PortfolioBook, mkt: MarketState, v0: F64 | None = None
+    ) -> tuple[F64, F64, F64, F64]:
+        """Per account: collateral and debt at spot, perp PnL incl. funding, option
+        marks (`v0`: the series' values, computed when not given). Their sum
+        collateral - debt + PnL + marks is the account's equity in every model."""
+        A = book.n_accounts
+        v0 = self.option_values(book, mkt) if v0 is None else v0
+        sv = book.s_units * mkt.price[book.s_asset]
+        coll = _sum_by(book.s_acc, np.maximum(sv, 0.0), A)
+        debt = _sum_by(book.s_acc, np.maximum(-sv, 0.0), A)
+        mark = mkt.spot[self.market_u[book.p_market]]
+        upnl_rows = book.p_size * (mark - book.p_entry) - book.p_size * (
+            mkt.funding[book.p_market] - book.p_fentry
+        )
+        upnl = _sum_by(book.p_acc, upnl_rows, A)
+        optv = _sum_by(book.o_acc, book.o_size * v0[book.o_series], A)
+        return coll, debt, upnl, optv
+
     def compute(
         self, book: PortfolioBook, mkt: MarketState, keep_dv: bool = False
     ) -> PortfolioResult:
@@ -634,16 +648,7 @@ class PortfolioEngine:
         else:
             worst_s = np.zeros(A, np.int64)
             worst = np.zeros(A)
-        # Equity: collateral - debt at spot, perp PnL incl. funding, option marks.
-        sv = book.s_units * mkt.price[book.s_asset]
-        coll = _sum_by(book.s_acc, np.maximum(sv, 0.0), A)
-        debt = _sum_by(book.s_acc, np.maximum(-sv, 0.0), A)
-        mark = mkt.spot[self.market_u[book.p_market]]
-        upnl_rows = book.p_size * (mark - book.p_entry) - book.p_size * (
-            mkt.funding[book.p_market] - book.p_fentry
-        )
-        upnl = _sum_by(book.p_acc, upnl_rows, A)
-        optv = _sum_by(book.o_acc, book.o_size * v0[book.o_series], A)
+        coll, debt, upnl, optv = self.marks(book, mkt, v0)
         equity = coll - debt + upnl + optv
         # Contingency on net (cross-chain) exposures, so an offsetting leg never adds any.
         c = self.cfg.contingency
@@ -660,7 +665,7 @@ class PortfolioEngine:
         cont = cont + c.fixed_usd * has_deriv
         mm = worst + cont
         f = self.cfg.im_factor
-        hf, bp, tier = _health(equity, mm, f, self.warn_hf)
+        hf, bp, tier = health(equity, mm, f, self.warn_hf)
         return PortfolioResult(
             list(book.accounts), self.scenarios.names, equity, coll, debt, upnl, optv, worst,
             worst_s.astype(np.int64), cont, mm, f * mm, hf, bp, tier, dv if keep_dv else None,
