@@ -46,7 +46,7 @@ MIN_HISTORY = 60  # returns before the first backtested day
 # Project asset symbol -> shipped daily series; LST -> underlying.
 SERIES = {"WETH": "ETH", "WBTC": "BTC", "stETH": "stETH", "wstETH": "wstETH", "USDC": "USDC"}
 UNDERLYING = {"stETH": "WETH", "wstETH": "WETH"}
-MODELS = ("var_parametric", "var_fhs", "standard_haircut")
+MODELS = ("var_parametric", "var_fhs", "standard_haircut", "portfolio_grid")
 
 
 @dataclass(frozen=True)
@@ -142,6 +142,62 @@ def _option_delta_usd(o: OptionSpec) -> float:
     return float(d) * o.contracts_usd
 
 
+def grid_moves(assets: Sequence[str]) -> tuple[F64, F64]:
+    """The portfolio mode's scenario grid (the reference book's [portfolio] settings)
+    as price relatives of `assets` (S x A) and implied-vol multipliers of each asset's
+    underlying (S x A): an underlying moves by its spot shock, an LST by its
+    underlying's times its de-peg, a stable asset not at all."""
+    from aggregator.risk.capital import load_reference
+    from aggregator.risk.portfolio import AssetSpec, build_scenarios
+
+    pcfg = load_reference().portfolio
+    specs = [
+        AssetSpec(a, None)
+        if a in pcfg.stable_assets
+        else AssetSpec(a, UNDERLYING[a], lst=True)
+        if a in UNDERLYING
+        else AssetSpec(a, a)
+        for a in assets
+    ]
+    lst_under = {UNDERLYING[sp.symbol] for sp in specs if sp.lst}
+    for base in sorted(lst_under - set(assets)):
+        specs.append(AssetSpec(base, base))  # an LST's underlying moves the LST
+    by_symbol = {sp.symbol: sp for sp in specs}
+    under = [sp.symbol for sp in specs if sp.underlying == sp.symbol]
+    grid = build_scenarios(pcfg, under, specs)
+    moves = np.ones((grid.size, len(assets)))
+    vol = np.ones((grid.size, len(assets)))
+    for j, a in enumerate(assets):
+        sp = by_symbol.get(a)
+        if sp is None or sp.underlying is None:
+            continue
+        ui = under.index(sp.underlying)
+        moves[:, j] = 1.0 + grid.spot[:, ui]
+        vol[:, j] = grid.vol[:, ui]
+        if sp.lst:
+            moves[:, j] *= 1.0 + grid.depeg[:, specs.index(sp)]
+    return moves, vol
+
+
+def grid_bound(item: Item, assets: Sequence[str]) -> float:
+    """The worst loss of `item` over the portfolio grid (options revalued with the
+    shocked implied vol, one day older): the portfolio mode's maintenance margin before
+    its im_factor, constant over time (the grid is fixed)."""
+    from aggregator.risk.portfolio import black76
+
+    moves, vol = grid_moves(assets)
+    col = {a: i for i, a in enumerate(assets)}
+    x = np.array([item.exposures.get(a, 0.0) for a in assets])
+    pnl = (moves - 1.0) @ x
+    for o in item.options:
+        j = col[o.asset]
+        t = o.expiry_days / 365.0
+        v0 = black76(1.0, o.strike_rel, t, o.implied_vol, o.is_call)
+        v1 = black76(moves[:, j], o.strike_rel, t - 1 / 365.0, o.implied_vol * vol[:, j], o.is_call)
+        pnl += o.contracts_usd * (v1 - v0)
+    return max(float(-pnl.min()), 0.0)
+
+
 def run_item(item: Item, risk: RiskConfig) -> Series:
     f = _factors(list(item.exposures))
     col = {a: i for i, a in enumerate(f.assets)}
@@ -179,11 +235,12 @@ def run_item(item: Item, risk: RiskConfig) -> Series:
         scen = filtered_scenarios_at(f.returns, vol_f, t, N_SCENARIOS, INIT) @ load.T
         fhs[j] = historical(x[None, :], scen, var_level=LEVEL, revalue=hook).var[0]
         hc[j] = float(np.abs(x) @ (risk.z * vol_a[t] * math.sqrt(risk.horizon_days)))
+    grid = np.full(len(days), grid_bound(item, f.assets))
     return Series(
         item,
         f.times[MIN_HISTORY:],
         pnl,
-        {"var_parametric": par, "var_fhs": fhs, "standard_haircut": hc},
+        {"var_parametric": par, "var_fhs": fhs, "standard_haircut": hc, "portfolio_grid": grid},
     )
 
 
@@ -218,6 +275,8 @@ def evaluate(series: Sequence[Series], windows: Sequence[str] = ("2022", "full")
             if n < 2 or not np.any(s.pnl[m]):
                 continue  # a book with no exposure (the hedged pair) cannot breach
             for model in MODELS:
+                if not np.any(s.bounds[model][m]):
+                    continue  # no margin at all (the grid never shocks a stable asset)
                 hits = bt.breaches(s.bounds[model][m], s.pnl[m])
                 x = int(hits.sum())
                 k = bt.kupiec(n, x, 1 - LEVEL)
