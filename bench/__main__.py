@@ -38,6 +38,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "oracle_refresh": ["bench.oracle_refresh"],
     "startup": ["bench.startup"],
     "var": ["bench.var"],
+    "var_rss": ["bench.var_rss", "--accounts", "1000000"],
 }
 
 # The rows of docs/performance.md, in the order of the performance issue's table:
@@ -54,6 +55,7 @@ ROWS: dict[str, str] = {
     "peak_rss": "peak RSS with 1M accounts loaded",
     "var_parametric": "parametric VaR/ES, 1M accounts x 30 assets",
     "var_fhs": "FHS VaR/ES, 100k accounts x 500 scenarios",
+    "var_peak_rss": "peak RSS, 1M accounts with the VaR/ES model evaluated",
     "startup_cold": "daemon start-up to /healthz, empty numba cache",
     "startup_warm": "daemon start-up to /healthz, warm numba cache",
 }
