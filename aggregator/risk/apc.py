@@ -99,7 +99,10 @@ def decide(
     s = base
     if cfg.stressed_weight > 0 and stats is not None:
         w = cfg.stressed_weight
-        s = _step(steps, "stressed_weight", s, math.sqrt((1 - w) * s * s + w * stats.stressed**2))
+        # Never below the current level: a crash beyond the worst past window must not
+        # be averaged down by it.
+        mixed = math.sqrt((1 - w) * s * s + w * stats.stressed**2)
+        s = _step(steps, "stressed_weight", s, max(s, mixed))
     if cfg.lookback_floor and stats is not None:
         s = _step(steps, "lookback_floor", s, max(s, stats.long_run))
     stress = stats is not None and base > cfg.stress_multiple * stats.long_run

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import oracles.forecast as fcmod
 from aggregator.config import AppConfig, load_config
 from aggregator.daemon import Daemon
 from aggregator.metrics import Metrics
-import oracles.forecast as fcmod
 from aggregator.vol_forecast import VolatilityForecaster
 from oracles.protocols import PricePoint
 from oracles.types import Price, PriceStatus

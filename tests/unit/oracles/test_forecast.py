@@ -15,7 +15,9 @@ from aggregator.marketdata import history
 from oracles.forecast import ForecastSettings, daily_returns, fit_forecast, persistence
 
 
-def simulate(n: int, omega: float, alpha: float, beta: float, gamma: float = 0.0, seed: int = 7):
+def simulate(
+    n: int, omega: float, alpha: float, beta: float, *, gamma: float = 0.0, seed: int = 7
+) -> np.ndarray:
     rng = np.random.default_rng(seed)
     r = np.empty(n)
     v = omega / (1 - alpha - beta - gamma / 2)
