@@ -346,7 +346,8 @@ def _default_spot_grid() -> list[float]:
 class PortfolioConfig(Strict):
     """[portfolio]: which margin model decides health, and the scenario grid."""
 
-    mode: Literal["standard", "portfolio"] = "standard"
+    # One of risk/registry.py MODELS (tests/unit/config check the two lists agree).
+    mode: Literal["standard", "portfolio", "var"] = "standard"
     spot_shocks: list[float] = Field(default_factory=_default_spot_grid, min_length=1)
     extreme_moves: list[float] = Field(default_factory=lambda: [-0.40, 0.40])
     # All risk underlyings at once (correlations to one), with every LST de-pegged.
@@ -376,6 +377,46 @@ class PortfolioConfig(Strict):
             if not 0.0 < iv <= 10.0:
                 raise ValueError(f"implied_vol.{sym}: {iv} must be in (0, 10]")
         return self
+
+
+# -- VaR / ES margin mode (docs/var.md) ----------------------------------------------------
+def _default_history() -> dict[str, str]:
+    # Project asset symbol -> the shipped daily series (history/, marketdata/history.py).
+    return {"WETH": "ETH", "WBTC": "BTC", "stETH": "stETH", "wstETH": "wstETH", "USDC": "USDC"}
+
+
+class VarConfig(Strict):
+    """[var]: the VaR/ES margin model and its calibration (docs/var.md)."""
+
+    confidence: float = Field(default=0.975, ge=0.9, lt=1)
+    # Liquidation horizon in days: the default, and per asset symbol.
+    horizon_days: float = Field(default=1.0, gt=0, le=30)
+    horizons: dict[str, float] = Field(default_factory=dict)
+    method: Literal["fhs", "parametric"] = "fhs"
+    scenarios: int = Field(default=500, ge=100, le=1000)
+    ewma_lambda: float = Field(default=0.94, gt=0, lt=1)
+    stressed_floor: bool = True
+    stressed_window_days: int = Field(default=250, ge=20, le=2000)
+    # Daily returns the daemon's own price history needs before it replaces the
+    # shipped history (at least scenarios + the 20-return EWMA seed).
+    min_history_days: int = Field(default=520, ge=40)
+    history: dict[str, str] = Field(default_factory=_default_history)
+    recalibrate_interval_s: float = Field(default=86400.0, ge=60)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> VarConfig:
+        for sym, h in self.horizons.items():
+            if not 0.0 < h <= 30.0:
+                raise ValueError(f"horizons.{sym}: {h} must be in (0, 30] days")
+        if self.min_history_days < self.scenarios + 20:
+            raise ValueError(
+                f"min_history_days: {self.min_history_days} must be >= scenarios + 20 "
+                f"({self.scenarios + 20})"
+            )
+        return self
+
+    def horizon(self, symbol: str) -> float:
+        return self.horizons.get(symbol, self.horizon_days)
 
 
 class Secrets(BaseSettings):
@@ -409,6 +450,7 @@ class AppConfig(BaseSettings):
     scheduler: SchedulerConfig = SchedulerConfig()
     accounts: list[Address] = Field(default_factory=list)
     portfolio: PortfolioConfig = PortfolioConfig()
+    var: VarConfig = VarConfig()
     cluster: ClusterConfig = ClusterConfig()
 
     @classmethod
@@ -618,6 +660,7 @@ def semantic_problems(cfg: AppConfig) -> list[Problem]:
         problems.extend(_asset_problems(cfg, f"assets[{i}]", asset))
     problems.extend(_correlation_problems(cfg))
     problems.extend(_portfolio_problems(cfg))
+    problems.extend(_var_problems(cfg))
     for chain in cfg.credit.weights:
         if chain not in chains:
             problems.append(Problem(f"credit.weights.{chain}", f"unknown chain {chain!r}"))
@@ -715,6 +758,19 @@ def _portfolio_problems(cfg: AppConfig) -> list[Problem]:
                 out.append(Problem(f"portfolio.{key}[{i}].name", f"duplicate name {m.name!r}"))
             seen.add(m.name)
     return out
+
+
+def _var_problems(cfg: AppConfig) -> list[Problem]:
+    """[var] names only configured assets (the default `history` table lists more
+    symbols than a config may have; a `history` the config sets is checked)."""
+    symbols = set(cfg.asset_symbols)
+    keys = ("horizons", "history") if "history" in cfg.var.model_fields_set else ("horizons",)
+    return [
+        Problem(f"var.{key}.{sym}", f"unknown asset {sym!r}")
+        for key in keys
+        for sym in getattr(cfg.var, key)
+        if sym not in symbols
+    ]
 
 
 def parse_config(data: Mapping[str, Any], source: str = "") -> AppConfig:

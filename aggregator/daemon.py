@@ -41,6 +41,7 @@ from aggregator.store.chain_repo import SqlChainStore
 from aggregator.store.price_repo import PriceRepo
 from aggregator.stream import HealthStream
 from aggregator.supervisor import Supervisor
+from aggregator.var_feed import VarFeed
 from aggregator.vol_forecast import VolatilityForecaster
 from chains.indexer import ChainIndexer
 from chains.lst import LstRateReader, LstSource
@@ -101,7 +102,9 @@ class Daemon:
             for chain in self.lst_sources
         }
         # Portfolio margin (docs/portfolio-margin.md): Markets events + scenario engine.
-        self.portfolio = PortfolioFeed(cfg, self.store)
+        # VaR margin (docs/var.md): calibration from the price history, a scheduled job.
+        self.var = VarFeed(cfg, self.price_repo)
+        self.portfolio = PortfolioFeed(cfg, self.store, calibration=self.var)
         self._wire_ledger()
         self._wire_api()
 
@@ -219,6 +222,7 @@ class Daemon:
         await startup_step("book load", self.book.load(self.engine))
         await startup_step("derivative positions load", self.portfolio.load())
         await startup_step("price history warm-up", self.oracle.start())
+        await startup_step("var calibration", self.var.start())
         await self._load_indexers()
         if self.book.impossible:
             await startup_step("repair of impossible positions", self.book.repair(at_start=True))
@@ -277,6 +281,13 @@ class Daemon:
             self.volatility.refit,
             self.cfg.forecast.refit_interval_s,
             critical=False,
+        )
+        self.jobs.add(
+            "var_calibration",
+            self.var.recalibrate,
+            self.cfg.var.recalibrate_interval_s,
+            critical=False,
+            run_now=False,
         )
         self.jobs.start()
 

@@ -71,13 +71,15 @@ OPENAPI: dict[str, Any] = {
             "Compact health", [_ADDR], _400="err", _404="err", _503="err"
         ),
         "/v1/accounts/{address}/margin": _get(
-            "Standard and portfolio margin side by side, greeks per underlying",
+            "Standard, portfolio and VaR margin side by side, greeks per underlying",
             [_ADDR],
             _400="err",
             _404="err",
             _503="err",
         ),
-        "/v1/margin/report": _get("Reference book under isolated, standard and portfolio margin"),
+        "/v1/margin/report": _get(
+            "Reference book under isolated, standard, portfolio and VaR margin"
+        ),
         "/v1/prices": _get("All prices with every source"),
         "/v1/prices/{asset}": _get(
             "One asset's price",

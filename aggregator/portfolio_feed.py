@@ -27,6 +27,7 @@ from aggregator.risk.portfolio import (
 )
 from aggregator.risk.portfolio_model import PortfolioModel
 from aggregator.risk.registry import STANDARD, pushed_model
+from aggregator.risk.var_model import CalibrationSource, MissingCalibration, VarModel
 from aggregator.store.db import Store
 from aggregator.store.derivatives_repo import SqlDerivativeStore
 from chains.positions import FIXED, DerivativeEvent, MarketsWatch, PositionView
@@ -34,14 +35,16 @@ from chains.units import TIERS
 
 
 class PortfolioFeed:
-    def __init__(self, cfg: AppConfig, store: Store) -> None:
+    def __init__(
+        self, cfg: AppConfig, store: Store, calibration: CalibrationSource | None = None
+    ) -> None:
         self.cfg = cfg
         self.repo = SqlDerivativeStore(store)
         self.model = PortfolioModel(cfg, derivatives=self)
         self.engine = self.model.engine
         # The model the pusher carries ([portfolio] mode); the standard one is the
         # ledger's own, so only another model's figures are adopted.
-        self.pushed = pushed_model(cfg, ModelSources(derivatives=self))
+        self.pushed = pushed_model(cfg, ModelSources(derivatives=self, calibration=calibration))
         self.option_names = {o.name: o.underlying for o in cfg.portfolio.options}
         self.views: dict[str, list[PositionView]] = {}
         self.funding: dict[str, float] = {}
@@ -181,6 +184,7 @@ class PortfolioFeed:
             "mode": pf.mode,
             "standard": standard,
             "portfolio": row,
+            "var": self._var_column(std, a, now),
             "greeks": {
                 u: {k: float(np.asarray(g[k])[0, i]) for k in ("delta", "gamma", "vega")}
                 for i, u in enumerate(self.engine.underlyings)
@@ -198,6 +202,18 @@ class PortfolioFeed:
             "unmapped": sorted(unmapped),
             "tiers": list(TIERS),
         }
+
+    def _var_column(self, std: RiskEngine, a: int | None, now: float | None) -> dict[str, Any]:
+        """The VaR model's figures and contributions (var mode: the model is calibrated
+        by aggregator/var_feed.py); otherwise why there are none."""
+        if not isinstance(self.pushed, VarModel):
+            return {"available": False, "reason": "[portfolio] mode is not 'var'"}
+        if a is None:
+            return {"available": False, "reason": "no collateral or debt in the book"}
+        try:
+            return {"available": True, **self.pushed.explain(std.book, std.market, a, now)}
+        except (MissingCalibration, KeyError, ValueError, RuntimeError) as exc:
+            return {"available": False, "reason": str(exc)}
 
 
 __all__ = ["PortfolioFeed"]

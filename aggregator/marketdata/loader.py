@@ -131,14 +131,39 @@ def _parse_ts(text: str) -> tuple[Frequency, int] | None:
 
 def load_csv(path: Path | str, policy: SkipPolicy = STRICT) -> PriceSeries:
     path = Path(path)
-    skipped: dict[str, int] = {}
-
-    def defect(line: int, kind: str, message: str) -> None:
-        if kind not in policy.kinds:
-            raise CsvError(path, line, kind, message)
-        skipped[kind] = skipped.get(kind, 0) + 1
-
+    defects = _Defects(path, policy)
     lines = path.read_text(encoding="utf-8").splitlines()
+    names = _read_header(path, lines)
+    rows = _read_rows(lines, len(names) + 1, names, defects)
+    missing = set(policy.known) - rows.seen_known
+    if missing:
+        raise CsvError(path, 0, "known", f"known rows not in the file: {sorted(missing)}")
+    if rows.freq is None or not rows.values:
+        raise CsvError(path, 2, "malformed", "no data rows")
+    keep_ts, keep_rows = _on_grid(rows, STEP[rows.freq], defects)
+    cols = _grid_columns(keep_ts, keep_rows, names, STEP[rows.freq])
+    return PriceSeries(str(path), rows.freq, keep_ts[0], cols, defects.skipped)
+
+
+class _Defects:
+    """Raises a defect, or counts it when the policy skips its kind."""
+
+    def __init__(self, path: Path, policy: SkipPolicy) -> None:
+        self.path = path
+        self.policy = policy
+        self.skipped: dict[str, int] = {}
+
+    def __call__(self, line: int, kind: str, message: str) -> None:
+        if kind not in self.policy.kinds:
+            raise CsvError(self.path, line, kind, message)
+        self.count(kind)
+
+    def count(self, kind: str, n: int = 1) -> None:
+        self.skipped[kind] = self.skipped.get(kind, 0) + n
+
+
+def _read_header(path: Path, lines: list[str]) -> tuple[str, ...]:
+    """The price column names the header announces (a bad header is always an error)."""
     if not lines:
         raise CsvError(path, 1, "header", "empty file")
     header = tuple(h.strip() for h in lines[0].split(","))
@@ -150,67 +175,95 @@ def load_csv(path: Path | str, policy: SkipPolicy = STRICT) -> PriceSeries:
             f"got {','.join(header)!r}, want one of "
             + " or ".join(repr(",".join(h)) for h in HEADERS),
         )
-    names = HEADERS[header]
+    return HEADERS[header]
+
+
+@dataclass
+class _Rows:
+    """The rows that passed the per-row checks, in file order, with their line numbers."""
+
     freq: Frequency | None = None
-    ts_list: list[int] = []
-    rows: list[tuple[float, ...]] = []
-    lines_of: list[int] = []
-    seen_known: set[str] = set()
+    ts: list[int] = field(default_factory=list)
+    values: list[tuple[float, ...]] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    seen_known: set[str] = field(default_factory=set)
+
+    def append(self, ts: int, values: tuple[float, ...], line: int) -> None:
+        self.ts.append(ts)
+        self.values.append(values)
+        self.lines.append(line)
+
+
+def _read_rows(lines: list[str], n_fields: int, names: tuple[str, ...], defect: _Defects) -> _Rows:
+    """Per-row checks (shape, timestamp, known rows, prices); order and grid come later."""
+    out = _Rows()
     for i, raw in enumerate(lines[1:], start=2):
-        if not raw.strip():
-            defect(i, "malformed", "empty line")
+        parsed = _row_time(i, raw, n_fields, out.freq, defect)
+        if parsed is None:
             continue
-        fields = raw.split(",")
-        if len(fields) != len(header):
-            defect(i, "malformed", f"{len(fields)} fields, header has {len(header)}")
-            continue
-        ts_text = fields[0].strip()
-        parsed = _parse_ts(ts_text)
-        if parsed is None or (freq is not None and parsed[0] != freq):
-            defect(i, "malformed", f"timestamp {ts_text!r} is not on the file's hourly/daily grid")
-            continue
-        freq = parsed[0]
-        known = policy.known.get(ts_text)
+        ts_text, fields, (out.freq, ts) = parsed
+        known = defect.policy.known.get(ts_text)
         if known is not None:
-            seen_known.add(ts_text)
+            out.seen_known.add(ts_text)
             if known.action == "drop":
-                skipped["known_drop"] = skipped.get("known_drop", 0) + 1
+                defect.count("known_drop")
                 # The hole it leaves is expected: keep its timestamp for the grid check.
-                ts_list.append(parsed[1])
-                rows.append((math.nan,) * len(names))
-                lines_of.append(i)
+                out.append(ts, (math.nan,) * len(names), i)
                 continue
-            skipped["known_keep"] = skipped.get("known_keep", 0) + 1
-        try:
-            vals = tuple(float(f) for f in fields[1:])
-        except ValueError:
-            defect(i, "non_numeric", f"price fields {fields[1:]!r}")
-            continue
-        if not all(math.isfinite(v) for v in vals):
-            defect(i, "non_numeric", f"non-finite price in {fields[1:]!r}")
-            continue
-        if min(vals) <= 0:
-            defect(i, "non_positive", f"price <= 0 in {fields[1:]!r}")
-            continue
-        if len(vals) == 4:
-            o, h, lo, c = vals
-            if h < max(o, c, lo) or lo > min(o, c):
-                defect(i, "ohlc", f"high/low do not bracket open/close: {fields[1:]!r}")
-                continue
-        ts_list.append(parsed[1])
-        rows.append(vals)
-        lines_of.append(i)
-    missing = set(policy.known) - seen_known
-    if missing:
-        raise CsvError(path, 0, "known", f"known rows not in the file: {sorted(missing)}")
-    if freq is None or not rows:
-        raise CsvError(path, 2, "malformed", "no data rows")
-    step = STEP[freq]
-    # Order and grid, in file order: duplicates and out-of-order rows are defects of the
-    # later row; a gap is a defect of the row after it.
+            defect.count("known_keep")
+        vals = _row_prices(i, fields, defect)
+        if vals is not None:
+            out.append(ts, vals, i)
+    return out
+
+
+def _row_time(
+    i: int, raw: str, n_fields: int, freq: Frequency | None, defect: _Defects
+) -> tuple[str, list[str], tuple[Frequency, int]] | None:
+    """(timestamp text, fields, (frequency, unix seconds)) of a well-formed row, else
+    None once the defect is reported."""
+    if not raw.strip():
+        defect(i, "malformed", "empty line")
+        return None
+    fields = raw.split(",")
+    if len(fields) != n_fields:
+        defect(i, "malformed", f"{len(fields)} fields, header has {n_fields}")
+        return None
+    ts_text = fields[0].strip()
+    parsed = _parse_ts(ts_text)
+    if parsed is None or (freq is not None and parsed[0] != freq):
+        defect(i, "malformed", f"timestamp {ts_text!r} is not on the file's hourly/daily grid")
+        return None
+    return ts_text, fields, parsed
+
+
+def _row_prices(i: int, fields: list[str], defect: _Defects) -> tuple[float, ...] | None:
+    """The row's prices, or None once the defect is reported."""
+    try:
+        vals = tuple(float(f) for f in fields[1:])
+    except ValueError:
+        defect(i, "non_numeric", f"price fields {fields[1:]!r}")
+        return None
+    if not all(math.isfinite(v) for v in vals):
+        defect(i, "non_numeric", f"non-finite price in {fields[1:]!r}")
+        return None
+    if min(vals) <= 0:
+        defect(i, "non_positive", f"price <= 0 in {fields[1:]!r}")
+        return None
+    if len(vals) == 4:
+        o, h, lo, c = vals
+        if h < max(o, c, lo) or lo > min(o, c):
+            defect(i, "ohlc", f"high/low do not bracket open/close: {fields[1:]!r}")
+            return None
+    return vals
+
+
+def _on_grid(rows: _Rows, step: int, defect: _Defects) -> tuple[list[int], list[tuple[float, ...]]]:
+    """Order and grid, in file order: duplicates and out-of-order rows are defects of the
+    later row; a gap is a defect of the row after it."""
     keep_ts: list[int] = []
     keep_rows: list[tuple[float, ...]] = []
-    for t, r, line in zip(ts_list, rows, lines_of, strict=True):
+    for t, r, line in zip(rows.ts, rows.values, rows.lines, strict=True):
         if keep_ts:
             prev = keep_ts[-1]
             if t == prev:
@@ -220,17 +273,24 @@ def load_csv(path: Path | str, policy: SkipPolicy = STRICT) -> PriceSeries:
                 defect(line, "out_of_order", "timestamp earlier than the row before")
                 continue
             if t - prev != step:
-                missing_steps = (t - prev) // step - 1
-                if (t - prev) % step or "gap" not in policy.kinds:
-                    raise CsvError(
-                        path,
-                        line,
-                        "gap",
-                        f"{(t - prev) / step - 1:g} missing {freq} step(s) before",
-                    )
-                skipped["gap"] = skipped.get("gap", 0) + int(missing_steps)
+                _gap(line, t - prev, step, rows.freq, defect)
         keep_ts.append(t)
         keep_rows.append(r)
+    return keep_ts, keep_rows
+
+
+def _gap(line: int, dt: int, step: int, freq: Frequency | None, defect: _Defects) -> None:
+    """A gap of whole steps is counted as its missing steps when gaps are skipped; an
+    off-grid gap is always an error."""
+    if dt % step or "gap" not in defect.policy.kinds:
+        raise CsvError(defect.path, line, "gap", f"{dt / step - 1:g} missing {freq} step(s) before")
+    defect.count("gap", int(dt // step - 1))
+
+
+def _grid_columns(
+    keep_ts: list[int], keep_rows: list[tuple[float, ...]], names: tuple[str, ...], step: int
+) -> dict[str, F64]:
+    """The kept rows placed on the full regular grid; holes are NaN."""
     t0 = keep_ts[0]
     n = (keep_ts[-1] - t0) // step + 1
     idx = (np.asarray(keep_ts, np.int64) - t0) // step
@@ -240,4 +300,4 @@ def load_csv(path: Path | str, policy: SkipPolicy = STRICT) -> PriceSeries:
         col = np.full(n, np.nan)
         col[idx] = data[:, j]
         cols[name] = col
-    return PriceSeries(str(path), freq, t0, cols, skipped)
+    return cols

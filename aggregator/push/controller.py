@@ -117,15 +117,35 @@ def plan_entry(
 ) -> Planned | None:
     entry = RegistryEntry(d.credit_usd6, d.hf_1e9, next_as_of(base, chain_ts), d.tier)
     if base is None:
-        if not d.has_debt and d.credit_usd6 == 0:
-            return None
-        prio = URGENT if d.tier >= 2 else TRIGGER
-        return Planned(d.account, entry, prio, "first", True, float(d.tier))
+        return _plan_first(d, entry)
+    urgent = _plan_urgent(d, base, entry)
+    if urgent is not None:
+        return urgent
+    return _plan_trigger(d, base, entry, chain_ts, rules)
+
+
+def _plan_first(d: Desired, entry: RegistryEntry) -> Planned | None:
+    """Nothing on chain yet: worth a slot only when there is debt or credit."""
+    if not d.has_debt and d.credit_usd6 == 0:
+        return None
+    prio = URGENT if d.tier >= 2 else TRIGGER
+    return Planned(d.account, entry, prio, "first", True, float(d.tier))
+
+
+def _plan_urgent(d: Desired, base: RegistryEntry, entry: RegistryEntry) -> Planned | None:
+    """The bad news that goes at once: a worse tier, less credit."""
     if d.tier > base.tier:
         return Planned(d.account, entry, URGENT, "tier_down", False, float(d.tier - base.tier))
     if d.credit_usd6 < base.credit_usd6:
         cut = (base.credit_usd6 - d.credit_usd6) / max(base.credit_usd6, 1)
         return Planned(d.account, entry, URGENT, "credit_cut", False, cut)
+    return None
+
+
+def _plan_trigger(
+    d: Desired, base: RegistryEntry, entry: RegistryEntry, chain_ts: int, rules: TriggerRules
+) -> Planned | None:
+    """No urgent news: the triggers in their order, else a ride-along for any change."""
     if _hf_moved(base.hf_1e9, d.hf_1e9, rules.hf_deviation):
         return Planned(d.account, entry, TRIGGER, "hf", False, 0.0)
     age = chain_ts - base.as_of

@@ -7,15 +7,20 @@ risk (collateral: min(head, confirmed); debt: max(head, confirmed)) is also kept
 float64 scaled by 10**-decimals, and summed over chains into dense account x asset
 matrices that the risk kernel reads. One event rewrites one row and the few matrix
 cells of its (account, asset); nothing else is touched.
+
+Three parts: `RowEncoder` validates input rows against the book's chains, assets and
+decimals and encodes them as columns (it never writes the book); `KeyIndex` maps a
+position key to its row; `PositionBook` owns the rows, the exact amounts, the accounts
+and the dense sums, and is the only writer of all of them.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
 from operator import itemgetter
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -65,7 +70,46 @@ def counted_amount(side: int, head: int, confirmed: int) -> int:
     return min(head, confirmed) if side == COLLATERAL else max(head, confirmed)
 
 
-class PositionBook:
+class EncodedRows(NamedTuple):
+    """A validated batch as columns, in input order: indices into the book's accounts,
+    chains and assets, the side, the counted amount, the exact amounts as limbs (head
+    lo, head hi, confirmed lo, hi) and the rare amounts >= 2**128 as (i, view, value)."""
+
+    account: NDArray[np.int64]
+    chain: NDArray[np.int16]
+    asset: NDArray[np.int16]
+    side: NDArray[np.int8]
+    amount: NDArray[np.float64]
+    limbs: NDArray[np.uint64]
+    big: list[tuple[int, int, int]]
+
+
+def _limbs(
+    heads: list[int], confs: list[int]
+) -> tuple[NDArray[np.uint64], list[tuple[int, int, int]]]:
+    """Both views of every row as uint64 limbs; amounts >= 2**128 go to the side list
+    (their limbs stay 0)."""
+    limbs = np.zeros((len(heads), 4), np.uint64)
+    big: list[tuple[int, int, int]] = []
+    for view, given in ((0, heads), (1, confs)):
+        top = max(given, default=0)
+        if top >> 64 == 0:
+            limbs[:, 2 * view] = np.array(given, np.uint64)
+            continue
+        values = given
+        if top >> 128:
+            big.extend((i, view, v) for i, v in enumerate(given) if v >> 128)
+            values = [0 if v >> 128 else v for v in given]
+        limbs[:, 2 * view] = [v & _M64 for v in values]
+        limbs[:, 2 * view + 1] = [v >> 64 for v in values]
+    return limbs, big
+
+
+class RowEncoder:
+    """Validates position rows against the book's chains, assets and decimals and
+    encodes them; account addresses become indices through the `resolve` given to
+    each call (the book's, which adds a new account on first sight)."""
+
     def __init__(self, chains: Sequence[str], assets: Sequence[str], decimals: Sequence[int]):
         if len(assets) != len(decimals):
             raise BookError("assets and decimals differ in length")
@@ -74,11 +118,278 @@ class PositionBook:
         self.chain_index = {c: i for i, c in enumerate(self.chains)}
         self.asset_index = {a: i for i, a in enumerate(self.assets)}
         self.decimals = list(decimals)
-        self._pow10 = [10**d for d in self.decimals]
+        self.pow10 = [10**d for d in self.decimals]
+
+    def parse(self, row: PositionRow) -> tuple[str, int, int, int, int, int]:
+        """One row, checked field by field: (address, chain, asset, side, head,
+        confirmed); the error names the account, chain, asset and field."""
+        try:
+            account, chain, asset, side, head, confirmed = row
+        except (TypeError, ValueError):
+            raise BookError(f"position row {row!r}: expected 6 fields") from None
+        addr = normalise_address(account)
+        where = f"account {addr} chain {chain!r} asset {asset!r}"
+        c = self.chain_index.get(chain)
+        if c is None:
+            raise BookError(f"{where}: unknown chain {chain!r}")
+        t = self.asset_index.get(asset)
+        if t is None:
+            raise BookError(f"{where}: unknown asset {asset!r}")
+        if side == "collateral":
+            s = COLLATERAL
+        elif side == "debt":
+            s = DEBT
+        else:
+            raise BookError(f"{where}: side must be 'collateral' or 'debt', got {side!r}")
+        for name, value in (("head", head), ("confirmed", confirmed)):
+            if type(value) is not int:
+                raise BookError(f"{where} {side}: {name} must be an int, got {value!r}")
+            if value < 0 or value > MAX_AMOUNT:
+                raise BookError(f"{where} {side}: {name} {value} is outside 0..2**256-1")
+        return addr, c, t, s, head, confirmed
+
+    def batch(
+        self, rows: list[PositionRow], accounts: dict[str, int], add: Callable[[str], int]
+    ) -> EncodedRows:
+        """Validate and encode one batch column by column (C-level loops over the
+        columns instead of per-row Python work). Any invalid input falls back to the
+        row-by-row parser, which raises the error naming the offending row.
+        `accounts` is the book's address -> index map, `add` adds a new address."""
+        try:
+            return self._columns(rows, accounts, add)
+        except (BookError, KeyError, TypeError, ValueError):
+            return self._rows(rows, accounts, add)
+
+    def _columns(
+        self, rows: list[PositionRow], accounts: dict[str, int], add: Callable[[str], int]
+    ) -> EncodedRows:
+        if set(map(len, rows)) != {6}:
+            raise ValueError("a row without exactly 6 fields")
+        # One C-level pass per column (zip(*rows) is several times slower here).
+        addrs, chains, assets, sides, heads, confs = (
+            list(map(itemgetter(i), rows)) for i in range(6)
+        )
+        cs = [self.chain_index[c] for c in chains]
+        ts = [self.asset_index[t] for t in assets]
+        sd = _SIDE_INDEX
+        ss = [sd[x] for x in sides]
+        for given in (heads, confs):
+            if set(map(type, given)) != {int} or min(given) < 0 or max(given) > MAX_AMOUNT:
+                raise ValueError("amount")
+        accs = _account_ids(addrs, accounts, add)
+        pw = [self.pow10[t] for t in ts]
+        # Python's int / int is correctly rounded, exactly as in PositionBook.set().
+        amounts = [
+            (min(h, c) if x == COLLATERAL else max(h, c)) / p
+            for h, c, x, p in zip(heads, confs, ss, pw, strict=True)
+        ]
+        return _encoded(accs, cs, ts, ss, amounts, heads=heads, confs=confs)
+
+    def _rows(
+        self, rows: list[PositionRow], accounts: dict[str, int], add: Callable[[str], int]
+    ) -> EncodedRows:
+        """Row-by-row parse: the fallback that names the first bad row."""
+        accs: list[int] = []
+        cs: list[int] = []
+        ts: list[int] = []
+        ss: list[int] = []
+        heads: list[int] = []
+        confs: list[int] = []
+        amounts: list[float] = []
+        for row in rows:
+            addr, c, t, s, head, conf = self.parse(row)
+            a = accounts.get(addr)
+            if a is None:
+                a = add(addr)
+            accs.append(a)
+            cs.append(c)
+            ts.append(t)
+            ss.append(s)
+            heads.append(head)
+            confs.append(conf)
+            counted = min(head, conf) if s == COLLATERAL else max(head, conf)
+            amounts.append(counted / self.pow10[t])
+        return _encoded(accs, cs, ts, ss, amounts, heads=heads, confs=confs)
+
+
+def _account_ids(
+    addrs: list[str], accounts: dict[str, int], add: Callable[[str], int]
+) -> list[int]:
+    """Indices of the given addresses; a new one is normalised (validated) and added
+    once, its later rows in the batch reuse it."""
+    get = accounts.get
+    accs = [get(x) for x in addrs]
+    if None not in accs:
+        return cast("list[int]", accs)
+    seen: dict[str, int] = {}
+    for i in [i for i, v in enumerate(accs) if v is None]:
+        raw = addrs[i]
+        a = seen.get(raw)
+        if a is None:
+            addr = normalise_address(raw)
+            a = get(addr)
+            if a is None:
+                a = add(addr)
+            seen[raw] = a
+        accs[i] = a
+    return accs  # type: ignore[return-value]
+
+
+def _encoded(
+    accs: list[int],
+    cs: list[int],
+    ts: list[int],
+    ss: list[int],
+    amounts: list[float],
+    *,
+    heads: list[int],
+    confs: list[int],
+) -> EncodedRows:
+    limbs, big = _limbs(heads, confs)
+    return EncodedRows(
+        np.array(accs, np.int64),
+        np.array(cs, np.int16),
+        np.array(ts, np.int16),
+        np.array(ss, np.int8),
+        np.array(amounts, np.float64),
+        limbs,
+        big,
+    )
+
+
+class KeyIndex:
+    """Position key -> row. Keys are dense per account (`key_span` per account), so an
+    account's keys are one range of the sorted index.
+
+    New keys first go to an unsorted dict (a lookup checks it first) and are merged into
+    the sorted arrays in one pass when it grows past _PENDING_LIMIT or a vectorised
+    reader needs the whole index. A key is in exactly one of the two.
+    """
+
+    def __init__(self, key_span: int) -> None:
+        self.key_span = key_span
+        self.keys = np.zeros(0, np.int64)
+        self.rows = np.zeros(0, np.int64)
+        # Where each account's keys start in the sorted index (built on demand, dropped
+        # when the index changes): a gather for many accounts then costs one memory
+        # access each instead of a binary search through the whole index.
+        self._bounds: NDArray[np.int64] | None = None
+        self._pending: dict[int, int] = {}
+        self._pending_by_account: dict[int, list[int]] = {}
+
+    def lookup(self, key: int) -> int:
+        row = self._pending.get(key)
+        if row is not None:
+            return row
+        i = int(np.searchsorted(self.keys, key))
+        if i < self.keys.size and int(self.keys[i]) == key:
+            return int(self.rows[i])
+        return -1
+
+    def add(self, key: int, account: int, row: int) -> None:
+        """A key not in the index yet."""
+        self._pending[key] = row
+        self._pending_by_account.setdefault(account, []).append(row)
+
+    def pending_full(self) -> bool:
+        return len(self._pending) > _PENDING_LIMIT
+
+    def flush(self) -> None:
+        """Merge the unsorted new keys into the sorted index."""
+        if not self._pending:
+            return
+        pk = np.fromiter(self._pending.keys(), np.int64, len(self._pending))
+        pr = np.fromiter(self._pending.values(), np.int64, len(self._pending))
+        order = np.argsort(pk)
+        pk, pr = pk[order], pr[order]
+        pos = np.searchsorted(self.keys, pk)
+        self.keys = np.insert(self.keys, pos, pk)
+        self.rows = np.insert(self.rows, pos, pr)
+        self._bounds = None
+        self._pending.clear()
+        self._pending_by_account.clear()
+
+    def rows_of(self, account: int) -> NDArray[np.int64]:
+        lo, hi = np.searchsorted(
+            self.keys, [account * self.key_span, (account + 1) * self.key_span]
+        )
+        rows = self.rows[lo:hi]
+        extra = self._pending_by_account.get(account)
+        if extra:
+            rows = np.concatenate([rows, np.asarray(extra, np.int64)])
+        return rows
+
+    def rows_with_lengths(
+        self, accounts: NDArray[np.int64], n_accounts: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """All rows of the given accounts, grouped by account in the given order, and
+        how many rows each account has."""
+        acc = np.asarray(accounts, np.int64)
+        if acc.size <= 64:
+            # A few accounts (one event): no index merge, which costs O(book).
+            parts = [self.rows_of(int(a)) for a in acc.tolist()]
+            lengths = np.array([p.size for p in parts], np.int64)
+            return (np.concatenate(parts) if parts else np.zeros(0, np.int64)), lengths
+        self.flush()
+        bounds = self._bounds
+        if bounds is None or bounds.size <= n_accounts:
+            per = np.bincount(self.keys // self.key_span, minlength=n_accounts)
+            bounds = self._bounds = np.concatenate([[0], np.cumsum(per)])
+        lo, hi = bounds[acc], bounds[acc + 1]
+        lengths = hi - lo
+        total = int(lengths.sum())
+        if total == 0:
+            return np.zeros(0, np.int64), lengths
+        starts = np.repeat(lo - np.cumsum(lengths) + lengths, lengths)
+        idx = starts + np.arange(total)
+        return self.rows[idx], lengths
+
+    def find_many(self, keys: NDArray[np.int64]) -> tuple[NDArray[np.bool_], NDArray[np.int64]]:
+        """(found, rows of the found keys in order) for many keys at once."""
+        self.flush()
+        hit = np.zeros(keys.size, bool)
+        pos = np.zeros(keys.size, np.int64)
+        if self.keys.size:
+            pos = np.searchsorted(self.keys, keys)
+            inb = pos < self.keys.size
+            hit[inb] = self.keys[pos[inb]] == keys[inb]
+        return hit, self.rows[pos[hit]]
+
+    def insert_many(
+        self,
+        keys: NDArray[np.int64],
+        rows: NDArray[np.int64],
+        order: NDArray[np.int64] | None = None,
+    ) -> None:
+        """Keys absent from the index (after find_many); `order`, their stable argsort
+        when the caller has it, saves the sort into an empty index."""
+        if self.keys.size:
+            merged_k = np.concatenate([self.keys, keys])
+            merged_r = np.concatenate([self.rows, rows])
+            o = np.argsort(merged_k, kind="stable")
+            self.keys, self.rows = merged_k[o], merged_r[o]
+        else:
+            o = np.argsort(keys, kind="stable") if order is None else order
+            self.keys, self.rows = keys[o], rows[o]
+        self._bounds = None
+
+
+class PositionBook:
+    """The rows (one per position), their exact amounts, the accounts and the dense
+    account x asset sums of counted amounts. Only this class writes them."""
+
+    def __init__(self, chains: Sequence[str], assets: Sequence[str], decimals: Sequence[int]):
+        self.encoder = RowEncoder(chains, assets, decimals)
+        self.chains = self.encoder.chains
+        self.assets = self.encoder.assets
+        self.chain_index = self.encoder.chain_index
+        self.asset_index = self.encoder.asset_index
+        self.decimals = self.encoder.decimals
         self.n_chains = len(self.chains)
         self.n_assets = len(self.assets)
         # Keys per account: every (chain, asset, side) slot.
         self.key_span = self.n_chains * self.n_assets * 2
+        self.index = KeyIndex(self.key_span)
 
         self.account_index: dict[str, int] = {}
         self.account_address: list[str] = []
@@ -95,15 +406,6 @@ class PositionBook:
         self.r_amount = np.zeros(0)  # counted amount, scaled by 10**-decimals
         self.r_limbs = np.zeros((0, 4), np.uint64)  # head lo, head hi, confirmed lo, hi
         self._big: dict[tuple[int, int], int] = {}  # (row, view) -> amount >= 2**128
-
-        self._sorted_keys = np.zeros(0, np.int64)
-        self._sorted_rows = np.zeros(0, np.int64)
-        # Where each account's keys start in the sorted index (built on demand, dropped
-        # when the index changes): a gather for many accounts then costs one memory
-        # access each instead of a binary search through the whole index.
-        self._bounds: NDArray[np.int64] | None = None
-        self._pending: dict[int, int] = {}
-        self._pending_by_account: dict[int, list[int]] = {}
 
     # -- accounts -------------------------------------------------------------
     @property
@@ -146,38 +448,13 @@ class PositionBook:
         return ((account * self.n_chains + chain) * self.n_assets + asset) * 2 + side
 
     def lookup(self, key: int) -> int:
-        row = self._pending.get(key)
-        if row is not None:
-            return row
-        i = int(np.searchsorted(self._sorted_keys, key))
-        if i < self._sorted_keys.size and int(self._sorted_keys[i]) == key:
-            return int(self._sorted_rows[i])
-        return -1
+        return self.index.lookup(key)
 
     def flush_index(self) -> None:
-        """Merge the unsorted new keys into the sorted index."""
-        if not self._pending:
-            return
-        pk = np.fromiter(self._pending.keys(), np.int64, len(self._pending))
-        pr = np.fromiter(self._pending.values(), np.int64, len(self._pending))
-        order = np.argsort(pk)
-        pk, pr = pk[order], pr[order]
-        pos = np.searchsorted(self._sorted_keys, pk)
-        self._sorted_keys = np.insert(self._sorted_keys, pos, pk)
-        self._sorted_rows = np.insert(self._sorted_rows, pos, pr)
-        self._bounds = None
-        self._pending.clear()
-        self._pending_by_account.clear()
+        self.index.flush()
 
     def rows_of(self, account: int) -> NDArray[np.int64]:
-        lo, hi = np.searchsorted(
-            self._sorted_keys, [account * self.key_span, (account + 1) * self.key_span]
-        )
-        rows = self._sorted_rows[lo:hi]
-        extra = self._pending_by_account.get(account)
-        if extra:
-            rows = np.concatenate([rows, np.asarray(extra, np.int64)])
-        return rows
+        return self.index.rows_of(account)
 
     def rows_of_many(self, accounts: NDArray[np.int64]) -> NDArray[np.int64]:
         """All rows of the given accounts (one vectorised range gather)."""
@@ -188,25 +465,7 @@ class PositionBook:
     ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """All rows of the given accounts, grouped by account in the given order, and
         how many rows each account has."""
-        acc = np.asarray(accounts, np.int64)
-        if acc.size <= 64:
-            # A few accounts (one event): no index merge, which costs O(book).
-            parts = [self.rows_of(int(a)) for a in acc.tolist()]
-            lengths = np.array([p.size for p in parts], np.int64)
-            return (np.concatenate(parts) if parts else np.zeros(0, np.int64)), lengths
-        self.flush_index()
-        bounds = self._bounds
-        if bounds is None or bounds.size <= self.n_accounts:
-            per = np.bincount(self._sorted_keys // self.key_span, minlength=self.n_accounts)
-            bounds = self._bounds = np.concatenate([[0], np.cumsum(per)])
-        lo, hi = bounds[acc], bounds[acc + 1]
-        lengths = hi - lo
-        total = int(lengths.sum())
-        if total == 0:
-            return np.zeros(0, np.int64), lengths
-        starts = np.repeat(lo - np.cumsum(lengths) + lengths, lengths)
-        idx = starts + np.arange(total)
-        return self._sorted_rows[idx], lengths
+        return self.index.rows_with_lengths(accounts, self.n_accounts)
 
     # -- exact amounts --------------------------------------------------------
     def _store_exact(self, row: int, view: int, amount: int) -> None:
@@ -231,170 +490,36 @@ class PositionBook:
                 out.append((int(hi) << 64) | int(lo))
         return out[0], out[1]
 
-    # -- input validation -----------------------------------------------------
-    def _parse(self, row: PositionRow) -> tuple[str, int, int, int, int, int]:
-        try:
-            account, chain, asset, side, head, confirmed = row
-        except (TypeError, ValueError):
-            raise BookError(f"position row {row!r}: expected 6 fields") from None
-        addr = normalise_address(account)
-        where = f"account {addr} chain {chain!r} asset {asset!r}"
-        c = self.chain_index.get(chain)
-        if c is None:
-            raise BookError(f"{where}: unknown chain {chain!r}")
-        t = self.asset_index.get(asset)
-        if t is None:
-            raise BookError(f"{where}: unknown asset {asset!r}")
-        if side == "collateral":
-            s = COLLATERAL
-        elif side == "debt":
-            s = DEBT
-        else:
-            raise BookError(f"{where}: side must be 'collateral' or 'debt', got {side!r}")
-        for name, value in (("head", head), ("confirmed", confirmed)):
-            if type(value) is not int:
-                raise BookError(f"{where} {side}: {name} must be an int, got {value!r}")
-            if value < 0 or value > MAX_AMOUNT:
-                raise BookError(f"{where} {side}: {name} {value} is outside 0..2**256-1")
-        return addr, c, t, s, head, confirmed
-
     # -- writes ---------------------------------------------------------------
     def set(self, row: PositionRow) -> int:
         """Set one position (both views); returns the account index."""
-        addr, c, t, s, head, conf = self._parse(row)
+        addr, c, t, s, head, conf = self.encoder.parse(row)
         a = self.account_index.get(addr)
         if a is None:
             a = self.add_account(addr)
         key = self.key(a, c, t, s)
-        r = self.lookup(key)
+        r = self.index.lookup(key)
         if r < 0:
             r = self.n
             if r >= self._cap:
                 self._grow_rows(r + 1)
             self.n += 1
             self.r_account[r], self.r_chain[r], self.r_asset[r], self.r_side[r] = a, c, t, s
-            self._pending[key] = r
-            self._pending_by_account.setdefault(a, []).append(r)
+            self.index.add(key, a, r)
         self._store_exact(r, 0, head)
         self._store_exact(r, 1, conf)
-        self.r_amount[r] = counted_amount(s, head, conf) / self._pow10[t]
+        self.r_amount[r] = counted_amount(s, head, conf) / self.encoder.pow10[t]
         # Re-sum this (account, asset, side) over chains from the rows themselves so
         # repeated updates never accumulate floating drift.
         total = 0.0
         for cc in range(self.n_chains):
-            rr = self.lookup(self.key(a, cc, t, s))
+            rr = self.index.lookup(self.key(a, cc, t, s))
             if rr >= 0:
                 total += float(self.r_amount[rr])
         (self.coll if s == COLLATERAL else self.debt)[a, t] = total
-        if len(self._pending) > _PENDING_LIMIT:
-            self.flush_index()
+        if self.index.pending_full():
+            self.index.flush()
         return a
-
-    def _parse_batch(self, rows: list[PositionRow]) -> dict[str, Any]:
-        """Validate and encode one batch column by column (C-level loops over the
-        columns instead of per-row Python work). Any invalid input falls back to the
-        row-by-row parser, which raises the error naming the offending row."""
-        try:
-            return self._parse_columns(rows)
-        except (BookError, KeyError, TypeError, ValueError):
-            return self._parse_rows(rows)
-
-    def _parse_columns(self, rows: list[PositionRow]) -> dict[str, Any]:
-        if set(map(len, rows)) != {6}:
-            raise ValueError("a row without exactly 6 fields")
-        # One C-level pass per column (zip(*rows) is several times slower here).
-        accounts, chains, assets, sides, heads, confs = (
-            list(map(itemgetter(i), rows)) for i in range(6)
-        )
-        cs = [self.chain_index[c] for c in chains]
-        ts = [self.asset_index[t] for t in assets]
-        sd = _SIDE_INDEX
-        ss = [sd[x] for x in sides]
-        for given in (heads, confs):
-            if set(map(type, given)) != {int} or min(given) < 0 or max(given) > MAX_AMOUNT:
-                raise ValueError("amount")
-        get = self.account_index.get
-        accs = [get(x) for x in accounts]
-        if None in accs:
-            seen: dict[str, int] = {}  # a new account's later rows in this batch
-            for i in [i for i, v in enumerate(accs) if v is None]:
-                raw = accounts[i]
-                a = seen.get(raw)
-                if a is None:
-                    addr = normalise_address(raw)
-                    a = get(addr)
-                    if a is None:
-                        a = self.add_account(addr)
-                    seen[raw] = a
-                accs[i] = a
-        pw = [self._pow10[t] for t in ts]
-        # Python's int / int is correctly rounded, exactly as in set().
-        amounts = [
-            (min(h, c) if x == COLLATERAL else max(h, c)) / p
-            for h, c, x, p in zip(heads, confs, ss, pw, strict=True)
-        ]
-        n = len(rows)
-        out: dict[str, Any] = {
-            "account": np.array(accs, np.int64),
-            "chain": np.array(cs, np.int16),
-            "asset": np.array(ts, np.int16),
-            "side": np.array(ss, np.int8),
-            "amount": np.array(amounts, np.float64),
-            "limbs": np.zeros((n, 4), np.uint64),
-            "big": [],
-        }
-        for view, given in ((0, heads), (1, confs)):
-            top = max(given, default=0)
-            if top >> 64 == 0:
-                out["limbs"][:, 2 * view] = np.array(given, np.uint64)
-                continue
-            values = given
-            if top >> 128:
-                out["big"].extend((i, view, v) for i, v in enumerate(given) if v >> 128)
-                values = [0 if v >> 128 else v for v in given]
-            out["limbs"][:, 2 * view] = [v & _M64 for v in values]
-            out["limbs"][:, 2 * view + 1] = [v >> 64 for v in values]
-        return out
-
-    def _parse_rows(self, rows: list[PositionRow]) -> dict[str, Any]:
-        """Row-by-row parse: the fallback that names the first bad row."""
-        accs: list[int] = []
-        cs: list[int] = []
-        ts: list[int] = []
-        ss: list[int] = []
-        heads: list[int] = []
-        confs: list[int] = []
-        amounts: list[float] = []
-        for row in rows:
-            addr, c, t, s, head, conf = self._parse(row)
-            a = self.account_index.get(addr)
-            if a is None:
-                a = self.add_account(addr)
-            accs.append(a)
-            cs.append(c)
-            ts.append(t)
-            ss.append(s)
-            heads.append(head)
-            confs.append(conf)
-            counted = min(head, conf) if s == COLLATERAL else max(head, conf)
-            amounts.append(counted / self._pow10[t])
-        out: dict[str, Any] = {
-            "account": np.array(accs, np.int64),
-            "chain": np.array(cs, np.int16),
-            "asset": np.array(ts, np.int16),
-            "side": np.array(ss, np.int8),
-            "amount": np.array(amounts, np.float64),
-            "limbs": np.zeros((len(rows), 4), np.uint64),
-            "big": [],
-        }
-        for view, given in ((0, heads), (1, confs)):
-            values = given
-            if max(given, default=0) >> 128:
-                out["big"].extend((i, view, v) for i, v in enumerate(given) if v >> 128)
-                values = [0 if v >> 128 else v for v in given]
-            out["limbs"][:, 2 * view] = [v & _M64 for v in values]
-            out["limbs"][:, 2 * view + 1] = [v >> 64 for v in values]
-        return out
 
     def load(self, rows: Iterable[PositionRow], batch: int = 1 << 17) -> int:
         """Bulk load (no RPC): validate, append or overwrite, rebuild the sums once.
@@ -402,73 +527,84 @@ class PositionBook:
         Rows are parsed in batches into compact arrays so a multi-million-row load
         never holds more than one batch of Python objects.
         """
-        parts: list[dict[str, Any]] = []
+        enc = self._encode_all(rows, batch)
+        if enc is None:
+            return 0
+        karr = (
+            (enc.account * self.n_chains + enc.chain) * self.n_assets + enc.asset
+        ) * 2 + enc.side
+        order = np.argsort(karr, kind="stable")
+        self._refuse_repeats(enc, karr, order)
+        hit, found = self.index.find_many(karr)
+        new = ~hit
+        n_new = int(new.sum())
+        if self.n + n_new > self._cap:
+            self._grow_rows(self.n + n_new)
+        target = np.empty(karr.size, np.int64)
+        target[hit] = found
+        target[new] = np.arange(self.n, self.n + n_new)
+        self._write_rows(target, hit, enc)
+        self.n += n_new
+        if n_new == karr.size:
+            self.index.insert_many(karr, target, order)
+        else:
+            self.index.insert_many(karr[new], target[new])
+        self.rebuild_sums()
+        return int(karr.size)
+
+    def _encode_all(self, rows: Iterable[PositionRow], batch: int) -> EncodedRows | None:
+        """Every row encoded, batch by batch, as one set of columns (None: no rows)."""
+        parts: list[EncodedRows] = []
         it = iter(rows)
         offset = 0
         big: list[tuple[int, int, int]] = []
         while chunk := list(islice(it, batch)):
-            part = self._parse_batch(chunk)
-            big.extend((i + offset, view, v) for i, view, v in part["big"])
+            part = self.encoder.batch(chunk, self.account_index, self.add_account)
+            big.extend((i + offset, view, v) for i, view, v in part.big)
             offset += len(chunk)
             parts.append(part)
         if not parts:
-            return 0
-        acc = np.concatenate([p["account"] for p in parts])
-        chain = np.concatenate([p["chain"] for p in parts])
-        asset = np.concatenate([p["asset"] for p in parts])
-        side = np.concatenate([p["side"] for p in parts])
-        amount = np.concatenate([p["amount"] for p in parts])
-        limbs = np.concatenate([p["limbs"] for p in parts])
-        del parts
-        m = acc.size
-        karr = ((acc * self.n_chains + chain) * self.n_assets + asset) * 2 + side
-        order = np.argsort(karr, kind="stable")
+            return None
+        return EncodedRows(
+            np.concatenate([p.account for p in parts]),
+            np.concatenate([p.chain for p in parts]),
+            np.concatenate([p.asset for p in parts]),
+            np.concatenate([p.side for p in parts]),
+            np.concatenate([p.amount for p in parts]),
+            np.concatenate([p.limbs for p in parts]),
+            big,
+        )
+
+    def _refuse_repeats(
+        self, enc: EncodedRows, karr: NDArray[np.int64], order: NDArray[np.int64]
+    ) -> None:
+        """One load lists each position at most once."""
         ks = karr[order]
         dup = np.nonzero(ks[1:] == ks[:-1])[0]
         if dup.size:
             i = int(order[dup[0]])
             raise BookError(
-                f"account {self.account_address[int(acc[i])]} "
-                f"chain {self.chains[int(chain[i])]!r} asset {self.assets[int(asset[i])]!r}: "
-                "position listed twice in one load"
+                f"account {self.account_address[int(enc.account[i])]} "
+                f"chain {self.chains[int(enc.chain[i])]!r} "
+                f"asset {self.assets[int(enc.asset[i])]!r}: position listed twice in one load"
             )
-        self.flush_index()
-        hit = np.zeros(m, bool)
-        pos = np.zeros(m, np.int64)
-        if self._sorted_keys.size:
-            pos = np.searchsorted(self._sorted_keys, karr)
-            inb = pos < self._sorted_keys.size
-            hit[inb] = self._sorted_keys[pos[inb]] == karr[inb]
-        new = ~hit
-        n_new = int(new.sum())
-        if self.n + n_new > self._cap:
-            self._grow_rows(self.n + n_new)
-        target = np.empty(m, np.int64)
-        target[hit] = self._sorted_rows[pos[hit]]
-        target[new] = np.arange(self.n, self.n + n_new)
-        self.r_account[target] = acc
-        self.r_chain[target] = chain
-        self.r_asset[target] = asset
-        self.r_side[target] = side
-        self.r_amount[target] = amount
-        self.r_limbs[target] = limbs
+
+    def _write_rows(
+        self, target: NDArray[np.int64], hit: NDArray[np.bool_], enc: EncodedRows
+    ) -> None:
+        """Write the encoded rows at their target rows (overwritten or new)."""
+        self.r_account[target] = enc.account
+        self.r_chain[target] = enc.chain
+        self.r_asset[target] = enc.asset
+        self.r_side[target] = enc.side
+        self.r_amount[target] = enc.amount
+        self.r_limbs[target] = enc.limbs
         if self._big:
             for r in target[hit].tolist():
                 self._big.pop((r, 0), None)
                 self._big.pop((r, 1), None)
-        for i, view, v in big:
+        for i, view, v in enc.big:
             self._big[(int(target[i]), view)] = v
-        self.n += n_new
-        if self._sorted_keys.size:
-            merged_k = np.concatenate([self._sorted_keys, karr[new]])
-            merged_r = np.concatenate([self._sorted_rows, target[new]])
-            o = np.argsort(merged_k, kind="stable")
-            self._sorted_keys, self._sorted_rows = merged_k[o], merged_r[o]
-        else:
-            self._sorted_keys, self._sorted_rows = ks, target[order]
-        self._bounds = None
-        self.rebuild_sums()
-        return m
 
     def rebuild_sums(self) -> None:
         """Recompute the dense account x asset sums from all rows."""

@@ -13,6 +13,9 @@ exactly when its equity (collateral value + perp PnL + option marks - debt) is >
   mode: pooled collateral, e-mode, haircuts) plus the same per-position derivative
   rules, summed: R_std = (collateral value - C_borrow) + sum of rule margins.
 - portfolio: R_pm = IM = im_factor * MM of the scenario engine.
+- var: R_var = im_factor * max(ES 97.5%, stressed ES) of the VaR model
+  (risk/var_model.py), calibrated on the shipped real history (history/, loaded once
+  per process; the file's [var] section maps each asset to its series).
 
 The stress replay funds every reference portfolio with USDC to several portfolio-mode
 health factors and applies one correlated move (ETH -40%, LSTs -7% against ETH, BTC
@@ -22,6 +25,7 @@ mode rated healthy ends with negative equity.
 
 from __future__ import annotations
 
+import functools
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -37,7 +41,9 @@ from aggregator.config import (
     PortfolioConfig,
     RiskConfig,
     StandardRulesConfig,
+    VarConfig,
 )
+from aggregator.marketdata.calibration import VarCalibration, shipped_calibration
 from aggregator.risk.book import PositionRow
 from aggregator.risk.engine import RiskEngine
 from aggregator.risk.market import PriceInput
@@ -54,6 +60,7 @@ from aggregator.risk.portfolio import (
     black76,
     specs_of,
 )
+from aggregator.risk.var_model import VarPricer
 
 REFERENCE_PATH = Path(__file__).with_name("reference_portfolios.toml")
 DAY = 86400.0
@@ -118,6 +125,7 @@ class ReferenceFile(_Strict):
     correlation_groups: list[CorrelationGroup] = Field(default_factory=list)
     risk: RiskConfig = RiskConfig()
     portfolio: PortfolioConfig = PortfolioConfig()
+    var: VarConfig = VarConfig()
     stress: StressSpec = StressSpec()
     portfolios: list[RefPortfolio] = Field(min_length=1)
 
@@ -281,6 +289,9 @@ class ReportRow:
     post_standard_usd: float
     post_portfolio_usd: float
     portfolio_mm_usd: float
+    var_usd: float
+    post_var_usd: float
+    var_mm_usd: float
     worst_scenario: str | None
     per_chain: dict[str, dict[str, float]]
 
@@ -290,10 +301,12 @@ class CapitalReport:
     rows: list[ReportRow]
     scenarios: int
     im_factor: float
+    var_calibration: dict[str, Any] = field(default_factory=dict)
 
     def totals(self) -> dict[str, float]:
-        keys = ("isolated_usd", "standard_usd", "portfolio_usd", "post_isolated_usd",
-                "post_standard_usd", "post_portfolio_usd")  # fmt: skip
+        keys = ("isolated_usd", "standard_usd", "portfolio_usd", "var_usd",
+                "post_isolated_usd", "post_standard_usd", "post_portfolio_usd",
+                "post_var_usd")  # fmt: skip
         return {k: sum(getattr(r, k) for r in self.rows) for k in keys}
 
     def reductions(self) -> dict[str, float]:
@@ -305,6 +318,8 @@ class CapitalReport:
         return {
             "portfolio_vs_isolated": red(t["portfolio_usd"], t["isolated_usd"]),
             "portfolio_vs_standard": red(t["portfolio_usd"], t["standard_usd"]),
+            "var_vs_standard": red(t["var_usd"], t["standard_usd"]),
+            "var_vs_portfolio": red(t["var_usd"], t["portfolio_usd"]),
             "standard_vs_isolated": red(t["standard_usd"], t["isolated_usd"]),
             "post_portfolio_vs_isolated": red(t["post_portfolio_usd"], t["post_isolated_usd"]),
         }
@@ -316,6 +331,7 @@ class CapitalReport:
             "reductions": self.reductions(),
             "scenarios": self.scenarios,
             "im_factor": self.im_factor,
+            "var_calibration": self.var_calibration,
         }
 
 
@@ -323,12 +339,25 @@ def account_of(i: int) -> str:
     return f"0x{0xA11CE000 + i:040x}"
 
 
+@functools.cache
+def _real_history(ref_assets: tuple[tuple[str, str | None], ...], var: str) -> VarCalibration:
+    """The reference book's calibration on the shipped history, loaded once per
+    assets and [var] section (its JSON text: the cache key)."""
+    return shipped_calibration(dict(ref_assets), VarConfig.model_validate_json(var))
+
+
 def capital_report(ref: ReferenceFile | None = None) -> CapitalReport:
     ref = ref or load_reference()
     mm = MarginModels(ref)
     accounts = [account_of(i) for i in range(len(ref.portfolios))]
     legs = [mm.legs(a, p) for a, p in zip(accounts, ref.portfolios, strict=True)]
-    pm = mm.engine.compute(mm.book(accounts, legs), mm.mkt)
+    pbook = mm.book(accounts, legs)
+    pm = mm.engine.compute(pbook, mm.mkt)
+    cal = _real_history(
+        tuple((a.symbol, a.underlying) for a in ref.assets), ref.var.model_dump_json()
+    )
+    vf = VarPricer(mm.engine, ref.var).figures(pbook, mm.mkt, cal)
+    f = ref.portfolio.im_factor
     rows = []
     for i, (p, lg) in enumerate(zip(ref.portfolios, legs, strict=True)):
         eq = float(pm.equity[i])
@@ -345,6 +374,7 @@ def capital_report(ref: ReferenceFile | None = None) -> CapitalReport:
             post_iso += max(0.0, r_c - e_c)
         std = mm.standard(lg, ref.chains)
         im = float(pm.im[i])
+        r_var = f * float(vf.requirement[i])
         rows.append(
             ReportRow(
                 p.name,
@@ -357,11 +387,14 @@ def capital_report(ref: ReferenceFile | None = None) -> CapitalReport:
                 max(0.0, std - eq),
                 max(0.0, im - eq),
                 float(pm.mm[i]),
+                r_var,
+                max(0.0, r_var - eq),
+                float(vf.requirement[i]),
                 pm.row(i)["worst_scenario"],
                 per_chain,
             )
         )
-    return CapitalReport(rows, mm.engine.scenarios.size, ref.portfolio.im_factor)
+    return CapitalReport(rows, mm.engine.scenarios.size, f, cal.describe())
 
 
 # -- stress replay --------------------------------------------------------------------------------
@@ -506,18 +539,20 @@ def _usd(x: float) -> str:
 
 
 def render_report(rep: CapitalReport) -> str:
-    head = ("portfolio", "equity", "isolated", "standard", "portfolio PM", "post iso",
-            "post std", "post PM", "PM worst scenario")  # fmt: skip
+    head = ("portfolio", "equity", "isolated", "standard", "portfolio PM", "VaR", "post iso",
+            "post std", "post PM", "post VaR", "PM worst scenario")  # fmt: skip
     lines = [
         [r.name, _usd(r.equity_usd), _usd(r.isolated_usd), _usd(r.standard_usd),
-         _usd(r.portfolio_usd), _usd(r.post_isolated_usd), _usd(r.post_standard_usd),
-         _usd(r.post_portfolio_usd), r.worst_scenario or "-"]
+         _usd(r.portfolio_usd), _usd(r.var_usd), _usd(r.post_isolated_usd),
+         _usd(r.post_standard_usd), _usd(r.post_portfolio_usd), _usd(r.post_var_usd),
+         r.worst_scenario or "-"]
         for r in rep.rows
     ]  # fmt: skip
     t = rep.totals()
     lines.append(["TOTAL", "", _usd(t["isolated_usd"]), _usd(t["standard_usd"]),
-                  _usd(t["portfolio_usd"]), _usd(t["post_isolated_usd"]),
-                  _usd(t["post_standard_usd"]), _usd(t["post_portfolio_usd"]), ""])  # fmt: skip
+                  _usd(t["portfolio_usd"]), _usd(t["var_usd"]), _usd(t["post_isolated_usd"]),
+                  _usd(t["post_standard_usd"]), _usd(t["post_portfolio_usd"]),
+                  _usd(t["post_var_usd"]), ""])  # fmt: skip
     out = _table(head, lines)
     red = rep.reductions()
     out += (
@@ -527,6 +562,9 @@ def render_report(rep: CapitalReport) -> str:
         f"{-red['standard_vs_isolated']:+.1%}; collateral to post, portfolio vs isolated "
         f"{-red['post_portfolio_vs_isolated']:+.1%}. ({rep.scenarios} scenarios, "
         f"IM = {rep.im_factor:g} x MM)\n"
+        f"VaR: IM = {rep.im_factor:g} x max(ES, stressed ES) on the shipped history "
+        f"({rep.var_calibration.get('returns')} daily returns), VaR vs standard "
+        f"{-red['var_vs_standard']:+.1%}, VaR vs portfolio {-red['var_vs_portfolio']:+.1%}\n"
     )
     return out
 

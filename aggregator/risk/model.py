@@ -7,6 +7,11 @@ is risk/registry.py (`MODELS`); the pushed model is chosen by config
 (`[portfolio] mode`), and the engine adopts a non-standard model's HF, BP and tier
 (`RiskEngine.adopt`) so credit allocation and the pusher carry them.
 
+Every model derives HF, BP and tier from its equity and requirement the same way
+(`health`): HF = equity / requirement (+inf with nothing required, -inf for negative
+equity with nothing required), BP = max(0, equity - im_factor * requirement), tier =
+warn / liquidatable / insolvent steps at warn_hf, 1 and equity 0.
+
 Invariants of a result: every array has one entry per account of `accounts`, in that
 order; tier codes index chains.units.TIERS; hf is +inf for an account with nothing
 required; the arrays are read-only.
@@ -32,6 +37,23 @@ def _frozen(x: Any, dtype: Any) -> NDArray[Any]:
     a = np.array(x, dtype)
     a.setflags(write=False)
     return a
+
+
+def health(
+    equity: NDArray[np.float64],
+    requirement: NDArray[np.float64],
+    im_factor: float,
+    warn_hf: float,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int8]]:
+    """(hf, bp, tier) from equity and requirement (the module docstring's rule)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hf = np.where(
+            requirement > 0.0, equity / np.where(requirement > 0.0, requirement, 1.0), np.inf
+        )
+    hf = np.where((requirement <= 0.0) & (equity < 0.0), -np.inf, hf)
+    bp = np.maximum(equity - im_factor * requirement, 0.0)
+    tier = ((hf < warn_hf).astype(np.int8) + (hf < 1.0) + (equity < 0.0)).astype(np.int8)
+    return hf, bp, tier
 
 
 @dataclass(frozen=True)
@@ -95,6 +117,9 @@ class ModelSources:
     the I/O layer (e.g. perp and option legs from the Markets events)."""
 
     derivatives: Any = None
+    # The VaR model's calibration (risk/var_model.py `CalibrationSource`), kept fresh
+    # by a scheduled job off the recompute loop (aggregator/var_feed.py).
+    calibration: Any = None
 
 
 class MarginModel(Protocol):
@@ -114,4 +139,4 @@ class MarginModel(Protocol):
         ...
 
 
-__all__ = ["MarginModel", "MarginResult", "ModelSources"]
+__all__ = ["MarginModel", "MarginResult", "ModelSources", "health"]

@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 from scipy.special import ndtr
 
 from aggregator.config import AppConfig, AssetConfig, PortfolioConfig
+from aggregator.risk.model import health
 from chains.units import TIERS
 
 SECONDS_PER_YEAR = 365.0 * 86400.0
@@ -151,57 +152,79 @@ def build_scenarios(
     pcfg: PortfolioConfig, underlyings: Sequence[str], assets: Sequence[AssetSpec]
 ) -> ScenarioSet:
     """The grid of docs/portfolio-margin.md "Scenarios"."""
-    U, T = len(underlyings), len(assets)
+    g = _ScenarioGrid(len(underlyings), len(assets))
     lst_idx = [i for i, a in enumerate(assets) if a.lst]
-    names: list[str] = []
-    spot: list[F64] = []
-    depeg: list[F64] = []
-    vol: list[F64] = []
-
-    def add(name: str, sp_: F64, dp: F64, vm: F64) -> None:
-        names.append(name)
-        spot.append(sp_)
-        depeg.append(dp)
-        vol.append(vm)
-
-    zero_u, zero_t, one_u = np.zeros(U), np.zeros(T), np.ones(U)
     for u, sym in enumerate(underlyings):
-        for k in pcfg.spot_shocks:
-            for v in pcfg.vol_shocks:
-                s_ = zero_u.copy()
-                s_[u] = k
-                vm = one_u.copy()
-                vm[u] = 1.0 + v
-                add(f"{sym} {k:+.0%} vol {v:+.0%}", s_, zero_t, vm)
-        for e in pcfg.extreme_moves:
-            for v in pcfg.vol_shocks:
-                s_ = zero_u.copy()
-                s_[u] = e
-                vm = one_u.copy()
-                vm[u] = 1.0 + v
-                add(f"{sym} extreme {e:+.0%} vol {v:+.0%}", s_, zero_t, vm)
+        _add_single_moves(g, pcfg, u, sym)
     vol_up = 1.0 + max(pcfg.vol_shocks)
-    all_depeg = zero_t.copy()
+    all_depeg = g.zero_t.copy()
     all_depeg[lst_idx] = -pcfg.depeg_shock
     for c in pcfg.crash_moves:
         # Correlations to one: every risk underlying together, LSTs de-pegged, vol up.
-        add(f"crash {c:+.0%} all, LSTs -{pcfg.depeg_shock:.0%}", np.full(U, c), all_depeg,
-            np.full(U, vol_up))  # fmt: skip
+        g.add(f"crash {c:+.0%} all, LSTs -{pcfg.depeg_shock:.0%}", np.full(g.U, c), all_depeg,
+              np.full(g.U, vol_up))  # fmt: skip
     if lst_idx and pcfg.depeg_shock > 0:
-        for t in lst_idx:
-            d = zero_t.copy()
-            d[t] = -pcfg.depeg_shock
-            add(f"{assets[t].symbol} de-peg -{pcfg.depeg_shock:.0%}", zero_u, d, one_u)
-        if len(lst_idx) > 1:
-            add(f"all LSTs de-peg -{pcfg.depeg_shock:.0%}", zero_u, all_depeg, one_u)
-    if not names:
-        add("base", zero_u, zero_t, one_u)
-    return ScenarioSet(
-        names,
-        np.array(spot, np.float64).reshape(len(names), U),
-        np.array(depeg, np.float64).reshape(len(names), T),
-        np.array(vol, np.float64).reshape(len(names), U),
-    )
+        _add_depegs(g, pcfg, assets, lst_idx, all_depeg)
+    if not g.names:
+        g.add("base", g.zero_u, g.zero_t, g.one_u)
+    return g.scenarios()
+
+
+class _ScenarioGrid:
+    """Scenarios collected row by row: spot move per underlying, de-peg per asset and
+    vol multiplier per underlying."""
+
+    def __init__(self, n_underlyings: int, n_assets: int) -> None:
+        self.U, self.T = n_underlyings, n_assets
+        self.names: list[str] = []
+        self.spot: list[F64] = []
+        self.depeg: list[F64] = []
+        self.vol: list[F64] = []
+        self.zero_u, self.zero_t, self.one_u = np.zeros(self.U), np.zeros(self.T), np.ones(self.U)
+
+    def add(self, name: str, spot: F64, depeg: F64, vol: F64) -> None:
+        self.names.append(name)
+        self.spot.append(spot)
+        self.depeg.append(depeg)
+        self.vol.append(vol)
+
+    def scenarios(self) -> ScenarioSet:
+        n = len(self.names)
+        return ScenarioSet(
+            self.names,
+            np.array(self.spot, np.float64).reshape(n, self.U),
+            np.array(self.depeg, np.float64).reshape(n, self.T),
+            np.array(self.vol, np.float64).reshape(n, self.U),
+        )
+
+
+def _add_single_moves(g: _ScenarioGrid, pcfg: PortfolioConfig, u: int, sym: str) -> None:
+    """One underlying alone: each spot shock, then each extreme move, crossed with each
+    vol shock."""
+    for label, moves in (("", pcfg.spot_shocks), ("extreme ", pcfg.extreme_moves)):
+        for k in moves:
+            for v in pcfg.vol_shocks:
+                s_ = g.zero_u.copy()
+                s_[u] = k
+                vm = g.one_u.copy()
+                vm[u] = 1.0 + v
+                g.add(f"{sym} {label}{k:+.0%} vol {v:+.0%}", s_, g.zero_t, vm)
+
+
+def _add_depegs(
+    g: _ScenarioGrid,
+    pcfg: PortfolioConfig,
+    assets: Sequence[AssetSpec],
+    lst_idx: list[int],
+    all_depeg: F64,
+) -> None:
+    """Each LST de-pegged alone, then all together when there are several."""
+    for t in lst_idx:
+        d = g.zero_t.copy()
+        d[t] = -pcfg.depeg_shock
+        g.add(f"{assets[t].symbol} de-peg -{pcfg.depeg_shock:.0%}", g.zero_u, d, g.one_u)
+    if len(lst_idx) > 1:
+        g.add(f"all LSTs de-peg -{pcfg.depeg_shock:.0%}", g.zero_u, all_depeg, g.one_u)
 
 
 # -- the book -------------------------------------------------------------------------
@@ -367,7 +390,7 @@ def worst_of(
         np.where(take_b, b.worst_loss, a.worst_loss),
         np.where(take_b, b.worst_scenario, a.worst_scenario),
         np.where(take_b, b.contingency, a.contingency),
-        mm, mm * im_factor, *_health(eq, mm, im_factor, warn_hf),
+        mm, mm * im_factor, *health(eq, mm, im_factor, warn_hf),
     )  # fmt: skip
     return out
 
@@ -376,15 +399,69 @@ def _sum_by(idx: I64, values: F64, n: int) -> F64:
     return np.asarray(np.bincount(idx, values, minlength=n), np.float64)
 
 
-def _health(
-    equity: F64, mm: F64, im_factor: float, warn_hf: float
-) -> tuple[F64, F64, NDArray[np.int8]]:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        hf = np.where(mm > 0.0, equity / np.where(mm > 0.0, mm, 1.0), np.inf)
-    hf = np.where((mm <= 0.0) & (equity < 0.0), -np.inf, hf)
-    bp = np.maximum(equity - im_factor * mm, 0.0)
-    tier = ((hf < warn_hf).astype(np.int8) + (hf < 1.0) + (equity < 0.0)).astype(np.int8)
-    return hf, bp, tier
+def _prices(symbols: Sequence[str], prices: Mapping[str, float]) -> F64:
+    """Every asset's price: finite and > 0; all missing ones named at once."""
+    price = np.zeros(len(symbols))
+    missing = []
+    for i, s in enumerate(symbols):
+        v = prices.get(s)
+        if v is None:
+            missing.append(s)
+            continue
+        if not math.isfinite(v) or v <= 0:
+            raise ValueError(f"prices.{s}: must be finite and > 0, got {v}")
+        price[i] = v
+    if missing:
+        raise MissingMarketData(f"no price for asset(s) {', '.join(missing)}")
+    return price
+
+
+def _implied_vols(
+    underlyings: Sequence[str],
+    given: Mapping[str, float],
+    configured: Mapping[str, float],
+    daily_sigma: Mapping[str, float] | None,
+) -> F64:
+    """Per underlying: the given vol, else the configured one, else the daily sigma
+    annualised; nan when there is none (only option underlyings need one)."""
+    iv = np.full(len(underlyings), np.nan)
+    for u, s in enumerate(underlyings):
+        v = given.get(s, configured.get(s))
+        if v is None and daily_sigma is not None and daily_sigma.get(s) is not None:
+            v = float(daily_sigma[s]) * math.sqrt(365.0)
+        if v is not None:
+            if not math.isfinite(v) or v <= 0:
+                raise ValueError(f"implied_vol.{s}: must be finite and > 0, got {v}")
+            iv[u] = v
+    return iv
+
+
+def _funding(market_index: Mapping[str, int], funding: Mapping[str, float]) -> F64:
+    """The cumulative funding index per perp market (0 where not given)."""
+    fund = np.zeros(len(market_index))
+    for m, v in funding.items():
+        if m not in market_index:
+            raise KeyError(f"funding: unknown perp market {m!r}")
+        if not math.isfinite(v):
+            raise ValueError(f"funding.{m}: must be finite, got {v}")
+        fund[market_index[m]] = v
+    return fund
+
+
+class _Ids:
+    """Dense ids in order of first appearance after the given names; with `closed` (a
+    message template) a name outside the given ones is a KeyError instead."""
+
+    def __init__(self, given: Sequence[str] | None, closed: str | None) -> None:
+        self.index: dict[str, int] = {a: i for i, a in enumerate(given or [])}
+        self.closed = closed if given is not None else None
+
+    def of(self, name: str) -> int:
+        if name not in self.index:
+            if self.closed is not None:
+                raise KeyError(self.closed.format(name))
+            self.index[name] = len(self.index)
+        return self.index[name]
 
 
 class PortfolioEngine:
@@ -457,34 +534,9 @@ class PortfolioEngine:
     ) -> MarketState:
         """Validate market inputs. Implied vol per underlying: `implied_vol`, else the
         config's `implied_vol`, else the oracle's daily EWMA sigma * sqrt(365)."""
-        price = np.zeros(len(self.symbols))
-        missing = []
-        for i, s in enumerate(self.symbols):
-            v = prices.get(s)
-            if v is None:
-                missing.append(s)
-                continue
-            if not math.isfinite(v) or v <= 0:
-                raise ValueError(f"prices.{s}: must be finite and > 0, got {v}")
-            price[i] = v
-        if missing:
-            raise MissingMarketData(f"no price for asset(s) {', '.join(missing)}")
-        iv = np.full(len(self.underlyings), np.nan)
-        for u, s in enumerate(self.underlyings):
-            v = (implied_vol or {}).get(s, self.cfg.implied_vol.get(s))
-            if v is None and daily_sigma is not None and daily_sigma.get(s) is not None:
-                v = float(daily_sigma[s]) * math.sqrt(365.0)
-            if v is not None:
-                if not math.isfinite(v) or v <= 0:
-                    raise ValueError(f"implied_vol.{s}: must be finite and > 0, got {v}")
-                iv[u] = v
-        fund = np.zeros(len(self.market_names))
-        for m, v in (funding or {}).items():
-            if m not in self.market_index:
-                raise KeyError(f"funding: unknown perp market {m!r}")
-            if not math.isfinite(v):
-                raise ValueError(f"funding.{m}: must be finite, got {v}")
-            fund[self.market_index[m]] = v
+        price = _prices(self.symbols, prices)
+        iv = _implied_vols(self.underlyings, implied_vol or {}, self.cfg.implied_vol, daily_sigma)
+        fund = _funding(self.market_index, funding or {})
         spot = np.array([price[self.asset_index[s]] for s in self.underlyings])
         return MarketState(price, spot, iv, fund, float(now))
 
@@ -499,38 +551,10 @@ class PortfolioEngine:
         """Build a book from legs. `accounts` fixes the account order (and may list
         accounts without legs); otherwise the order of first appearance."""
         s_l, p_l, o_l = list(spot), list(perps), list(options)
-        acc: dict[str, int] = {a: i for i, a in enumerate(accounts or [])}
-        ch: dict[str, int] = {c: i for i, c in enumerate(chains or [])}
-        fixed = accounts is not None
-
-        def ai(a: str) -> int:
-            if a not in acc:
-                if fixed:
-                    raise KeyError(f"account {a!r} not in the given account list")
-                acc[a] = len(acc)
-            return acc[a]
-
-        def ci(c: str) -> int:
-            if c not in ch:
-                ch[c] = len(ch)
-            return ch[c]
-
-        for leg in s_l:
-            if leg.asset not in self.asset_index:
-                raise KeyError(f"spot leg {leg.account}: unknown asset {leg.asset!r}")
-        for pl in p_l:
-            if pl.market not in self.market_index:
-                raise KeyError(f"perp leg {pl.account}: unknown perp market {pl.market!r}")
-        series: dict[OptionSeries, int] = {}
-        for ol in o_l:
-            if ol.series.underlying not in self.u_index:
-                raise KeyError(
-                    f"option leg {ol.account}: {ol.series.underlying!r} is not a risk underlying"
-                )
-            if not (ol.series.strike > 0 and math.isfinite(ol.series.strike)):
-                raise ValueError(f"option leg {ol.account}: strike must be > 0")
-            series.setdefault(ol.series, len(series))
-        i64 = np.int64
+        series = self._check_legs(s_l, p_l, o_l)
+        acc = _Ids(accounts, "account {!r} not in the given account list")
+        ch = _Ids(chains, None)
+        ai, ci, i64 = acc.of, ch.of, np.int64
         arr: dict[str, Any] = {
             "s_acc": np.array([ai(x.account) for x in s_l], i64),
             "s_chain": np.array([ci(x.chain) for x in s_l], i64),
@@ -550,7 +574,31 @@ class PortfolioEngine:
         for name, v in arr.items():
             if v.dtype == np.float64 and not np.isfinite(v).all():
                 raise ValueError(f"{name}: every value must be finite")
-        return PortfolioBook(accounts=list(acc), chains=list(ch), series=list(series), **arr)
+        return PortfolioBook(
+            accounts=list(acc.index), chains=list(ch.index), series=list(series), **arr
+        )
+
+    def _check_legs(
+        self, s_l: list[SpotLeg], p_l: list[PerpLeg], o_l: list[OptionLeg]
+    ) -> dict[OptionSeries, int]:
+        """Every leg names a known asset / perp market / risk underlying; returns the
+        option series in order of first appearance."""
+        for leg in s_l:
+            if leg.asset not in self.asset_index:
+                raise KeyError(f"spot leg {leg.account}: unknown asset {leg.asset!r}")
+        for pl in p_l:
+            if pl.market not in self.market_index:
+                raise KeyError(f"perp leg {pl.account}: unknown perp market {pl.market!r}")
+        series: dict[OptionSeries, int] = {}
+        for ol in o_l:
+            if ol.series.underlying not in self.u_index:
+                raise KeyError(
+                    f"option leg {ol.account}: {ol.series.underlying!r} is not a risk underlying"
+                )
+            if not (ol.series.strike > 0 and math.isfinite(ol.series.strike)):
+                raise ValueError(f"option leg {ol.account}: strike must be > 0")
+            series.setdefault(ol.series, len(series))
+        return series
 
     # -- kernel -------------------------------------------------------------------
     def _series_arrays(
@@ -619,6 +667,30 @@ class PortfolioEngine:
         x = sp.coo_matrix((vals, (rows, cols)), shape=(book.n_accounts, T + U + J))
         return x.tocsr()
 
+    def option_values(self, book: PortfolioBook, mkt: MarketState) -> F64:
+        """Black-76 value of each option series of `book` now (J)."""
+        su, k, t, iv, call = self._series_arrays(book, mkt)
+        return black76(mkt.spot[su], k, t, iv, call)
+
+    def marks(
+        self, book: PortfolioBook, mkt: MarketState, v0: F64 | None = None
+    ) -> tuple[F64, F64, F64, F64]:
+        """Per account: collateral and debt at spot, perp PnL incl. funding, option
+        marks (`v0`: the series' values, computed when not given). Their sum
+        collateral - debt + PnL + marks is the account's equity in every model."""
+        A = book.n_accounts
+        v0 = self.option_values(book, mkt) if v0 is None else v0
+        sv = book.s_units * mkt.price[book.s_asset]
+        coll = _sum_by(book.s_acc, np.maximum(sv, 0.0), A)
+        debt = _sum_by(book.s_acc, np.maximum(-sv, 0.0), A)
+        mark = mkt.spot[self.market_u[book.p_market]]
+        upnl_rows = book.p_size * (mark - book.p_entry) - book.p_size * (
+            mkt.funding[book.p_market] - book.p_fentry
+        )
+        upnl = _sum_by(book.p_acc, upnl_rows, A)
+        optv = _sum_by(book.o_acc, book.o_size * v0[book.o_series], A)
+        return coll, debt, upnl, optv
+
     def compute(
         self, book: PortfolioBook, mkt: MarketState, keep_dv: bool = False
     ) -> PortfolioResult:
@@ -634,16 +706,7 @@ class PortfolioEngine:
         else:
             worst_s = np.zeros(A, np.int64)
             worst = np.zeros(A)
-        # Equity: collateral - debt at spot, perp PnL incl. funding, option marks.
-        sv = book.s_units * mkt.price[book.s_asset]
-        coll = _sum_by(book.s_acc, np.maximum(sv, 0.0), A)
-        debt = _sum_by(book.s_acc, np.maximum(-sv, 0.0), A)
-        mark = mkt.spot[self.market_u[book.p_market]]
-        upnl_rows = book.p_size * (mark - book.p_entry) - book.p_size * (
-            mkt.funding[book.p_market] - book.p_fentry
-        )
-        upnl = _sum_by(book.p_acc, upnl_rows, A)
-        optv = _sum_by(book.o_acc, book.o_size * v0[book.o_series], A)
+        coll, debt, upnl, optv = self.marks(book, mkt, v0)
         equity = coll - debt + upnl + optv
         # Contingency on net (cross-chain) exposures, so an offsetting leg never adds any.
         c = self.cfg.contingency
@@ -660,7 +723,7 @@ class PortfolioEngine:
         cont = cont + c.fixed_usd * has_deriv
         mm = worst + cont
         f = self.cfg.im_factor
-        hf, bp, tier = _health(equity, mm, f, self.warn_hf)
+        hf, bp, tier = health(equity, mm, f, self.warn_hf)
         return PortfolioResult(
             list(book.accounts), self.scenarios.names, equity, coll, debt, upnl, optv, worst,
             worst_s.astype(np.int64), cont, mm, f * mm, hf, bp, tier, dv if keep_dv else None,

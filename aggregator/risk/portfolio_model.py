@@ -65,7 +65,7 @@ class PortfolioModel:
             daily_sigma=market.known_sigma(),
         )  # fmt: skip
 
-    def _books(self, book: PositionBook, accounts: NDArray[np.int64]) -> list[PortfolioBook]:
+    def books(self, book: PositionBook, accounts: NDArray[np.int64]) -> list[PortfolioBook]:
         """One scenario book per finality view, spot legs as arrays from the rows."""
         addrs = [book.account_address[int(i)] for i in accounts]
         rows, lengths = book.rows_with_lengths(accounts)
@@ -96,7 +96,7 @@ class PortfolioModel:
         now: float | None = None,
     ) -> PortfolioResult:
         """The worse of the two views' scenario figures for `accounts`."""
-        head, conf = self._books(book, accounts)
+        head, conf = self.books(book, accounts)
         mkt = self.market_state(market, now)
         pf = self.cfg.portfolio
         return worst_of(

@@ -14,6 +14,7 @@ from aggregator.config import AppConfig
 from aggregator.risk.model import MarginModel, ModelSources
 from aggregator.risk.portfolio_model import PortfolioModel
 from aggregator.risk.standard import StandardModel
+from aggregator.risk.var_model import VarModel
 
 ModelFactory = Callable[[AppConfig, ModelSources], MarginModel]
 
@@ -22,6 +23,7 @@ STANDARD = "standard"
 MODELS: dict[str, ModelFactory] = {
     STANDARD: StandardModel.from_config,
     "portfolio": PortfolioModel.from_config,
+    "var": VarModel.from_config,
 }
 
 

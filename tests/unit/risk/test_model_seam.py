@@ -110,7 +110,7 @@ def test_a_third_model_is_one_class_and_one_registry_line() -> None:
     assert eng.adopt(res) == 2
     view = LedgerView(eng)
     assert view.hf(a) == pytest.approx(0.75) and view.tier(a) == "liquidatable"
-    assert MODELS.keys() == {"standard", "portfolio"}  # the copy, not the registry
+    assert MODELS.keys() == {"standard", "portfolio", "var"}  # the copy, not the registry
 
 
 def test_a_result_of_another_shape_is_refused() -> None:
