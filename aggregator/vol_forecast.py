@@ -93,13 +93,20 @@ class VolatilityForecaster:
         self.fits: dict[str, AssetFit] = {}
         self.decisions: dict[str, VolDecision] = {}
         self._states: dict[str, ApcState] = {}
+        # asset -> UTC day -> (time, price) of the day's last ok round read so far.
+        self._closes: dict[str, dict[int, tuple[float, float]]] = {a: {} for a in self.symbols}
+        self._loaded_until = 0.0
 
     # ------------------------------------------------------------ the job
     async def refit(self) -> None:
-        """The `vol_forecast` job: stored ok rounds -> daily returns -> fit, in a thread."""
+        """The `vol_forecast` job: stored ok rounds -> daily closes -> fit, in a thread.
+        Only rounds newer than the last load are read; the closes are kept per UTC day
+        (the last price of the day), so a refit does not re-read the whole lookback."""
         now = self._clock()
-        points = await self.history.ok_prices_since(now - self.cfg.oracle.history_days * DAY_S)
-        series = _by_asset(points, self.symbols)
+        since = now - self.cfg.oracle.history_days * DAY_S
+        points = await self.history.ok_prices_since(max(since, self._loaded_until))
+        self._loaded_until = max([self._loaded_until, *(p.at for p in points)])
+        series = self._daily_closes(points, since)
         started = time.monotonic()
         if self.cfg.forecast.enabled:
             results = await asyncio.to_thread(
@@ -112,10 +119,25 @@ class VolatilityForecaster:
             }
         self.metrics.vol_fit_seconds.observe(time.monotonic() - started)
         for asset in self.symbols:
-            fc, stats = results.get(
-                asset, (Forecast.fallback(self.settings.model, "short_history", 0), None)
-            )
+            short = (Forecast.fallback(self.settings.model, "short_history", 0), None)
+            fc, stats = results.get(asset, short)
             self._record(asset, AssetFit(fc, stats, now))
+
+    def _daily_closes(
+        self, points: Sequence[PricePoint], since: float
+    ) -> dict[str, tuple[list[float], list[float]]]:
+        first_day = int(since // DAY_S)
+        for p in points:
+            closes = self._closes.get(p.asset)
+            if closes is not None:
+                closes[int(p.at // DAY_S)] = (p.at, p.value)
+        out = {}
+        for asset, closes in self._closes.items():
+            for day in [d for d in closes if d < first_day]:
+                del closes[day]  # left the lookback
+            days = sorted(closes)
+            out[asset] = ([closes[d][0] for d in days], [closes[d][1] for d in days])
+        return out
 
     def _record(self, asset: str, fit: AssetFit) -> None:
         old = self.fits.get(asset)
@@ -187,17 +209,6 @@ class VolatilityForecaster:
             "stress": d.stress,
             "apc": explain_steps(d),
         }
-
-
-def _by_asset(
-    points: Sequence[PricePoint], symbols: Sequence[str]
-) -> dict[str, tuple[list[float], list[float]]]:
-    out: dict[str, tuple[list[float], list[float]]] = {a: ([], []) for a in symbols}
-    for p in points:
-        if p.asset in out:
-            out[p.asset][0].append(p.at)
-            out[p.asset][1].append(p.value)
-    return out
 
 
 __all__ = ["AssetFit", "OkPriceHistory", "VolatilityForecaster", "fit_assets"]

@@ -74,7 +74,10 @@ class History:
             for h in (3600.0, 7200.0)
         ]
 
+        self.calls: list[float] = []
+
     async def ok_prices_since(self, since: float) -> list[PricePoint]:
+        self.calls.append(since)
         return [p for p in self.points if p.at >= since]
 
 
@@ -151,3 +154,14 @@ async def test_daemon_prices_view_carries_the_volatility_block(
     assert body["volatility"]["fallback_reason"] == "not_fitted_yet"
     one = d.views.price("WETH")
     assert one is not None and one["volatility"]["source"] == "ewma"
+
+
+async def test_a_refit_reads_only_new_rounds_and_gives_the_same_fit(cfg: AppConfig) -> None:
+    f = forecaster(cfg, 600)
+    await f.refit()
+    first = f.fits["WETH"].forecast
+    await f.refit()
+    calls = f.history.calls  # type: ignore[attr-defined]
+    assert calls[0] == NOW - 1000 * DAY
+    assert calls[1] == max(p.at for p in f.history.points)  # type: ignore[attr-defined]
+    assert f.fits["WETH"].forecast.sigma == first.sigma
