@@ -114,8 +114,10 @@ class AccountViews:
         indexers: Mapping[str, ChainIndexer],
         onchain: Callable[[str], dict[str, Any] | None],
         margin: Callable[[str], dict[str, Any] | None],
+        volatility: Callable[[str], dict[str, Any] | None] = lambda _asset: None,
     ) -> None:
         self.reader = reader
+        self._volatility = volatility
         self._prices_ready = prices_ready
         self._decimals = decimals
         self._indexers = indexers  # live: chains start and stop under their leases
@@ -187,6 +189,9 @@ class AccountViews:
         }
         # What each chain's HealthRegistry holds now (last read by the pusher).
         view["onchain"] = self._onchain(address)
+        # Per asset: EWMA or forecast, and each [apc] tool that moved the USD sigma.
+        for symbol, entry in view.get("assets", {}).items():
+            entry["volatility"] = self._volatility(symbol)
         return view
 
     def account_margin(self, address: str) -> dict[str, Any] | None:
@@ -225,7 +230,9 @@ def _api_conventions(view: dict[str, Any], decimals: Mapping[str, int]) -> None:
                 entry[field] = decimal_text(raw.get((symbol, side), 0), d)
 
 
-def price_view(p: Price) -> dict[str, Any]:
+def price_view(p: Price, volatility: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`volatility`: the asset's block from aggregator/vol_forecast.py (EWMA, forecast,
+    used, model, fallback_reason, fitted_at, [apc] steps); null before the first refresh."""
     return {
         "asset": p.asset,
         "value": p.value,
@@ -238,6 +245,7 @@ def price_view(p: Price) -> dict[str, Any]:
         "last_good_timestamp": p.last_good_timestamp,
         "pending_value": p.pending_value,
         "sources": [dataclasses.asdict(s) for s in p.sources],
+        "volatility": volatility,
     }
 
 
@@ -297,8 +305,10 @@ class ApiViews:
         subscribe: Callable[[], AsyncIterator[dict[str, Any]]],
         metrics_text: Callable[[], bytes],
         set_push_paused: Callable[[bool], dict[str, Any]],
+        volatility: Callable[[str], dict[str, Any] | None] = lambda _asset: None,
     ) -> None:
         self.accounts = accounts
+        self._volatility = volatility
         self._prices = prices
         self._chains = chains
         self.readiness = readiness
@@ -315,7 +325,12 @@ class ApiViews:
         return await margin_report()
 
     def prices(self) -> dict[str, Any]:
-        return {"prices": {sym: price_view(p) for sym, p in self._prices.prices().items()}}
+        return {
+            "prices": {
+                sym: price_view(p, self._volatility(sym))
+                for sym, p in self._prices.prices().items()
+            }
+        }
 
     def price(self, asset: str) -> dict[str, Any] | None:
         if asset not in self.accounts.reader.symbols:
@@ -323,7 +338,7 @@ class ApiViews:
         p = self._prices.price(asset)
         if p is None:
             return {"asset": asset, "status": "unavailable", "reason": "not refreshed yet"}
-        return price_view(p)
+        return price_view(p, self._volatility(asset))
 
     def chains(self) -> list[dict[str, Any]]:
         return self._chains.view()

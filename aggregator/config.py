@@ -151,6 +151,39 @@ class RiskConfig(Strict):
     ewma_lambda: float = Field(default=0.94, gt=0, lt=1)
 
 
+class ForecastConfig(Strict):
+    """[forecast]: predictive volatility (GARCH family, oracles/forecast.py), fitted off
+    the price path by the `vol_forecast` job on the daemon's own price history."""
+
+    enabled: bool = True
+    model: Literal["garch", "gjr"] = "garch"
+    refit_interval_s: float = Field(default=3600.0, gt=0)
+    # Fewer daily returns than this in the stored history: EWMA only (short_history).
+    min_returns: int = Field(default=250, ge=30)
+    max_persistence: float = Field(default=0.999, gt=0, le=1)
+    # A forecast more than this many times above or below the sample sigma: implausible.
+    max_ratio: float = Field(default=10.0, gt=1)
+
+
+class ApcConfig(Strict):
+    """[apc]: anti-procyclicality tools on the standard model's volatility input
+    (aggregator/risk/apc.py, docs/configuration.md, docs/procyclicality.md)."""
+
+    # (a) margin buffer applied in calm, released (eaten) in stress; EMIR: >= 0.25.
+    buffer: float = Field(default=0.0, ge=0, le=1)
+    # Stress: predictive sigma above this multiple of the lookback's long-run sigma.
+    stress_multiple: float = Field(default=1.5, gt=1)
+    # (b) weight of the stressed-period sigma in the variance; EMIR: >= 0.25.
+    stressed_weight: float = Field(default=0.0, ge=0, le=1)
+    # (c) volatility never below the long-run sigma of the whole stored lookback.
+    lookback_floor: bool = True
+    # (d) largest fraction the volatility (hence the vol term) may fall per day; rises
+    # are never capped. None = no cap.
+    max_daily_decrease: float | None = Field(default=None, gt=0, lt=1)
+    # Stressed-window length (days) for (b).
+    stressed_window_days: int = Field(default=30, ge=5)
+
+
 class CreditConfig(Strict):
     policy: Literal["static", "demand"] = "demand"
     # Chain name -> weight; chains not listed get weight 1.
@@ -408,6 +441,8 @@ class AppConfig(BaseSettings):
     correlation_groups: list[CorrelationGroup] = Field(default_factory=list)
     oracle: OracleDefaults = OracleDefaults()
     risk: RiskConfig = RiskConfig()
+    forecast: ForecastConfig = ForecastConfig()
+    apc: ApcConfig = ApcConfig()
     credit: CreditConfig = CreditConfig()
     pusher: PusherConfig = PusherConfig()
     api: ApiConfig = ApiConfig()

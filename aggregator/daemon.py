@@ -42,6 +42,7 @@ from aggregator.store.price_repo import PriceRepo
 from aggregator.stream import HealthStream
 from aggregator.supervisor import Supervisor
 from aggregator.var_feed import VarFeed
+from aggregator.vol_forecast import VolatilityForecaster
 from chains.indexer import ChainIndexer
 from chains.lst import LstRateReader, LstSource
 from chains.rpc import RpcClient, RpcError
@@ -143,6 +144,7 @@ class Daemon:
             # Late-bound: the ledger is built next, on this book's positions.
             recompute=lambda accounts: self.ledger.recompute_accounts(accounts),  # noqa: PLW0108
         )
+        self.volatility = VolatilityForecaster(cfg, self.price_repo, self.metrics)
         self.ledger = Ledger(
             cfg,
             self.engine,
@@ -153,6 +155,7 @@ class Daemon:
             indexers=ind,
             publish=self.stream.publish,
             wake=self.push.wake,
+            volatility=self.volatility,
         )
         self.indexing = IndexerFactory(
             self.settings,
@@ -186,6 +189,7 @@ class Daemon:
             indexers=ind,
             onchain=self.push.onchain_view,
             margin=functools.partial(self.portfolio.account_margin, self.engine),
+            volatility=self.volatility.view,
         )
         chains = ChainSources(
             self.settings,
@@ -202,6 +206,7 @@ class Daemon:
             subscribe=self.stream.subscribe,
             metrics_text=self.metrics.render,
             set_push_paused=self.push.set_paused,
+            volatility=self.volatility.view,
         )
         self.api = Api(self.views, request_seconds=self.metrics.api_request_seconds)
         self.api.admin_token = self.push.admin_token
@@ -270,6 +275,13 @@ class Daemon:
         self.jobs.add("reconcile", self.book.reconcile, sch.reconcile_interval_s, critical=False)
         self.jobs.add("metrics", self.status.refresh_metrics, 5.0, critical=False)
         self.jobs.add("prune_history", self.prune_history, 86400.0, critical=False)
+        # Off the price path: the fit runs in a worker thread, refresh_prices reads it.
+        self.jobs.add(
+            "vol_forecast",
+            self.volatility.refit,
+            self.cfg.forecast.refit_interval_s,
+            critical=False,
+        )
         self.jobs.add(
             "var_calibration",
             self.var.recalibrate,

@@ -29,6 +29,7 @@ from aggregator.portfolio_feed import PortfolioFeed
 from aggregator.risk.book import PositionRow
 from aggregator.risk.engine import PriceInput, RiskEngine
 from aggregator.risk.view import LedgerView
+from aggregator.vol_forecast import VolatilityForecaster
 from chains.indexer import ChainIndexer
 from oracles.service import OracleService
 from oracles.types import Price
@@ -49,6 +50,7 @@ class Ledger:
         indexers: Mapping[str, ChainIndexer],
         publish: Callable[[set[str] | None], None],
         wake: Callable[[], None],
+        volatility: VolatilityForecaster | None = None,
     ) -> None:
         self.cfg = cfg
         self.engine = engine
@@ -60,6 +62,8 @@ class Ledger:
         self._indexers = indexers  # live: chains start and stop under their leases
         self._publish = publish  # health changes to the live stream
         self._wake = wake  # the pusher: new figures to compare with the chain's
+        # Predictive volatility and [apc] (reads the last fit; the fit is its own job).
+        self.volatility = volatility
         self.prices_ready = False
         self._dirty: set[str] = set()
         # Monotonic time of the oldest change in _dirty, and of the oldest change in the
@@ -175,6 +179,8 @@ class Ledger:
         prices = await self.oracle.refresh()
         self.engine.set_prices({sym: _price_input(p) for sym, p in prices.items()})
         sigma = {a: self.oracle.volatility(a) for a in self.engine.symbols}
+        if self.volatility is not None:
+            sigma = self.volatility.apply(sigma, time.time())
         relative = {
             g.name: {
                 a: self.oracle.relative_volatility(a, g.reference)

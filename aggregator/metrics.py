@@ -88,6 +88,7 @@ class Metrics:
         )
         self._totals: dict[tuple[int, tuple[str, ...]], float] = {}
         self._pusher_metrics(r)
+        self._volatility_metrics(r)
         self._cluster_metrics(r)
 
     def _pusher_metrics(self, r: CollectorRegistry) -> None:
@@ -135,6 +136,42 @@ class Metrics:
             "agg_pusher_keeper_low", "1 below pusher.min_keeper_balance_eth", ["chain"], registry=r
         )
         self.pusher_paused = Gauge("agg_pusher_paused", "1 while pushing is paused", registry=r)
+
+    def _volatility_metrics(self, r: CollectorRegistry) -> None:
+        """Predictive volatility and the [apc] tools (aggregator/vol_forecast.py)."""
+        self.vol_ewma = Gauge(
+            "agg_volatility_ewma", "Daily EWMA volatility of the asset", ["asset"], registry=r
+        )
+        self.vol_forecast = Gauge(
+            "agg_volatility_forecast",
+            "Last usable h-step GARCH forecast (daily sigma)",
+            ["asset"],
+            registry=r,
+        )
+        self.vol_used = Gauge(
+            "agg_volatility_used",
+            "Daily volatility the haircut uses (max(EWMA, forecast) after [apc])",
+            ["asset"],
+            registry=r,
+        )
+        self.vol_fallback = Gauge(
+            "agg_volatility_fallback",
+            "1 for the reason the forecast is not used (EWMA applies)",
+            ["asset", "reason"],
+            registry=r,
+        )
+        self.vol_stress = Gauge(
+            "agg_volatility_stress", "1 while the asset is in [apc] stress", ["asset"], registry=r
+        )
+        self.vol_fits = Counter(
+            "agg_volatility_fits", "Forecast fits by outcome", ["asset", "outcome"], registry=r
+        )
+        self.vol_fit_seconds = Histogram(
+            "agg_volatility_fit_seconds",
+            "Time of one vol_forecast job's fits (worker thread)",
+            registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30),
+        )
 
     def _cluster_metrics(self, r: CollectorRegistry) -> None:
         """Leases of the multi-instance deployment (aggregator/cluster, docs/deployment.md)."""

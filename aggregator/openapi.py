@@ -263,6 +263,8 @@ _SCHEMAS: dict[str, Any] = {
         spread=_NUM,
         reason=_STR_OR_NULL,
         sources={"type": "array", "items": {"type": "object"}},
+        # aggregator/vol_forecast.py view(); null before the first price refresh.
+        volatility={"type": ["object", "null"]},
     ),
     "Prices": _obj(
         ["prices"],
