@@ -211,6 +211,14 @@ def cmd_risk_backtest(args: argparse.Namespace) -> int:
     return backtest_run.main(args.rest)
 
 
+def cmd_risk_procyclicality(args: argparse.Namespace) -> int:
+    """`aggregator risk procyclicality`: margin procyclicality of each volatility
+    treatment over the shipped episodes (docs/procyclicality.md)."""
+    from aggregator.marketdata import procyclicality
+
+    return procyclicality.main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aggregator", description=__doc__)
     p.add_argument(
@@ -266,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
         "backtest", help="VaR and haircut backtest over history/ (docs/var.md)", add_help=False
     )
     backtest.set_defaults(func=cmd_risk_backtest, takes_rest=True)
+    risk_sub.add_parser(
+        "procyclicality",
+        help="margin procyclicality over history/ (docs/procyclicality.md)",
+        add_help=False,
+    ).set_defaults(func=cmd_risk_procyclicality, takes_rest=True)
 
     config = sub.add_parser("config", help="configuration")
     config.add_argument("action", choices=["check"])
