@@ -49,6 +49,8 @@ from chains.units import TIERS
 
 F64 = NDArray[np.float64]
 DAYS_PER_YEAR = 365.0
+# Accounts per pass of compute(): bounds the two views' exposure tables (~100 MB here).
+ACCOUNT_CHUNK = 1 << 17
 
 
 class MissingCalibration(RuntimeError):
@@ -292,12 +294,23 @@ class VarModel:
         accounts: NDArray[np.int64],
         now: float | None = None,
     ) -> VarFigures:
-        """The worse of the two finality views: lower equity, higher requirement."""
+        """The worse of the two finality views: lower equity, higher requirement.
+        Accounts are independent, so they go through in chunks of ACCOUNT_CHUNK: the two
+        views' exposure tables of a whole 1M book would not fit the memory budget."""
         cal = self.calibration()
         mkt = self.pm.market_state(market, now)
-        head, conf = (self.pricer.figures(b, mkt, cal) for b in self.pm.books(book, accounts))
+        parts = [
+            self._worse_view(book, mkt, cal, accounts[lo : lo + ACCOUNT_CHUNK])
+            for lo in range(0, max(accounts.size, 1), ACCOUNT_CHUNK)
+        ]
+        return VarFigures(*(np.concatenate(col) for col in zip(*parts, strict=True)))
+
+    def _worse_view(
+        self, book: PositionBook, mkt: MarketState, cal: VarCalibration, acc: NDArray[np.int64]
+    ) -> tuple[F64, F64, F64, F64, F64]:
+        head, conf = (self.pricer.figures(b, mkt, cal) for b in self.pm.books(book, acc))
         take = conf.requirement > head.requirement
-        return VarFigures(
+        return (
             np.minimum(head.equity, conf.equity),
             np.where(take, conf.es_fhs, head.es_fhs),
             np.where(take, conf.es_parametric, head.es_parametric),

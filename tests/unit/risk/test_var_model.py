@@ -284,3 +284,20 @@ def test_no_calibration_is_an_error_not_a_zero() -> None:
 def test_mode_names_are_the_registry() -> None:
     modes = PortfolioConfig.model_fields["mode"].annotation
     assert set(modes.__args__) == set(MODELS)  # type: ignore[union-attr]
+
+
+def test_chunked_evaluation_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    import aggregator.risk.var_model as vm
+
+    cfg = config()
+    spot = [(i, ("alpha", "beta")[i % 2], ("WETH", "WBTC", "USDC")[i % 3], 1.0 + i)
+            for i in range(7)] + [(i, "beta", "USDC", -500.0 * i) for i in range(7)]  # fmt: skip
+    eng = engine(cfg, spot, 7)
+    model = VarModel(cfg, None, Source(calibration(7, stressed_scale=1.2)))
+    acc = np.arange(7, dtype=np.int64)
+    whole = model.evaluate(eng.book, eng.market, acc, now=0.0)
+    monkeypatch.setattr(vm, "ACCOUNT_CHUNK", 3)
+    chunked = model.evaluate(eng.book, eng.market, acc, now=0.0)
+    np.testing.assert_array_equal(chunked.requirement_usd, whole.requirement_usd)
+    np.testing.assert_array_equal(chunked.equity_usd, whole.equity_usd)
+    np.testing.assert_array_equal(chunked.tier, whole.tier)
