@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     record(
         Figure(
-            "var_peak_rss",
-            "process peak RSS: 1M x 30 exposures and the 100k FHS book",
+            "var_bench_rss",
+            "peak RSS of this benchmark: 1M x 30 exposures and the 100k FHS book",
             peak_rss_mb(),
             "MB",
             "-",
