@@ -127,7 +127,7 @@ async def test_endpoint_that_falls_behind_after_reporting_its_head_loses_no_log(
     start = h.block_number() + 1
     h.bulk_deposits(8, per_block=4)
     head = h.block_number()
-    await client._refresh_heads()  # both endpoints reported `head`...
+    await client.pool.refresh_heads()  # both endpoints reported `head`...
     lagger.set(lag_blocks=head - start + 1)  # ...then the lagger's node fell behind
     logs = await client.get_logs(h.vault, TOPIC_FILTER, start, head)
     assert len(logs) == 8
