@@ -189,7 +189,7 @@ async def test_a_read_ahead_whose_block_left_the_chain_corrects_nothing(
     h.deposit(USERS[2], 10**9)
     runs = ix.status.reconcile_runs
     # As if a reorg replaced the indexed block after the store recorded it.
-    ix._cp = replace(ix.checkpoint, indexed_hash="0x" + "ab" * 32)
+    ix.ctx.cp = replace(ix.checkpoint, indexed_hash="0x" + "ab" * 32)
     assert await ix.reconcile() == []
     assert ix.status.reconcile_runs == runs and ix.status.reconcile_mismatches == 0
     assert await stored_head(repo) == h.onchain_positions(block)
