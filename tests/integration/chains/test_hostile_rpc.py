@@ -127,7 +127,7 @@ async def test_endpoint_that_falls_behind_after_reporting_its_head_loses_no_log(
     start = h.block_number() + 1
     h.bulk_deposits(8, per_block=4)
     head = h.block_number()
-    await client._refresh_heads()  # both endpoints reported `head`...
+    await client.pool.refresh_heads()  # both endpoints reported `head`...
     lagger.set(lag_blocks=head - start + 1)  # ...then the lagger's node fell behind
     logs = await client.get_logs(h.vault, TOPIC_FILTER, start, head)
     assert len(logs) == 8
@@ -189,7 +189,7 @@ async def test_a_read_ahead_whose_block_left_the_chain_corrects_nothing(
     h.deposit(USERS[2], 10**9)
     runs = ix.status.reconcile_runs
     # As if a reorg replaced the indexed block after the store recorded it.
-    ix._cp = replace(ix.checkpoint, indexed_hash="0x" + "ab" * 32)
+    ix.ctx.cp = replace(ix.checkpoint, indexed_hash="0x" + "ab" * 32)
     assert await ix.reconcile() == []
     assert ix.status.reconcile_runs == runs and ix.status.reconcile_mismatches == 0
     assert await stored_head(repo) == h.onchain_positions(block)

@@ -43,7 +43,7 @@ class TwoChains:
             {
                 "name": name,
                 "chain_id": self.nodes[name].chain_id,
-                "rpc_urls": [self.clients[name]._endpoints[0].url],
+                "rpc_urls": [self.clients[name].status()[0].url],
                 "confirmations": 1,
                 "contracts": {"registry": self.harness[name].registry},
             }
