@@ -26,6 +26,7 @@ from chains.pusher.transitions import RecordStates
 from chains.pusher.types import PushChainSettings, SenderStatus, TxRecord
 from chains.rpc import RpcClient, RpcResponseError, RpcUnavailable, selector
 
+# The sender's own logger: its records keep the name they had before the split.
 log = logging.getLogger("chains.pusher.sender")
 
 SEL_UPDATE = selector("update(bytes)")

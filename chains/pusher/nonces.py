@@ -20,6 +20,7 @@ from chains.pusher.records import OpenRecords
 from chains.pusher.store import PushStore
 from chains.pusher.transitions import RecordStates
 
+# The sender's own logger: its records keep the name they had before the split.
 log = logging.getLogger("chains.pusher.sender")
 
 
