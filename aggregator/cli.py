@@ -240,6 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     devnet.add_argument("action", choices=["up", "down", "status"])
     devnet.set_defaults(func=cmd_devnet)
 
+    _add_query_commands(sub)
+    _add_tool_commands(sub)
+    return p
+
+
+def _add_query_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Questions to the running daemon's API."""
     for name, helptext in (
         ("account", "an account's full breakdown"),
         ("chains", "chain sync and pusher state"),
@@ -254,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--json", action="store_true", help="print the API's JSON (for scripts)")
         q.set_defaults(func=cmd_query)
 
+
+def _add_tool_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Commands that need no running daemon: store, margin models, risk tools, config."""
     db = sub.add_parser("db", help="store maintenance")
     db.add_argument("action", choices=["upgrade"])
     db.set_defaults(func=cmd_db_upgrade)
@@ -284,7 +294,6 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("action", choices=["check"])
     config.add_argument("path", nargs="?", default=None)
     config.set_defaults(func=cmd_config_check)
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:

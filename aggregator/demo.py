@@ -12,7 +12,9 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
+from aggregator import tables
 from aggregator.config import ConfigError, load_config
 from aggregator.daemon import Daemon, StartupError
 from devkit import manager
@@ -36,8 +38,6 @@ def summary(daemon: Daemon, api_url: str) -> str:
     """What the demo prints every few seconds: readiness and prices, accounts per tier,
     the riskiest accounts' HF and credit per chain, each chain's sync and pushes landed
     (from the same views the API serves)."""
-    from aggregator import tables
-
     ok, reasons = daemon.status.readiness()
     prices = daemon.oracle.prices()
     line = "  ".join(
@@ -54,46 +54,48 @@ def summary(daemon: Daemon, api_url: str) -> str:
     )
     chains = daemon.views.chains()
     if daemon.ledger.prices_ready:
-        items = daemon.views.list_accounts(None, 1000, None)[0]
-        # The riskiest first: they are what a demo watcher wants to see move.
-        items.sort(key=lambda h: math.inf if h["hf"] is None else h["hf"])
-        names = [c["chain"] for c in chains]
-        rows = [
-            [
-                h["account"],
-                _fmt_hf(h["hf"]),
-                h["tier"],
-                f"{h['borrowing_power_usd']:,.0f}",
-                *(f"{float(h['credit_usd'].get(c, 0)):,.0f}" for c in names),
-                h["status"],
-            ]
-            for h in items[:SHOWN_ACCOUNTS]
-        ]
-        out.append(
-            tables.table(
-                ["account", "hf", "tier", "bp_usd", *(f"credit {c}" for c in names), "status"],
-                rows,
-            )
-        )
-    out.append(
-        tables.table(
-            ["chain", "indexed", "lag", "pushes landed", "pending"],
-            [
-                [
-                    c["chain"],
-                    c.get("indexed_block"),
-                    c.get("lag"),
-                    tables.pushes_landed(c),
-                    (c.get("pusher") or {}).get("pending_txs")
-                    if (c.get("pusher") or {}).get("enabled")
-                    else None,
-                ]
-                for c in chains
-            ],
-        )
-    )
+        out.append(_accounts_table(daemon, [c["chain"] for c in chains]))
+    out.append(_chains_table(chains))
     out.append(f"API: {api_url}  (Ctrl-C stops everything)")
     return "\n".join(out)
+
+
+def _accounts_table(daemon: Daemon, names: list[str]) -> str:
+    items = daemon.views.list_accounts(None, 1000, None)[0]
+    # The riskiest first: they are what a demo watcher wants to see move.
+    items.sort(key=lambda h: math.inf if h["hf"] is None else h["hf"])
+    rows = [
+        [
+            h["account"],
+            _fmt_hf(h["hf"]),
+            h["tier"],
+            f"{h['borrowing_power_usd']:,.0f}",
+            *(f"{float(h['credit_usd'].get(c, 0)):,.0f}" for c in names),
+            h["status"],
+        ]
+        for h in items[:SHOWN_ACCOUNTS]
+    ]
+    return tables.table(
+        ["account", "hf", "tier", "bp_usd", *(f"credit {c}" for c in names), "status"], rows
+    )
+
+
+def _chains_table(chains: list[dict[str, Any]]) -> str:
+    return tables.table(
+        ["chain", "indexed", "lag", "pushes landed", "pending"],
+        [
+            [
+                c["chain"],
+                c.get("indexed_block"),
+                c.get("lag"),
+                tables.pushes_landed(c),
+                (c.get("pusher") or {}).get("pending_txs")
+                if (c.get("pusher") or {}).get("enabled")
+                else None,
+            ]
+            for c in chains
+        ],
+    )
 
 
 def print_table(daemon: Daemon, api_url: str = "") -> None:

@@ -8,6 +8,17 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        # Registration order is the order of the /metrics output: keep the groups so.
+        self._chain_metrics(r)
+        self._ledger_metrics(r)
+        self._api_metrics(r)
+        self._totals: dict[tuple[int, tuple[str, ...]], float] = {}
+        self._pusher_metrics(r)
+        self._volatility_metrics(r)
+        self._cluster_metrics(r)
+
+    def _chain_metrics(self, r: CollectorRegistry) -> None:
+        """Supervised tasks, indexers, RPC endpoints."""
         self.task_up = Gauge("agg_task_up", "1 while a supervised task runs", ["task"], registry=r)
         self.task_failures = Counter(
             "agg_task_failures", "Crashes of supervised tasks", ["task"], registry=r
@@ -36,6 +47,9 @@ class Metrics:
         self.endpoint_healthy = Gauge(
             "agg_rpc_endpoint_healthy", "1 healthy, 0 demoted", ["chain", "endpoint"], registry=r
         )
+
+    def _ledger_metrics(self, r: CollectorRegistry) -> None:
+        """Prices, accounts, the ledger's recompute, backfill progress."""
         self.price = Gauge("agg_price_usd", "Median price", ["asset"], registry=r)
         self.price_ok = Gauge(
             "agg_price_ok", "1 when the asset price status is ok", ["asset"], registry=r
@@ -66,7 +80,8 @@ class Metrics:
             "agg_backfill_eta_seconds", "Backfill ETA", ["chain"], registry=r
         )
 
-        # -- API latency, RPC errors, price status (fed by api.py and Daemon.refresh_metrics)
+    def _api_metrics(self, r: CollectorRegistry) -> None:
+        """API latency, RPC errors, price status (fed by api.py and the metrics job)."""
         self.api_request_seconds = Histogram(
             "agg_api_request_seconds",
             "API request latency by route template, method and status",
@@ -86,10 +101,6 @@ class Metrics:
             ["asset", "status"],
             registry=r,
         )
-        self._totals: dict[tuple[int, tuple[str, ...]], float] = {}
-        self._pusher_metrics(r)
-        self._volatility_metrics(r)
-        self._cluster_metrics(r)
 
     def _pusher_metrics(self, r: CollectorRegistry) -> None:
         """HealthRegistry pusher (aggregator/push/service.py, docs/pusher.md)."""

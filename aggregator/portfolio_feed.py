@@ -133,31 +133,10 @@ class PortfolioFeed:
         views = self.views.get(addr, [])
         if a is None and not views:
             return None
-        spot: list[SpotLeg] = []
-        if a is not None:
-            book = std.book
-            for r in book.rows_of(a).tolist():
-                q = float(book.r_amount[r])
-                if q == 0:
-                    continue
-                sign = 1.0 if book.r_side[r] == COLLATERAL else -1.0
-                spot.append(
-                    SpotLeg(
-                        addr, book.chains[book.r_chain[r]], book.assets[book.r_asset[r]], sign * q
-                    )
-                )
+        spot = _spot_legs(std, a, addr)
         unmapped: set[str] = set()
-        hp: list[PerpLeg] = []
-        ho: list[OptionLeg] = []
-        cp: list[PerpLeg] = []
-        co: list[OptionLeg] = []
-        for v in views:
-            p, o = self._legs(addr, v.head, v.chain, unmapped)
-            hp += p
-            ho += o
-            p, o = self._legs(addr, v.confirmed, v.chain, unmapped)
-            cp += p
-            co += o
+        hp, ho = self._view_legs(addr, views, unmapped, confirmed=False)
+        cp, co = self._view_legs(addr, views, unmapped, confirmed=True)
         mkt = self.model.market_state(std.market, now)
         head = self.engine.book(spot, hp, ho, accounts=[addr])
         conf = self.engine.book(spot, cp, co, accounts=[addr])
@@ -167,41 +146,34 @@ class PortfolioFeed:
             self.cfg.risk.warn_hf,
         )  # fmt: skip
         g = self.engine.greeks(head, mkt)
-        standard: dict[str, Any] | None = None
-        if a is not None:
-            h = std.standard_health(addr)
-            standard = {
-                "hf": h.hf if math.isfinite(h.hf) else None,
-                "borrowing_power_usd": h.bp,
-                "tier": h.tier,
-                "collateral_usd": h.collateral_usd,
-                "debt_usd": h.debt_usd,
-            }
         row = res.row(0)
         row["hf"] = row["hf"] if math.isfinite(row["hf"]) else None
         return {
             "account": addr,
             "mode": pf.mode,
-            "standard": standard,
+            "standard": None if a is None else _standard_column(std, addr),
             "portfolio": row,
             "var": self._var_column(std, a, now),
             "greeks": {
                 u: {k: float(np.asarray(g[k])[0, i]) for k in ("delta", "gamma", "vega")}
                 for i, u in enumerate(self.engine.underlyings)
             },
-            "derivatives": [
-                {
-                    "chain": v.chain,
-                    "kind": v.kind,
-                    "key": v.key,
-                    "head_size": (v.head.size / FIXED) if v.head else 0.0,
-                    "confirmed_size": (v.confirmed.size / FIXED) if v.confirmed else 0.0,
-                }
-                for v in views
-            ],
+            "derivatives": [_derivative_row(v) for v in views],
             "unmapped": sorted(unmapped),
             "tiers": list(TIERS),
         }
+
+    def _view_legs(
+        self, addr: str, views: Sequence[PositionView], unmapped: set[str], *, confirmed: bool
+    ) -> tuple[list[PerpLeg], list[OptionLeg]]:
+        """The account's perp and option legs in one finality view (head or confirmed)."""
+        perps: list[PerpLeg] = []
+        options: list[OptionLeg] = []
+        for v in views:
+            p, o = self._legs(addr, v.confirmed if confirmed else v.head, v.chain, unmapped)
+            perps += p
+            options += o
+        return perps, options
 
     def _var_column(self, std: RiskEngine, a: int | None, now: float | None) -> dict[str, Any]:
         """The VaR model's figures and contributions (var mode: the model is calibrated
@@ -217,3 +189,41 @@ class PortfolioFeed:
 
 
 __all__ = ["PortfolioFeed"]
+
+
+def _spot_legs(std: RiskEngine, a: int | None, addr: str) -> list[SpotLeg]:
+    """The account's collateral (long) and debt (short) from the standard book."""
+    spot: list[SpotLeg] = []
+    if a is None:
+        return spot
+    book = std.book
+    for r in book.rows_of(a).tolist():
+        q = float(book.r_amount[r])
+        if q == 0:
+            continue
+        sign = 1.0 if book.r_side[r] == COLLATERAL else -1.0
+        spot.append(
+            SpotLeg(addr, book.chains[book.r_chain[r]], book.assets[book.r_asset[r]], sign * q)
+        )
+    return spot
+
+
+def _standard_column(std: RiskEngine, addr: str) -> dict[str, Any]:
+    h = std.standard_health(addr)
+    return {
+        "hf": h.hf if math.isfinite(h.hf) else None,
+        "borrowing_power_usd": h.bp,
+        "tier": h.tier,
+        "collateral_usd": h.collateral_usd,
+        "debt_usd": h.debt_usd,
+    }
+
+
+def _derivative_row(v: PositionView) -> dict[str, Any]:
+    return {
+        "chain": v.chain,
+        "kind": v.kind,
+        "key": v.key,
+        "head_size": (v.head.size / FIXED) if v.head else 0.0,
+        "confirmed_size": (v.confirmed.size / FIXED) if v.confirmed else 0.0,
+    }

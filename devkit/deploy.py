@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import requests
+from eth_typing import ChecksumAddress
 from web3 import Web3
 from web3.exceptions import ContractCustomError
 
@@ -184,15 +185,50 @@ def deploy_chain(
     accounts = w3.eth.accounts
     deployer, keeper = accounts[DEPLOYER], accounts[KEEPER]
     if nonce_offset:
-        current = w3.eth.get_transaction_count(deployer)
-        if current > nonce_offset:
-            raise DeployStepError(
-                f"{chain}: deployer nonce {current} is already past offset {nonce_offset}"
-            )
-        w3.provider.make_request("anvil_setNonce", [deployer, hex(nonce_offset)])  # type: ignore[arg-type]
-
+        _set_nonce(w3, chain, deployer, nonce_offset)
     registry = deploy(w3, "HealthRegistry", sender=deployer)
     vault = deploy(w3, "CollateralVault", registry, max_age_s, sender=deployer)
+    tokens, feeds = _deploy_assets(w3, chain, deployer)
+    _configure(
+        w3,
+        chain,
+        deployer,
+        keeper=keeper,
+        registry=registry,
+        vault=vault,
+        tokens=tokens,
+        feeds=feeds,
+    )
+    for symbol, amount in VAULT_LIQUIDITY.items():
+        _mint(w3, tokens, symbol, vault, amount, chain=chain)
+    for symbol, amount in LIQUIDATOR_FUNDS.items():
+        _mint(w3, tokens, symbol, accounts[LIQUIDATOR], amount, chain=chain)
+    multicall = install_multicall(_provider_url(w3))
+    return ChainDeployment(
+        chain=chain,
+        chain_id=w3.eth.chain_id,
+        registry=registry,
+        vault=vault,
+        multicall=multicall,
+        tokens=tokens,
+        feeds=feeds,
+        deployer=deployer,
+        keeper=keeper,
+        block=w3.eth.block_number,
+    )
+
+
+def _set_nonce(w3: Web3, chain: str, deployer: ChecksumAddress, nonce_offset: int) -> None:
+    current = w3.eth.get_transaction_count(deployer)
+    if current > nonce_offset:
+        raise DeployStepError(
+            f"{chain}: deployer nonce {current} is already past offset {nonce_offset}"
+        )
+    w3.provider.make_request("anvil_setNonce", [deployer, hex(nonce_offset)])  # type: ignore[arg-type]
+
+
+def _deploy_assets(w3: Web3, chain: str, deployer: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Every asset's token (LSTs at their configured rate) and its price feed."""
     tokens: dict[str, str] = {}
     feeds: dict[str, str] = {}
     for spec in ASSETS:
@@ -213,7 +249,21 @@ def deploy_chain(
         feeds[spec.symbol] = deploy(
             w3, "MockV3Aggregator", FEED_DECIMALS, feed_answer(spec.price_usd), sender=deployer
         )
+    return tokens, feeds
 
+
+def _configure(
+    w3: Web3,
+    chain: str,
+    deployer: str,
+    *,
+    keeper: str,
+    registry: str,
+    vault: str,
+    tokens: dict[str, str],
+    feeds: dict[str, str],
+) -> None:
+    """Roles (keeper, vault as consumer) and every asset's collateral/debt settings."""
     reg = contract(w3, "HealthRegistry", registry)
     send(w3, reg.functions.setKeeper(keeper, True), deployer, f"{chain}: setKeeper")
     send(w3, reg.functions.setConsumer(vault, True), deployer, f"{chain}: setConsumer")
@@ -234,23 +284,6 @@ def deploy_chain(
                 deployer,
                 f"{chain}: setDebtAsset {spec.symbol}",
             )
-    for symbol, amount in VAULT_LIQUIDITY.items():
-        _mint(w3, tokens, symbol, vault, amount, chain=chain)
-    for symbol, amount in LIQUIDATOR_FUNDS.items():
-        _mint(w3, tokens, symbol, accounts[LIQUIDATOR], amount, chain=chain)
-    multicall = install_multicall(_provider_url(w3))
-    return ChainDeployment(
-        chain=chain,
-        chain_id=w3.eth.chain_id,
-        registry=registry,
-        vault=vault,
-        multicall=multicall,
-        tokens=tokens,
-        feeds=feeds,
-        deployer=deployer,
-        keeper=keeper,
-        block=w3.eth.block_number,
-    )
 
 
 def _provider_url(w3: Web3) -> str:

@@ -516,18 +516,13 @@ def up(
     raises DevnetError. If any step fails, every node started so far is stopped and the
     state files are removed before the error propagates; the same holds for the exchange.
     """
-    if block_time_s is not None and (not isinstance(block_time_s, int) or block_time_s < 1):
-        # anvil's interval mining takes whole seconds.
-        raise DevnetError(
-            f"block_time_s must be a whole number of seconds >= 1, got {block_time_s!r}"
-        )
+    _check_block_time(block_time_s)
     root = Path(root).resolve()
     paths = DevnetPaths(root)
     _clear_previous(root, paths, replace=replace)
     paths.data_dir.mkdir(parents=True, exist_ok=True)
     step = on_step or (lambda _msg: None)
     nodes: dict[str, NodeState] = {}
-    ex: ExchangeState | None = None
     try:
         deployments = _deploy_independent(paths, nodes, step)
         _fork_alpha(paths, nodes, deployments, step)
@@ -544,21 +539,38 @@ def up(
             block_time_s=block_time_s or 0,
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-        _write_atomic(paths.state_file, json.dumps(state.to_json(), indent=2) + "\n")
-        ex = _start_exchange(paths)
+        _publish(paths, state, step)
+        return state
+    except BaseException:
+        for node in nodes.values():
+            stop_pid(node.pid, node.port)
+        _remove_files(paths)
+        raise
+
+
+def _check_block_time(block_time_s: int | None) -> None:
+    if block_time_s is not None and (not isinstance(block_time_s, int) or block_time_s < 1):
+        # anvil's interval mining takes whole seconds.
+        raise DevnetError(
+            f"block_time_s must be a whole number of seconds >= 1, got {block_time_s!r}"
+        )
+
+
+def _publish(paths: DevnetPaths, state: DevnetState, step: Callable[[str], None]) -> None:
+    """Write state.json, start the exchange (it reads state.json) and wait until it has
+    read the feeds, then write devnet.toml and the final state.json. On any failure the
+    exchange is stopped before the error propagates (up() then stops the nodes)."""
+    _write_atomic(paths.state_file, json.dumps(state.to_json(), indent=2) + "\n")
+    ex = _start_exchange(paths)
+    try:
         _wait_exchange_ready(ex)
         state.exchange = ex
         step(f"exchange price server on {ex.url}")
         _write_atomic(paths.include_file, render_include(state))
         _write_atomic(paths.state_file, json.dumps(state.to_json(), indent=2) + "\n")
         step("state written")
-        return state
     except BaseException:
-        if ex is not None:
-            stop_pid(ex.pid, ex.port, name=EXCHANGE)
-        for node in nodes.values():
-            stop_pid(node.pid, node.port)
-        _remove_files(paths)
+        stop_pid(ex.pid, ex.port, name=EXCHANGE)
         raise
 
 

@@ -16,7 +16,8 @@ from typing import Any
 from aggregator.cluster.lease import Fence
 from aggregator.config import AppConfig, load_secrets
 from aggregator.metrics import Metrics
-from aggregator.push.service import ChainPusher, PushService
+from aggregator.push.chain_pusher import ChainPusher
+from aggregator.push.service import PushService
 from aggregator.risk.engine import RiskEngine
 from aggregator.startup import StartupError
 from aggregator.store import Store

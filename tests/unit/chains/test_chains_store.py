@@ -199,7 +199,7 @@ def test_inlined_effects_of_the_insert_loop_match_vault_event_effects(
     kind: str, pending: bool
 ) -> None:
     """apply_batch inlines VaultEvent.effects() for one-effect events; the two must agree."""
-    from aggregator.store.chain_repo import _SIMPLE_EFFECT
+    from aggregator.store.chain_batches import SIMPLE_EFFECT as _SIMPLE_EFFECT
 
     (eff,) = ev(5, 0, kind, 7).effects()
     pkind, sign, adds_pending = _SIMPLE_EFFECT[kind]

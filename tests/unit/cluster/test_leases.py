@@ -20,6 +20,7 @@ from aggregator.cluster.coordinator import LeaseCoordinator
 from aggregator.cluster.lease import Fence, FencedOut, LeaseStore, end_idle_transactions_after
 from aggregator.store import Store
 from aggregator.store.chain_repo import SqlChainStore
+from aggregator.store.chain_rows import checkpoint_row
 from aggregator.store.push_repo import SqlPushStore
 from chains.pusher.types import TxRecord
 
@@ -129,7 +130,6 @@ async def test_takeover_waits_for_an_in_flight_protected_write(pg: Store) -> Non
     ta = await a.acquire("index:alpha")
     assert ta is not None
     fence = Fence("index:alpha", "a", ta.token)
-    repo = SqlChainStore(pg, fence=fence)
     committed_at: list[float] = []
     in_tx = asyncio.Event()
 
@@ -138,7 +138,7 @@ async def test_takeover_waits_for_an_in_flight_protected_write(pg: Store) -> Non
             await fence.check(s)
             in_tx.set()
             await asyncio.sleep(2.0)  # past the TTL, still inside the transaction
-            row = await repo._checkpoint_row(s, "alpha")
+            row = await checkpoint_row(s, "alpha")
             row.log_range = 42
         committed_at.append(time.monotonic())
 
@@ -174,7 +174,6 @@ async def test_a_holder_paused_inside_a_protected_write_does_not_hold_the_lease(
         ta = await a.acquire("index:alpha")
         assert ta is not None
         fence = Fence("index:alpha", "a", ta.token)
-        repo = SqlChainStore(paused, fence=fence)
         in_tx = asyncio.Event()
         wake = asyncio.Event()
 
@@ -183,7 +182,7 @@ async def test_a_holder_paused_inside_a_protected_write_does_not_hold_the_lease(
                 await fence.check(s)
                 in_tx.set()
                 await wake.wait()
-                row = await repo._checkpoint_row(s, "alpha")
+                row = await checkpoint_row(s, "alpha")
                 row.log_range = 999
 
         writer = asyncio.create_task(write_then_pause())

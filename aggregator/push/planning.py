@@ -1,0 +1,78 @@
+"""Which accounts of the book need a push on one chain: pure, no I/O.
+
+The ledger's figures (read through `LedgerView`) against what is on chain
+(`OnchainArrays`) and what is in flight (the sender's open records):
+
+- one vectorised pass finds the candidates; the per-account rules (`plan_chain` in
+  controller.py) run only for those and for every account with an entry in flight
+  (whose baseline is that entry, not what is on chain);
+- a degraded account (a price not `ok`) never gets more credit than what is on chain
+  now (after the vault's consumption);
+- an account holding an asset without any price gets no push at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from aggregator.push.controller import (
+    Desired,
+    OnchainArrays,
+    Planned,
+    TriggerRules,
+    candidates,
+    hf_fixed_array,
+    plan_chain,
+)
+from aggregator.risk.view import LedgerView
+from chains.registry_codec import RegistryEntry
+
+
+def plan_accounts(
+    ledger: LedgerView,
+    chain: str,
+    *,
+    base: OnchainArrays,
+    onchain: Mapping[str, RegistryEntry | None],
+    chain_ts: int,
+    inflight: dict[str, RegistryEntry],
+    rules: TriggerRules,
+) -> list[Planned]:
+    """The trigger rules for every account of the book: one vectorised pass over the
+    engine's arrays finds the accounts that may need a push (against what is on
+    chain), the per-account rules (plan_chain) run for those and for every account
+    with an entry in flight (whose baseline is that entry)."""
+    n = ledger.n_accounts
+    hf = hf_fixed_array(ledger.hf_array(n))
+    tier = ledger.tier_array(n).astype(np.int64)
+    credit = ledger.credit_array(chain, n).astype(np.int64)
+    # Degraded prices: credit may go down, never up. What is on chain (after the
+    # vault consumed some) is the ceiling, not the ledger's last value.
+    cap = ledger.degraded_array(n) & base.present[:n]
+    credit = np.where(cap, np.minimum(credit, base.credit[:n]), credit)
+    has_debt = np.isfinite(ledger.hf_array(n))
+    idx = candidates(
+        base, credit=credit, hf=hf, tier=tier, has_debt=has_debt, chain_ts=chain_ts, rules=rules
+    )
+    # An asset without any price counts as zero in these figures (a debt of it
+    # would inflate HF and credit): push nothing for its holders; their entries
+    # age and the vault fails closed.
+    unpriced = ledger.unpriced_array(n)
+    if unpriced.any():
+        idx = idx[~unpriced[idx]]
+    addresses = ledger.addresses
+    picked = {addresses[i]: int(i) for i in idx.tolist()}
+    index = ledger.account_index
+    for a in inflight:
+        i = index.get(a)
+        if i is not None and i < n and not unpriced[i]:
+            picked[a] = i
+    desired = [
+        Desired(a, int(credit[i]), int(hf[i]), int(tier[i]), bool(has_debt[i]))
+        for a, i in picked.items()
+    ]
+    baseline = {a: inflight.get(a, onchain.get(a)) for a in picked}
+    empty = {a: onchain.get(a) is None for a in picked}
+    return plan_chain(desired, baseline, chain_ts, rules, empty)
