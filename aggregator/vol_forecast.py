@@ -50,7 +50,9 @@ class OkPriceHistory(Protocol):
 class AssetFit:
     forecast: Forecast
     stats: LookbackStats | None
-    fitted_at: float
+    # When the forecast in use was fitted; None when the fit fell back to EWMA (so an
+    # account's view does not change with the time of a failed attempt).
+    fitted_at: float | None
 
 
 def fit_assets(
@@ -121,7 +123,7 @@ class VolatilityForecaster:
         for asset in self.symbols:
             short = (Forecast.fallback(self.settings.model, "short_history", 0), None)
             fc, stats = results.get(asset, short)
-            self._record(asset, AssetFit(fc, stats, now))
+            self._record(asset, AssetFit(fc, stats, None if fc.sigma is None else now))
 
     def _daily_closes(
         self, points: Sequence[PricePoint], since: float

@@ -652,6 +652,17 @@ async def _snapshot(d: Daemon) -> dict[str, Any]:
     return out
 
 
+async def _nothing_pending(d: Daemon) -> bool:
+    """Every indexed position confirmed (head == confirmed): the chain state a snapshot
+    sees no longer moves with the next blocks."""
+    _, page = await aget(d, "/v1/accounts?limit=1000")
+    for a in page["accounts"]:
+        _, view = await aget(d, f"/v1/accounts/{a['account']}")
+        if reported_positions(view, "head") != reported_positions(view, "confirmed"):
+            return False
+    return True
+
+
 async def test_sigterm_and_restart_from_the_store_serve_identical_accounts(
     devnet: manager.DevnetState, devnet_cfg: AppConfig, store: Store
 ) -> None:
@@ -662,6 +673,10 @@ async def test_sigterm_and_restart_from_the_store_serve_identical_accounts(
     await asyncio.wait_for(first.start(), 90)
     try:
         await wait_ready(first)
+        # A deposit confirmed between the two snapshots is the chain moving, not a
+        # difference the restart made (a fast devnet start took the first snapshot with
+        # the seeded deposits still unconfirmed).
+        await wait_until(lambda: _nothing_pending(first), 90, "seeded deposits confirmed")
         # Only our own refreshes: a scheduled one between two reads is not a difference.
         first.jobs.scheduler.pause()
         before = await _snapshot(first)

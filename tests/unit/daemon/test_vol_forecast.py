@@ -114,6 +114,8 @@ async def test_short_history_keeps_ewma_logs_and_shows_the_reason(
     assert f.apply({"WETH": 0.03}, NOW) == {"WETH": 0.03}
     view = f.view("WETH")
     assert view is not None and view["fallback_reason"] == "short_history"
+    # No fit in use: nothing to date (an account view must not move with the attempt).
+    assert view["fitted_at"] is None
     assert view["forecast"] is None and view["used"] == 0.03 and view["source"] == "ewma"
     assert gauge(f, "agg_volatility_fallback", asset="WETH", reason="short_history") == 1
 
