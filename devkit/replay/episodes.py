@@ -129,6 +129,19 @@ class EpisodePath:
             dict(self.held),
         )
 
+    def every(self, k: int) -> EpisodePath:
+        """Every k-th hour (k hours of market per replay step)."""
+        if k == 1:
+            return self
+        return EpisodePath(
+            self.name,
+            self.times[::k],
+            {s: v[::k] for s, v in self.prices.items()},
+            dict(self.rates),
+            dict(self.sources),
+            dict(self.held),
+        )
+
     def at(self, i: int) -> dict[str, float]:
         return {k: float(v[i]) for k, v in self.prices.items()}
 
