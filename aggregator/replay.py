@@ -1,8 +1,9 @@
 """`aggregator replay --episode NAME` (and `aggregator demo --replay NAME`): a real crash
 through the devnet and the unmodified daemon, then the report (docs/replay.md).
 
-Order: the episode path and the config first (a missing file, a gap or a bad config
-fails before any process starts); then the devnet (the running one, or `up`), every
+Order: the episode path first (a missing file or a gap fails before any process
+starts); then the devnet (the running one, or `up`) and the config (it includes the
+devnet's addresses); every
 feed and LST rate moved to the episode's first hour, the generated book seeded at those
 prices, the liquidator funded, the daemon started in-process; then one step per
 block: the feeds of every indexed chain set to the step's prices (the exchange server
@@ -182,8 +183,7 @@ async def _prepare(
 async def run(root: Path, config_path: str | None, opts: ReplayOptions) -> int:
     try:
         path = _path(opts)
-        cfg = _with_mode(load_config(config_path or root / "config.toml"), opts.mode)
-    except (episodes.EpisodeError, ConfigError) as exc:
+    except episodes.EpisodeError as exc:
         print(f"replay: {exc}")
         return 2
     started = not manager.status(root).get("running")
@@ -196,6 +196,12 @@ async def run(root: Path, config_path: str | None, opts: ReplayOptions) -> int:
     daemon: Daemon | None = None
     t_start = time.monotonic()
     try:
+        try:
+            # After `up`: config.toml includes the devnet's generated addresses.
+            cfg = _with_mode(load_config(config_path or root / "config.toml"), opts.mode)
+        except ConfigError as exc:
+            print(f"replay: {exc}")
+            return 2
         book, seeded = await _prepare(opts, path, state)
         if not os.environ.get("AGG_KEEPER_KEY") and cfg.pusher.keystore_path is None:
             os.environ["AGG_KEEPER_KEY"] = DEV_KEYS[KEEPER]

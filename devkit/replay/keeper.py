@@ -235,7 +235,8 @@ class Keeper:
             pending = still
             if pending:
                 await asyncio.sleep(0.2)
-        self.stats.failures["unmined"] += len(pending)
+        if pending:
+            self.stats.failures["unmined"] += len(pending)
 
 
 def _record(step: int, a: Attempt, h: str, receipt: dict[str, Any]) -> Liquidation:
