@@ -45,6 +45,37 @@ def _eth_call(to: str, data: bytes) -> tuple[str, list[Any]]:
     return "eth_call", [{"to": to, "data": "0x" + data.hex()}, "latest"]
 
 
+def _feed_prices(s: requests.Session, state: DevnetState, chain: str) -> dict[str, float]:
+    dep = state.deployments[chain]
+    rounds = _batch(
+        s, state.url(chain), [_eth_call(dep.feeds[a.symbol], SEL_ROUND) for a in ASSETS]
+    )
+    out = {}
+    for a, r in zip(ASSETS, rounds, strict=True):
+        answer = decode(["uint80", "int256", "uint256", "uint256", "uint80"], bytes.fromhex(r[2:]))
+        out[a.symbol] = answer[1] / 10**FEED_DECIMALS
+    return out
+
+
+def feed_prices(state: DevnetState) -> dict[str, dict[str, float]]:
+    """chain -> asset -> the feed's current answer in USD."""
+    with requests.Session() as s:
+        return {c: _feed_prices(s, state, c) for c in INDEXED_CHAINS}
+
+
+def liquidated_events(state: DevnetState) -> int:
+    """`Liquidated` events on every indexed vault, from genesis."""
+    from devkit.replay.keeper import LIQUIDATED_TOPIC
+
+    n = 0
+    with requests.Session() as s:
+        for c in INDEXED_CHAINS:
+            flt = {"address": state.deployments[c].vault, "topics": [LIQUIDATED_TOPIC],
+                   "fromBlock": "0x0"}  # fmt: skip
+            n += len(_batch(s, state.url(c), [("eth_getLogs", [flt])])[0])
+    return n
+
+
 def positions_usd(state: DevnetState, accounts: Iterable[str]) -> dict[str, tuple[float, float]]:
     """account -> (collateral USD, debt USD) summed over the indexed chains."""
     accounts = list(accounts)
@@ -52,12 +83,7 @@ def positions_usd(state: DevnetState, accounts: Iterable[str]) -> dict[str, tupl
     with requests.Session() as s:
         for chain in INDEXED_CHAINS:
             dep, url = state.deployments[chain], state.url(chain)
-            rounds = _batch(s, url, [_eth_call(dep.feeds[a.symbol], SEL_ROUND) for a in ASSETS])
-            price = {
-                a.symbol: decode(["uint80", "int256", "uint256", "uint256", "uint80"],
-                                 bytes.fromhex(r[2:]))[1] / 10**FEED_DECIMALS
-                for a, r in zip(ASSETS, rounds, strict=True)
-            }  # fmt: skip
+            price = _feed_prices(s, state, chain)
             calls = [
                 _eth_call(dep.vault, sel + encode(["address", "address"], [acc, tok]))
                 for acc in accounts
