@@ -64,6 +64,7 @@ SEL_BORROW = function_signature_to_4byte_selector("borrow(address,uint256)")
 SEL_UPDATE = function_signature_to_4byte_selector("update(bytes)")
 GAS = {"mint": 120_000, "approve": 80_000, "deposit": 150_000, "borrow": 250_000}
 RPC_CHUNK = 500
+SEED_GAS_PRICE_WEI = 200 * 10**9
 MAX_UINT = 2**256 - 1
 
 
@@ -203,6 +204,9 @@ class _Chain:
                 "to": to,
                 "data": "0x" + data.hex(),
                 "gas": hex(gas),
+                # Fixed and high: full seeding blocks raise the base fee, and a tx priced
+                # at the base fee of its send time would then wait in the pool forever.
+                "gasPrice": hex(SEED_GAS_PRICE_WEI),
                 "nonce": hex(self.nonce(sender)),
             }
             calls.append(("eth_sendTransaction", [tx]))
@@ -284,7 +288,10 @@ def _push_credit(
 ) -> None:
     """Bootstrap credit for the borrows (the daemon's first push supersedes it)."""
     block = c.batch([("eth_getBlockByNumber", ["latest", False])])[0]
-    as_of = int(block["timestamp"], 16)
+    # Older than anything the daemon will push: evm_mine runs chain time ahead of the
+    # wall clock the daemon stamps its entries with, and the registry skips an entry not
+    # newer than the stored one, so a chain-time as_of would shadow the daemon's pushes.
+    as_of = min(int(block["timestamp"], 16), int(time.time())) - 30
     credit: dict[str, float] = {}
     for a, p in debts:
         credit[a.address] = credit.get(a.address, 0.0) + p.amount * prices[p.symbol] * 1.05 + 1
