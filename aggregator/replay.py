@@ -36,6 +36,8 @@ from devkit.simulator import SET_RATE, UPDATE_ANSWER, _update_chain
 
 log = logging.getLogger("aggregator.replay")
 WARMUP_S = 90.0
+# Generous next to a push's latency (a pusher cycle, `pusher.interval_s`, plus a block).
+DRAIN_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -117,12 +119,31 @@ def _thresholds(cfg: AppConfig) -> tuple[dict[str, float], list[tuple[frozenset[
     return lt, groups
 
 
-async def _warm_up(daemon: Daemon, book: list[population.Account], stop: asyncio.Event) -> None:
-    """Until the daemon rates every book account (indexed, priced, pushed once)."""
+async def _chains(api_url: str) -> list[dict[str, Any]]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(api_url + "/v1/chains", timeout=aiohttp.ClientTimeout(10)) as r,
+    ):
+        body: dict[str, Any] = await r.json()
+        return list(body["chains"])
+
+
+async def _warm_up(
+    daemon: Daemon, book: list[population.Account], api_url: str, stop: asyncio.Event
+) -> None:
+    """Until the daemon rates every book account and every chain's pusher has run a
+    cycle. A fatal chain fails at once: its pusher never pushes, so the vaults would
+    refuse every liquidation while the API still rates accounts from the stored book
+    (e.g. a store left by another devnet: its blocks look like a deep reorg)."""
     want = {a.address for a in book}
     deadline = time.monotonic() + WARMUP_S
     while not stop.is_set() and time.monotonic() < deadline:
-        if want <= set(_ratings(daemon)):
+        chains = await _chains(api_url)
+        fatal = [f"{c['chain']}: {c['fatal_reason']}" for c in chains if c.get("fatal")]
+        if fatal:
+            raise RuntimeError("daemon stopped indexing: " + "; ".join(fatal))
+        pushing = all(c["pusher"] is None or c["pusher"]["cycles"] > 0 for c in chains)
+        if pushing and want <= set(_ratings(daemon)):
             return
         await asyncio.sleep(1.0)
     if not stop.is_set():
@@ -159,7 +180,19 @@ async def _steps(
             if rest > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), rest)
+        await _drain(k, len(path), stop)
         return k.stats
+
+
+async def _drain(k: keeper.Keeper, step: int, stop: asyncio.Event) -> None:
+    """After the last step, keeper rounds (feeds held) while an account the daemon rates
+    liquidatable waits for its registry entry: a crash at the slice's end is liquidated
+    once the pusher's update is mined, not dropped. Bounded by `DRAIN_S`."""
+    deadline = time.monotonic() + DRAIN_S
+    while k.waiting and not stop.is_set() and time.monotonic() < deadline:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+        await k.round(step)
 
 
 async def _prepare(
@@ -211,11 +244,11 @@ async def run(root: Path, config_path: str | None, opts: ReplayOptions) -> int:
         except StartupError as exc:
             print(f"daemon refused to start: {exc}")
             return 1
-        await _warm_up(daemon, book, stop)
+        api_url = f"http://{cfg.api.host}:{port}"
+        await _warm_up(daemon, book, api_url, stop)
         since = await asyncio.to_thread(chainread.heads, state)
         lt, groups = _thresholds(cfg)
         rec = report.Recorder(book, lt, groups, opts.false_window_h // opts.hours_per_block)
-        api_url = f"http://{cfg.api.host}:{port}"
         t_steps = time.monotonic()
         stats = await _steps(
             opts=opts, path=path, state=state, daemon=daemon, api_url=api_url, rec=rec, stop=stop

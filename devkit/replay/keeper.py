@@ -9,10 +9,18 @@ plan repays the debt of the chain with the most debt that also holds collateral.
 vault pays the collateral's bonus and checks a fresh tier >= 2 entry; the close factor
 is the daemon's (the vault does not enforce it, docs/contracts.md).
 
+The daemon's API rates an account as soon as it recomputes; the vault acts on that
+chain's HealthRegistry entry, which the pusher updates a cycle or more later. So the
+keeper reads the entry the vault will check (`entryOf`, the vault's `maxAge`, the head's
+timestamp) and attempts only when it allows a liquidation (`registry_allows`, the
+vault's own rule); otherwise the account waits for a later round (`waits`, not a
+failure).
+
 Invariants:
+- No attempt on an entry the vault would refuse (not fresh, tier < 2): that is a wait,
+  counted in `waits` by its reason, and the account is retried every round.
 - Every attempt is simulated first (eth_call); a revert is a failure counted by the
-  custom error's name (e.g. `NotLiquidatable` when the daemon has not pushed the tier
-  yet), never sent. A sent transaction that reverts counts as `reverted`.
+  custom error's name, never sent. A sent transaction that reverts counts as `reverted`.
 - An account is attempted at most once per round; what was repaid and seized comes
   from the receipt's `Liquidated` event, not from the request.
 """
@@ -30,6 +38,7 @@ from eth_abi import decode, encode
 from eth_utils import function_signature_to_4byte_selector, keccak
 
 from chains.contracts import decode_error
+from chains.registry_codec import RegistryEntry, is_empty_slot, unpack_slot
 from devkit.anvil import rpc_call
 from devkit.deploy import ASSET_BY_SYMBOL
 from devkit.manager import INDEXED_CHAINS, DevnetState
@@ -37,6 +46,9 @@ from devkit.manager import INDEXED_CHAINS, DevnetState
 SEL_LIQUIDATE = function_signature_to_4byte_selector("liquidate(address,address,uint256,address)")
 SEL_APPROVE = function_signature_to_4byte_selector("approve(address,uint256)")
 SEL_MINT = function_signature_to_4byte_selector("mint(address,uint256)")
+SEL_ENTRY_OF = function_signature_to_4byte_selector("entryOf(address)")
+SEL_MAX_AGE = function_signature_to_4byte_selector("maxAge()")
+LIQUIDATABLE_TIER = 2  # the vault's `tier < 2` refusal (CollateralVault.liquidate)
 LIQUIDATED_TOPIC = (
     "0x" + keccak(b"Liquidated(address,address,address,uint256,address,uint256)").hex()
 )
@@ -66,6 +78,8 @@ class KeeperStats:
     rounds: int = 0
     liquidations: list[Liquidation] = field(default_factory=list)
     failures: Counter[str] = field(default_factory=Counter)
+    # Rounds an account waited for its registry entry (reason -> count): not failures.
+    waits: Counter[str] = field(default_factory=Counter)
 
     @property
     def usd(self) -> float:
@@ -143,11 +157,28 @@ def choose(view: dict[str, Any]) -> Attempt | str:
     return Attempt(view["account"], chain, d["asset"], repay, collateral, price)
 
 
+def registry_allows(entry: RegistryEntry | None, chain_ts: int, max_age: int) -> str | None:
+    """None when the vault would let this entry be liquidated at `chain_ts`, else why not.
+
+    The vault's rule (docs/contracts.md): fresh (`asOf <= now`, `now - asOf <= maxAge`)
+    and tier >= 2."""
+    if entry is None:
+        return "registry_empty"
+    if entry.as_of > chain_ts or chain_ts - entry.as_of > max_age:
+        return "registry_stale"
+    if entry.tier < LIQUIDATABLE_TIER:
+        return "registry_tier"
+    return None
+
+
 class Keeper:
     def __init__(self, state: DevnetState, api_url: str, session: aiohttp.ClientSession) -> None:
         self.state, self.api, self.session = state, api_url.rstrip("/"), session
         self.liquidator = state.accounts["liquidator"]
         self.stats = KeeperStats()
+        # Accounts whose last round found the registry not (yet) allowing a liquidation.
+        self.waiting: set[str] = set()
+        self._max_age: dict[str, int] = {}
 
     async def _get(self, path: str) -> Any:
         async with self.session.get(self.api + path, timeout=aiohttp.ClientTimeout(10)) as r:
@@ -183,6 +214,7 @@ class Keeper:
             self.stats.failures[f"api: {type(exc).__name__}"] += 1
             return
         sent: list[tuple[Attempt, str]] = []
+        waiting: set[str] = set()
         for account in accounts:
             try:
                 view = await self._get(f"/v1/accounts/{account}")
@@ -193,10 +225,44 @@ class Keeper:
             if isinstance(attempt, str):
                 self.stats.failures[attempt] += 1
                 continue
+            try:
+                why = await self._registry_says(attempt)
+            except (aiohttp.ClientError, RuntimeError, TimeoutError, ValueError):
+                self.stats.failures["registry_read"] += 1
+                continue
+            if why is not None:
+                self.stats.waits[why] += 1
+                waiting.add(account)
+                continue
             h = await self._try(attempt)
             if h is not None:
                 sent.append((attempt, h))
+        self.waiting = waiting
         await self._settle(step, sent)
+
+    async def _call(self, chain: str, to: str, data: bytes) -> bytes:
+        answer = await self._rpc(
+            chain, "eth_call", [{"to": to, "data": "0x" + data.hex()}, "latest"]
+        )
+        if "error" in answer:
+            raise RuntimeError(f"eth_call on {chain}: {answer['error']}")
+        return bytes.fromhex(str(answer["result"])[2:])
+
+    async def _registry_says(self, a: Attempt) -> str | None:
+        """What the vault on the attempt's chain would say of its registry entry now."""
+        dep = self.state.deployments[a.chain]
+        if a.chain not in self._max_age:
+            self._max_age[a.chain] = int.from_bytes(
+                await self._call(a.chain, dep.vault, SEL_MAX_AGE)
+            )
+        slot = int.from_bytes(
+            await self._call(a.chain, dep.registry, SEL_ENTRY_OF + encode(["address"], [a.account]))
+        )
+        head = (await self._rpc(a.chain, "eth_getBlockByNumber", ["latest", False])).get("result")
+        if not isinstance(head, dict):
+            raise RuntimeError(f"no head block on {a.chain}")
+        entry = None if is_empty_slot(slot) else unpack_slot(slot)
+        return registry_allows(entry, int(head["timestamp"], 16), self._max_age[a.chain])
 
     async def _try(self, a: Attempt) -> str | None:
         dep = self.state.deployments[a.chain]

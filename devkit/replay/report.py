@@ -179,6 +179,7 @@ def build_report(
             "usd": round(sum(x.repaid_usd for x in mine), 2),
             "all_accounts_count": len(keeper.liquidations),
             "failures": dict(keeper.failures),
+            "registry_waits": dict(keeper.waits),
         },
         "bad_debt_usd": round(bad_debt_usd, 2),
         "negative_equity_accounts_end": negative_accounts,
@@ -194,6 +195,7 @@ def build_report(
 def render(rep: dict[str, Any]) -> str:
     liq, m = rep["liquidations"], rep["margin"]
     failures = ", ".join(f"{k} {v}" for k, v in liq["failures"].items()) or "-"
+    waits = ", ".join(f"{k} {v}" for k, v in liq.get("registry_waits", {}).items()) or "-"
     rows: list[tuple[str, Any]] = [
         ("episode / mode", f"{rep['episode']} / {rep['mode']}"),
         ("accounts (book)", rep["accounts"]),
@@ -201,6 +203,7 @@ def render(rep: dict[str, Any]) -> str:
         ("liquidations (count)", liq["count"]),
         ("liquidations (USD repaid)", f"{liq['usd']:,.0f}"),
         ("keeper failures", failures),
+        ("keeper waits for the registry (rounds)", waits),
         ("bad debt (USD)", f"{rep['bad_debt_usd']:,.0f}"),
         ("healthy -> negative equity", rep["healthy_to_negative_equity"]),
         (f"false liquidations ({rep['false_window_h']} h)", rep["false_liquidations"]),

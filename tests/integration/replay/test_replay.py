@@ -20,8 +20,14 @@ REPO = Path(__file__).resolve().parents[3]
 
 @pytest.mark.timeout(240)
 async def test_short_replay(tmp_path: Path) -> None:
+    # The store under tmp_path (the repo's URL is relative to the working directory): a
+    # store left by an earlier devnet makes the new chains look like a deep reorg.
+    store = f'url = "sqlite+aiosqlite:///{tmp_path}/data/devnet/aggregator.db"'
     (tmp_path / "config.toml").write_text(
-        (REPO / "config.toml").read_text().replace("port = 8780", "port = 0")
+        (REPO / "config.toml")
+        .read_text()
+        .replace("port = 8780", "port = 0")
+        .replace('url = "sqlite+aiosqlite:///./data/devnet/aggregator.db"', store)
     )
     shutil.copytree(REPO / "history", tmp_path / "history")
     state = manager.up(tmp_path)
