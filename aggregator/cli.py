@@ -1,4 +1,4 @@
-"""`aggregator` command line: run, demo, devnet, account, chains, prices, db, config."""
+"""`aggregator` command line: run, demo, replay, devnet, account, chains, prices, db, config."""
 
 from __future__ import annotations
 
@@ -134,9 +134,41 @@ def cmd_devnet(args: argparse.Namespace) -> int:
     return 0 if status.get("running") else 1
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    if _devkit_missing("replay"):
+        return 1
+    from aggregator.replay import ReplayOptions, run_replay
+
+    opts = ReplayOptions(
+        episode=args.episode if args.cmd == "replay" else args.replay,
+        hours_per_block=args.hours_per_block,
+        block_interval_s=args.block_interval,
+        accounts=args.accounts,
+        seed=args.seed,
+        out_dir=Path(args.out),
+        start_hour=args.start_hour,
+        hours=args.hours,
+        mode=args.mode,
+    )
+    return run_replay(_root(), args.config, opts)
+
+
+def _replay_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hours-per-block", type=int, default=1, help="market hours per step")
+    p.add_argument("--block-interval", type=float, default=1.0, help="seconds per step")
+    p.add_argument("--accounts", type=int, default=2000, help="generated book size")
+    p.add_argument("--seed", type=int, default=7, help="population seed")
+    p.add_argument("--out", default="docs/replay", help="report JSON and chart directory")
+    p.add_argument("--start-hour", type=int, default=0, help="skip this many episode hours")
+    p.add_argument("--hours", type=int, default=None, help="replay only this many hours")
+    p.add_argument("--mode", default=None, help="margin model ([portfolio] mode)")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     if _devkit_missing("demo"):
         return 1
+    if args.replay:
+        return cmd_replay(args)
     from aggregator.demo import run_demo
 
     return run_demo(_root(), config_path=args.config, duration_s=args.duration)
@@ -234,7 +266,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="devnet + market simulator + daemon, until Ctrl-C")
     demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    demo.add_argument("--replay", default=None, metavar="EPISODE", help="replay an episode")
+    _replay_options(demo)
     demo.set_defaults(func=cmd_demo)
+
+    replay = sub.add_parser("replay", help="a real crash through the devnet and the daemon")
+    replay.add_argument("--episode", required=True, help="2020-03, 2022-06, 2022-11, 2023-03")
+    _replay_options(replay)
+    replay.set_defaults(func=cmd_replay)
 
     devnet = sub.add_parser("devnet", help="local multi-chain devnet")
     devnet.add_argument("action", choices=["up", "down", "status"])

@@ -1,0 +1,321 @@
+"""A generated book of accounts for the replay: seeded, reproducible, realistic shapes.
+
+    book = generate(3000, seed=7, prices=path.at(0))
+    stats = seed_population(state, book)          # on the running devnet's vaults
+
+Shapes (SHAPES, weights): ETH loops (WETH against WETH debt, e-mode) and LST loops
+(wstETH / rETH against WETH debt) at high LTV, BTC-collateral stablecoin borrowers,
+ETH-collateral stablecoin borrowers, and plain depositors. Each account's notional is
+log-normal; its utilisation is a share of the collateral's configured LTV (the
+e-mode group's for the loops). Collateral sits on one chain; one borrower in ten
+borrows on another chain (cross-chain credit, as the demo's account 4).
+
+Invariants:
+- `generate` is a pure function of (n, seed, prices, chains): same inputs, same book,
+  addresses included (keccak of the seed and the index, no key behind them).
+- Amounts are exact raw token units, so what the vault holds equals the book.
+- Seeding impersonates the generated addresses (anvil_autoImpersonateAccount); every
+  phase (mint/approve, deposit, credit push, borrow) is sent in JSON-RPC batches with
+  explicit nonces, mined with evm_mine, and every receipt must succeed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import requests
+from eth_abi import encode
+from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_address
+
+from chains.registry_codec import RegistryEntry, hf_to_fixed, pack_batch, usd_to_credit
+from devkit.deploy import ASSET_BY_SYMBOL, ChainDeployment
+from devkit.manager import INDEXED_CHAINS, DevnetState
+
+Side = Literal["collateral", "debt"]
+SHAPES: dict[str, float] = {
+    "eth_loop": 0.10,
+    "lst_loop": 0.20,
+    "btc_stable": 0.20,
+    "eth_stable": 0.25,
+    "depositor": 0.25,
+}
+# LTV the shape borrows against (config.toml: e-mode group "eth" 0.90, WBTC 0.70, WETH 0.80).
+SHAPE_LTV = {"eth_loop": 0.90, "lst_loop": 0.90, "btc_stable": 0.70, "eth_stable": 0.80}
+UTIL_RANGE = {
+    "eth_loop": (0.80, 0.97),
+    "lst_loop": (0.80, 0.97),
+    "btc_stable": (0.40, 0.95),
+    "eth_stable": (0.40, 0.95),
+}
+CROSS_CHAIN_SHARE = 0.1
+NOTIONAL_MEDIAN_USD = 20_000.0
+NOTIONAL_SIGMA = 1.0
+NOTIONAL_BOUNDS = (500.0, 2_000_000.0)
+
+SEL_MINT = function_signature_to_4byte_selector("mint(address,uint256)")
+SEL_APPROVE = function_signature_to_4byte_selector("approve(address,uint256)")
+SEL_DEPOSIT = function_signature_to_4byte_selector("deposit(address,uint256)")
+SEL_BORROW = function_signature_to_4byte_selector("borrow(address,uint256)")
+SEL_UPDATE = function_signature_to_4byte_selector("update(bytes)")
+GAS = {"mint": 120_000, "approve": 80_000, "deposit": 150_000, "borrow": 250_000}
+RPC_CHUNK = 500
+SEED_GAS_PRICE_WEI = 200 * 10**9
+MAX_UINT = 2**256 - 1
+
+
+class SeedError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Position:
+    chain: str
+    symbol: str
+    side: Side
+    raw: int  # token units
+
+    @property
+    def amount(self) -> float:
+        return self.raw / 10 ** ASSET_BY_SYMBOL[self.symbol].decimals
+
+
+@dataclass(frozen=True)
+class Account:
+    address: str
+    shape: str
+    positions: tuple[Position, ...]
+
+
+def _address(seed: int, i: int) -> str:
+    return to_checksum_address(keccak(f"replay-population:{seed}:{i}".encode())[-20:])
+
+
+def _raw(usd: float, symbol: str, prices: Mapping[str, float]) -> int:
+    d = ASSET_BY_SYMBOL[symbol].decimals
+    return max(1, int(usd / prices[symbol] * 10**d))
+
+
+def _legs(shape: str, rng: np.random.Generator) -> tuple[str, str | None]:
+    """(collateral asset, debt asset or None) of one account of `shape`."""
+    if shape == "eth_loop":
+        return "WETH", "WETH"
+    if shape == "lst_loop":
+        return ("wstETH" if rng.random() < 0.7 else "rETH"), "WETH"
+    if shape == "btc_stable":
+        return "WBTC", "USDC"
+    if shape == "eth_stable":
+        return "WETH", "USDC"
+    return str(rng.choice(["USDC", "WETH", "WBTC", "wstETH"])), None
+
+
+def generate(
+    n: int,
+    seed: int,
+    prices: Mapping[str, float],
+    chains: tuple[str, ...] = INDEXED_CHAINS,
+) -> list[Account]:
+    """`n` accounts with the shapes' weights, sized at `prices` (USD per asset)."""
+    if n < 0:
+        raise ValueError(f"population size must be >= 0, got {n}")
+    rng = np.random.default_rng(seed)
+    names = list(SHAPES)
+    weights = np.array([SHAPES[s] for s in names])
+    out: list[Account] = []
+    for i in range(n):
+        shape = str(rng.choice(names, p=weights / weights.sum()))
+        notional = float(
+            np.clip(
+                NOTIONAL_MEDIAN_USD * math.exp(NOTIONAL_SIGMA * rng.standard_normal()),
+                *NOTIONAL_BOUNDS,
+            )
+        )
+        coll, debt = _legs(shape, rng)
+        c_chain = str(rng.choice(chains))
+        positions = [Position(c_chain, coll, "collateral", _raw(notional, coll, prices))]
+        if debt is not None:
+            util = float(rng.uniform(*UTIL_RANGE[shape]))
+            d_chain = c_chain
+            if len(chains) > 1 and rng.random() < CROSS_CHAIN_SHARE:
+                d_chain = str(rng.choice([c for c in chains if c != c_chain]))
+            debt_usd = notional * SHAPE_LTV[shape] * util
+            positions.append(Position(d_chain, debt, "debt", _raw(debt_usd, debt, prices)))
+        out.append(Account(_address(seed, i), shape, tuple(positions)))
+    return out
+
+
+# -- seeding on the devnet ---------------------------------------------------------
+
+
+@dataclass
+class SeedStats:
+    accounts: int = 0
+    transactions: int = 0
+    blocks: int = 0
+    seconds: float = 0.0
+    per_chain_s: dict[str, float] = field(default_factory=dict)
+
+
+class _Chain:
+    """One chain's batched sender: explicit nonces, evm_mine, receipts checked."""
+
+    def __init__(self, url: str, dep: ChainDeployment) -> None:
+        self.url, self.dep = url, dep
+        self.session = requests.Session()
+        self.nonces: dict[str, int] = {}
+        self.pending: list[tuple[str, str]] = []  # (hash, what)
+        self.sent = 0
+        self.blocks = 0
+
+    def batch(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
+        out: list[Any] = []
+        for k in range(0, len(calls), RPC_CHUNK):
+            chunk = calls[k : k + RPC_CHUNK]
+            body: Any = [
+                {"jsonrpc": "2.0", "id": j, "method": m, "params": p}
+                for j, (m, p) in enumerate(chunk)
+            ]
+            answers = self.session.post(self.url, json=body, timeout=120).json()
+            answers.sort(key=lambda a: a["id"])
+            for (m, _), a in zip(chunk, answers, strict=True):
+                if "error" in a:
+                    raise SeedError(f"{self.dep.chain}: {m}: {a['error']}")
+                out.append(a.get("result"))
+        return out
+
+    def nonce(self, sender: str) -> int:
+        if sender not in self.nonces:
+            got = self.batch([("eth_getTransactionCount", [sender, "pending"])])[0]
+            self.nonces[sender] = int(got, 16)
+        n = self.nonces[sender]
+        self.nonces[sender] = n + 1
+        return n
+
+    def send(self, txs: list[tuple[str, str, bytes, int, str]]) -> None:
+        """(sender, to, data, gas, what) each; nonces assigned here, in list order."""
+        calls = []
+        for sender, to, data, gas, _ in txs:
+            tx = {
+                "from": sender,
+                "to": to,
+                "data": "0x" + data.hex(),
+                "gas": hex(gas),
+                # Fixed and high: full seeding blocks raise the base fee, and a tx priced
+                # at the base fee of its send time would then wait in the pool forever.
+                "gasPrice": hex(SEED_GAS_PRICE_WEI),
+                "nonce": hex(self.nonce(sender)),
+            }
+            calls.append(("eth_sendTransaction", [tx]))
+        hashes = self.batch(calls)
+        self.pending += [(h, t[4]) for h, t in zip(hashes, txs, strict=True)]
+        self.sent += len(txs)
+
+    def settle(self, timeout: float = 120.0) -> None:
+        """Mine until every pending transaction has a receipt; each must succeed."""
+        deadline = time.monotonic() + timeout
+        while self.pending:
+            self.batch([("evm_mine", [])])
+            self.blocks += 1
+            receipts = self.batch([("eth_getTransactionReceipt", [h]) for h, _ in self.pending])
+            still = []
+            for (h, what), r in zip(self.pending, receipts, strict=True):
+                if r is None:
+                    still.append((h, what))
+                elif int(r["status"], 16) != 1:
+                    raise SeedError(f"{self.dep.chain}: {what} reverted ({h})")
+            self.pending = still
+            if still and time.monotonic() > deadline:
+                raise SeedError(f"{self.dep.chain}: {len(still)} txs unmined after {timeout}s")
+
+
+def _u(*args: Any) -> tuple[list[str], list[Any]]:
+    return [("address" if isinstance(a, str) else "uint256") for a in args], list(args)
+
+
+def _call(selector: bytes, *args: Any) -> bytes:
+    types, values = _u(*args)
+    return selector + encode(types, values)
+
+
+def _seed_chain(
+    state: DevnetState, chain: str, book: list[Account], prices: Mapping[str, float]
+) -> tuple[int, int]:
+    dep = state.deployments[chain]
+    c = _Chain(state.url(chain), dep)
+    deployer = dep.deployer or state.accounts["deployer"]
+    mine = [(a, p) for a in book for p in a.positions if p.chain == chain]
+    users = sorted({a.address for a, _ in mine})
+    c.batch([("anvil_autoImpersonateAccount", [True])])
+    c.batch([("anvil_setBalance", [u, hex(10**18)]) for u in users])
+    colls = [(a, p) for a, p in mine if p.side == "collateral"]
+    debts = [(a, p) for a, p in mine if p.side == "debt"]
+    c.send(
+        [(deployer, dep.tokens[p.symbol], _call(SEL_MINT, a.address, p.raw), GAS["mint"], "mint")
+         for a, p in colls]
+        + [(a.address, dep.tokens[p.symbol], _call(SEL_APPROVE, dep.vault, MAX_UINT),
+            GAS["approve"], f"approve {a.address}") for a, p in colls]
+    )  # fmt: skip
+    # Borrowable liquidity: what the book borrows here, twice over.
+    need: dict[str, int] = {}
+    for _, p in debts:
+        need[p.symbol] = need.get(p.symbol, 0) + 2 * p.raw
+    c.send([(deployer, dep.tokens[s], _call(SEL_MINT, dep.vault, r), GAS["mint"], "liquidity")
+            for s, r in need.items()])  # fmt: skip
+    c.settle()
+    c.send([(a.address, dep.vault, _call(SEL_DEPOSIT, dep.tokens[p.symbol], p.raw),
+             GAS["deposit"], f"deposit {a.address}") for a, p in colls])  # fmt: skip
+    c.settle()
+    if debts:
+        _push_credit(c, dep, debts, prices)
+        c.settle()
+        c.send([(a.address, dep.vault, _call(SEL_BORROW, dep.tokens[p.symbol], p.raw),
+                 GAS["borrow"], f"borrow {a.address}") for a, p in debts])  # fmt: skip
+        c.settle()
+    c.batch([("anvil_autoImpersonateAccount", [False])])
+    c.session.close()
+    return c.sent, c.blocks
+
+
+def _push_credit(
+    c: _Chain,
+    dep: ChainDeployment,
+    debts: list[tuple[Account, Position]],
+    prices: Mapping[str, float],
+) -> None:
+    """Bootstrap credit for the borrows (the daemon's first push supersedes it)."""
+    block = c.batch([("eth_getBlockByNumber", ["latest", False])])[0]
+    # Older than anything the daemon will push: evm_mine runs chain time ahead of the
+    # wall clock the daemon stamps its entries with, and the registry skips an entry not
+    # newer than the stored one, so a chain-time as_of would shadow the daemon's pushes.
+    as_of = min(int(block["timestamp"], 16), int(time.time())) - 30
+    credit: dict[str, float] = {}
+    for a, p in debts:
+        credit[a.address] = credit.get(a.address, 0.0) + p.amount * prices[p.symbol] * 1.05 + 1
+    entries = [(addr, RegistryEntry(usd_to_credit(v), hf_to_fixed(1.5), as_of, 0))
+               for addr, v in credit.items()]  # fmt: skip
+    txs = []
+    for k in range(0, len(entries), 400):
+        data = SEL_UPDATE + encode(["bytes"], [pack_batch(entries[k : k + 400])])
+        txs.append((dep.keeper, dep.registry, data, 15_000_000, "credit push"))
+    c.send(txs)
+
+
+def seed_population(
+    state: DevnetState, book: list[Account], prices: Mapping[str, float]
+) -> SeedStats:
+    """Deposit and borrow the whole book on the running devnet (chains one after another:
+    each is already batched, and the machine has few cores)."""
+    stats = SeedStats(accounts=len(book))
+    t0 = time.monotonic()
+    for chain in INDEXED_CHAINS:
+        t = time.monotonic()
+        sent, blocks = _seed_chain(state, chain, book, prices)
+        stats.transactions += sent
+        stats.blocks += blocks
+        stats.per_chain_s[chain] = round(time.monotonic() - t, 2)
+    stats.seconds = round(time.monotonic() - t0, 2)
+    return stats

@@ -1,0 +1,257 @@
+"""What a replay measured, per model (the daemon's configured mode).
+
+The recorder takes one sample per step: the daemon's rating of every book account
+(tier, HF, borrowing power) and the market prices of the path at that step. Equity
+is computed from the book's positions at market prices (no haircut), after the
+keeper's liquidations (what each `Liquidated` event repaid and seized).
+
+Definitions (docs/replay.md):
+- tiers reached: accounts rated that tier at least once.
+- healthy -> negative equity: accounts rated healthy at a sample whose equity at the
+  next step's prices was below zero (the rating they carried until the next push).
+- false liquidation: a liquidation after which the account's pre-liquidation positions
+  would have been back at HF >= 1 at the configured liquidation thresholds (plain
+  `lt`, e-mode group's when all legs are in it) within `false_window_h` hours.
+- margin: 1 - sum(borrowing power) / sum(collateral at market); peak / calm is its
+  maximum over the episode divided by its value at the first sample.
+- bad debt: sum over accounts of max(0, debt - collateral) at the end, from the vaults.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from devkit.replay.keeper import KeeperStats
+from devkit.replay.population import Account
+
+TIER_NAMES = ("healthy", "warning", "liquidatable", "insolvent")
+
+
+@dataclass
+class Holdings:
+    """Positions per account as amounts (chain-summed), updated by liquidations."""
+
+    coll: dict[str, dict[str, float]]
+    debt: dict[str, dict[str, float]]
+
+    @classmethod
+    def of(cls, book: list[Account]) -> Holdings:
+        coll: dict[str, dict[str, float]] = {}
+        debt: dict[str, dict[str, float]] = {}
+        for a in book:
+            for p in a.positions:
+                side = coll if p.side == "collateral" else debt
+                side.setdefault(a.address, {})
+                side[a.address][p.symbol] = side[a.address].get(p.symbol, 0.0) + p.amount
+        return cls(coll, debt)
+
+    def value(self, account: str, prices: Mapping[str, float]) -> tuple[float, float]:
+        c = sum(v * prices[s] for s, v in self.coll.get(account, {}).items())
+        d = sum(v * prices[s] for s, v in self.debt.get(account, {}).items())
+        return c, d
+
+
+@dataclass
+class Recorder:
+    book: list[Account]
+    lt: Mapping[str, float]  # asset -> liquidation threshold
+    groups: list[tuple[frozenset[str], float]]  # e-mode (assets, lt)
+    false_window_h: int = 168
+    holdings: Holdings = field(init=False)
+    prices: list[dict[str, float]] = field(default_factory=list)
+    tiers_seen: dict[str, set[str]] = field(default_factory=dict)
+    margin: list[float] = field(default_factory=list)
+    hf_pct: list[tuple[float, float, float]] = field(default_factory=list)
+    healthy_last: set[str] = field(default_factory=set)
+    healthy_to_negative: set[str] = field(default_factory=set)
+    applied: int = 0
+
+    def __post_init__(self) -> None:
+        self.holdings = Holdings.of(self.book)
+        self.addresses = {a.address for a in self.book}
+
+    def sample(self, prices: Mapping[str, float], ratings: Mapping[str, dict[str, Any]]) -> None:
+        """One step: `ratings` = account -> the daemon's health view (tier, hf, bp)."""
+        self.prices.append(dict(prices))
+        for a in self.healthy_last:
+            c, d = self.holdings.value(a, prices)
+            if c - d < 0:
+                self.healthy_to_negative.add(a)
+        self.healthy_last = set()
+        bp_sum = coll_sum = 0.0
+        hfs: list[float] = []
+        for a in self.addresses:
+            r = ratings.get(a)
+            if r is None:
+                continue
+            self.tiers_seen.setdefault(r["tier"], set()).add(a)
+            if r["tier"] == "healthy":
+                self.healthy_last.add(a)
+            if r.get("hf") is not None:
+                hfs.append(float(r["hf"]))
+            bp_sum += float(r.get("borrowing_power_usd") or 0.0)
+            coll_sum += self.holdings.value(a, prices)[0]
+        self.margin.append(1 - bp_sum / coll_sum if coll_sum > 0 else math.nan)
+        q = np.percentile(hfs, [5, 25, 50]) if hfs else [math.nan] * 3
+        self.hf_pct.append((float(q[0]), float(q[1]), float(q[2])))
+
+    def apply(self, keeper: KeeperStats) -> None:
+        """Book the keeper's new liquidations into the holdings."""
+        from devkit.deploy import ASSET_BY_SYMBOL
+
+        for x in keeper.liquidations[self.applied :]:
+            if x.account in self.addresses:
+                d = self.holdings.debt[x.account]
+                d[x.debt] = (
+                    d.get(x.debt, 0.0) - x.repaid_raw / 10 ** ASSET_BY_SYMBOL[x.debt].decimals
+                )
+                c = self.holdings.coll[x.account]
+                dec = ASSET_BY_SYMBOL[x.collateral].decimals
+                c[x.collateral] = c.get(x.collateral, 0.0) - x.seized_raw / 10**dec
+        self.applied = len(keeper.liquidations)
+
+    def plain_hf(
+        self, coll: Mapping[str, float], debt: Mapping[str, float], p: Mapping[str, float]
+    ) -> float:
+        d = sum(v * p[s] for s, v in debt.items())
+        if d <= 0:
+            return math.inf
+        legs = {s for s, v in (*coll.items(), *debt.items()) if v > 0}
+        for assets, lt in self.groups:
+            if legs <= assets:
+                return sum(v * p[s] for s, v in coll.items()) * lt / d
+        return sum(v * p[s] * self.lt[s] for s, v in coll.items()) / d
+
+    def false_liquidations(self, keeper: KeeperStats, book_positions: Holdings) -> int:
+        """Liquidations whose pre-liquidation positions recover to plain HF >= 1 within
+        the window (positions replayed forward from the book through earlier events)."""
+        from devkit.deploy import ASSET_BY_SYMBOL
+
+        h = Holdings({a: dict(v) for a, v in book_positions.coll.items()},
+                     {a: dict(v) for a, v in book_positions.debt.items()})  # fmt: skip
+        count = 0
+        for x in sorted(keeper.liquidations, key=lambda y: y.step):
+            if x.account not in self.addresses:
+                continue
+            coll, debt = dict(h.coll[x.account]), dict(h.debt[x.account])
+            end = min(len(self.prices), x.step + 1 + self.false_window_h)
+            if any(
+                self.plain_hf(coll, debt, self.prices[k]) >= 1.0 for k in range(x.step + 1, end)
+            ):
+                count += 1
+            h.debt[x.account][x.debt] -= x.repaid_raw / 10 ** ASSET_BY_SYMBOL[x.debt].decimals
+            h.coll[x.account][x.collateral] -= (
+                x.seized_raw / 10 ** ASSET_BY_SYMBOL[x.collateral].decimals
+            )
+        return count
+
+
+def build_report(
+    *,
+    episode: str,
+    mode: str,
+    rec: Recorder,
+    keeper: KeeperStats,
+    bad_debt_usd: float,
+    negative_accounts: int,
+    chains: Mapping[str, dict[str, int]],
+    meta: Mapping[str, Any],
+) -> dict[str, Any]:
+    book = {a.address for a in rec.book}
+    mine = [x for x in keeper.liquidations if x.account in book]
+    margins = [m for m in rec.margin if math.isfinite(m)]
+    calm = margins[0] if margins else math.nan
+    peak = max(margins) if margins else math.nan
+    return {
+        "episode": episode,
+        "mode": mode,
+        "accounts": len(rec.book),
+        "tiers_reached": {t: len(rec.tiers_seen.get(t, ())) for t in TIER_NAMES},
+        "liquidations": {
+            "count": len(mine),
+            "usd": round(sum(x.repaid_usd for x in mine), 2),
+            "all_accounts_count": len(keeper.liquidations),
+            "failures": dict(keeper.failures),
+            "registry_waits": dict(keeper.waits),
+        },
+        "bad_debt_usd": round(bad_debt_usd, 2),
+        "negative_equity_accounts_end": negative_accounts,
+        "healthy_to_negative_equity": len(rec.healthy_to_negative),
+        "false_liquidations": rec.false_liquidations(keeper, Holdings.of(rec.book)),
+        "false_window_h": rec.false_window_h,
+        "margin": {"calm": calm, "peak": peak, "peak_over_calm": peak / calm if calm else math.nan},
+        "chains": dict(chains),
+        **dict(meta),
+    }
+
+
+def render(rep: dict[str, Any]) -> str:
+    liq, m = rep["liquidations"], rep["margin"]
+    failures = ", ".join(f"{k} {v}" for k, v in liq["failures"].items()) or "-"
+    waits = ", ".join(f"{k} {v}" for k, v in liq.get("registry_waits", {}).items()) or "-"
+    rows: list[tuple[str, Any]] = [
+        ("episode / mode", f"{rep['episode']} / {rep['mode']}"),
+        ("accounts (book)", rep["accounts"]),
+        *((f"reached {t}", n) for t, n in rep["tiers_reached"].items()),
+        ("liquidations (count)", liq["count"]),
+        ("liquidations (USD repaid)", f"{liq['usd']:,.0f}"),
+        ("keeper failures", failures),
+        ("keeper waits for the registry (rounds)", waits),
+        ("bad debt (USD)", f"{rep['bad_debt_usd']:,.0f}"),
+        ("healthy -> negative equity", rep["healthy_to_negative_equity"]),
+        (f"false liquidations ({rep['false_window_h']} h)", rep["false_liquidations"]),
+        (
+            "margin calm / peak / ratio",
+            f"{m['calm']:.4f} / {m['peak']:.4f} / {m['peak_over_calm']:.3f}",
+        ),
+    ]
+    rows += [
+        (f"{c}: pushes / gas", f"{v['pushes']} / {v['gas']:,}") for c, v in rep["chains"].items()
+    ]
+    rows.append(("wall time (s)", rep.get("wall_s")))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def write(
+    rep: dict[str, Any], rec: Recorder, times: np.ndarray, out_dir: Path
+) -> tuple[Path, Path]:
+    """JSON and chart (HF percentiles, margin, prices) under `out_dir`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{rep['episode']}-{rep['mode']}"
+    jpath = out_dir / f"{stem}.json"
+    jpath.write_text(json.dumps(rep, indent=2, default=float) + "\n")
+    days = (times[: len(rec.prices)] - times[0]) / 86400
+    fig, ax = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
+    for sym in ("WETH", "WBTC", "wstETH", "USDC"):
+        series = np.array([p[sym] for p in rec.prices])
+        ax[0].plot(days, series / series[0], label=sym, lw=1)
+    ax[0].set_ylabel("price / start")
+    ax[0].legend(loc="lower left", fontsize=8)
+    hf = np.array(rec.hf_pct)
+    for j, lab in enumerate(("HF p5", "HF p25", "HF p50")):
+        ax[1].plot(days, hf[:, j], label=lab, lw=1)
+    ax[1].axhline(1.0, color="k", lw=0.5)
+    ax[1].set_ylabel("system HF")
+    ax[1].legend(loc="upper right", fontsize=8)
+    ax[2].plot(days, rec.margin, lw=1)
+    ax[2].set_ylabel("margin (1 - BP / collateral)")
+    ax[2].set_xlabel("days into the episode")
+    fig.suptitle(f"replay {rep['episode']} ({rep['mode']})")
+    fig.tight_layout()
+    ppath = out_dir / f"{stem}.png"
+    fig.savefig(ppath, dpi=90)
+    plt.close(fig)
+    return jpath, ppath
