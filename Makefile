@@ -8,7 +8,7 @@ STAMP_JS := node_modules/.installed
 PYTEST_ARGS ?=
 LOGS    := data/setup
 
-.PHONY: setup doctor lock demo test lint format contracts devnet-up devnet-down soak bench clean
+.PHONY: setup doctor lock replay demo test lint format contracts devnet-up devnet-down soak bench clean
 
 setup: $(STAMP_PY) $(STAMP_JS)
 
@@ -74,6 +74,14 @@ devnet-down: setup
 # variant runs in make test.
 soak: setup
 	$(BIN)/python -m pytest -m soak --run-soak -s $(PYTEST_ARGS)
+
+# Replay the four shipped crash episodes through the devnet and the daemon
+# (docs/replay.md); hours per block chosen to keep each episode short.
+replay: setup
+	$(BIN)/aggregator replay --episode 2020-03 --hours-per-block 2
+	$(BIN)/aggregator replay --episode 2022-06 --hours-per-block 4
+	$(BIN)/aggregator replay --episode 2022-11 --hours-per-block 2
+	$(BIN)/aggregator replay --episode 2023-03
 
 bench: setup
 	$(BIN)/python -m bench
