@@ -216,6 +216,10 @@ class PusherConfig(Strict):
     max_in_flight: int = Field(default=4, ge=1, le=64)
     # gas limit = eth_estimateGas * gas_headroom (capped at batch_gas_budget).
     gas_headroom: float = Field(default=1.2, ge=1.0, le=3.0)
+    # A nonce gap below the lowest open update (another process took nonces of the
+    # keeper key and abandoned them) is filled with zero-value self-transfers after
+    # standing this long (chains/pusher/gaps.py).
+    gap_fill_after_s: float = Field(default=60, gt=0)
     # Warn (log, /v1/chains, agg_pusher_keeper_low) below this keeper balance.
     min_keeper_balance_eth: float = Field(default=0.05, ge=0)
     # Encrypted JSON keystore instead of AGG_KEEPER_KEY; its password comes from the

@@ -137,6 +137,19 @@ class Metrics:
         self.pusher_pending = Gauge(
             "agg_pusher_pending_txs", "Update transactions not final yet", ["chain"], registry=r
         )
+        self.pusher_gap_fills = Counter(
+            "agg_pusher_gap_fills",
+            "Nonces below the lowest open update filled with zero-value self-transfers",
+            ["chain"],
+            registry=r,
+        )
+        self.pusher_nonce_gap = Gauge(
+            "agg_pusher_nonce_gap",
+            "Nonces missing below the lowest open update (0: none); filled after "
+            "pusher.gap_fill_after_s",
+            ["chain"],
+            registry=r,
+        )
         self.pusher_nonce = Gauge(
             "agg_pusher_next_nonce", "Next nonce of the keeper", ["chain"], registry=r
         )
