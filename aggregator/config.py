@@ -96,6 +96,12 @@ class RateSourceConfig(Strict):
     # observed rate becomes the snapshot.
     snapshot_rate: float | None = Field(default=None, gt=0)
     snapshot_time: int | None = Field(default=None, ge=0)
+    # The cap's guard (oracles/cap_guard.py): a cap this far below the live rate, a
+    # snapshot older than max_snapshot_age_s, or a snapshot ratio this far from the
+    # chain's rate at the snapshot time marks the asset `capped`.
+    cap_tolerance: float = Field(default=0.001, ge=0, lt=1)
+    max_snapshot_age_s: float | None = Field(default=None, gt=0)
+    snapshot_tolerance: float = Field(default=0.001, ge=0, lt=1)
 
 
 class AssetConfig(Strict):

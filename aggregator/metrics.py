@@ -54,6 +54,13 @@ class Metrics:
         self.price_ok = Gauge(
             "agg_price_ok", "1 when the asset price status is ok", ["asset"], registry=r
         )
+        self.price_capped = Gauge(
+            "agg_price_capped",
+            "1 while an LST's growth cap fails its guard (valued at the lower of market "
+            "and live rate; credit may not rise)",
+            ["asset"],
+            registry=r,
+        )
         self.price_age = Gauge("agg_price_age_seconds", "Age of the price", ["asset"], registry=r)
         self.source_failures = Counter(
             "agg_price_source_failures",
