@@ -218,6 +218,12 @@ class Metrics:
         self.cluster_acquisitions = Counter(
             "agg_cluster_lease_acquisitions", "Lease tenures started here", ["lease"], registry=r
         )
+        self.cluster_handoffs = Counter(
+            "agg_cluster_lease_handoffs",
+            "Lease tenures handed back here to spread the work across instances",
+            ["lease"],
+            registry=r,
+        )
         self.cluster_losses = Counter(
             "agg_cluster_lease_losses",
             "Lease tenures that ended here without a clean release",
