@@ -203,6 +203,12 @@ class PusherConfig(Strict):
     enabled: bool = True
     hf_deviation: float = Field(default=0.02, gt=0)
     credit_deviation: float = Field(default=0.05, gt=0)
+    # Credit is pushed this fraction below the account's share, so a smaller fall of the
+    # share needs no push; a fall past it goes at once (docs/pusher.md, "Credit buffer").
+    credit_buffer: float = Field(default=0.01, ge=0, lt=0.5)
+    # A difference rides along in a batch that goes anyway only when it is at least
+    # this fraction of a trigger (HF, credit, heartbeat age); 0: any difference.
+    ride_along_fraction: float = Field(default=0.5, ge=0, le=1)
     heartbeat_s: float = Field(default=600, gt=0)
     vault_max_age_s: float = Field(default=900, gt=0)
     batch_gas_budget: int = Field(default=3_000_000, gt=21_000)
