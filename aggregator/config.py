@@ -259,6 +259,10 @@ class PusherConfig(Strict):
 class ApiConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8780, ge=0, le=65535)
+    # Open /v1/stream connections beyond this are refused with a 503 (bounded memory).
+    max_streams: int = Field(default=10_000, ge=1)
+    # Larger request bodies are refused with a 413 naming "body".
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
 
 
 class StoreConfig(Strict):

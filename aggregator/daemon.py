@@ -225,7 +225,12 @@ class Daemon:
             set_push_paused=self.push.set_paused,
             volatility=self.volatility.view,
         )
-        self.api = Api(self.views, request_seconds=self.metrics.api_request_seconds)
+        self.api = Api(
+            self.views,
+            request_seconds=self.metrics.api_request_seconds,
+            max_streams=self.cfg.api.max_streams,
+            max_body_bytes=self.cfg.api.max_body_bytes,
+        )
         self.api.admin_token = self.push.admin_token
 
     # ------------------------------------------------------------ lifecycle

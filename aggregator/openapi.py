@@ -97,6 +97,7 @@ OPENAPI: dict[str, Any] = {
                         "content": {"text/event-stream": {}},
                     },
                     "500": _ERR,
+                    "503": _ERR,
                 },
             }
         },
