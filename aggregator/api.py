@@ -224,6 +224,8 @@ def error_response(request: web.Request, exc: Exception) -> web.StreamResponse |
             return resp
         if isinstance(exc, web.HTTPNotFound):
             return error_body(exc.status, "path", f"no such route: {request.path[:128]!r}")
+        if isinstance(exc, web.HTTPRequestEntityTooLarge):
+            return error_body(exc.status, "body", f"{exc.text} (api.max_body_bytes)")
         return error_body(exc.status, None, exc.reason)
     err_id = uuid.uuid4().hex[:12]
     log.error("API handler error %s on %s %s", err_id, request.method, request.path, exc_info=exc)
@@ -285,15 +287,24 @@ class Api:
         *,
         sse_keepalive_s: float = SSE_KEEPALIVE_S,
         request_seconds: Histogram | None = None,
+        max_streams: int = 10_000,
+        max_body_bytes: int = 1 << 20,
     ) -> None:
         self.backend = backend
+        # Every open event stream holds a subscriber queue and a connection: beyond this
+        # many a new one is refused (503), so hostile clients cannot grow memory without
+        # bound (docs/reliability.md, "Hostile API clients").
+        self.max_streams = max_streams
+        self.open_streams = 0
         # An idle stream only notices a gone client when it writes: the keepalive
         # comment bounds how long a disconnected client keeps its subscription.
         self.sse_keepalive_s = sse_keepalive_s
         # Set by stop() before the runner closes connections, so open streams end with
         # `event: shutdown` instead of being cut off after the runner's shutdown timeout.
         self._closing = asyncio.Event()
-        self.app = web.Application(middlewares=[api_middleware(request_seconds)])
+        self.app = web.Application(
+            middlewares=[api_middleware(request_seconds)], client_max_size=max_body_bytes
+        )
         # Path variables take any segment (aiohttp's default refuses "{" and "}"), so a
         # malformed address is a 400 naming "address", not a 404 for an unknown route.
         self.app.add_routes(
@@ -457,6 +468,20 @@ class Api:
         return json_response({"chains": self.backend.chains()})
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
+        if self.open_streams >= self.max_streams:
+            raise ApiError(
+                503,
+                "stream",
+                f"{self.open_streams} event streams open, the most this daemon serves "
+                "(api.max_streams); retry later",
+            )
+        self.open_streams += 1
+        try:
+            return await self._stream(request)
+        finally:
+            self.open_streams -= 1
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )

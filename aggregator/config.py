@@ -96,6 +96,12 @@ class RateSourceConfig(Strict):
     # observed rate becomes the snapshot.
     snapshot_rate: float | None = Field(default=None, gt=0)
     snapshot_time: int | None = Field(default=None, ge=0)
+    # The cap's guard (oracles/cap_guard.py): a cap this far below the live rate, a
+    # snapshot older than max_snapshot_age_s, or a snapshot ratio this far from the
+    # chain's rate at the snapshot time marks the asset `capped`.
+    cap_tolerance: float = Field(default=0.001, ge=0, lt=1)
+    max_snapshot_age_s: float | None = Field(default=None, gt=0)
+    snapshot_tolerance: float = Field(default=0.001, ge=0, lt=1)
 
 
 class AssetConfig(Strict):
@@ -197,6 +203,12 @@ class PusherConfig(Strict):
     enabled: bool = True
     hf_deviation: float = Field(default=0.02, gt=0)
     credit_deviation: float = Field(default=0.05, gt=0)
+    # Credit is pushed this fraction below the account's share, so a smaller fall of the
+    # share needs no push; a fall past it goes at once (docs/pusher.md, "Credit buffer").
+    credit_buffer: float = Field(default=0.01, ge=0, lt=0.5)
+    # A difference rides along in a batch that goes anyway only when it is at least
+    # this fraction of a trigger (HF, credit, heartbeat age); 0: any difference.
+    ride_along_fraction: float = Field(default=0.5, ge=0, le=1)
     heartbeat_s: float = Field(default=600, gt=0)
     vault_max_age_s: float = Field(default=900, gt=0)
     batch_gas_budget: int = Field(default=3_000_000, gt=21_000)
@@ -216,6 +228,10 @@ class PusherConfig(Strict):
     max_in_flight: int = Field(default=4, ge=1, le=64)
     # gas limit = eth_estimateGas * gas_headroom (capped at batch_gas_budget).
     gas_headroom: float = Field(default=1.2, ge=1.0, le=3.0)
+    # A nonce gap below the lowest open update (another process took nonces of the
+    # keeper key and abandoned them) is filled with zero-value self-transfers after
+    # standing this long (chains/pusher/gaps.py).
+    gap_fill_after_s: float = Field(default=60, gt=0)
     # Warn (log, /v1/chains, agg_pusher_keeper_low) below this keeper balance.
     min_keeper_balance_eth: float = Field(default=0.05, ge=0)
     # Encrypted JSON keystore instead of AGG_KEEPER_KEY; its password comes from the
@@ -243,6 +259,10 @@ class PusherConfig(Strict):
 class ApiConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8780, ge=0, le=65535)
+    # Open /v1/stream connections beyond this are refused with a 503 (bounded memory).
+    max_streams: int = Field(default=10_000, ge=1)
+    # Larger request bodies are refused with a 413 naming "body".
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
 
 
 class StoreConfig(Strict):

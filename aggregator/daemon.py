@@ -20,6 +20,7 @@ import functools
 import logging
 import signal
 import time
+from collections.abc import Mapping, Sequence
 
 from aggregator.api import Api
 from aggregator.api_views import AccountViews, ApiViews, ChainSources, LedgerReader
@@ -55,15 +56,31 @@ log = logging.getLogger(__name__)
 class _RateProvider:
     """Feeds the oracle's exchange_rate sources from samples chains/ stored."""
 
-    def __init__(self, cfg: AppConfig, repo: SqlChainStore) -> None:
+    def __init__(
+        self,
+        cfg: AppConfig,
+        repo: SqlChainStore,
+        readers: Mapping[str, LstRateReader],
+        sources: Mapping[str, Sequence[LstSource]],
+    ) -> None:
         self.repo = repo
         self.where = {a.symbol: a.rate.chain for a in cfg.assets if a.rate is not None}
+        self.readers = readers
+        self.sources = {s.asset: s for chain_sources in sources.values() for s in chain_sources}
 
     async def latest(self, asset: str) -> RateSample | None:
         chain = self.where.get(asset)
         if chain is None:
             return None
         return (await self.repo.latest_rates(chain)).get(asset)
+
+    async def rate_at(self, asset: str, timestamp: float) -> RateSample | None:
+        """The chain's own rate at a configured cap snapshot's time (the cap's guard)."""
+        src = self.sources.get(asset)
+        reader = None if src is None else self.readers.get(self.where[asset])
+        if src is None or reader is None:
+            return None
+        return await reader.read_at_time(src, timestamp)
 
 
 class Daemon:
@@ -82,15 +99,6 @@ class Daemon:
         # Every indexed chain's indexer; shared, as cluster leases add chains at run time.
         self.indexers: dict[str, ChainIndexer] = {}
         self.engine = RiskEngine.from_config(cfg)
-        self.oracle = OracleService.from_config(
-            cfg.assets,
-            cfg.oracle,
-            ewma_lambda=cfg.risk.ewma_lambda,
-            batch_callers=self.clients,
-            rate_provider=_RateProvider(cfg, self.repo),
-            history=self.price_repo,
-            source_timeout_s=cfg.scheduler.oracle_interval_s,
-        )
         self.lst_sources: dict[str, list[LstSource]] = {}
         for a in cfg.assets:
             if a.rate is not None:
@@ -101,6 +109,15 @@ class Daemon:
             chain: LstRateReader(chain, self.clients[chain], self.repo)
             for chain in self.lst_sources
         }
+        self.oracle = OracleService.from_config(
+            cfg.assets,
+            cfg.oracle,
+            ewma_lambda=cfg.risk.ewma_lambda,
+            batch_callers=self.clients,
+            rate_provider=_RateProvider(cfg, self.repo, self.lst_readers, self.lst_sources),
+            history=self.price_repo,
+            source_timeout_s=cfg.scheduler.oracle_interval_s,
+        )
         # Portfolio margin (docs/portfolio-margin.md): Markets events + scenario engine.
         # VaR margin (docs/var.md): calibration from the price history, a scheduled job.
         self.var = VarFeed(cfg, self.price_repo)
@@ -208,7 +225,12 @@ class Daemon:
             set_push_paused=self.push.set_paused,
             volatility=self.volatility.view,
         )
-        self.api = Api(self.views, request_seconds=self.metrics.api_request_seconds)
+        self.api = Api(
+            self.views,
+            request_seconds=self.metrics.api_request_seconds,
+            max_streams=self.cfg.api.max_streams,
+            max_body_bytes=self.cfg.api.max_body_bytes,
+        )
         self.api.admin_token = self.push.admin_token
 
     # ------------------------------------------------------------ lifecycle

@@ -32,7 +32,7 @@ from aggregator.risk.view import LedgerView
 from aggregator.vol_forecast import VolatilityForecaster
 from chains.indexer import ChainIndexer
 from oracles.service import OracleService
-from oracles.types import Price
+from oracles.types import Price, PriceStatus
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,7 @@ def _price_input(p: Price) -> PriceInput:
         timestamp=p.timestamp,
         sources=[dataclasses.asdict(s) for s in p.sources],
         last_good=p.last_good_value,
+        reason=p.reason,
     )
 
 
@@ -214,6 +215,7 @@ def _price_metrics(m: Metrics, prices: Mapping[str, Price]) -> None:
     now = time.time()
     for sym, p in prices.items():
         m.price_ok.labels(asset=sym).set(1 if p.usable else 0)
+        m.price_capped.labels(asset=sym).set(1 if p.status is PriceStatus.CAPPED else 0)
         if p.value is not None:
             m.price.labels(asset=sym).set(p.value)
         if p.timestamp is not None:

@@ -54,6 +54,13 @@ class Metrics:
         self.price_ok = Gauge(
             "agg_price_ok", "1 when the asset price status is ok", ["asset"], registry=r
         )
+        self.price_capped = Gauge(
+            "agg_price_capped",
+            "1 while an LST's growth cap fails its guard (valued at the lower of market "
+            "and live rate; credit may not rise)",
+            ["asset"],
+            registry=r,
+        )
         self.price_age = Gauge("agg_price_age_seconds", "Age of the price", ["asset"], registry=r)
         self.source_failures = Counter(
             "agg_price_source_failures",
@@ -137,6 +144,19 @@ class Metrics:
         self.pusher_pending = Gauge(
             "agg_pusher_pending_txs", "Update transactions not final yet", ["chain"], registry=r
         )
+        self.pusher_gap_fills = Counter(
+            "agg_pusher_gap_fills",
+            "Nonces below the lowest open update filled with zero-value self-transfers",
+            ["chain"],
+            registry=r,
+        )
+        self.pusher_nonce_gap = Gauge(
+            "agg_pusher_nonce_gap",
+            "Nonces missing below the lowest open update (0: none); filled after "
+            "pusher.gap_fill_after_s",
+            ["chain"],
+            registry=r,
+        )
         self.pusher_nonce = Gauge(
             "agg_pusher_next_nonce", "Next nonce of the keeper", ["chain"], registry=r
         )
@@ -197,6 +217,12 @@ class Metrics:
         )
         self.cluster_acquisitions = Counter(
             "agg_cluster_lease_acquisitions", "Lease tenures started here", ["lease"], registry=r
+        )
+        self.cluster_handoffs = Counter(
+            "agg_cluster_lease_handoffs",
+            "Lease tenures handed back here to spread the work across instances",
+            ["lease"],
+            registry=r,
         )
         self.cluster_losses = Counter(
             "agg_cluster_lease_losses",

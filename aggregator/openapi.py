@@ -97,6 +97,7 @@ OPENAPI: dict[str, Any] = {
                         "content": {"text/event-stream": {}},
                     },
                     "500": _ERR,
+                    "503": _ERR,
                 },
             }
         },
@@ -138,7 +139,7 @@ _CHECKSUMMED = {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$"}
 _DECIMAL = {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$"}
 _RAW_AMOUNT = {"type": "string", "pattern": "^[0-9]+$"}
 _TIER = {"type": "string", "enum": ["healthy", "warning", "liquidatable", "insolvent"]}
-_PRICE_STATUS = {"type": "string", "enum": ["ok", "disputed", "unavailable"]}
+_PRICE_STATUS = {"type": "string", "enum": ["ok", "disputed", "unavailable", "capped"]}
 
 
 def _obj(required: list[str], **props: Any) -> dict[str, Any]:

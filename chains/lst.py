@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
@@ -26,6 +26,8 @@ class _BatchCaller(Protocol):
     async def call_batch(
         self, calls: Sequence[tuple[str, bytes]], block: int | str = "latest"
     ) -> list[bytes | None]: ...
+
+    async def request(self, method: str, params: list[Any]) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -117,8 +119,36 @@ class LstRateReader:
                 )
             self._decimals[s.address] = (share, asset_d)
 
+    async def read_at_time(self, source: LstSource, timestamp: float) -> RateSample | None:
+        """The rate as the chain had it at `timestamp` (unix s): read at the last block at
+        or before it; None when the chain starts later. Not stored: a sample of the past
+        is evidence for the cap's guard (oracles/cap_guard.py), not a new observation."""
+        block = await self._block_at(timestamp)
+        if block is None:
+            return None
+        return (await self.read([source], block, store=False))[0]
+
+    async def _block_at(self, timestamp: float) -> int | None:
+        async def ts_of(n: int) -> int:
+            b = await self.client.request("eth_getBlockByNumber", [hex(n), False])
+            if not isinstance(b, dict) or "timestamp" not in b:
+                raise RateReadError(f"chain {self.chain!r}: no header for block {n}")
+            return int(str(b["timestamp"]), 16)
+
+        head = int(str(await self.client.request("eth_blockNumber", [])), 16)
+        if await ts_of(0) > timestamp:
+            return None
+        lo, hi = 0, head  # invariant: ts(lo) <= timestamp
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if await ts_of(mid) <= timestamp:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
     async def read(
-        self, sources: Sequence[LstSource], block: int | str = "latest"
+        self, sources: Sequence[LstSource], block: int | str = "latest", *, store: bool = True
     ) -> list[RateSample]:
         """One sample per source, read in one batch; stored when a store was given.
 
@@ -149,7 +179,7 @@ class LstRateReader:
                 raise RateReadError(f"{what} is zero")
             scale = 10 ** self._decimals[s.address][1] if RATE_KINDS[s.kind].erc4626 else 10**18
             samples.append(RateSample(s.asset, self.chain, number, ts, rate, scale))
-        if self.store is not None:
+        if store and self.store is not None:
             await self.store.add_rate_samples(samples)
         return samples
 

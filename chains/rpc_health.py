@@ -5,7 +5,12 @@ eth_blockNumber alone proves nothing: a proxy or a broken node can serve a plaus
 head while returning garbage for state reads. So every check reads eth_chainId and
 eth_blockNumber and then the same two facts through Multicall3 `getChainId()` /
 `getBlockNumber()` at the endpoint's own head; any disagreement is an integrity
-demotion. Passing this check is the only way an integrity-demoted endpoint comes back.
+demotion. One disagreement is honest: a node that mines between the two reads (anvil
+does this) runs the eth_call at the tip's number in the *next* block's context, so
+`getBlockNumber()` says head + 1. That answer passes only when a third read shows the
+node's head has really reached head + 1; a node claiming a block it does not serve stays
+demoted, and any other offset is a lie. Passing this check is the only way an
+integrity-demoted endpoint comes back.
 
 A URL serving another chain id is demoted while another endpoint serves the configured
 one; when none does, `ChainIdMismatch` is raised (fatal: the config is wrong).
@@ -102,7 +107,7 @@ class HealthCheck:
         results = decode_aggregate3(raw, 2)
         mc_id = word(results[0])
         mc_block = word(results[1])
-        if mc_id != self.chain_id or mc_block != head:
+        if mc_id != self.chain_id or not await self._block_agrees(ep, head, mc_block):
             raise EndpointFault(
                 f"eth_call cross-check failed: Multicall3 getChainId()={mc_id} "
                 f"getBlockNumber()={mc_block}, but eth_chainId={got_id} "
@@ -110,3 +115,12 @@ class HealthCheck:
                 integrity=True,
             )
         return head
+
+    @staticmethod
+    async def _block_agrees(ep: Endpoint, head: int, mc_block: int) -> bool:
+        if mc_block == head:
+            return True
+        if mc_block != head + 1:
+            return False
+        later = hex_to_int(await ep.raw("eth_blockNumber", []), "block number")
+        return later >= mc_block

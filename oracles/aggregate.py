@@ -110,7 +110,7 @@ class JumpGuard:
         self.pending: float | None = None
 
     def apply(self, price: Price) -> Price:
-        if not price.usable or price.value is None:
+        if not price.valued or price.value is None:
             # The confirmation must come from the very next round.
             self.pending = None
             return price
@@ -153,8 +153,13 @@ def combine_lst(
 
     Every configured leg must be `ok` for the result to be `ok`: the minimum is
     only a defence when both sides are there. With one leg missing the other is
-    shown as `disputed`; with none, `unavailable`.
+    shown as `disputed`; with none, `unavailable`. A rate leg whose growth cap failed
+    its guard (`rate_status` CAPPED, oracles/cap_guard.py) carries the live rate: with
+    both legs there the result is `capped` (valued, but credit may not rise). An LST
+    priced by its rate alone has no market to hold a manipulated live rate down: then
+    the result is `disputed` (the last valued price stands) until the cap is fixed.
     """
+    capped = rate_status is PriceStatus.CAPPED
     legs: list[tuple[str, float, float, PriceStatus]] = []
     sources: list[SourceResult] = []
     reasons: list[str] = []
@@ -166,7 +171,7 @@ def combine_lst(
             reasons.append(f"market {market.status.value}: {market.reason}")
     if rate_leg.value is not None and rate_leg.timestamp is not None:
         legs.append(("rate", rate_leg.value, rate_leg.timestamp, rate_status))
-    if rate_status is not PriceStatus.OK:
+    if rate_status is not PriceStatus.OK and not capped:
         reasons.append(f"rate leg {rate_status.value}: {rate_reason}")
     if not legs:
         sources.append(rate_leg)
@@ -176,13 +181,16 @@ def combine_lst(
     sources.append(replace(rate_leg, used=chosen[0] == "rate"))
     if chosen[0] != "market":
         sources = [replace(s, used=False) if s is not sources[-1] else s for s in sources]
-    all_ok = all(leg[3] is PriceStatus.OK for leg in legs) and not reasons
+    all_ok = all(leg[3] in (PriceStatus.OK, PriceStatus.CAPPED) for leg in legs) and not reasons
+    status = PriceStatus.OK if all_ok else PriceStatus.DISPUTED
+    if capped:
+        status = _capped_status(status, market is not None, rate_reason, reasons)
     values = [leg[1] for leg in legs]
     spread = (max(values) - min(values)) / chosen[1]
     reasons.insert(0, f"{chosen[0]} leg is the lower ({chosen[1]:g})")
     return Price(
         asset,
-        PriceStatus.OK if all_ok else PriceStatus.DISPUTED,
+        status,
         chosen[1],
         chosen[2],
         now,
@@ -191,6 +199,20 @@ def combine_lst(
         "; ".join(reasons),
         extra={name: v for name, v, _, _ in legs},
     )
+
+
+def _capped_status(
+    status: PriceStatus, has_market: bool, rate_reason: str, reasons: list[str]
+) -> PriceStatus:
+    """The status of an LST whose cap failed its guard; says so in `reasons`."""
+    if not has_market:
+        status = PriceStatus.DISPUTED
+        reasons.append("no market leg to hold the live rate down")
+    reasons.append(
+        f"cap guard: {rate_reason}; the lower of the market median and the live "
+        "(uncapped) rate applies, credit may not rise"
+    )
+    return PriceStatus.CAPPED if status is PriceStatus.OK else status
 
 
 def _join(a: str, b: str) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from oracles.aggregate import AggregationRules, JumpGuard, aggregate, combine_lst
+from oracles.cap_guard import CapGuardRules
 from oracles.config import OracleDefaults
 from oracles.protocols import BatchCaller, PriceHistory, RateProvider
 from oracles.sources import (
@@ -61,6 +62,9 @@ class _RateLike(Protocol):
     max_yearly_growth: float
     snapshot_rate: float | None
     snapshot_time: int | None
+    cap_tolerance: float
+    max_snapshot_age_s: float | None
+    snapshot_tolerance: float
 
 
 def build_asset_pricing(asset: Any, defaults: OracleDefaults) -> AssetPricing:
@@ -83,6 +87,11 @@ def build_asset_pricing(asset: Any, defaults: OracleDefaults) -> AssetPricing:
             snapshot_rate=rate.snapshot_rate,
             snapshot_time=None if rate.snapshot_time is None else float(rate.snapshot_time),
             max_age_s=defaults.rate_max_age_s,
+            guard=CapGuardRules(
+                cap_tolerance=rate.cap_tolerance,
+                max_snapshot_age_s=rate.max_snapshot_age_s,
+                snapshot_tolerance=rate.snapshot_tolerance,
+            ),
         ),
     )
 
@@ -155,7 +164,13 @@ class OracleService:
                         f"asset {a.symbol!r} prices through an exchange rate but no "
                         "rate provider was given"
                     )
-                self._rates[a.symbol] = ExchangeRateSource(a.symbol, a.rate, rate_provider, history)
+                self._rates[a.symbol] = ExchangeRateSource(
+                    a.symbol,
+                    a.rate,
+                    rate_provider,
+                    history,
+                    rate_at=getattr(rate_provider, "rate_at", None),
+                )
         self._guards = {a.symbol: JumpGuard(a.rules) for a in self.assets}
         self._latest: dict[str, Price] = {}
         self._last_good: dict[str, Price] = {}
@@ -311,6 +326,9 @@ class OracleService:
         rate_out = fetched[id(rate_src)]
         under = round_prices[a.underlying]
         leg, status, reason = self._rate_leg(a, rate_out, under)
+        if rate_src.findings and status is PriceStatus.OK:
+            status = PriceStatus.CAPPED
+            reason = "; ".join(f"{f.kind}: {f.detail}" for f in rate_src.findings)
         return combine_lst(a.symbol, market, leg, rate_status=status, rate_reason=reason, now=now)
 
     @staticmethod
@@ -340,6 +358,13 @@ class OracleService:
         if under.status is not PriceStatus.OK:
             return res, under.status, f"underlying {a.underlying} is {under.status.value}"
         return res, PriceStatus.OK, ""
+
+    def cap_findings(self) -> dict[str, list[dict[str, str]]]:
+        """Per LST: the findings of its growth cap's guard this round (empty: none)."""
+        return {
+            sym: [{"kind": f.kind, "detail": f.detail} for f in src.findings]
+            for sym, src in self._rates.items()
+        }
 
     def _with_last_good(self, price: Price) -> Price:
         if price.usable:

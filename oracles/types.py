@@ -127,6 +127,9 @@ class PriceStatus(StrEnum):
     # removal, an unconfirmed jump, or one leg of an LST price missing.
     DISPUTED = "disputed"
     UNAVAILABLE = "unavailable"
+    # An LST whose growth cap failed its guard (oracles/cap_guard.py): valued at the
+    # lower of the market median and the live rate, but credit may not rise on it.
+    CAPPED = "capped"
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,11 @@ class Price:
     def usable(self) -> bool:
         """Only `ok` prices may be used for borrowing power."""
         return self.status is PriceStatus.OK and self.value is not None
+
+    @property
+    def valued(self) -> bool:
+        """`ok` and `capped` prices value positions (a `capped` one may not raise credit)."""
+        return self.status in (PriceStatus.OK, PriceStatus.CAPPED) and self.value is not None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready breakdown (for the API and logs)."""

@@ -13,6 +13,10 @@ and tries to take what is free. A tenure ends, and its work is cancelled at once
 A timer, not the loop, enforces the deadline: a renewal that hangs cannot keep work
 running past it. Fencing makes the remaining race (work between the database expiry
 and our timer) harmless.
+
+Which free leases to take, and which held one to hand back so that N instances share
+the work, is decided each round by `balance.decide` from the lease table; each instance
+keeps a membership lease so the others can count it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from aggregator.cluster.balance import decide, member_lease
 from aggregator.cluster.lease import Fence, LeaseRow, LeaseStore
 
 log = logging.getLogger(__name__)
@@ -47,6 +52,9 @@ class CoordinatorStats:
     acquisitions: dict[str, int] = field(default_factory=dict)
     takeovers: dict[str, int] = field(default_factory=dict)
     losses: dict[str, int] = field(default_factory=dict)
+    handoffs: dict[str, int] = field(default_factory=dict)
+    members: int = 1
+    share: int = 0
     last_error: str | None = None
 
 
@@ -74,6 +82,8 @@ class LeaseCoordinator:
         self._ending: dict[str, str] = {}  # name -> reason, tenures to wind down
         self._wake = asyncio.Event()
         self._closed = False
+        self.member = member_lease(leases.holder)
+        self._member_token: int | None = None
 
     @property
     def holder(self) -> str:
@@ -110,7 +120,7 @@ class LeaseCoordinator:
         )
         self.lost(fence, "not renewed before expiry")
 
-    async def _end(self, name: str, reason: str) -> None:
+    async def _end(self, name: str, reason: str, *, handoff: bool = False) -> None:
         t = self.held.pop(name, None)
         self._ending.pop(name, None)
         if t is None:
@@ -118,8 +128,12 @@ class LeaseCoordinator:
         t.fence.revoked.set()
         if t.timer is not None:
             t.timer.cancel()
-        self.stats.losses[name] = self.stats.losses.get(name, 0) + 1
-        log.warning("lease %s lost (token %d): %s", name, t.fence.token, reason)
+        if handoff:
+            self.stats.handoffs[name] = self.stats.handoffs.get(name, 0) + 1
+            log.info("lease %s handed back (token %d): %s", name, t.fence.token, reason)
+        else:
+            self.stats.losses[name] = self.stats.losses.get(name, 0) + 1
+            log.warning("lease %s lost (token %d): %s", name, t.fence.token, reason)
         if t.started:
             await self.on_lost(name, t.fence, reason)
         self._changed()
@@ -142,13 +156,62 @@ class LeaseCoordinator:
         budget = max(0.2, self.renew_every_s)
         for name in list(self.held):
             await self._renew(name, budget)
-        for name in self.names:
-            if name in self.held or self._closed:
-                continue
-            await self._acquire(name, budget)
-        with contextlib.suppress(Exception):
+        await self._keep_membership(budget)
+        try:
             async with asyncio.timeout(budget):
                 self.rows = {r.name: r for r in await self.leases.all()}
+        except Exception as exc:
+            # Without a fresh view of the table the spread cannot be judged, and a dead
+            # peer's lease must not wait for it: contend for every lease not held here
+            # (acquisition is a compare-and-set in the database); hand-backs even it
+            # out once the table can be read again.
+            self._note_error(f"lease table: {type(exc).__name__}: {exc}")
+            for name in self.names:
+                if name not in self.held and not self._closed:
+                    await self._acquire(name, budget)
+            return
+        d = decide(
+            self.names,
+            set(self.held),
+            self.rows,
+            self.holder,
+            orphan_after_s=2 * self.renew_every_s,
+        )
+        self.stats.members, self.stats.share = d.members, d.share
+        if self._closed:
+            return
+        if d.release is not None:
+            await self._hand_back(d.release, d.share, d.members)
+        for name in d.acquire:
+            await self._acquire(name, budget)
+
+    async def _keep_membership(self, budget: float) -> None:
+        """Our `member:` lease, so peers count us when they share the work out."""
+        try:
+            async with asyncio.timeout(budget):
+                if self._member_token is not None and await self.leases.renew(
+                    self.member, self._member_token
+                ):
+                    return
+                got = await self.leases.acquire(self.member)
+        except Exception as exc:
+            self._note_error(f"membership: {type(exc).__name__}: {exc}")
+            return
+        self._member_token = None if got is None else got.token
+
+    async def _hand_back(self, name: str, share: int, members: int) -> None:
+        """Stop the work and revoke the fence first, then release the row."""
+        t = self.held.get(name)
+        if t is None:
+            return
+        token = t.fence.token
+        why = f"rebalancing: {len(self.held)} held, share {share} of {members} instances"
+        await self._end(name, why, handoff=True)
+        try:
+            async with asyncio.timeout(2.0):
+                await self.leases.release(name, token)
+        except Exception as exc:
+            log.warning("lease %s: release failed (%s); it expires by itself", name, exc)
 
     async def _renew(self, name: str, budget: float) -> None:
         t = self.held[name]
@@ -231,6 +294,11 @@ class LeaseCoordinator:
             except Exception as exc:
                 log.warning("lease %s: release failed (%s); it expires by itself", name, exc)
         self.held.clear()
+        if self._member_token is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2.0):
+                    await self.leases.release(self.member, self._member_token)
+            self._member_token = None
 
 
 __all__ = ["CoordinatorStats", "LeaseCoordinator", "Tenure"]

@@ -93,7 +93,8 @@ _FENCE = text(
 _ALL = text(
     """
     SELECT name, holder, token, expires_at, acquired_at, previous_holder,
-           first_write_at, writes, expires_at > clock_timestamp() AS live
+           first_write_at, writes, expires_at > clock_timestamp() AS live,
+           GREATEST(0, EXTRACT(EPOCH FROM clock_timestamp() - expires_at)) AS expired_for_s
     FROM cluster_lease ORDER BY name
     """
 )
@@ -119,6 +120,8 @@ class LeaseRow:
     first_write_at: datetime | None
     writes: int
     live: bool
+    # Seconds since the lease expired (database clock); 0 while live.
+    expired_for_s: float = 0.0
 
 
 class LeaseStore:
@@ -164,6 +167,7 @@ class LeaseStore:
                 first_write_at=r.first_write_at,
                 writes=int(r.writes),
                 live=bool(r.live),
+                expired_for_s=float(r.expired_for_s),
             )
             for r in rows
         ]

@@ -199,6 +199,7 @@ class ClusterWiring:
             m.advance(m.cluster_takeovers, c.stats.takeovers.get(name, 0), name)
             m.advance(m.cluster_acquisitions, c.stats.acquisitions.get(name, 0), name)
             m.advance(m.cluster_losses, c.stats.losses.get(name, 0), name)
+            m.advance(m.cluster_handoffs, c.stats.handoffs.get(name, 0), name)
 
     def chain_view(self, chain: str) -> dict[str, Any] | None:
         """`cluster` in /v1/chains: who holds this chain's index and push leases."""

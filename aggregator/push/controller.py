@@ -6,16 +6,27 @@ listener read on chain):
 | trigger | priority |
 | --- | --- |
 | tier got worse (healthy -> warning -> liquidatable -> insolvent) | 0, at once |
-| credit went down (any amount) | 0, at once |
+| credit on chain above the account's share (`ceiling`) | 0, at once |
 | nothing on chain yet, and the account has debt or credit | 1 (0 if liquidatable) |
 | HF moved by >= hf_deviation (relative), or between finite and infinite | 1 |
 | tier got better | 1 |
 | credit went up by >= credit_deviation (relative; any increase from 0) | 1 |
 | on-chain entry older than heartbeat_s (chain time) | 1 |
-| anything else that differs | 2: rides along when a batch goes |
+| `ride_along_fraction` of a trigger (HF, credit, heartbeat age), or another tier | 2: rides along |
 
 A batch goes only when at least one entry has priority 0 or 1; it is then filled with
-ride-alongs in order until the gas budget is used.
+ride-alongs in order until the gas budget is used. With `ride_along_fraction` f > 0,
+smaller differences wait: every entry in a batch costs ~6.5k gas, and in a calm market
+nearly every account differs a little from what is on chain every cycle
+(bench/push_economy.py).
+
+Credit buffer (`credit_buffer` = b): the credit pushed is the share x (1 - b), never
+more than the share (`Desired.ceiling_usd6`). A fall of the share by less than b leaves
+what is on chain still at or below it: nothing to push (it rides along with the next
+batch). Only a fall past the buffer, on-chain credit above the share, goes at once. The
+safety property is unchanged: the credit a vault can spend is never above the account's
+share of its true BP. With b = 0 the ceiling is the pushed credit and any decrease
+goes at once (the rule before the buffer).
 """
 
 from __future__ import annotations
@@ -48,10 +59,36 @@ class TriggerRules:
     hf_deviation: float = 0.02
     credit_deviation: float = 0.05
     heartbeat_s: float = 600.0
+    credit_buffer: float = 0.0
+    # A difference rides along when it is at least this fraction of a trigger (0: any).
+    ride_along_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.credit_buffer < 1:
+            raise ValueError(f"credit_buffer must be in [0, 1), got {self.credit_buffer}")
+        if not 0 <= self.ride_along_fraction <= 1:
+            raise ValueError(
+                f"ride_along_fraction must be in [0, 1], got {self.ride_along_fraction}"
+            )
 
     @classmethod
     def from_config(cls, pusher: Any) -> TriggerRules:
-        return cls(pusher.hf_deviation, pusher.credit_deviation, pusher.heartbeat_s)
+        return cls(
+            pusher.hf_deviation,
+            pusher.credit_deviation,
+            pusher.heartbeat_s,
+            pusher.credit_buffer,
+            pusher.ride_along_fraction,
+        )
+
+
+def buffered_credit(share: NDArray[np.int64], buffer: float) -> NDArray[np.int64]:
+    """The credit pushed for a share: share x (1 - buffer), rounded down, never above the
+    share (float rounding cannot lift it over)."""
+    if buffer == 0:
+        return share
+    cut = np.floor(share.astype(np.float64) * (1.0 - buffer)).astype(np.int64)
+    return np.minimum(cut, share)
 
 
 @dataclass(frozen=True)
@@ -59,10 +96,17 @@ class Desired:
     """What the ledger says now for (account, chain), in registry units."""
 
     account: str  # lower case
-    credit_usd6: int
+    credit_usd6: int  # what to push
     hf_1e9: int
     tier: int
     has_debt: bool
+    # The account's share of its true BP on this chain: on-chain credit above it goes
+    # at once. None: the pushed credit itself (no buffer).
+    ceiling_usd6: int | None = None
+
+    @property
+    def ceiling(self) -> int:
+        return self.credit_usd6 if self.ceiling_usd6 is None else self.ceiling_usd6
 
 
 @dataclass(frozen=True)
@@ -136,7 +180,7 @@ def _plan_urgent(d: Desired, base: RegistryEntry, entry: RegistryEntry) -> Plann
     """The bad news that goes at once: a worse tier, less credit."""
     if d.tier > base.tier:
         return Planned(d.account, entry, URGENT, "tier_down", False, float(d.tier - base.tier))
-    if d.credit_usd6 < base.credit_usd6:
+    if base.credit_usd6 > d.ceiling:
         cut = (base.credit_usd6 - d.credit_usd6) / max(base.credit_usd6, 1)
         return Planned(d.account, entry, URGENT, "credit_cut", False, cut)
     return None
@@ -156,11 +200,25 @@ def _plan_trigger(
     up = d.credit_usd6 - base.credit_usd6
     if up > 0 and (base.credit_usd6 == 0 or up / base.credit_usd6 >= rules.credit_deviation):
         return Planned(d.account, entry, TRIGGER, "credit_up", False, up / max(base.credit_usd6, 1))
-    if (d.credit_usd6, d.hf_1e9, d.tier) != (base.credit_usd6, base.hf_1e9, base.tier):
+    if _worth_riding(d, base, age, rules):
         # Smaller changes: worth carrying only when a batch goes anyway; the older the
         # entry, the sooner (it also postpones that account's heartbeat).
         return Planned(d.account, entry, RIDE_ALONG, "ride_along", False, float(age))
     return None
+
+
+def _worth_riding(d: Desired, base: RegistryEntry, age: int, rules: TriggerRules) -> bool:
+    """At least `ride_along_fraction` of some trigger: smaller differences wait for
+    their own trigger."""
+    if (d.credit_usd6, d.hf_1e9, d.tier) == (base.credit_usd6, base.hf_1e9, base.tier):
+        return False
+    f = rules.ride_along_fraction
+    if f == 0 or d.tier != base.tier or age >= rules.heartbeat_s * f:
+        return True
+    if _hf_moved(base.hf_1e9, d.hf_1e9, rules.hf_deviation * f):
+        return True
+    moved = abs(d.credit_usd6 - base.credit_usd6)
+    return base.credit_usd6 == 0 or moved / base.credit_usd6 >= rules.credit_deviation * f
 
 
 def plan_chain(
@@ -286,8 +344,9 @@ def candidates(
     rules: TriggerRules,
 ) -> NDArray[np.int64]:
     """Indices of the accounts for which plan_entry (against what is on chain) may return
-    something: the exact complement of its two `None` cases (empty slot with no debt
-    and no credit; an entry equal to the ledger's that is not due a heartbeat)."""
+    something: everything but its two cheap `None` cases (empty slot with no debt and
+    no credit; an entry equal to the ledger's that is not due a heartbeat). A superset:
+    plan_entry also declines differences too small to ride along."""
     n = credit.size
     present = base.present[:n]
     differs = (credit != base.credit[:n]) | (hf != base.hf[:n]) | (tier != base.tier[:n])

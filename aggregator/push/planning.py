@@ -6,6 +6,8 @@ The ledger's figures (read through `LedgerView`) against what is on chain
 - one vectorised pass finds the candidates; the per-account rules (`plan_chain` in
   controller.py) run only for those and for every account with an entry in flight
   (whose baseline is that entry, not what is on chain);
+- the credit pushed is the share less the credit buffer (controller.py); the share
+  itself is the ceiling above which on-chain credit is cut at once;
 - a degraded account (a price not `ok`) never gets more credit than what is on chain
   now (after the vault's consumption);
 - an account holding an asset without any price gets no push at all.
@@ -22,6 +24,7 @@ from aggregator.push.controller import (
     OnchainArrays,
     Planned,
     TriggerRules,
+    buffered_credit,
     candidates,
     hf_fixed_array,
     plan_chain,
@@ -47,7 +50,8 @@ def plan_accounts(
     n = ledger.n_accounts
     hf = hf_fixed_array(ledger.hf_array(n))
     tier = ledger.tier_array(n).astype(np.int64)
-    credit = ledger.credit_array(chain, n).astype(np.int64)
+    share = ledger.credit_array(chain, n).astype(np.int64)
+    credit = buffered_credit(share, rules.credit_buffer)
     # Degraded prices: credit may go down, never up. What is on chain (after the
     # vault consumed some) is the ceiling, not the ledger's last value.
     cap = ledger.degraded_array(n) & base.present[:n]
@@ -70,7 +74,7 @@ def plan_accounts(
         if i is not None and i < n and not unpriced[i]:
             picked[a] = i
     desired = [
-        Desired(a, int(credit[i]), int(hf[i]), int(tier[i]), bool(has_debt[i]))
+        Desired(a, int(credit[i]), int(hf[i]), int(tier[i]), bool(has_debt[i]), int(share[i]))
         for a, i in picked.items()
     ]
     baseline = {a: inflight.get(a, onchain.get(a)) for a in picked}

@@ -114,6 +114,9 @@ class PushRecorder:
         m.advance(m.pusher_replacements, s.replacements_total, cp.name)
         m.advance(m.pusher_rebroadcasts, s.rebroadcasts_total, cp.name)
         m.advance(m.pusher_reorgs, s.reorgs_total, cp.name)
+        m.advance(m.pusher_gap_fills, s.gap_fills_total, cp.name)
+        gap = s.nonce_gap
+        m.pusher_nonce_gap.labels(chain=cp.name).set(0 if gap is None else gap[1] - gap[0] + 1)
 
     def cycle_failed(self, cp: ChainPusher, exc: BaseException) -> None:
         st = cp.state

@@ -91,8 +91,20 @@ def _price(eng: Explained, t: int) -> dict[str, Any]:
         "reported_usd": None if pin is None else pin.value,
         "timestamp": None if pin is None else pin.timestamp,
         "sources": None if pin is None else pin.sources,
-        "valued_at": "last ok price" if mkt.status[t] != "ok" else "current",
+        "valued_at": _valued_at(str(mkt.status[t])),
+        "reason": None if pin is None else pin.reason,
     }
+
+
+def _valued_at(status: str) -> str:
+    if status == "ok":
+        return "current"
+    if status == "capped":
+        return (
+            "current: lower of market median and live LST rate (cap failed its guard); "
+            "credit may not rise"
+        )
+    return "last ok price"
 
 
 def _collateral(eng: Explained, d: Detail, g: int, t: int) -> dict[str, Any]:

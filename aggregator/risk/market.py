@@ -1,11 +1,13 @@
 """Market data every margin model reads: prices and volatilities, validated once.
 
-Invariants: `price[t]` is the last `ok` price of asset t (or the oracle's `last_good`
-when this process has seen none yet), 0 until one is known, and `has_price[t]` says
-whether it is; a non-ok status keeps that value but marks the asset `bad` (its
-holders are degraded). `sigma_tab[0]` is the USD volatility per asset, row g+1 the one
-that counts inside correlation group g (relative to the group reference where given).
-Later inputs (covariances, pool depth) belong here too, beside what they refine.
+Invariants: `price[t]` is the last valued (`ok` or `capped`) price of asset t (or the
+oracle's `last_good` when this process has seen none yet), 0 until one is known, and
+`has_price[t]` says whether it is; a status other than `ok` marks the asset `bad` (its
+holders are degraded: credit may go down, never up). A `capped` price (an LST whose
+growth cap failed its guard, oracles/cap_guard.py) values positions and is bad at once.
+`sigma_tab[0]` is the USD volatility per asset, row g+1 the one that counts inside
+correlation group g (relative to the group reference where given). Later inputs
+(covariances, pool depth) belong here too, beside what they refine.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from aggregator.config import CorrelationGroup
 from oracles.types import PriceStatus
 
 PRICE_STATUSES: tuple[str, ...] = tuple(s.value for s in PriceStatus)
+# Statuses whose value prices positions (the others keep the last valued price).
+VALUED_STATUSES: tuple[str, ...] = (PriceStatus.OK.value, PriceStatus.CAPPED.value)
 
 
 class MissingInput(RuntimeError):
@@ -38,6 +42,8 @@ class PriceInput:
     sources: Any = None
     # The oracle's last ok price (kept across restarts in its history).
     last_good: float | None = None
+    # The oracle's account of the value (which leg applied, and why).
+    reason: str | None = None
 
 
 def group_tables(
@@ -60,9 +66,11 @@ def group_tables(
 def _check_price(symbol: str, p: PriceInput) -> None:
     if p.status not in PRICE_STATUSES:
         raise ValueError(f"prices.{symbol}.status: {p.status!r} not in {PRICE_STATUSES}")
-    if p.status == "ok":
+    if p.status in VALUED_STATUSES:
         if p.value is None or not math.isfinite(p.value) or p.value <= 0:
-            raise ValueError(f"prices.{symbol}.value: an ok price must be > 0, got {p.value}")
+            raise ValueError(
+                f"prices.{symbol}.value: an {p.status} price must be > 0, got {p.value}"
+            )
     elif p.value is not None and (not math.isfinite(p.value) or p.value < 0):
         raise ValueError(f"prices.{symbol}.value: must be finite and >= 0, got {p.value}")
 
@@ -106,7 +114,8 @@ class MarketData:
         for symbol, p in prices.items():
             t = self.asset(symbol, "prices")
             _check_price(symbol, p)
-            if p.status == "ok":
+            if p.status in VALUED_STATUSES:
+                assert p.value is not None
                 self.price[t] = p.value
                 self.has_price[t] = True
             elif (

@@ -121,6 +121,10 @@ class SqlPushStore(FencedRepo):
             await self._fenced(s)
             await s.execute(update(TX).where(TX.c.id == rec.id).values(**changes))
 
+    async def check_lease(self) -> None:
+        async with self.store.transaction() as s:
+            await self._fenced(s)
+
     async def open_txs(self, chain: str, sender: str) -> list[TxRecord]:
         q = (
             select(TX)

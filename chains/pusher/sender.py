@@ -4,7 +4,8 @@
 `nonces.py` (NonceManager, reconcile), `records.py` (the open records in memory),
 `transitions.py` (persisted state changes, SenderHooks), `broadcast.py` (signing, fees,
 broadcast, fee-bump replacement, rebroadcast), `follow.py` (one pass over the open
-records: receipts, stuck, reorgs, finality), `chain_reads.py` (read-only RPC questions).
+records: receipts, stuck, reorgs, finality), `gaps.py` (nonce gaps left by another
+process: filled after a wait, under the lease), `chain_reads.py` (read-only RPC questions).
 
 Life of an update batch (docs/pusher.md, "Crash safety"):
 
@@ -40,6 +41,7 @@ from chains.pusher.chain_reads import KeyReads
 from chains.pusher.errors import BatchReverts, BatchTooLarge, PushError
 from chains.pusher.fees import Fees
 from chains.pusher.follow import RecordFollower
+from chains.pusher.gaps import GapFiller
 from chains.pusher.keys import KeeperKey
 from chains.pusher.nonces import NonceManager, reconcile
 from chains.pusher.records import OpenRecords
@@ -90,6 +92,16 @@ class ChainSender:
             reads=self.reads,
             nonces=self.nonces,
             status=self.status,
+            clock=clock,
+        )
+        self.gaps = GapFiller(
+            settings,
+            client,
+            key,
+            reads=self.reads,
+            store=store,
+            status=self.status,
+            fees=self.out.fees,
             clock=clock,
         )
         self.follower = RecordFollower(
@@ -237,4 +249,5 @@ class ChainSender:
         if not self.nonces.reconciled:
             await self.reconcile()
         await self.follower.follow_all()
+        await self.gaps.repair(self.open)
         self._refresh_status()

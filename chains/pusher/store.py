@@ -33,3 +33,8 @@ class PushStore(Protocol):
     async def load_onchain(self, chain: str) -> dict[str, OnchainEntry]:
         """account (lower case) -> last stored reading."""
         ...
+
+    async def check_lease(self) -> None:
+        """Raise unless this instance may still send for the chain (with several
+        instances: the push lease's fence; alone: always allowed)."""
+        ...

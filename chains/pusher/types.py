@@ -38,6 +38,8 @@ class PushChainSettings:
     gas_headroom: float = 1.2
     fee_history_blocks: int = 10
     fee_percentile: float = 50.0
+    # A nonce gap below the lowest open record is filled after standing this long.
+    gap_fill_after_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.fee_bump < 0.125:
@@ -66,6 +68,7 @@ class PushChainSettings:
             rebroadcast_after_s=pusher.rebroadcast_after_s,
             max_in_flight=pusher.max_in_flight,
             gas_headroom=pusher.gas_headroom,
+            gap_fill_after_s=pusher.gap_fill_after_s,
         )
 
 
@@ -157,3 +160,6 @@ class SenderStatus:
     gas_used_total: int = 0
     last_error: str | None = None
     at_fee_cap: bool = False
+    # [first, last] nonce of a gap below the lowest open record, while one stands.
+    nonce_gap: list[int] | None = None
+    gap_fills_total: int = 0

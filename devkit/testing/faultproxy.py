@@ -50,6 +50,7 @@ class FaultProxy:
         protect_methods: tuple[str, ...] = (),
         fail_methods: tuple[str, ...] = (),
         call_ahead: bool = False,
+        mine_before_call: bool = False,
     ) -> None:
         self.upstream = upstream
         self.rng = random.Random(seed)
@@ -71,6 +72,9 @@ class FaultProxy:
         # eth_call at a block number answered with the latest state (a node serving the
         # tip while it mines the next block, or mid-reorg); by block hash it is honest.
         self.call_ahead = call_ahead
+        # A block mined upstream just before each eth_call at a block number: the node
+        # moved on between a client's eth_blockNumber and its eth_call.
+        self.mine_before_call = mine_before_call
         self.stats: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()
         self._runner: web.AppRunner | None = None
@@ -178,6 +182,9 @@ class FaultProxy:
         ):
             self.stats["call_ahead"] += 1
             params = [params[0], "latest"]
+            if self.mine_before_call:
+                self.stats["mined_before_call"] += 1
+                await self._upstream("evm_mine", [])
         if method == "eth_chainId" and self.chain_id is not None:
             self.stats["wrong_chain_id"] += 1
             return {"jsonrpc": "2.0", "result": hex(self.chain_id)}

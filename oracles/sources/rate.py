@@ -8,18 +8,26 @@ than the asset can plausibly grow, so:
 
     cap(t) = snapshot_rate * (1 + max_yearly_growth * (t - snapshot_time) / 1 year)
     rate_used = min(rate, cap(t))
+
+unless the cap itself fails its guard (oracles/cap_guard.py): then the observation is
+the live, uncapped rate and `findings` says why; the service marks the price `capped`.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 import math
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import ClassVar
 
+from oracles.cap_guard import CapFinding, CapGuardRules, check_cap
 from oracles.protocols import PriceHistory, RateProvider, RateSampleLike, RateSnapshot
 from oracles.sources.base import PriceSource
 from oracles.types import BadPayload, NoData, NonPositive, Observation, SourceOutcome, Stale
+
+log = logging.getLogger(__name__)
 
 YEAR_S = 365.0 * 86400.0
 FUTURE_TOLERANCE_S = 60.0
@@ -33,6 +41,7 @@ class RateCap:
     snapshot_rate: float | None = None
     snapshot_time: float | None = None
     max_age_s: float = 3600.0
+    guard: CapGuardRules = field(default_factory=CapGuardRules)
 
     def __post_init__(self) -> None:
         if (self.snapshot_rate is None) != (self.snapshot_time is None):
@@ -60,7 +69,9 @@ class ExchangeRateSource(PriceSource):
         cap: RateCap,
         provider: RateProvider,
         history: PriceHistory | None = None,
+        *,
         name: str = "exchange_rate",
+        rate_at: Callable[[str, float], Awaitable[RateSampleLike | None]] | None = None,
     ) -> None:
         self.asset = asset
         self.cap = cap
@@ -71,13 +82,25 @@ class ExchangeRateSource(PriceSource):
         if cap.snapshot_rate is not None and cap.snapshot_time is not None:
             self.snapshot = RateSnapshot(asset, cap.snapshot_rate, cap.snapshot_time)
         self._loaded = self.snapshot is not None
+        # The chain's own rate at a configured snapshot's time (oracles/cap_guard.py).
+        self.rate_at = rate_at
+        self._rate_at_snapshot: float | None = None
+        self._rate_at_checked = False
+        self.findings: tuple[CapFinding, ...] = ()
 
     async def fetch(self, now: float) -> SourceOutcome:
-        label = f"exchange rate of {self.asset}"
         got = self.provider.latest(self.asset)
         sample: RateSampleLike | None = await got if inspect.isawaitable(got) else got
         if sample is None:
-            return NoData(self.name, f"{label}: no rate sample yet")
+            return NoData(self.name, f"exchange rate of {self.asset}: no rate sample yet")
+        checked = self._checked(sample, now)
+        if not isinstance(checked, float):
+            return checked
+        return await self._capped(checked, sample, now)
+
+    def _checked(self, sample: RateSampleLike, now: float) -> float | SourceOutcome:
+        """The sample's rate, or the failure that makes it unusable."""
+        label = f"exchange rate of {self.asset}"
         if sample.scale <= 0:
             return BadPayload(self.name, f"{label}: scale {sample.scale} is not positive")
         if sample.rate <= 0:
@@ -98,8 +121,30 @@ class ExchangeRateSource(PriceSource):
             return BadPayload(
                 self.name, f"{label}: sample timestamp {sample.timestamp} is in the future"
             )
+        return rate
+
+    async def _capped(self, rate: float, sample: RateSampleLike, now: float) -> Observation:
         snap = await self._snapshot(rate, float(sample.timestamp))
         cap = cap_at(snap.rate, snap.timestamp, self.cap.max_yearly_growth, float(sample.timestamp))
+        self.findings = check_cap(
+            live_rate=rate,
+            cap=cap,
+            snapshot_rate=snap.rate,
+            snapshot_time=snap.timestamp,
+            now=now,
+            chain_rate_at_snapshot=await self._chain_rate_at_snapshot(),
+            rules=self.cap.guard,
+        )
+        if self.findings:
+            return Observation(
+                self.name,
+                rate,
+                float(sample.timestamp),
+                f"rate {rate:.8g} (block {sample.block}) used uncapped: the cap "
+                f"{cap:.8g} failed its guard ("
+                + "; ".join(f"{f.kind}: {f.detail}" for f in self.findings)
+                + ")",
+            )
         if rate > cap:
             return Observation(
                 self.name,
@@ -112,6 +157,24 @@ class ExchangeRateSource(PriceSource):
         return Observation(
             self.name, rate, float(sample.timestamp), f"rate {rate:.8g} (block {sample.block})"
         )
+
+    async def _chain_rate_at_snapshot(self) -> float | None:
+        """Only a configured snapshot is checked: an observed anchor is the chain's
+        rate by construction. Read once; a failed read is retried next round."""
+        snap_time = self.cap.snapshot_time
+        if self._rate_at_checked or self.rate_at is None or snap_time is None:
+            return self._rate_at_snapshot
+        try:
+            sample = await self.rate_at(self.asset, snap_time)
+        except Exception as exc:  # the guard must not stop pricing; the next round retries
+            log.warning(
+                "%s: reading the chain's rate at the snapshot time failed: %s", self.asset, exc
+            )
+            return None
+        self._rate_at_checked = True
+        if sample is not None and sample.scale > 0 and sample.rate > 0:
+            self._rate_at_snapshot = sample.rate / sample.scale
+        return self._rate_at_snapshot
 
     async def _snapshot(self, rate: float, ts: float) -> RateSnapshot:
         if self.snapshot is None and not self._loaded and self.history is not None:

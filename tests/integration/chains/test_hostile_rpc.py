@@ -193,3 +193,48 @@ async def test_a_read_ahead_whose_block_left_the_chain_corrects_nothing(
     assert await ix.reconcile() == []
     assert ix.status.reconcile_runs == runs and ix.status.reconcile_mismatches == 0
     assert await stored_head(repo) == h.onchain_positions(block)
+
+
+async def test_a_block_mined_between_the_health_check_reads_is_not_a_lie(
+    vault_chain: tuple[AnvilNode, VaultHarness],
+    proxies: Callable[..., Awaitable[FaultProxy]],
+    client_for: Callable[..., RpcClient],
+) -> None:
+    """The health check reads eth_blockNumber, then eth_call at that number. A node that
+    mines in between runs the call in the next block's context (getBlockNumber() is
+    head + 1: seen from anvil in the 15-minute soak). That is honest once the node's head
+    has really moved; the endpoint must stay healthy."""
+    node, h = vault_chain
+    mining = await proxies(node.url, call_ahead=True, mine_before_call=True)
+    s = fault_settings(node, h, (mining.url,))
+    client = client_for(s, health_interval_s=3600)
+    start = h.block_number()
+    await client.connect()
+    for _ in range(3):
+        await client.check_health()
+    assert mining.stats["mined_before_call"] >= 4
+    assert h.block_number() >= start + 4
+    (st,) = client.status()
+    assert st.state != "demoted", st.last_error
+
+
+async def test_a_node_claiming_a_block_it_does_not_serve_stays_demoted(
+    vault_chain: tuple[AnvilNode, VaultHarness],
+    proxies: Callable[..., Awaitable[FaultProxy]],
+    client_for: Callable[..., RpcClient],
+) -> None:
+    """The head + 1 tolerance is no way in for a liar: this node serves a head one
+    block old but answers eth_call from the real tip, so its getBlockNumber() is head + 1
+    while its own eth_blockNumber never gets there."""
+    node, h = vault_chain
+    liar = await proxies(node.url, call_ahead=True, lag_blocks=1)
+    honest = await proxies(node.url)
+    s = fault_settings(node, h, (liar.url, honest.url))
+    client = client_for(s, health_interval_s=3600)
+    await client.connect()
+    await client.check_health()
+    status = {st.url: st for st in client.status()}
+    assert liar.stats["call_ahead"] >= 1
+    assert status[liar.url].state == "demoted"
+    assert "cross-check" in (status[liar.url].last_error or "")
+    assert status[honest.url].state != "demoted"

@@ -437,3 +437,65 @@ async def test_a_batch_that_would_revert_is_never_signed(
         await s.send_batch(_entries(harness, 1))
     assert await push_store.recent_txs("c") == []
     assert s.nonces.next_nonce == 0
+
+
+async def _abandoned_gap(
+    anvil_factory: object, chain_id: int, push_store: SqlPushStore, clients: list[RpcClient]
+) -> tuple[AnvilNode, VaultHarness, ChainSender, FakeClock, int]:
+    """Another process using the keeper key takes the next nonce, then abandons it (its
+    transaction leaves the pool); our update sits above the hole."""
+    node, h = _manual_mining(chain_id, anvil_factory)
+    start = nonce_of(h)
+    other = h.rpc("eth_sendTransaction", [{"from": KEEPER, "to": KEEPER, "value": "0x1"}])
+    rpc = client(node.url, node.chain_id)
+    clients.append(rpc)
+    clock = FakeClock()
+    s = sender(node, h, rpc, push_store, confirmations=1, clock=clock, gap_fill_after_s=60)
+    rec = await s.send_batch(_entries(h, 1))
+    assert rec.nonce == start + 1
+    h.rpc("anvil_dropTransaction", [other])
+    return node, h, s, clock, start
+
+
+async def test_a_nonce_gap_left_by_another_process_is_filled_after_the_wait(
+    anvil_factory: object, push_store: SqlPushStore, clients: list[RpcClient]
+) -> None:
+    node, h, s, clock, start = await _abandoned_gap(anvil_factory, 71106, push_store, clients)
+    block0 = h.block_number()
+    for _ in range(3):  # before the wait: nothing is filled, the update cannot mine
+        await s.step()
+        node.mine()
+        clock.advance(15)
+    assert nonce_of(h) == start and s.status.nonce_gap == [start, start]
+    assert s.status.gap_fills_total == 0 and entry_of(h, USERS[0]) is None
+    clock.advance(30)
+    await step_until(s, lambda: not s.records, node=node)
+    assert s.status.gap_fills_total == 1 and s.status.nonce_gap is None
+    assert entry_of(h, USERS[0]) is not None and nonce_of(h) == start + 2
+    filler = next(t for t in keeper_txs(h, block0) if int(str(t["nonce"]), 16) == start)
+    assert filler["to"].lower() == KEEPER.lower() and int(str(filler["value"]), 16) == 0
+    assert filler["input"] in ("0x", "0x0")
+
+
+async def test_an_instance_without_the_lease_never_fills_a_gap(
+    anvil_factory: object, store: Store, clients: list[RpcClient]
+) -> None:
+    from aggregator.cluster.lease import Fence, FencedOut
+
+    fence = Fence("push:c", "me", 1)
+    real_check = fence.check
+
+    async def alone_until_revoked(session: object) -> None:
+        # This test's store has no lease table: a tenure is current until revoked.
+        if fence.revoked.is_set():
+            await real_check(session)  # type: ignore[arg-type]
+
+    fence.check = alone_until_revoked  # type: ignore[method-assign]
+    fenced = SqlPushStore(store, fence=fence)
+    node, h, s, clock, start = await _abandoned_gap(anvil_factory, 71107, fenced, clients)
+    fence.revoked.set()  # another instance took the chain
+    clock.advance(120)
+    with pytest.raises(FencedOut):
+        await s.step()
+    node.mine()
+    assert nonce_of(h) == start and s.status.gap_fills_total == 0

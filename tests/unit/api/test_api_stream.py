@@ -153,3 +153,60 @@ async def test_api_stop_ends_open_streams_with_a_shutdown_event(
     await stop
     assert backend.closed == 1
     resp.close()
+
+
+async def test_streams_beyond_the_limit_are_refused_and_others_served(
+    backend: FakeBackend,
+) -> None:
+    """api.max_streams bounds the memory hostile clients can pin with open streams: the
+    next one is a 503 naming "stream", plain requests are still served, and a closed
+    stream frees its place."""
+    from aiohttp import ClientSession
+
+    from aggregator.api import Api
+
+    api = Api(backend, sse_keepalive_s=0.05, max_streams=20)
+    port = await api.start("127.0.0.1", 0)
+    try:
+        async with ClientSession(base_url=f"http://127.0.0.1:{port}") as s:
+            open_ = [await s.get("/v1/stream") for _ in range(20)]
+            await until(lambda: api.open_streams == 20, "20 streams")
+            refused = await s.get("/v1/stream")
+            assert refused.status == 503
+            assert (await refused.json())["error"]["field"] == "stream"
+            assert (await s.get("/healthz")).status == 200
+            open_[0].close()
+            await until(lambda: api.open_streams == 19, "a stream closed")
+            again = await s.get("/v1/stream")
+            assert again.status == 200
+            again.close()
+            for r in open_[1:]:
+                r.close()
+            await until(lambda: api.open_streams == 0, "every stream closed")
+    finally:
+        await api.stop()
+
+
+async def test_a_body_over_the_limit_is_a_413_naming_the_body(backend: FakeBackend) -> None:
+    """Any route that reads its body (POST /v1/whatif does) is bounded by
+    api.max_body_bytes; shown on a route that only reads it."""
+    from aiohttp import ClientSession, web
+
+    from aggregator.api import Api
+
+    async def reads_body(request: web.Request) -> web.Response:
+        return web.json_response({"bytes": len(await request.read())})
+
+    api = Api(backend, max_body_bytes=4096)
+    api.app.router.add_post("/test/body", reads_body)
+    port = await api.start("127.0.0.1", 0)
+    try:
+        async with ClientSession(base_url=f"http://127.0.0.1:{port}") as s:
+            ok = await s.post("/test/body", data=b"x" * 4000)
+            assert ok.status == 200 and (await ok.json())["bytes"] == 4000
+            r = await s.post("/test/body", data=b"x" * 10_000)
+            body = await r.json()
+            assert r.status == 413 and body["error"]["field"] == "body", body
+            assert "api.max_body_bytes" in body["error"]["message"]
+    finally:
+        await api.stop()

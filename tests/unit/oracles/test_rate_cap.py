@@ -53,16 +53,29 @@ async def test_rate_within_cap_passes(provider_cls: type[Samples]) -> None:
     assert "capped" not in got.detail
 
 
-async def test_rate_above_cap_is_capped() -> None:
+async def test_rate_above_cap_within_the_guard_tolerance_is_capped() -> None:
     p = Samples()
     cap = RateCap(max_yearly_growth=0.05, snapshot_rate=1.10, snapshot_time=T0)
     src = ExchangeRateSource("wstETH", cap, p)
-    # A donation attack doubles the vault's rate within a day.
+    allowed = 1.10 * (1 + 0.05 / 365)
+    p.by_asset["wstETH"] = sample(int(allowed * 1.0005 * E18), E18, 11, T0 + 86400)
+    got = await src.fetch(T0 + 86400 + 5)
+    assert isinstance(got, Observation) and src.findings == ()
+    assert got.value == pytest.approx(allowed)
+    assert "(block 11) capped to" in got.detail
+
+
+async def test_rate_far_above_cap_is_a_finding_and_handed_on_live() -> None:
+    """A donation attack doubles the vault's rate within a day: the cap is 50% under
+    the live rate, a finding. The live rate goes on to the service, where the market
+    median holds the price down (tests/integration/oracles/test_lst_anvil.py)."""
+    p = Samples()
+    cap = RateCap(max_yearly_growth=0.05, snapshot_rate=1.10, snapshot_time=T0)
+    src = ExchangeRateSource("wstETH", cap, p)
     p.by_asset["wstETH"] = sample(2 * E18, E18, 11, T0 + 86400)
     got = await src.fetch(T0 + 86400 + 5)
-    assert isinstance(got, Observation)
-    assert got.value == pytest.approx(1.10 * (1 + 0.05 / 365))
-    assert "rate 2 (block 11) capped to" in got.detail
+    assert isinstance(got, Observation) and got.value == 2.0
+    assert [f.kind for f in src.findings] == ["cap_below_rate"]
 
 
 async def test_first_rate_becomes_the_snapshot() -> None:
@@ -71,10 +84,15 @@ async def test_first_rate_becomes_the_snapshot() -> None:
     p.by_asset["rETH"] = sample(1_080_000, 1_000_000, 1, T0)
     assert isinstance(await src.fetch(T0), Observation)
     assert src.snapshot == RateSnapshot("rETH", 1.08, float(T0))
-    p.by_asset["rETH"] = sample(1_500_000, 1_000_000, 2, T0 + 3600)
+    p.by_asset["rETH"] = sample(1_080_500, 1_000_000, 2, T0 + 3600)
     got = await src.fetch(T0 + 3600)
-    assert isinstance(got, Observation)
+    assert isinstance(got, Observation) and src.findings == ()
     assert got.value == pytest.approx(1.08 * (1 + 0.10 * 3600 / YEAR_S))
+    # Far above the anchored cap: a finding, measured against the first rate.
+    p.by_asset["rETH"] = sample(1_500_000, 1_000_000, 3, T0 + 7200)
+    got = await src.fetch(T0 + 7200)
+    assert isinstance(got, Observation) and got.value == 1.5
+    assert src.findings[0].detail.startswith("cap 1.08")
 
 
 async def test_rate_failures() -> None:

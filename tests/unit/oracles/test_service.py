@@ -92,9 +92,9 @@ async def test_lst_rate_within_cap(api: HostileApi) -> None:
     assert rate_line.used and "× ETH 3000" in (rate_line.reason or "")
 
 
-async def test_lst_rate_above_cap_is_capped(api: HostileApi) -> None:
+async def test_lst_rate_slightly_above_cap_is_capped(api: HostileApi) -> None:
     clock, rates = Clock(), Samples()
-    rates.by_asset["wstETH"] = wsteth(3 * E18, E18, 9, int(clock.now))
+    rates.by_asset["wstETH"] = wsteth(int(1.16 * 1.10 * 1.0005 * E18), E18, 9, int(clock.now))
     cap = RateCap(0.10, snapshot_rate=1.16, snapshot_time=clock.now - 86400 * 365)
     async with lst_service(api, rates, market=None, cap=cap, clock=clock) as svc:
         p = (await svc.refresh())["wstETH"]
@@ -103,10 +103,36 @@ async def test_lst_rate_above_cap_is_capped(api: HostileApi) -> None:
     assert "capped to" in (p.sources[-1].reason or "")
 
 
+async def test_lst_rate_far_above_cap_without_a_market_leg_is_disputed(
+    api: HostileApi,
+) -> None:
+    """A manipulated rate (3x) fails the cap's guard; with no market feed to hold the
+    live rate down the price is disputed: the last valued price stands."""
+    clock, rates = Clock(), Samples()
+    rates.by_asset["wstETH"] = wsteth(3 * E18, E18, 9, int(clock.now))
+    cap = RateCap(0.10, snapshot_rate=1.16, snapshot_time=clock.now - 86400 * 365)
+    async with lst_service(api, rates, market=None, cap=cap, clock=clock) as svc:
+        p = (await svc.refresh())["wstETH"]
+        assert svc.cap_findings()["wstETH"][0]["kind"] == "cap_below_rate"
+    assert p.status is PriceStatus.DISPUTED and not p.usable
+    assert "no market leg to hold the live rate down" in p.reason
+
+
+async def test_lst_rate_far_above_cap_is_held_down_by_the_market(api: HostileApi) -> None:
+    clock, rates = Clock(), Samples()
+    rates.by_asset["wstETH"] = wsteth(3 * E18, E18, 9, int(clock.now))
+    cap = RateCap(0.10, snapshot_rate=1.16, snapshot_time=clock.now - 86400 * 365)
+    async with lst_service(api, rates, market=3600.0, cap=cap, clock=clock) as svc:
+        p = (await svc.refresh())["wstETH"]
+    assert p.status is PriceStatus.CAPPED and p.valued and not p.usable
+    assert p.value == 3600.0
+    assert "cap guard: cap_below_rate" in p.reason
+
+
 async def test_lst_market_below_rate_wins(api: HostileApi) -> None:
     clock, rates = Clock(), Samples()
     rates.by_asset["wstETH"] = wsteth(1_170_000_000_000_000_000, E18, 9, int(clock.now))
-    cap = RateCap(0.10, snapshot_rate=1.16, snapshot_time=clock.now - 86400)
+    cap = RateCap(0.10, snapshot_rate=1.1697, snapshot_time=clock.now - 86400)
     # A de-peg: the market pays 5% less than the redemption value.
     async with lst_service(api, rates, market=3335.0, cap=cap, clock=clock) as svc:
         p = (await svc.refresh())["wstETH"]
@@ -207,7 +233,11 @@ async def test_history_persists_and_warms_up(api: HostileApi, store: Store) -> N
         for i in range(3):
             api.set(f"eth{i}", {"p": 3000 + i})
         lst = (await again.refresh())["wstETH"]
-        assert lst.value is not None and lst.value < 1.11 * 3001
+        # Measured against the persisted anchor (1.1), the 5.0 rate fails the guard.
+        (finding,) = again.cap_findings()["wstETH"]
+        assert finding["kind"] == "cap_below_rate"
+        assert finding["detail"].startswith("cap 1.10")
+        assert lst.status is PriceStatus.DISPUTED
 
 
 async def test_save_rate_snapshot_keeps_the_first_anchor(store: Store) -> None:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aggregator.push.controller import (
     RIDE_ALONG,
@@ -11,6 +16,7 @@ from aggregator.push.controller import (
     Desired,
     GasModel,
     TriggerRules,
+    buffered_credit,
     next_as_of,
     plan_chain,
     plan_entry,
@@ -89,7 +95,7 @@ def test_downgrades_and_cuts_go_first_then_triggers_then_ride_alongs() -> None:
     accounts = [f"0x{i:040x}" for i in range(1, 7)]
     base = {a: BASE for a in accounts}
     desired = [
-        Desired(accounts[0], BASE.credit_usd6 + 1, BASE.hf_1e9, 0, True),  # ride-along
+        Desired(accounts[0], BASE.credit_usd6 * 103 // 100, BASE.hf_1e9, 0, True),  # ride-along
         Desired(accounts[1], BASE.credit_usd6, 1_200_000_000, 0, True),  # hf trigger
         Desired(accounts[2], BASE.credit_usd6 - 5, BASE.hf_1e9, 0, True),  # small cut
         Desired(accounts[3], 0, 900_000_000, 2, True),  # downgrade to liquidatable
@@ -106,8 +112,26 @@ def test_downgrades_and_cuts_go_first_then_triggers_then_ride_alongs() -> None:
     ]
 
 
+def test_a_difference_below_half_a_trigger_does_not_ride_along() -> None:
+    """Every entry costs gas; one that changed by less than half of any trigger waits
+    for its own trigger (or half a heartbeat)."""
+    tiny = [
+        Desired(A, BASE.credit_usd6 + 1, BASE.hf_1e9, 0, True),
+        Desired(A, BASE.credit_usd6 * 1024 // 1000, BASE.hf_1e9, 0, True),  # +2.4% < 2.5%
+        Desired(A, BASE.credit_usd6, BASE.hf_1e9 * 1009 // 1000, 0, True),  # +0.9% < 1%
+    ]
+    rules = TriggerRules(0.02, 0.05, 300, ride_along_fraction=0.5)
+    for d in tiny:
+        assert plan_entry(d, BASE, NOW, rules) is None
+        p = plan_entry(d, BASE, NOW, RULES)  # fraction 0: any difference rides along
+        assert p is not None and p.reason == "ride_along"
+    half_old = RegistryEntry(BASE.credit_usd6, BASE.hf_1e9, NOW - 150, 0)
+    p = plan_entry(tiny[0], half_old, NOW, rules)
+    assert p is not None and p.reason == "ride_along"
+
+
 def test_ride_alongs_alone_never_make_a_batch() -> None:
-    d = [Desired(A, BASE.credit_usd6 + 1, BASE.hf_1e9, 0, True)]
+    d = [Desired(A, BASE.credit_usd6 * 103 // 100, BASE.hf_1e9, 0, True)]
     plan = plan_chain(d, {A: BASE}, NOW, RULES)
     assert [p.reason for p in plan] == ["ride_along"]
     assert select_batch(plan, 3_000_000, GasModel()) == []
@@ -132,3 +156,65 @@ def test_in_flight_baseline_with_empty_slot_still_counts_as_a_new_slot() -> None
     d = [Desired(A, 4, BASE.hf_1e9, 0, True)]
     (p,) = plan_chain(d, {A: inflight}, NOW, RULES, onchain_empty={A: True})
     assert p.reason == "credit_cut" and p.new_slot
+
+
+# -- credit buffer ----------------------------------------------------------------
+def test_a_fall_of_the_share_within_the_buffer_needs_no_push() -> None:
+    """Credit is pushed 1% under the share: a share that falls by less than that
+    leaves the on-chain credit still below it (nothing to push); a fall past the buffer,
+    on-chain credit above the share, goes at once with the buffered credit."""
+    rules = TriggerRules(0.02, 0.05, 300, credit_buffer=0.01, ride_along_fraction=0.5)
+    share = 1_000_000_000
+    pushed = int(buffered_credit(np.array([share]), 0.01)[0])
+    assert pushed == 990_000_000
+    base = RegistryEntry(pushed, 1_500_000_000, NOW - 10, 0)
+    small = Desired(
+        A,
+        int(buffered_credit(np.array([995_000_000]), 0.01)[0]),
+        1_500_000_000,
+        0,
+        True,
+        995_000_000,
+    )
+    assert plan_entry(small, base, NOW, rules) is None
+    past = Desired(A, 980_100_000, 1_500_000_000, 0, True, 989_999_999)
+    p = plan_entry(past, base, NOW, rules)
+    assert p is not None and (p.priority, p.reason) == (URGENT, "credit_cut")
+    assert p.entry.credit_usd6 == 980_100_000
+
+
+def _scalar_buffered(share: int, buffer: float) -> int:
+    """From the rule: share x (1 - b), rounded down, never above the share."""
+    return min(share, math.floor(share * (1.0 - buffer)))
+
+
+@given(
+    st.lists(st.floats(0.9, 1.1), min_size=1, max_size=200),
+    st.sampled_from([0.0, 0.005, 0.01, 0.03]),
+    st.sampled_from([0.0, 0.5, 1.0]),
+)
+@settings(max_examples=200, deadline=None)
+def test_on_chain_credit_never_exceeds_the_share(
+    moves: list[float], buffer: float, ride_along: float
+) -> None:
+    """The safety property under any path of the share: after every round (a batch goes
+    when anything urgent or a trigger is planned, and lands), the credit on chain is at
+    or below the account's true share."""
+    rules = TriggerRules(0.02, 0.05, 300, credit_buffer=buffer, ride_along_fraction=ride_along)
+    share = 1_000_000_000
+    onchain: RegistryEntry | None = None
+    t = NOW
+    for m in moves:
+        share = max(0, int(share * m))
+        t += 5
+        credit = int(buffered_credit(np.array([share]), buffer)[0])
+        assert credit == _scalar_buffered(share, buffer)
+        p = plan_entry(Desired(A, credit, 1_500_000_000, 0, True, share), onchain, t, rules)
+        if p is not None and p.priority != RIDE_ALONG:
+            onchain = p.entry
+        assert onchain is None or onchain.credit_usd6 <= share
+
+
+def test_credit_buffer_is_validated() -> None:
+    with pytest.raises(ValueError, match="credit_buffer"):
+        TriggerRules(credit_buffer=1.0)

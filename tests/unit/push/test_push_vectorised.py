@@ -34,7 +34,7 @@ def test_hf_fixed_array_matches_hf_to_fixed() -> None:
         hf_fixed_array(np.array([1.0, np.nan]))
 
 
-def test_candidates_are_exactly_the_accounts_plan_entry_acts_on() -> None:
+def test_candidates_cover_every_account_plan_entry_acts_on() -> None:
     rng = np.random.default_rng(11)
     n = 5_000
     accounts = [f"0x{i + 1:040x}" for i in range(n)]
@@ -84,7 +84,22 @@ def test_candidates_are_exactly_the_accounts_plan_entry_acts_on() -> None:
         )
         is not None
     }
-    assert got == want
+    assert got == want  # exact while any difference rides along (fraction 0)
+    # With a ride-along fraction, plan_entry also declines differences too small to
+    # ride along: the candidates are then a superset.
+    half = TriggerRules(0.02, 0.05, 600, ride_along_fraction=0.5)
+    fewer = {
+        i
+        for i in got
+        if plan_entry(
+            Desired(accounts[i], int(credit[i]), int(hf[i]), int(tier[i]), bool(has_debt[i])),
+            onchain[accounts[i]],
+            NOW,
+            half,
+        )
+        is not None
+    }
+    assert fewer < want
     assert 0 < len(want) < n  # both kinds present: the check can fail either way
 
 

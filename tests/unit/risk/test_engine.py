@@ -92,6 +92,31 @@ def test_non_ok_price_keeps_last_good_value_and_credit_cannot_rise() -> None:
     assert sum(eng.credit_of(A).values()) > sum(lower.values())
 
 
+def test_capped_price_values_positions_but_credit_cannot_rise() -> None:
+    """An LST whose growth cap failed its guard is `capped`: its new value prices the
+    account (a broken cap must not leave it at a stale, lower value) while credit may
+    go down but never up."""
+    eng = ready(engine(credit=CreditConfig(policy="static")))
+    eng.apply_position(row(A, "ethereum", "wstETH", "collateral", 10 * E18))
+    eng.apply_position(row(A, "ethereum", "USDC", "debt", 10_000 * 10**6))
+    eng.recompute()
+    eng.allocate_credit(now=0)
+    first = eng.credit_of(A)
+    reason = "cap guard: cap_below_rate: ..."
+    eng.set_prices({"wstETH": PriceInput(3_600.0, "capped", reason=reason)})
+    eng.recompute()
+    h = eng.health(A)
+    assert h.degraded and h.collateral_usd == 36_000.0  # the capped round's value counts
+    eng.allocate_credit(now=0)
+    assert eng.credit_of(A) == first  # more BP, but credit may not rise
+    price = eng.explain(A, now=0)["assets"]["wstETH"]["price"]
+    assert price["status"] == "capped" and price["reason"] == reason
+    assert price["valued_at"].startswith("current: lower of market median and live")
+    eng.apply_position(row(A, "ethereum", "USDC", "debt", 30_000 * 10**6))
+    eng.allocate_credit(now=0)
+    assert all(eng.credit_of(A)[c] < first[c] for c in CHAINS)
+
+
 def test_asset_never_priced_is_worth_zero_and_degrades() -> None:
     eng = engine()
     eng.set_prices({s: PriceInput(p) for s, p in PRICES.items() if s != "rETH"})
