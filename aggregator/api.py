@@ -24,6 +24,7 @@ from aiohttp import web
 from eth_hash.auto import keccak
 from prometheus_client import Histogram
 
+from aggregator.dashboard import dashboard_routes
 from aggregator.openapi import OPENAPI
 from chains.units import TIERS
 
@@ -316,6 +317,7 @@ class Api:
                 web.post("/v1/admin/resume", self.admin_resume),
             ]
         )
+        self.app.add_routes(dashboard_routes())  # /ui: docs/dashboard.md
         self._runner: web.AppRunner | None = None
         # Bearer token of the admin routes (AGG_ADMIN_TOKEN); None disables them (403).
         self.admin_token: str | None = None

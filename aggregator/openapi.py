@@ -398,3 +398,31 @@ def _attach_admin(doc: dict[str, Any]) -> None:
 
 
 _attach_admin(OPENAPI)
+
+
+# -- the dashboard's static files (aggregator/dashboard.py, docs/dashboard.md) --------
+def _attach_dashboard(doc: dict[str, Any]) -> None:
+    page = {"200": {"description": "The dashboard page", "content": {"text/html": {}}}}
+    for path in ("/ui", "/ui/"):
+        doc["paths"][path] = {
+            "get": {"summary": "The dashboard (HTML)", "parameters": [], "responses": page}
+        }
+    files: dict[str, Any] = {
+        t: {} for t in ("text/html", "text/javascript", "text/css", "text/plain")
+    }
+    doc["paths"]["/ui/{file}"] = {
+        "get": {
+            "summary": "One of the dashboard's files (scripts, styles, vendored uPlot)",
+            "parameters": [
+                {"name": "file", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": {"description": "The file", "content": files},
+                "404": _ERR,
+                "500": _ERR,
+            },
+        }
+    }
+
+
+_attach_dashboard(OPENAPI)
