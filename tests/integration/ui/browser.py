@@ -38,9 +38,11 @@ class Watched:
             return
         # Chromium also logs every 4xx/5xx answer here; an expected one is not an error.
         url = msg.location.get("url") or ""
-        if msg.text.startswith("Failed to load resource: the server responded with a status of 4"):
-            if urlsplit(url).path in self.expected_4xx:
-                return
+        if (
+            msg.text.startswith("Failed to load resource: the server responded with a status of 4")
+            and urlsplit(url).path in self.expected_4xx
+        ):
+            return
         self.errors.append(f"console: {msg.text} @ {url}")
 
     def _response(self, resp: Response) -> None:
