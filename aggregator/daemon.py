@@ -21,11 +21,15 @@ import logging
 import signal
 import time
 
-from aggregator.api import Api
+from aggregator.alerts.service import AlertService
+from aggregator.alerts.snapshot import SnapshotCollector
+from aggregator.api import Api, checksum_address
 from aggregator.api_views import AccountViews, ApiViews, ChainSources, LedgerReader
 from aggregator.book_sync import BookSync
 from aggregator.cluster.wiring import ClusterWiring
 from aggregator.config import AppConfig
+from aggregator.history.queries import HistoryQueries
+from aggregator.history.recorder import HistoryRecorder
 from aggregator.indexing import IndexerFactory
 from aggregator.jobs import Jobs
 from aggregator.ledger import Ledger
@@ -34,10 +38,12 @@ from aggregator.metrics import Metrics
 from aggregator.portfolio_feed import PortfolioFeed
 from aggregator.push.wiring import PusherWiring
 from aggregator.risk.engine import RiskEngine
+from aggregator.risk.view import LedgerView
 from aggregator.startup import StartupError, startup_step
 from aggregator.status import Status
 from aggregator.store import Store
 from aggregator.store.chain_repo import SqlChainStore
+from aggregator.store.history_repo import HistoryRepo
 from aggregator.store.price_repo import PriceRepo
 from aggregator.stream import HealthStream
 from aggregator.supervisor import Supervisor
@@ -166,9 +172,59 @@ class Daemon:
             markets=self.portfolio.watch,
         )
 
+    def _wire_console(self) -> None:
+        """Risk history and alerts (docs/operations.md "History", "Alerts"): off the hot
+        path, each a job reading the ledger through its read-only view."""
+        cfg, view = self.cfg, LedgerView(self.engine)
+        self.history: HistoryRecorder | None = None
+        self.history_queries: HistoryQueries | None = None
+        if cfg.history.enabled:
+            repo = HistoryRepo(self.store)
+            self.history = HistoryRecorder(
+                cfg.history,
+                repo,
+                view,
+                metrics=self.metrics,
+                ready=lambda: self.ledger.prices_ready,
+                recording=self._records_history,
+                model=cfg.portfolio.mode,
+                pushed_requirement=functools.partial(
+                    self.portfolio.pushed_requirement, self.engine
+                ),
+            )
+            self.history_queries = HistoryQueries(
+                cfg.history,
+                repo,
+                in_book=lambda a: self.reader.find(a) is not None,
+                model=cfg.portfolio.mode,
+            )
+        self.alerts: AlertService | None = None
+        if cfg.alerts.enabled:
+            collector = SnapshotCollector(
+                view,
+                prices=self.oracle.prices,
+                indexers=self.indexers,
+                pusher=self.push.chain_status,
+                leases=self.cluster.chain_view,
+                chains=cfg.chain_names,
+                ready=lambda: self.ledger.prices_ready,
+                keeper_min_eth=cfg.pusher.min_keeper_balance_eth,
+                checksum=checksum_address,
+            )
+            self.alerts = AlertService(
+                cfg.alerts, collector, self.metrics, instance=cfg.cluster.instance_id
+            )
+
+    def _records_history(self) -> bool:
+        """One writer per store: in cluster mode the holder of the first chain's index
+        lease records, so two instances never write the same buckets."""
+        return not self.cluster.enabled or self.cluster.holds(f"index:{self.cfg.chains[0].name}")
+
     def _wire_api(self) -> None:
         """What the API reads: status and the views over the ledger."""
         cfg, ind = self.cfg, self.indexers
+        self._wire_console()
+        alerts = self.alerts
         self.status = Status(
             ind,
             self.clients,
@@ -181,6 +237,7 @@ class Daemon:
             tier_counts=self.reader.tier_counts,
             pusher_reasons=self.push.readiness_reasons,
             lag_limit_s=cfg.scheduler.ledger_lag_unready_s,
+            alert_reasons=alerts.readiness_reasons if alerts is not None else list,
         )
         accounts = AccountViews(
             self.reader,
@@ -208,7 +265,12 @@ class Daemon:
             set_push_paused=self.push.set_paused,
             volatility=self.volatility.view,
         )
-        self.api = Api(self.views, request_seconds=self.metrics.api_request_seconds)
+        self.api = Api(
+            self.views,
+            request_seconds=self.metrics.api_request_seconds,
+            history=self.history_queries,
+            alerts=alerts,
+        )
         self.api.admin_token = self.push.admin_token
 
     # ------------------------------------------------------------ lifecycle
@@ -275,6 +337,14 @@ class Daemon:
         self.jobs.add("reconcile", self.book.reconcile, sch.reconcile_interval_s, critical=False)
         self.jobs.add("metrics", self.status.refresh_metrics, 5.0, critical=False)
         self.jobs.add("prune_history", self.prune_history, 86400.0, critical=False)
+        if self.history is not None:
+            self.jobs.add("history", self.history.run, self.cfg.history.interval_s, critical=False)
+            self.jobs.add("prune_risk_history", self.history.prune, 86400.0, critical=False)
+        if self.alerts is not None:
+            self.alerts.start(self.supervisor)
+            self.jobs.add(
+                "alerts", self.alerts.evaluate, self.cfg.alerts.interval_s, critical=False
+            )
         # Off the price path: the fit runs in a worker thread, refresh_prices reads it.
         self.jobs.add(
             "vol_forecast",

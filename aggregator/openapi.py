@@ -426,3 +426,150 @@ def _attach_dashboard(doc: dict[str, Any]) -> None:
 
 
 _attach_dashboard(OPENAPI)
+
+
+# -- risk history and alerts (docs/operations.md "History", "Alerts") -----------------
+def _history_params() -> list[dict[str, Any]]:
+    t = {"type": "string", "pattern": "^[0-9]{1,12}$"}
+    return [
+        {"name": "from", "in": "query", "schema": t, "description": "unix seconds"},
+        {"name": "to", "in": "query", "schema": t, "description": "unix seconds"},
+        {
+            "name": "resolution",
+            "in": "query",
+            "schema": {"type": "string", "pattern": "^(auto|[0-9]{1,9})$"},
+            "description": "auto, or a configured level's step in seconds",
+        },
+    ]
+
+
+def _json_ok(summary: str, params: list[dict[str, Any]], schema: str, **codes: Any) -> Any:
+    op = _get(summary, params, **codes)
+    op["get"]["responses"]["200"] = {
+        "description": "OK",
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+    return op
+
+
+_USD_BLOCK = {"collateral_usd": _NUM, "debt_usd": _NUM}
+_HISTORY_SCHEMAS: dict[str, Any] = {
+    "SystemHistory": _obj(
+        ["resolution_s", "from", "to", "points"],
+        resolution_s={"type": "integer"},
+        to={"type": "integer"},
+        points={
+            "type": "array",
+            "items": _obj(
+                ["t", "samples", "total", "tiers", "chains"],
+                t={"type": "integer"},
+                samples={"type": "integer"},
+                total=_obj(["accounts"], accounts={"type": "integer"}, bp_usd=_NUM, **_USD_BLOCK),
+                tiers={
+                    "type": "object",
+                    "additionalProperties": _obj(
+                        ["accounts", "accounts_max"],
+                        accounts={"type": "integer"},
+                        accounts_max={"type": "integer"},
+                        bp_usd=_NUM,
+                        **_USD_BLOCK,
+                    ),
+                },
+                chains={
+                    "type": "object",
+                    "additionalProperties": _obj([], credit_usd=_NUM, **_USD_BLOCK),
+                },
+            ),
+        },
+        **{"from": {"type": "integer"}},
+    ),
+    "AccountHistory": _obj(
+        ["account", "resolution_s", "from", "to", "model", "points"],
+        account=_CHECKSUMMED,
+        resolution_s={"type": "integer"},
+        to={"type": "integer"},
+        model={"type": "string"},
+        points={
+            "type": "array",
+            "items": _obj(
+                ["t", "hf", "hf_text", "hf_min", "bp_usd", "tier", "tier_worst", "requirement_usd"],
+                t={"type": "integer"},
+                samples={"type": "integer"},
+                hf=_NUM,
+                hf_text={"type": "string"},
+                hf_min=_NUM,
+                hf_min_text={"type": "string"},
+                bp_usd=_NUM,
+                tier=_TIER,
+                tier_worst=_TIER,
+                requirement_usd=_obj(
+                    ["standard", "portfolio", "var"], standard=_NUM, portfolio=_NUM, var=_NUM
+                ),
+                **_USD_BLOCK,
+            ),
+        },
+        **{"from": {"type": "integer"}},
+    ),
+    "Alert": _obj(
+        ["key", "rule", "kind", "severity", "subject", "message", "details", "started_at"],
+        key={"type": "string"},
+        rule={"type": "string"},
+        kind={"type": "string"},
+        severity={"enum": ["info", "warning", "critical"]},
+        subject={"type": "string"},
+        message={"type": "string"},
+        details={"type": "object"},
+        started_at={"type": "number"},
+        status={"enum": ["firing", "resolved"]},
+        resolved_at=_NUM,
+        at={"type": "number"},
+    ),
+    "Alerts": _obj(
+        ["active", "recent", "webhooks", "rules"],
+        active={"type": "array", "items": {"$ref": "#/components/schemas/Alert"}},
+        recent={"type": "array", "items": {"$ref": "#/components/schemas/Alert"}},
+        webhooks={
+            "type": "array",
+            "items": _obj(
+                ["name", "format", "state"],
+                name={"type": "string"},
+                format={"enum": ["json", "slack"]},
+                state={"enum": ["ok", "failing"]},
+                queued={"type": "integer"},
+                last_error=_STR_OR_NULL,
+            ),
+        },
+        rules={"type": "array", "items": {"type": "object"}},
+    ),
+}
+
+
+def _attach_history_alerts(doc: dict[str, Any]) -> None:
+    doc["components"]["schemas"].update(_HISTORY_SCHEMAS)
+    paths = doc["paths"]
+    paths["/v1/history/system"] = _json_ok(
+        "System time series: per tier and per chain totals",
+        _history_params(),
+        "SystemHistory",
+        _400="err",
+        _503="err",
+    )
+    paths["/v1/history/accounts/{address}"] = _json_ok(
+        "One account's HF, BP, tier and requirement over time",
+        [_ADDR, *_history_params()],
+        "AccountHistory",
+        _400="err",
+        _404="err",
+        _503="err",
+    )
+    limit = {"type": "integer", "minimum": 1, "maximum": 1000}
+    paths["/v1/alerts"] = _json_ok(
+        "Active alerts, recent events, webhook delivery state",
+        [{"name": "limit", "in": "query", "schema": limit}],
+        "Alerts",
+        _400="err",
+        _503="err",
+    )
+
+
+_attach_history_alerts(OPENAPI)

@@ -124,6 +124,21 @@ class PortfolioFeed:
             return 0
         return std.adopt(self.pushed.evaluate(book, std.market, idx, now))
 
+    def pushed_requirement(
+        self, std: RiskEngine, idx: np.ndarray, now: float | None = None
+    ) -> np.ndarray | None:
+        """The pushed model's requirement (USD) of accounts `idx` (book indices), for
+        the risk history; None in standard mode (the standard requirement is the
+        ledger's) or when the model cannot evaluate now (a missing input: logged by
+        the recompute that also meets it)."""
+        if self.cfg.portfolio.mode == STANDARD or len(idx) == 0:
+            return None
+        try:
+            res = self.pushed.evaluate(std.book, std.market, np.asarray(idx, np.int64), now)
+        except (MissingCalibration, KeyError, ValueError, RuntimeError):
+            return None
+        return np.asarray(res.requirement_usd, np.float64)
+
     def account_margin(
         self, std: RiskEngine, address: str, now: float | None = None
     ) -> dict[str, Any] | None:

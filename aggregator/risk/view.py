@@ -143,6 +143,27 @@ class LedgerView:
     def tier_counts(self) -> dict[str, int]:
         return self._eng.tier_counts()
 
+    # -- values for the risk history (aggregator/history) ----------------------------
+    def values_usd(self, n: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """(collateral value, debt value) in USD of the first n accounts: counted
+        amounts (summed over chains) at the last good prices."""
+        book, price = self._eng.book, self._eng.market.price
+        return book.coll[:n] @ price, book.debt[:n] @ price
+
+    def chain_values_usd(self) -> dict[str, tuple[float, float]]:
+        """chain -> (collateral value, debt value) in USD over the whole book."""
+        book, price = self._eng.book, self._eng.market.price
+        k = book.n
+        value = book.r_amount[:k] * price[book.r_asset[:k]]
+        slot = book.r_chain[:k].astype(np.int64) * 2 + book.r_side[:k]
+        sums = np.bincount(slot, weights=value, minlength=2 * book.n_chains)
+        return {c: (float(sums[2 * i]), float(sums[2 * i + 1])) for i, c in enumerate(book.chains)}
+
+    def standard_debt_usd(self, idx: NDArray[np.int64]) -> NDArray[np.float64]:
+        """The standard model's requirement (its HF denominator, the haircut-free debt)
+        of accounts `idx`, from the last preparation's parameters."""
+        return np.asarray(self._eng.totals(idx).debt, np.float64)
+
     def accounts_by_tier(
         self, tier: str, limit: int = 100, cursor: int = 0
     ) -> tuple[list[str], int | None]:
