@@ -67,6 +67,11 @@ class ApiBackend(Protocol):
         """Admin: stop or restart sending new update batches."""
         ...
 
+    def whatif(self, body: Any) -> dict[str, Any]:
+        """POST /v1/whatif (docs/whatif.md): the parsed JSON body (None when empty);
+        ApiError naming the field on bad input."""
+        ...
+
 
 class ApiError(Exception):
     def __init__(self, status: int, field: str | None, message: str) -> None:
@@ -314,6 +319,7 @@ class Api:
                 web.get("/v1/stream", self.stream),
                 web.post("/v1/admin/pause", self.admin_pause),
                 web.post("/v1/admin/resume", self.admin_resume),
+                web.post("/v1/whatif", self.whatif),
             ]
         )
         self._runner: web.AppRunner | None = None
@@ -430,6 +436,15 @@ class Api:
         if view is None:
             raise ApiError(404, "asset", f"unknown asset {asset[:32]!r}")
         return json_response(view)
+
+    # -- what-if on the live book (docs/whatif.md; aggregator/whatif.py) --------
+    async def whatif(self, request: web.Request) -> web.Response:
+        try:
+            text = await request.text()
+            body = json.loads(text) if text.strip() else None
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "body", "not valid JSON (docs/whatif.md)") from None
+        return json_response(self.backend.whatif(body))
 
     # -- admin (bearer token from AGG_ADMIN_TOKEN) ----------------------------
     async def admin_pause(self, request: web.Request) -> web.Response:

@@ -34,6 +34,7 @@ from aggregator.metrics import Metrics
 from aggregator.portfolio_feed import PortfolioFeed
 from aggregator.push.wiring import PusherWiring
 from aggregator.risk.engine import RiskEngine
+from aggregator.risk.view import LedgerView
 from aggregator.startup import StartupError, startup_step
 from aggregator.status import Status
 from aggregator.store import Store
@@ -43,6 +44,7 @@ from aggregator.stream import HealthStream
 from aggregator.supervisor import Supervisor
 from aggregator.var_feed import VarFeed
 from aggregator.vol_forecast import VolatilityForecaster
+from aggregator.whatif import WhatIfService
 from chains.indexer import ChainIndexer
 from chains.lst import LstRateReader, LstSource
 from chains.rpc import RpcClient, RpcError
@@ -198,6 +200,13 @@ class Daemon:
             pusher=self.push.chain_status,
             cluster=self.cluster.chain_view,
         )
+        # What-if on the live book (docs/whatif.md): the standard model and the pushed one.
+        self.whatif = WhatIfService(
+            cfg,
+            LedgerView(self.engine),
+            prices_ready=lambda: self.ledger.prices_ready,
+            models=self.portfolio.evaluated_models,
+        )
         self.views = ApiViews(
             accounts,
             prices=self.oracle,
@@ -207,6 +216,7 @@ class Daemon:
             metrics_text=self.metrics.render,
             set_push_paused=self.push.set_paused,
             volatility=self.volatility.view,
+            whatif=self.whatif.run,
         )
         self.api = Api(self.views, request_seconds=self.metrics.api_request_seconds)
         self.api.admin_token = self.push.admin_token

@@ -56,13 +56,20 @@ _CHUNK = 1 << 17
 _WORSE = {PriceStatus.OK: 0, PriceStatus.DISPUTED: 1, PriceStatus.UNAVAILABLE: 2}
 
 
-class WhatIfError(ValueError):
-    """A bad shock set; `field` names the request field (docs/whatif.md)."""
+# Largest relative rise of a price or a volatility a shock set may ask for (x1001).
+MAX_RISE = 1000.0
 
-    def __init__(self, field: str, message: str) -> None:
+
+class WhatIfError(ValueError):
+    """A bad shock set; `field` names the request field (docs/whatif.md). `status`: 404
+    when the field names something that does not exist here (an asset, an LST, a chain,
+    a model), 400 for a malformed or out-of-range value."""
+
+    def __init__(self, field: str, message: str, status: int = 400) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+        self.status = status
 
 
 def _finite(name: str, v: Any) -> float:
@@ -87,20 +94,24 @@ class ShockSet:
         """Raise WhatIfError naming the first bad field."""
         for what, table in (("shocks", self.price), ("depegs", self.depeg)):
             for sym, v in table.items():
-                name = f"{what}.{sym}"
+                name = f"{what}.{sym[:32]}"
                 if sym not in symbols:
-                    raise WhatIfError(name, f"unknown asset {sym!r}; known: {', '.join(symbols)}")
+                    known = ", ".join(symbols)
+                    raise WhatIfError(name, f"unknown asset {sym[:32]!r}; known: {known}", 404)
                 if what == "depegs" and sym not in underlying:
-                    raise WhatIfError(name, f"{sym} is not an LST (it has no underlying)")
-                if _finite(name, v) < -1.0:
-                    raise WhatIfError(name, f"must be >= -1 (a fall of at most 100%), got {v}")
-        if _finite("vol", self.vol) <= -1.0:
-            raise WhatIfError("vol", f"must be > -1 (volatility stays positive), got {self.vol}")
+                    lsts = ", ".join(underlying) or "none"
+                    raise WhatIfError(name, f"{sym} is not an LST; LSTs: {lsts}", 404)
+                if not -1.0 <= _finite(name, v) <= MAX_RISE:
+                    raise WhatIfError(
+                        name, f"must be between -1 (a fall of 100%) and {MAX_RISE:g}, got {v}"
+                    )
+        if not -1.0 < _finite("vol", self.vol) <= MAX_RISE:
+            raise WhatIfError("vol", f"must be > -1 and <= {MAX_RISE:g}, got {self.vol}")
         for i, c in enumerate(self.chains_down):
             if c not in chains:
+                known = ", ".join(chains)
                 raise WhatIfError(
-                    f"chains_down[{i}]",
-                    f"chain {c!r} is not configured; known: {', '.join(chains)}",
+                    f"chains_down[{i}]", f"chain {c[:32]!r} is not configured; known: {known}", 404
                 )
 
     def factors(self, symbols: Sequence[str], underlying: Mapping[str, str]) -> F64:
@@ -330,7 +341,8 @@ class Liquidations:
 
     def seize_usd(self) -> F64:
         """Seized USD per account (aligned with `accounts`)."""
-        return np.bincount(self.s_pos, weights=self.s_usd, minlength=self.accounts.size)
+        out = np.bincount(self.s_pos, weights=self.s_usd, minlength=self.accounts.size)
+        return np.asarray(out, np.float64)
 
 
 @dataclass(frozen=True)
@@ -609,6 +621,7 @@ def volume(
 
 
 __all__ = [
+    "MAX_RISE",
     "PLAN_CLOSE_FACTOR",
     "PLAN_NAMES",
     "AssetFeeds",
