@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import functools
 import hmac
+import json
 import logging
 import re
 import time
@@ -66,6 +67,11 @@ class ApiBackend(Protocol):
     def metrics_text(self) -> bytes: ...
     def set_push_paused(self, paused: bool) -> dict[str, Any]:
         """Admin: stop or restart sending new update batches."""
+        ...
+
+    def whatif(self, body: Any) -> dict[str, Any]:
+        """POST /v1/whatif (docs/whatif.md): the parsed JSON body (None when empty);
+        ApiError naming the field on bad input."""
         ...
 
 
@@ -264,6 +270,7 @@ class Api:
                 web.post("/v1/admin/resume", self.admin_resume),
                 *history_routes(history),  # aggregator/api_history.py
                 *alert_routes(alerts),  # aggregator/api_alerts.py
+                web.post("/v1/whatif", self.whatif),
             ]
         )
         self.app.add_routes(dashboard_routes())  # /ui: docs/dashboard.md
@@ -381,6 +388,15 @@ class Api:
         if view is None:
             raise ApiError(404, "asset", f"unknown asset {asset[:32]!r}")
         return json_response(view)
+
+    # -- what-if on the live book (docs/whatif.md; aggregator/whatif.py) --------
+    async def whatif(self, request: web.Request) -> web.Response:
+        try:
+            text = await request.text()
+            body = json.loads(text) if text.strip() else None
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "body", "not valid JSON (docs/whatif.md)") from None
+        return json_response(self.backend.whatif(body))
 
     # -- admin (bearer token from AGG_ADMIN_TOKEN) ----------------------------
     async def admin_pause(self, request: web.Request) -> web.Response:

@@ -49,6 +49,7 @@ from aggregator.stream import HealthStream
 from aggregator.supervisor import Supervisor
 from aggregator.var_feed import VarFeed
 from aggregator.vol_forecast import VolatilityForecaster
+from aggregator.whatif import WhatIfService
 from chains.indexer import ChainIndexer
 from chains.lst import LstRateReader, LstSource
 from chains.rpc import RpcClient, RpcError
@@ -255,6 +256,13 @@ class Daemon:
             pusher=self.push.chain_status,
             cluster=self.cluster.chain_view,
         )
+        # What-if on the live book (docs/whatif.md): the standard model and the pushed one.
+        self.whatif = WhatIfService(
+            cfg,
+            LedgerView(self.engine),
+            prices_ready=lambda: self.ledger.prices_ready,
+            models=self.portfolio.evaluated_models,
+        )
         self.views = ApiViews(
             accounts,
             prices=self.oracle,
@@ -264,6 +272,7 @@ class Daemon:
             metrics_text=self.metrics.render,
             set_push_paused=self.push.set_paused,
             volatility=self.volatility.view,
+            whatif=self.whatif.run,
         )
         self.api = Api(
             self.views,

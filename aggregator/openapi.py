@@ -573,3 +573,169 @@ def _attach_history_alerts(doc: dict[str, Any]) -> None:
 
 
 _attach_history_alerts(OPENAPI)
+
+
+# -- what-if on the live book (docs/whatif.md) ------------------------------------------
+# Bounds here are the code's (aggregator/whatif.py, risk/whatif.py MAX_RISE): a body
+# inside the schema is answered 200, or 404 when it names an asset, LST, chain or model
+# that is not configured; outside it, 400 naming the field.
+_RISE = 1000.0
+_SHOCKS = {
+    "type": "object",
+    "description": "asset -> relative change (-0.3: a 30% fall)",
+    "additionalProperties": {"type": "number", "minimum": -1, "maximum": _RISE},
+}
+_NAMES = {"type": "array", "items": {"type": "string"}}
+_CELL = _obj(
+    ["accounts", "collateral_usd", "debt_usd"],
+    accounts={"type": "integer", "minimum": 0},
+    collateral_usd=_NUM,
+    debt_usd=_NUM,
+)
+_TIER_COUNTS = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}}
+_WHATIF_SCHEMAS: dict[str, Any] = {
+    "WhatIfRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "shocks": _SHOCKS,
+            "depegs": {**_SHOCKS, "description": "LST -> relative change against its underlying"},
+            "vol": {"type": "number", "exclusiveMinimum": -1, "maximum": _RISE},
+            "chains_down": _NAMES,
+            "models": _NAMES,
+            "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
+            "cursor": {"type": ["string", "null"], "pattern": "^[0-9]{1,18}$"},
+            "max_slippage": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        },
+    },
+    "WhatIfPrice": _obj(
+        ["before_usd", "after_usd", "factor", "status_before", "status_after"],
+        before_usd=_NUM,
+        after_usd=_NUM,
+        factor=_NUM,
+        status_before=_PRICE_STATUS,
+        status_after=_PRICE_STATUS,
+        reason=_STR_OR_NULL,
+        sigma_before=_NUM,
+        sigma_after=_NUM,
+    ),
+    "WhatIfAccount": _obj(
+        ["account", "hf_before", "hf_after", "tier_before", "tier_after", "plan", "repay_usd"],
+        account=_CHECKSUMMED,
+        hf_before={"type": ["number", "null"], "description": "null when infinite"},
+        hf_after={"type": ["number", "null"], "description": "null when infinite"},
+        tier_before=_TIER,
+        tier_after=_TIER,
+        collateral_usd=_NUM,
+        debt_usd=_NUM,
+        plan={"enum": ["partial", "full", "close_factor", "none"]},
+        repay_usd=_NUM,
+        seize_usd=_NUM,
+        seize={
+            "type": "array",
+            "items": _obj(
+                ["chain", "asset", "usd"],
+                chain={"type": "string"},
+                asset={"type": "string"},
+                usd=_NUM,
+            ),
+        },
+        seize_by_chain={"type": "object", "additionalProperties": _NUM},
+        bad_debt_usd=_NUM,
+    ),
+    "WhatIfModel": _obj(
+        [
+            "pushed",
+            "tiers_before",
+            "tiers_after",
+            "transitions",
+            "bad_debt_usd",
+            "liquidations",
+            "accounts",
+        ],
+        pushed={"type": "boolean"},
+        tiers_before=_TIER_COUNTS,
+        tiers_after=_TIER_COUNTS,
+        transitions={
+            "type": "object",
+            "description": "tier before -> tier after -> accounts, collateral and debt (after)",
+            "additionalProperties": {"type": "object", "additionalProperties": _CELL},
+        },
+        degraded_after={"type": "integer", "minimum": 0},
+        bad_debt_usd=_NUM,
+        bad_debt_accounts={"type": "integer", "minimum": 0},
+        liquidations=_obj(
+            ["newly_liquidatable", "liquidatable_after", "repay_usd", "seize_usd", "volume"],
+            newly_liquidatable={"type": "integer", "minimum": 0},
+            liquidatable_after={"type": "integer", "minimum": 0},
+            repay_usd=_NUM,
+            seize_usd=_NUM,
+            volume={
+                "type": "array",
+                "items": _obj(
+                    ["asset", "chain", "seize_usd", "accounts"],
+                    asset={"type": "string"},
+                    chain={"type": "string"},
+                    seize_usd=_NUM,
+                    accounts={"type": "integer", "minimum": 0},
+                    depth_usd=_NUM,
+                    impact=_NUM,
+                    sellable_usd=_NUM,
+                    liquidity_source={"type": "string"},
+                ),
+            },
+        ),
+        accounts=_obj(
+            ["total", "items", "next_cursor"],
+            total={"type": "integer", "minimum": 0},
+            items={"type": "array", "items": {"$ref": "#/components/schemas/WhatIfAccount"}},
+            next_cursor={"type": ["string", "null"], "pattern": "^[0-9]{1,18}$"},
+        ),
+    ),
+    "WhatIf": _obj(
+        ["computed_at", "accounts", "scenario", "prices", "models", "unavailable"],
+        computed_at={"type": "number"},
+        accounts={"type": "integer", "minimum": 0},
+        scenario={"type": "object"},
+        prices={
+            "type": "object",
+            "additionalProperties": {"$ref": "#/components/schemas/WhatIfPrice"},
+        },
+        models={
+            "type": "object",
+            "additionalProperties": {"$ref": "#/components/schemas/WhatIfModel"},
+        },
+        unavailable={"type": "object", "additionalProperties": {"type": "string"}},
+    ),
+}
+
+
+def _attach_whatif(doc: dict[str, Any]) -> None:
+    doc["components"]["schemas"].update(_WHATIF_SCHEMAS)
+    doc["paths"]["/v1/whatif"] = {
+        "post": {
+            "summary": "What-if on the live book: price shocks, LST de-pegs, a volatility "
+            "shift, chains down; tier transitions, liquidations, volume and bad debt per model",
+            "requestBody": {
+                "required": False,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/WhatIfRequest"}}
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "The what-if's figures (docs/whatif.md)",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/WhatIf"}}
+                    },
+                },
+                "400": _ERR,
+                "404": _ERR,
+                "503": _ERR,
+                "500": _ERR,
+            },
+        }
+    }
+
+
+_attach_whatif(OPENAPI)

@@ -16,7 +16,7 @@ import numpy as np
 from aggregator.config import AppConfig
 from aggregator.risk.book import COLLATERAL
 from aggregator.risk.engine import RiskEngine
-from aggregator.risk.model import ModelSources
+from aggregator.risk.model import MarginModel, ModelSources
 from aggregator.risk.portfolio import (
     OptionLeg,
     OptionSeries,
@@ -138,6 +138,13 @@ class PortfolioFeed:
         except (MissingCalibration, KeyError, ValueError, RuntimeError):
             return None
         return np.asarray(res.requirement_usd, np.float64)
+
+    def evaluated_models(self) -> dict[str, MarginModel]:
+        """The models the daemon evaluates besides the ledger's standard one: the pushed
+        model ([portfolio] mode), none in standard mode (the what-if runs them)."""
+        if self.cfg.portfolio.mode == STANDARD:
+            return {}
+        return {self.cfg.portfolio.mode: self.pushed}
 
     def account_margin(
         self, std: RiskEngine, address: str, now: float | None = None

@@ -149,6 +149,26 @@ def accounts_kernel(  # noqa: PLR0917
         degraded[i] = bad_bits != 0 and (held[a] & bad_bits) != 0
 
 
+@njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def totals_kernel(  # noqa: PLR0917
+    start, cnt, pc, pv, held, n, tab, nlp, bad_bits, warn_hf,
+    vtot, dval, cliq, hf, bp, tier, degraded,
+):  # fmt: skip
+    """accounts_kernel for every account 0..n-1, in parallel, into fresh arrays (a
+    what-if: risk/whatif.py). Same per-account operations in the same order, so its
+    figures equal the tick's and the one-account path's bit for bit."""
+    for a in prange(n):
+        c_liq, c_bor, d_val, v_tot = account_sums(start[a], cnt[a], pc, pv, tab, nlp)
+        h = c_liq / d_val if d_val > 0.0 else np.inf
+        vtot[a] = v_tot
+        dval[a] = d_val
+        cliq[a] = c_liq
+        hf[a] = h
+        bp[a] = max(c_bor - d_val, 0.0)
+        tier[a] = (h < warn_hf) + (h < 1.0) + (v_tot < d_val)
+        degraded[a] = bad_bits != 0 and (held[a] & bad_bits) != 0
+
+
 @njit(inline="always")
 def better(rr, value, c, t, best_r, best_v, best_c, best_t):  # noqa: PLR0917
     """Whether candidate (repay rr, holding value, chain c, asset t) beats the best so
@@ -169,8 +189,8 @@ def plan_kernel(  # noqa: PLR0917
     la, grp, debt, cliq, cf, rows, lengths, r_side, r_amount, r_asset, r_chain, coll,
     price, k, bonus, vol_tab, lt_tab, target, repay, chain, asset,
 ):  # fmt: skip
-    """Liquidation plan of each HF < 1 account `la[i]` (its book rows grouped in
-    `rows`, `lengths[i]` each): the feasible (chain, asset) with the smallest repay,
+    """Liquidation plan of each HF < 1 account i (`la[i]`: its row of `coll`; its book
+    rows grouped in `rows`, `lengths[i]` each): the feasible (chain, asset) with the smallest repay,
     ties to the larger holding on that chain, then the lower chain, then asset.
     Returns whether a partial plan was found per account (else: full)."""
     found = np.zeros(la.size, np.bool_)

@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from aggregator.risk.book import SIDES
 from aggregator.risk.engine import RiskEngine
 from aggregator.risk.standard import AccountHealth
+from aggregator.risk.whatif import LedgerSnapshot
 from chains.units import TIERS
 
 
@@ -118,6 +119,13 @@ class LedgerView:
 
     def explain(self, address: str, now: float | None = None) -> dict[str, Any]:
         return self._eng.explain(address, now)
+
+    def snapshot(self) -> LedgerSnapshot:
+        """The live book, pool, standard model tables and market data for a what-if
+        (risk/whatif.py), which only reads them. Use it between two ledger writes: in
+        the daemon, synchronously on the event loop, where every write happens."""
+        e = self._eng
+        return LedgerSnapshot(e.book, e.pool, e.model, e.market)
 
     # -- many accounts at once (read-only views) -----------------------------------
     def hf_array(self, n: int) -> NDArray[np.float64]:

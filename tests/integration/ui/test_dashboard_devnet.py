@@ -19,11 +19,12 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, async_playwright
 
+from aggregator.alerts.config import ChainLagRule, KeeperBalanceRule
 from aggregator.config import ApiConfig, AppConfig, StoreConfig, load_config
 from aggregator.daemon import Daemon
 from devkit import manager
 from devkit.anvil import DEV_KEYS
-from tests.integration.daemon.daemon_helpers import wait_ready
+from tests.integration.daemon.daemon_helpers import wait_ready, wait_until
 from tests.integration.ui.browser import CHROMIUM, CHROMIUM_ARGS, Watched, open_page
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.asyncio(loop_scope="module")]
@@ -40,6 +41,10 @@ def _api(d: Daemon, path: str, body: Any = None) -> Any:
 async def api(d: Daemon, path: str, body: Any = None) -> Any:
     """The API's answer, read off the loop the daemon serves on."""
     return await asyncio.to_thread(_api, d, path, body)
+
+
+async def _has_points(d: Daemon) -> bool:
+    return bool((await api(d, "/v1/history/system"))["points"])
 
 
 @pytest.fixture(scope="module")
@@ -62,12 +67,26 @@ async def daemon(
             "api": ApiConfig(port=0),
             "pusher": cfg.pusher.model_copy(update={"interval_s": 1.0}),
             "scheduler": cfg.scheduler.model_copy(update={"oracle_interval_s": 1.0}),
+            "history": cfg.history.model_copy(update={"interval_s": 1.0}),
+            # One rule that holds on every chain (no keeper has 10^6 ETH), so the alert
+            # list has rows, and one that does not.
+            "alerts": cfg.alerts.model_copy(
+                update={
+                    "interval_s": 1.0,
+                    "rules": [
+                        KeeperBalanceRule(name="keeper-rich", severity="critical", min_eth=1e6),
+                        ChainLagRule(name="lag", max_blocks=10_000),
+                    ],
+                }
+            ),
         }
     )
     d = Daemon(cfg)
     await asyncio.wait_for(d.start(), 90)
     try:
         await wait_ready(d)
+        # The overview reads the history's last system sample: wait for the first.
+        await wait_until(lambda: _has_points(d), timeout=60, what="a system history sample")
         yield d
     finally:
         await d.stop()
@@ -124,3 +143,69 @@ async def test_admin_pause_and_resume_with_the_token(ui: Watched, daemon: Daemon
     await page.click("#forget-token")
     assert await page.evaluate("sessionStorage.getItem('aggregator.adminToken')") is None
     await ui.screenshot("admin")
+
+
+async def test_overview_shows_the_api_figures(ui: Watched, daemon: Daemon) -> None:
+    await ui.goto("/")
+    page = ui.page
+    last = (await api(daemon, "/v1/history/system"))["points"][-1]
+    for tier, row in last["tiers"].items():
+        shown = await page.inner_text(f'[data-tier-count="{tier}"]')
+        assert shown.replace(",", "") == str(row["accounts"]), tier
+    assert sum(daemon.engine.tier_counts().values()) == last["total"]["accounts"]
+    prices = (await api(daemon, "/v1/prices"))["prices"]
+    for asset in prices:
+        assert await page.locator(f'[data-price="{asset}"]').count() == 1, asset
+    chains = (await api(daemon, "/v1/chains"))["chains"]
+    rows = await page.locator("#chains tbody tr").count()
+    assert rows == len(chains)
+    for c in chains:
+        assert await page.locator(f'[data-lag="{c["chain"]}"]').count() == 1
+    # The chart of accounts per tier is drawn (uPlot's canvas).
+    assert await page.locator("#overview .chart canvas").count() >= 1
+    await ui.screenshot("overview")
+
+
+async def test_accounts_list_search_and_the_account_page(ui: Watched, daemon: Daemon) -> None:
+    page = ui.page
+    await ui.goto("/accounts?tier=all")
+    assert len(ui.api_requests("/v1/accounts")) == 1
+    listed = (await api(daemon, "/v1/accounts?limit=100"))["accounts"]
+    assert await page.locator("#accounts tbody tr").count() == len(listed)
+    with_debt = [a for a in listed if a["hf"] is not None]
+    assert with_debt, "the devnet seeds accounts with debt"
+    target = min(with_debt, key=lambda a: a["hf"])
+    for a in listed:
+        assert await page.inner_text(f'[data-hf="{a["account"]}"]') == a["hf_text"]
+    await ui.screenshot("accounts")
+    # Search by the full address in lower case: opens the account's page.
+    await page.fill("#search", target["account"].lower())
+    await page.click("#search-form button[type=submit]")
+    await ui.ready()
+    assert page.url.endswith(f"#/account/{target['account'].lower()}")
+    await page.wait_for_selector("#account-hf")
+    detail = await api(daemon, f"/v1/accounts/{target['account']}")
+    assert await page.inner_text("#account-hf") == detail["hf_text"]
+    assert (await page.inner_text("#account-tier")).strip() == detail["tier"]
+    assert await page.locator("#positions tbody tr").count() == sum(
+        len(rows) for rows in detail["positions"].values()
+    )
+    # What each chain's HealthRegistry holds now: one row per pushed chain.
+    assert await page.locator("#onchain tbody tr").count() == len(detail["onchain"] or {})
+    await ui.screenshot("account")
+
+
+async def test_alert_list_matches_the_api(ui: Watched, daemon: Daemon) -> None:
+    async def firing() -> bool:
+        return len((await api(daemon, "/v1/alerts"))["active"]) >= 1
+
+    await wait_until(firing, timeout=60, what="the keeper-rich alert")
+    await ui.goto("/alerts")
+    page = ui.page
+    active = (await api(daemon, "/v1/alerts"))["active"]
+    assert await page.locator("#active-alerts tbody tr").count() == len(active)
+    text = await page.inner_text("#active-alerts")
+    for a in active:
+        assert a["message"] in text
+    assert await page.locator("#rules tbody tr").count() == 2
+    await ui.screenshot("alerts")
