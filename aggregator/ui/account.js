@@ -5,15 +5,19 @@
 import { getJSON } from "./api.js";
 import { lineChart } from "./chart.js";
 import { onHealth } from "./stream.js";
+import { historyWindow, windowPicker } from "./book.js";
 import { el, usd, num, pct, hf, badge, table, section, tree, when, ago } from "./fmt.js";
 
-export async function render(root, { arg, signal }) {
+export async function render(root, { arg, params, signal }) {
   if (!arg) throw new Error("no account given");
   const address = encodeURIComponent(arg);
+  const w = historyWindow(params);
   const [detail, history] = await Promise.all([
     getJSON(`/v1/accounts/${address}`, signal),
-    getJSON(`/v1/history/accounts/${address}`, signal),
+    getJSON(`/v1/history/accounts/${address}?from=${w.from}&to=${w.to}`, signal),
   ]);
+  history.window = w;
+  history.href = (name) => `#/account/${address}?w=${name}`;
   const body = el("div", { id: "account" });
   root.append(body);
   paint(body, detail, history, signal);
@@ -207,28 +211,36 @@ function onchain(d) {
 }
 
 function historyCharts(h, signal) {
+  // A point holds until the next one (docs/operations.md "History"): the last one is
+  // drawn on to the window's end, so an account that has not moved shows a line.
   const pts = h.points || [];
-  const times = pts.map((p) => p.t);
+  const last = pts[pts.length - 1];
+  const drawn = last && last.t < h.window.to ? [...pts, { ...last, t: h.window.to }] : pts;
+  const times = drawn.map((p) => p.t);
+  const range = [h.window.from, h.window.to];
   return el(
     "div",
     {},
-    el("p", { class: "muted" }, `${h.model ?? ""} model, ${h.resolution_s} s buckets; a point holds until the next one.`),
+    windowPicker(h.window.name, h.href),
+    el("p", { class: "muted" }, `${h.model ?? ""} model, ${h.resolution_s} s buckets, last ${h.window.name}; a point holds until the next one.`),
     lineChart({
+      range,
       title: "Health factor (last and lowest per bucket; no debt is not drawn)",
       times,
       series: [
-        { label: "HF", values: pts.map((p) => p.hf), stepped: true },
-        { label: "lowest HF", values: pts.map((p) => p.hf_min), stepped: true },
+        { label: "HF", values: drawn.map((p) => p.hf), stepped: true },
+        { label: "lowest HF", values: drawn.map((p) => p.hf_min), stepped: true },
       ],
       signal,
     }),
     lineChart({
+      range,
       title: "USD",
       times,
       series: [
-        { label: "collateral", values: pts.map((p) => p.collateral_usd), stepped: true },
-        { label: "debt", values: pts.map((p) => p.debt_usd), stepped: true },
-        { label: "borrowing power", values: pts.map((p) => p.bp_usd), stepped: true },
+        { label: "collateral", values: drawn.map((p) => p.collateral_usd), stepped: true },
+        { label: "debt", values: drawn.map((p) => p.debt_usd), stepped: true },
+        { label: "borrowing power", values: drawn.map((p) => p.bp_usd), stepped: true },
       ],
       signal,
     }),

@@ -15,3 +15,29 @@ export async function latestCounts(signal) {
   const history = await getJSON(`/v1/history/system?from=${from}`, signal);
   return latestSystem(history);
 }
+
+// History windows the pages offer; the API picks the finest level that holds the window
+// (`resolution=auto`).
+export const WINDOWS = { "1h": 3600, "12h": 43200, "7d": 604800, "90d": 7776000 };
+export const DEFAULT_WINDOW = "12h";
+
+export function historyWindow(params) {
+  const name = WINDOWS[params.get("w")] ? params.get("w") : DEFAULT_WINDOW;
+  const to = Math.floor(Date.now() / 1000);
+  return { name, from: to - WINDOWS[name], to };
+}
+
+// Links to the same page with another window: hrefFor(name) -> "#/...".
+export function windowPicker(current, hrefFor) {
+  const box = document.createElement("span");
+  box.className = "tabs windows";
+  for (const name of Object.keys(WINDOWS)) {
+    const a = document.createElement("a");
+    a.href = hrefFor(name);
+    a.textContent = name;
+    a.dataset.window = name;
+    if (name === current) a.className = "active";
+    box.append(a);
+  }
+  return box;
+}

@@ -10,9 +10,10 @@ export const TIER_COLORS = {
   insolvent: "#7c3aed",
 };
 
-// times: unix seconds; series: [{label, values, color?, stepped?}]. Returns the
-// container; the chart is destroyed when `signal` aborts (the page is left).
-export function lineChart({ title, times, series, height = 220, signal, yLabel = "" }) {
+// times: unix seconds; series: [{label, values, color?, stepped?}]; range: the window
+// [from, to] the x axis spans (unix seconds). Returns the container; the chart is
+// destroyed when `signal` aborts (the page is left).
+export function lineChart({ title, times, series, range, height = 220, signal, yLabel = "" }) {
   const box = el("div", { class: "chart" }, el("h3", {}, title));
   if (!times.length) {
     box.append(el("p", { class: "muted" }, "no points recorded in this window yet"));
@@ -22,7 +23,7 @@ export function lineChart({ title, times, series, height = 220, signal, yLabel =
   const opts = {
     width,
     height,
-    scales: { x: { time: true } },
+    scales: { x: { time: true, range: range ? () => range : undefined } },
     axes: [{}, { label: yLabel, size: 70 }],
     series: [
       {},

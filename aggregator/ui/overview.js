@@ -4,27 +4,27 @@
 
 import { getJSON } from "./api.js";
 import { lineChart, TIER_COLORS } from "./chart.js";
-import { TIERS, latestSystem } from "./book.js";
+import { TIERS, latestSystem, historyWindow, windowPicker } from "./book.js";
 import { el, usd, num, pct, badge, table, section, when, ago } from "./fmt.js";
 
 const REFRESH_MS = 15000;
 
-export async function render(root, { signal }) {
-  const [history, prices, chains] = await Promise.all([
-    getJSON("/v1/history/system", signal),
+function load(params, signal) {
+  const w = historyWindow(params);
+  return Promise.all([
+    getJSON(`/v1/history/system?from=${w.from}&to=${w.to}`, signal),
     getJSON("/v1/prices", signal),
     getJSON("/v1/chains", signal),
-  ]);
+  ]).then((answers) => [w, ...answers]);
+}
+
+export async function render(root, { params, signal }) {
   const body = el("div", { id: "overview" });
+  paint(body, ...(await load(params, signal)), signal);
   root.append(body);
-  paint(body, history, prices, chains, signal);
   const timer = setInterval(async () => {
     try {
-      const fresh = await Promise.all([
-        getJSON("/v1/history/system", signal),
-        getJSON("/v1/prices", signal),
-        getJSON("/v1/chains", signal),
-      ]);
+      const fresh = await load(params, signal);
       body.replaceChildren();
       paint(body, ...fresh, signal);
     } catch {
@@ -34,10 +34,10 @@ export async function render(root, { signal }) {
   signal.addEventListener("abort", () => clearInterval(timer), { once: true });
 }
 
-function paint(body, history, prices, chains, signal) {
+function paint(body, w, history, prices, chains, signal) {
   const last = latestSystem(history);
   body.append(
-    section("Book", bookSummary(last), tierTable(last), tierChart(history, signal)),
+    section("Book", bookSummary(last), tierTable(last), tierChart(w, history, signal)),
     section("Per chain", chainTotals(last)),
     section("Prices", priceTable(prices.prices)),
     section("Chains: sync and push", chainTable(chains.chains)),
@@ -79,10 +79,11 @@ function tierTable(last) {
   );
 }
 
-function tierChart(history, signal) {
+function tierChart(w, history, signal) {
   const points = history.points;
-  return lineChart({
-    title: `Accounts per tier (${history.resolution_s} s buckets)`,
+  const chart = lineChart({
+    title: `Accounts per tier, last ${w.name} (${history.resolution_s} s buckets)`,
+    range: [w.from, w.to],
     times: points.map((p) => p.t),
     series: TIERS.map((t) => ({
       label: t,
@@ -92,6 +93,8 @@ function tierChart(history, signal) {
     yLabel: "accounts",
     signal,
   });
+  chart.prepend(windowPicker(w.name, (name) => `#/?w=${name}`));
+  return chart;
 }
 
 function chainTotals(last) {

@@ -15,7 +15,9 @@ export async function render(root, { signal }) {
   const [prices, chains] = await Promise.all([getJSON("/v1/prices", signal), getJSON("/v1/chains", signal)]);
   const assets = Object.keys(prices.prices);
   const shockInputs = new Map(assets.map((a) => [a, el("input", { type: "number", step: "any", name: `shocks.${a}`, placeholder: "0", "data-field": `shocks.${a}` })]));
-  const depegInputs = new Map(assets.map((a) => [a, el("input", { type: "number", step: "any", name: `depegs.${a}`, placeholder: "—", "data-field": `depegs.${a}` })]));
+  // LSTs (priced through an exchange-rate leg) can de-peg against their underlying.
+  const lsts = assets.filter((a) => (prices.prices[a].sources || []).some((s) => s.kind === "exchange_rate"));
+  const depegInputs = new Map(lsts.map((a) => [a, el("input", { type: "number", step: "any", name: `depegs.${a}`, placeholder: "0", "data-field": `depegs.${a}` })]));
   const vol = el("input", { type: "number", step: "any", name: "vol", placeholder: "0", "data-field": "vol" });
   const down = chains.chains.map((c) => el("input", { type: "checkbox", name: "chains_down", value: c.chain }));
   const out = el("div", { id: "whatif-result" });
@@ -63,7 +65,7 @@ export async function render(root, { signal }) {
         { label: "asset", cell: (a) => a },
         { label: "price now", class: "r", cell: (a) => num(prices.prices[a].value, 6) },
         { label: "shock (%)", cell: (a) => shockInputs.get(a) },
-        { label: "de-peg vs underlying (%, LSTs)", cell: (a) => depegInputs.get(a) },
+        { label: "de-peg vs underlying (%, LSTs)", cell: (a) => depegInputs.get(a) || el("span", { class: "muted" }, "—") },
       ],
       assets,
       { class: "form-grid" },

@@ -69,10 +69,10 @@ class Watched:
         await self.ready()
 
     async def ready(self) -> None:
-        await self.page.wait_for_function(
-            "() => { const v = document.getElementById('view');"
-            " return v && v.dataset.state === 'ready'; }",
-            timeout=30_000,
+        # Selectors, not wait_for_function: a polled JS predicate needs eval, which the
+        # dashboard's Content-Security-Policy (rightly) refuses.
+        await self.page.locator('#view[data-state="ready"]').wait_for(
+            state="attached", timeout=30_000
         )
         shown = await self.page.locator("main .error").all_inner_texts()
         assert shown == [], f"the page shows errors: {shown}"

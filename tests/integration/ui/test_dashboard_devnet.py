@@ -134,9 +134,7 @@ async def test_admin_pause_and_resume_with_the_token(ui: Watched, daemon: Daemon
         if c["pusher"]["enabled"]
     )
     await page.click("#resume")
-    await page.wait_for_function(
-        "document.querySelector('#admin-result .ok')?.textContent.includes('running')"
-    )
+    await page.locator("#admin-result .ok", has_text="running").wait_for()
     assert not any(c["pusher"].get("paused") for c in (await api(daemon, "/v1/chains"))["chains"])
     # Kept for this tab only, and "Forget" drops it.
     assert await page.evaluate("sessionStorage.getItem('aggregator.adminToken')") == TOKEN
@@ -209,3 +207,42 @@ async def test_alert_list_matches_the_api(ui: Watched, daemon: Daemon) -> None:
         assert a["message"] in text
     assert await page.locator("#rules tbody tr").count() == 2
     await ui.screenshot("alerts")
+
+
+async def test_whatif_form_returns_the_api_results(ui: Watched, daemon: Daemon) -> None:
+    await ui.goto("/whatif")
+    page = ui.page
+    sent: list[str] = []
+    page.on(
+        "request",
+        lambda r: sent.append(r.post_data or "") if r.url.endswith("/v1/whatif") else None,
+    )
+    await page.fill('[data-field="shocks.WETH"]', "-60")
+    await page.fill('[data-field="vol"]', "50")
+    await page.click("#whatif-run")
+    await page.wait_for_selector('[data-model="standard"]', timeout=30_000)
+    assert json.loads(sent[-1]) == {
+        "shocks": {"WETH": -0.6},
+        "depegs": {},
+        "chains_down": [],
+        "vol": 0.5,
+        "limit": 100,
+    }
+    # The same request to the API gives what the page shows (the devnet book is still).
+    answer = await api(daemon, "/v1/whatif", json.loads(sent[-1]))
+    std = answer["models"]["standard"]
+    for tier in ("healthy", "warning", "liquidatable", "insolvent"):
+        shown = await page.inner_text(f'[data-tier-after="standard:{tier}"]')
+        before, after = std["tiers_before"][tier], std["tiers_after"][tier]
+        assert shown.replace(",", "") == f"{before} → {after}", tier
+    assert std["tiers_after"] != std["tiers_before"], "a 60% ETH drop moves some account"
+    newly = std["accounts"]["items"]
+    assert await page.locator('[data-model-accounts="standard"] tbody tr').count() == len(newly)
+    await ui.screenshot("whatif")
+    # Bad input: the API's 400 names the field, the page shows it and marks that input.
+    ui.expected_4xx |= {"/v1/whatif"}
+    await page.fill('[data-field="shocks.WETH"]', "-150")
+    await page.click("#whatif-run")
+    await page.wait_for_selector("#whatif-result .error")
+    assert "shocks.WETH" in await page.inner_text("#whatif-result .error")
+    assert await page.get_attribute('[data-field="shocks.WETH"]', "class") == "invalid"
