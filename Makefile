@@ -8,7 +8,7 @@ STAMP_JS := node_modules/.installed
 PYTEST_ARGS ?=
 LOGS    := data/setup
 
-.PHONY: setup browser doctor lock replay demo test lint format contracts devnet-up devnet-down soak bench clean
+.PHONY: setup browser screenshots doctor lock replay demo test lint format contracts devnet-up devnet-down soak bench clean
 
 setup: $(STAMP_PY) $(STAMP_JS)
 
@@ -57,6 +57,11 @@ test:
 	@$(PY) scripts/doctor.py --for test --quiet
 	@$(MAKE) --no-print-directory setup browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Re-take the dashboard screenshots in docs/ (docs/dashboard.md) from the browser tests.
+screenshots:
+	@$(MAKE) --no-print-directory setup browser
+	AGG_UI_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/integration/ui
 
 lint: setup
 	$(BIN)/ruff check aggregator chains oracles devkit tests bench scripts
