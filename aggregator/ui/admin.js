@@ -23,7 +23,7 @@ export async function render(root, { signal }) {
     sessionStorage.setItem(KEY, value);
     try {
       const r = await postJSON(`/v1/admin/${action}`, undefined, { token: value, signal });
-      out.append(el("p", { class: "ok" }, `pushing ${r.paused ? "paused" : "running"}${r.enabled === false ? ` (pusher off: ${r.reason})` : ""}`));
+      out.append(el("p", { class: "ok" }, `pushing: ${r.paused ? "paused" : "running"}${r.enabled === false ? ` (pusher off: ${r.reason})` : ""}`));
       const fresh = await getJSON("/v1/chains", signal);
       state.replaceChildren(pushTable(fresh.chains));
     } catch (err) {

@@ -63,7 +63,7 @@ function paint(body, data) {
     ),
     section(
       "Webhooks",
-      table(
+      data.webhooks.length === 0 ? el("p", { class: "muted" }, "no webhooks configured ([[alerts.webhooks]])") : table(
         [
           { label: "name", cell: (w) => `${w.name} (${w.format})` },
           { label: "state", cell: (w) => badge(w.state, w.state === "ok" ? "ok" : "liquidatable") },

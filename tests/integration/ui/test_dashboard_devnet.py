@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from aiohttp import web
 from playwright.async_api import Browser, async_playwright
 
-from aggregator.alerts.config import ChainLagRule, KeeperBalanceRule
+from aggregator.alerts.config import ChainLagRule, KeeperBalanceRule, WebhookConfig
 from aggregator.config import ApiConfig, AppConfig, StoreConfig, load_config
 from aggregator.daemon import Daemon
 from devkit import manager
@@ -56,8 +57,32 @@ def env() -> Iterator[None]:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def receiver() -> AsyncIterator[tuple[str, list[Any]]]:
+    """A real webhook receiver: the alerts go there, the alert page shows its state."""
+    got: list[Any] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        got.append(await request.json())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/hook", got
+    finally:
+        await runner.cleanup()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def daemon(
-    devnet: manager.DevnetState, env: None, tmp_path_factory: pytest.TempPathFactory
+    devnet: manager.DevnetState,
+    env: None,
+    receiver: tuple[str, list[Any]],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Daemon]:
     cfg: AppConfig = load_config(Path(devnet.root) / "config.toml")
     db = tmp_path_factory.mktemp("ui") / "agg.db"
@@ -77,6 +102,7 @@ async def daemon(
                         KeeperBalanceRule(name="keeper-rich", severity="critical", min_eth=1e6),
                         ChainLagRule(name="lag", max_blocks=10_000),
                     ],
+                    "webhooks": [WebhookConfig(name="ops", url=receiver[0])],
                 }
             ),
         }
@@ -198,6 +224,11 @@ async def test_alert_list_matches_the_api(ui: Watched, daemon: Daemon) -> None:
         return len((await api(daemon, "/v1/alerts"))["active"]) >= 1
 
     await wait_until(firing, timeout=60, what="the keeper-rich alert")
+
+    async def delivered() -> bool:
+        return (await api(daemon, "/v1/alerts"))["webhooks"][0]["sent_total"] >= 1
+
+    await wait_until(delivered, timeout=60, what="a webhook delivery")
     await ui.goto("/alerts")
     page = ui.page
     active = (await api(daemon, "/v1/alerts"))["active"]
@@ -206,6 +237,9 @@ async def test_alert_list_matches_the_api(ui: Watched, daemon: Daemon) -> None:
     for a in active:
         assert a["message"] in text
     assert await page.locator("#rules tbody tr").count() == 2
+    hooks = (await api(daemon, "/v1/alerts"))["webhooks"]
+    assert [h["name"] for h in hooks] == ["ops"]
+    assert "ops (json)" in await page.inner_text("#webhooks")
     await ui.screenshot("alerts")
 
 
