@@ -76,9 +76,8 @@ async def test_disabled_features_answer_503_naming_them(client: TestClient[Any, 
         ("to=1.5", "to"),
         (f"from={T0}&to={T0}", "from"),
         (f"from={T0 + 10}&to={T0}", "from"),
-        ("resolution=7", "resolution"),
         ("resolution=1m", "resolution"),
-        (f"from={T0}&to={T0 + 60 * (MAX_BUCKETS + 5)}&resolution=60", "resolution"),
+        ("resolution=-60", "resolution"),
         ("bogus=1", "bogus"),
         ("from=1&from=2", "from"),
         ("=x", "query"),
@@ -170,6 +169,13 @@ def test_auto_resolution_picks_the_finest_level_holding_from() -> None:
     assert parse_window({"from": str(now - 2 * 86400)}, LEVELS, now).step_s == 3600
     # Default window: the last day.
     assert parse_window({}, LEVELS, now) == Window(now - 86400, now, 60)
+    # A number: the finest level at least that coarse, else the coarsest.
+    assert parse_window({"resolution": "7"}, LEVELS, now).step_s == 60
+    assert parse_window({"resolution": "61"}, LEVELS, now).step_s == 3600
+    assert parse_window({"resolution": "999999"}, LEVELS, now).step_s == 3600
+    # Too many buckets: the window is shortened at its start.
+    w = parse_window({"from": "0", "resolution": "60"}, LEVELS, now)
+    assert (w.start, w.end, w.step_s) == (now - 60 * MAX_BUCKETS, now, 60)
     with pytest.raises(ApiError) as err:
-        parse_window({"resolution": "3601"}, LEVELS, now)
+        parse_window({"resolution": "1h"}, LEVELS, now)
     assert err.value.field == "resolution"
