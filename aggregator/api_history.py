@@ -67,9 +67,7 @@ def _time(raw: str | None, name: str, default: int) -> int:
     return int(raw)
 
 
-def parse_window(
-    query: Mapping[str, str], levels: Sequence[tuple[int, int]], now: float
-) -> Window:
+def parse_window(query: Mapping[str, str], levels: Sequence[tuple[int, int]], now: float) -> Window:
     """from/to/resolution -> the window and the level to read.
 
     `resolution`: `auto` (default) is the finest level whose retention still holds
