@@ -68,7 +68,14 @@ def _time(raw: str | None, name: str, default: int) -> int:
 
 
 def parse_window(query: Mapping[str, str], levels: Sequence[tuple[int, int]], now: float) -> Window:
-    """from/to/resolution -> a window and the level to read (module docstring)."""
+    """from/to/resolution -> the window and the level to read.
+
+    `resolution`: `auto` (default) is the finest level whose retention still holds
+    `from`; a number of seconds is the finest level at least that coarse (the coarsest
+    if none is). A window of more than MAX_BUCKETS buckets of that level is shortened
+    at its start (the answer's `from` says where it starts). Only `from >= to` and
+    malformed values are errors.
+    """
     end = _time(query.get("to"), "to", int(now))
     start = _time(query.get("from"), "from", max(0, end - DEFAULT_WINDOW_S))
     if start >= end:
@@ -76,23 +83,12 @@ def parse_window(query: Mapping[str, str], levels: Sequence[tuple[int, int]], no
     raw = query.get("resolution", "auto")
     steps = [s for s, _ in levels]
     if raw == "auto":
-        # The finest level still holding `start`, coarser while it would be too many buckets.
-        fits = [s for s, keep in levels if start >= now - keep] or [steps[-1]]
-        step = next((s for s in fits if (end - start) // s <= MAX_BUCKETS), steps[-1])
-    elif _STEP_RE.fullmatch(raw) is not None and int(raw) in steps:
-        step = int(raw)
+        step = next((s for s, keep in levels if start >= now - keep), steps[-1])
+    elif _STEP_RE.fullmatch(raw) is not None:
+        step = next((s for s in steps if s >= int(raw)), steps[-1])
     else:
-        raise ApiError(
-            400, "resolution", f"must be auto or one of {', '.join(map(str, steps))} (seconds)"
-        )
-    if (end - start) // step > MAX_BUCKETS:
-        raise ApiError(
-            400,
-            "resolution",
-            f"{(end - start) // step} buckets of {step}s between from and to; at most "
-            f"{MAX_BUCKETS}: use a coarser resolution or a shorter window",
-        )
-    return Window(start, end, step)
+        raise ApiError(400, "resolution", "must be auto or a bucket length in seconds")
+    return Window(max(start, end - MAX_BUCKETS * step), end, step)
 
 
 class HistoryRoutes:

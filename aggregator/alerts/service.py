@@ -8,6 +8,9 @@ readiness reason, an `agg_alert_webhook_failing` gauge and a `state` in /v1/aler
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aggregator.alerts.config import AlertsConfig
@@ -26,12 +29,17 @@ class AlertService:
         metrics: Metrics,
         *,
         instance: str,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.cfg = cfg
         self.collector = collector
         self.metrics = metrics
         self.book = AlertBook(list(cfg.rules), recent_limit=cfg.recent_limit)
-        self.senders = [WebhookSender(w, metrics, instance=instance) for w in cfg.webhooks]
+        self.senders = [
+            WebhookSender(w, metrics, instance=instance, clock=clock, sleep=sleep)
+            for w in cfg.webhooks
+        ]
         for rule in cfg.rules:
             metrics.alert_active.labels(rule=rule.name).set(0)
 
