@@ -165,7 +165,10 @@ def feed_status(
                 outcomes.append((Observation(s.name, s.value, 0.0), s.kind))
         rules = AggregationRules(min_sources=feeds.min_sources, max_deviation=feeds.max_deviation)
         p = aggregate(asset, outcomes, rules, 0.0)
+        stale = sorted({s.chain for s in feeds.sources if s.chain is not None and s.chain in down})
         status, reason = p.status, p.reason
+        if stale:
+            reason = f"{reason}; stale: chain {', '.join(stale)} down"
     if rate_down:
         # combine_lst: every leg must be there for an ok LST price.
         if status is PriceStatus.OK:
@@ -254,6 +257,7 @@ class FrozenBookView:
 
     def __init__(self, book: PositionBook, frozen: Frozen) -> None:
         self._book = book
+        self._frozen = frozen
         self.r_amount = frozen.amount
         self.r_side, self.r_chain, self.r_asset = book.r_side, book.r_chain, book.r_asset
         self.assets, self.chains = book.assets, book.chains
@@ -262,6 +266,17 @@ class FrozenBookView:
     @property
     def n_accounts(self) -> int:
         return self._book.n_accounts
+
+    @property
+    def coll(self) -> F64:
+        """Collateral summed over the chains still up (a copy: accounts x assets)."""
+        out = self._book.coll.copy()
+        out[self._frozen.accounts] = self._frozen.coll
+        return out
+
+    @property
+    def debt(self) -> F64:
+        return self._book.debt
 
     def rows_with_lengths(self, accounts: I64) -> tuple[I64, I64]:
         return self._book.rows_with_lengths(accounts)
