@@ -5,7 +5,7 @@
 import { getJSON } from "./api.js";
 import { lineChart } from "./chart.js";
 import { onHealth } from "./stream.js";
-import { historyWindow, windowPicker } from "./book.js";
+import { historyWindow, windowPicker, historyOrNull } from "./book.js";
 import { el, usd, num, pct, hf, badge, table, section, tree, when, ago } from "./fmt.js";
 
 export async function render(root, { arg, params, signal }) {
@@ -14,10 +14,12 @@ export async function render(root, { arg, params, signal }) {
   const w = historyWindow(params);
   const [detail, history] = await Promise.all([
     getJSON(`/v1/accounts/${address}`, signal),
-    getJSON(`/v1/history/accounts/${address}?from=${w.from}&to=${w.to}`, signal),
+    historyOrNull(`/v1/history/accounts/${address}?from=${w.from}&to=${w.to}`, signal),
   ]);
-  history.window = w;
-  history.href = (name) => `#/account/${address}?w=${name}`;
+  if (history) {
+    history.window = w;
+    history.href = (name) => `#/account/${address}?w=${name}`;
+  }
   const body = el("div", { id: "account" });
   root.append(body);
   paint(body, detail, history, signal);
@@ -211,6 +213,7 @@ function onchain(d) {
 }
 
 function historyCharts(h, signal) {
+  if (!h) return el("p", { class: "muted" }, "history is disabled ([history] enabled = false)");
   // A point holds until the next one (docs/operations.md "History"): the last one is
   // drawn on to the window's end, so an account that has not moved shows a line.
   const pts = h.points || [];

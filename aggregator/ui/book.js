@@ -1,19 +1,31 @@
 // Facts about the book shared by the pages (the tier order is chains.units.TIERS).
 
-import { getJSON } from "./api.js";
+import { getJSON, ApiError } from "./api.js";
 
 export const TIERS = ["healthy", "warning", "liquidatable", "insolvent"];
 
 export function latestSystem(history) {
-  const points = history.points || [];
+  const points = (history && history.points) || [];
   return points.length ? points[points.length - 1] : null;
+}
+
+// A history route's answer, or null while history is disabled ([history] enabled =
+// false: the API answers 503 naming `history`); the pages then show what they can
+// without it.
+export async function historyOrNull(path, signal) {
+  try {
+    return await getJSON(path, signal);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 503 && err.field === "history") return null;
+    throw err;
+  }
 }
 
 // The latest system sample (counts per tier), from a short window of the history.
 export async function latestCounts(signal) {
   const from = Math.floor(Date.now() / 1000) - 900;
-  const history = await getJSON(`/v1/history/system?from=${from}`, signal);
-  return latestSystem(history);
+  const history = await historyOrNull(`/v1/history/system?from=${from}`, signal);
+  return history && latestSystem(history);
 }
 
 // History windows the pages offer; the API picks the finest level that holds the window

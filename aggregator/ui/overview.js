@@ -4,7 +4,7 @@
 
 import { getJSON } from "./api.js";
 import { lineChart, TIER_COLORS } from "./chart.js";
-import { TIERS, latestSystem, historyWindow, windowPicker } from "./book.js";
+import { TIERS, latestSystem, historyWindow, windowPicker, historyOrNull } from "./book.js";
 import { el, usd, num, pct, badge, table, section, when, ago } from "./fmt.js";
 
 const REFRESH_MS = 15000;
@@ -12,7 +12,7 @@ const REFRESH_MS = 15000;
 function load(params, signal) {
   const w = historyWindow(params);
   return Promise.all([
-    getJSON(`/v1/history/system?from=${w.from}&to=${w.to}`, signal),
+    historyOrNull(`/v1/history/system?from=${w.from}&to=${w.to}`, signal),
     getJSON("/v1/prices", signal),
     getJSON("/v1/chains", signal),
   ]).then((answers) => [w, ...answers]);
@@ -80,6 +80,7 @@ function tierTable(last) {
 }
 
 function tierChart(w, history, signal) {
+  if (!history) return el("p", { class: "muted" }, "history is disabled ([history] enabled = false)");
   const points = history.points;
   const chart = lineChart({
     title: `Accounts per tier, last ${w.name} (${history.resolution_s} s buckets)`,

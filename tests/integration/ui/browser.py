@@ -35,8 +35,9 @@ class Watched:
     base: str
     errors: list[str] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
-    # Paths whose 4xx answers a test expects (a wrong token, bad what-if input).
-    expected_4xx: set[str] = field(default_factory=set)
+    # Paths whose error answers a test expects (a wrong token, bad what-if input, the
+    # 503 of a disabled feature).
+    expected_errors: set[str] = field(default_factory=set)
 
     def _console(self, msg: ConsoleMessage) -> None:
         if msg.type != "error":
@@ -44,15 +45,15 @@ class Watched:
         # Chromium also logs every 4xx/5xx answer here; an expected one is not an error.
         url = msg.location.get("url") or ""
         if (
-            msg.text.startswith("Failed to load resource: the server responded with a status of 4")
-            and urlsplit(url).path in self.expected_4xx
+            msg.text.startswith("Failed to load resource: the server responded with a status")
+            and urlsplit(url).path in self.expected_errors
         ):
             return
         self.errors.append(f"console: {msg.text} @ {url}")
 
     def _response(self, resp: Response) -> None:
         path = urlsplit(resp.url).path
-        if resp.status >= 400 and not (resp.status < 500 and path in self.expected_4xx):
+        if resp.status >= 400 and path not in self.expected_errors:
             self.errors.append(f"HTTP {resp.status} {resp.request.method} {resp.url}")
 
     def _failed(self, req: Request) -> None:

@@ -143,7 +143,7 @@ async def test_admin_pause_and_resume_with_the_token(ui: Watched, daemon: Daemon
     page = ui.page
     assert await page.locator("#push-state").inner_text()
     # A wrong token: the API's 401 is shown, and the page forgets the token.
-    ui.expected_4xx |= {"/v1/admin/pause"}
+    ui.expected_errors |= {"/v1/admin/pause"}
     await page.fill("#admin-token", "wrong")
     await page.click("#pause")
     await page.wait_for_selector("#admin-result .error")
@@ -274,7 +274,7 @@ async def test_whatif_form_returns_the_api_results(ui: Watched, daemon: Daemon) 
     assert await page.locator('[data-model-accounts="standard"] tbody tr').count() == len(newly)
     await ui.screenshot("whatif")
     # Bad input: the API's 400 names the field, the page shows it and marks that input.
-    ui.expected_4xx |= {"/v1/whatif"}
+    ui.expected_errors |= {"/v1/whatif"}
     await page.fill('[data-field="shocks.WETH"]', "-150")
     await page.click("#whatif-run")
     await page.wait_for_selector("#whatif-result .error")

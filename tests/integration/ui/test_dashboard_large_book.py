@@ -69,7 +69,9 @@ def engine() -> Iterator[RiskEngine]:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def base(engine: RiskEngine, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+async def bases(
+    engine: RiskEngine, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[str, str]]:
     db = tmp_path_factory.mktemp("ui-book") / "agg.db"
     store = Store(f"sqlite+aiosqlite:///{db}")
     await store.upgrade()
@@ -100,10 +102,14 @@ async def base(engine: RiskEngine, tmp_path_factory: pytest.TempPathFactory) -> 
         cfg, repo, in_book=lambda a: reader.find(a) is not None, model="standard"
     )
     api = Api(views, history=queries, sse_keepalive_s=1.0)
+    # The same book with history disabled: its routes answer 503 naming `history`.
+    bare = Api(views, sse_keepalive_s=1.0)
     port = await api.start("127.0.0.1", 0)
+    bare_port = await bare.start("127.0.0.1", 0)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", f"http://127.0.0.1:{bare_port}"
     finally:
+        await bare.stop()
         await api.stop()
         await store.close()
 
@@ -119,8 +125,8 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def ui(browser: Browser, base: str) -> AsyncIterator[Watched]:
-    w = await open_page(browser, base)
+async def ui(browser: Browser, bases: tuple[str, str]) -> AsyncIterator[Watched]:
+    w = await open_page(browser, bases[0])
     try:
         yield w
     finally:
@@ -212,3 +218,25 @@ async def test_search_by_address_finds_an_account_deep_in_the_book(
     detail = await get(ui.base, f"/v1/accounts/{address}")
     assert await ui.page.inner_text("#account-hf") == detail["hf_text"]
     assert len(ui.api_requests("/v1/accounts")) == 1
+
+
+async def test_without_history_the_list_still_pages(
+    browser: Browser, bases: tuple[str, str], engine: RiskEngine
+) -> None:
+    """History disabled: no tier counts, the list still opens (at liquidatable) and
+    pages; the account page shows its breakdown and says history is off."""
+    w = await open_page(browser, bases[1])
+    try:
+        w.expected_errors |= {"/v1/history/system"}
+        await w.goto("/accounts")
+        asked = w.api_requests("/v1/accounts")
+        assert len(asked) == 1 and _query(asked[0])["tier"] == "liquidatable"
+        n = engine.tier_counts()["liquidatable"]
+        assert await w.page.locator("#accounts tbody tr").count() == min(100, n)
+        address = await w.page.locator("#accounts tbody tr td:first-child").first.inner_text()
+        w.expected_errors |= {f"/v1/history/accounts/{address.strip()}"}
+        await w.goto(f"/account/{address.strip()}")
+        assert "history is disabled" in await w.page.inner_text("#account")
+    finally:
+        await w.page.context.close()
+    assert w.errors == [], "\n".join(w.errors)
