@@ -26,10 +26,12 @@ from aggregator.history.config import HistoryConfig
 from aggregator.history.queries import HistoryQueries
 from aggregator.history.recorder import HistoryRecorder
 from aggregator.metrics import Metrics
+from aggregator.risk.book import PositionRow
 from aggregator.risk.engine import RiskEngine
 from aggregator.risk.view import LedgerView
 from aggregator.store import Store
 from aggregator.store.history_repo import HistoryRepo
+from aggregator.stream import HealthStream
 from bench.risk_engine import ASSETS, build_engine, set_market, synth_rows
 from oracles.types import Price
 from tests.integration.ui.browser import CHROMIUM, CHROMIUM_ARGS, Watched, open_page
@@ -48,12 +50,6 @@ class _NoPrices:
         return None
 
 
-async def _quiet_stream() -> AsyncIterator[dict[str, Any]]:
-    # A book that does not change: the stream only ends when the API stops.
-    await asyncio.Event().wait()
-    yield {}
-
-
 def _paused(paused: bool) -> dict[str, Any]:
     return {"paused": paused, "enabled": False, "reason": "no pusher in this test"}
 
@@ -68,9 +64,15 @@ def engine() -> Iterator[RiskEngine]:
     yield eng
 
 
+@pytest.fixture(scope="module")
+def stream(engine: RiskEngine) -> HealthStream:
+    """The daemon's /v1/stream publisher over the book (the tests publish by hand)."""
+    return HealthStream(LedgerReader(engine))
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def bases(
-    engine: RiskEngine, tmp_path_factory: pytest.TempPathFactory
+    engine: RiskEngine, stream: HealthStream, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[str, str]]:
     db = tmp_path_factory.mktemp("ui-book") / "agg.db"
     store = Store(f"sqlite+aiosqlite:///{db}")
@@ -94,7 +96,7 @@ async def bases(
         prices=_NoPrices(),
         chains=ChainSources({}, {}, lambda name: [], lambda name: {}, lambda name: None),
         readiness=lambda: (True, []),
-        subscribe=_quiet_stream,
+        subscribe=stream.subscribe,
         metrics_text=lambda: b"",
         set_push_paused=_paused,
     )
@@ -109,6 +111,7 @@ async def bases(
     try:
         yield f"http://127.0.0.1:{port}", f"http://127.0.0.1:{bare_port}"
     finally:
+        stream.close()
         await bare.stop()
         await api.stop()
         await store.close()
@@ -240,3 +243,28 @@ async def test_without_history_the_list_still_pages(
     finally:
         await w.page.context.close()
     assert w.errors == [], "\n".join(w.errors)
+
+
+async def test_the_account_page_follows_the_live_stream(
+    ui: Watched, engine: RiskEngine, stream: HealthStream
+) -> None:
+    """A health event for the account on screen (/v1/stream, as the ledger publishes
+    after a recompute) makes the page read the breakdown again. Runs last: it changes
+    one account of the module's book."""
+    first = await get(ui.base, "/v1/accounts?tier=warning&limit=1")
+    address = first["accounts"][0]["account"]
+    await ui.goto(f"/account/{address}")
+    page = ui.page
+    before = await page.inner_text("#account-hf")
+    await page.locator("#live.on").wait_for()
+    # More USDC debt on one chain: the HF falls.
+    view = LedgerView(engine)
+    i = view.find_account(address.lower())
+    assert i is not None
+    debt = view.head_amount(i, "base", "USDC", "debt") + 5_000 * 10**6
+    engine.apply_position(PositionRow(address.lower(), "base", "USDC", "debt", debt, debt))
+    stream.publish([address.lower()])
+    after = (await get(ui.base, f"/v1/accounts/{address}"))["hf_text"]
+    assert after != before
+    await page.locator("#account-hf", has_text=after).wait_for(timeout=15_000)
+    assert "1 change" in await page.inner_text("#live")
