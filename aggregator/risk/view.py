@@ -150,6 +150,13 @@ class LedgerView:
         book, price = self._eng.book, self._eng.market.price
         return book.coll[:n] @ price, book.debt[:n] @ price
 
+    def values_usd_of(
+        self, idx: NDArray[np.int64]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """(collateral value, debt value) in USD of accounts `idx` (as `values_usd`)."""
+        book, price = self._eng.book, self._eng.market.price
+        return book.coll[idx] @ price, book.debt[idx] @ price
+
     def chain_values_usd(self) -> dict[str, tuple[float, float]]:
         """chain -> (collateral value, debt value) in USD over the whole book."""
         book, price = self._eng.book, self._eng.market.price
