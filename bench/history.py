@@ -3,7 +3,8 @@
 On the synthetic book of bench/risk_engine.py (1M accounts by default), each against
 one full recompute after a price tick measured in the same run:
   - a steady `history` run (nothing moved: the system sample and the comparison,
-    no account point), which runs once per `[history] interval_s` (60 s);
+    no account point), which runs once per `[history] interval_s` (60 s), and the
+    longest event-loop pause during it (absolute, ms);
   - a `history` run after a 3% price move (every moved account a candidate; at most
     `max_accounts_per_bucket` written, riskiest first), SQLite store;
   - one alert snapshot (`alerts` job, every `[alerts] interval_s`, 10 s) after the move.
@@ -27,6 +28,23 @@ from aggregator.store import Store
 from aggregator.store.history_repo import HistoryRepo
 from bench.results import Figure, record
 from bench.risk_engine import CHAINS, build_engine, set_market, synth_rows
+
+
+class LoopTicker:
+    """The longest the event loop went without running this coroutine (what an API
+    request waiting during a history run would see)."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.longest = 0.0
+
+    async def run(self) -> None:
+        last = time.perf_counter()
+        while not self.stop:
+            await asyncio.sleep(0.001)
+            t = time.perf_counter()
+            self.longest = max(self.longest, t - last)
+            last = t
 
 
 def _recompute_s(eng: Any, repeat: int) -> float:
@@ -68,12 +86,17 @@ async def run(args: argparse.Namespace) -> None:
             runs += 1
             if gauge("agg_history_deferred") == 0:
                 break
-        steady = []
+        steady, pauses = [], []
         for _ in range(args.repeat):
             now[0] += 60
+            ticker = LoopTicker()
+            task = asyncio.create_task(ticker.run())
             t0 = time.perf_counter()
             await rec.run()
             steady.append(time.perf_counter() - t0)
+            ticker.stop = True
+            await task
+            pauses.append(ticker.longest)
         set_market(eng, 0.97)
         eng.recompute()
         now[0] += 60
@@ -103,6 +126,12 @@ async def run(args: argparse.Namespace) -> None:
             "history_steady", "history run, nothing moved (once per 60 s)", steady_s / base,
             "x", "one full recompute", "<= 5x", steady_s / base <= 5,
             {**detail, "run_s": steady_s},
+        )
+    )  # fmt: skip
+    record(
+        Figure(
+            "history_loop_pause", "longest event-loop pause during a steady history run",
+            max(pauses) * 1000, "ms", "-", "reported", None, {**detail, "pauses_s": pauses},
         )
     )  # fmt: skip
     record(
