@@ -213,12 +213,17 @@ class Daemon:
                 checksum=checksum_address,
             )
             self.alerts = AlertService(
-                cfg.alerts, collector, self.metrics, instance=cfg.cluster.instance_id
+                cfg.alerts,
+                collector,
+                self.metrics,
+                instance=cfg.cluster.instance_id,
+                leader=self._records_history,
             )
 
     def _records_history(self) -> bool:
-        """One writer per store: in cluster mode the holder of the first chain's index
-        lease records, so two instances never write the same buckets."""
+        """One writer per store and one sender of the book's alerts: in cluster mode the
+        holder of the first chain's index lease, so two instances never write the same
+        buckets nor send the same alert."""
         return not self.cluster.enabled or self.cluster.holds(f"index:{self.cfg.chains[0].name}")
 
     def _wire_api(self) -> None:

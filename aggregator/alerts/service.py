@@ -29,6 +29,7 @@ class AlertService:
         metrics: Metrics,
         *,
         instance: str,
+        leader: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -36,6 +37,9 @@ class AlertService:
         self.collector = collector
         self.metrics = metrics
         self.book = AlertBook(list(cfg.rules), recent_limit=cfg.recent_limit)
+        # Cluster mode: one instance evaluates the rules about the shared book and
+        # chains (no duplicate messages); lease rules run on every instance.
+        self._leader = leader
         self.senders = [
             WebhookSender(w, metrics, instance=instance, clock=clock, sleep=sleep)
             for w in cfg.webhooks
@@ -51,7 +55,7 @@ class AlertService:
     async def evaluate(self) -> None:
         """The `alerts` job."""
         snap = self.collector.take(self.book.accounts_watched())
-        events = self.book.apply(snap)
+        events = self.book.apply(snap, local_only=not self._leader())
         self.dispatch(events)
 
     def dispatch(self, events: list[AlertEvent]) -> None:

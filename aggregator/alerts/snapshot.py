@@ -87,21 +87,21 @@ class SnapshotCollector:
             m = min(prev.size, n)
             idx = np.flatnonzero(tier[:m] > prev[:m])
             if idx.size:
-                coll, debt = view.values_usd(n)
-                hf = view.hf_array(n)
-                for i in idx.tolist():
+                coll, debt = view.values_usd_of(idx)
+                hf = view.hf_array(n)[idx]
+                for j, i in enumerate(idx.tolist()):
                     address = self._checksum(view.address(i))
                     moves.append(
                         TierMove(
                             address, int(prev[i]), int(tier[i]),
-                            float(coll[i]), float(debt[i]), float(hf[i]),
+                            float(coll[j]), float(debt[j]), float(hf[j]),
                         )
                     )  # fmt: skip
         tiers: dict[str, int] = {}
         for address in watched | {mv.account for mv in moves}:
-            j = view.find_account(address)
-            if j is not None and j < n:
-                tiers[address] = int(tier[j])
+            at = view.find_account(address)
+            if at is not None and at < n:
+                tiers[address] = int(tier[at])
         return moves, tiers
 
     def _chain_facts(self, chain: str, now: float) -> ChainFacts:

@@ -17,6 +17,10 @@ from typing import Any, Literal
 from aggregator.alerts.config import RuleConfig
 from aggregator.alerts.rules import RULE_KINDS, ActiveView, Snapshot
 
+# Kinds about the evaluating instance itself (every instance evaluates them); the
+# others are about the shared book and chains, evaluated by one instance in a cluster.
+LOCAL_KINDS = frozenset({"lease_lost"})
+
 
 @dataclass(frozen=True)
 class Alert:
@@ -61,7 +65,8 @@ class AlertEvent:
 def step(
     rules: Sequence[RuleConfig], snap: Snapshot, active: Mapping[str, Alert]
 ) -> tuple[dict[str, Alert], list[AlertEvent]]:
-    """The active alerts after `snap`, and the events (fired, then resolved)."""
+    """The active alerts after `snap`, and the events (fired, then resolved). Alerts
+    of rules not in `rules` stay as they are."""
     after: dict[str, Alert] = {}
     fired: list[AlertEvent] = []
     for rule in rules:
@@ -80,11 +85,15 @@ def step(
             )  # fmt: skip
             after[cond.key] = alert
             fired.append(AlertEvent("firing", alert, snap.now))
-    resolved = [
-        AlertEvent("resolved", a, snap.now, resolved_at=snap.now)
-        for k, a in active.items()
-        if k not in after
-    ]
+    evaluated = {r.name for r in rules}
+    resolved = []
+    for k, a in active.items():
+        if k in after:
+            continue
+        if a.rule not in evaluated:
+            after[k] = a  # its rule was not evaluated this step: unchanged
+            continue
+        resolved.append(AlertEvent("resolved", a, snap.now, resolved_at=snap.now))
     return after, fired + resolved
 
 
@@ -95,8 +104,11 @@ class AlertBook:
     active: dict[str, Alert] = field(default_factory=dict)
     recent: deque[AlertEvent] = field(default_factory=deque)
 
-    def apply(self, snap: Snapshot) -> list[AlertEvent]:
-        self.active, events = step(self.rules, snap, self.active)
+    def apply(self, snap: Snapshot, *, local_only: bool = False) -> list[AlertEvent]:
+        """One evaluation; `local_only`: only the rules about this instance itself
+        (`LOCAL_KINDS`), the others' alerts left as they are."""
+        rules = [r for r in self.rules if r.kind in LOCAL_KINDS] if local_only else self.rules
+        self.active, events = step(rules, snap, self.active)
         for e in events:
             self.recent.appendleft(e)
         while len(self.recent) > self.recent_limit:

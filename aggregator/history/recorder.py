@@ -14,6 +14,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -125,7 +126,9 @@ class HistoryRecorder:
         hf = np.array(view.hf_array(n), np.float64)
         bp = np.array(view.bp_array(n), np.float64)
         tier = np.array(view.tier_array(n), np.int8)
-        coll, debt = (np.asarray(a, np.float64) for a in view.values_usd(n))
+        # The whole-book passes in a worker thread (numpy releases the GIL), so the API
+        # is not paused for them; a position applied meanwhile moves one display total.
+        coll, debt, system = await asyncio.to_thread(self._sample, n, hf, bp, tier)
         last = self._last = self._last.grown(n)
         idx, deferred = choose(
             hf, bp, tier, last,
@@ -133,12 +136,22 @@ class HistoryRecorder:
             cap=self.cfg.max_accounts_per_bucket,
         )  # fmt: skip
         points = self._points(idx, hf=hf, bp=bp, tier=tier, coll=coll, debt=debt)
-        system = system_sample(view, n, hf=hf, bp=bp, tier=tier, coll=coll, debt=debt)
         await self.repo.write(now, self._steps, system, points, batch=self.cfg.write_batch)
         last.update(idx, hf, bp, tier)
         self.metrics.history_points.inc(len(points))
         self.metrics.history_deferred.set(deferred)
         self.metrics.history_run_seconds.set(time.perf_counter() - started)
+
+    def _sample(
+        self,
+        n: int,
+        hf: NDArray[np.float64],
+        bp: NDArray[np.float64],
+        tier: NDArray[np.int8],
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], dict[str, Any]]:
+        coll, debt = (np.asarray(a, np.float64) for a in self.view.values_usd(n))
+        system = system_sample(self.view, n, hf=hf, bp=bp, tier=tier, coll=coll, debt=debt)
+        return coll, debt, system
 
     def _points(
         self,

@@ -156,16 +156,27 @@ class LedgerView:
         """(collateral value, debt value) in USD of the first n accounts: counted
         amounts (summed over chains) at the last good prices."""
         book, price = self._eng.book, self._eng.market.price
-        return book.coll[:n] @ price, book.debt[:n] @ price
+        return (
+            np.einsum("ij,j->i", book.coll[:n], price),
+            np.einsum("ij,j->i", book.debt[:n], price),
+        )
+
+    def values_usd_of(
+        self, idx: NDArray[np.int64]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """(collateral value, debt value) in USD of accounts `idx` (as `values_usd`)."""
+        book, price = self._eng.book, self._eng.market.price
+        return book.coll[idx] @ price, book.debt[idx] @ price
 
     def chain_values_usd(self) -> dict[str, tuple[float, float]]:
         """chain -> (collateral value, debt value) in USD over the whole book."""
         book, price = self._eng.book, self._eng.market.price
-        k = book.n
-        value = book.r_amount[:k] * price[book.r_asset[:k]]
-        slot = book.r_chain[:k].astype(np.int64) * 2 + book.r_side[:k]
-        sums = np.bincount(slot, weights=value, minlength=2 * book.n_chains)
-        return {c: (float(sums[2 * i]), float(sums[2 * i + 1])) for i, c in enumerate(book.chains)}
+        k, na = book.n, book.n_assets
+        # Amounts summed per (chain, side, asset) first, priced after: no per-row gather.
+        slot = (book.r_chain[:k].astype(np.int64) * 2 + book.r_side[:k]) * na + book.r_asset[:k]
+        units = np.bincount(slot, weights=book.r_amount[:k], minlength=2 * book.n_chains * na)
+        usd = units.reshape(book.n_chains, 2, na) @ price
+        return {c: (float(usd[i, 0]), float(usd[i, 1])) for i, c in enumerate(book.chains)}
 
     def standard_debt_usd(self, idx: NDArray[np.int64]) -> NDArray[np.float64]:
         """The standard model's requirement (its HF denominator, the haircut-free debt)

@@ -12,7 +12,7 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, case, delete, func, select, text
@@ -24,6 +24,10 @@ from aggregator.store.models.history import HistoryAccountRecord, HistorySystemR
 
 _ACC = HistoryAccountRecord.__table__  # type: ignore[attr-defined]
 _SYS = HistorySystemRecord.__table__  # type: ignore[attr-defined]
+# Columns a coarser bucket takes from the newest write (the others merge).
+_LAST_COLUMNS = (
+    "hf", "bp", "tier", "collateral_usd", "debt_usd", "req_standard", "req_portfolio", "req_var",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -119,39 +123,33 @@ class HistoryRepo:
                 )
                 await s.execute(stmt)
 
+    def _account_upsert(self) -> Any:
+        """One INSERT .. ON CONFLICT merge statement, executed with many parameter sets
+        (compiled once and cached: a multi-row VALUES literal compiles per row)."""
+        stmt = self._insert(_ACC)
+        ex, cur = stmt.excluded, _ACC.c
+        merged: dict[str, Any] = {c: getattr(ex, c) for c in _LAST_COLUMNS}
+        merged["samples"] = cur.samples + 1
+        merged["hf_min"] = case((ex.hf_min < cur.hf_min, ex.hf_min), else_=cur.hf_min)
+        merged["tier_worst"] = case(
+            (ex.tier_worst > cur.tier_worst, ex.tier_worst), else_=cur.tier_worst
+        )
+        return stmt.on_conflict_do_update(index_elements=["step_s", "account", "t"], set_=merged)
+
     async def _write_accounts(
         self, ts: float, steps: Sequence[int], points: Sequence[AccountPoint]
     ) -> None:
         if not points:
             return
-        base = [asdict(p) for p in points]
+        base = [dict(vars(p)) for p in points]  # shallow: asdict deep-copies
+        rows = [
+            {**r, "step_s": step, "t": bucket(ts, step), "samples": 1, "hf_min": r["hf"],
+             "tier_worst": r["tier"]}
+            for step in steps
+            for r in base
+        ]  # fmt: skip
         async with self.store.transaction() as s:
-            for step in steps:
-                t = bucket(ts, step)
-                rows = [
-                    {**r, "step_s": step, "t": t, "samples": 1, "hf_min": r["hf"],
-                     "tier_worst": r["tier"]}
-                    for r in base
-                ]  # fmt: skip
-                stmt = self._insert(_ACC).values(rows)
-                ex, cur = stmt.excluded, _ACC.c
-                merged = {
-                    c: getattr(ex, c)
-                    for c in (
-                        "hf", "bp", "tier", "collateral_usd", "debt_usd",
-                        "req_standard", "req_portfolio", "req_var",
-                    )
-                }  # fmt: skip
-                merged["samples"] = cur.samples + 1
-                merged["hf_min"] = case((ex.hf_min < cur.hf_min, ex.hf_min), else_=cur.hf_min)
-                merged["tier_worst"] = case(
-                    (ex.tier_worst > cur.tier_worst, ex.tier_worst), else_=cur.tier_worst
-                )
-                await s.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=["step_s", "account", "t"], set_=merged
-                    )
-                )
+            await s.execute(self._account_upsert(), rows)
 
     # -- reads -------------------------------------------------------------------
     async def system_points(self, step: int, start: int, end: int) -> list[dict[str, Any]]:

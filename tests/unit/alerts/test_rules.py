@@ -183,3 +183,18 @@ rules = ["missing"]
     msg = str(err.value)
     assert "alerts.rules[1].assets[0]: unknown asset 'DOGE'" in msg
     assert "alerts.webhooks[0].rules[0]: unknown rule 'missing'" in msg
+
+
+def test_a_follower_evaluates_only_its_own_lease_rules() -> None:
+    book = AlertBook([PriceStatusRule(name="p"), LeaseLostRule(name="lease")])
+    bad = {"WETH": ("disputed", "")}
+    (fired,) = book.apply(Snapshot(now=1.0, prices=bad))
+    # No longer the leader: the price alert is neither re-sent nor resolved...
+    gone = {"push:alpha": LeaseFacts(held_here=False, live=False, holder=None)}
+    snap = Snapshot(now=2.0, prices={}, leases=gone, lost_leases=frozenset(gone))
+    ev = book.apply(snap, local_only=True)
+    assert [e.alert.key for e in ev] == ["lease:push:alpha"]
+    assert fired.alert.key in book.active
+    # ...until this instance evaluates it again.
+    ev = book.apply(Snapshot(now=3.0, prices={}, leases=gone))
+    assert [(e.status, e.alert.key) for e in ev] == [("resolved", "p:WETH")]

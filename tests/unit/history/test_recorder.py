@@ -6,6 +6,7 @@ rewrites anything."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from aggregator.history.config import HistoryConfig
 from aggregator.history.recorder import HistoryRecorder
@@ -141,3 +142,23 @@ async def test_prune_job_removes_old_buckets_by_level(store: Store) -> None:
     assert [p.t for p in await rec.repo.account_points(60, A, 0, 10**10)] == [T0 + 2 * 86400]
     assert [p.t for p in await rec.repo.account_points(60, B, 0, 10**10)] == [T0]
     assert len(await rec.repo.system_points(3600, 0, 10**10)) == 2
+
+
+async def test_pushed_models_requirement_is_recorded(store: Store) -> None:
+    eng, clock = book(), [float(T0)]
+    asked: list[list[int]] = []
+
+    def requirement(idx: Any) -> Any:
+        asked.append(idx.tolist())
+        return idx.astype(float) * 100.0 + 1.0
+
+    rec = HistoryRecorder(
+        HistoryConfig(), HistoryRepo(store), LedgerView(eng), metrics=Metrics(),
+        ready=lambda: True, clock=lambda: clock[0], model="portfolio",
+        pushed_requirement=requirement,
+    )  # fmt: skip
+    await rec.run()
+    assert asked == [[0, 1, 2]]  # only the accounts written, in one call
+    (p,) = await rec.repo.account_points(60, B, T0, T0 + 60)
+    assert (p.req_portfolio, p.req_var) == (101.0, None)
+    assert p.req_standard == 10_000.0
