@@ -82,9 +82,12 @@ class WhatIfRequest:
 
 
 def _number(name: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise WhatIfError(name, f"must be a finite number, got {str(v)[:64]!r}")
-    return float(v)
+    try:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise ValueError(v)
+        return float(v)
+    except (ValueError, OverflowError):  # OverflowError: an int beyond any float
+        raise WhatIfError(name, f"must be a finite number, got {str(v)[:64]!r}") from None
 
 
 def _table(name: str, v: Any) -> dict[str, float]:
@@ -136,8 +139,6 @@ def _slippage(v: Any) -> float:
 def parse_request(body: Any, available: Sequence[str]) -> WhatIfRequest:
     """The request body (a JSON object, every field optional) checked for shape;
     assets and chains are checked against the config by ShockSet.check."""
-    if body is None:
-        body = {}
     if not isinstance(body, dict):
         raise WhatIfError("body", "must be a JSON object (docs/whatif.md)")
     for key in body:

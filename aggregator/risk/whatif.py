@@ -72,9 +72,12 @@ class WhatIfError(ValueError):
 
 
 def _finite(name: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise WhatIfError(name, f"must be a finite number, got {v!r}")
-    return float(v)
+    try:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise ValueError(v)
+        return float(v)
+    except (ValueError, OverflowError):  # OverflowError: an int beyond any float
+        raise WhatIfError(name, f"must be a finite number, got {str(v)[:64]!r}") from None
 
 
 @dataclass(frozen=True)

@@ -219,6 +219,9 @@ async def test_chain_down_freezes_collateral_and_stales_feeds(client: TestClient
         ({"max_slippage": 0}, 400, "max_slippage"),
         ({"shock": {"WETH": -0.3}}, 400, "shock"),
         ([1, 2], 400, "body"),
+        ({"vol": 10**400}, 400, "vol"),
+        ({"shocks": {"WETH": -(10**400)}}, 400, "shocks.WETH"),
+        ({"limit": 10**400}, 400, "limit"),
     ],
 )
 async def test_bad_input_names_the_field(
@@ -230,10 +233,11 @@ async def test_bad_input_names_the_field(
     assert err["field"] == field and err["message"]
 
 
-async def test_malformed_json_is_a_400_naming_the_body(client: TestClient[Any, Any]) -> None:
-    resp = await client.post(
-        "/v1/whatif", data=b"{not json", headers={"Content-Type": "application/json"}
-    )
+@pytest.mark.parametrize("raw", [b"{not json", b"null", b"\xff\xfe", b'"WETH=-0.3"'])
+async def test_malformed_json_is_a_400_naming_the_body(
+    client: TestClient[Any, Any], raw: bytes
+) -> None:
+    resp = await client.post("/v1/whatif", data=raw, headers={"Content-Type": "application/json"})
     assert resp.status == 400
     assert (await resp.json())["error"]["field"] == "body"
 
