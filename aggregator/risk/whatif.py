@@ -33,7 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from aggregator.risk.book import COLLATERAL, PositionBook
-from aggregator.risk.kernels import totals_kernel
+from aggregator.risk.kernels import freeze_kernel, refill_kernel, totals_kernel
 from aggregator.risk.liquidation import PLAN_FULL, PLAN_PARTIAL, Holdings, close_factor, plans_of
 from aggregator.risk.market import MarketData
 from aggregator.risk.pool import Pool
@@ -238,21 +238,13 @@ class Frozen:
 
 
 def freeze(book: PositionBook, chains_down: Sequence[str]) -> Frozen:
-    nr, na = book.n, book.n_assets
-    down = np.zeros(book.n_chains, bool)
+    down = np.zeros(book.n_chains, np.bool_)
     down[[book.chain_index[c] for c in chains_down]] = True
-    side, amt, ra = book.r_side[:nr], book.r_amount[:nr], book.r_account[:nr]
-    coll_rows = side == COLLATERAL
-    rows = coll_rows & down[book.r_chain[:nr]] & (amt > 0)
-    hit = np.zeros(book.n_accounts, bool)
-    hit[ra[rows]] = True
-    acc = np.flatnonzero(hit).astype(np.int64)
-    pos = np.full(book.n_accounts, -1, np.int64)
-    pos[acc] = np.arange(acc.size)
-    keep = np.flatnonzero(coll_rows & ~rows & hit[ra])
-    flat = pos[ra[keep]] * na + book.r_asset[keep]
-    coll = np.bincount(flat, weights=amt[keep], minlength=acc.size * na).astype(np.float64)
-    return Frozen(rows, acc, coll.reshape(acc.size, na))
+    rows, acc, coll = freeze_kernel(
+        book.r_account, book.r_chain, book.r_side, book.r_asset, book.r_amount, book.n, down,
+        book.n_accounts, book.n_assets,
+    )  # fmt: skip
+    return Frozen(rows, acc, coll)
 
 
 class FrozenBookView:
@@ -324,10 +316,9 @@ def standard_figures(
     if frozen is not None and frozen.accounts.size:
         acc = frozen.accounts
         pv, held = pool.pv[: pool.end].copy(), pool.held.copy()
-        src, at = pool.segments(acc)
-        c = pool.pc[src].astype(np.int64)
-        coll_slot = c < model.ncoll
-        pv[src[coll_slot]] = frozen.coll[at[coll_slot], model.col_asset[c[coll_slot]]]
+        refill_kernel(
+            pool.a_start, pool.a_cnt, pool.pc, pv, acc, frozen.coll, model.col_asset, model.ncoll
+        )
         held[acc] = model.bits((frozen.coll > 0) | (snap.book.debt[acc] > 0))
     f = StandardFigures(
         np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty(n, np.int8),
