@@ -343,7 +343,8 @@ def _counts(tier: np.ndarray) -> dict[str, int]:
 class WhatIfService:
     """POST /v1/whatif for the daemon: the request checked, the live ledger's snapshot
     shocked, the answer shaped. `models()` names the non-standard models the daemon
-    evaluates (the pushed one); the standard model is always there."""
+    evaluates (the pushed one); the standard model is always there. `liquidity` builds
+    the Liquidity of a request from its max_slippage (default: DepthLiquidity)."""
 
     def __init__(
         self,
@@ -352,12 +353,19 @@ class WhatIfService:
         *,
         prices_ready: Callable[[], bool],
         models: Callable[[], Mapping[str, MarginModel]] = dict,
+        liquidity: Callable[[float], Liquidity] | None = None,
     ) -> None:
         self.cfg = cfg
         self.view = view
         self._prices_ready = prices_ready
         self._models = models
         self.depth = {a.symbol: a.depth_usd for a in cfg.assets}
+        # The liquidity seam (risk/whatif.py `Liquidity`): max_slippage -> what sells.
+        # Default: each asset's depth_usd with the haircut's linear impact; pool-based
+        # liquidity plugs in here.
+        self._liquidity = liquidity or (
+            lambda slippage: DepthLiquidity(self.depth, cfg.risk.impact, slippage)
+        )
 
     def available(self) -> list[str]:
         return [STANDARD, *(m for m in self._models() if m != STANDARD)]
@@ -378,7 +386,7 @@ class WhatIfService:
             res = whatif(snap, req.shocks, universe(self.cfg, snap.market), models)
         except WhatIfError as exc:
             raise ApiError(exc.status, exc.field, exc.message) from None
-        liquidity = DepthLiquidity(self.depth, self.cfg.risk.impact, req.max_slippage)
+        liquidity = self._liquidity(req.max_slippage)
         shaper = Shaper(
             res, req, self.view.addresses, self.view.chains, liquidity, self.depth,
             self.cfg.portfolio.mode,

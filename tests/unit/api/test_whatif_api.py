@@ -264,3 +264,35 @@ async def test_live_figures_unchanged_by_requests(
     after = (eng.r_hf[:n], eng.r_bp[:n], eng.r_tier[:n], eng.credit[:n])
     assert all(np.array_equal(x, y) for x, y in zip(before, after, strict=True))
     assert health == [eng.health(a) for a in eng.book.account_address]
+
+
+class PoolLiquidity:
+    """A stand-in for pool-based liquidity: per chain, impact = usd / (pool depth)."""
+
+    source = "pools"
+
+    def __init__(self, slippage: float) -> None:
+        self.slippage = slippage
+        self.asked: list[tuple[str, str, float]] = []
+
+    def sellable(self, asset: str, chain: str, usd: float) -> tuple[float | None, float | None]:
+        self.asked.append((asset, chain, usd))
+        depth = {"alpha": 2e6}.get(chain)
+        return (None, None) if depth is None else (usd / depth, depth * self.slippage)
+
+
+async def test_the_liquidity_seam_takes_another_source(cfg: AppConfig, eng: RiskEngine) -> None:
+    made: list[PoolLiquidity] = []
+
+    def pools(slippage: float) -> PoolLiquidity:
+        made.append(PoolLiquidity(slippage))
+        return made[-1]
+
+    service = WhatIfService(cfg, LedgerView(eng), prices_ready=lambda: True, liquidity=pools)
+    body = service.run({"shocks": {"WETH": -0.3}, "max_slippage": 0.02})
+    vol = body["models"]["standard"]["liquidations"]["volume"]
+    weth = next(v for v in vol if (v["asset"], v["chain"]) == ("WETH", "alpha"))
+    assert weth["liquidity_source"] == "pools"
+    assert weth["impact"] == pytest.approx(weth["seize_usd"] / 2e6)
+    assert weth["sellable_usd"] == pytest.approx(2e6 * 0.02)
+    assert made[0].slippage == 0.02 and ("WETH", "alpha", weth["seize_usd"]) in made[0].asked
