@@ -14,13 +14,16 @@ frozen, its feeds stale), against one full recompute measured in the same run:
 from __future__ import annotations
 
 import argparse
+import statistics
+import time
+from collections.abc import Callable
 
 from aggregator.config import AppConfig
 from aggregator.risk import LedgerView
 from aggregator.risk.whatif import ShockSet, Universe, whatif
 from aggregator.whatif import WhatIfService
 from bench.results import Figure, peak_rss_mb, record
-from bench.risk_engine import ASSETS, CHAINS, GROUPS, best_of, build_engine, set_market, synth_rows
+from bench.risk_engine import ASSETS, CHAINS, GROUPS, build_engine, set_market, synth_rows
 
 SHOCK = {"shocks": {"WETH": -0.3}, "depegs": {"wstETH": -0.05}, "vol": 0.5, "chains_down": ["base"]}
 UNDERLYING = {"wstETH": "WETH", "rETH": "WETH"}
@@ -42,11 +45,17 @@ def app_config() -> AppConfig:
     )  # type: ignore[arg-type]
 
 
+def timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.whatif")
     ap.add_argument("--accounts", type=int, default=1_000_000)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=7)
     args = ap.parse_args(argv)
 
     eng = build_engine()
@@ -64,13 +73,22 @@ def main(argv: list[str] | None = None) -> None:
     # Warm-up: compiles (or loads) the what-if kernel, as the daemon's first call would.
     whatif(view.snapshot(), shocks, universe)
 
-    t_tick = best_of(eng.recompute, args.repeat)
-    t_whatif = best_of(lambda: whatif(view.snapshot(), shocks, universe), args.repeat)
-    t_prices = best_of(
-        lambda: whatif(view.snapshot(), ShockSet(price=shocks.price, vol=shocks.vol), universe),
-        args.repeat,
-    )
-    t_api = best_of(lambda: service.run(SHOCK), args.repeat)
+    # Rounds of (recompute, what-if, prices-only what-if, API body) back to back: each
+    # ratio is the median over rounds of that round's pair, so a busy neighbour slows
+    # both sides of a pair rather than one figure of the run.
+    prices_only = ShockSet(price=shocks.price, vol=shocks.vol)
+    rounds: list[list[float]] = []
+    for _ in range(args.repeat):
+        rounds.append(
+            [
+                timed(eng.recompute),
+                timed(lambda: whatif(view.snapshot(), shocks, universe)),
+                timed(lambda: whatif(view.snapshot(), prices_only, universe)),
+                timed(lambda: service.run(SHOCK)),
+            ]
+        )
+    t_tick, t_whatif, t_prices, t_api = (statistics.median(r[i] for r in rounds) for i in range(4))
+    r_whatif, r_prices, r_api = (statistics.median(r[i] / r[0] for r in rounds) for i in (1, 2, 3))
     body = service.run(SHOCK)
     std = body["models"]["standard"]
     print(f"tiers after the shock: {std['tiers_after']}")
@@ -82,17 +100,17 @@ def main(argv: list[str] | None = None) -> None:
     print(f"what-if (chain down), risk/whatif.py:   {t_whatif * 1e3:8.1f} ms")
     print(f"what-if, prices and vol only:           {t_prices * 1e3:8.1f} ms")
     print(f"POST /v1/whatif body (chain down):      {t_api * 1e3:8.1f} ms")
-    base = f"one full recompute of the same book ({t_tick * 1e3:.1f} ms)"
+    base = f"one full recompute of the same book ({t_tick * 1e3:.1f} ms), median of paired rounds"
     detail = {
         "accounts": args.accounts, "positions": n_rows, "recompute_ms": t_tick * 1e3,
         "whatif_ms": t_whatif * 1e3, "whatif_prices_only_ms": t_prices * 1e3,
-        "api_body_ms": t_api * 1e3, "peak_rss_mb": peak_rss_mb(),
+        "api_body_ms": t_api * 1e3, "peak_rss_mb": peak_rss_mb(), "rounds": args.repeat,
     }  # fmt: skip
     record(
         Figure(
             "whatif",
             f"what-if, {args.accounts:,} accounts, one shock set with a chain down",
-            t_whatif / t_tick,
+            r_whatif,
             "x",
             base,
             "reported",
@@ -104,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         Figure(
             "whatif_api",
             f"POST /v1/whatif answer body, {args.accounts:,} accounts",
-            t_api / t_tick,
+            r_api,
             "x",
             base,
             "reported",
@@ -116,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         Figure(
             "whatif_prices_only",
             f"what-if without a chain down, {args.accounts:,} accounts",
-            t_prices / t_tick,
+            r_prices,
             "x",
             base,
             "reported",
