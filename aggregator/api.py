@@ -70,7 +70,7 @@ class ApiBackend(Protocol):
         ...
 
     def whatif(self, body: Any) -> dict[str, Any]:
-        """POST /v1/whatif (docs/whatif.md): the parsed JSON body (None when empty);
+        """POST /v1/whatif (docs/whatif.md): the parsed JSON body ({} when empty);
         ApiError naming the field on bad input."""
         ...
 
@@ -393,7 +393,7 @@ class Api:
     async def whatif(self, request: web.Request) -> web.Response:
         try:
             text = await request.text()
-            body = json.loads(text) if text.strip() else None
+            body = json.loads(text) if text.strip() else {}
         except (ValueError, UnicodeDecodeError):
             raise ApiError(400, "body", "not valid JSON (docs/whatif.md)") from None
         return json_response(self.backend.whatif(body))

@@ -82,9 +82,12 @@ class WhatIfRequest:
 
 
 def _number(name: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise WhatIfError(name, f"must be a finite number, got {str(v)[:64]!r}")
-    return float(v)
+    try:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise ValueError(v)
+        return float(v)
+    except (ValueError, OverflowError):  # OverflowError: an int beyond any float
+        raise WhatIfError(name, f"must be a finite number, got {str(v)[:64]!r}") from None
 
 
 def _table(name: str, v: Any) -> dict[str, float]:
@@ -136,8 +139,6 @@ def _slippage(v: Any) -> float:
 def parse_request(body: Any, available: Sequence[str]) -> WhatIfRequest:
     """The request body (a JSON object, every field optional) checked for shape;
     assets and chains are checked against the config by ShockSet.check."""
-    if body is None:
-        body = {}
     if not isinstance(body, dict):
         raise WhatIfError("body", "must be a JSON object (docs/whatif.md)")
     for key in body:
@@ -342,7 +343,8 @@ def _counts(tier: np.ndarray) -> dict[str, int]:
 class WhatIfService:
     """POST /v1/whatif for the daemon: the request checked, the live ledger's snapshot
     shocked, the answer shaped. `models()` names the non-standard models the daemon
-    evaluates (the pushed one); the standard model is always there."""
+    evaluates (the pushed one); the standard model is always there. `liquidity` builds
+    the Liquidity of a request from its max_slippage (default: DepthLiquidity)."""
 
     def __init__(
         self,
@@ -351,12 +353,19 @@ class WhatIfService:
         *,
         prices_ready: Callable[[], bool],
         models: Callable[[], Mapping[str, MarginModel]] = dict,
+        liquidity: Callable[[float], Liquidity] | None = None,
     ) -> None:
         self.cfg = cfg
         self.view = view
         self._prices_ready = prices_ready
         self._models = models
         self.depth = {a.symbol: a.depth_usd for a in cfg.assets}
+        # The liquidity seam (risk/whatif.py `Liquidity`): max_slippage -> what sells.
+        # Default: each asset's depth_usd with the haircut's linear impact; pool-based
+        # liquidity plugs in here.
+        self._liquidity = liquidity or (
+            lambda slippage: DepthLiquidity(self.depth, cfg.risk.impact, slippage)
+        )
 
     def available(self) -> list[str]:
         return [STANDARD, *(m for m in self._models() if m != STANDARD)]
@@ -377,7 +386,7 @@ class WhatIfService:
             res = whatif(snap, req.shocks, universe(self.cfg, snap.market), models)
         except WhatIfError as exc:
             raise ApiError(exc.status, exc.field, exc.message) from None
-        liquidity = DepthLiquidity(self.depth, self.cfg.risk.impact, req.max_slippage)
+        liquidity = self._liquidity(req.max_slippage)
         shaper = Shaper(
             res, req, self.view.addresses, self.view.chains, liquidity, self.depth,
             self.cfg.portfolio.mode,

@@ -169,6 +169,48 @@ def totals_kernel(  # noqa: PLR0917
         degraded[a] = bad_bits != 0 and (held[a] & bad_bits) != 0
 
 
+@njit(cache=True, nogil=True)
+def freeze_kernel(r_account, r_chain, r_side, r_asset, r_amount, nr, down, n_accounts, n_assets):  # noqa: PLR0917
+    """A what-if's down chains (risk/whatif.py `freeze`): which rows are frozen collateral
+    (on a down chain, amount > 0), the accounts holding any (sorted), and their
+    collateral summed over the chains still up, row by row in row order (the order the
+    book's own sums take)."""
+    frozen = np.zeros(nr, np.bool_)
+    hit = np.zeros(n_accounts, np.bool_)
+    for r in range(nr):
+        if r_side[r] == 0 and down[r_chain[r]] and r_amount[r] > 0.0:
+            frozen[r] = True
+            hit[r_account[r]] = True
+    pos = np.full(n_accounts, -1, np.int64)
+    k = 0
+    for a in range(n_accounts):
+        if hit[a]:
+            pos[a] = k
+            k += 1
+    accounts = np.empty(k, np.int64)
+    for a in range(n_accounts):
+        if hit[a]:
+            accounts[pos[a]] = a
+    coll = np.zeros((k, n_assets))
+    for r in range(nr):
+        i = pos[r_account[r]]
+        if i >= 0 and r_side[r] == 0 and not frozen[r]:
+            coll[i, r_asset[r]] += r_amount[r]
+    return frozen, accounts, coll
+
+
+@njit(cache=True, nogil=True)
+def refill_kernel(start, cnt, pc, pv, acc, coll, col_asset, ncoll):  # noqa: PLR0917
+    """Write accounts `acc`'s collateral amounts `coll` (one row each, by asset) into
+    their pool pairs `pv` (a copy): same pairs, same order, new amounts."""
+    for i in range(acc.size):
+        a = acc[i]
+        for j in range(start[a], start[a] + cnt[a]):
+            c = pc[j]
+            if c < ncoll:
+                pv[j] = coll[i, col_asset[c]]
+
+
 @njit(inline="always")
 def better(rr, value, c, t, best_r, best_v, best_c, best_t):  # noqa: PLR0917
     """Whether candidate (repay rr, holding value, chain c, asset t) beats the best so

@@ -33,7 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from aggregator.risk.book import COLLATERAL, PositionBook
-from aggregator.risk.kernels import totals_kernel
+from aggregator.risk.kernels import freeze_kernel, refill_kernel, totals_kernel
 from aggregator.risk.liquidation import PLAN_FULL, PLAN_PARTIAL, Holdings, close_factor, plans_of
 from aggregator.risk.market import MarketData
 from aggregator.risk.pool import Pool
@@ -52,7 +52,6 @@ LIQUIDATABLE = TIERS.index("liquidatable")
 # A non-standard model's liquidation: close factor x debt, seized pro rata.
 PLAN_CLOSE_FACTOR = 3
 PLAN_NAMES = {PLAN_PARTIAL: "partial", PLAN_FULL: "full", PLAN_CLOSE_FACTOR: "close_factor"}
-_CHUNK = 1 << 17
 _WORSE = {PriceStatus.OK: 0, PriceStatus.DISPUTED: 1, PriceStatus.UNAVAILABLE: 2}
 
 
@@ -73,9 +72,12 @@ class WhatIfError(ValueError):
 
 
 def _finite(name: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise WhatIfError(name, f"must be a finite number, got {v!r}")
-    return float(v)
+    try:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise ValueError(v)
+        return float(v)
+    except (ValueError, OverflowError):  # OverflowError: an int beyond any float
+        raise WhatIfError(name, f"must be a finite number, got {str(v)[:64]!r}") from None
 
 
 @dataclass(frozen=True)
@@ -227,28 +229,22 @@ def scenario_market(
 @dataclass(frozen=True)
 class Frozen:
     """The book with the down chains' collateral frozen: which rows are frozen, the
-    accounts that hold any, their collateral summed over the chains still up, and the
-    row amounts with the frozen ones at 0 (the other models' view)."""
+    accounts that hold any, and their collateral summed over the chains still up
+    (summed from the rows in row order, as the book sums them)."""
 
     rows: NDArray[np.bool_]  # per book row
     accounts: I64  # sorted
     coll: F64  # len(accounts) x assets
-    amount: F64  # per book row
 
 
 def freeze(book: PositionBook, chains_down: Sequence[str]) -> Frozen:
-    nr, na = book.n, book.n_assets
-    down = np.zeros(book.n_chains, bool)
+    down = np.zeros(book.n_chains, np.bool_)
     down[[book.chain_index[c] for c in chains_down]] = True
-    side, amt, ra = book.r_side[:nr], book.r_amount[:nr], book.r_account[:nr]
-    rows = (side == COLLATERAL) & down[book.r_chain[:nr]] & (amt > 0)
-    acc = np.unique(ra[rows]).astype(np.int64)
-    pos = np.full(book.n_accounts, -1, np.int64)
-    pos[acc] = np.arange(acc.size)
-    keep = (side == COLLATERAL) & ~rows & (pos[ra] >= 0)
-    flat = pos[ra[keep]] * na + book.r_asset[:nr][keep]
-    coll = np.bincount(flat, weights=amt[keep], minlength=acc.size * na).astype(np.float64)
-    return Frozen(rows, acc, coll.reshape(acc.size, na), np.where(rows, 0.0, amt))
+    rows, acc, coll = freeze_kernel(
+        book.r_account, book.r_chain, book.r_side, book.r_asset, book.r_amount, book.n, down,
+        book.n_accounts, book.n_assets,
+    )  # fmt: skip
+    return Frozen(rows, acc, coll)
 
 
 class FrozenBookView:
@@ -258,7 +254,7 @@ class FrozenBookView:
     def __init__(self, book: PositionBook, frozen: Frozen) -> None:
         self._book = book
         self._frozen = frozen
-        self.r_amount = frozen.amount
+        self.r_amount = np.where(frozen.rows, 0.0, book.r_amount[: book.n])
         self.r_side, self.r_chain, self.r_asset = book.r_side, book.r_chain, book.r_asset
         self.assets, self.chains = book.assets, book.chains
         self.account_address = book.account_address
@@ -309,34 +305,29 @@ class StandardFigures:
 def standard_figures(
     snap: LedgerSnapshot, market: MarketData, frozen: Frozen | None = None
 ) -> StandardFigures:
-    """Every account's standard totals under `market`, in fresh arrays; accounts with
-    frozen collateral are laid out again from what is still up."""
+    """Every account's standard totals under `market`, in fresh arrays. With frozen
+    collateral the pool's amounts and held-asset bits are copied and the frozen
+    accounts' collateral amounts replaced: the same pairs in the same order (a fully
+    frozen holding stays as a 0 pair, which adds exactly 0), so the kernel is the same."""
     n = snap.book.n_accounts
     model, pool = snap.model, snap.pool
     cols = model.prepare(market)
+    pv, held = pool.pv, pool.held
+    if frozen is not None and frozen.accounts.size:
+        acc = frozen.accounts
+        pv, held = pool.pv[: pool.end].copy(), pool.held.copy()
+        refill_kernel(
+            pool.a_start, pool.a_cnt, pool.pc, pv, acc, frozen.coll, model.col_asset, model.ncoll
+        )
+        held[acc] = model.bits((frozen.coll > 0) | (snap.book.debt[acc] > 0))
     f = StandardFigures(
         np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty(n, np.int8),
         np.empty(n, np.bool_), pool.grp[:n].copy(),
     )  # fmt: skip
     totals_kernel(
-        pool.a_start, pool.a_cnt, pool.pc, pool.pv, pool.held, n, cols.tab, cols.nlp,
-        cols.bad_bits, model.risk.warn_hf, f.vtot, f.debt, f.cliq, f.hf, f.bp, f.tier,
-        f.degraded,
+        pool.a_start, pool.a_cnt, pool.pc, pv, held, n, cols.tab, cols.nlp, cols.bad_bits,
+        model.risk.warn_hf, f.vtot, f.debt, f.cliq, f.hf, f.bp, f.tier, f.degraded,
     )  # fmt: skip
-    if frozen is None:
-        return f
-    for lo in range(0, frozen.accounts.size, _CHUNK):
-        acc = frozen.accounts[lo : lo + _CHUNK]
-        r = model.rows(frozen.coll[lo : lo + _CHUNK], snap.book.debt[acc])
-        k = acc.size
-        own = Pool(model.ncols)
-        own.resize(k)
-        idx = np.arange(k, dtype=np.int64)
-        own.place(idx, r.count, r.cols, r.vals, k)
-        own.grp[:k], own.held[:k] = r.grp, r.held
-        t = model.totals(own, idx, cols)
-        f.vtot[acc], f.debt[acc], f.cliq[acc], f.hf[acc] = t.vtot, t.debt, t.cliq, t.hf
-        f.bp[acc], f.tier[acc], f.degraded[acc] = t.bp, t.tier, t.degraded
     return f
 
 

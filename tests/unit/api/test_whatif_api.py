@@ -219,6 +219,9 @@ async def test_chain_down_freezes_collateral_and_stales_feeds(client: TestClient
         ({"max_slippage": 0}, 400, "max_slippage"),
         ({"shock": {"WETH": -0.3}}, 400, "shock"),
         ([1, 2], 400, "body"),
+        ({"vol": 10**400}, 400, "vol"),
+        ({"shocks": {"WETH": -(10**400)}}, 400, "shocks.WETH"),
+        ({"limit": 10**400}, 400, "limit"),
     ],
 )
 async def test_bad_input_names_the_field(
@@ -230,10 +233,11 @@ async def test_bad_input_names_the_field(
     assert err["field"] == field and err["message"]
 
 
-async def test_malformed_json_is_a_400_naming_the_body(client: TestClient[Any, Any]) -> None:
-    resp = await client.post(
-        "/v1/whatif", data=b"{not json", headers={"Content-Type": "application/json"}
-    )
+@pytest.mark.parametrize("raw", [b"{not json", b"null", b"\xff\xfe", b'"WETH=-0.3"'])
+async def test_malformed_json_is_a_400_naming_the_body(
+    client: TestClient[Any, Any], raw: bytes
+) -> None:
+    resp = await client.post("/v1/whatif", data=raw, headers={"Content-Type": "application/json"})
     assert resp.status == 400
     assert (await resp.json())["error"]["field"] == "body"
 
@@ -260,3 +264,35 @@ async def test_live_figures_unchanged_by_requests(
     after = (eng.r_hf[:n], eng.r_bp[:n], eng.r_tier[:n], eng.credit[:n])
     assert all(np.array_equal(x, y) for x, y in zip(before, after, strict=True))
     assert health == [eng.health(a) for a in eng.book.account_address]
+
+
+class PoolLiquidity:
+    """A stand-in for pool-based liquidity: per chain, impact = usd / (pool depth)."""
+
+    source = "pools"
+
+    def __init__(self, slippage: float) -> None:
+        self.slippage = slippage
+        self.asked: list[tuple[str, str, float]] = []
+
+    def sellable(self, asset: str, chain: str, usd: float) -> tuple[float | None, float | None]:
+        self.asked.append((asset, chain, usd))
+        depth = {"alpha": 2e6}.get(chain)
+        return (None, None) if depth is None else (usd / depth, depth * self.slippage)
+
+
+async def test_the_liquidity_seam_takes_another_source(cfg: AppConfig, eng: RiskEngine) -> None:
+    made: list[PoolLiquidity] = []
+
+    def pools(slippage: float) -> PoolLiquidity:
+        made.append(PoolLiquidity(slippage))
+        return made[-1]
+
+    service = WhatIfService(cfg, LedgerView(eng), prices_ready=lambda: True, liquidity=pools)
+    body = service.run({"shocks": {"WETH": -0.3}, "max_slippage": 0.02})
+    vol = body["models"]["standard"]["liquidations"]["volume"]
+    weth = next(v for v in vol if (v["asset"], v["chain"]) == ("WETH", "alpha"))
+    assert weth["liquidity_source"] == "pools"
+    assert weth["impact"] == pytest.approx(weth["seize_usd"] / 2e6)
+    assert weth["sellable_usd"] == pytest.approx(2e6 * 0.02)
+    assert made[0].slippage == 0.02 and ("WETH", "alpha", weth["seize_usd"]) in made[0].asked

@@ -521,3 +521,30 @@ def apply_market_min(eng: RiskEngine) -> None:
     eng.set_prices({s: PriceInput(1.0, "ok") for s in SYMBOLS})
     eng.set_volatility({s: 0.01 for s in SYMBOLS})
     eng.recompute()
+
+
+def test_portfolio_and_var_models_through_the_seam() -> None:
+    """The real portfolio model over the book with alpha's collateral frozen, and the VaR
+    model without a calibration reported as unavailable."""
+    from aggregator.risk.portfolio_model import PortfolioModel
+    from aggregator.risk.var_model import VarModel
+
+    from .test_model_seam import USER, config, ready
+
+    cfg = config()
+    eng = ready(cfg)
+    models = {"portfolio": PortfolioModel(cfg), "var": VarModel(cfg)}
+    snap = LedgerView(eng).snapshot()
+    res = whatif(
+        snap, ShockSet(chains_down=("alpha",)), Universe(["alpha", "beta"], {}, {}), models
+    )
+    assert "no calibration" in res.unavailable["var"]
+    o = res.outcomes["portfolio"]
+    a = eng.book.find_account(USER)
+    assert TIERS[int(o.tier_before[a])] != "insolvent"
+    # USER's only collateral (10 WETH) is on alpha: 20,000 USDC of debt against nothing.
+    assert TIERS[int(o.tier_after[a])] == "insolvent"
+    assert o.bad_debt[a] == pytest.approx(20_000)
+    liq = o.liquidations
+    p = int(np.flatnonzero(liq.accounts == a)[0])
+    assert liq.repay[p] == 0.0 and liq.s_usd[liq.s_pos == p].sum() == 0.0
