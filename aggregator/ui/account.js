@@ -2,11 +2,11 @@
 // GET /v1/accounts/{address}), its history (GET /v1/history/accounts/{address}) and
 // what each chain's HealthRegistry holds now (`onchain` of the breakdown).
 
-import { getJSON } from "./api.js";
+import { getJSON, isAbort } from "./api.js";
 import { lineChart } from "./chart.js";
 import { onHealth } from "./stream.js";
 import { historyWindow, windowPicker, historyOrNull } from "./book.js";
-import { el, usd, num, pct, hf, badge, table, section, tree, when, ago } from "./fmt.js";
+import { el, usd, num, pct, hf, badge, table, section, tree, when, ago, errorBox } from "./fmt.js";
 
 export async function render(root, { arg, params, signal }) {
   if (!arg) throw new Error("no account given");
@@ -44,6 +44,7 @@ function paint(body, d, history, signal) {
     section("Positions per chain", positions(d)),
     section("Per asset: price, haircut, weights", assets(d)),
     section("Credit per chain", credit(d)),
+    section("Margin models side by side", margins(d, signal)),
     section("On chain now (each HealthRegistry, last read by the pusher)", onchain(d)),
     section("History", historyCharts(history, signal)),
     section("As of (blocks per chain)", asOf(d)),
@@ -261,5 +262,47 @@ function asOf(d) {
       { label: "head", class: "r", cell: (r) => num(r.head_block, 0) },
     ],
     rows,
+  );
+}
+
+// GET /v1/accounts/{address}/margin evaluates the portfolio (and VaR) model for this
+// one account: read only when the operator opens the section.
+function margins(d, signal) {
+  const box = el("details", { id: "margin" }, el("summary", {}, "standard, portfolio and VaR figures of this account (computed when opened)"));
+  let loaded = false;
+  box.addEventListener("toggle", async () => {
+    if (!box.open || loaded) return;
+    loaded = true;
+    try {
+      const m = await getJSON(`/v1/accounts/${encodeURIComponent(d.account)}/margin`, signal);
+      box.append(marginTable(m));
+    } catch (err) {
+      if (!isAbort(err)) box.append(errorBox(err));
+    }
+  });
+  return box;
+}
+
+function cell(v) {
+  if (v === null || v === undefined) return "—";
+  if (typeof v === "number") return num(v, 6);
+  return String(v);
+}
+
+function marginTable(m) {
+  const models = ["standard", "portfolio", "var"].filter((k) => m[k] && typeof m[k] === "object");
+  const keys = [];
+  for (const k of models) for (const [key, v] of Object.entries(m[k])) if (typeof v !== "object" || v === null) if (!keys.includes(key)) keys.push(key);
+  const rest = Object.fromEntries(Object.entries(m).filter(([k]) => !models.includes(k) && k !== "account"));
+  return el(
+    "div",
+    {},
+    el("p", {}, `pushed model ([portfolio] mode): ${m.mode}`),
+    table(
+      [{ label: "figure", cell: (k) => k }, ...models.map((name) => ({ label: name, class: "r", cell: (k) => cell(m[name][k]) }))],
+      keys,
+      { id: "margin-table" },
+    ),
+    el("details", {}, el("summary", {}, "greeks and the rest"), tree(rest)),
   );
 }

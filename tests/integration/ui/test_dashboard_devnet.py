@@ -231,6 +231,15 @@ async def test_accounts_list_search_and_the_account_page(ui: Watched, daemon: Da
     )
     # What each chain's HealthRegistry holds now: one row per pushed chain.
     assert await page.locator("#onchain tbody tr").count() == len(detail["onchain"] or {})
+    # The margin models are read only when their section is opened.
+    margin_path = f"/v1/accounts/{target['account']}/margin"  # the page's checksummed form
+    assert ui.api_requests(margin_path) == []
+    async with page.expect_response(lambda r: r.url.endswith(margin_path)) as got:
+        await page.click("#margin summary")
+    margin = await (await got.value).json()
+    await page.locator("#margin-table").wait_for()
+    assert margin["standard"]["tier"] == detail["tier"]
+    assert "tier" in await page.inner_text("#margin-table")
     await ui.screenshot("account")
 
 
