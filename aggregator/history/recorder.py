@@ -126,15 +126,13 @@ class HistoryRecorder:
         hf = np.array(view.hf_array(n), np.float64)
         bp = np.array(view.bp_array(n), np.float64)
         tier = np.array(view.tier_array(n), np.int8)
+        last = self._last = self._last.grown(n)
         # The whole-book passes in a worker thread (numpy releases the GIL), so the API
         # is not paused for them; a position applied meanwhile moves one display total.
-        coll, debt, system = await asyncio.to_thread(self._sample, n, hf, bp, tier)
-        last = self._last = self._last.grown(n)
-        idx, deferred = choose(
-            hf, bp, tier, last,
-            hf_deadband=self.cfg.hf_deadband, bp_deadband=self.cfg.bp_deadband,
-            cap=self.cfg.max_accounts_per_bucket,
-        )  # fmt: skip
+        # `last` changes only below, after the thread is done.
+        coll, debt, system, (idx, deferred) = await asyncio.to_thread(
+            self._sample, n, hf, bp, tier, last
+        )
         points = self._points(idx, hf=hf, bp=bp, tier=tier, coll=coll, debt=debt)
         await self.repo.write(now, self._steps, system, points, batch=self.cfg.write_batch)
         last.update(idx, hf, bp, tier)
@@ -148,10 +146,19 @@ class HistoryRecorder:
         hf: NDArray[np.float64],
         bp: NDArray[np.float64],
         tier: NDArray[np.int8],
-    ) -> tuple[NDArray[np.float64], NDArray[np.float64], dict[str, Any]]:
+        last: LastWritten,
+    ) -> tuple[
+        NDArray[np.float64], NDArray[np.float64], dict[str, Any], tuple[NDArray[np.int64], int]
+    ]:
+        """Values, the system sample and the accounts to write (worker thread)."""
         coll, debt = (np.asarray(a, np.float64) for a in self.view.values_usd(n))
         system = system_sample(self.view, n, hf=hf, bp=bp, tier=tier, coll=coll, debt=debt)
-        return coll, debt, system
+        chosen = choose(
+            hf, bp, tier, last,
+            hf_deadband=self.cfg.hf_deadband, bp_deadband=self.cfg.bp_deadband,
+            cap=self.cfg.max_accounts_per_bucket,
+        )  # fmt: skip
+        return coll, debt, system, chosen
 
     def _points(
         self,
