@@ -580,12 +580,13 @@ _attach_history_alerts(OPENAPI)
 # inside the schema is answered 200, or 404 when it names an asset, LST, chain or model
 # that is not configured; outside it, 400 naming the field.
 _RISE = 1000.0
+# Every field may be null or left out: its default (docs/whatif.md).
 _SHOCKS = {
-    "type": "object",
+    "type": ["object", "null"],
     "description": "asset -> relative change (-0.3: a 30% fall)",
     "additionalProperties": {"type": "number", "minimum": -1, "maximum": _RISE},
 }
-_NAMES = {"type": "array", "items": {"type": "string"}}
+_NAMES = {"type": ["array", "null"], "items": {"type": "string"}}
 _CELL = _obj(
     ["accounts", "collateral_usd", "debt_usd"],
     accounts={"type": "integer", "minimum": 0},
@@ -600,12 +601,12 @@ _WHATIF_SCHEMAS: dict[str, Any] = {
         "properties": {
             "shocks": _SHOCKS,
             "depegs": {**_SHOCKS, "description": "LST -> relative change against its underlying"},
-            "vol": {"type": "number", "exclusiveMinimum": -1, "maximum": _RISE},
+            "vol": {"type": ["number", "null"], "exclusiveMinimum": -1, "maximum": _RISE},
             "chains_down": _NAMES,
             "models": _NAMES,
-            "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
+            "limit": {"type": ["integer", "null"], "minimum": 1, "maximum": 1000},
             "cursor": {"type": ["string", "null"], "pattern": "^[0-9]{1,18}$"},
-            "max_slippage": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            "max_slippage": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1},
         },
     },
     "WhatIfPrice": _obj(

@@ -288,11 +288,17 @@ class Shaper:
     def page(self, o: ModelOutcome, newly: np.ndarray) -> dict[str, Any]:
         lo, hi = self.req.cursor, self.req.cursor + self.req.limit
         liq = o.liquidations
-        order = np.argsort(liq.s_pos, kind="stable")
+        page = newly[lo:hi]
+        # Only the page's seized holdings, grouped by account (a gather, not a sort of
+        # every seized holding of the book).
+        on_page = np.zeros(liq.accounts.size, bool)
+        on_page[page] = True
+        sel = np.flatnonzero(on_page[liq.s_pos])
+        order = sel[np.argsort(liq.s_pos[sel], kind="stable")]
         starts = np.searchsorted(liq.s_pos[order], np.arange(liq.accounts.size + 1))
         symbols = self.res.market.symbols
         items = []
-        for pos in newly[lo:hi].tolist():
+        for pos in page.tolist():
             a = int(liq.accounts[pos])
             seize: list[dict[str, Any]] = []
             by_chain: dict[str, float] = {}
