@@ -8,7 +8,7 @@ STAMP_JS := node_modules/.installed
 PYTEST_ARGS ?=
 LOGS    := data/setup
 
-.PHONY: setup doctor lock replay demo test lint format contracts devnet-up devnet-down soak bench clean
+.PHONY: setup browser screenshots doctor lock replay demo test lint format contracts devnet-up devnet-down soak bench clean
 
 setup: $(STAMP_PY) $(STAMP_JS)
 
@@ -27,6 +27,13 @@ $(STAMP_JS): package.json package-lock.json
 	@scripts/step.sh "node packages (npm ci: anvil, solc, contract libraries)" $(LOGS)/npm.log \
 	  npm ci --no-audit --no-fund
 	@touch $@
+
+# The browser tests (tests/integration/ui/) drive Debian's chromium with Playwright; only
+# `make test` needs it, so `make demo` does not install it. Needs root or passwordless sudo
+# when /usr/bin/chromium is missing (scripts/install-chromium.sh says so otherwise).
+browser:
+	@test -x /usr/bin/chromium || scripts/step.sh "chromium (Debian package, for the browser tests)" \
+	  $(LOGS)/chromium.log scripts/install-chromium.sh
 
 # Regenerate requirements.lock from a fresh venv after changing pyproject.toml.
 lock:
@@ -48,8 +55,13 @@ demo:
 
 test:
 	@$(PY) scripts/doctor.py --for test --quiet
-	@$(MAKE) --no-print-directory setup
+	@$(MAKE) --no-print-directory setup browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Re-take the dashboard screenshots in docs/ (docs/dashboard.md) from the browser tests.
+screenshots:
+	@$(MAKE) --no-print-directory setup browser
+	AGG_UI_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/integration/ui
 
 lint: setup
 	$(BIN)/ruff check aggregator chains oracles devkit tests bench scripts

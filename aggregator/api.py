@@ -12,18 +12,20 @@ import functools
 import hmac
 import json
 import logging
-import math
 import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
-import numpy as np
 from aiohttp import web
 from eth_hash.auto import keccak
 from prometheus_client import Histogram
 
+from aggregator.api_alerts import AlertsApi, alert_routes
+from aggregator.api_common import ApiError, dumps, error_body, json_response
+from aggregator.api_history import HistoryApi, history_routes
+from aggregator.dashboard import dashboard_routes
 from aggregator.openapi import OPENAPI
 from chains.units import TIERS
 
@@ -67,60 +69,10 @@ class ApiBackend(Protocol):
         """Admin: stop or restart sending new update batches."""
         ...
 
-
-class ApiError(Exception):
-    def __init__(self, status: int, field: str | None, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.field = field
-        self.message = message
-
-
-def _json_default(obj: Any) -> Any:
-    # numpy scalars that are not Python floats/ints (float32, int64, bool_) arrive here:
-    # unwrap them so they are numbers, and non-finite ones null, not strings.
-    if isinstance(obj, np.generic):
-        return _clean(obj.item())
-    return str(obj)
-
-
-def _clean(obj: Any) -> Any:
-    # JSON has no Infinity: an infinite health factor (no debt) is sent as null
-    # with the string form next to it where the view provides one.
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    return obj
-
-
-def dumps(data: Any) -> str:
-    # allow_nan=False: a non-finite number that escaped _clean is a bug to surface as a
-    # 500 with an error id, never "NaN"/"Infinity" that strict JSON parsers reject.
-    # Fast path first: most bodies hold no non-finite float, and walking every dict to
-    # look was a tenth of the /health route's CPU (bench/api_load.py).
-    # One encoder, not json.dumps(**options), which builds a new one on every call.
-    try:
-        return _ENCODER.encode(data)
-    except ValueError:
-        return _ENCODER.encode(_clean(data))
-
-
-_ENCODER = json.JSONEncoder(default=_json_default, allow_nan=False)
-
-
-def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        text=dumps(data),
-        status=status,
-        content_type="application/json",
-    )
-
-
-def error_body(status: int, field: str | None, message: str) -> web.Response:
-    return json_response({"error": {"field": field, "message": message}}, status=status)
+    def whatif(self, body: Any) -> dict[str, Any]:
+        """POST /v1/whatif (docs/whatif.md): the parsed JSON body ({} when empty);
+        ApiError naming the field on bad input."""
+        ...
 
 
 def parse_address(raw: str, field: str = "address") -> str:
@@ -289,6 +241,8 @@ class Api:
         request_seconds: Histogram | None = None,
         max_streams: int = 10_000,
         max_body_bytes: int = 1 << 20,
+        history: HistoryApi | None = None,
+        alerts: AlertsApi | None = None,
     ) -> None:
         self.backend = backend
         # Every open event stream holds a subscriber queue and a connection: beyond this
@@ -325,8 +279,12 @@ class Api:
                 web.get("/v1/stream", self.stream),
                 web.post("/v1/admin/pause", self.admin_pause),
                 web.post("/v1/admin/resume", self.admin_resume),
+                *history_routes(history),  # aggregator/api_history.py
+                *alert_routes(alerts),  # aggregator/api_alerts.py
+                web.post("/v1/whatif", self.whatif),
             ]
         )
+        self.app.add_routes(dashboard_routes())  # /ui: docs/dashboard.md
         self._runner: web.AppRunner | None = None
         # Bearer token of the admin routes (AGG_ADMIN_TOKEN); None disables them (403).
         self.admin_token: str | None = None
@@ -441,6 +399,15 @@ class Api:
         if view is None:
             raise ApiError(404, "asset", f"unknown asset {asset[:32]!r}")
         return json_response(view)
+
+    # -- what-if on the live book (docs/whatif.md; aggregator/whatif.py) --------
+    async def whatif(self, request: web.Request) -> web.Response:
+        try:
+            text = await request.text()
+            body = json.loads(text) if text.strip() else {}
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "body", "not valid JSON (docs/whatif.md)") from None
+        return json_response(self.backend.whatif(body))
 
     # -- admin (bearer token from AGG_ADMIN_TOKEN) ----------------------------
     async def admin_pause(self, request: web.Request) -> web.Response:

@@ -306,8 +306,10 @@ class ApiViews:
         metrics_text: Callable[[], bytes],
         set_push_paused: Callable[[bool], dict[str, Any]],
         volatility: Callable[[str], dict[str, Any] | None] = lambda _asset: None,
+        whatif: Callable[[Any], dict[str, Any]] | None = None,
     ) -> None:
         self.accounts = accounts
+        self._whatif = whatif
         self._volatility = volatility
         self._prices = prices
         self._chains = chains
@@ -342,6 +344,12 @@ class ApiViews:
 
     def chains(self) -> list[dict[str, Any]]:
         return self._chains.view()
+
+    def whatif(self, body: Any) -> dict[str, Any]:
+        """POST /v1/whatif: aggregator/whatif.py's WhatIfService.run."""
+        if self._whatif is None:
+            raise ApiError(503, None, "what-if is not wired in this process")
+        return self._whatif(body)
 
 
 __all__ = [

@@ -1,4 +1,5 @@
-"""`aggregator` command line: run, demo, replay, devnet, account, chains, prices, db, config."""
+"""`aggregator` command line: run, demo, replay, devnet, account, chains, prices, whatif, db,
+config."""
 
 from __future__ import annotations
 
@@ -194,6 +195,64 @@ def _get(base: str, path: str) -> Any:
         raise SystemExit(EXIT_UNAVAILABLE) from None
 
 
+def _post(base: str, path: str, body: Any) -> Any:
+    req = urllib.request.Request(
+        base + path,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        print(f"{path}: HTTP {exc.code}: {detail}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"daemon not reachable at {base} ({exc}); is `aggregator run` up?", file=sys.stderr)
+        raise SystemExit(EXIT_UNAVAILABLE) from None
+
+
+def _pairs(flag: str, items: list[str] | None) -> dict[str, float]:
+    """ASSET=R arguments as {asset: r}; a malformed one exits 2 naming the flag."""
+    out: dict[str, float] = {}
+    for item in items or []:
+        name, sep, raw = item.partition("=")
+        try:
+            if not sep or not name:
+                raise ValueError(item)
+            out[name] = float(raw)
+        except ValueError:
+            print(f"{flag}: expected ASSET=RELATIVE_CHANGE, got {item!r}", file=sys.stderr)
+            raise SystemExit(EXIT_CONFIG) from None
+    return out
+
+
+def cmd_whatif(args: argparse.Namespace) -> int:
+    """`aggregator whatif`: POST /v1/whatif to the running daemon (docs/whatif.md)."""
+    body: dict[str, Any] = {
+        "shocks": _pairs("--shock", args.shock),
+        "depegs": _pairs("--depeg", args.depeg),
+        "vol": args.vol,
+        "chains_down": args.chain_down or [],
+        "limit": args.limit,
+        "max_slippage": args.max_slippage,
+    }
+    if args.model:
+        body["models"] = args.model
+    if args.cursor:
+        body["cursor"] = args.cursor
+    data = _post(_api_base(args.config, args.api), "/v1/whatif", body)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    from aggregator.whatif import render
+
+    print(render(data))
+    return 0
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     base = _api_base(args.config, args.api)
     if args.cmd == "account":
@@ -299,6 +358,18 @@ def _add_query_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         q.add_argument("--api", default=None, help="daemon API base URL (default: from config)")
         q.add_argument("--json", action="store_true", help="print the API's JSON (for scripts)")
         q.set_defaults(func=cmd_query)
+    w = sub.add_parser("whatif", help="shock the live book (from the running daemon)")
+    w.add_argument("--shock", action="append", metavar="ASSET=R", help="price change, -0.3")
+    w.add_argument("--depeg", action="append", metavar="LST=D", help="de-peg vs underlying")
+    w.add_argument("--vol", type=float, default=0.0, help="relative volatility shift, +0.5")
+    w.add_argument("--chain-down", action="append", metavar="CHAIN", help="frozen, stale feeds")
+    w.add_argument("--model", action="append", help="only these models (default: all)")
+    w.add_argument("--limit", type=int, default=20, help="accounts listed per model")
+    w.add_argument("--cursor", default=None, help="next page (next_cursor of the last answer)")
+    w.add_argument("--max-slippage", type=float, default=0.05, help="sellable within this")
+    w.add_argument("--api", default=None, help="daemon API base URL (default: from config)")
+    w.add_argument("--json", action="store_true", help="print the API's JSON (for scripts)")
+    w.set_defaults(func=cmd_whatif)
 
 
 def _add_tool_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

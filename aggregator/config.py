@@ -27,6 +27,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from aggregator.alerts.config import RULE_TAGS, AlertsConfig
+from aggregator.history.config import HistoryConfig
 from chains.lst import RATE_KINDS
 from chains.types import MULTICALL3, ChainTuning
 from oracles.config import OracleDefaults, SourceConfig
@@ -472,6 +474,8 @@ class AppConfig(BaseSettings):
     portfolio: PortfolioConfig = PortfolioConfig()
     var: VarConfig = VarConfig()
     cluster: ClusterConfig = ClusterConfig()
+    history: HistoryConfig = HistoryConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
     @classmethod
     def settings_customise_sources(
@@ -539,8 +543,8 @@ def format_loc(loc: Iterable[int | str]) -> str:
     return out
 
 
-_TAGGED_UNION_FIELDS = {"sources"}
-_SOURCE_TAGS = {"chainlink", "http"}
+_TAGGED_UNION_FIELDS = {"sources", "rules"}
+_SOURCE_TAGS = {"chainlink", "http"} | RULE_TAGS
 
 
 def _clean_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
@@ -681,6 +685,7 @@ def semantic_problems(cfg: AppConfig) -> list[Problem]:
     problems.extend(_correlation_problems(cfg))
     problems.extend(_portfolio_problems(cfg))
     problems.extend(_var_problems(cfg))
+    problems.extend(_alert_problems(cfg))
     for chain in cfg.credit.weights:
         if chain not in chains:
             problems.append(Problem(f"credit.weights.{chain}", f"unknown chain {chain!r}"))
@@ -791,6 +796,26 @@ def _var_problems(cfg: AppConfig) -> list[Problem]:
         for sym in getattr(cfg.var, key)
         if sym not in symbols
     ]
+
+
+def _alert_problems(cfg: AppConfig) -> list[Problem]:
+    """[alerts]: unique names; every chain, asset and rule a rule or webhook names exists."""
+    al = cfg.alerts
+    names = [r.name for r in al.rules]
+    out = _dupes(names, "alerts.rules", "rule name")
+    out += _dupes([w.name for w in al.webhooks], "alerts.webhooks", "webhook name")
+    known = {"chains": set(cfg.chain_names), "assets": set(cfg.asset_symbols)}
+    for i, rule in enumerate(al.rules):
+        for key, valid in known.items():
+            for j, ref in enumerate(getattr(rule, key, ())):
+                if ref not in valid:
+                    what = key[:-1]
+                    out.append(Problem(f"alerts.rules[{i}].{key}[{j}]", f"unknown {what} {ref!r}"))
+    for i, hook in enumerate(al.webhooks):
+        for j, ref in enumerate(hook.rules):
+            if ref not in names:
+                out.append(Problem(f"alerts.webhooks[{i}].rules[{j}]", f"unknown rule {ref!r}"))
+    return out
 
 
 def parse_config(data: Mapping[str, Any], source: str = "") -> AppConfig:

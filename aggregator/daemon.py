@@ -22,11 +22,15 @@ import signal
 import time
 from collections.abc import Mapping, Sequence
 
-from aggregator.api import Api
+from aggregator.alerts.service import AlertService
+from aggregator.alerts.snapshot import SnapshotCollector
+from aggregator.api import Api, checksum_address
 from aggregator.api_views import AccountViews, ApiViews, ChainSources, LedgerReader
 from aggregator.book_sync import BookSync
 from aggregator.cluster.wiring import ClusterWiring
 from aggregator.config import AppConfig
+from aggregator.history.queries import HistoryQueries
+from aggregator.history.recorder import HistoryRecorder
 from aggregator.indexing import IndexerFactory
 from aggregator.jobs import Jobs
 from aggregator.ledger import Ledger
@@ -35,15 +39,18 @@ from aggregator.metrics import Metrics
 from aggregator.portfolio_feed import PortfolioFeed
 from aggregator.push.wiring import PusherWiring
 from aggregator.risk.engine import RiskEngine
+from aggregator.risk.view import LedgerView
 from aggregator.startup import StartupError, startup_step
 from aggregator.status import Status
 from aggregator.store import Store
 from aggregator.store.chain_repo import SqlChainStore
+from aggregator.store.history_repo import HistoryRepo
 from aggregator.store.price_repo import PriceRepo
 from aggregator.stream import HealthStream
 from aggregator.supervisor import Supervisor
 from aggregator.var_feed import VarFeed
 from aggregator.vol_forecast import VolatilityForecaster
+from aggregator.whatif import WhatIfService
 from chains.indexer import ChainIndexer
 from chains.lst import LstRateReader, LstSource
 from chains.rpc import RpcClient, RpcError
@@ -183,9 +190,64 @@ class Daemon:
             markets=self.portfolio.watch,
         )
 
+    def _wire_console(self) -> None:
+        """Risk history and alerts (docs/operations.md "History", "Alerts"): off the hot
+        path, each a job reading the ledger through its read-only view."""
+        cfg, view = self.cfg, LedgerView(self.engine)
+        self.history: HistoryRecorder | None = None
+        self.history_queries: HistoryQueries | None = None
+        if cfg.history.enabled:
+            repo = HistoryRepo(self.store)
+            self.history = HistoryRecorder(
+                cfg.history,
+                repo,
+                view,
+                metrics=self.metrics,
+                ready=lambda: self.ledger.prices_ready,
+                recording=self._records_history,
+                model=cfg.portfolio.mode,
+                pushed_requirement=functools.partial(
+                    self.portfolio.pushed_requirement, self.engine
+                ),
+            )
+            self.history_queries = HistoryQueries(
+                cfg.history,
+                repo,
+                in_book=lambda a: self.reader.find(a) is not None,
+                model=cfg.portfolio.mode,
+            )
+        self.alerts: AlertService | None = None
+        if cfg.alerts.enabled:
+            collector = SnapshotCollector(
+                view,
+                prices=self.oracle.prices,
+                indexers=self.indexers,
+                pusher=self.push.chain_status,
+                leases=self.cluster.chain_view,
+                chains=cfg.chain_names,
+                ready=lambda: self.ledger.prices_ready,
+                keeper_min_eth=cfg.pusher.min_keeper_balance_eth,
+                checksum=checksum_address,
+            )
+            self.alerts = AlertService(
+                cfg.alerts,
+                collector,
+                self.metrics,
+                instance=cfg.cluster.instance_id,
+                leader=self._records_history,
+            )
+
+    def _records_history(self) -> bool:
+        """One writer per store and one sender of the book's alerts: in cluster mode the
+        holder of the first chain's index lease, so two instances never write the same
+        buckets nor send the same alert."""
+        return not self.cluster.enabled or self.cluster.holds(f"index:{self.cfg.chains[0].name}")
+
     def _wire_api(self) -> None:
         """What the API reads: status and the views over the ledger."""
         cfg, ind = self.cfg, self.indexers
+        self._wire_console()
+        alerts = self.alerts
         self.status = Status(
             ind,
             self.clients,
@@ -198,6 +260,7 @@ class Daemon:
             tier_counts=self.reader.tier_counts,
             pusher_reasons=self.push.readiness_reasons,
             lag_limit_s=cfg.scheduler.ledger_lag_unready_s,
+            alert_reasons=alerts.readiness_reasons if alerts is not None else list,
         )
         accounts = AccountViews(
             self.reader,
@@ -215,6 +278,13 @@ class Daemon:
             pusher=self.push.chain_status,
             cluster=self.cluster.chain_view,
         )
+        # What-if on the live book (docs/whatif.md): the standard model and the pushed one.
+        self.whatif = WhatIfService(
+            cfg,
+            LedgerView(self.engine),
+            prices_ready=lambda: self.ledger.prices_ready,
+            models=self.portfolio.evaluated_models,
+        )
         self.views = ApiViews(
             accounts,
             prices=self.oracle,
@@ -224,12 +294,15 @@ class Daemon:
             metrics_text=self.metrics.render,
             set_push_paused=self.push.set_paused,
             volatility=self.volatility.view,
+            whatif=self.whatif.run,
         )
         self.api = Api(
             self.views,
             request_seconds=self.metrics.api_request_seconds,
             max_streams=self.cfg.api.max_streams,
             max_body_bytes=self.cfg.api.max_body_bytes,
+            history=self.history_queries,
+            alerts=alerts,
         )
         self.api.admin_token = self.push.admin_token
 
@@ -297,6 +370,14 @@ class Daemon:
         self.jobs.add("reconcile", self.book.reconcile, sch.reconcile_interval_s, critical=False)
         self.jobs.add("metrics", self.status.refresh_metrics, 5.0, critical=False)
         self.jobs.add("prune_history", self.prune_history, 86400.0, critical=False)
+        if self.history is not None:
+            self.jobs.add("history", self.history.run, self.cfg.history.interval_s, critical=False)
+            self.jobs.add("prune_risk_history", self.history.prune, 86400.0, critical=False)
+        if self.alerts is not None:
+            self.alerts.start(self.supervisor)
+            self.jobs.add(
+                "alerts", self.alerts.evaluate, self.cfg.alerts.interval_s, critical=False
+            )
         # Off the price path: the fit runs in a worker thread, refresh_prices reads it.
         self.jobs.add(
             "vol_forecast",

@@ -56,7 +56,7 @@ def summary(daemon: Daemon, api_url: str) -> str:
     if daemon.ledger.prices_ready:
         out.append(_accounts_table(daemon, [c["chain"] for c in chains]))
     out.append(_chains_table(chains))
-    out.append(f"API: {api_url}  (Ctrl-C stops everything)")
+    out.append(f"API: {api_url}  dashboard: {api_url}/ui  (Ctrl-C stops everything)")
     return "\n".join(out)
 
 
@@ -129,6 +129,7 @@ async def _demo(root: Path, config_path: str | None, duration_s: float | None) -
             return 1
         api_url = f"http://{cfg.api.host}:{port}"
         print(f"daemon API: {api_url}  (try /v1/accounts, /v1/prices, /metrics)", flush=True)
+        print(f"dashboard:  {api_url}/ui", flush=True)
         sim = asyncio.create_task(run_simulator(state, stop), name="simulator")
         deadline = None if duration_s is None else time.monotonic() + duration_s
         while not stop.is_set():

@@ -16,6 +16,7 @@ class Metrics:
         self._pusher_metrics(r)
         self._volatility_metrics(r)
         self._cluster_metrics(r)
+        self._history_alert_metrics(r)
 
     def _chain_metrics(self, r: CollectorRegistry) -> None:
         """Supervised tasks, indexers, RPC endpoints."""
@@ -228,6 +229,51 @@ class Metrics:
             "agg_cluster_lease_losses",
             "Lease tenures that ended here without a clean release",
             ["lease"],
+            registry=r,
+        )
+
+    def _history_alert_metrics(self, r: CollectorRegistry) -> None:
+        """Risk history (aggregator/history) and alerts (aggregator/alerts)."""
+        self.history_points = Counter(
+            "agg_history_points", "Account points written to the history", registry=r
+        )
+        self.history_deferred = Gauge(
+            "agg_history_deferred",
+            "Accounts that moved but were left for a later history run (per-run cap)",
+            registry=r,
+        )
+        self.history_run_seconds = Gauge(
+            "agg_history_run_seconds", "Duration of the last history run", registry=r
+        )
+        self.alert_events = Counter(
+            "agg_alert_events", "Alerts fired or resolved", ["rule", "status"], registry=r
+        )
+        self.alert_active = Gauge("agg_alert_active", "Active alerts", ["rule"], registry=r)
+        self.alert_deliveries = Counter(
+            "agg_alert_deliveries", "Alert messages delivered", ["webhook"], registry=r
+        )
+        self.alert_delivery_failures = Counter(
+            "agg_alert_delivery_failures",
+            "Failed alert delivery attempts (each retry counts)",
+            ["webhook"],
+            registry=r,
+        )
+        self.alert_given_up = Counter(
+            "agg_alert_given_up",
+            "Alert messages given up after every attempt failed",
+            ["webhook"],
+            registry=r,
+        )
+        self.alert_dropped = Counter(
+            "agg_alert_dropped",
+            "Alert messages dropped (webhook queue full)",
+            ["webhook"],
+            registry=r,
+        )
+        self.alert_webhook_failing = Gauge(
+            "agg_alert_webhook_failing",
+            "1 while the webhook's last messages were given up",
+            ["webhook"],
             registry=r,
         )
 

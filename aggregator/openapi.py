@@ -399,3 +399,345 @@ def _attach_admin(doc: dict[str, Any]) -> None:
 
 
 _attach_admin(OPENAPI)
+
+
+# -- the dashboard's static files (aggregator/dashboard.py, docs/dashboard.md) --------
+def _attach_dashboard(doc: dict[str, Any]) -> None:
+    page = {"200": {"description": "The dashboard page", "content": {"text/html": {}}}}
+    for path in ("/ui", "/ui/"):
+        doc["paths"][path] = {
+            "get": {"summary": "The dashboard (HTML)", "parameters": [], "responses": page}
+        }
+    files: dict[str, Any] = {
+        t: {} for t in ("text/html", "text/javascript", "text/css", "text/plain")
+    }
+    doc["paths"]["/ui/{file}"] = {
+        "get": {
+            "summary": "One of the dashboard's files (scripts, styles, vendored uPlot)",
+            "parameters": [
+                {"name": "file", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": {"description": "The file", "content": files},
+                "404": _ERR,
+                "500": _ERR,
+            },
+        }
+    }
+
+
+_attach_dashboard(OPENAPI)
+
+
+# -- risk history and alerts (docs/operations.md "History", "Alerts") -----------------
+def _history_params() -> list[dict[str, Any]]:
+    t = {"type": "string", "pattern": "^[0-9]{1,12}$"}
+    return [
+        {"name": "from", "in": "query", "schema": t, "description": "unix seconds"},
+        {"name": "to", "in": "query", "schema": t, "description": "unix seconds"},
+        {
+            "name": "resolution",
+            "in": "query",
+            "schema": {"type": "string", "pattern": "^(auto|[0-9]{1,9})$"},
+            "description": "auto, or a configured level's step in seconds",
+        },
+    ]
+
+
+def _json_ok(summary: str, params: list[dict[str, Any]], schema: str, **codes: Any) -> Any:
+    op = _get(summary, params, **codes)
+    op["get"]["responses"]["200"] = {
+        "description": "OK",
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+    return op
+
+
+_USD_BLOCK = {"collateral_usd": _NUM, "debt_usd": _NUM}
+_HISTORY_SCHEMAS: dict[str, Any] = {
+    "SystemHistory": _obj(
+        ["resolution_s", "from", "to", "points"],
+        resolution_s={"type": "integer"},
+        to={"type": "integer"},
+        points={
+            "type": "array",
+            "items": _obj(
+                ["t", "samples", "total", "tiers", "chains"],
+                t={"type": "integer"},
+                samples={"type": "integer"},
+                total=_obj(["accounts"], accounts={"type": "integer"}, bp_usd=_NUM, **_USD_BLOCK),
+                tiers={
+                    "type": "object",
+                    "additionalProperties": _obj(
+                        ["accounts", "accounts_max"],
+                        accounts={"type": "integer"},
+                        accounts_max={"type": "integer"},
+                        bp_usd=_NUM,
+                        **_USD_BLOCK,
+                    ),
+                },
+                chains={
+                    "type": "object",
+                    "additionalProperties": _obj([], credit_usd=_NUM, **_USD_BLOCK),
+                },
+            ),
+        },
+        **{"from": {"type": "integer"}},
+    ),
+    "AccountHistory": _obj(
+        ["account", "resolution_s", "from", "to", "model", "points"],
+        account=_CHECKSUMMED,
+        resolution_s={"type": "integer"},
+        to={"type": "integer"},
+        model={"type": "string"},
+        points={
+            "type": "array",
+            "items": _obj(
+                ["t", "hf", "hf_text", "hf_min", "bp_usd", "tier", "tier_worst", "requirement_usd"],
+                t={"type": "integer"},
+                samples={"type": "integer"},
+                hf=_NUM,
+                hf_text={"type": "string"},
+                hf_min=_NUM,
+                hf_min_text={"type": "string"},
+                bp_usd=_NUM,
+                tier=_TIER,
+                tier_worst=_TIER,
+                requirement_usd=_obj(
+                    ["standard", "portfolio", "var"], standard=_NUM, portfolio=_NUM, var=_NUM
+                ),
+                **_USD_BLOCK,
+            ),
+        },
+        **{"from": {"type": "integer"}},
+    ),
+    "Alert": _obj(
+        ["key", "rule", "kind", "severity", "subject", "message", "details", "started_at"],
+        key={"type": "string"},
+        rule={"type": "string"},
+        kind={"type": "string"},
+        severity={"enum": ["info", "warning", "critical"]},
+        subject={"type": "string"},
+        message={"type": "string"},
+        details={"type": "object"},
+        started_at={"type": "number"},
+        status={"enum": ["firing", "resolved"]},
+        resolved_at=_NUM,
+        at={"type": "number"},
+    ),
+    "Alerts": _obj(
+        ["active", "recent", "webhooks", "rules"],
+        active={"type": "array", "items": {"$ref": "#/components/schemas/Alert"}},
+        recent={"type": "array", "items": {"$ref": "#/components/schemas/Alert"}},
+        webhooks={
+            "type": "array",
+            "items": _obj(
+                ["name", "format", "state"],
+                name={"type": "string"},
+                format={"enum": ["json", "slack"]},
+                state={"enum": ["ok", "failing"]},
+                queued={"type": "integer"},
+                last_error=_STR_OR_NULL,
+            ),
+        },
+        rules={"type": "array", "items": {"type": "object"}},
+    ),
+}
+
+
+def _attach_history_alerts(doc: dict[str, Any]) -> None:
+    doc["components"]["schemas"].update(_HISTORY_SCHEMAS)
+    paths = doc["paths"]
+    paths["/v1/history/system"] = _json_ok(
+        "System time series: per tier and per chain totals",
+        _history_params(),
+        "SystemHistory",
+        _400="err",
+        _503="err",
+    )
+    paths["/v1/history/accounts/{address}"] = _json_ok(
+        "One account's HF, BP, tier and requirement over time",
+        [_ADDR, *_history_params()],
+        "AccountHistory",
+        _400="err",
+        _404="err",
+        _503="err",
+    )
+    limit = {"type": "integer", "minimum": 1, "maximum": 1000}
+    paths["/v1/alerts"] = _json_ok(
+        "Active alerts, recent events, webhook delivery state",
+        [{"name": "limit", "in": "query", "schema": limit}],
+        "Alerts",
+        _400="err",
+        _503="err",
+    )
+
+
+_attach_history_alerts(OPENAPI)
+
+
+# -- what-if on the live book (docs/whatif.md) ------------------------------------------
+# Bounds here are the code's (aggregator/whatif.py, risk/whatif.py MAX_RISE): a body
+# inside the schema is answered 200, or 404 when it names an asset, LST, chain or model
+# that is not configured; outside it, 400 naming the field.
+_RISE = 1000.0
+# Every field may be null or left out: its default (docs/whatif.md).
+_SHOCKS = {
+    "type": ["object", "null"],
+    "description": "asset -> relative change (-0.3: a 30% fall)",
+    "additionalProperties": {"type": "number", "minimum": -1, "maximum": _RISE},
+}
+_NAMES = {"type": ["array", "null"], "items": {"type": "string"}}
+_CELL = _obj(
+    ["accounts", "collateral_usd", "debt_usd"],
+    accounts={"type": "integer", "minimum": 0},
+    collateral_usd=_NUM,
+    debt_usd=_NUM,
+)
+_TIER_COUNTS = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}}
+_WHATIF_SCHEMAS: dict[str, Any] = {
+    "WhatIfRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "shocks": _SHOCKS,
+            "depegs": {**_SHOCKS, "description": "LST -> relative change against its underlying"},
+            "vol": {"type": ["number", "null"], "exclusiveMinimum": -1, "maximum": _RISE},
+            "chains_down": _NAMES,
+            "models": _NAMES,
+            "limit": {"type": ["integer", "null"], "minimum": 1, "maximum": 1000},
+            "cursor": {"type": ["string", "null"], "pattern": "^[0-9]{1,18}$"},
+            "max_slippage": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1},
+        },
+    },
+    "WhatIfPrice": _obj(
+        ["before_usd", "after_usd", "factor", "status_before", "status_after"],
+        before_usd=_NUM,
+        after_usd=_NUM,
+        factor=_NUM,
+        status_before=_PRICE_STATUS,
+        status_after=_PRICE_STATUS,
+        reason=_STR_OR_NULL,
+        sigma_before=_NUM,
+        sigma_after=_NUM,
+    ),
+    "WhatIfAccount": _obj(
+        ["account", "hf_before", "hf_after", "tier_before", "tier_after", "plan", "repay_usd"],
+        account=_CHECKSUMMED,
+        hf_before={"type": ["number", "null"], "description": "null when infinite"},
+        hf_after={"type": ["number", "null"], "description": "null when infinite"},
+        tier_before=_TIER,
+        tier_after=_TIER,
+        collateral_usd=_NUM,
+        debt_usd=_NUM,
+        plan={"enum": ["partial", "full", "close_factor", "none"]},
+        repay_usd=_NUM,
+        seize_usd=_NUM,
+        seize={
+            "type": "array",
+            "items": _obj(
+                ["chain", "asset", "usd"],
+                chain={"type": "string"},
+                asset={"type": "string"},
+                usd=_NUM,
+            ),
+        },
+        seize_by_chain={"type": "object", "additionalProperties": _NUM},
+        bad_debt_usd=_NUM,
+    ),
+    "WhatIfModel": _obj(
+        [
+            "pushed",
+            "tiers_before",
+            "tiers_after",
+            "transitions",
+            "bad_debt_usd",
+            "liquidations",
+            "accounts",
+        ],
+        pushed={"type": "boolean"},
+        tiers_before=_TIER_COUNTS,
+        tiers_after=_TIER_COUNTS,
+        transitions={
+            "type": "object",
+            "description": "tier before -> tier after -> accounts, collateral and debt (after)",
+            "additionalProperties": {"type": "object", "additionalProperties": _CELL},
+        },
+        degraded_after={"type": "integer", "minimum": 0},
+        bad_debt_usd=_NUM,
+        bad_debt_accounts={"type": "integer", "minimum": 0},
+        liquidations=_obj(
+            ["newly_liquidatable", "liquidatable_after", "repay_usd", "seize_usd", "volume"],
+            newly_liquidatable={"type": "integer", "minimum": 0},
+            liquidatable_after={"type": "integer", "minimum": 0},
+            repay_usd=_NUM,
+            seize_usd=_NUM,
+            volume={
+                "type": "array",
+                "items": _obj(
+                    ["asset", "chain", "seize_usd", "accounts"],
+                    asset={"type": "string"},
+                    chain={"type": "string"},
+                    seize_usd=_NUM,
+                    accounts={"type": "integer", "minimum": 0},
+                    depth_usd=_NUM,
+                    impact=_NUM,
+                    sellable_usd=_NUM,
+                    liquidity_source={"type": "string"},
+                ),
+            },
+        ),
+        accounts=_obj(
+            ["total", "items", "next_cursor"],
+            total={"type": "integer", "minimum": 0},
+            items={"type": "array", "items": {"$ref": "#/components/schemas/WhatIfAccount"}},
+            next_cursor={"type": ["string", "null"], "pattern": "^[0-9]{1,18}$"},
+        ),
+    ),
+    "WhatIf": _obj(
+        ["computed_at", "accounts", "scenario", "prices", "models", "unavailable"],
+        computed_at={"type": "number"},
+        accounts={"type": "integer", "minimum": 0},
+        scenario={"type": "object"},
+        prices={
+            "type": "object",
+            "additionalProperties": {"$ref": "#/components/schemas/WhatIfPrice"},
+        },
+        models={
+            "type": "object",
+            "additionalProperties": {"$ref": "#/components/schemas/WhatIfModel"},
+        },
+        unavailable={"type": "object", "additionalProperties": {"type": "string"}},
+    ),
+}
+
+
+def _attach_whatif(doc: dict[str, Any]) -> None:
+    doc["components"]["schemas"].update(_WHATIF_SCHEMAS)
+    doc["paths"]["/v1/whatif"] = {
+        "post": {
+            "summary": "What-if on the live book: price shocks, LST de-pegs, a volatility "
+            "shift, chains down; tier transitions, liquidations, volume and bad debt per model",
+            "requestBody": {
+                "required": False,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/WhatIfRequest"}}
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "The what-if's figures (docs/whatif.md)",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/WhatIf"}}
+                    },
+                },
+                "400": _ERR,
+                "404": _ERR,
+                "503": _ERR,
+                "500": _ERR,
+            },
+        }
+    }
+
+
+_attach_whatif(OPENAPI)

@@ -16,7 +16,7 @@ import numpy as np
 from aggregator.config import AppConfig
 from aggregator.risk.book import COLLATERAL
 from aggregator.risk.engine import RiskEngine
-from aggregator.risk.model import ModelSources
+from aggregator.risk.model import MarginModel, ModelSources
 from aggregator.risk.portfolio import (
     OptionLeg,
     OptionSeries,
@@ -123,6 +123,28 @@ class PortfolioFeed:
         if idx.size == 0:
             return 0
         return std.adopt(self.pushed.evaluate(book, std.market, idx, now))
+
+    def pushed_requirement(
+        self, std: RiskEngine, idx: np.ndarray, now: float | None = None
+    ) -> np.ndarray | None:
+        """The pushed model's requirement (USD) of accounts `idx` (book indices), for
+        the risk history; None in standard mode (the standard requirement is the
+        ledger's) or when the model cannot evaluate now (a missing input: logged by
+        the recompute that also meets it)."""
+        if self.cfg.portfolio.mode == STANDARD or len(idx) == 0:
+            return None
+        try:
+            res = self.pushed.evaluate(std.book, std.market, np.asarray(idx, np.int64), now)
+        except (MissingCalibration, KeyError, ValueError, RuntimeError):
+            return None
+        return np.asarray(res.requirement_usd, np.float64)
+
+    def evaluated_models(self) -> dict[str, MarginModel]:
+        """The models the daemon evaluates besides the ledger's standard one: the pushed
+        model ([portfolio] mode), none in standard mode (the what-if runs them)."""
+        if self.cfg.portfolio.mode == STANDARD:
+            return {}
+        return {self.cfg.portfolio.mode: self.pushed}
 
     def account_margin(
         self, std: RiskEngine, address: str, now: float | None = None

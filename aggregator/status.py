@@ -38,6 +38,8 @@ class Status:
     tier_counts: Callable[[], Mapping[str, int]]
     pusher_reasons: Callable[[], list[str]]
     lag_limit_s: float
+    # Alert webhooks that keep failing (aggregator/alerts/service.py).
+    alert_reasons: Callable[[], list[str]] = list
 
     def readiness(self) -> tuple[bool, list[str]]:
         reasons = self._chain_reasons()
@@ -60,6 +62,7 @@ class Status:
                 + ", ".join(f"{c} {sorted(a)}" for c, a in sorted(impossible.items()))
             )
         reasons += self.pusher_reasons()
+        reasons += self.alert_reasons()
         return not reasons, reasons
 
     def _chain_reasons(self) -> list[str]:

@@ -40,6 +40,8 @@ BENCHMARKS: dict[str, list[str]] = {
     "startup": ["bench.startup"],
     "var": ["bench.var"],
     "var_rss": ["bench.var_rss", "--accounts", "1000000"],
+    "history": ["bench.history", "--accounts", "1000000"],
+    "whatif": ["bench.whatif", "--accounts", "1000000"],
 }
 
 # The rows of docs/performance.md, in the order of the performance issue's table:

@@ -202,6 +202,30 @@ def check_postgres(url: str) -> Check:
     return Check("postgresql", True, f"{host}:{port} accepts connections (AGG_TEST_PG_URL)")
 
 
+CHROMIUM = "/usr/bin/chromium"
+
+
+def check_chromium(path: str = CHROMIUM) -> Check:
+    """The browser tests drive Debian's chromium (never Playwright's own download).
+    Missing is fine when `make test`'s setup can install it (root or passwordless sudo,
+    apt-get): scripts/install-chromium.sh does."""
+    fix = "as root: apt-get update && apt-get install -y --no-install-recommends chromium"
+    if os.access(path, os.X_OK):
+        return Check("chromium", True, f"{path} (browser tests)")
+    can_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    if not can_root and shutil.which("sudo"):
+        probe = subprocess.run(["sudo", "-n", "true"], capture_output=True, timeout=30, check=False)
+        can_root = probe.returncode == 0
+    if can_root and shutil.which("apt-get"):
+        return Check("chromium", True, f"{path} missing; `make test` installs it (apt-get)")
+    return Check(
+        "chromium",
+        False,
+        f"{path} is missing and this user cannot install it (browser tests need it)",
+        fix,
+    )
+
+
 def checks(target: str, python: str) -> list[Check]:
     out = [check_python(python), check_venv_module(python), check_node(), check_npm()]
     out.append(check_loopback())
@@ -211,6 +235,7 @@ def checks(target: str, python: str) -> list[Check]:
             out.append(check_port_free(port, "the demo daemon's API"))
     if target in ("test", "all"):
         out.append(check_postgres(os.environ.get("AGG_TEST_PG_URL", DEFAULT_PG_URL)))
+        out.append(check_chromium())
     return out
 
 

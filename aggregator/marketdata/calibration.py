@@ -22,7 +22,7 @@ an asset without enough history is `InsufficientHistory` naming it (never a zero
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,15 @@ class VarCalibration:
     stressed: F64 | None  # W x assets, the stressed window's one-day log returns
     stressed_window: tuple[int, int] | None  # unix close times of its first and last
     stressed_source: str | None
+
+    def scaled(self, factor: float) -> VarCalibration:
+        """Every current volatility times `factor` (a what-if's shift,
+        risk/whatif.py): the FHS scenario returns, the covariance and `vol`. The
+        stressed window is history, not a current estimate, and stays as it was."""
+        return replace(
+            self, cov=self.cov * factor**2, vol=self.vol * factor,
+            scenarios=self.scenarios * factor,
+        )  # fmt: skip
 
     def describe(self) -> dict[str, object]:
         """JSON-able summary for the explanation and the API."""

@@ -199,6 +199,12 @@ class RiskEngine:
         last preparation (so they match what the last tick or event stored)."""
         return self.model.totals(self.pool, acc, self._cols)
 
+    def totals(self, acc: NDArray[np.int64]) -> Totals:
+        """Every standard total of accounts `acc` as the last tick or event stored them."""
+        if not self._prepared:
+            self._prepare()
+        return self._risk(acc)
+
     def fresh_totals(self, acc: NDArray[np.int64]) -> Totals:
         """`_risk` after preparing the current inputs (explanations)."""
         self._prepare()

@@ -149,6 +149,68 @@ def accounts_kernel(  # noqa: PLR0917
         degraded[i] = bad_bits != 0 and (held[a] & bad_bits) != 0
 
 
+@njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def totals_kernel(  # noqa: PLR0917
+    start, cnt, pc, pv, held, n, tab, nlp, bad_bits, warn_hf,
+    vtot, dval, cliq, hf, bp, tier, degraded,
+):  # fmt: skip
+    """accounts_kernel for every account 0..n-1, in parallel, into fresh arrays (a
+    what-if: risk/whatif.py). Same per-account operations in the same order, so its
+    figures equal the tick's and the one-account path's bit for bit."""
+    for a in prange(n):
+        c_liq, c_bor, d_val, v_tot = account_sums(start[a], cnt[a], pc, pv, tab, nlp)
+        h = c_liq / d_val if d_val > 0.0 else np.inf
+        vtot[a] = v_tot
+        dval[a] = d_val
+        cliq[a] = c_liq
+        hf[a] = h
+        bp[a] = max(c_bor - d_val, 0.0)
+        tier[a] = (h < warn_hf) + (h < 1.0) + (v_tot < d_val)
+        degraded[a] = bad_bits != 0 and (held[a] & bad_bits) != 0
+
+
+@njit(cache=True, nogil=True)
+def freeze_kernel(r_account, r_chain, r_side, r_asset, r_amount, nr, down, n_accounts, n_assets):  # noqa: PLR0917
+    """A what-if's down chains (risk/whatif.py `freeze`): which rows are frozen collateral
+    (on a down chain, amount > 0), the accounts holding any (sorted), and their
+    collateral summed over the chains still up, row by row in row order (the order the
+    book's own sums take)."""
+    frozen = np.zeros(nr, np.bool_)
+    hit = np.zeros(n_accounts, np.bool_)
+    for r in range(nr):
+        if r_side[r] == 0 and down[r_chain[r]] and r_amount[r] > 0.0:
+            frozen[r] = True
+            hit[r_account[r]] = True
+    pos = np.full(n_accounts, -1, np.int64)
+    k = 0
+    for a in range(n_accounts):
+        if hit[a]:
+            pos[a] = k
+            k += 1
+    accounts = np.empty(k, np.int64)
+    for a in range(n_accounts):
+        if hit[a]:
+            accounts[pos[a]] = a
+    coll = np.zeros((k, n_assets))
+    for r in range(nr):
+        i = pos[r_account[r]]
+        if i >= 0 and r_side[r] == 0 and not frozen[r]:
+            coll[i, r_asset[r]] += r_amount[r]
+    return frozen, accounts, coll
+
+
+@njit(cache=True, nogil=True)
+def refill_kernel(start, cnt, pc, pv, acc, coll, col_asset, ncoll):  # noqa: PLR0917
+    """Write accounts `acc`'s collateral amounts `coll` (one row each, by asset) into
+    their pool pairs `pv` (a copy): same pairs, same order, new amounts."""
+    for i in range(acc.size):
+        a = acc[i]
+        for j in range(start[a], start[a] + cnt[a]):
+            c = pc[j]
+            if c < ncoll:
+                pv[j] = coll[i, col_asset[c]]
+
+
 @njit(inline="always")
 def better(rr, value, c, t, best_r, best_v, best_c, best_t):  # noqa: PLR0917
     """Whether candidate (repay rr, holding value, chain c, asset t) beats the best so
@@ -169,8 +231,8 @@ def plan_kernel(  # noqa: PLR0917
     la, grp, debt, cliq, cf, rows, lengths, r_side, r_amount, r_asset, r_chain, coll,
     price, k, bonus, vol_tab, lt_tab, target, repay, chain, asset,
 ):  # fmt: skip
-    """Liquidation plan of each HF < 1 account `la[i]` (its book rows grouped in
-    `rows`, `lengths[i]` each): the feasible (chain, asset) with the smallest repay,
+    """Liquidation plan of each HF < 1 account i (`la[i]`: its row of `coll`; its book
+    rows grouped in `rows`, `lengths[i]` each): the feasible (chain, asset) with the smallest repay,
     ties to the larger holding on that chain, then the lower chain, then asset.
     Returns whether a partial plan was found per account (else: full)."""
     found = np.zeros(la.size, np.bool_)

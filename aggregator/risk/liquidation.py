@@ -75,6 +75,22 @@ class Plans:
     asset: NDArray[np.int16]
 
 
+@dataclass(frozen=True)
+class Holdings:
+    """What a plan may seize of some accounts: their book rows grouped by account
+    (`lengths` each, in the accounts' order), the book's row columns they index, and the
+    accounts' collateral summed over chains (one row per account, for the concentration
+    term). A scenario passes rows without the frozen ones and its own sums."""
+
+    rows: NDArray[np.int64]
+    lengths: NDArray[np.int64]
+    side: NDArray[np.int8]
+    amount: NDArray[np.float64]
+    asset: NDArray[np.int16]
+    chain: NDArray[np.int16]
+    coll: NDArray[np.float64]
+
+
 def plans(
     model: Caps,
     book: PositionBook,
@@ -83,7 +99,19 @@ def plans(
     r: AccountTotals,
 ) -> Plans:
     """Liquidation plans for accounts `acc` (sorted; `r` their totals, aligned)."""
-    n = acc.size
+    liq = np.nonzero(r.hf < 1.0)[0]
+    la = acc[liq]
+    rows, lengths = book.rows_with_lengths(la) if liq.size else (np.zeros(0, np.int64),) * 2
+    held = Holdings(
+        rows, lengths, book.r_side, book.r_amount, book.r_asset, book.r_chain, book.coll[la]
+    )
+    return plans_of(model, market, held, r)
+
+
+def plans_of(model: Caps, market: MarketData, held: Holdings, r: AccountTotals) -> Plans:
+    """Liquidation plans of accounts with totals `r`; `held` covers, in order, those of
+    them with HF < 1."""
+    n = r.hf.size
     kind = np.full(n, PLAN_NONE, np.int8)
     repay = np.zeros(n)
     chain = np.full(n, -1, np.int16)
@@ -93,20 +121,29 @@ def plans(
         return Plans(kind, repay, chain, asset)
     kind[liq] = PLAN_FULL
     repay[liq] = r.debt[liq]
-    la = acc[liq]
-    rows, lengths = book.rows_with_lengths(la)
     cfg = model.risk
     vol_tab = cfg.z * market.sigma_tab * math.sqrt(cfg.horizon_days)
     p_repay, p_chain, p_asset = repay[liq], chain[liq], asset[liq]
+    # The kernel reads the collateral sums by account position: held.coll's rows.
+    local = np.arange(liq.size, dtype=np.int64)
     found = plan_kernel(
-        la, r.grp[liq], r.debt[liq], r.cliq[liq], close_factor(r.hf[liq], cfg), rows, lengths,
-        book.r_side, book.r_amount, book.r_asset, book.r_chain, book.coll, market.price,
-        model.k, model.bonus, vol_tab, model.lt_tab, cfg.target_hf, p_repay, p_chain,
-        p_asset,
+        local, r.grp[liq], r.debt[liq], r.cliq[liq], close_factor(r.hf[liq], cfg), held.rows,
+        held.lengths, held.side, held.amount, held.asset, held.chain, held.coll,
+        market.price, model.k, model.bonus, vol_tab, model.lt_tab, cfg.target_hf, p_repay,
+        p_chain, p_asset,
     )  # fmt: skip
     kind[liq[found]] = PLAN_PARTIAL
     repay[liq], chain[liq], asset[liq] = p_repay, p_chain, p_asset
     return Plans(kind, repay, chain, asset)
 
 
-__all__ = ["PLAN_FULL", "PLAN_NONE", "PLAN_PARTIAL", "Plans", "close_factor", "plans"]
+__all__ = [
+    "PLAN_FULL",
+    "PLAN_NONE",
+    "PLAN_PARTIAL",
+    "Holdings",
+    "Plans",
+    "close_factor",
+    "plans",
+    "plans_of",
+]

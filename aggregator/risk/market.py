@@ -102,6 +102,9 @@ class MarketData:
         self.sigma = np.full(T, np.nan)
         self.rel_sigma = np.full((G, T), np.nan)
         self.sigma_tab = np.full((G + 1, T), np.nan)
+        # Models that derive volatilities of their own (option implied vol, the VaR
+        # calibration) scale them by this: 1 except in a what-if scenario (`scenario`).
+        self.vol_scale = 1.0
 
     def asset(self, symbol: str, what: str) -> int:
         t = self.asset_index.get(symbol)
@@ -171,6 +174,29 @@ class MarketData:
             use = self.member[g] & ~np.isnan(rel)
             row[use] = rel[use]
             self.sigma_tab[g + 1] = row
+
+    def scenario(
+        self,
+        price: NDArray[np.float64],
+        status: Sequence[PriceStatus],
+        vol_scale: float = 1.0,
+    ) -> MarketData:
+        """A copy valued at `price` with `status` per asset (not ok: holders degraded)
+        and every volatility, USD and relative, times `vol_scale` (a what-if,
+        risk/whatif.py). This market data is left unchanged."""
+        if not vol_scale >= 0.0 or not math.isfinite(vol_scale):
+            raise ValueError(f"vol_scale: must be finite and >= 0, got {vol_scale}")
+        out = MarketData(self.symbols, self.groups, self.asset_index)
+        out.price = np.array(price, np.float64)
+        out.has_price = self.has_price.copy()
+        out.status = [PriceStatus(s) for s in status]
+        out.price_input = list(self.price_input)
+        out.bad = np.array([s != PriceStatus.OK for s in out.status], bool)
+        out.sigma = self.sigma * vol_scale
+        out.rel_sigma = self.rel_sigma * vol_scale
+        out._derive_sigma_tab()
+        out.vol_scale = self.vol_scale * vol_scale
+        return out
 
     @property
     def has_volatility(self) -> bool:

@@ -60,8 +60,14 @@ class PortfolioModel:
 
     def market_state(self, market: MarketData, now: float | None = None) -> MarketState:
         funding = self.derivatives.funding if self.derivatives else {}
+        # A what-if's volatility shift (MarketData.vol_scale) reaches the configured
+        # implied vols here; those derived from the daily sigma are already scaled.
+        scale = market.vol_scale
+        given = (
+            {u: v * scale for u, v in self.engine.cfg.implied_vol.items()} if scale != 1.0 else None
+        )
         return self.engine.market(
-            market.ok_prices(), None, funding, time.time() if now is None else now,
+            market.ok_prices(), given, funding, time.time() if now is None else now,
             daily_sigma=market.known_sigma(),
         )  # fmt: skip
 

@@ -298,6 +298,8 @@ class VarModel:
         Accounts are independent, so they go through in chunks of ACCOUNT_CHUNK: the two
         views' exposure tables of a whole 1M book would not fit the memory budget."""
         cal = self.calibration()
+        if market.vol_scale != 1.0:
+            cal = cal.scaled(market.vol_scale)
         mkt = self.pm.market_state(market, now)
         parts = [
             self._worse_view(book, mkt, cal, accounts[lo : lo + ACCOUNT_CHUNK])

@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from aggregator.risk.book import SIDES
 from aggregator.risk.engine import RiskEngine
 from aggregator.risk.standard import AccountHealth
+from aggregator.risk.whatif import LedgerSnapshot
 from chains.units import TIERS
 
 
@@ -119,6 +120,13 @@ class LedgerView:
     def explain(self, address: str, now: float | None = None) -> dict[str, Any]:
         return self._eng.explain(address, now)
 
+    def snapshot(self) -> LedgerSnapshot:
+        """The live book, pool, standard model tables and market data for a what-if
+        (risk/whatif.py), which only reads them. Use it between two ledger writes: in
+        the daemon, synchronously on the event loop, where every write happens."""
+        e = self._eng
+        return LedgerSnapshot(e.book, e.pool, e.model, e.market)
+
     # -- many accounts at once (read-only views) -----------------------------------
     def hf_array(self, n: int) -> NDArray[np.float64]:
         return _ro(self._eng.r_hf[:n])
@@ -142,6 +150,38 @@ class LedgerView:
 
     def tier_counts(self) -> dict[str, int]:
         return self._eng.tier_counts()
+
+    # -- values for the risk history (aggregator/history) ----------------------------
+    def values_usd(self, n: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """(collateral value, debt value) in USD of the first n accounts: counted
+        amounts (summed over chains) at the last good prices."""
+        book, price = self._eng.book, self._eng.market.price
+        return (
+            np.einsum("ij,j->i", book.coll[:n], price),
+            np.einsum("ij,j->i", book.debt[:n], price),
+        )
+
+    def values_usd_of(
+        self, idx: NDArray[np.int64]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """(collateral value, debt value) in USD of accounts `idx` (as `values_usd`)."""
+        book, price = self._eng.book, self._eng.market.price
+        return book.coll[idx] @ price, book.debt[idx] @ price
+
+    def chain_values_usd(self) -> dict[str, tuple[float, float]]:
+        """chain -> (collateral value, debt value) in USD over the whole book."""
+        book, price = self._eng.book, self._eng.market.price
+        k, na = book.n, book.n_assets
+        # Amounts summed per (chain, side, asset) first, priced after: no per-row gather.
+        slot = (book.r_chain[:k].astype(np.int64) * 2 + book.r_side[:k]) * na + book.r_asset[:k]
+        units = np.bincount(slot, weights=book.r_amount[:k], minlength=2 * book.n_chains * na)
+        usd = units.reshape(book.n_chains, 2, na) @ price
+        return {c: (float(usd[i, 0]), float(usd[i, 1])) for i, c in enumerate(book.chains)}
+
+    def standard_debt_usd(self, idx: NDArray[np.int64]) -> NDArray[np.float64]:
+        """The standard model's requirement (its HF denominator, the haircut-free debt)
+        of accounts `idx`, from the last preparation's parameters."""
+        return np.asarray(self._eng.totals(idx).debt, np.float64)
 
     def accounts_by_tier(
         self, tier: str, limit: int = 100, cursor: int = 0

@@ -1,5 +1,5 @@
 """Every table module is imported here so that SQLModel.metadata (and Alembic) sees it."""
 
-from aggregator.store.models import chain, cluster, derivatives, meta, prices, push
+from aggregator.store.models import chain, cluster, derivatives, history, meta, prices, push
 
-__all__ = ["chain", "cluster", "derivatives", "meta", "prices", "push"]
+__all__ = ["chain", "cluster", "derivatives", "history", "meta", "prices", "push"]

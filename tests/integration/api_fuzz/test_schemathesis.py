@@ -44,6 +44,15 @@ async def live(devnet: manager.DevnetState, tmp_path: Path) -> AsyncIterator[Dae
         await d.stop()
 
 
+def _inverted_window(path: str, resp: Any) -> bool:
+    """A history window with from >= to: a documented 400 naming `from` that the
+    document cannot express (OpenAPI has no constraint between two parameters)."""
+    if not path.startswith("/v1/history/") or resp.status_code != 400:
+        return False
+    error = resp.json().get("error", {})
+    return error.get("field") == "from" and "must be below to" in error.get("message", "")
+
+
 def _run_schemathesis(base: str, accounts: list[str], symbols: list[str]) -> list[str]:
     """Every operation, positive and negative generation; returns the failures."""
     with requests.Session() as http:
@@ -58,6 +67,8 @@ def _run_schemathesis(base: str, accounts: list[str], symbols: list[str]) -> lis
             # /readyz answers a documented 503 whenever the daemon is not ready (a chain
             # a block behind, the ledger lagging): its body is still checked.
             excluded = [not_a_server_error] if case.operation.path == "/readyz" else None
+            if _inverted_window(case.operation.path, resp):
+                return
             try:
                 case.validate_response(resp, excluded_checks=excluded)
             except Exception as exc:

@@ -9,7 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from aggregator.api import ApiError
 from aggregator.api_views import margin_report
+from aggregator.risk.whatif import WhatIfError
+from aggregator.whatif import parse_request
 
 KNOWN = "0x52908400098527886E0F7030069857D2E4169EE7"  # EIP-55 test vector (all-caps body)
 DEBT_FREE = "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed"  # EIP-55 vector, lowercased
@@ -94,6 +97,19 @@ class FakeBackend:
         page = items[start : start + limit]
         nxt = str(start + limit) if start + limit < len(items) else None
         return page, nxt
+
+    def whatif(self, body: Any) -> dict[str, Any]:
+        """The real request checks against a tiny universe; an empty answer."""
+        self._hit("whatif", body)
+        try:
+            req = parse_request(body, ["standard"])
+            req.shocks.check(["WETH", "wstETH"], ["a"], {"wstETH": "WETH"})
+        except WhatIfError as exc:
+            raise ApiError(exc.status, exc.field, exc.message) from None
+        return {
+            "computed_at": 0.0, "accounts": 0, "scenario": req.scenario(), "prices": {},
+            "models": {}, "unavailable": {},
+        }  # fmt: skip
 
     def prices(self) -> dict[str, Any]:
         self._hit("prices")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -133,6 +134,13 @@ async def test_portfolio_mode_decides_the_figures_that_are_pushed(store: Store, 
         assert eng.health(USER).bp == pytest.approx(pf["borrowing_power_usd"])
         assert eng.health(USER).tier == pf["tier"]
         assert 0 < credit <= pf["borrowing_power_usd"] * 1e6
+    # The risk history's requirement of the pushed model: the portfolio MM (with its
+    # hedge); none in standard mode, where the standard requirement is the ledger's.
+    req = feed.pushed_requirement(eng, np.array([0], np.int64), now=0.0)
+    if mode == "standard":
+        assert req is None
+    else:
+        assert req is not None and req[0] == pytest.approx(pf["mm_usd"])
 
 
 class _Backend:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import socket
 import subprocess
 import sys
@@ -131,3 +132,47 @@ def test_the_lock_lists_every_platform_of_anvil() -> None:
     anvil = lock["packages"]["node_modules/@foundry-rs/anvil"]
     for name in anvil["optionalDependencies"]:
         assert f"node_modules/{name}" in lock["packages"], name
+
+
+def test_chromium_present_missing_installable_and_missing_for_good(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    browser = tmp_path / "chromium"
+    browser.write_text("#!/bin/sh\n")
+    browser.chmod(0o755)
+    assert doctor.check_chromium(str(browser)).ok
+    missing = str(tmp_path / "absent")
+    # root with apt-get: `make test` installs it, so the preflight passes and says so.
+    monkeypatch.setattr(doctor.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(doctor.shutil, "which", lambda name: f"/usr/bin/{name}")
+    installable = doctor.check_chromium(missing)
+    assert installable.ok and "installs it" in installable.detail
+    # Neither root nor sudo: fails, naming the path and the command that fixes it.
+    monkeypatch.setattr(doctor.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(doctor.shutil, "which", lambda name: None)
+    c = doctor.check_chromium(missing)
+    assert not c.ok and missing in c.detail and "apt-get install" in c.fix and "chromium" in c.fix
+
+
+def test_install_chromium_fails_clearly_without_root(tmp_path: Path) -> None:
+    """scripts/install-chromium.sh as a user that cannot install: exit 1 naming the fix.
+    The script is copied with its browser path pointed at a missing file; PATH holds only
+    a fake `id` (non-root), so there is no sudo and nothing can be installed for real."""
+    script = (ROOT / "scripts" / "install-chromium.sh").read_text()
+    assert "CHROMIUM=/usr/bin/chromium" in script
+    copy = tmp_path / "install.sh"
+    copy.write_text(script.replace("CHROMIUM=/usr/bin/chromium", f"CHROMIUM={tmp_path}/none"))
+    fakebin = tmp_path / "bin"
+    fakebin.mkdir()
+    (fakebin / "id").write_text("#!/bin/sh\necho 1000\n")
+    (fakebin / "id").chmod(0o755)
+    out = subprocess.run(
+        [shutil.which("bash") or "/bin/bash", str(copy)],
+        capture_output=True,
+        text=True,
+        env={"PATH": str(fakebin)},
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode == 1
+    assert "cannot install packages" in out.stderr and "apt-get install" in out.stderr

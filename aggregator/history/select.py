@@ -1,0 +1,96 @@
+"""Which accounts a history run writes: a pure function over the ledger's arrays and
+what was last written (docs/operations.md "History").
+
+Rule: an account is a candidate when it has no point yet, its tier differs from its
+last point's, or its HF or BP moved by more than the deadband relative to the last
+point. Every tier change is written; the other candidates are written lowest HF first
+up to the per-run cap, and the rest stay candidates for the next run (their last point
+does not move, so nothing is lost, only delayed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+NEVER = -1  # tier code of an account with no point yet
+# BP below this many USD is noise for the relative deadband.
+BP_FLOOR_USD = 1.0
+
+
+@dataclass
+class LastWritten:
+    """Per account index: the figures of its last point (tier NEVER: none yet)."""
+
+    hf: NDArray[np.float64]
+    bp: NDArray[np.float64]
+    tier: NDArray[np.int8]
+
+    @classmethod
+    def empty(cls, n: int = 0) -> LastWritten:
+        return cls(np.full(n, np.nan), np.full(n, np.nan), np.full(n, NEVER, np.int8))
+
+    def grown(self, n: int) -> LastWritten:
+        """The same, covering at least `n` accounts (new ones have no point)."""
+        have = self.tier.size
+        if have >= n:
+            return self
+        extra = LastWritten.empty(n - have)
+        return LastWritten(
+            np.concatenate([self.hf, extra.hf]),
+            np.concatenate([self.bp, extra.bp]),
+            np.concatenate([self.tier, extra.tier]),
+        )
+
+    def update(
+        self, idx: NDArray[np.int64], hf: NDArray[np.float64], bp: NDArray[np.float64],
+        tier: NDArray[np.int8],
+    ) -> None:  # fmt: skip
+        self.hf[idx] = hf[idx]
+        self.bp[idx] = bp[idx]
+        self.tier[idx] = tier[idx]
+
+
+def relative_move(
+    now: NDArray[np.float64], last: NDArray[np.float64], floor: float
+) -> NDArray[np.float64]:
+    """|now - last| / max(|last|, floor); 0 where equal (infinities too), +inf where
+    exactly one side is infinite or NaN."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = np.abs(now - last) / np.maximum(np.abs(last), floor)
+    same = now == last
+    out = np.where(same, 0.0, out)
+    return np.where(np.isnan(out), np.inf, out)
+
+
+def choose(
+    hf: NDArray[np.float64],
+    bp: NDArray[np.float64],
+    tier: NDArray[np.int8],
+    last: LastWritten,
+    *,
+    hf_deadband: float,
+    bp_deadband: float,
+    cap: int,
+) -> tuple[NDArray[np.int64], int]:
+    """(account indices to write, in ascending order; how many candidates were deferred)."""
+    n = tier.size
+    lt = last.tier[:n]
+    new = lt == NEVER
+    tier_changed = ~new & (tier != lt)
+    moved = (relative_move(hf, last.hf[:n], 1e-12) > hf_deadband) | (
+        relative_move(bp, last.bp[:n], BP_FLOOR_USD) > bp_deadband
+    )
+    must = np.flatnonzero(tier_changed)
+    rest = np.flatnonzero(~tier_changed & (new | moved))
+    room = max(0, cap - must.size)
+    if rest.size > room:
+        # Riskiest first: lowest HF (NaN last); stable so equal HFs keep index order.
+        order = np.argsort(np.nan_to_num(hf[rest], nan=np.inf), kind="stable")
+        deferred = rest.size - room
+        rest = rest[order[:room]]
+    else:
+        deferred = 0
+    return np.sort(np.concatenate([must, rest])).astype(np.int64), int(deferred)
