@@ -222,18 +222,28 @@ class RiskEngine:
     def _tick(self, n: int) -> None:
         p, c = self.pool, self._cols
         tick_kernel(
-            p.a_start, p.a_cnt, p.pc, p.pv, p.held, n, c.tab, c.nlp, c.bad_bits,
-            self.risk_cfg.warn_hf, self.r_hf, self.r_bp, self.r_tier, self.r_degraded,
+            p.a_start, p.a_cnt, p.pc, p.pv, p.held, n, c.tab, c.nlp, c.crv, c.cix,
+            c.bad_bits, self.risk_cfg.warn_hf, self.r_hf, self.r_bp, self.r_tier,
+            self.r_degraded,
         )  # fmt: skip
 
     def recompute(self) -> None:
         """Every account at once (after a price or volatility tick): one parallel pass
         writing HF, BP, tier and degraded in place (no plans: risk/liquidation.py)."""
-        self._prepare()
         n = self.book.n_accounts
+        if self.market.liquidity.pools:
+            self.market.set_liquidating(self.liquidating(n))
+        self._prepare()
         self._alloc(n)
         self._tick(n)
         self.computed_at = time.time()
+
+    def liquidating(self, n: int) -> NDArray[np.float64]:
+        """Units of each asset held as collateral by the first n accounts whose stored
+        tier is liquidatable or insolvent: what the book's liquidators sell ahead of
+        any one account (the last round's tiers; risk.md "Liquidity weighting")."""
+        sel = self.r_tier[:n] >= TIERS.index("liquidatable")
+        return np.asarray(self.book.coll[:n][sel].sum(axis=0), np.float64)
 
     def recompute_account(self, address: str) -> None:
         self._recompute_idx(np.array([self.index_of(address)], np.int64))

@@ -35,8 +35,9 @@ class Caps(Protocol):
 
     @property
     def risk(self) -> RiskConfig: ...
-    @property
-    def k(self) -> NDArray[np.float64]: ...
+    def concentration(
+        self, market: MarketData, coll: NDArray[np.float64]
+    ) -> NDArray[np.float64]: ...
     @property
     def bonus(self) -> NDArray[np.float64]: ...
     @property
@@ -100,9 +101,9 @@ def plans(
     p_repay, p_chain, p_asset = repay[liq], chain[liq], asset[liq]
     found = plan_kernel(
         la, r.grp[liq], r.debt[liq], r.cliq[liq], close_factor(r.hf[liq], cfg), rows, lengths,
-        book.r_side, book.r_amount, book.r_asset, book.r_chain, book.coll, market.price,
-        model.k, model.bonus, vol_tab, model.lt_tab, cfg.target_hf, p_repay, p_chain,
-        p_asset,
+        book.r_side, book.r_amount, book.r_asset, book.r_chain,
+        np.ascontiguousarray(model.concentration(market, book.coll[la])), market.price,
+        model.bonus, vol_tab, model.lt_tab, cfg.target_hf, p_repay, p_chain, p_asset,
     )  # fmt: skip
     kind[liq[found]] = PLAN_PARTIAL
     repay[liq], chain[liq], asset[liq] = p_repay, p_chain, p_asset

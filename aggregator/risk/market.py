@@ -5,7 +5,10 @@ when this process has seen none yet), 0 until one is known, and `has_price[t]` s
 whether it is; a non-ok status keeps that value but marks the asset `bad` (its
 holders are degraded). `sigma_tab[0]` is the USD volatility per asset, row g+1 the one
 that counts inside correlation group g (relative to the group reference where given).
-Later inputs (covariances, pool depth) belong here too, beside what they refine.
+`liquidity` holds the pools that sell each asset (risk/liquidity.py: the pools that
+passed this round's guards, and those set aside) and the amount of each asset the book
+is liquidating; the standard model turns them into sale curves at the current prices.
+Later inputs (covariances) belong here too, beside what they refine.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from aggregator.config import CorrelationGroup
+from aggregator.risk.liquidity import AssetPools, LiquidityInput
 from oracles.types import PriceStatus
 
 PRICE_STATUSES: tuple[str, ...] = tuple(s.value for s in PriceStatus)
@@ -94,6 +98,7 @@ class MarketData:
         self.sigma = np.full(T, np.nan)
         self.rel_sigma = np.full((G, T), np.nan)
         self.sigma_tab = np.full((G + 1, T), np.nan)
+        self.liquidity = LiquidityInput(liquidating=np.zeros(T))
 
     def asset(self, symbol: str, what: str) -> int:
         t = self.asset_index.get(symbol)
@@ -150,6 +155,26 @@ class MarketData:
                 _check_sigma(f"relative volatility.{gname}.{symbol}", s)
                 self.rel_sigma[g, t] = s
         self._derive_sigma_tab()
+
+    def set_pools(self, pools: Mapping[str, AssetPools]) -> None:
+        """This round's pools per asset symbol (replaces the last round's; an asset left
+        out has no pool and keeps its depth_usd term)."""
+        out: dict[int, AssetPools] = {}
+        for symbol, ap in pools.items():
+            t = self.asset(symbol, "pools")
+            for i, sale in enumerate(ap.used):
+                self.asset(sale.quote, f"pools.{symbol}.used[{i}].quote")
+            out[t] = ap
+        self.liquidity.pools = out
+        self.liquidity.version += 1
+
+    def set_liquidating(self, amounts: NDArray[np.float64]) -> None:
+        """Units of each asset (config order) the book is liquidating: sold ahead of an
+        account's own sale when its impact is measured."""
+        a = np.asarray(amounts, np.float64)
+        if a.shape != (len(self.symbols),) or not (np.isfinite(a).all() and (a >= 0).all()):
+            raise ValueError("liquidating: one finite amount >= 0 per asset is required")
+        self.liquidity.liquidating = a.copy()
 
     def _derive_sigma_tab(self) -> None:
         self.sigma_tab[0] = self.sigma
