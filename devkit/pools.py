@@ -43,6 +43,7 @@ from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_address
 from web3 import Web3
+from web3.types import RPCEndpoint
 
 from chains.contracts import contract, deploy
 from chains.pool_reader import FEE_TICK_SPACING
@@ -189,6 +190,48 @@ def _deploy(
     return to_checksum_address(receipt["contractAddress"])
 
 
+# ------------------------------------------------------------------ calldata
+
+SEL_MINT = function_signature_to_4byte_selector(
+    "mint((address,address,uint24,int24,int24,uint256,uint256,uint256,uint256,address,uint256))"
+)
+SEL_APPROVE = function_signature_to_4byte_selector("approve(address,uint256)")
+SEL_TOKEN_MINT = function_signature_to_4byte_selector("mint(address,uint256)")
+
+
+def encode_mint(params: tuple[Any, ...]) -> bytes:
+    """NonfungiblePositionManager.mint calldata (params as `mint_params` builds them)."""
+    return SEL_MINT + abi_encode(
+        ["(address,address,uint24,int24,int24,uint256,uint256,uint256,uint256,address,uint256)"],
+        [params],
+    )
+
+
+class TxBatch:
+    """Transactions sent straight to the node (no per-transaction gas estimate or
+    receipt wait: anvil's automine has mined each one when the send returns); `check()`
+    then insists every one succeeded, naming the step that did not."""
+
+    def __init__(self, w3: Web3) -> None:
+        self.w3 = w3
+        self.sent: list[tuple[str, str]] = []
+
+    def send(self, sender: str, to: str, data: bytes, gas: int, what: str) -> None:
+        tx = {"from": sender, "to": to, "data": "0x" + data.hex(), "gas": hex(gas)}
+        answer = self.w3.provider.make_request(RPCEndpoint("eth_sendTransaction"), [tx])
+        if "error" in answer:
+            raise DeployStepError(f"{what}: {answer['error']}")
+        self.sent.append((str(answer["result"]), what))
+
+    def check(self) -> None:
+        for tx_hash, what in self.sent:
+            method = RPCEndpoint("eth_getTransactionReceipt")
+            receipt = self.w3.provider.make_request(method, [tx_hash]).get("result")
+            if not receipt or int(receipt["status"], 16) != 1:
+                raise DeployStepError(f"{what}: transaction {tx_hash} failed ({receipt})")
+        self.sent.clear()
+
+
 # ------------------------------------------------------------------ price math
 
 
@@ -250,6 +293,8 @@ class PoolRecord:
     quote: str
     fee: int
     tick_spacing: int
+    symbol0: str  # token0's symbol (base or quote, whichever address is lower)
+    symbol1: str
     position_ids: list[int] = field(default_factory=list)
 
 
@@ -318,18 +363,20 @@ def deploy_uniswap(w3: Web3, dep: ChainDeployment, *, seed: int = 21) -> Uniswap
     uni = UniswapDeployment(
         factory, npm, router, quoter, descriptor, weth9, lp, trader, tokens, {}, 0, depth
     )
-    _fund(w3, uni, deployer, chain)
+    batch = TxBatch(w3)
+    _fund(batch, uni, deployer, chain)
     rng = random.Random(f"{seed}:{chain}")
     next_id = 1
     for plan in POOL_PLANS:
         rec = _create_pool(w3, uni, plan, deployer, chain)
         for half_width, share in POSITION_SHAPE:
             _mint_position(
-                w3, uni, rec, plan, half_width=half_width, share=share * depth, rng=rng, chain=chain
+                batch, uni, rec, plan, half_width=half_width, share=share * depth, rng=rng
             )
             rec.position_ids.append(next_id)
             next_id += 1
         uni.pools[plan.label] = rec
+    batch.check()
     uni.base_positions = next_id - 1
     return uni
 
@@ -345,30 +392,23 @@ def _deploy_pool_only_token(w3: Web3, chain: str, artifact: str, deployer: str) 
     return addr
 
 
-def _token(w3: Web3, uni: UniswapDeployment, symbol: str) -> Any:
-    return contract(w3, "MockERC20", uni.tokens[symbol])  # mint/approve: same ABI on the LSTs
-
-
-def _fund(w3: Web3, uni: UniswapDeployment, deployer: str, chain: str) -> None:
+def _fund(batch: TxBatch, uni: UniswapDeployment, deployer: str, chain: str) -> None:
     """Mint the LP and the trader what they need, and approve the periphery once.
     The LP's share covers the base book three times over (the simulator re-mints);
     the trader holds far more than any pool, so arbitrage never runs dry."""
     symbols = sorted({s for p in POOL_PLANS for s in (p.base, p.quote)})
     pool_usd = sum(p.depth_usd for p in POOL_PLANS) * uni.depth
     for symbol in symbols:
-        token = _token(w3, uni, symbol)
+        token = uni.tokens[symbol]  # mint/approve: the same signatures on every mock token
         per_usd = 10 ** token_decimals(symbol) / start_price_usd(symbol)
         for who, usd, spender in (
             (uni.lp, 3 * pool_usd, uni.position_manager),
             (uni.trader, 20 * pool_usd, uni.router),
         ):
-            send(w3, token.functions.mint(who, int(usd * per_usd)), deployer, f"{chain}: fund")
-            send(
-                w3,
-                token.functions.approve(spender, UINT256_MAX),
-                who,
-                f"{chain}: approve {symbol}",
-            )
+            mint = SEL_TOKEN_MINT + abi_encode(["address", "uint256"], [who, int(usd * per_usd)])
+            batch.send(deployer, token, mint, 200_000, f"{chain}: mint {symbol} to {who}")
+            approve = SEL_APPROVE + abi_encode(["address", "uint256"], [spender, UINT256_MAX])
+            batch.send(who, token, approve, 100_000, f"{chain}: approve {symbol} by {who}")
 
 
 def _ordered(uni: UniswapDeployment, plan: PoolPlan) -> tuple[str, str, float]:
@@ -403,6 +443,8 @@ def _create_pool(
         plan.quote,
         plan.fee,
         FEE_TICK_SPACING[plan.fee],
+        s0,
+        s1,
     )
 
 
@@ -442,7 +484,7 @@ def mint_params(
 
 
 def _mint_position(
-    w3: Web3,
+    batch: TxBatch,
     uni: UniswapDeployment,
     rec: PoolRecord,
     plan: PoolPlan,
@@ -450,7 +492,6 @@ def _mint_position(
     half_width: float | None,
     share: float,
     rng: random.Random,
-    chain: str,
 ) -> None:
     _s0, s1, price = _ordered(uni, plan)
     value1 = plan.depth_usd * share / start_price_usd(s1) * 10 ** token_decimals(s1)
@@ -464,8 +505,8 @@ def _mint_position(
         recipient=uni.lp,
         skew=rng.uniform(-0.2, 0.2),
     )
-    npm = uniswap_contract(w3, "NonfungiblePositionManager", uni.position_manager)
-    send(w3, npm.functions.mint(params), uni.lp, f"{chain}: position in {plan.label}")
+    what = f"position {half_width} in {plan.label}"
+    batch.send(uni.lp, uni.position_manager, encode_mint(params), 1_000_000, what)
 
 
 # ------------------------------------------------------------------ config include
