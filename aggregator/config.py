@@ -98,6 +98,35 @@ class RateSourceConfig(Strict):
     snapshot_time: int | None = Field(default=None, ge=0)
 
 
+class LiquidityPoolRef(Strict):
+    """A Uniswap v3 pool that sells the asset (`assets[i].liquidity`); the pool reader
+    checks on chain that it trades this asset and is its factory's pool."""
+
+    chain: str
+    pool: Address
+
+
+class LiquidityConfig(Strict):
+    """`[liquidity]`: how pools are read and when one is ignored (docs/risk.md
+    "Liquidity weighting from pools")."""
+
+    # Relative price band read around each pool's price: ticks within -band / +band.
+    band: float = Field(default=0.2, gt=0, le=0.9)
+    # Every pool is read again this often, even without Swap/Mint/Burn logs.
+    refresh_interval_s: float = Field(default=300.0, gt=0)
+    # How often the confirmed head is polled for Swap/Mint/Burn logs.
+    poll_interval_s: float = Field(default=2.0, gt=0)
+    # A pool whose price is further than this from the oracle median is ignored.
+    max_deviation: float = Field(default=0.02, gt=0, le=1)
+    # A pool whose in-range liquidity moved by more than this (relative) between two
+    # consecutive snapshots is ignored for that round.
+    max_liquidity_move: float = Field(default=0.5, gt=0)
+    # A snapshot older than this (blocks behind the head, or seconds since read) is
+    # stale: the asset falls back to depth_usd if no fresh pool remains.
+    max_age_blocks: int = Field(default=30, ge=1)
+    max_age_s: float = Field(default=120.0, gt=0)
+
+
 class AssetConfig(Strict):
     symbol: str = Field(pattern=r"^[A-Za-z0-9.]{1,16}$")
     kind: Literal["erc20", "lst"] = "erc20"
@@ -107,6 +136,7 @@ class AssetConfig(Strict):
     lt: float = Field(ge=0, le=1)
     liquidation_bonus: float = Field(default=0.05, ge=0, le=1)
     depth_usd: float | None = Field(default=None, gt=0)
+    liquidity: list[LiquidityPoolRef] = Field(default_factory=list)
     borrowable: bool = False
     underlying: str | None = None
     rate: RateSourceConfig | None = None
@@ -452,6 +482,7 @@ class AppConfig(BaseSettings):
     portfolio: PortfolioConfig = PortfolioConfig()
     var: VarConfig = VarConfig()
     cluster: ClusterConfig = ClusterConfig()
+    liquidity: LiquidityConfig = LiquidityConfig()
 
     @classmethod
     def settings_customise_sources(
@@ -698,8 +729,27 @@ def _asset_problems(cfg: AppConfig, base: str, asset: AssetConfig) -> list[Probl
         if src_chain is not None and src_chain not in chains:
             out.append(Problem(f"{base}.sources[{j}].chain", f"unknown chain {src_chain!r}"))
     out.extend(_dupes([s.name for s in asset.sources], f"{base}.sources", "source name"))
+    out.extend(_liquidity_problems(cfg, base, asset))
     if asset.kind == "erc20":
         out.extend(_quorum_problems(cfg, base, asset))
+    return out
+
+
+def _liquidity_problems(cfg: AppConfig, base: str, asset: AssetConfig) -> list[Problem]:
+    """Each pool on a known chain where the asset has a token (so the reader can check
+    that the pool trades it), listed once."""
+    out: list[Problem] = []
+    for j, ref in enumerate(asset.liquidity):
+        where = f"{base}.liquidity[{j}]"
+        if ref.chain not in cfg.chain_names:
+            out.append(Problem(f"{where}.chain", f"unknown chain {ref.chain!r}"))
+        elif ref.chain not in asset.tokens:
+            out.append(
+                Problem(f"{where}.chain", f"{asset.symbol} has no token on {ref.chain!r} "
+                        f"(assets.tokens.{ref.chain}), so the pool cannot be checked")
+            )  # fmt: skip
+    pairs = [(r.chain, r.pool.lower()) for r in asset.liquidity]
+    out.extend(_dupes(pairs, f"{base}.liquidity", "pool"))
     return out
 
 
