@@ -1,0 +1,83 @@
+"""The liquidity system view and the what-if's sale impact (risk/liquidity_view.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from aggregator.risk import LedgerView, PositionRow, PriceInput
+from aggregator.risk.impact import SaleLeg, build_curve
+from aggregator.risk.liquidity import AssetPools, IgnoredPool, PoolSale
+from aggregator.risk.liquidity_view import ALL
+
+from .helpers import engine
+from .uniswap_ref import make_pool
+
+TICK = math.floor(math.log(3000 * 1e6 / 1e18) / math.log(1.0001))
+PRICES = {"USDC": 1.0, "DAI": 1.0, "WBTC": 60000.0, "WETH": 3000.0, "wstETH": 3500.0,
+          "rETH": 3300.0}  # fmt: skip
+A, B = "0x" + "a1" * 20, "0x" + "b2" * 20
+
+
+def pool(chain, liq, address):
+    return make_pool([(TICK - 600, TICK + 600, liq)], TICK, band=(TICK - 3000, TICK + 3000),
+                     chain=chain, address=address)  # fmt: skip
+
+
+def setup():
+    eng = engine()
+    eng.set_prices({s: PriceInput(p, "ok") for s, p in PRICES.items()})
+    eng.set_volatility({s: 0.02 for s in eng.symbols})
+    p1, p2 = (
+        pool("ethereum", 10**17, "0x" + "01" * 20),
+        pool("arbitrum", 3 * 10**16, "0x" + "02" * 20),
+    )
+    eng.market.set_pools({
+        "WETH": AssetPools((PoolSale(p1, True, "USDC"), PoolSale(p2, True, "USDC")),
+                           (IgnoredPool("base", "0x" + "03" * 20, "stale"),)),
+    })  # fmt: skip
+    eng.load_positions([
+        # A: liquidatable, 10 WETH on ethereum and 5 on arbitrum
+        PositionRow(A, "ethereum", "WETH", "collateral", 10 * 10**18, 10 * 10**18),
+        PositionRow(A, "arbitrum", "WETH", "collateral", 5 * 10**18, 5 * 10**18),
+        PositionRow(A, "base", "USDC", "debt", 45_000 * 10**6, 45_000 * 10**6),
+        # B: healthy
+        PositionRow(B, "ethereum", "WETH", "collateral", 10**18, 10**18),
+    ])  # fmt: skip
+    eng.recompute()
+    return eng, p1, p2
+
+
+def test_report_compares_sellable_with_liquidatable_collateral_per_chain():
+    eng, p1, _ = setup()
+    assert eng.health(A).tier == "liquidatable"
+    rep = LedgerView(eng).liquidity_report()
+    weth = rep["assets"]["WETH"]["chains"]
+    assert weth["ethereum"]["at_risk"]["liquidatable"] == pytest.approx(10.0)
+    assert weth["arbitrum"]["at_risk"]["liquidatable"] == pytest.approx(5.0)
+    assert weth[ALL]["at_risk"]["liquidatable_usd"] == pytest.approx(45_000.0)
+    alone = build_curve([SaleLeg(p1, True, 1.0)], 3000.0, 18)
+    assert weth["ethereum"]["sellable"]["0.02"] == pytest.approx(alone.sellable_within(0.02))
+    both = weth[ALL]["sellable"]["0.02"]
+    assert both > weth["ethereum"]["sellable"]["0.02"] + weth["arbitrum"]["sellable"]["0.02"] * 0.5
+    assert weth["ethereum"]["liquidatable_impact"] == pytest.approx(float(alone.impact(10.0)[0]))
+    assert rep["ignored"] == {
+        "WETH": [{"chain": "base", "pool": "0x" + "03" * 20, "reason": "stale"}]
+    }
+    assert rep["assets"]["WBTC"]["fallback"] == "no pool configured"
+
+
+def test_sale_impact_for_the_whatif():
+    eng, p1, _ = setup()
+    out = LedgerView(eng).sale_impact({("WETH", "ethereum"): 20.0, ("WETH", "arbitrum"): 1.0,
+                                       ("WBTC", "base"): 2.0})  # fmt: skip
+    alone = build_curve([SaleLeg(p1, True, 1.0)], 3000.0, 18)
+    assert out["WETH"]["ethereum"]["impact"] == pytest.approx(float(alone.impact(20.0)[0]))
+    assert out["WETH"][ALL]["amount"] == 21.0
+    assert out["WETH"][ALL]["impact"] < out["WETH"]["ethereum"]["impact"]
+    assert out["WBTC"]["base"]["fallback"] == "no pool configured"
+    with pytest.raises(KeyError, match="unknown chain 'gamma'"):
+        LedgerView(eng).sale_impact({("WETH", "gamma"): 1.0})
+    with pytest.raises(ValueError, match=r"sells\[WETH\]\[ethereum\]"):
+        LedgerView(eng).sale_impact({("WETH", "ethereum"): -1.0})
