@@ -125,6 +125,9 @@ class LiquidityConfig(Strict):
     # stale: the asset falls back to depth_usd if no fresh pool remains.
     max_age_blocks: int = Field(default=30, ge=1)
     max_age_s: float = Field(default=120.0, gt=0)
+    # Per chain, the Uniswap v3 factory every pool must come from (unset: the pool's
+    # own factory() is asked, and the pool must be the one it registers).
+    factories: dict[str, Address] = Field(default_factory=dict)
 
 
 class AssetConfig(Strict):
@@ -692,6 +695,9 @@ def semantic_problems(cfg: AppConfig) -> list[Problem]:
     problems.extend(_correlation_problems(cfg))
     problems.extend(_portfolio_problems(cfg))
     problems.extend(_var_problems(cfg))
+    for chain in cfg.liquidity.factories:
+        if chain not in chains:
+            problems.append(Problem(f"liquidity.factories.{chain}", f"unknown chain {chain!r}"))
     for chain in cfg.credit.weights:
         if chain not in chains:
             problems.append(Problem(f"credit.weights.{chain}", f"unknown chain {chain!r}"))

@@ -29,6 +29,7 @@ from aggregator.config import AppConfig
 from aggregator.indexing import IndexerFactory
 from aggregator.jobs import Jobs
 from aggregator.ledger import Ledger
+from aggregator.liquidity_feed import LiquidityFeed
 from aggregator.lock import StoreLock, StoreLockedError
 from aggregator.metrics import Metrics
 from aggregator.portfolio_feed import PortfolioFeed
@@ -105,6 +106,8 @@ class Daemon:
         # VaR margin (docs/var.md): calibration from the price history, a scheduled job.
         self.var = VarFeed(cfg, self.price_repo)
         self.portfolio = PortfolioFeed(cfg, self.store, calibration=self.var)
+        # Pool liquidity (docs/risk.md "Liquidity weighting from pools").
+        self.liquidity = LiquidityFeed(cfg, self.clients, self.metrics)
         self._wire_ledger()
         self._wire_api()
 
@@ -156,6 +159,7 @@ class Daemon:
             publish=self.stream.publish,
             wake=self.push.wake,
             volatility=self.volatility,
+            pools=self.liquidity.pools if self.liquidity.enabled else None,
         )
         self.indexing = IndexerFactory(
             self.settings,
@@ -223,6 +227,12 @@ class Daemon:
         await startup_step("derivative positions load", self.portfolio.load())
         await startup_step("price history warm-up", self.oracle.start())
         await startup_step("var calibration", self.var.start())
+        if self.liquidity.enabled:
+            await startup_step("pool validation and first read", self.liquidity.start())
+            for chain in self.liquidity.watchers:
+                self.supervisor.spawn(
+                    f"pools:{chain}", self.liquidity.supervised(chain, self.stop_event)
+                )
         await self._load_indexers()
         if self.book.impossible:
             await startup_step("repair of impossible positions", self.book.repair(at_start=True))

@@ -29,6 +29,7 @@ from aggregator.risk.book import PositionBook, PositionRow, normalise_address
 from aggregator.risk.credit import CreditAllocator
 from aggregator.risk.kernels import tick_kernel
 from aggregator.risk.liquidation import Plans, close_factor, plans
+from aggregator.risk.liquidity import AssetPools
 from aggregator.risk.market import MarketData, MissingInput, PriceInput
 from aggregator.risk.model import MarginResult
 from aggregator.risk.pool import Pool, grown
@@ -151,6 +152,12 @@ class RiskEngine:
     ) -> None:
         """Daily volatilities, USD and relative to a group reference (risk/market.py)."""
         self.market.set_volatility(sigma, relative)
+        self._prepared = False
+
+    def set_pools(self, pools: Mapping[str, AssetPools]) -> None:
+        """This round's pools per asset (risk/liquidity.py), already through the guards:
+        the concentration term of those assets becomes their pools' price impact."""
+        self.market.set_pools(pools)
         self._prepared = False
 
     def unpriced_accounts(self, n: int) -> NDArray[np.bool_]:
