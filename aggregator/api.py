@@ -24,6 +24,7 @@ from aiohttp import web
 from eth_hash.auto import keccak
 from prometheus_client import Histogram
 
+from aggregator.api_liquidity import liquidity_route
 from aggregator.openapi import OPENAPI
 from chains.units import TIERS
 
@@ -65,6 +66,10 @@ class ApiBackend(Protocol):
     def metrics_text(self) -> bytes: ...
     def set_push_paused(self, paused: bool) -> dict[str, Any]:
         """Admin: stop or restart sending new update batches."""
+        ...
+
+    def liquidity(self) -> dict[str, Any] | None:
+        """GET /v1/liquidity (aggregator/api_liquidity.py); None before prices."""
         ...
 
 
@@ -314,6 +319,8 @@ class Api:
                 web.get("/v1/stream", self.stream),
                 web.post("/v1/admin/pause", self.admin_pause),
                 web.post("/v1/admin/resume", self.admin_resume),
+                # Late-bound: test backends without the view still build the app.
+                liquidity_route(lambda: backend.liquidity(), json_response, error_body),  # noqa: PLW0108
             ]
         )
         self._runner: web.AppRunner | None = None

@@ -211,6 +211,7 @@ class Daemon:
             metrics_text=self.metrics.render,
             set_push_paused=self.push.set_paused,
             volatility=self.volatility.view,
+            liquidity=lambda: self.reader.liquidity_report() if self.ledger.prices_ready else None,
         )
         self.api = Api(self.views, request_seconds=self.metrics.api_request_seconds)
         self.api.admin_token = self.push.admin_token

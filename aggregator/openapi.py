@@ -87,6 +87,11 @@ OPENAPI: dict[str, Any] = {
             _404="err",
         ),
         "/v1/chains": _get("Per chain sync, RPC endpoints and pusher state"),
+        "/v1/liquidity": _get(
+            "Per asset and chain: sellable within 1/2/5% impact through the pools vs the "
+            "collateral the tiers put at risk",
+            _503="err",
+        ),
         "/v1/stream": {
             "get": {
                 "summary": "Server-sent events of health changes",
