@@ -81,3 +81,16 @@ def test_sale_impact_for_the_whatif():
         LedgerView(eng).sale_impact({("WETH", "gamma"): 1.0})
     with pytest.raises(ValueError, match=r"sells\[WETH\]\[ethereum\]"):
         LedgerView(eng).sale_impact({("WETH", "ethereum"): -1.0})
+
+
+def test_cli_table_shows_sellable_and_set_aside_pools():
+    from aggregator.tables import liquidity_text
+
+    eng, _, _ = setup()
+    text = liquidity_text(LedgerView(eng).liquidity_report())
+    weth = next(
+        line for line in text.splitlines() if line.startswith("WETH") and "ethereum" in line
+    )
+    assert "pools" in weth and "10.00" in weth
+    assert "fallback: no pool configured" in text
+    assert "0x" + "03" * 20 in text and "stale" in text
