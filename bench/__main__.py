@@ -39,6 +39,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "startup": ["bench.startup"],
     "var": ["bench.var"],
     "var_rss": ["bench.var_rss", "--accounts", "1000000"],
+    "impact": ["bench.impact", "--accounts", "1000000"],
 }
 
 # The rows of docs/performance.md, in the order of the performance issue's table:
