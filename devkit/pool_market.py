@@ -175,7 +175,7 @@ class PoolMarket:
         for label, rec in book.uni.pools.items():
             limit = arbitrage_limit(slot0[label][0], target_sqrt_price(rec, model), rec.fee)
             if limit is not None:
-                txs.append(self._swap_tx(book.uni, rec, *limit))
+                txs.append(swap_tx(book.uni, rec, *limit))
         return txs
 
     @staticmethod
@@ -186,17 +186,6 @@ class PoolMarket:
             bytes.fromhex(str(raw)[2:]),
         )
         return int(values[0]), int(values[1])
-
-    @staticmethod
-    def _swap_tx(
-        uni: UniswapDeployment, rec: PoolRecord, zero_for_one: bool, limit: int
-    ) -> dict[str, Any]:
-        token_in, token_out = (rec.token0, rec.token1) if zero_for_one else (rec.token1, rec.token0)
-        params = (token_in, token_out, rec.fee, uni.trader, DEADLINE, SWAP_CAP, 0, limit)
-        data = SEL_EXACT_INPUT_SINGLE + abi_encode(
-            ["(address,address,uint24,address,uint256,uint256,uint256,uint160)"], [params]
-        )
-        return _tx(uni.trader, uni.router, data, GAS["swap"])
 
     async def _move_txs(
         self,
@@ -255,6 +244,19 @@ class PoolMarket:
         raw = await rpc("eth_call", [{"to": npm, "data": "0x" + data.hex()}, "latest"])
         words = bytes.fromhex(str(raw)[2:])
         return int.from_bytes(words[7 * 32 : 8 * 32], "big")
+
+
+def swap_tx(
+    uni: UniswapDeployment, rec: PoolRecord, zero_for_one: bool, limit: int
+) -> dict[str, Any]:
+    """The trader's SwapRouter.exactInputSingle that moves `rec` to sqrtPriceX96 `limit`
+    (selling token0 when `zero_for_one`), for eth_sendTransaction."""
+    token_in, token_out = (rec.token0, rec.token1) if zero_for_one else (rec.token1, rec.token0)
+    params = (token_in, token_out, rec.fee, uni.trader, DEADLINE, SWAP_CAP, 0, limit)
+    data = SEL_EXACT_INPUT_SINGLE + abi_encode(
+        ["(address,address,uint24,address,uint256,uint256,uint256,uint160)"], [params]
+    )
+    return _tx(uni.trader, uni.router, data, GAS["swap"])
 
 
 def _tx(sender: str, to: str, data: bytes, gas: int) -> dict[str, Any]:
