@@ -39,7 +39,6 @@ from eth_utils import function_signature_to_4byte_selector
 from devkit.pools import (
     CBETH_RATE,
     DEADLINE,
-    POOL_PLANS,
     PoolRecord,
     UniswapDeployment,
     encode_mint,
@@ -65,7 +64,6 @@ UINT128_MAX = 2**128 - 1
 # The router pulls only what the pool took before the price limit: this is a cap.
 SWAP_CAP = 2**127
 GAS = {"swap": 2_000_000, "mint": 900_000, "decrease": 400_000, "collect": 300_000}
-PLAN_BY_LABEL = {p.label: p for p in POOL_PLANS}
 MINT_WIDTHS = (0.002, 0.005, 0.01, 0.03)
 
 Rpc = Callable[[str, list[Any]], Awaitable[Any]]
@@ -215,10 +213,9 @@ class PoolMarket:
                 _tx(uni.lp, npm, dec, GAS["decrease"]),
                 _tx(uni.lp, npm, col, GAS["collect"]),
             ]
-        plan = PLAN_BY_LABEL[move.pool]
         s1 = rec.symbol1
         value1 = (
-            plan.depth_usd
+            rec.depth_usd
             * book.depth
             * move.share
             / market_price_usd(s1, model)
@@ -229,7 +226,7 @@ class PoolMarket:
             rec,
             tick=tick,
             price_raw=(sqrt_price / 2**96) ** 2,
-            half_width=move.half_width * plan.width,
+            half_width=move.half_width * rec.width,
             value1=value1,
             recipient=uni.lp,
             skew=self.rng.uniform(-0.3, 0.3),
