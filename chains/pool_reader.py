@@ -14,7 +14,8 @@ Interface (what the daemon and the impact side use):
     PoolReader(client: RpcClient, *, band=0.2)
         await validate(specs) -> dict[address, PoolMeta]          (addresses lowercased)
         await pin(block=None) -> BlockRef                         ("latest" or a number)
-        await read(metas, at: BlockRef) -> dict[address, PoolSnapshot]
+        await read(metas, at: BlockRef, previous=None) -> dict[address, PoolSnapshot]
+            (previous: the last snapshots, whose words/ticks are read with slot0)
     PoolWatcher(reader, metas, *, confirmations, full_refresh_s=300, max_gap=64, clock)
         await step() -> PoolUpdate(block, changed, reorg, full)   one refresh round
         snapshots: dict[address, PoolSnapshot]                    the latest of each pool
@@ -28,7 +29,10 @@ Invariants:
 - Every read of one `read()` is pinned to one block by hash (EIP-1898,
   requireCanonical; the RpcClient's Multicall3 batches with their chain-id sentinel):
   slot0 and liquidity, then the tickBitmap words covering the band around each pool's
-  current tick, then `ticks(i)` of every initialised tick inside the band. A node that
+  current tick, then `ticks(i)` of every initialised tick inside the band. The words
+  and ticks of the previous snapshot are read with slot0 (a guess at the same block,
+  so never stale); only words and ticks the guess missed cost more round trips, and
+  only ticks whose bit is set in the new bitmap are kept. A node that
   no longer has the block on its canonical chain answers an error, never another
   block's state. A snapshot is complete inside [band_lower, band_upper] and says
   nothing beyond it.
@@ -42,10 +46,12 @@ Invariants:
   Swap / Mint / Burn logs up to it.
 - Reorg rules are the vault indexer's (chains/index_*.py): only positive evidence (our
   cursor's hash differs at its height) is a reorg; then every pool is read again at the
-  new confirmed block. The headers of the range must chain to the cursor (checked by
-  `RpcClient.get_blocks`); a removed log, or a log whose blockHash differs from its
-  header, is a reorg in flight: the round is dropped, nothing changes, the next round
-  retries. The getLogs span adapts to the provider as the indexer's does
+  new confirmed block. The headers of the range, read before the logs, must chain to
+  the cursor (checked by `RpcClient.get_blocks`); a removed log, or a log whose
+  blockHash differs from its header, is a reorg in flight: the round is dropped,
+  nothing changes, the next round retries. The pinned read after the logs (a pinned
+  no-op when no pool changed) proves the block still canonical, so logs and state are
+  of one branch. The getLogs span adapts to the provider as the indexer's does
   (`chains.logrange`).
 - A full refresh (every pool read again) happens on the first round, after a reorg,
   every `full_refresh_s`, and when the gap since the cursor exceeds `max_gap` blocks
@@ -56,7 +62,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -66,7 +72,7 @@ from eth_utils import is_hex_address, keccak
 
 from chains.logrange import LogRange, range_ceiling, range_hint
 from chains.pool_state import MAX_TICK, MIN_TICK, Q96, PoolSnapshot, TickLiquidity
-from chains.rpc import RpcClient, RpcError, RpcResponseError, selector
+from chains.rpc import SEL_GET_BLOCK_NUMBER, RpcClient, RpcError, RpcResponseError, selector
 from chains.types import BlockRef
 
 # Fee tier (hundredths of a bip) -> tick spacing, as the canonical factory enables them.
@@ -257,16 +263,42 @@ def _uint(raw: bytes | None, what: str, bits: int = 256) -> int:
 
 @dataclass
 class _Plan:
-    """One pool's read in progress: slot0, then words, then ticks."""
+    """One pool's read in progress: slot0 (with the previous snapshot's words and ticks
+    read alongside, a guess), then the words and ticks the guess missed."""
 
     meta: PoolMeta
+    guess_words: list[int] = field(default_factory=list)
+    guess_ticks: list[int] = field(default_factory=list)
     sqrt_price: int = 0
     tick: int = 0
     liquidity: int = 0
     lower: int = 0
     upper: int = 0
     words: range = range(0)
+    bitmaps: dict[int, bytes | None] = field(default_factory=dict)
+    tick_raw: dict[int, bytes | None] = field(default_factory=dict)
     initialised: list[int] = field(default_factory=list)
+
+    @classmethod
+    def guessing(cls, meta: PoolMeta, previous: PoolSnapshot | None) -> _Plan:
+        """Read with slot0 what the previous snapshot needed, one word wider each side:
+        a swap that stays near the price and no new tick makes this the only round trip."""
+        if previous is None:
+            return cls(meta)
+        words = word_positions(previous.band_lower, previous.band_upper, meta.tick_spacing)
+        return cls(
+            meta,
+            guess_words=list(range(words.start - 1, words.stop + 1)),
+            guess_ticks=[t.index for t in previous.ticks],
+        )
+
+
+def _bitmap_call(address: str, word: int) -> tuple[str, bytes]:
+    return address, SEL_TICK_BITMAP + abi_encode(["int16"], [word])
+
+
+def _tick_call(address: str, tick: int) -> tuple[str, bytes]:
+    return address, SEL_TICKS + abi_encode(["int24"], [tick])
 
 
 class PoolReader:
@@ -363,44 +395,57 @@ class PoolReader:
             raise PoolReadError(f"chain {self.chain!r}: block {number} not found")
         return ref
 
-    async def read(self, metas: Iterable[PoolMeta], at: BlockRef) -> dict[str, PoolSnapshot]:
-        """Snapshots of `metas` at block `at` (every call pinned to its hash)."""
-        plans = [_Plan(m) for m in metas]
+    async def read(
+        self,
+        metas: Iterable[PoolMeta],
+        at: BlockRef,
+        previous: Mapping[str, PoolSnapshot] | None = None,
+    ) -> dict[str, PoolSnapshot]:
+        """Snapshots of `metas` at block `at` (every call pinned to its hash). With
+        `previous` snapshots (address -> snapshot) their words and ticks are read in the
+        first round trip; only what that guess missed costs another."""
+        prev = previous or {}
+        plans = [_Plan.guessing(m, prev.get(m.address)) for m in metas]
         if not plans:
             return {}
         for m in (p.meta for p in plans):
             if m.chain != self.chain:
                 raise PoolConfigError(f"{m.name}: given to the reader of chain {self.chain!r}")
-        await self._read_slot0(plans, at)
+        await self._read_first(plans, at)
         await self._read_words(plans, at)
         ticks = await self._read_ticks(plans, at)
         return {p.meta.address: self._snapshot(p, ticks[i], at) for i, p in enumerate(plans)}
 
     async def _batch(self, calls: list[tuple[str, bytes]], at: BlockRef) -> list[bytes | None]:
+        if not calls:
+            return []  # the guess covered it: no round trip
         return await self.client.call_batch(calls, at.number, block_hash=at.hash)
 
-    async def _read_slot0(self, plans: list[_Plan], at: BlockRef) -> None:
+    async def _read_first(self, plans: list[_Plan], at: BlockRef) -> None:
         calls: list[tuple[str, bytes]] = []
         for p in plans:
-            calls += [(p.meta.address, SEL_SLOT0), (p.meta.address, SEL_LIQUIDITY)]
-        raw = await self._batch(calls, at)
-        for i, p in enumerate(plans):
+            a = p.meta.address
+            calls += [(a, SEL_SLOT0), (a, SEL_LIQUIDITY)]
+            calls += [_bitmap_call(a, w) for w in p.guess_words]
+            calls += [_tick_call(a, t) for t in p.guess_ticks]
+        raw = iter(await self._batch(calls, at))
+        for p in plans:
             name = p.meta.name
-            p.sqrt_price, p.tick = decode_slot0(raw[2 * i], f"{name}: slot0()")
-            p.liquidity = _uint(raw[2 * i + 1], f"{name}: liquidity()", 128)
+            p.sqrt_price, p.tick = decode_slot0(next(raw), f"{name}: slot0()")
+            p.liquidity = _uint(next(raw), f"{name}: liquidity()", 128)
+            p.bitmaps = {w: next(raw) for w in p.guess_words}
+            p.tick_raw = {t: next(raw) for t in p.guess_ticks}
             p.lower, p.upper = band_bounds(p.tick, self.below, self.above)
             p.words = word_positions(p.lower, p.upper, p.meta.tick_spacing)
 
     async def _read_words(self, plans: list[_Plan], at: BlockRef) -> None:
-        calls = [
-            (p.meta.address, SEL_TICK_BITMAP + abi_encode(["int16"], [w]))
-            for p in plans
-            for w in p.words
-        ]
-        raw = iter(await self._batch(calls, at))
+        missing = [(p, w) for p in plans for w in p.words if w not in p.bitmaps]
+        raw = await self._batch([_bitmap_call(p.meta.address, w) for p, w in missing], at)
+        for (p, w), data in zip(missing, raw, strict=True):
+            p.bitmaps[w] = data
         for p in plans:
             for w in p.words:
-                bitmap = _uint(next(raw), f"{p.meta.name}: tickBitmap({w})")
+                bitmap = _uint(p.bitmaps[w], f"{p.meta.name}: tickBitmap({w})")
                 p.initialised += [
                     t
                     for t in ticks_in_word(w, bitmap, p.meta.tick_spacing)
@@ -408,18 +453,16 @@ class PoolReader:
                 ]
 
     async def _read_ticks(self, plans: list[_Plan], at: BlockRef) -> list[list[TickLiquidity]]:
-        calls = [
-            (p.meta.address, SEL_TICKS + abi_encode(["int24"], [t]))
-            for p in plans
-            for t in p.initialised
-        ]
-        raw = iter(await self._batch(calls, at))
+        missing = [(p, t) for p in plans for t in p.initialised if t not in p.tick_raw]
+        raw = await self._batch([_tick_call(p.meta.address, t) for p, t in missing], at)
+        for (p, t), data in zip(missing, raw, strict=True):
+            p.tick_raw[t] = data
         out: list[list[TickLiquidity]] = []
         for p in plans:
             ticks = []
             for t in p.initialised:
                 what = f"{p.meta.name}: ticks({t})"
-                gross, net, initialized = decode_tick(next(raw), what)
+                gross, net, initialized = decode_tick(p.tick_raw[t], what)
                 if not initialized or gross == 0:
                     raise PoolReadError(f"{what}: marked in tickBitmap but not initialised")
                 ticks.append(TickLiquidity(t, net))
@@ -497,16 +540,35 @@ class PoolWatcher:
             return await self._full(await self.reader.pin(target_n), reorg=True)
         if headers[cur.number + 1].parent_hash != cur.hash:
             return PoolUpdate(cur, dropped="headers do not extend the cursor (reorg in flight)")
-        logs = await self._logs(cur.number + 1, target_n)
+        changed = await self._changed(cur.number + 1, target_n, headers)
+        if isinstance(changed, str):
+            return PoolUpdate(cur, dropped=changed)
+        return await self._apply(cur, headers[target_n], changed)
+
+    async def _changed(
+        self, start: int, end: int, headers: Mapping[int, BlockRef]
+    ) -> set[str] | str:
+        """Pools with a Swap/Mint/Burn log in [start, end], or why the round is dropped."""
         changed: set[str] = set()
-        for entry in logs:
+        for entry in await self._logs(start, end):
             n = int(str(entry.get("blockNumber")), 16)
             if entry.get("removed") or str(entry.get("blockHash", "")).lower() != headers[n].hash:
-                return PoolUpdate(cur, dropped=f"log in block {n} is stale (reorg in flight)")
+                return f"log in block {n} is stale (reorg in flight)"
             changed.add(str(entry["address"]).lower())
-        at = headers[target_n]
+        return changed
+
+    async def _apply(self, cur: BlockRef, at: BlockRef, changed: set[str]) -> PoolUpdate:
+        """Read the changed pools at `at`; the others are proven unchanged up to it."""
         try:
-            fresh = await self.reader.read([self.metas[a] for a in sorted(changed)], at)
+            fresh = await self.reader.read(
+                [self.metas[a] for a in sorted(changed)], at, self.snapshots
+            )
+            if not fresh:
+                # Nothing to read, but the restamp below still needs proof that the
+                # block is canonical *after* the logs were read: a pinned no-op.
+                await self.client.call_batch(
+                    [(self.client.multicall, SEL_GET_BLOCK_NUMBER)], at.number, block_hash=at.hash
+                )
         except RpcResponseError as exc:
             # requireCanonical: the block left the chain between the header and the read.
             return PoolUpdate(cur, dropped=f"pinned read refused ({exc.message})")
@@ -519,7 +581,8 @@ class PoolWatcher:
 
     async def _full(self, at: BlockRef, *, reorg: bool) -> PoolUpdate:
         try:
-            fresh = await self.reader.read(self.metas.values(), at)
+            # After a reorg the old snapshots are another branch's: only a guess.
+            fresh = await self.reader.read(self.metas.values(), at, self.snapshots)
         except RpcResponseError as exc:
             return PoolUpdate(self.cursor, dropped=f"pinned read refused ({exc.message})")
         self.snapshots = fresh

@@ -39,7 +39,6 @@ from eth_utils import function_signature_to_4byte_selector
 from devkit.pools import (
     CBETH_RATE,
     DEADLINE,
-    POOL_PLANS,
     PoolRecord,
     UniswapDeployment,
     encode_mint,
@@ -65,7 +64,6 @@ UINT128_MAX = 2**128 - 1
 # The router pulls only what the pool took before the price limit: this is a cap.
 SWAP_CAP = 2**127
 GAS = {"swap": 2_000_000, "mint": 900_000, "decrease": 400_000, "collect": 300_000}
-PLAN_BY_LABEL = {p.label: p for p in POOL_PLANS}
 MINT_WIDTHS = (0.002, 0.005, 0.01, 0.03)
 
 Rpc = Callable[[str, list[Any]], Awaitable[Any]]
@@ -175,7 +173,7 @@ class PoolMarket:
         for label, rec in book.uni.pools.items():
             limit = arbitrage_limit(slot0[label][0], target_sqrt_price(rec, model), rec.fee)
             if limit is not None:
-                txs.append(self._swap_tx(book.uni, rec, *limit))
+                txs.append(swap_tx(book.uni, rec, *limit))
         return txs
 
     @staticmethod
@@ -186,17 +184,6 @@ class PoolMarket:
             bytes.fromhex(str(raw)[2:]),
         )
         return int(values[0]), int(values[1])
-
-    @staticmethod
-    def _swap_tx(
-        uni: UniswapDeployment, rec: PoolRecord, zero_for_one: bool, limit: int
-    ) -> dict[str, Any]:
-        token_in, token_out = (rec.token0, rec.token1) if zero_for_one else (rec.token1, rec.token0)
-        params = (token_in, token_out, rec.fee, uni.trader, DEADLINE, SWAP_CAP, 0, limit)
-        data = SEL_EXACT_INPUT_SINGLE + abi_encode(
-            ["(address,address,uint24,address,uint256,uint256,uint256,uint160)"], [params]
-        )
-        return _tx(uni.trader, uni.router, data, GAS["swap"])
 
     async def _move_txs(
         self,
@@ -226,10 +213,9 @@ class PoolMarket:
                 _tx(uni.lp, npm, dec, GAS["decrease"]),
                 _tx(uni.lp, npm, col, GAS["collect"]),
             ]
-        plan = PLAN_BY_LABEL[move.pool]
         s1 = rec.symbol1
         value1 = (
-            plan.depth_usd
+            rec.depth_usd
             * book.depth
             * move.share
             / market_price_usd(s1, model)
@@ -240,7 +226,7 @@ class PoolMarket:
             rec,
             tick=tick,
             price_raw=(sqrt_price / 2**96) ** 2,
-            half_width=move.half_width * plan.width,
+            half_width=move.half_width * rec.width,
             value1=value1,
             recipient=uni.lp,
             skew=self.rng.uniform(-0.3, 0.3),
@@ -255,6 +241,19 @@ class PoolMarket:
         raw = await rpc("eth_call", [{"to": npm, "data": "0x" + data.hex()}, "latest"])
         words = bytes.fromhex(str(raw)[2:])
         return int.from_bytes(words[7 * 32 : 8 * 32], "big")
+
+
+def swap_tx(
+    uni: UniswapDeployment, rec: PoolRecord, zero_for_one: bool, limit: int
+) -> dict[str, Any]:
+    """The trader's SwapRouter.exactInputSingle that moves `rec` to sqrtPriceX96 `limit`
+    (selling token0 when `zero_for_one`), for eth_sendTransaction."""
+    token_in, token_out = (rec.token0, rec.token1) if zero_for_one else (rec.token1, rec.token0)
+    params = (token_in, token_out, rec.fee, uni.trader, DEADLINE, SWAP_CAP, 0, limit)
+    data = SEL_EXACT_INPUT_SINGLE + abi_encode(
+        ["(address,address,uint24,address,uint256,uint256,uint256,uint160)"], [params]
+    )
+    return _tx(uni.trader, uni.router, data, GAS["swap"])
 
 
 def _tx(sender: str, to: str, data: bytes, gas: int) -> dict[str, Any]:

@@ -295,6 +295,8 @@ class PoolRecord:
     tick_spacing: int
     symbol0: str  # token0's symbol (base or quote, whichever address is lower)
     symbol1: str
+    depth_usd: float  # the plan's value at depth 1.0, and its range width scale
+    width: float
     position_ids: list[int] = field(default_factory=list)
 
 
@@ -328,10 +330,12 @@ class UniswapDeployment:
         raise KeyError(f"no devnet pool at {address}")
 
 
-def deploy_uniswap(w3: Web3, dep: ChainDeployment, *, seed: int = 21) -> UniswapDeployment:
-    """The periphery and factory, the pool-only tokens, the five pools at the starting
-    prices and the LP's base book; funds the trader. Sent from dep.deployer (owner of
-    every mock token) and the LP / trader dev accounts."""
+def deploy_uniswap(
+    w3: Web3, dep: ChainDeployment, *, plans: tuple[PoolPlan, ...] = POOL_PLANS, seed: int = 21
+) -> UniswapDeployment:
+    """The periphery and factory, the pool-only tokens, the pools of `plans` (the devnet's
+    five by default) at the starting prices and the LP's base book; funds the trader.
+    Sent from dep.deployer (owner of every mock token) and the LP / trader dev accounts."""
     accounts = w3.eth.accounts
     deployer, lp, trader = dep.deployer, accounts[LP], accounts[TRADER]
     chain = dep.chain
@@ -364,10 +368,10 @@ def deploy_uniswap(w3: Web3, dep: ChainDeployment, *, seed: int = 21) -> Uniswap
         factory, npm, router, quoter, descriptor, weth9, lp, trader, tokens, {}, 0, depth
     )
     batch = TxBatch(w3)
-    _fund(batch, uni, deployer, chain)
+    _fund(batch, uni, plans, deployer, chain)
     rng = random.Random(f"{seed}:{chain}")
     next_id = 1
-    for plan in POOL_PLANS:
+    for plan in plans:
         rec = _create_pool(w3, uni, plan, deployer, chain)
         for half_width, share in POSITION_SHAPE:
             _mint_position(
@@ -392,12 +396,18 @@ def _deploy_pool_only_token(w3: Web3, chain: str, artifact: str, deployer: str) 
     return addr
 
 
-def _fund(batch: TxBatch, uni: UniswapDeployment, deployer: str, chain: str) -> None:
+def _fund(
+    batch: TxBatch,
+    uni: UniswapDeployment,
+    plans: tuple[PoolPlan, ...],
+    deployer: str,
+    chain: str,
+) -> None:
     """Mint the LP and the trader what they need, and approve the periphery once.
     The LP's share covers the base book three times over (the simulator re-mints);
     the trader holds far more than any pool, so arbitrage never runs dry."""
-    symbols = sorted({s for p in POOL_PLANS for s in (p.base, p.quote)})
-    pool_usd = sum(p.depth_usd for p in POOL_PLANS) * uni.depth
+    symbols = sorted({s for p in plans for s in (p.base, p.quote)})
+    pool_usd = sum(p.depth_usd for p in plans) * uni.depth
     for symbol in symbols:
         token = uni.tokens[symbol]  # mint/approve: the same signatures on every mock token
         per_usd = 10 ** token_decimals(symbol) / start_price_usd(symbol)
@@ -445,6 +455,8 @@ def _create_pool(
         FEE_TICK_SPACING[plan.fee],
         s0,
         s1,
+        plan.depth_usd,
+        plan.width,
     )
 
 

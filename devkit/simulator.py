@@ -205,11 +205,12 @@ async def run_simulator(
     stats: SimulatorStats | None = None,
     chains: tuple[str, ...] = INDEXED_CHAINS,
     max_ticks: int | None = None,
-    pools: bool = True,
+    pools: bool | PoolMarket = True,
 ) -> None:
     """Tick every `interval_s` until `stop` is set (or after `max_ticks` ticks). `seed`
     makes the path reproducible; pass `model` to control the dynamics (tests) and
-    `stats` to observe progress; `pools=False` leaves the Uniswap pools alone."""
+    `stats` to observe progress; `pools=False` leaves the Uniswap pools alone, a
+    `PoolMarket` replaces the default one (tests: its move probability)."""
     if interval_s <= 0:
         raise ValueError(f"interval_s must be > 0, got {interval_s}")
     unknown = [c for c in chains if c not in state.nodes]
@@ -217,7 +218,9 @@ async def run_simulator(
         raise ValueError(f"chains not in the devnet state: {', '.join(unknown)}")
     model = model or MarketModel.initial(seed)
     stats = stats if stats is not None else SimulatorStats()
-    market = PoolMarket.for_state(state, chains, seed) if pools else None
+    market = pools if isinstance(pools, PoolMarket) else None
+    if pools is True:
+        market = PoolMarket.for_state(state, chains, seed)
     async with aiohttp.ClientSession() as session:
         while not stop.is_set():
             events = model.step(interval_s)

@@ -26,9 +26,11 @@ from chains.pool_reader import (
     SEL_TOKEN0,
     SEL_TOKEN1,
     PoolConfigError,
+    PoolMeta,
     PoolReader,
     PoolReadError,
     PoolSpec,
+    PoolWatcher,
     band_ticks,
     decode_slot0,
     decode_tick,
@@ -36,6 +38,7 @@ from chains.pool_reader import (
     word_positions,
 )
 from chains.pool_state import MAX_TICK, MIN_TICK
+from chains.rpc import RpcResponseError
 from chains.types import BlockRef
 
 T0 = "0x" + "11" * 20
@@ -189,6 +192,7 @@ class FakeChain:
     pool: FakePool
     chain: str = "alpha"
     calls: list[int] = field(default_factory=list)
+    multicall: str = "0x" + "ca" * 20
 
     async def call_batch(
         self, calls: list[tuple[str, bytes]], block: Any = "latest", *, block_hash: Any = None
@@ -318,3 +322,170 @@ async def test_band_is_clamped_to_tick_range_and_read_completely(
     snap = (await r.read(metas.values(), AT))[POOL]
     assert MIN_TICK <= snap.band_lower <= tick <= snap.band_upper <= MAX_TICK
     assert {x.index for x in snap.ticks} == set(ticks)
+
+
+async def test_previous_snapshot_makes_an_unchanged_band_one_round_trip() -> None:
+    pool = FakePool(tick=-1000, ticks={-1200: 50, -900: -20, 600: -30})
+    r, chain = reader(pool)
+    metas = await r.validate([PoolSpec("alpha", POOL)])
+    first = await r.read(metas.values(), AT)
+    chain.calls.clear()
+    # A swap within the words: one batch, same result as a fresh read.
+    pool.tick = -950
+    again = await r.read(metas.values(), AT, first)
+    assert len(chain.calls) == 1
+    assert again == await r.read(metas.values(), AT)
+    # A new tick and a removed one: the guess misses one tick (one more batch) and the
+    # removed tick's stale guess is dropped because its bit is gone.
+    pool.ticks = {-1200: 50, -600: 7, 600: -30}
+    chain.calls.clear()
+    moved = await r.read(metas.values(), AT, again)
+    assert len(chain.calls) == 2
+    assert [(t.index, t.liquidity_net) for t in moved[POOL].ticks] == [
+        (-1200, 50),
+        (-600, 7),
+        (600, -30),
+    ]
+    # A jump far away: words and ticks missed, three batches, still exact.
+    pool.tick, pool.ticks = 60_000, {59_940: 3, 60_120: -3}
+    chain.calls.clear()
+    far = await r.read(metas.values(), AT, moved)
+    assert len(chain.calls) == 3
+    assert far == await r.read(metas.values(), AT)
+
+
+# ------------------------------------------------------------------ watcher
+
+
+def block_hash(n: int, branch: str) -> str:
+    return "0x" + f"{branch}{n:04x}".rjust(64, "0")
+
+
+@dataclass
+class FakeBlocks(FakeChain):
+    """A chain of headers (a branch letter in each hash), logs, and pinned reads that a
+    node refuses for a hash not on its chain (requireCanonical)."""
+
+    branch: dict[int, str] = field(default_factory=dict)
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    head: int = 0
+
+    def mine(self, n: int = 1, branch: str = "a") -> None:
+        for _ in range(n):
+            self.head += 1
+            self.branch[self.head] = branch
+
+    def ref(self, n: int) -> BlockRef:
+        parent = block_hash(n - 1, self.branch[n - 1]) if n - 1 in self.branch else "0x0"
+        return BlockRef(n, block_hash(n, self.branch[n]), parent)
+
+    async def block_number(self) -> int:
+        return self.head
+
+    async def get_block(self, number: int) -> BlockRef:
+        return self.ref(number)
+
+    async def get_blocks(self, numbers: list[int]) -> dict[int, BlockRef]:
+        return {n: self.ref(n) for n in numbers}
+
+    async def get_logs(
+        self, address: Any, topics: Any, from_block: int, to_block: int
+    ) -> list[dict[str, Any]]:
+        return [e for e in self.logs if from_block <= int(e["blockNumber"], 16) <= to_block]
+
+    async def call_batch(
+        self, calls: list[tuple[str, bytes]], block: Any = "latest", *, block_hash: Any = None
+    ) -> list[bytes | None]:
+        if block_hash != self.ref(block).hash:
+            raise RpcResponseError("alpha", "x", "eth_call", {"message": "block not canonical"})
+        self.calls.append(len(calls))
+        return [self.pool.answer(d) if t.lower() == POOL else None for t, d in calls]
+
+    def swap_log(self, n: int, *, removed: bool = False, stale: bool = False) -> None:
+        h = block_hash(n, "z" if stale else self.branch[n])
+        self.logs.append(
+            {"address": POOL, "blockNumber": hex(n), "blockHash": h, "removed": removed}
+        )
+
+
+async def watched(
+    confirmations: int = 1, **kwargs: Any
+) -> tuple[FakeBlocks, PoolWatcher, list[float]]:
+    chain = FakeBlocks(FakePool(tick=100, ticks={60: 5, 180: -5}))
+    chain.branch[0] = "a"
+    chain.mine(10)
+    clock = [0.0]
+    reader = PoolReader(chain)  # type: ignore[arg-type]
+    meta = PoolMeta("alpha", POOL, T0, T1, 18, 6, 3000, 60)
+    w = PoolWatcher(reader, [meta], confirmations=confirmations, clock=lambda: clock[0], **kwargs)
+    first = await w.step()
+    assert first.full and first.changed == {POOL} and first.block == chain.ref(10 - confirmations)
+    return chain, w, clock
+
+
+async def test_watcher_reads_only_pools_with_logs_and_restamps_the_rest() -> None:
+    chain, w, _ = await watched()
+    assert (await w.step()).changed == frozenset()  # nothing newer confirmed
+    chain.mine(3)
+    chain.calls.clear()
+    quiet = await w.step()
+    assert quiet.changed == frozenset() and quiet.block == chain.ref(12)
+    assert chain.calls == [1]  # the pinned no-op proving block 12 canonical
+    assert w.snapshots[POOL].block_hash == chain.ref(12).hash
+    chain.pool.tick = 150
+    chain.mine()
+    chain.swap_log(13)
+    chain.mine()
+    moved = await w.step()
+    assert moved.changed == {POOL} and not moved.full
+    assert w.snapshots[POOL].tick == 150 and w.snapshots[POOL].block_number == 14
+
+
+async def test_watcher_drops_a_round_with_a_removed_or_stale_log() -> None:
+    for kind in ("removed", "stale"):
+        chain, w, _ = await watched()
+        chain.mine()
+        chain.swap_log(10, **{kind: True})
+        chain.mine()
+        update = await w.step()
+        assert update.dropped is not None and "reorg in flight" in update.dropped
+        assert w.cursor == chain.ref(9) and not update.changed
+
+
+async def test_watcher_rereads_everything_after_a_reorg() -> None:
+    chain, w, _ = await watched()
+    # Blocks 8.. replaced by another branch: the cursor (9) is no longer canonical.
+    chain.head = 7
+    chain.pool.tick = -500
+    chain.mine(5, branch="b")
+    update = await w.step()
+    assert update.reorg and update.full and update.changed == {POOL}
+    assert w.cursor == chain.ref(11) and w.snapshots[POOL].tick == -500
+
+
+async def test_watcher_full_refresh_on_schedule_and_after_a_long_gap() -> None:
+    chain, w, clock = await watched(full_refresh_s=60, max_gap=5)
+    chain.mine()
+    assert not (await w.step()).full
+    clock[0] = 61
+    chain.mine()
+    assert (await w.step()).full
+    chain.mine(6)
+    assert (await w.step()).full  # 6 blocks since the cursor > max_gap
+
+
+async def test_watcher_drops_a_round_whose_pinned_read_is_refused() -> None:
+    chain, w, _ = await watched(confirmations=0)
+    chain.mine()
+    chain.swap_log(11)
+    original = chain.call_batch
+
+    async def refuse(*args: Any, **kwargs: Any) -> list[bytes | None]:
+        raise RpcResponseError("alpha", "x", "eth_call", {"message": "header not found"})
+
+    chain.call_batch = refuse  # type: ignore[method-assign]
+    update = await w.step()
+    assert update.dropped is not None and "pinned read refused" in update.dropped
+    assert w.cursor == chain.ref(10)
+    chain.call_batch = original  # type: ignore[method-assign]
+    assert (await w.step()).changed == {POOL}
