@@ -127,6 +127,16 @@ async def test_feed_reads_the_configured_pools_and_the_explanation_uses_them(
     assert liq["source"] == "pools" and len(liq["pools"]) == 3
     assert 0.0 < liq["impact"] < 1.0
     assert hc["concentration_term"] == pytest.approx(cfg.risk.impact * liq["impact"])
+    pooled = eng.explain(big, now=0.0)
+    eng.set_pools({})
+    static = eng.explain(big, now=0.0)
+    eng.set_pools(judged)
+    for name, ex in (("pools", pooled), ("static depth_usd", static)):
+        c = ex["assets"]["WETH"]["collateral"]
+        conc = c["haircut"]["concentration_term"]
+        print(f"3,000 WETH under {name}: conc {conc:.5f} lt_eff {c['lt_eff']:.5f} "
+              f"C_liq {ex['c_liq_usd']:,.0f} HF {ex['hf']:.4f}")  # fmt: skip
+    assert static["assets"]["WETH"]["collateral"]["haircut"]["liquidity"]["source"] == "depth_usd"
 
     # A deviating oracle sets the pools aside and the asset falls back to depth_usd.
     off = prices(cfg) | {"WETH": pools.start_price_usd("WETH") * 1.2}
