@@ -231,8 +231,13 @@ class Daemon:
         if self.liquidity.enabled:
             await startup_step("pool validation and first read", self.liquidity.start())
             for chain in self.liquidity.watchers:
+                # Not critical: while a chain's pools cannot be read their snapshots
+                # age into `stale` and the haircut falls back to depth_usd (visible as
+                # agg_task_up, agg_liquidity_fallback), the ledger stays right.
                 self.supervisor.spawn(
-                    f"pools:{chain}", self.liquidity.supervised(chain, self.stop_event)
+                    f"pools:{chain}",
+                    self.liquidity.supervised(chain, self.stop_event),
+                    critical=False,
                 )
         await self._load_indexers()
         if self.book.impossible:
