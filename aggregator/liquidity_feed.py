@@ -6,7 +6,8 @@ Invariants:
 - At start every configured pool is validated on chain: a pool that does not trade the
   asset's token on that chain, whose other token is no configured asset there, whose
   token decimals differ from the asset's, or that is not its factory's pool is a start
-  error naming `assets[i].liquidity[j]` (nothing runs on a wrong pool).
+  error naming `assets[i].liquidity[j]` (nothing runs on a wrong pool). The first read
+  of the snapshots may fail (a node not there yet): the chain's task retries it.
 - Each `pools:<chain>` task steps the chain's `PoolWatcher` (Swap/Mint/Burn logs at the
   confirmed head, a full re-read every `[liquidity] refresh_interval_s`) every
   `poll_interval_s`; a round that reads nothing still confirms the snapshots' block.
@@ -35,7 +36,7 @@ from aggregator.risk.pool_guards import PoolObservation, judge_asset
 from aggregator.startup import StartupError
 from chains.pool_reader import PoolConfigError, PoolMeta, PoolReader, PoolSpec, PoolWatcher
 from chains.pool_state import PoolSnapshot
-from chains.rpc import RpcClient
+from chains.rpc import RpcClient, RpcError
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,12 @@ class LiquidityFeed:
                 full_refresh_s=self.limits.refresh_interval_s,
                 max_log_range=self.cfg.chain(chain).max_log_range,
             )  # fmt: skip
-            await self.step(chain)
+            try:
+                await self.step(chain)
+            except RpcError as exc:
+                # Not a config problem: the pools:<chain> task retries; until then the
+                # asset has no snapshot and keeps depth_usd.
+                log.warning("pools %s: first read failed (%s); retrying in the task", chain, exc)
 
     async def step(self, chain: str) -> None:
         """One watcher round of `chain`; records what it read (docstring)."""
