@@ -94,3 +94,29 @@ def test_cli_table_shows_sellable_and_set_aside_pools():
     assert "pools" in weth and "10.00" in weth
     assert "fallback: no pool configured" in text
     assert "0x" + "03" * 20 in text and "stale" in text
+
+
+def test_bad_pool_input_names_the_field():
+    import numpy as np
+
+    eng, p1, _ = setup()
+    with pytest.raises(KeyError, match="pools: unknown asset 'XYZ'"):
+        eng.set_pools({"XYZ": AssetPools((PoolSale(p1, True, "USDC"),))})
+    with pytest.raises(KeyError, match=r"pools.WETH.used\[0\].quote: unknown asset 'EUR'"):
+        eng.set_pools({"WETH": AssetPools((PoolSale(p1, True, "EUR"),))})
+    with pytest.raises(ValueError, match="liquidating: one finite amount >= 0 per asset"):
+        eng.market.set_liquidating(np.array([1.0, -1.0, 0, 0, 0, 0]))
+    with pytest.raises(ValueError, match="liquidating"):
+        eng.market.set_liquidating(np.zeros(3))
+
+
+def test_an_unpriced_quote_or_asset_falls_back_with_the_reason():
+    eng, p1, _ = setup()
+    eng.set_prices({"USDC": PriceInput(None, "unavailable")})  # keeps the last ok price
+    assert eng.model.curves(eng.market)[eng.symbols.index("WETH")].curve is not None
+    fresh = engine()
+    fresh.set_prices({"WETH": PriceInput(3000.0, "ok")})
+    fresh.set_volatility({s: 0.02 for s in fresh.symbols})
+    fresh.set_pools({"WETH": AssetPools((PoolSale(p1, True, "USDC"),))})
+    ac = fresh.model.curves(fresh.market)[fresh.symbols.index("WETH")]
+    assert ac.curve is None and ac.fallback == "no pool's quote asset has an oracle price"
