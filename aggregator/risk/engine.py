@@ -157,6 +157,15 @@ class RiskEngine:
     def set_pools(self, pools: Mapping[str, AssetPools]) -> None:
         """This round's pools per asset (risk/liquidity.py), already through the guards:
         the concentration term of those assets becomes their pools' price impact."""
+        for symbol, ap in pools.items():
+            t = self.market.asset(symbol, "pools")
+            for i, sale in enumerate(ap.used):
+                side = sale.pool.decimals0 if sale.sells_token0 else sale.pool.decimals1
+                if side != self.model.decimals[t]:
+                    raise ValueError(
+                        f"pools.{symbol}.used[{i}]: pool {sale.pool.address} sells a token of "
+                        f"{side} decimals, {symbol} has {self.model.decimals[t]}"
+                    )
         self.market.set_pools(pools)
         self._prepared = False
 

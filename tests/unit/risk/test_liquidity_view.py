@@ -104,6 +104,8 @@ def test_bad_pool_input_names_the_field():
         eng.set_pools({"XYZ": AssetPools((PoolSale(p1, True, "USDC"),))})
     with pytest.raises(KeyError, match=r"pools.WETH.used\[0\].quote: unknown asset 'EUR'"):
         eng.set_pools({"WETH": AssetPools((PoolSale(p1, True, "EUR"),))})
+    with pytest.raises(ValueError, match=r"pools.WBTC.used\[0\]: pool .* 18 decimals, WBTC has 8"):
+        eng.set_pools({"WBTC": AssetPools((PoolSale(p1, True, "USDC"),))})
     with pytest.raises(ValueError, match="liquidating: one finite amount >= 0 per asset"):
         eng.market.set_liquidating(np.array([1.0, -1.0, 0, 0, 0, 0]))
     with pytest.raises(ValueError, match="liquidating"):
