@@ -3,9 +3,10 @@ pinned block, and the per-block refresh driven by Swap / Mint / Burn logs.
 
 Interface (what the daemon and the impact side use):
 
-    PoolSpec(chain, address, tokens=None, fee=None, factory=None, label="")
-        a pool to follow, with what it must be: its two tokens (any order), its fee tier,
-        the factory that must have created it
+    PoolSpec(chain, address, tokens=None, fee=None, factory=None, label="",
+             token=None, counter_tokens=None)
+        a pool to follow, with what it must be: its two tokens (any order) or one token
+        and the allowed other ones, its fee tier, the factory that must have created it
     PoolMeta(chain, address, token0, token1, decimals0, decimals1, fee, tick_spacing)
         what validation read on chain (immutable for a deployed pool)
     PoolConfigError(ValueError)        a pool that is not what its spec says; names it
@@ -111,8 +112,10 @@ class PoolReadError(RpcError):
 
 @dataclass(frozen=True)
 class PoolSpec:
-    """A pool to follow. `tokens`: the pool's two tokens, any order; `fee`: its fee tier;
-    `factory`: the factory that must have deployed it (None: not checked)."""
+    """A pool to follow and what it must be (None: not checked). `tokens`: its two
+    tokens, any order; or, when the config names only the asset, `token`: one of its
+    tokens, and `counter_tokens`: what the other one may be (e.g. every configured
+    token on the chain); `fee`: its fee tier; `factory`: the factory that deployed it."""
 
     chain: str
     address: str
@@ -120,13 +123,19 @@ class PoolSpec:
     fee: int | None = None
     factory: str | None = None
     label: str = ""
+    token: str | None = None
+    counter_tokens: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         for what, addr in (("pool", self.address), ("factory", self.factory)):
             if addr is not None and not is_hex_address(addr):
                 raise PoolConfigError(f"{self.name}: {what} is not an address: {addr!r}")
-        if self.tokens is not None and not all(is_hex_address(t) for t in self.tokens):
-            raise PoolConfigError(f"{self.name}: tokens must be addresses: {self.tokens!r}")
+        listed = [*(self.tokens or ()), *([self.token] if self.token else [])]
+        listed += sorted(self.counter_tokens or ())
+        if not all(is_hex_address(t) for t in listed):
+            raise PoolConfigError(f"{self.name}: tokens must be addresses: {listed!r}")
+        if self.counter_tokens is not None and self.token is None:
+            raise PoolConfigError(f"{self.name}: counter_tokens needs `token`")
         if self.fee is not None and self.fee not in FEE_TICK_SPACING:
             raise PoolConfigError(
                 f"{self.name}: fee {self.fee} is not a fee tier "
@@ -354,10 +363,7 @@ class PoolReader:
             raise PoolConfigError(
                 f"{s.name} does not answer like a Uniswap v3 pool: {exc}"
             ) from None
-        if s.tokens is not None and {t0, t1} != {t.lower() for t in s.tokens}:
-            raise PoolConfigError(
-                f"{s.name} trades {t0}/{t1}, expected {s.tokens[0]}/{s.tokens[1]}"
-            )
+        self._check_tokens(s, t0, t1)
         if s.fee is not None and fee != s.fee:
             raise PoolConfigError(f"{s.name} has fee {fee}, expected {s.fee}")
         if FEE_TICK_SPACING.get(fee) != spacing:
@@ -367,6 +373,21 @@ class PoolReader:
         if s.factory is not None and factory != s.factory.lower():
             raise PoolConfigError(f"{s.name} was created by {factory}, expected {s.factory}")
         return t0, t1, fee, spacing, factory
+
+    @staticmethod
+    def _check_tokens(s: PoolSpec, t0: str, t1: str) -> None:
+        if s.tokens is not None and {t0, t1} != {t.lower() for t in s.tokens}:
+            raise PoolConfigError(
+                f"{s.name} trades {t0}/{t1}, expected {s.tokens[0]}/{s.tokens[1]}"
+            )
+        if s.token is not None and s.token.lower() not in (t0, t1):
+            raise PoolConfigError(f"{s.name} trades {t0}/{t1}, which lacks {s.token}")
+        if s.token is not None and s.counter_tokens is not None:
+            other = t1 if s.token.lower() == t0 else t0
+            if other not in {t.lower() for t in s.counter_tokens}:
+                raise PoolConfigError(
+                    f"{s.name} trades {t0}/{t1}: {other} is none of the allowed counter tokens"
+                )
 
     def _meta(
         self, s: PoolSpec, imm: tuple[str, str, int, int, str], raw: list[bytes | None]
