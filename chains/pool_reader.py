@@ -18,7 +18,8 @@ Interface (what the daemon and the impact side use):
         await read(metas, at: BlockRef, previous=None) -> dict[address, PoolSnapshot]
             (previous: the last snapshots, whose words/ticks are read with slot0)
     PoolWatcher(reader, metas, *, confirmations, full_refresh_s=300, max_gap=64, clock)
-        await step() -> PoolUpdate(block, changed, reorg, full)   one refresh round
+        await step() -> PoolUpdate(block, changed, reorg, full, dropped, previous)
+            one refresh round (previous: the changed pools' snapshots before it)
         snapshots: dict[address, PoolSnapshot]                    the latest of each pool
         cursor: BlockRef | None                                   the block they hold at
 
@@ -171,13 +172,16 @@ class PoolMeta:
 @dataclass(frozen=True)
 class PoolUpdate:
     """What one watcher round did: the block the snapshots now hold at, the pools read
-    again (lowercased addresses), and why."""
+    again (lowercased addresses), and why. `previous`: the snapshots the changed pools
+    had before this round (what a liquidity-jump guard compares with); after a reorg
+    they are the dropped branch's."""
 
     block: BlockRef | None
     changed: frozenset[str] = frozenset()
     reorg: bool = False
     full: bool = False
     dropped: str | None = None  # why the round changed nothing (a reorg in flight)
+    previous: Mapping[str, PoolSnapshot] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -593,12 +597,13 @@ class PoolWatcher:
         except RpcResponseError as exc:
             # requireCanonical: the block left the chain between the header and the read.
             return PoolUpdate(cur, dropped=f"pinned read refused ({exc.message})")
+        previous = {a: self.snapshots[a] for a in fresh if a in self.snapshots}
         for addr, snap in self.snapshots.items():
             if addr not in fresh:
                 self.snapshots[addr] = replace(snap, block_number=at.number, block_hash=at.hash)
         self.snapshots.update(fresh)
         self.cursor = at
-        return PoolUpdate(at, frozenset(fresh))
+        return PoolUpdate(at, frozenset(fresh), previous=previous)
 
     async def _full(self, at: BlockRef, *, reorg: bool) -> PoolUpdate:
         try:
@@ -606,10 +611,10 @@ class PoolWatcher:
             fresh = await self.reader.read(self.metas.values(), at, self.snapshots)
         except RpcResponseError as exc:
             return PoolUpdate(self.cursor, dropped=f"pinned read refused ({exc.message})")
-        self.snapshots = fresh
+        previous, self.snapshots = self.snapshots, fresh
         self.cursor = at
         self._last_full = self.clock()
-        return PoolUpdate(at, frozenset(self.snapshots), reorg=reorg, full=True)
+        return PoolUpdate(at, frozenset(fresh), reorg=reorg, full=True, previous=previous)
 
     async def _logs(self, start: int, end: int) -> list[dict[str, Any]]:
         """Swap/Mint/Burn logs of every pool over [start, end], in spans the provider

@@ -452,8 +452,10 @@ async def test_watcher_reads_only_pools_with_logs_and_restamps_the_rest() -> Non
     chain.mine()
     chain.swap_log(13)
     chain.mine()
+    before = w.snapshots[POOL]
     moved = await w.step()
     assert moved.changed == {POOL} and not moved.full
+    assert moved.previous == {POOL: before} and before.tick == 100
     assert w.snapshots[POOL].tick == 150 and w.snapshots[POOL].block_number == 14
 
 
