@@ -23,11 +23,16 @@ Interface (what the daemon and the impact side use):
         snapshots: dict[address, PoolSnapshot]                    the latest of each pool
         cursor: BlockRef | None                                   the block they hold at
 
+On the devnet, `devkit.pools.quote_pool(state, chain, pool, token_in, amount_in, *,
+block="latest") -> Quote` asks QuoterV2 for the same sale (cross-checks in tests).
+
 Invariants:
-- Validation reads token0/token1/fee/tickSpacing (and, with a factory, factory() and
-  factory.getPool(token0, token1, fee)) on chain; any difference from the spec, a fee
-  tier whose tick spacing is not the standard one, or a contract that does not answer
-  like a pool is a `PoolConfigError` naming the chain and the pool.
+- Validation reads token0/token1/fee/tickSpacing/factory and the tokens' decimals on
+  chain, and requires factory.getPool(token0, token1, fee) to be the pool itself (a
+  look-alike contract can claim anything, the factory's registry cannot be faked); any
+  difference from the spec, a fee tier whose tick spacing is not the standard one, or
+  a contract that does not answer like a pool is a `PoolConfigError` naming the chain
+  and the pool.
 - Every read of one `read()` is pinned to one block by hash (EIP-1898,
   requireCanonical; the RpcClient's Multicall3 batches with their chain-id sentinel):
   slot0 and liquidity, then the tickBitmap words covering the band around each pool's
