@@ -3,9 +3,10 @@ pinned block, and the per-block refresh driven by Swap / Mint / Burn logs.
 
 Interface (what the daemon and the impact side use):
 
-    PoolSpec(chain, address, tokens=None, fee=None, factory=None, label="")
-        a pool to follow, with what it must be: its two tokens (any order), its fee tier,
-        the factory that must have created it
+    PoolSpec(chain, address, tokens=None, fee=None, factory=None, label="",
+             token=None, counter_tokens=None)
+        a pool to follow, with what it must be: its two tokens (any order) or one token
+        and the allowed other ones, its fee tier, the factory that must have created it
     PoolMeta(chain, address, token0, token1, decimals0, decimals1, fee, tick_spacing)
         what validation read on chain (immutable for a deployed pool)
     PoolConfigError(ValueError)        a pool that is not what its spec says; names it
@@ -17,15 +18,21 @@ Interface (what the daemon and the impact side use):
         await read(metas, at: BlockRef, previous=None) -> dict[address, PoolSnapshot]
             (previous: the last snapshots, whose words/ticks are read with slot0)
     PoolWatcher(reader, metas, *, confirmations, full_refresh_s=300, max_gap=64, clock)
-        await step() -> PoolUpdate(block, changed, reorg, full)   one refresh round
+        await step() -> PoolUpdate(block, changed, reorg, full, dropped, previous)
+            one refresh round (previous: the changed pools' snapshots before it)
         snapshots: dict[address, PoolSnapshot]                    the latest of each pool
         cursor: BlockRef | None                                   the block they hold at
 
+On the devnet, `devkit.pools.quote_pool(state, chain, pool, token_in, amount_in, *,
+block="latest") -> Quote` asks QuoterV2 for the same sale (cross-checks in tests).
+
 Invariants:
-- Validation reads token0/token1/fee/tickSpacing (and, with a factory, factory() and
-  factory.getPool(token0, token1, fee)) on chain; any difference from the spec, a fee
-  tier whose tick spacing is not the standard one, or a contract that does not answer
-  like a pool is a `PoolConfigError` naming the chain and the pool.
+- Validation reads token0/token1/fee/tickSpacing/factory and the tokens' decimals on
+  chain, and requires factory.getPool(token0, token1, fee) to be the pool itself (a
+  look-alike contract can claim anything, the factory's registry cannot be faked); any
+  difference from the spec, a fee tier whose tick spacing is not the standard one, or
+  a contract that does not answer like a pool is a `PoolConfigError` naming the chain
+  and the pool.
 - Every read of one `read()` is pinned to one block by hash (EIP-1898,
   requireCanonical; the RpcClient's Multicall3 batches with their chain-id sentinel):
   slot0 and liquidity, then the tickBitmap words covering the band around each pool's
@@ -111,8 +118,10 @@ class PoolReadError(RpcError):
 
 @dataclass(frozen=True)
 class PoolSpec:
-    """A pool to follow. `tokens`: the pool's two tokens, any order; `fee`: its fee tier;
-    `factory`: the factory that must have deployed it (None: not checked)."""
+    """A pool to follow and what it must be (None: not checked). `tokens`: its two
+    tokens, any order; or, when the config names only the asset, `token`: one of its
+    tokens, and `counter_tokens`: what the other one may be (e.g. every configured
+    token on the chain); `fee`: its fee tier; `factory`: the factory that deployed it."""
 
     chain: str
     address: str
@@ -120,13 +129,19 @@ class PoolSpec:
     fee: int | None = None
     factory: str | None = None
     label: str = ""
+    token: str | None = None
+    counter_tokens: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         for what, addr in (("pool", self.address), ("factory", self.factory)):
             if addr is not None and not is_hex_address(addr):
                 raise PoolConfigError(f"{self.name}: {what} is not an address: {addr!r}")
-        if self.tokens is not None and not all(is_hex_address(t) for t in self.tokens):
-            raise PoolConfigError(f"{self.name}: tokens must be addresses: {self.tokens!r}")
+        listed = [*(self.tokens or ()), *([self.token] if self.token else [])]
+        listed += sorted(self.counter_tokens or ())
+        if not all(is_hex_address(t) for t in listed):
+            raise PoolConfigError(f"{self.name}: tokens must be addresses: {listed!r}")
+        if self.counter_tokens is not None and self.token is None:
+            raise PoolConfigError(f"{self.name}: counter_tokens needs `token`")
         if self.fee is not None and self.fee not in FEE_TICK_SPACING:
             raise PoolConfigError(
                 f"{self.name}: fee {self.fee} is not a fee tier "
@@ -162,13 +177,16 @@ class PoolMeta:
 @dataclass(frozen=True)
 class PoolUpdate:
     """What one watcher round did: the block the snapshots now hold at, the pools read
-    again (lowercased addresses), and why."""
+    again (lowercased addresses), and why. `previous`: the snapshots the changed pools
+    had before this round (what a liquidity-jump guard compares with); after a reorg
+    they are the dropped branch's."""
 
     block: BlockRef | None
     changed: frozenset[str] = frozenset()
     reorg: bool = False
     full: bool = False
     dropped: str | None = None  # why the round changed nothing (a reorg in flight)
+    previous: Mapping[str, PoolSnapshot] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -354,10 +372,7 @@ class PoolReader:
             raise PoolConfigError(
                 f"{s.name} does not answer like a Uniswap v3 pool: {exc}"
             ) from None
-        if s.tokens is not None and {t0, t1} != {t.lower() for t in s.tokens}:
-            raise PoolConfigError(
-                f"{s.name} trades {t0}/{t1}, expected {s.tokens[0]}/{s.tokens[1]}"
-            )
+        self._check_tokens(s, t0, t1)
         if s.fee is not None and fee != s.fee:
             raise PoolConfigError(f"{s.name} has fee {fee}, expected {s.fee}")
         if FEE_TICK_SPACING.get(fee) != spacing:
@@ -367,6 +382,21 @@ class PoolReader:
         if s.factory is not None and factory != s.factory.lower():
             raise PoolConfigError(f"{s.name} was created by {factory}, expected {s.factory}")
         return t0, t1, fee, spacing, factory
+
+    @staticmethod
+    def _check_tokens(s: PoolSpec, t0: str, t1: str) -> None:
+        if s.tokens is not None and {t0, t1} != {t.lower() for t in s.tokens}:
+            raise PoolConfigError(
+                f"{s.name} trades {t0}/{t1}, expected {s.tokens[0]}/{s.tokens[1]}"
+            )
+        if s.token is not None and s.token.lower() not in (t0, t1):
+            raise PoolConfigError(f"{s.name} trades {t0}/{t1}, which lacks {s.token}")
+        if s.token is not None and s.counter_tokens is not None:
+            other = t1 if s.token.lower() == t0 else t0
+            if other not in {t.lower() for t in s.counter_tokens}:
+                raise PoolConfigError(
+                    f"{s.name} trades {t0}/{t1}: {other} is none of the allowed counter tokens"
+                )
 
     def _meta(
         self, s: PoolSpec, imm: tuple[str, str, int, int, str], raw: list[bytes | None]
@@ -572,12 +602,13 @@ class PoolWatcher:
         except RpcResponseError as exc:
             # requireCanonical: the block left the chain between the header and the read.
             return PoolUpdate(cur, dropped=f"pinned read refused ({exc.message})")
+        previous = {a: self.snapshots[a] for a in fresh if a in self.snapshots}
         for addr, snap in self.snapshots.items():
             if addr not in fresh:
                 self.snapshots[addr] = replace(snap, block_number=at.number, block_hash=at.hash)
         self.snapshots.update(fresh)
         self.cursor = at
-        return PoolUpdate(at, frozenset(fresh))
+        return PoolUpdate(at, frozenset(fresh), previous=previous)
 
     async def _full(self, at: BlockRef, *, reorg: bool) -> PoolUpdate:
         try:
@@ -585,10 +616,10 @@ class PoolWatcher:
             fresh = await self.reader.read(self.metas.values(), at, self.snapshots)
         except RpcResponseError as exc:
             return PoolUpdate(self.cursor, dropped=f"pinned read refused ({exc.message})")
-        self.snapshots = fresh
+        previous, self.snapshots = self.snapshots, fresh
         self.cursor = at
         self._last_full = self.clock()
-        return PoolUpdate(at, frozenset(self.snapshots), reorg=reorg, full=True)
+        return PoolUpdate(at, frozenset(fresh), reorg=reorg, full=True, previous=previous)
 
     async def _logs(self, start: int, end: int) -> list[dict[str, Any]]:
         """Swap/Mint/Burn logs of every pool over [start, end], in spans the provider

@@ -162,6 +162,7 @@ class DevnetState:
         return {
             "state": str(self.paths.state_file),
             "include": str(self.paths.include_file),
+            "pools_include": str(self.paths.pools_include_file),
             "chains": {
                 name: {
                     "chain_id": node.chain_id,
@@ -170,6 +171,7 @@ class DevnetState:
                     "fork_url": node.fork_url,
                     "vault": self.deployments[name].vault,
                     "registry": self.deployments[name].registry,
+                    "uniswap": pools.summary(self.deployments[name].uniswap),
                 }
                 for name, node in self.nodes.items()
             },

@@ -524,6 +524,19 @@ def _mint_position(
 # ------------------------------------------------------------------ config include
 
 
+def summary(raw: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What `aggregator devnet up` prints of a chain's Uniswap deployment."""
+    if raw is None:
+        return None
+    uni = UniswapDeployment.from_json(raw)
+    return {
+        "factory": uni.factory,
+        "quoter": uni.quoter,
+        "router": uni.router,
+        "pools": {label: rec.address for label, rec in uni.pools.items()},
+    }
+
+
 # Which asset's liquidity each pool measures: the base token sold into its quote.
 def liquidity_by_asset(
     state: DevnetState, chains: tuple[str, ...]

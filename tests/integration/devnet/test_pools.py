@@ -289,3 +289,44 @@ async def test_hostile_answers_are_errors_naming_the_pool(devnet: manager.Devnet
                 await reader.read(metas.values(), at)
         finally:
             await client.close()
+
+
+def position_liquidity(devnet: manager.DevnetState, chain: str, token_id: int) -> int:
+    npm = uni(devnet, chain).position_manager
+    data = "0x99fbab88" + encode(["uint256"], [token_id]).hex()  # positions(uint256)
+    raw = str(rpc_call(devnet.url(chain), "eth_call", [{"to": npm, "data": data}, "latest"]))
+    return int(raw[2 + 7 * 64 : 2 + 8 * 64], 16)
+
+
+async def test_lp_moves_mint_and_burn_only_the_simulators_positions(
+    devnet: manager.DevnetState,
+) -> None:
+    u = uni(devnet, "gamma")
+    supply = "0x18160ddd"  # totalSupply()
+    call = [{"to": u.position_manager, "data": supply}, "latest"]
+    before = int(str(rpc_call(devnet.url("gamma"), "eth_call", call)), 16)
+    # Six moves over five pools with at most one open position each: one pool is
+    # chosen twice, so at least one minted position is burned again.
+    market = PoolMarket.for_state(devnet, ("gamma",), seed=5, move_probability=1.0, max_positions=1)
+    assert market is not None
+    stats = SimulatorStats()
+    await asyncio.wait_for(
+        run_simulator(
+            devnet,
+            asyncio.Event(),
+            0.2,
+            seed=5,
+            stats=stats,
+            chains=("gamma",),
+            max_ticks=6,
+            pools=market,
+        ),
+        45,
+    )
+    assert stats.errors == {}
+    after = int(str(rpc_call(devnet.url("gamma"), "eth_call", call)), 16)
+    minted = range(before + 1, after + 1)
+    assert len(minted) >= 2
+    emptied = [i for i in minted if position_liquidity(devnet, "gamma", i) == 0]
+    assert emptied, "no simulator position was burned"
+    assert all(position_liquidity(devnet, "gamma", i) > 0 for i in range(1, u.base_positions + 1))

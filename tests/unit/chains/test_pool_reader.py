@@ -247,6 +247,12 @@ async def test_validate_reads_immutables_and_decimals() -> None:
         (FakePool(), PoolSpec("alpha", POOL, factory=T0), "was created by"),
         (FakePool(registered=T1), PoolSpec("alpha", POOL), "is not the pool its factory"),
         (FakePool(tokens=(T0, "0x" + "33" * 20)), PoolSpec("alpha", POOL), "decimals"),
+        (FakePool(), PoolSpec("alpha", POOL, token=FACTORY), "lacks"),
+        (
+            FakePool(),
+            PoolSpec("alpha", POOL, token=T1, counter_tokens=frozenset({FACTORY})),
+            f"{T0} is none of the allowed counter tokens",
+        ),
     ],
 )
 async def test_validation_errors_name_the_pool(
@@ -256,6 +262,16 @@ async def test_validation_errors_name_the_pool(
     with pytest.raises(PoolConfigError, match=message) as exc:
         await r.validate([spec])
     assert POOL in str(exc.value) and "'alpha'" in str(exc.value)
+
+
+async def test_one_token_and_its_allowed_counterparts_pass() -> None:
+    r, _ = reader(FakePool())
+    spec = PoolSpec(
+        "alpha", POOL, token=T1.upper().replace("0X", "0x"), counter_tokens=frozenset({T0})
+    )
+    assert POOL in await r.validate([spec])
+    with pytest.raises(PoolConfigError, match="counter_tokens needs `token`"):
+        PoolSpec("alpha", POOL, counter_tokens=frozenset({T0}))
 
 
 async def test_not_a_pool_is_a_config_error() -> None:
@@ -436,8 +452,10 @@ async def test_watcher_reads_only_pools_with_logs_and_restamps_the_rest() -> Non
     chain.mine()
     chain.swap_log(13)
     chain.mine()
+    before = w.snapshots[POOL]
     moved = await w.step()
     assert moved.changed == {POOL} and not moved.full
+    assert moved.previous == {POOL: before} and before.tick == 100
     assert w.snapshots[POOL].tick == 150 and w.snapshots[POOL].block_number == 14
 
 
