@@ -11,13 +11,14 @@ Invariants:
 - Each `pools:<chain>` task steps the chain's `PoolWatcher` (Swap/Mint/Burn logs at the
   confirmed head, a full re-read every `[liquidity] refresh_interval_s`) every
   `poll_interval_s`; a round that reads nothing still confirms the snapshots' block.
+  A pool's previous snapshot is the reader's `PoolUpdate.previous` (its state before
+  the round that read it again; none when it was not read again: nothing moved).
   A failing step crashes the task (the supervisor restarts it, `agg_task_up` shows it),
   and its snapshots age until the guards call them stale.
 - `pools(prices, now)` is what the ledger hands the engine each price round: per asset
   the pools that pass the guards against the oracle prices, the ones set aside and why
-  (also the `agg_pool_ignored` and `agg_liquidity_fallback` gauges). The previous
-  snapshot of a pool is the one before its last step, so a liquidity jump is judged
-  once per step it happened in.
+  (also the `agg_pool_ignored` and `agg_liquidity_fallback` gauges); a liquidity jump
+  is judged in the round that read it.
 """
 
 from __future__ import annotations
@@ -120,7 +121,14 @@ class LiquidityFeed:
         for chain, refs in by_chain.items():
             reader = PoolReader(self.clients[chain], band=self.limits.band)
             factory = self.limits.factories.get(chain)
-            specs = [PoolSpec(chain, r.address, factory=factory, label=r.where) for r in refs]
+            # The reader checks the asset's token is in the pool and the other one is a
+            # configured asset's token on this chain (pool_side then names which).
+            counter = frozenset(a.tokens[chain] for a in self.cfg.assets if chain in a.tokens)
+            specs = [
+                PoolSpec(chain, r.address, factory=factory, label=r.where,
+                         token=self.cfg.asset(r.symbol).tokens[chain], counter_tokens=counter)
+                for r in refs
+            ]  # fmt: skip
             try:
                 metas = await reader.validate(specs)
                 for r in refs:
@@ -149,9 +157,11 @@ class LiquidityFeed:
         now = self.clock()
         for addr, snap in w.snapshots.items():
             key = (chain, addr)
-            old = self.current.get(key)
-            if old is not None:
-                self.previous[key] = old
+            before = update.previous.get(addr)
+            if before is not None:
+                self.previous[key] = before
+            else:  # not read again this round: nothing moved since the last one
+                self.previous.pop(key, None)
             self.current[key] = snap
         self.read_at[chain] = now
         if w.cursor is not None:

@@ -162,5 +162,5 @@ async def test_a_pool_of_another_asset_is_a_start_error_naming_the_field(
         for a in cfg.assets
     ]})  # fmt: skip
     await confirmed_past_setup(cfg, clients)
-    with pytest.raises(StartupError, match=rf"assets\[{i}\]\.liquidity\[0\].*not WETH"):
+    with pytest.raises(StartupError, match=rf"assets\[{i}\]\.liquidity\[0\].*lacks"):
         await LiquidityFeed(bad, clients, Metrics()).start()

@@ -52,14 +52,19 @@ class Watcher:
     def __init__(self) -> None:
         self.snapshots: dict[str, Any] = {}
         self.cursor: BlockRef | None = None
+        self.previous: dict[str, Any] = {}
 
     def set(self, liq: int, block: int) -> None:
+        """The pool read again at `block` with in-range liquidity `liq`."""
         snap = make_pool([(TICK - 600, TICK + 600, liq)], TICK, address=POOL)
+        self.previous = dict(self.snapshots)
         self.snapshots = {POOL: replace(snap, block_number=block)}
         self.cursor = BlockRef(block, "0x" + f"{block:064x}", "0x" + "00" * 32)
 
     async def step(self) -> PoolUpdate:
-        return PoolUpdate(self.cursor, frozenset(self.snapshots))
+        out = PoolUpdate(self.cursor, frozenset(self.previous), previous=self.previous)
+        self.previous = {}  # the next round reads nothing again unless set() says so
+        return out
 
 
 async def test_steps_previous_snapshot_guards_and_gauges(tmp_path: Path) -> None:
