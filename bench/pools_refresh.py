@@ -6,7 +6,8 @@ eth_call of the same reads.
 Setup: `--chains` fresh anvils, each with the devnet's contracts and Uniswap v3
 (devkit/pools.py) with `--pools` pools (the devnet's five, then more pairs and fee
 tiers), each with the devnet's real-shaped book. Then, `--blocks` times: one swap in
-every pool of every chain (so every pool changed), one block mined per chain, and
+every pool of every chain (so every pool changed), all mined in one block per chain
+(automine off while they are sent), and
 
 - ours: `PoolWatcher.step()` on every chain at once (confirmations 0): the head, the
   headers, the Swap/Mint/Burn logs of the range, then the pinned reads of the changed
@@ -16,8 +17,9 @@ every pool of every chain (so every pool changed), one block mined per chain, an
   sub-calls, pinned to the same block hash, undecoded: what the reads cost if one
   already knew which pools changed, which words to read and which ticks are set.
 
-The ratio is what finding the changes, discovering the band (three dependent round
-trips) and checking every answer costs on top of the unavoidable reads.
+The ratio is what finding the changes (head, headers, logs), discovering the band and
+checking every answer costs on top of the unavoidable reads; the JSON-RPC requests per
+block and chain are printed too (the RpcClient chunks batches at 200 sub-calls).
 """
 
 from __future__ import annotations
@@ -124,13 +126,15 @@ async def raw_read(
 def swap_every_pool(
     url: str, uni: UniswapDeployment, snaps: dict[str, PoolSnapshot], up: bool
 ) -> None:
-    """One 0.2% move in every pool, mined in one block."""
+    """One 0.2% move in every pool, mined in one block (automine off while sending)."""
+    rpc_call(url, "evm_setAutomine", [False])
     for rec in uni.pools.values():
         sqrt_price = snaps[rec.address.lower()].sqrt_price_x96
         limit = arbitrage_limit(sqrt_price, sqrt_price * math.sqrt(1.002 if up else 0.998), 0)
         assert limit is not None
         rpc_call(url, "eth_sendTransaction", [swap_tx(uni, rec, *limit)])
     rpc_call(url, "evm_mine")
+    rpc_call(url, "evm_setAutomine", [True])
 
 
 async def main(n_pools: int, n_chains: int, blocks: int) -> None:
@@ -140,7 +144,7 @@ async def main(n_pools: int, n_chains: int, blocks: int) -> None:
     )
     nodes = [n for n, _ in setups]
     try:
-        ours, raw, changed = await measure(setups, blocks)
+        ours, raw, changed, per_block = await measure(setups, blocks)
     finally:
         for n in nodes:
             n.stop()
@@ -149,6 +153,7 @@ async def main(n_pools: int, n_chains: int, blocks: int) -> None:
     print(f"  baseline raw multicall of the same reads  median {b * 1e3:8.2f} ms")
     print(f"  PoolWatcher.step() on every chain         median {o * 1e3:8.2f} ms")
     print(f"  pools changed per block                   {changed}")
+    print(f"  JSON-RPC requests per block and chain     {per_block:8.2f} (baseline: 1)")
     print(f"  ratio                                     {o / b:8.2f}x")
     record(
         Figure(
@@ -160,14 +165,19 @@ async def main(n_pools: int, n_chains: int, blocks: int) -> None:
             f"one raw Multicall3 eth_call per chain of the same reads ({b * 1e3:.1f} ms)",
             "reported",
             None,
-            {"raw_ms": b * 1e3, "watcher_ms": o * 1e3, "pools_changed": changed},
+            {
+                "raw_ms": b * 1e3,
+                "watcher_ms": o * 1e3,
+                "pools_changed": changed,
+                "requests_per_block_per_chain": per_block,
+            },
         )
     )
 
 
 async def measure(
     setups: list[tuple[AnvilNode, UniswapDeployment]], blocks: int
-) -> tuple[list[float], list[float], int]:
+) -> tuple[list[float], list[float], int, float]:
     clients = [RpcClient(CHAIN_NAMES[i], n.chain_id, [n.url]) for i, (n, _) in enumerate(setups)]
     watchers: list[PoolWatcher] = []
     for (_node, uni), client in zip(setups, clients, strict=True):
@@ -182,15 +192,19 @@ async def measure(
     ours: list[float] = []
     raw: list[float] = []
     changed = 0
+    requests = 0
     try:
         async with aiohttp.ClientSession() as http:
             await asyncio.gather(*(w.step() for w in watchers))
             for k in range(blocks + 3):  # the first 3 warm up connections and code paths
                 for (node, uni), w in zip(setups, watchers, strict=True):
                     await asyncio.to_thread(swap_every_pool, node.url, uni, w.snapshots, k % 2 == 0)
+                sent = sum(e.requests for c in clients for e in c.status())
                 t0 = time.perf_counter()
                 updates = await asyncio.gather(*(w.step() for w in watchers))
                 t1 = time.perf_counter()
+                if k >= 3:
+                    requests += sum(e.requests for c in clients for e in c.status()) - sent
                 jobs: list[Any] = []
                 for (node, _), w in zip(setups, watchers, strict=True):
                     assert w.cursor is not None
@@ -206,7 +220,7 @@ async def measure(
     finally:
         for c in clients:
             await c.close()
-    return ours, raw, changed
+    return ours, raw, changed, requests / (len(ours) * len(clients))
 
 
 if __name__ == "__main__":
