@@ -25,6 +25,7 @@ from prometheus_client import Histogram
 from aggregator.api_alerts import AlertsApi, alert_routes
 from aggregator.api_common import ApiError, dumps, error_body, json_response
 from aggregator.api_history import HistoryApi, history_routes
+from aggregator.api_liquidity import liquidity_route
 from aggregator.dashboard import dashboard_routes
 from aggregator.openapi import OPENAPI
 from chains.units import TIERS
@@ -72,6 +73,10 @@ class ApiBackend(Protocol):
     def whatif(self, body: Any) -> dict[str, Any]:
         """POST /v1/whatif (docs/whatif.md): the parsed JSON body ({} when empty);
         ApiError naming the field on bad input."""
+        ...
+
+    def liquidity(self) -> dict[str, Any] | None:
+        """GET /v1/liquidity (aggregator/api_liquidity.py); None before prices."""
         ...
 
 
@@ -282,6 +287,8 @@ class Api:
                 *history_routes(history),  # aggregator/api_history.py
                 *alert_routes(alerts),  # aggregator/api_alerts.py
                 web.post("/v1/whatif", self.whatif),
+                # Late-bound: test backends without the view still build the app.
+                liquidity_route(lambda: backend.liquidity(), json_response, error_body),  # noqa: PLW0108
             ]
         )
         self.app.add_routes(dashboard_routes())  # /ui: docs/dashboard.md

@@ -77,6 +77,10 @@ class LedgerReader:
     def explain(self, address: str) -> dict[str, Any]:
         return self._view.explain(address)
 
+    def liquidity_report(self) -> dict[str, Any]:
+        """GET /v1/liquidity: risk/liquidity_view.py through LedgerView."""
+        return self._view.liquidity_report()
+
     def accounts(self) -> list[str]:
         """Every account in the book, lower-case."""
         return [a.lower() for a in self._view.addresses]
@@ -307,9 +311,11 @@ class ApiViews:
         set_push_paused: Callable[[bool], dict[str, Any]],
         volatility: Callable[[str], dict[str, Any] | None] = lambda _asset: None,
         whatif: Callable[[Any], dict[str, Any]] | None = None,
+        liquidity: Callable[[], dict[str, Any] | None] = lambda: None,
     ) -> None:
         self.accounts = accounts
         self._whatif = whatif
+        self.liquidity = liquidity
         self._volatility = volatility
         self._prices = prices
         self._chains = chains

@@ -259,6 +259,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         data = _get(base, f"/v1/accounts/{args.address}")
     elif args.cmd == "chains":
         data = _get(base, "/v1/chains")
+    elif args.cmd == "liquidity":
+        data = _get(base, "/v1/liquidity")
     else:
         data = _get(base, f"/v1/prices/{args.asset}" if args.asset else "/v1/prices")
     if args.json:
@@ -270,6 +272,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         "account": tables.account_text,
         "chains": tables.chains_text,
         "prices": tables.prices_text,
+        "liquidity": tables.liquidity_text,
     }[args.cmd]
     print(render(data))
     return 0
@@ -349,6 +352,7 @@ def _add_query_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         ("account", "an account's full breakdown"),
         ("chains", "chain sync and pusher state"),
         ("prices", "prices and their sources"),
+        ("liquidity", "sellable within 1/2/5% impact vs collateral at risk"),
     ):
         q = sub.add_parser(name, help=f"{helptext} (from the running daemon)")
         if name == "account":

@@ -106,6 +106,38 @@ class RateSourceConfig(Strict):
     snapshot_tolerance: float = Field(default=0.001, ge=0, lt=1)
 
 
+class LiquidityPoolRef(Strict):
+    """A Uniswap v3 pool that sells the asset (`assets[i].liquidity`); the pool reader
+    checks on chain that it trades this asset and is its factory's pool."""
+
+    chain: str
+    pool: Address
+
+
+class LiquidityConfig(Strict):
+    """`[liquidity]`: how pools are read and when one is ignored (docs/risk.md
+    "Liquidity weighting from pools")."""
+
+    # Relative price band read around each pool's price: ticks within -band / +band.
+    band: float = Field(default=0.2, gt=0, le=0.9)
+    # Every pool is read again this often, even without Swap/Mint/Burn logs.
+    refresh_interval_s: float = Field(default=300.0, gt=0)
+    # How often the confirmed head is polled for Swap/Mint/Burn logs.
+    poll_interval_s: float = Field(default=2.0, gt=0)
+    # A pool whose price is further than this from the oracle median is ignored.
+    max_deviation: float = Field(default=0.02, gt=0, le=1)
+    # A pool whose in-range liquidity moved by more than this (relative) between two
+    # consecutive snapshots is ignored for that round.
+    max_liquidity_move: float = Field(default=0.5, gt=0)
+    # A snapshot older than this (blocks behind the head, or seconds since read) is
+    # stale: the asset falls back to depth_usd if no fresh pool remains.
+    max_age_blocks: int = Field(default=30, ge=1)
+    max_age_s: float = Field(default=120.0, gt=0)
+    # Per chain, the Uniswap v3 factory every pool must come from (unset: the pool's
+    # own factory() is asked, and the pool must be the one it registers).
+    factories: dict[str, Address] = Field(default_factory=dict)
+
+
 class AssetConfig(Strict):
     symbol: str = Field(pattern=r"^[A-Za-z0-9.]{1,16}$")
     kind: Literal["erc20", "lst"] = "erc20"
@@ -115,6 +147,7 @@ class AssetConfig(Strict):
     lt: float = Field(ge=0, le=1)
     liquidation_bonus: float = Field(default=0.05, ge=0, le=1)
     depth_usd: float | None = Field(default=None, gt=0)
+    liquidity: list[LiquidityPoolRef] = Field(default_factory=list)
     borrowable: bool = False
     underlying: str | None = None
     rate: RateSourceConfig | None = None
@@ -476,6 +509,7 @@ class AppConfig(BaseSettings):
     cluster: ClusterConfig = ClusterConfig()
     history: HistoryConfig = HistoryConfig()
     alerts: AlertsConfig = AlertsConfig()
+    liquidity: LiquidityConfig = LiquidityConfig()
 
     @classmethod
     def settings_customise_sources(
@@ -686,6 +720,9 @@ def semantic_problems(cfg: AppConfig) -> list[Problem]:
     problems.extend(_portfolio_problems(cfg))
     problems.extend(_var_problems(cfg))
     problems.extend(_alert_problems(cfg))
+    for chain in cfg.liquidity.factories:
+        if chain not in chains:
+            problems.append(Problem(f"liquidity.factories.{chain}", f"unknown chain {chain!r}"))
     for chain in cfg.credit.weights:
         if chain not in chains:
             problems.append(Problem(f"credit.weights.{chain}", f"unknown chain {chain!r}"))
@@ -723,8 +760,27 @@ def _asset_problems(cfg: AppConfig, base: str, asset: AssetConfig) -> list[Probl
         if src_chain is not None and src_chain not in chains:
             out.append(Problem(f"{base}.sources[{j}].chain", f"unknown chain {src_chain!r}"))
     out.extend(_dupes([s.name for s in asset.sources], f"{base}.sources", "source name"))
+    out.extend(_liquidity_problems(cfg, base, asset))
     if asset.kind == "erc20":
         out.extend(_quorum_problems(cfg, base, asset))
+    return out
+
+
+def _liquidity_problems(cfg: AppConfig, base: str, asset: AssetConfig) -> list[Problem]:
+    """Each pool on a known chain where the asset has a token (so the reader can check
+    that the pool trades it), listed once."""
+    out: list[Problem] = []
+    for j, ref in enumerate(asset.liquidity):
+        where = f"{base}.liquidity[{j}]"
+        if ref.chain not in cfg.chain_names:
+            out.append(Problem(f"{where}.chain", f"unknown chain {ref.chain!r}"))
+        elif ref.chain not in asset.tokens:
+            out.append(
+                Problem(f"{where}.chain", f"{asset.symbol} has no token on {ref.chain!r} "
+                        f"(assets.tokens.{ref.chain}), so the pool cannot be checked")
+            )  # fmt: skip
+    pairs = [(r.chain, r.pool.lower()) for r in asset.liquidity]
+    out.extend(_dupes(pairs, f"{base}.liquidity", "pool"))
     return out
 
 

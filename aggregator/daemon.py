@@ -34,12 +34,16 @@ from aggregator.history.recorder import HistoryRecorder
 from aggregator.indexing import IndexerFactory
 from aggregator.jobs import Jobs
 from aggregator.ledger import Ledger
+from aggregator.liquidity_feed import LiquidityFeed
 from aggregator.lock import StoreLock, StoreLockedError
 from aggregator.metrics import Metrics
 from aggregator.portfolio_feed import PortfolioFeed
 from aggregator.push.wiring import PusherWiring
 from aggregator.risk.engine import RiskEngine
+from aggregator.risk.liquidity_view import PoolLiquidity
+from aggregator.risk.market import MarketData
 from aggregator.risk.view import LedgerView
+from aggregator.risk.whatif import DepthLiquidity
 from aggregator.startup import StartupError, startup_step
 from aggregator.status import Status
 from aggregator.store import Store
@@ -129,6 +133,8 @@ class Daemon:
         # VaR margin (docs/var.md): calibration from the price history, a scheduled job.
         self.var = VarFeed(cfg, self.price_repo)
         self.portfolio = PortfolioFeed(cfg, self.store, calibration=self.var)
+        # Pool liquidity (docs/risk.md "Liquidity weighting from pools").
+        self.liquidity = LiquidityFeed(cfg, self.clients, self.metrics)
         self._wire_ledger()
         self._wire_api()
 
@@ -180,6 +186,7 @@ class Daemon:
             publish=self.stream.publish,
             wake=self.push.wake,
             volatility=self.volatility,
+            pools=self.liquidity.pools if self.liquidity.enabled else None,
         )
         self.indexing = IndexerFactory(
             self.settings,
@@ -279,11 +286,21 @@ class Daemon:
             cluster=self.cluster.chain_view,
         )
         # What-if on the live book (docs/whatif.md): the standard model and the pushed one.
+        whatif_view = LedgerView(self.engine)
+        depth = {a.symbol: a.depth_usd for a in cfg.assets}
+
+        def pool_liquidity(slippage: float, market: MarketData) -> PoolLiquidity:
+            # Pools where configured and fresh, priced at the scenario; depth_usd elsewhere.
+            fallback = DepthLiquidity(depth, cfg.risk.impact, slippage)
+            live = whatif_view.snapshot().market
+            return PoolLiquidity(live, market, whatif_view.asset_decimals, fallback, slippage)
+
         self.whatif = WhatIfService(
             cfg,
-            LedgerView(self.engine),
+            whatif_view,
             prices_ready=lambda: self.ledger.prices_ready,
             models=self.portfolio.evaluated_models,
+            liquidity=pool_liquidity,
         )
         self.views = ApiViews(
             accounts,
@@ -295,6 +312,7 @@ class Daemon:
             set_push_paused=self.push.set_paused,
             volatility=self.volatility.view,
             whatif=self.whatif.run,
+            liquidity=lambda: self.reader.liquidity_report() if self.ledger.prices_ready else None,
         )
         self.api = Api(
             self.views,
@@ -318,6 +336,17 @@ class Daemon:
         await startup_step("derivative positions load", self.portfolio.load())
         await startup_step("price history warm-up", self.oracle.start())
         await startup_step("var calibration", self.var.start())
+        if self.liquidity.enabled:
+            await startup_step("pool validation and first read", self.liquidity.start())
+            for chain in self.liquidity.watchers:
+                # Not critical: while a chain's pools cannot be read their snapshots
+                # age into `stale` and the haircut falls back to depth_usd (visible as
+                # agg_task_up, agg_liquidity_fallback), the ledger stays right.
+                self.supervisor.spawn(
+                    f"pools:{chain}",
+                    self.liquidity.supervised(chain, self.stop_event),
+                    critical=False,
+                )
         await self._load_indexers()
         if self.book.impossible:
             await startup_step("repair of impossible positions", self.book.repair(at_start=True))

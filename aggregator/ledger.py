@@ -28,6 +28,7 @@ from aggregator.metrics import Metrics
 from aggregator.portfolio_feed import PortfolioFeed
 from aggregator.risk.book import PositionRow
 from aggregator.risk.engine import PriceInput, RiskEngine
+from aggregator.risk.liquidity import AssetPools
 from aggregator.risk.view import LedgerView
 from aggregator.vol_forecast import VolatilityForecaster
 from chains.indexer import ChainIndexer
@@ -35,6 +36,8 @@ from oracles.service import OracleService
 from oracles.types import Price, PriceStatus
 
 log = logging.getLogger(__name__)
+
+PoolsOfRound = Callable[[Mapping[str, float | None], float], Mapping[str, AssetPools]]
 
 
 class Ledger:
@@ -51,6 +54,7 @@ class Ledger:
         publish: Callable[[set[str] | None], None],
         wake: Callable[[], None],
         volatility: VolatilityForecaster | None = None,
+        pools: PoolsOfRound | None = None,
     ) -> None:
         self.cfg = cfg
         self.engine = engine
@@ -64,6 +68,9 @@ class Ledger:
         self._wake = wake  # the pusher: new figures to compare with the chain's
         # Predictive volatility and [apc] (reads the last fit; the fit is its own job).
         self.volatility = volatility
+        # This round's pools per asset, judged against the oracle prices
+        # (aggregator/liquidity_feed.py); None: no pool configured.
+        self._pools = pools
         self.prices_ready = False
         self._dirty: set[str] = set()
         # Monotonic time of the oldest change in _dirty, and of the oldest change in the
@@ -190,6 +197,8 @@ class Ledger:
             for g in self.cfg.correlation_groups
         }
         self.engine.set_volatility(sigma, relative)
+        if self._pools is not None:
+            self.engine.set_pools(self._pools(self.engine.market.ok_prices(), time.time()))
         with self.metrics.recompute_seconds.time():
             self.engine.recompute()
             self._portfolio_override(None)

@@ -17,6 +17,7 @@ class Metrics:
         self._volatility_metrics(r)
         self._cluster_metrics(r)
         self._history_alert_metrics(r)
+        self._liquidity_metrics(r)
 
     def _chain_metrics(self, r: CollectorRegistry) -> None:
         """Supervised tasks, indexers, RPC endpoints."""
@@ -47,6 +48,22 @@ class Metrics:
         )
         self.endpoint_healthy = Gauge(
             "agg_rpc_endpoint_healthy", "1 healthy, 0 demoted", ["chain", "endpoint"], registry=r
+        )
+
+    def _liquidity_metrics(self, r: CollectorRegistry) -> None:
+        """Pools the guards set aside this round, assets on the depth_usd fallback."""
+        self.pool_ignored = Gauge(
+            "agg_pool_ignored",
+            "1 for a pool set aside this round (stale, price_deviation, liquidity_moved, "
+            "no_oracle_price)",
+            ["asset", "chain", "pool", "reason"],
+            registry=r,
+        )
+        self.liquidity_fallback = Gauge(
+            "agg_liquidity_fallback",
+            "1 when an asset with configured pools uses depth_usd this round",
+            ["asset"],
+            registry=r,
         )
 
     def _ledger_metrics(self, r: CollectorRegistry) -> None:

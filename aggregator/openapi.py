@@ -87,6 +87,11 @@ OPENAPI: dict[str, Any] = {
             _404="err",
         ),
         "/v1/chains": _get("Per chain sync, RPC endpoints and pusher state"),
+        "/v1/liquidity": _get(
+            "Per asset and chain: sellable within 1/2/5% impact through the pools vs the "
+            "collateral the tiers put at risk",
+            _503="err",
+        ),
         "/v1/stream": {
             "get": {
                 "summary": "Server-sent events of health changes",
@@ -320,6 +325,50 @@ _SCHEMAS: dict[str, Any] = {
         previous_holder=_STR_OR_NULL,
     ),
     "OpenApiDocument": _obj(["openapi", "info", "paths"], openapi={"type": "string"}),
+    # GET /v1/liquidity (aggregator/risk/liquidity_view.py)
+    "Liquidity": _obj(
+        ["slippages", "assets", "ignored"],
+        slippages={"type": "array", "items": {"type": "number"}},
+        assets={
+            "type": "object",
+            "additionalProperties": _obj(
+                ["chains", "fallback"],
+                chains={
+                    "type": "object",
+                    "description": "chain (or `all`: every chain, optimal split) -> row",
+                    "additionalProperties": _obj(
+                        ["at_risk", "source"],
+                        at_risk=_obj(
+                            ["liquidatable", "liquidatable_usd", "warning", "warning_usd"],
+                            liquidatable=_NUM,
+                            liquidatable_usd=_NUM,
+                            warning=_NUM,
+                            warning_usd=_NUM,
+                        ),
+                        source={"enum": ["pools", "fallback"]},
+                        depth_within_band=_NUM,
+                        sellable={"type": "object", "additionalProperties": _NUM},
+                        sellable_usd={"type": "object", "additionalProperties": _NUM},
+                        liquidatable_impact=_NUM,
+                        covered={"type": "object", "additionalProperties": {"type": "boolean"}},
+                    ),
+                },
+                fallback=_STR_OR_NULL,
+            ),
+        },
+        ignored={
+            "type": "object",
+            "additionalProperties": {
+                "type": "array",
+                "items": _obj(
+                    ["chain", "pool", "reason"],
+                    chain={"type": "string"},
+                    pool={"type": "string"},
+                    reason={"type": "string"},
+                ),
+            },
+        },
+    ),
 }
 
 _BODIES = {
@@ -332,6 +381,7 @@ _BODIES = {
     "/v1/prices": {"200": "Prices"},
     "/v1/prices/{asset}": {"200": "Price"},
     "/v1/chains": {"200": "Chains"},
+    "/v1/liquidity": {"200": "Liquidity"},
 }
 
 

@@ -214,3 +214,33 @@ def prices_text(data: dict[str, Any], now: float | None = None) -> str:
     if srows:
         out += "\n\n" + table(["source", "kind", "value", "failure"], srows)
     return out
+
+
+def liquidity_text(data: dict[str, Any]) -> str:
+    """`aggregator liquidity`: per asset and chain, sellable within each slippage (units)
+    vs the collateral the tiers put at risk; the assets on the depth fallback, and the
+    pools the guards set aside."""
+    slips = [f"{s:g}" for s in data.get("slippages", [])]
+    headers = ["asset", "chain", "source", *(f"<= {float(s):.0%}" for s in slips),
+               "liquidatable", "warning", "impact(liq)"]  # fmt: skip
+    rows: list[list[Any]] = []
+    for symbol, entry in data.get("assets", {}).items():
+        if not entry.get("chains"):
+            rows.append([symbol, "-", f"fallback: {entry.get('fallback')}", *["" for _ in slips],
+                         "", "", ""])  # fmt: skip
+        for chain, row in entry.get("chains", {}).items():
+            sellable = row.get("sellable", {})
+            risk = row.get("at_risk", {})
+            rows.append([
+                symbol, chain, row.get("source"), *(sellable.get(s, "") for s in slips),
+                risk.get("liquidatable"), risk.get("warning"), row.get("liquidatable_impact", ""),
+            ])  # fmt: skip
+    out = table(headers, rows)
+    ignored = [
+        [symbol, i["chain"], i["pool"], i["reason"]]
+        for symbol, pools in data.get("ignored", {}).items()
+        for i in pools
+    ]
+    if ignored:
+        out += "\n\nset aside this round:\n" + table(["asset", "chain", "pool", "reason"], ignored)
+    return out

@@ -359,18 +359,18 @@ class WhatIfService:
         *,
         prices_ready: Callable[[], bool],
         models: Callable[[], Mapping[str, MarginModel]] = dict,
-        liquidity: Callable[[float], Liquidity] | None = None,
+        liquidity: Callable[[float, MarketData], Liquidity] | None = None,
     ) -> None:
         self.cfg = cfg
         self.view = view
         self._prices_ready = prices_ready
         self._models = models
         self.depth = {a.symbol: a.depth_usd for a in cfg.assets}
-        # The liquidity seam (risk/whatif.py `Liquidity`): max_slippage -> what sells.
-        # Default: each asset's depth_usd with the haircut's linear impact; pool-based
-        # liquidity plugs in here.
+        # The liquidity seam (risk/whatif.py `Liquidity`): (max_slippage, the scenario's
+        # market) -> what sells. Default: each asset's depth_usd with the haircut's
+        # linear impact; the daemon plugs in the pools (risk/liquidity_view.py).
         self._liquidity = liquidity or (
-            lambda slippage: DepthLiquidity(self.depth, cfg.risk.impact, slippage)
+            lambda slippage, _market: DepthLiquidity(self.depth, cfg.risk.impact, slippage)
         )
 
     def available(self) -> list[str]:
@@ -392,7 +392,7 @@ class WhatIfService:
             res = whatif(snap, req.shocks, universe(self.cfg, snap.market), models)
         except WhatIfError as exc:
             raise ApiError(exc.status, exc.field, exc.message) from None
-        liquidity = self._liquidity(req.max_slippage)
+        liquidity = self._liquidity(req.max_slippage, res.market)
         shaper = Shaper(
             res, req, self.view.addresses, self.view.chains, liquidity, self.depth,
             self.cfg.portfolio.mode,

@@ -42,6 +42,8 @@ BENCHMARKS: dict[str, list[str]] = {
     "var_rss": ["bench.var_rss", "--accounts", "1000000"],
     "history": ["bench.history", "--accounts", "1000000"],
     "whatif": ["bench.whatif", "--accounts", "1000000"],
+    "pools_refresh": ["bench.pools_refresh", "--pools", "20", "--chains", "3"],
+    "impact": ["bench.impact", "--accounts", "1000000"],
 }
 
 # The rows of docs/performance.md, in the order of the performance issue's table:
@@ -63,6 +65,7 @@ ROWS: dict[str, str] = {
     "var_peak_rss": "peak RSS, 1M accounts with the VaR/ES model evaluated",
     "startup_cold": "daemon start-up to /healthz, empty numba cache",
     "startup_warm": "daemon start-up to /healthz, warm numba cache",
+    "pools_refresh": "Uniswap v3 pool refresh per block, 20 pools x 3 chains, vs raw multicall",
 }
 
 

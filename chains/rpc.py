@@ -203,10 +203,10 @@ class RpcClient:
         return await self.headers.get_blocks(numbers)
 
     async def get_logs(
-        self, address: str, topics: list[Any], from_block: int, to_block: int
+        self, address: str | Sequence[str], topics: list[Any], from_block: int, to_block: int
     ) -> list[dict[str, Any]]:
-        """eth_getLogs, only from endpoints whose head covers `to_block` (a lagging
-        node would answer an empty list for blocks it has not seen)."""
+        """eth_getLogs of one address or several, only from endpoints whose head covers
+        `to_block` (a lagging node would answer an empty list for blocks it has not seen)."""
         return await self.logs.get_logs(address, topics, from_block, to_block)
 
     async def call_batch(

@@ -7,11 +7,12 @@ Invariants:
   reporting it), so an answer is accepted only if the same endpoint, asked right
   after, returns the range's last block; otherwise it is refused, the endpoint is
   demoted as lagging and another one answers.
-- A log outside the queried range or for another address is an integrity fault.
+- A log outside the queried range or for an address not queried is an integrity fault.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from chains.rpc_codec import hex_to_int
@@ -20,14 +21,16 @@ from chains.rpc_errors import EndpointFault
 from chains.rpc_failover import Failover
 
 
-def _checked_logs(r: Any, addr: str, from_block: int, to_block: int) -> list[dict[str, Any]]:
+def _checked_logs(
+    r: Any, addrs: frozenset[str], from_block: int, to_block: int
+) -> list[dict[str, Any]]:
     if not isinstance(r, list):
         raise EndpointFault(f"malformed eth_getLogs result: {str(r)[:80]}", integrity=True)
     for entry in r:
         if not isinstance(entry, dict):
             raise EndpointFault("malformed log entry", integrity=True)
         n = hex_to_int(entry.get("blockNumber"), "log blockNumber")
-        if not from_block <= n <= to_block or str(entry.get("address", "")).lower() != addr:
+        if not from_block <= n <= to_block or str(entry.get("address", "")).lower() not in addrs:
             raise EndpointFault(
                 f"log outside the query (block {n}, address {entry.get('address')})",
                 integrity=True,
@@ -40,9 +43,12 @@ class LogReader:
         self.failover = failover
 
     async def get_logs(
-        self, address: str, topics: list[Any], from_block: int, to_block: int
+        self, address: str | Sequence[str], topics: list[Any], from_block: int, to_block: int
     ) -> list[dict[str, Any]]:
-        addr = address.lower()
+        """Logs of one address, or of several (eth_getLogs takes a list) in one query."""
+        addrs = frozenset(a.lower() for a in ([address] if isinstance(address, str) else address))
+        if not addrs:
+            raise ValueError("get_logs needs at least one address")
         params = [
             {
                 "address": address,
@@ -68,7 +74,7 @@ class LogReader:
             "eth_getLogs",
             params,
             min_head=to_block,
-            validate=lambda r: _checked_logs(r, addr, from_block, to_block),
+            validate=lambda r: _checked_logs(r, addrs, from_block, to_block),
             call=logs_with_head_proof,
         )
         return result

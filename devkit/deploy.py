@@ -127,6 +127,8 @@ class ChainDeployment:
     deployer: str = ""
     keeper: str = ""
     block: int = 0
+    # devkit.pools.UniswapDeployment.to_json(): factory, periphery, pools, positions.
+    uniswap: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

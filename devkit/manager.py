@@ -37,7 +37,7 @@ from typing import Any
 from eth_utils import to_checksum_address
 
 from chains.contracts import install_multicall
-from devkit import exchange
+from devkit import exchange, pools
 from devkit.anvil import DEV_KEYS, AnvilError, AnvilNode, free_port, rpc_call
 from devkit.deploy import (
     ASSETS,
@@ -94,6 +94,11 @@ class DevnetPaths:
     @property
     def include_file(self) -> Path:
         return self.data_dir / "devnet.toml"
+
+    @property
+    def pools_include_file(self) -> Path:
+        """Per asset `liquidity = [{ chain, pool }]` (devkit/pools.py)."""
+        return self.data_dir / "pools.toml"
 
     def log(self, chain: str) -> Path:
         return self.data_dir / f"{chain}.log"
@@ -157,6 +162,7 @@ class DevnetState:
         return {
             "state": str(self.paths.state_file),
             "include": str(self.paths.include_file),
+            "pools_include": str(self.paths.pools_include_file),
             "chains": {
                 name: {
                     "chain_id": node.chain_id,
@@ -165,6 +171,7 @@ class DevnetState:
                     "fork_url": node.fork_url,
                     "vault": self.deployments[name].vault,
                     "registry": self.deployments[name].registry,
+                    "uniswap": pools.summary(self.deployments[name].uniswap),
                 }
                 for name, node in self.nodes.items()
             },
@@ -567,6 +574,7 @@ def _publish(paths: DevnetPaths, state: DevnetState, step: Callable[[str], None]
         state.exchange = ex
         step(f"exchange price server on {ex.url}")
         _write_atomic(paths.include_file, render_include(state))
+        _write_atomic(paths.pools_include_file, pools.render_pools_include(state, INDEXED_CHAINS))
         _write_atomic(paths.state_file, json.dumps(state.to_json(), indent=2) + "\n")
         step("state written")
     except BaseException:
@@ -603,6 +611,7 @@ def _deploy_independent(
         with web3_session(nodes[name].url) as w3:
             dep = deploy_chain(w3, name, nonce_offset=NONCE_OFFSETS[name])
             seed_chain(w3, dep, SEED_PLAN[name])
+            dep.uniswap = pools.deploy_uniswap(w3, dep).to_json()
             dep.block = w3.eth.block_number
             return dep
 
@@ -610,7 +619,7 @@ def _deploy_independent(
     with ThreadPoolExecutor(max_workers=3) as pool:
         futures = {name: pool.submit(build, name) for name in (ORIGIN, "beta", "gamma")}
         deployments = {name: f.result() for name, f in futures.items()}
-    step("deployed and seeded origin, beta, gamma")
+    step("deployed and seeded origin, beta, gamma (with Uniswap v3 pools)")
     return deployments
 
 
@@ -667,7 +676,8 @@ def _remove_files(paths: DevnetPaths) -> None:
     # The devnet store (config.toml: data/devnet/aggregator.db) describes chains that no
     # longer exist once the nodes stop; a new devnet reusing it would look like a reorg.
     store = [*paths.data_dir.glob("aggregator.db"), *paths.data_dir.glob("aggregator.db-*")]
-    for f in (paths.state_file, paths.include_file, *paths.data_dir.glob("*.pid"), *store):
+    generated = (paths.state_file, paths.include_file, paths.pools_include_file)
+    for f in (*generated, *paths.data_dir.glob("*.pid"), *store):
         with contextlib.suppress(FileNotFoundError):
             f.unlink()
 

@@ -15,6 +15,11 @@ feed gets its own small dispersion so the oracle median has something to do. Upd
 sent from the deployer (account 0, owner of the LST mocks); the keeper account is left to
 the daemon's pusher. A chain that fails a tick is logged and retried next tick; it never
 stops the others.
+
+On a devnet with Uniswap v3 pools (devkit/pools.py), `devkit.pool_market.PoolMarket`
+adds each tick's arbitrage swaps (pool prices follow the market) and LP moves to the
+same chain's batch; a failure there is reported for that chain like any other, after
+the feed updates went out.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from eth_utils import function_signature_to_4byte_selector
 
 from devkit.deploy import ASSETS, FEED_DECIMALS
 from devkit.manager import INDEXED_CHAINS, DevnetState
+from devkit.pool_market import PoolMarket
 
 log = logging.getLogger("devkit.simulator")
 
@@ -120,21 +126,47 @@ async def _rpc(session: aiohttp.ClientSession, url: str, method: str, params: li
     return answer["result"]
 
 
+class PoolTickError(RuntimeError):
+    """The pools' part of a chain's tick failed (its feed updates went out)."""
+
+
 async def _update_chain(
     session: aiohttp.ClientSession,
     state: DevnetState,
     chain: str,
     calls: list[tuple[str, bytes]],
+    pools: tuple[PoolMarket, MarketModel] | None = None,
 ) -> int:
     url = state.url(chain)
     sender = state.deployments[chain].deployer or state.accounts["deployer"]
+    # A fixed gas limit: anvil estimates against the latest block's timestamp, where
+    # MockV3Aggregator's timestamp stores cost less than in the next block, and the
+    # estimate then runs out of gas.
+    txs = [
+        {"from": sender, "to": to, "data": "0x" + data.hex(), "gas": hex(TX_GAS)}
+        for to, data in calls
+    ]
+    pool_error: Exception | None = None
+    if pools is not None:
+        market, model = pools
+        try:
+            txs += await market.transactions(
+                lambda method, params: _rpc(session, url, method, params), chain, model
+            )
+        except Exception as exc:
+            pool_error = exc
+    sent = await _send_and_wait(session, url, txs)
+    if pool_error is not None:
+        raise PoolTickError(f"pools: {type(pool_error).__name__}: {pool_error}") from pool_error
+    return sent
+
+
+async def _send_and_wait(
+    session: aiohttp.ClientSession, url: str, txs: list[dict[str, Any]]
+) -> int:
     hashes = []
     # Sent back to back, then awaited together: anvil numbers the pending nonces itself.
-    for to, data in calls:
-        # A fixed gas limit: anvil estimates against the latest block's timestamp, where
-        # MockV3Aggregator's timestamp stores cost less than in the next block, and the
-        # estimate then runs out of gas.
-        tx = {"from": sender, "to": to, "data": "0x" + data.hex(), "gas": hex(TX_GAS)}
+    for tx in txs:
         hashes.append(await _rpc(session, url, "eth_sendTransaction", [tx]))
     deadline = asyncio.get_running_loop().time() + 15
     pending = list(hashes)
@@ -173,10 +205,12 @@ async def run_simulator(
     stats: SimulatorStats | None = None,
     chains: tuple[str, ...] = INDEXED_CHAINS,
     max_ticks: int | None = None,
+    pools: bool | PoolMarket = True,
 ) -> None:
     """Tick every `interval_s` until `stop` is set (or after `max_ticks` ticks). `seed`
     makes the path reproducible; pass `model` to control the dynamics (tests) and
-    `stats` to observe progress."""
+    `stats` to observe progress; `pools=False` leaves the Uniswap pools alone, a
+    `PoolMarket` replaces the default one (tests: its move probability)."""
     if interval_s <= 0:
         raise ValueError(f"interval_s must be > 0, got {interval_s}")
     unknown = [c for c in chains if c not in state.nodes]
@@ -184,6 +218,9 @@ async def run_simulator(
         raise ValueError(f"chains not in the devnet state: {', '.join(unknown)}")
     model = model or MarketModel.initial(seed)
     stats = stats if stats is not None else SimulatorStats()
+    market = pools if isinstance(pools, PoolMarket) else None
+    if pools is True:
+        market = PoolMarket.for_state(state, chains, seed)
     async with aiohttp.ClientSession() as session:
         while not stop.is_set():
             events = model.step(interval_s)
@@ -191,8 +228,12 @@ async def run_simulator(
                 log.info("simulator: %s", e)
             stats.events.extend(events)
             per_chain = {c: _calls_for(model, state, c) for c in chains}
+            with_pools = (market, model) if market is not None else None
             results = await asyncio.gather(
-                *(_update_chain(session, state, c, calls) for c, calls in per_chain.items()),
+                *(
+                    _update_chain(session, state, c, calls, with_pools)
+                    for c, calls in per_chain.items()
+                ),
                 return_exceptions=True,
             )
             for chain, result in zip(per_chain, results, strict=True):

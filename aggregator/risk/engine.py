@@ -29,6 +29,7 @@ from aggregator.risk.book import PositionBook, PositionRow, normalise_address
 from aggregator.risk.credit import CreditAllocator
 from aggregator.risk.kernels import tick_kernel
 from aggregator.risk.liquidation import Plans, close_factor, plans
+from aggregator.risk.liquidity import AssetPools
 from aggregator.risk.market import MarketData, MissingInput, PriceInput
 from aggregator.risk.model import MarginResult
 from aggregator.risk.pool import Pool, grown
@@ -153,6 +154,21 @@ class RiskEngine:
         self.market.set_volatility(sigma, relative)
         self._prepared = False
 
+    def set_pools(self, pools: Mapping[str, AssetPools]) -> None:
+        """This round's pools per asset (risk/liquidity.py), already through the guards:
+        the concentration term of those assets becomes their pools' price impact."""
+        for symbol, ap in pools.items():
+            t = self.market.asset(symbol, "pools")
+            for i, sale in enumerate(ap.used):
+                side = sale.pool.decimals0 if sale.sells_token0 else sale.pool.decimals1
+                if side != self.model.decimals[t]:
+                    raise ValueError(
+                        f"pools.{symbol}.used[{i}]: pool {sale.pool.address} sells a token of "
+                        f"{side} decimals, {symbol} has {self.model.decimals[t]}"
+                    )
+        self.market.set_pools(pools)
+        self._prepared = False
+
     def unpriced_accounts(self, n: int) -> NDArray[np.bool_]:
         """Accounts (of the first n) holding an asset this engine has no price for:
         their figures count that asset at zero, as collateral or as debt."""
@@ -228,18 +244,28 @@ class RiskEngine:
     def _tick(self, n: int) -> None:
         p, c = self.pool, self._cols
         tick_kernel(
-            p.a_start, p.a_cnt, p.pc, p.pv, p.held, n, c.tab, c.nlp, c.bad_bits,
-            self.risk_cfg.warn_hf, self.r_hf, self.r_bp, self.r_tier, self.r_degraded,
+            p.a_start, p.a_cnt, p.pc, p.pv, p.held, n, c.tab, c.nlp, c.crv, c.cix,
+            c.bad_bits, self.risk_cfg.warn_hf, self.r_hf, self.r_bp, self.r_tier,
+            self.r_degraded,
         )  # fmt: skip
 
     def recompute(self) -> None:
         """Every account at once (after a price or volatility tick): one parallel pass
         writing HF, BP, tier and degraded in place (no plans: risk/liquidation.py)."""
-        self._prepare()
         n = self.book.n_accounts
+        if self.market.liquidity.pools:
+            self.market.set_liquidating(self.liquidating(n))
+        self._prepare()
         self._alloc(n)
         self._tick(n)
         self.computed_at = time.time()
+
+    def liquidating(self, n: int) -> NDArray[np.float64]:
+        """Units of each asset held as collateral by the first n accounts whose stored
+        tier is liquidatable or insolvent: what the book's liquidators sell ahead of
+        any one account (the last round's tiers; risk.md "Liquidity weighting")."""
+        sel = self.r_tier[:n] >= TIERS.index("liquidatable")
+        return np.asarray(self.book.coll[:n][sel].sum(axis=0), np.float64)
 
     def recompute_account(self, address: str) -> None:
         self._recompute_idx(np.array([self.index_of(address)], np.int64))

@@ -107,7 +107,45 @@ def _valued_at(status: str) -> str:
     return "last ok price"
 
 
-def _collateral(eng: Explained, d: Detail, g: int, t: int) -> dict[str, Any]:
+def _liquidity(eng: Explained, t: int, amount: float) -> dict[str, Any]:
+    """Where asset t's concentration term came from: the pools used (and the price
+    impact of selling `amount` after the book's liquidations) or the depth fallback
+    and why; pools the guards set aside, with their reason."""
+    ac = eng.model.curves(eng.market)[t]
+    ap = eng.market.liquidity.pools.get(t)
+    ignored = (
+        [{"chain": i.chain, "pool": i.pool, "reason": i.reason} for i in ap.ignored] if ap else []
+    )
+    if ac.curve is None:
+        depth = eng.asset_cfgs[t].depth_usd
+        return {
+            "source": "depth_usd" if depth else "none",
+            "fallback_reason": ac.fallback,
+            "depth_usd": depth,
+            "ignored": ignored,
+        }
+    after = float(eng.market.liquidity.liquidating[t])
+    cap = ac.curve.capacity
+    return {
+        "source": "pools",
+        "pools": [
+            {
+                "chain": s.pool.chain, "pool": s.pool.address, "fee": s.pool.fee,
+                "quote": s.quote, "sells": "token0" if s.sells_token0 else "token1",
+                "block_number": s.pool.block_number, "tick": s.pool.tick,
+                "band": [s.pool.band_lower, s.pool.band_upper],
+            }
+            for s in ac.used
+        ],
+        "depth_within_band": ac.curve.capacity,
+        "book_liquidating": after,
+        "impact": float(ac.curve.impact(amount, after)[0]),
+        "beyond_band": max(amount + after - cap, 0.0) - max(after - cap, 0.0),
+        "ignored": ignored,
+    }  # fmt: skip
+
+
+def _collateral(eng: Explained, d: Detail, g: int, t: int, amount: float) -> dict[str, Any]:
     """The haircut of collateral asset t in mode g (-1: standard)."""
     model, mkt = eng.model, eng.market
     in_group = g >= 0 and bool(model.member[g, t])
@@ -121,6 +159,7 @@ def _collateral(eng: Explained, d: Detail, g: int, t: int) -> dict[str, Any]:
             "concentration_term": float(d.conc[0, t]),
             "depth_usd": eng.asset_cfgs[t].depth_usd,
             "total": float(d.vol[0, t] + d.conc[0, t]),
+            "liquidity": _liquidity(eng, t, amount),
         },
         "caps": {
             "source": f"group:{eng.groups[g].name}" if in_group else "asset",
@@ -150,7 +189,7 @@ def assets(
             "debt_value_usd": float(debt[0, t] * eng.market.price[t]),
         }
         if coll[0, t] > 0:
-            entry["collateral"] = _collateral(eng, d, g, t)
+            entry["collateral"] = _collateral(eng, d, g, t, float(coll[0, t]))
         out[symbol] = entry
     return out
 

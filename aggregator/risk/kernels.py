@@ -23,18 +23,33 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 from numba import njit, prange
 
+from aggregator.risk.impact import curve_impact
+
 
 @njit(inline="always")
-def position(c, q, tab, nlp, c_liq, c_bor, d_val):  # noqa: PLR0917
+def concentration(c, q, v, nlp, crv, cix):  # noqa: PLR0917
+    """The concentration term of amount q (value v) in column c: the price impact of
+    selling q through the pools after the book's liquidations (sale curve rows
+    crv[cix[c, 0]:][:cix[c, 1]], risk/impact.py), times `impact`; without a curve
+    v * impact / depth_usd."""
+    if cix[c, 1] > 0:
+        pi = curve_impact(q, nlp[c, 6], crv, cix[c, 0], cix[c, 1], nlp[c, 0])
+        return nlp[c, 1] * max(pi, 0.0)
+    return v * nlp[c, 1]
+
+
+@njit(inline="always")
+def position(c, q, tab, nlp, crv, cix, c_liq, c_bor, d_val):  # noqa: PLR0917
     """Add one (column, amount) pair to an account's C_liq, C_borrow and debt.
 
     `tab` rows per column: linear weights (p*lt_eff, p*ltv_eff, debt price) and the
-    amount up to which that column is linear. A depth-set column is linear until the
-    concentration term pushes 1 - h below the lt cap: below that amount its lt_eff is
-    the cap itself, above it the exact formula runs (`nlp`: price, impact/depth, vol
-    term, lt, ltv, lt - ltv). The branch is almost never taken, so it costs a compare.
-    Every kernel adds positions through this one function, in segment order, so all
-    paths agree bit for bit.
+    amount up to which that column is linear. A depth-set or pool-priced column is
+    linear until the concentration term pushes 1 - h below the lt cap: below that
+    amount its lt_eff is the cap itself, above it the exact formula runs (`nlp`: price,
+    impact/depth or impact, vol term, lt, ltv, lt - ltv, units the book liquidates
+    first). The branch is almost never taken, so it costs a compare. Every kernel adds
+    positions through this one function, in segment order, so all paths agree bit for
+    bit.
     """
     if q <= tab[c, 3]:
         c_liq += tab[c, 0] * q
@@ -42,7 +57,7 @@ def position(c, q, tab, nlp, c_liq, c_bor, d_val):  # noqa: PLR0917
         d_val += tab[c, 2] * q
     else:
         v = q * nlp[c, 0]
-        h = v * nlp[c, 1] + nlp[c, 2]
+        h = concentration(c, q, v, nlp, crv, cix) + nlp[c, 2]
         lte = max(min(1.0 - h, nlp[c, 3]), 0.0)
         lve = max(min(lte - nlp[c, 5], nlp[c, 4]), 0.0)
         c_liq += v * lte
@@ -51,13 +66,13 @@ def position(c, q, tab, nlp, c_liq, c_bor, d_val):  # noqa: PLR0917
 
 
 @njit(inline="always")
-def account_sums(s0, cnt, pc, pv, tab, nlp):  # noqa: PLR0917
+def account_sums(s0, cnt, pc, pv, tab, nlp, crv, cix):  # noqa: PLR0917
     """C_liq, C_borrow, debt and collateral value of one account's pool segment."""
     c_liq = 0.0
     c_bor = 0.0
     d_val = 0.0
     for i in range(s0, s0 + cnt):
-        c_liq, c_bor, d_val = position(pc[i], pv[i], tab, nlp, c_liq, c_bor, d_val)
+        c_liq, c_bor, d_val = position(pc[i], pv[i], tab, nlp, crv, cix, c_liq, c_bor, d_val)
     return c_liq, c_bor, d_val, account_value(s0, cnt, pc, pv, nlp)
 
 
@@ -87,7 +102,8 @@ def tick_finish(  # noqa: PLR0917
 
 @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def tick_kernel(  # noqa: PLR0917
-    start, cnt, pc, pv, held, n, tab, nlp, bad_bits, warn_hf, hf, bp, tier, degraded,
+    start, cnt, pc, pv, held, n, tab, nlp, crv, cix, bad_bits, warn_hf, hf, bp, tier,
+    degraded,
 ):  # fmt: skip
     """Every account at once: HF, BP, tier and degraded.
 
@@ -109,12 +125,12 @@ def tick_kernel(  # noqa: PLR0917
         la, ba, da = 0.0, 0.0, 0.0
         lb, bb, db = 0.0, 0.0, 0.0
         for j in range(m):
-            la, ba, da = position(pc[sa + j], pv[sa + j], tab, nlp, la, ba, da)
-            lb, bb, db = position(pc[sb + j], pv[sb + j], tab, nlp, lb, bb, db)
+            la, ba, da = position(pc[sa + j], pv[sa + j], tab, nlp, crv, cix, la, ba, da)
+            lb, bb, db = position(pc[sb + j], pv[sb + j], tab, nlp, crv, cix, lb, bb, db)
         for j in range(m, ka):
-            la, ba, da = position(pc[sa + j], pv[sa + j], tab, nlp, la, ba, da)
+            la, ba, da = position(pc[sa + j], pv[sa + j], tab, nlp, crv, cix, la, ba, da)
         for j in range(m, kb):
-            lb, bb, db = position(pc[sb + j], pv[sb + j], tab, nlp, lb, bb, db)
+            lb, bb, db = position(pc[sb + j], pv[sb + j], tab, nlp, crv, cix, lb, bb, db)
         tick_finish(
             a, sa, ka, la, ba, da, pc, pv, nlp, held, bad_bits, warn_hf, hf, bp, tier,
             degraded,
@@ -128,7 +144,7 @@ def tick_kernel(  # noqa: PLR0917
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def accounts_kernel(  # noqa: PLR0917
-    start, cnt, pc, pv, held, acc, tab, nlp, bad_bits, warn_hf,
+    start, cnt, pc, pv, held, acc, tab, nlp, crv, cix, bad_bits, warn_hf,
     vtot, dval, cliq, cbor, hf, bp, tier, degraded,
 ):  # fmt: skip
     """The same per-account sums for the accounts `acc` (an event, an explanation, the
@@ -136,7 +152,7 @@ def accounts_kernel(  # noqa: PLR0917
     the same order as tick_kernel, so both agree bit for bit."""
     for i in range(acc.size):
         a = acc[i]
-        c_liq, c_bor, d_val, v_tot = account_sums(start[a], cnt[a], pc, pv, tab, nlp)
+        c_liq, c_bor, d_val, v_tot = account_sums(start[a], cnt[a], pc, pv, tab, nlp, crv, cix)
         h = c_liq / d_val if d_val > 0.0 else np.inf
         vtot[i] = v_tot
         dval[i] = d_val
@@ -151,14 +167,14 @@ def accounts_kernel(  # noqa: PLR0917
 
 @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def totals_kernel(  # noqa: PLR0917
-    start, cnt, pc, pv, held, n, tab, nlp, bad_bits, warn_hf,
+    start, cnt, pc, pv, held, n, tab, nlp, crv, cix, bad_bits, warn_hf,
     vtot, dval, cliq, hf, bp, tier, degraded,
 ):  # fmt: skip
     """accounts_kernel for every account 0..n-1, in parallel, into fresh arrays (a
     what-if: risk/whatif.py). Same per-account operations in the same order, so its
     figures equal the tick's and the one-account path's bit for bit."""
     for a in prange(n):
-        c_liq, c_bor, d_val, v_tot = account_sums(start[a], cnt[a], pc, pv, tab, nlp)
+        c_liq, c_bor, d_val, v_tot = account_sums(start[a], cnt[a], pc, pv, tab, nlp, crv, cix)
         h = c_liq / d_val if d_val > 0.0 else np.inf
         vtot[a] = v_tot
         dval[a] = d_val
@@ -228,11 +244,12 @@ def better(rr, value, c, t, best_r, best_v, best_c, best_t):  # noqa: PLR0917
 
 @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def plan_kernel(  # noqa: PLR0917
-    la, grp, debt, cliq, cf, rows, lengths, r_side, r_amount, r_asset, r_chain, coll,
-    price, k, bonus, vol_tab, lt_tab, target, repay, chain, asset,
+    la, grp, debt, cliq, cf, rows, lengths, r_side, r_amount, r_asset, r_chain, conc,
+    price, bonus, vol_tab, lt_tab, target, repay, chain, asset,
 ):  # fmt: skip
-    """Liquidation plan of each HF < 1 account i (`la[i]`: its row of `coll`; its book
-    rows grouped in `rows`, `lengths[i]` each): the feasible (chain, asset) with the smallest repay,
+    """Liquidation plan of each HF < 1 account i (`la` gives their count; its book rows
+    grouped in `rows`, `lengths[i]` each; conc[i, t] its concentration terms): the
+    feasible (chain, asset) with the smallest repay,
     ties to the larger holding on that chain, then the lower chain, then asset.
     Returns whether a partial plan was found per account (else: full)."""
     found = np.zeros(la.size, np.bool_)
@@ -240,7 +257,6 @@ def plan_kernel(  # noqa: PLR0917
     # Each account's rows are random reads into the book: latency-bound, so it pays
     # to spread them over the threads.
     for i in prange(la.size):
-        a = la[i]
         j0 = first[i]
         g = grp[i] + 1
         d = debt[i]
@@ -255,7 +271,7 @@ def plan_kernel(  # noqa: PLR0917
                 continue
             t = r_asset[r]
             c = r_chain[r]
-            lte = 1.0 - (vol_tab[g, t] + k[t] * (coll[a, t] * price[t]))
+            lte = 1.0 - (vol_tab[g, t] + conc[i, t])
             lte = min(max(lte, 0.0), lt_tab[g, t])
             b = bonus[t]
             den = target - (1.0 + b) * lte

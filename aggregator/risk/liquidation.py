@@ -35,8 +35,9 @@ class Caps(Protocol):
 
     @property
     def risk(self) -> RiskConfig: ...
-    @property
-    def k(self) -> NDArray[np.float64]: ...
+    def concentration(
+        self, market: MarketData, coll: NDArray[np.float64]
+    ) -> NDArray[np.float64]: ...
     @property
     def bonus(self) -> NDArray[np.float64]: ...
     @property
@@ -124,13 +125,13 @@ def plans_of(model: Caps, market: MarketData, held: Holdings, r: AccountTotals) 
     cfg = model.risk
     vol_tab = cfg.z * market.sigma_tab * math.sqrt(cfg.horizon_days)
     p_repay, p_chain, p_asset = repay[liq], chain[liq], asset[liq]
-    # The kernel reads the collateral sums by account position: held.coll's rows.
+    # Plan i reads row i of the concentration terms (from held.coll's rows).
     local = np.arange(liq.size, dtype=np.int64)
     found = plan_kernel(
         local, r.grp[liq], r.debt[liq], r.cliq[liq], close_factor(r.hf[liq], cfg), held.rows,
-        held.lengths, held.side, held.amount, held.asset, held.chain, held.coll,
-        market.price, model.k, model.bonus, vol_tab, model.lt_tab, cfg.target_hf, p_repay,
-        p_chain, p_asset,
+        held.lengths, held.side, held.amount, held.asset, held.chain,
+        np.ascontiguousarray(model.concentration(market, held.coll)), market.price,
+        model.bonus, vol_tab, model.lt_tab, cfg.target_hf, p_repay, p_chain, p_asset,
     )  # fmt: skip
     kind[liq[found]] = PLAN_PARTIAL
     repay[liq], chain[liq], asset[liq] = p_repay, p_chain, p_asset

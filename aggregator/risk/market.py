@@ -6,8 +6,11 @@ oracle's `last_good` when this process has seen none yet), 0 until one is known,
 holders are degraded: credit may go down, never up). A `capped` price (an LST whose
 growth cap failed its guard, oracles/cap_guard.py) values positions and is bad at once.
 `sigma_tab[0]` is the USD volatility per asset, row g+1 the one that counts inside
-correlation group g (relative to the group reference where given). Later inputs
-(covariances, pool depth) belong here too, beside what they refine.
+correlation group g (relative to the group reference where given). `liquidity` holds
+the pools that sell each asset (risk/liquidity.py: the pools that passed this round's
+guards, and those set aside) and the amount of each asset the book is liquidating; the
+standard model turns them into sale curves at the current prices. Later inputs
+(covariances) belong here too, beside what they refine.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from aggregator.config import CorrelationGroup
+from aggregator.risk.liquidity import AssetPools, LiquidityInput
 from oracles.types import PriceStatus
 
 PRICE_STATUSES: tuple[str, ...] = tuple(s.value for s in PriceStatus)
@@ -105,6 +109,7 @@ class MarketData:
         # Models that derive volatilities of their own (option implied vol, the VaR
         # calibration) scale them by this: 1 except in a what-if scenario (`scenario`).
         self.vol_scale = 1.0
+        self.liquidity = LiquidityInput(liquidating=np.zeros(T))
 
     def asset(self, symbol: str, what: str) -> int:
         t = self.asset_index.get(symbol)
@@ -163,6 +168,26 @@ class MarketData:
                 self.rel_sigma[g, t] = s
         self._derive_sigma_tab()
 
+    def set_pools(self, pools: Mapping[str, AssetPools]) -> None:
+        """This round's pools per asset symbol (replaces the last round's; an asset left
+        out has no pool and keeps its depth_usd term)."""
+        out: dict[int, AssetPools] = {}
+        for symbol, ap in pools.items():
+            t = self.asset(symbol, "pools")
+            for i, sale in enumerate(ap.used):
+                self.asset(sale.quote, f"pools.{symbol}.used[{i}].quote")
+            out[t] = ap
+        self.liquidity.pools = out
+        self.liquidity.version += 1
+
+    def set_liquidating(self, amounts: NDArray[np.float64]) -> None:
+        """Units of each asset (config order) the book is liquidating: sold ahead of an
+        account's own sale when its impact is measured."""
+        a = np.asarray(amounts, np.float64)
+        if a.shape != (len(self.symbols),) or not (np.isfinite(a).all() and (a >= 0).all()):
+            raise ValueError("liquidating: one finite amount >= 0 per asset is required")
+        self.liquidity.liquidating = a.copy()
+
     def _derive_sigma_tab(self) -> None:
         self.sigma_tab[0] = self.sigma
         for g in range(len(self.groups)):
@@ -196,6 +221,8 @@ class MarketData:
         out.rel_sigma = self.rel_sigma * vol_scale
         out._derive_sigma_tab()
         out.vol_scale = self.vol_scale * vol_scale
+        # The same pools; the standard model prices their curves at the scenario's prices.
+        out.liquidity = self.liquidity
         return out
 
     @property

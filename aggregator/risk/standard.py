@@ -2,9 +2,12 @@
 
 Per asset and mode (standard, or e-mode of one correlation group) a column of the
 pooled book with fixed parameters for the current prices and volatilities:
-lt_eff = clip(1 - z*sigma*sqrt(h) - k*value, 0, lt_cap), ltv_eff = clip(lt_eff - (lt - ltv),
-0, ltv_cap). HF = C_liq / debt, BP = max(C_borrow - debt, 0), tier = (HF < warn) +
-(HF < 1) + (collateral value < debt). docs/risk.md has the formulas and examples.
+lt_eff = clip(1 - z*sigma*sqrt(h) - conc, 0, lt_cap), ltv_eff = clip(lt_eff - (lt - ltv),
+0, ltv_cap), where conc is `impact` times the price impact of selling the account's
+amount through the asset's pools after the book's liquidations (risk/impact.py), or
+impact * value / depth_usd for an asset without a usable pool. HF = C_liq / debt,
+BP = max(C_borrow - debt, 0), tier = (HF < warn) + (HF < 1) + (collateral value < debt).
+docs/risk.md has the formulas and examples.
 
 Invariants: an account is in e-mode of the first group that contains every asset it
 owes (`rows`); its pairs are laid out in column order; every figure comes from the
@@ -17,14 +20,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from aggregator.config import AppConfig, AssetConfig, CorrelationGroup, RiskConfig
 from aggregator.risk.book import PositionBook
+from aggregator.risk.impact import COLS, EMPTY, impact_many, max_within
 from aggregator.risk.kernels import accounts_kernel
 from aggregator.risk.liquidation import close_factor
+from aggregator.risk.liquidity import AssetCurve, asset_curves
 from aggregator.risk.market import MarketData, group_tables
 from aggregator.risk.model import MarginResult, ModelSources
 from aggregator.risk.pool import Pool
@@ -36,8 +42,10 @@ class Columns:
     """Per-column kernel parameters for one set of prices and volatilities."""
 
     tab: NDArray[np.float64]  # p*lt_eff, p*ltv_eff, debt price, linear-up-to amount
-    nlp: NDArray[np.float64]  # price, k, vol term, lt, ltv, lt - ltv
+    nlp: NDArray[np.float64]  # price, k (or impact), vol term, lt, ltv, lt - ltv, sold first
     bad_bits: int  # held-asset bits whose price is not ok (degraded)
+    crv: NDArray[np.float64]  # the sale curves' rows, all assets (risk/impact.py)
+    cix: NDArray[np.int64]  # per column: first row in crv and row count (0: no curve)
 
 
 @dataclass
@@ -129,6 +137,8 @@ class StandardModel:
         self.lt = np.array([a.lt for a in assets])
         self.ltv = np.array([a.ltv for a in assets])
         self.bonus = np.array([a.liquidation_bonus for a in assets])
+        self.decimals = [a.decimals for a in assets]
+        self._curves: tuple[Any, list[AssetCurve]] | None = None
         self.k = np.array([risk.impact / a.depth_usd if a.depth_usd else 0.0 for a in assets])
         # Caps per mode: row 0 is standard, row g+1 is e-mode of group g (group caps on
         # its members, asset caps elsewhere).
@@ -177,6 +187,62 @@ class StandardModel:
         count = np.bincount(r, minlength=x.shape[0])
         return Rows(grp, self.bits((coll > 0) | (debt > 0)), count, c, x[r, c])
 
+    def curves(self, market: MarketData) -> list[AssetCurve]:
+        """Per asset its sale curve through this round's pools at the current prices (or
+        why the depth fallback applies); rebuilt only when pools or prices change."""
+        liq = market.liquidity
+        key = (liq.version, market.price.tobytes(), market.has_price.tobytes())
+        if self._curves is None or self._curves[0] != key:
+            curves = asset_curves(
+                liq, market.price, market.has_price, market.asset_index, self.decimals
+            )
+            self._curves = (key, curves)
+        return self._curves[1]
+
+    def concentration(self, market: MarketData, coll: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Concentration terms of accounts' collateral amounts coll (accounts x assets):
+        the kernels' `concentration`, vectorised (the same numba arithmetic)."""
+        conc = self.k * (coll * market.price)
+        after = market.liquidity.liquidating
+        for t, ac in enumerate(self.curves(market)):
+            if ac.curve is None:
+                continue
+            q = np.ascontiguousarray(coll[:, t], np.float64)
+            pi = np.empty(q.size)
+            tab = ac.curve.table
+            impact_many(q, after[t], tab, 0, tab.shape[0], market.price[t], pi)
+            conc[:, t] = self.risk.impact * np.maximum(pi, 0.0)
+        return conc
+
+    def _curve_columns(
+        self, market: MarketData, vol: NDArray[np.float64], lt: NDArray[np.float64],
+        nlp: NDArray[np.float64], tab: NDArray[np.float64],
+    ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:  # fmt: skip
+        """Point the collateral columns of pool-priced assets at their curves: their k
+        becomes `impact`, and they stay linear up to the largest amount whose
+        concentration term keeps 1 - h >= lt (+ the same 1e-12 margin as depth)."""
+        cix = np.zeros((self.ncols, 2), np.int64)
+        tables, row = [], 0
+        after = market.liquidity.liquidating
+        for t, ac in enumerate(self.curves(market)):
+            if ac.curve is None:
+                continue
+            ct = ac.curve.table
+            tables.append(ct)
+            for c in np.flatnonzero(self.col_asset[: self.ncoll] == t).tolist():
+                cix[c] = (row, ct.shape[0])
+                nlp[c, 1] = self.risk.impact
+                nlp[c, 6] = after[t]
+                room = 1.0 - vol[c] - lt[c] - 1e-12
+                if self.risk.impact > 0:
+                    level = room / self.risk.impact
+                    tab[c, 3] = max_within(level, after[t], ct, 0, ct.shape[0], market.price[t])
+                else:
+                    tab[c, 3] = np.inf
+            row += ct.shape[0]
+        crv = np.concatenate(tables) if tables else EMPTY.copy()
+        return np.ascontiguousarray(crv), cix
+
     def prepare(self, market: MarketData) -> Columns:
         """Per-column parameters for the current prices and volatilities. Each column
         has fixed parameters, so the kernel needs only (column, amount) per position."""
@@ -200,14 +266,18 @@ class StandardModel:
         kp = self.k[t] * p
         nl = kp > 0
         tab[:nc, 3][nl] = (1.0 - vol[nl] - lt[nl] - 1e-12) / kp[nl]
-        nlp = np.zeros((self.ncols, 6))
-        nlp[:nc] = np.stack([p, self.k[t], vol, lt, ltv, lt - ltv], axis=1)
+        nlp = np.zeros((self.ncols, 7))
+        nlp[:nc, :6] = np.stack([p, self.k[t], vol, lt, ltv, lt - ltv], axis=1)
+        crv, cix = self._curve_columns(market, vol, lt, nlp, tab)
         bad = int(self.bits(market.bad))
-        return Columns(np.ascontiguousarray(tab), np.ascontiguousarray(nlp), bad)
+        return Columns(np.ascontiguousarray(tab), np.ascontiguousarray(nlp), bad, crv, cix)
 
     def empty_columns(self) -> Columns:
         """All-zero parameters: what the kernels see before the first preparation."""
-        return Columns(np.zeros((self.ncols, 4)), np.zeros((self.ncols, 6)), 0)
+        return Columns(
+            np.zeros((self.ncols, 4)), np.zeros((self.ncols, 7)), 0, np.zeros((0, COLS)),
+            np.zeros((self.ncols, 2), np.int64),
+        )  # fmt: skip
 
     def detail(
         self, market: MarketData, coll: NDArray[np.float64], grp: NDArray[np.int16]
@@ -218,7 +288,7 @@ class StandardModel:
         value = coll * market.price
         sigma = market.sigma_tab[gi]
         vol = self.risk.z * sigma * sq
-        conc = self.k * value
+        conc = self.concentration(market, coll)
         lt_cap, ltv_cap = self.lt_tab[gi], self.ltv_tab[gi]
         lt_eff = np.clip(1.0 - (vol + conc), 0.0, lt_cap)
         ltv_eff = np.clip(lt_eff - (lt_cap - ltv_cap), 0.0, ltv_cap)
@@ -235,9 +305,9 @@ class StandardModel:
         if n:
             accounts_kernel(
                 pool.a_start, pool.a_cnt, pool.pc, pool.pv, pool.held,
-                np.ascontiguousarray(acc, np.int64), cols.tab, cols.nlp, cols.bad_bits,
-                self.risk.warn_hf, r.vtot, r.debt, r.cliq, r.cborrow, r.hf, r.bp, r.tier,
-                r.degraded,
+                np.ascontiguousarray(acc, np.int64), cols.tab, cols.nlp, cols.crv, cols.cix,
+                cols.bad_bits, self.risk.warn_hf, r.vtot, r.debt, r.cliq, r.cborrow, r.hf,
+                r.bp, r.tier, r.degraded,
             )  # fmt: skip
             r.cf[:] = close_factor(r.hf, self.risk)
         return r

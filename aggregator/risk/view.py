@@ -20,6 +20,12 @@ from numpy.typing import NDArray
 
 from aggregator.risk.book import SIDES
 from aggregator.risk.engine import RiskEngine
+from aggregator.risk.liquidity_view import (
+    chain_curves,
+    collateral_at_risk,
+    liquidity_report,
+    sale_impact,
+)
 from aggregator.risk.standard import AccountHealth
 from aggregator.risk.whatif import LedgerSnapshot
 from chains.units import TIERS
@@ -126,6 +132,37 @@ class LedgerView:
         the daemon, synchronously on the event loop, where every write happens."""
         e = self._eng
         return LedgerSnapshot(e.book, e.pool, e.model, e.market)
+
+    # -- pool liquidity (risk/liquidity_view.py) -----------------------------------
+    @property
+    def asset_decimals(self) -> Sequence[int]:
+        """Token decimals per asset, in `symbols` order (what sale curves are built with)."""
+        return tuple(int(d) for d in self._eng.model.decimals)
+
+    def liquidity_report(self) -> dict[str, Any]:
+        """Per asset and chain: sellable within 1/2/5% impact vs the collateral the
+        stored tiers put at risk, and the pools the guards set aside this round."""
+        eng = self._eng
+        curves = chain_curves(eng.market, eng.model.decimals)
+        at_risk = collateral_at_risk(eng.book, eng.r_tier, eng.book.n_accounts)
+        report = liquidity_report(curves, at_risk, eng.symbols, eng.chains, eng.market.price)
+        ignored = {
+            eng.symbols[t]: [{"chain": i.chain, "pool": i.pool, "reason": i.reason}
+                             for i in ap.ignored]
+            for t, ap in eng.market.liquidity.pools.items() if ap.ignored
+        }  # fmt: skip
+        return report | {"ignored": ignored}
+
+    def sale_impact(self, sells: Mapping[tuple[str, str], float]) -> dict[str, Any]:
+        """For the what-if: impact of selling sells[(asset, chain)] units per chain and
+        per asset across every chain (risk/liquidity_view.py `sale_impact`)."""
+        eng = self._eng
+        for asset, chain in sells:
+            if asset not in eng.book.asset_index:
+                raise KeyError(f"sells: unknown asset {asset!r}")
+            if chain not in eng.book.chain_index:
+                raise KeyError(f"sells.{asset}: unknown chain {chain!r}")
+        return sale_impact(chain_curves(eng.market, eng.model.decimals), sells)
 
     # -- many accounts at once (read-only views) -----------------------------------
     def hf_array(self, n: int) -> NDArray[np.float64]:

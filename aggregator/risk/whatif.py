@@ -325,8 +325,9 @@ def standard_figures(
         np.empty(n, np.bool_), pool.grp[:n].copy(),
     )  # fmt: skip
     totals_kernel(
-        pool.a_start, pool.a_cnt, pool.pc, pv, held, n, cols.tab, cols.nlp, cols.bad_bits,
-        model.risk.warn_hf, f.vtot, f.debt, f.cliq, f.hf, f.bp, f.tier, f.degraded,
+        pool.a_start, pool.a_cnt, pool.pc, pv, held, n, cols.tab, cols.nlp, cols.crv,
+        cols.cix, cols.bad_bits, model.risk.warn_hf, f.vtot, f.debt, f.cliq, f.hf, f.bp,
+        f.tier, f.degraded,
     )  # fmt: skip
     return f
 

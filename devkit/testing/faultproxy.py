@@ -4,8 +4,10 @@ It forwards requests to `upstream` and injects, per request and with seeded
 probabilities: dropped connections, delays, HTTP 500 / 429, malformed JSON;
 and, as standing modes, a lagging node (serves a head `lag_blocks` old and
 nothing newer), wrong eth_call answers, logs of another address, headers with a
-wrong parentHash and a wrong chain id. `getlogs_max_range` makes it reject
-wide eth_getLogs queries with a provider-style message.
+wrong parentHash and a wrong chain id; `forge_call` rewrites Multicall3 aggregate3
+sub-results as the test says (a node that lies about state but not the sentinel).
+`getlogs_max_range` makes it reject wide eth_getLogs queries with a provider-style
+message.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import json
 import random
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -51,6 +54,7 @@ class FaultProxy:
         fail_methods: tuple[str, ...] = (),
         call_ahead: bool = False,
         mine_before_call: bool = False,
+        forge_call: Callable[[list[tuple[bool, bytes]]], list[tuple[bool, bytes]]] | None = None,
     ) -> None:
         self.upstream = upstream
         self.rng = random.Random(seed)
@@ -75,6 +79,7 @@ class FaultProxy:
         # A block mined upstream just before each eth_call at a block number: the node
         # moved on between a client's eth_blockNumber and its eth_call.
         self.mine_before_call = mine_before_call
+        self.forge_call = forge_call
         self.stats: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()
         self._runner: web.AppRunner | None = None
@@ -247,6 +252,15 @@ class FaultProxy:
         if method == "eth_call" and self.wrong_call and "result" in answer:
             self.stats["wrong_call"] += 1
             answer["result"] = _corrupt(answer["result"])
+        if method == "eth_call" and self.forge_call is not None and "result" in answer:
+            data = bytes.fromhex(str(answer["result"])[2:])
+            try:
+                (items,) = abi_decode(["(bool,bytes)[]"], data)
+            except Exception:
+                return  # not an aggregate3 answer
+            self.stats["forge_call"] += 1
+            forged = self.forge_call([(bool(ok), bytes(ret)) for ok, ret in items])
+            answer["result"] = "0x" + abi_encode(["(bool,bytes)[]"], [forged]).hex()
 
 
 def _corrupt(result: str) -> str:

@@ -38,6 +38,7 @@ class FakeBackend:
                 "status": "ok",
             },
         }
+        self.liquidity_data: dict[str, Any] | None = {"slippages": [0.01], "assets": {}}
         self.price_views: dict[str, dict[str, Any]] = {
             "WETH": {
                 "asset": "WETH",
@@ -118,6 +119,10 @@ class FakeBackend:
     def price(self, asset: str) -> dict[str, Any] | None:
         self._hit("price", asset)
         return self.price_views.get(asset)
+
+    def liquidity(self) -> dict[str, Any] | None:
+        self._hit("liquidity")
+        return self.liquidity_data
 
     def chains(self) -> list[dict[str, Any]]:
         self._hit("chains")

@@ -285,7 +285,7 @@ class PoolLiquidity:
 async def test_the_liquidity_seam_takes_another_source(cfg: AppConfig, eng: RiskEngine) -> None:
     made: list[PoolLiquidity] = []
 
-    def pools(slippage: float) -> PoolLiquidity:
+    def pools(slippage: float, _market: object) -> PoolLiquidity:
         made.append(PoolLiquidity(slippage))
         return made[-1]
 

@@ -23,6 +23,9 @@ class RefInputs:
     status: dict[str, str]
     sigma: dict[str, float]
     rel_sigma: dict[str, dict[str, float]] = field(default_factory=dict)
+    # asset -> [(pool snapshot, asset is token0, quote asset)]; units sold first
+    pools: dict[str, list[tuple[Any, bool, str]]] = field(default_factory=dict)
+    liquidating: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -41,6 +44,87 @@ class RefResult:
     plan_margin: float  # distance of the plan decision from its nearest boundary
     lt_eff: dict[str, float]
     ltv_eff: dict[str, float]
+
+
+def _pool_walk(
+    pool: Any, sells0: bool, quote_usd: float, dec_q: int, rate: float
+) -> tuple[float, float]:
+    """(raw units of the asset in, USD out) of selling into one pool until its marginal
+    rate after fee, (1 - fee) * sqrt_price^2 * USD per raw quote unit, falls to `rate`:
+    Uniswap's L*(1/b - 1/a)/(1 - fee) in and L*(a - b) out per tick range, a plain loop."""
+    fee = pool.fee / 1e6
+    q = quote_usd / 10**dec_q
+    sp = pool.sqrt_price_x96 / 2**96
+    liq = float(pool.liquidity)
+    if sells0:
+        ticks = [t for t in sorted(pool.ticks, key=lambda t: -t.index)
+                 if pool.band_lower <= t.index <= pool.tick]  # fmt: skip
+        edge = 1.0001 ** (pool.band_lower / 2)
+    else:
+        ticks = [t for t in sorted(pool.ticks, key=lambda t: t.index)
+                 if pool.tick < t.index <= pool.band_upper]  # fmt: skip
+        edge = 1.0001 ** (pool.band_upper / 2)
+    bounds = [1.0001 ** (t.index / 2) for t in ticks] + [edge]
+    nets = [t.liquidity_net for t in ticks] + [0]
+    a = sp if sells0 else 1 / sp
+    target = math.sqrt(rate / ((1 - fee) * q))
+    x_in = y_out = 0.0
+    for bound, net in zip(bounds, nets, strict=True):
+        b = bound if sells0 else 1 / bound
+        if target >= a:
+            break
+        end = max(b, target)
+        if end < a and liq > 0:
+            # (a - end) / (a * end) rather than 1/end - 1/a: the same rounded a - end in
+            # input and output keeps their ratio exact for tiny sales
+            x_in += liq * (a - end) / (a * end) / (1 - fee)
+            y_out += liq * (a - end) * q
+        a = min(a, b)
+        if end == target:
+            break
+        liq += -net if sells0 else net
+    return x_in, y_out
+
+
+def pool_output(inp: RefInputs, asset: str, x: float) -> float:
+    """USD received for selling x units of `asset` through its pools with the split that
+    equalises the pools' final marginal rates (bisection on the common rate)."""
+    dec = {a.symbol: a.decimals for a in inp.assets}
+    legs = [
+        (p, s0, inp.price[qs], p.decimals1 if s0 else p.decimals0) for p, s0, qs in inp.pools[asset]
+    ]
+    raw = x * 10 ** dec[asset]
+
+    def walk(rate: float) -> tuple[float, float]:
+        parts = [_pool_walk(p, s0, qu, dq, rate) for p, s0, qu, dq in legs]
+        return sum(i for i, _ in parts), sum(o for _, o in parts)
+
+    if raw <= 0:
+        return 0.0
+    cap_in, cap_out = walk(0.0)
+    if raw >= cap_in:
+        return cap_out
+    lo, hi = 0.0, 1.0
+    while walk(hi)[0] > 0:
+        hi *= 2
+    for _ in range(300):
+        mid = 0.5 * (lo + hi)
+        if walk(mid)[0] > raw:
+            lo = mid
+        else:
+            hi = mid
+    (x_lo, y_lo), (x_hi, y_hi) = walk(hi), walk(lo)
+    w = (raw - x_lo) / (x_hi - x_lo) if x_hi > x_lo else 0.0
+    return y_lo + w * (y_hi - y_lo)
+
+
+def pool_impact(inp: RefInputs, asset: str, x: float) -> float:
+    """1 - USD received / (x * oracle price) for selling x after the book's liquidations."""
+    if x <= 0:
+        return 0.0
+    after = inp.liquidating.get(asset, 0.0)
+    y = pool_output(inp, asset, after + x) - pool_output(inp, asset, after)
+    return 1 - y / (x * inp.price[asset])
 
 
 def counted(side: str, head: int, confirmed: int) -> int:
@@ -86,7 +170,9 @@ def account_risk(inp: RefInputs, rows: list[tuple[str, str, str, int, int]]) -> 
             else:
                 sigma = inp.rel_sigma.get(group.name, {}).get(t, inp.sigma[t])
         h = r.z * sigma * math.sqrt(r.horizon_days)
-        if a.depth_usd is not None:
+        if inp.pools.get(t) and inp.price[t] > 0:
+            h += r.impact * max(0.0, pool_impact(inp, t, q))
+        elif a.depth_usd is not None:
             h += r.impact * value / a.depth_usd
         le = max(0.0, min(lt_cap, 1 - h))
         lve = max(0.0, min(ltv_cap, le - (lt_cap - ltv_cap)))
