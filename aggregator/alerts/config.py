@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Severity = Literal["info", "warning", "critical"]
 NAME = r"^[A-Za-z0-9_.:-]{1,64}$"
-PriceProblem = Literal["disputed", "unavailable"]
-PRICE_PROBLEMS: tuple[PriceProblem, ...] = ("disputed", "unavailable")
+# `capped`: an LST growth cap failed its guard (oracles/cap_guard.py).
+PriceProblem = Literal["disputed", "unavailable", "capped"]
+PRICE_PROBLEMS: tuple[PriceProblem, ...] = ("disputed", "unavailable", "capped")
 
 
 class _Rule(BaseModel):
