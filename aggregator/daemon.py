@@ -316,6 +316,7 @@ class Daemon:
             volatility=self.volatility.view,
             whatif=self.whatif.run,
             liquidity=lambda: self.reader.liquidity_report() if self.ledger.prices_ready else None,
+            reputation=self.reputation.view,
         )
         self.api = Api(
             self.views,

@@ -29,7 +29,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from aggregator.config import AppConfig, ReputationConfig
 from aggregator.risk.reputation import (
@@ -159,6 +159,25 @@ class ReputationFeed:
 
     def history_of(self, account: str) -> History:
         return self._snap.history(account.lower())
+
+    def view(self, address: str) -> dict[str, Any] | None:
+        """GET /v1/accounts/{address}/reputation (aggregator/api_reputation.py); None
+        when disabled."""
+        if not self.enabled:
+            return None
+        snap, a = self._snap, address.lower()
+        h = snap.history(a)
+        return {
+            "account": address,
+            "scored_at": snap.at,
+            **self.reputation(address).as_dict(self.params),
+            "history": {
+                "first_seen": h.first_seen,
+                "liquidations": [{"t": x.t, "chain": x.chain, "usd": x.usd}
+                                 for x in h.liquidations],
+                "risk_history": h.episodes is not None,
+            },
+        }  # fmt: skip
 
     def reputation(self, address: str) -> Reputation:
         """The account's score at the last run: the facts and time the engine's
