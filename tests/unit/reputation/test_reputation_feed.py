@@ -140,16 +140,20 @@ async def test_loops_in_one_block_do_not_move_the_score(store: Store) -> None:
     repo = SqlChainStore(store)
     await commit(repo, "alpha", 10_010, [ev("alpha", 10, 0, "deposit", A)])
     sink = Sink()
-    feed = ReputationFeed(config(), store, sink, Prices())
+    at = time.time()  # one evaluation time for both runs, so only the facts differ
+    feed = ReputationFeed(config(), store, sink, Prices(), clock=lambda: at)
     await feed.run()
     before = feed.reputation(A)
+    assert before.multiplier < 1.0
+    # 100 deposit/withdraw/borrow/repay events in one block, and 100 more within an hour.
     loops = [ev("alpha", 9_000, i, k, A) for i, k in
              enumerate(["deposit", "withdraw", "borrow", "repay"] * 25)]  # fmt: skip
+    loops += [ev("alpha", 9_001, i, k, A) for i, k in
+              enumerate(["borrow", "repay"] * 50)]  # fmt: skip
     await commit(repo, "alpha", 10_020, loops)
-    feed.clock = lambda: before_at
-    before_at = feed._snap.at  # the same evaluation time, so only the facts differ
     await feed.run()
     assert feed.reputation(A) == before
+    assert sink.calls[0] == sink.calls[1]
 
 
 async def test_warning_time_from_the_risk_history_is_not_clean_time(store: Store) -> None:
@@ -179,3 +183,29 @@ async def test_disabled_does_nothing(store: Store) -> None:
     feed = ReputationFeed(config(enabled=False), store, sink, Prices())
     await feed.run()
     assert sink.calls == []
+
+
+async def test_section_absent_is_disabled_and_the_figures_are_identical(store: Store) -> None:
+    """No [reputation] section: the feed does nothing, the engine's figures and the
+    explanation are those of an engine that never heard of reputation."""
+    cfg = AppConfig(**{k: v for k, v in config().model_dump().items() if k != "reputation"})
+    assert cfg.reputation.enabled is False
+    repo = SqlChainStore(store)
+    await commit(repo, "beta", 10_010, [liquidation("beta", 9_990, B)])
+    engines = []
+    for feed_on in (True, False):
+        eng = RiskEngine.from_config(cfg)
+        eng.set_prices({"USDC": PriceInput(1.0, "ok"), "WETH": PriceInput(3000.0, "ok")})
+        eng.set_volatility({"USDC": 0.001, "WETH": 0.02})
+        eng.load_positions([
+            PositionRow(B, "alpha", "WETH", "collateral", 10 * E18, 10 * E18),
+            PositionRow(B, "alpha", "USDC", "debt", 21_000 * 10**6, 21_000 * 10**6),
+        ])  # fmt: skip
+        if feed_on:
+            await ReputationFeed(cfg, store, eng, Prices()).run()
+        eng.recompute()
+        engines.append(eng)
+    on, off = engines
+    assert on.explain(B, now=1.0) == off.explain(B, now=1.0)
+    assert "reputation" not in on.explain(B, now=1.0)
+    assert on.r_hf.tobytes() == off.r_hf.tobytes() and on.r_bp.tobytes() == off.r_bp.tobytes()

@@ -290,3 +290,16 @@ def test_stored_event_and_tick_paths_agree_with_a_multiplier() -> None:
 def test_disabled_engine_explanation_has_no_reputation() -> None:
     eng = engine()
     assert eng.reputation_of(ADDRS[0]) is None
+
+
+@SETTINGS
+@given(histories(), st.floats(0.0, NOW))
+def test_below_neutral_only_after_a_long_clean_history(h: History, dt: float) -> None:
+    """m < 1 only for an account older than min_age_days with more than min_age_days of
+    clean time since its first event and its last liquidation; everything else >= 1."""
+    now = NOW + dt
+    r = score(A, h, P, now)
+    if r.multiplier < 1.0:
+        clean = {f.name: f for f in r.factors}["clean_days"].value
+        assert h.first_seen is not None and now - h.first_seen >= P.min_age_days * DAY
+        assert clean is not None and clean > P.min_age_days
