@@ -33,7 +33,7 @@ from aggregator.risk.liquidity import AssetPools
 from aggregator.risk.market import MarketData, MissingInput, PriceInput
 from aggregator.risk.model import MarginResult
 from aggregator.risk.pool import Pool, grown
-from aggregator.risk.reputation import Params, Reputation, personalise
+from aggregator.risk.reputation import Params, Reputation, personalise, personalise_result
 from aggregator.risk.standard import AccountHealth, StandardModel, Totals
 from chains.units import TIERS
 
@@ -290,10 +290,16 @@ class RiskEngine:
     def recompute_account(self, address: str) -> None:
         self._recompute_idx(np.array([self.index_of(address)], np.int64))
 
-    def adopt(self, result: MarginResult) -> int:
+    def adopt(self, result: MarginResult, im_factor: float | None = None) -> int:
         """A pushed model's HF, BP and tier replace the stored ones of its accounts (so
-        credit and the pusher carry them); degraded flags stay the ledger's."""
+        credit and the pusher carry them); degraded flags stay the ledger's. With
+        reputation multipliers set and the model's `im_factor` given, each account's
+        requirement is scaled by its multiplier first (risk/reputation.py)."""
         result.validate()
+        if self._mult and im_factor is not None:
+            result = personalise_result(
+                result, self.r_mult[result.accounts], im_factor, self.risk_cfg.warn_hf
+            )
         acc = result.accounts
         self.r_hf[acc] = result.hf
         self.r_bp[acc] = result.bp

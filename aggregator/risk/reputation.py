@@ -34,7 +34,9 @@ The multiplier scales the standard model's haircut in USD (`personalise`): with 
 collateral value and C its weighted value (C_liq or C_borrow), C' = V - m (V - C), so
 C' <= V for every m >= 0 (no account can be rated healthy with collateral worth less
 than its debt), C' = C bit for bit when m == 1 (the row is not touched), and C', HF,
-BP are non-increasing in m. Pure: no I/O, no clock.
+BP are non-increasing in m. A pushed model (portfolio, var) gets its requirement
+scaled instead (`personalise_result`): HF, BP, tier from equity and m x requirement by
+`model.health`, the same rule every model uses. Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from numpy.typing import NDArray
 
 from aggregator.config import RiskConfig
 from aggregator.risk.liquidation import close_factor
+from aggregator.risk.model import MarginResult, health
 from aggregator.risk.standard import Totals
 from chains.units import TIERS
 
@@ -291,6 +294,26 @@ def personalise(t: Totals, mult: NDArray[np.float64], risk: RiskConfig) -> Total
     return out
 
 
+def personalise_result(
+    res: MarginResult, mult: NDArray[np.float64], im_factor: float, warn_hf: float
+) -> MarginResult:
+    """A pushed model's result (portfolio, var) with each account's requirement scaled
+    by its multiplier: HF, BP and tier again by `model.health` from equity and m *
+    requirement. Rows with m == 1, and rows with negative equity (insolvent whatever
+    m; there a larger m would move HF towards 0), are the very same floats."""
+    rows = np.flatnonzero((mult != 1.0) & (res.equity_usd >= 0.0))
+    if rows.size == 0:
+        return res
+    hf, bp, tier = res.hf.copy(), res.bp.copy(), res.tier.copy()
+    h, b, t = health(res.equity_usd[rows], mult[rows] * res.requirement_usd[rows],
+                     im_factor, warn_hf)  # fmt: skip
+    hf[rows], bp[rows], tier[rows] = h, b, t
+    return MarginResult.of(
+        res.accounts, equity_usd=res.equity_usd, requirement_usd=res.requirement_usd,
+        hf=hf, bp=bp, tier=tier, parts=dict(res.parts),
+    )  # fmt: skip
+
+
 __all__ = [
     "DAY",
     "Episode",
@@ -303,5 +326,6 @@ __all__ = [
     "hf_volatility",
     "neutral",
     "personalise",
+    "personalise_result",
     "score",
 ]

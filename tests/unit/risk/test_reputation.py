@@ -303,3 +303,62 @@ def test_below_neutral_only_after_a_long_clean_history(h: History, dt: float) ->
         clean = {f.name: f for f in r.factors}["clean_days"].value
         assert h.first_seen is not None and now - h.first_seen >= P.min_age_days * DAY
         assert clean is not None and clean > P.min_age_days
+
+
+@SETTINGS
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(-1e9, 1e9),
+            st.one_of(st.just(0.0), st.floats(1e-3, 1e9)),
+            st.floats(P.lower, P.upper),
+        ),
+        min_size=1,
+        max_size=20,
+    ),
+    st.floats(P.lower, P.upper),
+)
+def test_pushed_model_requirement_scaled_monotone_and_exact_at_one(
+    rows: list[tuple[float, float, float]], bump: float
+) -> None:
+    """portfolio / var: m scales the requirement; m = 1 is the model's own result, HF and
+    BP never rise with m, and negative equity stays insolvent."""
+    from aggregator.risk.model import MarginResult, health
+    from aggregator.risk.reputation import personalise_result
+
+    eq = np.array([r[0] for r in rows])
+    req = np.array([r[1] for r in rows])
+    m0 = np.array([r[2] for r in rows])
+    m1 = np.maximum(m0, bump)
+    res = MarginResult.of(
+        np.arange(eq.size), equity_usd=eq, requirement_usd=req,
+        **dict(zip(("hf", "bp", "tier"), health(eq, req, 1.25, 1.1), strict=True)),
+    )  # fmt: skip
+    same = personalise_result(res, np.ones(eq.size), 1.25, 1.1)
+    assert same is res
+    a = personalise_result(res, m0, 1.25, 1.1)
+    b = personalise_result(res, m1, 1.25, 1.1)
+    assert (b.hf <= a.hf).all() and (b.bp <= a.bp).all() and (b.tier >= a.tier).all()
+    assert (a.tier[eq < 0] == TIERS.index("insolvent")).all()
+
+
+def test_engine_adopt_scales_the_pushed_requirement() -> None:
+    from aggregator.risk.model import MarginResult, health
+
+    eng = engine()
+    e18 = 10**18
+    eng.load_positions([PositionRow(a, "ethereum", "WETH", "collateral", e18, e18)
+                        for a in ADDRS[:2]])  # fmt: skip
+    eq, req = np.array([1000.0, 1000.0]), np.array([800.0, 800.0])
+    res = MarginResult.of(
+        np.arange(2), equity_usd=eq, requirement_usd=req,
+        **dict(zip(("hf", "bp", "tier"), health(eq, req, 1.25, 1.1), strict=True)),
+    )  # fmt: skip
+    eng.adopt(res, im_factor=1.25)
+    assert eng.r_hf[:2].tolist() == [1.25, 1.25]
+    eng.set_reputation(P, {ADDRS[1]: 1.3}, lambda a: _rep(a, 1.3))
+    eng.adopt(res, im_factor=1.25)
+    assert eng.r_hf[0] == 1.25 and eng.r_hf[1] == pytest.approx(1000.0 / (1.3 * 800.0))
+    assert eng.health(ADDRS[1]).tier == "liquidatable"  # 1000 / 1040
+    eng.adopt(res)  # no im_factor (a caller that does not personalise): the model's own
+    assert eng.r_hf[1] == 1.25
