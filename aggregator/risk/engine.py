@@ -33,7 +33,13 @@ from aggregator.risk.liquidity import AssetPools
 from aggregator.risk.market import MarketData, MissingInput, PriceInput
 from aggregator.risk.model import MarginResult
 from aggregator.risk.pool import Pool, grown
-from aggregator.risk.reputation import Params, Reputation, personalise, personalise_result
+from aggregator.risk.reputation import (
+    Params,
+    Reputation,
+    personal_tick_kernel,
+    personalise,
+    personalise_result,
+)
 from aggregator.risk.standard import AccountHealth, StandardModel, Totals
 from chains.units import TIERS
 
@@ -274,10 +280,13 @@ class RiskEngine:
         self._alloc(n)
         self._tick(n)
         if self._mult:
-            # The tick kernel knows no multiplier: rewrite the few personalised rows.
+            # The tick kernel knows no multiplier: rewrite the personalised rows.
             idx = np.flatnonzero(self.r_mult[:n] != 1.0)
-            if idx.size:
-                self._store(idx, self._risk(idx))
+            p, c = self.pool, self._cols
+            personal_tick_kernel(
+                p.a_start, p.a_cnt, p.pc, p.pv, c.tab, c.nlp, c.crv, c.cix, idx, self.r_mult,
+                self.risk_cfg.warn_hf, self.r_hf, self.r_bp, self.r_tier,
+            )  # fmt: skip
         self.computed_at = time.time()
 
     def liquidating(self, n: int) -> NDArray[np.float64]:

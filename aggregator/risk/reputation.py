@@ -46,9 +46,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from numba import njit, prange
 from numpy.typing import NDArray
 
 from aggregator.config import RiskConfig
+from aggregator.risk.kernels import account_sums
 from aggregator.risk.liquidation import close_factor
 from aggregator.risk.model import MarginResult, health
 from aggregator.risk.standard import Totals
@@ -294,6 +296,26 @@ def personalise(t: Totals, mult: NDArray[np.float64], risk: RiskConfig) -> Total
     return out
 
 
+@njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def personal_tick_kernel(  # noqa: PLR0917
+    start, cnt, pc, pv, tab, nlp, crv, cix, idx, mult, warn_hf, hf, bp, tier,
+):  # fmt: skip
+    """After a tick, the accounts `idx` (multiplier != 1) again, in parallel: the
+    kernels' own sums (`account_sums`), then `personalise`'s arithmetic in the same
+    order (sub, mul, sub; no fused multiply-add without fastmath), so the stored figures
+    equal the per-account path's bit for bit. Degraded flags stay the tick's."""
+    for j in prange(idx.size):
+        a = idx[j]
+        c_liq, c_bor, d_val, v_tot = account_sums(start[a], cnt[a], pc, pv, tab, nlp, crv, cix)
+        m = mult[a]
+        cl = v_tot - m * (v_tot - c_liq)
+        cb = v_tot - m * (v_tot - c_bor)
+        h = cl / d_val if d_val > 0.0 else np.inf
+        hf[a] = h
+        bp[a] = max(cb - d_val, 0.0)
+        tier[a] = (h < warn_hf) + (h < 1.0) + (v_tot < d_val)
+
+
 def personalise_result(
     res: MarginResult, mult: NDArray[np.float64], im_factor: float, warn_hf: float
 ) -> MarginResult:
@@ -325,6 +347,7 @@ __all__ = [
     "episodes_from_points",
     "hf_volatility",
     "neutral",
+    "personal_tick_kernel",
     "personalise",
     "personalise_result",
     "score",

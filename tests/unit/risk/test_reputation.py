@@ -236,6 +236,11 @@ def test_hf_and_bp_are_non_increasing_in_the_multiplier(rows: list, m: dict, ms:
         eng.recompute()
         out.append(_stored(eng))
     (hf0, bp0, t0), (hf1, bp1, t1) = out
+    # The parallel post-tick rewrite equals the per-account path bit for bit.
+    for i, a in enumerate(addrs):
+        eng.recompute_account(a)
+        assert eng.r_hf[i].tobytes() == hf1[i].tobytes()
+        assert eng.r_bp[i].tobytes() == bp1[i].tobytes() and eng.r_tier[i] == t1[i]
     # C' = V - m (V - C) is non-increasing in m in exact arithmetic; allow the
     # rounding of one multiply-subtract.
     assert (hf1 <= hf0 + 1e-12 * np.abs(hf0)).all()
