@@ -41,7 +41,7 @@ from aggregator.risk.reputation import (
     score,
 )
 from aggregator.store.db import Store
-from aggregator.store.reputation_reads import Anchor, EventFact, ReputationReads
+from aggregator.store.reputation_reads import Anchor, EventFact, Key, ReputationReads, after_block
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,9 @@ class ReputationFeed:
         }
         levels = cfg.history.levels
         self.history_level = (levels[-1].step_s, levels[-1].keep_s) if cfg.history.enabled else None
-        self._read_upto: dict[str, int] = {}
+        # Per chain, the last event folded (block, log index): a run that fails part way
+        # resumes after it, so no event is folded twice.
+        self._read: dict[str, Key] = {}
         self._first: dict[str, float] = {}
         self._liqs: dict[str, list[Liquidation]] = {}
         self._snap = _Snapshot({}, {}, None, clock())
@@ -107,10 +109,10 @@ class ReputationFeed:
             return
         now = self.clock()
         anchors = {c: await self.reads.anchor(c) for c in self.block_time}
-        if any(a is not None and a.confirmed_block < self._read_upto.get(c, -1)
+        if any(a is not None and c in self._read and a.confirmed_block < self._read[c][0]
                for c, a in anchors.items()):  # fmt: skip
             log.warning("reputation: a chain's confirmed block went backwards; rebuilding")
-            self._read_upto, self._first, self._liqs = {}, {}, {}
+            self._read, self._first, self._liqs = {}, {}, {}
         for chain, anchor in anchors.items():
             if anchor is not None:
                 await self._read_chain(chain, anchor)
@@ -124,20 +126,21 @@ class ReputationFeed:
         self.sink.set_reputation(self.params, mults, self.reputation)
 
     async def _read_chain(self, chain: str, anchor: Anchor) -> None:
-        after = self._read_upto.get(chain, -1)
-        if anchor.confirmed_block <= after:
+        after = self._read.get(chain, after_block(-1))
+        if anchor.confirmed_block < after[0]:
             return
-        facts = await self.reads.events(chain, after, anchor.confirmed_block)
         bt = self.block_time[chain]
-        for f in facts:
-            t = anchor.seen_at - (anchor.head_block - f.block_number) * bt
-            if t < self._first.get(f.account, float("inf")):
-                self._first[f.account] = t
-            if f.kind == "liquidation":
-                self._liqs.setdefault(f.account, []).append(
-                    Liquidation(t, chain, self._usd(chain, f))
-                )
-        self._read_upto[chain] = anchor.confirmed_block
+        async for facts in self.reads.events(chain, after, anchor.confirmed_block):
+            for f in facts:
+                t = anchor.seen_at - (anchor.head_block - f.block_number) * bt
+                if t < self._first.get(f.account, float("inf")):
+                    self._first[f.account] = t
+                if f.kind == "liquidation":
+                    self._liqs.setdefault(f.account, []).append(
+                        Liquidation(t, chain, self._usd(chain, f))
+                    )
+            self._read[chain] = (facts[-1].block_number, facts[-1].log_index)
+        self._read[chain] = after_block(anchor.confirmed_block)
 
     def _usd(self, chain: str, f: EventFact) -> float:
         """The repaid debt at this run's valuation price (0 for an unconfigured or

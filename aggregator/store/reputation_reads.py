@@ -9,10 +9,11 @@ unconfirmed blocks) never changes what was read; the same SQL on SQLite and Post
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, select, tuple_
 
 from aggregator.store.chain_rows import CP, EV
 from aggregator.store.db import Store
@@ -32,9 +33,19 @@ class Anchor:
     seen_at: float
 
 
+# A position in a chain's event order: (block, log index). AFTER_BLOCK(b) is after
+# every log of block b.
+Key = tuple[int, int]
+
+
+def after_block(block: int) -> Key:
+    return (block, 1 << 62)
+
+
 @dataclass(frozen=True)
 class EventFact:
     block_number: int
+    log_index: int
     kind: str
     account: str
     token: str
@@ -61,26 +72,39 @@ class ReputationReads:
             return None
         return Anchor(int(row[0]), int(row[1]), _ts(row[2]))
 
-    async def events(self, chain: str, after: int, upto: int) -> list[EventFact]:
-        """Behaviour events of `chain` with after < block <= upto, in chain order."""
-        q = (
-            select(
-                EV.c.block_number, EV.c.kind, EV.c.account, EV.c.token, EV.c.amount,
-                EV.c.debt_token, EV.c.debt_amount,
-            )
-            .where(
-                EV.c.chain == chain, EV.c.block_number > after, EV.c.block_number <= upto,
-                EV.c.kind.in_(BEHAVIOUR_KINDS),
-            )
-            .order_by(EV.c.block_number, EV.c.log_index)
-        )  # fmt: skip
-        async with self.store.session() as s:
-            rows = (await s.execute(q)).all()
-        return [
-            EventFact(int(b), str(k), str(a).lower(), str(t).lower(), int(am),
-                      None if dt is None else str(dt).lower(), int(da))
-            for b, k, a, t, am, dt, da in rows
-        ]  # fmt: skip
+    async def events(
+        self, chain: str, after: Key, upto: int, page: int = 50_000
+    ) -> AsyncIterator[list[EventFact]]:
+        """Behaviour events of `chain` after `after` (in chain order) up to block
+        `upto`, a page at a time (keyset on (block, log index): a first run over a long
+        history never holds the whole table)."""
+        key = after
+        while True:
+            q = (
+                select(
+                    EV.c.block_number, EV.c.log_index, EV.c.kind, EV.c.account, EV.c.token,
+                    EV.c.amount, EV.c.debt_token, EV.c.debt_amount,
+                )
+                .where(
+                    EV.c.chain == chain, EV.c.block_number <= upto,
+                    EV.c.kind.in_(BEHAVIOUR_KINDS),
+                    tuple_(EV.c.block_number, EV.c.log_index) > tuple_(*key),
+                )
+                .order_by(EV.c.block_number, EV.c.log_index)
+                .limit(page)
+            )  # fmt: skip
+            async with self.store.session() as s:
+                rows = (await s.execute(q)).all()
+            if not rows:
+                return
+            yield [
+                EventFact(int(b), int(li), str(k), str(a).lower(), str(t).lower(), int(am),
+                          None if dt is None else str(dt).lower(), int(da))
+                for b, li, k, a, t, am, dt, da in rows
+            ]  # fmt: skip
+            if len(rows) < page:
+                return
+            key = (int(rows[-1][0]), int(rows[-1][1]))
 
     async def risky_points(
         self, step: int, since: int
@@ -106,4 +130,4 @@ class ReputationReads:
         return out
 
 
-__all__ = ["BEHAVIOUR_KINDS", "Anchor", "EventFact", "ReputationReads"]
+__all__ = ["BEHAVIOUR_KINDS", "Anchor", "EventFact", "Key", "ReputationReads", "after_block"]

@@ -6,7 +6,7 @@ risk history's episodes count against clean time; disabled, nothing is touched."
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import pytest
 
@@ -17,6 +17,7 @@ from aggregator.risk.reputation import DAY, Params, Reputation
 from aggregator.store import Store
 from aggregator.store.chain_repo import SqlChainStore
 from aggregator.store.history_repo import AccountPoint, HistoryRepo
+from aggregator.store.reputation_reads import EventFact, Key, ReputationReads, after_block
 from chains.types import BlockRef, VaultEvent
 
 A = "0x00000000000000000000000000000000000000a1"
@@ -209,3 +210,34 @@ async def test_section_absent_is_disabled_and_the_figures_are_identical(store: S
     assert on.explain(B, now=1.0) == off.explain(B, now=1.0)
     assert "reputation" not in on.explain(B, now=1.0)
     assert on.r_hf.tobytes() == off.r_hf.tobytes() and on.r_bp.tobytes() == off.r_bp.tobytes()
+
+
+async def test_events_are_read_in_pages_and_a_failed_run_folds_nothing_twice(
+    store: Store,
+) -> None:
+    repo = SqlChainStore(store)
+    liqs = [liquidation("alpha", 9_000 + i, B) for i in range(5)]
+    await commit(repo, "alpha", 10_010, [ev("alpha", 10, 0, "deposit", B), *liqs])
+    reads = ReputationReads(store)
+    pages = [p async for p in reads.events("alpha", after_block(-1), 10_000, page=2)]
+    assert [len(p) for p in pages] == [2, 2, 2]
+    assert [f.block_number for p in pages for f in p] == [10, *range(9_000, 9_005)]
+
+    feed = ReputationFeed(config(), store, Sink(), Prices())
+    real = feed.reads.events
+    served = 0
+
+    async def flaky(chain: str, after: Key, upto: int) -> AsyncIterator[list[EventFact]]:
+        nonlocal served
+        async for page in real(chain, after, upto, page=2):
+            if served == 2:
+                raise ConnectionError("store went away")
+            served += 1
+            yield page
+
+    feed.reads.events = flaky  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        await feed.run()
+    feed.reads.events = real  # type: ignore[method-assign]
+    await feed.run()
+    assert len(feed.history_of(B).liquidations) == 5
