@@ -3,8 +3,8 @@ with its weight and contribution, and the multiplier on its requirement
 (aggregator/reputation_feed.py, docs/reputation.md).
 
 Invariants: read-only; a malformed address is a 400 naming `address`; with
-[reputation] disabled the route answers 503 naming `reputation`, as every disabled
-feature's route does (nothing is scored);
+[reputation] disabled the route answers 404 naming `reputation` (nothing is scored;
+not a 5xx: the server is fine, the resource does not exist in this configuration);
 any well-formed address has a reputation (one never seen is neutral, 1.0).
 """
 
@@ -28,7 +28,7 @@ def reputation_route(
         address = parse_address(request.match_info["address"])
         body = view(address)
         if body is None:
-            raise ApiError(503, "reputation", "reputation is disabled ([reputation] enabled)")
+            raise ApiError(404, "reputation", "reputation is disabled ([reputation] enabled)")
         return json_response(body)
 
     return web.get("/v1/accounts/{address:[^/]+}/reputation", get)

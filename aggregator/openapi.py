@@ -79,10 +79,10 @@ OPENAPI: dict[str, Any] = {
         ),
         "/v1/accounts/{address}/reputation": _get(
             "Reputation: score, every factor with its weight, the multiplier on the "
-            "requirement (docs/reputation.md); 503 while [reputation] is disabled",
+            "requirement (docs/reputation.md); 404 while [reputation] is disabled",
             [_ADDR],
             _400="err",
-            _503="err",
+            _404="err",
         ),
         "/v1/margin/report": _get(
             "Reference book under isolated, standard, portfolio and VaR margin"

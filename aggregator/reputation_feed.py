@@ -16,10 +16,11 @@ update and `block_time` the chain's configured one (docs/reputation.md says what
 approximation costs).
 
 Invariants: only confirmed events are read, so a reorg never changes a fact already
-folded; each event is folded once (a failed run resumes after the last folded one); a chain whose confirmed block went backwards (the store was reset) makes the
-next run rebuild every fact from the start; disabled ([reputation] enabled = false),
-the job does nothing and the engine is never touched; `reputation(address)` scores
-the same facts at the same time as the run, so it explains the multiplier in force.
+folded; each event is folded once (a failed run resumes after the last folded one); a
+chain whose confirmed block went backwards (the store was reset) makes the next run
+rebuild every fact from the start; disabled ([reputation] enabled = false), the job
+does nothing and the engine is never touched; `reputation(address)` scores the same
+facts at the same time as the run, so it explains the multiplier in force.
 """
 
 from __future__ import annotations

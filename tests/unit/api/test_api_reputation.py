@@ -17,11 +17,11 @@ from tests.unit.api.test_history_alert_routes import documented
 from tests.unit.reputation.test_reputation_feed import A, Prices, Sink, commit, config, liquidation
 
 
-async def test_disabled_is_503_naming_reputation_and_bad_address_400(
+async def test_disabled_is_404_naming_reputation_and_bad_address_400(
     client: TestClient[Any, Any],
 ) -> None:
     status, body = await get(client, f"/v1/accounts/{A}/reputation")
-    assert (status, body["error"]["field"]) == (503, "reputation")
+    assert (status, body["error"]["field"]) == (404, "reputation")
     status, body = await get(client, "/v1/accounts/0x12/reputation")
     assert (status, body["error"]["field"]) == (400, "address")
 
