@@ -2,7 +2,7 @@
 impact through the Uniswap v3 pools versus the collateral the tiers put at risk
 (aggregator/risk/liquidity_view.py; docs/risk.md "Liquidity weighting from pools").
 
-Invariants: read-only; 503 (error naming no field) before the first price round, as
+Invariants: read-only; 503 (error naming "prices") before the first price round, as
 every ledger view; the body is the LedgerView's report unchanged.
 """
 
@@ -27,7 +27,9 @@ def liquidity_route(
     async def get(_: web.Request) -> web.Response:
         data = report()
         if data is None:
-            return error(503, None, "no price round yet: the ledger is not computed")
+            return error(
+                503, "prices", "no price round yet: the ledger is not computed; see /readyz"
+            )
         return respond(data, 200)
 
     return web.get("/v1/liquidity", get)

@@ -139,6 +139,7 @@ class LiquidityFeed:
                 reader, metas.values(), confirmations=self.cfg.chain(chain).confirmations,
                 full_refresh_s=self.limits.refresh_interval_s,
                 max_log_range=self.cfg.chain(chain).max_log_range,
+                min_block=self.cfg.chain(chain).start_block,
             )  # fmt: skip
             try:
                 await self.step(chain)

@@ -10,7 +10,8 @@ clients in this one. Measured, each against the same server idle:
 - one stream more than `--max-streams` is refused (503) while the others are served;
 - slowloris: `--slow` connections (default 1,000) trickling a request header one byte a
   second: /healthz latency meanwhile;
-- 100 requests with 16 MB bodies: 413s, and the server's RSS after them.
+- 100 POST /v1/whatif with 16 MB bodies: 413s (api.max_body_bytes), and the server's RSS
+  after them.
 
 Figures go to bench.results (docs/performance.md) and docs/reliability.md quotes them.
 """
@@ -199,7 +200,7 @@ async def _big_bodies(url: str, pid: int) -> dict[str, Any]:
     codes = []
     async with aiohttp.ClientSession() as s:
         for _ in range(100):
-            async with s.post(url + "/v1/stream", data=body) as r:
+            async with s.post(url + "/v1/whatif", data=body) as r:
                 codes.append(r.status)
     return {
         "requests": 100,

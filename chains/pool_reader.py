@@ -539,6 +539,7 @@ class PoolWatcher:
         max_gap: int = 64,
         max_log_range: int = 2000,
         clock: Callable[[], float] = time.monotonic,
+        min_block: int = 0,
     ) -> None:
         if confirmations < 0 or max_gap < 1 or full_refresh_s <= 0:
             raise ValueError("confirmations >= 0, max_gap >= 1 and full_refresh_s > 0 required")
@@ -553,11 +554,18 @@ class PoolWatcher:
         self.snapshots: dict[str, PoolSnapshot] = {}
         self.cursor: BlockRef | None = None
         self._last_full = -math.inf
+        # The chain's configured start block: nothing below it is read. A fork answers
+        # for its pre-fork blocks with the parent chain's state and chain id, which the
+        # multicall sentinel would take for a lying endpoint and demote.
+        self.min_block = min_block
 
     async def step(self) -> PoolUpdate:
         head = await self.client.block_number()
         target_n = max(0, head - self.confirmations)
         cur = self.cursor
+        if target_n < self.min_block:
+            return PoolUpdate(cur, dropped=f"confirmed block {target_n} is below start block "
+                              f"{self.min_block}")  # fmt: skip
         if cur is not None and target_n <= cur.number:
             # Nothing newer is confirmed; a reorg shows up once it is.
             return PoolUpdate(cur)

@@ -88,7 +88,12 @@ async def aget(d: Daemon, path: str) -> tuple[int, Any]:
         return resp.status, strict_json(text) if is_json else text
 
 
-NOT_READY_503 = {"/v1/accounts", "/v1/accounts/{address}", "/v1/accounts/{address}/health"}
+NOT_READY_503 = {
+    "/v1/accounts",
+    "/v1/accounts/{address}",
+    "/v1/accounts/{address}/health",
+    "/v1/liquidity",
+}
 
 
 def strict_json(text: str) -> Any:

@@ -507,3 +507,21 @@ async def test_watcher_drops_a_round_whose_pinned_read_is_refused() -> None:
     assert w.cursor == chain.ref(10)
     chain.call_batch = original  # type: ignore[method-assign]
     assert (await w.step()).changed == {POOL}
+
+
+async def test_watcher_reads_nothing_below_the_chain_start_block() -> None:
+    """A fork answers for its pre-fork blocks with the parent chain's state and chain
+    id (the multicall sentinel would demote an honest endpoint): the watcher waits
+    until the confirmed block reaches the chain's configured start block."""
+    chain = FakeBlocks(FakePool(tick=100, ticks={60: 5, 180: -5}))
+    chain.branch[0] = "a"
+    chain.mine(10)
+    reader = PoolReader(chain)  # type: ignore[arg-type]
+    meta = PoolMeta("alpha", POOL, T0, T1, 18, 6, 3000, 60)
+    w = PoolWatcher(reader, [meta], confirmations=2, min_block=12)
+    early = await w.step()
+    assert early.block is None and "below start block 12" in (early.dropped or "")
+    assert chain.calls == [] and w.snapshots == {}
+    chain.mine(4)
+    first = await w.step()
+    assert first.full and first.block == chain.ref(12)
