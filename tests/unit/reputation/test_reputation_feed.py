@@ -241,3 +241,12 @@ async def test_events_are_read_in_pages_and_a_failed_run_folds_nothing_twice(
     feed.reads.events = real  # type: ignore[method-assign]
     await feed.run()
     assert len(feed.history_of(B).liquidations) == 5
+
+
+def test_bad_reputation_config_names_the_field() -> None:
+    from pydantic import ValidationError
+
+    base = config().model_dump()
+    for key, value in (("lower", 1.2), ("upper", 0.95), ("half_life_days", 0)):
+        with pytest.raises(ValidationError, match=rf"reputation\.{key}"):
+            AppConfig(**{**base, "reputation": {"enabled": True, key: value}})
