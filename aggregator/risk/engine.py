@@ -399,8 +399,9 @@ class RiskEngine:
 
     def standard_health(self, address: str) -> AccountHealth:
         """The standard cross-margin figures of one account, recomputed by the kernel
-        from the last prepared inputs: what `health()` returns unless a pushed model
-        has replaced the stored HF, BP and tier (`adopt`)."""
+        from the last prepared inputs (with its reputation multiplier, when one is set):
+        what `health()` returns unless a pushed model has replaced the stored HF, BP
+        and tier (`adopt`)."""
         a = self.index_of(address)
         return AccountHealth.of(self.book.account_address[a], self._risk(np.array([a], np.int64)))
 
