@@ -26,6 +26,7 @@ from aggregator.api_alerts import AlertsApi, alert_routes
 from aggregator.api_common import ApiError, dumps, error_body, json_response
 from aggregator.api_history import HistoryApi, history_routes
 from aggregator.api_liquidity import liquidity_route
+from aggregator.api_reputation import reputation_route
 from aggregator.dashboard import dashboard_routes
 from aggregator.openapi import OPENAPI
 from chains.units import TIERS
@@ -77,6 +78,11 @@ class ApiBackend(Protocol):
 
     def liquidity(self) -> dict[str, Any] | None:
         """GET /v1/liquidity (aggregator/api_liquidity.py); None before prices."""
+        ...
+
+    def reputation(self, address: str) -> dict[str, Any] | None:
+        """GET /v1/accounts/{address}/reputation (aggregator/api_reputation.py); None
+        when [reputation] is disabled."""
         ...
 
 
@@ -289,6 +295,7 @@ class Api:
                 web.post("/v1/whatif", self.whatif),
                 # Late-bound: test backends without the view still build the app.
                 liquidity_route(lambda: backend.liquidity(), json_response, error_body),  # noqa: PLW0108
+                reputation_route(lambda a: backend.reputation(a), parse_address),  # noqa: PLW0108
             ]
         )
         self.app.add_routes(dashboard_routes())  # /ui: docs/dashboard.md

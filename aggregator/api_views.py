@@ -312,8 +312,10 @@ class ApiViews:
         volatility: Callable[[str], dict[str, Any] | None] = lambda _asset: None,
         whatif: Callable[[Any], dict[str, Any]] | None = None,
         liquidity: Callable[[], dict[str, Any] | None] = lambda: None,
+        reputation: Callable[[str], dict[str, Any] | None] = lambda _address: None,
     ) -> None:
         self.accounts = accounts
+        self.reputation = reputation
         self._whatif = whatif
         self.liquidity = liquidity
         self._volatility = volatility

@@ -138,6 +138,28 @@ class LiquidityConfig(Strict):
     factories: dict[str, Address] = Field(default_factory=dict)
 
 
+class ReputationConfig(Strict):
+    """`[reputation]`: the personal multiplier on each account's requirement from its
+    own indexed history (docs/reputation.md). Off by default: disabled, no figure
+    changes and the explanation has no `reputation` section."""
+
+    enabled: bool = False
+    # How often the `reputation` job reads the new confirmed events and rescores.
+    interval_s: float = Field(default=300.0, gt=0)
+    # Bounds of the multiplier: lower <= 1 <= upper.
+    lower: float = Field(default=0.90, gt=0, le=1)
+    upper: float = Field(default=1.30, ge=1, le=10)
+    # Probation: no reward before this many days of age (and of clean time).
+    min_age_days: float = Field(default=90.0, ge=0)
+    # Reward per 30 clean days beyond the probation (lowers the multiplier).
+    reward_per_30d: float = Field(default=0.01, ge=0, le=1)
+    # Added at once per liquidation on any chain, then halves every half_life_days.
+    liquidation_penalty: float = Field(default=0.30, ge=0, le=10)
+    # Added per risk-history episode that reached liquidatable (a near miss).
+    liquidatable_penalty: float = Field(default=0.10, ge=0, le=10)
+    half_life_days: float = Field(default=180.0, gt=0)
+
+
 class AssetConfig(Strict):
     symbol: str = Field(pattern=r"^[A-Za-z0-9.]{1,16}$")
     kind: Literal["erc20", "lst"] = "erc20"
@@ -510,6 +532,7 @@ class AppConfig(BaseSettings):
     history: HistoryConfig = HistoryConfig()
     alerts: AlertsConfig = AlertsConfig()
     liquidity: LiquidityConfig = LiquidityConfig()
+    reputation: ReputationConfig = ReputationConfig()
 
     @classmethod
     def settings_customise_sources(

@@ -39,6 +39,7 @@ from aggregator.lock import StoreLock, StoreLockedError
 from aggregator.metrics import Metrics
 from aggregator.portfolio_feed import PortfolioFeed
 from aggregator.push.wiring import PusherWiring
+from aggregator.reputation_feed import ReputationFeed
 from aggregator.risk.engine import RiskEngine
 from aggregator.risk.liquidity_view import PoolLiquidity
 from aggregator.risk.market import MarketData
@@ -133,6 +134,8 @@ class Daemon:
         # VaR margin (docs/var.md): calibration from the price history, a scheduled job.
         self.var = VarFeed(cfg, self.price_repo)
         self.portfolio = PortfolioFeed(cfg, self.store, calibration=self.var)
+        # Reputation (docs/reputation.md): off unless [reputation] enabled.
+        self.reputation = ReputationFeed(cfg, self.store, self.engine, LedgerView(self.engine))
         # Pool liquidity (docs/risk.md "Liquidity weighting from pools").
         self.liquidity = LiquidityFeed(cfg, self.clients, self.metrics)
         self._wire_ledger()
@@ -313,6 +316,7 @@ class Daemon:
             volatility=self.volatility.view,
             whatif=self.whatif.run,
             liquidity=lambda: self.reader.liquidity_report() if self.ledger.prices_ready else None,
+            reputation=self.reputation.view,
         )
         self.api = Api(
             self.views,
@@ -421,6 +425,10 @@ class Daemon:
             critical=False,
             run_now=False,
         )
+        if self.reputation.enabled:
+            self.jobs.add(
+                "reputation", self.reputation.run, self.cfg.reputation.interval_s, critical=False
+            )
         self.jobs.start()
 
     async def stop(self) -> None:

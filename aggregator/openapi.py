@@ -77,6 +77,13 @@ OPENAPI: dict[str, Any] = {
             _404="err",
             _503="err",
         ),
+        "/v1/accounts/{address}/reputation": _get(
+            "Reputation: score, every factor with its weight, the multiplier on the "
+            "requirement (docs/reputation.md); 404 while [reputation] is disabled",
+            [_ADDR],
+            _400="err",
+            _404="err",
+        ),
         "/v1/margin/report": _get(
             "Reference book under isolated, standard, portfolio and VaR margin"
         ),
@@ -150,6 +157,20 @@ _PRICE_STATUS = {"type": "string", "enum": ["ok", "disputed", "unavailable", "ca
 def _obj(required: list[str], **props: Any) -> dict[str, Any]:
     return {"type": "object", "required": required, "properties": props}
 
+
+# Every factor of a reputation score (aggregator/risk/reputation.py `Reputation.as_dict`).
+_REP_FACTORS = {
+    "type": "array",
+    "items": _obj(
+        ["name", "value", "weight", "contribution"],
+        name={"type": "string"},
+        value={"type": ["number", "null"]},
+        unit={"type": "string"},
+        weight={"type": "number"},
+        contribution={"type": "number"},
+        note={"type": "string"},
+    ),
+}
 
 _SCHEMAS: dict[str, Any] = {
     "Alive": _obj(["status"], status={"const": "alive"}),
@@ -232,6 +253,17 @@ _SCHEMAS: dict[str, Any] = {
         borrowing_power_usd=_NUM,
         tier=_TIER,
         degraded={"type": "boolean"},
+        reputation={
+            **_obj(
+                ["score", "multiplier", "bounds", "factors"],
+                score={"type": "number"},
+                multiplier={"type": "number"},
+                bounds={"type": "array", "items": {"type": "number"}},
+                factors=_REP_FACTORS,
+            ),
+            "description": "only with [reputation] enabled (docs/reputation.md): the "
+            "multiplier already applied to c_liq_usd, c_borrow_usd, hf and the tier",
+        },
         liquidation={
             "oneOf": [
                 {"type": "null"},
@@ -325,6 +357,25 @@ _SCHEMAS: dict[str, Any] = {
         previous_holder=_STR_OR_NULL,
     ),
     "OpenApiDocument": _obj(["openapi", "info", "paths"], openapi={"type": "string"}),
+    # GET /v1/accounts/{address}/reputation (aggregator/reputation_feed.py `view`)
+    "Reputation": _obj(
+        ["account", "score", "multiplier", "bounds", "factors", "history"],
+        account={"type": "string"},
+        scored_at={"type": "number"},
+        score={"type": "number"},
+        multiplier={"type": "number"},
+        bounds={"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+        age_days={"type": "number"},
+        neutral={"type": "boolean"},
+        rule={"type": "string"},
+        factors=_REP_FACTORS,
+        history=_obj(
+            ["first_seen", "liquidations", "risk_history"],
+            first_seen={"type": ["number", "null"]},
+            liquidations={"type": "array"},
+            risk_history={"type": "boolean"},
+        ),
+    ),
     # GET /v1/liquidity (aggregator/risk/liquidity_view.py)
     "Liquidity": _obj(
         ["slippages", "assets", "ignored"],
@@ -382,6 +433,7 @@ _BODIES = {
     "/v1/prices/{asset}": {"200": "Price"},
     "/v1/chains": {"200": "Chains"},
     "/v1/liquidity": {"200": "Liquidity"},
+    "/v1/accounts/{address}/reputation": {"200": "Reputation"},
 }
 
 

@@ -122,7 +122,8 @@ class PortfolioFeed:
             idx = np.array(sorted({a for a in found if a is not None}), np.int64)
         if idx.size == 0:
             return 0
-        return std.adopt(self.pushed.evaluate(book, std.market, idx, now))
+        res = self.pushed.evaluate(book, std.market, idx, now)
+        return std.adopt(res, im_factor=self.cfg.portfolio.im_factor)
 
     def pushed_requirement(
         self, std: RiskEngine, idx: np.ndarray, now: float | None = None

@@ -16,7 +16,7 @@ risk/ use the read-only LedgerView (risk/view.py). See docs/risk.md for the form
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -33,6 +33,13 @@ from aggregator.risk.liquidity import AssetPools
 from aggregator.risk.market import MarketData, MissingInput, PriceInput
 from aggregator.risk.model import MarginResult
 from aggregator.risk.pool import Pool, grown
+from aggregator.risk.reputation import (
+    Params,
+    Reputation,
+    personal_tick_kernel,
+    personalise,
+    personalise_result,
+)
 from aggregator.risk.standard import AccountHealth, StandardModel, Totals
 from chains.units import TIERS
 
@@ -71,6 +78,12 @@ class RiskEngine:
         self.r_bp = np.zeros(0)
         self.r_tier = np.zeros(0, np.int8)
         self.r_degraded = np.zeros(0, np.bool_)
+        # Per-account reputation multiplier (risk/reputation.py): exactly 1 unless a
+        # [reputation] feed set it, and then only accounts not exactly 1 are touched.
+        self.r_mult = np.ones(0)
+        self._mult: dict[str, float] = {}
+        self._explain_rep: Callable[[str], Reputation] | None = None
+        self.reputation_params: Params | None = None
         self._acap = 0
         self._alloc(0)
         self.computed_at: float | None = None
@@ -95,6 +108,7 @@ class RiskEngine:
         self.r_bp = grown(self.r_bp, cap, 0.0, np.float64)
         self.r_tier = grown(self.r_tier, cap, TIERS.index("healthy"), np.int8)
         self.r_degraded = grown(self.r_degraded, cap, False, np.bool_)
+        self.r_mult = grown(self.r_mult, cap, 1.0, np.float64)
         self._acap = cap
 
     # -- pool inspection (tests) ----------------------------------------------------
@@ -204,6 +218,9 @@ class RiskEngine:
         self.pool.place(np.asarray(idx, np.int64), r.count, r.cols, r.vals, self.book.n_accounts)
         self.pool.grp[acc] = r.grp
         self.pool.held[acc] = r.held
+        if self._mult:
+            for i in np.asarray(idx).tolist():
+                self.r_mult[i] = self._mult.get(self.book.account_address[i], 1.0)
 
     # -- kernel ---------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -212,8 +229,12 @@ class RiskEngine:
 
     def _risk(self, acc: NDArray[np.int64]) -> Totals:
         """Every total and the full tier of accounts `acc`, from the parameters of the
-        last preparation (so they match what the last tick or event stored)."""
-        return self.model.totals(self.pool, acc, self._cols)
+        last preparation (so they match what the last tick or event stored), with each
+        account's reputation multiplier applied (risk/reputation.py `personalise`)."""
+        r = self.model.totals(self.pool, acc, self._cols)
+        if self._mult:
+            r = personalise(r, self.r_mult[acc], self.risk_cfg)
+        return r
 
     def totals(self, acc: NDArray[np.int64]) -> Totals:
         """Every standard total of accounts `acc` as the last tick or event stored them."""
@@ -258,6 +279,14 @@ class RiskEngine:
         self._prepare()
         self._alloc(n)
         self._tick(n)
+        if self._mult:
+            # The tick kernel knows no multiplier: rewrite the personalised rows.
+            idx = np.flatnonzero(self.r_mult[:n] != 1.0)
+            p, c = self.pool, self._cols
+            personal_tick_kernel(
+                p.a_start, p.a_cnt, p.pc, p.pv, c.tab, c.nlp, c.crv, c.cix, idx, self.r_mult,
+                self.risk_cfg.warn_hf, self.r_hf, self.r_bp, self.r_tier,
+            )  # fmt: skip
         self.computed_at = time.time()
 
     def liquidating(self, n: int) -> NDArray[np.float64]:
@@ -270,15 +299,50 @@ class RiskEngine:
     def recompute_account(self, address: str) -> None:
         self._recompute_idx(np.array([self.index_of(address)], np.int64))
 
-    def adopt(self, result: MarginResult) -> int:
+    def adopt(self, result: MarginResult, im_factor: float | None = None) -> int:
         """A pushed model's HF, BP and tier replace the stored ones of its accounts (so
-        credit and the pusher carry them); degraded flags stay the ledger's."""
+        credit and the pusher carry them); degraded flags stay the ledger's. With
+        reputation multipliers set and the model's `im_factor` given, each account's
+        requirement is scaled by its multiplier first (risk/reputation.py)."""
         result.validate()
+        if self._mult and im_factor is not None:
+            result = personalise_result(
+                result, self.r_mult[result.accounts], im_factor, self.risk_cfg.warn_hf
+            )
         acc = result.accounts
         self.r_hf[acc] = result.hf
         self.r_bp[acc] = result.bp
         self.r_tier[acc] = result.tier
         return int(acc.size)
+
+    # -- reputation -------------------------------------------------------------------
+    def set_reputation(
+        self,
+        params: Params,
+        multipliers: Mapping[str, float],
+        explain: Callable[[str], Reputation],
+    ) -> None:
+        """Every account's reputation multiplier (risk/reputation.py), replacing the
+        previous set: an account left out is neutral (1.0). `explain(address)` gives
+        the factors behind an account's multiplier (the same inputs, so the same
+        number). The stored figures follow at the next recompute (tick or event)."""
+        for addr, m in multipliers.items():
+            if not params.lower <= m <= params.upper:
+                raise ValueError(f"reputation: multiplier {m} of {addr} outside the bounds")
+        self.reputation_params = params
+        self._explain_rep = explain
+        self._mult = {normalise_address(a): m for a, m in multipliers.items() if m != 1.0}
+        self.r_mult[:] = 1.0
+        for addr, m in self._mult.items():
+            a = self.book.account_index.get(addr)
+            if a is not None:
+                self.r_mult[a] = m
+
+    def reputation_of(self, address: str) -> Reputation | None:
+        """The account's reputation; None when no feed ever set one (disabled)."""
+        if self._explain_rep is None:
+            return None
+        return self._explain_rep(normalise_address(address))
 
     # -- credit ---------------------------------------------------------------------
     def record_consumption(self, address: str, chain: str, usd: float, ts: float) -> None:
@@ -335,8 +399,9 @@ class RiskEngine:
 
     def standard_health(self, address: str) -> AccountHealth:
         """The standard cross-margin figures of one account, recomputed by the kernel
-        from the last prepared inputs: what `health()` returns unless a pushed model
-        has replaced the stored HF, BP and tier (`adopt`)."""
+        from the last prepared inputs (with its reputation multiplier, when one is set):
+        what `health()` returns unless a pushed model has replaced the stored HF, BP
+        and tier (`adopt`)."""
         a = self.index_of(address)
         return AccountHealth.of(self.book.account_address[a], self._risk(np.array([a], np.int64)))
 

@@ -22,6 +22,7 @@ from aggregator.risk.book import COLLATERAL, SIDES, PositionBook
 from aggregator.risk.credit import CreditAllocator, Split
 from aggregator.risk.liquidation import PLAN_FULL, PLAN_PARTIAL, Plans
 from aggregator.risk.market import MarketData
+from aggregator.risk.reputation import Params, Reputation
 from aggregator.risk.standard import Detail, StandardModel, Totals
 from chains.units import TIERS, decimal_text, usd6_text
 
@@ -53,6 +54,9 @@ class Explained(Protocol):
     def index_of(self, address: str, create: bool = False) -> int: ...
     def fresh_totals(self, acc: NDArray[np.int64]) -> Totals: ...
     def plans(self, acc: NDArray[np.int64], r: Totals) -> Plans: ...
+    def reputation_of(self, address: str) -> Reputation | None: ...
+    @property
+    def reputation_params(self) -> Params | None: ...
 
 
 def positions(eng: Explained, a: int) -> dict[str, list[dict[str, Any]]]:
@@ -281,7 +285,7 @@ def explain(eng: Explained, address: str, now: float | None = None) -> dict[str,
     p = eng.plans(acc, r)
     split = eng.credits.split(acc, r.bp, r.degraded, now)
     g = int(r.grp[0])
-    return {
+    out = {
         "account": eng.book.account_address[a],
         "mode": "emode" if g >= 0 else "standard",
         "group": eng.groups[g].name if g >= 0 else None,
@@ -292,6 +296,11 @@ def explain(eng: Explained, address: str, now: float | None = None) -> dict[str,
         "credit": credit(eng, a, split),
         "params": _params(eng),
     }
+    rep, params = eng.reputation_of(address), eng.reputation_params
+    if rep is not None and params is not None:
+        # Only with [reputation] enabled: otherwise the explanation is unchanged.
+        out["reputation"] = rep.as_dict(params)
+    return out
 
 
 __all__ = ["explain"]

@@ -59,6 +59,11 @@ class LedgerView:
     def has_asset(self, symbol: str) -> bool:
         return symbol in self._eng.book.asset_index
 
+    def price_usd(self, symbol: str) -> float | None:
+        """The asset's valuation price (its last valued one); None if never priced."""
+        t = self._eng.book.asset_index[symbol]
+        return float(self._eng.market.price[t]) if self._eng.market.has_price[t] else None
+
     def chain_position(self, chain: str) -> int:
         """Index of `chain` in `chains` (KeyError if unknown)."""
         return self._eng.credits.chain_index[chain]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,8 @@ class FakeBackend:
             },
         }
         self.liquidity_data: dict[str, Any] | None = {"slippages": [0.01], "assets": {}}
+        # GET /v1/accounts/{address}/reputation: None is "disabled" (404).
+        self.reputation_view: Callable[[str], dict[str, Any] | None] = lambda _a: None
         self.price_views: dict[str, dict[str, Any]] = {
             "WETH": {
                 "asset": "WETH",
@@ -123,6 +125,10 @@ class FakeBackend:
     def liquidity(self) -> dict[str, Any] | None:
         self._hit("liquidity")
         return self.liquidity_data
+
+    def reputation(self, address: str) -> dict[str, Any] | None:
+        self._hit("reputation", address)
+        return self.reputation_view(address)
 
     def chains(self) -> list[dict[str, Any]]:
         self._hit("chains")

@@ -1,0 +1,354 @@
+"""Reputation: a personal, bounded multiplier on an account's requirement from its own
+indexed history across every chain (docs/reputation.md; issue 23, first step).
+
+Inputs are plain facts about one account (`History`): when it was first seen in the
+vault on any chain, the liquidations it suffered (time, chain, USD) and, when the
+risk history is recorded, its episodes in warning or worse (start, end, worst tier)
+and its HF samples. With `D` = 86,400 s, `now` the evaluation time and the
+parameters of `Params` (defaults in brackets):
+
+    age          = now - first_seen
+    clean_start  = max(first_seen, time of the last liquidation)
+    clean_days   = ((now - clean_start) - time in warning or worse since clean_start) / D
+    reward       = min(1 - lower, reward_per_30d * max(0, clean_days - min_age_days) / 30)
+                   (0 while age < min_age_days)
+    penalty      = sum over liquidations   liquidation_penalty * 2^(-(now - t) / half_life)
+                 + sum over episodes that reached liquidatable
+                                           liquidatable_penalty * 2^(-(now - end) / half_life)
+    score        = reward - penalty                       (higher is better)
+    multiplier   = clip(1 - score, lower, upper)          [0.90 .. 1.30]
+                   and >= 1 while age < min_age_days
+
+Invariants (tested in tests/unit/risk/test_reputation.py):
+- Only clean *time* counts, never activity: any number of events at or after the first
+  one leaves `first_seen` and the clean clock unchanged, so deposit/withdraw or
+  borrow/repay loops in one block or one hour do not move the score.
+- An account younger than `min_age_days` (a fresh address, a sybil) is never better than
+  neutral: its multiplier is >= 1.0. An account with no history is exactly 1.0.
+- A liquidation on any chain raises the account's one multiplier at once (by
+  `liquidation_penalty`, to `upper` with the defaults); the account's multiplier is one
+  number used on every chain.
+- The multiplier is always in [lower, upper] with lower <= 1 <= upper.
+
+The multiplier scales the standard model's haircut in USD (`personalise`): with V the
+collateral value and C its weighted value (C_liq or C_borrow), C' = V - m (V - C), so
+C' <= V for every m >= 0 (no account can be rated healthy with collateral worth less
+than its debt), C' = C bit for bit when m == 1 (the row is not touched), and C', HF,
+BP are non-increasing in m. A pushed model (portfolio, var) gets its requirement
+scaled instead (`personalise_result`): HF, BP, tier from equity and m x requirement by
+`model.health`, the same rule every model uses. Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from numba import njit, prange
+from numpy.typing import NDArray
+
+from aggregator.config import RiskConfig
+from aggregator.risk.kernels import account_sums
+from aggregator.risk.liquidation import close_factor
+from aggregator.risk.model import MarginResult, health
+from aggregator.risk.standard import Totals
+from chains.units import TIERS
+
+DAY = 86_400.0
+WARNING = TIERS.index("warning")
+LIQUIDATABLE = TIERS.index("liquidatable")
+
+
+@dataclass(frozen=True)
+class Params:
+    """The score's bounds and weights ([reputation] in the config)."""
+
+    lower: float = 0.90
+    upper: float = 1.30
+    min_age_days: float = 90.0
+    reward_per_30d: float = 0.01
+    liquidation_penalty: float = 0.30
+    liquidatable_penalty: float = 0.10
+    half_life_days: float = 180.0
+
+    def __post_init__(self) -> None:
+        if not (0.0 < self.lower <= 1.0 <= self.upper):
+            raise ValueError(
+                f"reputation: need 0 < lower <= 1 <= upper, got lower={self.lower}, "
+                f"upper={self.upper}"
+            )
+        for name in ("min_age_days", "reward_per_30d", "liquidation_penalty",
+                     "liquidatable_penalty"):  # fmt: skip
+            if getattr(self, name) < 0:
+                raise ValueError(f"reputation: {name} must be >= 0")
+        if self.half_life_days <= 0:
+            raise ValueError("reputation: half_life_days must be > 0")
+
+
+@dataclass(frozen=True)
+class Liquidation:
+    t: float
+    chain: str
+    usd: float
+
+
+@dataclass(frozen=True)
+class Episode:
+    """A stretch in warning or worse: [start, end), `end` None while it lasts."""
+
+    start: float
+    end: float | None
+    worst_tier: int
+
+
+@dataclass(frozen=True)
+class History:
+    """What the index (and the risk history, when recorded) says about one account.
+    `episodes` / `hf` are None when no risk history is available (features left out)."""
+
+    first_seen: float | None = None
+    liquidations: tuple[Liquidation, ...] = ()
+    episodes: tuple[Episode, ...] | None = None
+    hf: tuple[tuple[float, float], ...] | None = None  # (t, hf) samples, time order
+
+
+@dataclass(frozen=True)
+class Factor:
+    """One named input of the score: its value, the weight it is multiplied by and its
+    contribution to the score (positive: lowers the multiplier)."""
+
+    name: str
+    value: float | None
+    unit: str
+    weight: float
+    contribution: float
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Reputation:
+    account: str
+    score: float
+    multiplier: float
+    age_days: float
+    factors: tuple[Factor, ...] = field(default_factory=tuple)
+
+    def as_dict(self, params: Params) -> dict[str, object]:
+        """JSON-able (no NaN/inf): the explanation's `reputation` section."""
+        return {
+            "score": self.score,
+            "multiplier": self.multiplier,
+            "bounds": [params.lower, params.upper],
+            "age_days": self.age_days,
+            "neutral": self.multiplier == 1.0,
+            "rule": "multiplier = clip(1 - score, lower, upper), >= 1 before min_age_days; "
+            "C' = V - multiplier * (V - C) for C_liq and C_borrow",
+            "factors": [
+                {
+                    "name": f.name,
+                    "value": f.value,
+                    "unit": f.unit,
+                    "weight": f.weight,
+                    "contribution": f.contribution,
+                    "note": f.note,
+                }
+                for f in self.factors
+            ],
+        }
+
+
+def neutral(account: str) -> Reputation:
+    return Reputation(account, 0.0, 1.0, 0.0, ())
+
+
+def _overlap(episodes: Sequence[Episode], lo: float, hi: float) -> float:
+    """Seconds of [lo, hi) covered by the episodes (they do not overlap each other)."""
+    total = 0.0
+    for e in episodes:
+        end = hi if e.end is None else e.end
+        total += max(0.0, min(end, hi) - max(e.start, lo))
+    return total
+
+
+def _decay(age_s: float, half_life_days: float) -> float:
+    return float(2.0 ** (-max(age_s, 0.0) / (half_life_days * DAY)))
+
+
+def cure_times(episodes: Sequence[Episode]) -> list[float]:
+    """Seconds from each ended downgrade to its cure (back to healthy)."""
+    return [e.end - e.start for e in episodes if e.end is not None]
+
+
+def hf_volatility(samples: Sequence[tuple[float, float]]) -> float | None:
+    """Standard deviation of the log HF changes between consecutive finite samples
+    (None with fewer than two changes)."""
+    logs = [math.log(h) for _, h in samples if math.isfinite(h) and h > 0]
+    if len(logs) < 3:
+        return None
+    return float(np.std(np.diff(np.array(logs)), ddof=1))
+
+
+def _history_factors(h: History, p: Params, now: float) -> list[Factor]:
+    """Factors from the risk history: liquidatable near misses (weighted), time in
+    warning or worse, cure time and HF volatility (shown, already in the clean time or
+    not weighted)."""
+    if h.episodes is None:
+        return [Factor("risk_history", None, "", 0.0, 0.0, "no risk history recorded")]
+    near = [e for e in h.episodes if e.worst_tier >= LIQUIDATABLE]
+    near_sum = sum(_decay(now - (now if e.end is None else e.end), p.half_life_days) for e in near)
+    cures = cure_times(h.episodes)
+    bad_days = _overlap(h.episodes, -math.inf, now) / DAY
+    vol = hf_volatility(h.hf or ())
+    return [
+        Factor("liquidatable_episodes", near_sum, "decayed count", -p.liquidatable_penalty,
+               -p.liquidatable_penalty * near_sum, f"{len(near)} episode(s) reached liquidatable"),
+        Factor("days_in_warning_or_worse", bad_days, "days", 0.0, 0.0,
+               "counted by not counting as clean time"),
+        Factor("cure_time_mean", sum(cures) / len(cures) / 3600.0 if cures else None, "hours",
+               0.0, 0.0, f"{len(cures)} cured downgrade(s); informational"),
+        Factor("hf_volatility", vol, "sd of log HF changes", 0.0, 0.0, "informational"),
+    ]  # fmt: skip
+
+
+def score(account: str, h: History, p: Params, now: float) -> Reputation:
+    """The account's score and multiplier (the module docstring's formula)."""
+    if h.first_seen is None or h.first_seen > now:
+        return neutral(account)
+    age_s = now - h.first_seen
+    past = [liq for liq in h.liquidations if liq.t <= now]
+    last_liq = max((liq.t for liq in past), default=-math.inf)
+    clean_start = max(h.first_seen, last_liq)
+    bad_s = _overlap(h.episodes or (), clean_start, now)
+    clean_days = max(0.0, (now - clean_start) - bad_s) / DAY
+    mature = age_s >= p.min_age_days * DAY
+    # Reward accrues only on clean days beyond the probation of min_age_days: no jump
+    # at maturity, and a liquidation restarts the probation.
+    earned = max(0.0, clean_days - p.min_age_days)
+    reward = min(1.0 - p.lower, p.reward_per_30d * earned / 30.0) if mature else 0.0
+    liq_sum = sum(_decay(now - liq.t, p.half_life_days) for liq in past)
+    factors = [
+        Factor("clean_days", clean_days, "days", p.reward_per_30d / 30.0, reward,
+               f"beyond min_age_days ({p.min_age_days:g}), capped at 1 - lower"),
+        Factor("liquidations", liq_sum, "decayed count", -p.liquidation_penalty,
+               -p.liquidation_penalty * liq_sum,
+               f"{len(past)} liquidation(s), {sum(x.usd for x in past):.2f} USD, chains "
+               f"{sorted({x.chain for x in past})}"),
+        Factor("days_since_last_liquidation",
+               (now - last_liq) / DAY if past else None, "days", 0.0, 0.0, "informational"),
+        *_history_factors(h, p, now),
+    ]  # fmt: skip
+    s = sum(f.contribution for f in factors)
+    m = min(max(1.0 - s, p.lower), p.upper)
+    if not mature:
+        m = max(m, 1.0)
+    return Reputation(account, s, m, age_s / DAY, tuple(factors))
+
+
+def episodes_from_points(
+    points: Sequence[tuple[float, int, int]], now: float
+) -> tuple[Episode, ...]:
+    """Episodes in warning or worse from risk-history points (t, tier, worst tier in the
+    bucket), in time order: a point whose worst tier is warning or worse opens (or
+    extends) an episode, the next point at healthy closes it. Resolution: the level's
+    step (docs/reputation.md)."""
+    out: list[Episode] = []
+    start: float | None = None
+    worst = 0
+    for t, tier, tier_worst in points:
+        if t > now:
+            break
+        if tier_worst >= WARNING or tier >= WARNING:
+            if start is None:
+                start, worst = t, 0
+            worst = max(worst, tier_worst, tier)
+            if tier < WARNING:  # the bucket ended healthy: cured within it
+                out.append(Episode(start, t, worst))
+                start = None
+        elif start is not None:
+            out.append(Episode(start, t, worst))
+            start = None
+    if start is not None:
+        out.append(Episode(start, None, worst))
+    return tuple(out)
+
+
+def personalise(t: Totals, mult: NDArray[np.float64], risk: RiskConfig) -> Totals:
+    """Totals `t` with each row whose multiplier is not exactly 1 rewritten: C' = V -
+    m (V - C) for C_liq and C_borrow, then HF, BP, tier and close factor by the kernel's
+    own rules (HF = C_liq / D, BP = max(C_borrow - D, 0), tier = (HF < warn) + (HF < 1) +
+    (V < D)). Rows with m == 1 are the very same floats; `t` itself is not modified."""
+    rows = np.flatnonzero(mult != 1.0)
+    if rows.size == 0:
+        return t
+    out = replace(t, cliq=t.cliq.copy(), cborrow=t.cborrow.copy(), hf=t.hf.copy(),
+                  bp=t.bp.copy(), tier=t.tier.copy(), cf=t.cf.copy())  # fmt: skip
+    v, m, d = t.vtot[rows], mult[rows], t.debt[rows]
+    cl = v - m * (v - t.cliq[rows])
+    cb = v - m * (v - t.cborrow[rows])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hf = np.where(d > 0.0, cl / np.where(d > 0.0, d, 1.0), np.inf)
+    out.cliq[rows], out.cborrow[rows], out.hf[rows] = cl, cb, hf
+    out.bp[rows] = np.maximum(cb - d, 0.0)
+    out.tier[rows] = (hf < risk.warn_hf).astype(np.int8) + (hf < 1.0) + (v < d)
+    out.cf[rows] = close_factor(hf, risk)
+    return out
+
+
+@njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def personal_tick_kernel(  # noqa: PLR0917
+    start, cnt, pc, pv, tab, nlp, crv, cix, idx, mult, warn_hf, hf, bp, tier,
+):  # fmt: skip
+    """After a tick, the accounts `idx` (multiplier != 1) again, in parallel: the
+    kernels' own sums (`account_sums`), then `personalise`'s arithmetic in the same
+    order (sub, mul, sub; no fused multiply-add without fastmath), so the stored figures
+    equal the per-account path's bit for bit. Degraded flags stay the tick's."""
+    for j in prange(idx.size):
+        a = idx[j]
+        c_liq, c_bor, d_val, v_tot = account_sums(start[a], cnt[a], pc, pv, tab, nlp, crv, cix)
+        m = mult[a]
+        cl = v_tot - m * (v_tot - c_liq)
+        cb = v_tot - m * (v_tot - c_bor)
+        h = cl / d_val if d_val > 0.0 else np.inf
+        hf[a] = h
+        bp[a] = max(cb - d_val, 0.0)
+        tier[a] = (h < warn_hf) + (h < 1.0) + (v_tot < d_val)
+
+
+def personalise_result(
+    res: MarginResult, mult: NDArray[np.float64], im_factor: float, warn_hf: float
+) -> MarginResult:
+    """A pushed model's result (portfolio, var) with each account's requirement scaled
+    by its multiplier: HF, BP and tier again by `model.health` from equity and m *
+    requirement. Rows with m == 1, and rows with negative equity (insolvent whatever
+    m; there a larger m would move HF towards 0), are the very same floats."""
+    rows = np.flatnonzero((mult != 1.0) & (res.equity_usd >= 0.0))
+    if rows.size == 0:
+        return res
+    hf, bp, tier = res.hf.copy(), res.bp.copy(), res.tier.copy()
+    h, b, t = health(res.equity_usd[rows], mult[rows] * res.requirement_usd[rows],
+                     im_factor, warn_hf)  # fmt: skip
+    hf[rows], bp[rows], tier[rows] = h, b, t
+    return MarginResult.of(
+        res.accounts, equity_usd=res.equity_usd, requirement_usd=res.requirement_usd,
+        hf=hf, bp=bp, tier=tier, parts=dict(res.parts),
+    )  # fmt: skip
+
+
+__all__ = [
+    "DAY",
+    "Episode",
+    "Factor",
+    "History",
+    "Liquidation",
+    "Params",
+    "Reputation",
+    "episodes_from_points",
+    "hf_volatility",
+    "neutral",
+    "personal_tick_kernel",
+    "personalise",
+    "personalise_result",
+    "score",
+]
