@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "push_gas": ["bench.push_gas"],
     "push_economy": ["bench.push_economy", "--accounts", "2000"],
     "api_hostile": ["bench.api_hostile"],
+    "reputation": ["bench.reputation"],
     "rpc_per_block": ["bench.rpc_per_block"],
     "oracle_refresh": ["bench.oracle_refresh"],
     "startup": ["bench.startup"],
