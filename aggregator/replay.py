@@ -26,7 +26,15 @@ from typing import Any
 
 import aiohttp
 
-from aggregator.config import AppConfig, ConfigError, Problem, load_config
+from aggregator.config import (
+    AppConfig,
+    ConfigError,
+    OracleDefaults,
+    Problem,
+    RiskConfig,
+    SchedulerConfig,
+    load_config,
+)
 from aggregator.daemon import Daemon, StartupError
 from devkit import manager
 from devkit.anvil import DEV_KEYS
@@ -365,10 +373,26 @@ async def _top_up(
     return book, len(touched), len(low)
 
 
+def _precheck(opts: ReplayOptions) -> None:
+    """What can be refused before any process starts: an unknown model, a compression
+    the EWMA cannot express for a model that reads it (the config's own mode is checked
+    once the config is loaded)."""
+    if opts.mode is None:
+        return
+    if opts.mode not in models.MODELS:
+        raise models.ModelError(f"unknown model {opts.mode!r}; one of {', '.join(models.MODELS)}")
+    if opts.mode in models.USES_EWMA:
+        # The defaults' lambda; a config with another one is checked again once loaded.
+        base = {"risk": RiskConfig().model_dump(), "oracle": OracleDefaults().model_dump(),
+                "scheduler": SchedulerConfig().model_dump()}  # fmt: skip
+        timescale.overrides(base, opts.scale())
+
+
 async def run(root: Path, config_path: str | None, opts: ReplayOptions) -> int:
     try:
         path = _path(opts)
-    except episodes.EpisodeError as exc:
+        _precheck(opts)
+    except (episodes.EpisodeError, models.ModelError, timescale.TimeScaleError) as exc:
         print(f"replay: {exc}")
         return 2
     started = not manager.status(root).get("running")

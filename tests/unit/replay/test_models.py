@@ -4,8 +4,12 @@ alone."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
+from aggregator.replay import ReplayOptions, run
 from devkit.replay import models
 
 BASE = {
@@ -38,3 +42,19 @@ def test_the_others_run_the_ewma_alone(model: str) -> None:
 def test_unknown_model() -> None:
     with pytest.raises(models.ModelError, match="unknown model 'garch'"):
         models.configure(BASE, "garch", 730)
+
+
+@pytest.mark.parametrize(
+    ("opts", "said"),
+    [
+        ({"mode": "garch"}, "unknown model 'garch'"),
+        ({"mode": "predictive", "hours_per_block": 8}, "Lower --hours-per-block"),
+        ({"hours_per_block": 0}, "hours per block must be >= 1"),
+    ],
+)
+async def test_refused_before_any_process_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], opts: dict[str, Any], said: str
+) -> None:
+    assert await run(tmp_path, None, ReplayOptions("2022-06", **opts)) == 2
+    assert said in capsys.readouterr().out
+    assert not (tmp_path / "data").exists()  # no devnet was started
