@@ -229,7 +229,10 @@ async def _steps(
     stop: asyncio.Event,
 ) -> keeper.KeeperStats:
     async with aiohttp.ClientSession() as session:
-        k = keeper.Keeper(state, api_url, session)
+        # The daemon plans from the standard model's figures (keeper.choose).
+        cfg = daemon.cfg
+        fallback = None if cfg.portfolio.mode == "standard" else cfg.risk.close_factor
+        k = keeper.Keeper(state, api_url, session, fallback)
         for i in range(len(path)):
             if stop.is_set():
                 break

@@ -214,6 +214,7 @@ def build_report(
             "all_accounts_count": len(keeper.liquidations),
             "failures": dict(keeper.failures),
             "registry_waits": dict(keeper.waits),
+            "plan_fallbacks": keeper.plan_fallbacks,
         },
         "bad_debt_usd": round(bad_debt_usd, 2),
         "negative_equity_accounts_end": negative_accounts,
