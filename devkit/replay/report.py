@@ -94,6 +94,10 @@ class Recorder:
         self.healthy_last = set()
         bp_sum = coll_sum = 0.0
         hfs: list[float] = []
+        # The ratings sampled now were computed from the previous step's prices (the
+        # daemon reads the feeds once a step, after they are mined): value the
+        # depositors' collateral at those, or the margin would carry one step's move.
+        rated_at = self.prices[-2] if len(self.prices) > 1 else prices
         for a in self.addresses:
             r = ratings.get(a)
             if r is None:
@@ -106,7 +110,7 @@ class Recorder:
             if a in self.depositors:
                 # No debt: the free borrowing power is the whole haircut collateral.
                 bp_sum += float(r.get("borrowing_power_usd") or 0.0)
-                coll_sum += self.holdings.value(a, prices)[0]
+                coll_sum += self.holdings.value(a, rated_at)[0]
         self.margin.append(1 - bp_sum / coll_sum if coll_sum > 0 else math.nan)
         q = np.percentile(hfs, [5, 25, 50]) if hfs else [math.nan] * 3
         self.hf_pct.append((float(q[0]), float(q[1]), float(q[2])))
