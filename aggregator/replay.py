@@ -1,15 +1,19 @@
 """`aggregator replay --episode NAME` (and `aggregator demo --replay NAME`): a real crash
 through the devnet and the unmodified daemon, then the report (docs/replay.md).
 
-Order: the episode path first (a missing file or a gap fails before any process
+Order: the episode path, the model and the time scale first (a missing file, a gap,
+an unknown model or a compression the EWMA cannot express fails before any process
 starts); then the devnet (the running one, or `up`) and the config (it includes the
-devnet's addresses); every
-feed and LST rate moved to the episode's first hour, the generated book seeded at those
-prices, the liquidator funded, the daemon started in-process; then one step per
-block: the feeds of every indexed chain set to the step's prices (the exchange server
-follows them itself), a sample of the daemon's ratings, a keeper round. Ctrl-C (or
-SIGTERM) stops at the next step; the daemon stops and a devnet this run started goes
-down, whatever happened.
+devnet's addresses), rewritten for the model and the replay's market time
+(`replay_config`: devkit/replay/models.py, timescale.py); every feed and LST rate
+moved to the episode's first hour, the generated book seeded at those prices, the
+liquidator funded, the days before the episode written to the daemon's price store
+(warmup.py), the daemon started in-process; the accounts the model rates below HF 1
+repay down (topup.py); then one step per block: the feeds of every indexed chain sent
+at the step's prices (the exchange server follows them itself), a sample of the
+daemon's ratings, a keeper round, all mined in the same block. Ctrl-C (or SIGTERM)
+stops at the next step; the daemon stops and a devnet this run started goes down,
+whatever happened.
 """
 
 from __future__ import annotations
