@@ -178,6 +178,17 @@ async def _mined(session: aiohttp.ClientSession, sent: list[tuple[str, str]]) ->
             await asyncio.sleep(0.05)
 
 
+def _rated_prices(daemon: Daemon) -> dict[str, float]:
+    """The prices of the daemon's last refresh: its recompute runs synchronously after
+    it, in this event loop, so they are the ones the current ratings came from."""
+    out = {}
+    for a in daemon.cfg.assets:
+        p = daemon.oracle.price(a.symbol)
+        if p is not None and p.value is not None:
+            out[a.symbol] = float(p.value)
+    return out
+
+
 def _ratings(daemon: Daemon) -> dict[str, dict[str, Any]]:
     if not daemon.ledger.prices_ready:
         return {}
@@ -245,7 +256,7 @@ async def _steps(
             # on the daemon's ratings so far) go into the same next block, so a step
             # costs one block, not two.
             sent = await _send_feeds(session, state, path.at(i))
-            rec.sample(path.at(i), _ratings(daemon))
+            rec.sample(path.at(i), _ratings(daemon), _rated_prices(daemon))
             await k.round(i)
             rec.apply(k.stats)
             await _mined(session, sent)

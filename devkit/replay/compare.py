@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from devkit.replay.models import MODELS
+from devkit.replay.report import procyclicality
 
 BEGIN, END = "<!-- replay-compare:begin -->", "<!-- replay-compare:end -->"
 
@@ -32,6 +33,10 @@ def load(directory: Path) -> dict[str, dict[str, dict[str, Any]]]:
         rep = json.loads(f.read_text())
         if "series" not in rep or rep.get("mode") not in MODELS:
             continue
+        # Recomputed from the per-step series, so every report is measured alike.
+        pc = procyclicality(rep["series"]["margin"], 24 / rep["time"]["hours_per_step"])
+        rep["procyclicality"] = pc
+        rep["margin"] = {"calm": pc.get("calm"), "peak": pc.get("peak")}
         out.setdefault(rep["episode"], {})[rep["mode"]] = rep
     return out
 
@@ -81,6 +86,29 @@ def table(episode: str, reps: dict[str, dict[str, Any]]) -> str:
         )
     sig = [f"- {m}: {_sigma(reps[m])}" for m in MODELS if m in reps]
     return "\n".join([f"### {episode}", "", *rows, "", "Volatility at the first step:", *sig])
+
+
+def summary(reports: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """The issue's goal figures, one row per (episode, model): bad debt, healthy ->
+    negative equity, false liquidations, procyclicality."""
+    rows = [
+        "| episode | model | bad debt USD | healthy -> negative | liquidations | false liq. "
+        "| peak / trough | max 1-day rise | max 5-day rise |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for episode in sorted(reports):
+        for m in MODELS:
+            r = reports[episode].get(m)
+            if r is None:
+                continue
+            pc = r["procyclicality"]
+            rows.append(
+                f"| {episode} | {m} | {r['bad_debt_usd']:,.0f} | {r['healthy_to_negative_equity']} "
+                f"| {r['liquidations']['count']} | {r['false_liquidations']['count']} "
+                f"| {_f(pc.get('peak_over_trough'))} | {_f(pc.get('max_1d_rise'), '{:.4f}')} "
+                f"| {_f(pc.get('max_5d_rise'), '{:.4f}')} |"
+            )
+    return "\n".join(rows)
 
 
 def chart(episode: str, reps: dict[str, dict[str, Any]], out: Path) -> Path:
@@ -141,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     d = Path(args.directory)
     reports = load(d)
-    parts = []
+    parts = ["### Goal figures", "", summary(reports), ""]
     for episode in sorted(reports):
         chart(episode, reports[episode], d)
         parts.append(table(episode, reports[episode]))

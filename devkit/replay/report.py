@@ -14,9 +14,9 @@ Definitions (docs/replay.md):
   `lt`, e-mode group's when all legs are in it) within `false_window_h` hours.
 - margin: the model's haircut on the book's depositors (accounts without debt, never
   liquidated, a fixed mix of every collateral asset): 1 - sum(borrowing power) /
-  sum(collateral at market) over them (with no debt the free borrowing power is the
-  whole haircut collateral). Peak / calm is its maximum over the episode divided by
-  its value at the first sample; procyclicality is measured on this path.
+  sum(collateral at the prices the ratings came from) over them (with no debt the free
+  borrowing power is the whole haircut collateral). Calm, peak and procyclicality are
+  taken on its daily medians (`procyclicality`).
 - bad debt: sum over accounts of max(0, debt - collateral) at the end, from the vaults.
 """
 
@@ -30,10 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from devkit.replay.keeper import KeeperStats
 from devkit.replay.population import Account
 
+F64 = NDArray[np.float64]
 TIER_NAMES = ("healthy", "warning", "liquidatable", "insolvent")
 
 
@@ -84,8 +86,14 @@ class Recorder:
             a.address for a in self.book if all(p.side == "collateral" for p in a.positions)
         }
 
-    def sample(self, prices: Mapping[str, float], ratings: Mapping[str, dict[str, Any]]) -> None:
-        """One step: `ratings` = account -> the daemon's health view (tier, hf, bp)."""
+    def sample(
+        self,
+        prices: Mapping[str, float],
+        ratings: Mapping[str, dict[str, Any]],
+        rated_at: Mapping[str, float] | None = None,
+    ) -> None:
+        """One step: `ratings` = account -> the daemon's health view (tier, hf, bp);
+        `rated_at`: the prices those ratings were computed from (the daemon's own)."""
         self.prices.append(dict(prices))
         for a in self.healthy_last:
             c, d = self.holdings.value(a, prices)
@@ -94,10 +102,11 @@ class Recorder:
         self.healthy_last = set()
         bp_sum = coll_sum = 0.0
         hfs: list[float] = []
-        # The ratings sampled now were computed from the previous step's prices (the
-        # daemon reads the feeds once a step, after they are mined): value the
-        # depositors' collateral at those, or the margin would carry one step's move.
-        rated_at = self.prices[-2] if len(self.prices) > 1 else prices
+        # Value the depositors' collateral at the prices the ratings were computed from
+        # (the daemon reads the feeds on its own schedule, a step or two behind): the
+        # path's own prices would put one step's move into the margin.
+        rated = dict(self.prices[-2] if len(self.prices) > 1 else prices)
+        rated.update(rated_at or {})
         for a in self.addresses:
             r = ratings.get(a)
             if r is None:
@@ -110,7 +119,7 @@ class Recorder:
             if a in self.depositors:
                 # No debt: the free borrowing power is the whole haircut collateral.
                 bp_sum += float(r.get("borrowing_power_usd") or 0.0)
-                coll_sum += self.holdings.value(a, rated_at)[0]
+                coll_sum += self.holdings.value(a, rated)[0]
         self.margin.append(1 - bp_sum / coll_sum if coll_sum > 0 else math.nan)
         q = np.percentile(hfs, [5, 25, 50]) if hfs else [math.nan] * 3
         self.hf_pct.append((float(q[0]), float(q[1]), float(q[2])))
@@ -173,22 +182,36 @@ class Recorder:
         return {"count": count, "accounts": len(accounts), "above_lt_at_liquidation": above}
 
     def procyclicality(self) -> dict[str, float]:
-        """Of the system margin path, in market time: peak / trough, and the largest
-        rise over one and five days (margin points), as docs/procyclicality.md."""
-        m = np.array([x for x in self.margin if math.isfinite(x)])
-        if m.size == 0:
-            return {}
-        w1 = max(1, round(self.steps_per_day))
-        w5 = max(1, round(5 * self.steps_per_day))
+        return procyclicality(self.margin, self.steps_per_day)
 
-        def rise(w: int) -> float:
-            return float(max((m[w:] - m[:-w]).max(), 0.0)) if m.size > w else 0.0
 
-        return {
-            "peak_over_trough": float(m.max() / m.min()) if m.min() > 0 else math.nan,
-            "max_1d_rise": rise(w1),
-            "max_5d_rise": rise(w5),
-        }
+def daily(margin: list[float], steps_per_day: float) -> F64:
+    """The median of each market day's samples (a partial last day included): the
+    per-step margin carries the sampling jitter between the daemon's ratings and the
+    prices; a day's median keeps the margin's moves and drops that jitter."""
+    m = np.array([x for x in margin if math.isfinite(x)], np.float64)
+    w = max(1, round(steps_per_day))
+    return np.array([float(np.median(m[k : k + w])) for k in range(0, m.size, w)], np.float64)
+
+
+def procyclicality(margin: list[float], steps_per_day: float) -> dict[str, float]:
+    """Of the margin path in market time, on daily medians: calm (first day), peak,
+    peak / trough, and the largest rise over one and five days (margin points), as
+    docs/procyclicality.md."""
+    m = daily(margin, steps_per_day)
+    if m.size == 0:
+        return {}
+
+    def rise(w: int) -> float:
+        return float(max((m[w:] - m[:-w]).max(), 0.0)) if m.size > w else 0.0
+
+    return {
+        "calm": float(m[0]),
+        "peak": float(m.max()),
+        "peak_over_trough": float(m.max() / m.min()) if m.min() > 0 else math.nan,
+        "max_1d_rise": rise(1),
+        "max_5d_rise": rise(5),
+    }
 
 
 def build_report(
@@ -204,9 +227,8 @@ def build_report(
 ) -> dict[str, Any]:
     book = {a.address for a in rec.book}
     mine = [x for x in keeper.liquidations if x.account in book]
-    margins = [m for m in rec.margin if math.isfinite(m)]
-    calm = margins[0] if margins else math.nan
-    peak = max(margins) if margins else math.nan
+    pc = rec.procyclicality()
+    calm, peak = pc.get("calm", math.nan), pc.get("peak", math.nan)
     return {
         "episode": episode,
         "mode": mode,
@@ -228,7 +250,7 @@ def build_report(
         "liquidated_accounts": len({x.account for x in mine}),
         "liquidations_at_first_step": sum(1 for x in mine if x.step == 0),
         "margin": {"calm": calm, "peak": peak, "peak_over_calm": peak / calm if calm else math.nan},
-        "procyclicality": rec.procyclicality(),
+        "procyclicality": pc,
         "series": {
             "margin": rec.margin,
             "hf_p5_p25_p50": rec.hf_pct,

@@ -19,16 +19,16 @@ def _rec(book: list[population.Account], steps_per_day: float = 24.0) -> Recorde
     return Recorder(book, LT, groups, false_window_h=5, steps_per_day=steps_per_day)
 
 
-def test_procyclicality_figures() -> None:
+def test_procyclicality_on_daily_medians() -> None:
     rec = _rec([], steps_per_day=2)
-    rec.margin = [0.10, 0.12, 0.20, 0.15, 0.30, 0.25, 0.10, 0.11, 0.12, 0.40, 0.35, 0.2]
+    rec.margin = [0.10, 0.12, 0.20, 0.15, 0.30, 0.25, 0.10, 0.11, 0.12, 0.40, 0.35, 0.2, 0.3]
     f = rec.procyclicality()
-    m = rec.margin
-    assert f["peak_over_trough"] == pytest.approx(max(m) / min(m))
-    d1 = max(m[i] - m[i - 2] for i in range(2, len(m)))
-    d5 = max(m[i] - m[i - 10] for i in range(10, len(m)))
-    assert f["max_1d_rise"] == pytest.approx(d1)
-    assert f["max_5d_rise"] == pytest.approx(max(d5, 0.0))
+    # Daily medians of pairs (and the partial last day), then the figures.
+    d = [0.11, 0.175, 0.275, 0.105, 0.26, 0.275, 0.3]
+    assert f["calm"] == pytest.approx(0.11) and f["peak"] == pytest.approx(0.3)
+    assert f["peak_over_trough"] == pytest.approx(0.3 / 0.105)
+    assert f["max_1d_rise"] == pytest.approx(max(d[i] - d[i - 1] for i in range(1, len(d))))
+    assert f["max_5d_rise"] == pytest.approx(max(d[i] - d[i - 5] for i in range(5, len(d))))
 
 
 def test_margin_is_the_depositors_haircut() -> None:
