@@ -87,13 +87,17 @@ devnet-down: setup
 soak: setup
 	$(BIN)/python -m pytest -m soak --run-soak -s $(PYTEST_ARGS)
 
-# Replay the four shipped crash episodes through the devnet and the daemon
-# (docs/replay.md); hours per block chosen to keep each episode short.
+# Replay the four shipped crash episodes through the devnet and the daemon, once per
+# margin model (docs/replay.md; each episode's default hours per step), then the
+# per-episode comparison tables and charts into docs/replay.md and docs/replay/.
+REPLAY_MODELS ?= standard predictive portfolio var
+REPLAY_EPISODES ?= 2023-03 2022-11 2020-03 2022-06
+REPLAY_ACCOUNTS ?= 500
 replay: setup
-	$(BIN)/aggregator replay --episode 2020-03 --hours-per-block 2
-	$(BIN)/aggregator replay --episode 2022-06 --hours-per-block 4
-	$(BIN)/aggregator replay --episode 2022-11 --hours-per-block 2
-	$(BIN)/aggregator replay --episode 2023-03
+	@for m in $(REPLAY_MODELS); do for e in $(REPLAY_EPISODES); do \
+	  $(BIN)/aggregator replay --episode $$e --mode $$m --accounts $(REPLAY_ACCOUNTS) || exit 1; \
+	done; done
+	$(BIN)/python -m devkit.replay.compare docs/replay --doc docs/replay.md
 
 bench: setup
 	$(BIN)/python -m bench

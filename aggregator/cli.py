@@ -155,14 +155,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _replay_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--hours-per-block", type=int, default=1, help="market hours per step")
+    p.add_argument(
+        "--hours-per-block", type=int, default=None,
+        help="market hours per step (default: the episode's, docs/replay.md)",
+    )  # fmt: skip
     p.add_argument("--block-interval", type=float, default=1.0, help="seconds per step")
     p.add_argument("--accounts", type=int, default=2000, help="generated book size")
     p.add_argument("--seed", type=int, default=7, help="population seed")
     p.add_argument("--out", default="docs/replay", help="report JSON and chart directory")
     p.add_argument("--start-hour", type=int, default=0, help="skip this many episode hours")
     p.add_argument("--hours", type=int, default=None, help="replay only this many hours")
-    p.add_argument("--mode", default=None, help="margin model ([portfolio] mode)")
+    p.add_argument(
+        "--mode", default=None,
+        help="margin model: standard, predictive, portfolio, var (default: [portfolio] mode)",
+    )  # fmt: skip
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -1,15 +1,19 @@
 """`aggregator replay --episode NAME` (and `aggregator demo --replay NAME`): a real crash
 through the devnet and the unmodified daemon, then the report (docs/replay.md).
 
-Order: the episode path first (a missing file or a gap fails before any process
+Order: the episode path, the model and the time scale first (a missing file, a gap,
+an unknown model or a compression the EWMA cannot express fails before any process
 starts); then the devnet (the running one, or `up`) and the config (it includes the
-devnet's addresses); every
-feed and LST rate moved to the episode's first hour, the generated book seeded at those
-prices, the liquidator funded, the daemon started in-process; then one step per
-block: the feeds of every indexed chain set to the step's prices (the exchange server
-follows them itself), a sample of the daemon's ratings, a keeper round. Ctrl-C (or
-SIGTERM) stops at the next step; the daemon stops and a devnet this run started goes
-down, whatever happened.
+devnet's addresses), rewritten for the model and the replay's market time
+(`replay_config`: devkit/replay/models.py, timescale.py); every feed and LST rate
+moved to the episode's first hour, the generated book seeded at those prices, the
+liquidator funded, the days before the episode written to the daemon's price store
+(warmup.py), the daemon started in-process; the accounts the model rates below HF 1
+repay down (topup.py); then one step per block: the feeds of every indexed chain sent
+at the step's prices (the exchange server follows them itself), a sample of the
+daemon's ratings, a keeper round, all mined in the same block. Ctrl-C (or SIGTERM)
+stops at the next step; the daemon stops and a devnet this run started goes down,
+whatever happened.
 """
 
 from __future__ import annotations
@@ -26,24 +30,48 @@ from typing import Any
 
 import aiohttp
 
-from aggregator.config import AppConfig, ConfigError, Problem, load_config
+from aggregator.config import (
+    AppConfig,
+    ConfigError,
+    OracleDefaults,
+    Problem,
+    RiskConfig,
+    SchedulerConfig,
+    load_config,
+)
 from aggregator.daemon import Daemon, StartupError
 from devkit import manager
 from devkit.anvil import DEV_KEYS
 from devkit.deploy import ASSETS, FEED_DECIMALS, KEEPER
-from devkit.replay import chainread, episodes, keeper, population, report
-from devkit.simulator import SET_RATE, UPDATE_ANSWER, _update_chain
+from devkit.replay import (
+    chainread,
+    episodes,
+    keeper,
+    models,
+    population,
+    report,
+    timescale,
+    topup,
+    warmup,
+)
+from devkit.simulator import SET_RATE, TX_GAS, UPDATE_ANSWER, _rpc, _update_chain
 
 log = logging.getLogger("aggregator.replay")
 WARMUP_S = 90.0
 # Generous next to a push's latency (a pusher cycle, `pusher.interval_s`, plus a block).
 DRAIN_S = 60.0
+# A recompute after a price refresh (debounce 0.25 s) and its ratings: well inside this.
+SETTLE_S = 2.0
+# Re-rated after a repayment, an account can still be below 1 where the model's HF is
+# not 1 / debt (portfolio, VaR): a second pass repays from the new rating.
+TOPUP_PASSES = 2
+FEED_MINED_S = 15.0
 
 
 @dataclass(frozen=True)
 class ReplayOptions:
     episode: str
-    hours_per_block: int = 1
+    hours_per_block: int | None = None  # None: the episode's default (timescale.py)
     block_interval_s: float = 1.0
     accounts: int = 2000
     seed: int = 7
@@ -51,19 +79,28 @@ class ReplayOptions:
     start_hour: int = 0
     hours: int | None = None  # None: the whole episode
     false_window_h: int = 168
-    mode: str | None = None  # margin model ([portfolio] mode); None: the config's
+    mode: str | None = None  # models.MODELS; None: the config's [portfolio] mode
+
+    def scale(self) -> timescale.TimeScale:
+        h = self.hours_per_block
+        if h is None:
+            h = timescale.DEFAULT_HOURS_PER_STEP.get(self.episode, 1)
+        return timescale.TimeScale(h, self.block_interval_s)
 
 
-def _with_mode(cfg: AppConfig, mode: str | None) -> AppConfig:
-    """The config with `[portfolio] mode` set, validated like the file would be."""
-    if mode is None:
-        return cfg
-    data = cfg.model_dump()
-    data["portfolio"]["mode"] = mode
+def replay_config(cfg: AppConfig, model: str, scale: timescale.TimeScale) -> AppConfig:
+    """The config the replayed daemon runs with: `model`'s settings (models.py) and
+    market durations rescaled to the replay's compression (timescale.py); validated
+    like the file would be."""
+    try:
+        data = models.configure(cfg.model_dump(), model, warmup.FORECAST_DAYS)
+        data = timescale.overrides(data, scale, uses_ewma=model in models.USES_EWMA)
+    except (models.ModelError, timescale.TimeScaleError) as exc:
+        raise ConfigError([Problem("replay", str(exc))]) from exc
     try:
         return type(cfg).model_validate(data)
     except ValueError as exc:
-        raise ConfigError([Problem("portfolio.mode", f"--mode {mode!r}: {exc}")]) from exc
+        raise ConfigError([Problem("replay", f"generated config for {model!r}: {exc}")]) from exc
 
 
 def _path(opts: ReplayOptions) -> episodes.EpisodePath:
@@ -71,9 +108,10 @@ def _path(opts: ReplayOptions) -> episodes.EpisodePath:
     path = episodes.build(opts.episode, rates)
     if opts.start_hour or opts.hours is not None:
         path = path.slice(opts.start_hour, opts.hours)
-    if opts.hours_per_block < 1:
-        raise episodes.EpisodeError(f"hours per block must be >= 1, got {opts.hours_per_block}")
-    return path.every(opts.hours_per_block)
+    try:
+        return path.every(opts.scale().hours_per_step)
+    except timescale.TimeScaleError as exc:
+        raise episodes.EpisodeError(str(exc)) from exc
 
 
 def _calls(state: manager.DevnetState, chain: str, prices: dict[str, float],
@@ -104,6 +142,51 @@ async def drive(
             for c in manager.INDEXED_CHAINS
         )
     )
+
+
+async def _send_feeds(
+    session: aiohttp.ClientSession, state: manager.DevnetState, prices: dict[str, float]
+) -> list[tuple[str, str]]:
+    """Send every indexed chain's feed updates; (url, hash) each, not awaited."""
+
+    async def one(chain: str) -> list[tuple[str, str]]:
+        url = state.url(chain)
+        sender = state.deployments[chain].deployer or state.accounts["deployer"]
+        out = []
+        for to, data in _calls(state, chain, prices, None):
+            tx = {"from": sender, "to": to, "data": "0x" + data.hex(), "gas": hex(TX_GAS)}
+            out.append((url, str(await _rpc(session, url, "eth_sendTransaction", [tx]))))
+        return out
+
+    sent = await asyncio.gather(*(one(c) for c in manager.INDEXED_CHAINS))
+    return [x for chain in sent for x in chain]
+
+
+async def _mined(session: aiohttp.ClientSession, sent: list[tuple[str, str]]) -> None:
+    """Until every sent feed update has a successful receipt."""
+    timeout = FEED_MINED_S
+    deadline = time.monotonic() + timeout
+    for url, h in sent:
+        while True:
+            r = await _rpc(session, url, "eth_getTransactionReceipt", [h])
+            if r is not None:
+                if int(r["status"], 16) != 1:
+                    raise RuntimeError(f"feed update {h} reverted")
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"feed update {h} not mined within {timeout} s")
+            await asyncio.sleep(0.05)
+
+
+def _rated_prices(daemon: Daemon) -> dict[str, float]:
+    """The prices of the daemon's last refresh: its recompute runs synchronously after
+    it, in this event loop, so they are the ones the current ratings came from."""
+    out = {}
+    for a in daemon.cfg.assets:
+        p = daemon.oracle.price(a.symbol)
+        if p is not None and p.value is not None:
+            out[a.symbol] = float(p.value)
+    return out
 
 
 def _ratings(daemon: Daemon) -> dict[str, dict[str, Any]]:
@@ -161,15 +244,22 @@ async def _steps(
     stop: asyncio.Event,
 ) -> keeper.KeeperStats:
     async with aiohttp.ClientSession() as session:
-        k = keeper.Keeper(state, api_url, session)
+        # The daemon plans from the standard model's figures (keeper.choose).
+        cfg = daemon.cfg
+        fallback = None if cfg.portfolio.mode == "standard" else cfg.risk.close_factor
+        k = keeper.Keeper(state, api_url, session, fallback)
         for i in range(len(path)):
             if stop.is_set():
                 break
             t0 = time.monotonic()
-            await drive(session, state, path.at(i))
-            rec.sample(path.at(i), _ratings(daemon))
+            # Pipelined: the step's feed updates and the keeper's liquidations (decided
+            # on the daemon's ratings so far) go into the same next block, so a step
+            # costs one block, not two.
+            sent = await _send_feeds(session, state, path.at(i))
+            rec.sample(path.at(i), _ratings(daemon), _rated_prices(daemon))
             await k.round(i)
             rec.apply(k.stats)
+            await _mined(session, sent)
             if i % 24 == 0:
                 print(
                     f"replay {path.name}: step {i}/{len(path)}  WETH {path.at(i)['WETH']:,.2f}  "
@@ -213,10 +303,114 @@ async def _prepare(
     return book, seeded
 
 
+async def _backfill(
+    cfg: AppConfig, path: episodes.EpisodePath, scale: timescale.TimeScale, model: str
+) -> dict[str, int]:
+    """The daemon's price history before the episode (warmup.py), written to its store
+    before it starts; returns the rows per part."""
+    from aggregator.store.db import Store
+    from aggregator.store.price_repo import PriceRepo
+    from oracles.types import Price, PriceStatus
+
+    now = time.time()
+    rows = warmup.tail(path, scale.factor, now)
+    parts = {"ewma_tail": len(rows)}
+    if model == "predictive":
+        extra = warmup.forecast_history(path, scale.factor, (now // 86400) * 86400)
+        if not warmup.usable(extra):
+            raise RuntimeError("forecast history overflows at this compression")
+        rows = extra + rows
+        parts["forecast_days"] = len(extra) // max(1, len(warmup.by_asset(extra)))
+    store = Store(cfg.store.url)
+    try:
+        await store.upgrade()
+        await PriceRepo(store).save_prices(
+            [Price(r.asset, PriceStatus.OK, r.value, r.at, r.at, 0.0, ()) for r in rows]
+        )
+    finally:
+        await store.close()
+    return parts
+
+
+def _vol(daemon: Daemon) -> dict[str, Any]:
+    """Per asset: which volatility the haircut used and why (the daemon's own view)."""
+    out = {}
+    for a in daemon.cfg.assets:
+        v = daemon.volatility.view(a.symbol)
+        if v is not None:
+            keep = ("source", "fallback_reason", "model", "n_returns", "stress")
+            out[a.symbol] = {k: v.get(k) for k in keep} | {
+                k: v.get(k) for k in ("ewma", "forecast", "used")
+            }
+    return out
+
+
+async def _wait_fitted(daemon: Daemon, stop: asyncio.Event) -> None:
+    """The predictive model: until the vol_forecast job has fitted every asset (its
+    first run is at start, in a worker thread)."""
+    deadline = time.monotonic() + WARMUP_S
+    want = {a.symbol for a in daemon.cfg.assets}
+    vol = daemon.volatility
+    while not stop.is_set() and time.monotonic() < deadline:
+        # Fitted, and a price refresh has applied the fit (the ratings then follow).
+        if want <= set(vol.fits) and all(
+            a in vol.decisions and vol.decisions[a].forecast == vol.fits[a].forecast.sigma
+            for a in want
+        ):
+            await asyncio.sleep(SETTLE_S)
+            return
+        await asyncio.sleep(0.5)
+    raise RuntimeError("the volatility forecast was not fitted within the warm-up")
+
+
+async def _top_up(
+    daemon: Daemon,
+    book: list[population.Account],
+    state: manager.DevnetState,
+    stop: asyncio.Event,
+) -> tuple[list[population.Account], int, int]:
+    """Accounts the model rates below HF 1 before the first step repay down to
+    warn_hf + 0.02 (topup.py); then until the daemon no longer rates them below 1.
+    Returns (book, accounts topped up, accounts still below 1)."""
+    target = daemon.cfg.risk.warn_hf + 0.02
+    touched: set[str] = set()
+    low: set[str] = set()
+    for _ in range(TOPUP_PASSES):
+        book, repays = topup.plan(book, _ratings(daemon), target)
+        if not repays:
+            break
+        touched |= {a.address for a, _, _ in repays}
+        await asyncio.to_thread(topup.repay, state, repays)
+        deadline = time.monotonic() + WARMUP_S
+        while not stop.is_set() and time.monotonic() < deadline:
+            r = _ratings(daemon)
+            low = {a for a in touched if float(r.get(a, {}).get("hf") or 0.0) < 1.0}
+            if not low:
+                break
+            await asyncio.sleep(1.0)
+    return book, len(touched), len(low)
+
+
+def _precheck(opts: ReplayOptions) -> None:
+    """What can be refused before any process starts: an unknown model, a compression
+    the EWMA cannot express for a model that reads it (the config's own mode is checked
+    once the config is loaded)."""
+    if opts.mode is None:
+        return
+    if opts.mode not in models.MODELS:
+        raise models.ModelError(f"unknown model {opts.mode!r}; one of {', '.join(models.MODELS)}")
+    if opts.mode in models.USES_EWMA:
+        # The defaults' lambda; a config with another one is checked again once loaded.
+        base = {"risk": RiskConfig().model_dump(), "oracle": OracleDefaults().model_dump(),
+                "scheduler": SchedulerConfig().model_dump()}  # fmt: skip
+        timescale.overrides(base, opts.scale())
+
+
 async def run(root: Path, config_path: str | None, opts: ReplayOptions) -> int:
     try:
         path = _path(opts)
-    except episodes.EpisodeError as exc:
+        _precheck(opts)
+    except (episodes.EpisodeError, models.ModelError, timescale.TimeScaleError) as exc:
         print(f"replay: {exc}")
         return 2
     started = not manager.status(root).get("running")
@@ -226,49 +420,91 @@ async def run(root: Path, config_path: str | None, opts: ReplayOptions) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    daemon: Daemon | None = None
-    t_start = time.monotonic()
+    holder: list[Daemon] = []
     try:
         try:
             # After `up`: config.toml includes the devnet's generated addresses.
-            cfg = _with_mode(load_config(config_path or root / "config.toml"), opts.mode)
+            base = load_config(config_path or root / "config.toml")
+            model = opts.mode or base.portfolio.mode
+            cfg = replay_config(base, model, opts.scale())
         except ConfigError as exc:
             print(f"replay: {exc}")
             return 2
-        book, seeded = await _prepare(opts, path, state)
-        if not os.environ.get("AGG_KEEPER_KEY") and cfg.pusher.keystore_path is None:
-            os.environ["AGG_KEEPER_KEY"] = DEV_KEYS[KEEPER]
-        daemon = Daemon(cfg)
-        try:
-            port = await daemon.start()
-        except StartupError as exc:
-            print(f"daemon refused to start: {exc}")
-            return 1
-        api_url = f"http://{cfg.api.host}:{port}"
-        await _warm_up(daemon, book, api_url, stop)
-        since = await asyncio.to_thread(chainread.heads, state)
-        lt, groups = _thresholds(cfg)
-        rec = report.Recorder(book, lt, groups, opts.false_window_h // opts.hours_per_block)
-        t_steps = time.monotonic()
-        stats = await _steps(
-            opts=opts, path=path, state=state, daemon=daemon, api_url=api_url, rec=rec, stop=stop
+        return await _replay(
+            opts, cfg=cfg, model=model, path=path, state=state, stop=stop, holder=holder
         )
-        rep = await _report(
-            opts=opts, cfg=cfg, path=path, state=state, book=book, rec=rec, stats=stats,
-            since=since, seeded=seeded,
-        )  # fmt: skip
-        rep["wall_s"] = round(time.monotonic() - t_start, 1)
-        rep["steps_s"] = round(time.monotonic() - t_steps, 1)
-        print(report.render(rep))
-        jpath, ppath = report.write(rep, rec, path.times, opts.out_dir)
-        print(f"report: {jpath}  chart: {ppath}")
-        return 130 if stop.is_set() else 0
     finally:
-        if daemon is not None:
+        for daemon in holder:
             await daemon.stop()
         if started:
             await asyncio.to_thread(manager.down, root)
             print("replay stopped; devnet down")
+
+
+async def _replay(
+    opts: ReplayOptions,
+    *,
+    cfg: AppConfig,
+    model: str,
+    path: episodes.EpisodePath,
+    state: manager.DevnetState,
+    stop: asyncio.Event,
+    holder: list[Daemon],
+) -> int:
+    """Seed, start the daemon (appended to `holder`, which the caller stops), warm up,
+    replay, report."""
+    t_start = time.monotonic()
+    scale = opts.scale()
+    book, seeded = await _prepare(opts, path, state)
+    backfill = await _backfill(cfg, path, scale, model)
+    if not os.environ.get("AGG_KEEPER_KEY") and cfg.pusher.keystore_path is None:
+        os.environ["AGG_KEEPER_KEY"] = DEV_KEYS[KEEPER]
+    daemon = Daemon(cfg)
+    holder.append(daemon)
+    try:
+        port = await daemon.start()
+    except StartupError as exc:
+        print(f"daemon refused to start: {exc}")
+        return 1
+    api_url = f"http://{cfg.api.host}:{port}"
+    await _warm_up(daemon, book, api_url, stop)
+    if model == "predictive":
+        await _wait_fitted(daemon, stop)
+    book, topped, still_low = await _top_up(daemon, book, state, stop)
+    print(f"{topped} accounts below HF 1 under {model} repaid down ({still_low} still below)")
+    since = await asyncio.to_thread(chainread.heads, state)
+    lt, groups = _thresholds(cfg)
+    rec = report.Recorder(
+        book, lt, groups, opts.false_window_h // scale.hours_per_step,
+        steps_per_day=24 / scale.hours_per_step,
+    )  # fmt: skip
+    vol_start = _vol(daemon)
+    t_steps = time.monotonic()
+    stats = await _steps(
+        opts=opts, path=path, state=state, daemon=daemon, api_url=api_url, rec=rec, stop=stop
+    )
+    steps_s = time.monotonic() - t_steps
+    rep = await _report(
+        opts=opts, cfg=cfg, path=path, state=state, book=book, rec=rec, stats=stats,
+        since=since, seeded=seeded,
+    )  # fmt: skip
+    rep.update(
+        mode=model,
+        wall_s=round(time.monotonic() - t_start, 1),
+        steps_s=round(steps_s, 1),
+        time={
+            "hours_per_step": scale.hours_per_step,
+            "step_s": scale.step_s,
+            "compression": scale.factor,
+            "measured_step_s": round(steps_s / max(1, len(rec.prices)), 3),
+        },
+        warmup={"backfill_rows": backfill, "topped_up": topped, "still_below_1": still_low},
+        volatility={"start": vol_start, "end": _vol(daemon)},
+    )
+    print(report.render(rep))
+    jpath, ppath = report.write(rep, rec, path.times, opts.out_dir)
+    print(f"report: {jpath}  chart: {ppath}")
+    return 130 if stop.is_set() else 0
 
 
 async def _report(
@@ -297,7 +533,7 @@ async def _report(
         chains=chains,
         meta={
             "steps": len(rec.prices),
-            "hours_per_block": opts.hours_per_block,
+            "hours_per_block": opts.scale().hours_per_step,
             "block_interval_s": opts.block_interval_s,
             "seed": opts.seed,
             "seeding": {"transactions": seeded.transactions, "seconds": seeded.seconds},

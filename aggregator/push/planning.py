@@ -48,7 +48,11 @@ def plan_accounts(
     chain), the per-account rules (plan_chain) run for those and for every account
     with an entry in flight (whose baseline is that entry)."""
     n = ledger.n_accounts
-    hf = hf_fixed_array(ledger.hf_array(n))
+    raw_hf = ledger.hf_array(n)
+    # Portfolio and VaR health is equity / requirement: below 0 for an account with
+    # negative equity (tier insolvent). The registry's HF is unsigned and 0 already
+    # means "liquidate": push 0, not a failed cycle (NaN still fails: a real bug).
+    hf = hf_fixed_array(np.maximum(raw_hf, 0.0))
     tier = ledger.tier_array(n).astype(np.int64)
     share = ledger.credit_array(chain, n).astype(np.int64)
     credit = buffered_credit(share, rules.credit_buffer)
@@ -56,7 +60,7 @@ def plan_accounts(
     # vault consumed some) is the ceiling, not the ledger's last value.
     cap = ledger.degraded_array(n) & base.present[:n]
     credit = np.where(cap, np.minimum(credit, base.credit[:n]), credit)
-    has_debt = np.isfinite(ledger.hf_array(n))
+    has_debt = np.isfinite(raw_hf)
     idx = candidates(
         base, credit=credit, hf=hf, tier=tier, has_debt=has_debt, chain_ts=chain_ts, rules=rules
     )

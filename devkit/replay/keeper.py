@@ -6,6 +6,9 @@ then on the plan's chain one `CollateralVault.liquidate(account, debtToken, repa
 collateralToken)` from the liquidator (anvil dev account 6), sized by the plan: a
 partial plan names the chain and the collateral to seize and the USD to repay; a full
 plan repays the debt of the chain with the most debt that also holds collateral. The
+daemon plans from the standard model's figures, so under the portfolio or VaR model an
+account can be rated liquidatable with no plan: the replay then repays the configured
+close factor of that chain's debt (`plan_fallbacks`). The
 vault pays the collateral's bonus and checks a fresh tier >= 2 entry; the close factor
 is the daemon's (the vault does not enforce it, docs/contracts.md).
 
@@ -80,6 +83,8 @@ class KeeperStats:
     failures: Counter[str] = field(default_factory=Counter)
     # Rounds an account waited for its registry entry (reason -> count): not failures.
     waits: Counter[str] = field(default_factory=Counter)
+    # Attempts sized by the fallback close factor (no daemon plan: portfolio / VaR).
+    plan_fallbacks: int = 0
 
     @property
     def usd(self) -> float:
@@ -124,16 +129,23 @@ def _wait_receipt_sync(url: str, h: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"keeper setup transaction {h} not mined on {url}")
 
 
-def choose(view: dict[str, Any]) -> Attempt | str:
-    """The liquidation one account's view and plan call for, or why there is none."""
+def choose(view: dict[str, Any], fallback_close_factor: float | None = None) -> Attempt | str:
+    """The liquidation one account's view and plan call for, or why there is none.
+
+    The daemon's plan comes from the standard model's figures; an account only the
+    pushed portfolio or VaR model rates liquidatable has none. With
+    `fallback_close_factor` set, such an account repays that share of the debt of the
+    chain with the most debt that also holds collateral (the vault checks the tier)."""
     plan = view.get("liquidation")
-    if not plan:
-        return "no_plan"
     positions: dict[str, list[dict[str, Any]]] = view.get("positions", {})
 
     def rows(chain: str, side: str) -> list[dict[str, Any]]:
         return [r for r in positions.get(chain, []) if r["side"] == side and int(r["counted"]) > 0]
 
+    if not plan:
+        if fallback_close_factor is None:
+            return "no_plan"
+        plan = {"kind": "fallback", "share": fallback_close_factor}
     if plan["kind"] == "partial":
         chain, collateral = plan["chain"], plan["asset"]
     else:
@@ -142,6 +154,9 @@ def choose(view: dict[str, Any]) -> Attempt | str:
             return "no_chain_with_debt_and_collateral"
         chain = max(usable, key=lambda c: sum(r["value_usd"] for r in rows(c, "debt")))
         collateral = max(rows(chain, "collateral"), key=lambda r: r["value_usd"])["asset"]
+    if plan["kind"] == "fallback":
+        debt_usd = sum(r["value_usd"] for r in rows(chain, "debt"))
+        plan = {**plan, "repay_usd": plan["share"] * debt_usd}
     debts = rows(chain, "debt")
     if not debts:
         return "no_debt_on_collateral_chain"
@@ -172,8 +187,15 @@ def registry_allows(entry: RegistryEntry | None, chain_ts: int, max_age: int) ->
 
 
 class Keeper:
-    def __init__(self, state: DevnetState, api_url: str, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        state: DevnetState,
+        api_url: str,
+        session: aiohttp.ClientSession,
+        fallback_close_factor: float | None = None,
+    ) -> None:
         self.state, self.api, self.session = state, api_url.rstrip("/"), session
+        self.fallback_close_factor = fallback_close_factor
         self.liquidator = state.accounts["liquidator"]
         self.stats = KeeperStats()
         # Accounts whose last round found the registry not (yet) allowing a liquidation.
@@ -221,7 +243,9 @@ class Keeper:
             except (aiohttp.ClientError, RuntimeError, TimeoutError):
                 self.stats.failures["api_account"] += 1
                 continue
-            attempt = choose(view)
+            attempt = choose(view, self.fallback_close_factor)
+            if not view.get("liquidation") and not isinstance(attempt, str):
+                self.stats.plan_fallbacks += 1
             if isinstance(attempt, str):
                 self.stats.failures[attempt] += 1
                 continue

@@ -229,7 +229,26 @@ class _Chain:
                     raise SeedError(f"{self.dep.chain}: {what} reverted ({h})")
             self.pending = still
             if still and time.monotonic() > deadline:
-                raise SeedError(f"{self.dep.chain}: {len(still)} txs unmined after {timeout}s")
+                raise SeedError(
+                    f"{self.dep.chain}: {len(still)} txs unmined after {timeout}s "
+                    f"({self._why_stuck()})"
+                )
+
+    def _why_stuck(self) -> str:
+        """What usually keeps a transaction out of blocks: the base fee above our fixed
+        price, or a nonce gap (the pool's queued count)."""
+        try:
+            block, pool = self.batch(
+                [("eth_getBlockByNumber", ["latest", False]), ("txpool_status", [])]
+            )
+        except (SeedError, requests.RequestException) as exc:
+            return f"no diagnosis: {exc}"
+        base = int(block.get("baseFeePerGas") or "0x0", 16)
+        return (
+            f"base fee {base / 1e9:.1f} gwei vs our {SEED_GAS_PRICE_WEI / 1e9:.0f}; "
+            f"pool pending {int(pool['pending'], 16)}, "
+            f"queued (nonce gaps) {int(pool['queued'], 16)}"
+        )
 
 
 def _u(*args: Any) -> tuple[list[str], list[Any]]:

@@ -12,8 +12,11 @@ Definitions (docs/replay.md):
 - false liquidation: a liquidation after which the account's pre-liquidation positions
   would have been back at HF >= 1 at the configured liquidation thresholds (plain
   `lt`, e-mode group's when all legs are in it) within `false_window_h` hours.
-- margin: 1 - sum(borrowing power) / sum(collateral at market); peak / calm is its
-  maximum over the episode divided by its value at the first sample.
+- margin: the model's haircut on the book's depositors (accounts without debt, never
+  liquidated, a fixed mix of every collateral asset): 1 - sum(borrowing power) /
+  sum(collateral at the prices the ratings came from) over them (with no debt the free
+  borrowing power is the whole haircut collateral). Calm, peak and procyclicality are
+  taken on its daily medians (`procyclicality`).
 - bad debt: sum over accounts of max(0, debt - collateral) at the end, from the vaults.
 """
 
@@ -27,10 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from devkit.replay.keeper import KeeperStats
 from devkit.replay.population import Account
 
+F64 = NDArray[np.float64]
 TIER_NAMES = ("healthy", "warning", "liquidatable", "insolvent")
 
 
@@ -63,7 +68,8 @@ class Recorder:
     book: list[Account]
     lt: Mapping[str, float]  # asset -> liquidation threshold
     groups: list[tuple[frozenset[str], float]]  # e-mode (assets, lt)
-    false_window_h: int = 168
+    false_window_h: int = 168  # in steps (the caller divides by hours per step)
+    steps_per_day: float = 24.0
     holdings: Holdings = field(init=False)
     prices: list[dict[str, float]] = field(default_factory=list)
     tiers_seen: dict[str, set[str]] = field(default_factory=dict)
@@ -76,9 +82,18 @@ class Recorder:
     def __post_init__(self) -> None:
         self.holdings = Holdings.of(self.book)
         self.addresses = {a.address for a in self.book}
+        self.depositors = {
+            a.address for a in self.book if all(p.side == "collateral" for p in a.positions)
+        }
 
-    def sample(self, prices: Mapping[str, float], ratings: Mapping[str, dict[str, Any]]) -> None:
-        """One step: `ratings` = account -> the daemon's health view (tier, hf, bp)."""
+    def sample(
+        self,
+        prices: Mapping[str, float],
+        ratings: Mapping[str, dict[str, Any]],
+        rated_at: Mapping[str, float] | None = None,
+    ) -> None:
+        """One step: `ratings` = account -> the daemon's health view (tier, hf, bp);
+        `rated_at`: the prices those ratings were computed from (the daemon's own)."""
         self.prices.append(dict(prices))
         for a in self.healthy_last:
             c, d = self.holdings.value(a, prices)
@@ -87,6 +102,11 @@ class Recorder:
         self.healthy_last = set()
         bp_sum = coll_sum = 0.0
         hfs: list[float] = []
+        # Value the depositors' collateral at the prices the ratings were computed from
+        # (the daemon reads the feeds on its own schedule, a step or two behind): the
+        # path's own prices would put one step's move into the margin.
+        rated = dict(self.prices[-2] if len(self.prices) > 1 else prices)
+        rated.update(rated_at or {})
         for a in self.addresses:
             r = ratings.get(a)
             if r is None:
@@ -96,8 +116,10 @@ class Recorder:
                 self.healthy_last.add(a)
             if r.get("hf") is not None:
                 hfs.append(float(r["hf"]))
-            bp_sum += float(r.get("borrowing_power_usd") or 0.0)
-            coll_sum += self.holdings.value(a, prices)[0]
+            if a in self.depositors:
+                # No debt: the free borrowing power is the whole haircut collateral.
+                bp_sum += float(r.get("borrowing_power_usd") or 0.0)
+                coll_sum += self.holdings.value(a, rated)[0]
         self.margin.append(1 - bp_sum / coll_sum if coll_sum > 0 else math.nan)
         q = np.percentile(hfs, [5, 25, 50]) if hfs else [math.nan] * 3
         self.hf_pct.append((float(q[0]), float(q[1]), float(q[2])))
@@ -129,28 +151,67 @@ class Recorder:
                 return sum(v * p[s] for s, v in coll.items()) * lt / d
         return sum(v * p[s] * self.lt[s] for s, v in coll.items()) / d
 
-    def false_liquidations(self, keeper: KeeperStats, book_positions: Holdings) -> int:
+    def false_liquidations(self, keeper: KeeperStats, book_positions: Holdings) -> dict[str, int]:
         """Liquidations whose pre-liquidation positions recover to plain HF >= 1 within
-        the window (positions replayed forward from the book through earlier events)."""
+        the window (positions replayed forward from the book through earlier events):
+        `count` (liquidations), `accounts`, and `above_lt_at_liquidation` (liquidations
+        of positions whose plain HF was >= 1 at that very step: only the model's
+        haircut made them liquidatable)."""
         from devkit.deploy import ASSET_BY_SYMBOL
 
         h = Holdings({a: dict(v) for a, v in book_positions.coll.items()},
                      {a: dict(v) for a, v in book_positions.debt.items()})  # fmt: skip
-        count = 0
+        count = above = 0
+        accounts: set[str] = set()
         for x in sorted(keeper.liquidations, key=lambda y: y.step):
             if x.account not in self.addresses:
                 continue
             coll, debt = dict(h.coll[x.account]), dict(h.debt[x.account])
             end = min(len(self.prices), x.step + 1 + self.false_window_h)
+            if self.plain_hf(coll, debt, self.prices[min(x.step, len(self.prices) - 1)]) >= 1.0:
+                above += 1
             if any(
                 self.plain_hf(coll, debt, self.prices[k]) >= 1.0 for k in range(x.step + 1, end)
             ):
                 count += 1
+                accounts.add(x.account)
             h.debt[x.account][x.debt] -= x.repaid_raw / 10 ** ASSET_BY_SYMBOL[x.debt].decimals
             h.coll[x.account][x.collateral] -= (
                 x.seized_raw / 10 ** ASSET_BY_SYMBOL[x.collateral].decimals
             )
-        return count
+        return {"count": count, "accounts": len(accounts), "above_lt_at_liquidation": above}
+
+    def procyclicality(self) -> dict[str, float]:
+        return procyclicality(self.margin, self.steps_per_day)
+
+
+def daily(margin: list[float], steps_per_day: float) -> F64:
+    """The median of each market day's samples (a partial last day included): the
+    per-step margin carries the sampling jitter between the daemon's ratings and the
+    prices; a day's median keeps the margin's moves and drops that jitter."""
+    m = np.array([x for x in margin if math.isfinite(x)], np.float64)
+    w = max(1, round(steps_per_day))
+    return np.array([float(np.median(m[k : k + w])) for k in range(0, m.size, w)], np.float64)
+
+
+def procyclicality(margin: list[float], steps_per_day: float) -> dict[str, float]:
+    """Of the margin path in market time, on daily medians: calm (first day), peak,
+    peak / trough, and the largest rise over one and five days (margin points), as
+    docs/procyclicality.md."""
+    m = daily(margin, steps_per_day)
+    if m.size == 0:
+        return {}
+
+    def rise(w: int) -> float:
+        return float(max((m[w:] - m[:-w]).max(), 0.0)) if m.size > w else 0.0
+
+    return {
+        "calm": float(m[0]),
+        "peak": float(m.max()),
+        "peak_over_trough": float(m.max() / m.min()) if m.min() > 0 else math.nan,
+        "max_1d_rise": rise(1),
+        "max_5d_rise": rise(5),
+    }
 
 
 def build_report(
@@ -166,9 +227,8 @@ def build_report(
 ) -> dict[str, Any]:
     book = {a.address for a in rec.book}
     mine = [x for x in keeper.liquidations if x.account in book]
-    margins = [m for m in rec.margin if math.isfinite(m)]
-    calm = margins[0] if margins else math.nan
-    peak = max(margins) if margins else math.nan
+    pc = rec.procyclicality()
+    calm, peak = pc.get("calm", math.nan), pc.get("peak", math.nan)
     return {
         "episode": episode,
         "mode": mode,
@@ -180,13 +240,22 @@ def build_report(
             "all_accounts_count": len(keeper.liquidations),
             "failures": dict(keeper.failures),
             "registry_waits": dict(keeper.waits),
+            "plan_fallbacks": keeper.plan_fallbacks,
         },
         "bad_debt_usd": round(bad_debt_usd, 2),
         "negative_equity_accounts_end": negative_accounts,
         "healthy_to_negative_equity": len(rec.healthy_to_negative),
         "false_liquidations": rec.false_liquidations(keeper, Holdings.of(rec.book)),
-        "false_window_h": rec.false_window_h,
+        "false_window_steps": rec.false_window_h,
+        "liquidated_accounts": len({x.account for x in mine}),
+        "liquidations_at_first_step": sum(1 for x in mine if x.step == 0),
         "margin": {"calm": calm, "peak": peak, "peak_over_calm": peak / calm if calm else math.nan},
+        "procyclicality": pc,
+        "series": {
+            "margin": rec.margin,
+            "hf_p5_p25_p50": rec.hf_pct,
+            "prices": {s: [p[s] for p in rec.prices] for s in (rec.prices[:1] or [{}])[0]},
+        },
         "chains": dict(chains),
         **dict(meta),
     }
@@ -206,11 +275,15 @@ def render(rep: dict[str, Any]) -> str:
         ("keeper waits for the registry (rounds)", waits),
         ("bad debt (USD)", f"{rep['bad_debt_usd']:,.0f}"),
         ("healthy -> negative equity", rep["healthy_to_negative_equity"]),
-        (f"false liquidations ({rep['false_window_h']} h)", rep["false_liquidations"]),
+        (
+            "false liquidations (events / accounts)",
+            f"{rep['false_liquidations']['count']} / {rep['false_liquidations']['accounts']}",
+        ),
         (
             "margin calm / peak / ratio",
             f"{m['calm']:.4f} / {m['peak']:.4f} / {m['peak_over_calm']:.3f}",
         ),
+        ("procyclicality", ", ".join(f"{k} {v:.4f}" for k, v in rep["procyclicality"].items())),
     ]
     rows += [
         (f"{c}: pushes / gas", f"{v['pushes']} / {v['gas']:,}") for c, v in rep["chains"].items()

@@ -33,7 +33,13 @@ async def test_short_replay(tmp_path: Path) -> None:
     state = manager.up(tmp_path)
     try:
         opts = ReplayOptions(
-            "2022-06", accounts=50, seed=3, out_dir=tmp_path / "out", start_hour=1000, hours=48
+            "2022-06",
+            hours_per_block=1,
+            accounts=50,
+            seed=3,
+            out_dir=tmp_path / "out",
+            start_hour=1000,
+            hours=48,
         )
         assert await run(tmp_path, None, opts) == 0
         rep = json.loads((tmp_path / "out" / "2022-06-standard.json").read_text())
@@ -48,6 +54,13 @@ async def test_short_replay(tmp_path: Path) -> None:
         bad = sum(max(0.0, d - c) for c, d in held.values())
         assert rep["bad_debt_usd"] == pytest.approx(bad, abs=0.01)
         assert rep["steps"] == 48
+        # The generated config ran the EWMA in the replay's time scale, warmed up from
+        # the days before the slice (every asset's haircut used the EWMA, not a fit).
+        assert rep["time"]["compression"] == 3600
+        assert rep["warmup"]["backfill_rows"]["ewma_tail"] > 100
+        assert {v["source"] for v in rep["volatility"]["start"].values()} == {"ewma"}
+        # Seeded healthy under the model: no book account liquidated at the first step.
+        assert rep["liquidations_at_first_step"] == 0
         assert rep["tiers_reached"]["liquidatable"] >= 1
         assert rep["liquidations"]["count"] >= 1 and rep["liquidations"]["usd"] > 0
         # Every counted liquidation is a Liquidated event on some vault.

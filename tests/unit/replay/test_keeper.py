@@ -1,9 +1,10 @@
-"""The keeper attempts a liquidation only when the vault's registry rule allows it."""
+"""The keeper attempts a liquidation only when the vault's registry rule allows it, and
+sizes one without a daemon plan only when given a fallback close factor."""
 
 from __future__ import annotations
 
 from chains.registry_codec import RegistryEntry
-from devkit.replay.keeper import registry_allows
+from devkit.replay.keeper import Attempt, choose, registry_allows
 
 NOW, MAX_AGE = 1_000_000, 900
 
@@ -27,3 +28,28 @@ def test_stale_future_or_missing_entries_wait() -> None:
     assert registry_allows(entry(3, as_of=NOW - MAX_AGE - 1), NOW, MAX_AGE) == "registry_stale"
     assert registry_allows(entry(3, as_of=NOW + 1), NOW, MAX_AGE) == "registry_stale"
     assert registry_allows(None, NOW, MAX_AGE) == "registry_empty"
+
+
+VIEW = {
+    "account": "0x" + "ab" * 20,
+    "positions": {
+        "alpha": [
+            {"side": "collateral", "asset": "WETH", "counted": "10", "amount": "1",
+             "value_usd": 2000.0},
+            {"side": "debt", "asset": "USDC", "counted": "1500000000", "amount": "1500",
+             "value_usd": 1500.0},
+        ],
+        "beta": [
+            {"side": "debt", "asset": "USDC", "counted": "900000000", "amount": "900",
+             "value_usd": 900.0},
+        ],
+    },
+}  # fmt: skip
+
+
+def test_no_plan_waits_unless_a_fallback_close_factor_is_given() -> None:
+    assert choose({**VIEW, "liquidation": None}) == "no_plan"
+    a = choose({**VIEW, "liquidation": None}, 0.5)
+    assert isinstance(a, Attempt)
+    # The chain with debt and collateral (alpha), half its debt, its largest collateral.
+    assert (a.chain, a.debt, a.collateral, a.repay_raw) == ("alpha", "USDC", "WETH", 750_000_000)

@@ -1,0 +1,185 @@
+"""Per-episode comparison of the margin models from the replay reports.
+
+    python -m devkit.replay.compare [docs/replay] [--doc docs/replay.md]
+
+Reads every `<episode>-<model>.json` a replay wrote, draws one chart per episode
+comparing the models (prices, the book's HF p5 and median, the depositors' margin) as
+`<episode>.png`, and writes the per-model tables into docs/replay.md between the
+`replay-compare` markers (generated: do not edit by hand).
+
+Invariants: reads only the reports (no devnet, no daemon); an episode or model with no
+report is absent from the tables, never filled in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from devkit.replay.models import MODELS
+from devkit.replay.report import procyclicality
+
+BEGIN, END = "<!-- replay-compare:begin -->", "<!-- replay-compare:end -->"
+
+
+def load(directory: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """episode -> model -> report."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for f in sorted(directory.glob("*-*.json")):
+        rep = json.loads(f.read_text())
+        if "series" not in rep or rep.get("mode") not in MODELS:
+            continue
+        # Recomputed from the per-step series, so every report is measured alike.
+        pc = procyclicality(rep["series"]["margin"], 24 / rep["time"]["hours_per_step"])
+        rep["procyclicality"] = pc
+        rep["margin"] = {"calm": pc.get("calm"), "peak": pc.get("peak")}
+        out.setdefault(rep["episode"], {})[rep["mode"]] = rep
+    return out
+
+
+def _f(x: Any, fmt: str = "{:.3f}") -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return fmt.format(x)
+
+
+def _sigma(rep: dict[str, Any]) -> str:
+    """Which volatility the haircut used at the first step, per asset."""
+    start = rep.get("volatility", {}).get("start", {})
+    parts = []
+    for asset, v in start.items():
+        why = v.get("fallback_reason")
+        parts.append(f"{asset} {v.get('source')}" + (f" ({why})" if why else ""))
+    return "; ".join(parts) or "-"
+
+
+def table(episode: str, reps: dict[str, dict[str, Any]]) -> str:
+    head = (
+        "| model | book | reached warning / liquidatable / insolvent | liquidations (accounts) "
+        "| USD repaid | bad debt USD | healthy -> negative | false liq. (accounts) "
+        "| margin calm / peak | peak / trough | max 1-day / 5-day rise | pushes per chain "
+        "| gas per chain (M) | hours per step, measured s per step |"
+    )
+    rows = [head, "|" + "---|" * 14]
+    for m in MODELS:
+        r = reps.get(m)
+        if r is None:
+            continue
+        t, liq, mg, pc = r["tiers_reached"], r["liquidations"], r["margin"], r["procyclicality"]
+        fl = r["false_liquidations"]
+        chains = r["chains"]
+        gas = " / ".join(f"{v['gas'] / 1e6:.0f}" for v in chains.values())
+        rows.append(
+            f"| {m} | {r['accounts']} | {t['warning']} / {t['liquidatable']} / {t['insolvent']} "
+            f"| {liq['count']} ({r.get('liquidated_accounts', '-')}) | {liq['usd']:,.0f} "
+            f"| {r['bad_debt_usd']:,.0f} | {r['healthy_to_negative_equity']} "
+            f"| {fl['count']} ({fl['accounts']}) | {_f(mg['calm'])} / {_f(mg['peak'])} "
+            f"| {_f(pc.get('peak_over_trough'))} "
+            f"| {_f(pc.get('max_1d_rise'), '{:.4f}')} / {_f(pc.get('max_5d_rise'), '{:.4f}')} "
+            f"| {' / '.join(str(v['pushes']) for v in chains.values())} "
+            f"| {gas} "
+            f"| {r['time']['hours_per_step']}, {r['time']['measured_step_s']} |"
+        )
+    sig = [f"- {m}: {_sigma(reps[m])}" for m in MODELS if m in reps]
+    return "\n".join([f"### {episode}", "", *rows, "", "Volatility at the first step:", *sig])
+
+
+def summary(reports: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """The issue's goal figures, one row per (episode, model): bad debt, healthy ->
+    negative equity, false liquidations, procyclicality."""
+    rows = [
+        "| episode | model | bad debt USD | healthy -> negative | liquidations | false liq. "
+        "| peak / trough | max 1-day rise | max 5-day rise |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for episode in sorted(reports):
+        for m in MODELS:
+            r = reports[episode].get(m)
+            if r is None:
+                continue
+            pc = r["procyclicality"]
+            rows.append(
+                f"| {episode} | {m} | {r['bad_debt_usd']:,.0f} | {r['healthy_to_negative_equity']} "
+                f"| {r['liquidations']['count']} | {r['false_liquidations']['count']} "
+                f"| {_f(pc.get('peak_over_trough'))} | {_f(pc.get('max_1d_rise'), '{:.4f}')} "
+                f"| {_f(pc.get('max_5d_rise'), '{:.4f}')} |"
+            )
+    return "\n".join(rows)
+
+
+def chart(episode: str, reps: dict[str, dict[str, Any]], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(4, 1, figsize=(10, 11), sharex=True)
+    any_rep = next(iter(reps.values()))
+    hours = any_rep["time"]["hours_per_step"]
+    prices = any_rep["series"]["prices"]
+    for sym in ("WETH", "WBTC", "wstETH", "USDC"):
+        p = prices.get(sym) or []
+        if p:
+            days = [i * hours / 24 for i in range(len(p))]
+            ax[0].plot(days, [x / p[0] for x in p], label=sym, lw=1)
+    ax[0].set_ylabel("price / start")
+    ax[0].legend(loc="lower left", fontsize=8)
+    for m in MODELS:
+        r = reps.get(m)
+        if r is None:
+            continue
+        s = r["series"]
+        h = r["time"]["hours_per_step"]
+        days = [i * h / 24 for i in range(len(s["margin"]))]
+        ax[1].plot(days, [x[0] for x in s["hf_p5_p25_p50"]], label=f"{m} p5", lw=1)
+        ax[2].plot(days, [x[2] for x in s["hf_p5_p25_p50"]], label=f"{m} p50", lw=1)
+        ax[3].plot(days, s["margin"], label=m, lw=1)
+    ax[1].axhline(1.0, color="k", lw=0.5)
+    ax[1].set_ylabel("book HF p5")
+    ax[2].set_ylabel("book HF median")
+    ax[3].set_ylabel("margin (depositors' haircut)")
+    ax[3].set_xlabel("days into the episode")
+    for a in ax[1:]:
+        a.legend(loc="best", fontsize=8)
+    fig.suptitle(f"replay {episode}: models compared")
+    fig.tight_layout()
+    path = out / f"{episode}.png"
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def write_doc(text: str, doc: Path) -> None:
+    body = doc.read_text()
+    if BEGIN not in body or END not in body:
+        raise SystemExit(f"{doc}: no {BEGIN} ... {END} markers")
+    head, rest = body.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    doc.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m devkit.replay.compare")
+    ap.add_argument("directory", nargs="?", default="docs/replay")
+    ap.add_argument("--doc", default=None, help="write the tables into this markdown file")
+    args = ap.parse_args(argv)
+    d = Path(args.directory)
+    reports = load(d)
+    parts = ["### Goal figures", "", summary(reports), ""]
+    for episode in sorted(reports):
+        chart(episode, reports[episode], d)
+        parts.append(table(episode, reports[episode]))
+        parts.append(f"\n![{episode}](replay/{episode}.png)\n")
+    text = "\n".join(parts)
+    print(text)
+    if args.doc:
+        write_doc(text, Path(args.doc))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,148 @@
+"""The keeper's waiting and drain paths against a fake daemon API and chain: an
+account the daemon rates liquidatable waits while the registry entry the vault would
+check is not yet tier >= 2 (nothing is sent), and is liquidated by a drain round once
+the pusher's entry lands."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import aiohttp
+import pytest
+from aiohttp import web
+from eth_abi import encode
+
+from aggregator.replay import _drain
+from chains.registry_codec import RegistryEntry, pack_slot
+from devkit.manager import DevnetState
+from devkit.replay import keeper
+
+ACCOUNT = "0x" + "ab" * 20
+VAULT, REGISTRY, USDC, WETH = ("0x" + c * 40 for c in "1234")
+NOW = 1_800_000_000
+
+
+@dataclass
+class Chain:
+    """Fake alpha: the registry entry's tier, what was sent."""
+
+    tier: int = 1
+    flip_after: int | None = None  # entryOf reads before the tier becomes 2
+    reads: int = 0
+    sent: list[dict[str, Any]] = field(default_factory=list)
+
+    def call(self, to: str, data: str) -> str:
+        if to == VAULT and data.startswith("0x" + keeper.SEL_MAX_AGE.hex()):
+            return "0x" + encode(["uint256"], [900]).hex()
+        if to == REGISTRY:
+            self.reads += 1
+            if self.flip_after is not None and self.reads > self.flip_after:
+                self.tier = 2
+            e = RegistryEntry(credit_usd6=0, hf_1e9=900_000_000, as_of=NOW - 5, tier=self.tier)
+            return "0x" + pack_slot(e).to_bytes(32, "big").hex()
+        return "0x"  # the liquidate simulation: no revert
+
+    def answer(self, method: str, params: list[Any]) -> Any:
+        if method == "eth_call":
+            return self.call(params[0]["to"].lower(), params[0]["data"])
+        if method == "eth_getBlockByNumber":
+            return {"timestamp": hex(NOW)}
+        if method == "eth_sendTransaction":
+            self.sent.append(params[0])
+            return "0x" + "cd" * 32
+        if method == "eth_getTransactionReceipt":
+            data = encode(["uint256", "address", "uint256"], [10**18, USDC, 500 * 10**6])
+            log = {"topics": [keeper.LIQUIDATED_TOPIC], "data": "0x" + data.hex()}
+            return {"status": "0x1", "logs": [log]}
+        raise AssertionError(method)
+
+
+VIEW = {
+    "account": ACCOUNT,
+    "liquidation": {"kind": "partial", "chain": "alpha", "asset": "WETH", "repay_usd": 500.0},
+    "positions": {
+        "alpha": [
+            {"side": "collateral", "asset": "WETH", "counted": "2000000000000000000",
+             "amount": "2", "value_usd": 4000.0},
+            {"side": "debt", "asset": "USDC", "counted": "3900000000", "amount": "3900",
+             "value_usd": 3900.0},
+        ]
+    },
+}  # fmt: skip
+
+
+@dataclass
+class FakeDeployment:
+    vault: str = VAULT
+    registry: str = REGISTRY
+    tokens: dict[str, str] = field(default_factory=lambda: {"USDC": USDC, "WETH": WETH})
+
+
+@dataclass
+class FakeState:
+    base: str
+    accounts: dict[str, Any] = field(default_factory=lambda: {"liquidator": "0x" + "66" * 20})
+    deployments: dict[str, FakeDeployment] = field(
+        default_factory=lambda: {"alpha": FakeDeployment()}
+    )
+
+    def url(self, chain: str) -> str:
+        return f"{self.base}/rpc/{chain}"
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[str, Chain]]:
+    chain = Chain()
+
+    async def accounts(req: web.Request) -> web.Response:
+        tier = req.query["tier"]
+        rows = [{"account": ACCOUNT}] if tier == "liquidatable" else []
+        return web.json_response({"accounts": rows, "next_cursor": None})
+
+    async def account(_req: web.Request) -> web.Response:
+        return web.json_response(VIEW)
+
+    async def rpc(req: web.Request) -> web.Response:
+        body = await req.json()
+        return web.json_response(
+            {"jsonrpc": "2.0", "id": 1, "result": chain.answer(body["method"], body["params"])}
+        )
+
+    app = web.Application()
+    app.router.add_get("/v1/accounts", accounts)
+    app.router.add_get("/v1/accounts/{a}", account)
+    app.router.add_post("/rpc/{chain}", rpc)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}", chain
+    finally:
+        await runner.cleanup()
+
+
+async def test_waits_for_the_registry_then_liquidates(served: tuple[str, Chain]) -> None:
+    base, chain = served
+    state = cast(DevnetState, FakeState(base))
+    async with aiohttp.ClientSession() as session:
+        k = keeper.Keeper(state, base, session)
+        await k.round(0)
+        assert k.waiting == {ACCOUNT}
+        assert k.stats.waits == {"registry_tier": 1}
+        assert chain.sent == [] and k.stats.liquidations == []
+        # The pusher's entry lands after two more reads: the drain keeps rounding
+        # (feeds held) until the account is liquidated, then stops.
+        chain.flip_after = chain.reads + 2
+        await asyncio.wait_for(_drain(k, 7, asyncio.Event()), 30)
+        assert k.waiting == set()
+        assert len(chain.sent) == 1 and chain.sent[0]["to"] == VAULT
+        [liq] = k.stats.liquidations
+        assert (liq.step, liq.account, liq.debt, liq.collateral) == (7, ACCOUNT, "USDC", "WETH")
+        assert liq.repaid_raw == 500 * 10**6 and liq.repaid_usd == pytest.approx(500.0)
+        assert k.stats.waits["registry_tier"] >= 2
+        assert not k.stats.failures
