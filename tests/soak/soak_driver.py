@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -213,10 +214,17 @@ class Soak:
 
     def _write_config(self) -> Path:
         text = (self.root / "config.toml").read_text()
-        text = text.replace(
-            'include = ["data/devnet/devnet.toml"]',
-            'include = ["data/devnet/devnet.toml", "soak-overlay.toml"]',
+        # The overlay goes last in config.toml's include list, whatever that holds: a
+        # soak whose overlay is silently not read runs against the wrong store and API.
+        text, n = re.subn(
+            r"^include = \[(.*)\]$",
+            r'include = [\1, "soak-overlay.toml"]',
+            text,
+            count=1,
+            flags=re.M,
         )
+        if n != 1:
+            raise RuntimeError("config.toml has no `include = [...]` line to add the overlay to")
         cfg_path = self.root / "soak.toml"
         cfg_path.write_text(text)
         lines = []
