@@ -42,6 +42,7 @@ from aggregator.risk.whatif import (
     Universe,
     WhatIf,
     WhatIfError,
+    finite_number,
     transitions,
     volume,
     whatif,
@@ -81,21 +82,12 @@ class WhatIfRequest:
         }
 
 
-def _number(name: str, v: Any) -> float:
-    try:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise ValueError(v)
-        return float(v)
-    except (ValueError, OverflowError):  # OverflowError: an int beyond any float
-        raise WhatIfError(name, f"must be a finite number, got {str(v)[:64]!r}") from None
-
-
 def _table(name: str, v: Any) -> dict[str, float]:
     if v is None:
         return {}
     if not isinstance(v, dict):
         raise WhatIfError(name, "must be an object {asset: relative change}")
-    return {str(k): _number(f"{name}.{str(k)[:32]}", x) for k, x in v.items()}
+    return {str(k): finite_number(f"{name}.{str(k)[:32]}", x) for k, x in v.items()}
 
 
 def _names(name: str, v: Any) -> tuple[str, ...]:
@@ -130,7 +122,7 @@ def _cursor(v: Any) -> int:
 def _slippage(v: Any) -> float:
     if v is None:
         return DEFAULT_SLIPPAGE
-    s = _number("max_slippage", v)
+    s = finite_number("max_slippage", v)
     if not 0.0 < s <= 1.0:
         raise WhatIfError("max_slippage", f"must be in (0, 1], got {s}")
     return s
@@ -153,7 +145,7 @@ def parse_request(body: Any, available: Sequence[str]) -> WhatIfRequest:
     shocks = ShockSet(
         price=_table("shocks", body.get("shocks")),
         depeg=_table("depegs", body.get("depegs")),
-        vol=0.0 if vol is None else _number("vol", vol),
+        vol=0.0 if vol is None else finite_number("vol", vol),
         chains_down=_names("chains_down", body.get("chains_down")),
     )
     return WhatIfRequest(

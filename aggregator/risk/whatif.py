@@ -71,7 +71,8 @@ class WhatIfError(ValueError):
         self.status = status
 
 
-def _finite(name: str, v: Any) -> float:
+def finite_number(name: str, v: Any) -> float:
+    """`v` as a float, or WhatIfError naming `name` (bools, strings, NaN, inf refused)."""
     try:
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
             raise ValueError(v)
@@ -103,11 +104,11 @@ class ShockSet:
                 if what == "depegs" and sym not in underlying:
                     lsts = ", ".join(underlying) or "none"
                     raise WhatIfError(name, f"{sym} is not an LST; LSTs: {lsts}", 404)
-                if not -1.0 <= _finite(name, v) <= MAX_RISE:
+                if not -1.0 <= finite_number(name, v) <= MAX_RISE:
                     raise WhatIfError(
                         name, f"must be between -1 (a fall of 100%) and {MAX_RISE:g}, got {v}"
                     )
-        if not -1.0 < _finite("vol", self.vol) <= MAX_RISE:
+        if not -1.0 < finite_number("vol", self.vol) <= MAX_RISE:
             raise WhatIfError("vol", f"must be > -1 and <= {MAX_RISE:g}, got {self.vol}")
         for i, c in enumerate(self.chains_down):
             if c not in chains:
@@ -646,6 +647,7 @@ __all__ = [
     "WhatIf",
     "WhatIfError",
     "feed_status",
+    "finite_number",
     "freeze",
     "liquidations",
     "scenario_market",
