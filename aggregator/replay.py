@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
+import random
 import signal
 import time
 from dataclasses import dataclass
@@ -43,6 +45,7 @@ from aggregator.daemon import Daemon, StartupError
 from devkit import manager
 from devkit.anvil import DEV_KEYS
 from devkit.deploy import ASSETS, FEED_DECIMALS, KEEPER
+from devkit.pool_market import PoolMarket
 from devkit.replay import (
     chainread,
     episodes,
@@ -54,7 +57,7 @@ from devkit.replay import (
     topup,
     warmup,
 )
-from devkit.simulator import SET_RATE, TX_GAS, UPDATE_ANSWER, _rpc, _update_chain
+from devkit.simulator import SET_RATE, TX_GAS, UPDATE_ANSWER, MarketModel, _rpc, _update_chain
 
 log = logging.getLogger("aggregator.replay")
 WARMUP_S = 90.0
@@ -145,21 +148,48 @@ async def drive(
 
 
 async def _send_feeds(
-    session: aiohttp.ClientSession, state: manager.DevnetState, prices: dict[str, float]
-) -> list[tuple[str, str]]:
-    """Send every indexed chain's feed updates; (url, hash) each, not awaited."""
+    session: aiohttp.ClientSession,
+    state: manager.DevnetState,
+    prices: dict[str, float],
+    pools: PoolMarket | None = None,
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Send every indexed chain's feed updates and, with `pools`, the Uniswap trades
+    that move each pool to the step's prices (and the LP's liquidity moves, as the
+    demo's simulator does); ((url, hash) of the feed updates, of the pool trades), not
+    awaited."""
+    model = MarketModel(random.Random(0), prices=dict(prices))
 
-    async def one(chain: str) -> list[tuple[str, str]]:
+    async def one(chain: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         url = state.url(chain)
         sender = state.deployments[chain].deployer or state.accounts["deployer"]
-        out = []
+        feeds, trades = [], []
         for to, data in _calls(state, chain, prices, None):
             tx = {"from": sender, "to": to, "data": "0x" + data.hex(), "gas": hex(TX_GAS)}
-            out.append((url, str(await _rpc(session, url, "eth_sendTransaction", [tx]))))
-        return out
+            feeds.append((url, str(await _rpc(session, url, "eth_sendTransaction", [tx]))))
+        if pools is not None:
+            rpc = functools.partial(_rpc, session, url)
+            for tx in await pools.transactions(rpc, chain, model):
+                trades.append((url, str(await _rpc(session, url, "eth_sendTransaction", [tx]))))
+        return feeds, trades
 
     sent = await asyncio.gather(*(one(c) for c in manager.INDEXED_CHAINS))
-    return [x for chain in sent for x in chain]
+    return [x for f, _ in sent for x in f], [x for _, t in sent for x in t]
+
+
+async def _pool_reverts(session: aiohttp.ClientSession, sent: list[tuple[str, str]]) -> int:
+    """How many of a step's pool trades reverted (a pool that cannot follow a gap of
+    the path within its liquidity); they are counted, not fatal: the daemon judges a
+    pool that strays from the oracle on its own (its guards)."""
+    reverted = 0
+    deadline = time.monotonic() + FEED_MINED_S
+    for url, h in sent:
+        r = None
+        while r is None and time.monotonic() < deadline:
+            r = await _rpc(session, url, "eth_getTransactionReceipt", [h])
+            if r is None:
+                await asyncio.sleep(0.05)
+        reverted += r is None or int(r["status"], 16) != 1
+    return reverted
 
 
 async def _mined(session: aiohttp.ClientSession, sent: list[tuple[str, str]]) -> None:
@@ -248,6 +278,9 @@ async def _steps(
         cfg = daemon.cfg
         fallback = None if cfg.portfolio.mode == "standard" else cfg.risk.close_factor
         k = keeper.Keeper(state, api_url, session, fallback)
+        # The devnet's Uniswap pools follow the episode too (docs/replay.md).
+        pools = PoolMarket.for_state(state, manager.INDEXED_CHAINS, seed=opts.seed)
+        pool_reverts = 0
         for i in range(len(path)):
             if stop.is_set():
                 break
@@ -255,11 +288,12 @@ async def _steps(
             # Pipelined: the step's feed updates and the keeper's liquidations (decided
             # on the daemon's ratings so far) go into the same next block, so a step
             # costs one block, not two.
-            sent = await _send_feeds(session, state, path.at(i))
+            sent, trades = await _send_feeds(session, state, path.at(i), pools)
             rec.sample(path.at(i), _ratings(daemon), _rated_prices(daemon))
             await k.round(i)
             rec.apply(k.stats)
             await _mined(session, sent)
+            pool_reverts += await _pool_reverts(session, trades)
             if i % 24 == 0:
                 print(
                     f"replay {path.name}: step {i}/{len(path)}  WETH {path.at(i)['WETH']:,.2f}  "
@@ -271,6 +305,8 @@ async def _steps(
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), rest)
         await _drain(k, len(path), stop)
+        if pools is not None:
+            print(f"replay {path.name}: pool trades reverted: {pool_reverts}", flush=True)
         return k.stats
 
 

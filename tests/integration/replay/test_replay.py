@@ -13,6 +13,8 @@ import pytest
 
 from aggregator.replay import ReplayOptions, run
 from devkit import manager
+from devkit.deploy import web3_session
+from devkit.pools import UniswapDeployment, uniswap_contract
 from devkit.replay import chainread, episodes, population
 
 REPO = Path(__file__).resolve().parents[3]
@@ -67,5 +69,17 @@ async def test_short_replay(tmp_path: Path) -> None:
         assert chainread.liquidated_events(state) >= rep["liquidations"]["all_accounts_count"]
         for chain in manager.INDEXED_CHAINS:
             assert rep["chains"][chain]["pushes"] > 0 and rep["chains"][chain]["gas"] > 0
+        # The Uniswap pools followed the path too: each chain's WETH/USDC pool ends
+        # within its fee band (0.05%) of the last step's WETH price, give or take.
+        for chain in manager.INDEXED_CHAINS:
+            uni = UniswapDeployment.from_json(state.deployments[chain].uniswap or {})
+            rec = next(r for r in uni.pools.values() if {r.symbol0, r.symbol1} == {"WETH", "USDC"})
+            with web3_session(state.url(chain)) as w3:
+                sqrt_p = (
+                    uniswap_contract(w3, "UniswapV3Pool", rec.address).functions.slot0().call()[0]
+                )
+            raw = (sqrt_p / 2**96) ** 2  # token1 per token0, raw units
+            usdc_per_weth = raw * 1e12 if rec.symbol0 == "WETH" else 1e12 / raw
+            assert usdc_per_weth == pytest.approx(path.at(47)["WETH"], rel=5e-3), chain
     finally:
         manager.down(tmp_path)
