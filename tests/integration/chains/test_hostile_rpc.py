@@ -148,7 +148,7 @@ async def test_a_balance_read_ahead_of_its_block_corrects_nothing(
     events say: a mismatch is re-read pinned to the block's hash before any correction."""
     node, h = vault_chain
     ahead = await proxies(node.url, call_ahead=True)
-    s = fault_settings(node, h, (ahead.url,), reconcile_sample=50)
+    s = fault_settings(node, h, (ahead.url,), reconcile_sample=50, rpc_timeout_s=2.0)
     ix = ChainIndexer(s, client_for(s), repo)
     await ix.sync_to_head()
     block = ix.status.indexed_block
@@ -164,7 +164,7 @@ async def test_a_balance_read_ahead_of_its_block_corrects_nothing(
         "c", block, [(USERS[0], h.col, "collateral", truth + 5)], reconcile_block=0
     )
     honest = await proxies(node.url)
-    s2 = fault_settings(node, h, (honest.url,), reconcile_sample=50)
+    s2 = fault_settings(node, h, (honest.url,), reconcile_sample=50, rpc_timeout_s=2.0)
     ix2 = ChainIndexer(s2, client_for(s2), repo)
     await ix2.load()
     got = await ix2.reconcile()
@@ -182,7 +182,7 @@ async def test_a_read_ahead_whose_block_left_the_chain_corrects_nothing(
     retried (the cursor does not move)."""
     node, h = vault_chain
     ahead = await proxies(node.url, call_ahead=True)
-    s = fault_settings(node, h, (ahead.url,), reconcile_sample=50)
+    s = fault_settings(node, h, (ahead.url,), reconcile_sample=50, rpc_timeout_s=2.0)
     ix = ChainIndexer(s, client_for(s), repo)
     await ix.sync_to_head()
     block = ix.status.indexed_block
@@ -206,7 +206,7 @@ async def test_a_block_mined_between_the_health_check_reads_is_not_a_lie(
     has really moved; the endpoint must stay healthy."""
     node, h = vault_chain
     mining = await proxies(node.url, call_ahead=True, mine_before_call=True)
-    s = fault_settings(node, h, (mining.url,))
+    s = fault_settings(node, h, (mining.url,), rpc_timeout_s=2.0)
     client = client_for(s, health_interval_s=3600)
     start = h.block_number()
     await client.connect()
@@ -229,7 +229,7 @@ async def test_a_node_claiming_a_block_it_does_not_serve_stays_demoted(
     node, h = vault_chain
     liar = await proxies(node.url, call_ahead=True, lag_blocks=1)
     honest = await proxies(node.url)
-    s = fault_settings(node, h, (liar.url, honest.url))
+    s = fault_settings(node, h, (liar.url, honest.url), rpc_timeout_s=2.0)
     client = client_for(s, health_interval_s=3600)
     await client.connect()
     await client.check_health()
