@@ -40,6 +40,8 @@ from chains.pool_state import PoolSnapshot
 from chains.rpc import RpcClient, RpcError
 
 log = logging.getLogger(__name__)
+# Start-up validation of a chain's pools against RPC faults (a second apart).
+VALIDATE_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -129,12 +131,11 @@ class LiquidityFeed:
                          token=self.cfg.asset(r.symbol).tokens[chain], counter_tokens=counter)
                 for r in refs
             ]  # fmt: skip
-            try:
-                metas = await reader.validate(specs)
-                for r in refs:
-                    self.sides[(chain, r.address)] = pool_side(self.cfg, r, metas[r.address])
-            except PoolConfigError as exc:
-                raise StartupError(f"liquidity: {exc}") from None
+            metas = await self._validated(chain, reader, specs)
+            if metas is None:
+                continue
+            for r in refs:
+                self.sides[(chain, r.address)] = pool_side(self.cfg, r, metas[r.address])
             self.watchers[chain] = PoolWatcher(
                 reader, metas.values(), confirmations=self.cfg.chain(chain).confirmations,
                 full_refresh_s=self.limits.refresh_interval_s,
@@ -147,6 +148,27 @@ class LiquidityFeed:
                 # Not a config problem: the pools:<chain> task retries; until then the
                 # asset has no snapshot and keeps depth_usd.
                 log.warning("pools %s: first read failed (%s); retrying in the task", chain, exc)
+
+    async def _validated(
+        self, chain: str, reader: PoolReader, specs: list[PoolSpec]
+    ) -> dict[str, PoolMeta] | None:
+        """The pools' on-chain facts; a wrong pool stops the start (StartupError). An RPC
+        failure is not a config problem: retried a few times, then the chain's assets
+        keep depth_usd until the next start (a restart amid RPC faults must not stop
+        the daemon: the chaos soak found it)."""
+        for attempt in range(VALIDATE_ATTEMPTS):
+            try:
+                return await reader.validate(specs)
+            except PoolConfigError as exc:
+                raise StartupError(f"liquidity: {exc}") from None
+            except RpcError as exc:
+                log.warning(
+                    "pools %s: validation failed (%s), attempt %d of %d",
+                    chain, exc, attempt + 1, VALIDATE_ATTEMPTS,
+                )  # fmt: skip
+                await asyncio.sleep(1.0)
+        log.error("pools %s: not validated; its assets keep depth_usd until a restart", chain)
+        return None
 
     async def step(self, chain: str) -> None:
         """One watcher round of `chain`; records what it read (docstring)."""
