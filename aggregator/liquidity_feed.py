@@ -187,7 +187,7 @@ class LiquidityFeed:
         async def run() -> None:
             while not stop.is_set():
                 # A chain not validated at start is validated here; a wrong pool found
-                # now fails the task (agg_task_up, /readyz) and its assets keep depth_usd.
+                # now fails the task (agg_task_up) and its assets keep depth_usd.
                 await self.prepare(chain)
                 await self.step(chain)
                 await self.note_head(chain)
