@@ -243,6 +243,9 @@ class ApcConfig(Strict):
     # (d) largest fraction the volatility (hence the vol term) may fall per day; rises
     # are never capped. None = no cap.
     max_daily_decrease: float | None = Field(default=None, gt=0, lt=1)
+    # The period (seconds) that fraction applies to: one day unless time runs faster
+    # than the wall clock (the crash replay sets 86400 / compression, docs/replay.md).
+    decrease_period_s: float = Field(default=86400.0, gt=0, allow_inf_nan=False)
     # Stressed-window length (days) for (b).
     stressed_window_days: int = Field(default=30, ge=5)
 

@@ -33,6 +33,7 @@ from typing import Any
 import aiohttp
 
 from aggregator.config import (
+    ApcConfig,
     AppConfig,
     ConfigError,
     OracleDefaults,
@@ -438,7 +439,8 @@ def _precheck(opts: ReplayOptions) -> None:
     if opts.mode in models.USES_EWMA:
         # The defaults' lambda; a config with another one is checked again once loaded.
         base = {"risk": RiskConfig().model_dump(), "oracle": OracleDefaults().model_dump(),
-                "scheduler": SchedulerConfig().model_dump()}  # fmt: skip
+                "scheduler": SchedulerConfig().model_dump(),
+                "apc": ApcConfig().model_dump()}  # fmt: skip
         timescale.overrides(base, opts.scale())
 
 

@@ -23,13 +23,13 @@ MODELS = ("standard", "predictive", "portfolio", "var")
 USES_EWMA = frozenset({"standard", "predictive"})
 # The recommended anti-procyclical set (docs/procyclicality.md, EMIR RTS 153/2013
 # Art. 28): lookback floor, 25% weight on the stressed window, 25% buffer released in
-# stress. The daily decrease cap is left out: its per-day bound is in wall days and
-# cannot be expressed at the replay's compression (0.95 ** C rounds to 0; docs/replay.md).
+# stress, and sigma's fall capped at 5% per market day (its period is rescaled to
+# market time by timescale.overrides, like the other durations).
 PREDICTIVE_APC: dict[str, Any] = {
     "lookback_floor": True,
     "stressed_weight": 0.25,
     "buffer": 0.25,
-    "max_daily_decrease": None,
+    "max_daily_decrease": 0.05,
 }
 # Fit once at start, on the history before the episode: a refit during the replay
 # would find no new UTC day (the compressed episode lasts minutes of wall time).
