@@ -11,6 +11,7 @@ import os
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -481,7 +482,22 @@ class VarConfig(Strict):
     # shipped history (at least scenarios + the 20-return EWMA seed).
     min_history_days: int = Field(default=520, ge=40)
     history: dict[str, str] = Field(default_factory=_default_history)
+    # The shipped history ends here (UTC; a date is its midnight): closes observed
+    # after it never enter the calibration, so a replay of a past crash does not
+    # calibrate on the years after it. None: all of it.
+    history_end: datetime | None = None
     recalibrate_interval_s: float = Field(default=86400.0, ge=60)
+
+    @field_validator("history_end", mode="before")
+    @classmethod
+    def _end_utc(cls, v: Any) -> Any:
+        if isinstance(v, date) and not isinstance(v, datetime):
+            v = datetime(v.year, v.month, v.day)
+        if isinstance(v, str):
+            v = datetime.fromisoformat(v)
+        if isinstance(v, datetime) and v.tzinfo is None:
+            v = v.replace(tzinfo=UTC)
+        return v
 
     @model_validator(mode="after")
     def _bounds(self) -> VarConfig:

@@ -36,8 +36,45 @@ PREDICTIVE_APC: dict[str, Any] = {
 FIT_ONCE_S = 10.0**9
 
 
+# Fewest FHS scenarios the replay accepts when the shipped history before an episode is
+# short ([var] scenarios' own lower bound).
+MIN_VAR_SCENARIOS = 100
+# Returns the FHS filter spends before its first scenario (calibration.SEED + 1).
+VAR_SEED = 21
+
+
 class ModelError(ValueError):
     pass
+
+
+def var_window(data: dict[str, Any], end: str, returns: dict[str, int]) -> dict[str, Any]:
+    """The config dict with [var] calibrating on the shipped history up to `end` (the
+    episode's first hour, ISO UTC) only. `returns`: daily returns each asset's shipped
+    series holds up to `end`. When the shortest holds fewer than [var] min_history_days
+    (an LST launched shortly before the episode), the scenario count, min_history_days
+    and stressed window shrink to what it holds (at least MIN_VAR_SCENARIOS scenarios;
+    fewer is a ModelError naming the asset): what was knowable then, not the years after."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    var = out["var"]
+    var["history_end"] = end
+    if not returns:
+        return out
+    short = min(returns, key=lambda a: returns[a])
+    have = returns[short]
+    if have >= int(var["min_history_days"]):
+        return out
+    scenarios = min(int(var["scenarios"]), have - VAR_SEED)
+    if scenarios < MIN_VAR_SCENARIOS:
+        raise ModelError(
+            f"[var] history of {short}: {have} daily returns up to {end}, the VaR model needs "
+            f"at least {MIN_VAR_SCENARIOS + VAR_SEED}"
+        )
+    var.update(
+        scenarios=scenarios,
+        min_history_days=max(scenarios + 20, 40),
+        stressed_window_days=min(int(var["stressed_window_days"]), have),
+    )
+    return out
 
 
 def configure(data: dict[str, Any], model: str, forecast_days: int) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from aggregator.config import VarConfig
 from aggregator.replay import ReplayOptions, run
 from devkit.replay import models
 
@@ -58,3 +59,36 @@ async def test_refused_before_any_process_starts(
     assert await run(tmp_path, None, ReplayOptions("2022-06", **opts)) == 2
     assert said in capsys.readouterr().out
     assert not (tmp_path / "data").exists()  # no devnet was started
+
+
+VAR = {"var": {"scenarios": 500, "min_history_days": 520, "stressed_window_days": 250}}
+
+
+def test_var_window_ends_the_history_at_the_episode() -> None:
+    cfg = models.var_window(VAR, "2023-03-01T00:00:00+00:00", {"WETH": 1933, "USDC": 1604})
+    assert cfg["var"] == {**VAR["var"], "history_end": "2023-03-01T00:00:00+00:00"}
+    assert "history_end" not in VAR["var"]  # the input is not modified
+
+
+def test_var_window_shrinks_to_the_shortest_history_before_the_episode() -> None:
+    # wstETH launched 2021-10: 205 daily returns before 2022-05-01.
+    cfg = models.var_window(VAR, "2022-05-01T00:00:00+00:00", {"WETH": 1631, "wstETH": 205})
+    v = cfg["var"]
+    assert v["scenarios"] == 205 - models.VAR_SEED
+    assert v["min_history_days"] <= 205 and v["stressed_window_days"] == 205
+    VarConfig.model_validate(v)  # still a valid [var] section
+    with pytest.raises(models.ModelError, match=r"wstETH: 0 daily returns up to 2020-03-01"):
+        models.var_window(VAR, "2020-03-01T00:00:00+00:00", {"WETH": 842, "wstETH": 0})
+
+
+def test_the_replayed_var_config_calibrates_without_look_ahead() -> None:
+    from aggregator.replay import replay_config, shipped_returns
+    from devkit.replay.timescale import TimeScale
+    from tests.unit.risk.test_var_feed import config as var_config
+
+    base = var_config(history={"USDC": "USDC", "WETH": "ETH"})
+    start = 1_682_899_200.0  # 2023-05-01
+    cfg = replay_config(base, "var", TimeScale(3, 1.0), start=start)
+    assert cfg.var.history_end is not None and cfg.var.history_end.timestamp() == start
+    assert shipped_returns(base, start)["WETH"] > shipped_returns(base, start - 86400 * 30)["WETH"]
+    assert replay_config(base, "standard", TimeScale(3, 1.0), start=start).var.history_end is None
