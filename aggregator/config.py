@@ -159,6 +159,9 @@ class ReputationConfig(Strict):
     # Added per risk-history episode that reached liquidatable (a near miss).
     liquidatable_penalty: float = Field(default=0.10, ge=0, le=10)
     half_life_days: float = Field(default=180.0, gt=0)
+    # Seconds in one of the days above: one day unless the clock runs compressed (the
+    # crash replay sets 86400 / compression, docs/replay.md "Time").
+    day_s: float = Field(default=86400.0, gt=0, allow_inf_nan=False)
 
 
 class AssetConfig(Strict):

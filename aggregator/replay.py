@@ -41,6 +41,7 @@ from aggregator.config import (
     ConfigError,
     OracleDefaults,
     Problem,
+    ReputationConfig,
     RiskConfig,
     SchedulerConfig,
     load_config,
@@ -88,6 +89,7 @@ class ReplayOptions:
     hours: int | None = None  # None: the whole episode
     false_window_h: int = 168
     mode: str | None = None  # models.MODELS; None: the config's [portfolio] mode
+    reputation: bool = False  # [reputation] on over the mode (models.label)
 
     def scale(self) -> timescale.TimeScale:
         h = self.hours_per_block
@@ -114,14 +116,22 @@ def shipped_returns(cfg: AppConfig, end: float) -> dict[str, int]:
 
 
 def replay_config(
-    cfg: AppConfig, model: str, scale: timescale.TimeScale, *, start: float | None = None
+    cfg: AppConfig,
+    model: str,
+    scale: timescale.TimeScale,
+    *,
+    start: float | None = None,
+    reputation: bool = False,
 ) -> AppConfig:
     """The config the replayed daemon runs with: `model`'s settings (models.py) and
     market durations rescaled to the replay's compression (timescale.py); validated
     like the file would be. `start`: the episode's first hour (unix s); the VaR model
-    then calibrates on the shipped history up to it (models.var_window)."""
+    then calibrates on the shipped history up to it (models.var_window); `reputation`:
+    [reputation] on (models.configure)."""
     try:
-        data = models.configure(cfg.model_dump(), model, warmup.FORECAST_DAYS)
+        data = models.configure(
+            cfg.model_dump(), model, warmup.FORECAST_DAYS, reputation=reputation
+        )
         if model == "var" and start is not None:
             end = datetime.fromtimestamp(start, UTC).isoformat()
             data = models.var_window(data, end, shipped_returns(cfg, start))
@@ -467,7 +477,8 @@ def _precheck(opts: ReplayOptions) -> None:
         # The defaults' lambda; a config with another one is checked again once loaded.
         base = {"risk": RiskConfig().model_dump(), "oracle": OracleDefaults().model_dump(),
                 "scheduler": SchedulerConfig().model_dump(),
-                "apc": ApcConfig().model_dump()}  # fmt: skip
+                "apc": ApcConfig().model_dump(),
+                "reputation": ReputationConfig().model_dump()}  # fmt: skip
         timescale.overrides(base, opts.scale())
 
 
@@ -491,7 +502,10 @@ async def run(root: Path, config_path: str | None, opts: ReplayOptions) -> int:
             # After `up`: config.toml includes the devnet's generated addresses.
             base = load_config(config_path or root / "config.toml")
             model = opts.mode or base.portfolio.mode
-            cfg = replay_config(base, model, opts.scale(), start=float(path.times[0]))
+            cfg = replay_config(
+                base, model, opts.scale(), start=float(path.times[0]),
+                reputation=opts.reputation,
+            )  # fmt: skip
         except ConfigError as exc:
             print(f"replay: {exc}")
             return 2
@@ -554,7 +568,7 @@ async def _replay(
         since=since, seeded=seeded,
     )  # fmt: skip
     rep.update(
-        mode=model,
+        mode=models.label(model, opts.reputation),
         wall_s=round(time.monotonic() - t_start, 1),
         steps_s=round(steps_s, 1),
         time={

@@ -8,9 +8,14 @@
     portfolio    [portfolio] mode = "portfolio" (scenario grid)
     var          [portfolio] mode = "var" (filtered historical VaR/ES)
 
+`reputation` (the replay's --reputation) turns [reputation] on over any of them (off
+otherwise); the run is labelled `<model>+reputation` (`label`), its report
+`<episode>-<model>-reputation.json`.
+
 Invariants: pure (a config dict in, a config dict out); only [portfolio] mode,
-[forecast], [apc] and [oracle] history_days are touched here (time scaling is
-timescale.py's); the recommended [apc] set is defined once, here.
+[forecast], [apc], [reputation] enabled, [oracle] history_days and (var_window) [var]
+history_end and sample sizes are touched here (time scaling is timescale.py's); the
+recommended [apc] set is defined once, here.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from __future__ import annotations
 from typing import Any
 
 MODELS = ("standard", "predictive", "portfolio", "var")
+REPUTATION = "+reputation"
+# Every run label, each model followed by its reputation variant (report order).
+LABELS = tuple(x for m in MODELS for x in (m, m + REPUTATION))
 # Models whose margin reads the EWMA sigma (the others only for option implied
 # volatility, and the generated book holds no options).
 USES_EWMA = frozenset({"standard", "predictive"})
@@ -77,12 +85,21 @@ def var_window(data: dict[str, Any], end: str, returns: dict[str, int]) -> dict[
     return out
 
 
-def configure(data: dict[str, Any], model: str, forecast_days: int) -> dict[str, Any]:
-    """The config dict for `model`; `forecast_days`: the predictive history's length."""
+def label(model: str, reputation: bool) -> str:
+    """The run's name in reports and file names: the model, `+reputation` when on."""
+    return model + REPUTATION if reputation else model
+
+
+def configure(
+    data: dict[str, Any], model: str, forecast_days: int, *, reputation: bool = False
+) -> dict[str, Any]:
+    """The config dict for `model`; `forecast_days`: the predictive history's length;
+    `reputation`: [reputation] on (else off, whatever the file says)."""
     if model not in MODELS:
         raise ModelError(f"unknown model {model!r}; one of {', '.join(MODELS)}")
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
     out["portfolio"]["mode"] = "standard" if model == "predictive" else model
+    out["reputation"]["enabled"] = reputation
     if model == "predictive":
         out["forecast"].update(enabled=True, refit_interval_s=FIT_ONCE_S)
         out["apc"].update(PREDICTIVE_APC)

@@ -16,6 +16,9 @@ in the config the replay generates (`overrides`):
 - The `[apc]` decrease cap bounds sigma's fall to a fraction per `decrease_period_s`
   (one market day): the period becomes `decrease_period_s / C`, so the capped path
   over a compressed step equals the market-time one.
+- `[reputation]` counts its probation, reward and penalty half-life in days of
+  `day_s` seconds: `day_s` becomes 86400 / C (one market day); its job rescores every
+  step (`interval_s` = step_s, at most its configured period).
 - The oracle reads every step (`[scheduler] oracle_interval_s` = step_s); the LST rate
   job likewise. The pusher, heartbeat, vault max age and confirmations stay in wall
   time: they are about the chain, which runs in wall time too.
@@ -82,6 +85,7 @@ def overrides(data: dict[str, Any], scale: TimeScale, *, uses_ewma: bool = True)
     c = scale.factor
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
     risk, oracle, sch, apc = out["risk"], out["oracle"], out["scheduler"], out["apc"]
+    rep = out["reputation"]
     lam = ewma_lambda(float(risk["ewma_lambda"]), c)
     if lam is None:
         if uses_ewma:
@@ -96,6 +100,8 @@ def overrides(data: dict[str, Any], scale: TimeScale, *, uses_ewma: bool = True)
     risk["ewma_lambda"] = lam
     risk["horizon_days"] = float(risk["horizon_days"]) / c
     apc["decrease_period_s"] = scale.wall_s(float(apc["decrease_period_s"]))
+    rep["day_s"] = scale.wall_s(float(rep["day_s"]))
+    rep["interval_s"] = min(float(rep["interval_s"]), scale.step_s)
     oracle["vol_prior_daily"] = float(oracle["vol_prior_daily"]) * math.sqrt(c)
     oracle["vol_min_interval_s"] = scale.wall_s(EWMA_SAMPLE_MARKET_S)
     oracle["refresh_s"] = min(float(oracle["refresh_s"]), scale.step_s)

@@ -11,6 +11,7 @@ import pytest
 
 from aggregator.config import ApcConfig
 from aggregator.risk.apc import ApcState, decide
+from aggregator.risk.reputation import History, Liquidation, Params, score
 from devkit.replay import timescale
 from devkit.replay.timescale import TimeScale, TimeScaleError
 from oracles.volatility import EwmaEstimator, VolatilitySettings
@@ -21,6 +22,7 @@ BASE = {
     "scheduler": {"oracle_interval_s": 3.0, "lst_interval_s": 10.0},
     "pusher": {"interval_s": 3},
     "apc": {"max_daily_decrease": 0.05, "decrease_period_s": 86400.0},
+    "reputation": {"interval_s": 300.0, "day_s": 86400.0},
 }
 
 
@@ -130,3 +132,22 @@ def test_bad_scale() -> None:
     with pytest.raises(TimeScaleError, match="block interval"):
         TimeScale(1, 0.0)
     assert TimeScale(3, 1.0).factor == 10_800
+
+
+def test_compressed_reputation_equals_market_time_reputation() -> None:
+    """An account first seen 100 market days before a liquidation, scored over the
+    following market days: the same multipliers at market time with shipped settings
+    and at compressed wall time with the replay's day_s."""
+    scale = TimeScale(3, 1.0)
+    cfg = timescale.overrides(BASE, scale)
+    day = 86400.0
+
+    def path(t0: float, d: float, p: Params) -> list[float]:
+        h = History(first_seen=t0, liquidations=(Liquidation(t0 + 100 * d, "alpha", 5e3),))
+        return [score("0xa", h, p, t0 + k * d).multiplier for k in range(0, 400, 7)]
+
+    native = path(1.6e9, day, Params())
+    replayed = path(1.8e9, cfg["reputation"]["day_s"], Params(day_s=cfg["reputation"]["day_s"]))
+    assert replayed == pytest.approx(native, rel=1e-9)
+    assert min(native) < 1.0 < max(native)  # both the reward and the penalty show
+    assert cfg["reputation"]["interval_s"] == scale.step_s
