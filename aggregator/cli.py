@@ -150,6 +150,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         start_hour=args.start_hour,
         hours=args.hours,
         mode=args.mode,
+        reputation=args.reputation,
     )
     return run_replay(_root(), args.config, opts)
 
@@ -168,6 +169,10 @@ def _replay_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--mode", default=None,
         help="margin model: standard, predictive, portfolio, var (default: [portfolio] mode)",
+    )  # fmt: skip
+    p.add_argument(
+        "--reputation", action="store_true",
+        help="turn [reputation] on over the mode (report labelled <mode>+reputation)",
     )  # fmt: skip
 
 
