@@ -53,6 +53,8 @@ class ChainContracts(Strict):
     multicall: Address = MULTICALL3
     # Markets contract beside the vault (perp/option position events, portfolio mode).
     markets: Address | None = None
+    # AttestationRegistry: reputation attestations ([reputation.attestation]).
+    attestations: Address | None = None
 
 
 class ChainConfig(Strict, ChainTuning):
@@ -138,6 +140,18 @@ class LiquidityConfig(Strict):
     factories: dict[str, Address] = Field(default_factory=dict)
 
 
+class AttestationConfig(Strict):
+    """`[reputation.attestation]`: on-chain attestations (contracts.attestations of each
+    chain) as one factor of the score (docs/reputation.md "Attestations"). Only the
+    listed attesters count; none listed: the factor is off."""
+
+    attesters: list[Address] = Field(default_factory=list)
+    # Score contribution of the best attestation (+10000 bps): lowers the multiplier.
+    bonus: float = Field(default=0.05, ge=0, le=1)
+    # Score contribution of the worst one (-10000 bps): raises it, at once.
+    penalty: float = Field(default=0.30, ge=0, le=10)
+
+
 class ReputationConfig(Strict):
     """`[reputation]`: the personal multiplier on each account's requirement from its
     own indexed history (docs/reputation.md). Off by default: disabled, no figure
@@ -158,6 +172,7 @@ class ReputationConfig(Strict):
     # Added per risk-history episode that reached liquidatable (a near miss).
     liquidatable_penalty: float = Field(default=0.10, ge=0, le=10)
     half_life_days: float = Field(default=180.0, gt=0)
+    attestation: AttestationConfig = AttestationConfig()
 
 
 class AssetConfig(Strict):
@@ -743,6 +758,7 @@ def semantic_problems(cfg: AppConfig) -> list[Problem]:
     problems.extend(_portfolio_problems(cfg))
     problems.extend(_var_problems(cfg))
     problems.extend(_alert_problems(cfg))
+    problems.extend(_attestation_problems(cfg))
     for chain in cfg.liquidity.factories:
         if chain not in chains:
             problems.append(Problem(f"liquidity.factories.{chain}", f"unknown chain {chain!r}"))
@@ -875,6 +891,18 @@ def _var_problems(cfg: AppConfig) -> list[Problem]:
         for sym in getattr(cfg.var, key)
         if sym not in symbols
     ]
+
+
+def _attestation_problems(cfg: AppConfig) -> list[Problem]:
+    """[reputation.attestation]: attesters unique; listed attesters need a registry on
+    some chain (else they would silently count for nothing)."""
+    att = cfg.reputation.attestation
+    out = _dupes([a.lower() for a in att.attesters], "reputation.attestation.attesters",
+                 "attester")  # fmt: skip
+    if att.attesters and not any(c.contracts.attestations for c in cfg.chains):
+        out.append(Problem("reputation.attestation.attesters",
+                           "attesters listed but no chain has contracts.attestations"))  # fmt: skip
+    return out
 
 
 def _alert_problems(cfg: AppConfig) -> list[Problem]:
