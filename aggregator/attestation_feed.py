@@ -47,6 +47,7 @@ class AttestationFeed:
     def __init__(self, cfg: AppConfig, clients: Mapping[str, RpcClient]) -> None:
         att = cfg.reputation.attestation
         attesters = frozenset(a.lower() for a in att.attesters)
+        on = cfg.reputation.enabled and bool(attesters)
         self.readers = {
             c.name: AttestationReader(
                 clients[c.name], c.name, c.contracts.attestations, attesters=attesters,
@@ -54,9 +55,9 @@ class AttestationFeed:
                 min_block=c.start_block,
             )
             for i, c in enumerate(cfg.chains)
-            if c.contracts.attestations is not None
+            if on and c.contracts.attestations is not None
         }  # fmt: skip
-        self.enabled = cfg.reputation.enabled and bool(attesters) and bool(self.readers)
+        self.enabled = bool(self.readers)
         self._validated: set[str] = set()
         self.errors: dict[str, str] = {}
 
