@@ -30,6 +30,12 @@ Invariants (tested in tests/unit/risk/test_reputation.py):
   number used on every chain.
 - The multiplier is always in [lower, upper] with lower <= 1 <= upper.
 
+With an attestation input ([reputation.attestation]), one more factor: the minimum
+score of the counted on-chain attestations (aggregator/risk/attestation.py), weighted by
+`penalty` when negative (at once) or `bonus` when positive (only for a mature account
+whose other factors sum to >= 0), so an attestation alone never makes a fresh address
+better than neutral.
+
 The multiplier scales the standard model's haircut in USD (`personalise`): with V the
 collateral value and C its weighted value (C_liq or C_borrow), C' = V - m (V - C), so
 C' <= V for every m >= 0 (no account can be rated healthy with collateral worth less
