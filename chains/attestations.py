@@ -28,7 +28,11 @@ Invariants:
   start_block: a fork's pre-fork blocks answer with the parent's chain id) is not read.
 - Final records are kept only while the previous round's block is still canonical
   (its hash at its height is unchanged: the indexer's positive-evidence rule) and the
-  count did not go down; otherwise every uid is read again (a full read).
+  count did not go below the uids already read; otherwise every uid is read again (a
+  full read).
+- At most `max_new` new uids are read a round (`read_to` says how far): a long history,
+  or a node claiming an absurd count, is caught up over several rounds; until then a
+  later uid (a superseding or negative attestation) is not yet seen.
 - An answer that cannot be the registry's (a revert for a uid <= count, a short or
   over-long word, a score outside -10000..10000, a zero attester or subject, a bad
   bool) is an `AttestationReadError` naming the chain and the uid; the previous
@@ -80,8 +84,9 @@ class AttestationSnapshot:
     chain: str
     block: BlockRef
     timestamp: int  # the block's timestamp: expiry is judged by it
-    count: int  # attestationCount at the block (every uid <= count was read)
+    count: int  # attestationCount at the block
     records: Mapping[int, AttestationRecord]
+    read_to: int = 0  # every uid <= read_to was read (< count: still catching up)
 
     def final(self, r: AttestationRecord) -> bool:
         return r.revoked or r.expiry <= self.timestamp
@@ -124,9 +129,10 @@ class AttestationReader:
         confirmations: int,
         field: str,
         min_block: int = 0,
+        max_new: int = 5000,
     ) -> None:
-        if confirmations < 0:
-            raise ValueError("confirmations must be >= 0")
+        if confirmations < 0 or max_new < 1:
+            raise ValueError("confirmations must be >= 0 and max_new >= 1")
         self.client = client
         self.chain = chain
         self.address = address
@@ -134,6 +140,10 @@ class AttestationReader:
         self.confirmations = confirmations
         self.field = field
         self.min_block = min_block
+        # New uids read per round at most: a registry with a long history (or a node
+        # claiming an absurd count) is caught up over several rounds, never in one
+        # unbounded read.
+        self.max_new = max_new
         self.snapshot: AttestationSnapshot | None = None
         # uids whose attester is not allow-listed: final, never read again.
         self._ignored: set[int] = set()
@@ -174,15 +184,16 @@ class AttestationReader:
         if at is None:
             raise AttestationReadError(f"chain {self.chain!r}: confirmed block {n} not found")
         count, ts = await self._count_and_time(at)
-        full = prev is None or count < prev.count or not await self._canonical(prev.block)
+        full = prev is None or count < prev.read_to or not await self._canonical(prev.block)
         if full:
             self._ignored.clear()
         keep = {} if full or prev is None else {
             u: r for u, r in prev.records.items() if prev.final(r)
         }  # fmt: skip
-        start = 1 if full or prev is None else prev.count + 1
+        start = 1 if full or prev is None else prev.read_to + 1
+        stop = min(count, start + self.max_new - 1)
         live = [] if full or prev is None else [u for u in prev.records if u not in keep]
-        uids = live + [u for u in range(start, count + 1) if u not in self._ignored]
+        uids = live + [u for u in range(start, stop + 1) if u not in self._ignored]
         fresh = await self._read(at, uids)
         records = {**keep}
         for r in fresh:
@@ -190,7 +201,8 @@ class AttestationReader:
                 records[r.uid] = r
             else:
                 self._ignored.add(r.uid)
-        self.snapshot = AttestationSnapshot(self.chain, at, ts, count, records)
+        read_to = max(stop, start - 1)
+        self.snapshot = AttestationSnapshot(self.chain, at, ts, count, records, read_to)
         return self.snapshot
 
     async def _canonical(self, block: BlockRef) -> bool:
@@ -236,7 +248,7 @@ def describe(snapshot: AttestationSnapshot | None) -> dict[str, Any] | None:
         return None
     return {"block": snapshot.block.number, "hash": snapshot.block.hash,
             "timestamp": snapshot.timestamp, "count": snapshot.count,
-            "records": len(snapshot.records)}  # fmt: skip
+            "read_to": snapshot.read_to, "records": len(snapshot.records)}  # fmt: skip
 
 
 __all__ = [

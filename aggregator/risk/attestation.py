@@ -120,7 +120,9 @@ def contribution(
     if combined is None:
         return 0.0, 0.0, "no counted attestation"
     x = max(SCORE_MIN, min(SCORE_MAX, combined)) / BPS
-    if x <= 0.0:
+    if x == 0.0:
+        return 0.0, 0.0, "score 0: no opinion"
+    if x < 0.0:
         return p.penalty, p.penalty * x, "min over counted attestations; a bad word counts at once"
     if not mature:
         return 0.0, 0.0, "fresh account (age < min_age_days): a good word cannot help"

@@ -19,11 +19,11 @@ from chains.attestations import (
 from tests.unit.chains.attestation_fakes import GOOD, REG, ROGUE, SUBJ, FakeRegistry, rec
 
 
-def reader(fake: FakeRegistry, confirmations: int = 3) -> AttestationReader:
+def reader(fake: FakeRegistry, confirmations: int = 3, max_new: int = 5000) -> AttestationReader:
     return AttestationReader(
         fake,  # type: ignore[arg-type]
         "beta", REG, attesters=frozenset({GOOD}), confirmations=confirmations,
-        field="chains[1].contracts.attestations",
+        field="chains[1].contracts.attestations", max_new=max_new,
     )  # fmt: skip
 
 
@@ -86,6 +86,28 @@ async def test_hostile_answers_name_the_chain_and_keep_the_snapshot(
     with pytest.raises(AttestationReadError, match=f"chain 'beta'.*{why}"):
         await r.step()
     assert r.snapshot is first
+
+
+async def test_a_long_history_is_caught_up_over_rounds_never_in_one_read() -> None:
+    fake = FakeRegistry(records={u: rec(revoked=u % 2 == 0) for u in range(1, 13)})
+    r = reader(fake, max_new=5)
+    reads = []
+    for _ in range(3):
+        fake.gets.clear()
+        snap = await r.step()
+        assert snap is not None
+        reads.append((sorted(fake.gets), snap.read_to))
+        fake.head += 1
+    # Round 2 and 3 re-read the live (odd) ones already known, then 5 new uids at most.
+    assert reads == [([1, 2, 3, 4, 5], 5), ([1, 3, 5, 6, 7, 8, 9, 10], 10),
+                     ([1, 3, 5, 7, 9, 11, 12], 12)]  # fmt: skip
+    # A node claiming a huge count costs max_new reads, not an unbounded loop; the
+    # answers for uids that do not exist (reverts) are an error naming the chain.
+    fake.count_override = (2**40).to_bytes(32, "big")
+    fake.gets.clear()
+    with pytest.raises(AttestationReadError, match=r"chain 'beta'.*reverted"):
+        await r.step()
+    assert len([u for u in fake.gets if u > 12]) <= 5
 
 
 async def test_an_implausible_count_is_an_error() -> None:
