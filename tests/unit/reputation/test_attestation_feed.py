@@ -98,24 +98,34 @@ async def test_attested_accounts_are_scored_and_explained(store: Store) -> None:
 
 
 async def test_an_unreadable_chain_keeps_only_bad_words_and_names_itself(store: Store) -> None:
-    fakes = {"alpha": FakeRegistry(records={1: rec(score=-2000, subject=OTHER)}),
+    fakes = {"alpha": FakeRegistry(records={1: rec(score=-2000, subject=OTHER),
+                                            2: rec(score=5000)}),
              "beta": FakeRegistry(records={1: rec(score=-5000)})}  # fmt: skip
     att, feed, sink = wired(store, fakes)
     await att.start(retry_delay_s=0)
     await feed.run()
+
+    def alpha_status() -> list[str]:
+        view = feed.view(SUBJ)
+        assert view is not None
+        return [a["status"] for a in view["history"]["attestations"] if a["chain"] == "alpha"]
+
+    assert alpha_status() == ["counted"]
     # alpha turns hostile (a malformed record for the new uid): the job still scores,
     # alpha's last known records count only when bad, and the error names alpha.
     fakes["alpha"].head = 101
-    fakes["alpha"].records[2] = rec(score=3000)
-    fakes["alpha"].hostile[2] = b"\x00" * 64
+    fakes["alpha"].records[3] = rec(score=3000)
+    fakes["alpha"].hostile[3] = b"\x00" * 64
     with pytest.raises(AttestationInputError, match="chain 'alpha'"):
         await feed.run()
     assert sink.calls[-1] == {SUBJ: pytest.approx(1.15), OTHER: pytest.approx(1.06)}
     assert "alpha" in att.errors and "beta" not in att.errors
+    assert alpha_status() == ["chain unreadable this run: only a negative score counts"]
     # It recovers by itself once the answers are sane again.
-    del fakes["alpha"].hostile[2]
+    del fakes["alpha"].hostile[3]
     await feed.run()
     assert att.errors == {}
+    assert alpha_status()[0].startswith("superseded") and alpha_status()[1] == "counted"
 
 
 async def test_start_names_a_wrong_registry_and_survives_rpc_failures(store: Store) -> None:
