@@ -32,7 +32,9 @@ Invariants:
   full read).
 - At most `max_new` new uids are read a round (`read_to` says how far): a long history,
   or a node claiming an absurd count, is caught up over several rounds; until then a
-  later uid (a superseding or negative attestation) is not yet seen.
+  later uid (a superseding or negative attestation) is not yet seen. A full read also
+  reads again every record the previous snapshot kept (uid <= count), so catching up
+  after a reorg never drops one it knew.
 - An answer that cannot be the registry's (a revert for a uid <= count, a short or
   over-long word, a score outside -10000..10000, a zero attester or subject, a bad
   bool) is an `AttestationReadError` naming the chain and the uid; the previous
@@ -192,8 +194,12 @@ class AttestationReader:
         }  # fmt: skip
         start = 1 if full or prev is None else prev.read_to + 1
         stop = min(count, start + self.max_new - 1)
-        live = [] if full or prev is None else [u for u in prev.records if u not in keep]
-        uids = live + [u for u in range(start, stop + 1) if u not in self._ignored]
+        # The kept records still live; after a reorg every kept record that may still
+        # exist, so a full read catching up over rounds never loses one it knew.
+        live = {u for u in (prev.records if prev is not None else ()) if u not in keep}
+        if full:
+            live = {u for u in live if u <= count}
+        uids = sorted(live | {u for u in range(start, stop + 1) if u not in self._ignored})
         fresh = await self._read(at, uids)
         records = {**keep}
         for r in fresh:
