@@ -54,6 +54,8 @@ class ChainContracts(Strict):
     multicall: Address = MULTICALL3
     # Markets contract beside the vault (perp/option position events, portfolio mode).
     markets: Address | None = None
+    # AttestationRegistry: reputation attestations ([reputation.attestation]).
+    attestations: Address | None = None
 
 
 class ChainConfig(Strict, ChainTuning):
@@ -139,6 +141,18 @@ class LiquidityConfig(Strict):
     factories: dict[str, Address] = Field(default_factory=dict)
 
 
+class AttestationConfig(Strict):
+    """`[reputation.attestation]`: on-chain attestations (contracts.attestations of each
+    chain) as one factor of the score (docs/reputation.md "Attestations"). Only the
+    listed attesters count; none listed: the factor is off."""
+
+    attesters: list[Address] = Field(default_factory=list)
+    # Score contribution of the best attestation (+10000 bps): lowers the multiplier.
+    bonus: float = Field(default=0.05, ge=0, le=1)
+    # Score contribution of the worst one (-10000 bps): raises it, at once.
+    penalty: float = Field(default=0.30, ge=0, le=10)
+
+
 class ReputationConfig(Strict):
     """`[reputation]`: the personal multiplier on each account's requirement from its
     own indexed history (docs/reputation.md). Off by default: disabled, no figure
@@ -162,6 +176,7 @@ class ReputationConfig(Strict):
     # Seconds in one of the days above: one day unless the clock runs compressed (the
     # crash replay sets 86400 / compression, docs/replay.md "Time").
     day_s: float = Field(default=86400.0, gt=0, allow_inf_nan=False)
+    attestation: AttestationConfig = AttestationConfig()
 
 
 class AssetConfig(Strict):
@@ -769,6 +784,7 @@ def semantic_problems(cfg: AppConfig) -> list[Problem]:
     problems.extend(_portfolio_problems(cfg))
     problems.extend(_var_problems(cfg))
     problems.extend(_alert_problems(cfg))
+    problems.extend(_attestation_problems(cfg))
     for chain in cfg.liquidity.factories:
         if chain not in chains:
             problems.append(Problem(f"liquidity.factories.{chain}", f"unknown chain {chain!r}"))
@@ -902,6 +918,18 @@ def _var_problems(cfg: AppConfig) -> list[Problem]:
         for sym in getattr(cfg.var, key)
         if sym not in symbols
     ]
+
+
+def _attestation_problems(cfg: AppConfig) -> list[Problem]:
+    """[reputation.attestation]: attesters unique; listed attesters need a registry on
+    some chain (else they would silently count for nothing)."""
+    att = cfg.reputation.attestation
+    out = _dupes([a.lower() for a in att.attesters], "reputation.attestation.attesters",
+                 "attester")  # fmt: skip
+    if att.attesters and not any(c.contracts.attestations for c in cfg.chains):
+        out.append(Problem("reputation.attestation.attesters",
+                           "attesters listed but no chain has contracts.attestations"))  # fmt: skip
+    return out
 
 
 def _alert_problems(cfg: AppConfig) -> list[Problem]:

@@ -26,6 +26,7 @@ from aggregator.alerts.service import AlertService
 from aggregator.alerts.snapshot import SnapshotCollector
 from aggregator.api import Api, checksum_address
 from aggregator.api_views import AccountViews, ApiViews, ChainSources, LedgerReader
+from aggregator.attestation_feed import AttestationFeed
 from aggregator.book_sync import BookSync
 from aggregator.cluster.wiring import ClusterWiring
 from aggregator.config import AppConfig
@@ -135,7 +136,12 @@ class Daemon:
         self.var = VarFeed(cfg, self.price_repo)
         self.portfolio = PortfolioFeed(cfg, self.store, calibration=self.var)
         # Reputation (docs/reputation.md): off unless [reputation] enabled.
-        self.reputation = ReputationFeed(cfg, self.store, self.engine, LedgerView(self.engine))
+        # Its attestation input ([reputation.attestation]): read by the reputation job.
+        self.attestations = AttestationFeed(cfg, self.clients)
+        self.reputation = ReputationFeed(
+            cfg, self.store, self.engine, LedgerView(self.engine),
+            attestations=self.attestations if self.attestations.enabled else None,
+        )  # fmt: skip
         # Pool liquidity (docs/risk.md "Liquidity weighting from pools").
         self.liquidity = LiquidityFeed(cfg, self.clients, self.metrics)
         self._wire_ledger()
@@ -340,6 +346,8 @@ class Daemon:
         await startup_step("derivative positions load", self.portfolio.load())
         await startup_step("price history warm-up", self.oracle.start())
         await startup_step("var calibration", self.var.start())
+        if self.attestations.enabled:
+            await startup_step("attestation registry validation", self.attestations.start())
         if self.liquidity.enabled:
             await startup_step("pool validation and first read", self.liquidity.start())
             for chain in self.liquidity.chains:

@@ -374,6 +374,26 @@ _SCHEMAS: dict[str, Any] = {
             first_seen={"type": ["number", "null"]},
             liquidations={"type": "array"},
             risk_history={"type": "boolean"},
+            # Only with [reputation.attestation] on (docs/reputation.md "Attestations").
+            attestations={
+                "type": "array",
+                "items": _obj(
+                    ["chain", "uid", "attester", "score_bps", "expiry", "revoked", "status"],
+                    chain={"type": "string"},
+                    uid={"type": "integer"},
+                    attester={"type": "string"},
+                    score_bps={"type": "integer"},
+                    expiry={"type": "integer"},
+                    revoked={"type": "boolean"},
+                    block_time={"type": "number"},
+                    status={"type": "string"},
+                ),
+            },
+            attestation_inputs={
+                "type": "object",
+                "description": "chain -> {snapshot: {block, hash, timestamp, count, "
+                "records} or null, error: string or null}",
+            },
         ),
     ),
     # GET /v1/liquidity (aggregator/risk/liquidity_view.py)

@@ -10,6 +10,11 @@ worse give their episodes and HF samples. Then every account is scored in a work
 thread and the multipliers are handed to the engine (`set_reputation`); the figures
 follow at the next recompute.
 
+With an attestation input (aggregator/attestation_feed.py, [reputation.attestation]),
+each run first steps every chain's AttestationRegistry reader, then scores with each
+account's attestations (aggregator/risk/attestation.py says which count); a chain that
+could not be read is named by the run's error after the multipliers are handed over.
+
 Block times: the store keeps block numbers, not timestamps, so an event's time is
 `seen_at - (head_block - block) * block_time` with `seen_at` the checkpoint's last
 update and `block_time` the chain's configured one (docs/reputation.md says what that
@@ -29,10 +34,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aggregator.config import AppConfig, ReputationConfig
+from aggregator.risk.attestation import Attestation, AttestationParams, statuses
 from aggregator.risk.reputation import (
     History,
     Liquidation,
@@ -58,6 +64,18 @@ class ReputationSink(Protocol):
     ) -> None: ...
 
 
+class AttestationSource(Protocol):
+    """On-chain attestations (aggregator/attestation_feed.py implements it)."""
+
+    async def refresh(self) -> None: ...
+
+    def by_subject(self) -> dict[str, tuple[Attestation, ...]]: ...
+
+    def check(self) -> None: ...
+
+    def view(self) -> dict[str, Any]: ...
+
+
 class Prices(Protocol):
     """Valuation prices (LedgerView implements it)."""
 
@@ -70,6 +88,10 @@ def params_of(cfg: ReputationConfig) -> Params:
         reward_per_30d=cfg.reward_per_30d, liquidation_penalty=cfg.liquidation_penalty,
         liquidatable_penalty=cfg.liquidatable_penalty, half_life_days=cfg.half_life_days,
         day_s=cfg.day_s,
+        attestation=AttestationParams(
+            frozenset(a.lower() for a in cfg.attestation.attesters),
+            bonus=cfg.attestation.bonus, penalty=cfg.attestation.penalty,
+        ),
     )  # fmt: skip
 
 
@@ -81,8 +103,11 @@ class ReputationFeed:
         sink: ReputationSink,
         prices: Prices,
         clock: Callable[[], float] = time.time,
+        *,
+        attestations: AttestationSource | None = None,
     ) -> None:
         self.enabled = cfg.reputation.enabled
+        self.attestations = attestations
         self.params = params_of(cfg.reputation)
         self.reads = ReputationReads(store)
         self.sink = sink
@@ -122,10 +147,19 @@ class ReputationFeed:
         if self.history_level is not None:
             step, keep = self.history_level
             risk = await self.reads.risky_points(step, int(now - keep))
-        snap = _Snapshot(dict(self._first), {a: tuple(v) for a, v in self._liqs.items()}, risk, now)
+        att: dict[str, tuple[Attestation, ...]] = {}
+        if self.attestations is not None:
+            await self.attestations.refresh()
+            att = self.attestations.by_subject()
+        snap = _Snapshot(dict(self._first), {a: tuple(v) for a, v in self._liqs.items()}, risk,
+                         now, att)  # fmt: skip
         mults = await asyncio.to_thread(self._multipliers, snap)
         self._snap = snap
         self.sink.set_reputation(self.params, mults, self.reputation)
+        if self.attestations is not None:
+            # After scoring (with the failing chains' records untrusted): the job's
+            # status names the chain.
+            self.attestations.check()
 
     async def _read_chain(self, chain: str, anchor: Anchor) -> None:
         after = self._read.get(chain, after_block(-1))
@@ -156,7 +190,7 @@ class ReputationFeed:
     # -- scores ----------------------------------------------------------------------
     def _multipliers(self, snap: _Snapshot) -> dict[str, float]:
         out = {}
-        for a in snap.first:
+        for a in snap.first.keys() | snap.att.keys():
             m = score(a, snap.history(a), self.params, snap.at).multiplier
             if m != 1.0:
                 out[a] = m
@@ -181,7 +215,21 @@ class ReputationFeed:
                 "liquidations": [{"t": x.t, "chain": x.chain, "usd": x.usd}
                                  for x in h.liquidations],
                 "risk_history": h.episodes is not None,
+                **self._attestation_view(h.attestations),
             },
+        }  # fmt: skip
+
+    def _attestation_view(self, atts: tuple[Attestation, ...]) -> dict[str, Any]:
+        if self.attestations is None:
+            return {}
+        return {
+            "attestations": [
+                {"chain": x.chain, "uid": x.uid, "attester": x.attester, "score_bps": x.score_bps,
+                 "expiry": x.expiry, "revoked": x.revoked, "block_time": x.as_of,
+                 "status": st}
+                for x, st in zip(atts, statuses(atts, self.params.attestation), strict=True)
+            ],
+            "attestation_inputs": self.attestations.view(),
         }  # fmt: skip
 
     def reputation(self, address: str) -> Reputation:
@@ -199,6 +247,7 @@ class _Snapshot:
     liqs: Mapping[str, tuple[Liquidation, ...]]
     risk: Mapping[str, list[tuple[float, int, int, float]]] | None
     at: float
+    att: Mapping[str, tuple[Attestation, ...]] = field(default_factory=dict)
 
     def history(self, a: str) -> History:
         episodes = hf = None
@@ -206,7 +255,7 @@ class _Snapshot:
             pts = self.risk.get(a, [])
             episodes = episodes_from_points([(t, tier, w) for t, tier, w, _ in pts], self.at)
             hf = tuple((t, h) for t, _, _, h in pts)
-        return History(self.first.get(a), self.liqs.get(a, ()), episodes, hf)
+        return History(self.first.get(a), self.liqs.get(a, ()), episodes, hf, self.att.get(a, ()))
 
 
 __all__ = ["Prices", "ReputationFeed", "ReputationSink", "params_of"]

@@ -1,8 +1,9 @@
 """Deploy the contract system to one chain and seed demo positions.
 
 Everything is sent from anvil's unlocked dev accounts (account 0 deploys and owns,
-1 is the keeper, 2..5 are demo users, 6 is the liquidator / market maker), in a fixed
-order, so a given (chain, nonce offset) always yields the same addresses.
+1 is the keeper, 2..5 are demo users, 6 is the liquidator / market maker, 9 deploys the
+permissionless AttestationRegistry), in a fixed order, so a given (chain, nonce offset)
+always yields the same addresses.
 
     with web3_session(url) as w3:
         dep = deploy_chain(w3, "beta", nonce_offset=1000)
@@ -59,6 +60,9 @@ ASSET_BY_SYMBOL = {a.symbol: a for a in ASSETS}
 LST_CONTRACT: dict[AssetKind, str] = {"wsteth": "MockWstETH", "reth": "MockRETH"}
 
 DEPLOYER, KEEPER, LIQUIDATOR = 0, 1, 6
+# Its own deployer, so the registry (owner-less) leaves the deployer's nonces, hence every
+# other address of the devnet, as they were before it existed.
+ATTESTATION_DEPLOYER = 9
 DEMO_USERS = (2, 3, 4, 5)
 
 # Minted straight to the vault (borrowable liquidity) and to the liquidator, per chain.
@@ -129,6 +133,8 @@ class ChainDeployment:
     block: int = 0
     # devkit.pools.UniswapDeployment.to_json(): factory, periphery, pools, positions.
     uniswap: dict[str, Any] | None = None
+    # AttestationRegistry (reputation attestations, docs/reputation.md).
+    attestations: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -206,6 +212,10 @@ def deploy_chain(
     for symbol, amount in LIQUIDATOR_FUNDS.items():
         _mint(w3, tokens, symbol, accounts[LIQUIDATOR], amount, chain=chain)
     multicall = install_multicall(_provider_url(w3))
+    attester_deployer = accounts[ATTESTATION_DEPLOYER]
+    if nonce_offset:
+        _set_nonce(w3, chain, attester_deployer, nonce_offset)
+    attestations = deploy(w3, "AttestationRegistry", sender=attester_deployer)
     return ChainDeployment(
         chain=chain,
         chain_id=w3.eth.chain_id,
@@ -217,6 +227,7 @@ def deploy_chain(
         deployer=deployer,
         keeper=keeper,
         block=w3.eth.block_number,
+        attestations=attestations,
     )
 
 

@@ -171,6 +171,7 @@ class DevnetState:
                     "fork_url": node.fork_url,
                     "vault": self.deployments[name].vault,
                     "registry": self.deployments[name].registry,
+                    "attestations": self.deployments[name].attestations,
                     "uniswap": pools.summary(self.deployments[name].uniswap),
                 }
                 for name, node in self.nodes.items()
@@ -444,6 +445,7 @@ def render_include(state: DevnetState) -> str:
             f"vault = {_toml_str(dep.vault)}",
             f"registry = {_toml_str(dep.registry)}",
             f"multicall = {_toml_str(dep.multicall)}",
+            f"attestations = {_toml_str(dep.attestations)}",
             "",
         ]
     for spec in ASSETS:

@@ -30,6 +30,12 @@ Invariants (tested in tests/unit/risk/test_reputation.py):
   number used on every chain.
 - The multiplier is always in [lower, upper] with lower <= 1 <= upper.
 
+With an attestation input ([reputation.attestation]), one more factor: the minimum
+score of the counted on-chain attestations (aggregator/risk/attestation.py), weighted by
+`penalty` when negative (at once) or `bonus` when positive (only for a mature account
+whose other factors sum to >= 0), so an attestation alone never makes a fresh address
+better than neutral.
+
 The multiplier scales the standard model's haircut in USD (`personalise`): with V the
 collateral value and C its weighted value (C_liq or C_borrow), C' = V - m (V - C), so
 C' <= V for every m >= 0 (no account can be rated healthy with collateral worth less
@@ -50,6 +56,7 @@ from numba import njit, prange
 from numpy.typing import NDArray
 
 from aggregator.config import RiskConfig
+from aggregator.risk.attestation import Attestation, AttestationParams, combined_score, contribution
 from aggregator.risk.kernels import account_sums
 from aggregator.risk.liquidation import close_factor
 from aggregator.risk.model import MarginResult, health
@@ -75,6 +82,7 @@ class Params:
     # Seconds in one of the days above: 86,400 unless the clock runs compressed (the
     # crash replay sets 86,400 / compression, so every day-based figure is market time).
     day_s: float = DAY
+    attestation: AttestationParams = field(default_factory=AttestationParams)
 
     def __post_init__(self) -> None:
         if not (0.0 < self.lower <= 1.0 <= self.upper):
@@ -117,6 +125,7 @@ class History:
     liquidations: tuple[Liquidation, ...] = ()
     episodes: tuple[Episode, ...] | None = None
     hf: tuple[tuple[float, float], ...] | None = None  # (t, hf) samples, time order
+    attestations: tuple[Attestation, ...] = ()  # about this account, every chain
 
 
 @dataclass(frozen=True)
@@ -217,14 +226,30 @@ def _history_factors(h: History, p: Params, now: float) -> list[Factor]:
     ]  # fmt: skip
 
 
+def _attestation_factor(h: History, p: Params, *, mature: bool, behaviour: float) -> Factor:
+    """The on-chain attestations (aggregator/risk/attestation.py): the minimum counted
+    score in bps, weighted by `penalty` when < 0 (at once) or `bonus` when > 0 (mature,
+    behaviour >= 0 only)."""
+    combined = combined_score(h.attestations, p.attestation)
+    weight, contrib, note = contribution(combined, p.attestation, mature=mature,
+                                         behaviour=behaviour)  # fmt: skip
+    return Factor("attestation", None if combined is None else combined / 10_000.0,
+                  "min counted score / 10000", weight, contrib, note)  # fmt: skip
+
+
 def score(account: str, h: History, p: Params, now: float) -> Reputation:
     """The account's score and multiplier (the module docstring's formula)."""
-    if h.first_seen is None or h.first_seen > now:
-        return neutral(account)
-    age_s = now - h.first_seen
+    first_seen = h.first_seen
+    if first_seen is None or first_seen > now:
+        if not (p.attestation.on and h.attestations):
+            return neutral(account)
+        # Attested but never seen: scored as an account first seen now (never better
+        # than neutral; a bad attestation still shows and counts).
+        first_seen = now
+    age_s = now - first_seen
     past = [liq for liq in h.liquidations if liq.t <= now]
     last_liq = max((liq.t for liq in past), default=-math.inf)
-    clean_start = max(h.first_seen, last_liq)
+    clean_start = max(first_seen, last_liq)
     bad_s = _overlap(h.episodes or (), clean_start, now)
     clean_days = max(0.0, (now - clean_start) - bad_s) / p.day_s
     mature = age_s >= p.min_age_days * p.day_s
@@ -244,6 +269,9 @@ def score(account: str, h: History, p: Params, now: float) -> Reputation:
                (now - last_liq) / p.day_s if past else None, "days", 0.0, 0.0, "informational"),
         *_history_factors(h, p, now),
     ]  # fmt: skip
+    if p.attestation.on:
+        behaviour = sum(f.contribution for f in factors)
+        factors.append(_attestation_factor(h, p, mature=mature, behaviour=behaviour))
     s = sum(f.contribution for f in factors)
     m = min(max(1.0 - s, p.lower), p.upper)
     if not mature:

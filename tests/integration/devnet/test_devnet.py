@@ -73,9 +73,12 @@ def test_every_configured_address_has_code(cfg: AppConfig) -> None:
     urls = {c.name: c.rpc_urls[0] for c in cfg.chains}
     checked = 0
     for chain in cfg.chains:
-        for addr in (chain.contracts.vault, chain.contracts.registry, chain.contracts.multicall):
+        c = chain.contracts
+        for addr in (c.vault, c.registry, c.multicall, c.attestations):
             assert addr is not None and has_code(urls[chain.name], addr), (chain.name, addr)
             checked += 1
+    # One AttestationRegistry per chain, at different addresses (no cross-chain mix-up).
+    assert len({c.contracts.attestations for c in cfg.chains}) == len(cfg.chains)
     for asset in cfg.assets:
         assert set(asset.tokens) == set(urls), asset.symbol
         for chain_name, token in asset.tokens.items():
@@ -89,8 +92,9 @@ def test_every_configured_address_has_code(cfg: AppConfig) -> None:
         if asset.rate is not None:
             assert has_code(urls[asset.rate.chain], asset.rate.address)
             checked += 1
-    # 3 chains x (vault, registry, multicall) + 5 assets x 3 tokens + 13 feeds + 2 rates
-    assert checked == 9 + 15 + 13 + 2
+    # 3 chains x (vault, registry, multicall, attestations) + 5 assets x 3 tokens
+    # + 13 feeds + 2 rates
+    assert checked == 12 + 15 + 13 + 2
 
 
 def test_fork_sees_origin_deposits_made_before_the_fork(devnet: manager.DevnetState) -> None:
