@@ -261,8 +261,10 @@ class RiskEngine:
         return self._risk(acc)
 
     def plans(self, acc: NDArray[np.int64], r: Totals) -> Plans:
-        """Liquidation plans of accounts `acc` (their totals `r`): risk/liquidation.py."""
-        return plans(self.model, self.book, self.market, acc, r)
+        """Liquidation plans of accounts `acc` (their totals `r`): risk/liquidation.py,
+        with each account's reputation multiplier (the plan the keeper's tier needs)."""
+        mult = self.r_mult[acc] if self._mult else None
+        return plans(self.model, self.book, self.market, acc, r, mult=mult)
 
     def _store(self, sl: NDArray[np.int64], r: Totals) -> None:
         self.r_hf[sl] = r.hf
