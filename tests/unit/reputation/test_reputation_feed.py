@@ -255,3 +255,53 @@ def test_bad_reputation_config_names_the_field() -> None:
     for key, value in (("lower", 1.2), ("upper", 0.95), ("half_life_days", 0)):
         with pytest.raises(ValidationError, match=rf"reputation\.{key}"):
             AppConfig(**{**base, "reputation": {"enabled": True, key: value}})
+
+
+def _pushes(eng: RiskEngine, chain: str) -> dict[str, tuple[int, int, int]]:
+    """What the pusher would write on `chain` for a registry with no entries yet:
+    (HF 1e9, tier, credit USD6) per account."""
+    from aggregator.push.controller import OnchainArrays, TriggerRules
+    from aggregator.push.planning import plan_accounts
+    from aggregator.risk.view import LedgerView
+
+    ledger = LedgerView(eng)
+    base = OnchainArrays()
+    base.sync({}, None, ledger.account_index, ledger.addresses, ledger.n_accounts)
+    rules = TriggerRules(hf_deviation=0.02, credit_deviation=0.05, heartbeat_s=600)
+    planned = plan_accounts(ledger, chain, base=base, onchain={}, chain_ts=2_000_000_000,
+                            inflight={}, rules=rules)  # fmt: skip
+    return {p.account: (p.entry.hf_1e9, p.entry.tier, p.entry.credit_usd6) for p in planned}
+
+
+async def test_a_liquidation_on_one_chain_lowers_what_every_chain_is_pushed(
+    store: Store,
+) -> None:
+    """A has collateral on alpha and beta and a year-long history; it is liquidated on
+    beta. The HF and the credit the pusher writes to alpha's registry and to beta's
+    both fall below a neutral account's (the one multiplier, 1.30, on every chain)."""
+    repo = SqlChainStore(store)
+    await commit(repo, "alpha", 10_010, [ev("alpha", 10, 0, "deposit", A)])
+    await commit(repo, "beta", 10_010, [liquidation("beta", 9_990, A)])
+
+    def book() -> RiskEngine:
+        eng = RiskEngine.from_config(config())
+        eng.set_prices({"USDC": PriceInput(1.0, "ok"), "WETH": PriceInput(3000.0, "ok")})
+        eng.set_volatility({"USDC": 0.001, "WETH": 0.02})
+        eng.load_positions([
+            PositionRow(A, "alpha", "WETH", "collateral", 5 * E18, 5 * E18),
+            PositionRow(A, "beta", "WETH", "collateral", 5 * E18, 5 * E18),
+            PositionRow(A, "alpha", "USDC", "debt", 12_000 * 10**6, 12_000 * 10**6),
+        ])  # fmt: skip
+        return eng
+
+    neutral, rated = book(), book()
+    await ReputationFeed(config(), store, rated, Prices()).run()
+    assert rated.explain(A)["reputation"]["multiplier"] == pytest.approx(1.30, abs=2e-3)
+    for eng in (neutral, rated):
+        eng.recompute()
+        eng.allocate_credit(now=1.0)
+    for chain in ("alpha", "beta"):
+        hf0, _, credit0 = _pushes(neutral, chain)[A.lower()]
+        hf1, _, credit1 = _pushes(rated, chain)[A.lower()]
+        assert hf1 < hf0, chain
+        assert 0 < credit1 < credit0, chain

@@ -427,3 +427,92 @@ def test_a_plan_with_multiplier_one_is_the_base_plan_and_a_higher_one_repays_mor
     assert base["liquidation"]["kind"] == high["liquidation"]["kind"] == "partial"
     assert high["liquidation"]["repay_usd"] > base["liquidation"]["repay_usd"]
     assert _execute(eng, high["liquidation"], debt_usd) == pytest.approx(1.05, rel=1e-7)
+
+
+# -- bounds and safety on random parameters and books --------------------------------
+@st.composite
+def params(draw: st.DrawFn) -> Params:
+    return Params(
+        lower=draw(st.floats(0.5, 1.0)),
+        upper=draw(st.floats(1.0, 2.0)),
+        min_age_days=draw(st.floats(0.0, 400.0)),
+        reward_per_30d=draw(st.floats(0.0, 0.2)),
+        liquidation_penalty=draw(st.floats(0.0, 1.0)),
+        liquidatable_penalty=draw(st.floats(0.0, 1.0)),
+        half_life_days=draw(st.floats(1.0, 1000.0)),
+    )
+
+
+@SETTINGS
+@given(histories(), params(), st.floats(0.0, NOW))
+def test_the_multiplier_is_within_the_configured_bounds(h: History, p: Params, dt: float) -> None:
+    m = score(A, h, p, NOW + dt).multiplier
+    assert p.lower <= m <= p.upper
+    assert m == pytest.approx(ref_multiplier(h, p, NOW + dt), abs=1e-12)
+
+
+@SETTINGS
+@given(histories(), params(), st.floats(0.0, 0.999))
+def test_a_fresh_address_is_never_better_than_neutral_whatever_the_parameters(
+    h: History, p: Params, frac: float
+) -> None:
+    first = NOW - frac * p.min_age_days * DAY
+    young = History(first, tuple(x for x in h.liquidations if x.t >= first), h.episodes)
+    assert score(A, young, p, NOW).multiplier >= 1.0
+    assert score(A, History(), p, NOW).multiplier == 1.0
+
+
+@SETTINGS
+@given(position_rows(), market(), st.data())
+def test_the_personal_requirement_is_never_below_lower_times_the_base_one(
+    rows: list, m: dict, data: st.DataObject
+) -> None:
+    """Per account a random multiplier in the bounds: the haircut V - C' (liquidation and
+    borrow) is m (V - C) >= lower (V - C), and no account with collateral worth less
+    than its debt is rated better than insolvent."""
+    base = _engine(rows, m)
+    eng = _engine(rows, m)
+    addrs = list(eng.book.account_address)
+    mults = {a: data.draw(st.floats(P.lower, P.upper)) for a in addrs}
+    eng.set_reputation(P, mults, lambda a: _rep(a, mults[a]))
+    eng.recompute()
+    for a in addrs:
+        b, r = base.standard_health(a), eng.standard_health(a)
+        v = b.collateral_usd
+        for c0, c1 in ((b.c_liq, r.c_liq), (b.c_borrow, r.c_borrow)):
+            tol = 1e-12 * max(v, 1.0)
+            assert v - c1 >= P.lower * (v - c0) - tol
+            assert v - c1 == pytest.approx(mults[a] * (v - c0), rel=1e-9, abs=tol)
+        if b.collateral_usd < b.debt_usd:
+            assert eng.health(a).tier == "insolvent"
+
+
+@SETTINGS
+@given(
+    st.lists(
+        st.tuples(st.floats(-1e9, 1e9), st.one_of(st.just(0.0), st.floats(1e-3, 1e9))),
+        min_size=1,
+        max_size=20,
+    ),
+    st.data(),
+)
+def test_a_pushed_requirement_is_never_below_lower_times_the_models(
+    rows: list[tuple[float, float]], data: st.DataObject
+) -> None:
+    from aggregator.risk.model import MarginResult, health
+    from aggregator.risk.reputation import personalise_result
+
+    eq = np.array([r[0] for r in rows])
+    req = np.array([r[1] for r in rows])
+    mult = np.array([data.draw(st.floats(P.lower, P.upper)) for _ in rows])
+    res = MarginResult.of(
+        np.arange(eq.size), equity_usd=eq, requirement_usd=req,
+        **dict(zip(("hf", "bp", "tier"), health(eq, req, 1.25, 1.1), strict=True)),
+    )  # fmt: skip
+    out = personalise_result(res, mult, 1.25, 1.1)
+    # HF = E / (m R): at most E / (lower R), the best the lower bound allows.
+    _, _, tier_best = health(eq, P.lower * req, 1.25, 1.1)
+    assert (out.tier >= np.where(eq < 0, TIERS.index("insolvent"), tier_best)).all()
+    pos = (eq >= 0) & (req > 0)
+    assert (out.hf[pos] <= eq[pos] / (P.lower * req[pos]) * (1 + 1e-12)).all()
+    assert (out.tier[eq < 0] == TIERS.index("insolvent")).all()
