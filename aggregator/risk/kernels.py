@@ -244,10 +244,10 @@ def better(rr, value, c, t, best_r, best_v, best_c, best_t):  # noqa: PLR0917
 
 @njit(inline="always")
 def personal_lt(lte, m):
-    """The lt_eff of a holding under reputation multiplier m (risk/reputation.py: C' =
-    V - m (V - C) summed per holding is v (1 - m (1 - lt_eff))); exactly lt_eff at
-    m == 1, so a neutral account's plan is the base one bit for bit."""
-    if m == 1.0:
+    """The lt_eff of a holding under reputation multiplier m (risk/reputation.py: C_liq'
+    = V - max(m, 1) (V - C_liq) summed per holding is v (1 - m (1 - lt_eff)) for m > 1;
+    m <= 1 never touches the liquidation side), so a plan restores the pushed HF."""
+    if m <= 1.0:
         return lte
     return 1.0 - m * (1.0 - lte)
 

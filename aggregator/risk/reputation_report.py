@@ -17,15 +17,20 @@ ones the daemon would push. Cohorts:
   them reaching liquidatable;
 - `liquidated`: 120..730 days old, 1..2 liquidations on random chains.
 
-Invariants: pure (no I/O, no clock; `now` is the reference market's time); the safety
-checks of the report (no account with collateral worth less than its debt rated better
-than insolvent; every personal haircut >= lower x the neutral one) are computed, not
-assumed, and `passed` is False if either fails.
+Safety (`personal_stress`): the portfolio stress replay of risk/capital.py with every
+account at the multiplier `lower`, funded to personal HF 1.0, warn_hf, im_factor and to
+the reward's borrowing limit, rated by the engine's rule: no account rated healthy may
+end with negative equity.
+
+Invariants: pure (no I/O, no clock; `NOW` is a fixed time); the safety checks of the
+report (no account with collateral worth less than its debt rated better than
+insolvent; every personal borrowing haircut >= lower x the neutral one; the stress
+replay) are computed, not assumed, and `passed` is False if any fails.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -174,11 +179,11 @@ class ReputationReport:
     histogram: list[tuple[float, float, int]]  # [lo, hi) bins of the multiplier, count
     unsafe_rated: int  # V < D and rated better than insolvent (must be 0)
     haircut_below_lower: int  # personal haircut < lower x neutral (must be 0)
-    extra: dict[str, Any] = field(default_factory=dict)
+    stress: PersonalStress  # the portfolio stress replay at m = lower
 
     @property
     def passed(self) -> bool:
-        return self.unsafe_rated == 0 and self.haircut_below_lower == 0
+        return self.unsafe_rated == 0 and self.haircut_below_lower == 0 and self.stress.passed
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -190,6 +195,12 @@ class ReputationReport:
             "histogram": [{"lo": lo, "hi": hi, "accounts": k} for lo, hi, k in self.histogram],
             "unsafe_rated": self.unsafe_rated,
             "haircut_below_lower": self.haircut_below_lower,
+            "stress": {
+                "multiplier": self.stress.multiplier,
+                "accounts": self.stress.accounts,
+                "healthy": self.stress.healthy,
+                "violations": self.stress.violations,
+            },
             "passed": self.passed,
         }
 
@@ -255,7 +266,52 @@ def reputation_report(
     idx = np.minimum(np.searchsorted(edges, allm, side="right") - 1, k - 1)
     counts = np.bincount(idx, minlength=k)
     hist = [(float(edges[i]), float(edges[i + 1]), int(counts[i])) for i in range(k)]
-    return ReputationReport(seed, accounts, p, cohorts, hist, unsafe, below)
+    stress = personal_stress(ref, p.lower)
+    return ReputationReport(seed, accounts, p, cohorts, hist, unsafe, below, stress)
+
+
+# -- portfolio stress replay with the multiplier -------------------------------------------
+@dataclass(frozen=True)
+class PersonalStress:
+    """The portfolio stress replay (risk/capital.py) of accounts with multiplier
+    `multiplier`: each reference portfolio funded to the personal HF E / (max(m, 1) MM)
+    of 1.0, warn_hf and im_factor, and to the borrowing limit of the multiplier (BP = 0:
+    E = max(im_factor m, max(m, 1)) MM), rated by the engine's rule
+    (`personalise_result`), then the stress applied."""
+
+    multiplier: float
+    accounts: int
+    healthy: int
+    violations: list[dict[str, Any]]  # rated healthy, negative equity after the stress
+
+    @property
+    def passed(self) -> bool:
+        return not self.violations
+
+
+def personal_stress(ref: ReferenceFile | None = None, multiplier: float = 0.90) -> PersonalStress:
+    from aggregator.risk.capital import stress_replay
+    from aggregator.risk.model import MarginResult, health
+    from aggregator.risk.reputation import personalise_result
+
+    ref = ref or load_reference()
+    m, mh, im = multiplier, max(multiplier, 1.0), ref.portfolio.im_factor
+    hfs = (*(h * mh for h in (1.0, ref.risk.warn_hf, im)), max(im * m, mh))
+    rep = stress_replay(ref, hfs)
+    rows = [r for r in rep.rows if r.funded.startswith("PM")]
+    eq = np.array([r.equity_before for r in rows])
+    mm = np.array([r.mm for r in rows])
+    h, bp, t = health(eq, mm, im, ref.risk.warn_hf)
+    res = MarginResult.of(np.arange(eq.size), equity_usd=eq, requirement_usd=mm,
+                          hf=h, bp=bp, tier=t)  # fmt: skip
+    tier = personalise_result(res, np.full(eq.size, m), im, ref.risk.warn_hf).tier
+    healthy = tier == TIERS.index("healthy")
+    bad = [
+        {"portfolio": r.name, "funded": r.funded, "equity_before": r.equity_before,
+         "equity_after": r.equity_after}
+        for r, ok in zip(rows, healthy, strict=True) if ok and r.equity_after < 0
+    ]  # fmt: skip
+    return PersonalStress(m, len(rows), int(healthy.sum()), bad)
 
 
 # -- text rendering (CLI) --------------------------------------------------------------------------
@@ -286,11 +342,14 @@ def render(rep: ReputationReport) -> str:
     out += [
         "",
         f"safety: {rep.unsafe_rated} account(s) with collateral < debt rated better than "
-        f"insolvent; {rep.haircut_below_lower} personal haircut(s) below lower x neutral: "
-        + ("PASSED" if rep.passed else "FAILED"),
+        f"insolvent; {rep.haircut_below_lower} personal haircut(s) below lower x neutral",
+        f"portfolio stress replay at m = {rep.stress.multiplier:.2f}: {rep.stress.accounts} "
+        f"funded portfolios, {rep.stress.healthy} rated healthy, "
+        f"{len(rep.stress.violations)} of them at negative equity after the stress",
+        "PASSED" if rep.passed else "FAILED",
     ]
     return "\n".join(out)
 
 
-__all__ = ["COHORTS", "CohortFigures", "ReputationReport", "population", "render",
-           "reputation_report"]  # fmt: skip
+__all__ = ["COHORTS", "CohortFigures", "PersonalStress", "ReputationReport", "personal_stress",
+           "population", "render", "reputation_report"]  # fmt: skip

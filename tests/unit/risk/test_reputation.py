@@ -283,8 +283,10 @@ def test_stored_event_and_tick_paths_agree_with_a_multiplier() -> None:
     event = eng.health(ADDRS[0])
     assert tick == event
     v = base.collateral_usd
-    assert tick.c_liq == pytest.approx(v - 0.9 * (v - base.c_liq))
-    assert tick.hf > base.hf
+    # A reward lowers the borrowing requirement only: HF and tier are the base ones.
+    assert tick.c_liq == base.c_liq and tick.hf == base.hf and tick.tier == base.tier
+    assert tick.c_borrow == pytest.approx(min(v - 0.9 * (v - base.c_borrow), base.c_liq))
+    assert tick.bp > base.bp
     ex = eng.explain(ADDRS[0], now=NOW)
     assert ex["hf"] == tick.hf
     assert ex["reputation"]["multiplier"] == pytest.approx(0.90)
@@ -467,9 +469,10 @@ def test_a_fresh_address_is_never_better_than_neutral_whatever_the_parameters(
 def test_the_personal_requirement_is_never_below_lower_times_the_base_one(
     rows: list, m: dict, data: st.DataObject
 ) -> None:
-    """Per account a random multiplier in the bounds: the haircut V - C' (liquidation and
-    borrow) is m (V - C) >= lower (V - C), and no account with collateral worth less
-    than its debt is rated better than insolvent."""
+    """Per account a random multiplier in the bounds: the liquidation haircut V - C_liq'
+    is max(m, 1) (V - C_liq) (a reward never rates an account healthier: HF' <= HF),
+    the borrowing one max(m (V - C_borrow), V - C_liq') >= lower (V - C_borrow), and no
+    account with collateral worth less than its debt is rated better than insolvent."""
     base = _engine(rows, m)
     eng = _engine(rows, m)
     addrs = list(eng.book.account_address)
@@ -478,11 +481,14 @@ def test_the_personal_requirement_is_never_below_lower_times_the_base_one(
     eng.recompute()
     for a in addrs:
         b, r = base.standard_health(a), eng.standard_health(a)
-        v = b.collateral_usd
-        for c0, c1 in ((b.c_liq, r.c_liq), (b.c_borrow, r.c_borrow)):
-            tol = 1e-12 * max(v, 1.0)
-            assert v - c1 >= P.lower * (v - c0) - tol
-            assert v - c1 == pytest.approx(mults[a] * (v - c0), rel=1e-9, abs=tol)
+        v, mu = b.collateral_usd, mults[a]
+        tol = 1e-12 * max(v, 1.0)
+        assert v - r.c_liq == pytest.approx(max(mu, 1.0) * (v - b.c_liq), rel=1e-9, abs=tol)
+        assert r.hf <= b.hf and TIERS.index(r.tier) >= TIERS.index(b.tier)
+        assert r.c_borrow <= r.c_liq
+        assert v - r.c_borrow >= P.lower * (v - b.c_borrow) - tol
+        want = max(mu * (v - b.c_borrow), v - r.c_liq)
+        assert v - r.c_borrow == pytest.approx(want, rel=1e-9, abs=tol)
         if b.collateral_usd < b.debt_usd:
             assert eng.health(a).tier == "insolvent"
 
@@ -510,9 +516,11 @@ def test_a_pushed_requirement_is_never_below_lower_times_the_models(
         **dict(zip(("hf", "bp", "tier"), health(eq, req, 1.25, 1.1), strict=True)),
     )  # fmt: skip
     out = personalise_result(res, mult, 1.25, 1.1)
-    # HF = E / (m R): at most E / (lower R), the best the lower bound allows.
-    _, _, tier_best = health(eq, P.lower * req, 1.25, 1.1)
-    assert (out.tier >= np.where(eq < 0, TIERS.index("insolvent"), tier_best)).all()
-    pos = (eq >= 0) & (req > 0)
-    assert (out.hf[pos] <= eq[pos] / (P.lower * req[pos]) * (1 + 1e-12)).all()
+    # HF and tier: never better than the model's own (a reward is on borrowing only).
+    assert (out.hf <= res.hf).all() and (out.tier >= res.tier).all()
+    # Borrowing: the requirement is >= lower x the model's IM, and >= R (HF 1).
+    pos = eq >= 0
+    im_req = np.maximum(1.25 * mult, np.maximum(mult, 1.0)) * req
+    assert (im_req >= P.lower * 1.25 * req).all() and (im_req >= req).all()
+    assert np.array_equal(out.bp[pos], np.maximum(eq[pos] - im_req[pos], 0.0))
     assert (out.tier[eq < 0] == TIERS.index("insolvent")).all()

@@ -34,8 +34,9 @@ def test_reproducible_and_the_cohorts_behave() -> None:
 
 
 def test_clean_cohort_saving_matches_a_scalar_loop() -> None:
-    """haircut saved = sum over the cohort of (1 - m) (V - C_borrow): the engine's
-    personal haircut is m times the neutral one (docs/reputation.md)."""
+    """haircut saved = sum over the cohort of (V - C_borrow) - max(m (V - C_borrow),
+    V - C_liq): the borrowing haircut scaled by m, never past the liquidation line
+    (docs/reputation.md)."""
     from aggregator.risk.reputation_report import _engine
 
     ref = load_reference()
@@ -48,7 +49,8 @@ def test_clean_cohort_saving_matches_a_scalar_loop() -> None:
             continue
         m = score(s.account, s.history, p, NOW).multiplier
         h = eng.health(s.account)
-        want += (1.0 - m) * (h.collateral_usd - h.c_borrow)
+        v = h.collateral_usd
+        want += (v - h.c_borrow) - max(m * (v - h.c_borrow), v - h.c_liq)
     rep = reputation_report(ref, accounts=N, seed=7)
     got = next(c for c in rep.cohorts if c.cohort == "clean_year").haircut_saved_usd
     assert got == pytest.approx(want, rel=1e-9)
@@ -63,3 +65,15 @@ def test_cli_prints_the_report(capsys: pytest.CaptureFixture[str]) -> None:
     out = json.loads(capsys.readouterr().out)
     assert out["accounts"] == 120 and out["passed"] is True
     assert {c["cohort"] for c in out["cohorts"]} == {"clean_year", "new", "warned", "liquidated"}
+
+
+def test_portfolio_stress_replay_with_the_best_multiplier_rates_no_one_unsafe() -> None:
+    """The reference portfolios funded to personal HF 1.0, warn_hf, im_factor and to the
+    reward's borrowing limit (BP = 0 at m = lower), rated with the multiplier, then the
+    stress: no account rated healthy ends with negative equity."""
+    from aggregator.risk.reputation_report import personal_stress
+
+    for m in (0.90, 1.0, 1.30):
+        r = personal_stress(multiplier=m)
+        assert r.accounts > 0 and r.healthy > 0
+        assert r.passed, r.violations
