@@ -382,6 +382,10 @@ class RiskEngine:
         for a in range(prep.n_accounts, n):
             self.r_mult[a] = prep.multipliers.get(self.book.account_address[a], 1.0)
 
+    def reputation_multipliers(self) -> NDArray[np.float64] | None:
+        """A copy of every account's multiplier (book order); None when none is set."""
+        return self.r_mult[: self.book.n_accounts].copy() if self._mult else None
+
     def reputation_of(self, address: str) -> Reputation | None:
         """The account's reputation; None when no feed ever set one (disabled)."""
         if self._explain_rep is None:

@@ -168,13 +168,15 @@ def accounts_kernel(  # noqa: PLR0917
 @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def totals_kernel(  # noqa: PLR0917
     start, cnt, pc, pv, held, n, tab, nlp, crv, cix, bad_bits, warn_hf,
-    vtot, dval, cliq, hf, bp, tier, degraded,
+    vtot, dval, cliq, hf, bp, tier, degraded, mult,
 ):  # fmt: skip
     """accounts_kernel for every account 0..n-1, in parallel, into fresh arrays (a
-    what-if: risk/whatif.py). Same per-account operations in the same order, so its
-    figures equal the tick's and the one-account path's bit for bit."""
+    what-if: risk/whatif.py), with each account's reputation multiplier `mult[a]`
+    (`personal_sums`). Same per-account operations in the same order, so its figures
+    equal the tick's and the one-account path's bit for bit."""
     for a in prange(n):
         c_liq, c_bor, d_val, v_tot = account_sums(start[a], cnt[a], pc, pv, tab, nlp, crv, cix)
+        c_liq, c_bor = personal_sums(c_liq, c_bor, v_tot, mult[a])
         h = c_liq / d_val if d_val > 0.0 else np.inf
         vtot[a] = v_tot
         dval[a] = d_val
@@ -240,6 +242,18 @@ def better(rr, value, c, t, best_r, best_v, best_c, best_t):  # noqa: PLR0917
     if c != best_c:
         return c < best_c
     return t < best_t
+
+
+@njit(inline="always")
+def personal_sums(c_liq, c_bor, v_tot, m):
+    """An account's C_liq and C_borrow under reputation multiplier m (risk/reputation.py,
+    the numba paths' one copy of `personalise`'s rule): a penalty (m > 1) scales the
+    liquidation haircut, m scales the borrowing one, never past C_liq'. m == 1 returns
+    the sums themselves (bit for bit)."""
+    if m == 1.0:
+        return c_liq, c_bor
+    cl = v_tot - m * (v_tot - c_liq) if m > 1.0 else c_liq
+    return cl, min(v_tot - m * (v_tot - c_bor), cl)
 
 
 @njit(inline="always")

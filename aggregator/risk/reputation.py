@@ -62,7 +62,7 @@ from numba import njit, prange
 from numpy.typing import NDArray
 
 from aggregator.config import RiskConfig
-from aggregator.risk.kernels import account_sums
+from aggregator.risk.kernels import account_sums, personal_sums
 from aggregator.risk.liquidation import close_factor
 from aggregator.risk.model import MarginResult, health
 from aggregator.risk.standard import Totals
@@ -322,9 +322,7 @@ def personal_tick_kernel(  # noqa: PLR0917
     for j in prange(idx.size):
         a = idx[j]
         c_liq, c_bor, d_val, v_tot = account_sums(start[a], cnt[a], pc, pv, tab, nlp, crv, cix)
-        m = mult[a]
-        cl = v_tot - m * (v_tot - c_liq) if m > 1.0 else c_liq
-        cb = min(v_tot - m * (v_tot - c_bor), cl)
+        cl, cb = personal_sums(c_liq, c_bor, v_tot, mult[a])
         h = cl / d_val if d_val > 0.0 else np.inf
         hf[a] = h
         bp[a] = max(cb - d_val, 0.0)
