@@ -156,7 +156,9 @@ class Reputation:
             "age_days": self.age_days,
             "neutral": self.multiplier == 1.0,
             "rule": "multiplier = clip(1 - score, lower, upper), >= 1 before min_age_days; "
-            "C' = V - multiplier * (V - C) for C_liq and C_borrow",
+            "C_liq' = V - max(m, 1) (V - C_liq), C_borrow' = min(V - m (V - C_borrow), "
+            "C_liq'); pushed models: HF = E / (max(m, 1) R), "
+            "BP = E - max(im_factor m, max(m, 1)) R",
             "factors": [
                 {
                     "name": f.name,
