@@ -6,7 +6,8 @@ in (last confirmed read, confirmed block]) and folds them into per-account facts
 first time the account was seen on any chain, and its liquidations (time, chain, the
 repaid debt in USD at the price of the run). When the risk history is recorded
 ([history]), the coarsest level's points of the accounts that were ever in warning or
-worse give their episodes and HF samples. Then every account is scored in a worker
+worse give their episodes, HF samples and credit use (debt against borrowing
+power). Then every account is scored in a worker
 thread and the multipliers are handed to the engine (`prepare_reputation` in the
 thread, `install_reputation` on the loop: a few ms at 1M accounts); the figures
 follow at the next recompute.
@@ -211,16 +212,17 @@ class _Snapshot:
 
     first: Mapping[str, float]
     liqs: Mapping[str, tuple[Liquidation, ...]]
-    risk: Mapping[str, list[tuple[float, int, int, float]]] | None
+    risk: Mapping[str, list[tuple[float, int, int, float, float, float]]] | None
     at: float
 
     def history(self, a: str) -> History:
-        episodes = hf = None
+        episodes = hf = credit = None
         if self.risk is not None:
             pts = self.risk.get(a, [])
-            episodes = episodes_from_points([(t, tier, w) for t, tier, w, _ in pts], self.at)
-            hf = tuple((t, h) for t, _, _, h in pts)
-        return History(self.first.get(a), self.liqs.get(a, ()), episodes, hf)
+            episodes = episodes_from_points([(p[0], p[1], p[2]) for p in pts], self.at)
+            hf = tuple((p[0], p[3]) for p in pts)
+            credit = tuple((p[0], p[5], p[4]) for p in pts)
+        return History(self.first.get(a), self.liqs.get(a, ()), episodes, hf, credit)
 
 
 __all__ = ["Prices", "ReputationFeed", "ReputationSink", "params_of"]

@@ -124,6 +124,8 @@ class History:
     liquidations: tuple[Liquidation, ...] = ()
     episodes: tuple[Episode, ...] | None = None
     hf: tuple[tuple[float, float], ...] | None = None  # (t, hf) samples, time order
+    # (t, debt USD, BP USD) samples of the risk history, time order: credit use.
+    credit: tuple[tuple[float, float, float], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,14 @@ def hf_volatility(samples: Sequence[tuple[float, float]]) -> float | None:
     return float(np.std(np.diff(np.array(logs)), ddof=1))
 
 
+def credit_utilisation(samples: Sequence[tuple[float, float, float]]) -> float | None:
+    """Mean share of the borrowing capacity in use, debt / (debt + BP), over the
+    samples with any capacity (None without one): credit consumed against credit
+    allocatable (the allocation is BP split over the chains)."""
+    shares = [d / (d + b) for _, d, b in samples if d >= 0 and b >= 0 and d + b > 0]
+    return sum(shares) / len(shares) if shares else None
+
+
 def _history_factors(h: History, p: Params, now: float) -> list[Factor]:
     """Factors from the risk history: liquidatable near misses (weighted), time in
     warning or worse, cure time and HF volatility (shown, already in the clean time or
@@ -223,6 +233,9 @@ def _history_factors(h: History, p: Params, now: float) -> list[Factor]:
         Factor("cure_time_mean", sum(cures) / len(cures) / 3600.0 if cures else None, "hours",
                0.0, 0.0, f"{len(cures)} cured downgrade(s); informational"),
         Factor("hf_volatility", vol, "sd of log HF changes", 0.0, 0.0, "informational"),
+        Factor("credit_utilisation", credit_utilisation(h.credit or ()),
+               "debt / (debt + BP), mean", 0.0, 0.0,
+               "credit consumed vs allocatable; informational (cheap to move, so unweighted)"),
     ]  # fmt: skip
 
 
@@ -362,6 +375,7 @@ __all__ = [
     "Liquidation",
     "Params",
     "Reputation",
+    "credit_utilisation",
     "episodes_from_points",
     "hf_volatility",
     "neutral",

@@ -180,6 +180,10 @@ async def test_warning_time_from_the_risk_history_is_not_clean_time(store: Store
     assert with_history.reputation(A).multiplier == pytest.approx(1 - 0.01 * 80 / 30, abs=1e-3)
     names = {f.name: f for f in with_history.reputation(A).factors}
     assert names["days_in_warning_or_worse"].value == pytest.approx(30, abs=0.1)
+    # Credit consumed vs allocatable from the same points: debt / (debt + BP), shown.
+    use = names["credit_utilisation"]
+    assert use.value == pytest.approx((90 / 91 + 60 / 61) / 2)
+    assert use.weight == 0.0 and use.contribution == 0.0
 
 
 async def test_disabled_does_nothing(store: Store) -> None:

@@ -524,3 +524,23 @@ def test_a_pushed_requirement_is_never_below_lower_times_the_models(
     assert (im_req >= P.lower * 1.25 * req).all() and (im_req >= req).all()
     assert np.array_equal(out.bp[pos], np.maximum(eq[pos] - im_req[pos], 0.0))
     assert (out.tier[eq < 0] == TIERS.index("insolvent")).all()
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.floats(0, NOW), st.floats(0, 1e9), st.floats(0, 1e9)), max_size=20))
+def test_credit_utilisation_matches_a_scalar_loop(samples: list) -> None:
+    from aggregator.risk.reputation import credit_utilisation
+
+    total, n = 0.0, 0
+    for _, d, b in samples:
+        if d + b > 0:
+            total += d / (d + b)
+            n += 1
+    got = credit_utilisation(samples)
+    assert got == (None if n == 0 else pytest.approx(total / n))
+    if got is not None:
+        assert 0.0 <= got <= 1.0
+    # Shown in every explanation that has a risk history, weight 0.
+    r = score(A, History(NOW - 400 * DAY, (), (), (), tuple(samples)), P, NOW)
+    f = {x.name: x for x in r.factors}["credit_utilisation"]
+    assert f.weight == 0.0 and f.contribution == 0.0 and f.value == got
