@@ -39,7 +39,7 @@ from aggregator.lock import StoreLock, StoreLockedError
 from aggregator.metrics import Metrics
 from aggregator.portfolio_feed import PortfolioFeed
 from aggregator.push.wiring import PusherWiring
-from aggregator.reputation_feed import ReputationFeed
+from aggregator.reputation_feed import ReputationFeed, rpc_timestamps
 from aggregator.risk.engine import RiskEngine
 from aggregator.risk.liquidity_view import PoolLiquidity
 from aggregator.risk.market import MarketData
@@ -135,7 +135,10 @@ class Daemon:
         self.var = VarFeed(cfg, self.price_repo)
         self.portfolio = PortfolioFeed(cfg, self.store, calibration=self.var)
         # Reputation (docs/reputation.md): off unless [reputation] enabled.
-        self.reputation = ReputationFeed(cfg, self.store, self.engine, LedgerView(self.engine))
+        self.reputation = ReputationFeed(
+            cfg, self.store, self.engine, LedgerView(self.engine),
+            timestamps=rpc_timestamps(self.clients),
+        )  # fmt: skip
         # Pool liquidity (docs/risk.md "Liquidity weighting from pools").
         self.liquidity = LiquidityFeed(cfg, self.clients, self.metrics)
         self._wire_ledger()

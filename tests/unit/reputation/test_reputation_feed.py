@@ -309,3 +309,55 @@ async def test_a_liquidation_on_one_chain_lowers_what_every_chain_is_pushed(
         hf1, _, credit1 = _pushes(rated, chain)[A.lower()]
         assert hf1 < hf0, chain
         assert 0 < credit1 < credit0, chain
+
+
+def test_block_times_interpolate_between_real_anchors() -> None:
+    from aggregator.reputation_feed import BlockTimes
+
+    bt = BlockTimes(2.0)
+    with pytest.raises(ValueError, match="anchor"):
+        bt.time_of(5)
+    bt.add(100, 1_000.0)
+    assert bt.time_of(100) == 1_000.0 and bt.time_of(110) == 1_020.0  # configured beyond
+    bt.add(10, 100.0)
+    bt.add(100, 5.0)  # an anchor is fixed once read (confirmed blocks)
+    assert bt.time_of(10) == 100.0
+    assert bt.time_of(55) == pytest.approx(550.0)  # 10 s a block between the anchors
+    assert bt.time_of(0) == 80.0
+
+
+async def test_real_block_timestamps_date_the_history(store: Store) -> None:
+    """The chain really runs at 2 x the configured block time: with the RPC's
+    timestamps the first event and the liquidation get their real times (the estimate
+    would make the account half as old); an RPC failure fails the run and folds
+    nothing, the next run folds each event once."""
+    repo = SqlChainStore(store)
+    await commit(repo, "alpha", 10_010, [ev("alpha", 10, 0, "deposit", A)])
+    t0 = time.time() - 10_000 * 2 * BT
+    calls: list[int] = []
+    broken = False
+
+    async def ts(block: int) -> float:
+        if broken:
+            raise ConnectionError("rpc down")
+        calls.append(block)
+        return t0 + block * 2 * BT
+
+    feed = ReputationFeed(config(), store, Sink(), Prices(), timestamps={"alpha": ts})
+    await feed.run()
+    assert feed.history_of(A).first_seen == pytest.approx(t0 + 10 * 2 * BT)
+    assert sorted(calls) == [10, 10_000]
+    estimate = ReputationFeed(config(), store, Sink(), Prices())
+    await estimate.run()
+    assert estimate.history_of(A).first_seen == pytest.approx(time.time() - 10_000 * BT, abs=600)
+
+    await commit(repo, "alpha", 10_020, [liquidation("alpha", 10_005, A)])
+    broken = True
+    with pytest.raises(ConnectionError):
+        await feed.run()
+    assert feed.history_of(A).liquidations == ()
+    broken = False
+    await feed.run()
+    await feed.run()
+    (liq,) = feed.history_of(A).liquidations
+    assert liq.t == pytest.approx(t0 + 10_005 * 2 * BT)
