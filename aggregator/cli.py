@@ -309,6 +309,9 @@ def cmd_reputation_report(args: argparse.Namespace) -> int:
     docs/reputation.md). Exit 1 when a safety check of the report fails."""
     from aggregator.risk import reputation_report as rr
 
+    if args.accounts < 1:
+        print(f"--accounts: must be >= 1, got {args.accounts}", file=sys.stderr)
+        return EXIT_CONFIG
     rep = rr.reputation_report(accounts=args.accounts, seed=args.seed)
     print(json.dumps(rep.to_json(), indent=2) if args.json else rr.render(rep))
     return 0 if rep.passed else 1

@@ -77,3 +77,10 @@ def test_portfolio_stress_replay_with_the_best_multiplier_rates_no_one_unsafe() 
         r = personal_stress(multiplier=m)
         assert r.accounts > 0 and r.healthy > 0
         assert r.passed, r.violations
+
+
+def test_cli_refuses_an_empty_population(capsys: pytest.CaptureFixture[str]) -> None:
+    from aggregator.cli import EXIT_CONFIG, main
+
+    assert main(["reputation", "report", "--accounts", "0"]) == EXIT_CONFIG
+    assert "--accounts" in capsys.readouterr().err
