@@ -312,7 +312,13 @@ def cmd_reputation_report(args: argparse.Namespace) -> int:
     if args.accounts < 1:
         print(f"--accounts: must be >= 1, got {args.accounts}", file=sys.stderr)
         return EXIT_CONFIG
-    rep = rr.reputation_report(accounts=args.accounts, seed=args.seed)
+    params = None
+    if args.config:
+        # The bounds and weights of that config's [reputation] (default: the defaults).
+        from aggregator.reputation_feed import params_of
+
+        params = params_of(_load(args.config).reputation)
+    rep = rr.reputation_report(accounts=args.accounts, seed=args.seed, params=params)
     print(json.dumps(rep.to_json(), indent=2) if args.json else rr.render(rep))
     return 0 if rep.passed else 1
 

@@ -84,3 +84,28 @@ def test_cli_refuses_an_empty_population(capsys: pytest.CaptureFixture[str]) -> 
 
     assert main(["reputation", "report", "--accounts", "0"]) == EXIT_CONFIG
     assert "--accounts" in capsys.readouterr().err
+
+
+def test_cli_takes_the_bounds_of_a_config(
+    tmp_path: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    from pathlib import Path
+
+    from aggregator.cli import main
+
+    cfg = Path(str(tmp_path)) / "c.toml"
+    cfg.write_text(
+        '[[chains]]\nname = "alpha"\nchain_id = 1\nrpc_urls = ["http://127.0.0.1:1"]\n'
+        'contracts = { vault = "0x0000000000000000000000000000000000000001" }\n'
+        '[[assets]]\nsymbol = "USDC"\ndecimals = 6\nltv = 0.85\nlt = 0.88\n'
+        'tokens = { alpha = "0x00000000000000000000000000000000000000c1" }\n'
+        '[[assets.sources]]\nkind = "chainlink"\nname = "cl"\nchain = "alpha"\n'
+        'address = "0x00000000000000000000000000000000000000f1"\n'
+        "[reputation]\nlower = 0.95\nupper = 1.2\n"
+    )
+    assert main(["-c", str(cfg), "reputation", "report", "--accounts", "150", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["bounds"] == [0.95, 1.2]
+    clean = next(c for c in out["cohorts"] if c["cohort"] == "clean_year")
+    assert clean["multiplier"]["min"] >= 0.95
