@@ -371,7 +371,7 @@ class RiskEngine:
         """The quick half, on the event loop: vectorised writes of the prepared rows,
         plus the accounts the book gained since `prepare_reputation` (looked up one by
         one; a handful between two reads). At 1M accounts all personalised this is a
-        few ms (bench/reputation.py) where the one-pass version held the loop 4.4 s."""
+        few ms (bench/reputation.py) where the one-call version held the loop ~5 s."""
         self.reputation_params = prep.params
         self._explain_rep = prep.explain
         self._mult = prep.multipliers

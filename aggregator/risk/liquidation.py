@@ -10,10 +10,10 @@ feasible when the denominator is > 0 and R fits under both the close factor cap 
 that holding's value / (1+bonus). The smallest feasible R wins (ties: larger holding
 on that chain, then config order of chain, then asset); none -> a full liquidation.
 
-With a reputation multiplier m != 1 (risk/reputation.py) C_liq is the personalised one
-and lt_eff the holding's personal one, 1 - m (1 - lt_eff) (kernels.py `personal_lt`,
-the one place), so the plan restores the HF the keeper is pushed; m == 1 is the base
-plan bit for bit.
+With a reputation multiplier m (risk/reputation.py) C_liq is the personalised one and
+lt_eff the holding's personal one, 1 - max(m, 1) (1 - lt_eff) (kernels.py
+`personal_lt`, the one place), so the plan restores the HF the keeper is pushed; m <= 1
+(a reward never touches the liquidation side) is the base plan bit for bit.
 
 Invariants: pure functions of the book, the market data and the standard model's
 tables; nothing stores a plan (each is computed when asked for), so the tick never
