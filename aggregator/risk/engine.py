@@ -379,8 +379,13 @@ class RiskEngine:
         self._alloc(n)
         self.r_mult[:] = 1.0
         self.r_mult[prep.idx] = prep.mult
-        for a in range(prep.n_accounts, n):
-            self.r_mult[a] = prep.multipliers.get(self.book.account_address[a], 1.0)
+        if n > prep.n_accounts and prep.multipliers:
+            # Many only when the book was loaded in between (start-up).
+            get = prep.multipliers.get
+            tail = self.book.account_address[prep.n_accounts : n]
+            self.r_mult[prep.n_accounts : n] = np.fromiter(
+                (get(a, 1.0) for a in tail), np.float64, len(tail)
+            )
 
     def reputation_multipliers(self) -> NDArray[np.float64] | None:
         """A copy of every account's multiplier (book order); None when none is set."""
