@@ -308,6 +308,26 @@ def cmd_margin(args: argparse.Namespace) -> int:
     return 0 if out["passed"] else 1
 
 
+def cmd_reputation_report(args: argparse.Namespace) -> int:
+    """`aggregator reputation report`: what a clean year-long history saves against
+    neutral accounts on a generated population (aggregator/risk/reputation_report.py,
+    docs/reputation.md). Exit 1 when a safety check of the report fails."""
+    from aggregator.risk import reputation_report as rr
+
+    if args.accounts < 1:
+        print(f"--accounts: must be >= 1, got {args.accounts}", file=sys.stderr)
+        return EXIT_CONFIG
+    params = None
+    if args.config:
+        # The bounds and weights of that config's [reputation] (default: the defaults).
+        from aggregator.reputation_feed import params_of
+
+        params = params_of(_load(args.config).reputation)
+    rep = rr.reputation_report(accounts=args.accounts, seed=args.seed, params=params)
+    print(json.dumps(rep.to_json(), indent=2) if args.json else rr.render(rep))
+    return 0 if rep.passed else 1
+
+
 def cmd_risk_backtest(args: argparse.Namespace) -> int:
     """`aggregator risk backtest`: the VaR model and the standard haircut against the
     shipped history (aggregator/marketdata/backtest_run.py; docs/var.md)."""
@@ -414,6 +434,13 @@ def _add_tool_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         help="margin procyclicality over history/ (docs/procyclicality.md)",
         add_help=False,
     ).set_defaults(func=cmd_risk_procyclicality, takes_rest=True)
+
+    rep = sub.add_parser("reputation", help="reputation tools (no daemon)")
+    rep.add_argument("action", choices=["report"])
+    rep.add_argument("--accounts", type=int, default=10_000, help="generated accounts")
+    rep.add_argument("--seed", type=int, default=23, help="the population's seed")
+    rep.add_argument("--json", action="store_true", help="JSON instead of a table")
+    rep.set_defaults(func=cmd_reputation_report)
 
     config = sub.add_parser("config", help="configuration")
     config.add_argument("action", choices=["check"])

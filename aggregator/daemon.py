@@ -40,7 +40,7 @@ from aggregator.lock import StoreLock, StoreLockedError
 from aggregator.metrics import Metrics
 from aggregator.portfolio_feed import PortfolioFeed
 from aggregator.push.wiring import PusherWiring
-from aggregator.reputation_feed import ReputationFeed
+from aggregator.reputation_feed import ReputationFeed, rpc_timestamps
 from aggregator.risk.engine import RiskEngine
 from aggregator.risk.liquidity_view import PoolLiquidity
 from aggregator.risk.market import MarketData
@@ -141,6 +141,7 @@ class Daemon:
         self.reputation = ReputationFeed(
             cfg, self.store, self.engine, LedgerView(self.engine),
             attestations=self.attestations if self.attestations.enabled else None,
+            timestamps=rpc_timestamps(self.clients),
         )  # fmt: skip
         # Pool liquidity (docs/risk.md "Liquidity weighting from pools").
         self.liquidity = LiquidityFeed(cfg, self.clients, self.metrics)

@@ -6,8 +6,10 @@ in (last confirmed read, confirmed block]) and folds them into per-account facts
 first time the account was seen on any chain, and its liquidations (time, chain, the
 repaid debt in USD at the price of the run). When the risk history is recorded
 ([history]), the coarsest level's points of the accounts that were ever in warning or
-worse give their episodes and HF samples. Then every account is scored in a worker
-thread and the multipliers are handed to the engine (`set_reputation`); the figures
+worse give their episodes, HF samples and credit use (debt against borrowing
+power). Then every account is scored in a worker
+thread and the multipliers are handed to the engine (`prepare_reputation` in the
+thread, `install_reputation` on the loop: a few ms at 1M accounts); the figures
 follow at the next recompute.
 
 With an attestation input (aggregator/attestation_feed.py, [reputation.attestation]),
@@ -15,10 +17,14 @@ each run first steps every chain's AttestationRegistry reader, then scores with 
 account's attestations (aggregator/risk/attestation.py says which count); a chain that
 could not be read is named by the run's error after the multipliers are handed over.
 
-Block times: the store keeps block numbers, not timestamps, so an event's time is
+Block times: the store keeps block numbers, not timestamps. With the chains' RPC
+(`timestamps`, the daemon passes `rpc_timestamps(clients)`), each run reads the real
+timestamp of the chain's confirmed block, and once the earliest event block's, and an
+event's time is interpolated between those anchors (`BlockTimes`: exact at an anchor;
+a run's new events lie between two runs' anchors, minutes apart). Without them it is
 `seen_at - (head_block - block) * block_time` with `seen_at` the checkpoint's last
 update and `block_time` the chain's configured one (docs/reputation.md says what that
-approximation costs).
+approximation costs). An RPC failure fails the run before it folds anything.
 
 Invariants: only confirmed events are read, so a reorg never changes a fact already
 folded; each event is folded once (a failed run resumes after the last folded one); a
@@ -31,9 +37,10 @@ facts at the same time as the run, so it explains the multiplier in force.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -54,14 +61,70 @@ log = logging.getLogger(__name__)
 
 
 class ReputationSink(Protocol):
-    """Where multipliers go (RiskEngine implements it)."""
+    """Where multipliers go (RiskEngine implements it), in two halves: `prepare`
+    (checks and book look-ups; read-only, run in the worker thread with the scoring)
+    and `install` (quick, on the event loop)."""
 
-    def set_reputation(
+    def prepare_reputation(
         self,
         params: Params,
         multipliers: Mapping[str, float],
         explain: Callable[[str], Reputation],
-    ) -> None: ...
+    ) -> Any: ...
+
+    def install_reputation(self, prepared: Any) -> None: ...
+
+
+# A chain's real block timestamp (unix s) of a confirmed block; `rpc_timestamps` builds
+# them from the daemon's RPC clients.
+Timestamp = Callable[[int], Awaitable[float]]
+
+
+class BlockTimes:
+    """One chain's block -> time from real timestamps at a few anchor blocks (the
+    earliest event block, and each run's confirmed block): exact at an anchor, linear
+    between two, and past the last one the configured block time. Anchors are confirmed
+    blocks, so a reorg never moves one. Pure: the feed fetches the anchors."""
+
+    def __init__(self, block_time: float) -> None:
+        self.block_time = block_time
+        self.blocks: list[int] = []
+        self.times: list[float] = []
+
+    def add(self, block: int, t: float) -> None:
+        i = bisect.bisect_left(self.blocks, block)
+        if i < len(self.blocks) and self.blocks[i] == block:
+            return
+        self.blocks.insert(i, block)
+        self.times.insert(i, t)
+
+    def time_of(self, block: int) -> float:
+        if not self.blocks:
+            raise ValueError("no anchor block")
+        b, t = self.blocks, self.times
+        i = bisect.bisect_left(b, block)
+        if i < len(b) and b[i] == block:
+            return t[i]
+        if 0 < i < len(b):
+            return t[i - 1] + (t[i] - t[i - 1]) * (block - b[i - 1]) / (b[i] - b[i - 1])
+        j = 0 if i == 0 else len(b) - 1
+        return t[j] + (block - b[j]) * self.block_time
+
+
+def rpc_timestamps(clients: Mapping[str, Any]) -> dict[str, Timestamp]:
+    """Per chain, a block's timestamp from its RPC client (eth_getBlockByNumber); a
+    missing header is an error naming the chain and block."""
+
+    def one(chain: str, client: Any) -> Timestamp:
+        async def ts(block: int) -> float:
+            b = await client.request("eth_getBlockByNumber", [hex(block), False])
+            if not isinstance(b, dict) or "timestamp" not in b:
+                raise ValueError(f"reputation: chain {chain!r}: no header for block {block}")
+            return float(int(str(b["timestamp"]), 16))
+
+        return ts
+
+    return {c: one(c, cl) for c, cl in clients.items()}
 
 
 class AttestationSource(Protocol):
@@ -102,9 +165,10 @@ class ReputationFeed:
         store: Store,
         sink: ReputationSink,
         prices: Prices,
-        clock: Callable[[], float] = time.time,
         *,
+        clock: Callable[[], float] = time.time,
         attestations: AttestationSource | None = None,
+        timestamps: Mapping[str, Timestamp] | None = None,
     ) -> None:
         self.enabled = cfg.reputation.enabled
         self.attestations = attestations
@@ -127,6 +191,9 @@ class ReputationFeed:
         self._first: dict[str, float] = {}
         self._liqs: dict[str, list[Liquidation]] = {}
         self._snap = _Snapshot({}, {}, None, clock())
+        # Real block times where the chain's RPC gives them (module docstring).
+        self.timestamps = dict(timestamps or {})
+        self._times = {c: BlockTimes(bt) for c, bt in self.block_time.items()}
 
     # -- the job ---------------------------------------------------------------------
     async def run(self) -> None:
@@ -140,6 +207,7 @@ class ReputationFeed:
                for c, a in anchors.items()):  # fmt: skip
             log.warning("reputation: a chain's confirmed block went backwards; rebuilding")
             self._read, self._first, self._liqs = {}, {}, {}
+            self._times = {c: BlockTimes(bt) for c, bt in self.block_time.items()}
         for chain, anchor in anchors.items():
             if anchor is not None:
                 await self._read_chain(chain, anchor)
@@ -153,9 +221,15 @@ class ReputationFeed:
             att = self.attestations.by_subject()
         snap = _Snapshot(dict(self._first), {a: tuple(v) for a, v in self._liqs.items()}, risk,
                          now, att)  # fmt: skip
-        mults = await asyncio.to_thread(self._multipliers, snap)
+        # Scoring and the engine's preparation are the heavy, pure part (seconds at 1M
+        # accounts): a worker thread, so the loop only pays for the install (ms).
+        prepared = await asyncio.to_thread(
+            lambda: self.sink.prepare_reputation(
+                self.params, self._multipliers(snap), self._explainer(snap)
+            )
+        )
         self._snap = snap
-        self.sink.set_reputation(self.params, mults, self.reputation)
+        self.sink.install_reputation(prepared)
         if self.attestations is not None:
             # After scoring (with the failing chains' records untrusted): the job's
             # status names the chain.
@@ -166,9 +240,19 @@ class ReputationFeed:
         if anchor.confirmed_block < after[0]:
             return
         bt = self.block_time[chain]
+        ts, times = self.timestamps.get(chain), self._times[chain]
+        if ts is not None:
+            # Before anything is folded: an RPC failure fails the run, folding nothing
+            # with a guessed time (a folded time is kept).
+            times.add(anchor.confirmed_block, await ts(anchor.confirmed_block))
         async for facts in self.reads.events(chain, after, anchor.confirmed_block):
+            if ts is not None and facts[0].block_number < times.blocks[0]:
+                times.add(facts[0].block_number, await ts(facts[0].block_number))
             for f in facts:
-                t = anchor.seen_at - (anchor.head_block - f.block_number) * bt
+                if ts is not None:
+                    t = times.time_of(f.block_number)
+                else:
+                    t = anchor.seen_at - (anchor.head_block - f.block_number) * bt
                 if t < self._first.get(f.account, float("inf")):
                     self._first[f.account] = t
                 if f.kind == "liquidation":
@@ -195,6 +279,10 @@ class ReputationFeed:
             if m != 1.0:
                 out[a] = m
         return out
+
+    def _explainer(self, snap: _Snapshot) -> Callable[[str], Reputation]:
+        """The factors behind a multiplier of run `snap`: the same facts and time."""
+        return lambda a: score(a.lower(), snap.history(a.lower()), self.params, snap.at)
 
     def history_of(self, account: str) -> History:
         return self._snap.history(account.lower())
@@ -245,17 +333,27 @@ class _Snapshot:
 
     first: Mapping[str, float]
     liqs: Mapping[str, tuple[Liquidation, ...]]
-    risk: Mapping[str, list[tuple[float, int, int, float]]] | None
+    risk: Mapping[str, list[tuple[float, int, int, float, float, float]]] | None
     at: float
     att: Mapping[str, tuple[Attestation, ...]] = field(default_factory=dict)
 
     def history(self, a: str) -> History:
-        episodes = hf = None
+        episodes = hf = credit = None
         if self.risk is not None:
             pts = self.risk.get(a, [])
-            episodes = episodes_from_points([(t, tier, w) for t, tier, w, _ in pts], self.at)
-            hf = tuple((t, h) for t, _, _, h in pts)
-        return History(self.first.get(a), self.liqs.get(a, ()), episodes, hf, self.att.get(a, ()))
+            episodes = episodes_from_points([(p[0], p[1], p[2]) for p in pts], self.at)
+            hf = tuple((p[0], p[3]) for p in pts)
+            credit = tuple((p[0], p[5], p[4]) for p in pts)
+        return History(self.first.get(a), self.liqs.get(a, ()), episodes, hf, credit,
+                       self.att.get(a, ()))  # fmt: skip
 
 
-__all__ = ["Prices", "ReputationFeed", "ReputationSink", "params_of"]
+__all__ = [
+    "BlockTimes",
+    "Prices",
+    "ReputationFeed",
+    "ReputationSink",
+    "Timestamp",
+    "params_of",
+    "rpc_timestamps",
+]

@@ -381,7 +381,10 @@ class WhatIfService:
         snap = self.view.snapshot()
         models = {k: v for k, v in self._models().items() if k in req.models}
         try:
-            res = whatif(snap, req.shocks, universe(self.cfg, snap.market), models)
+            res = whatif(
+                snap, req.shocks, universe(self.cfg, snap.market), models,
+                im_factor=self.cfg.portfolio.im_factor,
+            )  # fmt: skip
         except WhatIfError as exc:
             raise ApiError(exc.status, exc.field, exc.message) from None
         liquidity = self._liquidity(req.max_slippage, res.market)

@@ -168,13 +168,15 @@ def accounts_kernel(  # noqa: PLR0917
 @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def totals_kernel(  # noqa: PLR0917
     start, cnt, pc, pv, held, n, tab, nlp, crv, cix, bad_bits, warn_hf,
-    vtot, dval, cliq, hf, bp, tier, degraded,
+    vtot, dval, cliq, hf, bp, tier, degraded, mult,
 ):  # fmt: skip
     """accounts_kernel for every account 0..n-1, in parallel, into fresh arrays (a
-    what-if: risk/whatif.py). Same per-account operations in the same order, so its
-    figures equal the tick's and the one-account path's bit for bit."""
+    what-if: risk/whatif.py), with each account's reputation multiplier `mult[a]`
+    (`personal_sums`). Same per-account operations in the same order, so its figures
+    equal the tick's and the one-account path's bit for bit."""
     for a in prange(n):
         c_liq, c_bor, d_val, v_tot = account_sums(start[a], cnt[a], pc, pv, tab, nlp, crv, cix)
+        c_liq, c_bor = personal_sums(c_liq, c_bor, v_tot, mult[a])
         h = c_liq / d_val if d_val > 0.0 else np.inf
         vtot[a] = v_tot
         dval[a] = d_val
@@ -242,14 +244,37 @@ def better(rr, value, c, t, best_r, best_v, best_c, best_t):  # noqa: PLR0917
     return t < best_t
 
 
+@njit(inline="always")
+def personal_sums(c_liq, c_bor, v_tot, m):
+    """An account's C_liq and C_borrow under reputation multiplier m (risk/reputation.py,
+    the numba paths' one copy of `personalise`'s rule): a penalty (m > 1) scales the
+    liquidation haircut, m scales the borrowing one, never past C_liq'. m == 1 returns
+    the sums themselves (bit for bit)."""
+    if m == 1.0:
+        return c_liq, c_bor
+    cl = v_tot - m * (v_tot - c_liq) if m > 1.0 else c_liq
+    return cl, min(v_tot - m * (v_tot - c_bor), cl)
+
+
+@njit(inline="always")
+def personal_lt(lte, m):
+    """The lt_eff of a holding under reputation multiplier m (risk/reputation.py: C_liq'
+    = V - max(m, 1) (V - C_liq) summed per holding is v (1 - m (1 - lt_eff)) for m > 1;
+    m <= 1 never touches the liquidation side), so a plan restores the pushed HF."""
+    if m <= 1.0:
+        return lte
+    return 1.0 - m * (1.0 - lte)
+
+
 @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def plan_kernel(  # noqa: PLR0917
     la, grp, debt, cliq, cf, rows, lengths, r_side, r_amount, r_asset, r_chain, conc,
-    price, bonus, vol_tab, lt_tab, target, repay, chain, asset,
+    price, bonus, vol_tab, lt_tab, target, repay, chain, asset, mult,
 ):  # fmt: skip
     """Liquidation plan of each HF < 1 account i (`la` gives their count; its book rows
-    grouped in `rows`, `lengths[i]` each; conc[i, t] its concentration terms): the
-    feasible (chain, asset) with the smallest repay,
+    grouped in `rows`, `lengths[i]` each; conc[i, t] its concentration terms; mult[i]
+    its reputation multiplier, `cliq` already personalised with it): the feasible
+    (chain, asset) with the smallest repay,
     ties to the larger holding on that chain, then the lower chain, then asset.
     Returns whether a partial plan was found per account (else: full)."""
     found = np.zeros(la.size, np.bool_)
@@ -272,7 +297,7 @@ def plan_kernel(  # noqa: PLR0917
             t = r_asset[r]
             c = r_chain[r]
             lte = 1.0 - (vol_tab[g, t] + conc[i, t])
-            lte = min(max(lte, 0.0), lt_tab[g, t])
+            lte = personal_lt(min(max(lte, 0.0), lt_tab[g, t]), mult[i])
             b = bonus[t]
             den = target - (1.0 + b) * lte
             if not den > 0.0:

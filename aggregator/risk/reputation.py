@@ -36,13 +36,25 @@ score of the counted on-chain attestations (aggregator/risk/attestation.py), wei
 whose other factors sum to >= 0), so an attestation alone never makes a fresh address
 better than neutral.
 
-The multiplier scales the standard model's haircut in USD (`personalise`): with V the
-collateral value and C its weighted value (C_liq or C_borrow), C' = V - m (V - C), so
-C' <= V for every m >= 0 (no account can be rated healthy with collateral worth less
-than its debt), C' = C bit for bit when m == 1 (the row is not touched), and C', HF,
-BP are non-increasing in m. A pushed model (portfolio, var) gets its requirement
-scaled instead (`personalise_result`): HF, BP, tier from equity and m x requirement by
-`model.health`, the same rule every model uses. Pure: no I/O, no clock.
+Where the multiplier applies: a penalty (m > 1) raises the whole requirement at once,
+the maintenance side (HF, tier, liquidation) and the borrowing side (BP, credit); a
+reward (m < 1) lowers only the borrowing requirement, and never past the liquidation
+line. The standard model's haircut in USD (`personalise`), with V the collateral value:
+
+    C_liq'    = V - max(m, 1) (V - C_liq)
+    C_borrow' = min(V - m (V - C_borrow), C_liq')
+
+A pushed model (portfolio, var; `personalise_result`), with E the equity and R the
+maintenance requirement: HF and tier by `model.health` from E and max(m, 1) R, and
+BP = max(0, E - max(im_factor m, max(m, 1)) R).
+
+So a good history never delays a liquidation nor rates an account healthier than the
+base model (HF and tier are the base ones for m <= 1: the portfolio stress replay at
+m = 0.90 scaled the whole requirement and rated a leveraged LST loop healthy that the
+stress took to -201 USD; docs/reputation.md), and borrowing on the reward stops at HF
+1 (standard) or max(im_factor m, 1) (pushed). C' <= V for every m >= 0 (no account is
+rated healthy with collateral worth less than its debt), the rows with m == 1 are not
+touched (bit for bit), and C', HF, BP are non-increasing in m. Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -57,7 +69,7 @@ from numpy.typing import NDArray
 
 from aggregator.config import RiskConfig
 from aggregator.risk.attestation import Attestation, AttestationParams, combined_score, contribution
-from aggregator.risk.kernels import account_sums
+from aggregator.risk.kernels import account_sums, personal_sums
 from aggregator.risk.liquidation import close_factor
 from aggregator.risk.model import MarginResult, health
 from aggregator.risk.standard import Totals
@@ -125,6 +137,8 @@ class History:
     liquidations: tuple[Liquidation, ...] = ()
     episodes: tuple[Episode, ...] | None = None
     hf: tuple[tuple[float, float], ...] | None = None  # (t, hf) samples, time order
+    # (t, debt USD, BP USD) samples of the risk history, time order: credit use.
+    credit: tuple[tuple[float, float, float], ...] | None = None
     attestations: tuple[Attestation, ...] = ()  # about this account, every chain
 
 
@@ -158,7 +172,9 @@ class Reputation:
             "age_days": self.age_days,
             "neutral": self.multiplier == 1.0,
             "rule": "multiplier = clip(1 - score, lower, upper), >= 1 before min_age_days; "
-            "C' = V - multiplier * (V - C) for C_liq and C_borrow",
+            "C_liq' = V - max(m, 1) (V - C_liq), C_borrow' = min(V - m (V - C_borrow), "
+            "C_liq'); pushed models: HF = E / (max(m, 1) R), "
+            "BP = E - max(im_factor m, max(m, 1)) R",
             "factors": [
                 {
                     "name": f.name,
@@ -204,6 +220,14 @@ def hf_volatility(samples: Sequence[tuple[float, float]]) -> float | None:
     return float(np.std(np.diff(np.array(logs)), ddof=1))
 
 
+def credit_utilisation(samples: Sequence[tuple[float, float, float]]) -> float | None:
+    """Mean share of the borrowing capacity in use, debt / (debt + BP), over the
+    samples with any capacity (None without one): credit consumed against credit
+    allocatable (the allocation is BP split over the chains)."""
+    shares = [d / (d + b) for _, d, b in samples if d >= 0 and b >= 0 and d + b > 0]
+    return sum(shares) / len(shares) if shares else None
+
+
 def _history_factors(h: History, p: Params, now: float) -> list[Factor]:
     """Factors from the risk history: liquidatable near misses (weighted), time in
     warning or worse, cure time and HF volatility (shown, already in the clean time or
@@ -223,6 +247,9 @@ def _history_factors(h: History, p: Params, now: float) -> list[Factor]:
         Factor("cure_time_mean", sum(cures) / len(cures) / 3600.0 if cures else None, "hours",
                0.0, 0.0, f"{len(cures)} cured downgrade(s); informational"),
         Factor("hf_volatility", vol, "sd of log HF changes", 0.0, 0.0, "informational"),
+        Factor("credit_utilisation", credit_utilisation(h.credit or ()),
+               "debt / (debt + BP), mean", 0.0, 0.0,
+               "credit consumed vs allocatable; informational (cheap to move, so unweighted)"),
     ]  # fmt: skip
 
 
@@ -308,18 +335,21 @@ def episodes_from_points(
 
 
 def personalise(t: Totals, mult: NDArray[np.float64], risk: RiskConfig) -> Totals:
-    """Totals `t` with each row whose multiplier is not exactly 1 rewritten: C' = V -
-    m (V - C) for C_liq and C_borrow, then HF, BP, tier and close factor by the kernel's
-    own rules (HF = C_liq / D, BP = max(C_borrow - D, 0), tier = (HF < warn) + (HF < 1) +
-    (V < D)). Rows with m == 1 are the very same floats; `t` itself is not modified."""
+    """Totals `t` with each row whose multiplier is not exactly 1 rewritten (the module
+    docstring's rule): C_liq' = V - max(m, 1) (V - C_liq), C_borrow' = min(V - m (V -
+    C_borrow), C_liq'), then HF, BP, tier and close factor by the kernel's own rules
+    (HF = C_liq' / D, BP = max(C_borrow' - D, 0), tier = (HF < warn) + (HF < 1) + (V <
+    D)). Rows with m == 1 are the very same floats; `t` itself is not modified."""
     rows = np.flatnonzero(mult != 1.0)
     if rows.size == 0:
         return t
     out = replace(t, cliq=t.cliq.copy(), cborrow=t.cborrow.copy(), hf=t.hf.copy(),
                   bp=t.bp.copy(), tier=t.tier.copy(), cf=t.cf.copy())  # fmt: skip
     v, m, d = t.vtot[rows], mult[rows], t.debt[rows]
-    cl = v - m * (v - t.cliq[rows])
-    cb = v - m * (v - t.cborrow[rows])
+    c0 = t.cliq[rows]
+    # m <= 1 leaves C_liq (so HF and tier) the very same floats.
+    cl = np.where(m > 1.0, v - np.maximum(m, 1.0) * (v - c0), c0)
+    cb = np.minimum(v - m * (v - t.cborrow[rows]), cl)
     with np.errstate(divide="ignore", invalid="ignore"):
         hf = np.where(d > 0.0, cl / np.where(d > 0.0, d, 1.0), np.inf)
     out.cliq[rows], out.cborrow[rows], out.hf[rows] = cl, cb, hf
@@ -340,9 +370,7 @@ def personal_tick_kernel(  # noqa: PLR0917
     for j in prange(idx.size):
         a = idx[j]
         c_liq, c_bor, d_val, v_tot = account_sums(start[a], cnt[a], pc, pv, tab, nlp, crv, cix)
-        m = mult[a]
-        cl = v_tot - m * (v_tot - c_liq)
-        cb = v_tot - m * (v_tot - c_bor)
+        cl, cb = personal_sums(c_liq, c_bor, v_tot, mult[a])
         h = cl / d_val if d_val > 0.0 else np.inf
         hf[a] = h
         bp[a] = max(cb - d_val, 0.0)
@@ -352,17 +380,20 @@ def personal_tick_kernel(  # noqa: PLR0917
 def personalise_result(
     res: MarginResult, mult: NDArray[np.float64], im_factor: float, warn_hf: float
 ) -> MarginResult:
-    """A pushed model's result (portfolio, var) with each account's requirement scaled
-    by its multiplier: HF, BP and tier again by `model.health` from equity and m *
-    requirement. Rows with m == 1, and rows with negative equity (insolvent whatever
-    m; there a larger m would move HF towards 0), are the very same floats."""
+    """A pushed model's result (portfolio, var) with each account's multiplier applied
+    (the module docstring's rule): HF and tier by `model.health` from equity and
+    max(m, 1) x requirement, BP = max(0, E - max(im_factor m, max(m, 1)) R). Rows with
+    m == 1, and rows with negative equity (insolvent whatever m; there a larger m
+    would move HF towards 0), are the very same floats."""
     rows = np.flatnonzero((mult != 1.0) & (res.equity_usd >= 0.0))
     if rows.size == 0:
         return res
     hf, bp, tier = res.hf.copy(), res.bp.copy(), res.tier.copy()
-    h, b, t = health(res.equity_usd[rows], mult[rows] * res.requirement_usd[rows],
-                     im_factor, warn_hf)  # fmt: skip
-    hf[rows], bp[rows], tier[rows] = h, b, t
+    m, eq, req = mult[rows], res.equity_usd[rows], res.requirement_usd[rows]
+    mh = np.maximum(m, 1.0)
+    h, _, t = health(eq, mh * req, im_factor, warn_hf)
+    hf[rows], tier[rows] = h, t
+    bp[rows] = np.maximum(eq - np.maximum(im_factor * m, mh) * req, 0.0)
     return MarginResult.of(
         res.accounts, equity_usd=res.equity_usd, requirement_usd=res.requirement_usd,
         hf=hf, bp=bp, tier=tier, parts=dict(res.parts),
@@ -377,6 +408,7 @@ __all__ = [
     "Liquidation",
     "Params",
     "Reputation",
+    "credit_utilisation",
     "episodes_from_points",
     "hf_volatility",
     "neutral",

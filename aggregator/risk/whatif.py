@@ -13,7 +13,8 @@ Invariants:
   data) and writes only arrays of its own. The live ledger's figures, pool, book and
   market data are unchanged by a what-if (tests/unit/risk/test_whatif.py checks it).
 - The zero shock reproduces the current standard figures bit for bit: the same kernels
-  (risk/kernels.py) over the same pool with the same column parameters.
+  (risk/kernels.py) over the same pool with the same column parameters, and the same
+  reputation multipliers applied the engine's way (the snapshot's `mult`).
 - A price falls by at most 100% (factor >= 0); volatilities scale by a factor > 0.
 - Liquidation sizing is risk/liquidation.py's plan on the shocked figures (standard
   model), or the close factor times the debt (other models); either way the seized
@@ -37,6 +38,7 @@ from aggregator.risk.kernels import freeze_kernel, refill_kernel, totals_kernel
 from aggregator.risk.liquidation import PLAN_FULL, PLAN_PARTIAL, Holdings, close_factor, plans_of
 from aggregator.risk.market import MarketData
 from aggregator.risk.pool import Pool
+from aggregator.risk.reputation import personalise_result
 from chains.units import TIERS
 from oracles.aggregate import AggregationRules, aggregate
 from oracles.types import Observation, PriceStatus, SourceFailure, SourceOutcome, Stale
@@ -289,6 +291,13 @@ class LedgerSnapshot:
     pool: Pool
     model: StandardModel
     market: MarketData
+    # Each account's reputation multiplier (risk/reputation.py), None: all neutral. A
+    # what-if applies it as the engine does, so it shocks the figures that are pushed.
+    mult: F64 | None = None
+
+    def multipliers(self) -> F64:
+        n = self.book.n_accounts
+        return np.ones(n) if self.mult is None else np.ascontiguousarray(self.mult[:n])
 
 
 @dataclass(frozen=True)
@@ -328,7 +337,7 @@ def standard_figures(
     totals_kernel(
         pool.a_start, pool.a_cnt, pool.pc, pv, held, n, cols.tab, cols.nlp, cols.crv,
         cols.cix, cols.bad_bits, model.risk.warn_hf, f.vtot, f.debt, f.cliq, f.hf, f.bp,
-        f.tier, f.degraded,
+        f.tier, f.degraded, snap.multipliers(),
     )  # fmt: skip
     return f
 
@@ -421,7 +430,7 @@ def liquidations(
             held.rows, held.lengths, book.r_side, book.r_amount, book.r_asset, book.r_chain,
             _collateral_of(snap, acc, frozen),
         )  # fmt: skip
-        p = plans_of(model, market, h, r)
+        p = plans_of(model, market, h, r, mult=snap.multipliers()[acc])
         kind, repay, target = p.kind, p.repay.copy(), debt
         p_chain, p_asset = p.chain.astype(np.int64), p.asset.astype(np.int64)
     else:
@@ -527,6 +536,7 @@ def _model_outcome(
     after_std: StandardFigures,
     frozen: Frozen | None,
     now: float | None,
+    im_factor: float,
 ) -> ModelOutcome:
     n = snap.book.n_accounts
     idx = np.arange(n, dtype=np.int64)
@@ -535,6 +545,11 @@ def _model_outcome(
     )
     before = model.evaluate(snap.book, snap.market, idx, now)
     after = model.evaluate(book_after, market, idx, now)
+    if snap.mult is not None:
+        # As the engine adopts a pushed model's result (HF and tier; BP is not shown).
+        mult, warn = snap.multipliers(), snap.model.risk.warn_hf
+        before = personalise_result(before, mult[before.accounts], im_factor, warn)
+        after = personalise_result(after, mult[after.accounts], im_factor, warn)
     acc = np.flatnonzero(after.tier >= LIQUIDATABLE).astype(np.int64)
     liq = liquidations(snap, market, after_std, acc, frozen, model_hf=after.hf[acc])
     bad = np.maximum(-after.equity_usd, 0.0)
@@ -565,9 +580,13 @@ def whatif(
     universe: Universe,
     models: Mapping[str, MarginModel] | None = None,
     now: float | None = None,
+    *,
+    im_factor: float = 1.0,
 ) -> WhatIf:
     """The shock set on the snapshot: the standard model always, plus `models` (name ->
-    model; one that cannot run, e.g. without its calibration, is reported with why)."""
+    model; one that cannot run, e.g. without its calibration, is reported with why).
+    With reputation multipliers in the snapshot every model's figures carry them, as
+    the engine applies them (`im_factor`: the pushed models' IM factor)."""
     shocks.check(snap.market.symbols, universe.chains, universe.underlying)
     market, prices = scenario_market(snap.market, shocks, universe.feeds, universe.underlying)
     frozen = freeze(snap.book, shocks.chains_down) if shocks.chains_down else None
@@ -580,7 +599,14 @@ def whatif(
             continue
         try:
             outcomes[name] = _model_outcome(
-                name, model, snap, market, after_std=after, frozen=frozen, now=now
+                name,
+                model,
+                snap,
+                market,
+                after_std=after,
+                frozen=frozen,
+                now=now,
+                im_factor=im_factor,
             )
         except (KeyError, ValueError, RuntimeError) as exc:
             unavailable[name] = str(exc)

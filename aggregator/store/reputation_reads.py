@@ -108,25 +108,35 @@ class ReputationReads:
 
     async def risky_points(
         self, step: int, since: int
-    ) -> dict[str, list[tuple[float, int, int, float]]]:
+    ) -> dict[str, list[tuple[float, int, int, float, float, float]]]:
         """Per account that has a point at level `step` since `since` whose worst tier
-        is warning or worse: all its points since `since` as (t, tier, worst tier, hf),
-        in time order."""
+        is warning or worse: all its points since `since` as (t, tier, worst tier, hf,
+        bp, debt USD), in time order."""
         risky = (
             select(_ACC.c.account)
             .where(_ACC.c.step_s == step, _ACC.c.t >= since, _ACC.c.tier_worst >= 1)
             .distinct()
         )
         q = (
-            select(_ACC.c.account, _ACC.c.t, _ACC.c.tier, _ACC.c.tier_worst, _ACC.c.hf)
+            select(
+                _ACC.c.account,
+                _ACC.c.t,
+                _ACC.c.tier,
+                _ACC.c.tier_worst,
+                _ACC.c.hf,
+                _ACC.c.bp,
+                _ACC.c.debt_usd,
+            )
             .where(and_(_ACC.c.step_s == step, _ACC.c.t >= since, _ACC.c.account.in_(risky)))
             .order_by(_ACC.c.account, _ACC.c.t)
         )
         async with self.store.session() as s:
             rows = (await s.execute(q)).all()
-        out: dict[str, list[tuple[float, int, int, float]]] = {}
-        for a, t, tier, worst, hf in rows:
-            out.setdefault(str(a), []).append((float(t), int(tier), int(worst), float(hf)))
+        out: dict[str, list[tuple[float, int, int, float, float, float]]] = {}
+        for a, t, tier, worst, hf, bp, debt in rows:
+            out.setdefault(str(a), []).append(
+                (float(t), int(tier), int(worst), float(hf), float(bp), float(debt))
+            )
         return out
 
 

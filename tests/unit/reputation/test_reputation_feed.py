@@ -56,11 +56,16 @@ class Sink:
         self.calls: list[dict[str, float]] = []
         self.explain: Callable[[str], Reputation] | None = None
 
-    def set_reputation(
+    def prepare_reputation(
         self, params: Params, multipliers: Mapping[str, float], explain: Callable[[str], Reputation]
+    ) -> tuple[dict[str, float], Callable[[str], Reputation]]:
+        return dict(multipliers), explain
+
+    def install_reputation(
+        self, prepared: tuple[dict[str, float], Callable[[str], Reputation]]
     ) -> None:
-        self.calls.append(dict(multipliers))
-        self.explain = explain
+        self.calls.append(prepared[0])
+        self.explain = prepared[1]
 
 
 def ev(chain: str, block: int, idx: int, kind: str, account: str, **kw: object) -> VaultEvent:
@@ -175,6 +180,10 @@ async def test_warning_time_from_the_risk_history_is_not_clean_time(store: Store
     assert with_history.reputation(A).multiplier == pytest.approx(1 - 0.01 * 80 / 30, abs=1e-3)
     names = {f.name: f for f in with_history.reputation(A).factors}
     assert names["days_in_warning_or_worse"].value == pytest.approx(30, abs=0.1)
+    # Credit consumed vs allocatable from the same points: debt / (debt + BP), shown.
+    use = names["credit_utilisation"]
+    assert use.value == pytest.approx((90 / 91 + 60 / 61) / 2)
+    assert use.weight == 0.0 and use.contribution == 0.0
 
 
 async def test_disabled_does_nothing(store: Store) -> None:
@@ -250,3 +259,105 @@ def test_bad_reputation_config_names_the_field() -> None:
     for key, value in (("lower", 1.2), ("upper", 0.95), ("half_life_days", 0)):
         with pytest.raises(ValidationError, match=rf"reputation\.{key}"):
             AppConfig(**{**base, "reputation": {"enabled": True, key: value}})
+
+
+def _pushes(eng: RiskEngine, chain: str) -> dict[str, tuple[int, int, int]]:
+    """What the pusher would write on `chain` for a registry with no entries yet:
+    (HF 1e9, tier, credit USD6) per account."""
+    from aggregator.push.controller import OnchainArrays, TriggerRules
+    from aggregator.push.planning import plan_accounts
+    from aggregator.risk.view import LedgerView
+
+    ledger = LedgerView(eng)
+    base = OnchainArrays()
+    base.sync({}, None, ledger.account_index, ledger.addresses, ledger.n_accounts)
+    rules = TriggerRules(hf_deviation=0.02, credit_deviation=0.05, heartbeat_s=600)
+    planned = plan_accounts(ledger, chain, base=base, onchain={}, chain_ts=2_000_000_000,
+                            inflight={}, rules=rules)  # fmt: skip
+    return {p.account: (p.entry.hf_1e9, p.entry.tier, p.entry.credit_usd6) for p in planned}
+
+
+async def test_a_liquidation_on_one_chain_lowers_what_every_chain_is_pushed(
+    store: Store,
+) -> None:
+    """A has collateral on alpha and beta and a year-long history; it is liquidated on
+    beta. The HF and the credit the pusher writes to alpha's registry and to beta's
+    both fall below a neutral account's (the one multiplier, 1.30, on every chain)."""
+    repo = SqlChainStore(store)
+    await commit(repo, "alpha", 10_010, [ev("alpha", 10, 0, "deposit", A)])
+    await commit(repo, "beta", 10_010, [liquidation("beta", 9_990, A)])
+
+    def book() -> RiskEngine:
+        eng = RiskEngine.from_config(config())
+        eng.set_prices({"USDC": PriceInput(1.0, "ok"), "WETH": PriceInput(3000.0, "ok")})
+        eng.set_volatility({"USDC": 0.001, "WETH": 0.02})
+        eng.load_positions([
+            PositionRow(A, "alpha", "WETH", "collateral", 5 * E18, 5 * E18),
+            PositionRow(A, "beta", "WETH", "collateral", 5 * E18, 5 * E18),
+            PositionRow(A, "alpha", "USDC", "debt", 12_000 * 10**6, 12_000 * 10**6),
+        ])  # fmt: skip
+        return eng
+
+    neutral, rated = book(), book()
+    await ReputationFeed(config(), store, rated, Prices()).run()
+    assert rated.explain(A)["reputation"]["multiplier"] == pytest.approx(1.30, abs=2e-3)
+    for eng in (neutral, rated):
+        eng.recompute()
+        eng.allocate_credit(now=1.0)
+    for chain in ("alpha", "beta"):
+        hf0, _, credit0 = _pushes(neutral, chain)[A.lower()]
+        hf1, _, credit1 = _pushes(rated, chain)[A.lower()]
+        assert hf1 < hf0, chain
+        assert 0 < credit1 < credit0, chain
+
+
+def test_block_times_interpolate_between_real_anchors() -> None:
+    from aggregator.reputation_feed import BlockTimes
+
+    bt = BlockTimes(2.0)
+    with pytest.raises(ValueError, match="anchor"):
+        bt.time_of(5)
+    bt.add(100, 1_000.0)
+    assert bt.time_of(100) == 1_000.0 and bt.time_of(110) == 1_020.0  # configured beyond
+    bt.add(10, 100.0)
+    bt.add(100, 5.0)  # an anchor is fixed once read (confirmed blocks)
+    assert bt.time_of(10) == 100.0
+    assert bt.time_of(55) == pytest.approx(550.0)  # 10 s a block between the anchors
+    assert bt.time_of(0) == 80.0
+
+
+async def test_real_block_timestamps_date_the_history(store: Store) -> None:
+    """The chain really runs at 2 x the configured block time: with the RPC's
+    timestamps the first event and the liquidation get their real times (the estimate
+    would make the account half as old); an RPC failure fails the run and folds
+    nothing, the next run folds each event once."""
+    repo = SqlChainStore(store)
+    await commit(repo, "alpha", 10_010, [ev("alpha", 10, 0, "deposit", A)])
+    t0 = time.time() - 10_000 * 2 * BT
+    calls: list[int] = []
+    broken = False
+
+    async def ts(block: int) -> float:
+        if broken:
+            raise ConnectionError("rpc down")
+        calls.append(block)
+        return t0 + block * 2 * BT
+
+    feed = ReputationFeed(config(), store, Sink(), Prices(), timestamps={"alpha": ts})
+    await feed.run()
+    assert feed.history_of(A).first_seen == pytest.approx(t0 + 10 * 2 * BT)
+    assert sorted(calls) == [10, 10_000]
+    estimate = ReputationFeed(config(), store, Sink(), Prices())
+    await estimate.run()
+    assert estimate.history_of(A).first_seen == pytest.approx(time.time() - 10_000 * BT, abs=600)
+
+    await commit(repo, "alpha", 10_020, [liquidation("alpha", 10_005, A)])
+    broken = True
+    with pytest.raises(ConnectionError):
+        await feed.run()
+    assert feed.history_of(A).liquidations == ()
+    broken = False
+    await feed.run()
+    await feed.run()
+    (liq,) = feed.history_of(A).liquidations
+    assert liq.t == pytest.approx(t0 + 10_005 * 2 * BT)

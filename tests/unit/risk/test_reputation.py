@@ -283,8 +283,10 @@ def test_stored_event_and_tick_paths_agree_with_a_multiplier() -> None:
     event = eng.health(ADDRS[0])
     assert tick == event
     v = base.collateral_usd
-    assert tick.c_liq == pytest.approx(v - 0.9 * (v - base.c_liq))
-    assert tick.hf > base.hf
+    # A reward lowers the borrowing requirement only: HF and tier are the base ones.
+    assert tick.c_liq == base.c_liq and tick.hf == base.hf and tick.tier == base.tier
+    assert tick.c_borrow == pytest.approx(min(v - 0.9 * (v - base.c_borrow), base.c_liq))
+    assert tick.bp > base.bp
     ex = eng.explain(ADDRS[0], now=NOW)
     assert ex["hf"] == tick.hf
     assert ex["reputation"]["multiplier"] == pytest.approx(0.90)
@@ -377,3 +379,178 @@ def test_a_bad_day_length_is_refused() -> None:
             Params(day_s=bad)
         with pytest.raises(ValueError, match="day_s"):
             ReputationConfig(day_s=bad)
+
+
+# -- liquidation plans follow the personalised requirement ---------------------------
+def _plan_book(m: float, debt_usd: float) -> tuple[RiskEngine, dict]:
+    eng = engine()
+    prices = {"USDC": 1.0, "DAI": 1.0, "WBTC": 6e4, "WETH": 3e3, "wstETH": 3.5e3, "rETH": 3.3e3}
+    eng.set_prices({k: PriceInput(v, "ok") for k, v in prices.items()})
+    eng.set_volatility(dict.fromkeys(prices, 0.02), {})
+    e18 = 10**18
+    debt = int(debt_usd * 10**6)
+    eng.load_positions([
+        PositionRow(ADDRS[0], "ethereum", "WETH", "collateral", 6 * e18, 6 * e18),
+        PositionRow(ADDRS[0], "arbitrum", "WBTC", "collateral", 2 * 10**7, 2 * 10**7),
+        PositionRow(ADDRS[0], "base", "USDC", "debt", debt, debt),
+    ])  # fmt: skip
+    if m != 1.0:
+        eng.set_reputation(P, {ADDRS[0]: m}, lambda a: _rep(a, m))
+    eng.recompute()
+    return eng, eng.explain(ADDRS[0], now=NOW)
+
+
+def _execute(eng: RiskEngine, plan: dict, debt_usd: float) -> float:
+    """The plan done on the book: seize repay x (1 + bonus) of the asset, repay the debt;
+    the account's HF after, with its multiplier."""
+    price = {"WETH": 3e3, "WBTC": 6e4}[plan["asset"]]
+    dec = {"WETH": 18, "WBTC": 8}[plan["asset"]]
+    held = {"WETH": 6 * 10**18, "WBTC": 2 * 10**7}[plan["asset"]]
+    left = held - round(plan["seize_usd"] / price * 10**dec)
+    eng.apply_position(PositionRow(ADDRS[0], plan["chain"], plan["asset"], "collateral",
+                                   left, left))  # fmt: skip
+    debt = round((debt_usd - plan["repay_usd"]) * 10**6)
+    eng.apply_position(PositionRow(ADDRS[0], "base", "USDC", "debt", debt, debt))
+    return eng.health(ADDRS[0]).hf
+
+
+@SETTINGS
+@given(st.floats(P.lower, P.upper), st.floats(0.80, 1.0))
+def test_a_plan_restores_the_target_hf_of_the_personalised_account(m: float, x: float) -> None:
+    """The keeper's plan is sized on the pushed (personalised) figures: done on the book,
+    it brings the personalised HF to target_hf (the base lt_eff would miss it)."""
+    debt_usd = x * 30_000.0  # V: 6 WETH at 3,000 and 0.2 WBTC at 60,000
+    eng, ex = _plan_book(m, debt_usd)
+    plan = ex["liquidation"]
+    if plan is None or plan["kind"] != "partial":
+        return
+    hf = _execute(eng, plan, debt_usd)
+    assert hf == pytest.approx(eng.risk_cfg.target_hf, rel=1e-7)
+
+
+def test_a_plan_with_multiplier_one_is_the_base_plan_and_a_higher_one_repays_more() -> None:
+    debt_usd = 0.84 * 30_000.0
+    _, base = _plan_book(1.0, debt_usd)
+    eng1, _ = _plan_book(1.0, debt_usd)
+    # Another account personalised: this one's plan goes through the multiplier path at 1.
+    eng1.set_reputation(P, {ADDRS[1]: 1.2}, lambda a: _rep(a, 1.0))
+    assert eng1.explain(ADDRS[0], now=NOW)["liquidation"] == base["liquidation"]
+    eng, high = _plan_book(1.15, debt_usd)
+    assert base["liquidation"]["kind"] == high["liquidation"]["kind"] == "partial"
+    assert high["liquidation"]["repay_usd"] > base["liquidation"]["repay_usd"]
+    assert _execute(eng, high["liquidation"], debt_usd) == pytest.approx(1.05, rel=1e-7)
+
+
+# -- bounds and safety on random parameters and books --------------------------------
+@st.composite
+def params(draw: st.DrawFn) -> Params:
+    return Params(
+        lower=draw(st.floats(0.5, 1.0)),
+        upper=draw(st.floats(1.0, 2.0)),
+        min_age_days=draw(st.floats(0.0, 400.0)),
+        reward_per_30d=draw(st.floats(0.0, 0.2)),
+        liquidation_penalty=draw(st.floats(0.0, 1.0)),
+        liquidatable_penalty=draw(st.floats(0.0, 1.0)),
+        half_life_days=draw(st.floats(1.0, 1000.0)),
+    )
+
+
+@SETTINGS
+@given(histories(), params(), st.floats(0.0, NOW))
+def test_the_multiplier_is_within_the_configured_bounds(h: History, p: Params, dt: float) -> None:
+    m = score(A, h, p, NOW + dt).multiplier
+    assert p.lower <= m <= p.upper
+    assert m == pytest.approx(ref_multiplier(h, p, NOW + dt), abs=1e-12)
+
+
+@SETTINGS
+@given(histories(), params(), st.floats(0.0, 0.999))
+def test_a_fresh_address_is_never_better_than_neutral_whatever_the_parameters(
+    h: History, p: Params, frac: float
+) -> None:
+    first = NOW - frac * p.min_age_days * DAY
+    young = History(first, tuple(x for x in h.liquidations if x.t >= first), h.episodes)
+    assert score(A, young, p, NOW).multiplier >= 1.0
+    assert score(A, History(), p, NOW).multiplier == 1.0
+
+
+@SETTINGS
+@given(position_rows(), market(), st.data())
+def test_the_personal_requirement_is_never_below_lower_times_the_base_one(
+    rows: list, m: dict, data: st.DataObject
+) -> None:
+    """Per account a random multiplier in the bounds: the liquidation haircut V - C_liq'
+    is max(m, 1) (V - C_liq) (a reward never rates an account healthier: HF' <= HF),
+    the borrowing one max(m (V - C_borrow), V - C_liq') >= lower (V - C_borrow), and no
+    account with collateral worth less than its debt is rated better than insolvent."""
+    base = _engine(rows, m)
+    eng = _engine(rows, m)
+    addrs = list(eng.book.account_address)
+    mults = {a: data.draw(st.floats(P.lower, P.upper)) for a in addrs}
+    eng.set_reputation(P, mults, lambda a: _rep(a, mults[a]))
+    eng.recompute()
+    for a in addrs:
+        b, r = base.standard_health(a), eng.standard_health(a)
+        v, mu = b.collateral_usd, mults[a]
+        tol = 1e-12 * max(v, 1.0)
+        assert v - r.c_liq == pytest.approx(max(mu, 1.0) * (v - b.c_liq), rel=1e-9, abs=tol)
+        assert r.hf <= b.hf and TIERS.index(r.tier) >= TIERS.index(b.tier)
+        assert r.c_borrow <= r.c_liq
+        assert v - r.c_borrow >= P.lower * (v - b.c_borrow) - tol
+        want = max(mu * (v - b.c_borrow), v - r.c_liq)
+        assert v - r.c_borrow == pytest.approx(want, rel=1e-9, abs=tol)
+        if b.collateral_usd < b.debt_usd:
+            assert eng.health(a).tier == "insolvent"
+
+
+@SETTINGS
+@given(
+    st.lists(
+        st.tuples(st.floats(-1e9, 1e9), st.one_of(st.just(0.0), st.floats(1e-3, 1e9))),
+        min_size=1,
+        max_size=20,
+    ),
+    st.data(),
+)
+def test_a_pushed_requirement_is_never_below_lower_times_the_models(
+    rows: list[tuple[float, float]], data: st.DataObject
+) -> None:
+    from aggregator.risk.model import MarginResult, health
+    from aggregator.risk.reputation import personalise_result
+
+    eq = np.array([r[0] for r in rows])
+    req = np.array([r[1] for r in rows])
+    mult = np.array([data.draw(st.floats(P.lower, P.upper)) for _ in rows])
+    res = MarginResult.of(
+        np.arange(eq.size), equity_usd=eq, requirement_usd=req,
+        **dict(zip(("hf", "bp", "tier"), health(eq, req, 1.25, 1.1), strict=True)),
+    )  # fmt: skip
+    out = personalise_result(res, mult, 1.25, 1.1)
+    # HF and tier: never better than the model's own (a reward is on borrowing only).
+    assert (out.hf <= res.hf).all() and (out.tier >= res.tier).all()
+    # Borrowing: the requirement is >= lower x the model's IM, and >= R (HF 1).
+    pos = eq >= 0
+    im_req = np.maximum(1.25 * mult, np.maximum(mult, 1.0)) * req
+    assert (im_req >= P.lower * 1.25 * req).all() and (im_req >= req).all()
+    assert np.array_equal(out.bp[pos], np.maximum(eq[pos] - im_req[pos], 0.0))
+    assert (out.tier[eq < 0] == TIERS.index("insolvent")).all()
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.floats(0, NOW), st.floats(0, 1e9), st.floats(0, 1e9)), max_size=20))
+def test_credit_utilisation_matches_a_scalar_loop(samples: list) -> None:
+    from aggregator.risk.reputation import credit_utilisation
+
+    total, n = 0.0, 0
+    for _, d, b in samples:
+        if d + b > 0:
+            total += d / (d + b)
+            n += 1
+    got = credit_utilisation(samples)
+    assert got == (None if n == 0 else pytest.approx(total / n))
+    if got is not None:
+        assert 0.0 <= got <= 1.0
+    # Shown in every explanation that has a risk history, weight 0.
+    r = score(A, History(NOW - 400 * DAY, (), (), (), tuple(samples)), P, NOW)
+    f = {x.name: x for x in r.factors}["credit_utilisation"]
+    assert f.weight == 0.0 and f.contribution == 0.0 and f.value == got
