@@ -190,7 +190,8 @@ class ReputationReport:
             "seed": self.seed,
             "accounts": self.accounts,
             "bounds": [self.params.lower, self.params.upper],
-            "params": vars(self.params),
+            # The cohorts are behaviour-only (no attestations): those parameters only.
+            "params": {k: v for k, v in vars(self.params).items() if k != "attestation"},
             "cohorts": [c.to_json() for c in self.cohorts],
             "histogram": [{"lo": lo, "hi": hi, "accounts": k} for lo, hi, k in self.histogram],
             "unsafe_rated": self.unsafe_rated,

@@ -6,7 +6,7 @@ start naming its field, an RPC failure at start does not."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,11 +14,11 @@ import pytest
 from aggregator.attestation_feed import AttestationFeed, AttestationInputError
 from aggregator.config import AppConfig
 from aggregator.reputation_feed import ReputationFeed
-from aggregator.risk.reputation import Params, Reputation
 from aggregator.startup import StartupError
 from aggregator.store import Store
 from chains.rpc import RpcUnavailable
 from tests.unit.chains.attestation_fakes import GOOD, ROGUE, SUBJ, FakeRegistry, rec
+from tests.unit.reputation.test_reputation_feed import Sink
 
 REGS = {"alpha": "0x" + "71" * 20, "beta": "0x" + "72" * 20}
 OTHER = "0x" + "6" * 40
@@ -40,16 +40,6 @@ def config(attesters: tuple[str, ...] = (GOOD,)) -> AppConfig:
 class Prices:
     def price_usd(self, symbol: str) -> float | None:
         return 1.0
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.calls: list[dict[str, float]] = []
-
-    def set_reputation(
-        self, params: Params, multipliers: Mapping[str, float], explain: Callable[[str], Reputation]
-    ) -> None:
-        self.calls.append(dict(multipliers))
 
 
 @pytest.fixture
