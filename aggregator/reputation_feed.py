@@ -7,7 +7,8 @@ first time the account was seen on any chain, and its liquidations (time, chain,
 repaid debt in USD at the price of the run). When the risk history is recorded
 ([history]), the coarsest level's points of the accounts that were ever in warning or
 worse give their episodes and HF samples. Then every account is scored in a worker
-thread and the multipliers are handed to the engine (`set_reputation`); the figures
+thread and the multipliers are handed to the engine (`prepare_reputation` in the
+thread, `install_reputation` on the loop: a few ms at 1M accounts); the figures
 follow at the next recompute.
 
 Block times: the store keeps block numbers, not timestamps, so an event's time is
@@ -48,14 +49,18 @@ log = logging.getLogger(__name__)
 
 
 class ReputationSink(Protocol):
-    """Where multipliers go (RiskEngine implements it)."""
+    """Where multipliers go (RiskEngine implements it), in two halves: `prepare`
+    (checks and book look-ups; read-only, run in the worker thread with the scoring)
+    and `install` (quick, on the event loop)."""
 
-    def set_reputation(
+    def prepare_reputation(
         self,
         params: Params,
         multipliers: Mapping[str, float],
         explain: Callable[[str], Reputation],
-    ) -> None: ...
+    ) -> Any: ...
+
+    def install_reputation(self, prepared: Any) -> None: ...
 
 
 class Prices(Protocol):
@@ -123,9 +128,15 @@ class ReputationFeed:
             step, keep = self.history_level
             risk = await self.reads.risky_points(step, int(now - keep))
         snap = _Snapshot(dict(self._first), {a: tuple(v) for a, v in self._liqs.items()}, risk, now)
-        mults = await asyncio.to_thread(self._multipliers, snap)
+        # Scoring and the engine's preparation are the heavy, pure part (seconds at 1M
+        # accounts): a worker thread, so the loop only pays for the install (ms).
+        prepared = await asyncio.to_thread(
+            lambda: self.sink.prepare_reputation(
+                self.params, self._multipliers(snap), self._explainer(snap)
+            )
+        )
         self._snap = snap
-        self.sink.set_reputation(self.params, mults, self.reputation)
+        self.sink.install_reputation(prepared)
 
     async def _read_chain(self, chain: str, anchor: Anchor) -> None:
         after = self._read.get(chain, after_block(-1))
@@ -161,6 +172,10 @@ class ReputationFeed:
             if m != 1.0:
                 out[a] = m
         return out
+
+    def _explainer(self, snap: _Snapshot) -> Callable[[str], Reputation]:
+        """The factors behind a multiplier of run `snap`: the same facts and time."""
+        return lambda a: score(a.lower(), snap.history(a.lower()), self.params, snap.at)
 
     def history_of(self, account: str) -> History:
         return self._snap.history(account.lower())

@@ -242,14 +242,25 @@ def better(rr, value, c, t, best_r, best_v, best_c, best_t):  # noqa: PLR0917
     return t < best_t
 
 
+@njit(inline="always")
+def personal_lt(lte, m):
+    """The lt_eff of a holding under reputation multiplier m (risk/reputation.py: C' =
+    V - m (V - C) summed per holding is v (1 - m (1 - lt_eff))); exactly lt_eff at
+    m == 1, so a neutral account's plan is the base one bit for bit."""
+    if m == 1.0:
+        return lte
+    return 1.0 - m * (1.0 - lte)
+
+
 @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def plan_kernel(  # noqa: PLR0917
     la, grp, debt, cliq, cf, rows, lengths, r_side, r_amount, r_asset, r_chain, conc,
-    price, bonus, vol_tab, lt_tab, target, repay, chain, asset,
+    price, bonus, vol_tab, lt_tab, target, repay, chain, asset, mult,
 ):  # fmt: skip
     """Liquidation plan of each HF < 1 account i (`la` gives their count; its book rows
-    grouped in `rows`, `lengths[i]` each; conc[i, t] its concentration terms): the
-    feasible (chain, asset) with the smallest repay,
+    grouped in `rows`, `lengths[i]` each; conc[i, t] its concentration terms; mult[i]
+    its reputation multiplier, `cliq` already personalised with it): the feasible
+    (chain, asset) with the smallest repay,
     ties to the larger holding on that chain, then the lower chain, then asset.
     Returns whether a partial plan was found per account (else: full)."""
     found = np.zeros(la.size, np.bool_)
@@ -272,7 +283,7 @@ def plan_kernel(  # noqa: PLR0917
             t = r_asset[r]
             c = r_chain[r]
             lte = 1.0 - (vol_tab[g, t] + conc[i, t])
-            lte = min(max(lte, 0.0), lt_tab[g, t])
+            lte = personal_lt(min(max(lte, 0.0), lt_tab[g, t]), mult[i])
             b = bonus[t]
             den = target - (1.0 + b) * lte
             if not den > 0.0:

@@ -10,6 +10,11 @@ feasible when the denominator is > 0 and R fits under both the close factor cap 
 that holding's value / (1+bonus). The smallest feasible R wins (ties: larger holding
 on that chain, then config order of chain, then asset); none -> a full liquidation.
 
+With a reputation multiplier m != 1 (risk/reputation.py) C_liq is the personalised one
+and lt_eff the holding's personal one, 1 - m (1 - lt_eff) (kernels.py `personal_lt`,
+the one place), so the plan restores the HF the keeper is pushed; m == 1 is the base
+plan bit for bit.
+
 Invariants: pure functions of the book, the market data and the standard model's
 tables; nothing stores a plan (each is computed when asked for), so the tick never
 pays for them.
@@ -98,20 +103,31 @@ def plans(
     market: MarketData,
     acc: NDArray[np.int64],
     r: AccountTotals,
+    *,
+    mult: NDArray[np.float64] | None = None,
 ) -> Plans:
-    """Liquidation plans for accounts `acc` (sorted; `r` their totals, aligned)."""
+    """Liquidation plans for accounts `acc` (sorted; `r` their totals, aligned; `mult`
+    their reputation multipliers, aligned, None: all 1)."""
     liq = np.nonzero(r.hf < 1.0)[0]
     la = acc[liq]
     rows, lengths = book.rows_with_lengths(la) if liq.size else (np.zeros(0, np.int64),) * 2
     held = Holdings(
         rows, lengths, book.r_side, book.r_amount, book.r_asset, book.r_chain, book.coll[la]
     )
-    return plans_of(model, market, held, r)
+    return plans_of(model, market, held, r, mult=mult)
 
 
-def plans_of(model: Caps, market: MarketData, held: Holdings, r: AccountTotals) -> Plans:
+def plans_of(
+    model: Caps,
+    market: MarketData,
+    held: Holdings,
+    r: AccountTotals,
+    *,
+    mult: NDArray[np.float64] | None = None,
+) -> Plans:
     """Liquidation plans of accounts with totals `r`; `held` covers, in order, those of
-    them with HF < 1."""
+    them with HF < 1; `mult` the accounts' reputation multipliers (aligned with `r`;
+    None: all 1)."""
     n = r.hf.size
     kind = np.full(n, PLAN_NONE, np.int8)
     repay = np.zeros(n)
@@ -132,6 +148,7 @@ def plans_of(model: Caps, market: MarketData, held: Holdings, r: AccountTotals) 
         held.lengths, held.side, held.amount, held.asset, held.chain,
         np.ascontiguousarray(model.concentration(market, held.coll)), market.price,
         model.bonus, vol_tab, model.lt_tab, cfg.target_hf, p_repay, p_chain, p_asset,
+        np.ones(liq.size) if mult is None else np.ascontiguousarray(mult[liq], np.float64),
     )  # fmt: skip
     kind[liq[found]] = PLAN_PARTIAL
     repay[liq], chain[liq], asset[liq] = p_repay, p_chain, p_asset

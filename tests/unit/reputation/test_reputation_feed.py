@@ -56,11 +56,16 @@ class Sink:
         self.calls: list[dict[str, float]] = []
         self.explain: Callable[[str], Reputation] | None = None
 
-    def set_reputation(
+    def prepare_reputation(
         self, params: Params, multipliers: Mapping[str, float], explain: Callable[[str], Reputation]
+    ) -> tuple[dict[str, float], Callable[[str], Reputation]]:
+        return dict(multipliers), explain
+
+    def install_reputation(
+        self, prepared: tuple[dict[str, float], Callable[[str], Reputation]]
     ) -> None:
-        self.calls.append(dict(multipliers))
-        self.explain = explain
+        self.calls.append(prepared[0])
+        self.explain = prepared[1]
 
 
 def ev(chain: str, block: int, idx: int, kind: str, account: str, **kw: object) -> VaultEvent:

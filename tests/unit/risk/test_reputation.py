@@ -377,3 +377,63 @@ def test_a_bad_day_length_is_refused() -> None:
             Params(day_s=bad)
         with pytest.raises(ValueError, match="day_s"):
             ReputationConfig(day_s=bad)
+
+
+# -- liquidation plans follow the personalised requirement ---------------------------
+def _plan_book(m: float, debt_usd: float) -> tuple[RiskEngine, dict]:
+    eng = engine()
+    prices = {"USDC": 1.0, "DAI": 1.0, "WBTC": 6e4, "WETH": 3e3, "wstETH": 3.5e3, "rETH": 3.3e3}
+    eng.set_prices({k: PriceInput(v, "ok") for k, v in prices.items()})
+    eng.set_volatility(dict.fromkeys(prices, 0.02), {})
+    e18 = 10**18
+    debt = int(debt_usd * 10**6)
+    eng.load_positions([
+        PositionRow(ADDRS[0], "ethereum", "WETH", "collateral", 6 * e18, 6 * e18),
+        PositionRow(ADDRS[0], "arbitrum", "WBTC", "collateral", 2 * 10**7, 2 * 10**7),
+        PositionRow(ADDRS[0], "base", "USDC", "debt", debt, debt),
+    ])  # fmt: skip
+    if m != 1.0:
+        eng.set_reputation(P, {ADDRS[0]: m}, lambda a: _rep(a, m))
+    eng.recompute()
+    return eng, eng.explain(ADDRS[0], now=NOW)
+
+
+def _execute(eng: RiskEngine, plan: dict, debt_usd: float) -> float:
+    """The plan done on the book: seize repay x (1 + bonus) of the asset, repay the debt;
+    the account's HF after, with its multiplier."""
+    price = {"WETH": 3e3, "WBTC": 6e4}[plan["asset"]]
+    dec = {"WETH": 18, "WBTC": 8}[plan["asset"]]
+    held = {"WETH": 6 * 10**18, "WBTC": 2 * 10**7}[plan["asset"]]
+    left = held - round(plan["seize_usd"] / price * 10**dec)
+    eng.apply_position(PositionRow(ADDRS[0], plan["chain"], plan["asset"], "collateral",
+                                   left, left))  # fmt: skip
+    debt = round((debt_usd - plan["repay_usd"]) * 10**6)
+    eng.apply_position(PositionRow(ADDRS[0], "base", "USDC", "debt", debt, debt))
+    return eng.health(ADDRS[0]).hf
+
+
+@SETTINGS
+@given(st.floats(P.lower, P.upper), st.floats(0.80, 1.0))
+def test_a_plan_restores_the_target_hf_of_the_personalised_account(m: float, x: float) -> None:
+    """The keeper's plan is sized on the pushed (personalised) figures: done on the book,
+    it brings the personalised HF to target_hf (the base lt_eff would miss it)."""
+    debt_usd = x * 30_000.0  # V: 6 WETH at 3,000 and 0.2 WBTC at 60,000
+    eng, ex = _plan_book(m, debt_usd)
+    plan = ex["liquidation"]
+    if plan is None or plan["kind"] != "partial":
+        return
+    hf = _execute(eng, plan, debt_usd)
+    assert hf == pytest.approx(eng.risk_cfg.target_hf, rel=1e-7)
+
+
+def test_a_plan_with_multiplier_one_is_the_base_plan_and_a_higher_one_repays_more() -> None:
+    debt_usd = 0.84 * 30_000.0
+    _, base = _plan_book(1.0, debt_usd)
+    eng1, _ = _plan_book(1.0, debt_usd)
+    # Another account personalised: this one's plan goes through the multiplier path at 1.
+    eng1.set_reputation(P, {ADDRS[1]: 1.2}, lambda a: _rep(a, 1.0))
+    assert eng1.explain(ADDRS[0], now=NOW)["liquidation"] == base["liquidation"]
+    eng, high = _plan_book(1.15, debt_usd)
+    assert base["liquidation"]["kind"] == high["liquidation"]["kind"] == "partial"
+    assert high["liquidation"]["repay_usd"] > base["liquidation"]["repay_usd"]
+    assert _execute(eng, high["liquidation"], debt_usd) == pytest.approx(1.05, rel=1e-7)
