@@ -119,8 +119,15 @@ class AccountViews:
         onchain: Callable[[str], dict[str, Any] | None],
         margin: Callable[[str], dict[str, Any] | None],
         volatility: Callable[[str], dict[str, Any] | None] = lambda _asset: None,
+        pushed_plan: Callable[[str], tuple[bool, dict[str, Any] | None]] = lambda _a: (
+            False,
+            None,
+        ),
     ) -> None:
         self.reader = reader
+        # The pushed model's liquidation plan (portfolio / var mode; PortfolioFeed
+        # .pushed_plan): (False, _) keeps the explanation's standard plan.
+        self._pushed_plan = pushed_plan
         self._volatility = volatility
         self._prices_ready = prices_ready
         self._decimals = decimals
@@ -181,6 +188,12 @@ class AccountViews:
         if self.reader.find(address.lower()) is None:
             return None
         view = self.reader.explain(address)
+        applies, pushed = self._pushed_plan(address)
+        if applies:
+            # The plan a keeper acts on is the pushed model's: the vault checks the tier
+            # that model set; the standard one stays beside it for comparison.
+            view["standard_liquidation"] = view.get("liquidation")
+            view["liquidation"] = pushed
         view["account"] = checksum_address(view["account"])
         _api_conventions(view, self._decimals)
         view["as_of"] = {
