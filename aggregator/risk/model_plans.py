@@ -351,7 +351,8 @@ def plan_accounts(
     n = accounts.size
     price = np.asarray(market.price, np.float64)
     m = None if mult is None else np.asarray(mult, np.float64)
-    hf = ev.hf(SyntheticBook(book, accounts), m)
+    # No accounts: no evaluation (a model need not accept an empty book).
+    hf = ev.hf(SyntheticBook(book, accounts), m) if n else np.zeros(0)
     kind = np.full(n, PLAN_NONE, np.int8)
     repay = np.zeros(n)
     chain = np.full(n, -1, np.int16)

@@ -344,3 +344,16 @@ def test_the_random_books_exercise_every_plan_kind() -> None:
     if not KINDS:
         test_properties_of_plans_on_random_books()
     assert {0, PLAN_PARTIAL, PLAN_FULL} <= set(KINDS), KINDS
+
+
+def test_no_accounts_no_evaluation() -> None:
+    class Refuses:
+        name = "refuses"
+
+        def evaluate(self, *_: Any, **__: Any) -> Any:
+            raise AssertionError("evaluated an empty book")
+
+    eng = engine(var_config(), HEDGED)
+    mp = plan_accounts(Refuses(), eng.book, eng.market, np.zeros(0, np.int64),
+                       risk=eng.risk_cfg, bonus=eng.model.bonus, now=NOW)  # fmt: skip
+    assert mp.accounts.size == mp.plans.kind.size == mp.hf.size == 0
