@@ -4,7 +4,7 @@ The standard model's plan has a closed form (risk/liquidation.py). Another model
 (portfolio, VaR: `[portfolio] mode`) rates accounts by its own equity and requirement,
 so its plan is searched numerically on that model's own pure evaluation:
 
-- An account is planned when the model rates it below HF 1 (`hf0`, personalised by its
+- An account is planned when the model rates it below HF 1 (personalised by its
   reputation multiplier like the pushed figures: risk/reputation.py
   `personalise_result`).
 - Candidates are (chain c, collateral t) with collateral t held on c and debt on c (a
@@ -24,10 +24,12 @@ scenario maximum / expected shortfall of the remaining legs; when the seized col
 hedges a derivative leg held at the venue (a short perp against spot ETH), seizing it
 raises the requirement, and HF can rise then fall along R. So the search first scans a
 grid of GRID points (cap j / GRID, j = 1..GRID) and takes the first grid point whose HF
-reaches the target, then bisects (ROUNDS rounds) between it and the grid point before,
-which did not. The result is always a point the model was evaluated at and that
-reached the target (never an extrapolation); the only approximation is that a crossing
-and recrossing inside one grid cell before the first reaching grid point is not seen.
+reaches the target, then refines between it and the grid point before, which did not:
+Illinois regula falsi (bisection where an end's HF is not finite), at most ROUNDS
+rounds, to TOL of the cap or of the target HF. The result is always a point the model
+was evaluated at and that reached the target (never an extrapolation); the only
+approximation is that a crossing and recrossing inside one grid cell before the first
+reaching grid point is not seen.
 
 Derivative legs. A model reads the book through `PortfolioModel.books`-style access
 (rows, amounts, account addresses); each candidate is evaluated as a synthetic account
@@ -273,11 +275,12 @@ class _Bracket:
     hf_hi: F64
 
 
-def _grid(ev: _Evaluator, layers: _Layers, cand: Candidates, target: float) -> _Bracket:
-    """The first grid point cap j / GRID reaching the target, per candidate."""
+def _grid(ev: _Evaluator, layers: _Layers, cand: Candidates, target: float, hf0: F64) -> _Bracket:
+    """The first grid point cap j / GRID reaching the target, per candidate; `hf0` the
+    HF at R = 0 (the account's now), the lower end while no grid point failed."""
     nc = cand.pos.size
-    b = _Bracket(np.zeros(nc), np.full(nc, np.inf), np.full(nc, np.nan),
-                 np.full(nc, np.nan), np.full(nc, np.nan))  # fmt: skip
+    b = _Bracket(np.zeros(nc), np.full(nc, np.inf), hf0 - target, np.full(nc, np.nan),
+                 np.full(nc, np.nan))  # fmt: skip
     for step in range(1, GRID + 1):
         todo = np.flatnonzero(~np.isfinite(b.hi))
         if todo.size == 0:
@@ -365,7 +368,7 @@ def plan_accounts(
         layers, cand = _layered(_candidates(base, liq, price, bonus, cf), base, liq, m)
         kind[liq] = PLAN_FULL
         repay[liq] = [_debt_rows(base, s, price)[0] for s in range(liq.size)]
-        b = _grid(ev, layers, cand, risk.target_hf)
+        b = _grid(ev, layers, cand, risk.target_hf, hf[cand.pos])
         _refine(ev, layers, cand, b, risk.target_hf)
         for i, j in _choose(cand, b, n).items():
             kind[i], repay[i], hf_after[i] = PLAN_PARTIAL, b.hi[j], b.hf_hi[j]

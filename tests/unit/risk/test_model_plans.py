@@ -276,7 +276,7 @@ def test_no_reachable_target_is_a_full_liquidation() -> None:
 @st.composite
 def books(draw: Any) -> tuple[Holdings, list[PerpLeg]]:
     """1-3 accounts; collateral on random (chain, asset); debt of lev x that value
-    (lev 0.5-1.3: healthy to insolvent) split over the chains; a random ETH perp."""
+    (lev 0.6-1.0: mostly liquidatable) split over the chains; a random ETH perp."""
     h: Holdings = {}
     perps = []
     for a in range(draw(st.integers(1, 3))):
@@ -290,20 +290,21 @@ def books(draw: Any) -> tuple[Holdings, list[PerpLeg]]:
         if value == 0.0:
             h[(a, "alpha", "WETH", "collateral")] = 1.0
             value = 3000.0
-        debt = draw(st.floats(0.5, 1.3)) * value
-        share = draw(st.floats(0.0, 1.0))
+        debt = draw(st.floats(0.6, 1.0)) * value
+        share = draw(st.sampled_from([0.0, 1.0]) | st.floats(0.0, 1.0))
         for c, part in zip(CHAINS, (share, 1.0 - share), strict=True):
             t = draw(st.sampled_from(("USDC", "WETH")))
             if part * debt > 1.0:
                 h[(a, c, t, "debt")] = part * debt / PRICES[t]
-        size = draw(st.floats(-10.0, 10.0))
+        size = draw(st.floats(-4.0, 4.0))
         if abs(size) > 0.01:
             perps.append(PerpLeg(ADDR[a], "beta", "ETH-PERP", size, 3000.0, 0.0))
     return h, perps
 
 
 KINDS: Counter[int] = Counter()
-PROPS = settings(max_examples=25, deadline=None,
+# Derandomised: the same examples every run, so the coverage check below is stable.
+PROPS = settings(max_examples=30, deadline=None, derandomize=True,
                  suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
 
 
