@@ -105,6 +105,11 @@ def _credit_template(chains: tuple[str, ...]) -> str:
     return "{" + ", ".join(f'{k}: "%s"' for k in keys) + "}"
 
 
+def _standard_plan_stands(_address: str) -> tuple[bool, dict[str, Any] | None]:
+    """No pushed model beside the standard one: the explanation's plan stands."""
+    return False, None
+
+
 class AccountViews:
     """Per-account views: health (and its pre-encoded body), the full breakdown, the
     side-by-side margin view and the paged list."""
@@ -119,8 +124,12 @@ class AccountViews:
         onchain: Callable[[str], dict[str, Any] | None],
         margin: Callable[[str], dict[str, Any] | None],
         volatility: Callable[[str], dict[str, Any] | None] = lambda _asset: None,
+        pushed_plan: Callable[[str], tuple[bool, dict[str, Any] | None]] | None = None,
     ) -> None:
         self.reader = reader
+        # The pushed model's liquidation plan (portfolio / var mode; PortfolioFeed
+        # .pushed_plan): (False, _) keeps the explanation's standard plan.
+        self._pushed_plan = pushed_plan or _standard_plan_stands
         self._volatility = volatility
         self._prices_ready = prices_ready
         self._decimals = decimals
@@ -181,6 +190,12 @@ class AccountViews:
         if self.reader.find(address.lower()) is None:
             return None
         view = self.reader.explain(address)
+        applies, pushed = self._pushed_plan(address)
+        if applies:
+            # The plan a keeper acts on is the pushed model's: the vault checks the tier
+            # that model set; the standard one stays beside it for comparison.
+            view["standard_liquidation"] = view.get("liquidation")
+            view["liquidation"] = pushed
         view["account"] = checksum_address(view["account"])
         _api_conventions(view, self._decimals)
         view["as_of"] = {

@@ -287,6 +287,7 @@ class Daemon:
             onchain=self.push.onchain_view,
             margin=functools.partial(self.portfolio.account_margin, self.engine),
             volatility=self.volatility.view,
+            pushed_plan=functools.partial(self.portfolio.pushed_plan, self.engine),
         )
         chains = ChainSources(
             self.settings,

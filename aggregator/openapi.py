@@ -158,6 +158,21 @@ def _obj(required: list[str], **props: Any) -> dict[str, Any]:
     return {"type": "object", "required": required, "properties": props}
 
 
+# A liquidation plan (risk/explain.py `plan`, risk/model_plans.py `plan_view`).
+_PLAN = _obj(
+    ["model", "kind"],
+    model={"type": "string"},
+    kind={"enum": ["partial", "full", "unavailable"]},
+    repay_usd=_NUM,
+    chain={"type": "string"},
+    asset={"type": "string"},
+    seize_usd=_NUM,
+    target_hf={"type": "number"},
+    hf_before={"type": ["number", "null"]},
+    hf_after={"type": ["number", "null"]},
+    reason={"type": "string"},
+)
+
 # Every factor of a reputation score (aggregator/risk/reputation.py `Reputation.as_dict`).
 _REP_FACTORS = {
     "type": "array",
@@ -265,10 +280,13 @@ _SCHEMAS: dict[str, Any] = {
             "multiplier already applied to c_liq_usd, c_borrow_usd, hf and the tier",
         },
         liquidation={
-            "oneOf": [
-                {"type": "null"},
-                _obj(["kind", "repay_usd"], kind={"enum": ["partial", "full"]}, repay_usd=_NUM),
-            ]
+            "oneOf": [{"type": "null"}, _PLAN],
+            "description": "the plan under the pushed model ([portfolio] mode, named by "
+            "`model`); null when that model rates the account at or above HF 1",
+        },
+        standard_liquidation={
+            "oneOf": [{"type": "null"}, _PLAN],
+            "description": "portfolio / var mode only: the standard model's plan, beside",
         },
         credit=_obj(
             ["chains"],
@@ -752,7 +770,7 @@ _WHATIF_SCHEMAS: dict[str, Any] = {
         tier_after=_TIER,
         collateral_usd=_NUM,
         debt_usd=_NUM,
-        plan={"enum": ["partial", "full", "close_factor", "none"]},
+        plan={"enum": ["partial", "full", "none"]},
         repay_usd=_NUM,
         seize_usd=_NUM,
         seize={

@@ -17,6 +17,7 @@ from aggregator.config import AppConfig
 from aggregator.risk.book import COLLATERAL
 from aggregator.risk.engine import RiskEngine
 from aggregator.risk.model import MarginModel, ModelSources
+from aggregator.risk.model_plans import plan_accounts, plan_view
 from aggregator.risk.portfolio import (
     OptionLeg,
     OptionSeries,
@@ -110,8 +111,9 @@ class PortfolioFeed:
         """Portfolio mode: make the pushed model's figures the ones that count. HF, BP
         and tier of `accounts` (default: every account of the book) in the standard
         engine are replaced by the pushed model's (RiskEngine.adopt), so the credit
-        allocation and the pusher carry them. Degraded flags and liquidation plans stay
-        the standard engine's. Returns how many accounts were set; 0 in standard mode."""
+        allocation and the pusher carry them. Degraded flags stay the standard engine's;
+        liquidation plans follow the pushed model (`pushed_plan`, computed when asked).
+        Returns how many accounts were set; 0 in standard mode."""
         if self.cfg.portfolio.mode == STANDARD:
             return 0
         book = std.book
@@ -139,6 +141,32 @@ class PortfolioFeed:
         except (MissingCalibration, KeyError, ValueError, RuntimeError):
             return None
         return np.asarray(res.requirement_usd, np.float64)
+
+    def pushed_plan(
+        self, std: RiskEngine, address: str, now: float | None = None
+    ) -> tuple[bool, dict[str, Any] | None]:
+        """The liquidation plan of `address` under the pushed model (risk/model_plans.py),
+        with the account's reputation multiplier: (True, the explanation's `liquidation`
+        section: None when the model rates it at or above HF 1); (False, None) in
+        standard mode or for an unknown account (the standard plan stands). A model that
+        cannot evaluate now gives kind "unavailable" with the reason (never a guess)."""
+        mode = self.cfg.portfolio.mode
+        a = std.book.find_account(address)
+        if mode == STANDARD or a is None:
+            return False, None
+        idx = np.array([a], np.int64)
+        mult = np.asarray(std.r_mult[idx], np.float64) if std.r_mult.size > a else None
+        try:
+            mp = plan_accounts(
+                self.pushed, std.book, std.market, idx, risk=self.cfg.risk, bonus=std.model.bonus,
+                mult=mult, im_factor=self.cfg.portfolio.im_factor, now=now,
+            )  # fmt: skip
+        except (MissingCalibration, KeyError, ValueError, RuntimeError) as exc:
+            return True, {"model": mode, "kind": "unavailable", "reason": str(exc)}
+        return True, plan_view(
+            mp, 0, chains=std.book.chains, symbols=std.book.assets, bonus=std.model.bonus,
+            target_hf=self.cfg.risk.target_hf,
+        )  # fmt: skip
 
     def evaluated_models(self) -> dict[str, MarginModel]:
         """The models the daemon evaluates besides the ledger's standard one: the pushed

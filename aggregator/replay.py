@@ -313,7 +313,8 @@ async def _steps(
     stop: asyncio.Event,
 ) -> keeper.KeeperStats:
     async with aiohttp.ClientSession() as session:
-        # The daemon plans from the standard model's figures (keeper.choose).
+        # The daemon's plans follow the pushed model; the close factor is the keeper's
+        # fallback when an account has no usable plan (keeper.choose).
         cfg = daemon.cfg
         fallback = None if cfg.portfolio.mode == "standard" else cfg.risk.close_factor
         k = keeper.Keeper(state, api_url, session, fallback)

@@ -204,6 +204,7 @@ def plan(eng: Explained, p: Plans) -> dict[str, Any] | None:
     if p.kind[0] == PLAN_PARTIAL:
         t = int(p.asset[0])
         return {
+            "model": "standard",
             "kind": "partial",
             "repay_usd": float(p.repay[0]),
             "chain": eng.chains[int(p.chain[0])],
@@ -212,7 +213,10 @@ def plan(eng: Explained, p: Plans) -> dict[str, Any] | None:
             "target_hf": target,
         }
     if p.kind[0] == PLAN_FULL:
-        return {"kind": "full", "repay_usd": float(p.repay[0]), "target_hf": target}
+        return {
+            "model": "standard", "kind": "full", "repay_usd": float(p.repay[0]),
+            "target_hf": target,
+        }  # fmt: skip
     return None
 
 

@@ -15,6 +15,10 @@ lt_eff the holding's personal one, 1 - max(m, 1) (1 - lt_eff) (kernels.py
 `personal_lt`, the one place), so the plan restores the HF the keeper is pushed; m <= 1
 (a reward never touches the liquidation side) is the base plan bit for bit.
 
+Another pushed model (portfolio, VaR) has no closed form: its plans are searched on
+its own evaluation by risk/model_plans.py (the same close factor cap and ties; there a
+candidate's chain must also hold debt, and that chain's largest debt row caps R).
+
 Invariants: pure functions of the book, the market data and the standard model's
 tables; nothing stores a plan (each is computed when asked for), so the tick never
 pays for them.

@@ -16,9 +16,10 @@ Invariants:
   (risk/kernels.py) over the same pool with the same column parameters, and the same
   reputation multipliers applied the engine's way (the snapshot's `mult`).
 - A price falls by at most 100% (factor >= 0); volatilities scale by a factor > 0.
-- Liquidation sizing is risk/liquidation.py's plan on the shocked figures (standard
-  model), or the close factor times the debt (other models); either way the seized
-  holdings exclude frozen collateral and the repay never exceeds what they cover.
+- Liquidation sizing is each model's own plan on the shocked book: risk/liquidation.py
+  (standard model), risk/model_plans.py (any other model, searched on its own
+  evaluation); a full liquidation seizes pro rata. The seized holdings exclude frozen
+  collateral and the repay never exceeds what they cover.
 - Liquidity is a seam (`Liquidity.sellable`): `DepthLiquidity` reads the asset's
   `depth_usd`; pool-based liquidity plugs in there.
 """
@@ -35,8 +36,9 @@ from numpy.typing import NDArray
 
 from aggregator.risk.book import COLLATERAL, PositionBook
 from aggregator.risk.kernels import freeze_kernel, refill_kernel, totals_kernel
-from aggregator.risk.liquidation import PLAN_FULL, PLAN_PARTIAL, Holdings, close_factor, plans_of
+from aggregator.risk.liquidation import PLAN_FULL, PLAN_PARTIAL, Holdings, Plans, plans_of
 from aggregator.risk.market import MarketData
+from aggregator.risk.model_plans import plan_accounts
 from aggregator.risk.pool import Pool
 from aggregator.risk.reputation import personalise_result
 from chains.units import TIERS
@@ -51,9 +53,7 @@ F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
 STANDARD = "standard"
 LIQUIDATABLE = TIERS.index("liquidatable")
-# A non-standard model's liquidation: close factor x debt, seized pro rata.
-PLAN_CLOSE_FACTOR = 3
-PLAN_NAMES = {PLAN_PARTIAL: "partial", PLAN_FULL: "full", PLAN_CLOSE_FACTOR: "close_factor"}
+PLAN_NAMES = {PLAN_PARTIAL: "partial", PLAN_FULL: "full"}
 _WORSE = {PriceStatus.OK: 0, PriceStatus.DISPUTED: 1, PriceStatus.UNAVAILABLE: 2}
 
 
@@ -414,16 +414,16 @@ def liquidations(
     acc: I64,
     frozen: Frozen | None,
     *,
-    model_hf: F64 | None = None,
+    model_plans: Plans | None = None,
 ) -> Liquidations:
-    """Plans of accounts `acc` (all liquidatable after the shock). Standard model
-    (`model_hf` None): risk/liquidation.py's plan, a full one seizing pro rata; another
-    model: close factor of its HF x debt, pro rata."""
+    """Plans of accounts `acc` (all liquidatable after the shock): risk/liquidation.py's
+    (standard model, `model_plans` None) or another model's (aligned with `acc`); a
+    full one seizes pro rata."""
     model = snap.model
     held = _seizable(snap, acc, frozen, market.price)
     bonus = model.bonus[snap.book.r_asset[held.rows]]
     debt = std.debt[acc]
-    if model_hf is None:
+    if model_plans is None:
         r = _PlanTotals(std.grp[acc], debt, std.cliq[acc], std.hf[acc])
         book = snap.book
         h = Holdings(
@@ -434,10 +434,9 @@ def liquidations(
         kind, repay, target = p.kind, p.repay.copy(), debt
         p_chain, p_asset = p.chain.astype(np.int64), p.asset.astype(np.int64)
     else:
-        kind = np.full(acc.size, PLAN_CLOSE_FACTOR, np.int8)
-        target = close_factor(model_hf, model.risk) * debt
-        repay = target.copy()
-        p_chain = p_asset = np.full(acc.size, -1, np.int64)
+        p = model_plans
+        kind, repay, target = p.kind, p.repay.copy(), debt
+        p_chain, p_asset = p.chain.astype(np.int64), p.asset.astype(np.int64)
     partial = kind == PLAN_PARTIAL
     # Pro rata: seize f of every holding, f = min(1, target / sum(value / (1 + bonus))).
     cover = np.bincount(held.pos, weights=held.value / (1.0 + bonus), minlength=acc.size)
@@ -551,7 +550,18 @@ def _model_outcome(
         before = personalise_result(before, mult[before.accounts], im_factor, warn)
         after = personalise_result(after, mult[after.accounts], im_factor, warn)
     acc = np.flatnonzero(after.tier >= LIQUIDATABLE).astype(np.int64)
-    liq = liquidations(snap, market, after_std, acc, frozen, model_hf=after.hf[acc])
+    # The model's own plans, searched on its evaluation of the shocked book (frozen
+    # collateral counts 0 there, so it is never a candidate to seize).
+    mp = plan_accounts(
+        model,
+        cast(Any, book_after),
+        market,
+        acc,
+        risk=snap.model.risk,
+        bonus=snap.model.bonus,
+        now=now,
+    )
+    liq = liquidations(snap, market, after_std, acc, frozen, model_plans=mp.plans)
     bad = np.maximum(-after.equity_usd, 0.0)
     return ModelOutcome(name, before.hf, before.tier, after.hf, after.tier, bad, liq)
 
@@ -656,7 +666,6 @@ def volume(
 
 __all__ = [
     "MAX_RISE",
-    "PLAN_CLOSE_FACTOR",
     "PLAN_NAMES",
     "AssetFeeds",
     "DepthLiquidity",

@@ -81,16 +81,19 @@ function formula(d) {
     ["tier", `${d.tier} (insolvent: collateral < D; liquidatable: HF < 1; warning: HF < ${p.warn_hf ?? "—"})`],
     ["haircut parameters", `z ${p.z ?? "—"}, horizon ${p.horizon_days ?? "—"} d, impact ${p.impact ?? "—"}`],
   ];
-  if (d.liquidation) {
-    const l = d.liquidation;
-    rows.push([
-      "liquidation plan",
-      `${l.kind}: repay ${usd(l.repay_usd)}` +
+  // The plan is the pushed model's (`model`); in portfolio / var mode the standard
+  // model's plan comes beside it as `standard_liquidation`.
+  const planText = (l) =>
+    l.kind === "unavailable"
+      ? `unavailable (${l.model} model): ${l.reason ?? ""}`
+      : `${l.kind}${l.model ? ` (${l.model} model)` : ""}: repay ${usd(l.repay_usd)}` +
         (l.chain ? ` on ${l.chain}, seizing ${l.asset ?? ""} worth ${usd(l.seize_usd)}` : "") +
-        ` to reach HF ${l.target_hf ?? p.target_hf ?? "—"} (close factor ${d.close_factor ?? "—"})`,
-    ]);
-  } else {
-    rows.push(["liquidation plan", "none (HF ≥ 1)"]);
+        ` to reach HF ${l.target_hf ?? p.target_hf ?? "—"}` +
+        (!l.model || l.model === "standard" ? ` (close factor ${d.close_factor ?? "—"})` : "");
+  rows.push(["liquidation plan", d.liquidation ? planText(d.liquidation) : "none (HF ≥ 1)"]);
+  if ("standard_liquidation" in d) {
+    const s = d.standard_liquidation;
+    rows.push(["standard model's plan", s ? planText(s) : "none (standard HF ≥ 1)"]);
   }
   if (d.degraded_assets && d.degraded_assets.length) rows.push(["degraded assets", d.degraded_assets.join(", ")]);
   return table(

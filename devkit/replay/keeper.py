@@ -6,9 +6,11 @@ then on the plan's chain one `CollateralVault.liquidate(account, debtToken, repa
 collateralToken)` from the liquidator (anvil dev account 6), sized by the plan: a
 partial plan names the chain and the collateral to seize and the USD to repay; a full
 plan repays the debt of the chain with the most debt that also holds collateral. The
-daemon plans from the standard model's figures, so under the portfolio or VaR model an
-account can be rated liquidatable with no plan: the replay then repays the configured
-close factor of that chain's debt (`plan_fallbacks`). The
+plan is the pushed model's (docs/risk.md "Plans under the pushed model"): under the
+portfolio or VaR model it is sized on that model's HF, repaying the chain's largest debt
+row. Only when there is genuinely no plan (the model rates the account at or above HF 1
+by the time the keeper reads it, or cannot evaluate: kind "unavailable") the replay
+repays the configured close factor of that chain's debt (`plan_fallbacks`). The
 vault pays the collateral's bonus and checks a fresh tier >= 2 entry; the close factor
 is the daemon's (the vault does not enforce it, docs/contracts.md).
 
@@ -56,6 +58,7 @@ LIQUIDATED_TOPIC = (
     "0x" + keccak(b"Liquidated(address,address,address,uint256,address,uint256)").hex()
 )
 LIQUIDATABLE_TIERS = ("liquidatable", "insolvent")
+PLAN_KINDS = ("partial", "full")
 DEBT_SYMBOLS = ("USDC", "WETH")
 # Minted to the liquidator per chain before the replay: enough for any book we seed.
 LIQUIDATOR_TOPUP = {"USDC": 500_000_000, "WETH": 200_000}
@@ -83,7 +86,8 @@ class KeeperStats:
     failures: Counter[str] = field(default_factory=Counter)
     # Rounds an account waited for its registry entry (reason -> count): not failures.
     waits: Counter[str] = field(default_factory=Counter)
-    # Attempts sized by the fallback close factor (no daemon plan: portfolio / VaR).
+    # Attempts sized by the fallback close factor (no usable daemon plan: portfolio /
+    # VaR model above HF 1 by the time of reading, or unable to evaluate).
     plan_fallbacks: int = 0
 
     @property
@@ -129,14 +133,20 @@ def _wait_receipt_sync(url: str, h: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"keeper setup transaction {h} not mined on {url}")
 
 
+def has_plan(view: dict[str, Any]) -> bool:
+    """Whether the account's view carries a plan the keeper can size from (partial or
+    full, of whichever model is pushed)."""
+    plan = view.get("liquidation")
+    return isinstance(plan, dict) and plan.get("kind") in PLAN_KINDS
+
+
 def choose(view: dict[str, Any], fallback_close_factor: float | None = None) -> Attempt | str:
     """The liquidation one account's view and plan call for, or why there is none.
 
-    The daemon's plan comes from the standard model's figures; an account only the
-    pushed portfolio or VaR model rates liquidatable has none. With
-    `fallback_close_factor` set, such an account repays that share of the debt of the
-    chain with the most debt that also holds collateral (the vault checks the tier)."""
-    plan = view.get("liquidation")
+    The plan is the pushed model's. Without a usable one (`has_plan`) and with
+    `fallback_close_factor` set, the account repays that share of the debt of the chain
+    with the most debt that also holds collateral (the vault checks the tier)."""
+    plan = view.get("liquidation") if has_plan(view) else None
     positions: dict[str, list[dict[str, Any]]] = view.get("positions", {})
 
     def rows(chain: str, side: str) -> list[dict[str, Any]]:
@@ -244,7 +254,7 @@ class Keeper:
                 self.stats.failures["api_account"] += 1
                 continue
             attempt = choose(view, self.fallback_close_factor)
-            if not view.get("liquidation") and not isinstance(attempt, str):
+            if not has_plan(view) and not isinstance(attempt, str):
                 self.stats.plan_fallbacks += 1
             if isinstance(attempt, str):
                 self.stats.failures[attempt] += 1

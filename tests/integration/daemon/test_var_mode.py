@@ -1,6 +1,7 @@
 """The daemon on the devnet with the VaR/ES model pushed (`[portfolio] mode = "var"`):
 the stored (pushed) figures are the var model's, calibrated at start from the shipped
-history, and credit stays within the model's borrowing power."""
+history, credit stays within the model's borrowing power, and the account's
+liquidation plan is the var model's."""
 
 from __future__ import annotations
 
@@ -56,5 +57,14 @@ async def test_var_mode_pushes_the_var_models_figures(
         )
         credit = sum(Decimal(v) for v in health["credit_usd"].values())
         assert credit <= Decimal(repr(health["borrowing_power_usd"])) + Decimal("0.000001")
+        # The account's liquidation plan is the var model's (docs/var.md), the standard
+        # one beside it.
+        _, detail = await aget(var_daemon, f"/v1/accounts/{user}")
+        assert "standard_liquidation" in detail
+        plan = detail["liquidation"]
+        if var["hf"] is not None and var["hf"] < 1.0:
+            assert plan["model"] == "var" and plan["kind"] in ("partial", "full"), plan
+        else:
+            assert plan is None
         checked += 1
     assert checked >= 3

@@ -4,7 +4,7 @@ sizes one without a daemon plan only when given a fallback close factor."""
 from __future__ import annotations
 
 from chains.registry_codec import RegistryEntry
-from devkit.replay.keeper import Attempt, choose, registry_allows
+from devkit.replay.keeper import Attempt, choose, has_plan, registry_allows
 
 NOW, MAX_AGE = 1_000_000, 900
 
@@ -53,3 +53,21 @@ def test_no_plan_waits_unless_a_fallback_close_factor_is_given() -> None:
     assert isinstance(a, Attempt)
     # The chain with debt and collateral (alpha), half its debt, its largest collateral.
     assert (a.chain, a.debt, a.collateral, a.repay_raw) == ("alpha", "USDC", "WETH", 750_000_000)
+
+
+def test_the_pushed_models_plan_is_used_and_only_a_missing_one_falls_back() -> None:
+    """A portfolio-model plan sizes the attempt (its chain, collateral, repay from the
+    chain's largest debt row); kind "unavailable" (the model could not evaluate) is no
+    plan: the fallback close factor, or a wait without one."""
+    plan = {"model": "portfolio", "kind": "partial", "chain": "alpha", "asset": "WETH",
+            "repay_usd": 600.0, "seize_usd": 630.0, "target_hf": 1.05}  # fmt: skip
+    view = {**VIEW, "liquidation": plan}
+    assert has_plan(view)
+    a = choose(view, 0.5)
+    assert isinstance(a, Attempt)
+    assert (a.chain, a.debt, a.collateral, a.repay_raw) == ("alpha", "USDC", "WETH", 600_000_000)
+    gone = {**VIEW, "liquidation": {"model": "var", "kind": "unavailable", "reason": "x"}}
+    assert not has_plan(gone)
+    assert choose(gone) == "no_plan"
+    b = choose(gone, 0.5)
+    assert isinstance(b, Attempt) and b.repay_raw == 750_000_000

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from aggregator.risk import LedgerView, PositionRow, PriceInput, RiskEngine
 from aggregator.risk.book import PositionBook
+from aggregator.risk.liquidation import PLAN_FULL, PLAN_PARTIAL
 from aggregator.risk.market import MarketData
 from aggregator.risk.model import MarginResult
 from aggregator.risk.whatif import (
@@ -491,7 +492,7 @@ class Broken:
         raise RuntimeError("no calibration loaded yet")
 
 
-def test_other_models_see_frozen_collateral_and_are_sized_by_close_factor() -> None:
+def test_other_models_see_frozen_collateral_and_plan_on_their_own_figures() -> None:
     eng = two_accounts()
     models = {"half": HalfRows(eng.risk_cfg.warn_hf), "broken": Broken()}
     res = run(eng, ShockSet(chains_down=("ethereum",)), models=models)
@@ -503,11 +504,36 @@ def test_other_models_see_frozen_collateral_and_are_sized_by_close_factor() -> N
     assert o.hf_after[a] == pytest.approx(0.5 * 15_000 / 30_000)
     liq = o.liquidations
     p = int(np.flatnonzero(liq.accounts == a)[0])
-    assert liq.kind[p] == 3
-    # HF 0.25 < full_close_hf: close factor 1, repay min(30,000, 15,000 / 1.05).
+    # No chain holds both A's debt (base) and collateral: no candidate, a full
+    # liquidation seizing pro rata: repay min(30,000, 15,000 / 1.05).
+    assert liq.kind[p] == PLAN_FULL
     assert liq.repay[p] == pytest.approx(15_000 / 1.05)
     assert liq.s_usd[liq.s_pos == p].sum() == pytest.approx(15_000)
     assert o.bad_debt[a] == pytest.approx(15_000)
+
+
+def test_another_models_partial_plan_matches_its_closed_form() -> None:
+    """HalfRows: HF = 0.5 C / D. 10 WETH and 14,000 USDC of debt on ethereum, WETH -10%:
+    C = 27,000, HF 0.964 (close factor 0.5). The plan repays R from the USDC row and
+    seizes 1.05 R of WETH: 0.5 (C - 1.05 R) / (D - R) = 1.05 at
+    R = (1.05 D - 0.5 C) / (1.05 - 0.525) = 2,285.71..., under the cap 7,000."""
+    eng = engine(depth={"WETH": 1e6})
+    eng.load_positions([
+        PositionRow(ADDRS[0], "ethereum", "WETH", "collateral", 10 * E18, 10 * E18),
+        PositionRow(ADDRS[0], "ethereum", "USDC", "debt", 14_000 * 10**6, 14_000 * 10**6),
+    ])  # fmt: skip
+    apply_market_min(eng)
+    prices = {"USDC": 1, "DAI": 1, "WBTC": 60_000, "WETH": 3000, "wstETH": 3400, "rETH": 3300}
+    eng.set_prices({s: PriceInput(float(p), "ok") for s, p in prices.items()})
+    eng.recompute()
+    res = run(eng, ShockSet(price={"WETH": -0.1}), models={"half": HalfRows(1.2)})
+    liq = res.outcomes["half"].liquidations
+    assert liq.accounts.tolist() == [eng.book.find_account(ADDRS[0])]
+    r = (1.05 * 14_000 - 0.5 * 27_000) / (1.05 - 0.525)
+    assert liq.kind[0] == PLAN_PARTIAL
+    assert liq.repay[0] == pytest.approx(r, rel=1e-7)
+    assert liq.s_usd.tolist() == pytest.approx([r * 1.05], rel=1e-7)
+    assert (liq.s_chain.tolist(), liq.s_asset.tolist()) == ([0], [SYMBOLS.index("WETH")])
 
 
 def test_empty_book() -> None:
