@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aggregator.risk import LedgerView, PositionRow, PriceInput, RiskEngine
+from aggregator.risk.book import COLLATERAL
 from aggregator.risk.model import MarginResult, health
 from aggregator.risk.reputation import Params, Reputation
 from aggregator.risk.whatif import ShockSet, Universe, whatif
@@ -95,9 +96,16 @@ def test_a_shock_liquidates_the_penalised_twin_and_its_plan_follows_the_multipli
 class _Model:
     """A pushed model stand-in: equity = collateral - debt, requirement = 10% of debt."""
 
+    name = "portfolio"
+
     def evaluate(self, book: object, market: object, idx: np.ndarray, now: object) -> MarginResult:
-        coll = (book.coll[idx] * market.price).sum(axis=1)  # type: ignore[attr-defined]
-        debt = (book.debt[idx] * market.price).sum(axis=1)  # type: ignore[attr-defined]
+        # From the rows, as every pushed model reads a book (the plan solver's copies too).
+        rows, lengths = book.rows_with_lengths(idx)  # type: ignore[attr-defined]
+        usd = book.r_amount[rows] * market.price[book.r_asset[rows]]  # type: ignore[attr-defined]
+        owner = np.repeat(np.arange(idx.size), lengths)
+        is_coll = book.r_side[rows] == COLLATERAL  # type: ignore[attr-defined]
+        coll = np.bincount(owner[is_coll], usd[is_coll], minlength=idx.size)
+        debt = np.bincount(owner[~is_coll], usd[~is_coll], minlength=idx.size)
         eq, req = coll - debt, 0.1 * debt
         h, bp, t = health(eq, req, 1.25, 1.1)
         return MarginResult.of(idx, equity_usd=eq, requirement_usd=req, hf=h, bp=bp, tier=t)
