@@ -21,7 +21,7 @@ from typing import Protocol
 
 from aggregator.config import AppConfig
 from aggregator.metrics import Metrics
-from aggregator.risk.book import MAX_AMOUNT, EncodedRows, PositionRow
+from aggregator.risk.book import MAX_AMOUNT, EncodedRows, PositionRow, gc_paused
 from aggregator.startup import StartupError
 from aggregator.store.chain_reads import StoredPosition
 from chains.indexer import ChainIndexer
@@ -155,11 +155,12 @@ class BookSync:
         "Start-up"), never the whole table as objects."""
         t0 = time.perf_counter()
         parts: list[EncodedRows] = []
-        for chain in self.chains:
-            spelled: dict[str, str | None] = {}
-            async for batch in self.repo.position_batches(chain):
-                parts.append(book.encode_positions(self.stored_rows(chain, batch, spelled)))
-        n = book.load_encoded(parts)
+        with gc_paused():
+            for chain in self.chains:
+                spelled: dict[str, str | None] = {}
+                async for batch in self.repo.position_batches(chain):
+                    parts.append(book.encode_positions(self.stored_rows(chain, batch, spelled)))
+            n = book.load_encoded(parts)
         self.loaded = True
         log.info("book loaded: %d positions in %.3fs (no RPC)", n, time.perf_counter() - t0)
 

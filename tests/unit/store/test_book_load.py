@@ -146,3 +146,26 @@ async def test_an_empty_store_loads_an_empty_book(store: Store) -> None:
     s = sync(cfg, store)
     await s.load(eng)
     assert s.loaded and eng.book.n == 0 and eng.book.n_accounts == 0
+
+
+def test_the_load_pauses_the_gc_and_restores_it_even_on_error() -> None:
+    import gc
+
+    from aggregator.risk.book import BookError, PositionRow, gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    eng = RiskEngine.from_config(config())
+    row = PositionRow("0x" + "01" * 20, "alpha", "USDC", "collateral", 1, 1)
+    with pytest.raises(BookError, match="listed twice"):
+        eng.load_positions([row, row])
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # left as it was found
+    finally:
+        gc.enable()
