@@ -40,6 +40,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "rpc_per_block": ["bench.rpc_per_block"],
     "oracle_refresh": ["bench.oracle_refresh"],
     "startup": ["bench.startup"],
+    "startup_book": ["bench.startup_book", "--accounts", "1000000"],
     "var": ["bench.var"],
     "var_rss": ["bench.var_rss", "--accounts", "1000000"],
     "memory": ["bench.memory", "--accounts", "1000000"],
@@ -69,6 +70,7 @@ ROWS: dict[str, str] = {
     "memory_peak_rss": "peak RSS, 1M accounts with every model, pools, reputation, what-if",
     "startup_cold": "daemon start-up to /healthz, empty numba cache",
     "startup_warm": "daemon start-up to /healthz, warm numba cache",
+    "startup_book_warm": "start-up to book loaded and rated, 1M accounts in SQLite, warm cache",
     "pools_refresh": "Uniswap v3 pool refresh per block, 20 pools x 3 chains, vs raw multicall",
 }
 
