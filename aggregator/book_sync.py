@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from aggregator.config import AppConfig
 from aggregator.metrics import Metrics
-from aggregator.risk.book import MAX_AMOUNT, PositionRow
+from aggregator.risk.book import MAX_AMOUNT, EncodedRows, PositionRow, gc_paused
 from aggregator.startup import StartupError
+from aggregator.store.chain_reads import StoredPosition
 from chains.indexer import ChainIndexer
 from chains.rpc import RpcError
 from chains.types import Position
@@ -35,11 +36,15 @@ class PositionStore(Protocol):
         self, chain: str, accounts: Iterable[str] | None = None
     ) -> list[Position]: ...
 
+    def position_batches(self, chain: str) -> AsyncIterator[list[StoredPosition]]: ...
+
 
 class BookTarget(Protocol):
-    """Where loaded positions go (the risk engine)."""
+    """Where loaded positions go (the risk engine): batch by batch, then all at once."""
 
-    def load_positions(self, rows: Iterable[PositionRow]) -> int: ...
+    def encode_positions(self, rows: Sequence[PositionRow]) -> EncodedRows: ...
+
+    def load_encoded(self, parts: list[EncodedRows]) -> int: ...
 
 
 class BookSync:
@@ -70,47 +75,71 @@ class BookSync:
         self.loaded = False
 
     # ------------------------------------------------------------ rows
-    def _row(self, p: Position) -> PositionRow | None:
-        key = (p.chain, p.token.lower())
+    def _row(
+        self, chain: str, account: str, token: str, kind: str, *, head: int, confirmed: int
+    ) -> PositionRow | None:
+        """A stored position as a book row; None (counted, logged) for a token no
+        asset names or amounts no chain can hold."""
+        key = (chain, token.lower())
         symbol = self.token_symbol.get(key)
         if symbol is None:
             if key not in self.unknown_tokens:
                 log.warning(
                     "chain %s: vault position in unconfigured token %s (account %s) is ignored "
                     "for risk; add it to [[assets]] to count it",
-                    p.chain,
-                    p.token,
-                    p.account,
+                    chain,
+                    token,
+                    account,
                 )
             self.unknown_tokens[key] = self.unknown_tokens.get(key, 0) + 1
             return None
-        return PositionRow(p.account, p.chain, symbol, p.kind, p.head_amount, p.confirmed_amount)
+        if not (0 <= head <= MAX_AMOUNT and 0 <= confirmed <= MAX_AMOUNT):
+            # The store says something the chain cannot hold (e.g. debt below zero).
+            # Counting it would be a wrong number and refusing the account forever a
+            # dead daemon: keep it out of the book and repair it from the chain.
+            log.error(
+                "chain %s account %s %s %s: stored amounts head %d / confirmed %d are "
+                "impossible; repairing from the chain",
+                chain,
+                account,
+                symbol,
+                kind,
+                head,
+                confirmed,
+                extra={"chain": chain, "account": account},
+            )
+            self.impossible.setdefault(chain, set()).add(account)
+            return None
+        return PositionRow(account, chain, symbol, kind, head, confirmed)  # type: ignore[arg-type]
 
     def rows(self, positions: Iterable[Position]) -> list[PositionRow]:
         rows = []
         for p in positions:
-            r = self._row(p)
-            if r is None:
-                continue
-            if not (0 <= r.head <= MAX_AMOUNT and 0 <= r.confirmed <= MAX_AMOUNT):
-                # The store says something the chain cannot hold (e.g. debt below zero).
-                # Counting it would be a wrong number and refusing the account forever a
-                # dead daemon: keep it out of the book and repair it from the chain.
-                log.error(
-                    "chain %s account %s %s %s: stored amounts head %d / confirmed %d are "
-                    "impossible; repairing from the chain",
-                    p.chain,
-                    p.account,
-                    r.asset,
-                    p.kind,
-                    r.head,
-                    r.confirmed,
-                    extra={"chain": p.chain, "account": p.account},
-                )
-                self.impossible.setdefault(p.chain, set()).add(p.account)
-                continue
-            rows.append(r)
+            head, conf = p.head_amount, p.confirmed_amount
+            r = self._row(p.chain, p.account, p.token, p.kind, head=head, confirmed=conf)
+            if r is not None:
+                rows.append(r)
         return rows
+
+    def stored_rows(
+        self, chain: str, batch: Iterable[StoredPosition], spelled: dict[str, str | None]
+    ) -> list[PositionRow]:
+        """A batch of the start-up read as book rows, with the checks of `rows`: the
+        common row (a known token, amounts in range) costs a dict lookup and a range
+        check; anything else takes `_row`, which counts and logs it. `spelled` caches
+        the symbol of each token as the store spells it, across batches."""
+        out: list[PositionRow] = []
+        for account, token, kind, head, confirmed in batch:
+            symbol = spelled.get(token)
+            if symbol is None and token not in spelled:
+                symbol = spelled[token] = self.token_symbol.get((chain, token.lower()))
+            if symbol is not None and 0 <= head <= MAX_AMOUNT and 0 <= confirmed <= MAX_AMOUNT:
+                out.append(PositionRow(account, chain, symbol, kind, head, confirmed))  # type: ignore[arg-type]
+            else:
+                r = self._row(chain, account, token, kind, head=head, confirmed=confirmed)
+                if r is not None:
+                    out.append(r)
+        return out
 
     async def positions(self, accounts: list[str] | None = None) -> list[PositionRow]:
         """The stored positions of `accounts` (None: all) on every chain, as book rows."""
@@ -120,16 +149,20 @@ class BookSync:
         return rows
 
     async def load(self, book: BookTarget) -> None:
+        """Every chain's stored positions into the book, streamed: each batch read
+        from the store is checked and encoded at once, so the load holds one batch of
+        Python objects and the compact columns of the rest (docs/performance.md
+        "Start-up"), never the whole table as objects."""
         t0 = time.perf_counter()
-        rows = await self.positions()
-        book.load_positions(rows)
+        parts: list[EncodedRows] = []
+        with gc_paused():
+            for chain in self.chains:
+                spelled: dict[str, str | None] = {}
+                async for batch in self.repo.position_batches(chain):
+                    parts.append(book.encode_positions(self.stored_rows(chain, batch, spelled)))
+            n = book.load_encoded(parts)
         self.loaded = True
-        log.info(
-            "book loaded: %d positions, %d accounts in %.3fs (no RPC)",
-            len(rows),
-            len({r.account.lower() for r in rows}),
-            time.perf_counter() - t0,
-        )
+        log.info("book loaded: %d positions in %.3fs (no RPC)", n, time.perf_counter() - t0)
 
     # ------------------------------------------------------------ repair
     async def repair(self, *, at_start: bool = False) -> None:

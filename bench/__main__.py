@@ -40,8 +40,10 @@ BENCHMARKS: dict[str, list[str]] = {
     "rpc_per_block": ["bench.rpc_per_block"],
     "oracle_refresh": ["bench.oracle_refresh"],
     "startup": ["bench.startup"],
+    "startup_book": ["bench.startup_book", "--accounts", "1000000"],
     "var": ["bench.var"],
     "var_rss": ["bench.var_rss", "--accounts", "1000000"],
+    "memory": ["bench.memory", "--accounts", "1000000"],
     "history": ["bench.history", "--accounts", "1000000"],
     "whatif": ["bench.whatif", "--accounts", "1000000"],
     "pools_refresh": ["bench.pools_refresh", "--pools", "20", "--chains", "3"],
@@ -66,8 +68,10 @@ ROWS: dict[str, str] = {
     "var_parametric": "parametric VaR/ES, 1M accounts x 30 assets",
     "var_fhs": "FHS VaR/ES, 100k accounts x 500 scenarios",
     "var_peak_rss": "peak RSS, 1M accounts with the VaR/ES model evaluated",
+    "memory_peak_rss": "peak RSS, 1M accounts with every model, pools, reputation, what-if",
     "startup_cold": "daemon start-up to /healthz, empty numba cache",
     "startup_warm": "daemon start-up to /healthz, warm numba cache",
+    "startup_book_warm": "start-up to book loaded and rated, 1M accounts in SQLite, warm cache",
     "pools_refresh": "Uniswap v3 pool refresh per block, 20 pools x 3 chains, vs raw multicall",
 }
 

@@ -16,11 +16,13 @@ and the dense sums, and is the only writer of all of them.
 
 from __future__ import annotations
 
+import gc
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from itertools import islice
 from operator import itemgetter
-from typing import Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -54,6 +56,22 @@ class BookError(ValueError):
     """Bad position input; the message names the account, chain, asset and field."""
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for a bulk load. A load makes millions of
+    short-lived acyclic objects (rows, ints, strings), and each allocation burst
+    triggers collections that walk every tracked object of the process: with the GC
+    on, the start-up load of 1M accounts spent about as long collecting as loading
+    (docs/performance.md "Start-up"). Restored on exit, error or not."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def normalise_address(address: str) -> str:
     if not isinstance(address, str) or not _ADDRESS.match(address):
         raise BookError(f"account {address!r}: not a 0x-prefixed 20-byte hex address")
@@ -82,6 +100,9 @@ class EncodedRows(NamedTuple):
     amount: NDArray[np.float64]
     limbs: NDArray[np.uint64]
     big: list[tuple[int, int, int]]
+
+
+_COLUMNS = ("account", "chain", "asset", "side", "amount", "limbs")
 
 
 def _limbs(
@@ -255,6 +276,28 @@ def _encoded(
         limbs,
         big,
     )
+
+
+def _joined(parts: list[EncodedRows]) -> EncodedRows | None:
+    """The batches as one set of columns (None: no rows), emptying `parts`. Column by
+    column, each batch's copy dropped once joined, so the load holds about one extra
+    column rather than a second copy of every batch."""
+    kept = [p for p in parts if p.account.size]
+    parts.clear()
+    if not kept:
+        return None
+    big: list[tuple[int, int, int]] = []
+    offset = 0
+    for p in kept:
+        big.extend((i + offset, view, v) for i, view, v in p.big)
+        offset += p.account.size
+    columns: list[list[NDArray[Any]]] = [[getattr(p, f) for p in kept] for f in _COLUMNS]
+    del kept, p
+    joined: dict[str, NDArray[Any]] = {}
+    for name, col in zip(_COLUMNS, columns, strict=True):
+        joined[name] = np.concatenate(col)
+        col.clear()
+    return EncodedRows(**joined, big=big)
 
 
 class KeyIndex:
@@ -527,7 +570,24 @@ class PositionBook:
         Rows are parsed in batches into compact arrays so a multi-million-row load
         never holds more than one batch of Python objects.
         """
-        enc = self._encode_all(rows, batch)
+        parts: list[EncodedRows] = []
+        it = iter(rows)
+        with gc_paused():
+            while chunk := list(islice(it, batch)):
+                parts.append(self.encode(chunk))
+            return self.load_encoded(parts)
+
+    def encode(self, rows: Sequence[PositionRow]) -> EncodedRows:
+        """One batch of a bulk load validated and encoded (`load_encoded` writes it).
+        New accounts are added here, so their indices are final; the rows are not in
+        the book until `load_encoded`. A caller streaming rows (the start-up read of
+        the store) encodes each batch as it arrives and keeps only the columns."""
+        return self.encoder.batch(list(rows), self.account_index, self.add_account)
+
+    def load_encoded(self, parts: list[EncodedRows]) -> int:
+        """Write encoded batches (in order, as `load` would the rows they came from).
+        Empties `parts`: each batch is dropped as soon as its columns are joined."""
+        enc = _joined(parts)
         if enc is None:
             return 0
         karr = (
@@ -544,36 +604,15 @@ class PositionBook:
         target[hit] = found
         target[new] = np.arange(self.n, self.n + n_new)
         self._write_rows(target, hit, enc)
+        del enc
         self.n += n_new
         if n_new == karr.size:
             self.index.insert_many(karr, target, order)
         else:
+            del order
             self.index.insert_many(karr[new], target[new])
         self.rebuild_sums()
         return int(karr.size)
-
-    def _encode_all(self, rows: Iterable[PositionRow], batch: int) -> EncodedRows | None:
-        """Every row encoded, batch by batch, as one set of columns (None: no rows)."""
-        parts: list[EncodedRows] = []
-        it = iter(rows)
-        offset = 0
-        big: list[tuple[int, int, int]] = []
-        while chunk := list(islice(it, batch)):
-            part = self.encoder.batch(chunk, self.account_index, self.add_account)
-            big.extend((i + offset, view, v) for i, view, v in part.big)
-            offset += len(chunk)
-            parts.append(part)
-        if not parts:
-            return None
-        return EncodedRows(
-            np.concatenate([p.account for p in parts]),
-            np.concatenate([p.chain for p in parts]),
-            np.concatenate([p.asset for p in parts]),
-            np.concatenate([p.side for p in parts]),
-            np.concatenate([p.amount for p in parts]),
-            np.concatenate([p.limbs for p in parts]),
-            big,
-        )
 
     def _refuse_repeats(
         self, enc: EncodedRows, karr: NDArray[np.int64], order: NDArray[np.int64]

@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 
 from aggregator.config import AppConfig, AssetConfig, CorrelationGroup, CreditConfig, RiskConfig
 from aggregator.risk import explain as explanation
-from aggregator.risk.book import PositionBook, PositionRow, normalise_address
+from aggregator.risk.book import EncodedRows, PositionBook, PositionRow, normalise_address
 from aggregator.risk.credit import CreditAllocator
 from aggregator.risk.kernels import tick_kernel
 from aggregator.risk.liquidation import Plans, close_factor, plans
@@ -206,7 +206,17 @@ class RiskEngine:
 
     # -- positions ----------------------------------------------------------------
     def load_positions(self, rows: Iterable[PositionRow]) -> int:
-        n = self.book.load(rows)
+        return self._loaded(self.book.load(rows))
+
+    def encode_positions(self, rows: Sequence[PositionRow]) -> EncodedRows:
+        """One batch of a streamed bulk load, validated and encoded (book.py `encode`)."""
+        return self.book.encode(rows)
+
+    def load_encoded(self, parts: list[EncodedRows]) -> int:
+        """The streamed batches into the book, as load_positions would their rows."""
+        return self._loaded(self.book.load_encoded(parts))
+
+    def _loaded(self, n: int) -> int:
         self._alloc(self.book.n_accounts)
         for lo in range(0, self.book.n_accounts, _CHUNK):
             self._refresh(slice(lo, min(self.book.n_accounts, lo + _CHUNK)))

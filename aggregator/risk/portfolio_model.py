@@ -35,6 +35,15 @@ from aggregator.risk.portfolio import (
 )
 
 VIEWS = ("head", "confirmed")
+# Accounts per scenario pass in `evaluate`: 2 views x 40 scenarios x 8 B x 2**17 = 84 MB
+# of P&L table at a time, whatever the book size.
+ACCOUNT_CHUNK = 1 << 17
+# PortfolioResult field -> the MarginResult part it is published as.
+_PARTS = {
+    "collateral_usd": "collateral_usd", "debt_usd": "debt_usd", "perp_upnl": "perp_upnl_usd",
+    "option_value": "option_value_usd", "worst_loss": "worst_loss_usd",
+    "contingency": "contingency_usd", "im": "im_usd",
+}  # fmt: skip
 
 
 class DerivativeSource(Protocol):
@@ -101,9 +110,14 @@ class PortfolioModel:
         accounts: NDArray[np.int64],
         now: float | None = None,
     ) -> PortfolioResult:
-        """The worse of the two views' scenario figures for `accounts`."""
+        """The worse of the two views' scenario figures for `accounts` (all at once:
+        the what-if and explanations; `evaluate` goes by chunks)."""
+        return self._worse_view(book, self.market_state(market, now), accounts)
+
+    def _worse_view(
+        self, book: PositionBook, mkt: MarketState, accounts: NDArray[np.int64]
+    ) -> PortfolioResult:
         head, conf = self.books(book, accounts)
-        mkt = self.market_state(market, now)
         pf = self.cfg.portfolio
         return worst_of(
             self.engine.compute(head, mkt), self.engine.compute(conf, mkt), pf.im_factor,
@@ -117,16 +131,22 @@ class PortfolioModel:
         accounts: NDArray[np.int64],
         now: float | None = None,
     ) -> MarginResult:
-        res = self.compute(book, market, accounts, now)
-        parts = {
-            "collateral_usd": res.collateral_usd, "debt_usd": res.debt_usd,
-            "perp_upnl_usd": res.perp_upnl, "option_value_usd": res.option_value,
-            "worst_loss_usd": res.worst_loss, "contingency_usd": res.contingency,
-            "im_usd": res.im,
-        }  # fmt: skip
+        """Accounts are independent (each one's scenario P&L is its own row of the
+        exposure x scenario product), so they go through in chunks of ACCOUNT_CHUNK:
+        the dense accounts x scenarios table of two views of a whole 1M book was ~1.1 GB
+        of temporaries (docs/performance.md "Where the memory goes"). The figures are
+        the same, bit for bit, as one pass over all of them."""
+        mkt = self.market_state(market, now)
+        fields = ("equity", "mm", "hf", "bp", "tier", *_PARTS)
+        cols: dict[str, list[NDArray[np.float64]]] = {f: [] for f in fields}
+        for lo in range(0, max(accounts.size, 1), ACCOUNT_CHUNK):
+            res = self._worse_view(book, mkt, accounts[lo : lo + ACCOUNT_CHUNK])
+            for f in fields:
+                cols[f].append(getattr(res, f))
+        out = {f: np.concatenate(v) for f, v in cols.items()}
         return MarginResult.of(
-            accounts, equity_usd=res.equity, requirement_usd=res.mm, hf=res.hf, bp=res.bp,
-            tier=res.tier, parts=parts,
+            accounts, equity_usd=out["equity"], requirement_usd=out["mm"], hf=out["hf"],
+            bp=out["bp"], tier=out["tier"], parts={_PARTS[f]: out[f] for f in _PARTS},
         )  # fmt: skip
 
 

@@ -5,7 +5,7 @@ Each query is one read session; nothing here writes, so nothing here is fenced.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import cast
 
 from sqlalchemy import select
@@ -26,6 +26,14 @@ def _position(r: ChainPosition) -> Position:
         pending_amount=r.pending_amount,
         updated_block=r.updated_block,
     )
+
+
+# Positions per round trip of the start-up read: enough to amortise the driver's
+# per-fetch cost, few enough that one batch of Python rows stays small (~10 MB).
+POSITION_BATCH = 50_000
+
+# (account, token, kind, head_amount, confirmed_amount) of one stored position.
+StoredPosition = tuple[str, str, str, int, int]
 
 
 class ChainReads:
@@ -69,6 +77,23 @@ class ChainReads:
                 .all()
             )
         return [_position(r) for r in rows]
+
+    async def position_batches(
+        self, chain: str, size: int | None = None
+    ) -> AsyncIterator[list[StoredPosition]]:
+        """Every stored position of `chain` in batches of at most `size`, read through
+        one cursor as plain columns (no ORM object, no Position): what the start-up
+        book load streams, so the whole table is never in memory as Python objects.
+        The confirmed amount is the stored one (kept in step with head and pending by
+        every write, chain_batches.py)."""
+        q = select(
+            POS.c.account, POS.c.token, POS.c.kind, POS.c.head_amount, POS.c.confirmed_amount
+        ).where(POS.c.chain == chain)
+        size = size or POSITION_BATCH
+        async with self.store.engine.connect() as conn:
+            result = await conn.stream(q.execution_options(yield_per=size))
+            async for part in result.partitions(size):
+                yield cast("list[StoredPosition]", part)
 
     async def positions_of(self, account: str) -> list[Position]:
         """Every chain's positions of one account (what the ledger reads)."""

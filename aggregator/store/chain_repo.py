@@ -12,7 +12,7 @@ hashes), `chain_reads.py` (read-only queries), `rate_repo.py` (LST rate samples)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,7 +26,7 @@ from aggregator.store.chain_batches import (
     promote_confirmed,
     store_block_hashes,
 )
-from aggregator.store.chain_reads import ChainReads
+from aggregator.store.chain_reads import ChainReads, StoredPosition
 from aggregator.store.chain_rows import (
     BLK,
     CORRECTION_LOG_INDEX,
@@ -72,6 +72,10 @@ class SqlChainStore(FencedRepo):
 
     async def positions(self, chain: str, accounts: Iterable[str] | None = None) -> list[Position]:
         return await self.reads.positions(chain, accounts)
+
+    def position_batches(self, chain: str) -> AsyncIterator[list[StoredPosition]]:
+        """Every stored position of `chain`, streamed in batches (the start-up load)."""
+        return self.reads.position_batches(chain)
 
     async def positions_of(self, account: str) -> list[Position]:
         """Every chain's positions of one account (what the ledger reads)."""

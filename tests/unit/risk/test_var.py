@@ -13,11 +13,13 @@ from hypothesis import strategies as st
 
 from aggregator.risk.portfolio import black76
 from aggregator.risk.var import (
+    es_multiplier,
     filtered_scenarios,
     historical,
     option_revaluer,
     parametric,
     stressed_window,
+    z_of,
 )
 
 SETTINGS = settings(max_examples=60, deadline=None)
@@ -210,3 +212,13 @@ def test_stressed_window_finds_the_crash() -> None:
     assert len(set(range(s, e)) & set(range(250, 260))) >= 2
     s, e = stressed_window(r, 50, weights=np.array([-1.0, 0.0]))  # short: no crash
     assert len(set(range(s, e)) & set(range(250, 260))) == 0
+
+
+@SETTINGS
+@given(st.floats(0.5, 0.99999))
+def test_normal_quantile_and_es_multiplier_are_scipy_stats_bit_for_bit(level: float) -> None:
+    # var.py computes them without importing scipy.stats (start-up time); same numbers.
+    from scipy.stats import norm
+
+    assert z_of(level) == float(norm.ppf(level))
+    assert es_multiplier(level) == float(norm.pdf(norm.ppf(level)) / (1.0 - level))
