@@ -18,18 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from chains.events import TOPIC_FILTER
 from chains.index_context import IndexContext
 from chains.logrange import LogRange, range_ceiling, range_hint
 from chains.positions import TOPIC_FILTER as POSITION_TOPIC_FILTER
-from chains.rpc import RpcResponseError, RpcUnavailable
+from chains.rpc import RpcLog, RpcResponseError, RpcUnavailable
 from chains.types import BlockRef
 
 log = logging.getLogger(__name__)
 
-Fetched = tuple[int, list[dict[str, Any]], dict[int, BlockRef]]
+Fetched = tuple[int, list[RpcLog], dict[int, BlockRef]]
 Ahead = tuple[int, int, "asyncio.Task[Fetched]"]
 
 
@@ -89,14 +88,14 @@ class LogFetcher:
         headers = await self.ctx.client.get_blocks(numbers)
         return end, logs, headers
 
-    async def _logs_of(self, start: int, end: int) -> list[dict[str, Any]]:
+    async def _logs_of(self, start: int, end: int) -> list[RpcLog]:
         client, markets = self.ctx.client, self.ctx.markets
-        logs = await client.get_logs(self.ctx.vault, TOPIC_FILTER, start, end)
+        logs = await client.get_log_records(self.ctx.vault, TOPIC_FILTER, start, end)
         if markets is not None:
-            logs += await client.get_logs(markets.address, POSITION_TOPIC_FILTER, start, end)
+            logs += await client.get_log_records(markets.address, POSITION_TOPIC_FILTER, start, end)
         return logs
 
-    async def _get_logs(self, start: int, end: int) -> tuple[int, list[dict[str, Any]]]:
+    async def _get_logs(self, start: int, end: int) -> tuple[int, list[RpcLog]]:
         """getLogs over [start, end], adapting the span; returns (end actually covered, logs)."""
         while True:
             span = end - start + 1

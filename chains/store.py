@@ -9,7 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from chains.types import BlockRef, Checkpoint, Position, PositionKind, RateSample, VaultEvent
+from chains.types import (
+    BlockRef,
+    Checkpoint,
+    EventColumns,
+    Position,
+    PositionKind,
+    RateSample,
+    VaultEvent,
+)
 
 
 class IndexerStore(Protocol):
@@ -25,7 +33,7 @@ class IndexerStore(Protocol):
         *,
         to_block: int,
         blocks: Sequence[BlockRef],
-        events: Sequence[VaultEvent],
+        events: EventColumns | Sequence[VaultEvent],
         log_range: int,
         head_block: int,
         confirmed_block: int,

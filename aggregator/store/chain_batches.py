@@ -34,7 +34,7 @@ from aggregator.store.chain_rows import (
     mapping_event,
 )
 from aggregator.store.models.chain import ChainPosition
-from chains.types import BlockRef, PositionEffect, PositionKind, VaultEvent
+from chains.types import BlockRef, EventColumns, PositionEffect, PositionKind
 
 Deltas = dict[Key, tuple[int, int]]
 
@@ -105,7 +105,9 @@ async def apply_effects(s: AsyncSession, chain: str, block: int, deltas: Deltas)
 
 
 class EventWriter:
-    """Driver-level event inserts for one dialect (the backfill's hot path)."""
+    """Driver-level event inserts for one dialect (the backfill's hot path): the
+    batch's columns go to the driver in bulk (SQLite `executemany`, PostgreSQL
+    `COPY`), with no SQLAlchemy parameter processing and no object per event."""
 
     def __init__(self, dialect: str) -> None:
         self.dialect = dialect
@@ -116,17 +118,20 @@ class EventWriter:
             marks = ", ".join("?" * len(cols))
         self.insert_sql = f"INSERT INTO {EV.name} ({', '.join(cols)}) VALUES ({marks})"
 
-    def big_value(self, value: int) -> Any:
-        """A BigInt column's value as the driver takes it (see db.BigInt)."""
-        if type(value) is not int:
-            raise TypeError(f"BigInt columns take int, got {type(value).__name__}")
-        return Decimal(value) if self.dialect == "postgresql" else str(value)
+    def big_values(self, values: list[int], column: str) -> list[Any]:
+        """A BigInt column's values as the driver takes them (see db.BigInt)."""
+        if not set(map(type, values)) <= {int}:
+            bad = next(v for v in values if type(v) is not int)
+            raise TypeError(f"BigInt column {column} takes int, got {type(bad).__name__}")
+        if self.dialect == "postgresql":
+            return list(map(Decimal, values))
+        return list(map(str, values))
 
     async def insert_events(
         self,
         s: AsyncSession,
         chain: str,
-        events: Sequence[VaultEvent],
+        events: EventColumns,
         confirmed_block: int,
         *,
         deltas: Deltas,
@@ -134,50 +139,83 @@ class EventWriter:
     ) -> None:
         """Insert the events not stored yet (a re-applied batch is idempotent) and add
         their effects to `deltas`; deposits/repayments above `confirmed_block` pend."""
-        existing = await _stored_keys(s, chain, events)
-        rows: list[tuple[Any, ...]] = []
-        big = self.big_value
-        for ev in events:
-            if ev.chain != chain:
-                raise ValueError(f"event of chain {ev.chain!r} in a batch for {chain!r}")
-            if (ev.block_number, ev.log_index) in existing:
-                continue
-            existing.add((ev.block_number, ev.log_index))
-            # Already deep (backfill): confirmed on arrival, never pending.
-            deep = ev.block_number <= confirmed_block
-            rows.append(
-                (
-                    chain, ev.block_number, ev.block_hash, ev.tx_hash, ev.log_index,
-                    ev.kind, ev.account, ev.token, big(ev.amount), ev.counterparty,
-                    ev.debt_token, big(ev.debt_amount), ev.adjust_kind, ev.negative,
-                    not deep and ev.kind in RISK_LOWERING,
-                )
-            )  # fmt: skip
-            simple = SIMPLE_EFFECT.get(ev.kind)
-            if simple is None:
-                for eff in ev.effects():
-                    add_effect(deltas, eff, 1, not deep)
-            else:
-                # VaultEvent.effects() of a deposit/withdraw/borrow, inlined: the
-                # hot loop of a backfill.
-                key = (ev.account, ev.token, simple[0])
-                h, p = deltas.get(key, (0, 0))
-                a = ev.amount
-                deltas[key] = (h + simple[1] * a, p + a if simple[2] and not deep else p)
-            accounts.add(ev.account)
-        if rows:
+        if events.chain != chain:
+            raise ValueError(f"events of chain {events.chain!r} in a batch for {chain!r}")
+        events = await _new_rows(s, chain, events)
+        if not len(events):
+            return
+        # Already deep (backfill): confirmed on arrival, never pending.
+        pending = [
+            n > confirmed_block and k in RISK_LOWERING
+            for n, k in zip(events.block_number, events.kind, strict=True)
+        ]
+        _add_deltas(deltas, events, pending, confirmed_block)
+        accounts.update(events.account)
+        n = len(events)
+        columns = (
+            [chain] * n, events.block_number, events.block_hash, events.tx_hash,
+            events.log_index, events.kind, events.account, events.token,
+            self.big_values(events.amount, "amount"), events.counterparty, events.debt_token,
+            self.big_values(events.debt_amount, "debt_amount"), events.adjust_kind,
+            events.negative, pending,
+        )  # fmt: skip
+        conn = await s.connection()
+        if self.dialect == "postgresql":
+            # COPY: one round trip for the whole batch, parsed by the server in bulk.
+            raw = await conn.get_raw_connection()
+            driver: Any = raw.driver_connection
+            await driver.copy_records_to_table(
+                EV.name, records=zip(*columns, strict=True), columns=_EVENT_COLUMNS
+            )
+        else:
             # Straight to the driver's executemany: SQLAlchemy's per-row parameter
             # processing was most of the indexer's time per event.
-            conn = await s.connection()
-            await conn.exec_driver_sql(self.insert_sql, rows)
+            await conn.exec_driver_sql(self.insert_sql, list(zip(*columns, strict=True)))
 
 
-async def _stored_keys(
-    s: AsyncSession, chain: str, events: Sequence[VaultEvent]
-) -> set[tuple[int, int]]:
+def _add_deltas(
+    deltas: Deltas, events: EventColumns, pending: list[bool], confirmed_block: int
+) -> None:
+    """The position deltas of the batch's events (VaultEvent.effects(), inlined for the
+    one-effect kinds: the hot loop of a backfill)."""
+    rows = zip(
+        events.kind, events.account, events.token, events.amount, events.block_number,
+        strict=True,
+    )  # fmt: skip
+    for i, (kind, account, token, amount, number) in enumerate(rows):
+        simple = SIMPLE_EFFECT.get(kind)
+        if simple is None:
+            for eff in events.event(i).effects():
+                add_effect(deltas, eff, 1, number > confirmed_block)
+            continue
+        key = (account, token, simple[0])
+        h, p = deltas.get(key, (0, 0))
+        deltas[key] = (
+            h + simple[1] * amount,
+            p + amount if simple[2] and number > confirmed_block else p,
+        )
+
+
+async def _new_rows(s: AsyncSession, chain: str, events: EventColumns) -> EventColumns:
+    """The events not stored yet, each (block, log index) once."""
+    if not len(events):
+        return events
+    keys = list(zip(events.block_number, events.log_index, strict=True))
+    existing = await _stored_keys(s, chain, events)
+    if not existing and len(set(keys)) == len(keys):
+        return events  # a backfill's batch: every event is new
+    keep: list[int] = []
+    for i, key in enumerate(keys):
+        if key not in existing:
+            existing.add(key)
+            keep.append(i)
+    return events.take(keep)
+
+
+async def _stored_keys(s: AsyncSession, chain: str, events: EventColumns) -> set[tuple[int, int]]:
     """(block, log index) of the events already stored in the batch's block range."""
-    lo = min(e.block_number for e in events)
-    hi = max(e.block_number for e in events)
+    lo = min(events.block_number)
+    hi = max(events.block_number)
     rows = (
         await s.execute(
             select(EV.c.block_number, EV.c.log_index).where(

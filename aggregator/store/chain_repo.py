@@ -45,6 +45,7 @@ from aggregator.store.rate_repo import SqlRateStore
 from chains.types import (
     BlockRef,
     Checkpoint,
+    EventColumns,
     Position,
     PositionKind,
     RateSample,
@@ -103,17 +104,19 @@ class SqlChainStore(FencedRepo):
         *,
         to_block: int,
         blocks: Sequence[BlockRef],
-        events: Sequence[VaultEvent],
+        events: EventColumns | Sequence[VaultEvent],
         log_range: int,
         head_block: int,
         confirmed_block: int,
         keep_hashes_from: int,
     ) -> set[str]:
         accounts: set[str] = set()
+        if not isinstance(events, EventColumns):
+            events = EventColumns.from_events(chain, events)
         async with self.store.transaction() as s:
             await self._fenced(s)
             deltas: Deltas = {}
-            if events:
+            if len(events):
                 await EventWriter(self.store.dialect).insert_events(
                     s, chain, events, confirmed_block, deltas=deltas, accounts=accounts
                 )
