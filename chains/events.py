@@ -9,6 +9,7 @@ does not recognise takes `decode_log`, the general path, which names what is wro
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from functools import lru_cache
@@ -286,3 +287,21 @@ def _fill_simple(
     adj, neg = cols.adjust_kind, cols.negative
     cols.adjust_kind = [adj[g_rows[i]] if i in is_general else None for i in range(n)]
     cols.negative = [neg[g_rows[i]] if i in is_general else False for i in range(n)]
+
+
+def range_digest(events: EventColumns) -> str:
+    """The audit digest of a compacted range (aggregator chain_event_range.digest):
+    sha256, hex, of one line per event in the order given (chain order:
+    block, log index), `block:log_index:tx_hash:kind:account:token:amount:
+    counterparty:debt_token:debt_amount`, as decoded here (checksummed addresses,
+    lower-case hashes, decimal amounts, an absent address empty). An auditor decodes
+    the range's getLogs answer with `decode_records` and compares."""
+    lines = [
+        f"{b}:{i}:{tx}:{k}:{a}:{t}:{am}:{cp or ''}:{dt or ''}:{da}\n"
+        for b, i, tx, k, a, t, am, cp, dt, da in zip(
+            events.block_number, events.log_index, events.tx_hash, events.kind,
+            events.account, events.token, events.amount, events.counterparty,
+            events.debt_token, events.debt_amount, strict=True,
+        )
+    ]  # fmt: skip
+    return hashlib.sha256("".join(lines).encode()).hexdigest()

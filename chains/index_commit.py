@@ -12,6 +12,9 @@ Invariants:
   finality: risk-lowering events count in the confirmed view only once deep, the
   others at once); the block hashes of the window; and the checkpoint (indexed block
   and hash, span, head, confirmed block). A crash loses at most the uncommitted step.
+- With `compact_backfill`, the part of a range below the kept block hashes is a
+  compacted range (IndexerStore.apply_batch): positions and an audit record, event
+  rows only for each account's first event and liquidations.
 - Derivative position events (chains/positions.py) share the ranges and header
   checks; they are written before the vault batch and rolled back before it.
 """
@@ -69,6 +72,10 @@ class BatchCommitter:
             head_block=head,
             confirmed_block=confirmed,
             keep_hashes_from=max(0, head - window),
+            from_block=start,
+            # Below the kept hashes no rollback reaches, and window >= confirmations,
+            # so no promotion either.
+            compact_below=max(0, head - window) if ctx.settings.compact_backfill else None,
         )
         ctx.cp = replace(
             cp,

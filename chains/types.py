@@ -35,6 +35,9 @@ class ChainTuning(BaseModel):
     rpc_rate_limit_per_s: float = Field(default=50.0, gt=0)
     reconcile_every_blocks: int = Field(default=100, ge=1)
     reconcile_sample: int = Field(default=50, ge=1)
+    # Backfill without a row per event for blocks no reorg or promotion can reach
+    # (docs/chains.md, "Compacted backfill").
+    compact_backfill: bool = False
 
 
 class ChainSettings(ChainTuning):
