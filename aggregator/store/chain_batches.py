@@ -200,6 +200,10 @@ class EventWriter:
             # COPY: one round trip for the whole batch, parsed by the server in bulk.
             raw = await conn.get_raw_connection()
             driver: Any = raw.driver_connection
+            if not driver.is_in_transaction():
+                # The dialect begins its transaction at the first statement it runs;
+                # COPY bypasses it, so make sure it has begun (else COPY autocommits).
+                await conn.exec_driver_sql("SELECT 1")
             await driver.copy_records_to_table(
                 EV.name, records=zip(*columns, strict=True), columns=_EVENT_COLUMNS
             )

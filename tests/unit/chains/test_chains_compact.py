@@ -266,3 +266,22 @@ async def test_a_reapplied_compacted_batch_changes_nothing(store: Store) -> None
     with pytest.raises(ValueError, match="cannot compact"):
         await repo.apply_batch("c", **{**batch, "compact_below": 49})  # type: ignore[arg-type]
     assert (await repo.positions("c"), await repo.events("c")) == before
+
+
+async def test_a_failed_batch_leaves_no_events_rows_or_audit(store: Store) -> None:
+    """The bulk insert (COPY on PostgreSQL) is part of the batch's transaction: a
+    failure later in the batch (here a duplicate block hash) leaves nothing behind."""
+    repo = SqlChainStore(store)
+    chain = FakeChain(head=50, seed=11)
+    cols = decode_records("c", await chain.get_log_records(VAULT, [], 10, 49))
+    assert len(cols) > 10
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+        await repo.apply_batch(
+            "c", to_block=49, blocks=[chain.ref(49), chain.ref(49)], events=cols,
+            log_range=40, head_block=50, confirmed_block=47, keep_hashes_from=45,
+            from_block=10, compact_below=45,
+        )  # fmt: skip
+    assert await repo.events("c") == [] and await repo.positions("c") == []
+    async with store.session() as s:
+        assert (await s.execute(select(RNG))).all() == []
+    assert await repo.load_checkpoint("c") is None
