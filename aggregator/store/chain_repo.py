@@ -82,6 +82,9 @@ class SqlChainStore(FencedRepo):
         return await self.reads.positions_of(account)
 
     async def events(self, chain: str) -> list[VaultEvent]:
+        """The stored event rows in chain order. Inside a compacted backfill range
+        (compact_backfill) only each account's first event and the liquidations are
+        rows; the range's audit record (chain_event_range) stands for the rest."""
         return await self.reads.events(chain)
 
     async def sample_accounts(self, chain: str, after: str, limit: int) -> list[str]:
