@@ -1,15 +1,26 @@
-"""Vault event signatures and their decoding into VaultEvent (exact ints, checksum addresses)."""
+"""Vault event signatures and their decoding into VaultEvent (exact ints, checksum addresses).
+
+`decode_records` is the indexer's hot path: typed getLogs entries (`RpcLog`) into
+`EventColumns`, no object per event; the uint256 amounts of the common events are
+checked and parsed in bulk (one `bytes.fromhex` for the whole batch). Any entry it
+does not recognise takes `decode_log`, the general path, which names what is wrong
+(chain, transaction, log index, block and the field).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
+import msgspec
 from eth_abi import decode as abi_decode
 from eth_utils import keccak, to_checksum_address
 
-from chains.types import EventKind, VaultEvent
+from chains.rpc_logs import RpcLog
+from chains.types import EventColumns, EventKind, VaultEvent
 
 SIGNATURES: dict[EventKind, str] = {
     "deposit": "Deposited(address,address,uint256)",
@@ -54,6 +65,7 @@ def _topic_address(topic: str) -> str:
 
 _WORD = 66  # "0x" + 64 hex digits
 _HEX_WORD = re.compile(r"0x[0-9a-fA-F]{64}")
+_HEX_QUANTITY = re.compile(r"0x[0-9a-fA-F]{1,64}")
 
 
 def log_coordinates(chain: str, entry: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -152,3 +164,144 @@ def decode_log(chain: str, entry: dict[str, Any]) -> VaultEvent:
         raise DecodeError(f"{where}: malformed vault log: {exc}") from exc
     except Exception as exc:  # eth_abi's decoding errors share no useful base class
         raise DecodeError(f"{where}: undecodable vault log data: {exc}") from exc
+
+
+def _parsed(cache: dict[str, int], text: str, what: str, chain: str, rec: RpcLog) -> int:
+    """A hex quantity of a log (cached: a range's logs repeat block numbers and log
+    indexes); a malformed one is a DecodeError naming the log and the field."""
+    value = cache.get(text)
+    if value is None:
+        if not _HEX_QUANTITY.fullmatch(text):
+            raise DecodeError(
+                f"chain {chain!r} tx {rec.transactionHash} log {rec.logIndex} "
+                f"block {rec.blockNumber}: malformed {what} {text!r}"
+            )
+        value = cache[text] = int(text, 16)
+    return value
+
+
+def _words(datas: list[str]) -> list[int] | None:
+    """The uint256 of each of `datas` ("0x" + 64 hex digits each), parsed in one pass;
+    None when any of them is malformed (the caller then decodes one by one)."""
+    n = len(datas)
+    joined = "".join(datas)
+    # Every entry starts with "0x" (checked by stride, so no "0x" can straddle two
+    # entries); then a stray "x" or a non-hex digit anywhere changes the length or
+    # fails fromhex, which also rejects the whitespace and signs int() would take.
+    if len(joined) != 66 * n or joined[::66] != "0" * n or joined[1::66] != "x" * n:
+        return None
+    body = joined.replace("0x", "")
+    if len(body) != 64 * n:
+        return None
+    try:
+        raw = bytes.fromhex(body)
+    except ValueError:
+        return None
+    if len(raw) != 32 * n:
+        return None
+    frombytes = int.from_bytes
+    return [frombytes(raw[i : i + 32], "big") for i in range(0, 32 * n, 32)]
+
+
+def decode_records(chain: str, logs: Sequence[RpcLog]) -> EventColumns:
+    """Decode typed getLogs entries of the vault into columns, in the order given."""
+    cols = EventColumns(chain)
+    numbers: dict[str, int] = {}
+    indexes: dict[str, int] = {}
+    hashes: dict[str, str] = {}
+    datas: list[str] = []
+    general: list[int] = []  # rows decoded by decode_log (their amount is final)
+    bn_add, bh_add = cols.block_number.append, cols.block_hash.append
+    tx_add, li_add, kind_add = cols.tx_hash.append, cols.log_index.append, cols.kind.append
+    acct_add, tok_add, data_add = cols.account.append, cols.token.append, datas.append
+    simple = _SIMPLE
+    for rec in logs:
+        topics = rec.topics
+        data = rec.data
+        kind = simple.get(topics[0]) if len(topics) == 3 and len(data) == _WORD else None
+        if kind is None:
+            general.append(len(cols))
+            cols.append(decode_log(chain, msgspec.structs.asdict(rec)))
+            continue
+        try:
+            account = _topic_address(topics[1].lower())
+            token = _topic_address(topics[2].lower())
+        except ValueError as exc:
+            raise DecodeError(
+                f"chain {chain!r} tx {rec.transactionHash} log {rec.logIndex} "
+                f"block {rec.blockNumber}: malformed vault log: {exc}"
+            ) from exc
+        bn_add(_parsed(numbers, rec.blockNumber, "blockNumber", chain, rec))
+        bh = hashes.get(rec.blockHash)
+        if bh is None:
+            bh = hashes[rec.blockHash] = rec.blockHash.lower()
+        bh_add(bh)
+        tx_add(rec.transactionHash.lower())
+        li_add(_parsed(indexes, rec.logIndex, "logIndex", chain, rec))
+        kind_add(kind)
+        acct_add(account)
+        tok_add(token)
+        data_add(data)
+    _fill_simple(chain, cols, logs, datas, general)
+    return cols
+
+
+def _fill_simple(
+    chain: str, cols: EventColumns, logs: Sequence[RpcLog], datas: list[str], general: list[int]
+) -> None:
+    """The amount and the constant columns of the simple rows (all rows but `general`)."""
+    n_simple = len(datas)
+    amounts = _words(datas)
+    if amounts is None:
+        # Some entry is malformed: find it one by one, for an error that names it.
+        skip = set(general)
+        simple_recs = [r for i, r in enumerate(logs) if i not in skip]
+        amounts = []
+        for rec, data in zip(simple_recs, datas, strict=True):
+            word = _words([data])
+            if word is None:
+                raise DecodeError(
+                    f"chain {chain!r} tx {rec.transactionHash} log {rec.logIndex} "
+                    f"block {rec.blockNumber}: malformed vault log data {data!r}"
+                )
+            amounts += word
+    if not general:
+        cols.amount = amounts
+        cols.counterparty = [None] * n_simple
+        cols.debt_token = [None] * n_simple
+        cols.debt_amount = [0] * n_simple
+        cols.adjust_kind = [None] * n_simple
+        cols.negative = [False] * n_simple
+        return
+    # Mixed: the general rows already filled their own fields; splice the simple ones in.
+    n = len(cols)
+    is_general = set(general)
+    it = iter(amounts)
+    old = (cols.amount, cols.counterparty, cols.debt_token, cols.debt_amount)
+    pos = iter(range(len(general)))
+    g_rows = {row: next(pos) for row in general}
+    cols.amount = [old[0][g_rows[i]] if i in is_general else next(it) for i in range(n)]
+    cols.counterparty = [old[1][g_rows[i]] if i in is_general else None for i in range(n)]
+    cols.debt_token = [old[2][g_rows[i]] if i in is_general else None for i in range(n)]
+    cols.debt_amount = [old[3][g_rows[i]] if i in is_general else 0 for i in range(n)]
+    adj, neg = cols.adjust_kind, cols.negative
+    cols.adjust_kind = [adj[g_rows[i]] if i in is_general else None for i in range(n)]
+    cols.negative = [neg[g_rows[i]] if i in is_general else False for i in range(n)]
+
+
+def range_digest(events: EventColumns) -> str:
+    """The audit digest of a compacted range (aggregator chain_event_range.digest):
+    sha256, hex, of one line per event in the order given (chain order:
+    block, log index), `block:log_index:tx_hash:kind:account:token:amount:
+    counterparty:debt_token:debt_amount`, as decoded here (checksummed addresses,
+    lower-case hashes, decimal amounts, an absent address empty). An auditor decodes
+    the range's getLogs answer with `decode_records` and compares."""
+    lines = [
+        f"{b}:{i}:{tx}:{k}:{a}:{t}:{am}:{cp or ''}:{dt or ''}:{da}\n"
+        for b, i, tx, k, a, t, am, cp, dt, da in zip(
+            events.block_number, events.log_index, events.tx_hash, events.kind,
+            events.account, events.token, events.amount, events.counterparty,
+            events.debt_token, events.debt_amount, strict=True,
+        )
+    ]  # fmt: skip
+    return hashlib.sha256("".join(lines).encode()).hexdigest()

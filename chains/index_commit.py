@@ -12,6 +12,9 @@ Invariants:
   finality: risk-lowering events count in the confirmed view only once deep, the
   others at once); the block hashes of the window; and the checkpoint (indexed block
   and hash, span, head, confirmed block). A crash loses at most the uncommitted step.
+- With `compact_backfill`, the part of a range below the kept block hashes is a
+  compacted range (IndexerStore.apply_batch): positions and an audit record, event
+  rows only for each account's first event and liquidations.
 - Derivative position events (chains/positions.py) share the ranges and header
   checks; they are written before the vault batch and rolled back before it.
 """
@@ -21,14 +24,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
 
-from chains.events import decode_log
+import msgspec
+
+from chains.events import decode_records
 from chains.index_context import IndexContext
 from chains.index_fetch import Fetched, header_numbers
 from chains.index_progress import ProgressMeter
-from chains.positions import DerivativeEvent, decode_position_log, is_position_log
-from chains.types import BatchResult, BlockRef, Checkpoint, VaultEvent
+from chains.positions import DerivativeEvent, decode_position_log, is_position_topics
+from chains.rpc import RpcLog
+from chains.types import BatchResult, BlockRef, Checkpoint, EventColumns
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +72,10 @@ class BatchCommitter:
             head_block=head,
             confirmed_block=confirmed,
             keep_hashes_from=max(0, head - window),
+            from_block=start,
+            # Below the kept hashes no rollback reaches, and window >= confirmations,
+            # so no promotion either.
+            compact_below=max(0, head - window) if ctx.settings.compact_backfill else None,
         )
         ctx.cp = replace(
             cp,
@@ -109,31 +118,27 @@ class BatchCommitter:
         return True
 
     def _decode(
-        self, logs: list[dict[str, Any]], headers: dict[int, BlockRef]
-    ) -> tuple[list[VaultEvent], list[DerivativeEvent]] | None:
+        self, logs: list[RpcLog], headers: dict[int, BlockRef]
+    ) -> tuple[EventColumns, list[DerivativeEvent]] | None:
         """Vault and position events of the logs; None when a log was removed or names
         a block hash other than the fetched header's (a reorg in flight)."""
         chain = self.ctx.chain
-        events: list[VaultEvent] = []
-        pos_events: list[DerivativeEvent] = []
-        for entry in logs:
-            if entry.get("removed"):
-                return None
-            ev: VaultEvent | DerivativeEvent
-            if self.ctx.markets is not None and is_position_log(entry):
-                ev = decode_position_log(chain, entry)
-            else:
-                ev = decode_log(chain, entry)
-            seen = headers.get(ev.block_number)
-            if seen is not None and seen.hash != ev.block_hash:
-                log.warning(
-                    "chain %s: log in block %d has a stale hash; reorg in flight",
-                    chain,
-                    ev.block_number,
-                )
-                return None
-            if isinstance(ev, DerivativeEvent):
-                pos_events.append(ev)
-            else:
-                events.append(ev)
+        if any(entry.removed for entry in logs):
+            return None
+        pos_logs: list[RpcLog] = []
+        if self.ctx.markets is not None:
+            pos_logs = [e for e in logs if is_position_topics(e.topics)]
+            if pos_logs:
+                logs = [e for e in logs if not is_position_topics(e.topics)]
+        events = decode_records(chain, logs)
+        pos_events = [decode_position_log(chain, msgspec.structs.asdict(e)) for e in pos_logs]
+        # Each distinct (block, hash) once: a range's logs share a few blocks.
+        placed = set(zip(events.block_number, events.block_hash, strict=True))
+        placed.update((ev.block_number, ev.block_hash) for ev in pos_events)
+        stale = sorted(n for n, h in placed if (seen := headers.get(n)) and seen.hash != h)
+        if stale:
+            log.warning(
+                "chain %s: log in block %d has a stale hash; reorg in flight", chain, stale[0]
+            )
+            return None
         return events, pos_events

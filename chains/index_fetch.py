@@ -1,5 +1,5 @@
 """The log-range fetcher: eth_getLogs over an adaptive span, the headers each range is
-checked against, and the one-range-ahead prefetch while backfilling.
+checked against, and the read-ahead while backfilling.
 
 Invariants:
 - The span adapts to the provider: a range error shrinks it (to the node's hint, a
@@ -12,25 +12,34 @@ Invariants:
 - A prefetched range is only a head start: it is used only when it starts where the
   next step starts and was fetched with a head no higher than the current one (the
   kept window only moves up), and its commit checks it against the tip like any other.
+- While backfilling, one task reads consecutive ranges ahead (at most
+  `READ_AHEAD_RANGES` ranges or `READ_AHEAD_LOGS` logs not yet taken) while the store
+  writes; a step takes every range read so far as one contiguous range, so a slow
+  store commits fewer, larger transactions instead of falling behind. The headers of
+  the merged range are a subset of the ranges' own (each holds the window blocks of
+  its span for a head no higher than the step's, and its last block).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from chains.events import TOPIC_FILTER
 from chains.index_context import IndexContext
 from chains.logrange import LogRange, range_ceiling, range_hint
 from chains.positions import TOPIC_FILTER as POSITION_TOPIC_FILTER
-from chains.rpc import RpcResponseError, RpcUnavailable
+from chains.rpc import RpcLog, RpcResponseError, RpcUnavailable
 from chains.types import BlockRef
 
 log = logging.getLogger(__name__)
 
-Fetched = tuple[int, list[dict[str, Any]], dict[int, BlockRef]]
-Ahead = tuple[int, int, "asyncio.Task[Fetched]"]
+Fetched = tuple[int, list[RpcLog], dict[int, BlockRef]]
+
+# Read-ahead bounds: ranges and logs fetched but not yet taken by a step.
+READ_AHEAD_RANGES = 4
+READ_AHEAD_LOGS = 20_000
 
 
 def header_numbers(start: int, end: int, head: int, window: int) -> list[int]:
@@ -40,46 +49,111 @@ def header_numbers(start: int, end: int, head: int, window: int) -> list[int]:
     return sorted({*range(max(start, keep_from), end + 1), end})
 
 
+class ReadAhead:
+    """Consecutive ranges from `start` fetched in order by one task, up to `head`."""
+
+    def __init__(self, fetch: Callable[[int], Awaitable[Fetched]], start: int, head: int):
+        self.next_start = start  # first block not yet taken by a step
+        self.head = head
+        self.ready: list[Fetched] = []
+        self._changed = asyncio.Event()  # a range is ready, or the task ended
+        self._room = asyncio.Event()
+        self._room.set()
+        self.task = asyncio.create_task(self._run(fetch, start), name=f"read-ahead {start}")
+
+    async def _run(self, fetch: Callable[[int], Awaitable[Fetched]], nxt: int) -> None:
+        try:
+            while nxt <= self.head:
+                await self._room.wait()
+                fetched = await fetch(nxt)
+                self.ready.append(fetched)
+                if (
+                    len(self.ready) >= READ_AHEAD_RANGES
+                    or sum(len(f[1]) for f in self.ready) >= READ_AHEAD_LOGS
+                ):
+                    self._room.clear()
+                self._changed.set()
+                nxt = fetched[0] + 1
+        finally:
+            self._changed.set()
+
+    def serves(self, start: int, head: int) -> bool:
+        """Whether the next step (from `start`, seeing `head`) can use these ranges."""
+        task = self.task
+        ended = task.done() and (task.cancelled() or task.exception() is None)
+        exhausted = not self.ready and ended
+        return start == self.next_start and self.head <= head and not exhausted
+
+    async def take(self) -> Fetched:
+        """Every range read so far, as one (waits for the first; raises the task's
+        error when it failed before reading one)."""
+        while not self.ready:
+            if self.task.done():
+                error = None if self.task.cancelled() else self.task.exception()
+                raise error or RuntimeError("read-ahead ended before reading a range")
+            self._changed.clear()
+            await self._changed.wait()
+        batch, self.ready = self.ready, []
+        self._room.set()
+        logs = [entry for f in batch for entry in f[1]]
+        headers = {n: ref for f in batch for n, ref in f[2].items()}
+        end = batch[-1][0]
+        self.next_start = end + 1
+        return end, logs, headers
+
+    async def cancel(self) -> None:
+        """Stop reading; the outcome (even an error) is moot."""
+        self.task.cancel()
+        # wait() never raises the task's error, and our own cancellation still propagates.
+        await asyncio.wait([self.task])
+        if not self.task.cancelled():
+            self.task.exception()
+
+
 class LogFetcher:
     def __init__(self, ctx: IndexContext) -> None:
         self.ctx = ctx
         max_range = ctx.settings.max_log_range
         self.range = LogRange(max_range, max_range)
-        # Backfill pipeline: (start, head, task) of the next range's fetch.
-        self._ahead: Ahead | None = None
+        # Backfill read-ahead: the ranges after the one being committed.
+        self._ahead: ReadAhead | None = None
 
     def resume(self, log_range: int) -> None:
         """Start from the span the checkpoint remembers, so a restart does not re-probe."""
         self.range = LogRange(self.ctx.settings.max_log_range, log_range)
 
     async def fetch_from(self, start: int, head: int) -> Fetched:
-        """The next range from `start` (the prefetched one when it fits), and, while
-        backfilling, the prefetch of the range after it."""
-        ahead, self._ahead = self._ahead, None
-        # Fetched with an older head, it holds every header this head needs (the kept
-        # window only moves up).
-        if ahead is not None and ahead[0] == start and ahead[1] <= head:
-            fetched = await ahead[2]
-        else:
-            await _discard(ahead)
+        """The next range from `start` (every range read ahead so far, when they fit),
+        and, while backfilling, the reading of the ranges after it."""
+        ahead = self._ahead
+        if ahead is not None and not ahead.serves(start, head):
+            await self.drop_ahead()
+            ahead = None
+        if ahead is None:
             fetched = await self._fetch(start, min(head, start + self.range.current - 1), head)
+        else:
+            try:
+                fetched = await ahead.take()
+            except BaseException:
+                await self.drop_ahead()
+                raise
         end = fetched[0]
-        if end < head:
-            # Backfill: fetch the next range while this one is written (the store's
+        if end < head and self._ahead is None:
+            # Backfill: read the next ranges while this one is written (the store's
             # commit runs in its driver's thread or server), so the node and the store
             # work at the same time. The next commit checks these logs against its own
-            # tip like any other; a reorg in between only wastes the fetch.
-            nxt = end + 1
-            task = asyncio.create_task(
-                self._fetch(nxt, min(head, nxt + self.range.current - 1), head),
-                name=f"prefetch {self.ctx.chain} {nxt}",
+            # tip like any other; a reorg in between only wastes the reads.
+            self._ahead = ReadAhead(
+                lambda nxt: self._fetch(nxt, min(head, nxt + self.range.current - 1), head),
+                end + 1,
+                head,
             )
-            self._ahead = (nxt, head, task)
         return fetched
 
     async def drop_ahead(self) -> None:
         ahead, self._ahead = self._ahead, None
-        await _discard(ahead)
+        if ahead is not None:
+            await ahead.cancel()
 
     async def _fetch(self, start: int, end: int, head: int) -> Fetched:
         """Logs of [start, end] (the span may shrink: returns the end covered) and the
@@ -89,14 +163,14 @@ class LogFetcher:
         headers = await self.ctx.client.get_blocks(numbers)
         return end, logs, headers
 
-    async def _logs_of(self, start: int, end: int) -> list[dict[str, Any]]:
+    async def _logs_of(self, start: int, end: int) -> list[RpcLog]:
         client, markets = self.ctx.client, self.ctx.markets
-        logs = await client.get_logs(self.ctx.vault, TOPIC_FILTER, start, end)
+        logs = await client.get_log_records(self.ctx.vault, TOPIC_FILTER, start, end)
         if markets is not None:
-            logs += await client.get_logs(markets.address, POSITION_TOPIC_FILTER, start, end)
+            logs += await client.get_log_records(markets.address, POSITION_TOPIC_FILTER, start, end)
         return logs
 
-    async def _get_logs(self, start: int, end: int) -> tuple[int, list[dict[str, Any]]]:
+    async def _get_logs(self, start: int, end: int) -> tuple[int, list[RpcLog]]:
         """getLogs over [start, end], adapting the span; returns (end actually covered, logs)."""
         while True:
             span = end - start + 1
@@ -132,15 +206,3 @@ class LogFetcher:
         ceiling = range_ceiling(exc.message, span)
         if ceiling is not None:
             self.range.limit_to(ceiling)
-
-
-async def _discard(ahead: Ahead | None) -> None:
-    """Cancel a prefetch nobody will use; its outcome (even an error) is moot."""
-    if ahead is None:
-        return
-    task = ahead[2]
-    task.cancel()
-    # wait() never raises the task's error, and our own cancellation still propagates.
-    await asyncio.wait([task])
-    if not task.cancelled():
-        task.exception()

@@ -99,7 +99,11 @@ def text_bytes32(name: str) -> bytes:
 
 
 def is_position_log(entry: dict[str, Any]) -> bool:
-    topics = entry.get("topics") or []
+    return is_position_topics(entry.get("topics") or [])
+
+
+def is_position_topics(topics: Sequence[Any]) -> bool:
+    """Whether a log with these topics is a Markets event (by topic0)."""
     return bool(topics) and str(topics[0]).lower() in TOPICS
 
 
@@ -188,6 +192,7 @@ __all__ = [
     "bytes32_text",
     "decode_position_log",
     "is_position_log",
+    "is_position_topics",
     "position_views",
     "text_bytes32",
 ]

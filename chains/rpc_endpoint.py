@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
+import msgspec
 
 from chains.rpc_errors import EndpointFault, NodeError, RpcError, Throttled
 
@@ -95,20 +96,38 @@ class Endpoint:
                 raise_for_status=True, timeout=aiohttp.ClientTimeout(total=self.timeout_s)
             )
 
-    async def _post(self, method: str, params: list[Any]) -> Any:
+    async def _post(
+        self, method: str, params: list[Any], decoder: msgspec.json.Decoder[Any] | None
+    ) -> Any:
         assert self._session is not None
         body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
         async with self._session.post(self.url, json=body) as resp:
-            return json.loads(await resp.read())
+            text = await resp.read()
+        if decoder is None:
+            return json.loads(text)
+        try:
+            envelope = decoder.decode(text)
+        except msgspec.ValidationError as exc:
+            # JSON, but not the shape the method answers: a wrong answer, not a
+            # transport fault. msgspec names the field (e.g. `$.result[3].blockHash`).
+            raise EndpointFault(f"malformed {method} answer: {exc}", integrity=True) from exc
+        except msgspec.DecodeError as exc:
+            raise EndpointFault(f"malformed JSON response: {exc}") from exc
+        return msgspec.structs.asdict(envelope)
 
-    async def raw(self, method: str, params: list[Any]) -> Any:
+    async def raw(
+        self, method: str, params: list[Any], *, decoder: msgspec.json.Decoder[Any] | None = None
+    ) -> Any:
+        """The `result` of one call. With `decoder` (a msgspec decoder of the whole
+        JSON-RPC envelope, a Struct with `result` and `error` fields defaulting to
+        msgspec.UNSET) the answer is decoded into its typed result in one pass."""
         await self._ensure_session()
         await self.bucket.acquire()
         self.requests += 1
         start = self.clock()
         try:
             async with asyncio.timeout(self.timeout_s):
-                resp = await self._post(method, params)
+                resp = await self._post(method, params, decoder)
         except TimeoutError as exc:
             raise EndpointFault(f"timeout after {self.timeout_s}s", timed_out=True) from exc
         except aiohttp.ClientResponseError as exc:
@@ -126,11 +145,17 @@ class Endpoint:
             raise EndpointFault(f"malformed JSON response: {exc}") from exc
         elapsed = self.clock() - start
         self.latency = elapsed if self.latency is None else 0.8 * self.latency + 0.2 * elapsed
-        if not isinstance(resp, dict) or ("result" not in resp and "error" not in resp):
+        if not isinstance(resp, dict) or (
+            resp.get("result", msgspec.UNSET) is msgspec.UNSET
+            and resp.get("error", msgspec.UNSET) is msgspec.UNSET
+        ):
             raise EndpointFault(f"malformed JSON-RPC envelope: {str(resp)[:120]}")
-        if resp.get("error") is not None:
+        if resp.get("error") not in (None, msgspec.UNSET):
             raise NodeError(resp["error"])
-        return resp["result"]
+        result = resp.get("result", msgspec.UNSET)
+        if result is msgspec.UNSET:
+            raise EndpointFault(f"malformed JSON-RPC envelope: no result: {str(resp)[:120]}")
+        return result
 
     async def close(self) -> None:
         self.closed = True

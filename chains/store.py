@@ -9,7 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from chains.types import BlockRef, Checkpoint, Position, PositionKind, RateSample, VaultEvent
+from chains.types import (
+    BlockRef,
+    Checkpoint,
+    EventColumns,
+    Position,
+    PositionKind,
+    RateSample,
+    VaultEvent,
+)
 
 
 class IndexerStore(Protocol):
@@ -25,16 +33,24 @@ class IndexerStore(Protocol):
         *,
         to_block: int,
         blocks: Sequence[BlockRef],
-        events: Sequence[VaultEvent],
+        events: EventColumns | Sequence[VaultEvent],
         log_range: int,
         head_block: int,
         confirmed_block: int,
         keep_hashes_from: int,
+        from_block: int | None = None,
+        compact_below: int | None = None,
     ) -> set[str]:
         """Insert events not stored yet, apply their effects, promote pending
         deposits/repayments at or below `confirmed_block`, store block hashes
         (dropping those below `keep_hashes_from`) and move the checkpoint to
-        `to_block`, atomically. Returns the accounts whose positions changed."""
+        `to_block`, atomically. Returns the accounts whose positions changed.
+
+        With `compact_below` (at most `keep_hashes_from`: no rollback or promotion
+        reaches below it), the batch's blocks [from_block, compact_below) are a
+        compacted range: their events change positions, an audit record (count and
+        digest of every event) is stored, and only each account's first event and
+        liquidations are kept as event rows."""
         ...
 
     async def rollback(self, chain: str, ancestor: BlockRef) -> set[str]:

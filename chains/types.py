@@ -7,6 +7,7 @@ implements `IndexerStore` (chains/store.py) in SQL.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -34,6 +35,9 @@ class ChainTuning(BaseModel):
     rpc_rate_limit_per_s: float = Field(default=50.0, gt=0)
     reconcile_every_blocks: int = Field(default=100, ge=1)
     reconcile_sample: int = Field(default=50, ge=1)
+    # Backfill without a row per event for blocks no reorg or promotion can reach
+    # (docs/chains.md, "Compacted backfill").
+    compact_backfill: bool = False
 
 
 class ChainSettings(ChainTuning):
@@ -125,6 +129,69 @@ class VaultEvent:
                 self.account, self.token, self.adjust_kind, -a if self.negative else a, 0
             )
         ]
+
+
+@dataclass
+class EventColumns:
+    """Vault events of one chain as parallel columns: row i of every list is one event
+    (the fields of `VaultEvent`). The indexer's hot path decodes getLogs answers into
+    this and the store inserts it in bulk, without an object per event. Every list
+    has the same length (`append` and `take` keep it so)."""
+
+    chain: str
+    block_number: list[int] = field(default_factory=list)
+    block_hash: list[str] = field(default_factory=list)
+    tx_hash: list[str] = field(default_factory=list)
+    log_index: list[int] = field(default_factory=list)
+    kind: list[EventKind] = field(default_factory=list)
+    account: list[str] = field(default_factory=list)
+    token: list[str] = field(default_factory=list)
+    amount: list[int] = field(default_factory=list)
+    counterparty: list[str | None] = field(default_factory=list)
+    debt_token: list[str | None] = field(default_factory=list)
+    debt_amount: list[int] = field(default_factory=list)
+    adjust_kind: list[PositionKind | None] = field(default_factory=list)
+    negative: list[bool] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.block_number)
+
+    def columns(self) -> tuple[list[Any], ...]:
+        """The columns in `VaultEvent` field order (after `chain`)."""
+        return (
+            self.block_number, self.block_hash, self.tx_hash, self.log_index, self.kind,
+            self.account, self.token, self.amount, self.counterparty, self.debt_token,
+            self.debt_amount, self.adjust_kind, self.negative,
+        )  # fmt: skip
+
+    def append(self, ev: VaultEvent) -> None:
+        if ev.chain != self.chain:
+            raise ValueError(f"event of chain {ev.chain!r} in a batch for {self.chain!r}")
+        values = (
+            ev.block_number, ev.block_hash, ev.tx_hash, ev.log_index, ev.kind, ev.account,
+            ev.token, ev.amount, ev.counterparty, ev.debt_token, ev.debt_amount,
+            ev.adjust_kind, ev.negative,
+        )  # fmt: skip
+        for col, value in zip(self.columns(), values, strict=True):
+            col.append(value)
+
+    @classmethod
+    def from_events(cls, chain: str, events: Iterable[VaultEvent]) -> EventColumns:
+        cols = cls(chain)
+        for ev in events:
+            cols.append(ev)
+        return cols
+
+    def event(self, i: int) -> VaultEvent:
+        return VaultEvent(self.chain, *(col[i] for col in self.columns()))
+
+    def events(self) -> list[VaultEvent]:
+        return [VaultEvent(self.chain, *row) for row in zip(*self.columns(), strict=True)]
+
+    def take(self, rows: Sequence[int]) -> EventColumns:
+        """The given rows, in that order."""
+        picked = [[col[i] for i in rows] for col in self.columns()]
+        return EventColumns(self.chain, *picked)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,14 @@ Invariants:
   events, the derived positions, the block hashes and the checkpoint commit together or
   not at all, so a crash between two writes loses nothing.
 - Inserting events is idempotent: an event already stored (same block and log index)
-  is skipped, so a re-applied batch changes nothing.
+  is skipped, so a re-applied batch changes nothing. Nothing is stored above the
+  checkpoint, so a batch starting above it skips that lookup.
+- Compacted range (`compact_backfill`, below the kept block hashes, so never rolled
+  back or promoted): every event moves positions, the range gets one audit row
+  (chain_event_range: count and digest of all its events), and only each account's
+  first event on the chain (chain_account) and the KEPT_KINDS are stored as rows, so
+  what the reputation feed reads (first-seen, liquidations) is the same as with a row
+  per event. A range is recorded once; a rollback never crosses one.
 - A deposit or repayment above the confirmed block pends (counted in
   `pending_amount`) until `promote_confirmed` sees it `confirmations` deep; one already
   deep on arrival (backfill) never pends.
@@ -17,24 +24,29 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, insert, select, tuple_, update
+from sqlalchemy import and_, delete, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aggregator.store.chain_rows import (
+    ACC,
     ACCOUNT_CHUNK,
     BLK,
     EV,
+    KEPT_KINDS,
     POS,
     RISK_LOWERING,
+    RNG,
     Key,
     confirmed_amount,
     mapping_event,
 )
-from aggregator.store.models.chain import ChainPosition
-from chains.types import BlockRef, PositionEffect, PositionKind, VaultEvent
+from aggregator.store.models.chain import ChainEventRange, ChainPosition
+from chains.events import range_digest
+from chains.types import BlockRef, EventColumns, PositionEffect, PositionKind
 
 Deltas = dict[Key, tuple[int, int]]
 
@@ -105,7 +117,9 @@ async def apply_effects(s: AsyncSession, chain: str, block: int, deltas: Deltas)
 
 
 class EventWriter:
-    """Driver-level event inserts for one dialect (the backfill's hot path)."""
+    """Driver-level event inserts for one dialect (the backfill's hot path): the
+    batch's columns go to the driver in bulk (SQLite `executemany`, PostgreSQL
+    `COPY`), with no SQLAlchemy parameter processing and no object per event."""
 
     def __init__(self, dialect: str) -> None:
         self.dialect = dialect
@@ -116,68 +130,244 @@ class EventWriter:
             marks = ", ".join("?" * len(cols))
         self.insert_sql = f"INSERT INTO {EV.name} ({', '.join(cols)}) VALUES ({marks})"
 
-    def big_value(self, value: int) -> Any:
-        """A BigInt column's value as the driver takes it (see db.BigInt)."""
-        if type(value) is not int:
-            raise TypeError(f"BigInt columns take int, got {type(value).__name__}")
-        return Decimal(value) if self.dialect == "postgresql" else str(value)
+    def big_values(self, values: list[int], column: str) -> list[Any]:
+        """A BigInt column's values as the driver takes them (see db.BigInt)."""
+        if not set(map(type, values)) <= {int}:
+            bad = next(v for v in values if type(v) is not int)
+            raise TypeError(f"BigInt column {column} takes int, got {type(bad).__name__}")
+        if self.dialect == "postgresql":
+            return list(map(Decimal, values))
+        return list(map(str, values))
 
     async def insert_events(
         self,
         s: AsyncSession,
         chain: str,
-        events: Sequence[VaultEvent],
+        events: EventColumns,
         confirmed_block: int,
         *,
         deltas: Deltas,
         accounts: set[str],
+        compact: CompactRange | None = None,
+        stored_possible: bool = True,
     ) -> None:
         """Insert the events not stored yet (a re-applied batch is idempotent) and add
-        their effects to `deltas`; deposits/repayments above `confirmed_block` pend."""
-        existing = await _stored_keys(s, chain, events)
-        rows: list[tuple[Any, ...]] = []
-        big = self.big_value
-        for ev in events:
-            if ev.chain != chain:
-                raise ValueError(f"event of chain {ev.chain!r} in a batch for {chain!r}")
-            if (ev.block_number, ev.log_index) in existing:
-                continue
-            existing.add((ev.block_number, ev.log_index))
-            # Already deep (backfill): confirmed on arrival, never pending.
-            deep = ev.block_number <= confirmed_block
-            rows.append(
-                (
-                    chain, ev.block_number, ev.block_hash, ev.tx_hash, ev.log_index,
-                    ev.kind, ev.account, ev.token, big(ev.amount), ev.counterparty,
-                    ev.debt_token, big(ev.debt_amount), ev.adjust_kind, ev.negative,
-                    not deep and ev.kind in RISK_LOWERING,
-                )
-            )  # fmt: skip
-            simple = SIMPLE_EFFECT.get(ev.kind)
-            if simple is None:
-                for eff in ev.effects():
-                    add_effect(deltas, eff, 1, not deep)
-            else:
-                # VaultEvent.effects() of a deposit/withdraw/borrow, inlined: the
-                # hot loop of a backfill.
-                key = (ev.account, ev.token, simple[0])
-                h, p = deltas.get(key, (0, 0))
-                a = ev.amount
-                deltas[key] = (h + simple[1] * a, p + a if simple[2] and not deep else p)
-            accounts.add(ev.account)
-        if rows:
+        their effects to `deltas`; deposits/repayments above `confirmed_block` pend.
+        With `compact`, the events of that block range change positions but only
+        some are stored as rows (see `_compact`), and the range's audit record is
+        written. `stored_possible` False (a batch above the checkpoint) skips looking
+        for stored events and ranges of the batch's blocks."""
+        if events.chain != chain:
+            raise ValueError(f"events of chain {events.chain!r} in a batch for {chain!r}")
+        events = await _new_rows(s, chain, events, stored_possible)
+        if compact is not None and stored_possible:
+            events = await _drop_compacted(s, chain, events, compact)
+        seen = await _seen_accounts(s, chain, events)
+        stored = events
+        if compact is not None:
+            stored = await _compact(
+                s, chain, events, compact, seen=seen, stored_possible=stored_possible
+            )
+        if not len(events):
+            return
+        pending = [
+            n > confirmed_block and k in RISK_LOWERING
+            for n, k in zip(events.block_number, events.kind, strict=True)
+        ]
+        _add_deltas(deltas, events, pending, confirmed_block)
+        accounts.update(events.account)
+        await _note_accounts(s, chain, events, seen)
+        if len(stored):
+            await self._insert(s, chain, stored, confirmed_block)
+
+    async def _insert(
+        self, s: AsyncSession, chain: str, events: EventColumns, confirmed_block: int
+    ) -> None:
+        n = len(events)
+        pending = [
+            b > confirmed_block and k in RISK_LOWERING
+            for b, k in zip(events.block_number, events.kind, strict=True)
+        ]
+        columns = (
+            [chain] * n, events.block_number, events.block_hash, events.tx_hash,
+            events.log_index, events.kind, events.account, events.token,
+            self.big_values(events.amount, "amount"), events.counterparty, events.debt_token,
+            self.big_values(events.debt_amount, "debt_amount"), events.adjust_kind,
+            events.negative, pending,
+        )  # fmt: skip
+        conn = await s.connection()
+        if self.dialect == "postgresql":
+            # COPY: one round trip for the whole batch, parsed by the server in bulk.
+            raw = await conn.get_raw_connection()
+            driver: Any = raw.driver_connection
+            if not driver.is_in_transaction():
+                # The dialect begins its transaction at the first statement it runs;
+                # COPY bypasses it, so make sure it has begun (else COPY autocommits).
+                await conn.exec_driver_sql("SELECT 1")
+            await driver.copy_records_to_table(
+                EV.name, records=zip(*columns, strict=True), columns=_EVENT_COLUMNS
+            )
+        else:
             # Straight to the driver's executemany: SQLAlchemy's per-row parameter
             # processing was most of the indexer's time per event.
-            conn = await s.connection()
-            await conn.exec_driver_sql(self.insert_sql, rows)
+            await conn.exec_driver_sql(self.insert_sql, list(zip(*columns, strict=True)))
 
 
-async def _stored_keys(
-    s: AsyncSession, chain: str, events: Sequence[VaultEvent]
-) -> set[tuple[int, int]]:
+@dataclass(frozen=True)
+class CompactRange:
+    """Blocks [from_block, to_block] of a batch that no reorg (below the kept block
+    hashes) or promotion (deeper than `confirmations`) can touch any more."""
+
+    from_block: int
+    to_block: int
+
+
+async def _drop_compacted(
+    s: AsyncSession, chain: str, events: EventColumns, compact: CompactRange
+) -> EventColumns:
+    """The batch without the events of an already recorded compacted range (a
+    re-applied batch); a range overlapping a recorded one other than exactly is an
+    error (the indexer never re-applies a committed range)."""
+    rows = (
+        await s.execute(
+            select(RNG.c.from_block, RNG.c.to_block).where(
+                RNG.c.chain == chain,
+                RNG.c.to_block >= compact.from_block,
+                RNG.c.from_block <= compact.to_block,
+            )
+        )
+    ).all()
+    if not rows:
+        return events
+    if [(int(a), int(b)) for a, b in rows] != [(compact.from_block, compact.to_block)]:
+        raise ValueError(
+            f"chain {chain!r}: compacted range {compact.from_block}..{compact.to_block} "
+            f"overlaps the recorded ranges {[tuple(r) for r in rows]}"
+        )
+    return events.take([i for i, n in enumerate(events.block_number) if n > compact.to_block])
+
+
+async def _compact(
+    s: AsyncSession,
+    chain: str,
+    events: EventColumns,
+    compact: CompactRange,
+    *,
+    seen: set[str],
+    stored_possible: bool,
+) -> EventColumns:
+    """Record the audit row of the compacted range and return the events to store as
+    rows: every event above the range, and in it each account's first event on the
+    chain (what reputation's first-seen fact reads) and the kinds in KEPT_KINDS."""
+    if stored_possible and await _recorded(s, chain, compact):
+        return events  # re-applied: _drop_compacted left only events above the range
+    deep = sorted(
+        (i for i, n in enumerate(events.block_number) if n <= compact.to_block),
+        key=lambda i: (events.block_number[i], events.log_index[i]),
+    )
+    ordered = events.take(deep)
+    keep: list[int] = []
+    first = set(seen)
+    for i in deep:
+        account = events.account[i]
+        if account not in first or events.kind[i] in KEPT_KINDS:
+            keep.append(i)
+            first.add(account)
+    s.add(
+        ChainEventRange(
+            chain=chain,
+            from_block=compact.from_block,
+            to_block=compact.to_block,
+            events=len(deep),
+            rows_kept=len(keep),
+            digest=range_digest(ordered),
+        )
+    )
+    above = [i for i, n in enumerate(events.block_number) if n > compact.to_block]
+    if len(keep) == len(deep):
+        return events
+    return events.take(keep + above)
+
+
+async def _recorded(s: AsyncSession, chain: str, compact: CompactRange) -> bool:
+    row = await s.get(ChainEventRange, (chain, compact.from_block))
+    return row is not None
+
+
+async def _seen_accounts(s: AsyncSession, chain: str, events: EventColumns) -> set[str]:
+    """The batch's accounts already seen on the chain (in chain_account)."""
+    batch = list(set(events.account))
+    if not batch:
+        return set()
+    seen: set[str] = set()
+    for i in range(0, len(batch), ACCOUNT_CHUNK):
+        rows = await s.execute(
+            select(ACC.c.account).where(
+                ACC.c.chain == chain, ACC.c.account.in_(batch[i : i + ACCOUNT_CHUNK])
+            )
+        )
+        seen.update(str(a) for (a,) in rows)
+    return seen
+
+
+async def _note_accounts(s: AsyncSession, chain: str, events: EventColumns, seen: set[str]) -> None:
+    """Record the accounts first seen in this batch, at their first block."""
+    firsts: dict[str, int] = {}
+    for account, n in zip(events.account, events.block_number, strict=True):
+        if account not in seen and n < firsts.get(account, n + 1):
+            firsts[account] = n
+    if firsts:
+        await s.execute(
+            insert(ACC),
+            [{"chain": chain, "account": a, "first_block": n} for a, n in firsts.items()],
+        )
+
+
+def _add_deltas(
+    deltas: Deltas, events: EventColumns, pending: list[bool], confirmed_block: int
+) -> None:
+    """The position deltas of the batch's events (VaultEvent.effects(), inlined for the
+    one-effect kinds: the hot loop of a backfill)."""
+    rows = zip(
+        events.kind, events.account, events.token, events.amount, events.block_number,
+        strict=True,
+    )  # fmt: skip
+    for i, (kind, account, token, amount, number) in enumerate(rows):
+        simple = SIMPLE_EFFECT.get(kind)
+        if simple is None:
+            for eff in events.event(i).effects():
+                add_effect(deltas, eff, 1, number > confirmed_block)
+            continue
+        key = (account, token, simple[0])
+        h, p = deltas.get(key, (0, 0))
+        deltas[key] = (
+            h + simple[1] * amount,
+            p + amount if simple[2] and number > confirmed_block else p,
+        )
+
+
+async def _new_rows(
+    s: AsyncSession, chain: str, events: EventColumns, stored_possible: bool
+) -> EventColumns:
+    """The events not stored yet, each (block, log index) once."""
+    if not len(events):
+        return events
+    keys = list(zip(events.block_number, events.log_index, strict=True))
+    existing = await _stored_keys(s, chain, events) if stored_possible else set()
+    if not existing and len(set(keys)) == len(keys):
+        return events  # a backfill's batch: every event is new
+    keep: list[int] = []
+    for i, key in enumerate(keys):
+        if key not in existing:
+            existing.add(key)
+            keep.append(i)
+    return events.take(keep)
+
+
+async def _stored_keys(s: AsyncSession, chain: str, events: EventColumns) -> set[tuple[int, int]]:
     """(block, log index) of the events already stored in the batch's block range."""
-    lo = min(e.block_number for e in events)
-    hi = max(e.block_number for e in events)
+    lo = min(events.block_number)
+    hi = max(events.block_number)
     rows = (
         await s.execute(
             select(EV.c.block_number, EV.c.log_index).where(
@@ -223,9 +413,18 @@ async def store_block_hashes(
 ) -> None:
     """Keep the batch's block hashes (the reorg window) and forget those below it,
     except the tip's."""
+    nums = [b.number for b in blocks]
+    # One delete: the batch's own heights (replaced below) and those below the window.
+    await s.execute(
+        delete(BLK).where(
+            BLK.c.chain == chain,
+            or_(
+                BLK.c.number.in_(nums),
+                and_(BLK.c.number < keep_hashes_from, BLK.c.number != to_block),
+            ),
+        )
+    )
     if blocks:
-        nums = [b.number for b in blocks]
-        await s.execute(delete(BLK).where(BLK.c.chain == chain, BLK.c.number.in_(nums)))
         await s.execute(
             insert(BLK),
             [
@@ -233,10 +432,3 @@ async def store_block_hashes(
                 for b in blocks
             ],
         )
-    await s.execute(
-        delete(BLK).where(
-            BLK.c.chain == chain,
-            BLK.c.number < keep_hashes_from,
-            BLK.c.number != to_block,
-        )
-    )

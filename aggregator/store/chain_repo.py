@@ -18,6 +18,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aggregator.store.chain_batches import (
+    CompactRange,
     Deltas,
     EventWriter,
     add_effect,
@@ -28,11 +29,13 @@ from aggregator.store.chain_batches import (
 )
 from aggregator.store.chain_reads import ChainReads, StoredPosition
 from aggregator.store.chain_rows import (
+    ACC,
     BLK,
     CORRECTION_LOG_INDEX,
     CP,
     EV,
     POS,
+    RNG,
     checkpoint_row,
     event_row,
     row_event,
@@ -45,6 +48,7 @@ from aggregator.store.rate_repo import SqlRateStore
 from chains.types import (
     BlockRef,
     Checkpoint,
+    EventColumns,
     Position,
     PositionKind,
     RateSample,
@@ -82,6 +86,9 @@ class SqlChainStore(FencedRepo):
         return await self.reads.positions_of(account)
 
     async def events(self, chain: str) -> list[VaultEvent]:
+        """The stored event rows in chain order. Inside a compacted backfill range
+        (compact_backfill) only each account's first event and the liquidations are
+        rows; the range's audit record (chain_event_range) stands for the rest."""
         return await self.reads.events(chain)
 
     async def sample_accounts(self, chain: str, after: str, limit: int) -> list[str]:
@@ -107,24 +114,50 @@ class SqlChainStore(FencedRepo):
         *,
         to_block: int,
         blocks: Sequence[BlockRef],
-        events: Sequence[VaultEvent],
+        events: EventColumns | Sequence[VaultEvent],
         log_range: int,
         head_block: int,
         confirmed_block: int,
         keep_hashes_from: int,
+        from_block: int | None = None,
+        compact_below: int | None = None,
     ) -> set[str]:
         accounts: set[str] = set()
+        if not isinstance(events, EventColumns):
+            events = EventColumns.from_events(chain, events)
+        compact = None
+        if compact_below is not None:
+            if from_block is None:
+                raise ValueError("compact_below needs the batch's from_block")
+            if compact_below > keep_hashes_from or compact_below > confirmed_block + 1:
+                raise ValueError(
+                    f"chain {chain!r}: cannot compact below {compact_below}: blocks from "
+                    f"{min(keep_hashes_from, confirmed_block + 1)} may still be rolled "
+                    "back or promoted"
+                )
+            if from_block <= min(to_block, compact_below - 1):
+                compact = CompactRange(from_block, min(to_block, compact_below - 1))
         async with self.store.transaction() as s:
             await self._fenced(s)
+            cp = await checkpoint_row(s, chain)
             deltas: Deltas = {}
-            if events:
+            if len(events) or compact is not None:
                 await EventWriter(self.store.dialect).insert_events(
-                    s, chain, events, confirmed_block, deltas=deltas, accounts=accounts
+                    s,
+                    chain,
+                    events,
+                    confirmed_block,
+                    deltas=deltas,
+                    accounts=accounts,
+                    compact=compact,
+                    # Nothing is ever stored above the checkpoint (rollbacks delete
+                    # above their ancestor, corrections sit at the indexed block): a
+                    # batch starting above it needs no lookup of what is stored.
+                    stored_possible=from_block is None or from_block <= cp.indexed_block,
                 )
             await promote_confirmed(s, chain, confirmed_block, deltas, accounts)
             await apply_effects(s, chain, to_block, deltas)
             await store_block_hashes(s, chain, blocks, to_block, keep_hashes_from)
-            cp = await checkpoint_row(s, chain)
             cp.indexed_block = to_block
             cp.indexed_hash = next(
                 (b.hash for b in blocks if b.number == to_block), cp.indexed_hash
@@ -139,6 +172,21 @@ class SqlChainStore(FencedRepo):
         accounts: set[str] = set()
         async with self.store.transaction() as s:
             await self._fenced(s)
+            compacted = (
+                await s.execute(
+                    select(func.max(RNG.c.to_block)).where(
+                        RNG.c.chain == chain, RNG.c.to_block > ancestor.number
+                    )
+                )
+            ).scalar()
+            if compacted is not None:
+                # Cannot happen by construction (ranges are compacted only below the
+                # kept block hashes, and the ancestor is one of those); refuse rather
+                # than leave positions that no stored event explains.
+                raise ValueError(
+                    f"chain {chain!r}: rollback to block {ancestor.number} would cross "
+                    f"the compacted range ending at block {compacted}"
+                )
             rows = (
                 (
                     await s.execute(
@@ -164,6 +212,9 @@ class SqlChainStore(FencedRepo):
             )
             await s.execute(
                 delete(ChainBlock).where(BLK.c.chain == chain, BLK.c.number > ancestor.number)
+            )
+            await s.execute(
+                delete(ACC).where(ACC.c.chain == chain, ACC.c.first_block > ancestor.number)
             )
             cp = await checkpoint_row(s, chain)
             cp.indexed_block = ancestor.number
@@ -234,7 +285,7 @@ class SqlChainStore(FencedRepo):
 
     async def reset_chain(self, chain: str) -> None:
         async with self.store.transaction() as s:
-            for table in (EV, POS, BLK, CP):
+            for table in (EV, POS, BLK, CP, RNG, ACC):
                 await s.execute(delete(table).where(table.c.chain == chain))
 
     # ------------------------------------------------------------ LST rates

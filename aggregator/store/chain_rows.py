@@ -3,8 +3,9 @@
 Shared by the write path (`chain_batches.py`), the read side (`chain_reads.py`) and
 `chain_repo.SqlChainStore`. Facts defined once here: which event kinds pend until
 confirmed (`RISK_LOWERING`: a deposit or repayment lowers risk, so it counts only once
-`confirmations` deep), the confirmed amount of a position, and the log indexes
-reserved for reconciliation corrections.
+`confirmations` deep), the confirmed amount of a position, the log indexes
+reserved for reconciliation corrections, and which events a compacted backfill range
+still stores as rows (`KEPT_KINDS`, plus each account's first event).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aggregator.store.models.chain import (
+    ChainAccount,
     ChainBlock,
     ChainCheckpoint,
     ChainEvent,
+    ChainEventRange,
     ChainPosition,
     LstRateSample,
 )
@@ -29,10 +32,15 @@ POS: Table = ChainPosition.__table__  # type: ignore[attr-defined]
 BLK: Table = ChainBlock.__table__  # type: ignore[attr-defined]
 CP: Table = ChainCheckpoint.__table__  # type: ignore[attr-defined]
 RATE: Table = LstRateSample.__table__  # type: ignore[attr-defined]
+RNG: Table = ChainEventRange.__table__  # type: ignore[attr-defined]
+ACC: Table = ChainAccount.__table__  # type: ignore[attr-defined]
 
 # Reconciliation corrections live in the event table at log indexes no real log uses.
 CORRECTION_LOG_INDEX = 1 << 40
 RISK_LOWERING = frozenset({"deposit", "repay"})
+# Kinds kept as event rows inside a compacted backfill range (beside each account's
+# first event): liquidations are facts the reputation feed reads one by one.
+KEPT_KINDS = frozenset({"liquidation"})
 ACCOUNT_CHUNK = 500
 
 Key = tuple[str, str, str]

@@ -82,6 +82,35 @@ class ChainBlock(SQLModel, table=True):
     parent_hash: str = Field(max_length=66)
 
 
+class ChainEventRange(SQLModel, table=True):
+    """The audit record of a compacted backfill range (`compact_backfill`): its vault
+    events changed positions but only some are stored as `chain_event` rows (each
+    account's first event on the chain, and liquidations). `digest` is
+    chains.events.range_digest of every vault event of [from_block, to_block] in chain
+    order, so an auditor re-reads the range's logs and compares count and digest."""
+
+    __tablename__ = "chain_event_range"
+
+    chain: str = Field(max_length=32, primary_key=True)
+    from_block: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    to_block: int = Field(sa_column=Column(BigInteger, nullable=False))
+    events: int = Field(sa_column=Column(BigInteger, nullable=False))
+    rows_kept: int = Field(sa_column=Column(BigInteger, nullable=False))
+    digest: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ChainAccount(SQLModel, table=True):
+    """Accounts seen in a chain's vault events, with the block of their first event
+    (which is always kept as a `chain_event` row, compacted range or not)."""
+
+    __tablename__ = "chain_account"
+
+    chain: str = Field(max_length=32, primary_key=True)
+    account: str = Field(max_length=42, primary_key=True)
+    first_block: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
 class ChainCheckpoint(SQLModel, table=True):
     __tablename__ = "chain_checkpoint"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from eth_abi import encode
 from eth_utils import keccak
 
@@ -11,6 +12,7 @@ from aggregator.store import Store
 from aggregator.store.chain_repo import SqlChainStore
 from chains.events import SIGNATURES
 from chains.indexer import ChainIndexer
+from chains.rpc import RpcLog
 from chains.types import BlockRef, ChainSettings
 
 VAULT = "0x" + "11" * 20
@@ -55,6 +57,9 @@ class FakeClient:
             }
             for n in range(lo, hi + 1)
         ]
+
+    async def get_log_records(self, address: str, topics: Any, lo: int, hi: int) -> list[RpcLog]:
+        return msgspec.convert(await self.get_logs(address, topics, lo, hi), list[RpcLog])
 
     def status(self) -> list[Any]:
         return []
