@@ -545,14 +545,16 @@ def _model_outcome(
     # Only HF and tier of the shock-free figures are kept: the rest of that result
     # (equity, requirement, BP, parts: ~56 MB at 1M accounts) would otherwise stay
     # alive through the second evaluation, the what-if's memory peak.
+    # As the engine adopts a pushed model's result (HF and tier; BP is not shown).
+    mult = snap.multipliers() if snap.mult is not None else None
+    warn = snap.model.risk.warn_hf
     first = model.evaluate(snap.book, snap.market, idx, now)
+    if mult is not None:
+        first = personalise_result(first, mult[first.accounts], im_factor, warn)
     hf_before, tier_before = first.hf, first.tier
     del first
     after = model.evaluate(book_after, market, idx, now)
-    if snap.mult is not None:
-        # As the engine adopts a pushed model's result (HF and tier; BP is not shown).
-        mult, warn = snap.multipliers(), snap.model.risk.warn_hf
-        before = personalise_result(before, mult[before.accounts], im_factor, warn)
+    if mult is not None:
         after = personalise_result(after, mult[after.accounts], im_factor, warn)
     acc = np.flatnonzero(after.tier >= LIQUIDATABLE).astype(np.int64)
     # The model's own plans, searched on its evaluation of the shocked book (frozen
