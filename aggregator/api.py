@@ -24,6 +24,7 @@ from prometheus_client import Histogram
 
 from aggregator.api_alerts import AlertsApi, alert_routes
 from aggregator.api_common import ApiError, dumps, error_body, json_response
+from aggregator.api_fast import HotHealthRoute, HotRouteRunner
 from aggregator.api_history import HistoryApi, history_routes
 from aggregator.api_liquidity import liquidity_route
 from aggregator.api_reputation import reputation_route
@@ -272,14 +273,21 @@ class Api:
         )
         # Path variables take any segment (aiohttp's default refuses "{" and "}"), so a
         # malformed address is a 400 naming "address", not a 404 for an unknown route.
+        # The hottest route first: the resolver tries routes in this order. Api.start()
+        # serves its 200s below the application (aggregator/api_fast.py).
+        hot = self.app.router.add_get("/v1/accounts/{address:[^/]+}/health", self.account_health)
+        assert hot.resource is not None
+        self._hot = HotHealthRoute(
+            lambda a: backend.account_health_body(a),  # noqa: PLW0108 (late-bound, as below)
+            hot.resource.canonical,
+            request_seconds,
+        )
         self.app.add_routes(
             [
                 web.get("/healthz", self.healthz),
                 web.get("/readyz", self.readyz),
                 web.get("/metrics", self.metrics),
                 web.get("/openapi.json", self.openapi),
-                # The hottest route first: the resolver tries routes in this order.
-                web.get("/v1/accounts/{address:[^/]+}/health", self.account_health),
                 web.get("/v1/accounts", self.accounts),
                 web.get("/v1/accounts/{address:[^/]+}", self.account),
                 web.get("/v1/accounts/{address:[^/]+}/margin", self.account_margin),
@@ -305,7 +313,7 @@ class Api:
         self.port: int | None = None
 
     async def start(self, host: str, port: int) -> int:
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
+        self._runner = HotRouteRunner(self.app, self._hot, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
