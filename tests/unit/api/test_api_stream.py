@@ -318,3 +318,66 @@ async def test_a_body_over_the_limit_is_a_413_naming_the_body(backend: FakeBacke
             assert "api.max_body_bytes" in body["error"]["message"]
     finally:
         await api.stop()
+
+
+async def test_health_stream_cycles_reach_every_stream_in_order_and_shutdown_ends_them() -> None:
+    """The daemon's own HealthStream behind the API: each publish cycle's events reach
+    every open stream in publish order, and HealthStream.close() ends them all."""
+    from aiohttp import ClientSession
+
+    from aggregator.api import Api, checksum_address
+    from aggregator.risk.engine import AccountHealth
+    from aggregator.stream import HealthStream
+
+    addresses = [f"0x{i + 1:040x}" for i in range(30)]
+    hf = dict.fromkeys(addresses, 2.0)
+
+    class Source:
+        def find(self, address: str) -> int | None:
+            return addresses.index(address) if address in hf else None
+
+        def accounts(self) -> list[str]:
+            return addresses
+
+        def health(self, address: str) -> AccountHealth:
+            return AccountHealth(
+                account=address, collateral_usd=1e4, c_liq=8e3, c_borrow=7e3,
+                debt_usd=8e3 / hf[address], hf=hf[address], bp=1e3, tier="healthy",
+                degraded=False, close_factor=0.5,
+            )  # fmt: skip
+
+    stream = HealthStream(Source())
+
+    class Backend:
+        def subscribe(self) -> Any:
+            return stream.subscribe()
+
+    api = Api(Backend(), sse_keepalive_s=5.0)  # type: ignore[arg-type]
+    port = await api.start("127.0.0.1", 0)
+    try:
+        async with ClientSession(base_url=f"http://127.0.0.1:{port}") as session:
+            clients = [await session.get("/v1/stream") for _ in range(3)]
+            for c in clients:
+                assert await read_frame(c, skip_comments=False) == [": connected"]
+            expected: list[tuple[str, float]] = []
+            for cycle in range(4):
+                moved = addresses[cycle * 5 : cycle * 5 + 10]  # overlapping cycles
+                for a in moved:
+                    hf[a] *= 1.1
+                stream.publish(moved)
+                expected += [(checksum_address(a), hf[a]) for a in moved]
+                await asyncio.sleep(0.01)
+            for c in clients:
+                got = []
+                for _ in expected:
+                    frame = await read_frame(c)
+                    assert frame[0] == "event: health"
+                    event = json.loads(frame[1][6:])
+                    got.append((event["account"], event["hf"]))
+                assert got == expected
+            stream.close()
+            for c in clients:
+                assert await read_frame(c) == ["event: shutdown", 'data: {"event": "shutdown"}']
+                assert await read_frame(c) == []
+    finally:
+        await api.stop()
