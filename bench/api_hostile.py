@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import statistics
 import subprocess
 import sys
@@ -122,6 +123,19 @@ async def _latency(url: str, n: int = 200) -> tuple[float, float]:
     return statistics.median(times), times[int(len(times) * 0.99) - 1]
 
 
+async def _probe(url: str) -> tuple[float, float]:
+    """_latency from a process of its own: this one drains 10k streams, and its event
+    loop would delay the probe's answers as much as the server does."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.api_hostile", "--probe", url, stdout=subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"/healthz probe failed (exit {proc.returncode})")
+    p50, p99 = json.loads(out)
+    return float(p50), float(p99)
+
+
 async def _streams(url: str, n: int, pid: int) -> dict[str, Any]:
     conn = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
@@ -146,7 +160,7 @@ async def _streams(url: str, n: int, pid: int) -> dict[str, Any]:
         drains = [asyncio.create_task(drain(r)) for r in opened if r.status == 200]
         await asyncio.sleep(5)
         rss1 = _rss_mb(pid)
-        p50, p99 = await _latency(url)
+        p50, p99 = await _probe(url)
         extra = await s.get(url + "/v1/stream")
         extra_status = extra.status
         extra.close()
@@ -187,7 +201,7 @@ async def _slowloris(host: str, port: int, url: str, n: int) -> dict[str, Any]:
 
     task = asyncio.create_task(trickle())
     await asyncio.sleep(3)
-    p50, p99 = await _latency(url)
+    p50, p99 = await _probe(url)
     stop.set()
     await task
     for w in writers:
@@ -251,7 +265,7 @@ def _reported(
 
 async def run(args: argparse.Namespace, pid: int, port: int) -> None:
     url = f"http://127.0.0.1:{port}"
-    idle = await _latency(url)
+    idle = await _probe(url)
     streams = await _streams(url, args.streams, pid)
     slow = await _slowloris("127.0.0.1", port, url, args.slow)
     bodies = await _big_bodies(url, pid)
@@ -293,7 +307,11 @@ def main() -> None:
     ap.add_argument("--slow", type=int, default=1_000)
     ap.add_argument("--events-per-s", type=int, default=10)
     ap.add_argument("--serve", type=Path, default=None)
+    ap.add_argument("--probe", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.probe is not None:
+        print(json.dumps(asyncio.run(_latency(args.probe))))
+        return
     if args.serve is not None:
         _serve(args.serve, args.max_streams, args.events_per_s)
         return
