@@ -8,7 +8,7 @@ STAMP_JS := node_modules/.installed
 PYTEST_ARGS ?=
 LOGS    := data/setup
 
-.PHONY: setup browser screenshots doctor lock replay demo test lint format contracts devnet-up devnet-down soak bench clean
+.PHONY: setup browser bench-tools screenshots doctor lock replay demo test lint format contracts devnet-up devnet-down soak bench clean
 
 setup: $(STAMP_PY) $(STAMP_JS)
 
@@ -102,7 +102,15 @@ replay: setup
 	done; done
 	$(BIN)/python -m devkit.replay.compare docs/replay --doc docs/replay.md
 
-bench: setup
+# The API load benchmark (bench/api_load.py) measures with wrk, so its ratio means the
+# same on every machine: installed here when missing (Debian package; needs root or
+# passwordless sudo, scripts/install-wrk.sh says so otherwise), and `make bench` fails
+# rather than measure with the Python client.
+bench-tools:
+	@command -v wrk >/dev/null 2>&1 || scripts/step.sh "wrk (Debian package, for the API load benchmark)" \
+	  $(LOGS)/wrk.log scripts/install-wrk.sh
+
+bench: setup bench-tools
 	$(BIN)/python -m bench
 
 clean:

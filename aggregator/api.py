@@ -7,7 +7,6 @@ JSON body with an error id, never an HTML traceback.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hmac
 import json
@@ -23,10 +22,17 @@ from eth_hash.auto import keccak
 from prometheus_client import Histogram
 
 from aggregator.api_alerts import AlertsApi, alert_routes
-from aggregator.api_common import ApiError, dumps, error_body, json_response
+from aggregator.api_common import (  # dumps: re-exported, as api_common's docstring says
+    ApiError,
+    dumps,  # noqa: F401
+    error_body,
+    json_response,
+)
+from aggregator.api_fast import HotHealthRoute, HotRouteRunner
 from aggregator.api_history import HistoryApi, history_routes
 from aggregator.api_liquidity import liquidity_route
 from aggregator.api_reputation import reputation_route
+from aggregator.api_stream import StreamHub
 from aggregator.dashboard import dashboard_routes
 from aggregator.openapi import OPENAPI
 from chains.units import TIERS
@@ -256,30 +262,36 @@ class Api:
         alerts: AlertsApi | None = None,
     ) -> None:
         self.backend = backend
-        # Every open event stream holds a subscriber queue and a connection: beyond this
-        # many a new one is refused (503), so hostile clients cannot grow memory without
-        # bound (docs/reliability.md, "Hostile API clients").
+        # Every open event stream holds a connection and up to the hub's byte bound of
+        # unsent frames: beyond this many a new one is refused (503), so hostile clients
+        # cannot grow memory without bound (docs/reliability.md, "Hostile API clients").
         self.max_streams = max_streams
         self.open_streams = 0
         # An idle stream only notices a gone client when it writes: the keepalive
         # comment bounds how long a disconnected client keeps its subscription.
         self.sse_keepalive_s = sse_keepalive_s
-        # Set by stop() before the runner closes connections, so open streams end with
-        # `event: shutdown` instead of being cut off after the runner's shutdown timeout.
-        self._closing = asyncio.Event()
+        # One subscription fanned out to every open stream (aggregator/api_stream.py).
+        self._hub = StreamHub(lambda: backend.subscribe(), keepalive_s=sse_keepalive_s)  # noqa: PLW0108
         self.app = web.Application(
             middlewares=[api_middleware(request_seconds)], client_max_size=max_body_bytes
         )
         # Path variables take any segment (aiohttp's default refuses "{" and "}"), so a
         # malformed address is a 400 naming "address", not a 404 for an unknown route.
+        # The hottest route first: the resolver tries routes in this order. Api.start()
+        # serves its 200s below the application (aggregator/api_fast.py).
+        hot = self.app.router.add_get("/v1/accounts/{address:[^/]+}/health", self.account_health)
+        assert hot.resource is not None
+        self._hot = HotHealthRoute(
+            lambda a: backend.account_health_body(a),  # noqa: PLW0108 (late-bound, as below)
+            hot.resource.canonical,
+            request_seconds,
+        )
         self.app.add_routes(
             [
                 web.get("/healthz", self.healthz),
                 web.get("/readyz", self.readyz),
                 web.get("/metrics", self.metrics),
                 web.get("/openapi.json", self.openapi),
-                # The hottest route first: the resolver tries routes in this order.
-                web.get("/v1/accounts/{address:[^/]+}/health", self.account_health),
                 web.get("/v1/accounts", self.accounts),
                 web.get("/v1/accounts/{address:[^/]+}", self.account),
                 web.get("/v1/accounts/{address:[^/]+}/margin", self.account_margin),
@@ -305,7 +317,7 @@ class Api:
         self.port: int | None = None
 
     async def start(self, host: str, port: int) -> int:
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
+        self._runner = HotRouteRunner(self.app, self._hot, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
@@ -315,7 +327,9 @@ class Api:
         return self.port
 
     async def stop(self) -> None:
-        self._closing.set()
+        # Before the runner closes connections, so open streams end with `event:
+        # shutdown` instead of being cut off after the runner's shutdown timeout.
+        await self._hub.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -463,95 +477,29 @@ class Api:
             self.open_streams -= 1
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
+        """Frames come from the hub (aggregator/api_stream.py); this handler only waits
+        for the reason its stream ended."""
         resp = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
-        # Subscribe before the 200 goes out: a failing backend is then still a JSON 500.
-        events = self.backend.subscribe()
-        feed = _NextEvent(aiter(events))
-        closing = asyncio.ensure_future(self._closing.wait())
+        transport = request.transport
+        if request.method == "HEAD" or transport is None:
+            return resp  # the head only (or the client is already gone)
+        # Attach (and subscribe) before the 200 goes out: a failing backend is then
+        # still a JSON 500, and no frame flushed meanwhile is missed.
+        sink = self._hub.attach(transport)
         try:
             await resp.prepare(request)
             await resp.write(b": connected\n\n")
-            await self._pump(request, resp, feed, closing)
+            # aiohttp chunks the body of an HTTP/1.1 answer of unknown length by itself
+            # (resp.chunked only tells of an explicit request for it): the head says.
+            self._hub.opened(sink, resp.headers.get("Transfer-Encoding") == "chunked")
+            reason = await sink.done
+            if reason == "overflow":
+                # What it could not take stays unsent: the connection ends.
+                resp.force_close()
         except ConnectionResetError:
             pass
-        except Exception:
-            # The 200 is already on the wire, so the middleware cannot answer a 500:
-            # end the stream with an error frame carrying the id that is in the log.
-            err_id = uuid.uuid4().hex[:12]
-            log.exception("API stream error %s", err_id)
-            body = {"error": {"field": None, "message": f"internal error (id {err_id})"}}
-            with contextlib.suppress(ConnectionResetError):
-                await resp.write(f"event: error\ndata: {dumps(body)}\n\n".encode())
         finally:
-            closing.cancel()
-            await asyncio.wait({closing})
-            await feed.cancel()
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
+            await self._hub.detach(sink)
         return resp
-
-    async def _pump(
-        self,
-        request: web.Request,
-        resp: web.StreamResponse,
-        feed: _NextEvent,
-        closing: asyncio.Future[Any],
-    ) -> None:
-        """Events as frames until the stream ends, the client goes or the API stops."""
-        while True:
-            waiters: set[asyncio.Future[Any]] = {feed.pending(), closing}
-            done, _ = await asyncio.wait(
-                waiters, timeout=self.sse_keepalive_s, return_when=asyncio.FIRST_COMPLETED
-            )
-            if closing in done:
-                await resp.write(b'event: shutdown\ndata: {"event": "shutdown"}\n\n')
-                return
-            if not done:
-                transport = request.transport
-                if transport is None or transport.is_closing():
-                    return
-                await resp.write(b": keepalive\n\n")
-                continue
-            try:
-                event = feed.take()
-            except StopAsyncIteration:
-                return
-            # Control events ({"event": "shutdown"|"overflow"}) keep their own name
-            # so a client can tell "the stream ends" from a health change.
-            name = event.get("event", "health") if isinstance(event, dict) else "health"
-            await resp.write(f"event: {name}\ndata: {dumps(event)}\n\n".encode())
-
-
-class _NextEvent:
-    """The one pending __anext__ of a subscription, kept across keepalive ticks:
-    cancelling it on a timeout would throw into the backend's generator and end the
-    subscription."""
-
-    def __init__(self, it: AsyncIterator[dict[str, Any]]) -> None:
-        self._it = it
-        self._pending: asyncio.Future[dict[str, Any]] | None = None
-
-    def pending(self) -> asyncio.Future[dict[str, Any]]:
-        if self._pending is None:
-            self._pending = asyncio.ensure_future(anext(self._it))
-        return self._pending
-
-    def take(self) -> dict[str, Any]:
-        """The finished event (raises what the iterator raised, StopAsyncIteration too)."""
-        task, self._pending = self.pending(), None
-        return task.result()
-
-    async def cancel(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is None:
-            return
-        pending.cancel()
-        # asyncio.wait, not await: this handler's own cancellation must not be
-        # swallowed; exception() marks the result retrieved.
-        await asyncio.wait({pending})
-        if not pending.cancelled():
-            pending.exception()
