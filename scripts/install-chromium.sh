@@ -10,24 +10,8 @@ if [ -x "$CHROMIUM" ]; then
   "$CHROMIUM" --version
   exit 0
 fi
-if [ "$(id -u)" -eq 0 ]; then
-  as_root=()
-elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-  as_root=(sudo -n)
-else
-  echo "chromium: $CHROMIUM is missing and this user cannot install packages (not root, no" \
-    "passwordless sudo); run as root: apt-get update && apt-get install -y" \
-    "--no-install-recommends chromium" >&2
-  exit 1
-fi
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "chromium: $CHROMIUM is missing and there is no apt-get (not Debian/Ubuntu); install" \
-    "a Chromium build at $CHROMIUM by hand" >&2
-  exit 1
-fi
-export DEBIAN_FRONTEND=noninteractive
-"${as_root[@]}" apt-get update
-"${as_root[@]}" apt-get install -y --no-install-recommends chromium
+"$BASH" "${0%/*}/apt-install.sh" chromium chromium "install a Chromium build at \
+$CHROMIUM by hand"
 if [ ! -x "$CHROMIUM" ]; then
   echo "chromium: apt-get installed the package but $CHROMIUM is still missing" >&2
   exit 1

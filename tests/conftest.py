@@ -101,16 +101,22 @@ def store_url(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[tupl
     asyncio.run(drop())
 
 
-@pytest.fixture
-async def store(store_url: tuple[str, str | None]) -> AsyncIterator[Store]:
-    """A migrated store on SQLite and on PostgreSQL (the test runs once per backend)."""
-    url, schema = store_url
+async def unmigrated_store(url: str, schema: str | None) -> Store:
+    """A Store on `url`, in its own PostgreSQL schema (created here) when one is given;
+    not migrated (the caller decides how far)."""
     if schema:
         engine = create_async_engine(url)
         async with engine.begin() as conn:
             await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
         await engine.dispose()
-    s = Store(url, pg_schema=schema)
+    return Store(url, pg_schema=schema)
+
+
+@pytest.fixture
+async def store(store_url: tuple[str, str | None]) -> AsyncIterator[Store]:
+    """A migrated store on SQLite and on PostgreSQL (the test runs once per backend)."""
+    url, schema = store_url
+    s = await unmigrated_store(url, schema)
     await s.upgrade()
     yield s
     await s.close()

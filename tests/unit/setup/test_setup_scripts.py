@@ -158,14 +158,25 @@ def test_chromium_present_missing_installable_and_missing_for_good(
     assert not c.ok and missing in c.detail and "apt-get install" in c.fix and "chromium" in c.fix
 
 
-def test_install_chromium_fails_clearly_without_root(tmp_path: Path) -> None:
-    """scripts/install-chromium.sh as a user that cannot install: exit 1 naming the fix.
-    The script is copied with its browser path pointed at a missing file; PATH holds only
-    a fake `id` (non-root), so there is no sudo and nothing can be installed for real."""
-    script = (ROOT / "scripts" / "install-chromium.sh").read_text()
-    assert "CHROMIUM=/usr/bin/chromium" in script
+@pytest.mark.parametrize(
+    ("name", "line"),
+    [
+        ("chromium", "CHROMIUM=/usr/bin/chromium"),
+        ("wrk", "if command -v wrk >/dev/null 2>&1; then"),
+    ],
+)
+def test_install_scripts_fail_clearly_without_root(tmp_path: Path, name: str, line: str) -> None:
+    """scripts/install-<name>.sh as a user that cannot install: exit 1 naming the fix.
+    The script is copied (with scripts/apt-install.sh) and made to find the tool missing;
+    PATH holds only a fake `id` (non-root), so there is no sudo and nothing can be
+    installed for real."""
+    script = (ROOT / "scripts" / f"install-{name}.sh").read_text()
+    assert line in script
+    missing = f"CHROMIUM={tmp_path}/none" if name == "chromium" else "if false; then"
     copy = tmp_path / "install.sh"
-    copy.write_text(script.replace("CHROMIUM=/usr/bin/chromium", f"CHROMIUM={tmp_path}/none"))
+    copy.write_text(script.replace(line, missing))
+    shutil.copy(ROOT / "scripts" / "apt-install.sh", tmp_path / "apt-install.sh")
+    (tmp_path / "apt-install.sh").chmod(0o755)
     fakebin = tmp_path / "bin"
     fakebin.mkdir()
     (fakebin / "id").write_text("#!/bin/sh\necho 1000\n")
@@ -178,5 +189,6 @@ def test_install_chromium_fails_clearly_without_root(tmp_path: Path) -> None:
         timeout=30,
         check=False,
     )
-    assert out.returncode == 1
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.startswith(f"{name}: missing"), out.stderr
     assert "cannot install packages" in out.stderr and "apt-get install" in out.stderr

@@ -103,16 +103,10 @@ async def test_prune_keeps_each_accounts_newest_point(store: Store) -> None:
 
 
 async def test_history_survives_a_restart(store_url: tuple[str, str | None]) -> None:
-    url, schema = store_url
-    if schema:
-        from sqlalchemy import text
-        from sqlalchemy.ext.asyncio import create_async_engine
+    from tests.conftest import unmigrated_store
 
-        engine = create_async_engine(url)
-        async with engine.begin() as conn:
-            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        await engine.dispose()
-    first = Store(url, pg_schema=schema)
+    url, schema = store_url
+    first = await unmigrated_store(url, schema)
     await first.upgrade()
     await HistoryRepo(first).write(T0, STEPS, system({"healthy": 1}), [point(A, 1.1, 1)])
     await first.close()

@@ -9,10 +9,10 @@ import pytest
 from alembic import command
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from aggregator.store import Store
 from aggregator.store.migrate import alembic_config
+from tests.conftest import unmigrated_store
 
 
 def _upgrade_to(conn: Connection, revision: str) -> None:
@@ -24,13 +24,7 @@ def _upgrade_to(conn: Connection, revision: str) -> None:
 @pytest.fixture
 async def old_store(store_url: tuple[str, str | None]) -> AsyncIterator[Store]:
     """A store migrated only up to 0002 (before compacted backfill)."""
-    url, schema = store_url
-    if schema:
-        engine = create_async_engine(url)
-        async with engine.begin() as conn:
-            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        await engine.dispose()
-    s = Store(url, pg_schema=schema)
+    s = await unmigrated_store(*store_url)
     async with s.engine.begin() as conn:
         await conn.run_sync(_upgrade_to, "0002_history")
     yield s
