@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 
 from aggregator.config import (
     AppConfig,
@@ -83,6 +84,7 @@ class ReplayOptions:
     hours: int | None = None  # None: the whole episode
     false_window_h: int = 168
     mode: str | None = None  # models.MODELS; None: the config's [portfolio] mode
+    api_port: int | None = None  # None: the config's [api] port; 0: a free one
 
     def scale(self) -> timescale.TimeScale:
         h = self.hours_per_block
@@ -91,13 +93,22 @@ class ReplayOptions:
         return timescale.TimeScale(h, self.block_interval_s)
 
 
-def replay_config(cfg: AppConfig, model: str, scale: timescale.TimeScale) -> AppConfig:
+def replay_config(
+    cfg: AppConfig,
+    model: str,
+    scale: timescale.TimeScale,
+    implied_vol: dict[str, float] | None = None,
+) -> AppConfig:
     """The config the replayed daemon runs with: `model`'s settings (models.py) and
     market durations rescaled to the replay's compression (timescale.py); validated
-    like the file would be."""
+    like the file would be. `implied_vol` (market units, warmup.implied_vol) replaces
+    `[portfolio] implied_vol`: the option legs' volatility, which would otherwise come
+    from the EWMA in the compressed unit."""
     try:
         data = models.configure(cfg.model_dump(), model, warmup.FORECAST_DAYS)
         data = timescale.overrides(data, scale, uses_ewma=model in models.USES_EWMA)
+        if implied_vol is not None:
+            data["portfolio"] = {**data["portfolio"], "implied_vol": dict(implied_vol)}
     except (models.ModelError, timescale.TimeScaleError) as exc:
         raise ConfigError([Problem("replay", str(exc))]) from exc
     try:
@@ -277,7 +288,8 @@ async def _steps(
         # The daemon plans from the standard model's figures (keeper.choose).
         cfg = daemon.cfg
         fallback = None if cfg.portfolio.mode == "standard" else cfg.risk.close_factor
-        k = keeper.Keeper(state, api_url, session, fallback)
+        k = keeper.Keeper(state, api_url, session, fallback,
+                          frozenset(a.address for a in rec.book if a.has_derivatives))  # fmt: skip
         # The devnet's Uniswap pools follow the episode too (docs/replay.md).
         pools = PoolMarket.for_state(state, manager.INDEXED_CHAINS, seed=opts.seed)
         pool_reverts = 0
@@ -368,6 +380,49 @@ async def _backfill(
     return parts
 
 
+NETTING_SHAPES = ("hedged_perp", "covered_call", "eth_stable", "btc_stable")
+
+
+async def _netting(api_url: str, book: list[population.Account]) -> dict[str, Any]:
+    """Per shape (the derivative ones and, for contrast, the spot stablecoin borrowers):
+    the medians over its accounts of the portfolio model's maintenance margin and the
+    standard model's requirement (collateral - HF x debt: the equity at which its HF
+    reaches 1 with the same haircut), from the daemon's own /v1/accounts/{a}/margin at
+    the first step. How much the scenario model nets a hedge, whatever model is run."""
+    rows: dict[str, list[tuple[float, float, float]]] = {}
+    async with aiohttp.ClientSession() as session:
+        for a in book:
+            if a.shape not in NETTING_SHAPES:
+                continue
+            url = f"{api_url}/v1/accounts/{a.address}/margin"
+            async with session.get(url, timeout=aiohttp.ClientTimeout(10)) as r:
+                if r.status != 200:
+                    continue
+                body = await r.json()
+            std, pf = body.get("standard"), body["portfolio"]
+            if std is None or std["hf"] is None:
+                continue
+            req = float(std["collateral_usd"]) - float(std["hf"]) * float(std["debt_usd"])
+            rows.setdefault(a.shape, []).append(
+                (float(pf["mm_usd"]), req, float(std["collateral_usd"]))
+            )
+    out: dict[str, Any] = {}
+    for shape, v in sorted(rows.items()):
+        arr = np.array(v)
+        out[shape] = {
+            "accounts": len(v),
+            "portfolio_mm_usd_median": round(float(np.median(arr[:, 0])), 2),
+            "standard_requirement_usd_median": round(float(np.median(arr[:, 1])), 2),
+            "portfolio_mm_over_collateral_median": round(
+                float(np.median(arr[:, 0] / arr[:, 2])), 4
+            ),
+            "standard_requirement_over_collateral_median": round(
+                float(np.median(arr[:, 1] / arr[:, 2])), 4
+            ),
+        }
+    return out
+
+
 def _vol(daemon: Daemon) -> dict[str, Any]:
     """Per asset: which volatility the haircut used and why (the daemon's own view)."""
     out = {}
@@ -446,7 +501,8 @@ async def run(root: Path, config_path: str | None, opts: ReplayOptions) -> int:
     try:
         path = _path(opts)
         _precheck(opts)
-    except (episodes.EpisodeError, models.ModelError, timescale.TimeScaleError) as exc:
+        ivol = warmup.implied_vol(path)
+    except (episodes.EpisodeError, models.ModelError, ValueError) as exc:
         print(f"replay: {exc}")
         return 2
     started = not manager.status(root).get("running")
@@ -462,7 +518,11 @@ async def run(root: Path, config_path: str | None, opts: ReplayOptions) -> int:
             # After `up`: config.toml includes the devnet's generated addresses.
             base = load_config(config_path or root / "config.toml")
             model = opts.mode or base.portfolio.mode
-            cfg = replay_config(base, model, opts.scale())
+            cfg = replay_config(base, model, opts.scale(), ivol)
+            if opts.api_port is not None:
+                cfg = cfg.model_copy(
+                    update={"api": cfg.api.model_copy(update={"port": opts.api_port})}
+                )
         except ConfigError as exc:
             print(f"replay: {exc}")
             return 2
@@ -512,9 +572,10 @@ async def _replay(
     lt, groups = _thresholds(cfg)
     rec = report.Recorder(
         book, lt, groups, opts.false_window_h // scale.hours_per_step,
-        steps_per_day=24 / scale.hours_per_step,
+        steps_per_day=24 / scale.hours_per_step, implied_vol=dict(cfg.portfolio.implied_vol),
     )  # fmt: skip
     vol_start = _vol(daemon)
+    netting = await _netting(api_url, book)
     t_steps = time.monotonic()
     stats = await _steps(
         opts=opts, path=path, state=state, daemon=daemon, api_url=api_url, rec=rec, stop=stop
@@ -535,6 +596,8 @@ async def _replay(
             "measured_step_s": round(steps_s / max(1, len(rec.prices)), 3),
         },
         warmup={"backfill_rows": backfill, "topped_up": topped, "still_below_1": still_low},
+        implied_vol=dict(cfg.portfolio.implied_vol),
+        netting_at_start=netting,
         volatility={"start": vol_start, "end": _vol(daemon)},
     )
     print(report.render(rep))
@@ -567,6 +630,7 @@ async def _report(
         bad_debt_usd=bad,
         negative_accounts=negative,
         chains=chains,
+        vault_end=held,
         meta={
             "steps": len(rec.prices),
             "hours_per_block": opts.scale().hours_per_step,

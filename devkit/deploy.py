@@ -1,8 +1,9 @@
 """Deploy the contract system to one chain and seed demo positions.
 
 Everything is sent from anvil's unlocked dev accounts (account 0 deploys and owns,
-1 is the keeper, 2..5 are demo users, 6 is the liquidator / market maker), in a fixed
-order, so a given (chain, nonce offset) always yields the same addresses.
+1 is the keeper, 2..5 are demo users, 6 is the liquidator / market maker, 9 is the
+derivatives venue's keeper on the Markets contract), in a fixed order, so a given
+(chain, nonce offset) always yields the same addresses.
 
     with web3_session(url) as w3:
         dep = deploy_chain(w3, "beta", nonce_offset=1000)
@@ -24,6 +25,7 @@ from web3 import Web3
 from web3.exceptions import ContractCustomError
 
 from chains.contracts import contract, decode_error, deploy, install_multicall
+from chains.positions import text_bytes32
 from chains.registry_codec import RegistryEntry, hf_to_fixed, pack_batch, usd_to_credit
 
 FEED_DECIMALS = 8
@@ -59,6 +61,14 @@ ASSET_BY_SYMBOL = {a.symbol: a for a in ASSETS}
 LST_CONTRACT: dict[AssetKind, str] = {"wsteth": "MockWstETH", "reth": "MockRETH"}
 
 DEPLOYER, KEEPER, LIQUIDATOR = 0, 1, 6
+# Records perp and option positions on the Markets contract (the venue's trade keeper:
+# a separate role from the registry's keeper, which the daemon's pusher signs as).
+VENUE_KEEPER = 9
+# Perp markets listed on every chain's Markets contract (bytes32 name -> asset whose
+# price marks it) and the option underlyings' on-chain names; config.toml's
+# [portfolio] perps / options map the same names.
+PERP_MARKETS = {"ETH-PERP": "WETH", "BTC-PERP": "WBTC"}
+OPTION_UNDERLYINGS = {"ETH": "WETH"}
 DEMO_USERS = (2, 3, 4, 5)
 
 # Minted straight to the vault (borrowable liquidity) and to the liquidator, per chain.
@@ -129,6 +139,9 @@ class ChainDeployment:
     block: int = 0
     # devkit.pools.UniswapDeployment.to_json(): factory, periphery, pools, positions.
     uniswap: dict[str, Any] | None = None
+    # contracts/Markets.sol (perp and option positions); "" in a state file from before.
+    markets: str = ""
+    venue_keeper: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -205,6 +218,8 @@ def deploy_chain(
         _mint(w3, tokens, symbol, vault, amount, chain=chain)
     for symbol, amount in LIQUIDATOR_FUNDS.items():
         _mint(w3, tokens, symbol, accounts[LIQUIDATOR], amount, chain=chain)
+    # Last, so the addresses deployed before it are the same as without it.
+    markets = deploy_markets(w3, chain, deployer, accounts[VENUE_KEEPER])
     multicall = install_multicall(_provider_url(w3))
     return ChainDeployment(
         chain=chain,
@@ -217,7 +232,20 @@ def deploy_chain(
         deployer=deployer,
         keeper=keeper,
         block=w3.eth.block_number,
+        markets=markets,
+        venue_keeper=accounts[VENUE_KEEPER],
     )
+
+
+def deploy_markets(w3: Web3, chain: str, owner: str, venue_keeper: str) -> str:
+    """The Markets contract (docs/portfolio-margin.md), `venue_keeper` allowed to record
+    positions, every PERP_MARKETS market listed."""
+    address = deploy(w3, "Markets", owner, sender=owner)
+    m = contract(w3, "Markets", address)
+    send(w3, m.functions.setKeeper(venue_keeper, True), owner, f"{chain}: Markets setKeeper")
+    for name in PERP_MARKETS:
+        send(w3, m.functions.listPerp(text_bytes32(name)), owner, f"{chain}: listPerp {name}")
+    return address
 
 
 def _set_nonce(w3: Web3, chain: str, deployer: ChecksumAddress, nonce_offset: int) -> None:

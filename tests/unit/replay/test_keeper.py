@@ -53,3 +53,14 @@ def test_no_plan_waits_unless_a_fallback_close_factor_is_given() -> None:
     assert isinstance(a, Attempt)
     # The chain with debt and collateral (alpha), half its debt, its largest collateral.
     assert (a.chain, a.debt, a.collateral, a.repay_raw) == ("alpha", "USDC", "WETH", 750_000_000)
+
+
+def test_an_account_without_vault_debt_has_nothing_a_vault_can_liquidate() -> None:
+    # Rated at risk for derivative legs alone (e.g. a written call, no borrow).
+    view = {
+        "account": VIEW["account"],
+        "positions": {"alpha": [p for p in VIEW["positions"]["alpha"] if p["side"] != "debt"]},
+        "liquidation": None,
+    }
+    assert choose(view) == "no_vault_debt"
+    assert choose(view, 0.5) == "no_vault_debt"
