@@ -342,7 +342,7 @@ class Daemon:
         await startup_step("var calibration", self.var.start())
         if self.liquidity.enabled:
             await startup_step("pool validation and first read", self.liquidity.start())
-            for chain in self.liquidity.watchers:
+            for chain in self.liquidity.chains:
                 # Not critical: while a chain's pools cannot be read their snapshots
                 # age into `stale` and the haircut falls back to depth_usd (visible as
                 # agg_task_up, agg_liquidity_fallback), the ledger stays right.

@@ -6,8 +6,10 @@ Invariants:
 - At start every configured pool is validated on chain: a pool that does not trade the
   asset's token on that chain, whose other token is no configured asset there, whose
   token decimals differ from the asset's, or that is not its factory's pool is a start
-  error naming `assets[i].liquidity[j]` (nothing runs on a wrong pool). The first read
-  of the snapshots may fail (a node not there yet): the chain's task retries it.
+  error naming `assets[i].liquidity[j]` (nothing runs on a wrong pool). A node that does
+  not answer at start is not a config problem: that chain's task validates its pools
+  once the node answers (a wrong pool found then fails the task, visibly), and its
+  assets keep depth_usd until then.
 - Each `pools:<chain>` task steps the chain's `PoolWatcher` (Swap/Mint/Burn logs at the
   confirmed head, a full re-read every `[liquidity] refresh_interval_s`) every
   `poll_interval_s`; a round that reads nothing still confirms the snapshots' block.
@@ -40,8 +42,6 @@ from chains.pool_state import PoolSnapshot
 from chains.rpc import RpcClient, RpcError
 
 log = logging.getLogger(__name__)
-# Start-up validation of a chain's pools against RPC faults (a second apart).
-VALIDATE_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -114,61 +114,52 @@ class LiquidityFeed:
         self.read_at: dict[str, float] = {}
         self.head: dict[str, int] = {}
 
-    async def start(self) -> None:
-        """Validate every configured pool (a misfit stops the start, naming it) and read
-        each chain's pools once, before the first price round."""
-        by_chain: dict[str, list[_Ref]] = {}
-        for ref in self.refs:
-            by_chain.setdefault(ref.chain, []).append(ref)
-        for chain, refs in by_chain.items():
-            reader = PoolReader(self.clients[chain], band=self.limits.band)
-            factory = self.limits.factories.get(chain)
-            # The reader checks the asset's token is in the pool and the other one is a
-            # configured asset's token on this chain (pool_side then names which).
-            counter = frozenset(a.tokens[chain] for a in self.cfg.assets if chain in a.tokens)
-            specs = [
-                PoolSpec(chain, r.address, factory=factory, label=r.where,
-                         token=self.cfg.asset(r.symbol).tokens[chain], counter_tokens=counter)
-                for r in refs
-            ]  # fmt: skip
-            metas = await self._validated(chain, reader, specs)
-            if metas is None:
-                continue
-            for r in refs:
-                self.sides[(chain, r.address)] = pool_side(self.cfg, r, metas[r.address])
-            self.watchers[chain] = PoolWatcher(
-                reader, metas.values(), confirmations=self.cfg.chain(chain).confirmations,
-                full_refresh_s=self.limits.refresh_interval_s,
-                max_log_range=self.cfg.chain(chain).max_log_range,
-                min_block=self.cfg.chain(chain).start_block,
-            )  # fmt: skip
-            try:
-                await self.step(chain)
-            except RpcError as exc:
-                # Not a config problem: the pools:<chain> task retries; until then the
-                # asset has no snapshot and keeps depth_usd.
-                log.warning("pools %s: first read failed (%s); retrying in the task", chain, exc)
+    @property
+    def chains(self) -> list[str]:
+        """The chains with configured pools, in config order (one `pools:<chain>` task each)."""
+        return list(dict.fromkeys(ref.chain for ref in self.refs))
 
-    async def _validated(
-        self, chain: str, reader: PoolReader, specs: list[PoolSpec]
-    ) -> dict[str, PoolMeta] | None:
-        """The pools' on-chain facts; a wrong pool stops the start (StartupError). An RPC
-        failure is not a config problem: retried a few times, then the chain's assets
-        keep depth_usd until the next start (a restart amid RPC faults must not stop
-        the daemon: the chaos soak found it)."""
-        for attempt in range(VALIDATE_ATTEMPTS):
+    async def start(self) -> None:
+        """Validate every chain's pools (a misfit stops the start, naming it) and read
+        them once, before the first price round. A chain whose node fails here is left to
+        its `pools:<chain>` task, which validates it when the node answers (a restart
+        amid RPC faults must not stop the daemon: the chaos soak found it); until then its
+        assets keep depth_usd."""
+        for chain in self.chains:
             try:
-                return await reader.validate(specs)
+                await self.prepare(chain)
+                await self.step(chain)
             except PoolConfigError as exc:
                 raise StartupError(f"liquidity: {exc}") from None
             except RpcError as exc:
-                log.warning(
-                    "pools %s: validation failed (%s), attempt %d of %d",
-                    chain, exc, attempt + 1, VALIDATE_ATTEMPTS,
-                )  # fmt: skip
-                await asyncio.sleep(1.0)
-        log.error("pools %s: not validated; its assets keep depth_usd until a restart", chain)
-        return None
+                log.warning("pools %s: not read at start (%s); retrying in the task", chain, exc)
+
+    async def prepare(self, chain: str) -> None:
+        """Validate `chain`'s pools on chain and set up its watcher (once). Raises
+        PoolConfigError for a pool that does not fit the config, RpcError when the node
+        does not answer."""
+        if chain in self.watchers:
+            return
+        refs = [r for r in self.refs if r.chain == chain]
+        reader = PoolReader(self.clients[chain], band=self.limits.band)
+        factory = self.limits.factories.get(chain)
+        # The reader checks the asset's token is in the pool and the other one is a
+        # configured asset's token on this chain (pool_side then names which).
+        counter = frozenset(a.tokens[chain] for a in self.cfg.assets if chain in a.tokens)
+        specs = [
+            PoolSpec(chain, r.address, factory=factory, label=r.where,
+                     token=self.cfg.asset(r.symbol).tokens[chain], counter_tokens=counter)
+            for r in refs
+        ]  # fmt: skip
+        metas = await reader.validate(specs)
+        sides = {(chain, r.address): pool_side(self.cfg, r, metas[r.address]) for r in refs}
+        self.sides.update(sides)
+        self.watchers[chain] = PoolWatcher(
+            reader, metas.values(), confirmations=self.cfg.chain(chain).confirmations,
+            full_refresh_s=self.limits.refresh_interval_s,
+            max_log_range=self.cfg.chain(chain).max_log_range,
+            min_block=self.cfg.chain(chain).start_block,
+        )  # fmt: skip
 
     async def step(self, chain: str) -> None:
         """One watcher round of `chain`; records what it read (docstring)."""
@@ -195,6 +186,9 @@ class LiquidityFeed:
 
         async def run() -> None:
             while not stop.is_set():
+                # A chain not validated at start is validated here; a wrong pool found
+                # now fails the task (agg_task_up) and its assets keep depth_usd.
+                await self.prepare(chain)
                 await self.step(chain)
                 await self.note_head(chain)
                 with contextlib.suppress(TimeoutError):

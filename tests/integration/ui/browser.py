@@ -4,13 +4,22 @@ errors, uncaught exceptions, failed requests and error responses."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from playwright.async_api import Browser, ConsoleMessage, Page, Request, Response
+from playwright.async_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    Request,
+    Response,
+    async_playwright,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -92,6 +101,28 @@ class Watched:
         path = folder / f"dashboard-{name}.png"
         await self.page.screenshot(path=str(path), full_page=full_page)
         assert path.stat().st_size > 0
+
+
+@contextlib.asynccontextmanager
+async def launched() -> AsyncIterator[Browser]:
+    """Debian's chromium under Playwright, closed on the way out."""
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+@contextlib.asynccontextmanager
+async def watched_page(browser: Browser, base: str) -> AsyncIterator[Watched]:
+    """A fresh page on `base`; on the way out, whatever went wrong on it fails the test."""
+    w = await open_page(browser, base)
+    try:
+        yield w
+    finally:
+        await w.page.context.close()
+    assert w.errors == [], "\n".join(w.errors)
 
 
 async def open_page(browser: Browser, base: str) -> Watched:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
 from aggregator.alerts.config import ChainLagRule, KeeperBalanceRule, WebhookConfig
 from aggregator.config import ApiConfig, AppConfig, StoreConfig, load_config
@@ -26,7 +26,7 @@ from aggregator.daemon import Daemon
 from devkit import manager
 from devkit.anvil import DEV_KEYS
 from tests.integration.daemon.daemon_helpers import wait_ready, wait_until
-from tests.integration.ui.browser import CHROMIUM, CHROMIUM_ARGS, Watched, open_page
+from tests.integration.ui.browser import Watched, watched_page
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.asyncio(loop_scope="module")]
 TOKEN = "ui-test-admin-token"
@@ -118,24 +118,10 @@ async def daemon(
         await d.stop()
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
-
-
 @pytest_asyncio.fixture(loop_scope="module")
 async def ui(browser: Browser, daemon: Daemon) -> AsyncIterator[Watched]:
-    w = await open_page(browser, f"http://127.0.0.1:{daemon.api.port}")
-    try:
+    async with watched_page(browser, f"http://127.0.0.1:{daemon.api.port}") as w:
         yield w
-    finally:
-        await w.page.context.close()
-    assert w.errors == [], "\n".join(w.errors)
 
 
 async def test_admin_pause_and_resume_with_the_token(ui: Watched, daemon: Daemon) -> None:

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
 from aggregator.api import Api
 from aggregator.api_views import AccountViews, ApiViews, ChainSources, LedgerReader
@@ -34,7 +34,7 @@ from aggregator.store.history_repo import HistoryRepo
 from aggregator.stream import HealthStream
 from bench.risk_engine import ASSETS, build_engine, set_market, synth_rows
 from oracles.types import Price
-from tests.integration.ui.browser import CHROMIUM, CHROMIUM_ARGS, Watched, open_page
+from tests.integration.ui.browser import Watched, watched_page
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.asyncio(loop_scope="module")]
 N_ACCOUNTS = 100_000
@@ -117,24 +117,10 @@ async def bases(
         await store.close()
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
-
-
 @pytest_asyncio.fixture(loop_scope="module")
 async def ui(browser: Browser, bases: tuple[str, str]) -> AsyncIterator[Watched]:
-    w = await open_page(browser, bases[0])
-    try:
+    async with watched_page(browser, bases[0]) as w:
         yield w
-    finally:
-        await w.page.context.close()
-    assert w.errors == [], "\n".join(w.errors)
 
 
 def _get(url: str) -> Any:
@@ -228,8 +214,7 @@ async def test_without_history_the_list_still_pages(
 ) -> None:
     """History disabled: no tier counts, the list still opens (at liquidatable) and
     pages; the account page shows its breakdown and says history is off."""
-    w = await open_page(browser, bases[1])
-    try:
+    async with watched_page(browser, bases[1]) as w:
         w.expected_errors |= {"/v1/history/system"}
         await w.goto("/accounts")
         asked = w.api_requests("/v1/accounts")
@@ -240,9 +225,6 @@ async def test_without_history_the_list_still_pages(
         w.expected_errors |= {f"/v1/history/accounts/{address.strip()}"}
         await w.goto(f"/account/{address.strip()}")
         assert "history is disabled" in await w.page.inner_text("#account")
-    finally:
-        await w.page.context.close()
-    assert w.errors == [], "\n".join(w.errors)
 
 
 async def test_the_account_page_follows_the_live_stream(

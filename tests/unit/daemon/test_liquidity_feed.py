@@ -4,15 +4,20 @@ and flagged in the gauges, a chain whose task stopped ages into stale."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from aggregator.config import load_config
 from aggregator.liquidity_feed import LiquidityFeed, _Side
 from aggregator.metrics import Metrics
-from chains.pool_reader import PoolUpdate
+from aggregator.startup import StartupError
+from chains.pool_reader import PoolMeta, PoolReader, PoolUpdate, PoolWatcher
+from chains.rpc_errors import RpcUnavailable
 from chains.types import BlockRef
 from tests.unit.risk.uniswap_ref import make_pool
 
@@ -100,3 +105,64 @@ async def test_steps_previous_snapshot_guards_and_gauges(tmp_path: Path) -> None
     now[0] += 61  # the task stopped stepping: stale
     ap = feed.pools(prices, now[0])
     assert ap["WETH"].fallback == "every pool is stale"
+
+
+async def test_a_node_down_at_start_is_validated_by_the_chain_task(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Start amid RPC faults: the start goes on without the chain's pools (depth_usd),
+    the pools:<chain> task fails while the node is down (visible to the supervisor) and
+    validates and reads them once it answers; a wrong pool still stops the start."""
+    path = tmp_path / "c.toml"
+    path.write_text(CONFIG)
+    cfg = load_config(path)
+    meta = PoolMeta("alpha", POOL, "0x" + "01" * 20, "0x" + "02" * 20, 18, 6, 500, 10)
+    down = RpcUnavailable("alpha", "eth_call", ["connection refused"], timed_out=False)
+    answers: list[Exception | None] = [down, down, None]
+    steps: list[int] = []
+
+    async def validate(self: Any, specs: Any) -> dict[str, PoolMeta]:
+        err = answers.pop(0)
+        if err is not None:
+            raise err
+        return {POOL: meta}
+
+    async def step(self: Any) -> PoolUpdate:
+        steps.append(1)
+        stop.set()
+        return PoolUpdate(None, dropped="test: nothing read")
+
+    monkeypatch.setattr(PoolReader, "validate", validate)
+    monkeypatch.setattr(PoolWatcher, "step", step)
+    feed = LiquidityFeed(cfg, {"alpha": _Client()}, Metrics())  # type: ignore[dict-item]
+    stop = asyncio.Event()
+
+    await feed.start()  # the node is down: no StartupError, no watcher yet
+    assert feed.chains == ["alpha"] and feed.watchers == {}
+    assert feed.pools({"WETH": 3000.0, "USDC": 1.0}, 0.0)["WETH"].fallback == "no pool read yet"
+
+    run = feed.supervised("alpha", stop)
+    with pytest.raises(RpcUnavailable):  # the supervisor restarts it with backoff
+        await run()
+    await run()  # the node answers: validated, a watcher, one round
+    assert feed.sides[("alpha", POOL)] == _Side("WETH", True, "USDC") and steps == [1]
+    assert feed.head["alpha"] == 12 - cfg.chain("alpha").confirmations
+
+    wrong = replace(meta, token0="0x" + "09" * 20)
+    answers[:] = [None]
+    monkeypatch.setattr(PoolReader, "validate", lambda self, specs: _const({POOL: wrong}))
+    with pytest.raises(StartupError, match=r"assets\[1\]\.liquidity\[0\]"):
+        await LiquidityFeed(cfg, {"alpha": _Client()}, Metrics()).start()  # type: ignore[dict-item]
+
+
+class _Client:
+    """What PoolReader keeps of its client here (validate and step are replaced)."""
+
+    chain = "alpha"
+
+    async def block_number(self) -> int:
+        return 12
+
+
+async def _const(value: Any) -> Any:
+    return value
