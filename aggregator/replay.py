@@ -203,8 +203,10 @@ async def _pool_reverts(session: aiohttp.ClientSession, sent: list[tuple[str, st
     return reverted
 
 
-async def _mined(session: aiohttp.ClientSession, sent: list[tuple[str, str]]) -> None:
-    """Until every sent feed update has a successful receipt."""
+async def _mined(
+    session: aiohttp.ClientSession, sent: list[tuple[str, str]], what: str = "feed update"
+) -> None:
+    """Until every sent transaction (`what`) has a successful receipt."""
     timeout = FEED_MINED_S
     deadline = time.monotonic() + timeout
     for url, h in sent:
@@ -212,10 +214,10 @@ async def _mined(session: aiohttp.ClientSession, sent: list[tuple[str, str]]) ->
             r = await _rpc(session, url, "eth_getTransactionReceipt", [h])
             if r is not None:
                 if int(r["status"], 16) != 1:
-                    raise RuntimeError(f"feed update {h} reverted")
+                    raise RuntimeError(f"{what} {h} reverted")
                 break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"feed update {h} not mined within {timeout} s")
+                raise RuntimeError(f"{what} {h} not mined within {timeout} s")
             await asyncio.sleep(0.05)
 
 
@@ -333,6 +335,35 @@ async def _drain(k: keeper.Keeper, step: int, stop: asyncio.Event) -> None:
         await k.round(step)
 
 
+async def _recentre_pools(
+    session: aiohttp.ClientSession, state: manager.DevnetState, prices: dict[str, float]
+) -> None:
+    """The devnet's pools to the episode's first prices, then a fresh base book around
+    them (devkit/pool_market.py `recentre_txs`): the daemon's liquidity haircut then
+    sees the devnet's designed depth at the episode's prices, not the remnants of a
+    book minted at the devnet's start prices. Every transaction must succeed."""
+    pools = PoolMarket.for_state(state, manager.INDEXED_CHAINS, seed=0)
+    if pools is None:
+        return
+    model = MarketModel(random.Random(0), prices=dict(prices))
+
+    async def one(chain: str) -> None:
+        url = state.url(chain)
+        rpc = functools.partial(_rpc, session, url)
+        minter = state.deployments[chain].deployer or state.accounts["deployer"]
+
+        async def send(txs: list[dict[str, Any]]) -> None:
+            sent = [(url, str(await rpc("eth_sendTransaction", [tx]))) for tx in txs]
+            await _mined(session, sent, what="pool re-centring")
+
+        await send(await pools.arbitrage_txs(rpc, chain, model))
+        funds, mints = await pools.recentre_txs(rpc, chain, model, minter)
+        await send(funds)
+        await send(mints)
+
+    await asyncio.gather(*(one(c) for c in manager.INDEXED_CHAINS))
+
+
 async def _prepare(
     opts: ReplayOptions, path: episodes.EpisodePath, state: manager.DevnetState
 ) -> tuple[list[population.Account], population.SeedStats]:
@@ -340,6 +371,7 @@ async def _prepare(
     episodes.require_drivable(path, dep_feeds, path.rates)
     async with aiohttp.ClientSession() as session:
         await drive(session, state, path.at(0), path.rates)
+        await _recentre_pools(session, state, path.at(0))
     book = population.generate(opts.accounts, opts.seed, path.at(0))
     seeded = await asyncio.to_thread(population.seed_population, state, book, path.at(0))
     print(
