@@ -151,6 +151,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         hours=args.hours,
         mode=args.mode,
         api_port=args.api_port,
+        reputation=args.reputation,
     )
     return run_replay(_root(), args.config, opts)
 
@@ -174,6 +175,10 @@ def _replay_options(p: argparse.ArgumentParser) -> None:
         "--api-port", type=int, default=None,
         help="the daemon's API port (default: the config's; 0: any free port, so replays "
         "under different AGG_ROOTs can run side by side)",
+    )  # fmt: skip
+    p.add_argument(
+        "--reputation", action="store_true",
+        help="turn [reputation] on over the mode (report labelled <mode>+reputation)",
     )  # fmt: skip
 
 

@@ -11,6 +11,7 @@ import os
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -158,6 +159,9 @@ class ReputationConfig(Strict):
     # Added per risk-history episode that reached liquidatable (a near miss).
     liquidatable_penalty: float = Field(default=0.10, ge=0, le=10)
     half_life_days: float = Field(default=180.0, gt=0)
+    # Seconds in one of the days above: one day unless the clock runs compressed (the
+    # crash replay sets 86400 / compression, docs/replay.md "Time").
+    day_s: float = Field(default=86400.0, gt=0, allow_inf_nan=False)
 
 
 class AssetConfig(Strict):
@@ -243,6 +247,9 @@ class ApcConfig(Strict):
     # (d) largest fraction the volatility (hence the vol term) may fall per day; rises
     # are never capped. None = no cap.
     max_daily_decrease: float | None = Field(default=None, gt=0, lt=1)
+    # The period (seconds) that fraction applies to: one day unless time runs faster
+    # than the wall clock (the crash replay sets 86400 / compression, docs/replay.md).
+    decrease_period_s: float = Field(default=86400.0, gt=0, allow_inf_nan=False)
     # Stressed-window length (days) for (b).
     stressed_window_days: int = Field(default=30, ge=5)
 
@@ -478,7 +485,22 @@ class VarConfig(Strict):
     # shipped history (at least scenarios + the 20-return EWMA seed).
     min_history_days: int = Field(default=520, ge=40)
     history: dict[str, str] = Field(default_factory=_default_history)
+    # The shipped history ends here (UTC; a date is its midnight): closes observed
+    # after it never enter the calibration, so a replay of a past crash does not
+    # calibrate on the years after it. None: all of it.
+    history_end: datetime | None = None
     recalibrate_interval_s: float = Field(default=86400.0, ge=60)
+
+    @field_validator("history_end", mode="before")
+    @classmethod
+    def _end_utc(cls, v: Any) -> Any:
+        if isinstance(v, date) and not isinstance(v, datetime):
+            v = datetime(v.year, v.month, v.day)
+        if isinstance(v, str):
+            v = datetime.fromisoformat(v)
+        if isinstance(v, datetime) and v.tzinfo is None:
+            v = v.replace(tzinfo=UTC)
+        return v
 
     @model_validator(mode="after")
     def _bounds(self) -> VarConfig:

@@ -27,22 +27,27 @@ import random
 import signal
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import numpy as np
 
+from aggregator import var_feed
 from aggregator.config import (
+    ApcConfig,
     AppConfig,
     ConfigError,
     OracleDefaults,
     Problem,
+    ReputationConfig,
     RiskConfig,
     SchedulerConfig,
     load_config,
 )
 from aggregator.daemon import Daemon, StartupError
+from aggregator.marketdata import history
 from devkit import manager
 from devkit.anvil import DEV_KEYS
 from devkit.deploy import ASSETS, FEED_DECIMALS, KEEPER
@@ -85,6 +90,7 @@ class ReplayOptions:
     false_window_h: int = 168
     mode: str | None = None  # models.MODELS; None: the config's [portfolio] mode
     api_port: int | None = None  # None: the config's [api] port; 0: a free one
+    reputation: bool = False  # [reputation] on over the mode (models.label)
 
     def scale(self) -> timescale.TimeScale:
         h = self.hours_per_block
@@ -93,19 +99,46 @@ class ReplayOptions:
         return timescale.TimeScale(h, self.block_interval_s)
 
 
+def shipped_returns(cfg: AppConfig, end: float) -> dict[str, int]:
+    """Daily returns of each asset's shipped [var] history up to `end` (unix s); an
+    asset [var] history does not map, or whose series is missing, is left to the
+    calibration's own error."""
+    out = {}
+    for a in cfg.asset_symbols:
+        name = cfg.var.history.get(a)
+        if name is None:
+            continue
+        try:
+            s = var_feed.ending(history.daily(name), end)
+        except KeyError:
+            continue
+        out[a] = int(np.isfinite(np.diff(np.log(s.close))).sum())
+    return out
+
+
 def replay_config(
     cfg: AppConfig,
     model: str,
     scale: timescale.TimeScale,
     implied_vol: dict[str, float] | None = None,
+    *,
+    start: float | None = None,
+    reputation: bool = False,
 ) -> AppConfig:
     """The config the replayed daemon runs with: `model`'s settings (models.py) and
     market durations rescaled to the replay's compression (timescale.py); validated
     like the file would be. `implied_vol` (market units, warmup.implied_vol) replaces
     `[portfolio] implied_vol`: the option legs' volatility, which would otherwise come
-    from the EWMA in the compressed unit."""
+    from the EWMA in the compressed unit. `start`: the episode's first hour (unix s);
+    the VaR model then calibrates on the shipped history up to it (models.var_window);
+    `reputation`: [reputation] on (models.configure)."""
     try:
-        data = models.configure(cfg.model_dump(), model, warmup.FORECAST_DAYS)
+        data = models.configure(
+            cfg.model_dump(), model, warmup.FORECAST_DAYS, reputation=reputation
+        )
+        if model == "var" and start is not None:
+            end = datetime.fromtimestamp(start, UTC).isoformat()
+            data = models.var_window(data, end, shipped_returns(cfg, start))
         data = timescale.overrides(data, scale, uses_ewma=model in models.USES_EWMA)
         if implied_vol is not None:
             data["portfolio"] = {**data["portfolio"], "implied_vol": dict(implied_vol)}
@@ -525,7 +558,9 @@ def _precheck(opts: ReplayOptions) -> None:
     if opts.mode in models.USES_EWMA:
         # The defaults' lambda; a config with another one is checked again once loaded.
         base = {"risk": RiskConfig().model_dump(), "oracle": OracleDefaults().model_dump(),
-                "scheduler": SchedulerConfig().model_dump()}  # fmt: skip
+                "scheduler": SchedulerConfig().model_dump(),
+                "apc": ApcConfig().model_dump(),
+                "reputation": ReputationConfig().model_dump()}  # fmt: skip
         timescale.overrides(base, opts.scale())
 
 
@@ -550,7 +585,10 @@ async def run(root: Path, config_path: str | None, opts: ReplayOptions) -> int:
             # After `up`: config.toml includes the devnet's generated addresses.
             base = load_config(config_path or root / "config.toml")
             model = opts.mode or base.portfolio.mode
-            cfg = replay_config(base, model, opts.scale(), ivol)
+            cfg = replay_config(
+                base, model, opts.scale(), ivol, start=float(path.times[0]),
+                reputation=opts.reputation,
+            )  # fmt: skip
             if opts.api_port is not None:
                 cfg = cfg.model_copy(
                     update={"api": cfg.api.model_copy(update={"port": opts.api_port})}
@@ -618,7 +656,7 @@ async def _replay(
         since=since, seeded=seeded,
     )  # fmt: skip
     rep.update(
-        mode=model,
+        mode=models.label(model, opts.reputation),
         wall_s=round(time.monotonic() - t_start, 1),
         steps_s=round(steps_s, 1),
         time={

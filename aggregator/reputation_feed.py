@@ -69,6 +69,7 @@ def params_of(cfg: ReputationConfig) -> Params:
         lower=cfg.lower, upper=cfg.upper, min_age_days=cfg.min_age_days,
         reward_per_30d=cfg.reward_per_30d, liquidation_penalty=cfg.liquidation_penalty,
         liquidatable_penalty=cfg.liquidatable_penalty, half_life_days=cfg.half_life_days,
+        day_s=cfg.day_s,
     )  # fmt: skip
 
 

@@ -6,7 +6,10 @@ holds at least [var] min_history_days daily returns for every asset it feeds the
 covariance and the FHS scenarios ("daemon"), otherwise the shipped CSV history
 (history/, each asset through [var] history) does ("shipped"). The stressed-period
 floor always comes from the shipped history when every asset has a series there (the
-crashes it holds are the point), else from the daemon's.
+crashes it holds are the point), else from the daemon's. With [var] history_end set,
+the shipped series end at the last close observed at or before it (a replay of a past
+crash calibrates on what was known then); too few returns left is an
+`InsufficientHistory` naming the asset and the date.
 
 Invariants: `recalibrate` is a scheduled job (aggregator/jobs.py), never called from the
 recompute loop; the numerical work runs in a worker thread; the calibration is swapped
@@ -21,6 +24,7 @@ import functools
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
@@ -71,9 +75,19 @@ def _shipped(name: str) -> PriceSeries:
     return history.daily(name)
 
 
+def ending(series: PriceSeries, end: float) -> PriceSeries:
+    """`series` without the closes observed after `end` (unix seconds)."""
+    keep = int(np.searchsorted(series.close_times(), end, side="right"))
+    columns = {k: v[:keep].copy() for k, v in series.columns.items()}
+    return replace(series, columns=columns)
+
+
 def shipped_series(cfg: AppConfig, own: Mapping[str, int]) -> dict[str, PriceSeries]:
-    """The shipped daily series of every asset ([var] history); an unmapped asset is
-    an error naming it and what the daemon's own history holds (`own`)."""
+    """The shipped daily series of every asset ([var] history), ended at [var]
+    history_end when set; an unmapped asset, or one with fewer than min_history_days
+    returns up to history_end, is an error naming it and what the daemon's own history
+    holds (`own`)."""
+    end = cfg.var.history_end
     out = {}
     for a in cfg.asset_symbols:
         name = cfg.var.history.get(a)
@@ -88,6 +102,14 @@ def shipped_series(cfg: AppConfig, own: Mapping[str, int]) -> dict[str, PriceSer
             raise InsufficientHistory(
                 a, cfg.var.min_history_days, own.get(a, 0), str(exc)
             ) from None
+        if end is not None:
+            out[a] = ending(out[a], end.timestamp())
+            have = _own_counts({a: out[a]})[a]
+            if have < cfg.var.min_history_days:
+                raise InsufficientHistory(
+                    a, cfg.var.min_history_days, have,
+                    f"in shipped series {name!r} up to [var] history_end {end.isoformat()}",
+                )  # fmt: skip
     return out
 
 

@@ -12,7 +12,8 @@ Invariants:
   release, which never goes below the predictive value itself.
 - The speed cap bounds *decreases* only: margin must rise at once in a crash (a cap on
   rises would leave positions under-margined exactly when it matters). It bounds the
-  fall of sigma (hence of the vol term z*sigma*sqrt(h)) to a fraction per day.
+  fall of sigma (hence of the vol term z*sigma*sqrt(h)) to a fraction per
+  `decrease_period_s` (one day by default), compounded over elapsed time.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from numpy.typing import NDArray
 from aggregator.config import ApcConfig
 
 F64 = NDArray[np.float64]
-DAY_S = 86400.0
 
 
 @dataclass(frozen=True)
@@ -113,9 +113,9 @@ def decide(
         else:
             s = calm = _step(steps, "buffer", s, s * (1 + cfg.buffer))
     if cfg.max_daily_decrease is not None and state.used is not None and state.at is not None:
-        days = max(0.0, now - state.at) / DAY_S
+        periods = max(0.0, now - state.at) / cfg.decrease_period_s
         s = _step(
-            steps, "decrease_cap", s, max(s, state.used * (1 - cfg.max_daily_decrease) ** days)
+            steps, "decrease_cap", s, max(s, state.used * (1 - cfg.max_daily_decrease) ** periods)
         )
     nxt = replace(state, used=s, at=now, calm=calm)
     return VolDecision(ewma, forecast, base, s, source, stress, tuple(steps), nxt)

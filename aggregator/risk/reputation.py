@@ -4,7 +4,7 @@ indexed history across every chain (docs/reputation.md; issue 23, first step).
 Inputs are plain facts about one account (`History`): when it was first seen in the
 vault on any chain, the liquidations it suffered (time, chain, USD) and, when the
 risk history is recorded, its episodes in warning or worse (start, end, worst tier)
-and its HF samples. With `D` = 86,400 s, `now` the evaluation time and the
+and its HF samples. With `D` = `day_s` (86,400 s: one day), `now` the evaluation time and the
 parameters of `Params` (defaults in brackets):
 
     age          = now - first_seen
@@ -72,6 +72,9 @@ class Params:
     liquidation_penalty: float = 0.30
     liquidatable_penalty: float = 0.10
     half_life_days: float = 180.0
+    # Seconds in one of the days above: 86,400 unless the clock runs compressed (the
+    # crash replay sets 86,400 / compression, so every day-based figure is market time).
+    day_s: float = DAY
 
     def __post_init__(self) -> None:
         if not (0.0 < self.lower <= 1.0 <= self.upper):
@@ -85,6 +88,8 @@ class Params:
                 raise ValueError(f"reputation: {name} must be >= 0")
         if self.half_life_days <= 0:
             raise ValueError("reputation: half_life_days must be > 0")
+        if not (self.day_s > 0 and math.isfinite(self.day_s)):
+            raise ValueError(f"reputation: day_s must be > 0 and finite, got {self.day_s}")
 
 
 @dataclass(frozen=True)
@@ -172,8 +177,8 @@ def _overlap(episodes: Sequence[Episode], lo: float, hi: float) -> float:
     return total
 
 
-def _decay(age_s: float, half_life_days: float) -> float:
-    return float(2.0 ** (-max(age_s, 0.0) / (half_life_days * DAY)))
+def _decay(age_s: float, p: Params) -> float:
+    return float(2.0 ** (-max(age_s, 0.0) / (p.half_life_days * p.day_s)))
 
 
 def cure_times(episodes: Sequence[Episode]) -> list[float]:
@@ -197,9 +202,9 @@ def _history_factors(h: History, p: Params, now: float) -> list[Factor]:
     if h.episodes is None:
         return [Factor("risk_history", None, "", 0.0, 0.0, "no risk history recorded")]
     near = [e for e in h.episodes if e.worst_tier >= LIQUIDATABLE]
-    near_sum = sum(_decay(now - (now if e.end is None else e.end), p.half_life_days) for e in near)
+    near_sum = sum(_decay(now - (now if e.end is None else e.end), p) for e in near)
     cures = cure_times(h.episodes)
-    bad_days = _overlap(h.episodes, -math.inf, now) / DAY
+    bad_days = _overlap(h.episodes, -math.inf, now) / p.day_s
     vol = hf_volatility(h.hf or ())
     return [
         Factor("liquidatable_episodes", near_sum, "decayed count", -p.liquidatable_penalty,
@@ -221,13 +226,13 @@ def score(account: str, h: History, p: Params, now: float) -> Reputation:
     last_liq = max((liq.t for liq in past), default=-math.inf)
     clean_start = max(h.first_seen, last_liq)
     bad_s = _overlap(h.episodes or (), clean_start, now)
-    clean_days = max(0.0, (now - clean_start) - bad_s) / DAY
-    mature = age_s >= p.min_age_days * DAY
+    clean_days = max(0.0, (now - clean_start) - bad_s) / p.day_s
+    mature = age_s >= p.min_age_days * p.day_s
     # Reward accrues only on clean days beyond the probation of min_age_days: no jump
     # at maturity, and a liquidation restarts the probation.
     earned = max(0.0, clean_days - p.min_age_days)
     reward = min(1.0 - p.lower, p.reward_per_30d * earned / 30.0) if mature else 0.0
-    liq_sum = sum(_decay(now - liq.t, p.half_life_days) for liq in past)
+    liq_sum = sum(_decay(now - liq.t, p) for liq in past)
     factors = [
         Factor("clean_days", clean_days, "days", p.reward_per_30d / 30.0, reward,
                f"beyond min_age_days ({p.min_age_days:g}), capped at 1 - lower"),
@@ -236,14 +241,14 @@ def score(account: str, h: History, p: Params, now: float) -> Reputation:
                f"{len(past)} liquidation(s), {sum(x.usd for x in past):.2f} USD, chains "
                f"{sorted({x.chain for x in past})}"),
         Factor("days_since_last_liquidation",
-               (now - last_liq) / DAY if past else None, "days", 0.0, 0.0, "informational"),
+               (now - last_liq) / p.day_s if past else None, "days", 0.0, 0.0, "informational"),
         *_history_factors(h, p, now),
     ]  # fmt: skip
     s = sum(f.contribution for f in factors)
     m = min(max(1.0 - s, p.lower), p.upper)
     if not mature:
         m = max(m, 1.0)
-    return Reputation(account, s, m, age_s / DAY, tuple(factors))
+    return Reputation(account, s, m, age_s / p.day_s, tuple(factors))
 
 
 def episodes_from_points(

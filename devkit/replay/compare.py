@@ -2,7 +2,8 @@
 
     python -m devkit.replay.compare [docs/replay] [--doc docs/replay.md]
 
-Reads every `<episode>-<model>.json` a replay wrote, draws one chart per episode
+Reads every `<episode>-<model>[-reputation].json` a replay wrote (model labels
+models.LABELS: each model, then its `+reputation` run), draws one chart per episode
 comparing the models (prices, the book's HF p5 and median, the depositors' margin) as
 `<episode>.png`, and writes the per-model tables into docs/replay.md between the
 `replay-compare` markers (generated: do not edit by hand).
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from devkit.replay.models import MODELS
+from devkit.replay.models import LABELS
 from devkit.replay.report import procyclicality
 
 BEGIN, END = "<!-- replay-compare:begin -->", "<!-- replay-compare:end -->"
@@ -31,7 +32,7 @@ def load(directory: Path) -> dict[str, dict[str, dict[str, Any]]]:
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for f in sorted(directory.glob("*-*.json")):
         rep = json.loads(f.read_text())
-        if "series" not in rep or rep.get("mode") not in MODELS:
+        if "series" not in rep or rep.get("mode") not in LABELS:
             continue
         # Recomputed from the per-step series, so every report is measured alike.
         pc = procyclicality(rep["series"]["margin"], 24 / rep["time"]["hours_per_step"])
@@ -65,7 +66,7 @@ def table(episode: str, reps: dict[str, dict[str, Any]]) -> str:
         "| gas per chain (M) | hours per step, measured s per step |"
     )
     rows = [head, "|" + "---|" * 14]
-    for m in MODELS:
+    for m in LABELS:
         r = reps.get(m)
         if r is None:
             continue
@@ -84,7 +85,7 @@ def table(episode: str, reps: dict[str, dict[str, Any]]) -> str:
             f"| {gas} "
             f"| {r['time']['hours_per_step']}, {r['time']['measured_step_s']} |"
         )
-    sig = [f"- {m}: {_sigma(reps[m])}" for m in MODELS if m in reps]
+    sig = [f"- {m}: {_sigma(reps[m])}" for m in LABELS if m in reps]
     return "\n".join([f"### {episode}", "", *rows, "", "Volatility at the first step:", *sig])
 
 
@@ -97,7 +98,7 @@ def summary(reports: dict[str, dict[str, dict[str, Any]]]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for episode in sorted(reports):
-        for m in MODELS:
+        for m in LABELS:
             r = reports[episode].get(m)
             if r is None:
                 continue
@@ -128,7 +129,7 @@ def chart(episode: str, reps: dict[str, dict[str, Any]], out: Path) -> Path:
             ax[0].plot(days, [x / p[0] for x in p], label=sym, lw=1)
     ax[0].set_ylabel("price / start")
     ax[0].legend(loc="lower left", fontsize=8)
-    for m in MODELS:
+    for m in LABELS:
         r = reps.get(m)
         if r is None:
             continue

@@ -377,7 +377,8 @@ def write(
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{rep['episode']}-{rep['mode']}"
+    # "predictive+reputation" -> "<episode>-predictive-reputation" (no "+" in file names).
+    stem = f"{rep['episode']}-{rep['mode']}".replace("+", "-")
     jpath = out_dir / f"{stem}.json"
     jpath.write_text(json.dumps(rep, indent=2, default=float) + "\n")
     days = (times[: len(rec.prices)] - times[0]) / 86400

@@ -13,6 +13,12 @@ in the config the replay generates (`overrides`):
   shortest sampling interval divided by C. lambda ** C must be a positive double:
   C <= ~12,000 (3.3 market hours per wall second) at lambda 0.94; a faster replay of a
   model that uses the EWMA is an error naming the options, not a silent distortion.
+- The `[apc]` decrease cap bounds sigma's fall to a fraction per `decrease_period_s`
+  (one market day): the period becomes `decrease_period_s / C`, so the capped path
+  over a compressed step equals the market-time one.
+- `[reputation]` counts its probation, reward and penalty half-life in days of
+  `day_s` seconds: `day_s` becomes 86400 / C (one market day); its job rescores every
+  step (`interval_s` = step_s, at most its configured period).
 - The oracle reads every step (`[scheduler] oracle_interval_s` = step_s); the LST rate
   job likewise. The pusher, heartbeat, vault max age and confirmations stay in wall
   time: they are about the chain, which runs in wall time too.
@@ -78,7 +84,8 @@ def overrides(data: dict[str, Any], scale: TimeScale, *, uses_ewma: bool = True)
     is then set to its fastest usable decay and is reported as not faithful."""
     c = scale.factor
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
-    risk, oracle, sch = out["risk"], out["oracle"], out["scheduler"]
+    risk, oracle, sch, apc = out["risk"], out["oracle"], out["scheduler"], out["apc"]
+    rep = out["reputation"]
     lam = ewma_lambda(float(risk["ewma_lambda"]), c)
     if lam is None:
         if uses_ewma:
@@ -92,6 +99,9 @@ def overrides(data: dict[str, Any], scale: TimeScale, *, uses_ewma: bool = True)
         lam = MIN_LAMBDA
     risk["ewma_lambda"] = lam
     risk["horizon_days"] = float(risk["horizon_days"]) / c
+    apc["decrease_period_s"] = scale.wall_s(float(apc["decrease_period_s"]))
+    rep["day_s"] = scale.wall_s(float(rep["day_s"]))
+    rep["interval_s"] = min(float(rep["interval_s"]), scale.step_s)
     oracle["vol_prior_daily"] = float(oracle["vol_prior_daily"]) * math.sqrt(c)
     oracle["vol_min_interval_s"] = scale.wall_s(EWMA_SAMPLE_MARKET_S)
     oracle["refresh_s"] = min(float(oracle["refresh_s"]), scale.step_s)

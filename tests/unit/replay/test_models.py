@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from aggregator.config import VarConfig
 from aggregator.replay import ReplayOptions, run
 from devkit.replay import models
 
@@ -18,6 +19,8 @@ BASE = {
     "apc": {"lookback_floor": True, "stressed_weight": 0.0, "buffer": 0.0,
             "max_daily_decrease": None},
     "oracle": {"history_days": 90},
+    "reputation": {"enabled": False, "interval_s": 300.0, "day_s": 86400.0,
+                   "min_age_days": 90.0, "half_life_days": 180.0},
 }  # fmt: skip
 
 
@@ -87,3 +90,70 @@ def test_the_replay_config_carries_the_implied_vol() -> None:
     cfg = replay_config(base, "portfolio", TimeScale(3, 1.0), {"WETH": 0.85})
     assert cfg.portfolio.implied_vol == {"WETH": 0.85}
     assert replay_config(base, "portfolio", TimeScale(3, 1.0)).portfolio.implied_vol == {}
+
+
+VAR = {"var": {"scenarios": 500, "min_history_days": 520, "stressed_window_days": 250}}
+
+
+def test_var_window_ends_the_history_at_the_episode() -> None:
+    cfg = models.var_window(VAR, "2023-03-01T00:00:00+00:00", {"WETH": 1933, "USDC": 1604})
+    assert cfg["var"] == {**VAR["var"], "history_end": "2023-03-01T00:00:00+00:00"}
+    assert "history_end" not in VAR["var"]  # the input is not modified
+
+
+def test_var_window_shrinks_to_the_shortest_history_before_the_episode() -> None:
+    # wstETH launched 2021-10: 205 daily returns before 2022-05-01.
+    cfg = models.var_window(VAR, "2022-05-01T00:00:00+00:00", {"WETH": 1631, "wstETH": 205})
+    v = cfg["var"]
+    assert v["scenarios"] == 205 - models.VAR_SEED
+    assert v["min_history_days"] <= 205 and v["stressed_window_days"] == 205
+    VarConfig.model_validate(v)  # still a valid [var] section
+    with pytest.raises(models.ModelError, match=r"wstETH: 0 daily returns up to 2020-03-01"):
+        models.var_window(VAR, "2020-03-01T00:00:00+00:00", {"WETH": 842, "wstETH": 0})
+
+
+def test_the_replayed_var_config_calibrates_without_look_ahead() -> None:
+    from aggregator.replay import replay_config, shipped_returns
+    from devkit.replay.timescale import TimeScale
+    from tests.unit.risk.test_var_feed import config as var_config
+
+    base = var_config(history={"USDC": "USDC", "WETH": "ETH"})
+    start = 1_682_899_200.0  # 2023-05-01
+    cfg = replay_config(base, "var", TimeScale(3, 1.0), start=start)
+    assert cfg.var.history_end is not None and cfg.var.history_end.timestamp() == start
+    assert shipped_returns(base, start)["WETH"] > shipped_returns(base, start - 86400 * 30)["WETH"]
+    assert replay_config(base, "standard", TimeScale(3, 1.0), start=start).var.history_end is None
+
+
+@pytest.mark.parametrize("model", models.MODELS)
+def test_reputation_switch_turns_the_section_on_over_any_mode(model: str) -> None:
+    on = models.configure({**BASE, "reputation": {**BASE["reputation"], "enabled": True}},
+                          model, 730)  # fmt: skip
+    assert on["reputation"]["enabled"] is False  # no --reputation: off, whatever the file says
+    cfg = models.configure(BASE, model, 730, reputation=True)
+    assert cfg["reputation"]["enabled"] is True
+    off = models.configure(BASE, model, 730)
+    assert {k: v for k, v in cfg.items() if k != "reputation"} == {
+        k: v for k, v in off.items() if k != "reputation"
+    }
+    assert (
+        models.label(model, True) == f"{model}+reputation" and models.label(model, False) == model
+    )
+    assert BASE["reputation"]["enabled"] is False
+
+
+def test_the_replayed_reputation_runs_in_market_days() -> None:
+    from aggregator.replay import replay_config
+    from devkit.replay.timescale import TimeScale
+    from tests.unit.risk.test_var_feed import config as var_config
+
+    base = var_config()
+    scale = TimeScale(3, 1.0)
+    cfg = replay_config(base, "predictive", scale, reputation=True)
+    r = cfg.reputation
+    assert r.enabled and r.day_s == pytest.approx(86400.0 / scale.factor)
+    assert r.interval_s == scale.step_s
+    # The day-based parameters keep their market-day values: day_s carries the scale.
+    assert (r.min_age_days, r.half_life_days) == (base.reputation.min_age_days,
+                                                  base.reputation.half_life_days)  # fmt: skip
+    assert replay_config(base, "predictive", scale).reputation.enabled is False

@@ -64,6 +64,15 @@ def test_decrease_cap_bounds_falls_never_rises() -> None:
     assert run(0.20, None, cfg, st0, now=DAY).used == 0.20  # a rise passes at once
 
 
+def test_decrease_cap_period() -> None:
+    hourly = ApcConfig(lookback_floor=False, max_daily_decrease=0.10, decrease_period_s=3600)
+    st0 = ApcState(used=0.10, at=0.0)
+    assert run(0.05, None, hourly, st0, now=2 * 3600).used == pytest.approx(0.081)
+    for bad in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="decrease_period_s"):
+            ApcConfig(max_daily_decrease=0.1, decrease_period_s=bad)
+
+
 def test_lookback_stats_reference() -> None:
     r = np.array([0.01, -0.01] * 30 + [0.05] * 30)
     s = lookback_stats(r, window=30)

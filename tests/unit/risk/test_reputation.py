@@ -367,3 +367,13 @@ def test_engine_adopt_scales_the_pushed_requirement() -> None:
     assert eng.health(ADDRS[1]).tier == "liquidatable"  # 1000 / 1040
     eng.adopt(res)  # no im_factor (a caller that does not personalise): the model's own
     assert eng.r_hf[1] == 1.25
+
+
+def test_a_bad_day_length_is_refused() -> None:
+    from aggregator.config import ReputationConfig
+
+    for bad in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="day_s"):
+            Params(day_s=bad)
+        with pytest.raises(ValueError, match="day_s"):
+            ReputationConfig(day_s=bad)

@@ -5,11 +5,15 @@ too little history in both sources stopping the start with its name."""
 from __future__ import annotations
 
 import math
+from datetime import UTC, date, datetime
 
 import numpy as np
 import pytest
 
-from aggregator.config import AppConfig
+from aggregator import var_feed
+from aggregator.config import AppConfig, VarConfig
+from aggregator.marketdata.factors import InsufficientHistory
+from aggregator.marketdata.loader import PriceSeries
 from aggregator.startup import StartupError
 from aggregator.var_feed import VarFeed, build_calibration, daily_series
 from oracles.protocols import PricePoint
@@ -58,3 +62,70 @@ async def test_an_asset_without_history_stops_the_start_naming_it() -> None:
     with pytest.raises(StartupError, match=r"asset 'WETH'.*\[var\] history"):
         await feed.start()
     assert feed.calibration is None
+
+
+# -- [var] history_end: no look-ahead -------------------------------------------------------
+START = 1_500_000_000 // DAY * DAY  # 2017-07-14
+N_DAYS = 1400
+
+
+def synthetic(seed: int, crash_from: int | None = None) -> dict[str, PriceSeries]:
+    """Daily GBM closes for ETH and a flat-ish USDC; from day `crash_from` on, ETH
+    moves 30% a day (what a look-ahead would pick up)."""
+    rng = np.random.default_rng(seed)
+    r = rng.normal(0.0, 0.04, N_DAYS)
+    if crash_from is not None:
+        r[crash_from:] = np.where(np.arange(N_DAYS - crash_from) % 2, 0.3, -0.3)
+    eth = 2000.0 * np.exp(np.cumsum(r))
+    usdc = 1.0 + rng.normal(0.0, 0.0005, N_DAYS)
+    return {n: PriceSeries(f"synthetic/{n}", "daily", START, {"close": c}, {})
+            for n, c in (("ETH", eth), ("USDC", usdc))}  # fmt: skip
+
+
+def calibrated(monkeypatch: pytest.MonkeyPatch, series: dict[str, PriceSeries], **var: object):
+    monkeypatch.setattr(var_feed, "_shipped", lambda name: series[name])
+    return build_calibration(config(history={"USDC": "USDC", "WETH": "ETH"}, **var), [], 2e9)
+
+
+def test_a_row_after_history_end_cannot_change_the_calibration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    end_day = 1000
+    end = datetime.fromtimestamp(START + end_day * DAY, UTC)
+    base = calibrated(monkeypatch, synthetic(3), history_end=end)
+    # Every close observed after `end` replaced by a crash path: nothing moves.
+    later = calibrated(monkeypatch, synthetic(3, crash_from=end_day), history_end=end)
+    assert base.n_returns == later.n_returns
+    for a, b in ((base.cov, later.cov), (base.scenarios, later.scenarios), (base.vol, later.vol),
+                 (base.stressed, later.stressed)):  # fmt: skip
+        np.testing.assert_array_equal(a, b)
+    # The close observed exactly at `end` (the bar of day end_day - 1) is still used.
+    moved = synthetic(3)
+    moved["ETH"].close[end_day - 1] *= 1.5
+    assert not np.array_equal(calibrated(monkeypatch, moved, history_end=end).cov, base.cov)
+    # Without the end, the same later rows change it (the test can fail).
+    free = calibrated(monkeypatch, synthetic(3))
+    crashed = calibrated(monkeypatch, synthetic(3, crash_from=end_day))
+    assert crashed.vol[1] > 2 * free.vol[1]
+
+
+def test_too_little_history_before_the_end_names_the_asset_and_date(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(InsufficientHistory, match=r"asset 'USDC'.*history_end 2018-09-01"):
+        calibrated(monkeypatch, synthetic(3), history_end="2018-09-01")
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [("2022-05-01", datetime(2022, 5, 1, tzinfo=UTC)),
+     (date(2022, 5, 1), datetime(2022, 5, 1, tzinfo=UTC)),
+     ("2022-05-01T06:00:00+02:00", datetime(2022, 5, 1, 4, tzinfo=UTC))],
+)  # fmt: skip
+def test_history_end_parses_to_utc(given: object, expected: datetime) -> None:
+    assert VarConfig(history_end=given).history_end == expected  # type: ignore[arg-type]
+
+
+def test_a_bad_history_end_names_the_field() -> None:
+    with pytest.raises(ValueError, match="history_end"):
+        VarConfig(history_end="May 2022")  # type: ignore[arg-type]

@@ -1,0 +1,39 @@
+"""The comparison reads a `+reputation` run next to its model: both rows, in the
+models' order, the reputation one right after its model; unknown labels are skipped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from devkit.replay import compare
+
+
+def fake(mode: str, bad: float) -> dict[str, Any]:
+    margin = [0.10 + 0.001 * i for i in range(48)]
+    return {
+        "episode": "2022-06", "mode": mode, "accounts": 10,
+        "series": {"margin": margin, "prices": {"WETH": [1.0] * 48},
+                   "hf_p5_p25_p50": [[1.0, 1.1, 1.2]] * 48},
+        "time": {"hours_per_step": 3, "measured_step_s": 1.05},
+        "tiers_reached": {"warning": 1, "liquidatable": 1, "insolvent": 0},
+        "liquidations": {"count": 2, "usd": 1000.0}, "liquidated_accounts": 1,
+        "bad_debt_usd": bad, "healthy_to_negative_equity": 0,
+        "false_liquidations": {"count": 0, "accounts": 0},
+        "chains": {"alpha": {"pushes": 3, "gas": 2e6}},
+    }  # fmt: skip
+
+
+def test_reputation_runs_sit_beside_their_model(tmp_path: Path) -> None:
+    for mode, bad in (("predictive", 5.0), ("predictive+reputation", 7.0), ("standard", 9.0),
+                      ("bogus", 1.0)):  # fmt: skip
+        name = f"2022-06-{mode}".replace("+", "-")
+        (tmp_path / f"{name}.json").write_text(json.dumps(fake(mode, bad)))
+    reports = compare.load(tmp_path)
+    assert set(reports["2022-06"]) == {"standard", "predictive", "predictive+reputation"}
+    rows = [r.split("|")[2].strip() for r in compare.summary(reports).splitlines()[2:]]
+    assert rows == ["standard", "predictive", "predictive+reputation"]
+    table = compare.table("2022-06", reports["2022-06"])
+    assert "| predictive+reputation | 10 |" in table and "| standard | 10 |" in table
+    assert "- predictive+reputation:" in table
