@@ -97,8 +97,6 @@ REPLAY_ACCOUNTS ?= 500
 REPLAY_FLAGS ?=
 replay: setup
 	@for m in $(REPLAY_MODELS); do for e in $(REPLAY_EPISODES); do \
-	  if [ "$$m" = var ] && [ "$$e" = 2020-03 ]; then \
-	    echo "skip var 2020-03: no wstETH history before it to calibrate on"; continue; fi; \
 	  $(BIN)/aggregator replay --episode $$e --mode $$m --accounts $(REPLAY_ACCOUNTS) \
 	    $(REPLAY_FLAGS) || exit 1; \
 	done; done

@@ -485,6 +485,10 @@ class VarConfig(Strict):
     # shipped history (at least scenarios + the 20-return EWMA seed).
     min_history_days: int = Field(default=520, ge=40)
     history: dict[str, str] = Field(default_factory=_default_history)
+    # Asset symbol -> a shipped series whose returns stand in for the asset's own before
+    # its series starts (an LST launched after a crash of the stressed history). The
+    # asset's own closes always win where they exist (var_feed.backfilled).
+    backfill: dict[str, str] = Field(default_factory=dict)
     # The shipped history ends here (UTC; a date is its midnight): closes observed
     # after it never enter the calibration, so a replay of a past crash does not
     # calibrate on the years after it. None: all of it.
@@ -890,7 +894,8 @@ def _var_problems(cfg: AppConfig) -> list[Problem]:
     """[var] names only configured assets (the default `history` table lists more
     symbols than a config may have; a `history` the config sets is checked)."""
     symbols = set(cfg.asset_symbols)
-    keys = ("horizons", "history") if "history" in cfg.var.model_fields_set else ("horizons",)
+    keys: tuple[str, ...] = ("horizons", "backfill")
+    keys += ("history",) if "history" in cfg.var.model_fields_set else ()
     return [
         Problem(f"var.{key}.{sym}", f"unknown asset {sym!r}")
         for key in keys

@@ -47,7 +47,6 @@ from aggregator.config import (
     load_config,
 )
 from aggregator.daemon import Daemon, StartupError
-from aggregator.marketdata import history
 from devkit import manager
 from devkit.anvil import DEV_KEYS
 from devkit.deploy import ASSETS, FEED_DECIMALS, KEEPER
@@ -103,13 +102,15 @@ def shipped_returns(cfg: AppConfig, end: float) -> dict[str, int]:
     """Daily returns of each asset's shipped [var] history up to `end` (unix s); an
     asset [var] history does not map, or whose series is missing, is left to the
     calibration's own error."""
+    ended = cfg.model_copy(
+        update={"var": cfg.var.model_copy(update={"history_end": datetime.fromtimestamp(end, UTC)})}
+    )
     out = {}
     for a in cfg.asset_symbols:
-        name = cfg.var.history.get(a)
-        if name is None:
+        if a not in cfg.var.history:
             continue
         try:
-            s = var_feed.ending(history.daily(name), end)
+            s = var_feed.shipped(ended, a)
         except KeyError:
             continue
         out[a] = int(np.isfinite(np.diff(np.log(s.close))).sum())

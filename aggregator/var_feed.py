@@ -9,7 +9,9 @@ floor always comes from the shipped history when every asset has a series there 
 crashes it holds are the point), else from the daemon's. With [var] history_end set,
 the shipped series end at the last close observed at or before it (a replay of a past
 crash calibrates on what was known then); too few returns left is an
-`InsufficientHistory` naming the asset and the date.
+`InsufficientHistory` naming the asset and the date. [var] backfill splices a proxy
+series' returns before an asset's own series starts (an LST launched after the crashes
+the stressed window needs); the asset's own closes always win where they exist.
 
 Invariants: `recalibrate` is a scheduled job (aggregator/jobs.py), never called from the
 recompute loop; the numerical work runs in a worker thread; the calibration is swapped
@@ -82,6 +84,40 @@ def ending(series: PriceSeries, end: float) -> PriceSeries:
     return replace(series, columns=columns)
 
 
+def backfilled(series: PriceSeries, proxy: PriceSeries) -> PriceSeries:
+    """`series` with `proxy`'s daily closes before its first bar, scaled to meet its
+    first close: every return before that day is the proxy's, every return from it on
+    the series' own (the one across the seam is the proxy's return of that day). Only
+    `close` is spliced (other columns are NaN before the seam). Unchanged when the proxy
+    starts no earlier, or has no finite close on the series' first day."""
+    if series.frequency != "daily" or proxy.frequency != "daily":
+        raise ValueError(f"backfill of {series.path} by {proxy.path}: daily series only")
+    lead = (series.start - proxy.start) // DAY
+    if lead <= 0 or lead >= len(proxy) or not len(series):
+        return series
+    seam = float(proxy.close[lead])
+    first = float(series.close[0])
+    if not (np.isfinite(seam) and seam > 0 and np.isfinite(first)):
+        return series
+    columns = {k: np.concatenate([np.full(lead, np.nan), v]) for k, v in series.columns.items()}
+    columns["close"][:lead] = proxy.close[:lead] * (first / seam)
+    return replace(
+        series, path=f"{series.path} (before it: {proxy.path})", start=proxy.start,
+        columns=columns,
+    )  # fmt: skip
+
+
+def shipped(cfg: AppConfig, asset: str) -> PriceSeries:
+    """`asset`'s shipped series ([var] history), backfilled ([var] backfill) and ended
+    at [var] history_end when set. KeyError: no such series."""
+    series = _shipped(cfg.var.history[asset])
+    proxy = cfg.var.backfill.get(asset)
+    if proxy is not None:
+        series = backfilled(series, _shipped(proxy))
+    end = cfg.var.history_end
+    return series if end is None else ending(series, end.timestamp())
+
+
 def shipped_series(cfg: AppConfig, own: Mapping[str, int]) -> dict[str, PriceSeries]:
     """The shipped daily series of every asset ([var] history), ended at [var]
     history_end when set; an unmapped asset, or one with fewer than min_history_days
@@ -97,13 +133,12 @@ def shipped_series(cfg: AppConfig, own: Mapping[str, int]) -> dict[str, PriceSer
                 "in the daemon's price history, and [var] history names no shipped series",
             )  # fmt: skip
         try:
-            out[a] = _shipped(name)
+            out[a] = shipped(cfg, a)
         except KeyError as exc:
             raise InsufficientHistory(
                 a, cfg.var.min_history_days, own.get(a, 0), str(exc)
             ) from None
         if end is not None:
-            out[a] = ending(out[a], end.timestamp())
             have = _own_counts({a: out[a]})[a]
             if have < cfg.var.min_history_days:
                 raise InsufficientHistory(

@@ -129,3 +129,64 @@ def test_history_end_parses_to_utc(given: object, expected: datetime) -> None:
 def test_a_bad_history_end_names_the_field() -> None:
     with pytest.raises(ValueError, match="history_end"):
         VarConfig(history_end="May 2022")  # type: ignore[arg-type]
+
+
+def test_backfill_splices_the_proxy_returns_before_the_series_starts() -> None:
+    """Written from the definition: before the asset's first day every daily return is
+    the proxy's (the seam day's too), from it on the asset's own; its closes unchanged."""
+    rng = np.random.default_rng(11)
+    proxy_close = 1000.0 * np.exp(np.cumsum(rng.normal(0.0, 0.05, 300)))
+    own_close = 1.2 * proxy_close[120:] * np.exp(rng.normal(0.0, 0.01, 180))
+    own_close[40] = np.nan  # a hole in the asset's own series stays a hole
+    proxy = PriceSeries("p", "daily", START, {"close": proxy_close}, {})
+    own = PriceSeries("o", "daily", START + 120 * DAY, {"close": own_close}, {})
+    out = var_feed.backfilled(own, proxy)
+    assert out.start == START and len(out) == 300 and "p" in out.path
+    np.testing.assert_array_equal(out.close[120:], own_close)
+    r = np.diff(np.log(out.close))
+    for i in range(120):  # returns of days 1..120: the proxy's (day 120 is the seam)
+        assert math.isclose(r[i], math.log(proxy_close[i + 1] / proxy_close[i]), rel_tol=1e-9)
+    assert math.isclose(r[120], math.log(own_close[1] / own_close[0]), rel_tol=1e-12)
+    # A proxy that starts no earlier, or a series of another frequency, changes nothing / fails.
+    assert var_feed.backfilled(own, replace_start(proxy, START + 130 * DAY)) is own
+    with pytest.raises(ValueError, match="daily series only"):
+        var_feed.backfilled(own, PriceSeries("h", "hourly", START, {"close": proxy_close}, {}))
+
+
+def replace_start(s: PriceSeries, start: int) -> PriceSeries:
+    return PriceSeries(s.path, s.frequency, start, s.columns, s.skipped)
+
+
+def test_backfill_gives_an_lst_launched_later_a_history_before_march_2020() -> None:
+    """The shipped wstETH series starts 2021-10: alone it has no return before the 2020-03
+    crash; backfilled by ETH it has ETH's, and its own from its first day."""
+    end = datetime(2020, 3, 1, tzinfo=UTC)
+    names = {"USDC": "USDC", "WETH": "ETH", "wstETH": "wstETH"}
+    base = config(history=names, history_end=end, min_history_days=400, scenarios=300)
+    base = base.model_copy(update={"assets": [*base.assets, base.assets[1].model_copy(
+        update={"symbol": "wstETH"})]})  # fmt: skip
+    with pytest.raises(InsufficientHistory, match="wstETH"):
+        var_feed.shipped_series(base, {})
+    filled = base.model_copy(
+        update={"var": base.var.model_copy(update={"backfill": {"wstETH": "ETH"}})}
+    )
+    series = var_feed.shipped_series(filled, {})
+    assert len(series["wstETH"]) == len(series["WETH"]) > 800  # ETH: from 2017-11
+    np.testing.assert_allclose(
+        np.diff(np.log(series["wstETH"].close)), np.diff(np.log(series["WETH"].close))
+    )
+    # Unbounded, its own closes win where they exist.
+    own = var_feed.shipped(
+        filled.model_copy(update={"var": filled.var.model_copy(update={"history_end": None})}),
+        "wstETH",
+    )
+    np.testing.assert_array_equal(own.close[-len(var_feed._shipped("wstETH")) :],
+                                  var_feed._shipped("wstETH").close)  # fmt: skip
+
+
+def test_backfill_names_only_configured_assets() -> None:
+    from aggregator.config import ConfigError, parse_config
+
+    raw = config(backfill={"stETH": "ETH"}).model_dump(mode="json", exclude_defaults=True)
+    with pytest.raises(ConfigError, match=r"var\.backfill\.stETH"):
+        parse_config(raw, "test.toml")
