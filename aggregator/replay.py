@@ -74,6 +74,8 @@ SETTLE_S = 2.0
 # not 1 / debt (portfolio, VaR): a second pass repays from the new rating.
 TOPUP_PASSES = 2
 FEED_MINED_S = 15.0
+# The re-centring's mints fill two blocks or more per chain (45 x 0.9 M gas).
+RECENTRE_MINED_S = 90.0
 
 
 @dataclass(frozen=True)
@@ -238,11 +240,13 @@ async def _pool_reverts(session: aiohttp.ClientSession, sent: list[tuple[str, st
 
 
 async def _mined(
-    session: aiohttp.ClientSession, sent: list[tuple[str, str]], what: str = "feed update"
+    session: aiohttp.ClientSession,
+    sent: list[tuple[str, str]],
+    what: str = "feed update",
+    within_s: float = FEED_MINED_S,
 ) -> None:
     """Until every sent transaction (`what`) has a successful receipt."""
-    timeout = FEED_MINED_S
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within_s
     for url, h in sent:
         while True:
             r = await _rpc(session, url, "eth_getTransactionReceipt", [h])
@@ -251,7 +255,7 @@ async def _mined(
                     raise RuntimeError(f"{what} {h} reverted")
                 break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{what} {h} not mined within {timeout} s")
+                raise RuntimeError(f"{what} {h} not mined within {within_s} s")
             await asyncio.sleep(0.05)
 
 
@@ -387,8 +391,11 @@ async def _recentre_pools(
         minter = state.deployments[chain].deployer or state.accounts["deployer"]
 
         async def send(txs: list[dict[str, Any]]) -> None:
-            sent = [(url, str(await rpc("eth_sendTransaction", [tx]))) for tx in txs]
-            await _mined(session, sent, what="pool re-centring")
+            # A fixed high price (as the seeding's): these fill blocks, and a transaction
+            # priced at the base fee of its send time waits forever once it has risen.
+            priced = [{**tx, "gasPrice": hex(population.SEED_GAS_PRICE_WEI)} for tx in txs]
+            sent = [(url, str(await rpc("eth_sendTransaction", [tx]))) for tx in priced]
+            await _mined(session, sent, what="pool re-centring", within_s=RECENTRE_MINED_S)
 
         await send(await pools.arbitrage_txs(rpc, chain, model))
         funds, mints = await pools.recentre_txs(rpc, chain, model, minter)
