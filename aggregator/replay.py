@@ -50,7 +50,7 @@ from aggregator.daemon import Daemon, StartupError
 from devkit import manager
 from devkit.anvil import DEV_KEYS
 from devkit.deploy import ASSETS, FEED_DECIMALS, KEEPER
-from devkit.pool_market import PoolMarket
+from devkit.pool_market import PoolMarket, recentre_due
 from devkit.replay import (
     chainread,
     episodes,
@@ -333,6 +333,7 @@ async def _steps(
         # The devnet's Uniswap pools follow the episode too (docs/replay.md).
         pools = PoolMarket.for_state(state, manager.INDEXED_CHAINS, seed=opts.seed)
         pool_reverts = 0
+        centre, recentred = dict(path.at(0)), 0
         for i in range(len(path)):
             if stop.is_set():
                 break
@@ -346,6 +347,11 @@ async def _steps(
             rec.apply(k.stats)
             await _mined(session, sent)
             pool_reverts += await _pool_reverts(session, trades)
+            if pools is not None and recentre_due(centre, path.at(i)):
+                # The pools are at this step's prices (arbitraged in its block): the LP
+                # mints a fresh base book there (devkit/pool_market.py).
+                await _recentre_pools(session, state, path.at(i))
+                centre, recentred = dict(path.at(i)), recentred + 1
             if i % 24 == 0:
                 print(
                     f"replay {path.name}: step {i}/{len(path)}  WETH {path.at(i)['WETH']:,.2f}  "
@@ -358,7 +364,11 @@ async def _steps(
                     await asyncio.wait_for(stop.wait(), rest)
         await _drain(k, len(path), stop)
         if pools is not None:
-            print(f"replay {path.name}: pool trades reverted: {pool_reverts}", flush=True)
+            print(
+                f"replay {path.name}: pool trades reverted: {pool_reverts}, "
+                f"base book re-centred {recentred} times",
+                flush=True,
+            )
         return k.stats
 
 

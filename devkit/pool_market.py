@@ -30,7 +30,10 @@ chain's depth, valued at those prices) around each pool's new price, as LPs re-c
 after a move; the old base book stays where it is (out of range, as real stale
 positions are). Without it, the pools' in-range depth would be a few thousand USD and
 the daemon's pool-based liquidity haircut would liquidate the book for the devnet's
-starting prices, not the episode's.
+starting prices, not the episode's. The replay re-centres again whenever a USD price
+has moved RECENTRE_MOVE from the last centre (`recentre_due`): an LP book that never
+follows a 50% crash leaves a few per cent of its depth in range, and the daemon's
+liquidity term would then measure the devnet, not the episode.
 """
 
 from __future__ import annotations
@@ -79,6 +82,21 @@ GAS = {"swap": 2_000_000, "mint": 900_000, "decrease": 400_000, "collect": 300_0
 MINT_WIDTHS = (0.002, 0.005, 0.01, 0.03)
 
 Rpc = Callable[[str, list[Any]], Awaitable[Any]]
+# A move (either way, in log terms) of a pool's USD-priced asset that makes the replay
+# mint a fresh base book around the new price: inside the book's +/-10% range.
+RECENTRE_MOVE = 0.10
+RECENTRE_ASSETS = ("WETH", "WBTC")
+
+
+def recentre_due(
+    centre: dict[str, float], prices: dict[str, float], move: float = RECENTRE_MOVE
+) -> bool:
+    """Whether any RECENTRE_ASSETS price is `move` or more (log) away from `centre`."""
+    return any(
+        abs(math.log(prices[a] / centre[a])) >= math.log1p(move)
+        for a in RECENTRE_ASSETS
+        if a in centre and a in prices
+    )
 
 
 def market_price_usd(symbol: str, model: MarketModel) -> float:

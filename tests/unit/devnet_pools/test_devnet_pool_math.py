@@ -193,3 +193,16 @@ async def test_recentre_mints_the_base_book_around_the_moved_price() -> None:
         assert [a for _, a in funded] == [a0, a1]
         assert tx["from"] == m.books["beta"].uni.lp
     assert usd == pytest.approx(40e6, rel=2e-3)
+
+
+def test_recentre_is_due_after_a_ten_percent_move_either_way() -> None:
+    from devkit.pool_market import RECENTRE_MOVE, recentre_due
+
+    centre = {"WETH": 2000.0, "WBTC": 30000.0, "USDC": 1.0}
+    assert not recentre_due(centre, dict(centre))
+    assert not recentre_due(centre, {**centre, "WETH": 2000.0 * 1.099})
+    assert recentre_due(centre, {**centre, "WETH": 2000.0 * (1 + RECENTRE_MOVE)})
+    assert recentre_due(centre, {**centre, "WBTC": 30000.0 / (1 + RECENTRE_MOVE)})
+    assert not recentre_due(centre, {**centre, "WBTC": 30000.0 * 0.95})
+    # Only the USD-priced pool assets count (a stablecoin's wobble never re-centres).
+    assert not recentre_due(centre, {**centre, "USDC": 0.8})
