@@ -223,12 +223,14 @@ async def _send_feeds(
     return [x for f, _ in sent for x in f], [x for _, t in sent for x in t]
 
 
-async def _pool_reverts(session: aiohttp.ClientSession, sent: list[tuple[str, str]]) -> int:
+async def _pool_reverts(
+    session: aiohttp.ClientSession, sent: list[tuple[str, str]], within_s: float = FEED_MINED_S
+) -> int:
     """How many of a step's pool trades reverted (a pool that cannot follow a gap of
     the path within its liquidity); they are counted, not fatal: the daemon judges a
     pool that strays from the oracle on its own (its guards)."""
     reverted = 0
-    deadline = time.monotonic() + FEED_MINED_S
+    deadline = time.monotonic() + within_s
     for url, h in sent:
         r = None
         while r is None and time.monotonic() < deadline:
@@ -350,7 +352,7 @@ async def _steps(
             if pools is not None and recentre_due(centre, path.at(i)):
                 # The pools are at this step's prices (arbitraged in its block): the LP
                 # mints a fresh base book there (devkit/pool_market.py).
-                await _recentre_pools(session, state, path.at(i))
+                pool_reverts += await _recentre_pools(session, state, path.at(i), strict=False)
                 centre, recentred = dict(path.at(i)), recentred + 1
             if i % 24 == 0:
                 print(
@@ -384,35 +386,44 @@ async def _drain(k: keeper.Keeper, step: int, stop: asyncio.Event) -> None:
 
 
 async def _recentre_pools(
-    session: aiohttp.ClientSession, state: manager.DevnetState, prices: dict[str, float]
-) -> None:
-    """The devnet's pools to the episode's first prices, then a fresh base book around
-    them (devkit/pool_market.py `recentre_txs`): the daemon's liquidity haircut then
-    sees the devnet's designed depth at the episode's prices, not the remnants of a
-    book minted at the devnet's start prices. Every transaction must succeed."""
+    session: aiohttp.ClientSession,
+    state: manager.DevnetState,
+    prices: dict[str, float],
+    *,
+    strict: bool = True,
+) -> int:
+    """The devnet's pools to `prices`, then a fresh base book around them (devkit/
+    pool_market.py `recentre_txs`): the daemon's liquidity haircut then sees the
+    devnet's designed depth at the episode's prices, not the remnants of a book minted
+    at other prices. An arbitrage swap that reverts (a pool that cannot follow) is
+    counted, as in the steps; with `strict` (the first re-centring) a failed mint is an
+    error, otherwise counted too. Returns the reverted transactions."""
     pools = PoolMarket.for_state(state, manager.INDEXED_CHAINS, seed=0)
     if pools is None:
-        return
+        return 0
     model = MarketModel(random.Random(0), prices=dict(prices))
 
-    async def one(chain: str) -> None:
+    async def one(chain: str) -> int:
         url = state.url(chain)
         rpc = functools.partial(_rpc, session, url)
         minter = state.deployments[chain].deployer or state.accounts["deployer"]
 
-        async def send(txs: list[dict[str, Any]]) -> None:
+        async def send(txs: list[dict[str, Any]], must: bool) -> int:
             # A fixed high price (as the seeding's): these fill blocks, and a transaction
             # priced at the base fee of its send time waits forever once it has risen.
             priced = [{**tx, "gasPrice": hex(population.SEED_GAS_PRICE_WEI)} for tx in txs]
             sent = [(url, str(await rpc("eth_sendTransaction", [tx]))) for tx in priced]
-            await _mined(session, sent, what="pool re-centring", within_s=RECENTRE_MINED_S)
+            if must:
+                await _mined(session, sent, what="pool re-centring", within_s=RECENTRE_MINED_S)
+                return 0
+            return await _pool_reverts(session, sent, within_s=RECENTRE_MINED_S)
 
-        await send(await pools.arbitrage_txs(rpc, chain, model))
+        reverted = await send(await pools.arbitrage_txs(rpc, chain, model), False)
         funds, mints = await pools.recentre_txs(rpc, chain, model, minter)
-        await send(funds)
-        await send(mints)
+        reverted += await send(funds, strict)
+        return reverted + await send(mints, strict)
 
-    await asyncio.gather(*(one(c) for c in manager.INDEXED_CHAINS))
+    return sum(await asyncio.gather(*(one(c) for c in manager.INDEXED_CHAINS)))
 
 
 async def _prepare(
