@@ -95,6 +95,25 @@ def test_every_configured_address_has_code(cfg: AppConfig) -> None:
     assert checked == 12 + 15 + 13 + 2
 
 
+def test_markets_lists_the_perps_and_the_venue_keeper(devnet: manager.DevnetState) -> None:
+    """Every indexed chain's Markets contract lets the venue keeper (dev account 9) record
+    positions in the listed perp markets, and nobody else. (Before the tests that stop a
+    chain: the module shares one devnet.)"""
+    from chains.positions import text_bytes32
+    from devkit.deploy import PERP_MARKETS, web3_session
+
+    for chain in manager.INDEXED_CHAINS:
+        dep = devnet.deployments[chain]
+        assert dep.venue_keeper == devnet.accounts["venue_keeper"]
+        with web3_session(devnet.url(chain)) as w3:
+            m = contract(w3, "Markets", dep.markets)
+            assert m.functions.isKeeper(dep.venue_keeper).call(), chain
+            assert not m.functions.isKeeper(dep.keeper).call(), chain
+            for name in PERP_MARKETS:
+                assert m.functions.perpListed(text_bytes32(name)).call(), (chain, name)
+            assert not m.functions.perpListed(text_bytes32("SOL-PERP")).call(), chain
+
+
 def test_fork_sees_origin_deposits_made_before_the_fork(devnet: manager.DevnetState) -> None:
     dep = devnet.deployments["alpha"]
     user = devnet.accounts["users"][0]  # account 2: 10 WETH on origin
@@ -458,21 +477,3 @@ def test_down_removes_the_devnet_store_but_keeps_logs(tmp_path: Path) -> None:
         (data / name).write_text("x")
     assert manager.down(tmp_path) == []
     assert sorted(p.name for p in data.iterdir()) == ["beta.log"]
-
-
-def test_markets_lists_the_perps_and_the_venue_keeper(devnet: manager.DevnetState) -> None:
-    """Every indexed chain's Markets contract lets the venue keeper (dev account 9) record
-    positions in the listed perp markets, and nobody else."""
-    from chains.positions import text_bytes32
-    from devkit.deploy import PERP_MARKETS, web3_session
-
-    for chain in manager.INDEXED_CHAINS:
-        dep = devnet.deployments[chain]
-        assert dep.venue_keeper == devnet.accounts["venue_keeper"]
-        with web3_session(devnet.url(chain)) as w3:
-            m = contract(w3, "Markets", dep.markets)
-            assert m.functions.isKeeper(dep.venue_keeper).call(), chain
-            assert not m.functions.isKeeper(dep.keeper).call(), chain
-            for name in PERP_MARKETS:
-                assert m.functions.perpListed(text_bytes32(name)).call(), (chain, name)
-            assert not m.functions.perpListed(text_bytes32("SOL-PERP")).call(), chain
