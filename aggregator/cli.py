@@ -150,6 +150,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         start_hour=args.start_hour,
         hours=args.hours,
         mode=args.mode,
+        api_port=args.api_port,
         reputation=args.reputation,
     )
     return run_replay(_root(), args.config, opts)
@@ -169,6 +170,11 @@ def _replay_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--mode", default=None,
         help="margin model: standard, predictive, portfolio, var (default: [portfolio] mode)",
+    )  # fmt: skip
+    p.add_argument(
+        "--api-port", type=int, default=None,
+        help="the daemon's API port (default: the config's; 0: any free port, so replays "
+        "under different AGG_ROOTs can run side by side)",
     )  # fmt: skip
     p.add_argument(
         "--reputation", action="store_true",

@@ -50,7 +50,7 @@ from aggregator.daemon import Daemon, StartupError
 from devkit import manager
 from devkit.anvil import DEV_KEYS
 from devkit.deploy import ASSETS, FEED_DECIMALS, KEEPER
-from devkit.pool_market import PoolMarket
+from devkit.pool_market import PoolMarket, recentre_due
 from devkit.replay import (
     chainread,
     episodes,
@@ -74,6 +74,8 @@ SETTLE_S = 2.0
 # not 1 / debt (portfolio, VaR): a second pass repays from the new rating.
 TOPUP_PASSES = 2
 FEED_MINED_S = 15.0
+# The re-centring's mints fill two blocks or more per chain (45 x 0.9 M gas).
+RECENTRE_MINED_S = 90.0
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class ReplayOptions:
     hours: int | None = None  # None: the whole episode
     false_window_h: int = 168
     mode: str | None = None  # models.MODELS; None: the config's [portfolio] mode
+    api_port: int | None = None  # None: the config's [api] port; 0: a free one
     reputation: bool = False  # [reputation] on over the mode (models.label)
 
     def scale(self) -> timescale.TimeScale:
@@ -120,15 +123,18 @@ def replay_config(
     cfg: AppConfig,
     model: str,
     scale: timescale.TimeScale,
+    implied_vol: dict[str, float] | None = None,
     *,
     start: float | None = None,
     reputation: bool = False,
 ) -> AppConfig:
     """The config the replayed daemon runs with: `model`'s settings (models.py) and
     market durations rescaled to the replay's compression (timescale.py); validated
-    like the file would be. `start`: the episode's first hour (unix s); the VaR model
-    then calibrates on the shipped history up to it (models.var_window); `reputation`:
-    [reputation] on (models.configure)."""
+    like the file would be. `implied_vol` (market units, warmup.implied_vol) replaces
+    `[portfolio] implied_vol`: the option legs' volatility, which would otherwise come
+    from the EWMA in the compressed unit. `start`: the episode's first hour (unix s);
+    the VaR model then calibrates on the shipped history up to it (models.var_window);
+    `reputation`: [reputation] on (models.configure)."""
     try:
         data = models.configure(
             cfg.model_dump(), model, warmup.FORECAST_DAYS, reputation=reputation
@@ -137,6 +143,8 @@ def replay_config(
             end = datetime.fromtimestamp(start, UTC).isoformat()
             data = models.var_window(data, end, shipped_returns(cfg, start))
         data = timescale.overrides(data, scale, uses_ewma=model in models.USES_EWMA)
+        if implied_vol is not None:
+            data["portfolio"] = {**data["portfolio"], "implied_vol": dict(implied_vol)}
     except (models.ModelError, timescale.TimeScaleError) as exc:
         raise ConfigError([Problem("replay", str(exc))]) from exc
     try:
@@ -215,12 +223,14 @@ async def _send_feeds(
     return [x for f, _ in sent for x in f], [x for _, t in sent for x in t]
 
 
-async def _pool_reverts(session: aiohttp.ClientSession, sent: list[tuple[str, str]]) -> int:
+async def _pool_reverts(
+    session: aiohttp.ClientSession, sent: list[tuple[str, str]], within_s: float = FEED_MINED_S
+) -> int:
     """How many of a step's pool trades reverted (a pool that cannot follow a gap of
     the path within its liquidity); they are counted, not fatal: the daemon judges a
     pool that strays from the oracle on its own (its guards)."""
     reverted = 0
-    deadline = time.monotonic() + FEED_MINED_S
+    deadline = time.monotonic() + within_s
     for url, h in sent:
         r = None
         while r is None and time.monotonic() < deadline:
@@ -231,19 +241,23 @@ async def _pool_reverts(session: aiohttp.ClientSession, sent: list[tuple[str, st
     return reverted
 
 
-async def _mined(session: aiohttp.ClientSession, sent: list[tuple[str, str]]) -> None:
-    """Until every sent feed update has a successful receipt."""
-    timeout = FEED_MINED_S
-    deadline = time.monotonic() + timeout
+async def _mined(
+    session: aiohttp.ClientSession,
+    sent: list[tuple[str, str]],
+    what: str = "feed update",
+    within_s: float = FEED_MINED_S,
+) -> None:
+    """Until every sent transaction (`what`) has a successful receipt."""
+    deadline = time.monotonic() + within_s
     for url, h in sent:
         while True:
             r = await _rpc(session, url, "eth_getTransactionReceipt", [h])
             if r is not None:
                 if int(r["status"], 16) != 1:
-                    raise RuntimeError(f"feed update {h} reverted")
+                    raise RuntimeError(f"{what} {h} reverted")
                 break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"feed update {h} not mined within {timeout} s")
+                raise RuntimeError(f"{what} {h} not mined within {within_s} s")
             await asyncio.sleep(0.05)
 
 
@@ -317,10 +331,12 @@ async def _steps(
         # fallback when an account has no usable plan (keeper.choose).
         cfg = daemon.cfg
         fallback = None if cfg.portfolio.mode == "standard" else cfg.risk.close_factor
-        k = keeper.Keeper(state, api_url, session, fallback)
+        k = keeper.Keeper(state, api_url, session, fallback,
+                          frozenset(a.address for a in rec.book if a.has_derivatives))  # fmt: skip
         # The devnet's Uniswap pools follow the episode too (docs/replay.md).
         pools = PoolMarket.for_state(state, manager.INDEXED_CHAINS, seed=opts.seed)
         pool_reverts = 0
+        centre, recentred = dict(path.at(0)), 0
         for i in range(len(path)):
             if stop.is_set():
                 break
@@ -334,6 +350,11 @@ async def _steps(
             rec.apply(k.stats)
             await _mined(session, sent)
             pool_reverts += await _pool_reverts(session, trades)
+            if pools is not None and recentre_due(centre, path.at(i)):
+                # The pools are at this step's prices (arbitraged in its block): the LP
+                # mints a fresh base book there (devkit/pool_market.py).
+                pool_reverts += await _recentre_pools(session, state, path.at(i), strict=False)
+                centre, recentred = dict(path.at(i)), recentred + 1
             if i % 24 == 0:
                 print(
                     f"replay {path.name}: step {i}/{len(path)}  WETH {path.at(i)['WETH']:,.2f}  "
@@ -346,7 +367,11 @@ async def _steps(
                     await asyncio.wait_for(stop.wait(), rest)
         await _drain(k, len(path), stop)
         if pools is not None:
-            print(f"replay {path.name}: pool trades reverted: {pool_reverts}", flush=True)
+            print(
+                f"replay {path.name}: pool trades reverted: {pool_reverts}, "
+                f"base book re-centred {recentred} times",
+                flush=True,
+            )
         return k.stats
 
 
@@ -361,6 +386,47 @@ async def _drain(k: keeper.Keeper, step: int, stop: asyncio.Event) -> None:
         await k.round(step)
 
 
+async def _recentre_pools(
+    session: aiohttp.ClientSession,
+    state: manager.DevnetState,
+    prices: dict[str, float],
+    *,
+    strict: bool = True,
+) -> int:
+    """The devnet's pools to `prices`, then a fresh base book around them (devkit/
+    pool_market.py `recentre_txs`): the daemon's liquidity haircut then sees the
+    devnet's designed depth at the episode's prices, not the remnants of a book minted
+    at other prices. An arbitrage swap that reverts (a pool that cannot follow) is
+    counted, as in the steps; with `strict` (the first re-centring) a failed mint is an
+    error, otherwise counted too. Returns the reverted transactions."""
+    pools = PoolMarket.for_state(state, manager.INDEXED_CHAINS, seed=0)
+    if pools is None:
+        return 0
+    model = MarketModel(random.Random(0), prices=dict(prices))
+
+    async def one(chain: str) -> int:
+        url = state.url(chain)
+        rpc = functools.partial(_rpc, session, url)
+        minter = state.deployments[chain].deployer or state.accounts["deployer"]
+
+        async def send(txs: list[dict[str, Any]], must: bool) -> int:
+            # A fixed high price (as the seeding's): these fill blocks, and a transaction
+            # priced at the base fee of its send time waits forever once it has risen.
+            priced = [{**tx, "gasPrice": hex(population.SEED_GAS_PRICE_WEI)} for tx in txs]
+            sent = [(url, str(await rpc("eth_sendTransaction", [tx]))) for tx in priced]
+            if must:
+                await _mined(session, sent, what="pool re-centring", within_s=RECENTRE_MINED_S)
+                return 0
+            return await _pool_reverts(session, sent, within_s=RECENTRE_MINED_S)
+
+        reverted = await send(await pools.arbitrage_txs(rpc, chain, model), False)
+        funds, mints = await pools.recentre_txs(rpc, chain, model, minter)
+        reverted += await send(funds, strict)
+        return reverted + await send(mints, strict)
+
+    return sum(await asyncio.gather(*(one(c) for c in manager.INDEXED_CHAINS)))
+
+
 async def _prepare(
     opts: ReplayOptions, path: episodes.EpisodePath, state: manager.DevnetState
 ) -> tuple[list[population.Account], population.SeedStats]:
@@ -368,6 +434,7 @@ async def _prepare(
     episodes.require_drivable(path, dep_feeds, path.rates)
     async with aiohttp.ClientSession() as session:
         await drive(session, state, path.at(0), path.rates)
+        await _recentre_pools(session, state, path.at(0))
     book = population.generate(opts.accounts, opts.seed, path.at(0))
     seeded = await asyncio.to_thread(population.seed_population, state, book, path.at(0))
     print(
@@ -406,6 +473,49 @@ async def _backfill(
     finally:
         await store.close()
     return parts
+
+
+NETTING_SHAPES = ("hedged_perp", "covered_call", "eth_stable", "btc_stable")
+
+
+async def _netting(api_url: str, book: list[population.Account]) -> dict[str, Any]:
+    """Per shape (the derivative ones and, for contrast, the spot stablecoin borrowers):
+    the medians over its accounts of the portfolio model's maintenance margin and the
+    standard model's requirement (collateral - HF x debt: the equity at which its HF
+    reaches 1 with the same haircut), from the daemon's own /v1/accounts/{a}/margin at
+    the first step. How much the scenario model nets a hedge, whatever model is run."""
+    rows: dict[str, list[tuple[float, float, float]]] = {}
+    async with aiohttp.ClientSession() as session:
+        for a in book:
+            if a.shape not in NETTING_SHAPES:
+                continue
+            url = f"{api_url}/v1/accounts/{a.address}/margin"
+            async with session.get(url, timeout=aiohttp.ClientTimeout(10)) as r:
+                if r.status != 200:
+                    continue
+                body = await r.json()
+            std, pf = body.get("standard"), body["portfolio"]
+            if std is None or std["hf"] is None:
+                continue
+            req = float(std["collateral_usd"]) - float(std["hf"]) * float(std["debt_usd"])
+            rows.setdefault(a.shape, []).append(
+                (float(pf["mm_usd"]), req, float(std["collateral_usd"]))
+            )
+    out: dict[str, Any] = {}
+    for shape, v in sorted(rows.items()):
+        arr = np.array(v)
+        out[shape] = {
+            "accounts": len(v),
+            "portfolio_mm_usd_median": round(float(np.median(arr[:, 0])), 2),
+            "standard_requirement_usd_median": round(float(np.median(arr[:, 1])), 2),
+            "portfolio_mm_over_collateral_median": round(
+                float(np.median(arr[:, 0] / arr[:, 2])), 4
+            ),
+            "standard_requirement_over_collateral_median": round(
+                float(np.median(arr[:, 1] / arr[:, 2])), 4
+            ),
+        }
+    return out
 
 
 def _vol(daemon: Daemon) -> dict[str, Any]:
@@ -488,7 +598,8 @@ async def run(root: Path, config_path: str | None, opts: ReplayOptions) -> int:
     try:
         path = _path(opts)
         _precheck(opts)
-    except (episodes.EpisodeError, models.ModelError, timescale.TimeScaleError) as exc:
+        ivol = warmup.implied_vol(path)
+    except (episodes.EpisodeError, models.ModelError, ValueError) as exc:
         print(f"replay: {exc}")
         return 2
     started = not manager.status(root).get("running")
@@ -505,9 +616,13 @@ async def run(root: Path, config_path: str | None, opts: ReplayOptions) -> int:
             base = load_config(config_path or root / "config.toml")
             model = opts.mode or base.portfolio.mode
             cfg = replay_config(
-                base, model, opts.scale(), start=float(path.times[0]),
+                base, model, opts.scale(), ivol, start=float(path.times[0]),
                 reputation=opts.reputation,
             )  # fmt: skip
+            if opts.api_port is not None:
+                cfg = cfg.model_copy(
+                    update={"api": cfg.api.model_copy(update={"port": opts.api_port})}
+                )
         except ConfigError as exc:
             print(f"replay: {exc}")
             return 2
@@ -557,9 +672,10 @@ async def _replay(
     lt, groups = _thresholds(cfg)
     rec = report.Recorder(
         book, lt, groups, opts.false_window_h // scale.hours_per_step,
-        steps_per_day=24 / scale.hours_per_step,
+        steps_per_day=24 / scale.hours_per_step, implied_vol=dict(cfg.portfolio.implied_vol),
     )  # fmt: skip
     vol_start = _vol(daemon)
+    netting = await _netting(api_url, book)
     t_steps = time.monotonic()
     stats = await _steps(
         opts=opts, path=path, state=state, daemon=daemon, api_url=api_url, rec=rec, stop=stop
@@ -580,6 +696,8 @@ async def _replay(
             "measured_step_s": round(steps_s / max(1, len(rec.prices)), 3),
         },
         warmup={"backfill_rows": backfill, "topped_up": topped, "still_below_1": still_low},
+        implied_vol=dict(cfg.portfolio.implied_vol),
+        netting_at_start=netting,
         volatility={"start": vol_start, "end": _vol(daemon)},
     )
     print(report.render(rep))
@@ -612,6 +730,7 @@ async def _report(
         bad_debt_usd=bad,
         negative_accounts=negative,
         chains=chains,
+        vault_end=held,
         meta={
             "steps": len(rec.prices),
             "hours_per_block": opts.scale().hours_per_step,

@@ -2,8 +2,9 @@
 
 Everything is sent from anvil's unlocked dev accounts (account 0 deploys and owns,
 1 is the keeper, 2..5 are demo users, 6 is the liquidator / market maker, 9 deploys the
-permissionless AttestationRegistry), in a fixed order, so a given (chain, nonce offset)
-always yields the same addresses.
+permissionless AttestationRegistry and is the derivatives venue's keeper on the Markets
+contract), in a fixed order, so a given (chain, nonce offset) always yields the same
+addresses.
 
     with web3_session(url) as w3:
         dep = deploy_chain(w3, "beta", nonce_offset=1000)
@@ -25,6 +26,7 @@ from web3 import Web3
 from web3.exceptions import ContractCustomError
 
 from chains.contracts import contract, decode_error, deploy, install_multicall
+from chains.positions import text_bytes32
 from chains.registry_codec import RegistryEntry, hf_to_fixed, pack_batch, usd_to_credit
 
 FEED_DECIMALS = 8
@@ -63,6 +65,14 @@ DEPLOYER, KEEPER, LIQUIDATOR = 0, 1, 6
 # Its own deployer, so the registry (owner-less) leaves the deployer's nonces, hence every
 # other address of the devnet, as they were before it existed.
 ATTESTATION_DEPLOYER = 9
+# Records perp and option positions on the Markets contract (the venue's trade keeper:
+# a separate role from the registry's keeper, which the daemon's pusher signs as).
+VENUE_KEEPER = 9
+# Perp markets listed on every chain's Markets contract (bytes32 name -> asset whose
+# price marks it) and the option underlyings' on-chain names; config.toml's
+# [portfolio] perps / options map the same names.
+PERP_MARKETS = {"ETH-PERP": "WETH", "BTC-PERP": "WBTC"}
+OPTION_UNDERLYINGS = {"ETH": "WETH"}
 DEMO_USERS = (2, 3, 4, 5)
 
 # Minted straight to the vault (borrowable liquidity) and to the liquidator, per chain.
@@ -135,6 +145,9 @@ class ChainDeployment:
     uniswap: dict[str, Any] | None = None
     # AttestationRegistry (reputation attestations, docs/reputation.md).
     attestations: str = ""
+    # contracts/Markets.sol (perp and option positions); "" in a state file from before.
+    markets: str = ""
+    venue_keeper: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -211,6 +224,8 @@ def deploy_chain(
         _mint(w3, tokens, symbol, vault, amount, chain=chain)
     for symbol, amount in LIQUIDATOR_FUNDS.items():
         _mint(w3, tokens, symbol, accounts[LIQUIDATOR], amount, chain=chain)
+    # Last, so the addresses deployed before it are the same as without it.
+    markets = deploy_markets(w3, chain, deployer, accounts[VENUE_KEEPER])
     multicall = install_multicall(_provider_url(w3))
     attester_deployer = accounts[ATTESTATION_DEPLOYER]
     if nonce_offset:
@@ -228,7 +243,20 @@ def deploy_chain(
         keeper=keeper,
         block=w3.eth.block_number,
         attestations=attestations,
+        markets=markets,
+        venue_keeper=accounts[VENUE_KEEPER],
     )
+
+
+def deploy_markets(w3: Web3, chain: str, owner: str, venue_keeper: str) -> str:
+    """The Markets contract (docs/portfolio-margin.md), `venue_keeper` allowed to record
+    positions, every PERP_MARKETS market listed."""
+    address = deploy(w3, "Markets", owner, sender=owner)
+    m = contract(w3, "Markets", address)
+    send(w3, m.functions.setKeeper(venue_keeper, True), owner, f"{chain}: Markets setKeeper")
+    for name in PERP_MARKETS:
+        send(w3, m.functions.listPerp(text_bytes32(name)), owner, f"{chain}: listPerp {name}")
+    return address
 
 
 def _set_nonce(w3: Web3, chain: str, deployer: ChecksumAddress, nonce_offset: int) -> None:

@@ -46,6 +46,7 @@ from devkit.deploy import (
     KEEPER,
     LIQUIDATOR,
     SEED_PLAN,
+    VENUE_KEEPER,
     ChainDeployment,
     deploy_chain,
     seed_chain,
@@ -172,6 +173,7 @@ class DevnetState:
                     "vault": self.deployments[name].vault,
                     "registry": self.deployments[name].registry,
                     "attestations": self.deployments[name].attestations,
+                    "markets": self.deployments[name].markets or None,
                     "uniswap": pools.summary(self.deployments[name].uniswap),
                 }
                 for name, node in self.nodes.items()
@@ -446,8 +448,10 @@ def render_include(state: DevnetState) -> str:
             f"registry = {_toml_str(dep.registry)}",
             f"multicall = {_toml_str(dep.multicall)}",
             f"attestations = {_toml_str(dep.attestations)}",
-            "",
         ]
+        if dep.markets:
+            lines.append(f"markets = {_toml_str(dep.markets)}")
+        lines.append("")
     for spec in ASSETS:
         lines += ["[[assets]]", f"symbol = {_toml_str(spec.symbol)}", "[assets.tokens]"]
         lines += [
@@ -669,6 +673,7 @@ def _accounts(url: str) -> dict[str, Any]:
         "keeper": addr[KEEPER],
         "users": [addr[i] for i in DEMO_USERS],
         "liquidator": addr[LIQUIDATOR],
+        "venue_keeper": addr[VENUE_KEEPER],
     }
 
 

@@ -22,6 +22,18 @@ Invariants:
 - Only ids this object minted are burned: it learns each new id as the manager's
   `totalSupply() + 1` right before its own mint (nothing else mints on the devnet).
 - Pure decisions (`arbitrage_limit`, `MoveChoice`) are separate from the RPC code.
+
+`recentre_txs` serves a replay whose first prices are far from the devnet's start
+prices (ETH 217 in March 2020 against a book minted at 3,000): after the pools are
+arbitraged to the first prices, the LP mints a fresh base book (POSITION_SHAPE, the
+chain's depth, valued at those prices) around each pool's new price, as LPs re-centre
+after a move; the old base book stays where it is (out of range, as real stale
+positions are). Without it, the pools' in-range depth would be a few thousand USD and
+the daemon's pool-based liquidity haircut would liquidate the book for the devnet's
+starting prices, not the episode's. The replay re-centres again whenever a USD price
+has moved RECENTRE_MOVE from the last centre (`recentre_due`): an LP book that never
+follows a 50% crash leaves a few per cent of its depth in range, and the daemon's
+liquidity term would then measure the devnet, not the episode.
 """
 
 from __future__ import annotations
@@ -39,6 +51,8 @@ from eth_utils import function_signature_to_4byte_selector
 from devkit.pools import (
     CBETH_RATE,
     DEADLINE,
+    POSITION_SHAPE,
+    SEL_TOKEN_MINT,
     PoolRecord,
     UniswapDeployment,
     encode_mint,
@@ -63,10 +77,26 @@ SEL_COLLECT = function_signature_to_4byte_selector("collect((uint256,address,uin
 UINT128_MAX = 2**128 - 1
 # The router pulls only what the pool took before the price limit: this is a cap.
 SWAP_CAP = 2**127
-GAS = {"swap": 2_000_000, "mint": 900_000, "decrease": 400_000, "collect": 300_000}
+GAS = {"swap": 2_000_000, "mint": 900_000, "decrease": 400_000, "collect": 300_000,
+       "fund": 200_000}  # fmt: skip
 MINT_WIDTHS = (0.002, 0.005, 0.01, 0.03)
 
 Rpc = Callable[[str, list[Any]], Awaitable[Any]]
+# A move (either way, in log terms) of a pool's USD-priced asset that makes the replay
+# mint a fresh base book around the new price: inside the book's +/-10% range.
+RECENTRE_MOVE = 0.10
+RECENTRE_ASSETS = ("WETH", "WBTC")
+
+
+def recentre_due(
+    centre: dict[str, float], prices: dict[str, float], move: float = RECENTRE_MOVE
+) -> bool:
+    """Whether any RECENTRE_ASSETS price is `move` or more (log) away from `centre`."""
+    return any(
+        abs(math.log(prices[a] / centre[a])) >= math.log1p(move)
+        for a in RECENTRE_ASSETS
+        if a in centre and a in prices
+    )
 
 
 def market_price_usd(symbol: str, model: MarketModel) -> float:
@@ -175,6 +205,49 @@ class PoolMarket:
             if limit is not None:
                 txs.append(swap_tx(book.uni, rec, *limit))
         return txs
+
+    async def arbitrage_txs(self, rpc: Rpc, chain: str, model: MarketModel) -> list[dict[str, Any]]:
+        """Only the arbitrage swaps of `transactions` (no LP move)."""
+        book = self.books.get(chain)
+        if book is None:
+            return []
+        txs = []
+        for rec in book.uni.pools.values():
+            sqrt_price, _ = await self._slot0(rpc, rec)
+            limit = arbitrage_limit(sqrt_price, target_sqrt_price(rec, model), rec.fee)
+            if limit is not None:
+                txs.append(swap_tx(book.uni, rec, *limit))
+        return txs
+
+    async def recentre_txs(
+        self, rpc: Rpc, chain: str, model: MarketModel, minter: str
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(token mints to the LP from `minter`, the LP's position mints): a base book
+        around every pool's current price on `chain`, each position's value its
+        POSITION_SHAPE share of the pool's depth there (USD at `model`'s prices).
+        Send and mine the first list before the second."""
+        book = self.books.get(chain)
+        if book is None:
+            return [], []
+        uni = book.uni
+        funds: list[dict[str, Any]] = []
+        mints: list[dict[str, Any]] = []
+        for rec in uni.pools.values():
+            sqrt_price, tick = await self._slot0(rpc, rec)
+            price_raw = (sqrt_price / 2**96) ** 2
+            per_usd1 = 10 ** token_decimals(rec.symbol1) / market_price_usd(rec.symbol1, model)
+            for half_width, share in POSITION_SHAPE:
+                value1 = rec.depth_usd * book.depth * share * per_usd1
+                params = mint_params(
+                    rec, tick=tick, price_raw=price_raw,
+                    half_width=None if half_width is None else half_width * rec.width,
+                    value1=value1, recipient=uni.lp, skew=self.rng.uniform(-0.2, 0.2),
+                )  # fmt: skip
+                for token, amount in ((rec.token0, params[5]), (rec.token1, params[6])):
+                    data = SEL_TOKEN_MINT + abi_encode(["address", "uint256"], [uni.lp, amount])
+                    funds.append(_tx(minter, token, data, GAS["fund"]))
+                mints.append(_tx(uni.lp, uni.position_manager, encode_mint(params), GAS["mint"]))
+        return funds, mints
 
     @staticmethod
     async def _slot0(rpc: Rpc, rec: PoolRecord) -> tuple[int, int]:

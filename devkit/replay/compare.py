@@ -112,6 +112,47 @@ def summary(reports: dict[str, dict[str, dict[str, Any]]]) -> str:
     return "\n".join(rows)
 
 
+DERIVATIVE_SHAPES = ("hedged_perp", "covered_call")
+
+
+def derivatives(reports: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """The derivative shapes per (episode, model): at the first step, the medians of
+    the portfolio model's maintenance margin and the standard model's requirement as
+    shares of the collateral (`netting_at_start`, the live daemon's figures whatever
+    model ran); their liquidations (spot legs); their vaults' deficit at the end, gross
+    and net of their own derivative value. Reports without these figures are left out."""
+    rows = [
+        "| episode | model | hedged pair: portfolio MM / standard req. (of collateral) "
+        "| covered call: portfolio MM / standard req. | liquidations hedged / covered "
+        "| their vault deficit USD (net of the venue legs) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for episode in sorted(reports):
+        for m in LABELS:
+            r = reports[episode].get(m)
+            if r is None or "netting_at_start" not in r or "derivatives" not in r:
+                continue
+            net = r["netting_at_start"]
+
+            def pair(shape: str, net: dict[str, Any] = net) -> str:
+                n = net.get(shape)
+                if n is None:
+                    return "-"
+                return (
+                    f"{n['portfolio_mm_over_collateral_median']:.1%} / "
+                    f"{n['standard_requirement_over_collateral_median']:.1%}"
+                )
+
+            by = r["liquidations"].get("by_shape", {})
+            d = r["derivatives"]
+            rows.append(
+                f"| {episode} | {m} | {pair('hedged_perp')} | {pair('covered_call')} "
+                f"| {by.get('hedged_perp', 0)} / {by.get('covered_call', 0)} "
+                f"| {d.get('bad_debt_usd', 0):,.0f} ({d.get('bad_debt_net_usd', 0):,.0f}) |"
+            )
+    return "\n".join(rows)
+
+
 def chart(episode: str, reps: dict[str, dict[str, Any]], out: Path) -> Path:
     import matplotlib
 
@@ -170,7 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     d = Path(args.directory)
     reports = load(d)
-    parts = ["### Goal figures", "", summary(reports), ""]
+    parts = ["### Goal figures", "", summary(reports), "", "### Derivative legs", "",
+             derivatives(reports), ""]  # fmt: skip
     for episode in sorted(reports):
         chart(episode, reports[episode], d)
         parts.append(table(episode, reports[episode]))

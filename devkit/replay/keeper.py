@@ -14,6 +14,14 @@ repays the configured close factor of that chain's debt (`plan_fallbacks`). The
 vault pays the collateral's bonus and checks a fresh tier >= 2 entry; the close factor
 is the daemon's (the vault does not enforce it, docs/contracts.md).
 
+Accounts with derivative legs (hedged perp pairs, covered calls: population.py) are
+rated by the portfolio and VaR models with those legs, but the vault can only seize
+their spot collateral against their vault debt: the keeper liquidates the spot legs
+the same way and leaves the venue's positions open (nothing on chain lets it close
+them); such liquidations are counted apart (`derivative_liquidations`). An account
+whose only risk is derivative (no vault debt) has nothing a vault can liquidate:
+`no_vault_debt`, a failure reason of its own.
+
 The daemon's API rates an account as soon as it recomputes; the vault acts on that
 chain's HealthRegistry entry, which the pusher updates a cycle or more later. So the
 keeper reads the entry the vault will check (`entryOf`, the vault's `maxAge`, the head's
@@ -89,6 +97,8 @@ class KeeperStats:
     # Attempts sized by the fallback close factor (no usable daemon plan: portfolio /
     # VaR model above HF 1 by the time of reading, or unable to evaluate).
     plan_fallbacks: int = 0
+    # Liquidations (spot legs only) of accounts holding derivative legs at the venue.
+    derivative_liquidations: int = 0
 
     @property
     def usd(self) -> float:
@@ -140,36 +150,53 @@ def has_plan(view: dict[str, Any]) -> bool:
     return isinstance(plan, dict) and plan.get("kind") in PLAN_KINDS
 
 
+Rows = list[dict[str, Any]]
+
+
+def _rows(positions: dict[str, Rows], chain: str, side: str) -> Rows:
+    return [r for r in positions.get(chain, []) if r["side"] == side and int(r["counted"]) > 0]
+
+
+def _target(plan: dict[str, Any], positions: dict[str, Rows]) -> tuple[str, str] | str:
+    """(chain, collateral) a plan liquidates on: a partial plan's own; otherwise the
+    chain with the most debt that also holds collateral, its largest collateral."""
+    if plan["kind"] == "partial":
+        return plan["chain"], plan["asset"]
+    usable = [
+        c for c in positions if _rows(positions, c, "debt") and _rows(positions, c, "collateral")
+    ]
+    if not usable:
+        return "no_chain_with_debt_and_collateral"
+    chain = max(usable, key=lambda c: sum(r["value_usd"] for r in _rows(positions, c, "debt")))
+    return chain, max(_rows(positions, chain, "collateral"), key=lambda r: r["value_usd"])["asset"]
+
+
 def choose(view: dict[str, Any], fallback_close_factor: float | None = None) -> Attempt | str:
     """The liquidation one account's view and plan call for, or why there is none.
 
     The plan is the pushed model's. Without a usable one (`has_plan`) and with
     `fallback_close_factor` set, the account repays that share of the debt of the chain
-    with the most debt that also holds collateral (the vault checks the tier)."""
+    with the most debt that also holds collateral (the vault checks the tier). The
+    view's positions are the vault's (spot) legs only: derivative legs are not
+    liquidatable by a vault."""
     plan = view.get("liquidation") if has_plan(view) else None
-    positions: dict[str, list[dict[str, Any]]] = view.get("positions", {})
-
-    def rows(chain: str, side: str) -> list[dict[str, Any]]:
-        return [r for r in positions.get(chain, []) if r["side"] == side and int(r["counted"]) > 0]
-
+    positions: dict[str, Rows] = view.get("positions", {})
+    if not any(_rows(positions, c, "debt") for c in positions):
+        # Rated at risk for its derivative legs alone: no vault can act on those.
+        return "no_vault_debt"
     if not plan:
         if fallback_close_factor is None:
             return "no_plan"
         plan = {"kind": "fallback", "share": fallback_close_factor}
-    if plan["kind"] == "partial":
-        chain, collateral = plan["chain"], plan["asset"]
-    else:
-        usable = [c for c in positions if rows(c, "debt") and rows(c, "collateral")]
-        if not usable:
-            return "no_chain_with_debt_and_collateral"
-        chain = max(usable, key=lambda c: sum(r["value_usd"] for r in rows(c, "debt")))
-        collateral = max(rows(chain, "collateral"), key=lambda r: r["value_usd"])["asset"]
-    if plan["kind"] == "fallback":
-        debt_usd = sum(r["value_usd"] for r in rows(chain, "debt"))
-        plan = {**plan, "repay_usd": plan["share"] * debt_usd}
-    debts = rows(chain, "debt")
+    target = _target(plan, positions)
+    if isinstance(target, str):
+        return target
+    chain, collateral = target
+    debts = _rows(positions, chain, "debt")
     if not debts:
         return "no_debt_on_collateral_chain"
+    if plan["kind"] == "fallback":
+        plan = {**plan, "repay_usd": plan["share"] * sum(r["value_usd"] for r in debts)}
     d = max(debts, key=lambda r: r["value_usd"])
     raw_debt = int(d["counted"])
     price = d["value_usd"] / float(d["amount"]) if float(d["amount"]) > 0 else 0.0
@@ -203,9 +230,11 @@ class Keeper:
         api_url: str,
         session: aiohttp.ClientSession,
         fallback_close_factor: float | None = None,
+        derivative_accounts: frozenset[str] = frozenset(),
     ) -> None:
         self.state, self.api, self.session = state, api_url.rstrip("/"), session
         self.fallback_close_factor = fallback_close_factor
+        self.derivative_accounts = derivative_accounts
         self.liquidator = state.accounts["liquidator"]
         self.stats = KeeperStats()
         # Accounts whose last round found the registry not (yet) allowing a liquidation.
@@ -332,6 +361,7 @@ class Keeper:
                     self.stats.failures["reverted"] += 1
                 else:
                     self.stats.liquidations.append(_record(step, a, h, r))
+                    self.stats.derivative_liquidations += a.account in self.derivative_accounts
             pending = still
             if pending:
                 await asyncio.sleep(0.2)

@@ -5,18 +5,30 @@
 
 Shapes (SHAPES, weights): ETH loops (WETH against WETH debt, e-mode) and LST loops
 (wstETH / rETH against WETH debt) at high LTV, BTC-collateral stablecoin borrowers,
-ETH-collateral stablecoin borrowers, and plain depositors. Each account's notional is
-log-normal; its utilisation is a share of the collateral's configured LTV (the
-e-mode group's for the loops). Collateral sits on one chain; one borrower in ten
-borrows on another chain (cross-chain credit, as the demo's account 4).
+ETH-collateral stablecoin borrowers, plain depositors, and two with derivative legs
+on the Markets contracts: hedged perp pairs (WETH or WBTC collateral, a USDC borrow,
+a short perp of about the collateral's notional) and covered calls (WETH collateral,
+a smaller USDC borrow, a written call struck above spot on at most the collateral's
+ETH). Each account's notional is log-normal; its utilisation is a share of the
+collateral's configured LTV (the e-mode group's for the loops). Collateral sits on
+one chain; one borrower in ten borrows on another chain (cross-chain credit, as the
+demo's account 4); a derivative leg sits on any chain (the portfolio model nets
+across chains).
 
 Invariants:
 - `generate` is a pure function of (n, seed, prices, chains): same inputs, same book,
   addresses included (keccak of the seed and the index, no key behind them).
-- Amounts are exact raw token units, so what the vault holds equals the book.
+- Amounts are exact raw token units, so what the vault holds equals the book;
+  derivative sizes, prices and strikes have at most 6 decimals, so their 18-decimal
+  on-chain form is exact too.
+- The derivative shapes take their weight from the others proportionally: the
+  spot-only shapes keep their relative weights (BASE_SHAPES).
+- An option's expiry is its tenor from the seeding's wall clock (the daemon measures
+  time to expiry in wall time; a compressed replay lasts minutes, so the tenor holds).
 - Seeding impersonates the generated addresses (anvil_autoImpersonateAccount); every
-  phase (mint/approve, deposit, credit push, borrow) is sent in JSON-RPC batches with
-  explicit nonces, mined with evm_mine, and every receipt must succeed.
+  phase (mint/approve, deposit, credit push, borrow, derivative positions from the
+  venue keeper) is sent in JSON-RPC batches with explicit nonces, mined with evm_mine,
+  and every receipt must succeed.
 """
 
 from __future__ import annotations
@@ -32,26 +44,53 @@ import requests
 from eth_abi import encode
 from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_address
 
+from chains.positions import text_bytes32
 from chains.registry_codec import RegistryEntry, hf_to_fixed, pack_batch, usd_to_credit
-from devkit.deploy import ASSET_BY_SYMBOL, ChainDeployment
+from devkit.deploy import ASSET_BY_SYMBOL, OPTION_UNDERLYINGS, PERP_MARKETS, ChainDeployment
 from devkit.manager import INDEXED_CHAINS, DevnetState
 
 Side = Literal["collateral", "debt"]
-SHAPES: dict[str, float] = {
+# The spot-only shapes' relative weights.
+BASE_SHAPES: dict[str, float] = {
     "eth_loop": 0.10,
     "lst_loop": 0.20,
     "btc_stable": 0.20,
     "eth_stable": 0.25,
     "depositor": 0.25,
 }
-# LTV the shape borrows against (config.toml: e-mode group "eth" 0.90, WBTC 0.70, WETH 0.80).
-SHAPE_LTV = {"eth_loop": 0.90, "lst_loop": 0.90, "btc_stable": 0.70, "eth_stable": 0.80}
+DERIVATIVE_SHAPES: dict[str, float] = {"hedged_perp": 0.10, "covered_call": 0.10}
+SHAPES: dict[str, float] = {
+    **{s: w * (1.0 - sum(DERIVATIVE_SHAPES.values())) for s, w in BASE_SHAPES.items()},
+    **DERIVATIVE_SHAPES,
+}
+# LTV a borrower borrows against (config.toml: e-mode group "eth" 0.90, WBTC 0.70,
+# WETH 0.80); the hedged pair's is its collateral's (COLLATERAL_LTV).
+SHAPE_LTV = {
+    "eth_loop": 0.90,
+    "lst_loop": 0.90,
+    "btc_stable": 0.70,
+    "eth_stable": 0.80,
+    "covered_call": 0.80,
+}
+COLLATERAL_LTV = {"WETH": 0.80, "WBTC": 0.70}
 UTIL_RANGE = {
     "eth_loop": (0.80, 0.97),
     "lst_loop": (0.80, 0.97),
     "btc_stable": (0.40, 0.95),
     "eth_stable": (0.40, 0.95),
+    "hedged_perp": (0.40, 0.95),
+    # The call caps the upside, not the downside: writers borrow less.
+    "covered_call": (0.30, 0.70),
 }
+# Hedged pair: WETH or WBTC collateral; the short perp is this share of its units.
+HEDGE_ETH_SHARE = 0.6
+HEDGE_RATIO = (0.95, 1.05)
+# Covered call: calls on this share of the collateral's ETH, struck this far above spot.
+CALL_COVER = (0.5, 1.0)
+CALL_MONEYNESS = (1.10, 1.30)
+CALL_TENOR_DAYS = 30.0
+PERP_OF = {asset: name for name, asset in PERP_MARKETS.items()}
+OPTION_OF = {asset: name for name, asset in OPTION_UNDERLYINGS.items()}
 CROSS_CHAIN_SHARE = 0.1
 NOTIONAL_MEDIAN_USD = 20_000.0
 NOTIONAL_SIGMA = 1.0
@@ -62,7 +101,15 @@ SEL_APPROVE = function_signature_to_4byte_selector("approve(address,uint256)")
 SEL_DEPOSIT = function_signature_to_4byte_selector("deposit(address,uint256)")
 SEL_BORROW = function_signature_to_4byte_selector("borrow(address,uint256)")
 SEL_UPDATE = function_signature_to_4byte_selector("update(bytes)")
-GAS = {"mint": 120_000, "approve": 80_000, "deposit": 150_000, "borrow": 250_000}
+SEL_SET_PERP = function_signature_to_4byte_selector(
+    "setPerpPosition(address,bytes32,int256,uint256)"
+)
+SEL_SET_OPTION = function_signature_to_4byte_selector(
+    "setOptionPosition(address,bytes32,uint256,uint64,bool,int256)"
+)
+GAS = {"mint": 120_000, "approve": 80_000, "deposit": 150_000, "borrow": 250_000,
+       "position": 150_000}  # fmt: skip
+FIXED = 10**18
 RPC_CHUNK = 500
 SEED_GAS_PRICE_WEI = 200 * 10**9
 MAX_UINT = 2**256 - 1
@@ -85,10 +132,48 @@ class Position:
 
 
 @dataclass(frozen=True)
+class Perp:
+    """A perp position on a chain's Markets contract (size in underlying units,
+    negative = short)."""
+
+    chain: str
+    market: str  # on-chain name, PERP_MARKETS
+    size: float
+    entry_price: float
+
+    @property
+    def asset(self) -> str:
+        return PERP_MARKETS[self.market]
+
+
+@dataclass(frozen=True)
+class Option:
+    """A European cash-settled option position (contracts of one underlying unit;
+    negative = written)."""
+
+    chain: str
+    underlying: str  # on-chain name, OPTION_UNDERLYINGS
+    strike: float
+    tenor_days: float
+    is_call: bool
+    size: float
+
+    @property
+    def asset(self) -> str:
+        return OPTION_UNDERLYINGS[self.underlying]
+
+
+@dataclass(frozen=True)
 class Account:
     address: str
     shape: str
     positions: tuple[Position, ...]
+    perps: tuple[Perp, ...] = ()
+    options: tuple[Option, ...] = ()
+
+    @property
+    def has_derivatives(self) -> bool:
+        return bool(self.perps or self.options)
 
 
 def _address(seed: int, i: int) -> str:
@@ -102,6 +187,10 @@ def _raw(usd: float, symbol: str, prices: Mapping[str, float]) -> int:
 
 def _legs(shape: str, rng: np.random.Generator) -> tuple[str, str | None]:
     """(collateral asset, debt asset or None) of one account of `shape`."""
+    if shape == "hedged_perp":
+        return ("WETH" if rng.random() < HEDGE_ETH_SHARE else "WBTC"), "USDC"
+    if shape == "covered_call":
+        return "WETH", "USDC"
     if shape == "eth_loop":
         return "WETH", "WETH"
     if shape == "lst_loop":
@@ -142,10 +231,31 @@ def generate(
             d_chain = c_chain
             if len(chains) > 1 and rng.random() < CROSS_CHAIN_SHARE:
                 d_chain = str(rng.choice([c for c in chains if c != c_chain]))
-            debt_usd = notional * SHAPE_LTV[shape] * util
+            ltv = COLLATERAL_LTV[coll] if shape == "hedged_perp" else SHAPE_LTV[shape]
+            debt_usd = notional * ltv * util
             positions.append(Position(d_chain, debt, "debt", _raw(debt_usd, debt, prices)))
-        out.append(Account(_address(seed, i), shape, tuple(positions)))
+        units = positions[0].amount
+        perps: tuple[Perp, ...] = ()
+        options: tuple[Option, ...] = ()
+        if shape == "hedged_perp":
+            size = -_six(units * float(rng.uniform(*HEDGE_RATIO)))
+            perps = (Perp(str(rng.choice(chains)), PERP_OF[coll], size, _six(prices[coll])),)
+        elif shape == "covered_call":
+            size = -_six(units * float(rng.uniform(*CALL_COVER)))
+            strike = round(prices[coll] * float(rng.uniform(*CALL_MONEYNESS)), 2)
+            chain = str(rng.choice(chains))
+            options = (Option(chain, OPTION_OF[coll], strike, CALL_TENOR_DAYS, True, size),)
+        out.append(Account(_address(seed, i), shape, tuple(positions), perps, options))
     return out
+
+
+def _six(x: float) -> float:
+    """Rounded to 6 decimals (exact in 18-decimal fixed point on chain)."""
+    return round(x, 6)
+
+
+def _fixed(x: float) -> int:
+    return round(x * 10**6) * 10**12
 
 
 # -- seeding on the devnet ---------------------------------------------------------
@@ -294,9 +404,42 @@ def _seed_chain(
         c.send([(a.address, dep.vault, _call(SEL_BORROW, dep.tokens[p.symbol], p.raw),
                  GAS["borrow"], f"borrow {a.address}") for a, p in debts])  # fmt: skip
         c.settle()
+    derivatives = derivative_calls(dep, book, chain, int(time.time()))
+    if derivatives:
+        keeper = dep.venue_keeper or state.accounts.get("venue_keeper", "")
+        c.send([(keeper, dep.markets, data, GAS["position"], what) for data, what in derivatives])
+        c.settle()
     c.batch([("anvil_autoImpersonateAccount", [False])])
     c.session.close()
     return c.sent, c.blocks
+
+
+def derivative_calls(
+    dep: ChainDeployment, book: list[Account], chain: str, now: int
+) -> list[tuple[bytes, str]]:
+    """(calldata, what) of the Markets calls that record `book`'s perp and option legs
+    on `chain`: setPerpPosition / setOptionPosition from the venue keeper; an option
+    expires its tenor after `now` (wall seconds)."""
+    out: list[tuple[bytes, str]] = []
+    for a in book:
+        for p in a.perps:
+            if p.chain == chain:
+                args = [a.address, text_bytes32(p.market), _fixed(p.size), _fixed(p.entry_price)]
+                data = SEL_SET_PERP + encode(["address", "bytes32", "int256", "uint256"], args)
+                out.append((data, f"perp {p.market} {a.address}"))
+        for o in a.options:
+            if o.chain == chain:
+                expiry = now + int(o.tenor_days * 86400)
+                args = [a.address, text_bytes32(o.underlying), _fixed(o.strike), expiry,
+                        o.is_call, _fixed(o.size)]  # fmt: skip
+                types = ["address", "bytes32", "uint256", "uint64", "bool", "int256"]
+                out.append((SEL_SET_OPTION + encode(types, args), f"option {a.address}"))
+    if out and not dep.markets:
+        raise SeedError(
+            f"{chain}: the book has derivative legs but the devnet has no Markets contract "
+            "(a devnet started before Markets was deployed: `aggregator devnet down`, then up)"
+        )
+    return out
 
 
 def _push_credit(

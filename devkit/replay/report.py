@@ -9,15 +9,21 @@ Definitions (docs/replay.md):
 - tiers reached: accounts rated that tier at least once.
 - healthy -> negative equity: accounts rated healthy at a sample whose equity at the
   next step's prices was below zero (the rating they carried until the next push).
+  Equity counts the account's derivative legs (perp P&L, option marks by Black-76 at
+  the replay's implied vol and the option's tenor): the account's own equity, venue
+  included. Liquidations touch only the vault's spot legs.
 - false liquidation: a liquidation after which the account's pre-liquidation positions
   would have been back at HF >= 1 at the configured liquidation thresholds (plain
   `lt`, e-mode group's when all legs are in it) within `false_window_h` hours.
-- margin: the model's haircut on the book's depositors (accounts without debt, never
+- margin: the model's haircut on the book's depositors (accounts without debt or
+  derivative legs, never
   liquidated, a fixed mix of every collateral asset): 1 - sum(borrowing power) /
   sum(collateral at the prices the ratings came from) over them (with no debt the free
   borrowing power is the whole haircut collateral). Calm, peak and procyclicality are
   taken on its daily medians (`procyclicality`).
-- bad debt: sum over accounts of max(0, debt - collateral) at the end, from the vaults.
+- bad debt: sum over accounts of max(0, debt - collateral) at the end, from the vaults
+  (what the vaults lose; a hedge's gain sits at the venue, not in the vault);
+  `derivatives.bad_debt_net_usd` nets each account's derivative value at the end.
 """
 
 from __future__ import annotations
@@ -32,8 +38,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from aggregator.risk.portfolio import black76
 from devkit.replay.keeper import KeeperStats
-from devkit.replay.population import Account
+from devkit.replay.population import Account, Option, Perp
 
 F64 = NDArray[np.float64]
 TIER_NAMES = ("healthy", "warning", "liquidatable", "insolvent")
@@ -45,6 +52,9 @@ class Holdings:
 
     coll: dict[str, dict[str, float]]
     debt: dict[str, dict[str, float]]
+    # Derivative legs at the venue: liquidations never touch them.
+    perps: dict[str, tuple[Perp, ...]] = field(default_factory=dict)
+    options: dict[str, tuple[Option, ...]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, book: list[Account]) -> Holdings:
@@ -55,12 +65,35 @@ class Holdings:
                 side = coll if p.side == "collateral" else debt
                 side.setdefault(a.address, {})
                 side[a.address][p.symbol] = side[a.address].get(p.symbol, 0.0) + p.amount
-        return cls(coll, debt)
+        perps = {a.address: a.perps for a in book if a.perps}
+        options = {a.address: a.options for a in book if a.options}
+        return cls(coll, debt, perps, options)
 
     def value(self, account: str, prices: Mapping[str, float]) -> tuple[float, float]:
         c = sum(v * prices[s] for s, v in self.coll.get(account, {}).items())
         d = sum(v * prices[s] for s, v in self.debt.get(account, {}).items())
         return c, d
+
+    def derivatives_value(
+        self, account: str, prices: Mapping[str, float], implied_vol: Mapping[str, float]
+    ) -> float:
+        """Perp P&L (no funding: the replay sets none) plus option marks: Black-76 at
+        the underlying's price, `implied_vol` and the option's tenor (held: the daemon
+        sees wall time to expiry, which a compressed replay hardly moves)."""
+        v = sum(p.size * (prices[p.asset] - p.entry_price) for p in self.perps.get(account, ()))
+        for o in self.options.get(account, ()):
+            if o.asset not in implied_vol:
+                raise ValueError(f"option on {o.asset} of {account}: no implied volatility")
+            mark = black76(prices[o.asset], o.strike, o.tenor_days / 365.0,
+                           implied_vol[o.asset], o.is_call)  # fmt: skip
+            v += o.size * float(mark)
+        return float(v)
+
+    def equity(
+        self, account: str, prices: Mapping[str, float], implied_vol: Mapping[str, float]
+    ) -> float:
+        c, d = self.value(account, prices)
+        return c - d + self.derivatives_value(account, prices, implied_vol)
 
 
 @dataclass
@@ -70,6 +103,8 @@ class Recorder:
     groups: list[tuple[frozenset[str], float]]  # e-mode (assets, lt)
     false_window_h: int = 168  # in steps (the caller divides by hours per step)
     steps_per_day: float = 24.0
+    # The option legs' volatility (the replay's [portfolio] implied_vol, market units).
+    implied_vol: Mapping[str, float] = field(default_factory=dict)
     holdings: Holdings = field(init=False)
     prices: list[dict[str, float]] = field(default_factory=list)
     tiers_seen: dict[str, set[str]] = field(default_factory=dict)
@@ -82,8 +117,11 @@ class Recorder:
     def __post_init__(self) -> None:
         self.holdings = Holdings.of(self.book)
         self.addresses = {a.address for a in self.book}
+        # A written call is a liability the model margins: not a depositor's haircut.
         self.depositors = {
-            a.address for a in self.book if all(p.side == "collateral" for p in a.positions)
+            a.address
+            for a in self.book
+            if all(p.side == "collateral" for p in a.positions) and not a.has_derivatives
         }
 
     def sample(
@@ -96,8 +134,7 @@ class Recorder:
         `rated_at`: the prices those ratings were computed from (the daemon's own)."""
         self.prices.append(dict(prices))
         for a in self.healthy_last:
-            c, d = self.holdings.value(a, prices)
-            if c - d < 0:
+            if self.holdings.equity(a, prices, self.implied_vol) < 0:
                 self.healthy_to_negative.add(a)
         self.healthy_last = set()
         bp_sum = coll_sum = 0.0
@@ -224,9 +261,16 @@ def build_report(
     negative_accounts: int,
     chains: Mapping[str, dict[str, int]],
     meta: Mapping[str, Any],
+    vault_end: Mapping[str, tuple[float, float]] | None = None,
 ) -> dict[str, Any]:
+    """`vault_end`: account -> (collateral, debt) USD read from the vaults at the end,
+    for the derivative accounts' figures (`derivatives`)."""
     book = {a.address for a in rec.book}
+    shape = {a.address: a.shape for a in rec.book}
     mine = [x for x in keeper.liquidations if x.account in book]
+    by_shape: dict[str, int] = {}
+    for x in mine:
+        by_shape[shape[x.account]] = by_shape.get(shape[x.account], 0) + 1
     pc = rec.procyclicality()
     calm, peak = pc.get("calm", math.nan), pc.get("peak", math.nan)
     return {
@@ -241,7 +285,10 @@ def build_report(
             "failures": dict(keeper.failures),
             "registry_waits": dict(keeper.waits),
             "plan_fallbacks": keeper.plan_fallbacks,
+            "by_shape": dict(sorted(by_shape.items())),
+            "derivative_accounts": keeper.derivative_liquidations,
         },
+        "derivatives": derivative_figures(rec, vault_end or {}),
         "bad_debt_usd": round(bad_debt_usd, 2),
         "negative_equity_accounts_end": negative_accounts,
         "healthy_to_negative_equity": len(rec.healthy_to_negative),
@@ -258,6 +305,33 @@ def build_report(
         },
         "chains": dict(chains),
         **dict(meta),
+    }
+
+
+def derivative_figures(
+    rec: Recorder, vault_end: Mapping[str, tuple[float, float]]
+) -> dict[str, Any]:
+    """Of the accounts with derivative legs, at the last step's prices: how many, their
+    derivative value (perp P&L + option marks), the vaults' deficit on them and that
+    deficit net of each account's own derivative value (a hedge's gain would cover it
+    only if the venue settled it into the vault, which nothing here does)."""
+    if not rec.prices:
+        return {}
+    last = rec.prices[-1]
+    accounts = [a.address for a in rec.book if a.has_derivatives]
+    value = {a: rec.holdings.derivatives_value(a, last, rec.implied_vol) for a in accounts}
+    gross = net = 0.0
+    for a in accounts:
+        c, d = vault_end.get(a, rec.holdings.value(a, last))
+        gross += max(0.0, d - c)
+        net += max(0.0, d - c - value[a])
+    all_net = sum(max(0.0, d - c - value.get(a, 0.0)) for a, (c, d) in vault_end.items())
+    return {
+        "accounts": len(accounts),
+        "value_usd_end": round(sum(value.values()), 2),
+        "bad_debt_usd": round(gross, 2),
+        "bad_debt_net_usd": round(net, 2),
+        "book_bad_debt_net_usd": round(all_net, 2) if vault_end else None,
     }
 
 

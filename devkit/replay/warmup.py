@@ -20,6 +20,13 @@ shipped daily closes strictly before the episode's first hour (no look-ahead):
   of these rows are therefore not market prices; they anchor at the episode's first
   price, so the return from the last of them to today's rounds is zero.
 
+- `implied_vol`: the option underlyings' annualised volatility for the replay's
+  `[portfolio] implied_vol`, in market units: the realised volatility of the
+  IMPLIED_VOL_DAYS daily closes before the episode x sqrt(365) (no implied-volatility
+  series is shipped). Set explicitly because the default, the oracle's EWMA sigma x
+  sqrt(365), is in the compressed unit of the replay (timescale.py) and would be
+  sqrt(C) times too high.
+
 Invariants: pure (series and numbers in, PricePoint rows out); every asset's rows
 share timestamps (the EWMA pairs need joint rounds); the last tail row of each asset
 is exactly the episode's first price (the oracle's jump guard starts from it).
@@ -42,6 +49,10 @@ F64 = NDArray[np.float64]
 DAY_S = 86400
 TAIL_DAYS = 120
 FORECAST_DAYS = 730
+IMPLIED_VOL_DAYS = 30
+# Underlyings of the book's options and perps (population.py): what the scenario
+# grid's option repricing needs an implied volatility for.
+IMPLIED_VOL_ASSETS = ("WETH", "WBTC")
 DAILY = {"ETH": "eth_usd_daily.csv", "BTC": "btc_usd_daily.csv", "USDC": "usdc_usd_daily.csv"}
 RATIO = {"stETH": "steth_eth_daily.csv"}
 
@@ -122,6 +133,22 @@ def forecast_history(
             for j in range(n)
         ]
     return rows
+
+
+def implied_vol(
+    path: EpisodePath, days: int = IMPLIED_VOL_DAYS, directory: Path = history.HISTORY_DIR
+) -> dict[str, float]:
+    """Per IMPLIED_VOL_ASSETS asset: the sample standard deviation of the daily log
+    returns over the `days` days before the episode, x sqrt(365) (annualised, market
+    units), rounded to 4 decimals."""
+    _, closes = daily_before(path, days + 1, directory)
+    out: dict[str, float] = {}
+    for asset in IMPLIED_VOL_ASSETS:
+        r = np.diff(np.log(closes[asset]))
+        if r.size < 2:
+            raise ValueError(f"implied_vol: {r.size} daily returns of {asset} before the episode")
+        out[asset] = round(float(np.std(r, ddof=1)) * math.sqrt(365.0), 4)
+    return out
 
 
 def usable(rows: list[PricePoint]) -> bool:

@@ -74,7 +74,7 @@ def test_every_configured_address_has_code(cfg: AppConfig) -> None:
     checked = 0
     for chain in cfg.chains:
         c = chain.contracts
-        for addr in (c.vault, c.registry, c.multicall, c.attestations):
+        for addr in (c.vault, c.registry, c.multicall, c.attestations, c.markets):
             assert addr is not None and has_code(urls[chain.name], addr), (chain.name, addr)
             checked += 1
     # One AttestationRegistry per chain, at different addresses (no cross-chain mix-up).
@@ -92,9 +92,28 @@ def test_every_configured_address_has_code(cfg: AppConfig) -> None:
         if asset.rate is not None:
             assert has_code(urls[asset.rate.chain], asset.rate.address)
             checked += 1
-    # 3 chains x (vault, registry, multicall, attestations) + 5 assets x 3 tokens
+    # 3 chains x (vault, registry, multicall, attestations, markets) + 5 assets x 3 tokens
     # + 13 feeds + 2 rates
-    assert checked == 12 + 15 + 13 + 2
+    assert checked == 15 + 15 + 13 + 2
+
+
+def test_markets_lists_the_perps_and_the_venue_keeper(devnet: manager.DevnetState) -> None:
+    """Every indexed chain's Markets contract lets the venue keeper (dev account 9) record
+    positions in the listed perp markets, and nobody else. (Before the tests that stop a
+    chain: the module shares one devnet.)"""
+    from chains.positions import text_bytes32
+    from devkit.deploy import PERP_MARKETS, web3_session
+
+    for chain in manager.INDEXED_CHAINS:
+        dep = devnet.deployments[chain]
+        assert dep.venue_keeper == devnet.accounts["venue_keeper"]
+        with web3_session(devnet.url(chain)) as w3:
+            m = contract(w3, "Markets", dep.markets)
+            assert m.functions.isKeeper(dep.venue_keeper).call(), chain
+            assert not m.functions.isKeeper(dep.keeper).call(), chain
+            for name in PERP_MARKETS:
+                assert m.functions.perpListed(text_bytes32(name)).call(), (chain, name)
+            assert not m.functions.perpListed(text_bytes32("SOL-PERP")).call(), chain
 
 
 def test_fork_sees_origin_deposits_made_before_the_fork(devnet: manager.DevnetState) -> None:

@@ -156,3 +156,53 @@ def test_every_plan_has_a_standard_fee_tier() -> None:
 
     assert {p.fee for p in POOL_PLANS} <= set(FEE_TICK_SPACING)
     assert sum(share for _, share in POSITION_SHAPE) == pytest.approx(1.0)
+
+
+async def test_recentre_mints_the_base_book_around_the_moved_price() -> None:
+    """After a move to ETH 1,500 the LP's new base book is centred on the pool's price
+    and worth the pool's depth at the new prices; every amount it mints is funded."""
+    from eth_abi import decode, encode
+
+    from devkit.simulator import MarketModel
+
+    m = market(0.0, 4)
+    m.books["beta"].uni.pools = {"WETH/USDC": record()}
+    price = 1 / 1500 * 1e12  # WETH raw per USDC raw (token0 USDC)
+    tick = price_tick(price)
+
+    async def rpc(method: str, params: list) -> str:
+        assert method == "eth_call"
+        words = encode(
+            ["uint160", "int24", "uint16", "uint16", "uint16", "uint8", "bool"],
+            [sqrt_price_x96(price), tick, 0, 0, 0, 0, True],
+        )
+        return "0x" + words.hex()
+
+    model = MarketModel(random.Random(0), prices={"WETH": 1500.0, "USDC": 1.0})
+    funds, mints = await m.recentre_txs(rpc, "beta", model, "0x" + "dd" * 20)
+    assert len(mints) == len(POSITION_SHAPE) and len(funds) == 2 * len(mints)
+    kinds = "(address,address,uint24,int24,int24,uint256,uint256,uint256,uint256,address,uint256)"
+    usd = 0.0
+    for k, tx in enumerate(mints):
+        (p,) = decode([kinds], bytes.fromhex(tx["data"][10:]))
+        assert p[3] < tick < p[4]
+        a0, a1 = p[5], p[6]
+        usd += a0 / 1e6 + a1 / 1e18 * 1500.0
+        funded = [decode(["address", "uint256"], bytes.fromhex(f["data"][10:])) for f in
+                  funds[2 * k : 2 * k + 2]]  # fmt: skip
+        assert [a for _, a in funded] == [a0, a1]
+        assert tx["from"] == m.books["beta"].uni.lp
+    assert usd == pytest.approx(40e6, rel=2e-3)
+
+
+def test_recentre_is_due_after_a_ten_percent_move_either_way() -> None:
+    from devkit.pool_market import RECENTRE_MOVE, recentre_due
+
+    centre = {"WETH": 2000.0, "WBTC": 30000.0, "USDC": 1.0}
+    assert not recentre_due(centre, dict(centre))
+    assert not recentre_due(centre, {**centre, "WETH": 2000.0 * 1.099})
+    assert recentre_due(centre, {**centre, "WETH": 2000.0 * (1 + RECENTRE_MOVE)})
+    assert recentre_due(centre, {**centre, "WBTC": 30000.0 / (1 + RECENTRE_MOVE)})
+    assert not recentre_due(centre, {**centre, "WBTC": 30000.0 * 0.95})
+    # Only the USD-priced pool assets count (a stablecoin's wobble never re-centres).
+    assert not recentre_due(centre, {**centre, "USDC": 0.8})

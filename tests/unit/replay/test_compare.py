@@ -37,3 +37,18 @@ def test_reputation_runs_sit_beside_their_model(tmp_path: Path) -> None:
     table = compare.table("2022-06", reports["2022-06"])
     assert "| predictive+reputation | 10 |" in table and "| standard | 10 |" in table
     assert "- predictive+reputation:" in table
+
+
+def test_derivative_table_reads_the_netting_and_skips_older_reports(tmp_path: Path) -> None:
+    new = fake("portfolio", 0.0) | {
+        "netting_at_start": {
+            "hedged_perp": {"portfolio_mm_over_collateral_median": 0.017,
+                            "standard_requirement_over_collateral_median": 0.175},
+        },
+        "derivatives": {"bad_debt_usd": 1234.0, "bad_debt_net_usd": 0.0},
+    }  # fmt: skip
+    new["liquidations"] = {**new["liquidations"], "by_shape": {"covered_call": 3}}
+    (tmp_path / "2022-06-portfolio.json").write_text(json.dumps(new))
+    (tmp_path / "2022-06-standard.json").write_text(json.dumps(fake("standard", 1.0)))
+    rows = compare.derivatives(compare.load(tmp_path)).splitlines()[2:]
+    assert rows == ["| 2022-06 | portfolio | 1.7% / 17.5% | - | 0 / 3 | 1,234 (0) |"]

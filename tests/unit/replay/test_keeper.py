@@ -71,3 +71,14 @@ def test_the_pushed_models_plan_is_used_and_only_a_missing_one_falls_back() -> N
     assert choose(gone) == "no_plan"
     b = choose(gone, 0.5)
     assert isinstance(b, Attempt) and b.repay_raw == 750_000_000
+
+
+def test_an_account_without_vault_debt_has_nothing_a_vault_can_liquidate() -> None:
+    # Rated at risk for derivative legs alone (e.g. a written call, no borrow).
+    view = {
+        "account": VIEW["account"],
+        "positions": {"alpha": [p for p in VIEW["positions"]["alpha"] if p["side"] != "debt"]},
+        "liquidation": None,
+    }
+    assert choose(view) == "no_vault_debt"
+    assert choose(view, 0.5) == "no_vault_debt"

@@ -63,6 +63,35 @@ async def test_refused_before_any_process_starts(
     assert not (tmp_path / "data").exists()  # no devnet was started
 
 
+def test_config_toml_maps_the_devnet_markets_names() -> None:
+    """The daemon's [portfolio] perps / options name exactly what the devnet lists on
+    its Markets contracts (an unmapped name is ignored by the daemon, not guessed)."""
+    import tomllib
+
+    from devkit.deploy import OPTION_UNDERLYINGS, PERP_MARKETS
+
+    pf = tomllib.loads((Path(__file__).resolve().parents[3] / "config.toml").read_text())[
+        "portfolio"
+    ]
+    assert {p["name"]: p["underlying"] for p in pf["perps"]} == PERP_MARKETS
+    assert {o["name"]: o["underlying"] for o in pf["options"]} == OPTION_UNDERLYINGS
+
+
+def test_the_replay_config_carries_the_implied_vol() -> None:
+    from aggregator.config import AppConfig
+    from aggregator.replay import replay_config
+    from devkit.replay.timescale import TimeScale
+
+    base = AppConfig(
+        chains=[{"name": "alpha", "chain_id": 1, "rpc_urls": ["http://127.0.0.1:1"],
+                 "contracts": {"vault": f"0x{1:040x}"}}],
+        assets=[{"symbol": "WETH", "decimals": 18, "ltv": 0.8, "lt": 0.825}],
+    )  # type: ignore[arg-type]  # fmt: skip
+    cfg = replay_config(base, "portfolio", TimeScale(3, 1.0), {"WETH": 0.85})
+    assert cfg.portfolio.implied_vol == {"WETH": 0.85}
+    assert replay_config(base, "portfolio", TimeScale(3, 1.0)).portfolio.implied_vol == {}
+
+
 VAR = {"var": {"scenarios": 500, "min_history_days": 520, "stressed_window_days": 250}}
 
 

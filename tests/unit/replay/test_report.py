@@ -4,6 +4,8 @@ against a plain reference computed here."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from devkit.replay import population
@@ -66,3 +68,62 @@ def test_false_liquidation_recovers_within_the_window() -> None:
     # but its plain HF there is 2 x 0.9 >= 1: counted, and it was above lt when taken.
     assert got["count"] == 2 and got["accounts"] == 1
     assert got["above_lt_at_liquidation"] == 1
+
+
+def _bs_call(f: float, k: float, t: float, sigma: float) -> float:
+    """Black-76 call, zero rates, from the formula with math.erf."""
+    sd = sigma * math.sqrt(t)
+    d1 = (math.log(f / k) + 0.5 * sd * sd) / sd
+    n = lambda x: 0.5 * (1 + math.erf(x / math.sqrt(2)))  # noqa: E731
+    return f * n(d1) - k * n(d1 - sd)
+
+
+def test_equity_counts_the_derivative_legs_against_a_scalar_reference() -> None:
+    book = population.generate(400, 4, PRICES)
+    iv = {"WETH": 0.7, "WBTC": 0.6}
+    h = Holdings.of(book)
+    moved = dict(PRICES, WETH=1_500.0, WBTC=36_000.0)
+    for a in [x for x in book if x.has_derivatives][:40]:
+        ref = 0.0
+        for p in a.perps:
+            ref += p.size * (moved[p.asset] - p.entry_price)
+        for o in a.options:
+            ref += o.size * _bs_call(moved["WETH"], o.strike, o.tenor_days / 365, iv["WETH"])
+        c = sum(p.amount * moved[p.symbol] for p in a.positions if p.side == "collateral")
+        d = sum(p.amount * moved[p.symbol] for p in a.positions if p.side == "debt")
+        assert h.derivatives_value(a.address, moved, iv) == pytest.approx(ref, rel=1e-9, abs=1e-6)
+        assert h.equity(a.address, moved, iv) == pytest.approx(c - d + ref, rel=1e-9, abs=1e-6)
+    opt = next(x for x in book if x.options)
+    with pytest.raises(ValueError, match="WETH"):
+        h.derivatives_value(opt.address, moved, {})
+
+
+def test_a_hedged_account_is_not_negative_while_its_hedge_covers_the_spot() -> None:
+    a = next(
+        x for x in population.generate(400, 4, PRICES)
+        if x.shape == "hedged_perp" and x.positions[0].symbol == "WETH"
+    )  # fmt: skip
+    coll = next(p for p in a.positions if p.side == "collateral")
+    debt = next(p for p in a.positions if p.side == "debt")
+    # WETH low enough that the spot legs alone are under water.
+    crash = dict(PRICES, WETH=0.9 * debt.amount / coll.amount)
+    rec = _rec([a])
+    healthy = {a.address: {"tier": "healthy", "hf": 5.0, "borrowing_power_usd": 1.0}}
+    rec.sample(PRICES, healthy)
+    rec.sample(crash, healthy)
+    spot_equity = coll.amount * crash["WETH"] - debt.amount
+    assert spot_equity < 0
+    assert rec.holdings.equity(a.address, crash, {}) > 0
+    assert rec.healthy_to_negative == set()
+    # The same account without its hedge is counted.
+    bare = population.Account(a.address, "eth_stable", a.positions)
+    rec = _rec([bare])
+    rec.sample(PRICES, healthy)
+    rec.sample(crash, healthy)
+    assert rec.healthy_to_negative == {a.address}
+
+
+def test_accounts_with_derivative_legs_are_not_depositors() -> None:
+    book = population.generate(300, 1, PRICES)
+    rec = _rec(book)
+    assert rec.depositors == {a.address for a in book if a.shape == "depositor"}

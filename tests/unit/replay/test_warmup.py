@@ -63,3 +63,21 @@ def test_forecast_history_scales_returns_and_the_forecast(june: episodes.Episode
     # Equal in theory (GARCH is scale-equivariant); the optimiser, started on numbers
     # 100 times larger, stops within a few percent of it.
     assert big.sigma == pytest.approx(math.sqrt(C) * plain.sigma, rel=0.05)
+
+
+def test_implied_vol_is_the_realised_vol_before_the_episode(
+    june: episodes.EpisodePath,
+) -> None:
+    iv = warmup.implied_vol(june)
+    times, closes = warmup.daily_before(june, warmup.IMPLIED_VOL_DAYS + 1)
+    assert times[-1] <= june.times[0]
+    assert set(iv) == set(warmup.IMPLIED_VOL_ASSETS)
+    for asset in warmup.IMPLIED_VOL_ASSETS:
+        c = [float(x) for x in closes[asset]]
+        r = [math.log(c[i] / c[i - 1]) for i in range(1, len(c))]
+        mean = sum(r) / len(r)
+        sd = math.sqrt(sum((x - mean) ** 2 for x in r) / (len(r) - 1))
+        assert len(r) == warmup.IMPLIED_VOL_DAYS
+        assert iv[asset] == pytest.approx(sd * math.sqrt(365), abs=1e-4)
+        # Market units: an annual crypto vol, not the compressed EWMA's sqrt(C) times it.
+        assert 0.2 < iv[asset] < 2.0
