@@ -92,11 +92,15 @@ class Rig:
             doc = await resp.json()
         return float(resolve(doc, parse_path(PATHS[venue]), PATHS[venue]))
 
-    async def wait_status(self, path: str, status: int, timeout: float = 5.0) -> Any:
+    async def wait_status(
+        self, path: str, status: int, timeout: float = 30.0, says: str | None = None
+    ) -> Any:
+        """The first answer with `status` (and, when given, `says` in its body): on a
+        loaded machine a slow read can answer 503 for staleness before the reason asked."""
         deadline = time.monotonic() + timeout
         while True:
             got, body = await self.get(path)
-            if got == status:
+            if got == status and (says is None or says in json.dumps(body)):
                 return body
             assert time.monotonic() < deadline, f"{path}: still {got} {body}"
             await asyncio.sleep(0.05)
@@ -200,7 +204,7 @@ async def test_bad_feed_answers_fail_that_pair_with_the_reason(
     else:
         now = int(time.time())
         rig.chains.feeds[feed] = (bad[0], bad[1], now) if isinstance(bad, tuple) else bad
-    body = await rig.wait_status("/v2/prices/USDC-USD/spot", 503)
+    body = await rig.wait_status("/v2/prices/USDC-USD/spot", 503, says=reason)
     assert reason in body["errors"][0]["message"] and feed in body["errors"][0]["message"]
     _, health = await rig.get("/health")
     assert reason in health["chains"]["alpha"]["errors"]["USDC"]
