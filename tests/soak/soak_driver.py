@@ -377,7 +377,11 @@ class Soak:
             chaos_stop.set()
             await asyncio.gather(*workers)
             await self._settle()
-            await self._final()
+            try:
+                await self._final()
+            except Exception as exc:
+                # A checker failure must not lose the table of the run before it.
+                self.summary.violations.append(("checker", f"{type(exc).__name__}: {exc}"))
         except DaemonDied as exc:
             # A daemon that cannot come back is the worst violation: report it in the
             # table rather than as a bare traceback.
