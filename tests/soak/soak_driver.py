@@ -695,7 +695,7 @@ class Soak:
             mapped += m
             tenures += n_tenures
         s.violations += rep.violations
-        s.checks["fencing"] += 1
+        self.checker.stats.checks["fencing"] += 1
         tk = cl.takeovers(audit, self.disruptions, ttl_s=LEASE_TTL_S)
         by_kind: dict[str, list[cl.Takeover]] = {}
         for tko in tk:
@@ -769,7 +769,7 @@ class Soak:
             )
         )
         s.cluster_rows = rows
-        s.checks["spread"] += 1
+        self.checker.stats.checks["spread"] += 1
         if self.spread.longest_idle_s > SPREAD_IDLE_MAX_S:
             s.violations.append(
                 (
