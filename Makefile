@@ -82,8 +82,9 @@ devnet-down: setup
 	$(BIN)/aggregator devnet down
 
 # Chaos soak (docs/reliability.md): AGG_SOAK_S=900 make soak; prints the summary table
-# (also written to data/soak/soak.txt) and fails on any invariant violation. The 75 s
-# variant runs in make test.
+# (also written to data/soak/soak.txt) and fails on any invariant violation. With
+# AGG_TEST_PG_URL set: two instances on PostgreSQL (AGG_SOAK_INSTANCES, AGG_SOAK_STORE),
+# lease holders killed and paused. The 75 s one-instance variant runs in make test.
 soak: setup
 	$(BIN)/python -m pytest -m soak --run-soak -s $(PYTEST_ARGS)
 

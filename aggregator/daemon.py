@@ -28,7 +28,8 @@ from aggregator.api import Api, checksum_address
 from aggregator.api_views import AccountViews, ApiViews, ChainSources, LedgerReader
 from aggregator.attestation_feed import AttestationFeed
 from aggregator.book_sync import BookSync
-from aggregator.cluster.wiring import ClusterWiring
+from aggregator.cluster.credit_policy import credit_policy_for
+from aggregator.cluster.wiring import ClusterWiring, clustered
 from aggregator.config import AppConfig
 from aggregator.history.queries import HistoryQueries
 from aggregator.history.recorder import HistoryRecorder
@@ -111,7 +112,9 @@ class Daemon:
         self.clients = {name: RpcClient.from_settings(s) for name, s in self.settings.items()}
         # Every indexed chain's indexer; shared, as cluster leases add chains at run time.
         self.indexers: dict[str, ChainIndexer] = {}
-        self.engine = RiskEngine.from_config(cfg)
+        self.engine = RiskEngine.from_config(
+            credit_policy_for(cfg, clustered=clustered(self.store))
+        )
         self.lst_sources: dict[str, list[LstSource]] = {}
         for a in cfg.assets:
             if a.rate is not None:

@@ -1,9 +1,10 @@
 """Invariant checker for the chaos soak, independent of the daemon's code paths.
 
 It reads the chains straight from the anvil nodes (raw JSON-RPC, never through the fault
-proxies, ABI by hand with eth_abi) and the daemon's store with plain SQL (sqlite3), and it
-recomputes risk with the scalar reference of DESIGN.md (tests/unit/risk/reference.py). It
-imports nothing from the daemon's ledger, indexer, pusher or oracles.
+proxies, ABI by hand with eth_abi) and the daemon's store with plain SQL (sqlite3, or
+asyncpg on PostgreSQL), and it recomputes risk with the scalar reference of DESIGN.md
+(tests/unit/risk/reference.py). It imports nothing from the daemon's ledger, indexer,
+pusher or oracles.
 
 Invariants (docs/reliability.md):
   balances   every stored head balance/debt equals the vault's at the stored block hash
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 from eth_abi import decode, encode
 from eth_utils import keccak
 
@@ -60,6 +62,76 @@ WINDOW_S = 60.0
 PRICE_TOLERANCE = 0.005
 RECORD_GRACE_S = 10.0  # a mined update's record must leave "sent" within this
 HF_INFINITE = 2**64 - 1
+
+
+class StoreBusy(RuntimeError):
+    """The store could not be read now (locked, not migrated yet, unreachable)."""
+
+
+class StoreSql:
+    """Read-only plain SQL on the daemon's store; `?` placeholders. `read` runs its
+    queries in one transaction (one snapshot)."""
+
+    async def read(self, queries: list[tuple[str, tuple[Any, ...]]]) -> list[list[tuple[Any, ...]]]:
+        raise NotImplementedError
+
+    async def fetch(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        return (await self.read([(sql, params)]))[0]
+
+    async def close(self) -> None:
+        return None
+
+
+class SqliteSql(StoreSql):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _read(self, queries: list[tuple[str, tuple[Any, ...]]]) -> list[list[tuple[Any, ...]]]:
+        if not self.path.exists():
+            raise StoreBusy(f"{self.path} does not exist yet")
+        try:
+            con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
+            try:
+                con.execute("BEGIN")
+                out = [con.execute(q, p).fetchall() for q, p in queries]
+                con.execute("COMMIT")
+                return out
+            finally:
+                con.close()
+        except sqlite3.Error as exc:
+            raise StoreBusy(str(exc)) from exc
+
+    async def read(self, queries: list[tuple[str, tuple[Any, ...]]]) -> list[list[tuple[Any, ...]]]:
+        return await asyncio.to_thread(self._read, queries)
+
+
+class PostgresSql(StoreSql):
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._pool: asyncpg.Pool | None = None
+
+    @staticmethod
+    def _numbered(sql: str) -> str:
+        parts = sql.split("?")
+        return "".join(p + (f"${i + 1}" if i < len(parts) - 1 else "") for i, p in enumerate(parts))
+
+    async def read(self, queries: list[tuple[str, tuple[Any, ...]]]) -> list[list[tuple[Any, ...]]]:
+        try:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=2)
+            async with (
+                self._pool.acquire() as con,
+                con.transaction(isolation="repeatable_read", readonly=True),
+            ):
+                return [
+                    [tuple(r) for r in await con.fetch(self._numbered(q), *p)] for q, p in queries
+                ]
+        except (asyncpg.PostgresError, OSError) as exc:
+            raise StoreBusy(f"{type(exc).__name__}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
 
 
 def sel(sig: str) -> str:
@@ -159,7 +231,7 @@ class Checker:
         registries: dict[str, str],
         rate_contracts: dict[str, tuple[str, str, str]],
         keeper: str,
-        db_path: Path,
+        store: StoreSql,
         heartbeat_s: float,
         grace_s: float,
     ) -> None:
@@ -172,7 +244,7 @@ class Checker:
         self.vaults, self.registries = vaults, registries
         self.rate_contracts = rate_contracts  # symbol -> (chain, kind, address)
         self.keeper = keeper.lower()
-        self.db_path = db_path
+        self.store = store
         self.heartbeat_s, self.grace_s = heartbeat_s, grace_s
         self.stats = CheckStats()
         self.tape: list[tuple[float, dict[str, float]]] = []
@@ -183,6 +255,8 @@ class Checker:
         self.accounts: set[str] = set()
         self.soak_start_ts = 0
         self.start_blocks: dict[str, int] = {}
+        # chain -> the keeper's mined (nonce, hash) since the start, by check_nonces.
+        self.keeper_txs: dict[str, list[tuple[int, str]]] = {}
         self._session: aiohttp.ClientSession | None = None
         self.rpc: dict[str, Rpc] = {}
         self._block_ts: dict[tuple[str, str], int] = {}
@@ -213,6 +287,7 @@ class Checker:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+        await self.store.close()
 
     # ------------------------------------------------------------------ price tape
 
@@ -238,11 +313,11 @@ class Checker:
             self.clock_skew_s = max(self.clock_skew_s, max(stamps) - min(stamps))
             self.clock_lead_s = max(self.clock_lead_s, max(stamps) - time.time())
         try:
-            indexed = await asyncio.to_thread(self._indexed_blocks)
+            indexed = await self._indexed_blocks()
             self.lag_tape.append(
                 (time.time(), {c: (int(heads[c][0], 16), indexed.get(c, -1)) for c in heads})
             )
-        except sqlite3.Error:
+        except StoreBusy:
             pass
         prices: dict[str, float] = {}
         for a in self.cfg.assets:
@@ -311,7 +386,15 @@ class Checker:
         """Every vault event on every chain, in chain order, with block timestamps."""
         out: list[Event] = []
         for c in self.chains:
-            rpc = self.rpc[c]
+            out += await self._chain_events(c)
+        out.sort(key=lambda e: (e.ts, e.chain, e.block, e.log_index))
+        return out
+
+    async def _chain_events(self, c: str) -> list[Event]:
+        """One chain's vault events; read again when a reorg replaced a block between
+        the log query and its timestamp's."""
+        rpc = self.rpc[c]
+        for _ in range(5):
             head = int(await rpc("eth_blockNumber", []), 16)
             logs = await rpc(
                 "eth_getLogs",
@@ -324,14 +407,19 @@ class Checker:
                     }
                 ],
             )
+            out = []
             for lg in logs:
                 bh = lg["blockHash"]
                 if (c, bh) not in self._block_ts:
                     b = await rpc("eth_getBlockByHash", [bh, False])
+                    if b is None:
+                        break  # reorged away meanwhile
                     self._block_ts[(c, bh)] = int(b["timestamp"], 16)
                 out.append(self._decode(c, lg, self._block_ts[(c, bh)]))
-        out.sort(key=lambda e: (e.ts, e.chain, e.block, e.log_index))
-        return out
+            else:
+                return out
+            await asyncio.sleep(0.5)
+        raise RuntimeError(f"{c}: vault logs kept changing under five reads")
 
     def _decode(self, chain: str, lg: dict[str, Any], ts: int) -> Event:
         kind = TOPICS[lg["topics"][0]]
@@ -436,20 +524,9 @@ class Checker:
 
     # ------------------------------------------------------------------ store (plain SQL)
 
-    def _db(self) -> sqlite3.Connection:
-        return sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
-
-    def _indexed_blocks(self) -> dict[str, int]:
-        if not self.db_path.exists():
-            return {}
-        con = self._db()
-        try:
-            return {
-                str(c): int(n)
-                for c, n in con.execute("SELECT chain, indexed_block FROM chain_checkpoint")
-            }
-        finally:
-            con.close()
+    async def _indexed_blocks(self) -> dict[str, int]:
+        rows = await self.store.fetch("SELECT chain, indexed_block FROM chain_checkpoint")
+        return {str(c): int(n) for c, n in rows}
 
     async def explain_balance(self, chain: str, account: str, token: str, block: int) -> str:
         """A balance mismatch: the chain's events for the position next to the store's."""
@@ -460,20 +537,24 @@ class Checker:
                     f"  chain #{e.block} {e.block_hash[:12]} log {e.log_index} {e.kind} "
                     f"{e.amount} debt {e.debt_amount} tx {e.tx_hash[:12]}"
                 )
-        con = self._db()
         try:
-            for n, bh, li, kind, amt, dam, pend, tx in con.execute(
+            rows = await self.store.fetch(
                 "SELECT block_number, block_hash, log_index, kind, amount, debt_amount, "
                 "pending, tx_hash FROM chain_event WHERE chain = ? AND lower(account) = ? "
                 "AND (lower(token) = ? OR lower(debt_token) = ?) ORDER BY block_number",
-                (chain, account, token, token),
-            ):
-                out.append(
-                    f"  store #{n} {bh[:12]} log {li} {kind} {amt} debt {dam} "
-                    f"pending {pend} tx {tx[:12]}"
-                )
-        finally:
-            con.close()
+                chain,
+                account,
+                token,
+                token,
+            )
+        except StoreBusy as exc:
+            rows = []
+            out.append(f"  store not readable: {exc}")
+        for n, bh, li, kind, amt, dam, pend, tx in rows:
+            out.append(
+                f"  store #{n} {bh[:12]} log {li} {kind} {amt} debt {dam} "
+                f"pending {pend} tx {tx[:12]}"
+            )
         return "\n".join(out)
 
     def explain(
@@ -510,40 +591,38 @@ class Checker:
                 )
         return "\n".join(out)
 
-    def store_snapshot(self) -> dict[str, tuple[int, str | None, dict[tuple[str, str, str], int]]]:
+    async def store_snapshot(
+        self,
+    ) -> dict[str, tuple[int, str | None, dict[tuple[str, str, str], int]]]:
         """chain -> (indexed block, its hash, {(account, token, kind): head amount}), read in
         one transaction so the checkpoint and the balances belong together."""
         out: dict[str, tuple[int, str | None, dict[tuple[str, str, str], int]]] = {}
-        con = self._db()
-        try:
-            con.execute("BEGIN")
-            for c in self.chains:
-                row = con.execute(
-                    "SELECT indexed_block, indexed_hash FROM chain_checkpoint WHERE chain = ?",
+        queries: list[tuple[str, tuple[Any, ...]]] = []
+        for c in self.chains:
+            queries.append(
+                ("SELECT indexed_block, indexed_hash FROM chain_checkpoint WHERE chain = ?", (c,))
+            )
+            queries.append(
+                (
+                    "SELECT account, token, kind, head_amount FROM chain_position WHERE chain = ?",
                     (c,),
-                ).fetchone()
-                if row is None:
-                    continue
-                bal = {
-                    (str(a).lower(), str(t).lower(), str(k)): int(h)
-                    for a, t, k, h in con.execute(
-                        "SELECT account, token, kind, head_amount FROM chain_position "
-                        "WHERE chain = ?",
-                        (c,),
-                    )
-                }
-                out[c] = (int(row[0]), row[1], bal)
-            con.execute("COMMIT")
-        finally:
-            con.close()
+                )
+            )
+        got = await self.store.read(queries)
+        for i, c in enumerate(self.chains):
+            cp, positions = got[2 * i], got[2 * i + 1]
+            if not cp:
+                continue
+            bal = {(str(a).lower(), str(t).lower(), str(k)): int(h) for a, t, k, h in positions}
+            out[c] = (int(cp[0][0]), cp[0][1], bal)
         return out
 
     # ------------------------------------------------------------------ invariants
 
     async def check_balances(self) -> None:
         try:
-            snap = await asyncio.to_thread(self.store_snapshot)
-        except sqlite3.Error as exc:
+            snap = await self.store_snapshot()
+        except StoreBusy as exc:
             self.stats.skipped[f"balances: store busy ({exc})"] += 1
             return
         for c, (block, bhash, stored) in snap.items():
@@ -872,8 +951,15 @@ class Checker:
             sem = asyncio.Semaphore(16)
 
             async def block(n: int, rpc: Rpc = rpc, sem: asyncio.Semaphore = sem) -> Any:
-                async with sem:
-                    return await rpc("eth_getBlockByNumber", [hex(n), True])
+                # A loaded node answered null for a block below its head once (the
+                # hour-long run's final check crashed on it): ask again.
+                for _ in range(20):
+                    async with sem:
+                        got = await rpc("eth_getBlockByNumber", [hex(n), True])
+                    if got is not None:
+                        return got
+                    await asyncio.sleep(0.5)
+                raise RuntimeError(f"block {n} stayed null for 10 s")
 
             blocks = await asyncio.gather(
                 *(block(n) for n in range(self.start_blocks[c], head + 1))
@@ -893,10 +979,14 @@ class Checker:
             for x, y in itertools.pairwise(nonces):
                 if y != x + 1:
                     self.stats.violate("nonces", f"{c}: nonce {x} followed by {y}")
-            latest = int(await rpc("eth_getTransactionCount", [self.keeper, "latest"]), 16)
+            # The account's nonce at the scanned head, not at "latest": the daemons keep
+            # pushing while the blocks are read.
+            at_head = int(await rpc("eth_getTransactionCount", [self.keeper, hex(head)]), 16)
             pending = int(await rpc("eth_getTransactionCount", [self.keeper, "pending"]), 16)
-            if nonces and latest != nonces[-1] + 1:
-                self.stats.violate("nonces", f"{c}: account nonce {latest} != last mined + 1")
+            if nonces and at_head != nonces[-1] + 1:
+                self.stats.violate(
+                    "nonces", f"{c}: account nonce {at_head} at block {head} != last mined + 1"
+                )
             # The daemon keeps pushing: what is pending now must be mined soon, else a
             # nonce gap or an unreplaced stuck transaction blocks the keeper.
             for _ in range(30):
@@ -909,14 +999,11 @@ class Checker:
                     "nonces", f"{c}: keeper nonces {now_latest}..{pending - 1} pending for 30 s"
                 )
             scans[c] = txs
+        self.keeper_txs = scans
         await asyncio.sleep(max(0.0, RECORD_GRACE_S - (time.monotonic() - t_nonces)))
-        con = self._db()
-        try:
-            records = con.execute(
-                "SELECT chain, nonce, status, tx_hash, mined_hash FROM push_tx"
-            ).fetchall()
-        finally:
-            con.close()
+        records = await self.store.fetch(
+            "SELECT chain, nonce, status, tx_hash, mined_hash FROM push_tx"
+        )
         for c, txs in scans.items():
             by_nonce = dict(txs)
             recs = [r for r in records if r[0] == c]

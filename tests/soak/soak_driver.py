@@ -1,8 +1,13 @@
-"""Chaos soak: the real daemon (`aggregator run` subprocess) on the devnet, with user
+"""Chaos soak: the real daemon (`aggregator run` subprocesses) on the devnet, with user
 activity on every chain, a moving market, and a chaos driver; the invariant checker
 (soak_checker.py) judges at checkpoints and at the end. See docs/reliability.md.
 
     summary = asyncio.run(Soak(root, duration_s=60).run())
+
+One instance on SQLite (kill -9 and restart), or N instances on PostgreSQL
+(`instances=2, pg_url=...`): then the chaos kills (-9) or pauses (SIGSTOP) the lease
+holder of a random chain, and soak_cluster.py judges fencing, takeovers and the spread
+of the leases from a write audit in the database.
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import soak_cluster as cl
 from eth_abi import encode
-from soak_checker import Checker, Rpc, addr_word, sel
+from soak_checker import Checker, PostgresSql, Rpc, SqliteSql, StoreSql, addr_word, sel
+from sqlalchemy.engine import make_url
 
 from aggregator.config import load_config
 from devkit import manager
@@ -46,6 +53,13 @@ RESTART_WATCH_S = 30.0
 GAS = hex(900_000)
 MAX_UINT = 2**256 - 1
 FEED_CHAOS_ASSETS = ("WETH", "WBTC", "USDC")  # five sources each: one bad one is outvoted
+# Cluster mode: the lease TTL the instances run with, and how long every instance must
+# have run undisturbed before a sample of the lease table counts for the spread.
+LEASE_TTL_S = 10.0
+SPREAD_SETTLE_S = 3 * LEASE_TTL_S + 10
+# An instance that runs undisturbed but holds no work lease for longer than this is a
+# spread violation (the balancer hands one back within a few renew rounds).
+SPREAD_IDLE_MAX_S = 60.0
 
 S = {
     n: sel(n)
@@ -123,6 +137,11 @@ class Summary:
     settle_s: float = 0.0
     evidence: list[str] = field(default_factory=list)
     clocks: str = "-"
+    instances: int = 1
+    store: str = "sqlite"
+    pauses: int = 0
+    cluster_rows: list[tuple[str, str]] = field(default_factory=list)
+    load: list[float] = field(default_factory=list)
 
     def table(self) -> str:
         viol = Counter(v[0] for v in self.violations)
@@ -134,7 +153,9 @@ class Summary:
             ("RPC faults", _total_and_parts(self.faults)),
             ("feed chaos", _parts(self.feed_chaos) or "0"),
             ("RPC fault mixes (A/B per chain, every 10 s)", _parts(self.fault_mixes)),
+            ("instances / store", f"{self.instances} / {self.store}"),
             ("daemon kill -9 + restart", str(self.restarts)),
+            ("daemon SIGSTOP + SIGCONT", str(self.pauses)),
             ("pushes mined (keeper txs)", _total_and_parts(self.pushes)),
             ("checks", _parts(self.checks)),
             ("balance mismatches", str(self.mismatches)),
@@ -148,6 +169,14 @@ class Summary:
                 else "-",
             ),
         ]
+        rows += self.cluster_rows
+        if self.load:
+            rows.append(
+                (
+                    "load average 1 min (start / max / end, 2 cores)",
+                    f"{self.load[0]:.1f} / {max(self.load):.1f} / {self.load[-1]:.1f}",
+                )
+            )
         rows += [(f"note: {k}", str(v)) for k, v in sorted(self.info.items())]
         rows += [(f"skipped: {k}", str(v)) for k, v in sorted(self.skipped.items())]
         w = max(len(k) for k, _ in rows)
@@ -170,6 +199,25 @@ class DaemonDied(RuntimeError):
     """The daemon process exited on its own (e.g. refused to start after a kill -9)."""
 
 
+@dataclass
+class Daemon:
+    """One daemon instance slot; each start is a new process with a new instance id."""
+
+    slot: str
+    api_port: int
+    log_path: Path
+    gen: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    instance_id: str = ""
+    up_since: float | None = None
+    paused_since: float | None = None
+    # Running and not paused since (None while dead or paused).
+    calm_since: float | None = None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
 class Soak:
     def __init__(
         self,
@@ -179,7 +227,11 @@ class Soak:
         seed: int = 7,
         kill_every_s: float = 120.0,
         checkpoint_s: float = 15.0,
+        instances: int = 1,
+        pg_url: str | None = None,
     ) -> None:
+        if instances > 1 and pg_url is None:
+            raise ValueError("several instances need a PostgreSQL store (pg_url)")
         self.root = root
         self.duration_s = duration_s
         self.rng = random.Random(seed)
@@ -188,11 +240,23 @@ class Soak:
         self.checkpoint_s = checkpoint_s
         self.summary = Summary(duration_s)
         self.proxies: dict[str, list[FaultProxy]] = {}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.up_since: float | None = None
-        self.api_port = free_port()
-        self.log_path = root / "daemon.log"
+        self.pg_base = pg_url
+        self.cluster = pg_url is not None
+        self.daemons = [
+            Daemon(f"i{k}", free_port(), root / f"daemon-{k}.log") for k in range(instances)
+        ]
         self.db_path = root / "soak.db"
+        self.db_name = (
+            f"{make_url(pg_url).database}_soak_{os.getpid()}" if pg_url is not None else ""
+        )
+        self.store_url = f"sqlite+aiosqlite:///{self.db_path}"
+        self.summary.instances = instances
+        self.summary.store = "postgres" if self.cluster else "sqlite"
+        self.disruptions: list[cl.Disruption] = []
+        self.slot_of: dict[str, str] = {}
+        self.spread = cl.SpreadStats(leases=2 * len(CHAINS))
+        self._rebalancing: dict[str, float] = {}
+        self.fenced_out_lines = 0
         self.stale: set[tuple[str, str]] = set()
         self.lying: set[tuple[str, str]] = set()
         self.users: list[str] = []
@@ -206,11 +270,15 @@ class Soak:
 
     async def run(self) -> Summary:
         shutil.copy(REPO / "config.toml", self.root / "config.toml")
+        if self.pg_base is not None:
+            self.store_url = await cl.create_database(self.pg_base, self.db_name)
         self.state = await asyncio.to_thread(manager.up, self.root)
         try:
             return await self._run()
         finally:
             await asyncio.to_thread(manager.down, self.root)
+            if self.pg_base is not None and not os.environ.get("AGG_SOAK_KEEP_DB"):
+                await cl.drop_database(self.pg_base, self.db_name)
 
     def _write_config(self) -> Path:
         text = (self.root / "config.toml").read_text()
@@ -236,11 +304,10 @@ class Soak:
             f"heartbeat_s = {HEARTBEAT_S}",
             "",
             "[store]",
-            f'url = "sqlite+aiosqlite:///{self.db_path}"',
-            "",
-            "[api]",
-            f"port = {self.api_port}",
+            f'url = "{self.store_url}"',
         ]
+        if self.cluster:
+            lines += ["", "[cluster]", f"lease_ttl_s = {LEASE_TTL_S}"]
         (self.root / "soak-overlay.toml").write_text("\n".join(lines) + "\n")
         return cfg_path
 
@@ -268,7 +335,7 @@ class Soak:
             registries={c: st.deployments[c].registry for c in CHAINS},
             rate_contracts=rate_contracts,
             keeper=st.accounts["keeper"],
-            db_path=self.db_path,
+            store=self._store_sql(),
             heartbeat_s=HEARTBEAT_S,
             grace_s=GRACE_S,
         )
@@ -285,8 +352,13 @@ class Soak:
             self.checker.soak_start_ts = int(time.time())
             tasks.append(asyncio.create_task(self.checker.run_tape(tape_stop)))
             tasks.append(asyncio.create_task(self._market()))
-            self._start_daemon()
-            await self._wait_ready(180)
+            if self.cluster:
+                await self._prepare_cluster_store()
+                tasks.append(asyncio.create_task(self._sample_leases(tape_stop)))
+            for d in self.daemons:
+                self._start_daemon(d)
+            for d in self.daemons:
+                await self._wait_ready(d, 180)
             await self._wait_first_pushes(90)
             workers = [asyncio.create_task(self._activity(c, chaos_stop)) for c in CHAINS] + [
                 asyncio.create_task(self._reorgs(chaos_stop)),
@@ -305,7 +377,11 @@ class Soak:
             chaos_stop.set()
             await asyncio.gather(*workers)
             await self._settle()
-            await self._final()
+            try:
+                await self._final()
+            except Exception as exc:
+                # A checker failure must not lose the table of the run before it.
+                self.summary.violations.append(("checker", f"{type(exc).__name__}: {exc}"))
         except DaemonDied as exc:
             # A daemon that cannot come back is the worst violation: report it in the
             # table rather than as a bare traceback.
@@ -321,7 +397,13 @@ class Soak:
                 w.cancel()
             await asyncio.gather(*self._watchers, return_exceptions=True)
             await asyncio.gather(*tasks, return_exceptions=True)
-            await self._stop_daemon()
+            for d in self.daemons:
+                if d.paused_since is not None and d.alive():
+                    assert d.proc is not None
+                    d.proc.send_signal(signal.SIGCONT)
+                    d.paused_since = None
+            for d in self.daemons:
+                await self._stop_daemon(d)
             for ps in self.proxies.values():
                 for p in ps:
                     self.summary.faults.update(p.stats)
@@ -335,6 +417,7 @@ class Soak:
         s.mismatches = self.checker.stats.mismatches
         s.violations += [(v.invariant, v.detail) for v in self.checker.stats.violations]
         s.log_errors = self._log_errors()
+        s.load.append(os.getloadavg()[0])
         s.evidence = self.checker.stats.evidence
         s.clocks = (
             f"spread between chains up to {self.checker.clock_skew_s} s, ahead of wall "
@@ -358,15 +441,41 @@ class Soak:
 
     # ------------------------------------------------------------------ daemon process
 
-    def _start_daemon(self) -> None:
+    def _store_sql(self) -> StoreSql:
+        if self.cluster:
+            return PostgresSql(cl.asyncpg_dsn(self.store_url))
+        return SqliteSql(self.db_path)
+
+    async def _prepare_cluster_store(self) -> None:
+        """Migrate the fresh database, then put the write audit in place before any
+        daemon starts: every protected write from the first one on is audited."""
+        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+        out = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "aggregator.cli", "-c", str(self.cfg_path), "db", "upgrade"],
+            env=env,
+            cwd=self.root,
+            capture_output=True,
+            timeout=120,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"db upgrade failed: {out.stderr.decode()[-2000:]}")
+        await cl.install_audit(self.store_url)
+
+    def _start_daemon(self, d: Daemon) -> None:
+        d.gen += 1
+        d.instance_id = f"soak-{d.slot}-g{d.gen}"
+        self.slot_of[d.instance_id] = d.slot
         env = {
             **os.environ,
             "AGG_KEEPER_KEY": KEEPER_KEY,
             "AGG_LOG_FORMAT": "json",
             "PYTHONWARNINGS": "ignore",
+            "AGG_API__PORT": str(d.api_port),
+            "AGG_CLUSTER__INSTANCE_ID": d.instance_id,
         }
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
+        log = d.log_path.open("ab")
+        d.proc = subprocess.Popen(
             [sys.executable, "-m", "aggregator.cli", "-c", str(self.cfg_path), "run"],
             env=env,
             stdout=log,
@@ -374,30 +483,50 @@ class Soak:
             cwd=self.root,
         )
         log.close()
-        self.up_since = time.time()
+        d.up_since = d.calm_since = time.time()
+        d.paused_since = None
+        self._rebalancing[d.slot] = time.time()
 
-    async def _kill_daemon(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        await asyncio.to_thread(self.proc.wait, 30)
-        self.up_since = None
+    @property
+    def up_since(self) -> float | None:
+        """For the freshness check: since when the service has run undisturbed (one
+        instance: since it started; a cluster: since the last kill, pause, restart or
+        resume, as every one of them may move a lease)."""
+        calm = [d.calm_since for d in self.daemons]
+        if not self.cluster:
+            return calm[0]
+        last = max((e.at for e in self.disruptions), default=0.0)
+        known = [c for c in calm if c is not None]
+        if not known:
+            return None
+        return max([last, *known])
+
+    async def _kill_daemon(self, d: Daemon) -> None:
+        assert d.proc is not None
+        d.proc.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(d.proc.wait, 30)
+        d.up_since = d.calm_since = d.paused_since = None
         self.summary.restarts += 1
 
-    async def _stop_daemon(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+    async def _stop_daemon(self, d: Daemon) -> None:
+        if d.proc is None or d.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGTERM)
+        d.proc.send_signal(signal.SIGTERM)
         try:
-            code = await asyncio.to_thread(self.proc.wait, 30)
+            code = await asyncio.to_thread(d.proc.wait, 30)
             if code != 0:
-                self.summary.violations.append(("shutdown", f"SIGTERM exit code {code}"))
+                self.summary.violations.append(
+                    ("shutdown", f"{d.instance_id}: SIGTERM exit code {code}")
+                )
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            self.summary.violations.append(("shutdown", "SIGTERM did not stop the daemon"))
+            d.proc.kill()
+            d.proc.wait()
+            self.summary.violations.append(
+                ("shutdown", f"{d.instance_id}: SIGTERM did not stop the daemon")
+            )
 
-    def _api(self, path: str) -> tuple[int, Any]:
-        url = f"http://127.0.0.1:{self.api_port}{path}"
+    def _api(self, d: Daemon, path: str) -> tuple[int, Any]:
+        url = f"http://127.0.0.1:{d.api_port}{path}"
         try:
             with urllib.request.urlopen(url, timeout=5) as r:
                 body = r.read()
@@ -407,37 +536,45 @@ class Soak:
         except OSError:
             return 0, None
 
-    async def _wait_ready(self, timeout: float) -> list[str]:
+    async def _wait_ready(self, d: Daemon, timeout: float) -> list[str]:
         deadline = time.monotonic() + timeout
         reasons: list[str] = []
         while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise DaemonDied(f"daemon exited with {self.proc.returncode}: {self._tail()}")
-            code, body = await asyncio.to_thread(self._api, "/readyz")
+            if d.proc is not None and d.proc.poll() is not None:
+                raise DaemonDied(
+                    f"{d.instance_id} exited with {d.proc.returncode}: {self._tail(d)}"
+                )
+            code, body = await asyncio.to_thread(self._api, d, "/readyz")
             if code == 200:
                 return []
             reasons = (body or {}).get("reasons", []) if isinstance(body, dict) else []
             await asyncio.sleep(1)
         return reasons or ["not ready"]
 
-    def _tail(self) -> str:
+    def _tail(self, d: Daemon) -> str:
         try:
-            return self.log_path.read_text(errors="replace")[-3000:]
+            return d.log_path.read_text(errors="replace")[-3000:]
         except OSError:
             return ""
 
     def _log_errors(self) -> int:
         n = 0
-        try:
-            for line in self.log_path.read_text(errors="replace").splitlines():
+        fenced = 0
+        for d in self.daemons:
+            try:
+                text = d.log_path.read_text(errors="replace")
+            except OSError:
+                continue
+            for line in text.splitlines():
                 try:
                     rec = json.loads(line)
                 except ValueError:
                     continue
                 if rec.get("level") in ("error", "critical"):
                     n += 1
-        except OSError:
-            pass
+                if "is no longer current" in str(rec.get("msg", rec.get("message", ""))):
+                    fenced += 1
+        self.fenced_out_lines = fenced
         return n
 
     async def _wait_first_pushes(self, timeout: float) -> None:
@@ -454,42 +591,223 @@ class Soak:
             ):
                 return
             await asyncio.sleep(1)
-        raise RuntimeError(f"the daemon did not push within {timeout:.0f}s: {self._tail()}")
+        tails = "\n".join(self._tail(d) for d in self.daemons)
+        raise RuntimeError(f"the daemon did not push within {timeout:.0f}s: {tails}")
 
     def _rss(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
+        self.summary.load.append(os.getloadavg()[0])
+        rss = []
+        for d in self.daemons:
+            if not d.alive():
+                continue
+            assert d.proc is not None
+            try:
+                for line in Path(f"/proc/{d.proc.pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        rss.append(int(line.split()[1]) / 1024)
+            except OSError:
+                pass
+        if rss:
+            self.summary.rss_mb.append(max(rss))
+
+    # ------------------------------------------------------------------ cluster
+
+    async def _sample_leases(self, stop: asyncio.Event) -> None:
+        """The lease table every 2 s: the spread while every instance runs undisturbed,
+        and how long a restarted or resumed instance takes to get its share back."""
+        import asyncpg
+
+        con = await asyncpg.connect(cl.asyncpg_dsn(self.store_url), timeout=10)
         try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    self.summary.rss_mb.append(int(line.split()[1]) / 1024)
-        except OSError:
-            pass
+            while not stop.is_set():
+                try:
+                    rows = await cl.lease_rows(con)
+                except asyncpg.PostgresError:
+                    rows = []
+                now = time.time()
+                counts = cl.work_counts(rows, self.slot_of)
+                counts = {d.slot: counts.get(d.slot, 0) for d in self.daemons}
+                calm = [d.calm_since for d in self.daemons]
+                steady = all(c is not None and now - c >= SPREAD_SETTLE_S for c in calm)
+                self.spread.sample(now, counts, steady)
+                floor = self.spread.leases // len(self.daemons)
+                for slot, since in list(self._rebalancing.items()):
+                    d = next(x for x in self.daemons if x.slot == slot)
+                    if d.calm_since is None:
+                        self._rebalancing.pop(slot)
+                    elif counts.get(slot, 0) >= floor:
+                        self.spread.rebalance_s.append(now - since)
+                        self._rebalancing.pop(slot)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 2.0)
+        finally:
+            await con.close()
+
+    async def _held_by(self, instance_id: str) -> dict[str, int]:
+        import asyncpg
+
+        con = await asyncpg.connect(cl.asyncpg_dsn(self.store_url), timeout=10)
+        try:
+            rows = await cl.lease_rows(con)
+        finally:
+            await con.close()
+        return {
+            str(r["name"]): int(r["token"])
+            for r in rows
+            if str(r["name"]).startswith(cl.WORK_PREFIXES)
+            and r["live"]
+            and r["holder"] == instance_id
+        }
+
+    async def _victim(self) -> Daemon:
+        """The instance holding a random chain's index or push lease (any live one if
+        that lease has no live holder among them)."""
+        import asyncpg
+
+        lease = f"{self.rng.choice(['index', 'push'])}:{self.rng.choice(CHAINS)}"
+        con = await asyncpg.connect(cl.asyncpg_dsn(self.store_url), timeout=10)
+        try:
+            rows = {str(r["name"]): r for r in await cl.lease_rows(con)}
+        finally:
+            await con.close()
+        row = rows.get(lease)
+        live = [d for d in self.daemons if d.alive() and d.paused_since is None]
+        if row is not None and row["live"]:
+            for d in live:
+                if d.instance_id == row["holder"]:
+                    return d
+        return self.rng.choice(live)
+
+    def _cluster_report(self, audit: list[cl.AuditRow]) -> None:
+        s = self.summary
+        rep = cl.judge_fencing(audit)
+        mapped = tenures = 0
+        first_nonce: dict[str, int] = {}
+        for r in audit:
+            if r.kind == "write" and r.tbl == "push_tx" and r.op == "INSERT":
+                assert r.chain is not None and r.nonce is not None
+                first_nonce[r.chain] = min(first_nonce.get(r.chain, r.nonce), r.nonce)
+        for c, txs in self.checker.keeper_txs.items():
+            start = first_nonce.get(c)
+            if start is None:
+                continue
+            m, n_tenures = cl.judge_mined_order(rep, c, [x for x in txs if x[0] >= start])
+            mapped += m
+            tenures += n_tenures
+        s.violations += rep.violations
+        self.checker.stats.checks["fencing"] += 1
+        tk = cl.takeovers(audit, self.disruptions, ttl_s=LEASE_TTL_S)
+        by_kind: dict[str, list[cl.Takeover]] = {}
+        for tko in tk:
+            by_kind.setdefault(tko.kind, []).append(tko)
+        rows = [
+            (
+                "fenced writes (audited, by lease kind)",
+                _total_and_parts(
+                    Counter(
+                        {
+                            k: sum(v for n, v in rep.writes.items() if n.startswith(k))
+                            for k in ("index", "push")
+                        }
+                    )
+                ),
+            ),
+            ("lease tenures (acquisitions of work leases)", str(sum(rep.tenures.values()))),
+            ("fenced transactions per instance", _parts(rep.writers)),
+            (
+                "keeper txs mapped to their allocating tenure",
+                f"{mapped} (over {tenures} tenures, token order never goes back)",
+            ),
+            ("nonces allocated to 2+ records", str(rep.nonces_reallocated)),
+            ("writes refused by the fence (daemon logs)", str(self.fenced_out_lines)),
+        ]
+        for kind in ("kill", "pause"):
+            ts = by_kind.get(kind, [])
+            taken = [t for t in ts if t.acquired_after_s is not None]
+            rows.append(
+                (
+                    f"takeover after {kind}: leases held by the victim",
+                    f"{len(ts)} ({len(taken)} taken over, {len(ts) - len(taken)} kept/retaken "
+                    "by the victim)",
+                )
+            )
+            rows.append(
+                (
+                    f"  {kind} -> new holder acquired",
+                    cl.dist([t.acquired_after_s for t in taken if t.acquired_after_s is not None]),
+                )
+            )
+            rows.append(
+                (
+                    f"  {kind} -> new holder's first write",
+                    cl.dist(
+                        [t.first_write_after_s for t in taken if t.first_write_after_s is not None]
+                    ),
+                )
+            )
+        pauses = [e.pause_s for e in self.disruptions if e.kind == "pause"]
+        if pauses:
+            rows.append(
+                (
+                    "pause lengths",
+                    f"{min(pauses):.1f}..{max(pauses):.1f} s (lease ttl {LEASE_TTL_S:.0f} s)",
+                )
+            )
+        rows.append(
+            (f"lease spread (all instances up >= {SPREAD_SETTLE_S:.0f} s)", self.spread.table())
+        )
+        rows.append(
+            (
+                "longest undisturbed stretch with an idle instance",
+                f"{self.spread.longest_idle_s:.0f} s",
+            )
+        )
+        rows.append(
+            (
+                "rebalance after (re)start: instance back to its floor",
+                cl.dist(self.spread.rebalance_s),
+            )
+        )
+        s.cluster_rows = rows
+        self.checker.stats.checks["spread"] += 1
+        if self.spread.longest_idle_s > SPREAD_IDLE_MAX_S:
+            s.violations.append(
+                (
+                    "spread",
+                    f"an undisturbed instance held no work lease for "
+                    f"{self.spread.longest_idle_s:.0f} s (max {SPREAD_IDLE_MAX_S:.0f} s)",
+                )
+            )
 
     # ------------------------------------------------------------------ checker
 
     async def _checkpoint(self) -> None:
-        if self.up_since is not None and self.proc is not None and self.proc.poll() is not None:
-            raise DaemonDied(f"daemon exited with {self.proc.returncode}: {self._tail()}")
+        for d in self.daemons:
+            if d.up_since is not None and d.proc is not None and d.proc.poll() is not None:
+                raise DaemonDied(
+                    f"{d.instance_id} exited with {d.proc.returncode}: {self._tail(d)}"
+                )
         self._rss()
         await self.checker.check_balances()
         await self.checker.check_registry()
         await self.checker.check_freshness(self.up_since)
 
     async def _settle(self) -> None:
-        """Chaos off: clean endpoints, feeds live, daemon up; wait until it caught up (ready,
-        nothing pending), then the final checks run on a quiet system."""
+        """Chaos off: clean endpoints, feeds live, daemons up; wait until they caught up
+        (ready, nothing pending), then the final checks run on a quiet system."""
         t0 = time.monotonic()
         for ps in self.proxies.values():
             for p in ps:
                 p.set(**NEUTRAL)
         self.stale.clear()
         self.lying.clear()
-        if self.proc is None or self.proc.poll() is not None:
-            self._start_daemon()
-        reasons = await self._wait_ready(150)
-        if reasons:
-            self.summary.violations.append(("settle", f"daemon not ready: {reasons}"))
+        for d in self.daemons:
+            if not d.alive():
+                self._start_daemon(d)
+        for d in self.daemons:
+            reasons = await self._wait_ready(d, 150)
+            if reasons:
+                self.summary.violations.append(("settle", f"{d.instance_id} not ready: {reasons}"))
         # Pushes in flight land and get confirmed: let two push intervals pass.
         await asyncio.sleep(8)
         self.summary.settle_s = time.monotonic() - t0
@@ -503,6 +821,9 @@ class Soak:
         await self.checker.check_freshness(self.up_since)
         self.checker.check_spend(evs)
         self.summary.pushes = await self.checker.check_nonces()
+        if self.cluster:
+            self._log_errors()
+            self._cluster_report(await cl.read_audit(self.store_url))
 
     # ------------------------------------------------------------------ market
 
@@ -638,17 +959,49 @@ class Soak:
         first = min(self.kill_every_s, self.duration_s * 0.4)
         wait = first
         while not await self._sleep(stop, wait):
-            await self._kill_daemon()
+            if self.cluster:
+                await self._disrupt(stop)
+                wait = self.kill_every_s * self.rng.uniform(0.5, 1.5)
+                continue
+            d = self.daemons[0]
+            await self._kill_daemon(d)
             await asyncio.sleep(self.rng.uniform(1, 3))
-            self._start_daemon()
-            self._watchers.append(asyncio.create_task(self._watch_restart()))
+            self._start_daemon(d)
+            self._watchers.append(asyncio.create_task(self._watch_restart(d)))
             wait = self.kill_every_s
 
-    async def _watch_restart(self) -> None:
+    async def _disrupt(self, stop: asyncio.Event) -> None:
+        """Kill -9 (then restart after 1..15 s) or SIGSTOP (then SIGCONT after 2 s up to
+        2.5 lease TTLs) the holder of a random chain's lease; one at a time, so a peer
+        is always there to take over."""
+        d = await self._victim()
+        assert d.proc is not None
+        held = await self._held_by(d.instance_id)
+        kind = self.rng.choice(["kill", "pause"])
+        t = time.time()
+        if kind == "kill":
+            self.disruptions.append(cl.Disruption("kill", d.instance_id, t, held))
+            await self._kill_daemon(d)
+            await self._sleep(stop, self.rng.uniform(1, 15))
+            self._start_daemon(d)
+            self._watchers.append(asyncio.create_task(self._watch_restart(d)))
+            return
+        pause = self.rng.uniform(2, 2.5 * LEASE_TTL_S)
+        self.disruptions.append(cl.Disruption("pause", d.instance_id, t, held, pause))
+        d.proc.send_signal(signal.SIGSTOP)
+        d.paused_since, d.calm_since = t, None
+        self.summary.pauses += 1
+        await asyncio.sleep(pause)
+        d.proc.send_signal(signal.SIGCONT)
+        d.paused_since = None
+        d.calm_since = time.time()
+        self._rebalancing[d.slot] = time.time()
+
+    async def _watch_restart(self, d: Daemon) -> None:
         """The daemon's own view of every account, twice a second for a while after a
         restart, for the evidence of a violation there (the window where a half-loaded
         daemon could push)."""
-        base = f"http://127.0.0.1:{self.api_port}/v1/accounts/"
+        base = f"http://127.0.0.1:{d.api_port}/v1/accounts/"
         timeout = aiohttp.ClientTimeout(total=2)
 
         async def view(a: str) -> Any:
