@@ -246,11 +246,14 @@ def _with_server(kind: str, args: argparse.Namespace, tmp: Path) -> subprocess.P
             str(port_file),
         ]
     )
-    deadline = time.monotonic() + 120
+    # Loading 1M accounts takes ~30 s on a quiet box and several minutes on a shared,
+    # loaded one; the bound only catches a server that never comes up.
+    deadline = time.monotonic() + 900
     while not port_file.exists() or not port_file.read_text():
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            raise SystemExit(f"{kind} server did not start")
+            code = proc.wait()
+            raise SystemExit(f"{kind} server did not start (exit {code}) within 900 s")
         time.sleep(0.05)
     return proc
 
