@@ -363,6 +363,8 @@ class Daemon:
                     f"pools:{chain}",
                     self.liquidity.supervised(chain, self.stop_event),
                     critical=False,
+                    # A node that does not answer is one warning line, not a traceback.
+                    expected=(RpcError,),
                 )
         await self._load_indexers()
         if self.book.impossible:
