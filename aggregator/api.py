@@ -28,7 +28,7 @@ from aggregator.api_common import (  # dumps: re-exported, as api_common's docst
     error_body,
     json_response,
 )
-from aggregator.api_fast import HotHealthRoute, HotRouteRunner
+from aggregator.api_fast import HotHealthRoute
 from aggregator.api_history import HistoryApi, history_routes
 from aggregator.api_liquidity import liquidity_route
 from aggregator.api_reputation import reputation_route
@@ -317,13 +317,15 @@ class Api:
         self.port: int | None = None
 
     async def start(self, host: str, port: int) -> int:
-        self._runner = HotRouteRunner(self.app, self._hot, access_log=None, shutdown_timeout=2.0)
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
+        server = self._runner.server
+        assert server is not None  # set by setup()
+        self._hot.install(server)  # before any connection opens (api_fast.py)
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else port
+        addresses = self._runner.addresses
+        self.port = addresses[0][1] if addresses else port
         return self.port
 
     async def stop(self) -> None:
