@@ -77,9 +77,9 @@ class ApiBackend(Protocol):
         """Admin: stop or restart sending new update batches."""
         ...
 
-    def whatif(self, body: Any) -> dict[str, Any]:
+    async def whatif(self, body: Any) -> dict[str, Any]:
         """POST /v1/whatif (docs/whatif.md): the parsed JSON body ({} when empty);
-        ApiError naming the field on bad input."""
+        ApiError naming the field on bad input. Computed off the event loop."""
         ...
 
     def liquidity(self) -> dict[str, Any] | None:
@@ -437,7 +437,7 @@ class Api:
             body = json.loads(text) if text.strip() else {}
         except (ValueError, UnicodeDecodeError):
             raise ApiError(400, "body", "not valid JSON (docs/whatif.md)") from None
-        return json_response(self.backend.whatif(body))
+        return json_response(await self.backend.whatif(body))
 
     # -- admin (bearer token from AGG_ADMIN_TOKEN) ----------------------------
     async def admin_pause(self, request: web.Request) -> web.Response:
