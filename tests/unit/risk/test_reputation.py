@@ -572,7 +572,7 @@ def ref_personal(v: float, cliq: float, cbor: float, m: float) -> tuple[float, f
             st.floats(0.0, 1e9),
             st.floats(0.0, 1.0),
             st.floats(0.0, 1.0),
-            st.floats(0.0, 2e9),
+            st.just(0.0) | st.floats(1e-3, 2e9),  # no overflow of HF = C / D
             st.sampled_from([1.0, 0.9, 0.95, 1.05, 1.3]) | st.floats(0.9, 1.3),
         ),
         min_size=1,
