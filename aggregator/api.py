@@ -28,7 +28,7 @@ from aggregator.api_common import (  # dumps: re-exported, as api_common's docst
     error_body,
     json_response,
 )
-from aggregator.api_fast import HotHealthRoute, HotRouteRunner
+from aggregator.api_fast import HotHealthRoute
 from aggregator.api_history import HistoryApi, history_routes
 from aggregator.api_liquidity import liquidity_route
 from aggregator.api_reputation import reputation_route
@@ -77,9 +77,9 @@ class ApiBackend(Protocol):
         """Admin: stop or restart sending new update batches."""
         ...
 
-    def whatif(self, body: Any) -> dict[str, Any]:
+    async def whatif(self, body: Any) -> dict[str, Any]:
         """POST /v1/whatif (docs/whatif.md): the parsed JSON body ({} when empty);
-        ApiError naming the field on bad input."""
+        ApiError naming the field on bad input. Computed off the event loop."""
         ...
 
     def liquidity(self) -> dict[str, Any] | None:
@@ -317,13 +317,15 @@ class Api:
         self.port: int | None = None
 
     async def start(self, host: str, port: int) -> int:
-        self._runner = HotRouteRunner(self.app, self._hot, access_log=None, shutdown_timeout=2.0)
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
+        server = self._runner.server
+        assert server is not None  # set by setup()
+        self._hot.install(server)  # before any connection opens (api_fast.py)
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else port
+        addresses = self._runner.addresses
+        self.port = addresses[0][1] if addresses else port
         return self.port
 
     async def stop(self) -> None:
@@ -435,7 +437,7 @@ class Api:
             body = json.loads(text) if text.strip() else {}
         except (ValueError, UnicodeDecodeError):
             raise ApiError(400, "body", "not valid JSON (docs/whatif.md)") from None
-        return json_response(self.backend.whatif(body))
+        return json_response(await self.backend.whatif(body))
 
     # -- admin (bearer token from AGG_ADMIN_TOKEN) ----------------------------
     async def admin_pause(self, request: web.Request) -> web.Response:

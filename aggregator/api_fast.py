@@ -13,8 +13,10 @@ Invariants:
   (tests/unit/api/test_api_fast.py sends every such request both ways).
 - Every answer is observed in the API's latency histogram under the labels the
   middleware gives the same request (route template, method, status).
-- Only the production runner (Api.start) takes this path; an aiohttp TestServer over
-  `Api.app` serves the route through the application, which the tests compare against.
+- Only the production runner (Api.start, through `HotHealthRoute.install` on the public
+  `web.AppRunner.server`: no private aiohttp method is overridden) takes this path; an
+  aiohttp TestServer over `Api.app` serves the route through the application, which the
+  tests compare against.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
-from typing import Any, cast
+from typing import cast
 
 from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
@@ -133,15 +135,8 @@ class HotHealthRoute:
 
         return handler
 
-
-class HotRouteRunner(web.AppRunner):
-    """aiohttp's AppRunner whose server hands each request to `hot` first."""
-
-    def __init__(self, app: web.Application, hot: HotHealthRoute, **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)
-        self._hot = hot
-
-    async def _make_server(self) -> web.Server:
-        server = await super()._make_server()
-        server.request_handler = self._hot.wrap(server.request_handler)
-        return server
+    def install(self, server: web.Server) -> None:
+        """Hand each request of `server` (a set-up `web.AppRunner`'s public `server`) to
+        this route first. Every connection takes the server's `request_handler` when it
+        opens, so this goes between `runner.setup()` and the first site's start."""
+        server.request_handler = self.wrap(server.request_handler)

@@ -21,7 +21,7 @@ import dataclasses
 import functools
 import json
 import math
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from aggregator.api import ApiError, checksum_address
@@ -325,7 +325,7 @@ class ApiViews:
         metrics_text: Callable[[], bytes],
         set_push_paused: Callable[[bool], dict[str, Any]],
         volatility: Callable[[str], dict[str, Any] | None] = lambda _asset: None,
-        whatif: Callable[[Any], dict[str, Any]] | None = None,
+        whatif: Callable[[Any], Awaitable[dict[str, Any]]] | None = None,
         liquidity: Callable[[], dict[str, Any] | None] = lambda: None,
         reputation: Callable[[str], dict[str, Any] | None] = lambda _address: None,
     ) -> None:
@@ -368,11 +368,11 @@ class ApiViews:
     def chains(self) -> list[dict[str, Any]]:
         return self._chains.view()
 
-    def whatif(self, body: Any) -> dict[str, Any]:
-        """POST /v1/whatif: aggregator/whatif.py's WhatIfService.run."""
+    async def whatif(self, body: Any) -> dict[str, Any]:
+        """POST /v1/whatif: aggregator/whatif.py's WhatIfService.serve."""
         if self._whatif is None:
             raise ApiError(503, None, "what-if is not wired in this process")
-        return self._whatif(body)
+        return await self._whatif(body)
 
 
 __all__ = [

@@ -303,10 +303,10 @@ class Daemon:
         whatif_view = LedgerView(self.engine)
         depth = {a.symbol: a.depth_usd for a in cfg.assets}
 
-        def pool_liquidity(slippage: float, market: MarketData) -> PoolLiquidity:
-            # Pools where configured and fresh, priced at the scenario; depth_usd elsewhere.
+        def pool_liquidity(slippage: float, market: MarketData, live: MarketData) -> PoolLiquidity:
+            # Pools where configured and fresh (as the what-if's snapshot has them), priced
+            # at the scenario; depth_usd elsewhere.
             fallback = DepthLiquidity(depth, cfg.risk.impact, slippage)
-            live = whatif_view.snapshot().market
             return PoolLiquidity(live, market, whatif_view.asset_decimals, fallback, slippage)
 
         self.whatif = WhatIfService(
@@ -325,7 +325,7 @@ class Daemon:
             metrics_text=self.metrics.render,
             set_push_paused=self.push.set_paused,
             volatility=self.volatility.view,
-            whatif=self.whatif.run,
+            whatif=self.whatif.serve,
             liquidity=lambda: self.reader.liquidity_report() if self.ledger.prices_ready else None,
             reputation=self.reputation.view,
         )
@@ -363,6 +363,8 @@ class Daemon:
                     f"pools:{chain}",
                     self.liquidity.supervised(chain, self.stop_event),
                     critical=False,
+                    # A node that does not answer is one warning line, not a traceback.
+                    expected=(RpcError,),
                 )
         await self._load_indexers()
         if self.book.impossible:

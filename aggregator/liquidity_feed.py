@@ -16,7 +16,8 @@ Invariants:
   A pool's previous snapshot is the reader's `PoolUpdate.previous` (its state before
   the round that read it again; none when it was not read again: nothing moved).
   A failing step crashes the task (the supervisor restarts it, `agg_task_up` shows it),
-  and its snapshots age until the guards call them stale.
+  and its snapshots age until the guards call them stale; an RPC failure is logged as
+  one warning line naming the task (so the chain) and the error, its traceback at debug.
 - `pools(prices, now)` is what the ledger hands the engine each price round: per asset
   the pools that pass the guards against the oracle prices, the ones set aside and why
   (also the `agg_pool_ignored` and `agg_liquidity_fallback` gauges); a liquidity jump

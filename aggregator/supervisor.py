@@ -2,6 +2,11 @@
 
 A task that dies is not a log line: its state goes to /readyz and to the
 `agg_task_up` / `agg_task_failures_total` metrics until it runs again.
+
+A task may name the failures it expects (`expected`, e.g. an RPC error of a chain's
+node): those are logged as one warning line naming the task and the error, with the
+traceback at debug only; any other failure is an error with its traceback. Both count
+and show the same in metrics and readiness.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ class TaskInfo:
     factory: Callable[[], Awaitable[None]]
     restart: bool
     critical: bool
+    expected: tuple[type[Exception], ...] = ()
     state: TaskState = "running"
     failures: int = 0
     last_error: str | None = None
@@ -67,11 +73,15 @@ class Supervisor:
         *,
         restart: bool = True,
         critical: bool = True,
+        expected: tuple[type[Exception], ...] = (),
     ) -> TaskInfo:
-        """Run `factory()` as a supervised task. `restart`: start it again after a crash."""
+        """Run `factory()` as a supervised task. `restart`: start it again after a crash.
+        `expected`: failures logged as one warning line (module docstring)."""
         if name in self.tasks and self.tasks[name].state in ("running", "backoff"):
             raise RuntimeError(f"task {name!r} is already running")
-        info = TaskInfo(name=name, factory=factory, restart=restart, critical=critical)
+        info = TaskInfo(
+            name=name, factory=factory, restart=restart, critical=critical, expected=expected
+        )
         self.tasks[name] = info
         info.task = asyncio.create_task(self._run(info), name=f"agg:{name}")
         return info
@@ -92,13 +102,7 @@ class Supervisor:
                 info.last_failure_at = time.time()
                 self.metrics.task_up.labels(task=info.name).set(0)
                 self.metrics.task_failures.labels(task=info.name).inc()
-                log.error(
-                    "task %s failed (%d): %s",
-                    info.name,
-                    info.failures,
-                    info.last_error,
-                    exc_info=exc,
-                )
+                self._log_failure(info, exc)
                 if not info.restart:
                     info.state = "failed"
                     return
@@ -109,6 +113,17 @@ class Supervisor:
             info.state = "done"
             self.metrics.task_up.labels(task=info.name).set(0)
             return
+
+    @staticmethod
+    def _log_failure(info: TaskInfo, exc: Exception) -> None:
+        if isinstance(exc, info.expected):
+            # A known outside failure (a node down): one line; the stack says nothing new.
+            log.warning("task %s failed (%d): %s", info.name, info.failures, info.last_error)
+            log.debug("task %s failure traceback", info.name, exc_info=exc)
+        else:
+            log.error(
+                "task %s failed (%d): %s", info.name, info.failures, info.last_error, exc_info=exc
+            )
 
     def unhealthy(self) -> list[TaskInfo]:
         """Critical tasks that are not running now (failed, or waiting to restart)."""

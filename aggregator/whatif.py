@@ -7,15 +7,20 @@ its result.
 Invariants:
 - Bad input is a WhatIfError naming the request field, which the API answers as a 400
   in its error format; nothing is computed for a bad request.
-- The snapshot is read synchronously on the caller's thread: in the daemon that is the
-  event loop, where every ledger write happens, so no write interleaves with a what-if
+- The snapshot is taken synchronously on the caller's thread: in the daemon that is the
+  event loop, where every ledger write happens, so no write interleaves with taking it
   and the live figures are never touched (the what-if writes only arrays of its own).
+- The API's what-if (`serve`) computes in a worker thread on a frozen copy of that
+  snapshot (`LedgerSnapshot.frozen`), so the event loop (the API, the recompute loop)
+  goes on while it runs and its writes do not reach the what-if's inputs. At most
+  `max_running` run at once; one more is a 503 naming `whatif` (nothing is queued).
 - The account list is paged on the server (`limit` <= 1000): a response stays small
   whatever the size of the book.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import time
@@ -34,6 +39,7 @@ from aggregator.risk.whatif import (
     AssetFeeds,
     DepthLiquidity,
     FeedSource,
+    LedgerSnapshot,
     Liquidity,
     ModelOutcome,
     PriceScenario,
@@ -56,6 +62,9 @@ if TYPE_CHECKING:
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 DEFAULT_SLIPPAGE = 0.05
+# What-ifs computing at once in the API (each holds a frozen copy of the ledger: about
+# the ledger's own arrays again, and a core while it runs).
+MAX_RUNNING = 1
 FIELDS = ("shocks", "depegs", "vol", "chains_down", "models", "limit", "cursor", "max_slippage")
 _CURSOR = re.compile(r"[0-9]{1,18}")
 
@@ -342,7 +351,9 @@ class WhatIfService:
     """POST /v1/whatif for the daemon: the request checked, the live ledger's snapshot
     shocked, the answer shaped. `models()` names the non-standard models the daemon
     evaluates (the pushed one); the standard model is always there. `liquidity` builds
-    the Liquidity of a request from its max_slippage (default: DepthLiquidity)."""
+    the Liquidity of a request from its max_slippage, the scenario's market and the
+    snapshot's (default: DepthLiquidity). `serve` is the API's (a worker thread, at
+    most `max_running` at once), `run` the same answer on the caller's thread."""
 
     def __init__(
         self,
@@ -351,7 +362,8 @@ class WhatIfService:
         *,
         prices_ready: Callable[[], bool],
         models: Callable[[], Mapping[str, MarginModel]] = dict,
-        liquidity: Callable[[float, MarketData], Liquidity] | None = None,
+        liquidity: Callable[[float, MarketData, MarketData], Liquidity] | None = None,
+        max_running: int = MAX_RUNNING,
     ) -> None:
         self.cfg = cfg
         self.view = view
@@ -359,17 +371,42 @@ class WhatIfService:
         self._models = models
         self.depth = {a.symbol: a.depth_usd for a in cfg.assets}
         # The liquidity seam (risk/whatif.py `Liquidity`): (max_slippage, the scenario's
-        # market) -> what sells. Default: each asset's depth_usd with the haircut's
-        # linear impact; the daemon plugs in the pools (risk/liquidity_view.py).
+        # market, the snapshot's market) -> what sells. Default: each asset's depth_usd
+        # with the haircut's linear impact; the daemon plugs in the pools
+        # (risk/liquidity_view.py), read from the snapshot's market.
         self._liquidity = liquidity or (
-            lambda slippage, _market: DepthLiquidity(self.depth, cfg.risk.impact, slippage)
+            lambda slippage, _market, _live: DepthLiquidity(self.depth, cfg.risk.impact, slippage)
         )
+        self.max_running = max_running
+        self.running = 0
 
     def available(self) -> list[str]:
         return [STANDARD, *(m for m in self._models() if m != STANDARD)]
 
     def run(self, body: Any) -> dict[str, Any]:
-        """The answer to a request body; ApiError on bad input or before prices."""
+        """The answer to a request body, computed on the caller's thread (the CLI, the
+        benchmarks); ApiError on bad input or before prices."""
+        req = self._request(body)
+        return self._answer(req, self.view.snapshot(), self._chosen(req))
+
+    async def serve(self, body: Any) -> dict[str, Any]:
+        """`run` for the API: the request checked and the snapshot frozen here, on the
+        event loop between two ledger writes; the what-if computed in a worker thread.
+        A 503 naming `whatif` when `max_running` are already running."""
+        req = self._request(body)
+        if self.running >= self.max_running:
+            raise ApiError(
+                503, "whatif", f"busy: {self.running} what-if already running (at most "
+                f"{self.max_running} at once); retry when it has answered",
+            )  # fmt: skip
+        self.running += 1
+        try:
+            snap = self.view.snapshot().frozen()
+            return await asyncio.to_thread(self._answer, req, snap, self._chosen(req))
+        finally:
+            self.running -= 1
+
+    def _request(self, body: Any) -> WhatIfRequest:
         try:
             req = parse_request(body, self.available())
         except WhatIfError as exc:
@@ -378,8 +415,14 @@ class WhatIfService:
             raise ApiError(
                 503, "prices", "risk not computed yet (no price refresh completed); see /readyz"
             )
-        snap = self.view.snapshot()
-        models = {k: v for k, v in self._models().items() if k in req.models}
+        return req
+
+    def _chosen(self, req: WhatIfRequest) -> dict[str, MarginModel]:
+        return {k: v for k, v in self._models().items() if k in req.models}
+
+    def _answer(
+        self, req: WhatIfRequest, snap: LedgerSnapshot, models: Mapping[str, MarginModel]
+    ) -> dict[str, Any]:
         try:
             res = whatif(
                 snap, req.shocks, universe(self.cfg, snap.market), models,
@@ -387,7 +430,7 @@ class WhatIfService:
             )  # fmt: skip
         except WhatIfError as exc:
             raise ApiError(exc.status, exc.field, exc.message) from None
-        liquidity = self._liquidity(req.max_slippage, res.market)
+        liquidity = self._liquidity(req.max_slippage, res.market, snap.market)
         shaper = Shaper(
             res, req, self.view.addresses, self.view.chains, liquidity, self.depth,
             self.cfg.portfolio.mode,
@@ -471,6 +514,7 @@ def _hf(x: float | None) -> str:
 __all__ = [
     "FIELDS",
     "MAX_LIMIT",
+    "MAX_RUNNING",
     "WhatIfRequest",
     "WhatIfService",
     "parse_request",

@@ -41,14 +41,9 @@ def _book_backend(n_accounts: int) -> tuple[Any, list[str]]:
     """An ApiBackend whose account_health is the daemon's own method over a synthetic
     book: the measured path is the production one, minus chains and the store."""
     from aggregator.api_views import AccountViews, LedgerReader
-    from bench.risk_engine import build_engine, set_market, synth_rows
+    from bench.book import loaded_engine
 
-    eng = build_engine()
-    # Generated a chunk at a time (bench/risk_engine.py): 1M accounts load in seconds
-    # without holding the whole synthetic book twice.
-    eng.load_positions(synth_rows(n_accounts, seed=7))
-    set_market(eng)
-    eng.recompute()
+    eng, _ = loaded_engine(n_accounts, seed=7)
     eng.allocate_credit()
 
     views = AccountViews(

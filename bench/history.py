@@ -26,8 +26,9 @@ from aggregator.metrics import Metrics
 from aggregator.risk.view import LedgerView
 from aggregator.store import Store
 from aggregator.store.history_repo import HistoryRepo
+from bench.book import loaded_engine
 from bench.results import Figure, record
-from bench.risk_engine import CHAINS, build_engine, set_market, synth_rows
+from bench.risk_engine import CHAINS, set_market
 
 
 class LoopTicker:
@@ -58,10 +59,7 @@ def _recompute_s(eng: Any, repeat: int) -> float:
 
 
 async def run(args: argparse.Namespace) -> None:
-    eng = build_engine()
-    set_market(eng)
-    eng.load_positions(synth_rows(args.accounts, args.seed))
-    eng.recompute()
+    eng, _ = loaded_engine(args.accounts, args.seed)
     base = _recompute_s(eng, args.repeat)
     cfg = HistoryConfig()
     with tempfile.TemporaryDirectory() as tmp:

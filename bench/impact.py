@@ -181,10 +181,9 @@ def engine_round(n: int, pools: list[PoolSnapshot]) -> tuple[float, float, int]:
     bench/risk_engine.py's synthetic book of n accounts (WETH has no depth_usd there)."""
     from aggregator.risk.liquidity import AssetPools, PoolSale
     from bench import risk_engine as rb
+    from bench.book import loaded_engine
 
-    eng = rb.build_engine()
-    eng.load_positions(rb.synth_rows(n, 7))
-    rb.set_market(eng)
+    eng, _ = loaded_engine(n, 7, recompute=False)
 
     def best(fn: object) -> float:
         out = math.inf

@@ -186,11 +186,12 @@ def main(argv: list[str] | None = None) -> None:
     from aggregator.risk.var_model import VarModel
     from aggregator.whatif import WhatIfService
     from bench import impact, var_rss, whatif
-    from bench.risk_engine import ASSETS, set_market, synth_rows
+    from bench.book import load_book
+    from bench.risk_engine import ASSETS, set_market
 
     n_rows = steps.run(
         f"2. load {args.accounts:,} accounts",
-        lambda: eng.load_positions(synth_rows(args.accounts, seed=args.seed)),
+        lambda: load_book(eng, args.accounts, args.seed),
     )
     n = eng.book.n_accounts
 

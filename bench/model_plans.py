@@ -21,8 +21,9 @@ import numpy as np
 from aggregator.config import AppConfig
 from aggregator.risk.model_plans import plan_accounts
 from aggregator.risk.portfolio_model import PortfolioModel
+from bench.book import loaded_engine
 from bench.results import Figure, record
-from bench.risk_engine import build_engine, set_market, synth_rows
+from bench.risk_engine import set_market
 from bench.whatif import app_config
 
 
@@ -41,10 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args(argv)
     cfg = portfolio_config()
-    eng = build_engine()
-    set_market(eng)
-    eng.load_positions(synth_rows(args.accounts, args.seed))
-    eng.recompute()
+    eng, _ = loaded_engine(args.accounts, args.seed)
     model = PortfolioModel(cfg)
     n = eng.book.n_accounts
     idx = np.arange(n, dtype=np.int64)

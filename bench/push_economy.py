@@ -31,8 +31,9 @@ from aggregator.push.controller import GasModel, OnchainArrays, TriggerRules, se
 from aggregator.push.planning import plan_accounts
 from aggregator.risk import PriceInput, RiskEngine
 from aggregator.risk.view import LedgerView
+from bench.book import loaded_engine
 from bench.results import Figure, record
-from bench.risk_engine import ASSETS, build_engine, set_market, synth_rows
+from bench.risk_engine import ASSETS
 from chains.registry_codec import RegistryEntry
 
 CYCLE_S = 5
@@ -126,9 +127,7 @@ def run(eng: RiskEngine, path: list[dict[str, float]], rules: TriggerRules) -> T
 
 
 def measure(accounts: int, path: list[dict[str, float]], rules: TriggerRules) -> Tally:
-    eng = build_engine()
-    eng.load_positions(synth_rows(accounts, seed=11))
-    set_market(eng)
+    eng, _ = loaded_engine(accounts, seed=11, recompute=False)
     return run(eng, path, rules)
 
 

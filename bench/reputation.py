@@ -18,8 +18,9 @@ import time
 import numpy as np
 
 from aggregator.risk.reputation import DAY, History, Liquidation, Params, Reputation, score
+from bench.book import loaded_engine
 from bench.results import Figure, record
-from bench.risk_engine import best_of, build_engine, set_market, synth_rows
+from bench.risk_engine import best_of
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,10 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--accounts", type=int, default=200_000)
     ap.add_argument("--share", type=float, default=1.0)
     args = ap.parse_args(argv)
-    eng = build_engine()
-    set_market(eng)
-    eng.load_positions(synth_rows(args.accounts, seed=7))
-    eng.recompute()
+    eng, _ = loaded_engine(args.accounts, seed=7)
     n = eng.book.n_accounts
     t_off = best_of(eng.recompute, 5)
     rng = np.random.default_rng(1)

@@ -22,8 +22,9 @@ import numpy as np
 from aggregator.config import AppConfig, PortfolioConfig, RiskConfig, VarConfig
 from aggregator.marketdata.calibration import VarCalibration, shipped_calibration
 from aggregator.risk.var_model import VarModel
+from bench.book import loaded_engine
 from bench.results import Figure, record
-from bench.risk_engine import ASSETS, build_engine, peak_mb, set_market, synth_rows
+from bench.risk_engine import ASSETS, peak_mb
 
 BUDGET_MB = 1536.0
 HISTORY = {
@@ -46,11 +47,8 @@ class _Fixed:
 
 
 def main(n_accounts: int) -> None:
-    eng = build_engine()
     t0 = time.perf_counter()
-    eng.load_positions(synth_rows(n_accounts, seed=11))
-    set_market(eng)
-    eng.recompute()
+    eng, _ = loaded_engine(n_accounts, seed=11)
     eng.allocate_credit()
     after_ledger = peak_mb()
     var = VarConfig(history=HISTORY)

@@ -22,8 +22,9 @@ from aggregator.config import AppConfig
 from aggregator.risk import LedgerView
 from aggregator.risk.whatif import ShockSet, Universe, whatif
 from aggregator.whatif import WhatIfService
+from bench.book import loaded_engine
 from bench.results import Figure, peak_rss_mb, record
-from bench.risk_engine import ASSETS, CHAINS, GROUPS, build_engine, set_market, synth_rows
+from bench.risk_engine import ASSETS, CHAINS, GROUPS
 
 SHOCK = {"shocks": {"WETH": -0.3}, "depegs": {"wstETH": -0.05}, "vol": 0.5, "chains_down": ["base"]}
 UNDERLYING = {"wstETH": "WETH", "rETH": "WETH"}
@@ -58,10 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeat", type=int, default=7)
     args = ap.parse_args(argv)
 
-    eng = build_engine()
-    set_market(eng)
-    n_rows = eng.load_positions(synth_rows(args.accounts, args.seed))
-    eng.recompute()
+    eng, n_rows = loaded_engine(args.accounts, args.seed)
     view = LedgerView(eng)
     print(f"book: {args.accounts:,} accounts, {n_rows:,} positions; tiers {eng.tier_counts()}")
     shocks = ShockSet(

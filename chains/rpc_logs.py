@@ -8,6 +8,8 @@ Invariants:
   after, returns the range's last block; otherwise it is refused, the endpoint is
   demoted as lagging and another one answers.
 - A log outside the queried range or for an address not queried is an integrity fault.
+- `get_logs` (plain dicts) and `get_records` are two views of one read (`_request`:
+  the request, the head proof, one `_checked`); they differ only in the decoder.
 - `get_records` (the indexer's hot path) decodes the answer straight into `RpcLog`
   structs with msgspec, no dict per log; a log missing a field or with a field of the
   wrong JSON type is an integrity fault naming the field (`$.result[i].blockHash`), as
@@ -17,7 +19,7 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 import msgspec
 
@@ -25,23 +27,6 @@ from chains.rpc_codec import hex_to_int
 from chains.rpc_endpoint import Endpoint
 from chains.rpc_errors import EndpointFault
 from chains.rpc_failover import Failover
-
-
-def _checked_logs(
-    r: Any, addrs: frozenset[str], from_block: int, to_block: int
-) -> list[dict[str, Any]]:
-    if not isinstance(r, list):
-        raise EndpointFault(f"malformed eth_getLogs result: {str(r)[:80]}", integrity=True)
-    for entry in r:
-        if not isinstance(entry, dict):
-            raise EndpointFault("malformed log entry", integrity=True)
-        n = hex_to_int(entry.get("blockNumber"), "log blockNumber")
-        if not from_block <= n <= to_block or str(entry.get("address", "")).lower() not in addrs:
-            raise EndpointFault(
-                f"log outside the query (block {n}, address {entry.get('address')})",
-                integrity=True,
-            )
-    return r
 
 
 class RpcLog(msgspec.Struct, frozen=True, gc=False):
@@ -66,30 +51,58 @@ class _LogsEnvelope(msgspec.Struct, gc=False):
 LOGS_DECODER = msgspec.json.Decoder(_LogsEnvelope)
 
 
-def _checked_records(r: Any, addrs: frozenset[str], from_block: int, to_block: int) -> list[RpcLog]:
+def _dict_fields(entry: Any) -> tuple[Any, str]:
+    if not isinstance(entry, dict):
+        raise EndpointFault("malformed log entry", integrity=True)
+    return entry.get("blockNumber"), str(entry.get("address", ""))
+
+
+def _record_fields(entry: RpcLog) -> tuple[Any, str]:
+    return entry.blockNumber, entry.address
+
+
+def _checked(
+    r: Any,
+    addrs: frozenset[str],
+    from_block: int,
+    to_block: int,
+    fields: Callable[[Any], tuple[Any, str]],
+) -> Any:
+    """`r` itself when it is a list of logs, each (block number, address) of `fields`
+    inside the query; otherwise an integrity fault naming the first bad one."""
     if not isinstance(r, list):
         raise EndpointFault(f"malformed eth_getLogs result: {str(r)[:80]}", integrity=True)
     # A range's logs share few block numbers and addresses: check each distinct one once.
     numbers: dict[str, int] = {}
     seen_addrs: set[str] = set()
     for i, entry in enumerate(r):
-        text = entry.blockNumber
-        n = numbers.get(text)
+        text, address = fields(entry)
+        n = numbers.get(text) if isinstance(text, str) else None
         if n is None:
+            # Raises for anything but a hex string, so only strings are remembered.
             n = numbers[text] = hex_to_int(text, f"log blockNumber ($.result[{i}].blockNumber)")
             if not from_block <= n <= to_block:
                 raise EndpointFault(
-                    f"log outside the query (block {n}, address {entry.address})",
-                    integrity=True,
+                    f"log outside the query (block {n}, address {address})", integrity=True
                 )
-        if entry.address not in seen_addrs:
-            if entry.address.lower() not in addrs:
+        if address not in seen_addrs:
+            if address.lower() not in addrs:
                 raise EndpointFault(
-                    f"log outside the query (block {n}, address {entry.address})",
-                    integrity=True,
+                    f"log outside the query (block {n}, address {address})", integrity=True
                 )
-            seen_addrs.add(entry.address)
+            seen_addrs.add(address)
     return r
+
+
+class _Shape(NamedTuple):
+    """How one answer is decoded (None: plain JSON dicts) and read for the checks."""
+
+    decoder: msgspec.json.Decoder[Any] | None
+    fields: Callable[[Any], tuple[Any, str]]
+
+
+_DICTS = _Shape(None, _dict_fields)
+_RECORDS = _Shape(LOGS_DECODER, _record_fields)
 
 
 class LogReader:
@@ -100,29 +113,18 @@ class LogReader:
         self, address: str | Sequence[str], topics: list[Any], from_block: int, to_block: int
     ) -> list[dict[str, Any]]:
         """Logs of one address, or of several (eth_getLogs takes a list) in one query."""
-        result: list[dict[str, Any]] = await self._request(
-            address,
-            topics,
-            from_block,
-            to_block,
-            check=lambda r, addrs: _checked_logs(r, addrs, from_block, to_block),
-            decoder=None,
+        return cast(
+            "list[dict[str, Any]]",
+            await self._request(address, topics, from_block, to_block, _DICTS),
         )
-        return result
 
     async def get_records(
         self, address: str | Sequence[str], topics: list[Any], from_block: int, to_block: int
     ) -> list[RpcLog]:
         """`get_logs` decoded into typed `RpcLog` structs (no dict per log)."""
-        result: list[RpcLog] = await self._request(
-            address,
-            topics,
-            from_block,
-            to_block,
-            check=lambda r, addrs: _checked_records(r, addrs, from_block, to_block),
-            decoder=LOGS_DECODER,
+        return cast(
+            "list[RpcLog]", await self._request(address, topics, from_block, to_block, _RECORDS)
         )
-        return result
 
     async def _request(
         self,
@@ -130,10 +132,9 @@ class LogReader:
         topics: list[Any],
         from_block: int,
         to_block: int,
-        *,
-        check: Callable[[Any, frozenset[str]], Any],
-        decoder: msgspec.json.Decoder[Any] | None,
+        shape: _Shape,
     ) -> Any:
+        """The one getLogs read both views share: request, head proof, checks."""
         addrs = frozenset(a.lower() for a in ([address] if isinstance(address, str) else address))
         if not addrs:
             raise ValueError("get_logs needs at least one address")
@@ -147,7 +148,7 @@ class LogReader:
         ]
 
         async def logs_with_head_proof(ep: Endpoint) -> Any:
-            logs = await ep.raw("eth_getLogs", params, decoder=decoder)
+            logs = await ep.raw("eth_getLogs", params, decoder=shape.decoder)
             # The head we know for this endpoint may be stale: a node (or the node a
             # load balancer picked) that has not seen `to_block` answers getLogs with a
             # silently short list. Proof that it had the block when it answered: asked
@@ -162,6 +163,6 @@ class LogReader:
             "eth_getLogs",
             params,
             min_head=to_block,
-            validate=lambda r: check(r, addrs),
+            validate=lambda r: _checked(r, addrs, from_block, to_block, shape.fields),
             call=logs_with_head_proof,
         )

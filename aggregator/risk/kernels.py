@@ -246,14 +246,27 @@ def better(rr, value, c, t, best_r, best_v, best_c, best_t):  # noqa: PLR0917
 
 @njit(inline="always")
 def personal_sums(c_liq, c_bor, v_tot, m):
-    """An account's C_liq and C_borrow under reputation multiplier m (risk/reputation.py,
-    the numba paths' one copy of `personalise`'s rule): a penalty (m > 1) scales the
-    liquidation haircut, m scales the borrowing one, never past C_liq'. m == 1 returns
-    the sums themselves (bit for bit)."""
+    """An account's C_liq and C_borrow under reputation multiplier m (risk/reputation.py;
+    the rule's one definition: `personalise` applies it through `personal_rows`): a
+    penalty (m > 1) scales the liquidation haircut, m scales the borrowing one, never
+    past C_liq'. m == 1 returns the sums themselves (bit for bit)."""
     if m == 1.0:
         return c_liq, c_bor
     cl = v_tot - m * (v_tot - c_liq) if m > 1.0 else c_liq
     return cl, min(v_tot - m * (v_tot - c_bor), cl)
+
+
+@njit(cache=True, nogil=True)
+def personal_rows(v_tot, c_liq, c_bor, m):
+    """`personal_sums` row by row (risk/reputation.py `personalise`, the per-account
+    path): the same operations in the same order as the tick and what-if kernels, so
+    every path applies the one rule and agrees bit for bit."""
+    n = v_tot.size
+    cl = np.empty(n)
+    cb = np.empty(n)
+    for i in range(n):
+        cl[i], cb[i] = personal_sums(c_liq[i], c_bor[i], v_tot[i], m[i])
+    return cl, cb
 
 
 @njit(inline="always")

@@ -69,7 +69,7 @@ from numpy.typing import NDArray
 
 from aggregator.config import RiskConfig
 from aggregator.risk.attestation import Attestation, AttestationParams, combined_score, contribution
-from aggregator.risk.kernels import account_sums, personal_sums
+from aggregator.risk.kernels import account_sums, personal_rows, personal_sums
 from aggregator.risk.liquidation import close_factor
 from aggregator.risk.model import MarginResult, health
 from aggregator.risk.standard import Totals
@@ -345,11 +345,10 @@ def personalise(t: Totals, mult: NDArray[np.float64], risk: RiskConfig) -> Total
         return t
     out = replace(t, cliq=t.cliq.copy(), cborrow=t.cborrow.copy(), hf=t.hf.copy(),
                   bp=t.bp.copy(), tier=t.tier.copy(), cf=t.cf.copy())  # fmt: skip
-    v, m, d = t.vtot[rows], mult[rows], t.debt[rows]
-    c0 = t.cliq[rows]
-    # m <= 1 leaves C_liq (so HF and tier) the very same floats.
-    cl = np.where(m > 1.0, v - np.maximum(m, 1.0) * (v - c0), c0)
-    cb = np.minimum(v - m * (v - t.cborrow[rows]), cl)
+    v, d = t.vtot[rows], t.debt[rows]
+    # The kernels' own rule (kernels.py `personal_sums`, the one definition); m <= 1
+    # leaves C_liq (so HF and tier) the very same floats.
+    cl, cb = personal_rows(v, t.cliq[rows], t.cborrow[rows], np.ascontiguousarray(mult[rows]))
     with np.errstate(divide="ignore", invalid="ignore"):
         hf = np.where(d > 0.0, cl / np.where(d > 0.0, d, 1.0), np.inf)
     out.cliq[rows], out.cborrow[rows], out.hf[rows] = cl, cb, hf

@@ -101,7 +101,7 @@ class FakeBackend:
         nxt = str(start + limit) if start + limit < len(items) else None
         return page, nxt
 
-    def whatif(self, body: Any) -> dict[str, Any]:
+    async def whatif(self, body: Any) -> dict[str, Any]:
         """The real request checks against a tiny universe; an empty answer."""
         self._hit("whatif", body)
         try:

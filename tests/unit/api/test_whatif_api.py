@@ -5,6 +5,7 @@ field, 503 before prices, and the live ledger unchanged by any request."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from aggregator.api import Api
 from aggregator.config import AppConfig
 from aggregator.openapi import OPENAPI
 from aggregator.risk import LedgerView, PositionRow, PriceInput, RiskEngine
+from aggregator.risk.whatif import DepthLiquidity
 from aggregator.whatif import WhatIfService
 from chains.units import TIERS
 from tests.unit.api.api_fakes import FakeBackend
@@ -86,8 +88,8 @@ class Backend(FakeBackend):
         super().__init__()
         self.service = service
 
-    def whatif(self, body: Any) -> dict[str, Any]:
-        return self.service.run(body)
+    async def whatif(self, body: Any) -> dict[str, Any]:
+        return await self.service.serve(body)
 
 
 @pytest.fixture
@@ -285,7 +287,7 @@ class PoolLiquidity:
 async def test_the_liquidity_seam_takes_another_source(cfg: AppConfig, eng: RiskEngine) -> None:
     made: list[PoolLiquidity] = []
 
-    def pools(slippage: float, _market: object) -> PoolLiquidity:
+    def pools(slippage: float, _market: object, _live: object) -> PoolLiquidity:
         made.append(PoolLiquidity(slippage))
         return made[-1]
 
@@ -297,6 +299,47 @@ async def test_the_liquidity_seam_takes_another_source(cfg: AppConfig, eng: Risk
     assert weth["impact"] == pytest.approx(weth["seize_usd"] / 2e6)
     assert weth["sellable_usd"] == pytest.approx(2e6 * 0.02)
     assert made[0].slippage == 0.02 and ("WETH", "alpha", weth["seize_usd"]) in made[0].asked
+
+
+async def test_a_running_whatif_leaves_the_loop_serving_on_a_frozen_book(
+    cfg: AppConfig, eng: RiskEngine
+) -> None:
+    """The what-if computes in a worker thread: held there (its liquidity seam waits on
+    an event, so no timing of this machine matters), /healthz answers, a second what-if
+    is a 503 naming `whatif`, and a ledger write meanwhile does not reach its figures."""
+    entered, release = threading.Event(), threading.Event()
+
+    def held(slippage: float, _market: object, _live: object) -> DepthLiquidity:
+        entered.set()
+        release.wait(60.0)
+        return DepthLiquidity({"WETH": 1e7}, cfg.risk.impact, slippage)
+
+    service = WhatIfService(cfg, LedgerView(eng), prices_ready=lambda: True, liquidity=held)
+    tiers = eng.tier_counts()
+    async with TestClient(TestServer(Api(Backend(service)).app, host="127.0.0.1")) as c:
+        first = asyncio.create_task(c.post("/v1/whatif", json={}))
+        try:
+            assert await asyncio.to_thread(entered.wait, 60.0)
+            assert service.running == 1
+            health = await asyncio.wait_for(c.get("/healthz"), 30.0)
+            assert health.status == 200 and (await health.json())["status"] == "alive"
+            busy = await asyncio.wait_for(c.post("/v1/whatif", json={}), 30.0)
+            assert busy.status == 503
+            assert (await busy.json())["error"]["field"] == "whatif"
+            # A ledger write while it runs: WETH halves, accounts drop tiers.
+            eng.set_prices({"WETH": PriceInput(1500.0)})
+            eng.recompute()
+            assert eng.tier_counts() != tiers
+        finally:
+            release.set()
+        resp = await asyncio.wait_for(first, 60.0)
+        assert resp.status == 200
+        std = (await resp.json())["models"]["standard"]
+        assert std["tiers_before"] == std["tiers_after"] == tiers  # the book it froze
+        assert service.running == 0
+        again = await c.post("/v1/whatif", json={})
+        assert again.status == 200
+        assert (await again.json())["models"]["standard"]["tiers_before"] == eng.tier_counts()
 
 
 async def test_schemathesis_on_the_route(cfg: AppConfig, eng: RiskEngine) -> None:

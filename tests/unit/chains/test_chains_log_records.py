@@ -19,7 +19,7 @@ from chains.events import SIGNATURES, DecodeError, decode_log, decode_records
 from chains.rpc import RpcClient, RpcLog, RpcUnavailable
 from chains.rpc_endpoint import Endpoint
 from chains.rpc_errors import EndpointFault
-from chains.rpc_logs import LOGS_DECODER, _checked_records
+from chains.rpc_logs import LOGS_DECODER, _checked, _dict_fields, _record_fields
 from chains.types import ChainSettings
 
 VAULT = "0x" + "11" * 20
@@ -134,16 +134,39 @@ def test_wrong_shape_is_rejected_by_the_typed_decoder(
 def test_checked_records_names_a_bad_block_number_and_a_foreign_log() -> None:
     addrs = frozenset([VAULT])
     recs = records([raw_log("deposit", i, 1) for i in range(6)])
-    assert _checked_records(recs, addrs, 100, 101) is recs
+    assert _checked(recs, addrs, 100, 101, _record_fields) is recs
     with pytest.raises(EndpointFault, match="outside the query"):
-        _checked_records(recs, addrs, 100, 100)
+        _checked(recs, addrs, 100, 100, _record_fields)
     with pytest.raises(EndpointFault, match="outside the query"):
-        _checked_records(recs, frozenset(["0x" + "22" * 20]), 100, 101)
+        _checked(recs, frozenset(["0x" + "22" * 20]), 100, 101, _record_fields)
     bad = records(one_bad("blockNumber", "0xq1"))
     with pytest.raises(EndpointFault, match=r"blockNumber \(\$.result\[4\].blockNumber\)"):
-        _checked_records(bad, addrs, 0, 10**6)
+        _checked(bad, addrs, 0, 10**6, _record_fields)
     with pytest.raises(EndpointFault, match="malformed eth_getLogs result"):
-        _checked_records({"x": 1}, addrs, 0, 1)
+        _checked({"x": 1}, addrs, 0, 1, _record_fields)
+
+
+def test_the_dict_view_is_checked_by_the_same_rules() -> None:
+    """get_logs' plain dicts go through the same `_checked` as the records: the same
+    answers pass and fail, plus what only a dict can be (not an object, a number that
+    is not a string)."""
+    addrs = frozenset([VAULT])
+    logs = [raw_log("deposit", i, 1) for i in range(6)]
+    assert _checked(logs, addrs, 100, 101, _dict_fields) is logs
+    with pytest.raises(EndpointFault, match="outside the query"):
+        _checked(logs, addrs, 100, 100, _dict_fields)
+    with pytest.raises(EndpointFault, match="outside the query"):
+        _checked(logs, frozenset(["0x" + "22" * 20]), 100, 101, _dict_fields)
+    with pytest.raises(EndpointFault, match=r"blockNumber \(\$.result\[4\].blockNumber\)"):
+        _checked(one_bad("blockNumber", "0xq1"), addrs, 0, 10**6, _dict_fields)
+    for odd in (16, None, ["0x64"]):
+        with pytest.raises(EndpointFault, match=r"\$.result\[4\].blockNumber") as info:
+            _checked(one_bad("blockNumber", odd), addrs, 0, 10**6, _dict_fields)
+        assert info.value.integrity
+    with pytest.raises(EndpointFault, match="malformed log entry"):
+        _checked([*logs, "0x1"], addrs, 0, 10**6, _dict_fields)
+    with pytest.raises(EndpointFault, match="malformed eth_getLogs result"):
+        _checked({"x": 1}, addrs, 0, 1, _dict_fields)
 
 
 class HostileNode:

@@ -128,3 +128,37 @@ async def test_job_log_level_says_whether_to_act(caplog: pytest.LogCaptureFixtur
     assert all(r.exc_info is None for r in mine)
     (crash,) = [r for r in caplog.records if "broken" in r.getMessage()]
     assert crash.levelname == "ERROR" and crash.exc_info is not None
+
+
+async def test_expected_failure_is_one_warning_line_and_still_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    m = Metrics()
+    sup = Supervisor(m, base_backoff_s=0.01, max_backoff_s=0.02)
+
+    async def node_down() -> None:
+        raise RpcUnavailable("alpha", "eth_getLogs", ["http://n: refused"], False)
+
+    async def bug() -> None:
+        raise KeyError("pool")
+
+    with caplog.at_level(logging.DEBUG, logger="aggregator.supervisor"):
+        quiet = sup.spawn("pools:alpha", node_down, restart=False, expected=(RpcUnavailable,))
+        loud = sup.spawn("pools:beta", bug, restart=False, expected=(RpcUnavailable,))
+        assert quiet.task is not None and loud.task is not None
+        await quiet.task
+        await loud.task
+    alpha = [r for r in caplog.records if "pools:alpha" in r.getMessage()]
+    assert [(r.levelno, r.exc_info is not None) for r in alpha] == [
+        (logging.WARNING, False),
+        (logging.DEBUG, True),
+    ]
+    assert "RpcUnavailable: chain 'alpha': eth_getLogs failed" in alpha[0].getMessage()
+    beta = [r for r in caplog.records if "pools:beta" in r.getMessage()]
+    assert [(r.levelno, r.exc_info is not None) for r in beta] == [(logging.ERROR, True)]
+    # Visibility is the same either way: failed, counted, down.
+    for name in ("pools:alpha", "pools:beta"):
+        assert sup.tasks[name].state == "failed"
+        assert metric(m, "agg_task_failures_total", task=name) == 1
+        assert metric(m, "agg_task_up", task=name) == 0
+    await sup.stop()

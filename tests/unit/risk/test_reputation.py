@@ -554,3 +554,64 @@ def test_credit_utilisation_matches_a_scalar_loop(samples: list) -> None:
     r = score(A, History(NOW - 400 * DAY, (), (), (), tuple(samples)), P, NOW)
     f = {x.name: x for x in r.factors}["credit_utilisation"]
     assert f.weight == 0.0 and f.contribution == 0.0 and f.value == got
+
+
+def ref_personal(v: float, cliq: float, cbor: float, m: float) -> tuple[float, float]:
+    """docs/reputation.md, scalar: C_liq' = V - max(m, 1) (V - C_liq), C_borrow' =
+    min(V - m (V - C_borrow), C_liq'); m <= 1 leaves C_liq the very float (V - (V -
+    C_liq) need not be), m == 1 both."""
+    if m == 1.0:
+        return cliq, cbor
+    cl = v - m * (v - cliq) if m > 1.0 else cliq
+    return cl, min(v - m * (v - cbor), cl)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0.0, 1e9),
+            st.floats(0.0, 1.0),
+            st.floats(0.0, 1.0),
+            st.just(0.0) | st.floats(1e-3, 2e9),  # no overflow of HF = C / D
+            st.sampled_from([1.0, 0.9, 0.95, 1.05, 1.3]) | st.floats(0.9, 1.3),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+@SETTINGS
+def test_personalise_matches_the_scalar_reference(rows: list) -> None:
+    from aggregator.config import RiskConfig
+    from aggregator.risk.reputation import personalise
+    from aggregator.risk.standard import Totals
+
+    risk = RiskConfig()
+    v = np.array([r[0] for r in rows])
+    cliq = v * np.array([r[1] for r in rows])
+    cbor = np.minimum(cliq, v * np.array([r[2] for r in rows]))
+    debt = np.array([r[3] for r in rows])
+    mult = np.array([r[4] for r in rows])
+    n = v.size
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hf0 = np.where(debt > 0, cliq / np.where(debt > 0, debt, 1.0), np.inf)
+    t = Totals(
+        grp=np.zeros(n, np.int16), vtot=v, debt=debt, cliq=cliq, cborrow=cbor, hf=hf0,
+        bp=np.maximum(cbor - debt, 0.0), tier=np.zeros(n, np.int8),
+        degraded=np.zeros(n, np.bool_), cf=np.zeros(n),
+    )  # fmt: skip
+    out = personalise(t, mult, risk)
+    for i, (vi, ci, bi, di, mi) in enumerate(
+        zip(v.tolist(), cliq.tolist(), cbor.tolist(), debt.tolist(), mult.tolist(), strict=True)
+    ):
+        cl, cb = ref_personal(vi, ci, bi, mi)
+        assert out.cliq[i] == cl and out.cborrow[i] == cb  # bit for bit
+        if mi == 1.0:
+            assert out.hf[i] == hf0[i] and out.tier[i] == 0  # the row untouched
+            continue
+        hf = cl / di if di > 0.0 else math.inf
+        assert out.hf[i] == hf
+        assert out.bp[i] == max(cb - di, 0.0)
+        assert out.tier[i] == (hf < risk.warn_hf) + (hf < 1.0) + (vi < di)
+        assert out.cf[i] == (
+            0.0 if hf >= 1.0 else 1.0 if hf < risk.full_close_hf else risk.close_factor
+        )

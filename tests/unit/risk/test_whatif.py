@@ -330,6 +330,31 @@ def test_the_live_ledger_is_unchanged(rows: list, m: dict, shocks: ShockSet) -> 
     assert eng.market.vol_scale == 1.0
 
 
+@SETTINGS
+@given(rows=position_rows(), m=market(), shocks=shock_sets())
+def test_a_frozen_snapshot_answers_as_the_live_one_and_ignores_later_writes(
+    rows: list, m: dict, shocks: ShockSet
+) -> None:
+    """`LedgerSnapshot.frozen` (the API's what-if off the event loop): the same figures
+    as the live snapshot bit for bit, and a ledger write after it does not reach them."""
+    eng = book(rows, m)
+    universe = Universe(CHAINS, UNDERLYING, {})
+    live = LedgerView(eng).snapshot()
+    frozen = live.frozen()
+    assert frozen.book.coll is not live.book.coll and frozen.pool.pv is not live.pool.pv
+    assert frozen.market.price is not live.market.price
+    expect = whatif(live, shocks, universe).standard
+    # The ledger writes: every price halves, one account's collateral goes.
+    eng.set_prices({s: PriceInput(p.value / 2, "ok") for s, p in m["prices"].items()})
+    if eng.book.n_accounts:
+        first = eng.book.account_address[0]
+        eng.load_positions([PositionRow(first, "ethereum", "WETH", "collateral", 0, 0)])
+    eng.recompute()
+    got = whatif(frozen, shocks, universe).standard
+    for k in ("vtot", "debt", "cliq", "hf", "bp", "tier", "degraded"):
+        assert np.array_equal(getattr(expect, k), getattr(got, k), equal_nan=True), k
+
+
 # -- fixed examples -------------------------------------------------------------------
 def two_accounts() -> RiskEngine:
     eng = engine(depth={"WETH": 1e6})
