@@ -158,6 +158,11 @@ ENTRY_LEN = 52  # HealthRegistry.update: 20-byte account ++ 32-byte slot
 RATE_SEL = {"wsteth": sel("stEthPerToken()"), "reth": sel("getExchangeRate()")}
 
 
+class HeadMoved(RuntimeError):
+    """The node's head is below a block the checker pinned: a reorg (evm_revert) took
+    the head back between reading it and reading at it. Read again at the new head."""
+
+
 class Rpc:
     """Plain JSON-RPC to one node (the checker's own; no failover, no validation magic)."""
 
@@ -171,6 +176,8 @@ class Rpc:
         ) as resp:
             answer = await resp.json(content_type=None)
         if "error" in answer:
+            if "BlockOutOfRange" in str(answer["error"]):
+                raise HeadMoved(f"{method}: {answer['error']}")
             raise RuntimeError(f"{method}: {answer['error']}")
         return answer["result"]
 
@@ -721,17 +728,30 @@ class Checker:
                 self._batches_scanned[c] = head
         return self._pushed
 
+    async def _entries_at_head(self, c: str) -> tuple[int, list[str], list[bytes]]:
+        """Every account's registry slot read at one block, the head when read; again
+        at the new head when a reorg took the head below it meanwhile (the hour-long
+        run's checker crashed on it 58 minutes in)."""
+        rpc = self.rpc[c]
+        accts = sorted(self.accounts)
+        for _ in range(10):
+            b = await rpc("eth_getBlockByNumber", ["latest", False])
+            num = b["number"]
+            try:
+                raws = await asyncio.gather(
+                    *(rpc.call(self.registries[c], SEL_ENTRY_OF + addr_word(a), num) for a in accts)
+                )
+            except HeadMoved:
+                await asyncio.sleep(0.5)
+                continue
+            return int(b["timestamp"], 16), accts, list(raws)
+        raise RuntimeError(f"{c}: the head moved back on 10 reads in a row")
+
     async def entries(self) -> dict[tuple[str, str], tuple[int, int, int, int, int]]:
         """(chain, account) -> (credit, hf, as_of, tier, chain time) at each chain's head."""
         out = {}
         for c in self.chains:
-            rpc = self.rpc[c]
-            b = await rpc("eth_getBlockByNumber", ["latest", False])
-            now, num = int(b["timestamp"], 16), b["number"]
-            accts = sorted(self.accounts)
-            raws = await asyncio.gather(
-                *(rpc.call(self.registries[c], SEL_ENTRY_OF + addr_word(a), num) for a in accts)
-            )
+            now, accts, raws = await self._entries_at_head(c)
             for a, raw in zip(accts, raws, strict=True):
                 slot = int.from_bytes(raw[:32], "big")
                 if slot:
