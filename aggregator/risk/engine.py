@@ -297,10 +297,23 @@ class RiskEngine:
 
     def recompute(self) -> None:
         """Every account at once (after a price or volatility tick): one parallel pass
-        writing HF, BP, tier and degraded in place (no plans: risk/liquidation.py)."""
+        writing HF, BP, tier and degraded in place (no plans: risk/liquidation.py); two
+        with pools, the first only to find the book's liquidation queue."""
         n = self.book.n_accounts
         if self.market.liquidity.pools:
+            # The queue is what the book would liquidate with no queue at all. Rated
+            # with the queue it creates itself, it fed itself: a liquidatable account
+            # deepened everyone's impact, more became liquidatable, until the sale left
+            # the pools' bands and a quarter of the book sat at HF 0 for five steps
+            # after a 4% ETH hour (2023-03 replay, step 23). One pass without the queue
+            # picks the sellers, the second rates everyone behind them.
+            self.market.set_liquidating(np.zeros(len(self.symbols)))
+            self._pass(n)
             self.market.set_liquidating(self.liquidating(n))
+        self._pass(n)
+        self.computed_at = time.time()
+
+    def _pass(self, n: int) -> None:
         self._prepare()
         self._alloc(n)
         self._tick(n)
@@ -312,12 +325,12 @@ class RiskEngine:
                 p.a_start, p.a_cnt, p.pc, p.pv, c.tab, c.nlp, c.crv, c.cix, idx, self.r_mult,
                 self.risk_cfg.warn_hf, self.r_hf, self.r_bp, self.r_tier,
             )  # fmt: skip
-        self.computed_at = time.time()
 
     def liquidating(self, n: int) -> NDArray[np.float64]:
         """Units of each asset held as collateral by the first n accounts whose stored
         tier is liquidatable or insolvent: what the book's liquidators sell ahead of
-        any one account (the last round's tiers; risk.md "Liquidity weighting")."""
+        any one account (`recompute` calls it after a pass without any queue, so the
+        queue never counts its own impact; risk.md "Liquidity weighting")."""
         sel = self.r_tier[:n] >= TIERS.index("liquidatable")
         return np.asarray(self.book.coll[:n][sel].sum(axis=0), np.float64)
 

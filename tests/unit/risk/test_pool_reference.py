@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -73,19 +74,25 @@ def test_engine_with_pools_matches_reference(data, rows, m):
         s: AssetPools(tuple(PoolSale(p, s0, q) for p, s0, q in legs)) for s, legs in pools.items()
     })  # fmt: skip
     eng.load_positions(rows)
-    eng.recompute()  # round 1: nothing is being liquidated yet
-    tiers = {a: eng.health(a).tier for a in rows_by_account(rows)}
-    eng.recompute()  # round 2: round 1's liquidatable collateral is sold first
-    # L_t from the stored tiers of round 1, as a plain loop over the rows
+    eng.recompute()
+    # L_t as a plain loop: the collateral of the accounts the reference rates
+    # liquidatable with nothing sold ahead of them (the queue never feeds itself).
+    inp0 = ref_inputs(eng, m)
+    inp0.pools = pools
     want: dict[str, float] = {}
-    for r in rows:
-        if r.side == "collateral" and tiers[r.account] in ("liquidatable", "insolvent"):
-            q = min(r.head, r.confirmed) / 10 ** DECIMALS[r.asset]
-            want[r.asset] = want.get(r.asset, 0.0) + q
+    for arows in rows_by_account(rows).values():
+        if account_risk(inp0, arows).tier not in ("liquidatable", "insolvent"):
+            continue
+        for _chain, asset, side, head, confirmed in arows:
+            if side == "collateral":
+                q = min(head, confirmed) / 10 ** DECIMALS[asset]
+                want[asset] = want.get(asset, 0.0) + q
     got = eng.market.liquidity.liquidating
     for t, sym in enumerate(eng.symbols):
         if pools:  # (only a book with pools needs L_t, so only then is it computed)
             assert got[t] == pytest.approx(want.get(sym, 0.0), rel=1e-12, abs=1e-300)
+    eng.recompute()  # the same inputs: the same queue and the same ratings
+    assert np.array_equal(eng.market.liquidity.liquidating, got)
     inp = ref_inputs(eng, m)
     inp.pools = pools
     inp.liquidating = {sym: float(got[t]) for t, sym in enumerate(eng.symbols)}
@@ -137,3 +144,30 @@ def _ok(v):
     from aggregator.risk import PriceInput
 
     return PriceInput(v, "ok")
+
+
+@SETTINGS
+@given(data=st.data(), rows=position_rows(), m=market())
+def test_ratings_with_pools_depend_on_the_inputs_not_on_the_last_round(data, rows, m):
+    """The queue is picked without a queue, so a rating is a function of positions,
+    prices and pools: recomputing the same inputs again changes nothing, and a fresh
+    engine agrees. (Picked from the last round's tiers, as before, every round could
+    add the accounts the previous queue pushed under 1: a cascade fed by itself.)"""
+    pools = data.draw(pools_for(m))
+    sales = {
+        s: AssetPools(tuple(PoolSale(p, s0, q) for p, s0, q in legs)) for s, legs in pools.items()
+    }
+    engines = []
+    for rounds in (1, 3):
+        eng = engine(depth=m["depth"])
+        apply_market(eng, m)
+        eng.set_pools(sales)
+        eng.load_positions(rows)
+        for _ in range(rounds):
+            eng.recompute()
+        engines.append(eng)
+    once, thrice = engines
+    n = once.book.n_accounts
+    assert np.array_equal(once.r_hf[:n], thrice.r_hf[:n], equal_nan=True)
+    assert np.array_equal(once.r_tier[:n], thrice.r_tier[:n])
+    assert np.array_equal(once.market.liquidity.liquidating, thrice.market.liquidity.liquidating)
