@@ -153,6 +153,29 @@ class AttestationConfig(Strict):
     penalty: float = Field(default=0.30, ge=0, le=10)
 
 
+class MaintenanceAtOnce(Strict):
+    """`[reputation.maintenance] kind = "at_once"`: a penalty raises the maintenance
+    (liquidation) requirement the moment it is scored, as the first step did. Procyclical
+    in a market-wide crash (docs/reputation.md "Not procyclical"); kept for comparison."""
+
+    kind: Literal["at_once"] = "at_once"
+
+
+class MaintenancePhased(Strict):
+    """`[reputation.maintenance] kind = "phased"` (the default): a penalty raises the
+    borrowing requirement at once; on the maintenance side it counts nothing until the
+    account has spent `hold_days` of clean time (out of warning or worse) since the
+    penalty's cause, then rises linearly to its full weight over `ramp_days` more clean
+    days; while the account is in warning or worse the phase holds."""
+
+    kind: Literal["phased"] = "phased"
+    hold_days: float = Field(default=7.0, ge=0, allow_inf_nan=False)
+    ramp_days: float = Field(default=30.0, ge=0, allow_inf_nan=False)
+
+
+MaintenanceConfig = Annotated[MaintenanceAtOnce | MaintenancePhased, Field(discriminator="kind")]
+
+
 class ReputationConfig(Strict):
     """`[reputation]`: the personal multiplier on each account's requirement from its
     own indexed history (docs/reputation.md). Off by default: disabled, no figure
@@ -177,6 +200,9 @@ class ReputationConfig(Strict):
     # crash replay sets 86400 / compression, docs/replay.md "Time").
     day_s: float = Field(default=86400.0, gt=0, allow_inf_nan=False)
     attestation: AttestationConfig = AttestationConfig()
+    # How a penalty reaches the maintenance (liquidation) requirement: phased in
+    # (default) or at once. The borrowing side always takes it at once.
+    maintenance: MaintenanceConfig = MaintenancePhased()
 
 
 class AssetConfig(Strict):

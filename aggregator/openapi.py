@@ -173,16 +173,20 @@ _PLAN = _obj(
     reason={"type": "string"},
 )
 
-# Every factor of a reputation score (aggregator/risk/reputation.py `Reputation.as_dict`).
+# Every factor of a reputation score (aggregator/risk/reputation.py `Reputation.as_dict`):
+# `contribution` to the borrowing score (at once), `maintenance_contribution` to the
+# maintenance score (a penalty phased in), `side` where it acts.
 _REP_FACTORS = {
     "type": "array",
     "items": _obj(
-        ["name", "value", "weight", "contribution"],
+        ["name", "value", "weight", "side", "contribution", "maintenance_contribution"],
         name={"type": "string"},
         value={"type": ["number", "null"]},
         unit={"type": "string"},
         weight={"type": "number"},
+        side={"enum": ["both", "borrowing", "none"]},
         contribution={"type": "number"},
+        maintenance_contribution={"type": "number"},
         note={"type": "string"},
     ),
 }
@@ -270,14 +274,17 @@ _SCHEMAS: dict[str, Any] = {
         degraded={"type": "boolean"},
         reputation={
             **_obj(
-                ["score", "multiplier", "bounds", "factors"],
+                ["score", "multiplier", "maintenance_multiplier", "bounds", "factors"],
                 score={"type": "number"},
                 multiplier={"type": "number"},
+                maintenance_score={"type": "number"},
+                maintenance_multiplier={"type": "number"},
                 bounds={"type": "array", "items": {"type": "number"}},
                 factors=_REP_FACTORS,
             ),
             "description": "only with [reputation] enabled (docs/reputation.md): the "
-            "multiplier already applied to c_liq_usd, c_borrow_usd, hf and the tier",
+            "multipliers already applied, `multiplier` to c_borrow_usd (the borrowing "
+            "side), `maintenance_multiplier` to c_liq_usd, hf and the tier",
         },
         liquidation={
             "oneOf": [{"type": "null"}, _PLAN],
@@ -377,11 +384,29 @@ _SCHEMAS: dict[str, Any] = {
     "OpenApiDocument": _obj(["openapi", "info", "paths"], openapi={"type": "string"}),
     # GET /v1/accounts/{address}/reputation (aggregator/reputation_feed.py `view`)
     "Reputation": _obj(
-        ["account", "score", "multiplier", "bounds", "factors", "history"],
+        [
+            "account",
+            "score",
+            "multiplier",
+            "maintenance_multiplier",
+            "bounds",
+            "factors",
+            "history",
+        ],
         account={"type": "string"},
         scored_at={"type": "number"},
         score={"type": "number"},
-        multiplier={"type": "number"},
+        multiplier={"type": "number", "description": "the borrowing side (BP, credit)"},
+        maintenance_score={"type": "number"},
+        maintenance_multiplier={
+            "type": "number",
+            "description": "the maintenance side (HF, tier, liquidation): >= 1, each "
+            "penalty phased in ([reputation.maintenance])",
+        },
+        maintenance_phase_in={
+            "type": "object",
+            "properties": {"hold_days": _NUM, "ramp_days": _NUM},
+        },
         bounds={"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
         age_days={"type": "number"},
         neutral={"type": "boolean"},

@@ -155,7 +155,8 @@ class PortfolioFeed:
         if mode == STANDARD or a is None:
             return False, None
         idx = np.array([a], np.int64)
-        mult = np.asarray(std.r_mult[idx], np.float64) if std.r_mult.size > a else None
+        # The plan restores HF, the maintenance side: the maintenance multiplier.
+        mult = np.asarray(std.r_mmult[idx], np.float64) if std.r_mmult.size > a else None
         try:
             mp = plan_accounts(
                 self.pushed, std.book, std.market, idx, risk=self.cfg.risk, bonus=std.model.bonus,

@@ -70,6 +70,7 @@ class ReputationSink(Protocol):
         params: Params,
         multipliers: Mapping[str, float],
         explain: Callable[[str], Reputation],
+        maintenance: Mapping[str, float] | None = None,
     ) -> Any: ...
 
     def install_reputation(self, prepared: Any) -> None: ...
@@ -145,12 +146,22 @@ class Prices(Protocol):
     def price_usd(self, symbol: str) -> float | None: ...
 
 
+# [reputation.maintenance] kind -> its (hold_days, ramp_days) in Params: "at_once" is
+# the phase-in with no hold and no ramp (risk/reputation.py `phase`).
+MAINTENANCE_KINDS: dict[str, Callable[[Any], tuple[float, float]]] = {
+    "at_once": lambda c: (0.0, 0.0),
+    "phased": lambda c: (c.hold_days, c.ramp_days),
+}
+
+
 def params_of(cfg: ReputationConfig) -> Params:
+    hold, ramp = MAINTENANCE_KINDS[cfg.maintenance.kind](cfg.maintenance)
     return Params(
         lower=cfg.lower, upper=cfg.upper, min_age_days=cfg.min_age_days,
         reward_per_30d=cfg.reward_per_30d, liquidation_penalty=cfg.liquidation_penalty,
         liquidatable_penalty=cfg.liquidatable_penalty, half_life_days=cfg.half_life_days,
         day_s=cfg.day_s,
+        maintenance_hold_days=hold, maintenance_ramp_days=ramp,
         attestation=AttestationParams(
             frozenset(a.lower() for a in cfg.attestation.attesters),
             bonus=cfg.attestation.bonus, penalty=cfg.attestation.penalty,
@@ -221,13 +232,14 @@ class ReputationFeed:
             att = self.attestations.by_subject()
         snap = _Snapshot(dict(self._first), {a: tuple(v) for a, v in self._liqs.items()}, risk,
                          now, att)  # fmt: skip
+
         # Scoring and the engine's preparation are the heavy, pure part (seconds at 1M
         # accounts): a worker thread, so the loop only pays for the install (ms).
-        prepared = await asyncio.to_thread(
-            lambda: self.sink.prepare_reputation(
-                self.params, self._multipliers(snap), self._explainer(snap)
-            )
-        )
+        def prepare() -> Any:
+            mult, maint = self._multipliers(snap)
+            return self.sink.prepare_reputation(self.params, mult, self._explainer(snap), maint)
+
+        prepared = await asyncio.to_thread(prepare)
         self._snap = snap
         self.sink.install_reputation(prepared)
         if self.attestations is not None:
@@ -272,13 +284,16 @@ class ReputationFeed:
         return 0.0 if price is None else f.debt_amount / 10 ** known[1] * price
 
     # -- scores ----------------------------------------------------------------------
-    def _multipliers(self, snap: _Snapshot) -> dict[str, float]:
-        out = {}
+    def _multipliers(self, snap: _Snapshot) -> tuple[dict[str, float], dict[str, float]]:
+        """The borrowing and the maintenance multipliers not exactly 1, by account."""
+        out, maint = {}, {}
         for a in snap.first.keys() | snap.att.keys():
-            m = score(a, snap.history(a), self.params, snap.at).multiplier
-            if m != 1.0:
-                out[a] = m
-        return out
+            r = score(a, snap.history(a), self.params, snap.at)
+            if r.multiplier != 1.0:
+                out[a] = r.multiplier
+            if r.maintenance_multiplier != 1.0:
+                maint[a] = r.maintenance_multiplier
+        return out, maint
 
     def _explainer(self, snap: _Snapshot) -> Callable[[str], Reputation]:
         """The factors behind a multiplier of run `snap`: the same facts and time."""

@@ -57,6 +57,10 @@ class PreparedReputation:
     n_accounts: int
     idx: NDArray[np.int64]
     mult: NDArray[np.float64]
+    # The maintenance multipliers (>= 1) of the same accounts, by address and aligned
+    # with `mult`.
+    maintenance: dict[str, float]
+    mmult: NDArray[np.float64]
 
 
 class RiskEngine:
@@ -91,10 +95,13 @@ class RiskEngine:
         self.r_bp = np.zeros(0)
         self.r_tier = np.zeros(0, np.int8)
         self.r_degraded = np.zeros(0, np.bool_)
-        # Per-account reputation multiplier (risk/reputation.py): exactly 1 unless a
-        # [reputation] feed set it, and then only accounts not exactly 1 are touched.
+        # Per-account reputation multipliers (risk/reputation.py), borrowing side
+        # (r_mult) and maintenance side (r_mmult): exactly 1 unless a [reputation] feed
+        # set them, and then only accounts not exactly 1 are touched.
         self.r_mult = np.ones(0)
+        self.r_mmult = np.ones(0)
         self._mult: dict[str, float] = {}
+        self._mmult: dict[str, float] = {}
         self._explain_rep: Callable[[str], Reputation] | None = None
         self.reputation_params: Params | None = None
         self._acap = 0
@@ -122,6 +129,7 @@ class RiskEngine:
         self.r_tier = grown(self.r_tier, cap, TIERS.index("healthy"), np.int8)
         self.r_degraded = grown(self.r_degraded, cap, False, np.bool_)
         self.r_mult = grown(self.r_mult, cap, 1.0, np.float64)
+        self.r_mmult = grown(self.r_mmult, cap, 1.0, np.float64)
         self._acap = cap
 
     # -- pool inspection (tests) ----------------------------------------------------
@@ -243,7 +251,9 @@ class RiskEngine:
         self.pool.held[acc] = r.held
         if self._mult:
             for i in np.asarray(idx).tolist():
-                self.r_mult[i] = self._mult.get(self.book.account_address[i], 1.0)
+                a = self.book.account_address[i]
+                self.r_mult[i] = self._mult.get(a, 1.0)
+                self.r_mmult[i] = self._mmult.get(a, 1.0)
 
     # -- kernel ---------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -256,7 +266,7 @@ class RiskEngine:
         account's reputation multiplier applied (risk/reputation.py `personalise`)."""
         r = self.model.totals(self.pool, acc, self._cols)
         if self._mult:
-            r = personalise(r, self.r_mult[acc], self.risk_cfg)
+            r = personalise(r, self.r_mult[acc], self.risk_cfg, self.r_mmult[acc])
         return r
 
     def totals(self, acc: NDArray[np.int64]) -> Totals:
@@ -272,8 +282,9 @@ class RiskEngine:
 
     def plans(self, acc: NDArray[np.int64], r: Totals) -> Plans:
         """Liquidation plans of accounts `acc` (their totals `r`): risk/liquidation.py,
-        with each account's reputation multiplier (the plan the keeper's tier needs)."""
-        mult = self.r_mult[acc] if self._mult else None
+        with each account's maintenance reputation multiplier (the plan the keeper's
+        tier needs)."""
+        mult = self.r_mmult[acc] if self._mult else None
         return plans(self.model, self.book, self.market, acc, r, mult=mult)
 
     def _store(self, sl: NDArray[np.int64], r: Totals) -> None:
@@ -319,11 +330,11 @@ class RiskEngine:
         self._tick(n)
         if self._mult:
             # The tick kernel knows no multiplier: rewrite the personalised rows.
-            idx = np.flatnonzero(self.r_mult[:n] != 1.0)
+            idx = np.flatnonzero((self.r_mult[:n] != 1.0) | (self.r_mmult[:n] != 1.0))
             p, c = self.pool, self._cols
             personal_tick_kernel(
                 p.a_start, p.a_cnt, p.pc, p.pv, c.tab, c.nlp, c.crv, c.cix, idx, self.r_mult,
-                self.risk_cfg.warn_hf, self.r_hf, self.r_bp, self.r_tier,
+                self.r_mmult, self.risk_cfg.warn_hf, self.r_hf, self.r_bp, self.r_tier,
             )  # fmt: skip
 
     def liquidating(self, n: int) -> NDArray[np.float64]:
@@ -345,7 +356,11 @@ class RiskEngine:
         result.validate()
         if self._mult and im_factor is not None:
             result = personalise_result(
-                result, self.r_mult[result.accounts], im_factor, self.risk_cfg.warn_hf
+                result,
+                self.r_mult[result.accounts],
+                im_factor,
+                self.risk_cfg.warn_hf,
+                self.r_mmult[result.accounts],
             )
         acc = result.accounts
         self.r_hf[acc] = result.hf
@@ -359,36 +374,59 @@ class RiskEngine:
         params: Params,
         multipliers: Mapping[str, float],
         explain: Callable[[str], Reputation],
+        maintenance: Mapping[str, float] | None = None,
     ) -> None:
-        """Every account's reputation multiplier (risk/reputation.py), replacing the
-        previous set: an account left out is neutral (1.0). `explain(address)` gives
-        the factors behind an account's multiplier (the same inputs, so the same
-        number). The stored figures follow at the next recompute (tick or event).
+        """Every account's reputation multipliers (risk/reputation.py), replacing the
+        previous set: an account left out is neutral (1.0). `multipliers` the borrowing
+        side, `maintenance` the maintenance side (None: max(m, 1), every penalty at
+        once; given, an account left out of it is at 1). `explain(address)` gives the
+        factors behind an account's multipliers (the same inputs, so the same numbers).
+        The stored figures follow at the next recompute (tick or event).
         `prepare_reputation` then `install_reputation`, in one go."""
-        self.install_reputation(self.prepare_reputation(params, multipliers, explain))
+        self.install_reputation(self.prepare_reputation(params, multipliers, explain, maintenance))
 
     def prepare_reputation(
         self,
         params: Params,
         multipliers: Mapping[str, float],
         explain: Callable[[str], Reputation],
+        maintenance: Mapping[str, float] | None = None,
     ) -> PreparedReputation:
         """The heavy, read-only half of `set_reputation` (checks, address normalisation,
         book indexes): it only reads the book (dict look-ups and the address list's
         length, atomic under the GIL), so the feed runs it in a worker thread while the
         event loop goes on applying events. Raises before anything is installed when
-        a multiplier is outside the bounds or an address is malformed."""
+        a multiplier is outside the bounds, a maintenance multiplier outside [1,
+        max(m, 1)] (so it is != 1 only where m > 1) or an address is malformed."""
         mult = {normalise_address(a): float(m) for a, m in multipliers.items() if m != 1.0}
         vals = np.fromiter(mult.values(), np.float64, len(mult))
         bad = np.flatnonzero(~((vals >= params.lower) & (vals <= params.upper)))
         if bad.size:
             addr = list(mult)[int(bad[0])]
             raise ValueError(f"reputation: multiplier {mult[addr]} of {addr} outside the bounds")
+        mx = {normalise_address(a): float(m) for a, m in (maintenance or {}).items()}
+        # Without maintenance multipliers: max(m, 1), every penalty at once; with them,
+        # an account left out is at 1 (as one left out of `multipliers` is).
+        if maintenance is None:
+            mm = {a: max(m, 1.0) for a, m in mult.items()}
+        else:
+            mm = {a: mx.get(a, 1.0) for a in mult}
+        mvals = np.fromiter(mm.values(), np.float64, len(mm))
+        off = [a for a, x in mx.items() if x != 1.0 and a not in mult]
+        bad = np.flatnonzero(~((mvals >= 1.0) & (mvals <= np.maximum(vals, 1.0))))
+        if off or bad.size:
+            addr = off[0] if off else list(mm)[int(bad[0])]
+            raise ValueError(
+                f"reputation: maintenance multiplier {mx[addr]} of {addr} outside "
+                f"[1, max(m, 1)] (m = {mult.get(addr, 1.0)})"
+            )
         n = len(self.book.account_address)
         get = self.book.account_index.get
         idx = np.fromiter((get(a, -1) for a in mult), np.int64, len(mult))
         known = (idx >= 0) & (idx < n)
-        return PreparedReputation(params, explain, mult, n, idx[known], vals[known])
+        return PreparedReputation(
+            params, explain, mult, n, idx[known], vals[known], mm, mvals[known]
+        )
 
     def install_reputation(self, prep: PreparedReputation) -> None:
         """The quick half, on the event loop: vectorised writes of the prepared rows,
@@ -398,21 +436,33 @@ class RiskEngine:
         self.reputation_params = prep.params
         self._explain_rep = prep.explain
         self._mult = prep.multipliers
+        self._mmult = prep.maintenance
         n = self.book.n_accounts
         self._alloc(n)
         self.r_mult[:] = 1.0
+        self.r_mmult[:] = 1.0
         self.r_mult[prep.idx] = prep.mult
+        self.r_mmult[prep.idx] = prep.mmult
         if n > prep.n_accounts and prep.multipliers:
             # Many only when the book was loaded in between (start-up).
-            get = prep.multipliers.get
+            get, mget = prep.multipliers.get, prep.maintenance.get
             tail = self.book.account_address[prep.n_accounts : n]
             self.r_mult[prep.n_accounts : n] = np.fromiter(
                 (get(a, 1.0) for a in tail), np.float64, len(tail)
             )
+            self.r_mmult[prep.n_accounts : n] = np.fromiter(
+                (mget(a, 1.0) for a in tail), np.float64, len(tail)
+            )
 
     def reputation_multipliers(self) -> NDArray[np.float64] | None:
-        """A copy of every account's multiplier (book order); None when none is set."""
+        """A copy of every account's (borrowing) multiplier (book order); None when
+        none is set."""
         return self.r_mult[: self.book.n_accounts].copy() if self._mult else None
+
+    def reputation_maintenance(self) -> NDArray[np.float64] | None:
+        """A copy of every account's maintenance multiplier (book order); None when
+        none is set."""
+        return self.r_mmult[: self.book.n_accounts].copy() if self._mult else None
 
     def reputation_of(self, address: str) -> Reputation | None:
         """The account's reputation; None when no feed ever set one (disabled)."""

@@ -168,15 +168,16 @@ def accounts_kernel(  # noqa: PLR0917
 @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def totals_kernel(  # noqa: PLR0917
     start, cnt, pc, pv, held, n, tab, nlp, crv, cix, bad_bits, warn_hf,
-    vtot, dval, cliq, hf, bp, tier, degraded, mult,
+    vtot, dval, cliq, hf, bp, tier, degraded, mult, mmult,
 ):  # fmt: skip
     """accounts_kernel for every account 0..n-1, in parallel, into fresh arrays (a
-    what-if: risk/whatif.py), with each account's reputation multiplier `mult[a]`
-    (`personal_sums`). Same per-account operations in the same order, so its figures
-    equal the tick's and the one-account path's bit for bit."""
+    what-if: risk/whatif.py), with each account's reputation multipliers `mult[a]`
+    (borrowing) and `mmult[a]` (maintenance) (`personal_sums`). Same per-account
+    operations in the same order, so its figures equal the tick's and the one-account
+    path's bit for bit."""
     for a in prange(n):
         c_liq, c_bor, d_val, v_tot = account_sums(start[a], cnt[a], pc, pv, tab, nlp, crv, cix)
-        c_liq, c_bor = personal_sums(c_liq, c_bor, v_tot, mult[a])
+        c_liq, c_bor = personal_sums(c_liq, c_bor, v_tot, mult[a], mmult[a])
         h = c_liq / d_val if d_val > 0.0 else np.inf
         vtot[a] = v_tot
         dval[a] = d_val
@@ -245,19 +246,19 @@ def better(rr, value, c, t, best_r, best_v, best_c, best_t):  # noqa: PLR0917
 
 
 @njit(inline="always")
-def personal_sums(c_liq, c_bor, v_tot, m):
-    """An account's C_liq and C_borrow under reputation multiplier m (risk/reputation.py;
-    the rule's one definition: `personalise` applies it through `personal_rows`): a
-    penalty (m > 1) scales the liquidation haircut, m scales the borrowing one, never
-    past C_liq'. m == 1 returns the sums themselves (bit for bit)."""
-    if m == 1.0:
+def personal_sums(c_liq, c_bor, v_tot, m, mm):
+    """An account's C_liq and C_borrow under reputation multipliers m (borrowing) and mm
+    (maintenance, >= 1) (risk/reputation.py, the numba paths' one copy of
+    `personalise`'s rule): mm > 1 scales the liquidation haircut, m scales the borrowing
+    one, never past C_liq'. m == mm == 1 returns the sums themselves (bit for bit)."""
+    if m == 1.0 and mm == 1.0:
         return c_liq, c_bor
-    cl = v_tot - m * (v_tot - c_liq) if m > 1.0 else c_liq
+    cl = v_tot - mm * (v_tot - c_liq) if mm > 1.0 else c_liq
     return cl, min(v_tot - m * (v_tot - c_bor), cl)
 
 
 @njit(cache=True, nogil=True)
-def personal_rows(v_tot, c_liq, c_bor, m):
+def personal_rows(v_tot, c_liq, c_bor, m, mm):
     """`personal_sums` row by row (risk/reputation.py `personalise`, the per-account
     path): the same operations in the same order as the tick and what-if kernels, so
     every path applies the one rule and agrees bit for bit."""
@@ -265,15 +266,16 @@ def personal_rows(v_tot, c_liq, c_bor, m):
     cl = np.empty(n)
     cb = np.empty(n)
     for i in range(n):
-        cl[i], cb[i] = personal_sums(c_liq[i], c_bor[i], v_tot[i], m[i])
+        cl[i], cb[i] = personal_sums(c_liq[i], c_bor[i], v_tot[i], m[i], mm[i])
     return cl, cb
 
 
 @njit(inline="always")
 def personal_lt(lte, m):
-    """The lt_eff of a holding under reputation multiplier m (risk/reputation.py: C_liq'
-    = V - max(m, 1) (V - C_liq) summed per holding is v (1 - m (1 - lt_eff)) for m > 1;
-    m <= 1 never touches the liquidation side), so a plan restores the pushed HF."""
+    """The lt_eff of a holding under maintenance multiplier m (risk/reputation.py:
+    C_liq' = V - mm (V - C_liq) summed per holding is v (1 - mm (1 - lt_eff)) for
+    mm > 1; callers pass the maintenance multipliers, and m <= 1 never touches the
+    liquidation side), so a plan restores the pushed HF."""
     if m <= 1.0:
         return lte
     return 1.0 - m * (1.0 - lte)
@@ -286,7 +288,7 @@ def plan_kernel(  # noqa: PLR0917
 ):  # fmt: skip
     """Liquidation plan of each HF < 1 account i (`la` gives their count; its book rows
     grouped in `rows`, `lengths[i]` each; conc[i, t] its concentration terms; mult[i]
-    its reputation multiplier, `cliq` already personalised with it): the feasible
+    its maintenance reputation multiplier, `cliq` already personalised with it): the feasible
     (chain, asset) with the smallest repay,
     ties to the larger holding on that chain, then the lower chain, then asset.
     Returns whether a partial plan was found per account (else: full)."""

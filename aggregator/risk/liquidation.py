@@ -10,10 +10,11 @@ feasible when the denominator is > 0 and R fits under both the close factor cap 
 that holding's value / (1+bonus). The smallest feasible R wins (ties: larger holding
 on that chain, then config order of chain, then asset); none -> a full liquidation.
 
-With a reputation multiplier m (risk/reputation.py) C_liq is the personalised one and
-lt_eff the holding's personal one, 1 - max(m, 1) (1 - lt_eff) (kernels.py
-`personal_lt`, the one place), so the plan restores the HF the keeper is pushed; m <= 1
-(a reward never touches the liquidation side) is the base plan bit for bit.
+With a reputation maintenance multiplier mm (risk/reputation.py; >= 1, max(m, 1) with
+every penalty at once) C_liq is the personalised one and lt_eff the holding's personal
+one, 1 - mm (1 - lt_eff) (kernels.py `personal_lt`, the one place), so the plan
+restores the HF the keeper is pushed; mm = 1 (a reward never touches the liquidation
+side) is the base plan bit for bit.
 
 Another pushed model (portfolio, VaR) has no closed form: its plans are searched on
 its own evaluation by risk/model_plans.py (the same close factor cap and ties; there a
@@ -111,7 +112,7 @@ def plans(
     mult: NDArray[np.float64] | None = None,
 ) -> Plans:
     """Liquidation plans for accounts `acc` (sorted; `r` their totals, aligned; `mult`
-    their reputation multipliers, aligned, None: all 1)."""
+    their maintenance reputation multipliers, aligned, None: all 1)."""
     liq = np.nonzero(r.hf < 1.0)[0]
     la = acc[liq]
     rows, lengths = book.rows_with_lengths(la) if liq.size else (np.zeros(0, np.int64),) * 2
@@ -130,8 +131,8 @@ def plans_of(
     mult: NDArray[np.float64] | None = None,
 ) -> Plans:
     """Liquidation plans of accounts with totals `r`; `held` covers, in order, those of
-    them with HF < 1; `mult` the accounts' reputation multipliers (aligned with `r`;
-    None: all 1)."""
+    them with HF < 1; `mult` the accounts' maintenance reputation multipliers (the
+    liquidation side: risk/reputation.py; aligned with `r`; None: all 1)."""
     n = r.hf.size
     kind = np.full(n, PLAN_NONE, np.int8)
     repay = np.zeros(n)

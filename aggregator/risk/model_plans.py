@@ -5,8 +5,8 @@ The standard model's plan has a closed form (risk/liquidation.py). Another model
 so its plan is searched numerically on that model's own pure evaluation:
 
 - An account is planned when the model rates it below HF 1 (personalised by its
-  reputation multiplier like the pushed figures: risk/reputation.py
-  `personalise_result`).
+  maintenance reputation multiplier like the pushed HF: risk/reputation.py
+  `personalise_result`; only HF is used here, so `mult` is the maintenance side).
 - Candidates are (chain c, collateral t) with collateral t held on c and debt on c (a
   vault liquidates on one chain). The liquidator repays R from c's largest debt row
   (by USD, ties to the lower asset index: the row the replay keeper repays) and seizes
@@ -346,8 +346,8 @@ def plan_accounts(
     now: float | None = None,
 ) -> ModelPlans:
     """Plans of `accounts` (book indices, distinct) under `model` (see the module
-    docstring). `bonus` per asset of the book; `mult` the accounts' reputation
-    multipliers (aligned; None: all 1) with the model's IM factor; `now` the valuation
+    docstring). `bonus` per asset of the book; `mult` the accounts' maintenance
+    reputation multipliers (aligned; None: all 1) with the model's IM factor; `now` the valuation
     time (default: the wall clock, read once)."""
     ev = _Evaluator(model, market, im_factor, risk.warn_hf, time.time() if now is None else now)
     accounts = np.asarray(accounts, np.int64)

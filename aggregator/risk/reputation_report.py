@@ -237,7 +237,8 @@ def reputation_report(
     neutral, rated = _engine(ref, rows), _engine(ref, rows)
     reps: dict[str, Reputation] = {s.account: score(s.account, s.history, p, NOW) for s in pop}
     mults = {a: r.multiplier for a, r in reps.items()}
-    rated.set_reputation(p, mults, lambda a: reps[a])
+    maint = {a: r.maintenance_multiplier for a, r in reps.items()}
+    rated.set_reputation(p, mults, lambda a: reps[a], maint)
     rated.recompute()
     per: dict[str, list[tuple[float, Any, Any]]] = {c: [] for c, _ in COHORTS}
     unsafe = below = 0

@@ -136,7 +136,14 @@ class LedgerView:
         (risk/whatif.py), which only reads them. Use it between two ledger writes: in
         the daemon, synchronously on the event loop, where every write happens."""
         e = self._eng
-        return LedgerSnapshot(e.book, e.pool, e.model, e.market, e.reputation_multipliers())
+        return LedgerSnapshot(
+            e.book,
+            e.pool,
+            e.model,
+            e.market,
+            e.reputation_multipliers(),
+            e.reputation_maintenance(),
+        )
 
     # -- pool liquidity (risk/liquidity_view.py) -----------------------------------
     @property

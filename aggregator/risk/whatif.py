@@ -293,9 +293,11 @@ class LedgerSnapshot:
     pool: Pool
     model: StandardModel
     market: MarketData
-    # Each account's reputation multiplier (risk/reputation.py), None: all neutral. A
-    # what-if applies it as the engine does, so it shocks the figures that are pushed.
+    # Each account's reputation multipliers (risk/reputation.py), borrowing and
+    # maintenance side, None: all neutral (mmult None: max(m, 1)). A what-if applies
+    # them as the engine does, so it shocks the figures that are pushed.
     mult: F64 | None = None
+    mmult: F64 | None = None
 
     def multipliers(self) -> F64:
         n = self.book.n_accounts
@@ -314,6 +316,12 @@ class LedgerSnapshot:
             id(x): x for x in (book.account_address, book.account_index, book.r_limbs)
         }
         return copy.deepcopy(self, memo=shared)
+
+    def maintenance(self) -> F64:
+        n = self.book.n_accounts
+        if self.mmult is None:
+            return np.maximum(self.multipliers(), 1.0)
+        return np.ascontiguousarray(self.mmult[:n])
 
 
 @dataclass(frozen=True)
@@ -353,7 +361,7 @@ def standard_figures(
     totals_kernel(
         pool.a_start, pool.a_cnt, pool.pc, pv, held, n, cols.tab, cols.nlp, cols.crv,
         cols.cix, cols.bad_bits, model.risk.warn_hf, f.vtot, f.debt, f.cliq, f.hf, f.bp,
-        f.tier, f.degraded, snap.multipliers(),
+        f.tier, f.degraded, snap.multipliers(), snap.maintenance(),
     )  # fmt: skip
     return f
 
@@ -446,7 +454,7 @@ def liquidations(
             held.rows, held.lengths, book.r_side, book.r_amount, book.r_asset, book.r_chain,
             _collateral_of(snap, acc, frozen),
         )  # fmt: skip
-        p = plans_of(model, market, h, r, mult=snap.multipliers()[acc])
+        p = plans_of(model, market, h, r, mult=snap.maintenance()[acc])
         kind, repay, target = p.kind, p.repay.copy(), debt
         p_chain, p_asset = p.chain.astype(np.int64), p.asset.astype(np.int64)
     else:
@@ -563,15 +571,18 @@ def _model_outcome(
     # alive through the second evaluation, the what-if's memory peak.
     # As the engine adopts a pushed model's result (HF and tier; BP is not shown).
     mult = snap.multipliers() if snap.mult is not None else None
+    mm = snap.maintenance()
     warn = snap.model.risk.warn_hf
     first = model.evaluate(snap.book, snap.market, idx, now)
     if mult is not None:
-        first = personalise_result(first, mult[first.accounts], im_factor, warn)
+        first = personalise_result(first, mult[first.accounts], im_factor, warn,
+                                   mm[first.accounts])  # fmt: skip
     hf_before, tier_before = first.hf, first.tier
     del first
     after = model.evaluate(book_after, market, idx, now)
     if mult is not None:
-        after = personalise_result(after, mult[after.accounts], im_factor, warn)
+        after = personalise_result(after, mult[after.accounts], im_factor, warn,
+                                   mm[after.accounts])  # fmt: skip
     acc = np.flatnonzero(after.tier >= LIQUIDATABLE).astype(np.int64)
     # The model's own plans, searched on its evaluation of the shocked book (frozen
     # collateral counts 0 there, so it is never a candidate to seize).

@@ -29,7 +29,9 @@ BT = 3600.0  # one block an hour: 10,000 blocks are 416 days
 E18 = 10**18
 
 
-def config(enabled: bool = True, history: bool = False) -> AppConfig:
+def config(
+    enabled: bool = True, history: bool = False, reputation: dict | None = None
+) -> AppConfig:
     chains = [
         {"name": n, "chain_id": i + 1, "rpc_urls": ["http://127.0.0.1:1"], "block_time": BT,
          "contracts": {"vault": f"0x{i + 1:040x}"}}
@@ -41,7 +43,7 @@ def config(enabled: bool = True, history: bool = False) -> AppConfig:
             {"symbol": "USDC", "decimals": 6, "ltv": 0.85, "lt": 0.88, "tokens": USDC},
             {"symbol": "WETH", "decimals": 18, "ltv": 0.8, "lt": 0.825, "tokens": WETH},
         ],
-        reputation={"enabled": enabled},
+        reputation={"enabled": enabled, **(reputation or {})},
         history={"enabled": history},
     )  # type: ignore[arg-type]
 
@@ -54,18 +56,25 @@ class Prices:
 class Sink:
     def __init__(self) -> None:
         self.calls: list[dict[str, float]] = []
+        # The maintenance multipliers of each call (risk/reputation.py: phased in).
+        self.maintenance: list[dict[str, float]] = []
         self.explain: Callable[[str], Reputation] | None = None
 
     def prepare_reputation(
-        self, params: Params, multipliers: Mapping[str, float], explain: Callable[[str], Reputation]
-    ) -> tuple[dict[str, float], Callable[[str], Reputation]]:
-        return dict(multipliers), explain
+        self,
+        params: Params,
+        multipliers: Mapping[str, float],
+        explain: Callable[[str], Reputation],
+        maintenance: Mapping[str, float] | None = None,
+    ) -> tuple[dict[str, float], Callable[[str], Reputation], dict[str, float]]:
+        return dict(multipliers), explain, dict(maintenance or {})
 
     def install_reputation(
-        self, prepared: tuple[dict[str, float], Callable[[str], Reputation]]
+        self, prepared: tuple[dict[str, float], Callable[[str], Reputation], dict[str, float]]
     ) -> None:
         self.calls.append(prepared[0])
         self.explain = prepared[1]
+        self.maintenance.append(prepared[2])
 
 
 def ev(chain: str, block: int, idx: int, kind: str, account: str, **kw: object) -> VaultEvent:
@@ -110,6 +119,8 @@ async def test_confirmed_events_only_and_a_liquidation_counts_on_every_chain(
     (mults,) = sink.calls
     assert mults[A.lower()] == pytest.approx(0.90)
     assert mults[B.lower()] == pytest.approx(1.30, abs=2e-3)
+    # The maintenance side of B's liquidation is phased in (minutes old: none of it yet).
+    assert sink.maintenance == [{}]
     assert C.lower() not in mults and feed.history_of(C).first_seen is None
     assert sink.explain is not None
     rep = sink.explain(B)
@@ -125,7 +136,8 @@ async def test_confirmed_events_only_and_a_liquidation_counts_on_every_chain(
     assert feed.history_of(C).first_seen is not None
     assert feed.reputation(C).multiplier == 1.0
 
-    # The engine: B holds positions on alpha only; its multiplier applies there.
+    # The engine: B holds positions on alpha only; its multiplier applies there: the
+    # borrowing side at once, the maintenance side (HF) not yet (phased in).
     eng = RiskEngine.from_config(config())
     eng.set_prices({"USDC": PriceInput(1.0, "ok"), "WETH": PriceInput(3000.0, "ok")})
     eng.set_volatility({"USDC": 0.001, "WETH": 0.02})
@@ -138,8 +150,16 @@ async def test_confirmed_events_only_and_a_liquidation_counts_on_every_chain(
     feed.sink = eng
     await feed.run()
     eng.recompute()
-    assert eng.health(B).hf < base.hf
+    assert eng.health(B).bp < base.bp and eng.health(B).hf == base.hf
     assert eng.explain(B)["reputation"]["multiplier"] == pytest.approx(1.30, abs=2e-3)
+    assert eng.explain(B)["reputation"]["maintenance_multiplier"] == 1.0
+    # With the first step's rule (at once) the maintenance side follows at once.
+    at_once = config(reputation={"maintenance": {"kind": "at_once"}})
+    feed2 = ReputationFeed(at_once, store, eng, Prices())
+    await feed2.run()
+    eng.recompute()
+    assert eng.health(B).hf < base.hf
+    assert eng.explain(B)["reputation"]["maintenance_multiplier"] == pytest.approx(1.30, abs=2e-3)
 
 
 async def test_loops_in_one_block_do_not_move_the_score(store: Store) -> None:
@@ -281,8 +301,10 @@ async def test_a_liquidation_on_one_chain_lowers_what_every_chain_is_pushed(
     store: Store,
 ) -> None:
     """A has collateral on alpha and beta and a year-long history; it is liquidated on
-    beta. The HF and the credit the pusher writes to alpha's registry and to beta's
-    both fall below a neutral account's (the one multiplier, 1.30, on every chain)."""
+    beta. The credit the pusher writes to alpha's registry and to beta's falls below a
+    neutral account's at once (the one borrowing multiplier, 1.30, on every chain); the
+    HF (the maintenance side, phased in) is the neutral one until the penalty phases
+    in, and with the at-once rule it falls on every chain too."""
     repo = SqlChainStore(store)
     await commit(repo, "alpha", 10_010, [ev("alpha", 10, 0, "deposit", A)])
     await commit(repo, "beta", 10_010, [liquidation("beta", 9_990, A)])
@@ -298,17 +320,20 @@ async def test_a_liquidation_on_one_chain_lowers_what_every_chain_is_pushed(
         ])  # fmt: skip
         return eng
 
-    neutral, rated = book(), book()
+    neutral, rated, at_once = book(), book(), book()
     await ReputationFeed(config(), store, rated, Prices()).run()
+    cfg = config(reputation={"maintenance": {"kind": "at_once"}})
+    await ReputationFeed(cfg, store, at_once, Prices()).run()
     assert rated.explain(A)["reputation"]["multiplier"] == pytest.approx(1.30, abs=2e-3)
-    for eng in (neutral, rated):
+    for eng in (neutral, rated, at_once):
         eng.recompute()
         eng.allocate_credit(now=1.0)
     for chain in ("alpha", "beta"):
         hf0, _, credit0 = _pushes(neutral, chain)[A.lower()]
         hf1, _, credit1 = _pushes(rated, chain)[A.lower()]
-        assert hf1 < hf0, chain
-        assert 0 < credit1 < credit0, chain
+        hf2, _, credit2 = _pushes(at_once, chain)[A.lower()]
+        assert hf1 == hf0 and hf2 < hf0, chain
+        assert 0 < credit1 < credit0 and credit2 == pytest.approx(credit1, abs=10), chain
 
 
 def test_block_times_interpolate_between_real_anchors() -> None:

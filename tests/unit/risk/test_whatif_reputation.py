@@ -56,6 +56,29 @@ def test_zero_shock_is_the_stored_personalised_figures(
     assert np.array_equal(res.standard.bp, eng.r_bp[:n])  # type: ignore[attr-defined]
 
 
+@SETTINGS
+@given(position_rows(), market(), st.data())
+def test_zero_shock_with_a_phased_maintenance_multiplier(
+    rows: list, m: dict, data: st.DataObject
+) -> None:
+    """The same with a maintenance multiplier mm in [1, max(m, 1)] apart from m (a
+    penalty not yet phased in): the snapshot carries both, the figures stay bit for bit."""
+    eng = engine(depth=m["depth"])
+    apply_market(eng, m)
+    eng.load_positions(rows)
+    addrs = list(eng.book.account_address)
+    mults = {a: data.draw(st.sampled_from([P.lower, 1.0, 1.2, P.upper])) for a in addrs}
+    maint = {a: data.draw(st.sampled_from([1.0, max(x, 1.0)])) for a, x in mults.items()}
+    eng.set_reputation(P, mults, _rep, maint)
+    eng.recompute()
+    res = _run(eng, ShockSet())
+    o = res.outcomes["standard"]  # type: ignore[attr-defined]
+    n = eng.book.n_accounts
+    assert np.array_equal(o.hf_after, eng.r_hf[:n])
+    assert np.array_equal(o.tier_after, eng.r_tier[:n])
+    assert np.array_equal(res.standard.bp, eng.r_bp[:n])  # type: ignore[attr-defined]
+
+
 def _twins() -> RiskEngine:
     eng = engine()
     prices = {"USDC": 1.0, "DAI": 1.0, "WBTC": 6e4, "WETH": 3e3, "wstETH": 3.5e3, "rETH": 3.3e3}
