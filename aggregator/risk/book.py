@@ -614,6 +614,46 @@ class PositionBook:
         self.rebuild_sums()
         return int(karr.size)
 
+    def export_rows(self) -> tuple[list[str], EncodedRows]:
+        """A copy of the book: the accounts in index order and every row, in row order,
+        as encoded columns (exact amounts >= 2**128 as (row, view, value)). `import_rows`
+        on an empty book with the same chains, assets and decimals rebuilds the same
+        rows, accounts and sums (a book snapshot, aggregator/book_snapshot.py)."""
+        n = self.n
+        big = [(r, view, v) for (r, view), v in sorted(self._big.items())]
+        enc = EncodedRows(
+            self.r_account[:n].astype(np.int64),
+            self.r_chain[:n].copy(),
+            self.r_asset[:n].copy(),
+            self.r_side[:n].copy(),
+            self.r_amount[:n].copy(),
+            self.r_limbs[:n].copy(),
+            big,
+        )
+        return list(self.account_address), enc
+
+    def import_rows(self, addresses: list[str], enc: EncodedRows) -> int:
+        """An exported book into this empty one: the accounts at the same indices, then
+        the rows through `load_encoded` (so in the same order, with the same checks of
+        keys and the sums rebuilt from the rows). Addresses must be normalised."""
+        if self.n or self.account_address:
+            raise BookError("import_rows needs an empty book")
+        index = dict(zip(addresses, range(len(addresses)), strict=True))
+        if len(index) != len(addresses):
+            raise BookError("import_rows: an account is listed twice")
+        if enc.account.size and not (
+            int(enc.account.min()) >= 0 and int(enc.account.max()) < len(addresses)
+        ):
+            raise BookError("import_rows: a row names an account outside the list")
+        for name, top in (("chain", self.n_chains), ("asset", self.n_assets), ("side", 2)):
+            col = getattr(enc, name)
+            if col.size and not (int(col.min()) >= 0 and int(col.max()) < top):
+                raise BookError(f"import_rows: a row's {name} index is outside the book's")
+        self._grow_accounts(max(1024, len(addresses)))
+        self.account_index = index
+        self.account_address = addresses
+        return self.load_encoded([enc])
+
     def _refuse_repeats(
         self, enc: EncodedRows, karr: NDArray[np.int64], order: NDArray[np.int64]
     ) -> None:

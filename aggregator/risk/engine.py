@@ -216,6 +216,15 @@ class RiskEngine:
         """The streamed batches into the book, as load_positions would their rows."""
         return self._loaded(self.book.load_encoded(parts))
 
+    def export_book(self) -> tuple[list[str], EncodedRows]:
+        """A copy of the book's accounts and rows (book.py `export_rows`)."""
+        return self.book.export_rows()
+
+    def restore_book(self, addresses: list[str], rows: EncodedRows) -> int:
+        """An exported book into this engine's empty one, as load_encoded would the
+        rows it came from (book.py `import_rows`)."""
+        return self._loaded(self.book.import_rows(addresses, rows))
+
     def _loaded(self, n: int) -> int:
         self._alloc(self.book.n_accounts)
         for lo in range(0, self.book.n_accounts, _CHUNK):

@@ -122,6 +122,11 @@ class ChainCheckpoint(SQLModel, table=True):
     confirmed_block: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     last_reconcile_block: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     fatal_reason: str | None = Field(default=None, max_length=2048)
+    # Rollbacks committed on this chain, ever: a book snapshot taken before one cannot
+    # be brought forward by `updated_block` alone (aggregator/book_snapshot.py).
+    rollbacks: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
     updated_at: datetime = Field(default_factory=utcnow)
 
 
