@@ -14,9 +14,10 @@ The store stays the source of truth; a snapshot is a cache of it. Invariants:
   (changes applied between the read and the copy): the replay rewrites those rows with
   the same absolute values.
 - A load replays, per chain, every stored position with `updated_block >= since`,
-  through the ledger's own path (`apply_position`, absolute amounts), or in bulk when
-  there are many. Positions are never deleted from the store, so rewriting rows is
-  the whole replay.
+  as absolute amounts, all at once (`RiskEngine.apply_encoded`: the rows written, only
+  the touched accounts re-summed and re-derived). Positions are never deleted from the
+  store, so rewriting rows is the whole replay. Sums add each cell's chains in chain
+  order on every path (book.py), so the ratings equal a full load's bit for bit.
 - A rollback after the snapshot may stamp reverted positions below `since` (and a
   later one lower still), so a chain whose rollback count moved, whose checkpoint is
   behind the mark, or whose checkpoint at the same block has another hash, or a chain

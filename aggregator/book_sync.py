@@ -47,7 +47,7 @@ class PositionStore(Protocol):
 
 class BookTarget(Protocol):
     """Where loaded positions go (the risk engine): batch by batch, then all at once;
-    or a snapshot's book, then the positions written since, one by one."""
+    or a snapshot's book, then the positions written since, at once."""
 
     def encode_positions(self, rows: Sequence[PositionRow]) -> EncodedRows: ...
 
@@ -55,13 +55,7 @@ class BookTarget(Protocol):
 
     def restore_book(self, addresses: list[str], rows: EncodedRows) -> int: ...
 
-    def apply_position(self, row: PositionRow) -> str: ...
-
-
-# Above this many positions written since a snapshot, the replay writes them in bulk
-# (load_encoded: one pass, sums rebuilt from all rows) rather than one by one as the
-# ledger does (apply_position, ~100 us each).
-REPLAY_ONE_BY_ONE = 100_000
+    def apply_encoded(self, parts: list[EncodedRows]) -> int: ...
 
 
 def token_symbols(cfg: AppConfig) -> dict[tuple[str, str], str]:
@@ -215,12 +209,9 @@ class BookSync:
             spelled: dict[str, str | None] = {}
             async for batch in self.repo.position_batches(chain, since_block=since[chain]):
                 rows += self.stored_rows(chain, batch, spelled)
-        if len(rows) <= REPLAY_ONE_BY_ONE:
-            for row in rows:
-                book.apply_position(row)
-        else:
+        if rows:
             with gc_paused():
-                book.load_encoded([book.encode_positions(rows)])
+                book.apply_encoded([book.encode_positions(rows)])
         self.loaded = True
         log.info(
             "book loaded from the snapshot: %d positions, %d written since replayed, in "

@@ -587,6 +587,22 @@ class PositionBook:
     def load_encoded(self, parts: list[EncodedRows]) -> int:
         """Write encoded batches (in order, as `load` would the rows they came from).
         Empties `parts`: each batch is dropped as soon as its columns are joined."""
+        n = self._write_encoded(parts)
+        if n:
+            self.rebuild_sums()
+        return n
+
+    def update_encoded(self, parts: list[EncodedRows]) -> NDArray[np.int64]:
+        """Write encoded batches like `load_encoded`, but re-sum only the accounts they
+        touch (what a few thousand changes need, not a pass over every row); returns
+        those accounts. The sums come out as `set` leaves them."""
+        touched = np.unique(np.concatenate([p.account for p in parts])) if parts else None
+        if not self._write_encoded(parts) or touched is None:
+            return np.zeros(0, np.int64)
+        self._resum(touched)
+        return touched
+
+    def _write_encoded(self, parts: list[EncodedRows]) -> int:
         enc = _joined(parts)
         if enc is None:
             return 0
@@ -611,7 +627,6 @@ class PositionBook:
         else:
             del order
             self.index.insert_many(karr[new], target[new])
-        self.rebuild_sums()
         return int(karr.size)
 
     def export_rows(self) -> tuple[list[str], EncodedRows]:
@@ -686,12 +701,29 @@ class PositionBook:
             self._big[(int(target[i]), view)] = v
 
     def rebuild_sums(self) -> None:
-        """Recompute the dense account x asset sums from all rows."""
+        """Recompute the dense account x asset sums from all rows, adding each cell's
+        chains in chain order as `set` does, so the sums do not depend on the order of
+        the rows (a book built by events, by a load or from a snapshot sums alike)."""
         n, na = self.n, self.n_assets
         size = self._acap * na
         flat = self.r_account[:n].astype(np.int64) * na + self.r_asset[:n]
         for s, name in ((COLLATERAL, "coll"), (DEBT, "debt")):
-            mask = self.r_side[:n] == s
-            sums = np.bincount(flat[mask], weights=self.r_amount[:n][mask], minlength=size)
-            # bincount returns int64 when there is nothing to count.
-            setattr(self, name, sums.astype(np.float64, copy=False).reshape(self._acap, na))
+            side = self.r_side[:n] == s
+            sums = np.zeros(size)
+            for c in range(self.n_chains):
+                # One row per (account, asset, side) and chain: each bincount cell is
+                # 0.0 or that one amount, so this is 0.0 + x0 + x1 + ... in chain order.
+                mask = side & (self.r_chain[:n] == c)
+                sums += np.bincount(flat[mask], weights=self.r_amount[:n][mask], minlength=size)
+            setattr(self, name, sums.reshape(self._acap, na))
+
+    def _resum(self, accounts: NDArray[np.int64]) -> None:
+        """`rebuild_sums` for the given accounts only."""
+        rows = self.rows_of_many(accounts)
+        self.coll[accounts] = 0.0
+        self.debt[accounts] = 0.0
+        chain, side = self.r_chain[rows], self.r_side[rows]
+        for c in range(self.n_chains):
+            for s, sums in ((COLLATERAL, self.coll), (DEBT, self.debt)):
+                r = rows[(chain == c) & (side == s)]
+                np.add.at(sums, (self.r_account[r], self.r_asset[r]), self.r_amount[r])
