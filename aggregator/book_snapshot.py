@@ -266,10 +266,11 @@ def _body(mm: mmap.mmap, header: dict[str, Any], start: int, path: Path) -> Book
     for name, dtype, width in _ARRAYS:
         arr = np.frombuffer(views[name], dtype=dtype)
         shape = (n, width) if width else (n,)
-        # Copied into the book's own dtypes: the map is released once this returns.
+        # Views of the map where the dtype is the book's already (the load copies them
+        # into the book once); the account column is widened to the book's int64.
         cols[name] = arr.reshape(shape).astype(
             {"account": np.int64, "chain": np.int16, "asset": np.int16, "side": np.int8,
-             "amount": np.float64, "limbs": np.uint64}[name]
+             "amount": np.float64, "limbs": np.uint64}[name], copy=False,
         )  # fmt: skip
     text = bytes(views["addresses"]).decode("ascii")
     addresses = text.split("\n") if text else []

@@ -58,6 +58,9 @@ class ChainPosition(SQLModel, table=True):
     """Per (chain, account, token, kind) balance in both finality views."""
 
     __tablename__ = "chain_position"
+    # The positions written since a block: what a start from a book snapshot replays
+    # and what the cluster follower polls (without it, a scan of the whole table).
+    __table_args__ = (Index("ix_chain_position_updated", "chain", "updated_block"),)
 
     chain: str = Field(max_length=32, primary_key=True)
     account: str = Field(max_length=42, primary_key=True)

@@ -1,5 +1,6 @@
 """chain_checkpoint.rollbacks: how many rollbacks a chain has committed; daemon_meta
-store_id: a random name for this store (both for book snapshots)
+store_id: a random name for this store; an index of chain_position by (chain,
+updated_block) (all for book snapshots)
 
 Revision ID: 0004_checkpoint_rollbacks
 Revises: 0003_compact_backfill
@@ -24,6 +25,7 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("rollbacks", sa.BigInteger(), nullable=False, server_default="0")
         )
+    op.create_index("ix_chain_position_updated", "chain_position", ["chain", "updated_block"])
     meta = sa.table(
         "daemon_meta",
         sa.column("key", sqlmodel.sql.sqltypes.AutoString(length=64)),
@@ -38,6 +40,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_chain_position_updated", table_name="chain_position")
     op.execute("DELETE FROM daemon_meta WHERE key = 'store_id'")
     with op.batch_alter_table("chain_checkpoint") as batch:
         batch.drop_column("rollbacks")
