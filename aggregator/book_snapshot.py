@@ -39,9 +39,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import json
 import logging
-import mmap
 import os
 import struct
 import time
@@ -200,87 +200,85 @@ def write(path: Path, state: BookState, fp: str) -> int:
 
 def read(path: Path, fp: str) -> tuple[BookState, float]:
     """The snapshot at `path` (blocking: run it in a thread), checked against `fp` and
-    its digests; returns it and the time it was written. Raises SnapshotRejected."""
+    its digests; returns it and the time it was written. Raises SnapshotRejected.
+    The columns are read into fresh arrays of the book's dtypes, which the book then
+    adopts as its rows (no mapping of the file, no second copy)."""
     try:
-        f = open(path, "rb")  # noqa: SIM115  (the map outlives the with below)
+        f = open(path, "rb")  # noqa: SIM115  (closed below, on every path)
     except FileNotFoundError:
         raise SnapshotRejected("missing", f"no snapshot at {path}") from None
     with f:
+        size = os.fstat(f.fileno()).st_size
+        header, start = _header(f, size, path)
+        if header.get("format") != FORMAT:
+            raise SnapshotRejected(
+                "format", f"{path}: format {header.get('format')!r}, this version reads {FORMAT}"
+            )
+        if header.get("fingerprint") != fp:
+            raise SnapshotRejected(
+                "config",
+                f"{path}: written for another book (chains, assets, decimals or token map "
+                "differ from this config)",
+            )
         try:
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except ValueError:  # an empty file cannot be mapped
-            raise SnapshotRejected("corrupt", f"{path}: empty file") from None
-    header, start = _header(mm, path)
-    if header.get("format") != FORMAT:
-        raise SnapshotRejected(
-            "format", f"{path}: format {header.get('format')!r}, this version reads {FORMAT}"
-        )
-    if header.get("fingerprint") != fp:
-        raise SnapshotRejected(
-            "config",
-            f"{path}: written for another book (chains, assets, decimals or token map "
-            "differ from this config)",
-        )
-    try:
-        return _body(mm, header, start, path), float(header["written_at"])
-    except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
-        raise SnapshotRejected("corrupt", f"{path}: {exc}") from None
+            return _body(f, size, header, start, path), float(header["written_at"])
+        except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
+            raise SnapshotRejected("corrupt", f"{path}: {exc}") from None
 
 
-def _header(mm: mmap.mmap, path: Path) -> tuple[dict[str, Any], int]:
-    if mm[: len(MAGIC)] != MAGIC:
+def _header(f: io.BufferedReader, size: int, path: Path) -> tuple[dict[str, Any], int]:
+    if f.read(len(MAGIC)) != MAGIC:
         raise SnapshotRejected("corrupt", f"{path}: not a book snapshot (magic)")
-    pos = len(MAGIC)
-    if len(mm) < pos + _HEADER_LEN.size:
+    raw = f.read(_HEADER_LEN.size)
+    if len(raw) != _HEADER_LEN.size:
         raise SnapshotRejected("corrupt", f"{path}: truncated header")
-    (size,) = _HEADER_LEN.unpack(mm[pos : pos + _HEADER_LEN.size])
-    pos += _HEADER_LEN.size
-    head = mm[pos : pos + size]
-    check = mm[pos + size : pos + size + 32]
-    if len(head) != size or hashlib.sha256(head).digest() != check:
+    (length,) = _HEADER_LEN.unpack(raw)
+    if length > size:
+        raise SnapshotRejected("corrupt", f"{path}: header length {length} > file size")
+    head = f.read(length)
+    check = f.read(32)
+    if len(head) != length or hashlib.sha256(head).digest() != check:
         raise SnapshotRejected("corrupt", f"{path}: header checksum mismatch")
     try:
         header = json.loads(head)
     except ValueError as exc:
         raise SnapshotRejected("corrupt", f"{path}: header: {exc}") from None
-    start = pos + size + 32
+    start = len(MAGIC) + _HEADER_LEN.size + length + 32
     return header, start + _pad(start)
 
 
-def _body(mm: mmap.mmap, header: dict[str, Any], start: int, path: Path) -> BookState:
+def _body(
+    f: io.BufferedReader, size: int, header: dict[str, Any], start: int, path: Path
+) -> BookState:
     layout = {d["name"]: d for d in header["layout"]}
     end = start + max((d["offset"] + d["nbytes"] for d in layout.values()), default=0)
-    if len(mm) < end:
-        raise SnapshotRejected("corrupt", f"{path}: truncated ({len(mm)} < {end} bytes)")
+    if size < end:
+        raise SnapshotRejected("corrupt", f"{path}: truncated ({size} < {end} bytes)")
+    n = int(header["n_rows"])
     digest = hashlib.sha256()
-    views: dict[str, memoryview] = {}
-    buf = memoryview(mm)
-    for name in ["addresses", *(a[0] for a in _ARRAYS)]:
+    arrays: dict[str, NDArray[Any]] = {}
+    for name, dtype, width in (("addresses", "u1", 0), *_ARRAYS):
         d = layout[name]
-        views[name] = buf[start + d["offset"] : start + d["offset"] + d["nbytes"]]
-        digest.update(views[name])
+        count = int(d["nbytes"]) // np.dtype(dtype).itemsize
+        arr = np.empty(count, dtype)
+        f.seek(start + int(d["offset"]))
+        if f.readinto(arr.data) != arr.nbytes:
+            raise SnapshotRejected("corrupt", f"{path}: {name} truncated")
+        digest.update(arr.data)
+        if name != "addresses":
+            arr = arr.reshape((n, width) if width else (n,))
+        arrays[name] = arr
     if digest.hexdigest() != header["payload_sha256"]:
         raise SnapshotRejected("corrupt", f"{path}: payload checksum mismatch")
-    n = int(header["n_rows"])
-    cols: dict[str, NDArray[Any]] = {}
-    for name, dtype, width in _ARRAYS:
-        arr = np.frombuffer(views[name], dtype=dtype)
-        shape = (n, width) if width else (n,)
-        # Views of the map where the dtype is the book's already (the load copies them
-        # into the book once); the account column is widened to the book's int64.
-        cols[name] = arr.reshape(shape).astype(
-            {"account": np.int64, "chain": np.int16, "asset": np.int16, "side": np.int8,
-             "amount": np.float64, "limbs": np.uint64}[name], copy=False,
-        )  # fmt: skip
-    text = bytes(views["addresses"]).decode("ascii")
+    text = arrays.pop("addresses").tobytes().decode("ascii")
     addresses = text.split("\n") if text else []
-    del views, buf
     if len(addresses) != int(header["n_accounts"]):
         raise ValueError("account count differs from the header")
     big = [(int(i), int(view), int(v)) for i, view, v in header["big"]]
     return BookState(
         addresses=addresses,
-        rows=EncodedRows(**cols, big=big),
+        # On-disk dtypes are the book's (account: its int32 row column), little-endian.
+        rows=EncodedRows(**arrays, big=big),
         marks={c: _mark(m) for c, m in header["marks"].items()},
         impossible={c: list(a) for c, a in header["impossible"].items()},
         unknown_tokens=[(str(c), str(t), int(k)) for c, t, k in header["unknown_tokens"]],

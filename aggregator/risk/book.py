@@ -648,26 +648,50 @@ class PositionBook:
         return list(self.account_address), enc
 
     def import_rows(self, addresses: list[str], enc: EncodedRows) -> int:
-        """An exported book into this empty one: the accounts at the same indices, then
-        the rows through `load_encoded` (so in the same order, with the same checks of
-        keys and the sums rebuilt from the rows). Addresses must be normalised."""
+        """An exported book into this empty one: the accounts at the same indices and
+        the rows in the same order, with the same checks of keys and the sums rebuilt
+        from the rows. The columns are adopted as the book's rows when they have the
+        book's dtypes and are writable (a snapshot read for this; no second copy of
+        ~60 B per position; the caller gives them up), else copied. Addresses must be
+        normalised."""
         if self.n or self.account_address:
             raise BookError("import_rows needs an empty book")
         index = dict(zip(addresses, range(len(addresses)), strict=True))
         if len(index) != len(addresses):
             raise BookError("import_rows: an account is listed twice")
-        if enc.account.size and not (
-            int(enc.account.min()) >= 0 and int(enc.account.max()) < len(addresses)
-        ):
-            raise BookError("import_rows: a row names an account outside the list")
-        for name, top in (("chain", self.n_chains), ("asset", self.n_assets), ("side", 2)):
+        n = int(enc.account.size)
+        for name, top in (
+            ("account", len(addresses)), ("chain", self.n_chains), ("asset", self.n_assets),
+            ("side", 2),
+        ):  # fmt: skip
             col = getattr(enc, name)
-            if col.size and not (int(col.min()) >= 0 and int(col.max()) < top):
+            if col.size != n:
+                raise BookError(f"import_rows: {col.size} {name} values for {n} rows")
+            if n and not (int(col.min()) >= 0 and int(col.max()) < top):
                 raise BookError(f"import_rows: a row's {name} index is outside the book's")
+        if enc.amount.shape != (n,) or enc.limbs.shape != (n, 4):
+            raise BookError("import_rows: amount or limbs of another shape than the rows")
         self._grow_accounts(max(1024, len(addresses)))
         self.account_index = index
         self.account_address = addresses
-        return self.load_encoded([enc])
+        self.r_account = np.require(enc.account, np.int32, ("C", "W"))
+        self.r_chain = np.require(enc.chain, np.int16, ("C", "W"))
+        self.r_asset = np.require(enc.asset, np.int16, ("C", "W"))
+        self.r_side = np.require(enc.side, np.int8, ("C", "W"))
+        self.r_amount = np.require(enc.amount, np.float64, ("C", "W"))
+        self.r_limbs = np.require(enc.limbs, np.uint64, ("C", "W"))
+        self.n = self._cap = n
+        self._big = {(int(i), int(view)): v for i, view, v in enc.big}
+        if n:
+            karr = (
+                (self.r_account.astype(np.int64) * self.n_chains + self.r_chain)
+                * self.n_assets + self.r_asset
+            ) * 2 + self.r_side  # fmt: skip
+            order = np.argsort(karr, kind="stable")
+            self._refuse_repeats(enc, karr, order)
+            self.index.insert_many(karr, np.arange(n, dtype=np.int64), order)
+            self.rebuild_sums()
+        return n
 
     def _refuse_repeats(
         self, enc: EncodedRows, karr: NDArray[np.int64], order: NDArray[np.int64]
