@@ -372,6 +372,12 @@ class ApiConfig(Strict):
 
 class StoreConfig(Strict):
     url: str = "sqlite+aiosqlite:///./data/aggregator.db"
+    # Book snapshot (aggregator/book_snapshot.py): the position book's arrays, read at
+    # start instead of every stored position. None: off.
+    snapshot_path: Path | None = None
+    # How often the `book_snapshot` job writes it (it is also written at a clean stop);
+    # 0: only at a clean stop.
+    snapshot_interval_s: float = Field(default=600.0, ge=0)
 
     @field_validator("url")
     @classmethod

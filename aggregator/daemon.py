@@ -27,7 +27,8 @@ from aggregator.alerts.snapshot import SnapshotCollector
 from aggregator.api import Api, checksum_address
 from aggregator.api_views import AccountViews, ApiViews, ChainSources, LedgerReader
 from aggregator.attestation_feed import AttestationFeed
-from aggregator.book_sync import BookSync
+from aggregator.book_snapshot import BookSnapshots
+from aggregator.book_sync import BookSync, book_fingerprint
 from aggregator.cluster.credit_policy import credit_policy_for
 from aggregator.cluster.wiring import ClusterWiring, clustered
 from aggregator.config import AppConfig
@@ -178,6 +179,16 @@ class Daemon:
         )
         self.reader = LedgerReader(self.engine)
         self.stream = HealthStream(self.reader)
+        # Book snapshot (docs/performance.md "Start-up"): off unless [store] snapshot_path.
+        self.snapshots: BookSnapshots | None = None
+        if cfg.store.snapshot_path is not None:
+            self.snapshots = BookSnapshots(
+                cfg.store.snapshot_path,
+                fingerprint=book_fingerprint(cfg),
+                chains=cfg.chain_names,
+                store=self.repo,
+                metrics=self.metrics,
+            )
         self.book = BookSync(
             cfg,
             self.repo,
@@ -186,6 +197,7 @@ class Daemon:
             owns_index=self.cluster.owns_index,
             # Late-bound: the ledger is built next, on this book's positions.
             recompute=lambda accounts: self.ledger.recompute_accounts(accounts),  # noqa: PLW0108
+            snapshots=self.snapshots,
         )
         self.volatility = VolatilityForecaster(cfg, self.price_repo, self.metrics)
         self.ledger = Ledger(
@@ -444,6 +456,16 @@ class Daemon:
             self.jobs.add(
                 "reputation", self.reputation.run, self.cfg.reputation.interval_s, critical=False
             )
+        if self.snapshots is not None and self.cfg.store.snapshot_interval_s > 0:
+            # Not critical: a failed snapshot only makes the next start slower (visible
+            # as agg_job_failures{job="book_snapshot"} and agg_book_snapshot_writes).
+            self.jobs.add(
+                "book_snapshot",
+                self.write_snapshot,
+                self.cfg.store.snapshot_interval_s,
+                critical=False,
+                run_now=False,
+            )
         self.jobs.start()
 
     async def stop(self) -> None:
@@ -452,6 +474,12 @@ class Daemon:
         await self.api.stop()
         await self.jobs.shutdown()
         await self.supervisor.stop()
+        if self.snapshots is not None and self.book.loaded:
+            # Indexers and the ledger are stopped: the book is what the store holds.
+            try:
+                await self.write_snapshot()
+            except Exception:
+                log.exception("book snapshot at stop failed; the previous one stays")
         await self.cluster.stop()
         await self.push.stop()
         self.stream.close()
@@ -475,6 +503,32 @@ class Daemon:
             raise StartupError("; ".join(problems))
 
     # ------------------------------------------------------------ jobs
+    async def write_snapshot(self) -> None:
+        """The `book_snapshot` job (and the last step of a clean stop)."""
+        if self.snapshots is None:
+            return
+        await self.snapshots.save(
+            self.engine.export_book,
+            self._snapshot_blocker,
+            lambda: (
+                {c: sorted(a) for c, a in self.book.impossible.items()},
+                [(c, t, n) for (c, t), n in self.book.unknown_tokens.items()],
+            ),
+        )
+
+    def _snapshot_blocker(self) -> str | None:
+        """Why a copy of the book now would not be what the store holds at the marks
+        just read (book_snapshot.py), or None."""
+        if not self.book.loaded:
+            return "the book is not loaded"
+        if not self.ledger.ledger_settled():
+            return f"{self.ledger.waiting()} account(s) changed in the store wait for the ledger"
+        foreign = [c for c in self.cfg.chain_names if not self.cluster.owns_index(c)]
+        if foreign:
+            # A followed chain's book trails its store by a poll: no mark is known safe.
+            return f"chains {foreign} are indexed by another instance"
+        return None
+
     async def sample_rates(self) -> None:
         for chain, reader in self.lst_readers.items():
             await reader.read(self.lst_sources[chain])

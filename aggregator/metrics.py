@@ -18,6 +18,7 @@ class Metrics:
         self._cluster_metrics(r)
         self._history_alert_metrics(r)
         self._liquidity_metrics(r)
+        self._snapshot_metrics(r)
 
     def _chain_metrics(self, r: CollectorRegistry) -> None:
         """Supervised tasks, indexers, RPC endpoints."""
@@ -293,6 +294,37 @@ class Metrics:
             ["webhook"],
             registry=r,
         )
+
+    def _snapshot_metrics(self, r: CollectorRegistry) -> None:
+        """The book snapshot (aggregator/book_snapshot.py)."""
+        self.book_snapshot_loads = Counter(
+            "agg_book_snapshot_loads",
+            "Start-up reads of the book snapshot by result (loaded; else why the full "
+            "load ran: missing, corrupt, format, config, store)",
+            ["result"],
+            registry=r,
+        )
+        self.book_snapshot_writes = Counter(
+            "agg_book_snapshot_writes",
+            "Book snapshot writes by result (written, skipped, failed)",
+            ["result"],
+            registry=r,
+        )
+        self.book_snapshot_written_at = Gauge(
+            "agg_book_snapshot_written_timestamp_seconds",
+            "Unix time of the last book snapshot written or loaded (0: none)",
+            registry=r,
+        )
+
+    def snapshot_load(self, result: str, written_at: float | None = None) -> None:
+        self.book_snapshot_loads.labels(result=result).inc()
+        if written_at is not None:
+            self.book_snapshot_written_at.set(written_at)
+
+    def snapshot_write(self, result: str, written_at: float | None = None) -> None:
+        self.book_snapshot_writes.labels(result=result).inc()
+        if written_at is not None:
+            self.book_snapshot_written_at.set(written_at)
 
     def advance(self, counter: Counter, total: float, *labels: str) -> None:
         """Feed a counter from a running total kept elsewhere (indexer and RPC status

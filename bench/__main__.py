@@ -72,6 +72,9 @@ ROWS: dict[str, str] = {
     "startup_cold": "daemon start-up to /healthz, empty numba cache",
     "startup_warm": "daemon start-up to /healthz, warm numba cache",
     "startup_book_warm": "start-up to book loaded and rated, 1M accounts in SQLite, warm cache",
+    "startup_book_snapshot": (
+        "start-up to book loaded and rated, 1M accounts, warm cache, from the book snapshot"
+    ),
     "pools_refresh": "Uniswap v3 pool refresh per block, 20 pools x 3 chains, vs raw multicall",
 }
 

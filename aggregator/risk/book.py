@@ -587,6 +587,22 @@ class PositionBook:
     def load_encoded(self, parts: list[EncodedRows]) -> int:
         """Write encoded batches (in order, as `load` would the rows they came from).
         Empties `parts`: each batch is dropped as soon as its columns are joined."""
+        n = self._write_encoded(parts)
+        if n:
+            self.rebuild_sums()
+        return n
+
+    def update_encoded(self, parts: list[EncodedRows]) -> NDArray[np.int64]:
+        """Write encoded batches like `load_encoded`, but re-sum only the accounts they
+        touch (what a few thousand changes need, not a pass over every row); returns
+        those accounts. The sums come out as `set` leaves them."""
+        touched = np.unique(np.concatenate([p.account for p in parts])) if parts else None
+        if not self._write_encoded(parts) or touched is None:
+            return np.zeros(0, np.int64)
+        self._resum(touched)
+        return touched
+
+    def _write_encoded(self, parts: list[EncodedRows]) -> int:
         enc = _joined(parts)
         if enc is None:
             return 0
@@ -611,8 +627,71 @@ class PositionBook:
         else:
             del order
             self.index.insert_many(karr[new], target[new])
-        self.rebuild_sums()
         return int(karr.size)
+
+    def export_rows(self) -> tuple[list[str], EncodedRows]:
+        """A copy of the book: the accounts in index order and every row, in row order,
+        as encoded columns (exact amounts >= 2**128 as (row, view, value)). `import_rows`
+        on an empty book with the same chains, assets and decimals rebuilds the same
+        rows, accounts and sums (a book snapshot, aggregator/book_snapshot.py)."""
+        n = self.n
+        big = [(r, view, v) for (r, view), v in sorted(self._big.items())]
+        enc = EncodedRows(
+            self.r_account[:n].astype(np.int64),
+            self.r_chain[:n].copy(),
+            self.r_asset[:n].copy(),
+            self.r_side[:n].copy(),
+            self.r_amount[:n].copy(),
+            self.r_limbs[:n].copy(),
+            big,
+        )
+        return list(self.account_address), enc
+
+    def import_rows(self, addresses: list[str], enc: EncodedRows) -> int:
+        """An exported book into this empty one: the accounts at the same indices and
+        the rows in the same order, with the same checks of keys and the sums rebuilt
+        from the rows. The columns are adopted as the book's rows when they have the
+        book's dtypes and are writable (a snapshot read for this; no second copy of
+        ~60 B per position; the caller gives them up), else copied. Addresses must be
+        normalised."""
+        if self.n or self.account_address:
+            raise BookError("import_rows needs an empty book")
+        index = dict(zip(addresses, range(len(addresses)), strict=True))
+        if len(index) != len(addresses):
+            raise BookError("import_rows: an account is listed twice")
+        n = int(enc.account.size)
+        for name, top in (
+            ("account", len(addresses)), ("chain", self.n_chains), ("asset", self.n_assets),
+            ("side", 2),
+        ):  # fmt: skip
+            col = getattr(enc, name)
+            if col.size != n:
+                raise BookError(f"import_rows: {col.size} {name} values for {n} rows")
+            if n and not (int(col.min()) >= 0 and int(col.max()) < top):
+                raise BookError(f"import_rows: a row's {name} index is outside the book's")
+        if enc.amount.shape != (n,) or enc.limbs.shape != (n, 4):
+            raise BookError("import_rows: amount or limbs of another shape than the rows")
+        self._grow_accounts(max(1024, len(addresses)))
+        self.account_index = index
+        self.account_address = addresses
+        self.r_account = np.require(enc.account, np.int32, ("C", "W"))
+        self.r_chain = np.require(enc.chain, np.int16, ("C", "W"))
+        self.r_asset = np.require(enc.asset, np.int16, ("C", "W"))
+        self.r_side = np.require(enc.side, np.int8, ("C", "W"))
+        self.r_amount = np.require(enc.amount, np.float64, ("C", "W"))
+        self.r_limbs = np.require(enc.limbs, np.uint64, ("C", "W"))
+        self.n = self._cap = n
+        self._big = {(int(i), int(view)): v for i, view, v in enc.big}
+        if n:
+            karr = (
+                (self.r_account.astype(np.int64) * self.n_chains + self.r_chain)
+                * self.n_assets + self.r_asset
+            ) * 2 + self.r_side  # fmt: skip
+            order = np.argsort(karr, kind="stable")
+            self._refuse_repeats(enc, karr, order)
+            self.index.insert_many(karr, np.arange(n, dtype=np.int64), order)
+            self.rebuild_sums()
+        return n
 
     def _refuse_repeats(
         self, enc: EncodedRows, karr: NDArray[np.int64], order: NDArray[np.int64]
@@ -646,12 +725,29 @@ class PositionBook:
             self._big[(int(target[i]), view)] = v
 
     def rebuild_sums(self) -> None:
-        """Recompute the dense account x asset sums from all rows."""
+        """Recompute the dense account x asset sums from all rows, adding each cell's
+        chains in chain order as `set` does, so the sums do not depend on the order of
+        the rows (a book built by events, by a load or from a snapshot sums alike)."""
         n, na = self.n, self.n_assets
         size = self._acap * na
         flat = self.r_account[:n].astype(np.int64) * na + self.r_asset[:n]
         for s, name in ((COLLATERAL, "coll"), (DEBT, "debt")):
-            mask = self.r_side[:n] == s
-            sums = np.bincount(flat[mask], weights=self.r_amount[:n][mask], minlength=size)
-            # bincount returns int64 when there is nothing to count.
-            setattr(self, name, sums.astype(np.float64, copy=False).reshape(self._acap, na))
+            side = self.r_side[:n] == s
+            sums = np.zeros(size)
+            for c in range(self.n_chains):
+                # One row per (account, asset, side) and chain: each bincount cell is
+                # 0.0 or that one amount, so this is 0.0 + x0 + x1 + ... in chain order.
+                mask = side & (self.r_chain[:n] == c)
+                sums += np.bincount(flat[mask], weights=self.r_amount[:n][mask], minlength=size)
+            setattr(self, name, sums.reshape(self._acap, na))
+
+    def _resum(self, accounts: NDArray[np.int64]) -> None:
+        """`rebuild_sums` for the given accounts only."""
+        rows = self.rows_of_many(accounts)
+        self.coll[accounts] = 0.0
+        self.debt[accounts] = 0.0
+        chain, side = self.r_chain[rows], self.r_side[rows]
+        for c in range(self.n_chains):
+            for s, sums in ((COLLATERAL, self.coll), (DEBT, self.debt)):
+                r = rows[(chain == c) & (side == s)]
+                np.add.at(sums, (self.r_account[r], self.r_asset[r]), self.r_amount[r])

@@ -224,6 +224,27 @@ class RiskEngine:
         """The streamed batches into the book, as load_positions would their rows."""
         return self._loaded(self.book.load_encoded(parts))
 
+    def apply_encoded(self, parts: list[EncodedRows]) -> int:
+        """Many position changes at once (absolute, as `apply_position` takes them):
+        the rows written, then only the accounts they touch re-derived (and
+        recomputed once volatilities are known). Returns how many accounts."""
+        touched = self.book.update_encoded(parts)
+        self._alloc(self.book.n_accounts)
+        if touched.size:
+            self._refresh(touched)
+            if self.market.has_volatility:
+                self._recompute_idx(touched)
+        return int(touched.size)
+
+    def export_book(self) -> tuple[list[str], EncodedRows]:
+        """A copy of the book's accounts and rows (book.py `export_rows`)."""
+        return self.book.export_rows()
+
+    def restore_book(self, addresses: list[str], rows: EncodedRows) -> int:
+        """An exported book into this engine's empty one, as load_encoded would the
+        rows it came from (book.py `import_rows`)."""
+        return self._loaded(self.book.import_rows(addresses, rows))
+
     def _loaded(self, n: int) -> int:
         self._alloc(self.book.n_accounts)
         for lo in range(0, self.book.n_accounts, _CHUNK):

@@ -6,6 +6,7 @@ Each query is one read session; nothing here writes, so nothing here is fenced.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from typing import cast
 
 from sqlalchemy import select
@@ -13,6 +14,7 @@ from sqlalchemy import select
 from aggregator.store.chain_rows import BLK, EV, POS, row_event
 from aggregator.store.db import Store
 from aggregator.store.models.chain import ChainCheckpoint, ChainEvent, ChainPosition
+from aggregator.store.models.meta import DaemonMeta
 from chains.types import Checkpoint, Position, PositionKind, VaultEvent
 
 
@@ -34,6 +36,18 @@ POSITION_BATCH = 50_000
 
 # (account, token, kind, head_amount, confirmed_amount) of one stored position.
 StoredPosition = tuple[str, str, str, int, int]
+
+
+@dataclass(frozen=True)
+class BookMark:
+    """A chain's checkpoint as a book snapshot needs it: every position write after
+    this point is stamped at or above `min(indexed_block, last_reconcile_block)`
+    unless a rollback (counted in `rollbacks`) came in between."""
+
+    indexed_block: int
+    indexed_hash: str | None
+    last_reconcile_block: int
+    rollbacks: int
 
 
 class ChainReads:
@@ -78,17 +92,38 @@ class ChainReads:
             )
         return [_position(r) for r in rows]
 
+    async def store_id(self) -> str | None:
+        """The random name migration 0004 gave this store (None: not migrated so far)."""
+        async with self.store.session() as s:
+            row = await s.get(DaemonMeta, "store_id")
+        return None if row is None else row.value
+
+    async def book_mark(self, chain: str) -> BookMark | None:
+        async with self.store.session() as s:
+            row = await s.get(ChainCheckpoint, chain)
+        if row is None:
+            return None
+        return BookMark(
+            indexed_block=int(row.indexed_block),
+            indexed_hash=row.indexed_hash,
+            last_reconcile_block=int(row.last_reconcile_block),
+            rollbacks=int(row.rollbacks or 0),
+        )
+
     async def position_batches(
-        self, chain: str, size: int | None = None
+        self, chain: str, size: int | None = None, *, since_block: int | None = None
     ) -> AsyncIterator[list[StoredPosition]]:
         """Every stored position of `chain` in batches of at most `size`, read through
         one cursor as plain columns (no ORM object, no Position): what the start-up
         book load streams, so the whole table is never in memory as Python objects.
         The confirmed amount is the stored one (kept in step with head and pending by
-        every write, chain_batches.py)."""
+        every write, chain_batches.py). With `since_block`, only the positions whose
+        last write was stamped at or after that block (`updated_block`)."""
         q = select(
             POS.c.account, POS.c.token, POS.c.kind, POS.c.head_amount, POS.c.confirmed_amount
         ).where(POS.c.chain == chain)
+        if since_block is not None:
+            q = q.where(POS.c.updated_block >= since_block)
         size = size or POSITION_BATCH
         async with self.store.engine.connect() as conn:
             result = await conn.stream(q.execution_options(yield_per=size))

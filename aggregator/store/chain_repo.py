@@ -27,7 +27,7 @@ from aggregator.store.chain_batches import (
     promote_confirmed,
     store_block_hashes,
 )
-from aggregator.store.chain_reads import ChainReads, StoredPosition
+from aggregator.store.chain_reads import BookMark, ChainReads, StoredPosition
 from aggregator.store.chain_rows import (
     ACC,
     BLK,
@@ -77,9 +77,20 @@ class SqlChainStore(FencedRepo):
     async def positions(self, chain: str, accounts: Iterable[str] | None = None) -> list[Position]:
         return await self.reads.positions(chain, accounts)
 
-    def position_batches(self, chain: str) -> AsyncIterator[list[StoredPosition]]:
-        """Every stored position of `chain`, streamed in batches (the start-up load)."""
-        return self.reads.position_batches(chain)
+    def position_batches(
+        self, chain: str, *, since_block: int | None = None
+    ) -> AsyncIterator[list[StoredPosition]]:
+        """Every stored position of `chain` (with `since_block`: only those written at
+        or after that block), streamed in batches (the start-up load)."""
+        return self.reads.position_batches(chain, since_block=since_block)
+
+    async def store_id(self) -> str | None:
+        """This store's random name (book snapshots are tied to it)."""
+        return await self.reads.store_id()
+
+    async def book_mark(self, chain: str) -> BookMark | None:
+        """Where the chain's positions stand, for a book snapshot (None: never indexed)."""
+        return await self.reads.book_mark(chain)
 
     async def positions_of(self, account: str) -> list[Position]:
         """Every chain's positions of one account (what the ledger reads)."""
@@ -220,6 +231,9 @@ class SqlChainStore(FencedRepo):
             cp.indexed_block = ancestor.number
             cp.indexed_hash = ancestor.hash
             cp.last_reconcile_block = min(cp.last_reconcile_block, ancestor.number)
+            # The reverted positions are stamped with the ancestor, below what a book
+            # snapshot may have seen: the count tells a snapshot it cannot be replayed.
+            cp.rollbacks = (cp.rollbacks or 0) + 1
         return accounts
 
     # ------------------------------------------------------------ reconciliation

@@ -58,6 +58,9 @@ class ChainPosition(SQLModel, table=True):
     """Per (chain, account, token, kind) balance in both finality views."""
 
     __tablename__ = "chain_position"
+    # The positions written since a block: what a start from a book snapshot replays
+    # and what the cluster follower polls (without it, a scan of the whole table).
+    __table_args__ = (Index("ix_chain_position_updated", "chain", "updated_block"),)
 
     chain: str = Field(max_length=32, primary_key=True)
     account: str = Field(max_length=42, primary_key=True)
@@ -122,6 +125,11 @@ class ChainCheckpoint(SQLModel, table=True):
     confirmed_block: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     last_reconcile_block: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     fatal_reason: str | None = Field(default=None, max_length=2048)
+    # Rollbacks committed on this chain, ever: a book snapshot taken before one cannot
+    # be brought forward by `updated_block` alone (aggregator/book_snapshot.py).
+    rollbacks: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
     updated_at: datetime = Field(default_factory=utcnow)
 
 
