@@ -73,7 +73,13 @@ SETTLE_S = 2.0
 # Re-rated after a repayment, an account can still be below 1 where the model's HF is
 # not 1 / debt (portfolio, VaR): a second pass repays from the new rating.
 TOPUP_PASSES = 2
-FEED_MINED_S = 15.0
+# A step's feed updates and pool trades are mined in the next block (1 s); the wait is a
+# fault guard, not a pace. On a machine loaded far past its cores (load 12-16 on 2 cores,
+# 2026-12-06) two 2022-06 runs died on a 15 s guard at steps ~370 and ~460, most likely
+# the devnet's anvil starved of CPU (the other suspect, a base fee run past the updates'
+# price, was 7 wei with blocks of 1-2 M gas on a concurrent run's chains): 90 s, as the
+# re-centring's wait.
+FEED_MINED_S = 90.0
 # The re-centring's mints fill two blocks or more per chain (45 x 0.9 M gas).
 RECENTRE_MINED_S = 90.0
 
