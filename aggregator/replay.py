@@ -73,6 +73,7 @@ SETTLE_S = 2.0
 # Re-rated after a repayment, an account can still be below 1 where the model's HF is
 # not 1 / debt (portfolio, VaR): a second pass repays from the new rating.
 TOPUP_PASSES = 2
+# A step's feed updates and pool trades are mined in the next block (1 s): a fault guard.
 FEED_MINED_S = 15.0
 # The re-centring's mints fill two blocks or more per chain (45 x 0.9 M gas).
 RECENTRE_MINED_S = 90.0
@@ -257,8 +258,31 @@ async def _mined(
                     raise RuntimeError(f"{what} {h} reverted")
                 break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{what} {h} not mined within {within_s} s")
+                why = await _why_unmined(session, url, h)
+                raise RuntimeError(f"{what} {h} not mined within {within_s} s ({why})")
             await asyncio.sleep(0.05)
+
+
+async def _why_unmined(session: aiohttp.ClientSession, url: str, h: str) -> str:
+    """What the node says of a transaction that did not mine: its sender's nonce against
+    the sender's mined and pending counts (a gap holds it back), its price against the
+    base fee, and the pool's size. Best effort: a failing read is named, not raised."""
+    try:
+        tx = await _rpc(session, url, "eth_getTransactionByHash", [h])
+        head = await _rpc(session, url, "eth_getBlockByNumber", ["latest", False])
+        pool = await _rpc(session, url, "txpool_status", [])
+        if not isinstance(tx, dict):
+            return f"unknown to the node; pool {pool}"
+        sender = tx["from"]
+        mined = int(await _rpc(session, url, "eth_getTransactionCount", [sender, "latest"]), 16)
+        pending = int(await _rpc(session, url, "eth_getTransactionCount", [sender, "pending"]), 16)
+        return (
+            f"from {sender} nonce {int(tx['nonce'], 16)}, sender mined {mined} pending "
+            f"{pending}; max fee {int(tx.get('maxFeePerGas') or tx['gasPrice'], 16)} wei, base "
+            f"fee {int(head.get('baseFeePerGas') or '0x0', 16)} wei; pool {pool}"
+        )
+    except (RuntimeError, aiohttp.ClientError, TimeoutError, KeyError, ValueError) as exc:
+        return f"diagnosis failed: {exc}"
 
 
 def _rated_prices(daemon: Daemon) -> dict[str, float]:

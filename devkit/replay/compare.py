@@ -9,7 +9,9 @@ comparing the models (prices, the book's HF p5 and median, the depositors' margi
 `replay-compare` markers (generated: do not edit by hand).
 
 Invariants: reads only the reports (no devnet, no daemon); an episode or model with no
-report is absent from the tables, never filled in.
+report is absent from the tables, never filled in. The bad-debt split of a report
+written before the split existed is recomputed only where the report determines it
+(`causes_from_report`): the cross-chain borrowers' part, from the regenerated book.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from devkit.replay import population
 from devkit.replay.models import LABELS
-from devkit.replay.report import procyclicality
+from devkit.replay.report import Holdings, procyclicality, stranded_chains
 
 BEGIN, END = "<!-- replay-compare:begin -->", "<!-- replay-compare:end -->"
 
@@ -153,6 +156,90 @@ def derivatives(reports: dict[str, dict[str, dict[str, Any]]]) -> str:
     return "\n".join(rows)
 
 
+def causes_from_report(rep: dict[str, Any]) -> dict[str, Any] | None:
+    """The bad-debt split of a report that predates `bad_debt_causes`, as far as the
+    report determines it: the book is regenerated from its size, seed and first prices
+    (population.generate is pure); a cross-chain borrower (report.stranded_chains at
+    the first prices) is never liquidated (no vault holds both its debt and its
+    collateral: the keeper's `no_debt_on_collateral_chain`), so its end deficit is its
+    seeded positions at the last prices, less its own derivative value (hedge offset).
+    The rest of the bad debt is `not_split` (gap or slow, and the same-chain accounts'
+    hedge offsets: the report keeps no per-account positions). None when the warm-up
+    repaid part of the book (`warmup.topped_up` > 0: the seeded book is not known)."""
+    if rep.get("warmup", {}).get("topped_up", 0) != 0 or "series" not in rep:
+        return None
+    prices = rep["series"]["prices"]
+    first = {s: v[0] for s, v in prices.items()}
+    last = {s: v[-1] for s, v in prices.items()}
+    book = population.generate(rep["accounts"], rep["seed"], first)
+    held = Holdings.of(book)
+    offset = cross = 0.0
+    n_cross = 0
+    for a in book:
+        if not stranded_chains(a, first):
+            continue
+        c, d = held.value(a.address, last)
+        deficit = d - c
+        if deficit <= 0:
+            continue
+        v = held.derivatives_value(a.address, last, rep.get("implied_vol", {}))
+        off = min(deficit, max(0.0, v)) if a.has_derivatives else 0.0
+        offset += off
+        cross += deficit - off
+        n_cross += deficit - off > 0
+    gross = float(rep["bad_debt_usd"])
+    return {
+        "usd": {"hedge_offset": round(offset, 2), "cross_chain": round(cross, 2),
+                "not_split": round(max(0.0, gross - offset - cross), 2)},
+        "accounts": {"cross_chain": n_cross},
+        "gross_usd": gross,
+        "recomputed": True,
+    }  # fmt: skip
+
+
+def causes(reports: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """Bad debt by cause per (episode, model): the report's own split (report.py,
+    `bad_debt_causes`), or for an older report what it determines
+    (`causes_from_report`, marked "recomputed"). USD (accounts)."""
+    rows = [
+        "| episode | model | bad debt USD | net of derivative legs | hedge offset | cross-chain "
+        "| gap | slow, liquidated | slow, never liquidated | other | not split | split |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for episode in sorted(reports):
+        for m in LABELS:
+            r = reports[episode].get(m)
+            if r is None:
+                continue
+            c = r.get("bad_debt_causes")
+            how = "run"
+            if c is None:
+                c = causes_from_report(r)
+                complete = c is not None and c["usd"]["not_split"] < 1.0
+                how = "recomputed, complete" if complete else "recomputed: cross-chain only"
+            if c is None:
+                rows.append(f"| {episode} | {m} | {r['bad_debt_usd']:,.0f} | - | - | - | - | - "
+                            "| - | - | - | not recomputable (warm-up top-ups) |")  # fmt: skip
+                continue
+            usd, n = c["usd"], c.get("accounts", {})
+
+            def cell(k: str, usd: dict[str, float] = usd, n: dict[str, int] = n) -> str:
+                if k not in usd:
+                    return "-"
+                return f"{usd[k]:,.0f}" + (f" ({n[k]})" if k in n and usd[k] else "")
+
+            # The derivative table's figure: the vaults' deficit less each account's own
+            # derivative value (a written call's loss adds).
+            net = r.get("derivatives", {}).get("book_bad_debt_net_usd")
+            rows.append(
+                f"| {episode} | {m} | {r['bad_debt_usd']:,.0f} "
+                f"| {'-' if net is None else f'{net:,.0f}'} | {cell('hedge_offset')} "
+                f"| {cell('cross_chain')} | {cell('gap')} | {cell('slow_liquidated')} "
+                f"| {cell('slow_unliquidated')} | {cell('other')} | {cell('not_split')} | {how} |"
+            )
+    return "\n".join(rows)
+
+
 def chart(episode: str, reps: dict[str, dict[str, Any]], out: Path) -> Path:
     import matplotlib
 
@@ -211,8 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     d = Path(args.directory)
     reports = load(d)
-    parts = ["### Goal figures", "", summary(reports), "", "### Derivative legs", "",
-             derivatives(reports), ""]  # fmt: skip
+    parts = ["### Goal figures", "", summary(reports), "", "### Bad debt by cause", "",
+             causes(reports), "", "### Derivative legs", "", derivatives(reports), ""]  # fmt: skip
     for episode in sorted(reports):
         chart(episode, reports[episode], d)
         parts.append(table(episode, reports[episode]))

@@ -99,6 +99,14 @@ class KeeperStats:
     plan_fallbacks: int = 0
     # Liquidations (spot legs only) of accounts holding derivative legs at the venue.
     derivative_liquidations: int = 0
+    # Per account: why the keeper did not liquidate it (reason -> rounds) and the rounds
+    # it waited for its registry entry: the report's bad-debt causes read them.
+    account_failures: dict[str, Counter[str]] = field(default_factory=dict)
+    account_waits: Counter[str] = field(default_factory=Counter)
+
+    def fail(self, account: str, reason: str) -> None:
+        self.failures[reason] += 1
+        self.account_failures.setdefault(account, Counter())[reason] += 1
 
     @property
     def usd(self) -> float:
@@ -286,15 +294,16 @@ class Keeper:
             if not has_plan(view) and not isinstance(attempt, str):
                 self.stats.plan_fallbacks += 1
             if isinstance(attempt, str):
-                self.stats.failures[attempt] += 1
+                self.stats.fail(account, attempt)
                 continue
             try:
                 why = await self._registry_says(attempt)
             except (aiohttp.ClientError, RuntimeError, TimeoutError, ValueError):
-                self.stats.failures["registry_read"] += 1
+                self.stats.fail(account, "registry_read")
                 continue
             if why is not None:
                 self.stats.waits[why] += 1
+                self.stats.account_waits[account] += 1
                 waiting.add(account)
                 continue
             h = await self._try(attempt)
@@ -339,11 +348,11 @@ class Keeper:
             err = sim["error"]
             revert = err.get("data") if isinstance(err, dict) else None
             reason = decode_error(revert).split("(")[0] if isinstance(revert, str) else "call"
-            self.stats.failures[reason] += 1
+            self.stats.fail(a.account, reason)
             return None
         answer = await self._rpc(a.chain, "eth_sendTransaction", [{**tx, "gas": hex(GAS)}])
         if "error" in answer:
-            self.stats.failures["send"] += 1
+            self.stats.fail(a.account, "send")
             return None
         return str(answer["result"])
 
@@ -358,7 +367,7 @@ class Keeper:
                 if r is None:
                     still.append((a, h))
                 elif int(r["status"], 16) != 1:
-                    self.stats.failures["reverted"] += 1
+                    self.stats.fail(a.account, "reverted")
                 else:
                     self.stats.liquidations.append(_record(step, a, h, r))
                     self.stats.derivative_liquidations += a.account in self.derivative_accounts

@@ -24,6 +24,20 @@ Definitions (docs/replay.md):
 - bad debt: sum over accounts of max(0, debt - collateral) at the end, from the vaults
   (what the vaults lose; a hedge's gain sits at the venue, not in the vault);
   `derivatives.bad_debt_net_usd` nets each account's derivative value at the end.
+- bad debt by cause (`bad_debt_causes`, per account with a vault deficit at the end;
+  the causes add up to the gross bad debt): first `hedge_offset`, the part of the
+  deficit the account's own derivative value at the venue covers (what "net of the
+  derivative legs" removes); the rest, in this order: `cross_chain` (at the first
+  step a chain held more of the account's debt than of its collateral: no liquidation
+  on that chain can cover that debt, and no vault seizes another chain's collateral),
+  `gap` (the account's vault equity went below zero at a step where at the step before
+  its plain HF, configured `lt`, was still >= 1: no step in which to liquidate it),
+  `slow_liquidated` (it sat below plain HF 1 with vault equity >= 0 for at least one
+  step, was liquidated, but not enough in time: the plan's or close factor's size per
+  round, the rating and push lag), `slow_unliquidated` (the same, never liquidated:
+  the keeper's per-account failures and waits say why), `other` (no recorded entry into
+  negative vault equity, or negative from the first step). The entry taken is the last
+  one (the streak of negative vault equity the run ends in).
 """
 
 from __future__ import annotations
@@ -113,6 +127,15 @@ class Recorder:
     healthy_last: set[str] = field(default_factory=set)
     healthy_to_negative: set[str] = field(default_factory=set)
     applied: int = 0
+    # Bad-debt causes (bad_debt_causes): per account with debt.
+    cross_chain: set[str] = field(default_factory=set)
+    negative_since: dict[str, int] = field(default_factory=dict)
+    # (plain HF, daemon tier) at the step before the last entry into negative vault equity.
+    before_negative: dict[str, tuple[float | None, str | None]] = field(default_factory=dict)
+    below_lt_steps: dict[str, int] = field(default_factory=dict)
+    rated_liquidatable_steps: dict[str, int] = field(default_factory=dict)
+    _plain_last: dict[str, float] = field(default_factory=dict)
+    _tier_last: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.holdings = Holdings.of(self.book)
@@ -123,6 +146,9 @@ class Recorder:
             for a in self.book
             if all(p.side == "collateral" for p in a.positions) and not a.has_derivatives
         }
+        self.borrowers = [
+            a.address for a in self.book if any(p.side == "debt" for p in a.positions)
+        ]
 
     def sample(
         self,
@@ -160,6 +186,35 @@ class Recorder:
         self.margin.append(1 - bp_sum / coll_sum if coll_sum > 0 else math.nan)
         q = np.percentile(hfs, [5, 25, 50]) if hfs else [math.nan] * 3
         self.hf_pct.append((float(q[0]), float(q[1]), float(q[2])))
+        self._track_negative(prices, ratings)
+
+    def _track_negative(
+        self, prices: Mapping[str, float], ratings: Mapping[str, dict[str, Any]]
+    ) -> None:
+        """Per borrower: when its vault (spot) equity entered negative territory and what
+        it looked like one step before; steps below plain HF 1 with equity >= 0."""
+        step = len(self.prices) - 1
+        if step == 0:
+            self.cross_chain = {a.address for a in self.book if stranded_chains(a, prices)}
+        for a in self.borrowers:
+            coll = self.holdings.coll.get(a, {})
+            debt = self.holdings.debt.get(a, {})
+            c, d = self.holdings.value(a, prices)
+            hf = self.plain_hf(coll, debt, prices)
+            tier = (ratings.get(a) or {}).get("tier")
+            if c - d < 0:
+                if a not in self.negative_since:
+                    self.negative_since[a] = step
+                    self.before_negative[a] = (self._plain_last.get(a), self._tier_last.get(a))
+            else:
+                self.negative_since.pop(a, None)
+                if hf < 1.0:
+                    self.below_lt_steps[a] = self.below_lt_steps.get(a, 0) + 1
+                if tier in ("liquidatable", "insolvent"):
+                    self.rated_liquidatable_steps[a] = self.rated_liquidatable_steps.get(a, 0) + 1
+            self._plain_last[a] = hf
+            if tier is not None:
+                self._tier_last[a] = tier
 
     def apply(self, keeper: KeeperStats) -> None:
         """Book the keeper's new liquidations into the holdings."""
@@ -289,6 +344,7 @@ def build_report(
             "derivative_accounts": keeper.derivative_liquidations,
         },
         "derivatives": derivative_figures(rec, vault_end or {}),
+        "bad_debt_causes": bad_debt_causes(rec, keeper, vault_end or {}),
         "bad_debt_usd": round(bad_debt_usd, 2),
         "negative_equity_accounts_end": negative_accounts,
         "healthy_to_negative_equity": len(rec.healthy_to_negative),
@@ -305,6 +361,89 @@ def build_report(
         },
         "chains": dict(chains),
         **dict(meta),
+    }
+
+
+def stranded_chains(account: Account, prices: Mapping[str, float]) -> list[str]:
+    """Chains holding more of the account's debt than of its collateral (USD at
+    `prices`): a liquidation there cannot cover that debt, and no vault seizes
+    collateral held on another chain."""
+    coll: dict[str, float] = {}
+    debt: dict[str, float] = {}
+    for p in account.positions:
+        side = coll if p.side == "collateral" else debt
+        side[p.chain] = side.get(p.chain, 0.0) + p.amount * prices[p.symbol]
+    return sorted(c for c, d in debt.items() if d > 0 and coll.get(c, 0.0) < d)
+
+
+BAD_DEBT_CAUSES = (
+    "hedge_offset", "cross_chain", "gap", "slow_liquidated", "slow_unliquidated", "other",
+)  # fmt: skip
+
+
+def bad_debt_causes(
+    rec: Recorder, keeper: KeeperStats, vault_end: Mapping[str, tuple[float, float]]
+) -> dict[str, Any]:
+    """The end's vault deficit per account, split by cause (module docstring): totals
+    (USD and accounts per cause), `gross_usd` (= the book's bad debt), `net_usd` (gross
+    less the hedge offsets) and one row per account with a deficit."""
+    totals = dict.fromkeys(BAD_DEBT_CAUSES, 0.0)
+    counts = dict.fromkeys(BAD_DEBT_CAUSES, 0)
+    last = rec.prices[-1] if rec.prices else {}
+    liquidations: dict[str, int] = {}
+    for x in keeper.liquidations:
+        liquidations[x.account] = liquidations.get(x.account, 0) + 1
+    rows: list[dict[str, Any]] = []
+    for a in rec.book:
+        c, d = vault_end.get(a.address, (0.0, 0.0))
+        deficit = d - c
+        if deficit <= 0:
+            continue
+        value = (
+            rec.holdings.derivatives_value(a.address, last, rec.implied_vol)
+            if a.has_derivatives and last
+            else 0.0
+        )
+        offset = min(deficit, max(0.0, value))
+        rest = deficit - offset
+        since = rec.negative_since.get(a.address)
+        plain_before, tier_before = rec.before_negative.get(a.address, (None, None))
+        n_liq = liquidations.get(a.address, 0)
+        if a.address in rec.cross_chain:
+            cause = "cross_chain"
+        elif since is None or since == 0 or plain_before is None:
+            cause = "other"
+        elif plain_before >= 1.0:
+            cause = "gap"
+        else:
+            cause = "slow_liquidated" if n_liq else "slow_unliquidated"
+        totals["hedge_offset"] += offset
+        counts["hedge_offset"] += offset > 0
+        if rest > 0:
+            totals[cause] += rest
+            counts[cause] += 1
+        rows.append({
+            "account": a.address,
+            "shape": a.shape,
+            "deficit_usd": round(deficit, 2),
+            "hedge_offset_usd": round(offset, 2),
+            "cause": cause if rest > 0 else "hedge_offset",
+            "negative_from_step": since,
+            "plain_hf_before": None if plain_before is None else round(plain_before, 4),
+            "tier_before": tier_before,
+            "liquidations": n_liq,
+            "steps_below_lt_solvent": rec.below_lt_steps.get(a.address, 0),
+            "steps_rated_liquidatable_solvent": rec.rated_liquidatable_steps.get(a.address, 0),
+            "keeper_failures": dict(keeper.account_failures.get(a.address, {})),
+            "registry_waits": keeper.account_waits.get(a.address, 0),
+        })  # fmt: skip
+    gross = sum(totals.values())
+    return {
+        "usd": {k: round(v, 2) for k, v in totals.items()},
+        "accounts": counts,
+        "gross_usd": round(gross, 2),
+        "net_usd": round(gross - totals["hedge_offset"], 2),
+        "rows": sorted(rows, key=lambda r: -r["deficit_usd"]),
     }
 
 

@@ -52,3 +52,38 @@ def test_derivative_table_reads_the_netting_and_skips_older_reports(tmp_path: Pa
     (tmp_path / "2022-06-standard.json").write_text(json.dumps(fake("standard", 1.0)))
     rows = compare.derivatives(compare.load(tmp_path)).splitlines()[2:]
     assert rows == ["| 2022-06 | portfolio | 1.7% / 17.5% | - | 0 / 3 | 1,234 (0) |"]
+
+
+def test_an_older_report_gets_its_cross_chain_bad_debt_from_the_regenerated_book() -> None:
+    from devkit.replay import population
+
+    first = {"USDC": 1.0, "WBTC": 30_000.0, "WETH": 2_000.0, "wstETH": 2_300.0, "rETH": 2_150.0}
+    last = dict(first, WETH=700.0, WBTC=9_000.0, wstETH=800.0, rETH=750.0)
+    book = population.generate(500, 7, first)
+    # Reference: borrowers whose debt sits on another chain than their collateral (the
+    # generator's one shape of it), their spot deficit at the last prices, less a
+    # positive perp gain (a written call's value is never positive: it offsets nothing).
+    cross = hedge = 0.0
+    for a in book:
+        chains = {p.side: p.chain for p in a.positions}
+        if "debt" not in chains or chains["debt"] == chains["collateral"]:
+            continue
+        c = sum(p.amount * last[p.symbol] for p in a.positions if p.side == "collateral")
+        d = sum(p.amount * last[p.symbol] for p in a.positions if p.side == "debt")
+        gain = sum(x.size * (last[x.asset] - x.entry_price) for x in a.perps)
+        if d > c:
+            off = min(d - c, max(0.0, gain))
+            hedge, cross = hedge + off, cross + (d - c - off)
+    assert cross > 0 and hedge > 0
+    rep = fake("standard", cross + hedge + 500.0) | {
+        "accounts": 500, "seed": 7, "warmup": {"topped_up": 0},
+        "implied_vol": {"WETH": 0.7, "WBTC": 0.6},
+        "series": {"prices": {s: [first[s], last[s]] for s in first}, "margin": [0.1, 0.1],
+                   "hf_p5_p25_p50": [[1.0, 1.0, 1.0]] * 2},
+    }  # fmt: skip
+    got = compare.causes_from_report(rep)
+    assert got is not None
+    assert abs(got["usd"]["cross_chain"] - cross) < 0.01
+    assert abs(got["usd"]["hedge_offset"] - hedge) < 0.01
+    assert abs(got["usd"]["not_split"] - 500.0) < 0.02
+    assert compare.causes_from_report(rep | {"warmup": {"topped_up": 3}}) is None

@@ -5,6 +5,7 @@ against a plain reference computed here."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -127,3 +128,121 @@ def test_accounts_with_derivative_legs_are_not_depositors() -> None:
     book = population.generate(300, 1, PRICES)
     rec = _rec(book)
     assert rec.depositors == {a.address for a in book if a.shape == "depositor"}
+
+
+# Bad debt by cause: one constructed account per cause, the deficit read as the vault
+# would (the recorder's holdings at the last prices).
+
+
+def _vault_end(rec: Recorder, prices: dict[str, float]) -> dict[str, tuple[float, float]]:
+    return {a.address: rec.holdings.value(a.address, prices) for a in rec.book}
+
+
+def _legs_of(a: population.Account) -> tuple[population.Position, population.Position]:
+    coll = next(p for p in a.positions if p.side == "collateral")
+    debt = next(p for p in a.positions if p.side == "debt")
+    return coll, debt
+
+
+def _at_plain_hf(a: population.Account, hf: float) -> dict[str, float]:
+    """PRICES with WETH set so that the account's plain HF (lt 0.825) is `hf`."""
+    coll, debt = _legs_of(a)
+    return dict(PRICES, WETH=hf * debt.amount / (coll.amount * 0.825))
+
+
+def _run(book: list[population.Account], path: list[dict[str, float]],
+         stats: KeeperStats | None = None, liquidate_at: int | None = None,
+         ) -> dict[str, Any]:  # fmt: skip
+    rec = _rec(book)
+    stats = stats or KeeperStats()
+    healthy = {a.address: {"tier": "healthy", "hf": 1.5, "borrowing_power_usd": 0.0}
+               for a in book}  # fmt: skip
+    for k, p in enumerate(path):
+        rec.sample(p, healthy)
+        if k == liquidate_at:
+            rec.apply(stats)
+    from devkit.replay.report import bad_debt_causes
+
+    return bad_debt_causes(rec, stats, _vault_end(rec, path[-1]))
+
+
+def test_stranded_chains_against_a_scalar_reference() -> None:
+    from devkit.replay.report import stranded_chains
+
+    P = population.Position
+    a = population.Account("0xa", "eth_stable", (
+        P("alpha", "WETH", "collateral", 10**18), P("beta", "USDC", "debt", 500 * 10**6),
+        P("gamma", "WETH", "collateral", 10**18), P("gamma", "USDC", "debt", 2_500 * 10**6),
+    ))  # fmt: skip
+    # beta: 500 USD of debt, no collateral; gamma: 2,000 USD of WETH < 2,500 of debt.
+    assert stranded_chains(a, PRICES) == ["beta", "gamma"]
+    assert stranded_chains(a, dict(PRICES, WETH=3_000.0)) == ["beta"]
+
+
+def test_cross_chain_borrower_deficit_is_cross_chain() -> None:
+    a = next(x for x in population.generate(200, 9, PRICES)
+             if x.shape == "eth_stable" and len({p.chain for p in x.positions}) == 2)  # fmt: skip
+    end = _at_plain_hf(a, 0.5)  # collateral worth 0.5 / 0.825 of the debt
+    coll, debt = _legs_of(a)
+    got = _run([a], [PRICES, _at_plain_hf(a, 0.9), end])
+    deficit = debt.amount - coll.amount * end["WETH"]
+    assert deficit > 0
+    assert got["usd"]["cross_chain"] == pytest.approx(deficit, abs=0.01)
+    assert got["gross_usd"] == pytest.approx(deficit, abs=0.01)
+    assert got["rows"][0]["cause"] == "cross_chain"
+
+
+def test_one_step_from_above_lt_to_negative_equity_is_a_gap() -> None:
+    a = _one("eth_stable")
+    got = _run([a], [PRICES, _at_plain_hf(a, 1.05), _at_plain_hf(a, 0.6)])
+    row = got["rows"][0]
+    assert row["cause"] == "gap" and row["negative_from_step"] == 2
+    assert row["plain_hf_before"] == pytest.approx(1.05, abs=1e-4)
+    assert got["usd"]["gap"] == pytest.approx(row["deficit_usd"], abs=0.01)
+
+
+def test_a_step_below_lt_while_solvent_is_slow_liquidated_or_not() -> None:
+    a = _one("eth_stable")
+    coll, debt = _legs_of(a)
+    path = [PRICES, _at_plain_hf(a, 0.95), _at_plain_hf(a, 0.9), _at_plain_hf(a, 0.6)]
+    stats = KeeperStats()
+    stats.fail(a.address, "RepayExceedsDebt")
+    got = _run([a], path, stats)
+    row = got["rows"][0]
+    assert row["cause"] == "slow_unliquidated" and row["steps_below_lt_solvent"] == 2
+    assert row["keeper_failures"] == {"RepayExceedsDebt": 1}
+    # Liquidated once at step 1 (a tenth of the debt for its value plus a 5% bonus in
+    # WETH): still under water at the end.
+    p1 = path[1]
+    repaid = debt.raw // 10
+    seized = int(repaid / 10**6 * 1.05 / p1["WETH"] * 10**18)
+    liq = Liquidation(1, a.address, coll.chain, "USDC", repaid, "WETH", seized, 0.0, "0x")
+    got = _run([a], path, KeeperStats(liquidations=[liq]), liquidate_at=1)
+    row = got["rows"][0]
+    c_end = (coll.raw - seized) / 1e18 * path[-1]["WETH"]
+    assert row["cause"] == "slow_liquidated" and row["liquidations"] == 1
+    assert row["deficit_usd"] == pytest.approx((debt.raw - repaid) / 1e6 - c_end, abs=0.01)
+
+
+def test_the_hedge_covers_the_spot_deficit_first_the_rest_by_its_cause() -> None:
+    a = next(x for x in population.generate(400, 4, PRICES)
+             if x.shape == "hedged_perp" and x.positions[0].symbol == "WETH"
+             and len({p.chain for p in x.positions}) == 1)  # fmt: skip
+    coll, debt = _legs_of(a)
+    end = _at_plain_hf(a, 0.6)
+    deficit = debt.amount - coll.amount * end["WETH"]
+    gain = a.perps[0].size * (end["WETH"] - a.perps[0].entry_price)
+    assert deficit > 0 and gain > deficit  # a full hedge: the venue covers the vault
+    got = _run([a], [PRICES, _at_plain_hf(a, 1.05), end])
+    assert got["usd"]["hedge_offset"] == pytest.approx(deficit, abs=0.01)
+    assert got["net_usd"] == pytest.approx(0.0, abs=0.01)
+    assert got["rows"][0]["cause"] == "hedge_offset"
+    # A tenth of the hedge: its gain offsets part, the rest was a gap.
+    p = a.perps[0]
+    tenth = population.Perp(p.chain, p.market, p.size / 10, p.entry_price)
+    thin = population.Account(a.address, a.shape, a.positions, (tenth,))
+    got = _run([thin], [PRICES, _at_plain_hf(a, 1.05), end])
+    usd = got["usd"]
+    assert usd["hedge_offset"] == pytest.approx(gain / 10, abs=0.01)
+    assert usd["gap"] == pytest.approx(deficit - gain / 10, abs=0.01)
+    assert got["net_usd"] == pytest.approx(deficit - gain / 10, abs=0.01)
