@@ -23,11 +23,13 @@ Invariants:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 from sqlalchemy import and_, delete, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -261,11 +263,13 @@ async def _compact(
     chain (what reputation's first-seen fact reads) and the kinds in KEPT_KINDS."""
     if stored_possible and await _recorded(s, chain, compact):
         return events  # re-applied: _drop_compacted left only events above the range
-    deep = sorted(
-        (i for i, n in enumerate(events.block_number) if n <= compact.to_block),
-        key=lambda i: (events.block_number[i], events.log_index[i]),
-    )
-    ordered = events.take(deep)
+    numbers, indexes = events.block_number, events.log_index
+    deep = [i for i, n in enumerate(numbers) if n <= compact.to_block]
+    in_order = in_chain_order(events)  # then so is any subsequence, `deep` too
+    if not in_order:
+        deep.sort(key=lambda i: (numbers[i], indexes[i]))
+    # The whole batch already in chain order (a backfill's): no copy of the columns.
+    ordered = events if in_order and len(deep) == len(events) else events.take(deep)
     keep: list[int] = []
     first = set(seen)
     for i in deep:
@@ -346,16 +350,35 @@ def _add_deltas(
         )
 
 
+def in_chain_order(events: EventColumns) -> bool:
+    """Whether (block, log index) strictly increases along the batch (then no key
+    repeats). Vectorised: a tuple per event was most of a backfill batch's
+    garbage-collector work; numbers beyond int64 take the tuple comparison."""
+    if len(events) < 2:
+        return True
+    try:
+        blocks = np.asarray(events.block_number, dtype=np.int64)
+        indexes = np.asarray(events.log_index, dtype=np.int64)
+    except OverflowError:
+        keys = list(zip(events.block_number, events.log_index, strict=True))
+        return all(a < b for a, b in itertools.pairwise(keys))
+    step = np.diff(blocks)
+    return bool(np.all((step > 0) | ((step == 0) & (np.diff(indexes) > 0))))
+
+
 async def _new_rows(
     s: AsyncSession, chain: str, events: EventColumns, stored_possible: bool
 ) -> EventColumns:
     """The events not stored yet, each (block, log index) once."""
     if not len(events):
         return events
-    keys = list(zip(events.block_number, events.log_index, strict=True))
     existing = await _stored_keys(s, chain, events) if stored_possible else set()
-    if not existing and len(set(keys)) == len(keys):
+    # In chain order no key repeats: a backfill's batch needs no set of its keys.
+    if not existing and in_chain_order(events):
         return events  # a backfill's batch: every event is new
+    keys = list(zip(events.block_number, events.log_index, strict=True))
+    if not existing and len(set(keys)) == len(keys):
+        return events
     keep: list[int] = []
     for i, key in enumerate(keys):
         if key not in existing:

@@ -79,6 +79,33 @@ def test_columns_equal_the_per_log_decoder(spec: list[tuple[str, int, str]]) -> 
     assert len({len(c) for c in cols.columns()}) <= 1
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["deposit", "withdraw", "borrow"]),
+            st.integers(0, 2**256 - 1),
+            st.sampled_from(ACCTS),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_a_batch_of_simple_events_decodes_as_the_per_log_decoder(
+    spec: list[tuple[str, int, str, bool]],
+) -> None:
+    # Only simple events: the column-at-a-time path; mixed-case hex as a node may send.
+    logs = [raw_log(k, i, a, acct) for i, (k, a, acct, _) in enumerate(spec)]
+    for log, (_, _, _, upper) in zip(logs, spec, strict=True):
+        if upper:
+            log["transactionHash"] = "0x" + log["transactionHash"][2:].upper()
+            log["topics"] = [log["topics"][0], *("0x" + t[2:].upper() for t in log["topics"][1:])]
+    cols = decode_records("alpha", records(logs))
+    assert cols.events() == [decode_log("alpha", e) for e in logs]
+    assert {len(c) for c in cols.columns()} == {len(logs)}
+
+
 def one_bad(field: str, value: Any, at: int = 4) -> list[dict[str, Any]]:
     logs = [raw_log("deposit", i, 10**18 + i) for i in range(8)]
     logs[at][field] = value

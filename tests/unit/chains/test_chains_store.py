@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -205,3 +206,28 @@ def test_inlined_effects_of_the_insert_loop_match_vault_event_effects(
     pkind, sign, adds_pending = _SIMPLE_EFFECT[kind]
     assert (eff.kind, eff.head_delta) == (pkind, sign * 7)
     assert (eff.pending_delta if pending else 0) == (7 if adds_pending and pending else 0)
+
+
+@pytest.mark.parametrize(
+    ("keys", "ordered"),
+    [
+        ([], True),
+        ([(5, 0)], True),
+        ([(5, 0), (5, 1), (6, 0), (9, 3)], True),
+        ([(5, 0), (5, 0)], False),  # a repeated key
+        ([(5, 1), (5, 0)], False),
+        ([(6, 0), (5, 7)], False),
+        ([(2**70, 0), (2**70, 1)], True),  # beyond int64: the tuple comparison
+        ([(2**70, 1), (2**70, 1)], False),
+    ],
+)
+def test_in_chain_order_is_the_strict_order_of_block_and_log_index(
+    keys: list[tuple[int, int]], ordered: bool
+) -> None:
+    from aggregator.store.chain_batches import in_chain_order
+    from chains.types import EventColumns
+
+    cols = EventColumns("c", block_number=[b for b, _ in keys], log_index=[i for _, i in keys])
+    assert in_chain_order(cols) is ordered
+    # The reference: the tuple order itself.
+    assert ordered == all(a < b for a, b in itertools.pairwise(keys))
