@@ -364,12 +364,20 @@ def range_digest(events: EventColumns) -> str:
     counterparty:debt_token:debt_amount`, as decoded here (checksummed addresses,
     lower-case hashes, decimal amounts, an absent address empty). An auditor decodes
     the range's getLogs answer with `decode_records` and compares."""
-    lines = [
-        f"{b}:{i}:{tx}:{k}:{a}:{t}:{am}:{cp or ''}:{dt or ''}:{da}\n"
-        for b, i, tx, k, a, t, am, cp, dt, da in zip(
-            events.block_number, events.log_index, events.tx_hash, events.kind,
-            events.account, events.token, events.amount, events.counterparty,
-            events.debt_token, events.debt_amount, strict=True,
-        )
-    ]  # fmt: skip
-    return hashlib.sha256("".join(lines).encode()).hexdigest()
+    # Column by column (str of each column, ":".join of each row, all in C): the same
+    # text as one f-string per event, without a Python step per event.
+    fields = zip(
+        map(str, events.block_number), map(str, events.log_index), events.tx_hash,
+        events.kind, events.account, events.token, map(str, events.amount),
+        _texts(events.counterparty), _texts(events.debt_token),
+        map(str, events.debt_amount), strict=True,
+    )  # fmt: skip
+    text = "".join(map("{}\n".format, map(":".join, fields)))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _texts(column: list[str | None]) -> list[str]:
+    """An optional address column as the digest writes it (absent: empty)."""
+    if not any(column):
+        return [""] * len(column)
+    return [value or "" for value in column]

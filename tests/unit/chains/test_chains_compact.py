@@ -285,3 +285,69 @@ async def test_a_failed_batch_leaves_no_events_rows_or_audit(store: Store) -> No
     async with store.session() as s:
         assert (await s.execute(select(RNG))).all() == []
     assert await repo.load_checkpoint("c") is None
+
+
+def _column_events(seed: int, n: int, kinds: list[str]) -> list[VaultEvent]:
+    rnd = random.Random(seed)
+    accounts = ["0x" + f"{i:040x}" for i in range(1, 5)]
+    out = []
+    for i in range(n):
+        kind = rnd.choice(kinds)
+        liq = kind == "liquidation"
+        out.append(
+            VaultEvent(
+                chain="c",
+                block_number=10 + i // 3,
+                block_hash="0x" + f"{10 + i // 3:064x}",
+                tx_hash="0x" + f"{i:064x}",
+                log_index=i % 3,
+                kind=kind,  # type: ignore[arg-type]
+                account=rnd.choice(accounts),
+                token=rnd.choice(accounts[:2]),
+                amount=rnd.randrange(2**256),
+                counterparty=rnd.choice(accounts) if kind in ("repay", "liquidation") else None,
+                debt_token=accounts[3] if liq else None,
+                debt_amount=rnd.randrange(2**200) if liq else 0,
+            )
+        )
+    return out
+
+
+@pytest.mark.parametrize("kinds", [["deposit"], ["deposit", "withdraw", "borrow", "repay",
+                                                 "liquidation"]])  # fmt: skip
+def test_range_digest_is_the_sha256_of_the_documented_lines(kinds: list[str]) -> None:
+    import hashlib
+
+    from chains.types import EventColumns
+
+    for n in (0, 1, 40):
+        events = _column_events(n, n, kinds)
+        # The reference, written from the format in the docstring, one event at a time.
+        text = "".join(
+            f"{e.block_number}:{e.log_index}:{e.tx_hash}:{e.kind}:{e.account}:{e.token}:"
+            f"{e.amount}:{e.counterparty or ''}:{e.debt_token or ''}:{e.debt_amount}\n"
+            for e in events
+        )
+        cols = EventColumns.from_events("c", events)
+        assert range_digest(cols) == hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("kinds", [["deposit"], ["deposit", "withdraw", "borrow"]])
+@pytest.mark.parametrize("confirmed", [0, 10**6])
+def test_batch_deltas_equal_the_sum_of_each_events_effects(
+    kinds: list[str], confirmed: int
+) -> None:
+    from aggregator.store.chain_batches import _add_deltas, add_effect
+    from chains.types import EventColumns
+
+    events = _column_events(7, 60, kinds)
+    start = {("0x" + f"{1:040x}", "0x" + f"{1:040x}", "collateral"): (5, 3)}
+    got = dict(start)
+    cols = EventColumns.from_events("c", events)
+    _add_deltas(got, cols, [False] * len(events), confirmed)
+    # The reference: each event's effects, one by one, pending above the confirmed block.
+    want = dict(start)
+    for e in events:
+        for eff in e.effects():
+            add_effect(want, eff, 1, e.block_number > confirmed)
+    assert got == want
