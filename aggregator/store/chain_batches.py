@@ -385,9 +385,9 @@ def _add_deep_deltas(deltas: Deltas, events: EventColumns) -> None:
         sums[key] = get(key, 0) + amount
     for (kind, account, token), total in sums.items():
         position_kind, sign, _ = SIMPLE_EFFECT[kind]
-        key = (account, token, position_kind)
-        h, p = deltas.get(key, (0, 0))
-        deltas[key] = (h + sign * total, p)
+        position = (account, token, position_kind)
+        h, p = deltas.get(position, (0, 0))
+        deltas[position] = (h + sign * total, p)
 
 
 async def _new_rows(
