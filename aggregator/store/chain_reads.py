@@ -124,6 +124,10 @@ class ChainReads:
         ).where(POS.c.chain == chain)
         if since_block is not None:
             q = q.where(POS.c.updated_block >= since_block)
+        # In key order, so the book's account order (and /v1/accounts) is the same on
+        # every start: without it SQLite chose the (chain, updated_block) index of
+        # migration 0004 and a restart listed the accounts in write order.
+        q = q.order_by(POS.c.account, POS.c.token, POS.c.kind)
         size = size or POSITION_BATCH
         async with self.store.engine.connect() as conn:
             result = await conn.stream(q.execution_options(yield_per=size))
