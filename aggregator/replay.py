@@ -26,6 +26,7 @@ import os
 import random
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,6 +78,8 @@ TOPUP_PASSES = 2
 FEED_MINED_S = 15.0
 # The re-centring's mints fill two blocks or more per chain (45 x 0.9 M gas).
 RECENTRE_MINED_S = 90.0
+# A dropped feed update is sent again this many times before the guard gives up.
+RESENDS = 3
 
 
 @dataclass(frozen=True)
@@ -195,25 +198,35 @@ async def drive(
     )
 
 
+@dataclass(frozen=True)
+class SentTx:
+    """A sent transaction and what it was sent as, so a dropped one can be sent again."""
+
+    url: str
+    hash: str
+    tx: dict[str, Any]
+
+
 async def _send_feeds(
     session: aiohttp.ClientSession,
     state: manager.DevnetState,
     prices: dict[str, float],
     pools: PoolMarket | None = None,
-) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+) -> tuple[list[SentTx], list[tuple[str, str]]]:
     """Send every indexed chain's feed updates and, with `pools`, the Uniswap trades
     that move each pool to the step's prices (and the LP's liquidity moves, as the
-    demo's simulator does); ((url, hash) of the feed updates, of the pool trades), not
+    demo's simulator does); (the feed updates, (url, hash) of the pool trades), not
     awaited."""
     model = MarketModel(random.Random(0), prices=dict(prices))
 
-    async def one(chain: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    async def one(chain: str) -> tuple[list[SentTx], list[tuple[str, str]]]:
         url = state.url(chain)
         sender = state.deployments[chain].deployer or state.accounts["deployer"]
         feeds, trades = [], []
         for to, data in _calls(state, chain, prices, None):
             tx = {"from": sender, "to": to, "data": "0x" + data.hex(), "gas": hex(TX_GAS)}
-            feeds.append((url, str(await _rpc(session, url, "eth_sendTransaction", [tx]))))
+            h = str(await _rpc(session, url, "eth_sendTransaction", [tx]))
+            feeds.append(SentTx(url, h, tx))
         if pools is not None:
             rpc = functools.partial(_rpc, session, url)
             for tx in await pools.transactions(rpc, chain, model):
@@ -244,23 +257,45 @@ async def _pool_reverts(
 
 async def _mined(
     session: aiohttp.ClientSession,
-    sent: list[tuple[str, str]],
+    sent: Sequence[SentTx | tuple[str, str]],
     what: str = "feed update",
     within_s: float = FEED_MINED_S,
-) -> None:
-    """Until every sent transaction (`what`) has a successful receipt."""
+) -> int:
+    """Until every sent transaction (`what`) has a successful receipt; the number of
+    transactions sent again.
+
+    A `SentTx` the node no longer knows (accepted, then dropped from its pool: seen
+    under load, where a burst of the same sender's transactions preceded it) can never
+    be mined, so it is sent again, at most `RESENDS` times, with a log line. A feed
+    update sets an absolute answer, so the second copy of a dropped one cannot apply
+    anything twice. A (url, hash) pair is only awaited."""
     deadline = time.monotonic() + within_s
-    for url, h in sent:
+    resent = 0
+    for item in sent:
+        url, h = (item.url, item.hash) if isinstance(item, SentTx) else item
+        tries = 0
         while True:
             r = await _rpc(session, url, "eth_getTransactionReceipt", [h])
             if r is not None:
                 if int(r["status"], 16) != 1:
                     raise RuntimeError(f"{what} {h} reverted")
                 break
+            if isinstance(item, SentTx) and tries < RESENDS and await _dropped(session, url, h):
+                tries += 1
+                resent += 1
+                h = str(await _rpc(session, url, "eth_sendTransaction", [item.tx]))
+                log.warning("%s %s was dropped by %s; sent again as %s", what, item.hash, url, h)
+                continue
             if time.monotonic() > deadline:
                 why = await _why_unmined(session, url, h)
                 raise RuntimeError(f"{what} {h} not mined within {within_s} s ({why})")
             await asyncio.sleep(0.05)
+    return resent
+
+
+async def _dropped(session: aiohttp.ClientSession, url: str, h: str) -> bool:
+    """The node knows neither a receipt (checked first) nor the transaction itself."""
+    return await _rpc(session, url, "eth_getTransactionByHash", [h]) is None
 
 
 async def _why_unmined(session: aiohttp.ClientSession, url: str, h: str) -> str:
@@ -359,7 +394,7 @@ async def _steps(
                           frozenset(a.address for a in rec.book if a.has_derivatives))  # fmt: skip
         # The devnet's Uniswap pools follow the episode too (docs/replay.md).
         pools = PoolMarket.for_state(state, manager.INDEXED_CHAINS, seed=opts.seed)
-        pool_reverts = 0
+        pool_reverts = feeds_resent = 0
         centre, recentred = dict(path.at(0)), 0
         for i in range(len(path)):
             if stop.is_set():
@@ -372,7 +407,7 @@ async def _steps(
             rec.sample(path.at(i), _ratings(daemon), _rated_prices(daemon))
             await k.round(i)
             rec.apply(k.stats)
-            await _mined(session, sent)
+            feeds_resent += await _mined(session, sent)
             pool_reverts += await _pool_reverts(session, trades)
             if pools is not None and recentre_due(centre, path.at(i)):
                 # The pools are at this step's prices (arbitraged in its block): the LP
@@ -390,6 +425,8 @@ async def _steps(
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), rest)
         await _drain(k, len(path), stop)
+        if feeds_resent:
+            print(f"replay {path.name}: feed updates dropped and sent again: {feeds_resent}")
         if pools is not None:
             print(
                 f"replay {path.name}: pool trades reverted: {pool_reverts}, "
