@@ -51,7 +51,10 @@ def health(
             requirement > 0.0, equity / np.where(requirement > 0.0, requirement, 1.0), np.inf
         )
     hf = np.where((requirement <= 0.0) & (equity < 0.0), -np.inf, hf)
-    bp = np.maximum(equity - im_factor * requirement, 0.0)
+    # A requirement near the float limit overflows to inf here, and BP is then 0, as it
+    # should be: no warning for it.
+    with np.errstate(over="ignore"):
+        bp = np.maximum(equity - im_factor * requirement, 0.0)
     tier = ((hf < warn_hf).astype(np.int8) + (hf < 1.0) + (equity < 0.0)).astype(np.int8)
     return hf, bp, tier
 
