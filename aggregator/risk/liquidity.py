@@ -116,6 +116,36 @@ def asset_curves(
     ]
 
 
+def queue_state(
+    curves: Sequence[AssetCurve],
+    liquidating: NDArray[np.float64],
+    price: NDArray[np.float64],
+    symbols: Sequence[str],
+) -> dict[str, dict[str, float]]:
+    """Per pool-priced asset the book's liquidation queue L_t against its curve: units
+    and USD queued, the bands' capacity, how far L_t runs past it, the continuation
+    depth, and `dust_impact`, the PI a small sale meets behind the queue (the floor of
+    every other holder's concentration term before the `impact` factor: 1 when the
+    queue has used up all the curve)."""
+    out: dict[str, dict[str, float]] = {}
+    for t, ac in enumerate(curves):
+        if ac.curve is None:
+            continue
+        c = ac.curve
+        after = float(liquidating[t]) if t < liquidating.size else 0.0
+        dust = max(c.capacity + 0.5 * c.continuation, 1e-300) * 1e-9
+        out[symbols[t]] = {
+            "queue_units": after,
+            "queue_usd": after * float(price[t]),
+            "band_units": c.capacity,
+            "beyond_band_units": max(after - c.capacity, 0.0),
+            "continuation_units": c.continuation,
+            "queue_impact": float(c.impact(after)[0]),
+            "dust_impact": float(c.impact(dust, after)[0]),
+        }
+    return out
+
+
 __all__ = [
     "AssetCurve",
     "AssetPools",
@@ -124,4 +154,5 @@ __all__ = [
     "PoolSale",
     "asset_curve",
     "asset_curves",
+    "queue_state",
 ]

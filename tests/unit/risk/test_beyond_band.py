@@ -163,3 +163,28 @@ def test_without_depth_usd_beyond_the_band_still_gets_nothing():
     assumed (the documented limit): the small holder is at HF 0 behind the whale."""
     eng, _, _, small = _book(None)
     assert eng.health(small).hf == 0.0
+
+
+def test_the_queue_state_shows_the_whale_past_the_band():
+    """What a replay records per step (engine.liquidity_queue): the queue, how far it
+    runs past the band, and the haircut floor behind it (`dust_impact`), which is 1
+    (the collapse) without the continuation and the depth model's slope with it."""
+    for depth in (50e6, None):
+        eng, _, _, _ = _book(depth)
+        q = eng.liquidity_queue()
+        assert set(q) == {"WETH"}
+        w = q["WETH"]
+        curve = eng.model.curves(eng.market)[SYMBOLS.index("WETH")].curve
+        assert curve is not None
+        assert w["queue_units"] == pytest.approx(200.0)
+        assert w["queue_usd"] == pytest.approx(200.0 * WETH)
+        assert w["band_units"] == curve.capacity
+        assert w["beyond_band_units"] == pytest.approx(200.0 - curve.capacity)
+        assert w["queue_impact"] == pytest.approx(float(curve.impact(200.0)[0]))
+        if depth is None:
+            assert w["continuation_units"] == 0.0 and w["dust_impact"] == 1.0
+        else:
+            u = 200.0 - curve.capacity
+            floor = 1 - curve.edge_rate * (1 - 2 * u / (depth / WETH)) / WETH
+            assert w["continuation_units"] == pytest.approx(depth / WETH)
+            assert w["dust_impact"] == pytest.approx(floor, abs=1e-6)
