@@ -404,7 +404,8 @@ async def _steps(
             # on the daemon's ratings so far) go into the same next block, so a step
             # costs one block, not two.
             sent, trades = await _send_feeds(session, state, path.at(i), pools)
-            rec.sample(path.at(i), _ratings(daemon), _rated_prices(daemon))
+            rec.sample(path.at(i), _ratings(daemon), _rated_prices(daemon),
+                       daemon.engine.liquidity_queue())  # fmt: skip
             await k.round(i)
             rec.apply(k.stats)
             feeds_resent += await _mined(session, sent)

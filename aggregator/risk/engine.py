@@ -29,7 +29,7 @@ from aggregator.risk.book import EncodedRows, PositionBook, PositionRow, normali
 from aggregator.risk.credit import CreditAllocator
 from aggregator.risk.kernels import tick_kernel
 from aggregator.risk.liquidation import Plans, close_factor, plans
-from aggregator.risk.liquidity import AssetPools
+from aggregator.risk.liquidity import AssetPools, queue_state
 from aggregator.risk.market import MarketData, MissingInput, PriceInput
 from aggregator.risk.model import MarginResult
 from aggregator.risk.pool import Pool, grown
@@ -365,6 +365,14 @@ class RiskEngine:
         queue never counts its own impact; risk.md "Liquidity weighting")."""
         sel = self.r_tier[:n] >= TIERS.index("liquidatable")
         return np.asarray(self.book.coll[:n][sel].sum(axis=0), np.float64)
+
+    def liquidity_queue(self) -> dict[str, dict[str, float]]:
+        """Per pool-priced asset the queue L_t of the last recompute against its sale
+        curve (risk/liquidity.py `queue_state`): what a replay records per step."""
+        return queue_state(
+            self.model.curves(self.market), self.market.liquidity.liquidating,
+            self.market.price, self.symbols,
+        )  # fmt: skip
 
     def recompute_account(self, address: str) -> None:
         self._recompute_idx(np.array([self.index_of(address)], np.int64))

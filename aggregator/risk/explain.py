@@ -145,6 +145,8 @@ def _liquidity(eng: Explained, t: int, amount: float) -> dict[str, Any]:
         "book_liquidating": after,
         "impact": float(ac.curve.impact(amount, after)[0]),
         "beyond_band": max(amount + after - cap, 0.0) - max(after - cap, 0.0),
+        "edge_rate": ac.curve.edge_rate,
+        "continuation_units": ac.curve.continuation,
         "ignored": ignored,
     }  # fmt: skip
 

@@ -16,9 +16,16 @@ one row per breakpoint, and any X is evaluated in closed form after a binary sea
 Invariants:
 - `ImpactCurve.table` rows (x, y, s, b, d), one per breakpoint in falling s: x and y
   (units of t sold, USD received) are non-decreasing; between rows k and k+1 the
-  input rate is b and the output rate d; the last row has b = d = 0.
-- A walk never leaves a pool's snapshot band: beyond it liquidity is unknown and is
-  treated as none. What the pools cannot absorb is `beyond_band` and gets no output.
+  input rate is b and the output rate d. The last row is (x_n, y_n, m, 0, w): the
+  bands' capacity and output, the marginal rate m at the band edge (USD per unit of
+  t, the lowest edge of all pools) and the continuation depth w (units of t).
+- A walk never leaves a pool's snapshot band: beyond it the pools' liquidity is
+  unknown. What they cannot absorb (`beyond_band`, u = x - x_n units) is valued by
+  the static depth model continued from the edge: output y_n + m (u - u^2 / w) up
+  to u = w / 2, flat beyond (w = depth_usd / oracle price; no depth_usd: w = 0,
+  nothing beyond). Its marginal rate m (1 - 2u / w) starts at the edge's own rate
+  (output and impact continuous, marginal rate non-increasing: output stays
+  concave) and never exceeds it (conservative: at most m per unit beyond).
 - The pool price never values anything: impact is measured against the oracle price,
   and the concentration term is max(0, impact) (a pool above the oracle earns nothing).
 - Zero sold is zero impact; impact is non-decreasing in X (output is concave).
@@ -37,7 +44,7 @@ from numpy.typing import NDArray
 from chains.pool_state import Q96, PoolSnapshot
 
 FEE_UNITS = 1_000_000  # Uniswap fee denominator (fee is in hundredths of a bip)
-COLS = 5  # x, y, s, b, d
+COLS = 5  # x, y, s, b, d (last row: x, y, m, 0, w)
 
 
 def sqrt_ratio(tick: int) -> float:
@@ -115,8 +122,19 @@ class ImpactCurve:
         """Units of t the pools absorb within their bands."""
         return float(self.table[-1, 0]) if self.table.shape[0] else 0.0
 
+    @property
+    def edge_rate(self) -> float:
+        """Marginal USD per unit of t at the band edge (0 for an empty curve)."""
+        return float(self.table[-1, 2]) if self.table.shape[0] else 0.0
+
+    @property
+    def continuation(self) -> float:
+        """Depth w (units of t) of the static-depth continuation beyond the band."""
+        return float(self.table[-1, 4]) if self.table.shape[0] else 0.0
+
     def output(self, x: NDArray[np.float64] | float) -> NDArray[np.float64]:
-        """USD received for selling x units (vectorised; beyond capacity: nothing more)."""
+        """USD received for selling x units (vectorised; beyond capacity: the depth
+        continuation)."""
         xs = np.ascontiguousarray(np.atleast_1d(np.asarray(x, np.float64)))
         out = np.empty_like(xs)
         curve_output_many(xs, self.table, 0, self.table.shape[0], out)
@@ -139,11 +157,16 @@ class ImpactCurve:
 EMPTY = np.zeros((0, COLS))
 
 
-def build_curve(legs: Sequence[SaleLeg], price_usd: float, decimals: int) -> ImpactCurve:
+def build_curve(
+    legs: Sequence[SaleLeg], price_usd: float, decimals: int, depth_usd: float | None = None
+) -> ImpactCurve:
     """The optimally split sale curve of asset t (oracle price `price_usd`, `decimals`)
-    through `legs` (docstring). No legs: an empty curve (capacity 0)."""
+    through `legs`, continued beyond the bands by the static depth model of `depth_usd`
+    (docstring; None: nothing beyond). No legs: an empty curve (capacity 0)."""
     if not (math.isfinite(price_usd) and price_usd > 0):
         raise ValueError(f"price_usd: must be finite and > 0, got {price_usd}")
+    if depth_usd is not None and not (math.isfinite(depth_usd) and depth_usd > 0):
+        raise ValueError(f"depth_usd: must be finite and > 0, got {depth_usd}")
     parts = []
     for i, leg in enumerate(legs):
         if leg.sold_decimals != decimals:
@@ -181,6 +204,10 @@ def build_curve(legs: Sequence[SaleLeg], price_usd: float, decimals: int) -> Imp
     dx[1:] = b[:-1] * (1.0 / s[1:] - 1.0 / s[:-1]) / scale
     dy[1:] = d[:-1] * (s[:-1] - s[1:])
     table = np.stack([np.cumsum(dx), np.cumsum(dy), s, b / scale, d], axis=1)
+    # Last row: the edge's marginal rate s^2 (USD per raw unit after fees, the common
+    # rate every pool ends at) per whole unit, and the continuation depth in units.
+    table[-1, 2] = s[-1] * s[-1] * scale
+    table[-1, 4] = depth_usd / price_usd if depth_usd is not None else 0.0
     return ImpactCurve(np.ascontiguousarray(table), price_usd)
 
 
@@ -197,6 +224,13 @@ def curve_output(x, tab, off, n):
         else:
             hi = mid
     b = tab[lo, 3]
+    if lo == off + n - 1:
+        # Beyond the bands: the static depth model continued from the edge rate m.
+        w = tab[lo, 4]
+        if w <= 0.0:
+            return tab[lo, 1]
+        u = min(x - tab[lo, 0], 0.5 * w)
+        return tab[lo, 1] + tab[lo, 2] * (u - u * u / w)
     if b <= 0.0:
         return tab[lo, 1]
     s0 = tab[lo, 2]
@@ -231,10 +265,11 @@ def max_within(level, after, tab, off, n, price):  # noqa: PLR0917
     by bisection to float resolution; 0 when even the first unit costs more."""
     if n == 0:
         return 0.0
-    cap = max(tab[off + n - 1, 0] - after, 0.0)
+    # Past the continuation's peak (u = w / 2) nothing more is received: the answer is
+    # at most that far.
+    cap = max(tab[off + n - 1, 0] + 0.5 * tab[off + n - 1, 4] - after, 0.0)
     if cap <= 0.0 or curve_impact(cap * 1e-12, after, tab, off, n, price) > level:
         return 0.0
-    # Beyond the bands nothing is known to be sellable: the answer is at most cap.
     lo, hi = cap * 1e-12, cap
     if curve_impact(hi, after, tab, off, n, price) <= level:
         return hi

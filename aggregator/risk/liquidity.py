@@ -4,8 +4,9 @@ weighting from pools").
 The I/O layer (aggregator/liquidity_feed.py) hands over, per asset, the pools that
 passed the guards (aggregator/risk/pool_guards.py) as `PoolSale`s and the ones it
 ignored with their reason; the model turns them into one `ImpactCurve` per asset at
-the current oracle prices (`asset_curves`). An asset without a usable curve keeps the
-static `depth_usd` term, and `why_fallback` says why.
+the current oracle prices (`asset_curves`), continued beyond the pools' bands by the
+asset's static `depth_usd` model (risk/impact.py). An asset without a usable curve
+keeps the static `depth_usd` term, and `why_fallback` says why.
 
 Invariants: quote tokens are valued at the oracle's last ok price, never at a pool
 price; a curve needs the asset's own price and every used pool's quote price (a pool
@@ -76,8 +77,10 @@ def asset_curve(  # noqa: PLR0917
     has_price: NDArray[np.bool_],
     index: Mapping[str, int],
     decimals: int,
+    depth_usd: float | None = None,
 ) -> AssetCurve:
-    """The sale curve of asset t, or None with the reason the depth fallback applies."""
+    """The sale curve of asset t (continued beyond the bands by `depth_usd`), or None
+    with the reason the depth fallback applies."""
     if pools is None:
         return AssetCurve(None, (), "no pool configured")
     if not pools.used:
@@ -92,7 +95,7 @@ def asset_curve(  # noqa: PLR0917
     used = tuple(s for s in pools.used if has_price[index[s.quote]])
     if not legs:
         return AssetCurve(None, (), "no pool's quote asset has an oracle price")
-    return AssetCurve(build_curve(legs, float(price[t]), decimals), used, None)
+    return AssetCurve(build_curve(legs, float(price[t]), decimals, depth_usd), used, None)
 
 
 def asset_curves(
@@ -101,11 +104,46 @@ def asset_curves(
     has_price: NDArray[np.bool_],
     index: Mapping[str, int],
     decimals: Sequence[int],
+    *,
+    depths: Sequence[float | None] | None = None,
 ) -> list[AssetCurve]:
-    """Per asset (config order) its curve or fallback reason."""
+    """Per asset (config order) its curve or fallback reason; `depths` (per asset,
+    depth_usd or None) continue the curves beyond the bands."""
+    dep = list(depths) if depths is not None else [None] * len(decimals)
     return [
-        asset_curve(inp.pools.get(t), t, price, has_price, index, d) for t, d in enumerate(decimals)
+        asset_curve(inp.pools.get(t), t, price, has_price, index, d, dep[t])
+        for t, d in enumerate(decimals)
     ]
+
+
+def queue_state(
+    curves: Sequence[AssetCurve],
+    liquidating: NDArray[np.float64],
+    price: NDArray[np.float64],
+    symbols: Sequence[str],
+) -> dict[str, dict[str, float]]:
+    """Per pool-priced asset the book's liquidation queue L_t against its curve: units
+    and USD queued, the bands' capacity, how far L_t runs past it, the continuation
+    depth, and `dust_impact`, the PI a small sale meets behind the queue (the floor of
+    every other holder's concentration term before the `impact` factor: 1 when the
+    queue has used up all the curve)."""
+    out: dict[str, dict[str, float]] = {}
+    for t, ac in enumerate(curves):
+        if ac.curve is None:
+            continue
+        c = ac.curve
+        after = float(liquidating[t]) if t < liquidating.size else 0.0
+        dust = max(c.capacity + 0.5 * c.continuation, 1e-300) * 1e-9
+        out[symbols[t]] = {
+            "queue_units": after,
+            "queue_usd": after * float(price[t]),
+            "band_units": c.capacity,
+            "beyond_band_units": max(after - c.capacity, 0.0),
+            "continuation_units": c.continuation,
+            "queue_impact": float(c.impact(after)[0]),
+            "dust_impact": float(c.impact(dust, after)[0]),
+        }
+    return out
 
 
 __all__ = [
@@ -116,4 +154,5 @@ __all__ = [
     "PoolSale",
     "asset_curve",
     "asset_curves",
+    "queue_state",
 ]

@@ -8,7 +8,8 @@ collateral of that asset the tiers put at risk (held by liquidatable or insolven
 accounts, and by warning accounts).
 
 Invariants: every figure comes from the same sale curves as the haircut
-(risk/impact.py) at the oracle prices; an asset without a usable pool reports
+(risk/impact.py) at the oracle prices, without the haircut's depth continuation past
+the bands (what the pools themselves take); an asset without a usable pool reports
 `source = "depth_usd"` (or "none") with the fallback reason and no sellable amounts;
 nothing here changes the ledger.
 """

@@ -138,6 +138,7 @@ class StandardModel:
         self.ltv = np.array([a.ltv for a in assets])
         self.bonus = np.array([a.liquidation_bonus for a in assets])
         self.decimals = [a.decimals for a in assets]
+        self.depths = [a.depth_usd for a in assets]
         self._curves: tuple[Any, list[AssetCurve]] | None = None
         self.k = np.array([risk.impact / a.depth_usd if a.depth_usd else 0.0 for a in assets])
         # Caps per mode: row 0 is standard, row g+1 is e-mode of group g (group caps on
@@ -194,8 +195,9 @@ class StandardModel:
         key = (liq.version, market.price.tobytes(), market.has_price.tobytes())
         if self._curves is None or self._curves[0] != key:
             curves = asset_curves(
-                liq, market.price, market.has_price, market.asset_index, self.decimals
-            )
+                liq, market.price, market.has_price, market.asset_index, self.decimals,
+                depths=self.depths,
+            )  # fmt: skip
             self._curves = (key, curves)
         return self._curves[1]
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from devkit.replay import population
 from devkit.replay.models import LABELS
-from devkit.replay.report import Holdings, procyclicality, stranded_chains
+from devkit.replay.report import Holdings, procyclicality, step_ranges, stranded_chains
 
 BEGIN, END = "<!-- replay-compare:begin -->", "<!-- replay-compare:end -->"
 
@@ -112,6 +112,32 @@ def summary(reports: dict[str, dict[str, dict[str, Any]]]) -> str:
                 f"| {_f(pc.get('peak_over_trough'))} | {_f(pc.get('max_1d_rise'), '{:.4f}')} "
                 f"| {_f(pc.get('max_5d_rise'), '{:.4f}')} |"
             )
+    return "\n".join(rows)
+
+
+def queue(reports: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """Per (episode, model): the collapse steps (sampled HF p25 = 0, from the series, so
+    every report has them) and per pool-priced asset the liquidity queue's worst step:
+    largest `dust_impact` (the haircut floor behind the queue) and the saturated steps
+    (report.py `liquidity_summary`; "-" for a report written before it existed)."""
+    rows = [
+        "| episode | model | collapse steps (p25 = 0) | liquidity queue per asset: "
+        "max dust impact, saturated steps (>= 0.99) |",
+        "|---|---|---|---|",
+    ]
+    for episode in sorted(reports):
+        for m in LABELS:
+            r = reports[episode].get(m)
+            if r is None:
+                continue
+            hf = r["series"]["hf_p5_p25_p50"]
+            collapse = step_ranges([i for i, q in enumerate(hf) if q[1] == 0.0])
+            assets = r.get("liquidity", {}).get("assets")
+            cell = "-" if assets is None else "; ".join(
+                f"{a} {v['max_dust_impact']:.3f}, {step_ranges(v['saturated_steps'])}"
+                for a, v in assets.items()
+            ) or "no pooled asset"  # fmt: skip
+            rows.append(f"| {episode} | {m} | {collapse} | {cell} |")
     return "\n".join(rows)
 
 
@@ -299,7 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     d = Path(args.directory)
     reports = load(d)
     parts = ["### Goal figures", "", summary(reports), "", "### Bad debt by cause", "",
-             causes(reports), "", "### Derivative legs", "", derivatives(reports), ""]  # fmt: skip
+             causes(reports), "", "### Liquidity queue", "", queue(reports), "",
+             "### Derivative legs", "", derivatives(reports), ""]  # fmt: skip
     for episode in sorted(reports):
         chart(episode, reports[episode], d)
         parts.append(table(episode, reports[episode]))

@@ -21,6 +21,12 @@ Definitions (docs/replay.md):
   sum(collateral at the prices the ratings came from) over them (with no debt the free
   borrowing power is the whole haircut collateral). Calm, peak and procyclicality are
   taken on its daily medians (`procyclicality`).
+- liquidity queue (`liquidity_summary`): per step and pool-priced asset the daemon's
+  queue L_t against the asset's sale curve (aggregator/risk/liquidity.py
+  `queue_state`); `dust_impact` is the price impact a small sale meets behind the
+  queue, the floor of every holder's liquidity haircut. A step is `saturated` for an
+  asset when that floor is >= SATURATED (the asset counts for almost nothing in any
+  holder's HF); `collapse_steps` are the steps whose sampled HF p25 is 0.
 - bad debt: sum over accounts of max(0, debt - collateral) at the end, from the vaults
   (what the vaults lose; a hedge's gain sits at the venue, not in the vault);
   `derivatives.bad_debt_net_usd` nets each account's derivative value at the end.
@@ -58,6 +64,8 @@ from devkit.replay.population import Account, Option, Perp
 
 F64 = NDArray[np.float64]
 TIER_NAMES = ("healthy", "warning", "liquidatable", "insolvent")
+SATURATED = 0.99  # dust_impact from which a step counts as saturated for the asset
+QUEUE_KEYS = ("queue_units", "queue_usd", "beyond_band_units", "queue_impact", "dust_impact")
 
 
 @dataclass
@@ -124,6 +132,8 @@ class Recorder:
     tiers_seen: dict[str, set[str]] = field(default_factory=dict)
     margin: list[float] = field(default_factory=list)
     hf_pct: list[tuple[float, float, float]] = field(default_factory=list)
+    # Per step: asset -> the daemon's liquidity queue figures (QUEUE_KEYS), {} if none.
+    queue: list[dict[str, dict[str, float]]] = field(default_factory=list)
     healthy_last: set[str] = field(default_factory=set)
     healthy_to_negative: set[str] = field(default_factory=set)
     applied: int = 0
@@ -155,10 +165,15 @@ class Recorder:
         prices: Mapping[str, float],
         ratings: Mapping[str, dict[str, Any]],
         rated_at: Mapping[str, float] | None = None,
+        queue: Mapping[str, Mapping[str, float]] | None = None,
     ) -> None:
         """One step: `ratings` = account -> the daemon's health view (tier, hf, bp);
-        `rated_at`: the prices those ratings were computed from (the daemon's own)."""
+        `rated_at`: the prices those ratings were computed from (the daemon's own);
+        `queue`: the daemon's liquidity queue per pool-priced asset (same ratings)."""
         self.prices.append(dict(prices))
+        self.queue.append(
+            {a: {k: float(v[k]) for k in QUEUE_KEYS} for a, v in (queue or {}).items()}
+        )
         for a in self.healthy_last:
             if self.holdings.equity(a, prices, self.implied_vol) < 0:
                 self.healthy_to_negative.add(a)
@@ -354,13 +369,40 @@ def build_report(
         "liquidations_at_first_step": sum(1 for x in mine if x.step == 0),
         "margin": {"calm": calm, "peak": peak, "peak_over_calm": peak / calm if calm else math.nan},
         "procyclicality": pc,
+        "liquidity": liquidity_summary(rec.queue, rec.hf_pct),
         "series": {
             "margin": rec.margin,
             "hf_p5_p25_p50": rec.hf_pct,
+            "liquidity_queue": {
+                a: {k: [(q.get(a) or {}).get(k) for q in rec.queue] for k in QUEUE_KEYS}
+                for a in sorted({a for q in rec.queue for a in q})
+            },
             "prices": {s: [p[s] for p in rec.prices] for s in (rec.prices[:1] or [{}])[0]},
         },
         "chains": dict(chains),
         **dict(meta),
+    }
+
+
+def liquidity_summary(
+    queue: list[dict[str, dict[str, float]]], hf_pct: list[tuple[float, float, float]]
+) -> dict[str, Any]:
+    """Per asset over the steps: the largest queue (USD), how far it ran past the bands
+    (units), the largest `dust_impact` and the saturated steps; and the collapse steps
+    (sampled HF p25 == 0) (module docstring)."""
+    assets: dict[str, dict[str, Any]] = {}
+    for i, step in enumerate(queue):
+        for a, v in step.items():
+            s = assets.setdefault(a, {"max_queue_usd": 0.0, "max_beyond_band_units": 0.0,
+                                      "max_dust_impact": 0.0, "saturated_steps": []})  # fmt: skip
+            s["max_queue_usd"] = max(s["max_queue_usd"], v["queue_usd"])
+            s["max_beyond_band_units"] = max(s["max_beyond_band_units"], v["beyond_band_units"])
+            s["max_dust_impact"] = max(s["max_dust_impact"], v["dust_impact"])
+            if v["dust_impact"] >= SATURATED:
+                s["saturated_steps"].append(i)
+    return {
+        "assets": dict(sorted(assets.items())),
+        "collapse_steps": [i for i, q in enumerate(hf_pct) if q[1] == 0.0],
     }
 
 
@@ -476,6 +518,7 @@ def derivative_figures(
 
 def render(rep: dict[str, Any]) -> str:
     liq, m = rep["liquidations"], rep["margin"]
+    liquidity = rep.get("liquidity", {})
     failures = ", ".join(f"{k} {v}" for k, v in liq["failures"].items()) or "-"
     waits = ", ".join(f"{k} {v}" for k, v in liq.get("registry_waits", {}).items()) or "-"
     rows: list[tuple[str, Any]] = [
@@ -497,13 +540,38 @@ def render(rep: dict[str, Any]) -> str:
             f"{m['calm']:.4f} / {m['peak']:.4f} / {m['peak_over_calm']:.3f}",
         ),
         ("procyclicality", ", ".join(f"{k} {v:.4f}" for k, v in rep["procyclicality"].items())),
+        (
+            "collapse steps (HF p25 = 0)",
+            step_ranges(rep.get("liquidity", {}).get("collapse_steps")),
+        ),
     ]
+    rows += [
+        (f"{a}: max queue USD / past band / dust impact, saturated steps",
+         f"{v['max_queue_usd']:,.0f} / {v['max_beyond_band_units']:,.2f} / "
+         f"{v['max_dust_impact']:.3f}, {step_ranges(v['saturated_steps'])}")
+        for a, v in liquidity.get("assets", {}).items()
+    ]  # fmt: skip
     rows += [
         (f"{c}: pushes / gas", f"{v['pushes']} / {v['gas']:,}") for c, v in rep["chains"].items()
     ]
     rows.append(("wall time (s)", rep.get("wall_s")))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def step_ranges(steps: list[int] | None) -> str:
+    """Step numbers as ranges: [3, 4, 5, 9] -> "3-5, 9"; none -> "none"."""
+    if steps is None:
+        return "-"
+    if not steps:
+        return "none"
+    runs: list[list[int]] = []
+    for s in steps:
+        if runs and s == runs[-1][1] + 1:
+            runs[-1][1] = s
+        else:
+            runs.append([s, s])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def write(

@@ -87,3 +87,23 @@ def test_an_older_report_gets_its_cross_chain_bad_debt_from_the_regenerated_book
     assert abs(got["usd"]["hedge_offset"] - hedge) < 0.01
     assert abs(got["usd"]["not_split"] - 500.0) < 0.02
     assert compare.causes_from_report(rep | {"warmup": {"topped_up": 3}}) is None
+
+
+def test_queue_table_shows_collapse_and_saturated_steps(tmp_path: Path) -> None:
+    """Collapse steps come from every report's series; the queue cell only from a report
+    that recorded it ("-" for an older one)."""
+    old = fake("standard", 0.0)
+    hf = [[1.0, 1.1, 1.2]] * 20 + [[0.0, 0.0, 1.0]] * 3 + [[1.0] * 3] * 25
+    old["series"]["hf_p5_p25_p50"] = hf
+    new = fake("predictive", 0.0) | {
+        "liquidity": {"assets": {"WETH": {"max_dust_impact": 0.9991, "saturated_steps": [5, 6],
+                                          "max_queue_usd": 1.0, "max_beyond_band_units": 2.0}},
+                      "collapse_steps": []},
+    }  # fmt: skip
+    for rep in (old, new):
+        (tmp_path / f"2022-06-{rep['mode']}.json").write_text(json.dumps(rep))
+    rows = compare.queue(compare.load(tmp_path)).splitlines()[2:]
+    assert rows == [
+        "| 2022-06 | standard | 20-22 | - |",
+        "| 2022-06 | predictive | none | WETH 0.999, 5-6 |",
+    ]

@@ -246,3 +246,49 @@ def test_the_hedge_covers_the_spot_deficit_first_the_rest_by_its_cause() -> None
     assert usd["hedge_offset"] == pytest.approx(gain / 10, abs=0.01)
     assert usd["gap"] == pytest.approx(deficit - gain / 10, abs=0.01)
     assert got["net_usd"] == pytest.approx(deficit - gain / 10, abs=0.01)
+
+
+def _queue(dust: float, past: float) -> dict[str, dict[str, float]]:
+    units = 10.0 + past
+    return {"WETH": {"queue_units": units, "queue_usd": units * 2_000.0, "band_units": 10.0,
+                     "beyond_band_units": past, "continuation_units": 100.0,
+                     "queue_impact": 0.2, "dust_impact": dust}}  # fmt: skip
+
+
+def test_liquidity_queue_is_recorded_per_step_and_summarised() -> None:
+    """The daemon's queue per step lands in the report's series, its worst step and
+    saturated steps in `liquidity`, the HF p25 = 0 steps in `collapse_steps`, and all
+    of it in the rendered text."""
+    import json
+
+    from devkit.replay.report import build_report, render
+
+    book = [a for a in population.generate(30, 1, PRICES) if not a.has_derivatives]
+    rec = _rec(book)
+    fine = {a.address: {"tier": "healthy", "hf": 2.0, "borrowing_power_usd": 1.0} for a in book}
+    zero = {a.address: {"tier": "liquidatable", "hf": 0.0} for a in book}
+    rec.sample(PRICES, fine, queue=_queue(0.01, 0.0))
+    rec.sample(PRICES, zero, queue=_queue(0.995, 40.0))
+    rec.sample(PRICES, zero, queue=_queue(0.999, 60.0))
+    rec.sample(PRICES, fine, queue={})  # no pool used this step
+    rep = build_report(episode="x", mode="standard", rec=rec, keeper=KeeperStats(),
+                       bad_debt_usd=0.0, negative_accounts=0, chains={}, meta={})  # fmt: skip
+    weth = rep["liquidity"]["assets"]["WETH"]
+    assert weth["saturated_steps"] == [1, 2] and weth["max_dust_impact"] == 0.999
+    assert weth["max_beyond_band_units"] == 60.0 and weth["max_queue_usd"] == 70.0 * 2_000.0
+    assert rep["liquidity"]["collapse_steps"] == [1, 2]
+    series = rep["series"]["liquidity_queue"]["WETH"]
+    assert series["dust_impact"] == [0.01, 0.995, 0.999, None]
+    assert series["beyond_band_units"] == [0.0, 40.0, 60.0, None]
+    json.dumps(rep, default=float)
+    text = render(rep | {"wall_s": 1.0})
+    assert "collapse steps (HF p25 = 0)" in text and "1-2" in text
+    assert "WETH: max queue USD / past band / dust impact, saturated steps" in text
+
+
+def test_step_ranges() -> None:
+    from devkit.replay.report import step_ranges
+
+    assert step_ranges(None) == "-" and step_ranges([]) == "none"
+    assert step_ranges([3, 4, 5, 9]) == "3-5, 9" and step_ranges([7]) == "7"
+    assert step_ranges([1, 3, 4]) == "1, 3-4"

@@ -103,7 +103,7 @@ def pool_output(inp: RefInputs, asset: str, x: float) -> float:
         return 0.0
     cap_in, cap_out = walk(0.0)
     if raw >= cap_in:
-        return cap_out
+        return cap_out + beyond_band_output(inp, asset, (raw - cap_in) / 10 ** dec[asset])
     lo, hi = 0.0, 1.0
     while walk(hi)[0] > 0:
         hi *= 2
@@ -116,6 +116,37 @@ def pool_output(inp: RefInputs, asset: str, x: float) -> float:
     (x_lo, y_lo), (x_hi, y_hi) = walk(hi), walk(lo)
     w = (raw - x_lo) / (x_hi - x_lo) if x_hi > x_lo else 0.0
     return y_lo + w * (y_hi - y_lo)
+
+
+def edge_rate(inp: RefInputs, asset: str) -> float:
+    """USD per whole unit of `asset` at the lowest band edge of its pools: the rate
+    (1 - fee) * sqrt_price^2 * USD per raw quote unit there, times 10^decimals."""
+    dec = {a.symbol: a.decimals for a in inp.assets}[asset]
+    rates = []
+    for p, s0, qs in inp.pools[asset]:
+        q = inp.price[qs] / 10 ** (p.decimals1 if s0 else p.decimals0)
+        sq = 1.0001 ** (p.band_lower / 2) if s0 else 1 / 1.0001 ** (p.band_upper / 2)
+        rates.append((1 - p.fee / 1e6) * sq * sq * q * 10**dec)
+    return min(rates)
+
+
+def beyond_band_output(inp: RefInputs, asset: str, u: float) -> float:
+    """USD for the u units the bands cannot absorb (docs/risk.md "Beyond the band"): the
+    static depth model continued from the edge rate m, marginal m * (1 - 2 v / w) at v
+    units past the edge, w = depth_usd / price, integrated by a plain midpoint sum up to
+    w / 2, where the marginal reaches 0 (nothing beyond); no depth_usd: nothing."""
+    depth = {a.symbol: a.depth_usd for a in inp.assets}[asset]
+    if depth is None or u <= 0:
+        return 0.0
+    m, w = edge_rate(inp, asset), depth / inp.price[asset]
+    end = min(u, w / 2)  # the marginal is 0 from w / 2 on
+    steps = 2000
+    dv = end / steps
+    total = 0.0
+    for i in range(steps):
+        v = (i + 0.5) * dv
+        total += m * (1 - 2 * v / w) * dv
+    return total
 
 
 def pool_impact(inp: RefInputs, asset: str, x: float) -> float:
