@@ -6,8 +6,10 @@ mid-write leaves the previous snapshot usable. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -285,7 +287,7 @@ async def test_a_rolled_back_correction_below_the_mark_is_caught(
     assert count(m, "store") == 1 and count(m, "loaded") == 0
 
 
-@pytest.mark.parametrize("damage", ["payload", "header", "truncated", "empty", "garbage"])
+@pytest.mark.parametrize("damage", ["payload", "limbs", "header", "truncated", "empty", "garbage"])
 async def test_a_corrupt_snapshot_falls_back_to_the_full_load(
     store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str
 ) -> None:
@@ -297,6 +299,12 @@ async def test_a_corrupt_snapshot_falls_back_to_the_full_load(
     data = bytearray(path.read_bytes())
     if damage == "payload":
         data[-100] ^= 0x01  # one bit of the stored key order (the last array)
+    elif damage == "limbs":  # one bit of an amount's limbs, found through the layout
+        (length,) = struct.unpack("<Q", data[8:16])
+        layout = {d["name"]: d for d in json.loads(bytes(data[16 : 16 + length]))["layout"]}
+        start = 16 + length + 32
+        start += -start % 64
+        data[start + layout["limbs"]["offset"] + 5] ^= 0x01
     elif damage == "header":
         data[40] ^= 0x01
     elif damage == "truncated":
