@@ -29,6 +29,11 @@ The store stays the source of truth; a snapshot is a cache of it. Invariants:
   `store_id`, made by migration 0004, so a store created again at the same URL is
   another) or a store moved in a way the replay cannot follow (`store`). A snapshot
   is never used when it might be wrong.
+- The rows' key order (the book's key index) is stored too, under the payload digest,
+  and only checked on load (book.py `import_rows`: it must sort the rows' keys
+  strictly); an order that does not is not used and the keys are sorted again, so the
+  index, like the sums, is the one a full load builds. The digest is computed in a
+  second thread one array behind the reads; nothing read is used before it matched.
 - Written atomically: a temporary file in the same directory, fsync, rename, fsync of
   the directory. A crash mid-write leaves the previous snapshot (and at worst a stray
   temporary file, removed by the next write).
@@ -46,6 +51,7 @@ import os
 import struct
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -60,7 +66,8 @@ log = logging.getLogger(__name__)
 
 MAGIC = b"AGGBOOK\n"
 # Bump when the layout or the meaning of any field changes: an older file is refused.
-FORMAT = 1
+# 2: the rows' key order (the book's key index) after the columns.
+FORMAT = 2
 _HEADER_LEN = struct.Struct("<Q")
 _ALIGN = 64
 # (name, dtype on disk, columns): the EncodedRows columns, in file order.
@@ -71,6 +78,9 @@ _ARRAYS: tuple[tuple[str, str, int], ...] = (
     ("side", "<i1", 0),
     ("amount", "<f8", 0),
     ("limbs", "<u8", 4),
+    # The rows in key order (EncodedRows.order), so a load checks the order instead of
+    # sorting every key; empty when the book did not give it.
+    ("order", "<i8", 0),
 )
 
 
@@ -143,7 +153,10 @@ def write(path: Path, state: BookState, fp: str) -> int:
     blob = "\n".join(state.addresses).encode("ascii")
     arrays: list[tuple[str, NDArray[Any]]] = [("addresses", np.frombuffer(blob, np.uint8))]
     for name, dtype, _cols in _ARRAYS:
-        arrays.append((name, np.ascontiguousarray(getattr(rows, name), dtype=dtype)))
+        col = getattr(rows, name)
+        if col is None:  # only `order` may be absent
+            col = np.zeros(0, dtype)
+        arrays.append((name, np.ascontiguousarray(col, dtype=dtype)))
     layout = []
     offset = 0
     for name, arr in arrays:
@@ -257,28 +270,39 @@ def _body(
     n = int(header["n_rows"])
     digest = hashlib.sha256()
     arrays: dict[str, NDArray[Any]] = {}
-    for name, dtype, width in (("addresses", "u1", 0), *_ARRAYS):
-        d = layout[name]
-        count = int(d["nbytes"]) // np.dtype(dtype).itemsize
-        arr = np.empty(count, dtype)
-        f.seek(start + int(d["offset"]))
-        if f.readinto(arr.data) != arr.nbytes:
-            raise SnapshotRejected("corrupt", f"{path}: {name} truncated")
-        digest.update(arr.data)
-        if name != "addresses":
-            arr = arr.reshape((n, width) if width else (n,))
-        arrays[name] = arr
+    # The digest runs in a second thread, one array behind the reads and in file order
+    # (sha256 and readinto both release the GIL): on two cores the check costs little
+    # wall time beyond the read. Nothing read is used before the digest matched.
+    with ThreadPoolExecutor(1, thread_name_prefix="snapshot-digest") as hasher:
+        pending: list[Future[None]] = []
+        for name, dtype, width in (("addresses", "u1", 0), *_ARRAYS):
+            d = layout[name]
+            count = int(d["nbytes"]) // np.dtype(dtype).itemsize
+            arr = np.empty(count, dtype)
+            f.seek(start + int(d["offset"]))
+            if f.readinto(arr.data) != arr.nbytes:
+                raise SnapshotRejected("corrupt", f"{path}: {name} truncated")
+            pending.append(hasher.submit(digest.update, arr.data))
+            if name not in ("addresses", "order"):
+                arr = arr.reshape((n, width) if width else (n,))
+            arrays[name] = arr
+        for job in pending:
+            job.result()
     if digest.hexdigest() != header["payload_sha256"]:
         raise SnapshotRejected("corrupt", f"{path}: payload checksum mismatch")
-    text = arrays.pop("addresses").tobytes().decode("ascii")
+    # Decoded straight from the array's buffer (no bytes copy of it first).
+    text = str(arrays.pop("addresses").data, "ascii")
     addresses = text.split("\n") if text else []
     if len(addresses) != int(header["n_accounts"]):
         raise ValueError("account count differs from the header")
     big = [(int(i), int(view), int(v)) for i, view, v in header["big"]]
+    order = arrays.pop("order")
     return BookState(
         addresses=addresses,
         # On-disk dtypes are the book's (account: its int32 row column), little-endian.
-        rows=EncodedRows(**arrays, big=big),
+        # An order that is not the rows' key order is not trusted: the book checks it
+        # and sorts the keys itself then (book.py `import_rows`).
+        rows=EncodedRows(**arrays, big=big, order=order if order.size else None),
         marks={c: _mark(m) for c, m in header["marks"].items()},
         impossible={c: list(a) for c, a in header["impossible"].items()},
         unknown_tokens=[(str(c), str(t), int(k)) for c, t, k in header["unknown_tokens"]],

@@ -12,10 +12,14 @@ import urllib.request
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eth_utils import to_checksum_address
-from web3 import AsyncWeb3, Web3
+
+if TYPE_CHECKING:
+    # Annotations only: importing web3 (and through it eth_account and py_ecc, ~0.5 s of
+    # CPU) would put it on the daemon's start-up path, which only needs the ABIs.
+    from web3 import AsyncWeb3, Web3
 
 MULTICALL3_ADDRESS = "0xcA11bde05977b3631167028862bE2a173976CA11"
 

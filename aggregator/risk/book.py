@@ -91,7 +91,10 @@ def counted_amount(side: int, head: int, confirmed: int) -> int:
 class EncodedRows(NamedTuple):
     """A validated batch as columns, in input order: indices into the book's accounts,
     chains and assets, the side, the counted amount, the exact amounts as limbs (head
-    lo, head hi, confirmed lo, hi) and the rare amounts >= 2**128 as (i, view, value)."""
+    lo, head hi, confirmed lo, hi) and the rare amounts >= 2**128 as (i, view, value).
+    `order`, where the producer has it (`export_rows`: the book's key index), is the
+    rows sorted by key (account, chain, asset, side); `import_rows` checks it and sorts
+    the keys itself when it is absent or not that order."""
 
     account: NDArray[np.int64]
     chain: NDArray[np.int16]
@@ -100,6 +103,7 @@ class EncodedRows(NamedTuple):
     amount: NDArray[np.float64]
     limbs: NDArray[np.uint64]
     big: list[tuple[int, int, int]]
+    order: NDArray[np.int64] | None = None
 
 
 _COLUMNS = ("account", "chain", "asset", "side", "amount", "limbs")
@@ -278,6 +282,24 @@ def _encoded(
     )
 
 
+def _given_order(
+    karr: NDArray[np.int64], given: NDArray[np.int64] | None
+) -> tuple[NDArray[np.int64], NDArray[np.int64] | None]:
+    """`given` as int64 and the keys in its order when it sorts `karr` strictly (so it
+    is a permutation of the rows and no key repeats), else (anything, None): the caller
+    sorts. Checking costs one gather and one comparison, against a sort of every key."""
+    empty = np.zeros(0, np.int64)
+    if given is None or given.shape != karr.shape:
+        return empty, None
+    order = np.asarray(given, np.int64)
+    if not (int(order.min()) >= 0 and int(order.max()) < karr.size):
+        return empty, None
+    keys = karr[order]
+    if not bool(np.all(keys[1:] > keys[:-1])):
+        return empty, None
+    return order, keys
+
+
 def _joined(parts: list[EncodedRows]) -> EncodedRows | None:
     """The batches as one set of columns (None: no rows), emptying `parts`. Column by
     column, each batch's copy dropped once joined, so the load holds about one extra
@@ -351,6 +373,18 @@ class KeyIndex:
         self._bounds = None
         self._pending.clear()
         self._pending_by_account.clear()
+
+    def adopt_sorted(self, keys: NDArray[np.int64], rows: NDArray[np.int64]) -> None:
+        """Into an empty index: `keys` strictly increasing, `rows` their rows."""
+        if self.keys.size or self._pending:
+            raise BookError("adopt_sorted needs an empty key index")
+        self.keys, self.rows = keys, rows
+        self._bounds = None
+
+    def sorted_rows(self) -> NDArray[np.int64]:
+        """Every indexed row, in key order (a copy)."""
+        self.flush()
+        return self.rows.copy()
 
     def rows_of(self, account: int) -> NDArray[np.int64]:
         lo, hi = np.searchsorted(
@@ -636,6 +670,7 @@ class PositionBook:
         rows, accounts and sums (a book snapshot, aggregator/book_snapshot.py)."""
         n = self.n
         big = [(r, view, v) for (r, view), v in sorted(self._big.items())]
+        order = self.index.sorted_rows()
         enc = EncodedRows(
             self.r_account[:n].astype(np.int64),
             self.r_chain[:n].copy(),
@@ -644,6 +679,7 @@ class PositionBook:
             self.r_amount[:n].copy(),
             self.r_limbs[:n].copy(),
             big,
+            order if order.size == n else None,
         )
         return list(self.account_address), enc
 
@@ -687,9 +723,13 @@ class PositionBook:
                 (self.r_account.astype(np.int64) * self.n_chains + self.r_chain)
                 * self.n_assets + self.r_asset
             ) * 2 + self.r_side  # fmt: skip
-            order = np.argsort(karr, kind="stable")
-            self._refuse_repeats(enc, karr, order)
-            self.index.insert_many(karr, np.arange(n, dtype=np.int64), order)
+            order, keys = _given_order(karr, enc.order)
+            if keys is None:
+                order = np.argsort(karr, kind="stable")
+                self._refuse_repeats(enc, karr, order)
+                keys = karr[order]
+            # Keys unique (checked), so rows[order] of arange(n) is `order` itself.
+            self.index.adopt_sorted(keys, order)
             self.rebuild_sums()
         return n
 

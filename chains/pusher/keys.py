@@ -3,6 +3,9 @@
 `KeeperKey` holds the key and shows only its address: repr/str, logs, errors, the
 API and config dumps never contain it, and it refuses to be pickled or copied into
 a dict. Errors while loading name the source (variable or file), never the value.
+`eth_account` is imported when a key is loaded, not with this module: its import
+(py_ecc's pairing tables, ~0.45 s of CPU) would otherwise be on every start-up path,
+including daemons that push nothing (docs/performance.md "Start-up").
 """
 
 from __future__ import annotations
@@ -10,11 +13,18 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+
+def _account() -> Any:
+    from eth_account import Account
+
+    return Account
 
 
 class KeyLoadError(Exception):
@@ -51,8 +61,9 @@ class KeeperKey:
 
 def key_from_hex(secret: str, source: str) -> KeeperKey:
     value = secret.strip()
+    account = _account()
     try:
-        return KeeperKey(Account.from_key(value))
+        return KeeperKey(account.from_key(value))
     except Exception:
         # `from None`: the original exception may quote the value.
         raise KeyLoadError(
@@ -67,13 +78,14 @@ def key_from_keystore(path: Path, password: str) -> KeeperKey:
         raise KeyLoadError(f"keystore file not found: {path}") from None
     except (OSError, ValueError) as exc:
         raise KeyLoadError(f"keystore {path} is not readable JSON: {type(exc).__name__}") from None
+    account = _account()
     try:
-        secret = Account.decrypt(data, password)
+        secret = account.decrypt(data, password)
     except ValueError:
         raise KeyLoadError(f"keystore {path}: wrong password or corrupt keystore") from None
     except Exception as exc:
         raise KeyLoadError(f"keystore {path}: cannot decrypt ({type(exc).__name__})") from None
-    return KeeperKey(Account.from_key(secret))
+    return KeeperKey(account.from_key(secret))
 
 
 def load_keeper_key(

@@ -6,8 +6,10 @@ mid-write leaves the previous snapshot usable. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +161,45 @@ async def test_round_trip_rates_bit_identical_to_a_full_load(store: Store, tmp_p
     for col in ("r_account", "r_chain", "r_asset", "r_side", "r_amount", "r_limbs"):
         np.testing.assert_array_equal(getattr(again.book, col)[:n], getattr(full.book, col)[:n])
     assert any(a >> 128 for r in range(n) for a in full.book.exact(r))
+    # The key index is the stored order, checked, not sorted again: the same index.
+    np.testing.assert_array_equal(again.book.index.keys, full.book.index.keys)
+    np.testing.assert_array_equal(again.book.index.rows, full.book.index.rows)
     assert rated(again) == rated(full)
+
+
+@pytest.mark.parametrize("bad", ["swapped", "repeated", "out_of_range", "absent"])
+async def test_a_stored_key_order_that_does_not_sort_the_rows_is_not_trusted(
+    store: Store, tmp_path: Path, bad: str
+) -> None:
+    """The stored key order is under the payload digest, so damaged bytes are `corrupt`
+    (test below); an order that passes the digest but does not sort the rows' keys (a
+    writer's bug), or none, is checked and the keys are sorted again: the load gives
+    the key index and the ratings of a full load."""
+    cfg, repo = config(), SqlChainStore(store)
+    await history(repo, 40, seed=8)
+    full = await loaded(cfg, store, None)
+    snaps, m = snapshots(cfg, store, tmp_path / "book.snap")
+    addresses, rows = full.export_book()
+    good = rows.order
+    assert good is not None
+    np.testing.assert_array_equal(np.sort(good), np.arange(rows.account.size))
+    order = good.copy()
+    if bad == "swapped":
+        order[[0, -1]] = order[[-1, 0]]
+    elif bad == "repeated":
+        order[1] = order[0]
+    elif bad == "out_of_range":
+        order[0] = order.size
+    state = book_snapshot.BookState(
+        addresses, rows._replace(order=None if bad == "absent" else order),
+        await snaps.marks(), store_id=await repo.store_id(),
+    )  # fmt: skip
+    book_snapshot.write(snaps.path, state, snaps.fingerprint)
+    got = await loaded(cfg, store, snaps)
+    assert count(m, "loaded") == 1
+    np.testing.assert_array_equal(got.book.index.keys, full.book.index.keys)
+    np.testing.assert_array_equal(got.book.index.rows, full.book.index.rows)
+    assert rated(got) == rated(full)
 
 
 async def test_events_promotions_and_corrections_after_the_snapshot_are_replayed(
@@ -247,7 +287,7 @@ async def test_a_rolled_back_correction_below_the_mark_is_caught(
     assert count(m, "store") == 1 and count(m, "loaded") == 0
 
 
-@pytest.mark.parametrize("damage", ["payload", "header", "truncated", "empty", "garbage"])
+@pytest.mark.parametrize("damage", ["payload", "limbs", "header", "truncated", "empty", "garbage"])
 async def test_a_corrupt_snapshot_falls_back_to_the_full_load(
     store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str
 ) -> None:
@@ -258,7 +298,13 @@ async def test_a_corrupt_snapshot_falls_back_to_the_full_load(
     assert await save(snaps, await loaded(cfg, store, None))
     data = bytearray(path.read_bytes())
     if damage == "payload":
-        data[-100] ^= 0x01  # one bit of an amount's limbs
+        data[-100] ^= 0x01  # one bit of the stored key order (the last array)
+    elif damage == "limbs":  # one bit of an amount's limbs, found through the layout
+        (length,) = struct.unpack("<Q", data[8:16])
+        layout = {d["name"]: d for d in json.loads(bytes(data[16 : 16 + length]))["layout"]}
+        start = 16 + length + 32
+        start += -start % 64
+        data[start + layout["limbs"]["offset"] + 5] ^= 0x01
     elif damage == "header":
         data[40] ^= 0x01
     elif damage == "truncated":
