@@ -13,7 +13,13 @@ from aggregator.store.db import Store
 from aggregator.store.fence import FencedRepo
 from aggregator.store.models.meta import utcnow
 from aggregator.store.models.push import PushOnchain, PushTx
-from chains.pusher.types import OPEN_STATUSES, OnchainEntry, TxRecord, TxStatus
+from chains.pusher.types import (
+    MINED_FINAL_STATUSES,
+    OPEN_STATUSES,
+    OnchainEntry,
+    TxRecord,
+    TxStatus,
+)
 from chains.registry_codec import pack_slot, unpack_slot
 
 TX: Table = PushTx.__table__  # type: ignore[attr-defined]
@@ -129,6 +135,24 @@ class SqlPushStore(FencedRepo):
         q = (
             select(TX)
             .where(TX.c.chain == chain, TX.c.sender == sender, TX.c.status.in_(OPEN_STATUSES))
+            .order_by(TX.c.nonce, TX.c.id)
+        )
+        async with self.store.session() as s:
+            rows = (await s.execute(q)).mappings().all()
+        return [_record(r) for r in rows]
+
+    async def final_txs_at(self, chain: str, sender: str, nonces: range) -> list[TxRecord]:
+        if not nonces:
+            return []
+        q = (
+            select(TX)
+            .where(
+                TX.c.chain == chain,
+                TX.c.sender == sender,
+                TX.c.status.in_(MINED_FINAL_STATUSES),
+                TX.c.nonce >= nonces.start,
+                TX.c.nonce < nonces.stop,
+            )
             .order_by(TX.c.nonce, TX.c.id)
         )
         async with self.store.session() as s:

@@ -9,6 +9,11 @@ Invariants:
 - A gap is the nonces in [latest mined count, lowest open record's nonce) while no
   record owns any of them. Nothing else is ever filled: a nonce a record holds is only
   ever sent as that record's payload.
+- A nonce of the gap that a *final* record owns (confirmed or failed: mined, then taken
+  out of the chain by a reorg deeper than the confirmation window, or confirmed against
+  a head a node overstated) is not a gap: the record is re-opened and its own bytes are
+  sent again at once, without the wait (the soak saw such a nonce stall a chain's
+  pushes for 60 s and more, once per instance that took the chain over).
 - A gap is filled only after it has stood for `gap_fill_after_s` (the other process's
   transactions may still be on their way), and only after the push lease has been
   checked through the store (`PushStore.check_lease`): an instance that lost the chain
@@ -26,11 +31,13 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from chains.pusher.chain_reads import KeyReads
+from chains.pusher.errors import PushError
 from chains.pusher.fees import Fees
 from chains.pusher.keys import KeeperKey
 from chains.pusher.records import OpenRecords
 from chains.pusher.store import PushStore
-from chains.pusher.types import PushChainSettings, SenderStatus
+from chains.pusher.transitions import RecordStates
+from chains.pusher.types import PushChainSettings, SenderStatus, TxRecord
 from chains.rpc import RpcClient, RpcResponseError
 
 log = logging.getLogger("chains.pusher.sender")
@@ -57,9 +64,13 @@ class GapFiller:
         store: PushStore,
         status: SenderStatus,
         fees: Callable[[], Awaitable[Fees]],
+        states: RecordStates,
+        broadcast: Callable[[TxRecord], Awaitable[bool]],
         clock: Callable[[], float],
     ) -> None:
         self.settings = settings
+        self.states = states
+        self.broadcast = broadcast
         self.client = client
         self.key = key
         self.reads = reads
@@ -75,9 +86,10 @@ class GapFiller:
         if not len(records):
             self._clear()
             return 0
-        gap = missing_nonces(
-            await self.reads.tx_count("latest"), [r.nonce for r in records.ordered()]
-        )
+        latest = await self.reads.tx_count("latest")
+        gap = missing_nonces(latest, [r.nonce for r in records.ordered()])
+        if gap and await self._reopen_owned(gap):
+            gap = missing_nonces(latest, [r.nonce for r in records.ordered()])
         if not gap:
             self._clear()
             return 0
@@ -98,6 +110,24 @@ class GapFiller:
             return 0
         await self.store.check_lease()
         return await self._fill(gap)
+
+    async def _reopen_owned(self, gap: range) -> int:
+        """Re-open the final records that own nonces of `gap` and send their bytes
+        again; the number re-opened. A broadcast that fails is left to the follower
+        (the record is `sent`: the same bytes go again after `rebroadcast_after_s`)."""
+        owned = await self.store.final_txs_at(self.settings.name, self.key.address, gap)
+        for rec in owned:
+            await self.states.reopen(rec)
+            try:
+                await self.broadcast(rec)
+            except PushError as exc:
+                log.warning(
+                    "chain %s: re-opened update (nonce %d) not sent yet: %s",
+                    self.settings.name,
+                    rec.nonce,
+                    exc,
+                )
+        return len(owned)
 
     async def _fill(self, gap: range) -> int:
         fees = await self.fees()

@@ -102,6 +102,8 @@ class ChainSender:
             store=store,
             status=self.status,
             fees=self.out.fees,
+            states=self.states,
+            broadcast=self.out.broadcast,
             clock=clock,
         )
         self.follower = RecordFollower(

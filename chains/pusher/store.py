@@ -26,6 +26,11 @@ class PushStore(Protocol):
 
     async def recent_txs(self, chain: str, limit: int = 20) -> list[TxRecord]: ...
 
+    async def final_txs_at(self, chain: str, sender: str, nonces: range) -> list[TxRecord]:
+        """Records of (chain, sender) that became final on chain (confirmed or failed)
+        with a nonce in `nonces`, by nonce: the nonce-gap repair's owners."""
+        ...
+
     async def save_onchain(self, entries: Iterable[OnchainEntry]) -> None:
         """Upsert what was read on chain per (chain, account)."""
         ...

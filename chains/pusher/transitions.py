@@ -102,6 +102,30 @@ class RecordStates:
         if self.on_unmined is not None:
             self.on_unmined(rec)
 
+    async def reopen(self, rec: TxRecord) -> None:
+        """A final record whose nonce the chain no longer counts as used: its block left
+        the chain after all (a reorg deeper than the confirmation window, or a head that
+        a node overstated). Open again as `sent`, the same bytes, so that its nonce is
+        filled by its own payload and the updates above it can be mined."""
+        rec.reorgs += 1
+        self.status.reorgs_total += 1
+        log.warning(
+            "chain %s: final update (nonce %d, %s) is no longer on chain; re-opened and sent again",
+            self.chain,
+            rec.nonce,
+            rec.status,
+            extra={"chain": self.chain, "tx_hash": rec.mined_hash, "nonce": rec.nonce},
+        )
+        rec.status = "sent"
+        rec.error = None
+        rec.mined_hash = rec.mined_block = rec.mined_block_hash = None
+        rec.gas_used = None
+        rec.last_sent_at = self.clock()
+        await self.persist(rec)
+        self.records.add(rec)
+        if self.on_unmined is not None:
+            self.on_unmined(rec)
+
     async def mark_final(self, rec: TxRecord, receipt: dict[str, Any]) -> None:
         """Deep enough to be final: confirmed or failed by the receipt's status."""
         ok = int(str(receipt.get("status", "0x1")), 16) == 1

@@ -16,6 +16,8 @@ from chains.registry_codec import RegistryEntry, unpack_batch
 TxStatus = Literal["prepared", "sent", "mined", "confirmed", "failed", "dropped"]
 OPEN_STATUSES: tuple[TxStatus, ...] = ("prepared", "sent", "mined")
 FINAL_STATUSES: tuple[TxStatus, ...] = ("confirmed", "failed", "dropped")
+# Final after being mined: the record's nonce was used on chain by its own bytes.
+MINED_FINAL_STATUSES: tuple[TxStatus, ...] = ("confirmed", "failed")
 
 GWEI = 10**9
 

@@ -499,3 +499,39 @@ async def test_an_instance_without_the_lease_never_fills_a_gap(
         await s.step()
     node.mine()
     assert nonce_of(h) == start and s.status.gap_fills_total == 0
+
+
+async def test_a_confirmed_update_a_deep_reorg_removed_is_sent_again_not_gap_filled(
+    anvil_factory: object, push_store: SqlPushStore, clients: list[RpcClient]
+) -> None:
+    """The soak's beta stall: an update confirmed (its block below the window), then a
+    reorg deeper than the window takes that block, and the updates above it wait on its
+    nonce. The nonce is the record's own, so its bytes go again at once: no 60 s wait
+    for a gap filler, no zero-value transfer in its place, and its entry lands."""
+    node, h = _manual_mining(71108, anvil_factory)
+    rpc = client(node.url, node.chain_id)
+    clients.append(rpc)
+    clock = FakeClock()
+    s = sender(node, h, rpc, push_store, confirmations=1, clock=clock, gap_fill_after_s=60)
+    start = nonce_of(h)
+    first = _entries(h, 1)
+    rec = await s.send_batch(first)
+    node.mine()
+    await s.step()
+    node.mine()
+    await s.step()
+    assert rec.status == "confirmed" and rec.id not in s.records
+    block0 = h.block_number()
+    above = await s.send_batch(_entries(h, 2, credit=2_000_000)[1:])
+    assert above.nonce == start + 1
+    h.rpc("anvil_reorg", [3, []])  # deeper than the window: the confirmed block goes
+    assert nonce_of(h) == start and entry_of(h, USERS[0]) is None
+    await s.step()  # no clock advance: nothing may wait for gap_fill_after_s
+    reopened = s.records[rec.id]  # read back from the store: not the object sent
+    assert reopened.status == "sent" and reopened.reorgs == 1
+    await step_until(s, lambda: not s.records, node=node)
+    assert s.status.gap_fills_total == 0 and s.status.nonce_gap is None
+    assert entry_of(h, USERS[0]) == first[0][1] and entry_of(h, USERS[1]) is not None
+    assert nonce_of(h) == start + 2
+    resent = [t for t in keeper_txs(h, block0 - 3) if int(str(t["nonce"]), 16) == start]
+    assert [t["hash"] for t in resent] == [rec.tx_hash]
