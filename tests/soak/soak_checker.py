@@ -972,38 +972,47 @@ class Checker:
 
             async def block(n: int, rpc: Rpc = rpc, sem: asyncio.Semaphore = sem) -> Any:
                 # A loaded node answered null for a block below its head once (the
-                # hour-long run's final check crashed on it): ask again.
+                # hour-long run's final check crashed on it): ask again. Anvil has also
+                # kept a hole below its head for good after reorgs under load (block
+                # 1813 of beta, 2026-12-06): that is the node's fault, reported as such
+                # below; the rest of the chain is still judged.
                 for _ in range(20):
                     async with sem:
                         got = await rpc("eth_getBlockByNumber", [hex(n), True])
                     if got is not None:
                         return got
                     await asyncio.sleep(0.5)
-                raise RuntimeError(f"block {n} stayed null for 10 s")
+                return None
 
-            blocks = await asyncio.gather(
-                *(block(n) for n in range(self.start_blocks[c], head + 1))
-            )
-            txs = [
-                (int(tx["nonce"], 16), tx["hash"].lower())
-                for b in blocks
+            numbers = range(self.start_blocks[c], head + 1)
+            blocks = await asyncio.gather(*(block(n) for n in numbers))
+            holes = [n for n, b in zip(numbers, blocks, strict=True) if b is None]
+            if holes:
+                self.stats.info[f"node fault: {c} blocks null below the head {holes}"] += 1
+            # (nonce, hash, the number of holes before its block): a nonce jump across
+            # a hole may be the hole's transactions, not a gap.
+            txs3 = [
+                (int(tx["nonce"], 16), tx["hash"].lower(), sum(h < n for h in holes))
+                for n, b in zip(numbers, blocks, strict=True)
+                if b is not None
                 for tx in b["transactions"]
                 if str(tx["from"]).lower() == self.keeper
             ]
+            txs = [(n, h) for n, h, _ in txs3]
             mined[c] = len(txs)
             self.stats.checks["nonces"] += 1
             nonces = [n for n, _h in txs]
             if len(set(nonces)) != len(nonces):
                 dup = [n for n, k in Counter(nonces).items() if k > 1]
                 self.stats.violate("nonces", f"{c}: nonces mined twice: {dup}")
-            for x, y in itertools.pairwise(nonces):
-                if y != x + 1:
+            for (x, _, hx), (y, _, hy) in itertools.pairwise(txs3):
+                if y != x + 1 and not (hy > hx and y > x):
                     self.stats.violate("nonces", f"{c}: nonce {x} followed by {y}")
             # The account's nonce at the scanned head, not at "latest": the daemons keep
             # pushing while the blocks are read.
             at_head = int(await rpc("eth_getTransactionCount", [self.keeper, hex(head)]), 16)
             pending = int(await rpc("eth_getTransactionCount", [self.keeper, "pending"]), 16)
-            if nonces and at_head != nonces[-1] + 1:
+            if nonces and at_head != nonces[-1] + 1 and not holes:
                 self.stats.violate(
                     "nonces", f"{c}: account nonce {at_head} at block {head} != last mined + 1"
                 )
