@@ -10,6 +10,7 @@ does not recognise takes `decode_log`, the general path, which names what is wro
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from collections.abc import Sequence
 from functools import lru_cache
@@ -200,8 +201,9 @@ def _words(datas: list[str]) -> list[int] | None:
         return None
     if len(raw) != 32 * n:
         return None
-    frombytes = int.from_bytes
-    return [frombytes(raw[i : i + 32], "big") for i in range(0, 32 * n, 32)]
+    # Validated above (each "0x" + 64 hex digits): int() of the text, mapped in C, is
+    # the word's value without slicing the bytes.
+    return list(map(int, datas, itertools.repeat(16)))
 
 
 @lru_cache(maxsize=65536)

@@ -346,10 +346,17 @@ async def _seen_accounts(s: AsyncSession, chain: str, events: EventColumns) -> s
 
 async def _note_accounts(s: AsyncSession, chain: str, events: EventColumns, seen: set[str]) -> None:
     """Record the accounts first seen in this batch, at their first block."""
-    firsts: dict[str, int] = {}
-    for account, n in zip(events.account, events.block_number, strict=True):
-        if account not in seen and n < firsts.get(account, n + 1):
-            firsts[account] = n
+    numbers = events.block_number
+    if numbers == sorted(numbers):
+        # Blocks ascend (a backfill's batch): built backwards, the last write per
+        # account (its lowest block) wins, all in C.
+        lowest = dict(zip(reversed(events.account), reversed(numbers), strict=True))
+        firsts = {a: n for a, n in lowest.items() if a not in seen}
+    else:
+        firsts = {}
+        for account, n in zip(events.account, numbers, strict=True):
+            if account not in seen and n < firsts.get(account, n + 1):
+                firsts[account] = n
     if firsts:
         await s.execute(
             insert(ACC),
