@@ -10,9 +10,11 @@ does not recognise takes `decode_log`, the general path, which names what is wro
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from collections.abc import Sequence
 from functools import lru_cache
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import msgspec
@@ -199,8 +201,9 @@ def _words(datas: list[str]) -> list[int] | None:
         return None
     if len(raw) != 32 * n:
         return None
-    frombytes = int.from_bytes
-    return [frombytes(raw[i : i + 32], "big") for i in range(0, 32 * n, 32)]
+    # Validated above (each "0x" + 64 hex digits): int() of the text, mapped in C, is
+    # the word's value without slicing the bytes.
+    return list(map(int, datas, itertools.repeat(16)))
 
 
 @lru_cache(maxsize=65536)
@@ -220,41 +223,50 @@ def _hex_map(texts: list[str]) -> dict[str, int] | None:
     return parsed
 
 
+# Field and item readers for the column-by-column decoding (mapped in C).
+_TOPICS_OF = attrgetter("topics")
+_DATA_OF = attrgetter("data")
+_NUMBER_OF = attrgetter("blockNumber")
+_INDEX_OF = attrgetter("logIndex")
+_HASH_OF = attrgetter("blockHash")
+_TX_OF = attrgetter("transactionHash")
+_FIRST, _SECOND, _THIRD = itemgetter(0), itemgetter(1), itemgetter(2)
+
+
 def _decode_simple_batch(chain: str, logs: Sequence[RpcLog]) -> EventColumns | None:
     """A batch made only of well-formed simple events (the whole of a deposit-heavy
     backfill) decoded column by column: C-level maps and comprehensions, each distinct
     block number, log index, block hash and topic parsed once. None when any entry is
     not simple or is malformed: `decode_records` then goes entry by entry, decodes
     the others and names what is wrong, so both paths decode the same."""
-    topics = [rec.topics for rec in logs]
-    datas = [rec.data for rec in logs]
+    topics = list(map(_TOPICS_OF, logs))
+    datas = list(map(_DATA_OF, logs))
     if set(map(len, topics)) - {3} or set(map(len, datas)) - {_WORD}:
         return None
-    simple = _SIMPLE
-    kinds = [simple.get(t[0]) for t in topics]
+    kinds = list(map(_SIMPLE.get, map(_FIRST, topics)))
     if None in kinds:
         return None
-    numbers = [rec.blockNumber for rec in logs]
-    indexes = [rec.logIndex for rec in logs]
+    numbers = list(map(_NUMBER_OF, logs))
+    indexes = list(map(_INDEX_OF, logs))
     number_of, index_of = _hex_map(numbers), _hex_map(indexes)
     if number_of is None or index_of is None:
         return None
     try:
-        accounts = [_raw_topic_address(t[1]) for t in topics]
-        tokens = [_raw_topic_address(t[2]) for t in topics]
+        accounts = list(map(_raw_topic_address, map(_SECOND, topics)))
+        tokens = list(map(_raw_topic_address, map(_THIRD, topics)))
     except ValueError:
         return None
     amounts = _words(datas)
     if amounts is None:
         return None
-    block_hashes = [rec.blockHash for rec in logs]
+    block_hashes = list(map(_HASH_OF, logs))
     lower_hash = {h: h.lower() for h in set(block_hashes)}
     n = len(logs)
     return EventColumns(
         chain,
         block_number=list(map(number_of.__getitem__, numbers)),
         block_hash=list(map(lower_hash.__getitem__, block_hashes)),
-        tx_hash=list(map(str.lower, [rec.transactionHash for rec in logs])),
+        tx_hash=list(map(str.lower, map(_TX_OF, logs))),
         log_index=list(map(index_of.__getitem__, indexes)),
         kind=kinds,  # type: ignore[arg-type]  # no None: checked above
         account=accounts,
@@ -364,16 +376,29 @@ def range_digest(events: EventColumns) -> str:
     counterparty:debt_token:debt_amount`, as decoded here (checksummed addresses,
     lower-case hashes, decimal amounts, an absent address empty). An auditor decodes
     the range's getLogs answer with `decode_records` and compares."""
-    # Column by column (str of each column, ":".join of each row, all in C): the same
-    # text as one f-string per event, without a Python step per event.
-    fields = zip(
-        map(str, events.block_number), map(str, events.log_index), events.tx_hash,
-        events.kind, events.account, events.token, map(str, events.amount),
-        _texts(events.counterparty), _texts(events.debt_token),
-        map(str, events.debt_amount), strict=True,
+    # Column by column: one format call per row, mapped in C ("{}" of an int is its
+    # str()), the same text as one f-string per event without a Python step per event.
+    columns: tuple[list[Any], ...] = (
+        events.block_number, events.log_index, events.tx_hash, events.kind,
+        events.account, events.token, events.amount, _texts(events.counterparty),
+        _texts(events.debt_token), events.debt_amount,
     )  # fmt: skip
-    text = "".join(map("{}\n".format, map(":".join, fields)))
+    if len(set(map(len, columns))) > 1:
+        raise ValueError("range_digest: columns of different lengths")
+    _check_ints(events.block_number, events.log_index, events.amount, events.debt_amount)
+    text = "".join(map(_DIGEST_LINE.format, *columns))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+_DIGEST_LINE = "{}:{}:{}:{}:{}:{}:{}:{}:{}:{}\n"
+
+
+def _check_ints(*columns: list[int]) -> None:
+    # format() of an int subclass (bool) differs from its str(); the columns are
+    # plain ints by construction, checked per distinct type.
+    for column in columns:
+        if not set(map(type, column)) <= {int}:
+            raise TypeError("range_digest: a numeric column holds a non-int")
 
 
 def _texts(column: list[str | None]) -> list[str]:

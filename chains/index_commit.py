@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
+from operator import attrgetter
 
 import msgspec
 
@@ -36,6 +37,8 @@ from chains.rpc import RpcLog
 from chains.types import BatchResult, BlockRef, Checkpoint, EventColumns
 
 log = logging.getLogger(__name__)
+
+_REMOVED = attrgetter("removed")
 
 
 class BatchCommitter:
@@ -123,7 +126,7 @@ class BatchCommitter:
         """Vault and position events of the logs; None when a log was removed or names
         a block hash other than the fetched header's (a reorg in flight)."""
         chain = self.ctx.chain
-        if any(entry.removed for entry in logs):
+        if any(map(_REMOVED, logs)):
             return None
         pos_logs: list[RpcLog] = []
         if self.ctx.markets is not None:

@@ -190,7 +190,7 @@ class EventColumns:
 
     def take(self, rows: Sequence[int]) -> EventColumns:
         """The given rows, in that order."""
-        picked = [[col[i] for i in rows] for col in self.columns()]
+        picked = [list(map(col.__getitem__, rows)) for col in self.columns()]
         return EventColumns(self.chain, *picked)
 
 

@@ -23,6 +23,7 @@ Invariants:
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -66,6 +67,16 @@ _EVENT_COLUMNS = (
     "token", "amount", "counterparty", "debt_token", "debt_amount", "adjust_kind",
     "negative", "pending",
 )  # fmt: skip
+
+
+def _pending(events: EventColumns, confirmed_block: int) -> list[bool]:
+    """Per row: a deposit/repayment above the confirmed block (it pends)."""
+    if not len(events) or max(events.block_number) <= confirmed_block:
+        return [False] * len(events)
+    return [
+        n > confirmed_block and k in RISK_LOWERING
+        for n, k in zip(events.block_number, events.kind, strict=True)
+    ]
 
 
 def add_effect(deltas: Deltas, eff: PositionEffect, sign: int, pending: bool) -> None:
@@ -172,10 +183,7 @@ class EventWriter:
             )
         if not len(events):
             return
-        pending = [
-            n > confirmed_block and k in RISK_LOWERING
-            for n, k in zip(events.block_number, events.kind, strict=True)
-        ]
+        pending = _pending(events, confirmed_block)
         _add_deltas(deltas, events, pending, confirmed_block)
         accounts.update(events.account)
         await _note_accounts(s, chain, events, seen)
@@ -186,10 +194,7 @@ class EventWriter:
         self, s: AsyncSession, chain: str, events: EventColumns, confirmed_block: int
     ) -> None:
         n = len(events)
-        pending = [
-            b > confirmed_block and k in RISK_LOWERING
-            for b, k in zip(events.block_number, events.kind, strict=True)
-        ]
+        pending = _pending(events, confirmed_block)
         columns = (
             [chain] * n, events.block_number, events.block_hash, events.tx_hash,
             events.log_index, events.kind, events.account, events.token,
@@ -264,19 +269,16 @@ async def _compact(
     if stored_possible and await _recorded(s, chain, compact):
         return events  # re-applied: _drop_compacted left only events above the range
     numbers, indexes = events.block_number, events.log_index
-    deep = [i for i, n in enumerate(numbers) if n <= compact.to_block]
     in_order = in_chain_order(events)  # then so is any subsequence, `deep` too
-    if not in_order:
+    if in_order:
+        # Block numbers ascend: the range's rows are a prefix.
+        deep = list(range(bisect.bisect_right(numbers, compact.to_block)))
+    else:
+        deep = [i for i, n in enumerate(numbers) if n <= compact.to_block]
         deep.sort(key=lambda i: (numbers[i], indexes[i]))
     # The whole batch already in chain order (a backfill's): no copy of the columns.
     ordered = events if in_order and len(deep) == len(events) else events.take(deep)
-    keep: list[int] = []
-    first = set(seen)
-    for i in deep:
-        account = events.account[i]
-        if account not in first or events.kind[i] in KEPT_KINDS:
-            keep.append(i)
-            first.add(account)
+    keep = _kept_rows(events, deep, seen, in_order)
     s.add(
         ChainEventRange(
             chain=chain,
@@ -287,10 +289,38 @@ async def _compact(
             digest=range_digest(ordered),
         )
     )
-    above = [i for i, n in enumerate(events.block_number) if n > compact.to_block]
     if len(keep) == len(deep):
         return events
+    above = list(range(len(deep), len(events))) if in_order else _above(events, compact)
     return events.take(keep + above)
+
+
+def _above(events: EventColumns, compact: CompactRange) -> list[int]:
+    return [i for i, n in enumerate(events.block_number) if n > compact.to_block]
+
+
+def _kept_rows(events: EventColumns, deep: list[int], seen: set[str], in_order: bool) -> list[int]:
+    """The rows of `deep` (in chain order; with `in_order`, a prefix of the batch)
+    stored in a compacted range: each account's first row, unless the account is in
+    `seen`, and every KEPT_KINDS row."""
+    accounts, kinds = events.account, events.kind
+    if in_order:
+        # A backfill's batch: `deep` is a prefix. The first row of each account from a
+        # dict built backwards (the last write, the lowest row, wins), all in C.
+        n = len(deep)
+        firsts = dict(zip(reversed(accounts[:n]), range(n - 1, -1, -1), strict=True))
+        rows = {i for a, i in firsts.items() if a not in seen}
+        if not KEPT_KINDS.isdisjoint(kinds[:n]):
+            rows.update(i for i in range(n) if kinds[i] in KEPT_KINDS)
+        return sorted(rows)
+    keep: list[int] = []
+    first = set(seen)
+    for i in deep:
+        account = accounts[i]
+        if account not in first or kinds[i] in KEPT_KINDS:
+            keep.append(i)
+            first.add(account)
+    return keep
 
 
 async def _recorded(s: AsyncSession, chain: str, compact: CompactRange) -> bool:
@@ -316,10 +346,17 @@ async def _seen_accounts(s: AsyncSession, chain: str, events: EventColumns) -> s
 
 async def _note_accounts(s: AsyncSession, chain: str, events: EventColumns, seen: set[str]) -> None:
     """Record the accounts first seen in this batch, at their first block."""
-    firsts: dict[str, int] = {}
-    for account, n in zip(events.account, events.block_number, strict=True):
-        if account not in seen and n < firsts.get(account, n + 1):
-            firsts[account] = n
+    numbers = events.block_number
+    if numbers == sorted(numbers):
+        # Blocks ascend (a backfill's batch): built backwards, the last write per
+        # account (its lowest block) wins, all in C.
+        lowest = dict(zip(reversed(events.account), reversed(numbers), strict=True))
+        firsts = {a: n for a, n in lowest.items() if a not in seen}
+    else:
+        firsts = {}
+        for account, n in zip(events.account, numbers, strict=True):
+            if account not in seen and n < firsts.get(account, n + 1):
+                firsts[account] = n
     if firsts:
         await s.execute(
             insert(ACC),
@@ -332,12 +369,11 @@ def _add_deltas(
 ) -> None:
     """The position deltas of the batch's events (VaultEvent.effects(), inlined for the
     one-effect kinds: the hot loop of a backfill)."""
-    if (
-        len(events)
-        and max(events.block_number) <= confirmed_block
-        and set(events.kind) <= SIMPLE_EFFECT.keys()
-    ):
-        _add_deep_deltas(deltas, events)
+    if len(events) and set(events.kind) <= SIMPLE_EFFECT.keys():
+        if max(events.block_number) <= confirmed_block:
+            _add_deep_deltas(deltas, events)
+        else:
+            _add_simple_deltas(deltas, events, confirmed_block)
         return
     rows = zip(
         events.kind, events.account, events.token, events.amount, events.block_number,
@@ -388,6 +424,24 @@ def _add_deep_deltas(deltas: Deltas, events: EventColumns) -> None:
         position = (account, token, position_kind)
         h, p = deltas.get(position, (0, 0))
         deltas[position] = (h + sign * total, p)
+
+
+def _add_simple_deltas(deltas: Deltas, events: EventColumns, confirmed_block: int) -> None:
+    """`_add_deltas` of a batch of one-effect kinds reaching above the confirmed block
+    (the window part of a backfill, a live step): the amounts are summed per (kind,
+    account, token, above the confirmed block) in plain ints, then folded in; only
+    the kinds that add to pending (deposits) pend, and only above the confirmed block."""
+    sums: dict[tuple[str, str, str, bool], int] = {}
+    get = sums.get
+    above = map(confirmed_block.__lt__, events.block_number)
+    keys = zip(events.kind, events.account, events.token, above, strict=True)
+    for key, amount in zip(keys, events.amount, strict=True):
+        sums[key] = get(key, 0) + amount
+    for (kind, account, token, is_above), total in sums.items():
+        position_kind, sign, adds_pending = SIMPLE_EFFECT[kind]
+        position = (account, token, position_kind)
+        h, p = deltas.get(position, (0, 0))
+        deltas[position] = (h + sign * total, p + total if adds_pending and is_above else p)
 
 
 async def _new_rows(

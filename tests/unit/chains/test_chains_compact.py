@@ -351,3 +351,31 @@ def test_batch_deltas_equal_the_sum_of_each_events_effects(
         for eff in e.effects():
             add_effect(want, eff, 1, e.block_number > confirmed)
     assert got == want
+
+
+@pytest.mark.parametrize("kinds", [["deposit"], ["deposit", "withdraw", "liquidation"]])
+@pytest.mark.parametrize("in_order", [True, False])
+def test_kept_rows_are_each_unseen_accounts_first_row_and_the_kept_kinds(
+    kinds: list[str], in_order: bool
+) -> None:
+    from aggregator.store.chain_batches import _kept_rows
+    from aggregator.store.chain_rows import KEPT_KINDS
+    from chains.types import EventColumns
+
+    for seed, n in ((1, 0), (2, 1), (3, 40), (4, 90)):
+        cols = EventColumns.from_events("c", _column_events(seed, n, kinds))
+        seen = {"0x" + f"{2:040x}"}
+        deep = list(range(n * 2 // 3))
+        if not in_order:
+            deep = deep[::-1]  # the general path walks `deep` as given
+        # The reference: one row at a time, in the order of `deep`.
+        want: list[int] = []
+        first = set(seen)
+        for i in deep:
+            if cols.account[i] not in first or cols.kind[i] in KEPT_KINDS:
+                want.append(i)
+                first.add(cols.account[i])
+        got = _kept_rows(cols, deep, seen, in_order)
+        assert got == want
+        if in_order and n > 10:
+            assert 0 < len(got) < len(deep)  # the case is not trivial

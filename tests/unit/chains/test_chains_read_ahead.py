@@ -8,12 +8,16 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from chains.index_fetch import READ_AHEAD_RANGES, Fetched, ReadAhead
+from chains.index_fetch import READ_AHEAD_EMPTY_RANGES, READ_AHEAD_RANGES, Fetched, ReadAhead
 from chains.types import BlockRef
 
 
 def ranges(
-    span: int, calls: list[int], fail_at: int | None = None, gate: asyncio.Event | None = None
+    span: int,
+    calls: list[int],
+    fail_at: int | None = None,
+    gate: asyncio.Event | None = None,
+    logs_from: int = 0,
 ) -> Callable[[int], Awaitable[Fetched]]:
     async def fetch(start: int) -> Fetched:
         if gate is not None:
@@ -22,7 +26,7 @@ def ranges(
         if start == fail_at:
             raise RuntimeError(f"node down at {start}")
         end = start + span - 1
-        logs = [f"log{n}" for n in range(start, end + 1)]
+        logs = [f"log{n}" for n in range(max(start, logs_from), end + 1)]
         return end, logs, {end: BlockRef(end, f"h{end}", f"h{end - 1}")}  # type: ignore[return-value]
 
     return fetch
@@ -69,3 +73,31 @@ async def test_an_error_surfaces_in_the_step_that_takes_it() -> None:
     with pytest.raises(RuntimeError, match="node down at 110"):
         await ahead.take()
     await ahead.cancel()
+
+
+async def test_ranges_without_logs_are_merged_up_to_their_own_bound() -> None:
+    calls: list[int] = []
+    gate = asyncio.Event()
+    # Blocks below 1000 have no logs; the reader is held until the step waits.
+    ahead = ReadAhead(ranges(10, calls, gate=gate, logs_from=1000), 0, head=10_000)
+    taker = asyncio.create_task(ahead.take())
+    await asyncio.sleep(0.01)
+    gate.set()
+    end, logs, headers = await taker
+    # Not the first empty range alone: as many as the empty bound, as one range.
+    assert logs == [] and end == 10 * READ_AHEAD_EMPTY_RANGES - 1
+    assert sorted(headers) == [9 + 10 * i for i in range(READ_AHEAD_EMPTY_RANGES)]
+    # Up to block 999 empty, then logs: taken as soon as a range with logs is ready.
+    while end < 999:
+        end, logs, _ = await ahead.take()
+        assert end <= 999 or logs
+    end, logs, _ = await ahead.take()
+    assert logs and end >= 1009
+    await ahead.cancel()
+
+
+async def test_empty_ranges_up_to_the_head_are_taken_when_the_reading_ends() -> None:
+    calls: list[int] = []
+    ahead = ReadAhead(ranges(10, calls, logs_from=10**9), 0, head=49)
+    end, logs, _ = await ahead.take()
+    assert (end, logs) == (49, []) and calls == [0, 10, 20, 30, 40]
