@@ -196,7 +196,8 @@ def test_random_single_pool_matches_the_integer_swap(a, x):
     curve = build_curve([SaleLeg(a, True, 1.0)], WETH, 18)
     want, left = ref_usd(a, True, x, 1.0)
     # Float curve vs exact integer swap: the sqrt-price round trips of a long walk cost a
-    # few 1e-8 relative (hypothesis found 1.8e-8 and 1.6e-7 of a tiny remainder); the
-    # requirement is 0.1% against QuoterV2.
-    assert float(curve.output(x)[0]) == pytest.approx(want, rel=1e-6, abs=1e-5)
+    # few 1e-8 relative (hypothesis found 1.8e-8 and 1.6e-7 of a tiny remainder, and
+    # later 1.4e-6: 7.7089684 against 7.708979); the requirement is 0.1% against
+    # QuoterV2, so 1e-5 relative still tells a wrong walk from rounding.
+    assert float(curve.output(x)[0]) == pytest.approx(want, rel=1e-5, abs=1e-5)
     assert max(x - curve.capacity, 0.0) == pytest.approx(left, rel=1e-6, abs=1e-8)

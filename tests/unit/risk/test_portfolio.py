@@ -307,7 +307,11 @@ def test_greeks_match_bumped_reference(legs: list) -> None:
         # spot) any value between them is a delta, and the central difference is only
         # their mean; where the value is smooth the two meet.
         left, right = (v0 - vd) / h, (vu - v0) / h
-        assert min(left, right) - tol <= g["delta"][0, u] <= max(left, right) + tol
+        # Near such a kink the legs of a mixed book need not be convex over one bump,
+        # so the true slope can leave the secants' bracket by up to |gamma| h / 2 (a
+        # short-dated option beside other legs did, by 3.4e-4).
+        slack = tol + 0.5 * h * abs(float(g["gamma"][0, u]))
+        assert min(left, right) - slack <= g["delta"][0, u] <= max(left, right) + slack
 
 
 def test_greeks_are_summed_across_chains() -> None:
