@@ -86,43 +86,31 @@ class RecordStates:
 
     async def mark_unmined(self, rec: TxRecord) -> None:
         """Reorged out: back to `sent` at the same nonce (our later nonces need it)."""
-        rec.reorgs += 1
-        self.status.reorgs_total += 1
-        log.warning(
-            "chain %s: update (nonce %d) left the chain in a reorg; re-queued",
-            self.chain,
-            rec.nonce,
-            extra={"chain": self.chain, "tx_hash": rec.mined_hash, "nonce": rec.nonce},
-        )
-        rec.status = "sent"
-        rec.mined_hash = rec.mined_block = rec.mined_block_hash = None
-        rec.gas_used = None
-        rec.last_sent_at = self.clock()
-        await self.persist(rec)
-        if self.on_unmined is not None:
-            self.on_unmined(rec)
+        await self._requeue(rec, "left the chain in a reorg; re-queued")
 
     async def reopen(self, rec: TxRecord) -> None:
         """A final record whose nonce the chain no longer counts as used: its block left
         the chain after all (a reorg deeper than the confirmation window, or a head that
         a node overstated). Open again as `sent`, the same bytes, so that its nonce is
         filled by its own payload and the updates above it can be mined."""
+        await self._requeue(rec, "was final but is no longer on chain; re-opened")
+
+    async def _requeue(self, rec: TxRecord, why: str) -> None:
         rec.reorgs += 1
         self.status.reorgs_total += 1
         log.warning(
-            "chain %s: final update (nonce %d, %s) is no longer on chain; re-opened and sent again",
+            "chain %s: update (nonce %d) %s",
             self.chain,
             rec.nonce,
-            rec.status,
+            why,
             extra={"chain": self.chain, "tx_hash": rec.mined_hash, "nonce": rec.nonce},
         )
         rec.status = "sent"
-        rec.error = None
         rec.mined_hash = rec.mined_block = rec.mined_block_hash = None
         rec.gas_used = None
         rec.last_sent_at = self.clock()
         await self.persist(rec)
-        self.records.add(rec)
+        self.records.add(rec)  # a re-opened record was forgotten when it became final
         if self.on_unmined is not None:
             self.on_unmined(rec)
 

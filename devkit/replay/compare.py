@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,17 @@ def table(episode: str, reps: dict[str, dict[str, Any]]) -> str:
     return "\n".join([f"### {episode}", "", *rows, "", "Volatility at the first step:", *sig])
 
 
+def runs(
+    reports: dict[str, dict[str, dict[str, Any]]],
+) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(episode, model, report) of every report, episodes in order, models as LABELS."""
+    for episode in sorted(reports):
+        for m in LABELS:
+            r = reports[episode].get(m)
+            if r is not None:
+                yield episode, m, r
+
+
 def summary(reports: dict[str, dict[str, dict[str, Any]]]) -> str:
     """The issue's goal figures, one row per (episode, model): bad debt, healthy ->
     negative equity, false liquidations, procyclicality."""
@@ -100,18 +111,14 @@ def summary(reports: dict[str, dict[str, dict[str, Any]]]) -> str:
         "| peak / trough | max 1-day rise | max 5-day rise |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for episode in sorted(reports):
-        for m in LABELS:
-            r = reports[episode].get(m)
-            if r is None:
-                continue
-            pc = r["procyclicality"]
-            rows.append(
-                f"| {episode} | {m} | {r['bad_debt_usd']:,.0f} | {r['healthy_to_negative_equity']} "
-                f"| {r['liquidations']['count']} | {r['false_liquidations']['count']} "
-                f"| {_f(pc.get('peak_over_trough'))} | {_f(pc.get('max_1d_rise'), '{:.4f}')} "
-                f"| {_f(pc.get('max_5d_rise'), '{:.4f}')} |"
-            )
+    for episode, m, r in runs(reports):
+        pc = r["procyclicality"]
+        rows.append(
+            f"| {episode} | {m} | {r['bad_debt_usd']:,.0f} | {r['healthy_to_negative_equity']} "
+            f"| {r['liquidations']['count']} | {r['false_liquidations']['count']} "
+            f"| {_f(pc.get('peak_over_trough'))} | {_f(pc.get('max_1d_rise'), '{:.4f}')} "
+            f"| {_f(pc.get('max_5d_rise'), '{:.4f}')} |"
+        )
     return "\n".join(rows)
 
 
@@ -125,19 +132,15 @@ def queue(reports: dict[str, dict[str, dict[str, Any]]]) -> str:
         "max dust impact, saturated steps (>= 0.99) |",
         "|---|---|---|---|",
     ]
-    for episode in sorted(reports):
-        for m in LABELS:
-            r = reports[episode].get(m)
-            if r is None:
-                continue
-            hf = r["series"]["hf_p5_p25_p50"]
-            collapse = step_ranges([i for i, q in enumerate(hf) if q[1] == 0.0])
-            assets = r.get("liquidity", {}).get("assets")
-            cell = "-" if assets is None else "; ".join(
-                f"{a} {v['max_dust_impact']:.3f}, {step_ranges(v['saturated_steps'])}"
-                for a, v in assets.items()
-            ) or "no pooled asset"  # fmt: skip
-            rows.append(f"| {episode} | {m} | {collapse} | {cell} |")
+    for episode, m, r in runs(reports):
+        hf = r["series"]["hf_p5_p25_p50"]
+        collapse = step_ranges([i for i, q in enumerate(hf) if q[1] == 0.0])
+        assets = r.get("liquidity", {}).get("assets")
+        cell = "-" if assets is None else "; ".join(
+            f"{a} {v['max_dust_impact']:.3f}, {step_ranges(v['saturated_steps'])}"
+            for a, v in assets.items()
+        ) or "no pooled asset"  # fmt: skip
+        rows.append(f"| {episode} | {m} | {collapse} | {cell} |")
     return "\n".join(rows)
 
 
@@ -156,29 +159,27 @@ def derivatives(reports: dict[str, dict[str, dict[str, Any]]]) -> str:
         "| their vault deficit USD (net of the venue legs) |",
         "|---|---|---|---|---|---|",
     ]
-    for episode in sorted(reports):
-        for m in LABELS:
-            r = reports[episode].get(m)
-            if r is None or "netting_at_start" not in r or "derivatives" not in r:
-                continue
-            net = r["netting_at_start"]
+    for episode, m, r in runs(reports):
+        if "netting_at_start" not in r or "derivatives" not in r:
+            continue
+        net = r["netting_at_start"]
 
-            def pair(shape: str, net: dict[str, Any] = net) -> str:
-                n = net.get(shape)
-                if n is None:
-                    return "-"
-                return (
-                    f"{n['portfolio_mm_over_collateral_median']:.1%} / "
-                    f"{n['standard_requirement_over_collateral_median']:.1%}"
-                )
-
-            by = r["liquidations"].get("by_shape", {})
-            d = r["derivatives"]
-            rows.append(
-                f"| {episode} | {m} | {pair('hedged_perp')} | {pair('covered_call')} "
-                f"| {by.get('hedged_perp', 0)} / {by.get('covered_call', 0)} "
-                f"| {d.get('bad_debt_usd', 0):,.0f} ({d.get('bad_debt_net_usd', 0):,.0f}) |"
+        def pair(shape: str, net: dict[str, Any] = net) -> str:
+            n = net.get(shape)
+            if n is None:
+                return "-"
+            return (
+                f"{n['portfolio_mm_over_collateral_median']:.1%} / "
+                f"{n['standard_requirement_over_collateral_median']:.1%}"
             )
+
+        by = r["liquidations"].get("by_shape", {})
+        d = r["derivatives"]
+        rows.append(
+            f"| {episode} | {m} | {pair('hedged_perp')} | {pair('covered_call')} "
+            f"| {by.get('hedged_perp', 0)} / {by.get('covered_call', 0)} "
+            f"| {d.get('bad_debt_usd', 0):,.0f} ({d.get('bad_debt_net_usd', 0):,.0f}) |"
+        )
     return "\n".join(rows)
 
 
@@ -232,37 +233,33 @@ def causes(reports: dict[str, dict[str, dict[str, Any]]]) -> str:
         "| gap | slow, liquidated | slow, never liquidated | other | not split | split |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for episode in sorted(reports):
-        for m in LABELS:
-            r = reports[episode].get(m)
-            if r is None:
-                continue
-            c = r.get("bad_debt_causes")
-            how = "run"
-            if c is None:
-                c = causes_from_report(r)
-                complete = c is not None and c["usd"]["not_split"] < 1.0
-                how = "recomputed, complete" if complete else "recomputed: cross-chain only"
-            if c is None:
-                rows.append(f"| {episode} | {m} | {r['bad_debt_usd']:,.0f} | - | - | - | - | - "
-                            "| - | - | - | not recomputable (warm-up top-ups) |")  # fmt: skip
-                continue
-            usd, n = c["usd"], c.get("accounts", {})
+    for episode, m, r in runs(reports):
+        c = r.get("bad_debt_causes")
+        how = "run"
+        if c is None:
+            c = causes_from_report(r)
+            complete = c is not None and c["usd"]["not_split"] < 1.0
+            how = "recomputed, complete" if complete else "recomputed: cross-chain only"
+        if c is None:
+            rows.append(f"| {episode} | {m} | {r['bad_debt_usd']:,.0f} | - | - | - | - | - "
+                        "| - | - | - | not recomputable (warm-up top-ups) |")  # fmt: skip
+            continue
+        usd, n = c["usd"], c.get("accounts", {})
 
-            def cell(k: str, usd: dict[str, float] = usd, n: dict[str, int] = n) -> str:
-                if k not in usd:
-                    return "-"
-                return f"{usd[k]:,.0f}" + (f" ({n[k]})" if k in n and usd[k] else "")
+        def cell(k: str, usd: dict[str, float] = usd, n: dict[str, int] = n) -> str:
+            if k not in usd:
+                return "-"
+            return f"{usd[k]:,.0f}" + (f" ({n[k]})" if k in n and usd[k] else "")
 
-            # The derivative table's figure: the vaults' deficit less each account's own
-            # derivative value (a written call's loss adds).
-            net = r.get("derivatives", {}).get("book_bad_debt_net_usd")
-            rows.append(
-                f"| {episode} | {m} | {r['bad_debt_usd']:,.0f} "
-                f"| {'-' if net is None else f'{net:,.0f}'} | {cell('hedge_offset')} "
-                f"| {cell('cross_chain')} | {cell('gap')} | {cell('slow_liquidated')} "
-                f"| {cell('slow_unliquidated')} | {cell('other')} | {cell('not_split')} | {how} |"
-            )
+        # The derivative table's figure: the vaults' deficit less each account's own
+        # derivative value (a written call's loss adds).
+        net = r.get("derivatives", {}).get("book_bad_debt_net_usd")
+        rows.append(
+            f"| {episode} | {m} | {r['bad_debt_usd']:,.0f} "
+            f"| {'-' if net is None else f'{net:,.0f}'} | {cell('hedge_offset')} "
+            f"| {cell('cross_chain')} | {cell('gap')} | {cell('slow_liquidated')} "
+            f"| {cell('slow_unliquidated')} | {cell('other')} | {cell('not_split')} | {how} |"
+        )
     return "\n".join(rows)
 
 
