@@ -131,10 +131,11 @@ async def test_resume_from_checkpoint_continues_exactly(
     settings = chain.settings(max_log_range=2)
     first = ChainIndexer(settings, client_for(settings), repo)
     await first.load()
-    for _ in range(3):
-        await first.step()
+    # One step: a step reads ahead several ranges (chains/index_fetch.py), so three
+    # small ranges' worth of steps may already reach the head.
+    await first.step()
     mid = first.status.indexed_block
-    assert mid < h.block_number()
+    assert h.deploy_block < mid < h.block_number()
     second = ChainIndexer(settings, client_for(settings), repo)
     cp = await second.load()
     assert cp.indexed_block == mid
