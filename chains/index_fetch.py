@@ -178,25 +178,37 @@ class LogFetcher:
 
     async def _fetch(self, start: int, end: int, head: int) -> Fetched:
         """Logs of [start, end] (the span may shrink: returns the end covered) and the
-        headers the commit of that range checks them against."""
-        end, logs = await self._get_logs(start, end)
-        numbers = header_numbers(start, end, head, self.ctx.settings.reorg_window)
-        headers = await self.ctx.client.get_blocks(numbers)
-        return end, logs, headers
+        headers the commit of that range checks them against. The headers are read
+        first and the logs anchored to the range's last one (ChainMoved when it changed
+        meanwhile): logs older than their headers could lack a log that only the
+        headers' branch has, and nothing in the commit could see it."""
+        window = self.ctx.settings.reorg_window
+        headers = await self.ctx.client.get_blocks(header_numbers(start, end, head, window))
+        end, logs = await self._get_logs(start, end, headers)
+        return end, logs, {n: headers[n] for n in header_numbers(start, end, head, window)}
 
-    async def _logs_of(self, start: int, end: int) -> list[RpcLog]:
+    async def _logs_of(self, start: int, end: int, end_hash: str) -> list[RpcLog]:
         client, markets = self.ctx.client, self.ctx.markets
-        logs = await client.get_log_records(self.ctx.vault, TOPIC_FILTER, start, end)
+        logs = await client.get_log_records(
+            self.ctx.vault, TOPIC_FILTER, start, end, end_hash=end_hash
+        )
         if markets is not None:
-            logs += await client.get_log_records(markets.address, POSITION_TOPIC_FILTER, start, end)
+            logs += await client.get_log_records(
+                markets.address, POSITION_TOPIC_FILTER, start, end, end_hash=end_hash
+            )
         return logs
 
-    async def _get_logs(self, start: int, end: int) -> tuple[int, list[RpcLog]]:
-        """getLogs over [start, end], adapting the span; returns (end actually covered, logs)."""
+    async def _get_logs(
+        self, start: int, end: int, headers: dict[int, BlockRef]
+    ) -> tuple[int, list[RpcLog]]:
+        """getLogs over [start, end], adapting the span; returns (end actually covered,
+        logs). A shrunk span's last block is read (into `headers`) before its logs."""
         while True:
             span = end - start + 1
+            if end not in headers:
+                headers.update(await self.ctx.client.get_blocks([end]))
             try:
-                logs = await self._logs_of(start, end)
+                logs = await self._logs_of(start, end, headers[end].hash)
             except RpcResponseError as exc:
                 self._adapt_to_error(exc, span)
             except RpcUnavailable as exc:

@@ -38,7 +38,7 @@ from chains.index_reconcile import Mismatch, Reconciler
 from chains.index_reorg import ReorgGuard
 from chains.logrange import LogRange
 from chains.positions import MarketsWatch
-from chains.rpc import ChainIdMismatch, RpcClient, RpcError
+from chains.rpc import ChainIdMismatch, ChainMoved, RpcClient, RpcError
 from chains.store import IndexerStore
 from chains.types import ChainSettings, Checkpoint
 
@@ -172,7 +172,10 @@ class ChainIndexer:
                 if self.status.fatal:
                     break
                 progressed = await self.step()
-                if not progressed and self.status.caught_up:
+                # A dropped step (reorg in flight) leaves `caught_up` as the last commit
+                # set it: only the checkpoint at the head seen says there is nothing left.
+                at_head = self.checkpoint.indexed_block >= self.status.head_block
+                if not progressed and self.status.caught_up and at_head:
                     break
                 idle = 0 if progressed else idle + 1
                 if idle >= max_idle_steps:
@@ -207,7 +210,14 @@ class ChainIndexer:
             self._caught_up(head)
             return await self._maybe_reconcile()
         self.meter.start()
-        fetched = await self.fetcher.fetch_from(start, head)
+        try:
+            fetched = await self.fetcher.fetch_from(start, head)
+        except ChainMoved as exc:
+            # Like a reorg seen by the commit's checks: nothing read is kept, and the
+            # next step's reorg check finds the common ancestor.
+            log.info("%s; step dropped", exc)
+            await self.fetcher.drop_ahead()
+            return False
         try:
             result = await self.committer.commit(start, head, fetched, self.range.current)
         except BaseException:

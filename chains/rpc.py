@@ -44,6 +44,7 @@ from chains.rpc_codec import (
 from chains.rpc_endpoint import EndpointState, EndpointStatus
 from chains.rpc_errors import (
     ChainIdMismatch,
+    ChainMoved,
     EndpointFault,
     RpcError,
     RpcResponseError,
@@ -210,10 +211,18 @@ class RpcClient:
         return await self.logs.get_logs(address, topics, from_block, to_block)
 
     async def get_log_records(
-        self, address: str | Sequence[str], topics: list[Any], from_block: int, to_block: int
+        self,
+        address: str | Sequence[str],
+        topics: list[Any],
+        from_block: int,
+        to_block: int,
+        *,
+        end_hash: str | None = None,
     ) -> list[RpcLog]:
-        """`get_logs` decoded into typed structs in one pass (the indexer's hot path)."""
-        return await self.logs.get_records(address, topics, from_block, to_block)
+        """`get_logs` decoded into typed structs in one pass (the indexer's hot path).
+        With `end_hash` (the hash of `to_block` read before): raises ChainMoved when the
+        block the answering node holds at `to_block` after answering is another one."""
+        return await self.logs.get_records(address, topics, from_block, to_block, end_hash=end_hash)
 
     async def call_batch(
         self,
@@ -256,6 +265,7 @@ __all__ = [
     "SEL_GET_TIMESTAMP",
     "BlockId",
     "ChainIdMismatch",
+    "ChainMoved",
     "EndpointFault",
     "EndpointState",
     "EndpointStatus",

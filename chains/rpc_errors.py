@@ -38,6 +38,19 @@ class RpcResponseError(RpcError):
         self.url, self.method = url, method
 
 
+class ChainMoved(RpcError):
+    """A read anchored to a block found that block replaced when it finished: the node's
+    block at `number` is no longer the one the caller read first (a reorg between two
+    calls). Not a fault of any endpoint; the caller drops what it read and starts over."""
+
+    def __init__(self, chain: str, number: int, expected: str, got: str) -> None:
+        super().__init__(
+            f"chain {chain!r}: block {number} changed during the read ({expected[:12]} -> "
+            f"{got[:12]}); reorg in flight"
+        )
+        self.number, self.expected, self.got = number, expected, got
+
+
 class RpcUnavailable(RpcError):
     """No endpoint produced a trustworthy answer within the retry budget."""
 

@@ -8,6 +8,12 @@ Invariants:
   after, returns the range's last block; otherwise it is refused, the endpoint is
   demoted as lagging and another one answers.
 - A log outside the queried range or for an address not queried is an integrity fault.
+- Anchored reads (`end_hash`, the hash of `to_block` the caller read before the logs):
+  the head proof's block must be that block, else `ChainMoved`. A reorg between the
+  caller's header reads and the logs cannot then pass: logs of one branch checked
+  against the headers of another would lose, unnoticed, a log that only the headers'
+  branch has in a block where the other branch had none (the log hashes can only
+  show the logs that were returned).
 - `get_logs` (plain dicts) and `get_records` are two views of one read (`_request`:
   the request, the head proof, one `_checked`); they differ only in the decoder.
 - `get_records` (the indexer's hot path) decodes the answer straight into `RpcLog`
@@ -26,7 +32,7 @@ import msgspec
 
 from chains.rpc_codec import hex_to_int
 from chains.rpc_endpoint import Endpoint
-from chains.rpc_errors import EndpointFault
+from chains.rpc_errors import ChainMoved, EndpointFault
 from chains.rpc_failover import Failover
 
 
@@ -141,11 +147,18 @@ class LogReader:
         )
 
     async def get_records(
-        self, address: str | Sequence[str], topics: list[Any], from_block: int, to_block: int
+        self,
+        address: str | Sequence[str],
+        topics: list[Any],
+        from_block: int,
+        to_block: int,
+        *,
+        end_hash: str | None = None,
     ) -> list[RpcLog]:
         """`get_logs` decoded into typed `RpcLog` structs (no dict per log)."""
         return cast(
-            "list[RpcLog]", await self._request(address, topics, from_block, to_block, _RECORDS)
+            "list[RpcLog]",
+            await self._request(address, topics, from_block, to_block, _RECORDS, end_hash=end_hash),
         )
 
     async def _request(
@@ -155,6 +168,8 @@ class LogReader:
         from_block: int,
         to_block: int,
         shape: _Shape,
+        *,
+        end_hash: str | None = None,
     ) -> Any:
         """The one getLogs read both views share: request, head proof, checks."""
         addrs = frozenset(a.lower() for a in ([address] if isinstance(address, str) else address))
@@ -169,7 +184,7 @@ class LogReader:
             }
         ]
 
-        async def logs_with_head_proof(ep: Endpoint) -> Any:
+        async def logs_with_head_proof(ep: Endpoint) -> tuple[Any, str]:
             logs = await ep.raw("eth_getLogs", params, decoder=shape.decoder)
             # The head we know for this endpoint may be stale: a node (or the node a
             # load balancer picked) that has not seen `to_block` answers getLogs with a
@@ -179,12 +194,18 @@ class LogReader:
             if not isinstance(block, dict):
                 ep.head = min(ep.head or 0, to_block - 1)
                 raise EndpointFault(f"lagging: no block {to_block} after answering its logs")
-            return logs
+            block_hash = block.get("hash")
+            if not isinstance(block_hash, str):
+                raise EndpointFault(f"block {to_block} without a hash", integrity=True)
+            return logs, block_hash.lower()
 
-        return await self.failover.request(
+        logs, proof_hash = await self.failover.request(
             "eth_getLogs",
             params,
             min_head=to_block,
-            validate=lambda r: _checked(r, addrs, from_block, to_block, shape.fields),
+            validate=lambda r: (_checked(r[0], addrs, from_block, to_block, shape.fields), r[1]),
             call=logs_with_head_proof,
         )
+        if end_hash is not None and proof_hash != end_hash.lower():
+            raise ChainMoved(self.failover.chain, to_block, end_hash.lower(), proof_hash)
+        return logs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from chains_env import ChainEnv, make_chain, stored_head
@@ -217,3 +218,50 @@ def test_anvil_reorg_on_a_fork_keeps_the_state_of_the_transactions_it_drops(
     )
     assert logs == []
     assert h.collateral_of(USERS[3]) == before + 10**18
+
+
+@pytest.mark.parametrize("when", ["after", "before"])
+async def test_a_reorg_between_the_headers_and_the_logs_loses_no_log(
+    when: str,
+    anvil_factory: Callable[..., AnvilNode],
+    repo: SqlChainStore,
+    client_for: Callable[..., RpcClient],
+) -> None:
+    """The branch changes around the getLogs call: the new branch has a borrow in a
+    block where the logs' branch had no vault log, so no log hash can show the
+    difference. "after": the logs answered, then the reorg; headers read after the logs
+    (the order before 2026-12-06) were the new branch's, the step committed them without
+    the borrow and the indexer never read that block again (a missed event the soak
+    found as a store balance the node's own logs disagreed with). "before": the headers
+    are read, then the reorg, then the logs: their anchor (the range's last block) has
+    changed, so the step is dropped (ChainMoved) and the next one reads the new branch."""
+    node, h = setup_chain(anvil_factory, 71011)
+    s = settings_for("a", node, h)
+    client = client_for(s)
+    ix = ChainIndexer(s, client, repo)
+    await assert_matches_chain(ix, repo, h)
+    snap = h.rpc("evm_snapshot")
+    h.mine(2)  # the branch read first: no vault log in either block
+    read_logs = client.get_log_records
+    reorged: list[int] = []
+
+    def reorg() -> None:
+        if not reorged:
+            h.rpc("evm_revert", [snap])
+            h.borrow(USERS[0], 10**6)  # at the height of the first empty block
+            h.mine(2)
+            reorged.append(h.block_number())
+
+    async def read_with_reorg(*args: Any, **kw: Any) -> Any:
+        if when == "before":
+            reorg()
+        logs = await read_logs(*args, **kw)
+        if when == "after":
+            reorg()
+        return logs
+
+    client.get_log_records = read_with_reorg  # type: ignore[method-assign]
+    await assert_matches_chain(ix, repo, h)
+    assert reorged
+    assert any(e.kind == "borrow" for e in await repo.events("a"))
+    assert ix.status.last_error is None

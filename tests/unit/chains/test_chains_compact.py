@@ -97,7 +97,10 @@ class FakeChain:
     async def get_blocks(self, numbers: list[int]) -> dict[int, BlockRef]:
         return {n: self.ref(n) for n in numbers}
 
-    async def get_log_records(self, address: str, topics: Any, lo: int, hi: int) -> list[RpcLog]:
+    async def get_log_records(
+        self, address: str, topics: Any, lo: int, hi: int, *, end_hash: str | None = None
+    ) -> list[RpcLog]:
+        assert end_hash in (None, self.ref(hi).hash), "logs anchored to another block"
         logs = [entry for n in range(lo, hi + 1) for entry in self.logs(n)]
         return msgspec.convert(logs, list[RpcLog])
 

@@ -12,7 +12,7 @@ from aggregator.store import Store
 from aggregator.store.chain_repo import SqlChainStore
 from chains.events import SIGNATURES
 from chains.indexer import ChainIndexer
-from chains.rpc import RpcLog
+from chains.rpc import ChainMoved, RpcLog
 from chains.types import BlockRef, ChainSettings
 
 VAULT = "0x" + "11" * 20
@@ -27,8 +27,18 @@ def h(n: int, branch: str = "a") -> str:
 class FakeClient:
     """Serves a chain of `head` blocks; logs may come from another branch."""
 
-    def __init__(self, head: int, log_branch: str, parent_break_at: int | None = None) -> None:
+    def __init__(
+        self,
+        head: int,
+        log_branch: str,
+        parent_break_at: int | None = None,
+        *,
+        check_anchor: bool = False,
+    ) -> None:
         self.head, self.log_branch, self.parent_break_at = head, log_branch, parent_break_at
+        # Off: the anchor is passed over, so the commit's own log-hash check is what
+        # drops the step (it still guards against a node whose proof and logs differ).
+        self.check_anchor = check_anchor
 
     async def block_number(self) -> int:
         return self.head
@@ -58,8 +68,15 @@ class FakeClient:
             for n in range(lo, hi + 1)
         ]
 
-    async def get_log_records(self, address: str, topics: Any, lo: int, hi: int) -> list[RpcLog]:
-        return msgspec.convert(await self.get_logs(address, topics, lo, hi), list[RpcLog])
+    async def get_log_records(
+        self, address: str, topics: Any, lo: int, hi: int, *, end_hash: str | None = None
+    ) -> list[RpcLog]:
+        logs = msgspec.convert(await self.get_logs(address, topics, lo, hi), list[RpcLog])
+        # The real client's head proof: the answering node's block `hi`, asked right
+        # after the logs, is of the logs' branch.
+        if self.check_anchor and end_hash is not None and end_hash != h(hi, self.log_branch):
+            raise ChainMoved("c", hi, end_hash, h(hi, self.log_branch))
+        return logs
 
     def status(self) -> list[Any]:
         return []
@@ -79,6 +96,19 @@ async def test_logs_from_another_branch_are_not_committed(store: Store) -> None:
     assert await repo.events("c") == [] and await repo.load_checkpoint("c") is None
     # Once the logs agree with the headers, the same range commits.
     ix.client = FakeClient(head=8, log_branch="a")  # type: ignore[assignment]
+    assert await ix.step() is True
+    assert len(await repo.events("c")) == 9
+
+
+async def test_logs_anchored_to_a_replaced_block_drop_the_step(store: Store) -> None:
+    repo = SqlChainStore(store)
+    client = FakeClient(head=8, log_branch="b", check_anchor=True)
+    ix = ChainIndexer(settings(), client, repo)  # type: ignore[arg-type]
+    await ix.load()
+    assert await ix.step() is False
+    assert ix.status.last_error is None  # a reorg in flight, not an RPC failure
+    assert await repo.events("c") == [] and await repo.load_checkpoint("c") is None
+    client.log_branch = "a"
     assert await ix.step() is True
     assert len(await repo.events("c")) == 9
 
