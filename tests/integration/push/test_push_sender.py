@@ -535,3 +535,42 @@ async def test_a_confirmed_update_a_deep_reorg_removed_is_sent_again_not_gap_fil
     assert nonce_of(h) == start + 2
     resent = [t for t in keeper_txs(h, block0 - 3) if int(str(t["nonce"]), 16) == start]
     assert [t["hash"] for t in resent] == [rec.tx_hash]
+
+
+async def test_an_instance_without_the_lease_never_reopens_a_final_record(
+    anvil_factory: object, store: Store, clients: list[RpcClient]
+) -> None:
+    """The re-open path writes the record before it sends its bytes: an instance that
+    lost the chain is refused at that write, and neither the record nor the chain moves."""
+    from aggregator.cluster.lease import Fence, FencedOut
+
+    fence = Fence("push:c", "me", 1)
+    real_check = fence.check
+
+    async def alone_until_revoked(session: object) -> None:
+        # This test's store has no lease table: a tenure is current until revoked.
+        if fence.revoked.is_set():
+            await real_check(session)  # type: ignore[arg-type]
+
+    fence.check = alone_until_revoked  # type: ignore[method-assign]
+    fenced = SqlPushStore(store, fence=fence)
+    node, h = _manual_mining(71109, anvil_factory)
+    rpc = client(node.url, node.chain_id)
+    clients.append(rpc)
+    s = sender(node, h, rpc, fenced, confirmations=1, clock=FakeClock(), gap_fill_after_s=60)
+    start = nonce_of(h)
+    rec = await s.send_batch(_entries(h, 1))
+    for _ in range(2):
+        node.mine()
+        await s.step()
+    assert rec.status == "confirmed"
+    await s.send_batch(_entries(h, 2, credit=2_000_000)[1:])
+    h.rpc("anvil_reorg", [3, []])  # the confirmed block goes
+    assert nonce_of(h) == start
+    fence.revoked.set()  # another instance took the chain
+    with pytest.raises(FencedOut):
+        await s.step()
+    node.mine()
+    assert nonce_of(h) == start and s.status.gap_fills_total == 0
+    (kept,) = await fenced.final_txs_at("c", KEEPER, range(start, start + 1))
+    assert kept.status == "confirmed" and kept.reorgs == 0
