@@ -18,6 +18,7 @@ from push_env import (
     step_until,
 )
 
+from aggregator.cluster.lease import Fence, FencedOut
 from aggregator.store import Store
 from aggregator.store.push_repo import SqlPushStore
 from chains.pusher.errors import PushError
@@ -477,21 +478,24 @@ async def test_a_nonce_gap_left_by_another_process_is_filled_after_the_wait(
     assert filler["input"] in ("0x", "0x0")
 
 
-async def test_an_instance_without_the_lease_never_fills_a_gap(
-    anvil_factory: object, store: Store, clients: list[RpcClient]
-) -> None:
-    from aggregator.cluster.lease import Fence, FencedOut
-
+def _revocable_fence(store: Store) -> tuple[Fence, SqlPushStore]:
+    """A push store fenced by a tenure that is current until the test revokes it (this
+    test's store has no lease table)."""
     fence = Fence("push:c", "me", 1)
     real_check = fence.check
 
     async def alone_until_revoked(session: object) -> None:
-        # This test's store has no lease table: a tenure is current until revoked.
         if fence.revoked.is_set():
             await real_check(session)  # type: ignore[arg-type]
 
     fence.check = alone_until_revoked  # type: ignore[method-assign]
-    fenced = SqlPushStore(store, fence=fence)
+    return fence, SqlPushStore(store, fence=fence)
+
+
+async def test_an_instance_without_the_lease_never_fills_a_gap(
+    anvil_factory: object, store: Store, clients: list[RpcClient]
+) -> None:
+    fence, fenced = _revocable_fence(store)
     node, h, s, clock, start = await _abandoned_gap(anvil_factory, 71107, fenced, clients)
     fence.revoked.set()  # another instance took the chain
     clock.advance(120)
@@ -542,18 +546,7 @@ async def test_an_instance_without_the_lease_never_reopens_a_final_record(
 ) -> None:
     """The re-open path writes the record before it sends its bytes: an instance that
     lost the chain is refused at that write, and neither the record nor the chain moves."""
-    from aggregator.cluster.lease import Fence, FencedOut
-
-    fence = Fence("push:c", "me", 1)
-    real_check = fence.check
-
-    async def alone_until_revoked(session: object) -> None:
-        # This test's store has no lease table: a tenure is current until revoked.
-        if fence.revoked.is_set():
-            await real_check(session)  # type: ignore[arg-type]
-
-    fence.check = alone_until_revoked  # type: ignore[method-assign]
-    fenced = SqlPushStore(store, fence=fence)
+    fence, fenced = _revocable_fence(store)
     node, h = _manual_mining(71109, anvil_factory)
     rpc = client(node.url, node.chain_id)
     clients.append(rpc)
