@@ -18,6 +18,9 @@ Invariants:
   transactions may still be on their way), and only after the push lease has been
   checked through the store (`PushStore.check_lease`): an instance that lost the chain
   to another instance sends nothing.
+- The wait is for the other process, once per nonce: a gap made only of nonces this
+  instance has already filled (its fillers taken out by a reorg) is filled again at
+  once (the soak saw a reorged filler restart the 60 s wait).
 - A filler is a zero-value transfer to the keeper itself at market fees (21,000 gas),
   never a payload; it is not persisted: it holds no update, and a crash before it mines
   leaves at worst the same gap, filled again at the next opportunity. A filler the node
@@ -43,6 +46,9 @@ from chains.rpc import RpcClient, RpcResponseError
 log = logging.getLogger("chains.pusher.sender")
 
 TRANSFER_GAS = 21_000
+# How far below the mined nonce count a filled nonce is remembered: far deeper than any
+# reorg the pusher survives.
+FILLED_MEMORY = 256
 
 
 def missing_nonces(latest: int, open_nonces: list[int]) -> range:
@@ -80,6 +86,8 @@ class GapFiller:
         self.clock = clock
         self._gap_since: float | None = None
         self._gap: range = range(0)
+        # Nonces this instance sent a filler for (recent ones only: see `repair`).
+        self._filled: set[int] = set()
 
     async def repair(self, records: OpenRecords) -> int:
         """Fill a gap that has stood long enough; returns the number of fillers sent."""
@@ -96,15 +104,26 @@ class GapFiller:
         now = self.clock()
         if gap != self._gap or self._gap_since is None:
             self._gap, self._gap_since = gap, now
-            log.warning(
-                "chain %s: nonce gap %d..%d below the lowest open record (another process "
-                "using keeper %s?); filling it after %.0f s unless it closes",
-                self.settings.name,
-                gap.start,
-                gap.stop - 1,
-                self.key.address,
-                self.settings.gap_fill_after_s,
-            )
+            self._filled = {n for n in self._filled if n >= latest - FILLED_MEMORY}
+            if self._filled.issuperset(gap):
+                log.warning(
+                    "chain %s: nonces %d..%d, filled before, are missing again (a reorg); "
+                    "filling them again now",
+                    self.settings.name,
+                    gap.start,
+                    gap.stop - 1,
+                )
+                self._gap_since = now - self.settings.gap_fill_after_s
+            else:
+                log.warning(
+                    "chain %s: nonce gap %d..%d below the lowest open record (another "
+                    "process using keeper %s?); filling it after %.0f s unless it closes",
+                    self.settings.name,
+                    gap.start,
+                    gap.stop - 1,
+                    self.key.address,
+                    self.settings.gap_fill_after_s,
+                )
         self.status.nonce_gap = [gap.start, gap.stop - 1]
         if now - self._gap_since < self.settings.gap_fill_after_s:
             return 0
@@ -157,6 +176,7 @@ class GapFiller:
                 )
                 continue
             sent += 1
+            self._filled.add(nonce)
             self.status.gap_fills_total += 1
             log.warning(
                 "chain %s: filled nonce %d with a zero-value self-transfer %s",

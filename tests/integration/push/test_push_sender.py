@@ -567,3 +567,28 @@ async def test_an_instance_without_the_lease_never_reopens_a_final_record(
     assert nonce_of(h) == start and s.status.gap_fills_total == 0
     (kept,) = await fenced.final_txs_at("c", KEEPER, range(start, start + 1))
     assert kept.status == "confirmed" and kept.reorgs == 0
+
+
+async def test_a_filler_a_reorg_removed_is_sent_again_without_a_second_wait(
+    anvil_factory: object, push_store: SqlPushStore, clients: list[RpcClient]
+) -> None:
+    """The wait is for the other process, once: after it, our filler and the update
+    above it mine, then a reorg takes their block. The update is re-sent (its record),
+    the filler is not persisted: the same nonce is a gap again, filled at once."""
+    node, h, s, clock, start = await _abandoned_gap(anvil_factory, 71110, push_store, clients)
+    await s.step()
+    clock.advance(61)
+    await s.step()  # the filler goes
+    assert s.status.gap_fills_total == 1
+    node.mine()
+    assert nonce_of(h) == start + 2  # filler and update in one block
+    await s.step()  # the gap is closed: the sender forgets it
+    assert s.status.nonce_gap is None
+    h.rpc("anvil_reorg", [1, []])
+    assert nonce_of(h) == start and entry_of(h, USERS[0]) is None
+    # The reorg dropped both transactions: the update's record goes again after
+    # `rebroadcast_after_s` (6 s), far less than the 60 s a second wait would take.
+    clock.advance(7)
+    await step_until(s, lambda: not s.records and nonce_of(h) == start + 2, node=node)
+    assert s.status.gap_fills_total == 2 and s.status.nonce_gap is None
+    assert entry_of(h, USERS[0]) is not None
