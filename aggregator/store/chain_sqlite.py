@@ -17,6 +17,8 @@ Invariants:
 - It runs on the session's connection inside the caller's `Store.transaction()`: the
   fence check before it and the commit after it are the same transaction, and an
   exception here rolls everything back (a crash loses at most this one transaction).
+  A cancelled await (shutdown) does not stop the function, but aiosqlite's queue is
+  first in, first out, so the session's rollback runs after it and undoes it.
 - Read-only until its first write, like the session's statements were (sqlite3 begins
   the transaction at the first INSERT/UPDATE/DELETE); the store's write lock keeps
   other writers of this process out meanwhile.
