@@ -183,25 +183,30 @@ class EventWriter:
             )
         if not len(events):
             return
-        pending = _pending(events, confirmed_block)
-        _add_deltas(deltas, events, pending, confirmed_block)
-        accounts.update(events.account)
+        take_effects(deltas, accounts, events, confirmed_block)
         await _note_accounts(s, chain, events, seen)
         if len(stored):
             await self._insert(s, chain, stored, confirmed_block)
 
-    async def _insert(
-        self, s: AsyncSession, chain: str, events: EventColumns, confirmed_block: int
-    ) -> None:
+    def row_columns(
+        self, chain: str, events: EventColumns, confirmed_block: int
+    ) -> tuple[list[Any], ...]:
+        """The event rows to insert as columns in `_EVENT_COLUMNS` order, the values as
+        the driver takes them."""
         n = len(events)
         pending = _pending(events, confirmed_block)
-        columns = (
+        return (
             [chain] * n, events.block_number, events.block_hash, events.tx_hash,
             events.log_index, events.kind, events.account, events.token,
             self.big_values(events.amount, "amount"), events.counterparty, events.debt_token,
             self.big_values(events.debt_amount, "debt_amount"), events.adjust_kind,
             events.negative, pending,
         )  # fmt: skip
+
+    async def _insert(
+        self, s: AsyncSession, chain: str, events: EventColumns, confirmed_block: int
+    ) -> None:
+        columns = self.row_columns(chain, events, confirmed_block)
         conn = await s.connection()
         if self.dialect == "postgresql":
             # COPY: one round trip for the whole batch, parsed by the server in bulk.
@@ -218,6 +223,16 @@ class EventWriter:
             # Straight to the driver's executemany: SQLAlchemy's per-row parameter
             # processing was most of the indexer's time per event.
             await conn.exec_driver_sql(self.insert_sql, list(zip(*columns, strict=True)))
+
+
+def take_effects(
+    deltas: Deltas, accounts: set[str], events: EventColumns, confirmed_block: int
+) -> None:
+    """Add the new events' position deltas (deposits/repayments above
+    `confirmed_block` pend) and their accounts."""
+    pending = _pending(events, confirmed_block)
+    _add_deltas(deltas, events, pending, confirmed_block)
+    accounts.update(events.account)
 
 
 @dataclass(frozen=True)
@@ -244,9 +259,17 @@ async def _drop_compacted(
             )
         )
     ).all()
+    return without_recorded(chain, events, compact, [(int(a), int(b)) for a, b in rows])
+
+
+def without_recorded(
+    chain: str, events: EventColumns, compact: CompactRange, rows: list[tuple[int, int]]
+) -> EventColumns:
+    """`_drop_compacted` given the recorded ranges (from_block, to_block) overlapping
+    `compact`."""
     if not rows:
         return events
-    if [(int(a), int(b)) for a, b in rows] != [(compact.from_block, compact.to_block)]:
+    if rows != [(compact.from_block, compact.to_block)]:
         raise ValueError(
             f"chain {chain!r}: compacted range {compact.from_block}..{compact.to_block} "
             f"overlaps the recorded ranges {[tuple(r) for r in rows]}"
@@ -268,6 +291,33 @@ async def _compact(
     chain (what reputation's first-seen fact reads) and the kinds in KEPT_KINDS."""
     if stored_possible and await _recorded(s, chain, compact):
         return events  # re-applied: _drop_compacted left only events above the range
+    plan = compact_plan(events, compact, seen)
+    s.add(
+        ChainEventRange(
+            chain=chain,
+            from_block=compact.from_block,
+            to_block=compact.to_block,
+            events=plan.events,
+            rows_kept=plan.rows_kept,
+            digest=plan.digest,
+        )
+    )
+    return plan.stored
+
+
+@dataclass(frozen=True)
+class CompactPlan:
+    """A compacted range's audit row (count, rows kept, digest) and the batch's events
+    to store as rows."""
+
+    events: int
+    rows_kept: int
+    digest: str
+    stored: EventColumns
+
+
+def compact_plan(events: EventColumns, compact: CompactRange, seen: set[str]) -> CompactPlan:
+    """`_compact`'s decision for a range not recorded yet."""
     numbers, indexes = events.block_number, events.log_index
     in_order = in_chain_order(events)  # then so is any subsequence, `deep` too
     if in_order:
@@ -279,20 +329,11 @@ async def _compact(
     # The whole batch already in chain order (a backfill's): no copy of the columns.
     ordered = events if in_order and len(deep) == len(events) else events.take(deep)
     keep = _kept_rows(events, deep, seen, in_order)
-    s.add(
-        ChainEventRange(
-            chain=chain,
-            from_block=compact.from_block,
-            to_block=compact.to_block,
-            events=len(deep),
-            rows_kept=len(keep),
-            digest=range_digest(ordered),
-        )
-    )
+    digest = range_digest(ordered)
     if len(keep) == len(deep):
-        return events
+        return CompactPlan(len(deep), len(keep), digest, events)
     above = list(range(len(deep), len(events))) if in_order else _above(events, compact)
-    return events.take(keep + above)
+    return CompactPlan(len(deep), len(keep), digest, events.take(keep + above))
 
 
 def _above(events: EventColumns, compact: CompactRange) -> list[int]:
@@ -346,6 +387,16 @@ async def _seen_accounts(s: AsyncSession, chain: str, events: EventColumns) -> s
 
 async def _note_accounts(s: AsyncSession, chain: str, events: EventColumns, seen: set[str]) -> None:
     """Record the accounts first seen in this batch, at their first block."""
+    firsts = first_blocks(events, seen)
+    if firsts:
+        await s.execute(
+            insert(ACC),
+            [{"chain": chain, "account": a, "first_block": n} for a, n in firsts.items()],
+        )
+
+
+def first_blocks(events: EventColumns, seen: set[str]) -> dict[str, int]:
+    """The accounts of the batch not in `seen`, each with its lowest block."""
     numbers = events.block_number
     if numbers == sorted(numbers):
         # Blocks ascend (a backfill's batch): built backwards, the last write per
@@ -357,11 +408,7 @@ async def _note_accounts(s: AsyncSession, chain: str, events: EventColumns, seen
         for account, n in zip(events.account, numbers, strict=True):
             if account not in seen and n < firsts.get(account, n + 1):
                 firsts[account] = n
-    if firsts:
-        await s.execute(
-            insert(ACC),
-            [{"chain": chain, "account": a, "first_block": n} for a, n in firsts.items()],
-        )
+    return firsts
 
 
 def _add_deltas(
@@ -451,6 +498,12 @@ async def _new_rows(
     if not len(events):
         return events
     existing = await _stored_keys(s, chain, events) if stored_possible else set()
+    return unstored(events, existing)
+
+
+def unstored(events: EventColumns, existing: set[tuple[int, int]]) -> EventColumns:
+    """The events whose (block, log index) is not in `existing`, each key once
+    (`existing` is extended)."""
     # In chain order no key repeats: a backfill's batch needs no set of its keys.
     if not existing and in_chain_order(events):
         return events  # a backfill's batch: every event is new
@@ -492,17 +545,25 @@ async def promote_confirmed(
             )
         )
     ).all()
-    for row in promoted:
-        for eff in mapping_event(row._mapping).effects():
-            key = (eff.account, eff.token, eff.kind)
-            h, p = deltas.get(key, (0, 0))
-            deltas[key] = (h, p - eff.pending_delta)
-        accounts.add(row.account)
-    ids = [row.id for row in promoted]
+    ids = promotion([row._mapping for row in promoted], deltas, accounts)
     for i in range(0, len(ids), ACCOUNT_CHUNK):
         await s.execute(
             update(EV).where(EV.c.id.in_(ids[i : i + ACCOUNT_CHUNK])).values(pending=False)
         )
+
+
+def promotion(rows: Iterable[Any], deltas: Deltas, accounts: set[str]) -> list[int]:
+    """Take the promoted event rows (mappings of a `chain_event` row, typed) out of
+    pending in `deltas`; returns their ids."""
+    ids: list[int] = []
+    for row in rows:
+        for eff in mapping_event(row).effects():
+            key = (eff.account, eff.token, eff.kind)
+            h, p = deltas.get(key, (0, 0))
+            deltas[key] = (h, p - eff.pending_delta)
+        accounts.add(row["account"])
+        ids.append(row["id"])
+    return ids
 
 
 async def store_block_hashes(

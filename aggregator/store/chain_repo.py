@@ -7,7 +7,9 @@ write transaction.
 
 The parts: `chain_rows.py` (tables, row conversions, shared facts), `chain_batches.py`
 (the write path inside a transaction: event inserts, promotion, position deltas, block
-hashes), `chain_reads.py` (read-only queries), `rate_repo.py` (LST rate samples).
+hashes), `chain_sqlite.py` (on SQLite, `apply_batch`'s statements as one synchronous
+function in the driver's thread, same decisions and rows), `chain_reads.py` (read-only
+queries), `rate_repo.py` (LST rate samples).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from aggregator.store.chain_rows import (
     event_row,
     row_event,
 )
+from aggregator.store.chain_sqlite import BatchWrite, SqliteBatchWriter, run_in_driver
 from aggregator.store.db import Store
 from aggregator.store.fence import FencedRepo, WriteFence
 from aggregator.store.models.chain import ChainBlock, ChainEvent
@@ -66,6 +69,11 @@ class SqlChainStore(FencedRepo):
         super().__init__(store, fence=fence)
         self.reads = ChainReads(store)
         self.rates = SqlRateStore(store)
+        # On SQLite a batch's statements run in the driver's thread in one hand-off
+        # (chain_sqlite.py); `sqlite = None` keeps the SQLAlchemy path (PostgreSQL's).
+        self.sqlite: SqliteBatchWriter | None = (
+            SqliteBatchWriter(store.engine.dialect) if store.dialect == "sqlite" else None
+        )
 
     # ------------------------------------------------------------ reads
     async def load_checkpoint(self, chain: str) -> Checkpoint | None:
@@ -148,6 +156,15 @@ class SqlChainStore(FencedRepo):
                 )
             if from_block <= min(to_block, compact_below - 1):
                 compact = CompactRange(from_block, min(to_block, compact_below - 1))
+        if self.sqlite is not None:
+            write = BatchWrite(
+                chain, to_block, blocks, events, log_range, head_block, confirmed_block,
+                keep_hashes_from, from_block, compact,
+            )  # fmt: skip
+            sqlite = self.sqlite
+            async with self.store.transaction() as s:
+                await self._fenced(s)
+                return await run_in_driver(s, lambda db: sqlite.apply(db, write))
         async with self.store.transaction() as s:
             await self._fenced(s)
             cp = await checkpoint_row(s, chain)

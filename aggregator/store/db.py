@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 from sqlalchemy import NUMERIC, String, event
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator, TypeEngine
+from sqlalchemy.util import await_
 
 
 class BigInt(TypeDecorator[int]):
@@ -52,15 +54,33 @@ class BigInt(TypeDecorator[int]):
         return int(value)
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    # WAL lets the API read while the indexer writes; NORMAL sync is durable
-    # across process crashes (kill -9), which is the failure we guard against.
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=10000")
+# WAL lets the API read while the indexer writes; NORMAL sync is durable across process
+# crashes (kill -9), which is the failure we guard against.
+_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=10000",
+)
+
+
+def _set_pragmas(conn: Any) -> None:
+    cur = conn.cursor()
+    for pragma in _PRAGMAS:
+        cur.execute(pragma)
     cur.close()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    driver = getattr(dbapi_conn, "_connection", None)
+    if isinstance(driver, aiosqlite.Connection):
+        # Every connection (one per session: NullPool) sets these; through the adapter
+        # that is ~8 hand-offs to aiosqlite's thread, here one: the same statements
+        # run in that thread on its sqlite3 connection (as SQLAlchemy's own adapter
+        # does for isolation_level).
+        await_(driver._execute(_set_pragmas, driver._conn))
+        return
+    _set_pragmas(dbapi_conn)
 
 
 class Store:

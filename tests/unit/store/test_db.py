@@ -52,3 +52,22 @@ async def test_transaction_rolls_back_on_error(store: Store) -> None:
         # Only what the migrations wrote (0004: the store's random name).
         keys = [m.key for m in (await s.execute(select(DaemonMeta))).scalars().all()]
         assert keys == ["store_id"]
+
+
+async def test_every_sqlite_connection_gets_the_pragmas(tmp_path: object) -> None:
+    """Set in one hand-off to aiosqlite's thread per connection (db._sqlite_pragmas):
+    each new connection (NullPool: one per session) must have all of them."""
+    from sqlalchemy import text
+
+    store = Store(f"sqlite+aiosqlite:///{tmp_path}/p.db")
+    try:
+        for _ in range(2):
+            async with store.session() as s:
+                got = [
+                    (await s.execute(text(f"PRAGMA {name}"))).scalar()
+                    for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
+                ]
+            # synchronous NORMAL is 1; foreign_keys ON is 1.
+            assert got == ["wal", 1, 1, 10000]
+    finally:
+        await store.close()
