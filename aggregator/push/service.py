@@ -23,15 +23,22 @@ from aggregator.config import AppConfig
 from aggregator.metrics import Metrics
 from aggregator.push import push_status
 from aggregator.push.chain_pusher import ChainPusher
-from aggregator.push.controller import GasModel, Planned, TriggerRules, select_batch
+from aggregator.push.controller import (
+    GasModel,
+    Planned,
+    TriggerRules,
+    plan_batches,
+    select_batch,
+)
 from aggregator.push.planning import plan_accounts
 from aggregator.push.push_status import PushRecorder
 from aggregator.risk.engine import RiskEngine
 from aggregator.risk.view import LedgerView
 from chains.pusher.errors import BatchTooLarge, PushError
+from chains.pusher.fees import Fees
 from chains.pusher.keys import KeeperKey
 from chains.pusher.listener import Snapshot
-from chains.pusher.sender import SenderHooks
+from chains.pusher.sender import EstimatedBatch, SenderHooks
 from chains.pusher.store import PushStore
 from chains.pusher.types import PushChainSettings
 from chains.rpc import RpcClient, RpcError
@@ -174,29 +181,79 @@ class PushService:
             return batch
         # Several batches per cycle, up to max_in_flight transactions: a price move
         # that changes thousands of accounts goes out in one cycle (each batch sized
-        # by the gas budget), not one batch per interval.
+        # by the gas budget), not one batch per interval. The batches that fit are
+        # chosen first and estimated at once (read-only RPC: on a remote node that is
+        # one round trip instead of one per batch, on a local one the node's cores
+        # work while this process signs), with one fee read for all of them; they are
+        # then signed, stored and broadcast one at a time in nonce order, the most
+        # urgent first (docs/performance.md, "Push latency: where the time goes").
+        sender = cp.sender
         sent: list[Planned] = []
-        while batch and cp.sender.can_send():
-            got = await self._send(cp, batch)
+        fees: Fees | None = None
+        while sender.can_send():
+            batches = plan_batches(planned, budget, self.gas_model, sender.room())
+            if not batches:
+                break
+            if fees is None:
+                fees = await sender.fees()
+            got = await self._send_batches(cp, batches, fees)
             if not got:
                 break
             sent += got
             done = {p.account for p in got}
             planned = [p for p in planned if p.account not in done]
-            batch = select_batch(planned, budget, self.gas_model)
         return sent
 
-    async def _send(self, cp: ChainPusher, batch: list[Planned]) -> list[Planned]:
+    async def _send_batches(
+        self, cp: ChainPusher, batches: list[list[Planned]], fees: Fees
+    ) -> list[Planned]:
+        """Estimate every batch at once, then send them in order. Stops at the first
+        batch that was shrunk (the model was optimistic: what is left is chosen again
+        from the plan) or that sent nothing; the estimates not used are cancelled."""
+        sender = cp.sender
+        assert sender is not None
+        estimates = [
+            asyncio.ensure_future(
+                sender.estimate_batch([(p.account, p.entry) for p in b], self.gas_model.cost(b))
+            )
+            for b in batches
+        ]
+        sent: list[Planned] = []
+        try:
+            for batch, estimate in zip(batches, estimates, strict=True):
+                got = await self._send(cp, batch, estimate, fees)
+                sent += got
+                if len(got) < len(batch):
+                    break
+        finally:
+            for t in estimates:
+                t.cancel()
+            await asyncio.gather(*estimates, return_exceptions=True)
+        return sent
+
+    async def _send(
+        self,
+        cp: ChainPusher,
+        batch: list[Planned],
+        estimate: asyncio.Future[EstimatedBatch],
+        fees: Fees,
+    ) -> list[Planned]:
         assert cp.sender is not None
         while batch:
             try:
-                rec = await cp.sender.send_batch([(p.account, p.entry) for p in batch])
+                priced = await estimate
+                rec = await cp.sender.send_estimated(priced, fees)
             except BatchTooLarge as exc:
                 # The model was optimistic: shrink in proportion and try again.
                 keep = max(1, int(len(batch) * exc.budget / exc.estimate * 0.9))
                 if keep >= len(batch):
                     keep = len(batch) - 1
                 batch = batch[:keep]
+                estimate = asyncio.ensure_future(
+                    cp.sender.estimate_batch(
+                        [(p.account, p.entry) for p in batch], self.gas_model.cost(batch)
+                    )
+                )
                 continue
             except PushError:
                 self.record.push_failed(cp)

@@ -4,6 +4,7 @@ restart reconciliation and classified node errors."""
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 from push_env import (
@@ -170,6 +171,8 @@ async def test_stuck_transaction_is_replaced_with_both_fees_bumped(
     assert nonce_of(h) == start_nonce + 1
     (final,) = await push_store.recent_txs("c")
     assert final.mined_hash == rec.hashes[1] and final.hashes == rec.hashes
+    # The store holds the replacement's bytes (written with its hash, not the first's).
+    assert final.raw_tx == rec.raw_tx != bytes.fromhex(first["input"][2:])
 
 
 async def test_replacement_stops_at_the_fee_cap(
@@ -437,6 +440,65 @@ async def test_a_batch_that_would_revert_is_never_signed(
         await s.send_batch(_entries(harness, 1))
     assert await push_store.recent_txs("c") == []
     assert s.nonces.next_nonce == 0
+
+
+async def test_a_gas_bound_is_proven_by_one_call_and_a_short_one_is_estimated(
+    node: AnvilNode, harness: VaultHarness, push_store: SqlPushStore, clients: list[RpcClient]
+) -> None:
+    """A caller's gas bound that the batch runs within is taken after one eth_call (no
+    eth_estimateGas); a bound the batch does not run within falls back to the estimate;
+    a batch that reverts is never signed, with or without a bound."""
+    rpc = client(node.url, node.chain_id)
+    clients.append(rpc)
+    s = sender(node, harness, rpc, push_store, confirmations=1)
+    entries = _entries(harness, 3)
+    exact = (await s.estimate_batch(entries)).estimate
+    estimates = 0
+    estimate_gas = s.estimate_gas
+
+    async def counted(data: bytes) -> int:
+        nonlocal estimates
+        estimates += 1
+        return await estimate_gas(data)
+
+    s.estimate_gas = counted  # type: ignore[method-assign]
+    bound = exact + 50_000
+    priced = await s.estimate_batch(entries, bound)
+    assert (priced.estimate, estimates) == (bound, 0)
+    short = await s.estimate_batch(entries, exact // 2)  # out of gas at the bound
+    assert (short.estimate, estimates) == (exact, 1)
+    rec = await s.send_estimated(priced)
+    assert rec.gas_limit == math.ceil(bound * 1.2)  # gas_headroom over the proven bound
+    await step_until(s, lambda: not s.records, node=node)
+    for account, entry in entries:
+        assert entry_of(harness, account) == entry
+    stranger = sender(node, harness, rpc, push_store, key=key_from_hex("0x" + "6b" * 32, "t"))
+    with pytest.raises(PushError, match="NotKeeper"):
+        await stranger.estimate_batch(entries, bound)
+    assert [r.nonce for r in await push_store.recent_txs("c")] == [rec.nonce]
+
+
+async def test_a_replacement_written_by_a_restarted_store_is_what_is_stored(
+    node: AnvilNode, harness: VaultHarness, store: Store, clients: list[RpcClient]
+) -> None:
+    """update_tx skips the signed bytes only when this object wrote them under the same
+    hash: a store object that did not (after a restart) writes them on its first update,
+    and a replacement is always written (SQLite and PostgreSQL)."""
+    rpc = client(node.url, node.chain_id)
+    clients.append(rpc)
+    harness.rpc("evm_setAutomine", [False])
+    s = sender(node, harness, rpc, SqlPushStore(store), confirmations=1)
+    rec = await s.send_batch(_entries(harness, 1))
+    restarted = SqlPushStore(store)
+    rec.raw_tx, rec.tx_hash = b"\x02" + b"\x11" * 40, "0x" + "ab" * 32
+    rec.hashes.append(rec.tx_hash)
+    await restarted.update_tx(rec)
+    (stored,) = await SqlPushStore(store).open_txs("c", KEEPER)
+    assert (stored.raw_tx, stored.tx_hash) == (rec.raw_tx, rec.tx_hash)
+    rec.status = "mined"  # a later change with the same bytes keeps them
+    await restarted.update_tx(rec)
+    (stored,) = await SqlPushStore(store).open_txs("c", KEEPER)
+    assert (stored.status, stored.raw_tx) == ("mined", rec.raw_tx)
 
 
 async def _abandoned_gap(
