@@ -207,53 +207,66 @@ class PushService:
     async def _send_batches(
         self, cp: ChainPusher, batches: list[list[Planned]], fees: Fees
     ) -> list[Planned]:
-        """Estimate every batch at once, then send them in order. Stops at the first
-        batch that was shrunk (the model was optimistic: what is left is chosen again
-        from the plan) or that sent nothing; the estimates not used are cancelled."""
+        """Price every batch at once, then sign, store and broadcast the ones priced
+        within the budget, in order, with one store transaction for their records and
+        one for their `sent` state (ChainSender.send_estimated_many). A batch priced
+        above the budget (the model was optimistic) is shrunk and sent alone, and what
+        it and the batches after it leave is chosen again from the plan; a batch that
+        would revert fails the cycle after the ones before it are sent."""
         sender = cp.sender
         assert sender is not None
-        estimates = [
-            asyncio.ensure_future(
+        priced = await asyncio.gather(
+            *(
                 sender.estimate_batch([(p.account, p.entry) for p in b], self.gas_model.cost(b))
-            )
-            for b in batches
-        ]
+                for b in batches
+            ),
+            return_exceptions=True,
+        )
+        budget = sender.settings.batch_gas_budget
+        ok: list[EstimatedBatch] = []
+        for got in priced:
+            if isinstance(got, BaseException) or got.estimate > budget:
+                break
+            ok.append(got)
         sent: list[Planned] = []
-        try:
-            for batch, estimate in zip(batches, estimates, strict=True):
-                got = await self._send(cp, batch, estimate, fees)
-                sent += got
-                if len(got) < len(batch):
-                    break
-        finally:
-            for t in estimates:
-                t.cancel()
-            await asyncio.gather(*estimates, return_exceptions=True)
-        return sent
+        if ok:
+            try:
+                recs = await sender.send_estimated_many(ok, fees)
+            except PushError:
+                self.record.push_failed(cp)
+                raise
+            for batch, rec in zip(batches, recs, strict=False):
+                self.record.push_sent(cp, batch, rec.summary())
+                sent += batch
+        if len(ok) == len(batches):
+            return sent
+        failed = priced[len(ok)]
+        if isinstance(failed, PushError):
+            self.record.push_failed(cp)
+            raise failed
+        if isinstance(failed, BaseException):
+            raise failed
+        return sent + await self._send(cp, batches[len(ok)], failed, fees)
 
     async def _send(
-        self,
-        cp: ChainPusher,
-        batch: list[Planned],
-        estimate: asyncio.Future[EstimatedBatch],
-        fees: Fees,
+        self, cp: ChainPusher, batch: list[Planned], priced: EstimatedBatch, fees: Fees
     ) -> list[Planned]:
+        """One batch priced above the budget: shrink in proportion until it fits."""
         assert cp.sender is not None
+        got: EstimatedBatch | None = priced
         while batch:
             try:
-                priced = await estimate
-                rec = await cp.sender.send_estimated(priced, fees)
+                if got is None:
+                    got = await cp.sender.estimate_batch(
+                        [(p.account, p.entry) for p in batch], self.gas_model.cost(batch)
+                    )
+                rec = await cp.sender.send_estimated(got, fees)
             except BatchTooLarge as exc:
                 # The model was optimistic: shrink in proportion and try again.
                 keep = max(1, int(len(batch) * exc.budget / exc.estimate * 0.9))
                 if keep >= len(batch):
                     keep = len(batch) - 1
-                batch = batch[:keep]
-                estimate = asyncio.ensure_future(
-                    cp.sender.estimate_batch(
-                        [(p.account, p.entry) for p in batch], self.gas_model.cost(batch)
-                    )
-                )
+                batch, got = batch[:keep], None
                 continue
             except PushError:
                 self.record.push_failed(cp)

@@ -129,27 +129,48 @@ class SqlPushStore(FencedRepo):
         self._raw_written: dict[int, str] = {}  # record id -> tx_hash of the stored raw_tx
 
     async def insert_tx(self, rec: TxRecord) -> int:
-        values = _values(rec)
-        async with self.store.transaction() as s:
-            await self._fenced(s)
-            result = await s.execute(insert(TX).values(**values).returning(TX.c.id))
-            rec.id = int(result.scalar_one())
-        self._raw_written[rec.id] = rec.tx_hash
+        await self.insert_txs([rec])
+        assert rec.id is not None
         return rec.id
 
-    async def update_tx(self, rec: TxRecord) -> None:
-        if rec.id is None:
-            raise ValueError("update_tx needs a record that was inserted (id is None)")
-        write_raw = self._raw_written.get(rec.id) != rec.tx_hash
-        values = _values(rec, raw=write_raw)
-        changes = {k: values[k] for k in (*_MUTABLE, "updated_at") if k in values}
+    async def insert_txs(self, recs: list[TxRecord]) -> None:
+        if not recs:
+            return
         async with self.store.transaction() as s:
             await self._fenced(s)
-            await s.execute(update(TX).where(TX.c.id == rec.id).values(**changes))
-        if rec.status in FINAL_STATUSES:
-            self._raw_written.pop(rec.id, None)  # never updated again
-        elif write_raw:
-            self._raw_written[rec.id] = rec.tx_hash
+            ids = [
+                int(
+                    (
+                        await s.execute(insert(TX).values(**_values(r)).returning(TX.c.id))
+                    ).scalar_one()
+                )
+                for r in recs
+            ]
+        for rec, rid in zip(recs, ids, strict=True):
+            rec.id = rid
+            self._raw_written[rid] = rec.tx_hash
+
+    async def update_tx(self, rec: TxRecord) -> None:
+        await self.update_txs([rec])
+
+    async def update_txs(self, recs: list[TxRecord]) -> None:
+        if any(r.id is None for r in recs):
+            raise ValueError("update_tx needs a record that was inserted (id is None)")
+        if not recs:
+            return
+        raw = [self._raw_written.get(r.id) != r.tx_hash for r in recs]  # type: ignore[arg-type]
+        async with self.store.transaction() as s:
+            await self._fenced(s)
+            for rec, write_raw in zip(recs, raw, strict=True):
+                values = _values(rec, raw=write_raw)
+                changes = {k: values[k] for k in (*_MUTABLE, "updated_at") if k in values}
+                await s.execute(update(TX).where(TX.c.id == rec.id).values(**changes))
+        for rec, write_raw in zip(recs, raw, strict=True):
+            assert rec.id is not None
+            if rec.status in FINAL_STATUSES:
+                self._raw_written.pop(rec.id, None)  # never updated again
+            elif write_raw:
+                self._raw_written[rec.id] = rec.tx_hash
 
     async def check_lease(self) -> None:
         async with self.store.transaction() as s:
