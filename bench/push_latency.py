@@ -24,6 +24,7 @@ from eth_abi import encode as abi_encode
 
 from aggregator.config import ApiConfig, StoreConfig, load_config
 from aggregator.daemon import Daemon
+from aggregator.startup import freeze_startup_heap
 from bench.results import Figure, record
 from chains.registry_codec import unpack_slot
 from chains.rpc import selector
@@ -168,38 +169,46 @@ def main_devnet(args: argparse.Namespace) -> None:
 # (scheduler.oracle_interval_s) comes before this and is not in it (--mode devnet).
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def _bulk_round(
-    svc: Any, eng: Any, chains: dict[str, Any], price: float, n: int
+    svc: Any, eng: Any, watch: dict[str, Any], price: float, n: int
 ) -> dict[str, tuple[float, int]]:
     """One price move: per chain, (seconds, blocks) from the price change in the ledger
     to the block that holds a successful update of the last of the `n` accounts. The
     clock starts before the recompute (the daemon's oracle job recomputes, then wakes
-    the pusher); blocks are counted from the head at that moment."""
+    the pusher); blocks are counted from the head at that moment. `watch`: an RPC
+    client per chain of its own (keep-alive: the poll every 20 ms is ~0.3 ms of CPU,
+    where a new connection per call from a thread took a few, on the box measured)."""
     from bench.rpc_per_block import tick
 
-    heads = {c: int(h.rpc("eth_blockNumber"), 16) for c, h in chains.items()}
+    heads = {c: int(str(await w.request("eth_blockNumber", [])), 16) for c, w in watch.items()}
     start = dict(heads)
-    covered: dict[str, set[str]] = {c: set() for c in chains}
+    covered: dict[str, set[str]] = {c: set() for c in watch}
     done_at: dict[str, tuple[float, int]] = {}
     t0 = time.monotonic()
     tick(eng, price)
     svc.wake()
-    while len(done_at) < len(chains):
+    while len(done_at) < len(watch):
         if time.monotonic() - t0 > 120:
             raise RuntimeError(f"not every account updated within 120 s: {covered}")
-        for c, h in chains.items():
+        for c, w in watch.items():
             if c in done_at:
                 continue
-            head = int(await asyncio.to_thread(h.rpc, "eth_blockNumber"), 16)
+            head = int(str(await w.request("eth_blockNumber", [])), 16)
             sender = svc.chains[c].sender
             for b in range(heads[c] + 1, head + 1):
-                blk = await asyncio.to_thread(h.rpc, "eth_getBlockByNumber", [hex(b), False])
+                blk = await w.request("eth_getBlockByNumber", [hex(b), False])
                 for tx in blk["transactions"]:
                     payload = sender.payload_of(tx)
                     if payload is None:
                         continue
-                    receipt = await asyncio.to_thread(h.rpc, "eth_getTransactionReceipt", [tx])
-                    if int(receipt["status"], 16) != 1:
+                    receipt = await w.request("eth_getTransactionReceipt", [tx])
+                    if int(str(receipt["status"]), 16) != 1:
                         continue  # a failed batch updated nothing
                     covered[c].update(payload[i : i + 20].hex() for i in range(0, len(payload), 52))
                 if len(covered[c]) >= n:
@@ -235,6 +244,10 @@ async def _main_bulk(args: argparse.Namespace) -> None:
         c: RpcClient(c, n.chain_id, [n.url], timeout_s=60, rate_limit_per_s=100_000)
         for c, n in nodes.items()
     }
+    watch = {
+        c: RpcClient(f"watch-{c}", n.chain_id, [n.url], timeout_s=60, rate_limit_per_s=100_000)
+        for c, n in nodes.items()
+    }
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -254,15 +267,22 @@ async def _main_bulk(args: argparse.Namespace) -> None:
             await svc.cycle(c)
         tasks = [asyncio.create_task(svc.run_chain(c, stop)) for c in names]
         await asyncio.sleep(2)
+        freeze_startup_heap()  # as the daemon does at the end of its start-up
         lat: list[float] = []
         blocks: list[int] = []
+        # CPU of one price move (load-independent): this process (pusher, ledger, the
+        # watcher) and the anvils, from the price change to the last chain's block.
+        cpu: list[tuple[float, float]] = []
+        anvil_pids = [n.process.pid for n in nodes.values() if n.process is not None]
         per_chain: list[dict[str, tuple[float, int]]] = []
         loads: list[float] = []
         price = 2000.0
         for _ in range(args.rounds):
             price *= 1 - args.step
             loads.append(os.getloadavg()[0])
-            got = await _bulk_round(svc, eng, chains, price, args.accounts)
+            own, anvils = time.process_time(), sum(_cpu_s(p) for p in anvil_pids)
+            got = await _bulk_round(svc, eng, watch, price, args.accounts)
+            cpu.append((time.process_time() - own, sum(_cpu_s(p) for p in anvil_pids) - anvils))
             per_chain.append(got)
             lat.append(max(t for t, _ in got.values()))
             blocks.append(max(b for _, b in got.values()))
@@ -272,7 +292,7 @@ async def _main_bulk(args: argparse.Namespace) -> None:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for cl in clients.values():
+        for cl in (*clients.values(), *watch.values()):
             await cl.close()
         await store.close()
         for n in nodes.values():
@@ -296,7 +316,8 @@ async def _main_bulk(args: argparse.Namespace) -> None:
         f"max {max(lat):.2f}s over {len(lat)} rounds ({', '.join(f'{x:.2f}' for x in lat)}); "
         f"in blocks after the price change: {', '.join(str(b) for b in blocks)}; "
         f"block interval {block:.0f}s: ratio {med / block:.2f}; load average at each "
-        f"round {', '.join(f'{x:.1f}' for x in loads)}"
+        f"round {', '.join(f'{x:.1f}' for x in loads)}; CPU s per round, this process / "
+        f"the anvils: {', '.join(f'{a:.2f}/{b:.2f}' for a, b in cpu)}"
     )
     record(
         Figure(
@@ -314,6 +335,7 @@ async def _main_bulk(args: argparse.Namespace) -> None:
                 "blocks": blocks,
                 "per_chain": per_chain,
                 "load_average": loads,
+                "cpu_s_process_anvils": cpu,
                 "blocks_by_gas": by_gas,
             },
         )

@@ -182,11 +182,11 @@ class PushService:
         # Several batches per cycle, up to max_in_flight transactions: a price move
         # that changes thousands of accounts goes out in one cycle (each batch sized
         # by the gas budget), not one batch per interval. The batches that fit are
-        # chosen first and estimated at once (read-only RPC: on a remote node that is
-        # one round trip instead of one per batch, on a local one the node's cores
-        # work while this process signs), with one fee read for all of them; they are
-        # then signed, stored and broadcast one at a time in nonce order, the most
-        # urgent first (docs/performance.md, "Push latency: where the time goes").
+        # chosen first and priced at once (read-only RPC: one round trip instead of
+        # one per batch; one eth_call each at the gas model's bound), with one fee
+        # read for all of them; they are then signed at consecutive nonces, stored in
+        # one transaction and broadcast in nonce order, the most urgent first
+        # (docs/performance.md, "Push latency: where the time goes").
         sender = cp.sender
         sent: list[Planned] = []
         fees: Fees | None = None
