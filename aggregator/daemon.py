@@ -48,7 +48,7 @@ from aggregator.risk.liquidity_view import PoolLiquidity
 from aggregator.risk.market import MarketData
 from aggregator.risk.view import LedgerView
 from aggregator.risk.whatif import DepthLiquidity
-from aggregator.startup import StartupError, startup_step
+from aggregator.startup import StartupError, freeze_startup_heap, startup_step
 from aggregator.status import Status
 from aggregator.store import Store
 from aggregator.store.chain_repo import SqlChainStore
@@ -394,6 +394,10 @@ class Daemon:
         self._add_jobs()
         port = await startup_step("API bind", self.api.start(self.cfg.api.host, self.cfg.api.port))
         log.info("API on http://%s:%d", self.cfg.api.host, port)
+        # The start-up's long-lived objects out of the collector's full walks: a full
+        # collection in the middle of a price move's pushes cost 0.2-0.5 s of the event
+        # loop (docs/performance.md, "Push latency: where the time goes").
+        log.info("start-up heap frozen: %d objects", freeze_startup_heap())
         return port
 
     def _computed(self) -> bool:

@@ -24,6 +24,7 @@ from eth_abi import encode as abi_encode
 
 from aggregator.config import ApiConfig, StoreConfig, load_config
 from aggregator.daemon import Daemon
+from aggregator.startup import freeze_startup_heap
 from bench.results import Figure, record
 from chains.registry_codec import unpack_slot
 from chains.rpc import selector
@@ -161,40 +162,59 @@ def main_devnet(args: argparse.Namespace) -> None:
 # block gas limit of --gas-limit, a HealthRegistry seeded (anvil_setStorageAt) with
 # exactly what the ledger wants, and the daemon's PushService loops running with the
 # keeper key. A round drops the collateral price in the ledger (recompute, credit,
-# wake: what the daemon does after an oracle refresh) and measures until, on every
-# chain, a block holding a lower-HF entry for each of the N accounts has been seen.
+# wake: what the daemon does after an oracle refresh) and measures, from before the
+# recompute, until on every chain a block holding a successful update with the new
+# (lower-HF) entry of each of the N accounts has been seen; also in blocks: the number
+# of that block after the head at the price change. The oracle's poll of the feed
+# (scheduler.oracle_interval_s) comes before this and is not in it (--mode devnet).
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _bulk_round(
-    svc: Any, eng: Any, chains: dict[str, Any], price: float, n: int
-) -> dict[str, float]:
+    svc: Any, eng: Any, watch: dict[str, Any], price: float, n: int
+) -> dict[str, tuple[float, int]]:
+    """One price move: per chain, (seconds, blocks) from the price change in the ledger
+    to the block that holds a successful update of the last of the `n` accounts. The
+    clock starts before the recompute (the daemon's oracle job recomputes, then wakes
+    the pusher); blocks are counted from the head at that moment. `watch`: an RPC
+    client per chain of its own (keep-alive: the poll every 20 ms is ~0.3 ms of CPU,
+    where a new connection per call from a thread took a few, on the box measured)."""
     from bench.rpc_per_block import tick
 
-    heads = {c: int(h.rpc("eth_blockNumber"), 16) for c, h in chains.items()}
-    covered: dict[str, set[str]] = {c: set() for c in chains}
-    done_at: dict[str, float] = {}
-    tick(eng, price)
+    heads = {c: int(str(await w.request("eth_blockNumber", [])), 16) for c, w in watch.items()}
+    start = dict(heads)
+    covered: dict[str, set[str]] = {c: set() for c in watch}
+    done_at: dict[str, tuple[float, int]] = {}
     t0 = time.monotonic()
+    tick(eng, price)
     svc.wake()
-    while len(done_at) < len(chains):
+    while len(done_at) < len(watch):
         if time.monotonic() - t0 > 120:
             raise RuntimeError(f"not every account updated within 120 s: {covered}")
-        for c, h in chains.items():
+        for c, w in watch.items():
             if c in done_at:
                 continue
-            head = int(await asyncio.to_thread(h.rpc, "eth_blockNumber"), 16)
+            head = int(str(await w.request("eth_blockNumber", [])), 16)
             sender = svc.chains[c].sender
             for b in range(heads[c] + 1, head + 1):
-                blk = await asyncio.to_thread(h.rpc, "eth_getBlockByNumber", [hex(b), False])
+                blk = await w.request("eth_getBlockByNumber", [hex(b), False])
                 for tx in blk["transactions"]:
                     payload = sender.payload_of(tx)
-                    if payload is not None:
-                        covered[c].update(
-                            payload[i : i + 20].hex() for i in range(0, len(payload), 52)
-                        )
+                    if payload is None:
+                        continue
+                    receipt = await w.request("eth_getTransactionReceipt", [tx])
+                    if int(str(receipt["status"]), 16) != 1:
+                        continue  # a failed batch updated nothing
+                    covered[c].update(payload[i : i + 20].hex() for i in range(0, len(payload), 52))
+                if len(covered[c]) >= n:
+                    done_at[c] = (time.monotonic() - t0, b - start[c])
+                    break
             heads[c] = head
-            if len(covered[c]) >= n:
-                done_at[c] = time.monotonic() - t0
         await asyncio.sleep(0.02)
     return done_at
 
@@ -224,6 +244,10 @@ async def _main_bulk(args: argparse.Namespace) -> None:
         c: RpcClient(c, n.chain_id, [n.url], timeout_s=60, rate_limit_per_s=100_000)
         for c, n in nodes.items()
     }
+    watch = {
+        c: RpcClient(f"watch-{c}", n.chain_id, [n.url], timeout_s=60, rate_limit_per_s=100_000)
+        for c, n in nodes.items()
+    }
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -243,21 +267,32 @@ async def _main_bulk(args: argparse.Namespace) -> None:
             await svc.cycle(c)
         tasks = [asyncio.create_task(svc.run_chain(c, stop)) for c in names]
         await asyncio.sleep(2)
+        freeze_startup_heap()  # as the daemon does at the end of its start-up
         lat: list[float] = []
-        per_chain: list[dict[str, float]] = []
+        blocks: list[int] = []
+        # CPU of one price move (load-independent): this process (pusher, ledger, the
+        # watcher) and the anvils, from the price change to the last chain's block.
+        cpu: list[tuple[float, float]] = []
+        anvil_pids = [n.process.pid for n in nodes.values() if n.process is not None]
+        per_chain: list[dict[str, tuple[float, int]]] = []
+        loads: list[float] = []
         price = 2000.0
         for _ in range(args.rounds):
             price *= 1 - args.step
-            got = await _bulk_round(svc, eng, chains, price, args.accounts)
+            loads.append(os.getloadavg()[0])
+            own, anvils = time.process_time(), sum(_cpu_s(p) for p in anvil_pids)
+            got = await _bulk_round(svc, eng, watch, price, args.accounts)
+            cpu.append((time.process_time() - own, sum(_cpu_s(p) for p in anvil_pids) - anvils))
             per_chain.append(got)
-            lat.append(max(got.values()))
+            lat.append(max(t for t, _ in got.values()))
+            blocks.append(max(b for _, b in got.values()))
             await asyncio.sleep(3)
     finally:
         stop.set()
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for cl in clients.values():
+        for cl in (*clients.values(), *watch.values()):
             await cl.close()
         await store.close()
         for n in nodes.values():
@@ -266,12 +301,23 @@ async def _main_bulk(args: argparse.Namespace) -> None:
     block = 1.0
     med = statistics.median(lat)
     gas_per_chain = args.accounts * 5_900
+    # Blocks the updates need by gas alone (~5.9k per existing slot, bench/push_gas.py),
+    # mined from the first block after the price change at the earliest.
+    by_gas = -(-gas_per_chain // args.gas_limit)
+    if by_gas > 2:
+        print(
+            f"note: {args.accounts:,} updates need {by_gas} full blocks of "
+            f"{args.gas_limit:,} gas: 2 blocks from the price change cannot hold them"
+        )
     print(
         f"{args.accounts:,} affected accounts x {args.chains} chains (block gas limit "
-        f"{args.gas_limit:,}; ~{gas_per_chain:,} gas of updates per chain): all lower HF "
-        f"mined on every chain after median {med:.2f}s, max {max(lat):.2f}s over {len(lat)} "
-        f"rounds ({', '.join(f'{x:.2f}' for x in lat)}); block interval {block:.0f}s: "
-        f"ratio {med / block:.2f}"
+        f"{args.gas_limit:,}; ~{gas_per_chain:,} gas of updates per chain, {by_gas} "
+        f"block(s) by gas): all lower HF mined on every chain after median {med:.2f}s, "
+        f"max {max(lat):.2f}s over {len(lat)} rounds ({', '.join(f'{x:.2f}' for x in lat)}); "
+        f"in blocks after the price change: {', '.join(str(b) for b in blocks)}; "
+        f"block interval {block:.0f}s: ratio {med / block:.2f}; load average at each "
+        f"round {', '.join(f'{x:.1f}' for x in loads)}; CPU s per round, this process / "
+        f"the anvils: {', '.join(f'{a:.2f}/{b:.2f}' for a, b in cpu)}"
     )
     record(
         Figure(
@@ -284,7 +330,14 @@ async def _main_bulk(args: argparse.Namespace) -> None:
             f"the chains' block interval ({block:.0f} s)",
             "<= 2 blocks",
             med / block <= 2.0,
-            {"latencies_s": lat, "per_chain": per_chain},
+            {
+                "latencies_s": lat,
+                "blocks": blocks,
+                "per_chain": per_chain,
+                "load_average": loads,
+                "cpu_s_process_anvils": cpu,
+                "blocks_by_gas": by_gas,
+            },
         )
     )
 

@@ -40,6 +40,7 @@ MAX_CREDIT = 2**128 - 1
 MAX_AS_OF = 2**40 - 1
 
 ENTRY_LEN = 52
+_MAX_TIER = len(TIERS) - 1
 ZERO_ADDRESS = "0x" + "00" * 20
 
 
@@ -53,11 +54,28 @@ class RegistryEntry:
     tier: int
 
     def __post_init__(self) -> None:
-        _check_int("credit_usd6", self.credit_usd6, 0, MAX_CREDIT)
-        _check_int("hf_1e9", self.hf_1e9, 0, HF_INFINITE)
+        c, h, a, t = self.credit_usd6, self.hf_1e9, self.as_of, self.tier
+        # The same checks as below in one expression (`type(x) is int` excludes bool
+        # and numpy integers as isinstance + the bool test do): the pusher builds
+        # tens of thousands of entries per price move, and the four calls were about
+        # a third of the time to build one (1.5-2.3 -> 1.2-1.5 us on the shared box).
+        # Any failure goes through the named checks, for their messages.
+        if (
+            type(c) is int
+            and type(h) is int
+            and type(a) is int
+            and type(t) is int
+            and 0 <= c <= MAX_CREDIT
+            and 0 <= h <= HF_INFINITE
+            and 1 <= a <= MAX_AS_OF
+            and 0 <= t <= _MAX_TIER
+        ):
+            return
+        _check_int("credit_usd6", c, 0, MAX_CREDIT)
+        _check_int("hf_1e9", h, 0, HF_INFINITE)
         # as_of 0 is the contract's "no entry"; an entry with it would always be skipped.
-        _check_int("as_of", self.as_of, 1, MAX_AS_OF)
-        _check_int("tier", self.tier, 0, len(TIERS) - 1)
+        _check_int("as_of", a, 1, MAX_AS_OF)
+        _check_int("tier", t, 0, _MAX_TIER)
 
     @property
     def infinite_hf(self) -> bool:

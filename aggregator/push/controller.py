@@ -14,6 +14,12 @@ listener read on chain):
 | on-chain entry older than heartbeat_s (chain time) | 1 |
 | `ride_along_fraction` of a trigger (HF, credit, heartbeat age), or another tier | 2: rides along |
 
+Inside a priority the worst news goes first (`_REASON_ORDER`, then the weight): a
+larger tier step, a larger credit cut (to 0.1 point), an HF move that took more of the
+margin to liquidation (`margin_lost`); between equal tier steps and cuts, the larger
+margin lost. When more accounts changed than the next block's gas holds, the batches
+sent first, and so mined first, carry them.
+
 A batch goes only when at least one entry has priority 0 or 1; it is then filled with
 ride-alongs in order until the gas budget is used. With `ride_along_fraction` f > 0,
 smaller differences wait: every entry in a batch costs ~6.5k gas, and in a calm market
@@ -31,6 +37,7 @@ goes at once (the rule before the buffer).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -119,6 +126,9 @@ class Planned:
     new_slot: bool
     # Sort key inside (priority, reason): larger = more urgent.
     weight: float = 0.0
+    # Between equal weights, larger first: the share of the margin to liquidation the
+    # HF move took (margin_lost), for the urgent reasons.
+    then: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -156,6 +166,23 @@ def _hf_moved(old: int, new: int, deviation: float) -> bool:
     return abs(new - old) / old >= deviation
 
 
+def margin_lost(old: int, new: int) -> float:
+    """The share of an account's margin to liquidation (HF 1) that an HF move took, in
+    [-1, 1]: the `hf` trigger's weight. A fall from 1.05 to 1.01 took 0.8 of it, one from
+    5.0 to 4.8 took 0.05: when a price move changes more accounts than the next block
+    holds, those whose HF fell furthest towards liquidation go first. (A uniform price
+    move lowers every HF by the same fraction, so the fraction alone would not order
+    them.) A rise is negative (after every fall); debt appearing (HF from infinite) is
+    1, debt repaid (to infinite) -1."""
+    if old == new:
+        return 0.0
+    if new == HF_INFINITE:
+        return -1.0
+    if old == HF_INFINITE or old <= HF_ONE:
+        return 1.0 if new < old else -1.0
+    return max(-1.0, min(1.0, (old - new) / (old - HF_ONE)))
+
+
 def plan_entry(
     d: Desired, base: RegistryEntry | None, chain_ts: int, rules: TriggerRules
 ) -> Planned | None:
@@ -179,11 +206,20 @@ def _plan_first(d: Desired, entry: RegistryEntry) -> Planned | None:
 def _plan_urgent(d: Desired, base: RegistryEntry, entry: RegistryEntry) -> Planned | None:
     """The bad news that goes at once: a worse tier, less credit."""
     if d.tier > base.tier:
-        return Planned(d.account, entry, URGENT, "tier_down", False, float(d.tier - base.tier))
+        step, then = float(d.tier - base.tier), margin_lost(base.hf_1e9, d.hf_1e9)
+        return Planned(d.account, entry, URGENT, "tier_down", False, step, then)
     if base.credit_usd6 > d.ceiling:
-        cut = (base.credit_usd6 - d.credit_usd6) / max(base.credit_usd6, 1)
-        return Planned(d.account, entry, URGENT, "credit_cut", False, cut)
+        cut = cut_weight(base.credit_usd6, d.credit_usd6)
+        then = margin_lost(base.hf_1e9, d.hf_1e9)
+        return Planned(d.account, entry, URGENT, "credit_cut", False, cut, then)
     return None
+
+
+def cut_weight(old: int, new: int) -> float:
+    """A credit cut's weight: the relative cut, to 0.1 percentage point. A uniform price
+    move cuts every share by about the same fraction; equal to that precision, the
+    account whose HF fell furthest towards liquidation goes first (`then`)."""
+    return round((old - new) / max(old, 1), 3)
 
 
 def _plan_trigger(
@@ -191,7 +227,7 @@ def _plan_trigger(
 ) -> Planned | None:
     """No urgent news: the triggers in their order, else a ride-along for any change."""
     if _hf_moved(base.hf_1e9, d.hf_1e9, rules.hf_deviation):
-        return Planned(d.account, entry, TRIGGER, "hf", False, 0.0)
+        return Planned(d.account, entry, TRIGGER, "hf", False, margin_lost(base.hf_1e9, d.hf_1e9))
     age = chain_ts - base.as_of
     if age >= rules.heartbeat_s:
         return Planned(d.account, entry, TRIGGER, "heartbeat", False, float(age))
@@ -236,10 +272,15 @@ def plan_chain(
         if p is None:
             continue
         if onchain_empty is not None and onchain_empty.get(d.account, False) and not p.new_slot:
-            p = Planned(p.account, p.entry, p.priority, p.reason, True, p.weight)
+            p = dataclasses.replace(p, new_slot=True)
         out.append(p)
-    out.sort(key=lambda p: (p.priority, _REASON_ORDER[p.reason], -p.weight, p.account))
+    out.sort(key=plan_order)
     return out
+
+
+def plan_order(p: Planned) -> tuple[int, int, float, float, str]:
+    """The order of a plan: priority, then the reason, then the larger weight first."""
+    return (p.priority, _REASON_ORDER[p.reason], -p.weight, -p.then, p.account)
 
 
 def select_batch(planned: list[Planned], gas_budget: int, model: GasModel) -> list[Planned]:
@@ -256,6 +297,24 @@ def select_batch(planned: list[Planned], gas_budget: int, model: GasModel) -> li
         batch.append(p)
         gas += cost
     return batch
+
+
+def plan_batches(
+    planned: list[Planned], gas_budget: int, model: GasModel, max_batches: int
+) -> list[list[Planned]]:
+    """Up to `max_batches` batches, each `select_batch` of what the ones before left (in
+    the plan's order, so the first batch carries the most urgent entries). Stops when
+    only ride-alongs are left: they never make a batch go alone."""
+    out: list[list[Planned]] = []
+    rest = planned
+    while len(out) < max_batches:
+        batch = select_batch(rest, gas_budget, model)
+        if not batch:
+            break
+        out.append(batch)
+        taken = {p.account for p in batch}
+        rest = [p for p in rest if p.account not in taken]
+    return out
 
 
 class OnchainArrays:

@@ -23,15 +23,22 @@ from aggregator.config import AppConfig
 from aggregator.metrics import Metrics
 from aggregator.push import push_status
 from aggregator.push.chain_pusher import ChainPusher
-from aggregator.push.controller import GasModel, Planned, TriggerRules, select_batch
+from aggregator.push.controller import (
+    GasModel,
+    Planned,
+    TriggerRules,
+    plan_batches,
+    select_batch,
+)
 from aggregator.push.planning import plan_accounts
 from aggregator.push.push_status import PushRecorder
 from aggregator.risk.engine import RiskEngine
 from aggregator.risk.view import LedgerView
 from chains.pusher.errors import BatchTooLarge, PushError
+from chains.pusher.fees import Fees
 from chains.pusher.keys import KeeperKey
 from chains.pusher.listener import Snapshot
-from chains.pusher.sender import SenderHooks
+from chains.pusher.sender import EstimatedBatch, SenderHooks
 from chains.pusher.store import PushStore
 from chains.pusher.types import PushChainSettings
 from chains.rpc import RpcClient, RpcError
@@ -174,29 +181,92 @@ class PushService:
             return batch
         # Several batches per cycle, up to max_in_flight transactions: a price move
         # that changes thousands of accounts goes out in one cycle (each batch sized
-        # by the gas budget), not one batch per interval.
+        # by the gas budget), not one batch per interval. The batches that fit are
+        # chosen first and priced at once (read-only RPC: one round trip instead of
+        # one per batch; one eth_call each at the gas model's bound), with one fee
+        # read for all of them; they are then signed at consecutive nonces, stored in
+        # one transaction and broadcast in nonce order, the most urgent first
+        # (docs/performance.md, "Push latency: where the time goes").
+        sender = cp.sender
         sent: list[Planned] = []
-        while batch and cp.sender.can_send():
-            got = await self._send(cp, batch)
+        fees: Fees | None = None
+        while sender.can_send():
+            batches = plan_batches(planned, budget, self.gas_model, sender.room())
+            if not batches:
+                break
+            if fees is None:
+                fees = await sender.fees()
+            got = await self._send_batches(cp, batches, fees)
             if not got:
                 break
             sent += got
             done = {p.account for p in got}
             planned = [p for p in planned if p.account not in done]
-            batch = select_batch(planned, budget, self.gas_model)
         return sent
 
-    async def _send(self, cp: ChainPusher, batch: list[Planned]) -> list[Planned]:
+    async def _send_batches(
+        self, cp: ChainPusher, batches: list[list[Planned]], fees: Fees
+    ) -> list[Planned]:
+        """Price every batch at once, then sign, store and broadcast the ones priced
+        within the budget, in order, with one store transaction for their records and
+        one for their `sent` state (ChainSender.send_estimated_many). A batch priced
+        above the budget (the model was optimistic) is shrunk and sent alone, and what
+        it and the batches after it leave is chosen again from the plan; a batch that
+        would revert fails the cycle after the ones before it are sent."""
+        sender = cp.sender
+        assert sender is not None
+        priced = await asyncio.gather(
+            *(
+                sender.estimate_batch([(p.account, p.entry) for p in b], self.gas_model.cost(b))
+                for b in batches
+            ),
+            return_exceptions=True,
+        )
+        budget = sender.settings.batch_gas_budget
+        ok: list[EstimatedBatch] = []
+        for got in priced:
+            if isinstance(got, BaseException) or got.estimate > budget:
+                break
+            ok.append(got)
+        sent: list[Planned] = []
+        if ok:
+            try:
+                recs = await sender.send_estimated_many(ok, fees)
+            except PushError:
+                self.record.push_failed(cp)
+                raise
+            for batch, rec in zip(batches, recs, strict=False):
+                self.record.push_sent(cp, batch, rec.summary())
+                sent += batch
+        if len(ok) == len(batches):
+            return sent
+        failed = priced[len(ok)]
+        if isinstance(failed, PushError):
+            self.record.push_failed(cp)
+            raise failed
+        if isinstance(failed, BaseException):
+            raise failed
+        return sent + await self._send(cp, batches[len(ok)], failed, fees)
+
+    async def _send(
+        self, cp: ChainPusher, batch: list[Planned], priced: EstimatedBatch, fees: Fees
+    ) -> list[Planned]:
+        """One batch priced above the budget: shrink in proportion until it fits."""
         assert cp.sender is not None
+        got: EstimatedBatch | None = priced
         while batch:
             try:
-                rec = await cp.sender.send_batch([(p.account, p.entry) for p in batch])
+                if got is None:
+                    got = await cp.sender.estimate_batch(
+                        [(p.account, p.entry) for p in batch], self.gas_model.cost(batch)
+                    )
+                rec = await cp.sender.send_estimated(got, fees)
             except BatchTooLarge as exc:
                 # The model was optimistic: shrink in proportion and try again.
                 keep = max(1, int(len(batch) * exc.budget / exc.estimate * 0.9))
                 if keep >= len(batch):
                     keep = len(batch) - 1
-                batch = batch[:keep]
+                batch, got = batch[:keep], None
                 continue
             except PushError:
                 self.record.push_failed(cp)

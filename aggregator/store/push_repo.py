@@ -10,10 +10,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from aggregator.store.db import Store
-from aggregator.store.fence import FencedRepo
+from aggregator.store.fence import FencedRepo, WriteFence
 from aggregator.store.models.meta import utcnow
 from aggregator.store.models.push import PushOnchain, PushTx
 from chains.pusher.types import (
+    FINAL_STATUSES,
     MINED_FINAL_STATUSES,
     OPEN_STATUSES,
     OnchainEntry,
@@ -48,19 +49,19 @@ def _hex(b: bytes) -> str:
     return "0x" + b.hex()
 
 
-def _values(rec: TxRecord) -> dict[str, Any]:
-    return {
+def _values(rec: TxRecord, *, raw: bool = True) -> dict[str, Any]:
+    """The row of a record. `raw` False: without the bytes columns (payload, raw_tx),
+    for an update that does not change them."""
+    out = {
         "chain": rec.chain,
         "sender": rec.sender,
         "nonce": rec.nonce,
         "to": rec.to,
         "status": rec.status,
-        "payload": _hex(rec.payload),
         "payload_hash": rec.payload_hash,
         "gas_limit": rec.gas_limit,
         "max_fee": rec.max_fee,
         "priority_fee": rec.priority_fee,
-        "raw_tx": _hex(rec.raw_tx),
         "tx_hash": rec.tx_hash,
         "hashes": list(rec.hashes),
         "created_at": rec.created_at,
@@ -74,6 +75,10 @@ def _values(rec: TxRecord) -> dict[str, Any]:
         "error": None if rec.error is None else rec.error[:2048],
         "updated_at": utcnow(),
     }
+    if raw:
+        out["payload"] = _hex(rec.payload)
+        out["raw_tx"] = _hex(rec.raw_tx)
+    return out
 
 
 def _record(m: Any) -> TxRecord:
@@ -106,26 +111,66 @@ def _record(m: Any) -> TxRecord:
 
 class SqlPushStore(FencedRepo):
     """Transaction records and on-chain readings of the pusher. With several instances
-    (aggregator/cluster) the push lease's fence guards every tx record (nonce) write."""
+    (aggregator/cluster) the push lease's fence guards every tx record (nonce) write.
+
+    `update_tx` writes the signed bytes (`raw_tx`, ~170 KB as hex for a 3,200-entry
+    batch) only when they are not the ones this object last wrote for the record: the
+    bytes change only with `tx_hash` (the hash of those bytes: a replacement), so a
+    row whose stored hash is the record's holds its bytes already. Rewriting them on
+    every state change (sent, mined, final) cost ~60-110 ms per change on the sending
+    path (docs/performance.md, "Push latency: where the time goes"). A record this
+    object has not written (loaded after a restart, or by another instance) gets its
+    bytes written again on its first update."""
 
     store: Store
 
+    def __init__(self, store: Store, *, fence: WriteFence | None = None) -> None:
+        super().__init__(store, fence=fence)
+        self._raw_written: dict[int, str] = {}  # record id -> tx_hash of the stored raw_tx
+
     async def insert_tx(self, rec: TxRecord) -> int:
-        values = _values(rec)
-        async with self.store.transaction() as s:
-            await self._fenced(s)
-            result = await s.execute(insert(TX).values(**values).returning(TX.c.id))
-            rec.id = int(result.scalar_one())
+        await self.insert_txs([rec])
+        assert rec.id is not None
         return rec.id
 
-    async def update_tx(self, rec: TxRecord) -> None:
-        if rec.id is None:
-            raise ValueError("update_tx needs a record that was inserted (id is None)")
-        values = _values(rec)
-        changes = {k: values[k] for k in (*_MUTABLE, "updated_at")}
+    async def insert_txs(self, recs: list[TxRecord]) -> None:
+        if not recs:
+            return
         async with self.store.transaction() as s:
             await self._fenced(s)
-            await s.execute(update(TX).where(TX.c.id == rec.id).values(**changes))
+            ids = [
+                int(
+                    (
+                        await s.execute(insert(TX).values(**_values(r)).returning(TX.c.id))
+                    ).scalar_one()
+                )
+                for r in recs
+            ]
+        for rec, rid in zip(recs, ids, strict=True):
+            rec.id = rid
+            self._raw_written[rid] = rec.tx_hash
+
+    async def update_tx(self, rec: TxRecord) -> None:
+        await self.update_txs([rec])
+
+    async def update_txs(self, recs: list[TxRecord]) -> None:
+        if any(r.id is None for r in recs):
+            raise ValueError("update_tx needs a record that was inserted (id is None)")
+        if not recs:
+            return
+        raw = [self._raw_written.get(r.id) != r.tx_hash for r in recs]  # type: ignore[arg-type]
+        async with self.store.transaction() as s:
+            await self._fenced(s)
+            for rec, write_raw in zip(recs, raw, strict=True):
+                values = _values(rec, raw=write_raw)
+                changes = {k: values[k] for k in (*_MUTABLE, "updated_at") if k in values}
+                await s.execute(update(TX).where(TX.c.id == rec.id).values(**changes))
+        for rec, write_raw in zip(recs, raw, strict=True):
+            assert rec.id is not None
+            if rec.status in FINAL_STATUSES:
+                self._raw_written.pop(rec.id, None)  # never updated again
+            elif write_raw:
+                self._raw_written[rec.id] = rec.tx_hash
 
     async def check_lease(self) -> None:
         async with self.store.transaction() as s:
@@ -179,18 +224,21 @@ class SqlPushStore(FencedRepo):
         if not rows:
             return
         dialect_insert = pg_insert if self.store.dialect == "postgresql" else sqlite_insert
+        stmt = dialect_insert(ONCHAIN)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[ONCHAIN.c.chain, ONCHAIN.c.account],
+            set_={
+                "slot": stmt.excluded.slot,
+                "block": stmt.excluded.block,
+                "read_at": stmt.excluded.read_at,
+            },
+        )
+        # One statement executed per row (the driver's executemany): 10,000 readings
+        # (one price move's batches on one chain) in ~0.1 s of CPU where multi-row
+        # VALUES statements of 500 took ~0.7-1 s (SQLAlchemy compiling 10k bound rows),
+        # on the event loop of every chain's pusher (docs/performance.md).
         async with self.store.transaction() as s:
-            for start in range(0, len(rows), 500):
-                stmt = dialect_insert(ONCHAIN).values(rows[start : start + 500])
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=[ONCHAIN.c.chain, ONCHAIN.c.account],
-                    set_={
-                        "slot": stmt.excluded.slot,
-                        "block": stmt.excluded.block,
-                        "read_at": stmt.excluded.read_at,
-                    },
-                )
-                await s.execute(stmt)
+            await s.execute(stmt, rows)
 
     async def load_onchain(self, chain: str) -> dict[str, OnchainEntry]:
         q = select(ONCHAIN).where(ONCHAIN.c.chain == chain)

@@ -102,6 +102,14 @@ class Broadcaster:
 
     async def broadcast(self, rec: TxRecord) -> bool:
         """Send the record's current bytes once. True when a node holds them."""
+        if not await self.deliver(rec):
+            return False
+        await self.states.mark_sent(rec)
+        return True
+
+    async def deliver(self, rec: TxRecord) -> bool:
+        """`broadcast` without persisting `sent`: the caller does (`mark_sent_many` for
+        the batches of one cycle). True when a node holds the bytes."""
         try:
             await self.client.send_raw_transaction(rec.raw_tx)
         except RpcResponseError as exc:
@@ -113,7 +121,6 @@ class Broadcaster:
             rec.error = f"broadcast: {exc}"
             self.status.last_error = rec.error
             raise PushError(str(exc)) from None
-        await self.states.mark_sent(rec)
         return True
 
     async def _on_refusal(self, rec: TxRecord, exc: RpcResponseError) -> bool:

@@ -1,8 +1,9 @@
 """Nonces of one keeper key on one chain, and the restart reconciliation that sets them.
 
 Invariants:
-- A nonce is never reused: `allocate` only moves forward; `release` gives back only the
-  nonce just allocated, and only when nothing signed under it was stored or sent.
+- A nonce is never reused: `allocate` only moves forward; `release` (`release_from`)
+  gives back only the nonce(s) just allocated, and only when nothing signed under
+  them was stored or sent.
 - Only reconciliation moves the next nonce backwards, and never below a nonce an open
   record may hold, nor below the chain's pending count (transactions of this key that
   we have no record of keep their nonces).
@@ -50,8 +51,13 @@ class NonceManager:
 
     def release(self, nonce: int) -> None:
         """Give back a nonce that never left the process (nothing signed was stored)."""
-        if self.next_nonce == nonce + 1:
-            self.next_nonce = nonce
+        self.release_from(nonce, 1)
+
+    def release_from(self, first: int | None, count: int) -> None:
+        """Give back the `count` nonces from `first`, just allocated together, none of
+        which left the process; only when they are still the last ones allocated."""
+        if first is not None and count > 0 and self.next_nonce == first + count:
+            self.next_nonce = first
 
 
 async def reconcile(

@@ -1,8 +1,9 @@
 """What the pusher needs from persistent storage (implemented in SQL by aggregator/store).
 
-`insert_tx` and `update_tx` are each one committed transaction: the sender calls them
-before it broadcasts, so after a crash the store always knows every nonce it may have
-used and every hash it may have sent.
+`insert_tx` and `update_tx` are each one committed transaction, and so are
+`insert_txs` and `update_txs` for several records at once (all or none): the sender
+calls them before it broadcasts, so after a crash the store always knows every nonce
+it may have used and every hash it may have sent.
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ class PushStore(Protocol):
         ...
 
     async def update_tx(self, rec: TxRecord) -> None: ...
+
+    async def insert_txs(self, recs: list[TxRecord]) -> None:
+        """Persist new records in one transaction (all or none); sets each `rec.id`."""
+        ...
+
+    async def update_txs(self, recs: list[TxRecord]) -> None:
+        """`update_tx` of each record, in one transaction (all or none)."""
+        ...
 
     async def open_txs(self, chain: str, sender: str) -> list[TxRecord]:
         """Records of (chain, sender) not final yet (prepared, sent, mined), by nonce."""

@@ -2,8 +2,9 @@
 
 Invariants:
 - Every change of a record is written to the store (`update_tx`, one committed
-  transaction) before anything that depends on it happens: the hook after a persist,
-  the broadcast that follows, forgetting a final record.
+  transaction; `update_txs` for a cycle's batches marked sent together) before anything
+  that depends on it happens: the hook after a persist, the broadcast that follows,
+  forgetting a final record.
 - A record leaves the open set only once its final state (confirmed, failed, dropped) is
   persisted.
 - A mined record that left the chain (reorg) or a dropped one is reported through
@@ -75,6 +76,22 @@ class RecordStates:
             self.status.sent_total += 1
         if self.hooks.after_broadcast is not None:
             self.hooks.after_broadcast(rec)
+
+    async def mark_sent_many(self, recs: list[TxRecord]) -> None:
+        """`mark_sent` of several records in one store transaction (a cycle's batches)."""
+        if not recs:
+            return
+        first = [rec.status == "prepared" for rec in recs]
+        now = self.clock()
+        for rec in recs:
+            rec.status = "sent"
+            rec.last_sent_at = now
+            rec.error = None
+        await self.store.update_txs(recs)
+        self.status.sent_total += sum(first)
+        if self.hooks.after_broadcast is not None:
+            for rec in recs:
+                self.hooks.after_broadcast(rec)
 
     async def mark_mined(self, rec: TxRecord, receipt: dict[str, Any]) -> None:
         rec.status = "mined"

@@ -4,6 +4,7 @@ restart reconciliation and classified node errors."""
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 from push_env import (
@@ -21,9 +22,10 @@ from push_env import (
 from aggregator.cluster.lease import Fence, FencedOut
 from aggregator.store import Store
 from aggregator.store.push_repo import SqlPushStore
-from chains.pusher.errors import PushError
+from chains.pusher.errors import BatchTooLarge, PushError
 from chains.pusher.keys import key_from_hex
-from chains.pusher.sender import ChainSender, SenderHooks
+from chains.pusher.sender import ChainSender, EstimatedBatch, SenderHooks
+from chains.pusher.types import TxRecord
 from chains.registry_codec import RegistryEntry
 from chains.rpc import RpcClient, RpcUnavailable
 from devkit.anvil import AnvilNode
@@ -171,6 +173,8 @@ async def test_stuck_transaction_is_replaced_with_both_fees_bumped(
     assert nonce_of(h) == start_nonce + 1
     (final,) = await push_store.recent_txs("c")
     assert final.mined_hash == rec.hashes[1] and final.hashes == rec.hashes
+    # The store holds the replacement's bytes (written with its hash, not the first's).
+    assert final.raw_tx == rec.raw_tx != bytes.fromhex(first["input"][2:])
 
 
 async def test_replacement_stops_at_the_fee_cap(
@@ -438,6 +442,193 @@ async def test_a_batch_that_would_revert_is_never_signed(
         await s.send_batch(_entries(harness, 1))
     assert await push_store.recent_txs("c") == []
     assert s.nonces.next_nonce == 0
+
+
+async def test_a_gas_bound_is_proven_by_one_call_and_a_short_one_is_estimated(
+    node: AnvilNode, harness: VaultHarness, push_store: SqlPushStore, clients: list[RpcClient]
+) -> None:
+    """A caller's gas bound that the batch runs within is taken after one eth_call (no
+    eth_estimateGas); a bound the batch does not run within falls back to the estimate;
+    a batch that reverts is never signed, with or without a bound."""
+    rpc = client(node.url, node.chain_id)
+    clients.append(rpc)
+    s = sender(node, harness, rpc, push_store, confirmations=1)
+    entries = _entries(harness, 3)
+    exact = (await s.estimate_batch(entries)).estimate
+    estimates = 0
+    estimate_gas = s.estimate_gas
+
+    async def counted(data: bytes) -> int:
+        nonlocal estimates
+        estimates += 1
+        return await estimate_gas(data)
+
+    s.estimate_gas = counted  # type: ignore[method-assign]
+    bound = exact + 50_000
+    priced = await s.estimate_batch(entries, bound)
+    assert (priced.estimate, estimates) == (bound, 0)
+    short = await s.estimate_batch(entries, exact // 2)  # out of gas at the bound
+    assert (short.estimate, estimates) == (exact, 1)
+    rec = await s.send_estimated(priced)
+    assert rec.gas_limit == math.ceil(bound * 1.2)  # gas_headroom over the proven bound
+    await step_until(s, lambda: not s.records, node=node)
+    for account, entry in entries:
+        assert entry_of(harness, account) == entry
+    stranger = sender(node, harness, rpc, push_store, key=key_from_hex("0x" + "6b" * 32, "t"))
+    with pytest.raises(PushError, match="NotKeeper"):
+        await stranger.estimate_batch(entries, bound)
+    assert [r.nonce for r in await push_store.recent_txs("c")] == [rec.nonce]
+
+
+async def test_a_replacement_written_by_a_restarted_store_is_what_is_stored(
+    node: AnvilNode, harness: VaultHarness, store: Store, clients: list[RpcClient]
+) -> None:
+    """update_tx skips the signed bytes only when this object wrote them under the same
+    hash: a store object that did not (after a restart) writes them on its first update,
+    and a replacement is always written (SQLite and PostgreSQL)."""
+    rpc = client(node.url, node.chain_id)
+    clients.append(rpc)
+    harness.rpc("evm_setAutomine", [False])
+    s = sender(node, harness, rpc, SqlPushStore(store), confirmations=1)
+    rec = await s.send_batch(_entries(harness, 1))
+    restarted = SqlPushStore(store)
+    rec.raw_tx, rec.tx_hash = b"\x02" + b"\x11" * 40, "0x" + "ab" * 32
+    rec.hashes.append(rec.tx_hash)
+    await restarted.update_tx(rec)
+    (stored,) = await SqlPushStore(store).open_txs("c", KEEPER)
+    assert (stored.raw_tx, stored.tx_hash) == (rec.raw_tx, rec.tx_hash)
+    rec.status = "mined"  # a later change with the same bytes keeps them
+    await restarted.update_tx(rec)
+    (stored,) = await SqlPushStore(store).open_txs("c", KEEPER)
+    assert (stored.status, stored.raw_tx) == ("mined", rec.raw_tx)
+
+
+def _cycle_batches(h: VaultHarness, n: int = 3) -> list[list[tuple[str, RegistryEntry]]]:
+    ts = chain_time(h)
+    return [[(USERS[i], RegistryEntry(1_000 * (i + 1), 1_400_000_000, ts, 0))] for i in range(n)]
+
+
+async def test_a_cycles_batches_are_all_stored_before_any_is_sent_then_go_in_nonce_order(
+    anvil_factory: object, push_store: SqlPushStore, clients: list[RpcClient]
+) -> None:
+    node, h = _manual_mining(71111, anvil_factory)
+    rpc = client(node.url, node.chain_id)
+    clients.append(rpc)
+    seen: list[tuple[int, int]] = []  # (records inserted, node's pending nonce) per insert
+    start = nonce_of(h)
+    s = sender(node, h, rpc, push_store, confirmations=1)
+    stored_at_persist: list[int] = []
+    insert_txs = push_store.insert_txs
+
+    async def counting_insert(recs: list[TxRecord]) -> None:
+        await insert_txs(recs)
+        stored_at_persist.append(len(await push_store.open_txs("c", KEEPER)))
+        seen.append((len(recs), nonce_of(h, tag="pending")))
+
+    push_store.insert_txs = counting_insert  # type: ignore[method-assign]
+    batches = _cycle_batches(h)
+    priced = [await s.estimate_batch(b) for b in batches]
+    recs = await s.send_estimated_many(priced, await s.fees())
+    # One insert for the three records, before anything reached the node.
+    assert seen == [(3, start)] and stored_at_persist == [3]
+    assert [r.nonce for r in recs] == [start, start + 1, start + 2]
+    assert [r.status for r in recs] == ["sent"] * 3
+    assert nonce_of(h, tag="pending") == start + 3
+    node.mine()
+    await step_until(s, lambda: not s.records, node=node)
+    assert [int(t["nonce"], 16) for t in keeper_txs(h, 0)][-3:] == [start, start + 1, start + 2]
+    for batch in batches:
+        for account, entry in batch:
+            assert entry_of(h, account) == entry
+
+
+async def test_a_crash_after_a_cycles_records_are_stored_loses_none_of_them(
+    anvil_factory: object, push_store: SqlPushStore, clients: list[RpcClient]
+) -> None:
+    node, h = _manual_mining(71112, anvil_factory)
+    rpc = client(node.url, node.chain_id)
+    clients.append(rpc)
+
+    def crash(_: object) -> None:
+        raise Crash("after_persist")
+
+    start = nonce_of(h)
+    start_block = h.block_number()
+    s1 = sender(node, h, rpc, push_store, hooks=SenderHooks(after_persist=crash), confirmations=1)
+    batches = _cycle_batches(h)
+    priced = [await s1.estimate_batch(b) for b in batches]
+    with pytest.raises(Crash):
+        await s1.send_estimated_many(priced, await s1.fees())
+    assert nonce_of(h, tag="pending") == start  # nothing broadcast
+    s2 = sender(node, h, rpc, push_store, confirmations=1)
+    await s2.reconcile()
+    assert s2.nonces.next_nonce == start + 3
+    await step_until(s2, lambda: not s2.records, node=node)
+    txs = keeper_txs(h, start_block)
+    assert sorted(int(t["nonce"], 16) for t in txs) == [start, start + 1, start + 2]
+    for batch in batches:
+        for account, entry in batch:
+            assert entry_of(h, account) == entry
+
+
+async def test_a_broadcast_failing_mid_cycle_leaves_the_rest_stored_and_sent_later(
+    anvil_factory: object, push_store: SqlPushStore, clients: list[RpcClient]
+) -> None:
+    node, h = _manual_mining(71113, anvil_factory)
+    rpc = client(node.url, node.chain_id)
+    clients.append(rpc)
+    s = sender(node, h, rpc, push_store, confirmations=1)
+    start = nonce_of(h)
+    deliver = s.out.deliver
+    calls = 0
+
+    async def flaky(rec: TxRecord) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise PushError("node unavailable")
+        return await deliver(rec)
+
+    s.out.deliver = flaky  # type: ignore[method-assign]
+    batches = _cycle_batches(h)
+    priced = [await s.estimate_batch(b) for b in batches]
+    with pytest.raises(PushError, match="unavailable"):
+        await s.send_estimated_many(priced, await s.fees())
+    stored = await push_store.open_txs("c", KEEPER)
+    assert [(r.nonce, r.status) for r in stored] == [
+        (start, "sent"),
+        (start + 1, "prepared"),
+        (start + 2, "prepared"),
+    ]
+    s.out.deliver = deliver  # type: ignore[method-assign]
+    await step_until(s, lambda: not s.records, node=node)
+    for batch in batches:
+        for account, entry in batch:
+            assert entry_of(h, account) == entry
+
+
+async def test_a_cycle_over_budget_or_failing_to_store_signs_nothing_it_keeps(
+    node: AnvilNode, harness: VaultHarness, sqlite_store: Store, clients: list[RpcClient]
+) -> None:
+    rpc = client(node.url, node.chain_id)
+    clients.append(rpc)
+
+    class Failing(SqlPushStore):
+        async def insert_txs(self, recs: list[TxRecord]) -> None:
+            raise OSError("disk full")
+
+    s = sender(node, harness, rpc, Failing(sqlite_store), batch_gas_budget=200_000)
+    await s.reconcile()
+    start = s.nonces.next_nonce
+    batches = _cycle_batches(harness)
+    priced = [await s.estimate_batch(b) for b in batches]
+    over = [*priced[:1], EstimatedBatch(1, priced[1].payload, priced[1].data, 300_000)]
+    with pytest.raises(BatchTooLarge):
+        await s.send_estimated_many(over, await s.fees())
+    with pytest.raises(OSError, match="disk full"):
+        await s.send_estimated_many(priced, await s.fees())
+    assert s.nonces.next_nonce == start and not s.records
+    assert nonce_of(harness, tag="pending") == start
 
 
 async def _abandoned_gap(

@@ -16,7 +16,7 @@ from push_env import chain_time, client, entry_of, eventually, keeper_key, nonce
 
 from aggregator.config import AppConfig
 from aggregator.metrics import Metrics
-from aggregator.push.controller import hf_fixed_array
+from aggregator.push.controller import GasModel, hf_fixed_array
 from aggregator.push.service import PushService
 from aggregator.risk.book import PositionRow
 from aggregator.risk.engine import PriceInput, RiskEngine
@@ -289,3 +289,53 @@ async def test_paused_sends_nothing_until_resumed(two: TwoChains, push_store: Sq
     assert [p.reason for p in sent] == ["first"]
     assert svc.chain_status("a")["pending_txs"] == 1
     assert sent[0].entry.as_of <= chain_time(two.harness["a"])
+
+
+def _many_accounts(svc: PushService, n: int) -> list[str]:
+    accounts = [f"0x{0xA000 + i:040x}" for i in range(n)]
+    rows = []
+    for i, a in enumerate(accounts):
+        rows.append(PositionRow(a, "a", "COL", "collateral", (i + 1) * 10**18, (i + 1) * 10**18))
+        rows.append(
+            PositionRow(a, "a", "USD", "debt", (i + 1) * 900 * 10**6, (i + 1) * 900 * 10**6)
+        )
+    svc.engine.load_positions(rows)
+    set_price(svc.engine, 2000.0)
+    return accounts
+
+
+@pytest.mark.parametrize("optimistic", [False, True])
+async def test_many_changed_accounts_go_out_in_several_batches_in_one_cycle(
+    two: TwoChains, push_store: SqlPushStore, optimistic: bool
+) -> None:
+    """24 new slots with a budget for ~9: one cycle sends every batch (consecutive
+    nonces, up to max_in_flight), the most urgent first. A gas model that is short
+    (the eth_call at its bound runs out of gas) falls back to eth_estimateGas, and a
+    batch priced above the budget is shrunk; every account still gets its entry."""
+    cfg = two.cfg(batch_gas_budget=300_000, max_in_flight=8)
+    model = GasModel(per_new=2_000) if optimistic else None
+    svc = PushService(
+        cfg, engine_for(cfg), push_store, two.clients, metrics=Metrics(), key=keeper_key(),
+        gas_model=model,
+    )  # fmt: skip
+    accounts = _many_accounts(svc, 24)
+    await svc.load()
+    h = two.harness["a"]
+    start = nonce_of(h)
+    sent = await svc.cycle("a")
+    assert {p.account for p in sent} >= set(accounts)
+    sender = svc.chains["a"].sender
+    assert sender is not None
+    nonces = [r.nonce for r in await push_store.recent_txs("a", 50)]
+    assert sorted(nonces) == list(range(start, start + len(nonces)))
+    if not optimistic:
+        assert len(nonces) == 3  # 25 entries (USER too) of ~24k model gas, ~9 a batch
+    else:
+        assert len(nonces) > 1  # each shrunk to the budget
+    liquidatable_first = [p.entry.tier for p in sent]
+    assert liquidatable_first == sorted(liquidatable_first, reverse=True)
+
+    async def all_there() -> bool:
+        return all(entry_of(h, a) is not None for a in accounts)
+
+    await eventually(all_there, 15, "every account's entry on chain a")
