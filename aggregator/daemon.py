@@ -357,6 +357,10 @@ class Daemon:
             self.store_lock.acquire()
         except StoreLockedError as exc:
             raise StartupError(str(exc)) from None
+        if self.snapshots is not None:
+            # Read and check the book snapshot while the store migrates and the nodes
+            # answer the chain id checks; the book load then takes it (book_snapshot.py).
+            self.snapshots.prefetch()
         await startup_step("store migration", self.store.upgrade())
         await startup_step("chain id check", self._verify_chains())
         await startup_step("book load", self.book.load(self.engine))

@@ -161,6 +161,8 @@ def child(store_path: str, spawned: float, mode: str, snapshot: str) -> None:
         snaps = BookSnapshots(Path(snapshot), fingerprint=book_fingerprint(cfg),
                               chains=cfg.chain_names, store=repo, metrics=metrics)  # fmt: skip
         use = snaps if mode == "snapshot" else None
+        if use is not None:
+            use.prefetch()  # as Daemon.start does before its store migration
         sync = BookSync(cfg, repo, metrics=metrics, indexers={}, owns_index=lambda _c: True,
                         recompute=nothing, snapshots=use)  # fmt: skip
         await sync.load(eng)

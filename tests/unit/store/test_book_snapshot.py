@@ -6,6 +6,7 @@ mid-write leaves the previous snapshot usable. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -296,6 +297,55 @@ async def test_a_rolled_back_correction_below_the_mark_is_caught(
     await apply(repo, "d", 10, [ev("d", 9, 0, "deposit", 1, 3)], tag="f")
     await loaded(cfg, store, snaps)
     assert count(m, "store") == 1 and count(m, "loaded") == 0
+
+
+async def test_a_prefetched_read_is_used_once_and_checked_like_any_other(
+    store: Store, tmp_path: Path
+) -> None:
+    """A start reads the file ahead (`prefetch`, before its store migration): the book
+    load takes that read, even if the file is gone by then, checks it against the store
+    as usual, and the next open reads the file again (here: missing)."""
+    cfg, repo = config(), SqlChainStore(store)
+    await history(repo, 30, seed=12)
+    path = tmp_path / "book.snap"
+    full = await loaded(cfg, store, None)
+    snaps, m = snapshots(cfg, store, path)
+    assert await save(snaps, full)
+    await asyncio.wait([snaps.prefetch()])
+    path.unlink()
+    again = await loaded(cfg, store, snaps)
+    assert count(m, "loaded") == 1
+    assert rated(again) == rated(full)
+    assert await snaps.open() is None and count(m, "missing") == 1
+
+
+async def test_a_prefetched_snapshot_is_still_checked_against_the_store(
+    store: Store, tmp_path: Path
+) -> None:
+    """Read ahead, then the store moves in a way the replay cannot follow (a rollback):
+    the prefetched snapshot is refused as a fresh read would be, and the full load runs."""
+    cfg, repo = config(), SqlChainStore(store)
+    await history(repo, 30, seed=13)
+    path = tmp_path / "book.snap"
+    snaps, m = snapshots(cfg, store, path)
+    assert await save(snaps, await loaded(cfg, store, None))
+    await asyncio.wait([snaps.prefetch()])
+    await repo.rollback("c", blk(7))
+    got = await loaded(cfg, store, snaps)
+    assert count(m, "store") == 1 and count(m, "loaded") == 0
+    assert rated(got) == rated(await loaded(cfg, store, None))
+
+
+async def test_a_prefetch_of_a_missing_file_falls_back_quietly(
+    store: Store, tmp_path: Path
+) -> None:
+    cfg, repo = config(), SqlChainStore(store)
+    await history(repo, 10, seed=14)
+    snaps, m = snapshots(cfg, store, tmp_path / "none.snap")
+    await asyncio.wait([snaps.prefetch()])
+    got = await loaded(cfg, store, snaps)
+    assert count(m, "missing") == 1 and count(m, "loaded") == 0
+    assert rated(got) == rated(await loaded(cfg, store, None))
 
 
 @pytest.mark.parametrize("damage", ["payload", "limbs", "header", "truncated", "empty", "garbage"])
