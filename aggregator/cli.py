@@ -87,7 +87,10 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from aggregator.daemon import run_daemon
+    from aggregator.startup import gc_paused
+
+    with gc_paused():  # the objects imports make are kept: collecting them finds nothing
+        from aggregator.daemon import run_daemon
 
     cfg = _load(args.config)
     _register_config_secrets(cfg)

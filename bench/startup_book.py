@@ -132,7 +132,13 @@ def child(store_path: str, spawned: float, mode: str, snapshot: str) -> None:
     full (every stored position), snapshot (the snapshot and the replay), write (full,
     then the snapshot written)."""
     marks: dict[str, float] = {}
-    import aggregator.daemon  # noqa: F401  (what `aggregator run` imports first)
+    # What `aggregator run` imports first (cli.py `cmd_run`): the CLI, then the daemon
+    # with the cyclic GC paused.
+    import aggregator.cli
+    from aggregator.startup import gc_paused
+
+    with gc_paused():
+        import aggregator.daemon  # noqa: F401
     from aggregator.book_snapshot import BookSnapshots
     from aggregator.book_sync import BookSync, book_fingerprint
     from aggregator.metrics import Metrics

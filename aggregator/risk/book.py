@@ -16,10 +16,8 @@ and the dense sums, and is the only writer of all of them.
 
 from __future__ import annotations
 
-import gc
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
 from operator import itemgetter
 from typing import Any, Literal, NamedTuple, cast
@@ -28,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from aggregator.risk.kernels import book_sums_kernel
+from aggregator.startup import gc_paused
 
 Side = Literal["collateral", "debt"]
 SIDES: tuple[Side, Side] = ("collateral", "debt")
@@ -56,22 +55,6 @@ class PositionRow(NamedTuple):
 
 class BookError(ValueError):
     """Bad position input; the message names the account, chain, asset and field."""
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """The cyclic garbage collector off for a bulk load. A load makes millions of
-    short-lived acyclic objects (rows, ints, strings), and each allocation burst
-    triggers collections that walk every tracked object of the process: with the GC
-    on, the start-up load of 1M accounts spent about as long collecting as loading
-    (docs/performance.md "Start-up"). Restored on exit, error or not."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def normalise_address(address: str) -> str:
