@@ -48,7 +48,7 @@ from aggregator.risk.liquidity_view import PoolLiquidity
 from aggregator.risk.market import MarketData
 from aggregator.risk.view import LedgerView
 from aggregator.risk.whatif import DepthLiquidity
-from aggregator.startup import StartupError, startup_step
+from aggregator.startup import StartupError, kept_for_life, startup_step
 from aggregator.status import Status
 from aggregator.store import Store
 from aggregator.store.chain_repo import SqlChainStore
@@ -546,9 +546,14 @@ class Daemon:
         )
 
 
-async def run_daemon(cfg: AppConfig, *, ready: asyncio.Event | None = None) -> int:
-    """Run until SIGTERM/SIGINT; returns the process exit code."""
-    daemon = Daemon(cfg)
+async def run_daemon(
+    cfg: AppConfig, *, ready: asyncio.Event | None = None, freeze: bool = False
+) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code. `freeze`: this process
+    exists to run the daemon (`aggregator run`), so what it builds is frozen out of the
+    cyclic GC's walks (startup.py `kept_for_life`)."""
+    with kept_for_life(freeze=freeze):
+        daemon = Daemon(cfg)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.stop_event.set)

@@ -133,11 +133,11 @@ def child(store_path: str, spawned: float, mode: str, snapshot: str) -> None:
     then the snapshot written)."""
     marks: dict[str, float] = {}
     # What `aggregator run` imports first (cli.py `cmd_run`): the CLI, then the daemon
-    # with the cyclic GC paused.
+    # with the cyclic GC paused and its objects frozen out of later collections.
     import aggregator.cli
-    from aggregator.startup import gc_paused
+    from aggregator.startup import kept_for_life
 
-    with gc_paused():
+    with kept_for_life():
         import aggregator.daemon  # noqa: F401
     from aggregator.book_snapshot import BookSnapshots
     from aggregator.book_sync import BookSync, book_fingerprint
@@ -150,7 +150,8 @@ def child(store_path: str, spawned: float, mode: str, snapshot: str) -> None:
     marks["imports"] = time.time() - spawned
     cpu["imports"] = time.process_time()
     cfg = app_config()
-    eng = RiskEngine.from_config(cfg)
+    with kept_for_life():  # as run_daemon(freeze=True) builds the Daemon and its engine
+        eng = RiskEngine.from_config(cfg)
     marks["engine"] = time.time() - spawned
     cpu["engine"] = time.process_time()
 
