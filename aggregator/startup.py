@@ -30,11 +30,8 @@ def gc_paused() -> Iterator[None]:
     """The cyclic garbage collector off for a bulk phase. A book load makes millions of
     short-lived acyclic objects (rows, ints, strings), and each allocation burst
     triggers collections that walk every tracked object of the process: with the GC
-    on, the start-up load of 1M accounts spent about as long collecting as loading. The
-    daemon's imports (`aggregator run`: cli.py `cmd_run`) make objects nearly all kept
-    for the process's life, and the collections on the way (three of them full) took
-    0.16-0.20 s of a 1.4-1.6 s import (docs/performance.md "Start-up"). Restored on
-    exit, error or not."""
+    on, the start-up load of 1M accounts spent about as long collecting as loading
+    (docs/performance.md "Start-up"). Restored on exit, error or not."""
     was = gc.isenabled()
     gc.disable()
     try:
@@ -50,10 +47,12 @@ def kept_for_life(*, freeze: bool = True) -> Iterator[None]:
     the daemon itself with its engine and the kernels loaded from numba's cache): the
     cyclic GC is paused while they are made, and then, with `freeze`, every object
     tracked so far moves to the permanent generation (`gc.freeze`), so no later
-    collection walks them. Pausing alone only defers the walk: the first young and
-    middle collections after the block traverse everything the block made (0.06 s and
-    0.1 s at a 1M-account start). Only a process entry point freezes (cli.py
-    `cmd_run`); code that runs inside another program (tests) passes freeze=False."""
+    collection walks them. The daemon's imports alone ran 3 full collections (0.16-0.20
+    s of a 1.4-1.6 s import) that found nothing to free; and pausing alone only defers
+    the walk: the first young and middle collections after the block traverse
+    everything the block made (0.06 s and 0.1 s at a 1M-account start). Only a process
+    entry point freezes (cli.py `cmd_run`); code that runs inside another program
+    (tests) passes freeze=False."""
     was = gc.isenabled()
     gc.disable()
     try:
