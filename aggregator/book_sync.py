@@ -25,8 +25,8 @@ from typing import Protocol
 from aggregator.book_snapshot import BookSnapshots, fingerprint
 from aggregator.config import AppConfig
 from aggregator.metrics import Metrics
-from aggregator.risk.book import MAX_AMOUNT, EncodedRows, PositionRow, gc_paused
-from aggregator.startup import StartupError
+from aggregator.risk.book import MAX_AMOUNT, EncodedRows, PositionRow
+from aggregator.startup import StartupError, gc_paused
 from aggregator.store.chain_reads import StoredPosition
 from chains.indexer import ChainIndexer
 from chains.rpc import RpcError

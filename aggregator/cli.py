@@ -87,11 +87,14 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from aggregator.daemon import run_daemon
+    from aggregator.startup import kept_for_life
+
+    with kept_for_life():  # the daemon's modules live as long as this process
+        from aggregator.daemon import run_daemon
 
     cfg = _load(args.config)
     _register_config_secrets(cfg)
-    return asyncio.run(run_daemon(cfg))
+    return asyncio.run(run_daemon(cfg, freeze=True))
 
 
 def _root() -> Path:

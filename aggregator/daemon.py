@@ -48,7 +48,12 @@ from aggregator.risk.liquidity_view import PoolLiquidity
 from aggregator.risk.market import MarketData
 from aggregator.risk.view import LedgerView
 from aggregator.risk.whatif import DepthLiquidity
-from aggregator.startup import StartupError, freeze_startup_heap, startup_step
+from aggregator.startup import (
+    StartupError,
+    freeze_startup_heap,
+    kept_for_life,
+    startup_step,
+)
 from aggregator.status import Status
 from aggregator.store import Store
 from aggregator.store.chain_repo import SqlChainStore
@@ -357,6 +362,10 @@ class Daemon:
             self.store_lock.acquire()
         except StoreLockedError as exc:
             raise StartupError(str(exc)) from None
+        if self.snapshots is not None:
+            # Read and check the book snapshot while the store migrates and the nodes
+            # answer the chain id checks; the book load then takes it (book_snapshot.py).
+            self.snapshots.prefetch()
         await startup_step("store migration", self.store.upgrade())
         await startup_step("chain id check", self._verify_chains())
         await startup_step("book load", self.book.load(self.engine))
@@ -394,10 +403,6 @@ class Daemon:
         self._add_jobs()
         port = await startup_step("API bind", self.api.start(self.cfg.api.host, self.cfg.api.port))
         log.info("API on http://%s:%d", self.cfg.api.host, port)
-        # The start-up's long-lived objects out of the collector's full walks: a full
-        # collection in the middle of a price move's pushes cost 0.2-0.5 s of the event
-        # loop (docs/performance.md, "Push latency: where the time goes").
-        log.info("start-up heap frozen: %d objects", freeze_startup_heap())
         return port
 
     def _computed(self) -> bool:
@@ -546,9 +551,14 @@ class Daemon:
         )
 
 
-async def run_daemon(cfg: AppConfig, *, ready: asyncio.Event | None = None) -> int:
-    """Run until SIGTERM/SIGINT; returns the process exit code."""
-    daemon = Daemon(cfg)
+async def run_daemon(
+    cfg: AppConfig, *, ready: asyncio.Event | None = None, freeze: bool = False
+) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code. `freeze`: this process
+    exists to run the daemon (`aggregator run`), so what it builds is frozen out of the
+    cyclic GC's walks (startup.py `kept_for_life`)."""
+    with kept_for_life(freeze=freeze):
+        daemon = Daemon(cfg)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.stop_event.set)
@@ -558,6 +568,12 @@ async def run_daemon(cfg: AppConfig, *, ready: asyncio.Event | None = None) -> i
         log.error("refusing to start: %s", exc)
         await daemon.stop()
         return 1
+    if freeze:
+        # What the start loaded (the book, the engine, the pusher's readings) out of
+        # the collector's full walks too: a full collection in the middle of a price
+        # move's pushes cost 0.2-0.5 s of the event loop (docs/performance.md, "Push
+        # latency: where the time goes").
+        log.info("start-up heap frozen: %d objects", freeze_startup_heap())
     if ready is not None:
         ready.set()
     await daemon.stop_event.wait()

@@ -87,6 +87,7 @@ async def measure(rounds: int, step: float) -> list[float]:
         )
         d = Daemon(cfg)
         await d.start()
+        freeze_startup_heap()  # as `aggregator run` does at the end of the start-up
         try:
             watched = state.accounts["users"][0]  # WETH collateral on origin/alpha
             deadline = time.monotonic() + 90
@@ -267,7 +268,7 @@ async def _main_bulk(args: argparse.Namespace) -> None:
             await svc.cycle(c)
         tasks = [asyncio.create_task(svc.run_chain(c, stop)) for c in names]
         await asyncio.sleep(2)
-        freeze_startup_heap()  # as the daemon does at the end of its start-up
+        freeze_startup_heap()  # as `aggregator run` does at the end of the start-up
         lat: list[float] = []
         blocks: list[int] = []
         # CPU of one price move (load-independent): this process (pusher, ledger, the

@@ -132,7 +132,13 @@ def child(store_path: str, spawned: float, mode: str, snapshot: str) -> None:
     full (every stored position), snapshot (the snapshot and the replay), write (full,
     then the snapshot written)."""
     marks: dict[str, float] = {}
-    import aggregator.daemon  # noqa: F401  (what `aggregator run` imports first)
+    # What `aggregator run` imports first (cli.py `cmd_run`): the CLI, then the daemon
+    # with the cyclic GC paused and its objects frozen out of later collections.
+    import aggregator.cli
+    from aggregator.startup import kept_for_life
+
+    with kept_for_life():
+        import aggregator.daemon  # noqa: F401
     from aggregator.book_snapshot import BookSnapshots
     from aggregator.book_sync import BookSync, book_fingerprint
     from aggregator.metrics import Metrics
@@ -144,7 +150,8 @@ def child(store_path: str, spawned: float, mode: str, snapshot: str) -> None:
     marks["imports"] = time.time() - spawned
     cpu["imports"] = time.process_time()
     cfg = app_config()
-    eng = RiskEngine.from_config(cfg)
+    with kept_for_life():  # as run_daemon(freeze=True) builds the Daemon and its engine
+        eng = RiskEngine.from_config(cfg)
     marks["engine"] = time.time() - spawned
     cpu["engine"] = time.process_time()
 
@@ -161,6 +168,8 @@ def child(store_path: str, spawned: float, mode: str, snapshot: str) -> None:
         snaps = BookSnapshots(Path(snapshot), fingerprint=book_fingerprint(cfg),
                               chains=cfg.chain_names, store=repo, metrics=metrics)  # fmt: skip
         use = snaps if mode == "snapshot" else None
+        if use is not None:
+            use.prefetch()  # as Daemon.start does before its store migration
         sync = BookSync(cfg, repo, metrics=metrics, indexers={}, owns_index=lambda _c: True,
                         recompute=nothing, snapshots=use)  # fmt: skip
         await sync.load(eng)

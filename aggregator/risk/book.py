@@ -16,16 +16,17 @@ and the dense sums, and is the only writer of all of them.
 
 from __future__ import annotations
 
-import gc
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
 from operator import itemgetter
 from typing import Any, Literal, NamedTuple, cast
 
 import numpy as np
 from numpy.typing import NDArray
+
+from aggregator.risk.kernels import book_sums_kernel
+from aggregator.startup import gc_paused
 
 Side = Literal["collateral", "debt"]
 SIDES: tuple[Side, Side] = ("collateral", "debt")
@@ -54,22 +55,6 @@ class PositionRow(NamedTuple):
 
 class BookError(ValueError):
     """Bad position input; the message names the account, chain, asset and field."""
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """The cyclic garbage collector off for a bulk load. A load makes millions of
-    short-lived acyclic objects (rows, ints, strings), and each allocation burst
-    triggers collections that walk every tracked object of the process: with the GC
-    on, the start-up load of 1M accounts spent about as long collecting as loading
-    (docs/performance.md "Start-up"). Restored on exit, error or not."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def normalise_address(address: str) -> str:
@@ -440,11 +425,17 @@ class KeyIndex:
     ) -> None:
         """Keys absent from the index (after find_many); `order`, their stable argsort
         when the caller has it, saves the sort into an empty index."""
+        if not keys.size:
+            return  # a replay that only rewrites rows: nothing to merge into 5M keys
         if self.keys.size:
-            merged_k = np.concatenate([self.keys, keys])
-            merged_r = np.concatenate([self.rows, rows])
-            o = np.argsort(merged_k, kind="stable")
-            self.keys, self.rows = merged_k[o], merged_r[o]
+            # A merge, not a sort of the whole index again: the new keys sorted, then
+            # inserted at their places (O(index + new log new); the keys are absent
+            # from the index, so where they go is unambiguous).
+            o = np.argsort(keys, kind="stable") if order is None else order
+            ks, rs = keys[o], rows[o]
+            pos = np.searchsorted(self.keys, ks)
+            self.keys = np.insert(self.keys, pos, ks)
+            self.rows = np.insert(self.rows, pos, rs)
         else:
             o = np.argsort(keys, kind="stable") if order is None else order
             self.keys, self.rows = keys[o], rows[o]
@@ -767,19 +758,18 @@ class PositionBook:
     def rebuild_sums(self) -> None:
         """Recompute the dense account x asset sums from all rows, adding each cell's
         chains in chain order as `set` does, so the sums do not depend on the order of
-        the rows (a book built by events, by a load or from a snapshot sums alike)."""
+        the rows (a book built by events, by a load or from a snapshot sums alike).
+        One compiled pass per chain (kernels.py `book_sums_kernel`): at 1M accounts the
+        six masked bincounts it replaces took 0.4-0.8 s of a start (docs/performance.md
+        "Start-up"), each allocating and adding a full account x asset array."""
         n, na = self.n, self.n_assets
-        size = self._acap * na
-        flat = self.r_account[:n].astype(np.int64) * na + self.r_asset[:n]
-        for s, name in ((COLLATERAL, "coll"), (DEBT, "debt")):
-            side = self.r_side[:n] == s
-            sums = np.zeros(size)
-            for c in range(self.n_chains):
-                # One row per (account, asset, side) and chain: each bincount cell is
-                # 0.0 or that one amount, so this is 0.0 + x0 + x1 + ... in chain order.
-                mask = side & (self.r_chain[:n] == c)
-                sums += np.bincount(flat[mask], weights=self.r_amount[:n][mask], minlength=size)
-            setattr(self, name, sums.reshape(self._acap, na))
+        coll = np.zeros((self._acap, na))
+        debt = np.zeros((self._acap, na))
+        book_sums_kernel(
+            self.r_account, self.r_chain, self.r_asset, self.r_side, self.r_amount, n,
+            self.n_chains, coll, debt,
+        )  # fmt: skip
+        self.coll, self.debt = coll, debt
 
     def _resum(self, accounts: NDArray[np.int64]) -> None:
         """`rebuild_sums` for the given accounts only."""

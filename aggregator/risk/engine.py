@@ -246,9 +246,24 @@ class RiskEngine:
         return self._loaded(self.book.import_rows(addresses, rows))
 
     def _loaded(self, n: int) -> int:
-        self._alloc(self.book.n_accounts)
-        for lo in range(0, self.book.n_accounts, _CHUNK):
-            self._refresh(slice(lo, min(self.book.n_accounts, lo + _CHUNK)))
+        na = self.book.n_accounts
+        self._alloc(na)
+        if self.pool.end == 0:
+            # A first load (the start-up's): every account laid out in one pass, as
+            # the chunks below would (the last chunk, when small, with spare slots).
+            last = (na - 1) // _CHUNK * _CHUNK if na else 0
+            slack_from = na
+            if self.pool.slack(_CHUNK):
+                slack_from = 0
+            elif self.pool.slack(na - last):
+                slack_from = last
+            self.model.layout(
+                self.pool, self.book.coll[:na], self.book.debt[:na], slack_from=slack_from
+            )
+            self._set_mult(np.arange(na))
+            return n
+        for lo in range(0, na, _CHUNK):
+            self._refresh(slice(lo, min(na, lo + _CHUNK)))
         return n
 
     def apply_position(self, row: PositionRow) -> str:
@@ -270,6 +285,10 @@ class RiskEngine:
         self.pool.place(np.asarray(idx, np.int64), r.count, r.cols, r.vals, self.book.n_accounts)
         self.pool.grp[acc] = r.grp
         self.pool.held[acc] = r.held
+        self._set_mult(idx)
+
+    def _set_mult(self, idx: NDArray[np.int64]) -> None:
+        """The reputation multipliers of accounts `idx` (1 unless a feed set them)."""
         if self._mult:
             for i in np.asarray(idx).tolist():
                 a = self.book.account_address[i]

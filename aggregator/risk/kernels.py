@@ -230,6 +230,77 @@ def refill_kernel(start, cnt, pc, pv, acc, coll, col_asset, ncoll):  # noqa: PLR
                 pv[j] = coll[i, col_asset[c]]
 
 
+@njit(cache=True, nogil=True)
+def book_sums_kernel(r_account, r_chain, r_asset, r_side, r_amount, n, n_chains, coll, debt):  # noqa: PLR0917
+    """The book's dense sums (book.py `rebuild_sums`) into zeroed `coll` and `debt`
+    (accounts x assets): one pass over the rows per chain, so each cell adds its
+    chains in chain order (0.0 + x0 + x1 + ..., as `set` and `_resum` add them)."""
+    for c in range(n_chains):
+        for i in range(n):
+            if r_chain[i] == c:
+                if r_side[i] == 0:
+                    coll[r_account[i], r_asset[i]] += r_amount[i]
+                elif r_side[i] == 1:
+                    debt[r_account[i], r_asset[i]] += r_amount[i]
+
+
+@njit(inline="always")
+def account_mode(coll, debt, a, gbits):
+    """(e-mode group, held-asset bits) of account `a` (`StandardModel.rows`): the first
+    group holding every asset it owes, -1 without debt or without such a group."""
+    dbits = 0
+    hbits = 0
+    for t in range(coll.shape[1]):
+        if debt[a, t] > 0:
+            dbits |= 1 << t
+        if coll[a, t] > 0 or debt[a, t] > 0:
+            hbits |= 1 << t
+    if dbits != 0:
+        for g in range(gbits.size):
+            if (dbits & ~gbits[g]) == 0:
+                return g, hbits
+    return -1, hbits
+
+
+@njit(cache=True, nogil=True)
+def layout_kernel(  # noqa: PLR0917
+    coll, debt, n, gbits, member, col_asset, col_group, ncoll, ncols,
+    a_start, a_cnt, a_cap, grp, held, pc, pv, end, slack_from, slack,
+):  # fmt: skip
+    """A bulk load's pool layout (standard.py `StandardModel.layout`): for each of the
+    first `n` accounts its e-mode group, held-asset bits and occupied (column, amount)
+    pairs in column order, laid back to back from `end`, exactly as `StandardModel.rows`
+    then `Pool.place` lay out a fresh pool (an account without pairs keeps start and
+    capacity 0; accounts from `slack_from` on get `slack` spare slots, up to `ncols`,
+    as `place` gives a small batch). Returns the new end of the pool."""
+    pos = end
+    for a in range(n):
+        g, hbits = account_mode(coll, debt, a, gbits)
+        cnt = 0
+        for j in range(ncols):
+            # A member's collateral in its e-mode column, any other in its standard
+            # one, debt in the debt columns.
+            if j >= ncoll:
+                v = debt[a, j - ncoll]
+            elif col_group[j] < 0:
+                v = 0.0 if (g >= 0 and member[g, col_asset[j]]) else coll[a, col_asset[j]]
+            else:
+                v = coll[a, col_asset[j]] if col_group[j] == g else 0.0
+            if v != 0.0:
+                pc[pos + cnt] = j
+                pv[pos + cnt] = v
+                cnt += 1
+        if cnt:
+            cap = min(cnt + slack, ncols) if a >= slack_from else cnt
+            a_start[a] = pos
+            a_cap[a] = cap
+            pos += cap
+        a_cnt[a] = cnt
+        grp[a] = g
+        held[a] = hbits
+    return pos
+
+
 @njit(inline="always")
 def better(rr, value, c, t, best_r, best_v, best_c, best_t):  # noqa: PLR0917
     """Whether candidate (repay rr, holding value, chain c, asset t) beats the best so

@@ -77,6 +77,12 @@ class Pool:
         pos = np.repeat(np.arange(acc.size), cnt)
         return np.repeat(self.a_start[acc], cnt) + (np.arange(total) - first[pos]), pos
 
+    @staticmethod
+    def slack(placed: int) -> int:
+        """Spare slots per moved account when `placed` accounts are placed at once: a
+        bulk load lays accounts out back to back; an event leaves a little room."""
+        return 0 if placed > 64 else SLACK
+
     def place(
         self,
         idx: NDArray[np.int64],
@@ -90,8 +96,7 @@ class Pool:
         start = self.a_start[idx].copy()
         move = np.flatnonzero(count > self.a_cap[idx])
         if move.size:
-            # A bulk load lays accounts out back to back; an event leaves a little room.
-            slack = 0 if idx.size > 64 else SLACK
+            slack = self.slack(idx.size)
             cap = np.minimum(count[move] + slack, self.ncols)
             self.holes += int(self.a_cap[idx[move]].sum())
             new = self.end + np.cumsum(cap) - cap

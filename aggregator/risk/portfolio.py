@@ -23,20 +23,32 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
 from numpy.typing import NDArray
-from scipy.special import ndtr
 
 from aggregator.config import AppConfig, AssetConfig, PortfolioConfig
 from aggregator.risk.model import health
 from chains.units import TIERS
 
+if TYPE_CHECKING:
+    import scipy.sparse as sp
+
 SECONDS_PER_YEAR = 365.0 * 86400.0
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 F64 = NDArray[np.float64]
+
+
+def ndtr(x: Any) -> F64:
+    """scipy.special.ndtr, imported at the first option valued rather than with the
+    daemon (var.py `ndtri`: scipy costs a start 0.2-0.3 s of CPU it does not need
+    before its book is rated)."""
+    from scipy.special import ndtr as scipy_ndtr
+
+    return np.asarray(scipy_ndtr(x), np.float64)
+
+
 I64 = NDArray[np.int64]
 
 
@@ -664,6 +676,8 @@ class PortfolioEngine:
             [book.s_asset, T + self.market_u[book.p_market], T + U + book.o_series]
         )
         vals = np.concatenate([book.s_units, book.p_size, book.o_size])
+        import scipy.sparse as sp  # with the first exposure, not with the daemon (ndtr)
+
         x = sp.coo_matrix((vals, (rows, cols)), shape=(book.n_accounts, T + U + J))
         return x.tocsr()
 

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import ndtri
 
 from aggregator.marketdata.covariance import DAILY_LAMBDA, ewma_vol_series
 
@@ -50,6 +49,16 @@ Revalue = Callable[[F64, slice], F64]
 # (ndtri; exp(-x**2/2) / sqrt(2 pi)), bit for bit (tests/unit/risk/test_var.py), without
 # importing scipy.stats: ~2 s of the daemon's start-up on a loaded 2-core box.
 _SQRT_2PI = np.sqrt(2 * np.pi)
+
+
+def ndtri(p: float) -> np.float64:
+    """scipy.special.ndtri, imported at the first quantile rather than with the daemon:
+    scipy.special with scipy's array-API layer costs 0.15-0.2 s of CPU that a start
+    does not need before its book is loaded and rated (docs/performance.md
+    "Start-up"; tests/unit/daemon/test_startup_imports.py)."""
+    from scipy.special import ndtri as scipy_ndtri
+
+    return np.float64(scipy_ndtri(p))
 
 
 def z_of(level: float) -> float:

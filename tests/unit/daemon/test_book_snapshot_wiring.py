@@ -5,7 +5,11 @@ are not run, the book load is (it needs none)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from aggregator.config import AppConfig
 from aggregator.daemon import Daemon
@@ -68,4 +72,46 @@ async def test_written_at_a_clean_stop_and_read_by_the_next_start(tmp_path: Path
     d = await started(cfg)
     assert loads(d, "loaded") == 1 and d.engine.book.n == 1
     assert d.engine.book.find_account(f"0x{7:040x}") is not None
+    await d.stop()
+
+
+async def test_the_start_reads_the_snapshot_ahead_and_its_book_load_uses_that_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Daemon.start` prefetches the snapshot before its store migration; the book load
+    takes that read (the file is gone by the time the book loads here). The chain id
+    check stands in for the RPC round trips the read overlaps; the start is stopped at
+    the step after the book load."""
+    cfg = config(tmp_path)
+    d = await started(cfg)
+    await d.stop()  # a clean stop writes the snapshot (an empty book)
+    path = tmp_path / "book.snapshot"
+    assert path.exists()
+
+    d = Daemon(cfg)
+    assert d.snapshots is not None
+    snaps = d.snapshots
+    prefetch, calls = snaps.prefetch, []
+
+    def spy() -> Any:
+        calls.append("prefetch")
+        return prefetch()
+
+    async def chain_ids() -> None:
+        assert calls == ["prefetch"]  # started before the migration and this check
+        await asyncio.wait([prefetch()])  # the read under way (the same future)
+        path.unlink()
+
+    class Stop(Exception):
+        pass
+
+    async def after_the_book() -> None:
+        raise Stop
+
+    monkeypatch.setattr(snaps, "prefetch", spy)
+    monkeypatch.setattr(d, "_verify_chains", chain_ids)
+    monkeypatch.setattr(d.portfolio, "load", after_the_book)
+    with pytest.raises(Stop):
+        await d.start()
+    assert loads(d, "loaded") == 1 and loads(d, "missing") == 0
     await d.stop()

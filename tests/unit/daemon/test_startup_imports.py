@@ -1,7 +1,9 @@
 """The daemon's start-up path does not import web3 or eth_account (with py_ecc's
 pairing tables, ~0.5 s of CPU at every start: docs/performance.md "Start-up"): the
 ABIs come from the artifacts, and the keeper key's library is imported when a key is
-loaded (chains/pusher/keys.py)."""
+loaded (chains/pusher/keys.py). Nor scipy.special and scipy.sparse (with scipy's
+array-API layer, 0.2-0.3 s): the first quantile, option value or exposure imports
+them (risk/var.py `ndtri`, risk/portfolio.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import os
 import subprocess
 import sys
 
-HEAVY = ("web3", "eth_account", "py_ecc")
+HEAVY = ("web3", "eth_account", "py_ecc", "scipy.special", "scipy.sparse")
 
 
 def _loaded_after(code: str) -> dict[str, bool]:
@@ -34,3 +36,8 @@ def test_loading_a_keeper_key_imports_eth_account() -> None:
         "assert k.address.startswith('0x')"
     )
     assert _loaded_after(code)["eth_account"] is True
+
+
+def test_the_first_quantile_imports_scipy_special() -> None:
+    code = "from aggregator.risk.var import z_of\nassert abs(z_of(0.99) - 2.3263478740) < 1e-9"
+    assert _loaded_after(code)["scipy.special"] is True

@@ -151,7 +151,8 @@ async def test_an_empty_store_loads_an_empty_book(store: Store) -> None:
 def test_the_load_pauses_the_gc_and_restores_it_even_on_error() -> None:
     import gc
 
-    from aggregator.risk.book import BookError, PositionRow, gc_paused
+    from aggregator.risk.book import BookError, PositionRow
+    from aggregator.startup import gc_paused
 
     assert gc.isenabled()
     with gc_paused():

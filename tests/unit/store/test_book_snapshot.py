@@ -6,6 +6,7 @@ mid-write leaves the previous snapshot usable. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -164,6 +165,17 @@ async def test_round_trip_rates_bit_identical_to_a_full_load(store: Store, tmp_p
     # The key index is the stored order, checked, not sorted again: the same index.
     np.testing.assert_array_equal(again.book.index.keys, full.book.index.keys)
     np.testing.assert_array_equal(again.book.index.rows, full.book.index.rows)
+    # The dense sums and the pool layout (compiled passes, rebuilt on both paths from
+    # the rows): the same arrays, so the kernels stream the same pairs.
+    na = full.book.n_accounts
+    for eng_arr in ("coll", "debt"):
+        np.testing.assert_array_equal(getattr(again.book, eng_arr), getattr(full.book, eng_arr))
+    assert again.pool.end == full.pool.end > 0
+    for col in ("a_start", "a_cnt", "a_cap", "grp", "held"):
+        np.testing.assert_array_equal(getattr(again.pool, col)[:na], getattr(full.pool, col)[:na])
+    end = full.pool.end
+    np.testing.assert_array_equal(again.pool.pc[:end], full.pool.pc[:end])
+    np.testing.assert_array_equal(again.pool.pv[:end], full.pool.pv[:end])
     assert rated(again) == rated(full)
 
 
@@ -285,6 +297,55 @@ async def test_a_rolled_back_correction_below_the_mark_is_caught(
     await apply(repo, "d", 10, [ev("d", 9, 0, "deposit", 1, 3)], tag="f")
     await loaded(cfg, store, snaps)
     assert count(m, "store") == 1 and count(m, "loaded") == 0
+
+
+async def test_a_prefetched_read_is_used_once_and_checked_like_any_other(
+    store: Store, tmp_path: Path
+) -> None:
+    """A start reads the file ahead (`prefetch`, before its store migration): the book
+    load takes that read, even if the file is gone by then, checks it against the store
+    as usual, and the next open reads the file again (here: missing)."""
+    cfg, repo = config(), SqlChainStore(store)
+    await history(repo, 30, seed=12)
+    path = tmp_path / "book.snap"
+    full = await loaded(cfg, store, None)
+    snaps, m = snapshots(cfg, store, path)
+    assert await save(snaps, full)
+    await asyncio.wait([snaps.prefetch()])
+    path.unlink()
+    again = await loaded(cfg, store, snaps)
+    assert count(m, "loaded") == 1
+    assert rated(again) == rated(full)
+    assert await snaps.open() is None and count(m, "missing") == 1
+
+
+async def test_a_prefetched_snapshot_is_still_checked_against_the_store(
+    store: Store, tmp_path: Path
+) -> None:
+    """Read ahead, then the store moves in a way the replay cannot follow (a rollback):
+    the prefetched snapshot is refused as a fresh read would be, and the full load runs."""
+    cfg, repo = config(), SqlChainStore(store)
+    await history(repo, 30, seed=13)
+    path = tmp_path / "book.snap"
+    snaps, m = snapshots(cfg, store, path)
+    assert await save(snaps, await loaded(cfg, store, None))
+    await asyncio.wait([snaps.prefetch()])
+    await repo.rollback("c", blk(7))
+    got = await loaded(cfg, store, snaps)
+    assert count(m, "store") == 1 and count(m, "loaded") == 0
+    assert rated(got) == rated(await loaded(cfg, store, None))
+
+
+async def test_a_prefetch_of_a_missing_file_falls_back_quietly(
+    store: Store, tmp_path: Path
+) -> None:
+    cfg, repo = config(), SqlChainStore(store)
+    await history(repo, 10, seed=14)
+    snaps, m = snapshots(cfg, store, tmp_path / "none.snap")
+    await asyncio.wait([snaps.prefetch()])
+    got = await loaded(cfg, store, snaps)
+    assert count(m, "missing") == 1 and count(m, "loaded") == 0
+    assert rated(got) == rated(await loaded(cfg, store, None))
 
 
 @pytest.mark.parametrize("damage", ["payload", "limbs", "header", "truncated", "empty", "garbage"])
