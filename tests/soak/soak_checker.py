@@ -536,11 +536,18 @@ class Checker:
         rows = await self.store.fetch("SELECT chain, indexed_block FROM chain_checkpoint")
         return {str(c): int(n) for c, n in rows}
 
-    async def _store_has_the_node_logs(
+    async def _node_fault_in_balance(
         self, chain: str, account: str, token: str, block: int
-    ) -> bool:
-        """The store's events of (account, token) up to `block` are the node's own vault
-        logs of them, one for one (block, log index, kind, amounts)."""
+    ) -> str | None:
+        """Why a balance difference of (account, token) at `block` is the node's fault,
+        or None (a violation):
+        - the store's vault events up to `block` are the node's own logs, one for one
+          (block, log index, kind, amounts): the node's state disagrees with its logs,
+          which no indexer can match both of (the daemon's `reconcile` corrections take
+          the state's side: they are named, not compared, since they are no logs);
+        - or the only events the store has beyond the node's logs are in blocks the node
+          now serves as null below its head: a hole in its chain (anvil kept blocks
+          null after reorgs under load), which no valid chain has."""
         node = sorted(
             (e.block, e.log_index, e.kind, int(e.amount), int(e.debt_amount))
             for e in await self._chain_events(chain)
@@ -558,13 +565,25 @@ class Checker:
                 block,
             )
         except StoreBusy:
-            return False
+            return None
         # SQLite gives the numeric columns back as text such as '2.0E+9'.
         stored = sorted(
             (int(n), int(li), str(kd), int(Decimal(str(am))), int(Decimal(str(dam))))
             for n, li, kd, am, dam in rows
         )
-        return stored == node
+        corrected = any(r[2] == "reconcile" for r in stored)
+        logs = [r for r in stored if r[2] != "reconcile"]
+        if logs == node:
+            return "state differs from its own logs" + (
+                " (the store also holds a correction from that state)" if corrected else ""
+            )
+        if set(node) - set(logs):
+            return None  # the node has a log the store lacks
+        extra_blocks = sorted({r[0] for r in logs if r not in set(node)})
+        for n in extra_blocks:
+            if await self.rpc[chain]("eth_getBlockByNumber", [hex(n), False]) is not None:
+                return None  # the block is there: the store holds events it lacks
+        return "the store holds events of blocks the node serves as null below its head"
 
     async def explain_balance(self, chain: str, account: str, token: str, block: int) -> str:
         """A balance mismatch: the chain's events for the position next to the store's."""
@@ -701,14 +720,11 @@ class Checker:
                         f"{c} block {block} {a} {self.symbol_of.get((c, t), t)} {k}: "
                         f"store {got} != chain {want}"
                     )
-                    if await self._store_has_the_node_logs(c, a, t, block):
-                        # The store holds exactly the events the node's own logs give up
-                        # to that block: the node's state disagrees with its logs, which
-                        # no indexer can match both of (anvil did after reorgs under
-                        # load; the daemon's reconciliation then takes the state).
-                        self.stats.info["node fault: state differs from its own logs"] += 1
+                    fault = await self._node_fault_in_balance(c, a, t, block)
+                    if fault is not None:
+                        self.stats.info[f"node fault: {fault}"] += 1
                         shown = await self.explain_balance(c, a, t, block)
-                        self.stats.evidence.append(f"node fault: {what}\n{shown}")
+                        self.stats.evidence.append(f"node fault ({fault}): {what}\n{shown}")
                         continue
                     self.stats.violate("balances", what)
                     if (c, a, t) not in self._explained:
@@ -1079,9 +1095,22 @@ class Checker:
             nonces = [n for n, _h in txs]
             if len(set(nonces)) != len(nonces):
                 dup = [n for n, k in Counter(nonces).items() if k > 1]
-                self.stats.violate("nonces", f"{c}: nonces mined twice: {dup}")
+                # The same nonce on both sides of a hole: the node's blocks before and
+                # after it are not one chain (a valid chain has no null block below its
+                # head), so neither copy says what the daemon sent twice.
+                across = [n for n in dup if len({h for m, _, h, _ in txs3 if m == n}) > 1]
+                if across:
+                    self.stats.info[f"node fault: {c} nonces on both sides of a hole"] += 1
+                    self.stats.evidence.append(
+                        f"node fault: {c} keeper nonces {across} mined before and after "
+                        f"the null blocks {holes}"
+                    )
+                if set(dup) - set(across):
+                    self.stats.violate(
+                        "nonces", f"{c}: nonces mined twice: {sorted(set(dup) - set(across))}"
+                    )
             for (x, _, hx, _), (y, _, hy, at) in itertools.pairwise(txs3):
-                if y != x + 1 and not (hy > hx and y > x):
+                if y != x + 1 and hy == hx:
                     if y > x + 1 and await self._skipped_by_the_node(c, x, y, at):
                         continue
                     self.stats.violate("nonces", f"{c}: nonce {x} followed by {y}")
