@@ -96,7 +96,10 @@ class GapFiller:
             return 0
         latest = await self.reads.tx_count("latest")
         gap = missing_nonces(latest, [r.nonce for r in records.ordered()])
-        if gap and await self._reopen_owned(gap):
+        # Only a gap not seen before can hold a final record: one that stands is made of
+        # nonces no record owned when it was first seen, and records only become final
+        # from open ones (which are above it).
+        if gap and gap != self._gap and await self._reopen_owned(gap):
             gap = missing_nonces(latest, [r.nonce for r in records.ordered()])
         if not gap:
             self._clear()

@@ -508,6 +508,13 @@ def _cycle_batches(h: VaultHarness, n: int = 3) -> list[list[tuple[str, Registry
     return [[(USERS[i], RegistryEntry(1_000 * (i + 1), 1_400_000_000, ts, 0))] for i in range(n)]
 
 
+def assert_on_chain(h: VaultHarness, batches: list[list[tuple[str, RegistryEntry]]]) -> None:
+    """Every entry of every batch is what the registry holds for its account."""
+    for batch in batches:
+        for account, entry in batch:
+            assert entry_of(h, account) == entry
+
+
 async def test_a_cycles_batches_are_all_stored_before_any_is_sent_then_go_in_nonce_order(
     anvil_factory: object, push_store: SqlPushStore, clients: list[RpcClient]
 ) -> None:
@@ -537,9 +544,7 @@ async def test_a_cycles_batches_are_all_stored_before_any_is_sent_then_go_in_non
     node.mine()
     await step_until(s, lambda: not s.records, node=node)
     assert [int(t["nonce"], 16) for t in keeper_txs(h, 0)][-3:] == [start, start + 1, start + 2]
-    for batch in batches:
-        for account, entry in batch:
-            assert entry_of(h, account) == entry
+    assert_on_chain(h, batches)
 
 
 async def test_a_crash_after_a_cycles_records_are_stored_loses_none_of_them(
@@ -566,9 +571,7 @@ async def test_a_crash_after_a_cycles_records_are_stored_loses_none_of_them(
     await step_until(s2, lambda: not s2.records, node=node)
     txs = keeper_txs(h, start_block)
     assert sorted(int(t["nonce"], 16) for t in txs) == [start, start + 1, start + 2]
-    for batch in batches:
-        for account, entry in batch:
-            assert entry_of(h, account) == entry
+    assert_on_chain(h, batches)
 
 
 async def test_a_broadcast_failing_mid_cycle_leaves_the_rest_stored_and_sent_later(
@@ -602,9 +605,7 @@ async def test_a_broadcast_failing_mid_cycle_leaves_the_rest_stored_and_sent_lat
     ]
     s.out.deliver = deliver  # type: ignore[method-assign]
     await step_until(s, lambda: not s.records, node=node)
-    for batch in batches:
-        for account, entry in batch:
-            assert entry_of(h, account) == entry
+    assert_on_chain(h, batches)
 
 
 async def test_a_cycle_over_budget_or_failing_to_store_signs_nothing_it_keeps(
