@@ -4,6 +4,7 @@ errors, uncaught exceptions, failed requests and error responses."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import tempfile
@@ -73,6 +74,17 @@ class Watched:
     def api_requests(self, path: str) -> list[str]:
         """Requests made so far to `path` (query strings kept)."""
         return [u for u in self.requests if urlsplit(u).path == path]
+
+    async def ready_after(self, path: str, asked_before: int) -> None:
+        """`ready` for a click that asks `path` again: first wait (up to 30 s) until the
+        page has asked it, since the view left from before the click is still marked
+        ready until the page starts its new request (CI once read the requests in
+        between and found the click's not made yet)."""
+        for _ in range(300):
+            if len(self.api_requests(path)) > asked_before:
+                break
+            await asyncio.sleep(0.1)
+        await self.ready()
 
     async def goto(self, hash_route: str) -> None:
         """Open #<route> and wait until the page says it has rendered."""

@@ -157,7 +157,7 @@ async def test_one_request_per_page_and_paging_follows_the_cursor(
 
     # Next page: one more request, at the cursor the first answer gave.
     await page.click("#next-page")
-    await ui.ready()
+    await ui.ready_after("/v1/accounts", 1)
     asked = ui.api_requests("/v1/accounts")
     assert len(asked) == 2, asked
     assert _query(asked[1]) == {"tier": "healthy", "limit": "100", "cursor": first["next_cursor"]}
@@ -169,7 +169,7 @@ async def test_one_request_per_page_and_paging_follows_the_cursor(
     assert not shown & {a["account"] for a in first["accounts"]}
     # 500 rows per page is still one request.
     await page.click('#pager a:text-is("500")')
-    await ui.ready()
+    await ui.ready_after("/v1/accounts", 2)
     asked = ui.api_requests("/v1/accounts")
     assert len(asked) == 3 and _query(asked[2])["limit"] == "500"
     assert await page.locator("#accounts tbody tr").count() == 500
