@@ -49,7 +49,10 @@ COLS = 5  # x, y, s, b, d (last row: x, y, m, 0, w)
 
 def sqrt_ratio(tick: int) -> float:
     """sqrt(1.0001^tick): the sqrt price (token1 per token0, raw) at a tick boundary."""
-    return math.exp(tick * 0.5 * math.log(1.0001))
+    # log1p: the float 1.0001 is off by 1e-16, which log() turns into 1e-12 relative in
+    # the exponent's slope; two ticks' sqrt prices a fraction of a tick apart (a price
+    # just off a boundary) then differ by a capacity 1e-4 wrong. 1e-4 is off by 5e-17.
+    return math.exp(tick * 0.5 * math.log1p(1e-4))
 
 
 @dataclass(frozen=True)

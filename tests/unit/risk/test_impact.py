@@ -68,6 +68,21 @@ def test_price_at_a_tick_boundary_and_a_gap_without_liquidity():
             assert max(x - curve.capacity, 0.0) == pytest.approx(left, rel=1e-9, abs=1e-9)
 
 
+def test_a_price_a_sliver_above_a_tick_boundary_has_the_exact_capacity():
+    # The price sits 1e-4 of a tick above the boundary where all liquidity ends: the
+    # capacity is the difference of two sqrt prices 5e-9 apart: a tick sqrt price 1e-12
+    # off (log(1.0001) in floats) got it 2.2e-4 wrong; one good to the float's 1e-15
+    # leaves 2.2e-7.
+    for offset in (1e-4, 1e-3, 0.01):
+        pool = make_pool(
+            [(TICK, TICK + 60, 5 * 10**17)], TICK, fee=500, offset=offset,
+            band=(TICK - 300, TICK + 300),
+        )  # fmt: skip
+        curve = build_curve([SaleLeg(pool, True, 1.0)], WETH, 18)
+        _, left = ref_usd(pool, True, 1.0, 1.0)
+        assert curve.capacity == pytest.approx(1.0 - left, rel=2e-6)
+
+
 def test_split_across_two_pools_equals_the_best_brute_force_split():
     a = weth_pool(band=(TICK - 6000, TICK + 6000), fee=3000)
     b = make_pool(
@@ -195,12 +210,10 @@ def test_properties_on_random_pools(a, b, xs):
 def test_random_single_pool_matches_the_integer_swap(a, x):
     curve = build_curve([SaleLeg(a, True, 1.0)], WETH, 18)
     want, left = ref_usd(a, True, x, 1.0)
-    # Float curve vs exact integer swap: the sqrt-price round trips of a long walk cost a
-    # few 1e-8 relative (hypothesis found 1.8e-8 and 1.6e-7 of a tiny remainder, later
-    # 1.4e-6: 7.7089684 against 7.708979, and 1.1e-5: 0.9422226 against 0.942233, the
-    # reference rounded to the USDC unit); the requirement is 0.1% against QuoterV2, so
-    # 1e-4 relative still tells a wrong walk (an off-by-one tick, a missed liquidity
-    # step: percent-level errors) from rounding. The remainder past the capacity is a
-    # difference of two near numbers: its error is the capacity's, relative to x.
-    assert float(curve.output(x)[0]) == pytest.approx(want, rel=1e-4, abs=1e-5)
-    assert max(x - curve.capacity, 0.0) == pytest.approx(left, rel=1e-6, abs=1e-8 + 1e-8 * x)
+    # Float curve vs exact integer swap. The reference floors each step to the USDC unit
+    # (a few 1e-6 over a walk; 3.7e-6 the worst of 3,000 examples) and the float walk's
+    # remainder is good to 2e-10. Wider bounds hid a real error: tick sqrt prices from
+    # log(1.0001) were 1e-12 off, so a price a fraction of a tick above a boundary had a
+    # capacity 1e-5 wrong (9.4365e-5 left against 9.4355e-5; fixed with log1p).
+    assert float(curve.output(x)[0]) == pytest.approx(want, rel=1e-8, abs=1e-5)
+    assert max(x - curve.capacity, 0.0) == pytest.approx(left, rel=1e-8, abs=1e-9 + 1e-10 * x)
