@@ -132,3 +132,40 @@ async def test_sync_to_head_gives_up_instead_of_spinning(store: Store) -> None:
     ix = ChainIndexer(s, FakeClient(head=8, log_branch="b"), repo)  # type: ignore[arg-type]
     status = await ix.sync_to_head(max_idle_steps=3)
     assert not status.caught_up and status.indexed_block == -1
+
+
+class MovedAbove(FakeClient):
+    """The chain moved under the read-ahead: logs from `moved_from` on are another
+    branch's, so their anchor (the header read before them) no longer holds."""
+
+    def __init__(self, head: int, moved_from: int) -> None:
+        super().__init__(head, "a", check_anchor=True)
+        self.moved_from = moved_from
+
+    async def get_log_records(
+        self, address: str, topics: Any, lo: int, hi: int, *, end_hash: str | None = None
+    ) -> list[RpcLog]:
+        self.log_branch = "b" if hi >= self.moved_from else "a"
+        return await super().get_log_records(address, topics, lo, hi, end_hash=end_hash)
+
+
+async def test_a_move_seen_by_the_read_ahead_drops_only_the_step_that_takes_it(
+    store: Store,
+) -> None:
+    repo = SqlChainStore(store)
+    client = MovedAbove(head=45, moved_from=10)
+    ix = ChainIndexer(settings(), client, repo)  # type: ignore[arg-type]
+    await ix.load()
+    # The first range commits while the read-ahead (backfill: the head is far) meets the
+    # moved chain in the next one.
+    assert await ix.step() is True
+    assert ix.status.indexed_block == 9 and len(await repo.events("c")) == 10
+    assert await ix.step() is False  # the read-ahead's ChainMoved, taken by this step
+    assert ix.status.last_error is None  # a reorg in flight, not an RPC failure
+    cp = await repo.load_checkpoint("c")
+    assert cp is not None and cp.indexed_block == 9
+    client.moved_from = 10**9  # the node settled on one branch
+    status = await ix.sync_to_head()
+    assert status.indexed_block == 45
+    events = await repo.events("c")
+    assert len(events) == 46 and all(e.block_hash == h(e.block_number) for e in events)
