@@ -186,8 +186,6 @@ class Ledger:
         prices = await self.oracle.refresh()
         self.engine.set_prices({sym: _price_input(p) for sym, p in prices.items()})
         sigma = {a: self.oracle.volatility(a) for a in self.engine.symbols}
-        if self.volatility is not None:
-            sigma = self.volatility.apply(sigma, time.time())
         relative = {
             g.name: {
                 a: self.oracle.relative_volatility(a, g.reference)
@@ -196,6 +194,10 @@ class Ledger:
             }
             for g in self.cfg.correlation_groups
         }
+        if self.volatility is not None:
+            now = time.time()
+            sigma = self.volatility.apply(sigma, now)
+            relative = self.volatility.apply_relative(relative, now)
         self.engine.set_volatility(sigma, relative)
         if self._pools is not None:
             self.engine.set_pools(self._pools(self.engine.market.ok_prices(), time.time()))

@@ -14,6 +14,11 @@ Invariants:
 - The volatility used is max(EWMA, h-step forecast) passed through the [apc] tools
   (aggregator/risk/apc.py); the last decision per asset is what /v1/prices and the
   account explanation show.
+- The same holds for the relative volatility of every correlation-group member
+  against its group's reference (an e-mode haircut's de-peg risk): its series is the
+  ratio of the two daily closes (days where both have one), its key the pair
+  "asset/reference" (`pair_key`), its decision one per pair and refresh however many
+  groups share the pair, its block under `relative` in the asset's view.
 """
 
 from __future__ import annotations
@@ -40,6 +45,21 @@ from oracles.protocols import PricePoint
 
 log = logging.getLogger(__name__)
 DAY_S = 86400.0
+
+
+def pair_key(asset: str, reference: str) -> str:
+    """The name of a relative series (fits, decisions, metric label): "stETH/WETH"."""
+    return f"{asset}/{reference}"
+
+
+def relative_pairs(cfg: AppConfig) -> dict[str, tuple[str, str]]:
+    """pair key -> (asset, reference) of every correlation-group member but the reference."""
+    return {
+        pair_key(a, g.reference): (a, g.reference)
+        for g in cfg.correlation_groups
+        for a in g.assets
+        if a != g.reference
+    }
 
 
 class OkPriceHistory(Protocol):
@@ -83,6 +103,8 @@ class VolatilityForecaster:
         self.history = history
         self.metrics = metrics
         self.symbols = tuple(a.symbol for a in cfg.assets)
+        self.pairs = relative_pairs(cfg)
+        self._references = {g.name: g.reference for g in cfg.correlation_groups}
         self.settings = ForecastSettings(
             model=cfg.forecast.model,
             horizon_days=cfg.risk.horizon_days,
@@ -120,10 +142,10 @@ class VolatilityForecaster:
                 for a in self.symbols
             }
         self.metrics.vol_fit_seconds.observe(time.monotonic() - started)
-        for asset in self.symbols:
+        for name in (*self.symbols, *self.pairs):
             short = (Forecast.fallback(self.settings.model, "short_history", 0), None)
-            fc, stats = results.get(asset, short)
-            self._record(asset, AssetFit(fc, stats, None if fc.sigma is None else now))
+            fc, stats = results.get(name, short)
+            self._record(name, AssetFit(fc, stats, None if fc.sigma is None else now))
 
     def _daily_closes(
         self, points: Sequence[PricePoint], since: float
@@ -139,6 +161,10 @@ class VolatilityForecaster:
                 del closes[day]  # left the lookback
             days = sorted(closes)
             out[asset] = ([closes[d][0] for d in days], [closes[d][1] for d in days])
+        for pair, (asset, ref) in self.pairs.items():
+            a, r = self._closes.get(asset, {}), self._closes.get(ref, {})
+            both = sorted(a.keys() & r.keys())
+            out[pair] = ([a[d][0] for d in both], [a[d][1] / r[d][1] for d in both])
         return out
 
     def _record(self, asset: str, fit: AssetFit) -> None:
@@ -169,34 +195,63 @@ class VolatilityForecaster:
     # ------------------------------------------------------------ the price path
     def apply(self, ewma: Mapping[str, float], now: float) -> dict[str, float]:
         """The volatility each asset's haircut uses (called by refresh_prices)."""
-        out = {}
-        for asset, e in ewma.items():
-            fit = self.fits.get(asset)
-            fc = None if fit is None else fit.forecast.sigma
-            stats = None if fit is None else fit.stats
-            d = decide(
-                e,
-                fc,
-                stats=stats,
-                state=self._states.get(asset, ApcState()),
-                now=now,
-                cfg=self.cfg.apc,
-            )
-            self._states[asset] = d.state
-            self.decisions[asset] = d
-            out[asset] = d.used
-            self.metrics.vol_ewma.labels(asset=asset).set(e)
-            self.metrics.vol_used.labels(asset=asset).set(d.used)
-            self.metrics.vol_stress.labels(asset=asset).set(1 if d.stress else 0)
+        return {asset: self._decide(asset, e, now) for asset, e in ewma.items()}
+
+    def apply_relative(
+        self, ewma: Mapping[str, Mapping[str, float]], now: float
+    ) -> dict[str, dict[str, float]]:
+        """The relative volatility each e-mode member's haircut uses: `ewma[group][asset]`
+        (the oracle's EWMA of p(asset)/p(reference)) in, the same shape out."""
+        used: dict[str, float] = {}
+        out: dict[str, dict[str, float]] = {}
+        for group, per_asset in ewma.items():
+            ref = self._references[group]
+            out[group] = {}
+            for asset, e in per_asset.items():
+                key = pair_key(asset, ref)
+                if key not in used:  # one decision per pair: its state moves once
+                    used[key] = self._decide(key, e, now)
+                out[group][asset] = used[key]
         return out
+
+    def _decide(self, name: str, ewma: float, now: float) -> float:
+        fit = self.fits.get(name)
+        d = decide(
+            ewma,
+            None if fit is None else fit.forecast.sigma,
+            stats=None if fit is None else fit.stats,
+            state=self._states.get(name, ApcState()),
+            now=now,
+            cfg=self.cfg.apc,
+        )
+        self._states[name] = d.state
+        self.decisions[name] = d
+        self.metrics.vol_ewma.labels(asset=name).set(ewma)
+        self.metrics.vol_used.labels(asset=name).set(d.used)
+        self.metrics.vol_stress.labels(asset=name).set(1 if d.stress else 0)
+        return d.used
 
     # ------------------------------------------------------------ read side
     def view(self, asset: str) -> dict[str, Any] | None:
-        """The "volatility" block of /v1/prices and of an account's explanation."""
-        d = self.decisions.get(asset)
+        """The "volatility" block of /v1/prices and of an account's explanation; an
+        e-mode member's also holds, under `relative`, one block per group reference."""
+        block = self._block(asset)
+        if block is None:
+            return None
+        relative = {
+            ref: b
+            for key, (a, ref) in self.pairs.items()
+            if a == asset and (b := self._block(key)) is not None
+        }
+        if relative:
+            block["relative"] = relative
+        return block
+
+    def _block(self, name: str) -> dict[str, Any] | None:
+        d = self.decisions.get(name)
         if d is None:
             return None
-        fit = self.fits.get(asset)
+        fit = self.fits.get(name)
         fc = None if fit is None else fit.forecast
         return {
             "ewma": d.ewma,
@@ -213,4 +268,11 @@ class VolatilityForecaster:
         }
 
 
-__all__ = ["AssetFit", "OkPriceHistory", "VolatilityForecaster", "fit_assets"]
+__all__ = [
+    "AssetFit",
+    "OkPriceHistory",
+    "VolatilityForecaster",
+    "fit_assets",
+    "pair_key",
+    "relative_pairs",
+]

@@ -15,6 +15,7 @@ import oracles.forecast as fcmod
 from aggregator.config import AppConfig, load_config
 from aggregator.daemon import Daemon
 from aggregator.metrics import Metrics
+from aggregator.risk.apc import explain_steps
 from aggregator.vol_forecast import VolatilityForecaster
 from oracles.protocols import PricePoint
 from oracles.types import Price, PriceStatus
@@ -167,3 +168,110 @@ async def test_a_refit_reads_only_new_rounds_and_gives_the_same_fit(cfg: AppConf
     assert calls[0] == NOW - 1000 * DAY
     assert calls[1] == max(p.at for p in f.history.points)  # type: ignore[attr-defined]
     assert f.fits["WETH"].forecast.sigma == first.sigma
+
+
+STETH = "0x" + "33" * 20
+GROUP_CONFIG = CONFIG.replace(
+    "[oracle]",
+    f"""[[assets]]
+symbol = "stETH"
+decimals = 18
+ltv = 0.7
+lt = 0.75
+tokens = {{ alpha = "{STETH}" }}
+
+[[assets.sources]]
+kind = "chainlink"
+name = "cl-steth"
+chain = "alpha"
+address = "{FEED}"
+
+[[correlation_groups]]
+name = "eth"
+assets = ["WETH", "stETH"]
+reference = "WETH"
+ltv = 0.9
+lt = 0.93
+
+[oracle]""",
+)
+
+
+class GroupHistory(History):
+    """WETH on the GARCH path of `History`; stETH = WETH x a ratio with its own, much
+    calmer GARCH path (a de-peg risk far below the USD risk)."""
+
+    def __init__(self, days: int) -> None:
+        super().__init__(days)
+        rng = np.random.default_rng(2)
+        r, v = [], 4e-6
+        for _ in range(days):
+            x = math.sqrt(v) * rng.standard_normal()
+            r.append(x)
+            v = 1e-7 + 0.12 * x * x + 0.85 * v
+        self.ratio = np.exp(np.cumsum([0.0, *r]))
+        weth = list(self.points)
+        self.points += [
+            PricePoint("stETH", p.value * float(self.ratio[i // 2]), p.at)
+            for i, p in enumerate(weth)
+        ]
+
+
+async def test_relative_volatility_of_a_group_member_gets_its_own_forecast(
+    tmp_path: Path,
+) -> None:
+    p = tmp_path / "g.toml"
+    p.write_text(GROUP_CONFIG)
+    cfg = load_config(p)
+    history = GroupHistory(600)
+    f = VolatilityForecaster(cfg, history, Metrics(), clock=lambda: NOW)  # type: ignore[arg-type]
+    assert f.pairs == {"stETH/WETH": ("stETH", "WETH")}
+    await f.refit()
+    pair = f.fits["stETH/WETH"].forecast
+    assert pair.reason is None and pair.sigma is not None
+    # Fitted on the ratio of the daily closes, independently of either asset's own fit:
+    # the same fit on the ratio series built here.
+    closes = sorted({int(q.at // DAY): q for q in history.points if q.asset == "WETH"}.items())
+    times = [q.at for _, q in closes]
+    ratio = [float(history.ratio[day - int(closes[0][0])]) for day, _ in closes]
+    want = fcmod.fit_forecast(fcmod.daily_returns(times, ratio), f.settings)
+    assert pair.sigma == pytest.approx(want.sigma, rel=1e-6)
+    usd = f.fits["stETH"].forecast.sigma
+    assert usd is not None and pair.sigma < usd / 5  # the de-peg risk, not the USD risk
+    # The forecast raises a lower EWMA, then the [apc] tools apply to it as to a USD
+    # sigma (the default stressed weight mixes in the ratio's worst 30 days).
+    f.apply({"stETH": 0.03}, NOW)
+    used = f.apply_relative({"eth": {"stETH": pair.sigma / 2}}, NOW)["eth"]["stETH"]
+    view = f.view("stETH")
+    assert view is not None
+    block = view["relative"]["WETH"]
+    assert block["source"] == "forecast" and block["predictive"] == pair.sigma
+    assert block["used"] == used >= pair.sigma
+    assert block["apc"] == explain_steps(f.decisions["stETH/WETH"])
+    assert f.view("WETH") is None  # no USD decision for WETH yet, and no pair of its own
+    assert gauge(f, "agg_volatility_used", asset="stETH/WETH") == used
+    # A relative EWMA above the forecast is what the tools start from (never lower).
+    high = f.apply_relative({"eth": {"stETH": pair.sigma * 3}}, NOW + 1)["eth"]["stETH"]
+    assert f.decisions["stETH/WETH"].predictive == pair.sigma * 3 and high >= pair.sigma * 3
+
+
+async def test_the_ledger_hands_the_engine_the_relative_volatility_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = tmp_path / "g.toml"
+    p.write_text(GROUP_CONFIG)
+    d = Daemon(load_config(p))
+    prices = {s: Price(s, PriceStatus.OK, 2000.0, NOW, NOW, 0.0, ()) for s in ("WETH", "stETH")}
+
+    async def refresh() -> dict[str, Price]:
+        return prices
+
+    monkeypatch.setattr(d.oracle, "refresh", refresh)
+    monkeypatch.setattr(d.oracle, "volatility", lambda _a: 0.04)
+    monkeypatch.setattr(d.oracle, "relative_volatility", lambda _a, _r: 0.001)
+    monkeypatch.setattr(d.volatility, "_decide", lambda name, e, now: 10 * e)
+    await d.ledger.refresh_prices()
+    m = d.engine.market
+    g, t = 0, m.asset_index["stETH"]
+    assert m.rel_sigma[g, t] == pytest.approx(0.01)  # the forecaster's, not the EWMA
+    assert m.sigma[t] == pytest.approx(0.4)
