@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from aggregator.api import ApiError, checksum_address
 from aggregator.risk import capital
 from aggregator.risk.engine import AccountHealth, RiskEngine
+from aggregator.risk.portfolio import MissingMarketData
 from aggregator.risk.view import LedgerView
 from chains.indexer import ChainIndexer
 from chains.rpc import EndpointStatus
@@ -214,9 +215,14 @@ class AccountViews:
         return view
 
     def account_margin(self, address: str) -> dict[str, Any] | None:
-        """Standard and portfolio margin side by side, with greeks (portfolio mode)."""
+        """Standard and portfolio margin side by side, with greeks (portfolio mode).
+        Prices the scenario models need but do not have yet (an LST whose feeds have
+        not answered since start) are a 503 naming them, as /health's are."""
         self.require_prices()
-        return self._margin(address)
+        try:
+            return self._margin(address)
+        except MissingMarketData as exc:
+            raise ApiError(503, "prices", f"portfolio model not computable yet: {exc}") from exc
 
     def list_accounts(
         self, tier: str | None, limit: int, cursor: str | None
