@@ -629,6 +629,11 @@ def _deploy_independent(
     return deployments
 
 
+# Empty blocks alpha mines right after its fork (see _fork_alpha): deeper than any
+# block the daemon pins a read to (confirmations, reorg window, pool catch-up of 64).
+FORK_DEPTH = 128
+
+
 def _fork_alpha(
     paths: DevnetPaths,
     nodes: dict[str, NodeState],
@@ -645,6 +650,13 @@ def _fork_alpha(
     nodes["alpha"] = _start_node(paths, "alpha", fork_url=origin.url, fork_block=fork_block)
     _wait_ready(nodes["alpha"])
     install_multicall(nodes["alpha"].url)
+    # A fork answers eth_call at a block below its fork point from the parent, in the
+    # parent's context: Multicall3 getChainId() says 71000 there, and the daemon rightly
+    # demotes an endpoint whose sentinel names another chain. Its pinned reads (the
+    # confirmed block, a pool watcher's catch-up) go at most a few dozen blocks below
+    # the head, so put the fork point deeper than that before anyone reads (same
+    # timestamp: the chain's clock does not run ahead of the wall clock).
+    rpc_call(nodes["alpha"].url, "anvil_mine", [hex(FORK_DEPTH), "0x0"])
     deployments["alpha"] = ChainDeployment.from_json(
         {
             **deployments[ORIGIN].to_json(),

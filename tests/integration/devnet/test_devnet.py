@@ -21,7 +21,7 @@ from eth_utils import to_checksum_address
 from aggregator.config import AppConfig, AssetConfig, load_config
 from chains.contracts import contract
 from chains.lst import LstRateReader, LstSource
-from chains.rpc import RpcClient
+from chains.rpc import RpcClient, RpcError, selector
 from chains.types import RateSample
 from devkit import exchange, manager
 from devkit.anvil import free_port, rpc_call
@@ -129,6 +129,26 @@ def test_fork_sees_origin_deposits_made_before_the_fork(devnet: manager.DevnetSt
         assert w3.eth.chain_id == 71001
     # One empty block on top of the seeded history: anvil serves no logs for the fork block.
     assert devnet.nodes["alpha"].fork_block == devnet.deployments["origin"].block + 1
+
+
+async def test_pinned_reads_below_the_head_answer_as_the_fork_itself(
+    devnet: manager.DevnetState,
+) -> None:
+    """Below its fork point alpha answers eth_call as origin (chain id 71000), which the
+    daemon's sentinel takes for a lying endpoint; the fork point lies deeper than any
+    read the daemon pins (CI once saw alpha demoted at head 132, forked at 131)."""
+    fork = devnet.nodes["alpha"].fork_block
+    assert fork is not None
+    url = devnet.url("alpha")
+    head = int(str(rpc_call(url, "eth_blockNumber")), 16)
+    assert head >= fork + manager.FORK_DEPTH
+    async with RpcClient("alpha", 71001, [url], max_rounds=1) as client:
+        number = [(client.multicall, selector("getBlockNumber()"))]
+        for block in (head - 2, fork + 1):
+            (got,) = await client.call_batch(number, block)  # with the chain-id sentinel
+            assert got is not None and int.from_bytes(got, "big") == block
+        with pytest.raises(RpcError, match=r"sentinel returned .*11558, expected 71001"):
+            await client.call_batch(number, fork - 1)  # the parent's context: why the depth
 
 
 def test_seeded_borrows_and_cross_chain_positions(devnet: manager.DevnetState) -> None:
