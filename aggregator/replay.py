@@ -48,6 +48,7 @@ from aggregator.config import (
     load_config,
 )
 from aggregator.daemon import Daemon, StartupError
+from aggregator.vol_forecast import pair_key
 from devkit import manager
 from devkit.anvil import DEV_KEYS
 from devkit.deploy import ASSETS, FEED_DECIMALS, KEEPER
@@ -586,19 +587,23 @@ def _vol(daemon: Daemon) -> dict[str, Any]:
     for a in daemon.cfg.assets:
         v = daemon.volatility.view(a.symbol)
         if v is not None:
-            keep = ("source", "fallback_reason", "model", "n_returns", "stress")
-            out[a.symbol] = {k: v.get(k) for k in keep} | {
-                k: v.get(k) for k in ("ewma", "forecast", "used")
-            }
+            out[a.symbol] = _vol_fields(v)
+            for ref, rel in v.get("relative", {}).items():
+                out[pair_key(a.symbol, ref)] = _vol_fields(rel)
     return out
+
+
+def _vol_fields(v: dict[str, Any]) -> dict[str, Any]:
+    keep = ("source", "fallback_reason", "model", "n_returns", "stress", "ewma", "forecast")
+    return {k: v.get(k) for k in (*keep, "used")}
 
 
 async def _wait_fitted(daemon: Daemon, stop: asyncio.Event) -> None:
     """The predictive model: until the vol_forecast job has fitted every asset (its
     first run is at start, in a worker thread)."""
     deadline = time.monotonic() + WARMUP_S
-    want = {a.symbol for a in daemon.cfg.assets}
     vol = daemon.volatility
+    want = {a.symbol for a in daemon.cfg.assets} | set(vol.pairs)
     while not stop.is_set() and time.monotonic() < deadline:
         # Fitted, and a price refresh has applied the fit (the ratings then follow).
         if want <= set(vol.fits) and all(

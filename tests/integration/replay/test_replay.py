@@ -76,6 +76,8 @@ async def test_short_replay(tmp_path: Path) -> None:
         assert rep["time"]["compression"] == 3600
         assert rep["warmup"]["backfill_rows"]["ewma_tail"] > 100
         assert {v["source"] for v in rep["volatility"]["start"].values()} == {"ewma"}
+        # The e-mode members' relative sigma is reported per pair (docs/risk.md).
+        assert {"wstETH/WETH", "rETH/WETH"} <= set(rep["volatility"]["start"])
         # Seeded healthy under the model: no book account liquidated at the first step.
         assert rep["liquidations_at_first_step"] == 0
         assert rep["tiers_reached"]["liquidatable"] >= 1
