@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numba
 import numpy as np
 from numpy.typing import NDArray
 
@@ -36,6 +37,31 @@ log = logging.getLogger(__name__)
 PushedRequirement = Callable[[NDArray[np.int64]], NDArray[np.float64] | None]
 
 
+@numba.njit(cache=True, nogil=True)
+def _tier_sums(
+    tier: NDArray[np.int8], coll: NDArray[np.float64], debt: NDArray[np.float64],
+    bp: NDArray[np.float64], k: int,
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:  # pragma: no cover - compiled  # fmt: skip
+    """Per tier code: the account count and the sums of coll, debt and finite bp (a
+    non-finite BP adds 0.0), in one pass over the accounts in index order from 0.0:
+    bit for bit the bincounts they replaced (np.bincount adds the same way), without
+    their three passes and the int64 and np.where temporaries."""
+    counts = np.zeros(k, np.int64)
+    out = np.zeros((3, k))
+    for i in range(tier.size):
+        t = np.int64(tier[i])
+        if t < 0:
+            raise ValueError("negative tier code")  # as np.bincount
+        if t >= k:
+            continue  # a bincount bin past the tiers, which the sample never read
+        counts[t] += 1
+        out[0, t] += coll[i]
+        out[1, t] += debt[i]
+        b = bp[i]
+        out[2, t] += b if np.isfinite(b) else 0.0
+    return counts, out
+
+
 def system_sample(
     view: LedgerView,
     n: int,
@@ -48,14 +74,9 @@ def system_sample(
 ) -> dict[str, Any]:
     """The book's totals: per tier accounts, collateral, debt and BP; per chain
     collateral, debt and credit; and the totals (vectorised)."""
-    code = tier.astype(np.int64)
     k = len(TIERS)
-    counts = np.bincount(code, minlength=k)
-    sums = {
-        "collateral_usd": np.bincount(code, weights=coll, minlength=k),
-        "debt_usd": np.bincount(code, weights=debt, minlength=k),
-        "bp_usd": np.bincount(code, weights=np.where(np.isfinite(bp), bp, 0.0), minlength=k),
-    }
+    counts, per_tier = _tier_sums(tier, coll, debt, bp, k)
+    sums = {"collateral_usd": per_tier[0], "debt_usd": per_tier[1], "bp_usd": per_tier[2]}
     tiers = {
         name: {
             "accounts": int(counts[i]),

@@ -77,14 +77,29 @@ def choose(
 ) -> tuple[NDArray[np.int64], int]:
     """(account indices to write, in ascending order; how many candidates were deferred)."""
     n = tier.size
-    lt = last.tier[:n]
+    lt, lhf, lbp = last.tier[:n], last.hf[:n], last.bp[:n]
+    # An account whose tier, HF and BP all equal its last point's (bit for bit; a NaN
+    # never equals) has moved by 0, within any deadband >= 0: only the others can be
+    # candidates, so when they are few (a steady book between price moves) the rule
+    # runs on them alone, not on every account.
+    cand: NDArray[np.int64] | None = None
+    if hf_deadband >= 0 and bp_deadband >= 0:
+        differs = np.flatnonzero((tier != lt) | (lt == NEVER) | (hf != lhf) | (bp != lbp))
+        if differs.size * 4 < n:
+            cand = differs
+    t_now, h_now, b_now = tier, hf, bp
+    if cand is not None:
+        t_now, lt = tier[cand], lt[cand]
+        h_now, lhf, b_now, lbp = hf[cand], lhf[cand], bp[cand], lbp[cand]
     new = lt == NEVER
-    tier_changed = ~new & (tier != lt)
-    moved = (relative_move(hf, last.hf[:n], 1e-12) > hf_deadband) | (
-        relative_move(bp, last.bp[:n], BP_FLOOR_USD) > bp_deadband
+    tier_changed = ~new & (t_now != lt)
+    moved = (relative_move(h_now, lhf, 1e-12) > hf_deadband) | (
+        relative_move(b_now, lbp, BP_FLOOR_USD) > bp_deadband
     )
     must = np.flatnonzero(tier_changed)
     rest = np.flatnonzero(~tier_changed & (new | moved))
+    if cand is not None:
+        must, rest = cand[must], cand[rest]
     room = max(0, cap - must.size)
     if rest.size > room:
         # Riskiest first: lowest HF (NaN last); stable so equal HFs keep index order.

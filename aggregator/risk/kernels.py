@@ -244,6 +244,19 @@ def book_sums_kernel(r_account, r_chain, r_asset, r_side, r_amount, n, n_chains,
                     debt[r_account[i], r_asset[i]] += r_amount[i]
 
 
+@njit(cache=True, nogil=True)
+def chain_unit_sums_kernel(r_chain, r_side, r_asset, r_amount, n, n_chains, n_assets):  # noqa: PLR0917
+    """Amounts of rows [0, n) summed per (chain, side, asset) slot
+    ((chain * 2 + side) * n_assets + asset), in row order from 0.0: bit for bit
+    np.bincount(slot, weights=r_amount[:n]) (which adds the same way), in one pass
+    without the slot array and its temporaries (view.py `chain_values_usd`)."""
+    out = np.zeros(n_chains * 2 * n_assets)
+    for i in range(n):
+        slot = (np.int64(r_chain[i]) * 2 + np.int64(r_side[i])) * n_assets + np.int64(r_asset[i])
+        out[slot] += r_amount[i]
+    return out
+
+
 @njit(inline="always")
 def account_mode(coll, debt, a, gbits):
     """(e-mode group, held-asset bits) of account `a` (`StandardModel.rows`): the first

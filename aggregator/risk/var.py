@@ -19,6 +19,13 @@ that account's k tail scenarios; they sum to ES exactly (the non-linear part is 
 more column). FHS scenarios: each factor's historical return rescaled by its current
 EWMA volatility over its volatility then (Eurex Prisma, LCH), see `filtered_scenarios`.
 
+The historical P&L of a scenario is summed per account over its non-zero positions in
+column order, in one compiled pass that keeps only each account's tail (`_tail_losses`):
+bit for bit the scalar sum sum_i x_i expm1(sqrt(h) R_si) over i = 0..k-1 (a zero x_i
+adds nothing), so the figures no longer depend on the BLAS build or its threads; against
+the dense matrix product used before they differ by summation rounding only (within
+1e-13 of sum_i |x_i| max|g|; tests/unit/risk/test_var.py).
+
 Invariants: a zero-exposure account gives zero everywhere; results never depend on
 other accounts (rows are independent), so accounts can be processed in chunks.
 """
@@ -123,29 +130,72 @@ def parametric(
     return Parametric(sigma, z_of(var_level) * sigma, es_multiplier(es_level) * sigma, contrib)
 
 
+# Rows per parallel block of `_tail_losses`: one P&L buffer per block, reused row by row.
+_BLOCK_ROWS = 64
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _row_losses(
+    x: F64, r: int, gt: F64, extra: F64, loss: F64
+) -> None:  # pragma: no cover - compiled
+    """loss[s] = -(sum_j x[r, j] gt[j, s]) - extra[r, s] (no extra when it has 0 rows),
+    summed over the row's non-zero positions in column order. -0.0 start: minus a sum
+    that starts at +0.0 (an all-zero row gives -0.0, as the negated product did)."""
+    loss[:] = -0.0
+    for j in range(x.shape[1]):
+        xj = x[r, j]
+        if xj != 0.0:  # a zero exposure adds nothing, not even 0 * inf
+            for s in range(loss.size):
+                loss[s] -= xj * gt[j, s]
+    if extra.shape[0] > 0:
+        for s in range(loss.size):
+            loss[s] -= extra[r, s]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _select_top(
+    loss: F64, vals: F64, out: NDArray[np.int64]
+) -> None:  # pragma: no cover - compiled
+    """The len(vals) largest of loss, largest first, into vals and their indices into
+    out; a tie goes to the earlier index. Insertion into the sorted array: one
+    comparison for most of a row."""
+    k = vals.size
+    filled = 0
+    for s in range(loss.size):
+        v = loss[s]
+        if filled == k and v <= vals[k - 1]:
+            continue
+        i = filled if filled < k else k - 1
+        while i > 0 and vals[i - 1] < v:
+            vals[i] = vals[i - 1]
+            out[i] = out[i - 1]
+            i -= 1
+        vals[i] = v
+        out[i] = s
+        if filled < k:
+            filled += 1
+
+
+# Rows per parallel block of `_tail_losses`: one P&L buffer per block, reused row by row.
+_BLOCK_ROWS = 64
+
+
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _top_losses(loss: F64, k: int) -> NDArray[np.int64]:  # pragma: no cover - compiled
-    """Per row, the column indices of the k largest values, largest first (insertion
-    into a sorted k-array: one comparison for most of a row, so ~one pass)."""
-    n, m = loss.shape
+def _tail_losses(
+    x: F64, gt: F64, extra: F64, k: int
+) -> tuple[F64, NDArray[np.int64]]:  # pragma: no cover - compiled
+    """Per account row of x (rows x positions), the k largest scenario losses, largest
+    first, and their scenario indices (`_row_losses`, `_select_top`): one row's P&L
+    buffer at a time, no rows x scenarios temporary."""
+    n = x.shape[0]
+    vals = np.empty((n, k))
     out = np.empty((n, k), np.int64)
-    for r in numba.prange(n):
-        vals = np.empty(k)
-        filled = 0
-        for s in range(m):
-            v = loss[r, s]
-            if filled == k and v <= vals[k - 1]:
-                continue
-            j = filled if filled < k else k - 1
-            while j > 0 and vals[j - 1] < v:
-                vals[j] = vals[j - 1]
-                out[r, j] = out[r, j - 1]
-                j -= 1
-            vals[j] = v
-            out[r, j] = s
-            if filled < k:
-                filled += 1
-    return out
+    for b in numba.prange((n + _BLOCK_ROWS - 1) // _BLOCK_ROWS):
+        loss = np.empty(gt.shape[1])
+        for r in range(b * _BLOCK_ROWS, min(n, (b + 1) * _BLOCK_ROWS)):
+            _row_losses(x, r, gt, extra, loss)
+            _select_top(loss, vals[r], out[r])
+    return vals, out
 
 
 # -- historical simulation --------------------------------------------------------------
@@ -211,18 +261,19 @@ def historical(
     width = k + (1 if revalue is not None else 0)
     contrib = np.empty((n, width)) if contributions else None
     gt = np.ascontiguousarray(g.T)
+    xs = np.ascontiguousarray(x)
+    no_extra = np.empty((0, n_s))
     for lo in range(0, n, chunk):
         rows = slice(lo, min(n, lo + chunk))
-        xc = x[rows]
-        loss = -(xc @ gt)
+        xc = xs[rows]
         extra = None
         if revalue is not None:
-            extra = np.asarray(revalue(r, rows), np.float64)
-            loss -= extra
-        idx = _top_losses(loss, max(kv, ke))  # largest first
-        var[rows] = np.take_along_axis(loss, idx[:, kv - 1 : kv], axis=1)[:, 0]
+            extra = np.ascontiguousarray(revalue(r, rows), np.float64)
+        # the largest losses first, their values as the old full loss row held them.
+        top, idx = _tail_losses(xc, gt, no_extra if extra is None else extra, max(kv, ke))
+        var[rows] = top[:, kv - 1]
         idx = idx[:, :ke]
-        es[rows] = np.take_along_axis(loss, idx, axis=1).mean(axis=1)
+        es[rows] = top[:, :ke].mean(axis=1)
         if contrib is not None:
             # mean over the tail scenarios of each position's P&L (minus: a loss).
             tail_g = g[idx]  # rows x ke x positions

@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 from aggregator.risk.book import SIDES
 from aggregator.risk.engine import RiskEngine
+from aggregator.risk.kernels import chain_unit_sums_kernel
 from aggregator.risk.liquidity_view import (
     chain_curves,
     collateral_at_risk,
@@ -220,10 +221,12 @@ class LedgerView:
     def chain_values_usd(self) -> dict[str, tuple[float, float]]:
         """chain -> (collateral value, debt value) in USD over the whole book."""
         book, price = self._eng.book, self._eng.market.price
-        k, na = book.n, book.n_assets
-        # Amounts summed per (chain, side, asset) first, priced after: no per-row gather.
-        slot = (book.r_chain[:k].astype(np.int64) * 2 + book.r_side[:k]) * na + book.r_asset[:k]
-        units = np.bincount(slot, weights=book.r_amount[:k], minlength=2 * book.n_chains * na)
+        na = book.n_assets
+        # Amounts summed per (chain, side, asset) first, priced after: no per-row gather
+        # (one compiled pass over the rows; the same sums as a bincount of the slots).
+        units = chain_unit_sums_kernel(
+            book.r_chain, book.r_side, book.r_asset, book.r_amount, book.n, book.n_chains, na
+        )
         usd = units.reshape(book.n_chains, 2, na) @ price
         return {c: (float(usd[i, 0]), float(usd[i, 1])) for i, c in enumerate(book.chains)}
 

@@ -162,3 +162,47 @@ async def test_pushed_models_requirement_is_recorded(store: Store) -> None:
     (p,) = await rec.repo.account_points(60, B, T0, T0 + 60)
     assert (p.req_portfolio, p.req_var) == (101.0, None)
     assert p.req_standard == 10_000.0
+
+
+def test_chain_unit_sums_are_the_slot_bincount_bit_for_bit() -> None:
+    # The per-chain amounts of the system sample, now one compiled pass over the
+    # position rows, are exactly the bincount of (chain, side, asset) slots they
+    # replaced.
+    import numpy as np
+
+    from aggregator.risk.kernels import chain_unit_sums_kernel
+
+    rng = np.random.default_rng(11)
+    k, n_chains, na = 50_000, 3, 6
+    chain = rng.integers(0, n_chains, k).astype(np.int16)
+    side = rng.integers(0, 2, k).astype(np.int8)
+    asset = rng.integers(0, na, k).astype(np.int16)
+    amount = rng.lognormal(3, 4, k) * rng.choice([1.0, 0.0], k, p=[0.9, 0.1])
+    used = k - 7  # rows past the book's length are not counted
+    slot = (chain[:used].astype(np.int64) * 2 + side[:used]) * na + asset[:used]
+    want = np.bincount(slot, weights=amount[:used], minlength=2 * n_chains * na)
+    got = chain_unit_sums_kernel(chain, side, asset, amount, used, n_chains, na)
+    assert got.tobytes() == want.tobytes()
+
+
+def test_tier_sums_are_the_bincounts_bit_for_bit() -> None:
+    # The system sample's per-tier count and sums, now one compiled pass over the
+    # accounts, are exactly the bincounts they replaced (a non-finite BP counts 0).
+    import numpy as np
+
+    from aggregator.history.recorder import _tier_sums
+
+    rng = np.random.default_rng(12)
+    n, k = 40_000, len(TIERS)
+    tier = rng.integers(0, k, n).astype(np.int8)
+    coll, debt = rng.lognormal(6, 3, (2, n))
+    bp = rng.normal(0, 1e5, n)
+    bp[rng.random(n) < 0.05] = math.inf
+    bp[rng.random(n) < 0.01] = -math.inf
+    bp[rng.random(n) < 0.01] = math.nan
+    counts, sums = _tier_sums(tier, coll, debt, bp, k)
+    code = tier.astype(np.int64)
+    assert counts.tolist() == np.bincount(code, minlength=k).tolist()
+    finite_bp = np.where(np.isfinite(bp), bp, 0.0)
+    for row, w in zip(sums, (coll, debt, finite_bp), strict=True):
+        assert row.tobytes() == np.bincount(code, weights=w, minlength=k).tobytes()

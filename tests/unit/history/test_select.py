@@ -38,7 +38,8 @@ def reference(hf, bp, tier, last_hf, last_bp, last_tier, hf_db, bp_db, cap):  # 
         ):
             rest.append(i)
     room = max(0, cap - len(must))
-    key = lambda i: (math.inf if math.isnan(hf[i]) else hf[i], i)  # noqa: E731
+    # Lowest HF first, NaN after everything (after +inf too), ties by index.
+    key = lambda i: (1, 0.0, i) if math.isnan(hf[i]) else (0, hf[i], i)  # noqa: E731
     chosen = sorted(rest, key=key)[:room]
     return sorted(must + chosen), len(rest) - len(chosen)
 
@@ -120,3 +121,42 @@ def test_within_the_deadband_nothing_is_written() -> None:
     bp = np.array([1000.0 * 0.995, 0.9])  # 0.4 USD on a 1 USD floor: 40%
     got, _ = choose(hf, bp, np.zeros(2, np.int8), last, hf_deadband=0.01, bp_deadband=0.5, cap=9)
     assert got.tolist() == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(40, 600), st.sampled_from([0.0, 0.01, 0.1]))
+def test_a_steady_book_with_few_differences_matches_the_reference(
+    seed: int, n: int, db: float
+) -> None:
+    # Most last points equal the ledger's figures (a run between price moves): choose
+    # then applies the rule to the differing accounts only (fewer than a quarter here);
+    # the result must be the rule's over every account.
+    rng = np.random.default_rng(seed)
+    hf = rng.uniform(0.5, 3.0, n)
+    hf[rng.random(n) < 0.1] = math.inf
+    bp = rng.uniform(0, 1e6, n)
+    tier = rng.integers(0, 4, n).astype(np.int8)
+    lw = LastWritten(hf.copy(), bp.copy(), tier.copy())
+    few = rng.choice(n, int(rng.integers(0, n // 4)), replace=False)
+    for i in few:
+        kind = rng.integers(0, 6)
+        if kind == 0:  # within or beyond the deadband
+            lw.hf[i] = hf[i] * (1 + rng.choice([1e-3, 0.05, 0.5]))
+        elif kind == 1:
+            lw.bp[i] = bp[i] * (1 + rng.choice([1e-3, 0.05, 0.5])) + 0.5
+        elif kind == 2:
+            lw.tier[i] = (tier[i] + 1) % 4
+        elif kind == 3:  # no point yet
+            lw.hf[i], lw.bp[i], lw.tier[i] = math.nan, math.nan, NEVER
+        elif kind == 4:
+            hf[i] = math.nan  # a NaN HF never equals its last point
+        else:
+            bp[i] = bp[i]  # unchanged: stays out
+    cap = int(rng.integers(1, 40))
+    got, deferred = choose(hf, bp, tier, lw, hf_deadband=db, bp_deadband=db, cap=cap)
+    want, want_deferred = reference(
+        hf.tolist(), bp.tolist(), tier.tolist(), lw.hf.tolist(), lw.bp.tolist(),
+        lw.tier.tolist(), db, db, cap,
+    )  # fmt: skip
+    assert got.tolist() == want
+    assert deferred == want_deferred
