@@ -139,7 +139,7 @@ class VolatilityForecaster:
         else:
             results = {
                 a: (Forecast.fallback(self.settings.model, "disabled", 0), None)
-                for a in self.symbols
+                for a in (*self.symbols, *self.pairs)
             }
         self.metrics.vol_fit_seconds.observe(time.monotonic() - started)
         for name in (*self.symbols, *self.pairs):

@@ -275,3 +275,18 @@ async def test_the_ledger_hands_the_engine_the_relative_volatility_used(
     g, t = 0, m.asset_index["stETH"]
     assert m.rel_sigma[g, t] == pytest.approx(0.01)  # the forecaster's, not the EWMA
     assert m.sigma[t] == pytest.approx(0.4)
+
+
+async def test_forecasting_disabled_says_so_for_the_pairs_too(tmp_path: Path) -> None:
+    p = tmp_path / "g.toml"
+    p.write_text(GROUP_CONFIG.replace("[oracle]", "[forecast]\nenabled = false\n\n[oracle]"))
+    f = VolatilityForecaster(load_config(p), GroupHistory(600), Metrics(), clock=lambda: NOW)  # type: ignore[arg-type]
+    await f.refit()
+    assert {n: fit.forecast.reason for n, fit in f.fits.items()} == {
+        "WETH": "disabled",
+        "stETH": "disabled",
+        "stETH/WETH": "disabled",
+    }
+    f.apply({"stETH": 0.03}, NOW)
+    assert f.apply_relative({"eth": {"stETH": 0.002}}, NOW) == {"eth": {"stETH": 0.002}}
+    assert gauge(f, "agg_volatility_fallback", asset="stETH/WETH", reason="disabled") == 1
