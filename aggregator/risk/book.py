@@ -785,6 +785,15 @@ class PositionBook:
         (counted amounts and the account list) where a deep copy took ~300 MB."""
         return BookSnapshot(self)
 
+    def collateral_of(self, accounts: NDArray[np.int64]) -> NDArray[np.float64]:
+        """`coll[accounts]` (a copy): what a reader of some accounts' sums asks, which a
+        BookSnapshot answers without summing every account."""
+        return np.asarray(self.coll[accounts], np.float64)
+
+    def debt_held(self, accounts: NDArray[np.int64]) -> NDArray[np.bool_]:
+        """`debt[accounts] > 0`: which assets the accounts owe (as `collateral_of`)."""
+        return np.asarray(self.debt[accounts] > 0)
+
     def rebuild_sums(self) -> None:
         """Recompute the dense account x asset sums from all rows, adding each cell's
         chains in chain order as `set` does, so the sums do not depend on the order of
@@ -848,6 +857,29 @@ class BookSnapshot(PositionBook):
             self.n_chains, coll, debt,
         )  # fmt: skip
         return coll, debt
+
+    def collateral_of(self, accounts: NDArray[np.int64]) -> NDArray[np.float64]:
+        """The accounts' collateral sums from their rows alone: per chain in chain order
+        (one row per account, chain, asset and side, so each chain adds one amount to
+        a cell, as the live book and `_sums` add them), bit for bit `coll[accounts]`."""
+        acc = np.asarray(accounts, np.int64)
+        out = np.zeros((acc.size, self.n_assets))
+        rows, lengths = self.rows_with_lengths(acc)
+        pos = np.repeat(np.arange(acc.size), lengths)
+        coll = self.r_side[rows] == COLLATERAL
+        chain = self.r_chain[rows]
+        for c in range(self.n_chains):
+            m = coll & (chain == c)
+            np.add.at(out, (pos[m], self.r_asset[rows[m]]), self.r_amount[rows[m]])
+        return out
+
+    def debt_held(self, accounts: NDArray[np.int64]) -> NDArray[np.bool_]:
+        """`debt[accounts] > 0` from the rows: a sum of amounts >= 0 is > 0 exactly when
+        one of them is."""
+        held = np.zeros((self.n_accounts, self.n_assets), np.bool_)
+        m = (self.r_side == DEBT) & (self.r_amount > 0)
+        held[self.r_account[m], self.r_asset[m]] = True
+        return held[accounts]
 
     @property
     def coll(self) -> NDArray[np.float64]:

@@ -374,7 +374,7 @@ def standard_figures(
         refill_kernel(
             pool.a_start, pool.a_cnt, pool.pc, pv, acc, frozen.coll, model.col_asset, model.ncoll
         )
-        held[acc] = model.bits((frozen.coll > 0) | (snap.book.debt[acc] > 0))
+        held[acc] = model.bits((frozen.coll > 0) | snap.book.debt_held(acc))
     f = StandardFigures(
         np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty(n, np.int8),
         np.empty(n, np.bool_), pool.grp[:n].copy(),
@@ -443,7 +443,7 @@ class _PlanTotals:
 
 
 def _collateral_of(snap: LedgerSnapshot, acc: I64, frozen: Frozen | None) -> F64:
-    coll = snap.book.coll[acc]
+    coll = snap.book.collateral_of(acc)
     if frozen is not None and not frozen.complete:
         raise ValueError("the collateral needs the frozen accounts' sums")
     if frozen is not None and frozen.accounts.size:

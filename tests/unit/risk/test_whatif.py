@@ -421,6 +421,15 @@ def test_ledger_writes_while_the_frozen_whatif_runs_do_not_reach_it(
     if n_rows:
         assert np.shares_memory(frozen.book.r_account, eng.book.r_account)
         assert not np.shares_memory(frozen.book.r_amount, eng.book.r_amount)
+    # Its sums, summed again from its own rows, are the live book's bit for bit.
+    every = np.arange(n, dtype=np.int64)
+    live_coll, live_debt = eng.book.coll[:n], eng.book.debt[:n]
+    assert np.array_equal(frozen.book.coll, live_coll)
+    assert np.array_equal(frozen.book.debt, live_debt)
+    assert np.array_equal(frozen.book.collateral_of(every), live_coll)
+    assert np.array_equal(frozen.book.debt_held(every), live_debt > 0)
+    some = every[::2]
+    assert np.array_equal(frozen.book.collateral_of(some), eng.book.collateral_of(some))
     with pytest.raises(TypeError, match="read-only"):
         frozen.book.set(PositionRow(ADDRS[0], "ethereum", "WETH", "collateral", 1, 1))
     held = _RowsModel((entered, release))
