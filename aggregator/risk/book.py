@@ -417,6 +417,18 @@ class KeyIndex:
             hit[inb] = self.keys[pos[inb]] == keys[inb]
         return hit, self.rows[pos[hit]]
 
+    def snapshot(self) -> KeyIndex:
+        """A copy for a reader off the event loop (PositionBook.snapshot): the sorted
+        `keys`, `rows` and `_bounds` are shared (this class never writes them in place,
+        it replaces them: `flush`, `insert_many`, `adopt_sorted`), the unsorted part
+        (dicts written in place) is copied. A flush on either side then builds new
+        arrays for that side alone."""
+        out = KeyIndex(self.key_span)
+        out.keys, out.rows, out._bounds = self.keys, self.rows, self._bounds
+        out._pending = dict(self._pending)
+        out._pending_by_account = {a: list(k) for a, k in self._pending_by_account.items()}
+        return out
+
     def insert_many(
         self,
         keys: NDArray[np.int64],
@@ -755,6 +767,33 @@ class PositionBook:
         for i, view, v in enc.big:
             self._big[(int(target[i]), view)] = v
 
+    def snapshot(self) -> BookSnapshot:
+        """The book as it is now, for a reader off the event loop while this book goes on
+        writing (the API's what-if, risk/whatif.py `LedgerSnapshot.frozen`). Take it
+        between two writes. Only what a write changes in place is copied, and only the
+        first `n` rows / `n_accounts` accounts (not the spare capacity): the counted
+        amounts `r_amount`, the big-amount dict, the key index's unsorted part, and
+        the account list (its references: the snapshot's `n_accounts` stays put when
+        accounts are added). Shared with the live
+        book: the row ids `r_account`, `r_chain`, `r_asset`, `r_side` (a row's ids never
+        change once written: a write to an existing row rewrites the same ids, new rows
+        go past `n`, growth moves them to new arrays), the sorted key index (replaced,
+        never written in place), the address strings and index (append-only) and the
+        exact limbs (written in place: a snapshot's `exact` is not consistent; the
+        what-if reads counted amounts only). The dense sums are not held: summed again
+        from the snapshot's rows when read (`BookSnapshot.coll`). At 1M accounts ~50 MB
+        (counted amounts and the account list) where a deep copy took ~300 MB."""
+        return BookSnapshot(self)
+
+    def collateral_of(self, accounts: NDArray[np.int64]) -> NDArray[np.float64]:
+        """`coll[accounts]` (a copy): what a reader of some accounts' sums asks, which a
+        BookSnapshot answers without summing every account."""
+        return np.asarray(self.coll[accounts], np.float64)
+
+    def debt_held(self, accounts: NDArray[np.int64]) -> NDArray[np.bool_]:
+        """`debt[accounts] > 0`: which assets the accounts owe (as `collateral_of`)."""
+        return np.asarray(self.debt[accounts] > 0)
+
     def rebuild_sums(self) -> None:
         """Recompute the dense account x asset sums from all rows, adding each cell's
         chains in chain order as `set` does, so the sums do not depend on the order of
@@ -781,3 +820,83 @@ class PositionBook:
             for s, sums in ((COLLATERAL, self.coll), (DEBT, self.debt)):
                 r = rows[(chain == c) & (side == s)]
                 np.add.at(sums, (self.r_account[r], self.r_asset[r]), self.r_amount[r])
+
+
+class BookSnapshot(PositionBook):
+    """A read-only PositionBook as it was at one point (PositionBook.snapshot). Its
+    arrays are partly the live book's, so every write is refused here."""
+
+    def __init__(self, live: PositionBook) -> None:
+        # Not PositionBook.__init__: the live book's parts, then its own where needed.
+        n, na = live.n, live.n_accounts
+        self.__dict__.update(live.__dict__)
+        self.account_address = live.account_address[:na]
+        self._acap, self.n, self._cap = na, n, n
+        del self.__dict__["coll"], self.__dict__["debt"]  # summed on demand (below)
+        self.r_amount = live.r_amount[:n].copy()
+        self.r_account, self.r_chain = live.r_account[:n], live.r_chain[:n]
+        self.r_asset, self.r_side = live.r_asset[:n], live.r_side[:n]
+        self.r_limbs = live.r_limbs[:n]
+        self._big = dict(live._big)
+        self.index = live.index.snapshot()
+
+    def _refused(self, *_: Any, **__: Any) -> Any:
+        raise TypeError("a book snapshot is read-only (it shares arrays with the live book)")
+
+    # The dense sums are not copied (122 MB at 1M accounts, 8 assets): the live book's
+    # are its rows' counted amounts added per cell in chain order whichever way they
+    # were written (`set`, `_resum`, `rebuild_sums`), so summing this snapshot's own
+    # rows the same way gives them bit for bit as they were (tests/unit/risk/
+    # test_whatif.py). Each read sums the rows again (one compiled pass): a reader
+    # takes what it needs (`coll[acc]`) and drops the rest.
+    def _sums(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        coll = np.zeros((self.n_accounts, self.n_assets))
+        debt = np.zeros((self.n_accounts, self.n_assets))
+        book_sums_kernel(
+            self.r_account, self.r_chain, self.r_asset, self.r_side, self.r_amount, self.n,
+            self.n_chains, coll, debt,
+        )  # fmt: skip
+        return coll, debt
+
+    def collateral_of(self, accounts: NDArray[np.int64]) -> NDArray[np.float64]:
+        """The accounts' collateral sums from their rows alone: per chain in chain order
+        (one row per account, chain, asset and side, so each chain adds one amount to
+        a cell, as the live book and `_sums` add them), bit for bit `coll[accounts]`."""
+        acc = np.asarray(accounts, np.int64)
+        out = np.zeros((acc.size, self.n_assets))
+        rows, lengths = self.rows_with_lengths(acc)
+        pos = np.repeat(np.arange(acc.size), lengths)
+        coll = self.r_side[rows] == COLLATERAL
+        chain = self.r_chain[rows]
+        for c in range(self.n_chains):
+            m = coll & (chain == c)
+            np.add.at(out, (pos[m], self.r_asset[rows[m]]), self.r_amount[rows[m]])
+        return out
+
+    def debt_held(self, accounts: NDArray[np.int64]) -> NDArray[np.bool_]:
+        """`debt[accounts] > 0` from the rows: a sum of amounts >= 0 is > 0 exactly when
+        one of them is."""
+        held = np.zeros((self.n_accounts, self.n_assets), np.bool_)
+        m = (self.r_side == DEBT) & (self.r_amount > 0)
+        held[self.r_account[m], self.r_asset[m]] = True
+        return held[accounts]
+
+    @property
+    def coll(self) -> NDArray[np.float64]:
+        return self._sums()[0]
+
+    @coll.setter
+    def coll(self, _: Any) -> None:
+        self._refused()
+
+    @property
+    def debt(self) -> NDArray[np.float64]:
+        return self._sums()[1]
+
+    @debt.setter
+    def debt(self, _: Any) -> None:
+        self._refused()
+
+    set = load = load_encoded = update_encoded = import_rows = _refused
+    add_account = rebuild_sums = _write_rows = _store_exact = _resum = _refused
+    _grow_rows = _grow_accounts = _write_encoded = _refused

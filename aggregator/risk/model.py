@@ -34,6 +34,16 @@ if TYPE_CHECKING:
 
 
 def _frozen(x: Any, dtype: Any) -> NDArray[Any]:
+    """`x` as a read-only array of `dtype`: a copy, except an array that is already
+    read-only, owns its data and has that dtype (a fresh figure its model marked so,
+    or another result's): sharing it is the same, without a copy per result."""
+    if (
+        isinstance(x, np.ndarray)
+        and not x.flags.writeable
+        and x.flags.owndata
+        and (dtype is None or x.dtype == np.dtype(dtype))
+    ):
+        return x
     a = np.array(x, dtype)
     a.setflags(write=False)
     return a

@@ -131,6 +131,18 @@ class Pool:
         self.end = src.size
         self.holes = 0
 
+    def snapshot(self, n: int) -> Pool:
+        """A copy of the first `n` accounts' pool for a reader off the event loop (the
+        API's what-if): every array here is written in place by events (`place`), so
+        all are copied, but only up to `end` and `n` (not the spare capacity)."""
+        out = Pool(self.ncols)
+        out.end, out.holes, out.compact_min = self.end, self.holes, self.compact_min
+        out.pc, out.pv = self.pc[: self.end].copy(), self.pv[: self.end].copy()
+        out.a_start, out.a_cnt = self.a_start[:n].copy(), self.a_cnt[:n].copy()
+        out.a_cap, out.grp = self.a_cap[:n].copy(), self.grp[:n].copy()
+        out.held = self.held[:n].copy()
+        return out
+
     def dense(self, n: int) -> NDArray[np.float64]:
         """The matrix as a dense (capacity x columns) array: for inspection and tests."""
         x = np.zeros((self.a_start.size, self.ncols))

@@ -556,6 +556,10 @@ def personalise_result(
     h, _, t = health(eq, mh * req, im_factor, warn_hf)
     hf[rows], tier[rows] = h, t
     bp[rows] = np.maximum(eq - np.maximum(im_factor * m, mh) * req, 0.0)
+    # Fresh copies of this call: read-only, taken as they are by the result (as are
+    # `res`'s own arrays: model.py `_frozen`), not copied once more.
+    for a in (hf, bp, tier):
+        a.setflags(write=False)
     return MarginResult.of(
         res.accounts, equity_usd=res.equity_usd, requirement_usd=res.requirement_usd,
         hf=hf, bp=bp, tier=tier, parts=dict(res.parts),

@@ -239,6 +239,17 @@ class Frozen:
     rows: NDArray[np.bool_]  # per book row
     accounts: I64  # sorted
     coll: F64  # len(accounts) x assets
+    chains_down: tuple[str, ...] = ()
+    # False: `accounts` and `coll` dropped (`rows_only`), only `rows` is there.
+    complete: bool = True
+
+    def rows_only(self) -> Frozen:
+        """The frozen rows alone: what the other models' evaluation and plans read (a
+        FrozenBookView sums the collateral again from the book when asked), without the
+        frozen accounts' sums (~65 MB at 1M accounts with a big chain down) alive
+        through their evaluation, the what-if's memory peak."""
+        none = np.zeros(0, np.int64)
+        return Frozen(self.rows, none, np.zeros((0, self.coll.shape[1])), self.chains_down, False)
 
 
 def freeze(book: PositionBook, chains_down: Sequence[str]) -> Frozen:
@@ -248,7 +259,7 @@ def freeze(book: PositionBook, chains_down: Sequence[str]) -> Frozen:
         book.r_account, book.r_chain, book.r_side, book.r_asset, book.r_amount, book.n, down,
         book.n_accounts, book.n_assets,
     )  # fmt: skip
-    return Frozen(rows, acc, coll)
+    return Frozen(rows, acc, coll, tuple(chains_down))
 
 
 class FrozenBookView:
@@ -270,8 +281,9 @@ class FrozenBookView:
     @property
     def coll(self) -> F64:
         """Collateral summed over the chains still up (a copy: accounts x assets)."""
+        fr = self._frozen if self._frozen.complete else freeze(self._book, self._frozen.chains_down)
         out = self._book.coll.copy()
-        out[self._frozen.accounts] = self._frozen.coll
+        out[fr.accounts] = fr.coll
         return out
 
     @property
@@ -305,17 +317,24 @@ class LedgerSnapshot:
 
     def frozen(self) -> LedgerSnapshot:
         """A copy the ledger's later writes cannot reach, for a what-if off the event
-        loop: every array (and every other part) copied, except three of the book's that
-        stay shared: the account list and address index, which only ever grow at the
-        end (a what-if reads only the first `n_accounts` entries, which never change),
-        and the exact amounts (`r_limbs`: a what-if reads the counted ones; they are a
-        quarter of the copy). Take it where `self` is consistent (between two ledger
-        writes). About the book's arrays again in memory (78 MB at 200k accounts)."""
-        book = self.book
-        shared: dict[int, Any] = {
-            id(x): x for x in (book.account_address, book.account_index, book.r_limbs)
-        }
-        return copy.deepcopy(self, memo=shared)
+        loop. Take it where `self` is consistent (between two ledger writes). Only what
+        a ledger write changes in place is copied, and only the first `n_accounts`
+        accounts and `n` rows (PositionBook.snapshot, Pool.snapshot; the standard
+        model's tables and the market data, small, deep-copied); the rest (row ids,
+        sorted key index, addresses) is shared with the live book, which never writes
+        it in place; the dense sums are summed again from the snapshot's rows when read.
+        The snapshot's book refuses writes. At 1M accounts ~125 MB (pool 60, counted
+        amounts 40, multipliers 16, account list 8) where a deep copy of every array
+        but the exact amounts took ~360 MB."""
+        n = self.book.n_accounts
+
+        def own(x: F64 | None) -> F64 | None:
+            return None if x is None else np.array(x[:n], np.float64)
+
+        return LedgerSnapshot(
+            self.book.snapshot(), self.pool.snapshot(n), copy.deepcopy(self.model),
+            copy.deepcopy(self.market), own(self.mult), own(self.mmult),
+        )  # fmt: skip
 
     def maintenance(self) -> F64:
         n = self.book.n_accounts
@@ -347,13 +366,15 @@ def standard_figures(
     model, pool = snap.model, snap.pool
     cols = model.prepare(market)
     pv, held = pool.pv, pool.held
+    if frozen is not None and not frozen.complete:
+        raise ValueError("standard_figures needs the frozen accounts' sums")
     if frozen is not None and frozen.accounts.size:
         acc = frozen.accounts
         pv, held = pool.pv[: pool.end].copy(), pool.held.copy()
         refill_kernel(
             pool.a_start, pool.a_cnt, pool.pc, pv, acc, frozen.coll, model.col_asset, model.ncoll
         )
-        held[acc] = model.bits((frozen.coll > 0) | (snap.book.debt[acc] > 0))
+        held[acc] = model.bits((frozen.coll > 0) | snap.book.debt_held(acc))
     f = StandardFigures(
         np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty(n, np.int8),
         np.empty(n, np.bool_), pool.grp[:n].copy(),
@@ -422,7 +443,9 @@ class _PlanTotals:
 
 
 def _collateral_of(snap: LedgerSnapshot, acc: I64, frozen: Frozen | None) -> F64:
-    coll = snap.book.coll[acc]
+    coll = snap.book.collateral_of(acc)
+    if frozen is not None and not frozen.complete:
+        raise ValueError("the collateral needs the frozen accounts' sums")
     if frozen is not None and frozen.accounts.size:
         i = np.searchsorted(frozen.accounts, acc)
         i = np.minimum(i, frozen.accounts.size - 1)
@@ -550,26 +573,38 @@ def _standard_outcome(
     return ModelOutcome(STANDARD, before.hf, before.tier, after.hf, after.tier, bad, liq)
 
 
-def _model_outcome(
-    name: str,
+@dataclass(frozen=True)
+class _ModelFigures:
+    """What the answer keeps of one model's two evaluations (index order)."""
+
+    hf_before: F64
+    tier_before: NDArray[np.int8]
+    hf_after: F64
+    tier_after: NDArray[np.int8]
+    bad_debt: F64
+
+
+def _frozen_view(snap: LedgerSnapshot, frozen: Frozen | None) -> PositionBook:
+    if frozen is None:
+        return snap.book
+    return cast(PositionBook, FrozenBookView(snap.book, frozen))
+
+
+def _model_figures(
     model: MarginModel,
     snap: LedgerSnapshot,
     market: MarketData,
     *,
-    after_std: StandardFigures,
     frozen: Frozen | None,
     now: float | None,
     im_factor: float,
-) -> ModelOutcome:
+) -> _ModelFigures:
+    """The model before and after the shock, of which only HF, tier and the bad debt
+    are kept: each result's other figures (equity, requirement, BP, parts: ~56 MB each
+    at 1M accounts) are dropped as soon as read. As the engine adopts a pushed model's
+    result (HF and tier; BP is not shown)."""
     n = snap.book.n_accounts
     idx = np.arange(n, dtype=np.int64)
-    book_after = (
-        snap.book if frozen is None else cast(PositionBook, FrozenBookView(snap.book, frozen))
-    )
-    # Only HF and tier of the shock-free figures are kept: the rest of that result
-    # (equity, requirement, BP, parts: ~56 MB at 1M accounts) would otherwise stay
-    # alive through the second evaluation, the what-if's memory peak.
-    # As the engine adopts a pushed model's result (HF and tier; BP is not shown).
     mult = snap.multipliers() if snap.mult is not None else None
     mm = snap.maintenance()
     warn = snap.model.risk.warn_hf
@@ -579,16 +614,33 @@ def _model_outcome(
                                    mm[first.accounts])  # fmt: skip
     hf_before, tier_before = first.hf, first.tier
     del first
-    after = model.evaluate(book_after, market, idx, now)
+    # The frozen view's amounts (a copy of the counted ones) only from here on: not
+    # alive through the first evaluation.
+    after = model.evaluate(_frozen_view(snap, frozen), market, idx, now)
     if mult is not None:
         after = personalise_result(after, mult[after.accounts], im_factor, warn,
                                    mm[after.accounts])  # fmt: skip
-    acc = np.flatnonzero(after.tier >= LIQUIDATABLE).astype(np.int64)
+    bad = np.maximum(-after.equity_usd, 0.0)
+    return _ModelFigures(hf_before, tier_before, after.hf, after.tier, bad)
+
+
+def _model_outcome(
+    name: str,
+    model: MarginModel,
+    figs: _ModelFigures,
+    snap: LedgerSnapshot,
+    market: MarketData,
+    *,
+    after_std: StandardFigures,
+    frozen: Frozen | None,
+    now: float | None,
+) -> ModelOutcome:
+    acc = np.flatnonzero(figs.tier_after >= LIQUIDATABLE).astype(np.int64)
     # The model's own plans, searched on its evaluation of the shocked book (frozen
     # collateral counts 0 there, so it is never a candidate to seize).
     mp = plan_accounts(
         model,
-        cast(Any, book_after),
+        cast(Any, _frozen_view(snap, frozen)),
         market,
         acc,
         risk=snap.model.risk,
@@ -596,8 +648,10 @@ def _model_outcome(
         now=now,
     )
     liq = liquidations(snap, market, after_std, acc, frozen, model_plans=mp.plans)
-    bad = np.maximum(-after.equity_usd, 0.0)
-    return ModelOutcome(name, hf_before, tier_before, after.hf, after.tier, bad, liq)
+    return ModelOutcome(
+        name, figs.hf_before, figs.tier_before, figs.hf_after, figs.tier_after, figs.bad_debt,
+        liq,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -633,27 +687,40 @@ def whatif(
     the engine applies them (`im_factor`: the pushed models' IM factor)."""
     shocks.check(snap.market.symbols, universe.chains, universe.underlying)
     market, prices = scenario_market(snap.market, shocks, universe.feeds, universe.underlying)
-    frozen = freeze(snap.book, shocks.chains_down) if shocks.chains_down else None
+    down = shocks.chains_down
+    others = {k: v for k, v in (models or {}).items() if k != STANDARD}
+    failed: dict[str, str] = {}
+    # The other models' evaluations first (the what-if's memory peak: a VaR model's
+    # two evaluations of the whole book), while nothing else of the answer is alive
+    # but their kept figures; they read only the frozen rows (the frozen accounts'
+    # sums, below, are summed again for the standard model: the same kernel).
+    frozen = freeze(snap.book, down).rows_only() if down else None
+    figs: dict[str, _ModelFigures] = {}
+    for name, model in others.items():
+        try:
+            figs[name] = _model_figures(
+                model, snap, market, frozen=frozen, now=now, im_factor=im_factor
+            )
+        except (KeyError, ValueError, RuntimeError) as exc:
+            failed[name] = str(exc)
+    frozen = freeze(snap.book, down) if down else None
     before = standard_figures(snap, snap.market)
     after = standard_figures(snap, market, frozen)
     outcomes = {STANDARD: _standard_outcome(snap, market, before, after, frozen)}
-    unavailable: dict[str, str] = {}
-    for name, model in (models or {}).items():
-        if name == STANDARD:
-            continue
+    # The outcome keeps HF and tier of the shock-free figures; the rest (collateral,
+    # debt, liquidation value, BP, flags, groups: ~40 MB at 1M accounts) goes now.
+    del before
+    if frozen is not None:
+        frozen = frozen.rows_only()
+    for name, f in figs.items():
         try:
             outcomes[name] = _model_outcome(
-                name,
-                model,
-                snap,
-                market,
-                after_std=after,
-                frozen=frozen,
-                now=now,
-                im_factor=im_factor,
+                name, others[name], f, snap, market, after_std=after, frozen=frozen, now=now
             )
         except (KeyError, ValueError, RuntimeError) as exc:
-            unavailable[name] = str(exc)
+            failed[name] = str(exc)
+    # In the models' order, whichever step a model failed at.
+    unavailable = {name: failed[name] for name in others if name in failed}
     return WhatIf(prices, after, outcomes, unavailable, market)
 
 

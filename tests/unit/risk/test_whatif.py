@@ -6,6 +6,7 @@ ledger left untouched."""
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from aggregator.risk import LedgerView, PositionRow, PriceInput, RiskEngine
 from aggregator.risk.book import PositionBook
 from aggregator.risk.liquidation import PLAN_FULL, PLAN_PARTIAL
 from aggregator.risk.market import MarketData
-from aggregator.risk.model import MarginResult
+from aggregator.risk.model import MarginResult, health
 from aggregator.risk.whatif import (
     AssetFeeds,
     DepthLiquidity,
@@ -353,6 +354,128 @@ def test_a_frozen_snapshot_answers_as_the_live_one_and_ignores_later_writes(
     got = whatif(frozen, shocks, universe).standard
     for k in ("vtot", "debt", "cliq", "hf", "bp", "tier", "degraded"):
         assert np.array_equal(getattr(expect, k), getattr(got, k), equal_nan=True), k
+
+
+class _RowsModel:
+    """A margin model through the seam that reads a book's rows (what the portfolio and
+    VaR models read: `rows_with_lengths`, counted amounts, sides, assets): equity is
+    collateral minus debt at the market's prices, the requirement half the debt. Its
+    shocked evaluation (the second call) waits on the test when `hold` is given (it
+    runs in a worker thread) while the ledger writes."""
+
+    name = "rows"
+
+    def __init__(self, hold: tuple[threading.Event, threading.Event] | None = None) -> None:
+        self.hold = hold
+        self.calls = 0
+
+    def evaluate(self, book: Any, market: MarketData, accounts: Any, now: Any = None) -> Any:
+        self.calls += 1
+        if self.hold is not None and self.calls == 2:
+            entered, release = self.hold
+            entered.set()
+            assert release.wait(60.0)
+        rows, lengths = book.rows_with_lengths(accounts)
+        pos = np.repeat(np.arange(accounts.size), lengths)
+        usd = book.r_amount[rows] * market.price[book.r_asset[rows]]
+        debt = np.bincount(pos, weights=np.where(book.r_side[rows] == 1, usd, 0.0),
+                           minlength=accounts.size)  # fmt: skip
+        coll = np.bincount(pos, weights=np.where(book.r_side[rows] == 0, usd, 0.0),
+                           minlength=accounts.size)  # fmt: skip
+        hf, bp, tier = health(coll - debt, 0.5 * debt, 1.0, 1.05)
+        return MarginResult.of(accounts, equity_usd=coll - debt, requirement_usd=0.5 * debt,
+                               hf=hf, bp=bp, tier=tier)  # fmt: skip
+
+
+def _outcomes_equal(a: WhatIf, b: WhatIf) -> None:
+    for k in ("vtot", "debt", "cliq", "hf", "bp", "tier", "degraded", "grp"):
+        assert np.array_equal(getattr(a.standard, k), getattr(b.standard, k), equal_nan=True), k
+    assert a.outcomes.keys() == b.outcomes.keys()
+    for name, x in a.outcomes.items():
+        y = b.outcomes[name]
+        for k in ("hf_before", "tier_before", "hf_after", "tier_after", "bad_debt"):
+            assert np.array_equal(getattr(x, k), getattr(y, k), equal_nan=True), (name, k)
+        for k in ("accounts", "kind", "repay", "s_pos", "s_chain", "s_asset", "s_usd"):
+            got, want = getattr(x.liquidations, k), getattr(y.liquidations, k)
+            assert np.array_equal(got, want, equal_nan=True), (name, k)
+
+
+@SETTINGS
+@given(rows=position_rows(), m=market(), shocks=shock_sets(), extra=position_rows(40))
+def test_ledger_writes_while_the_frozen_whatif_runs_do_not_reach_it(
+    rows: list, m: dict, shocks: ShockSet, extra: list
+) -> None:
+    """The API's what-if on `LedgerSnapshot.frozen`, computing in a worker thread (held
+    in a model's evaluation) while the ledger writes: amounts of existing rows, new rows
+    and new accounts (the arrays grow), every price halved, a recompute. Its answer is
+    bit for bit the one computed before any write; the snapshot shares the row ids with
+    the live book (not copied) and refuses writes of its own."""
+    eng = book(rows, m)
+    universe = Universe(CHAINS, UNDERLYING, {})
+    live = LedgerView(eng).snapshot()
+    entered, release = threading.Event(), threading.Event()
+    expect = whatif(live.frozen(), shocks, universe, {"rows": _RowsModel()})
+    frozen = live.frozen()
+    n, n_rows = eng.book.n_accounts, eng.book.n
+    assert frozen.book.n_accounts == n and frozen.book.n == n_rows
+    if n_rows:
+        assert np.shares_memory(frozen.book.r_account, eng.book.r_account)
+        assert not np.shares_memory(frozen.book.r_amount, eng.book.r_amount)
+    # Its sums, summed again from its own rows, are the live book's bit for bit.
+    every = np.arange(n, dtype=np.int64)
+    live_coll, live_debt = eng.book.coll[:n], eng.book.debt[:n]
+    assert np.array_equal(frozen.book.coll, live_coll)
+    assert np.array_equal(frozen.book.debt, live_debt)
+    assert np.array_equal(frozen.book.collateral_of(every), live_coll)
+    assert np.array_equal(frozen.book.debt_held(every), live_debt > 0)
+    some = every[::2]
+    assert np.array_equal(frozen.book.collateral_of(some), eng.book.collateral_of(some))
+    with pytest.raises(TypeError, match="read-only"):
+        frozen.book.set(PositionRow(ADDRS[0], "ethereum", "WETH", "collateral", 1, 1))
+    held = _RowsModel((entered, release))
+    out: dict[str, WhatIf] = {}
+    worker = threading.Thread(
+        target=lambda: out.update(got=whatif(frozen, shocks, universe, {"rows": held}))
+    )
+    worker.start()
+    try:
+        assert entered.wait(60.0)
+        eng.set_prices({s: PriceInput(p.value / 2, "ok") for s, p in m["prices"].items()})
+        if n:
+            first = eng.book.account_address[0]
+            eng.load_positions([PositionRow(first, "ethereum", "WETH", "collateral", 0, 0)])
+        eng.load_positions([r._replace(head=r.head * 3 + 1) for r in extra])
+        eng.recompute()
+    finally:
+        release.set()
+        worker.join(60.0)
+    assert frozen.book.n_accounts == n and frozen.book.n == n_rows
+    assert not expect.unavailable and set(expect.outcomes) == {"standard", "rows"}
+    _outcomes_equal(out["got"], expect)
+
+
+@SETTINGS
+@given(rows=position_rows(), m=market(), shocks=shock_sets())
+def test_the_frozen_whatif_leaves_the_live_ledger_bit_identical(
+    rows: list, m: dict, shocks: ShockSet
+) -> None:
+    """Frozen (partly shared with the live book), a what-if with a model through the
+    seam leaves every live array, figure and health as it was, bit for bit."""
+    eng = book(rows, m)
+    eng.allocate_credit(now=0.0)
+    before = snapshot_of(eng)
+    ids = [eng.book.r_account[: eng.book.n].copy(), eng.book.r_side[: eng.book.n].copy()]
+    live = LedgerView(eng).snapshot()
+    res = whatif(live.frozen(), shocks, Universe(CHAINS, UNDERLYING, {}), {"m": _RowsModel()})
+    assert not res.unavailable
+    after = snapshot_of(eng)
+    for k, v in before.items():
+        if isinstance(v, np.ndarray):
+            assert np.array_equal(v, after[k], equal_nan=True), k
+        else:
+            assert v == after[k], k
+    assert np.array_equal(ids[0], eng.book.r_account[: eng.book.n])
+    assert np.array_equal(ids[1], eng.book.r_side[: eng.book.n])
 
 
 # -- fixed examples -------------------------------------------------------------------
