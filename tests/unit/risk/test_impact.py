@@ -178,6 +178,12 @@ def pools(draw):
                      offset=draw(st.floats(0.0, 0.99)))  # fmt: skip
 
 
+def first_rate(pool) -> float:
+    """USD per whole token0 of the first unit sold: slot0's price after the fee."""
+    price = (pool.sqrt_price_x96 / 2**96) ** 2 * 10 ** (pool.decimals0 - pool.decimals1)
+    return price * (1 - pool.fee / 1_000_000)
+
+
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -199,8 +205,10 @@ def test_properties_on_random_pools(a, b, xs):
     assert (imp[~pos] == 0.0).all()
     # the optimal split is never worse than either pool alone
     assert (y >= np.maximum(one.output(x), other.output(x)) * (1 - 1e-9) - 1e-9).all()
-    # never more than everything sold at the best first marginal rate
-    r0 = max([float(c.output(1e-12)[0]) / 1e-12 for c in (one, other) if c.capacity > 0] or [0])
+    # never more than everything sold at the best first marginal rate: the pool's price
+    # after its fee (from slot0, not from the curve: a rate read off output(1e-12) was
+    # 5e-6 off, the difference of two sqrt prices 1e-14 apart)
+    r0 = max([first_rate(p) for p, c in ((a, one), (b, other)) if c.capacity > 0] or [0.0])
     assert (y <= x * r0 * (1 + 1e-9) + 1e-9).all()
     assert both.capacity == pytest.approx(one.capacity + other.capacity, rel=1e-9)
 
