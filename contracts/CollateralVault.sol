@@ -7,6 +7,8 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {IERC20Metadata} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Metadata.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {AggregatorV3Interface} from "@chainlink/contracts/src/v0.8/shared/interfaces/AggregatorV3Interface.sol";
 import {IHealthRegistry} from "./IHealthRegistry.sol";
 
@@ -14,7 +16,16 @@ import {IHealthRegistry} from "./IHealthRegistry.sol";
 /// @notice Holds collateral and lends debt assets on one chain. Borrowing and withdrawing
 ///         spend cross-chain credit that the aggregator pushed into the HealthRegistry;
 ///         without a fresh registry entry both are refused (fail closed).
-contract CollateralVault is Ownable, ReentrancyGuard {
+/// @dev Cross-chain seize (docs/contracts.md, "Cross-chain seize"): an account whose
+///      debt is on this chain and whose collateral is on another is liquidated in two
+///      steps. `liquidateRemote` here repays the debt and emits a claim with a unique id;
+///      once that claim is final, the aggregator signs a `SeizeVoucher` (EIP-712, domain
+///      = the collateral chain's vault) with its keeper key for that chain, and anyone may
+///      submit it to `settleRemoteSeize` on the collateral chain, which seizes the repaid
+///      value plus the collateral's bonus for the liquidator named in the claim, at most
+///      once per claim id. The signer must be a keeper of this chain's registry: the
+///      same trust the registry's health entries already need.
+contract CollateralVault is Ownable, ReentrancyGuard, EIP712 {
     using SafeERC20 for IERC20;
 
     struct Collateral {
@@ -31,7 +42,21 @@ contract CollateralVault is Ownable, ReentrancyGuard {
         bool listed;
     }
 
+    /// What the aggregator signs for a claim made on another chain (`repaid` in raw
+    /// units of `debtToken`, this chain's token of the asset that was repaid there).
+    struct SeizeVoucher {
+        bytes32 claimId;
+        address account;
+        address liquidator;
+        address collateralToken;
+        address debtToken;
+        uint256 repaid;
+    }
+
     uint256 private constant BPS = 10_000;
+    bytes32 public constant SEIZE_VOUCHER_TYPEHASH = keccak256(
+        "SeizeVoucher(bytes32 claimId,address account,address liquidator,address collateralToken,address debtToken,uint256 repaid)"
+    );
 
     IHealthRegistry public immutable registry;
     uint256 public maxAge;
@@ -40,6 +65,10 @@ contract CollateralVault is Ownable, ReentrancyGuard {
     mapping(address token => DebtAsset) public debtAssets;
     mapping(address account => mapping(address token => uint256)) public collateralOf;
     mapping(address account => mapping(address token => uint256)) public debtOf;
+    /// Claims made here by liquidateRemote so far (the next claim's sequence number - 1).
+    uint256 public claimCount;
+    /// Claims of other chains already settled here: each claim id seizes at most once.
+    mapping(bytes32 claimId => bool) public settled;
 
     event Deposited(address indexed account, address indexed token, uint256 amount);
     event Withdrawn(address indexed account, address indexed token, uint256 amount);
@@ -49,6 +78,27 @@ contract CollateralVault is Ownable, ReentrancyGuard {
         address indexed account,
         address indexed liquidator,
         address indexed collateralToken,
+        uint256 seized,
+        address debtToken,
+        uint256 repaid
+    );
+    /// A liquidation whose collateral is on `targetChainId` (its `collateralToken` is that
+    /// chain's address): the debt is repaid here; the seizure waits for settlement there.
+    event RemoteSeizeClaimed(
+        bytes32 indexed claimId,
+        address indexed account,
+        address indexed liquidator,
+        address debtToken,
+        uint256 repaid,
+        uint256 targetChainId,
+        address collateralToken
+    );
+    /// The seizure of a claim made on another chain (`repaid` as the voucher gives it).
+    event RemoteSeizeSettled(
+        bytes32 indexed claimId,
+        address indexed account,
+        address indexed liquidator,
+        address collateralToken,
         uint256 seized,
         address debtToken,
         uint256 repaid
@@ -69,8 +119,11 @@ contract CollateralVault is Ownable, ReentrancyGuard {
     error InsufficientLiquidity(address token, uint256 available, uint256 amount);
     error RepayExceedsDebt(address account, address token, uint256 debt, uint256 amount);
     error CreditOverflow(uint256 usd6);
+    error SameChain(uint256 chainId);
+    error AlreadySettled(bytes32 claimId);
+    error NotKeeperSigned(address signer);
 
-    constructor(address registry_, uint256 maxAge_) Ownable(msg.sender) {
+    constructor(address registry_, uint256 maxAge_) Ownable(msg.sender) EIP712("CollateralVault", "1") {
         if (registry_ == address(0)) revert ZeroAddress();
         registry = IHealthRegistry(registry_);
         maxAge = maxAge_;
@@ -181,6 +234,67 @@ contract CollateralVault is Ownable, ReentrancyGuard {
         emit Liquidated(account, msg.sender, collateralToken, seized, debtToken, repayAmount);
     }
 
+    /// @notice Repay part of an account's debt here against collateral it holds on chain
+    ///         `targetChainId`: the same checks as `liquidate` (fresh entry, tier >= 2);
+    ///         the seizure is settled there by `settleRemoteSeize` once this claim is final.
+    /// @return claimId keccak256(chain id, this vault, sequence number): unique per chain.
+    function liquidateRemote(
+        address account,
+        address debtToken,
+        uint256 repayAmount,
+        uint256 targetChainId,
+        address collateralToken
+    ) external nonReentrant returns (bytes32 claimId) {
+        if (repayAmount == 0) revert ZeroAmount();
+        if (targetChainId == block.chainid) revert SameChain(targetChainId);
+        if (collateralToken == address(0)) revert ZeroAddress();
+        if (!debtAssets[debtToken].listed) revert UnknownDebtAsset(debtToken);
+        _requireFresh(account);
+        (, uint8 tier,) = registry.healthOf(account);
+        if (tier < 2) revert NotLiquidatable(account, tier);
+        uint256 debt = debtOf[account][debtToken];
+        if (repayAmount > debt) revert RepayExceedsDebt(account, debtToken, debt, repayAmount);
+
+        claimId = keccak256(abi.encode(block.chainid, address(this), ++claimCount));
+        debtOf[account][debtToken] = debt - repayAmount;
+        IERC20(debtToken).safeTransferFrom(msg.sender, address(this), repayAmount);
+        emit RemoteSeizeClaimed(
+            claimId, account, msg.sender, debtToken, repayAmount, targetChainId, collateralToken
+        );
+    }
+
+    /// @notice Seize collateral here for a claim made on another chain, against the
+    ///         aggregator's signed voucher. Anyone may submit it; the collateral goes to
+    ///         the claim's liquidator. Priced like `liquidate`: the repaid value at this
+    ///         chain's debt feed plus the collateral's bonus, capped at the balance. No
+    ///         registry freshness is needed here: the claim passed that check where the
+    ///         debt was repaid, and a voucher is only signed once that claim is final.
+    function settleRemoteSeize(SeizeVoucher calldata v, bytes calldata signature) external nonReentrant {
+        if (settled[v.claimId]) revert AlreadySettled(v.claimId);
+        if (v.repaid == 0) revert ZeroAmount();
+        if (v.liquidator == address(0)) revert ZeroAddress();
+        _requireKeeperSigned(v, signature);
+        uint256 seized = _remoteSeized(v);
+        settled[v.claimId] = true;
+        collateralOf[v.account][v.collateralToken] -= seized;
+        if (seized > 0) IERC20(v.collateralToken).safeTransfer(v.liquidator, seized);
+        emit RemoteSeizeSettled(
+            v.claimId, v.account, v.liquidator, v.collateralToken, seized, v.debtToken, v.repaid
+        );
+    }
+
+    /// @notice The EIP-712 digest a keeper signs for `v` (for off-chain signers and tests).
+    function voucherDigest(SeizeVoucher calldata v) public view returns (bytes32) {
+        return _hashTypedDataV4(
+            keccak256(
+                abi.encode(
+                    SEIZE_VOUCHER_TYPEHASH, v.claimId, v.account, v.liquidator,
+                    v.collateralToken, v.debtToken, v.repaid
+                )
+            )
+        );
+    }
+
     // -- views -----------------------------------------------------------------------
 
     /// @notice USD6 value of `amount` raw units of a listed collateral or debt token (rounded down).
@@ -193,6 +307,23 @@ contract CollateralVault is Ownable, ReentrancyGuard {
     }
 
     // -- internals -------------------------------------------------------------------
+
+    function _requireKeeperSigned(SeizeVoucher calldata v, bytes calldata signature) private view {
+        address signer = ECDSA.recover(voucherDigest(v), signature);
+        if (!registry.isKeeper(signer)) revert NotKeeperSigned(signer);
+    }
+
+    /// Collateral a voucher seizes: its repaid value plus the bonus, capped at the balance.
+    function _remoteSeized(SeizeVoucher calldata v) private view returns (uint256) {
+        DebtAsset memory d = debtAssets[v.debtToken];
+        if (!d.listed) revert UnknownDebtAsset(v.debtToken);
+        Collateral memory c = collaterals[v.collateralToken];
+        if (!c.listed) revert UnknownCollateral(v.collateralToken);
+        uint256 repaidUsd6 = _usd6(v.repaid, d.decimals, d.feed, Math.Rounding.Floor);
+        uint256 seized = _amountOf(Math.mulDiv(repaidUsd6, BPS + c.bonusBps, BPS), c.decimals, c.feed);
+        uint256 balance = collateralOf[v.account][v.collateralToken];
+        return seized > balance ? balance : seized;
+    }
 
     function _requireFresh(address account) private view {
         if (!registry.isFresh(account, maxAge)) revert Stale(account);
