@@ -169,4 +169,6 @@ def decode_error(data: str | bytes) -> str:
         args = decode(types, raw[4:])
     except Exception:
         return f"{name}(<undecodable 0x{raw[4:].hex()}>)"
-    return f"{name}({', '.join(str(a) for a in args)})"
+    # bytes32 (a claim id) as 0x hex, as explorers and our logs show it, not b'...'.
+    shown = ("0x" + a.hex() if isinstance(a, bytes) else str(a) for a in args)
+    return f"{name}({', '.join(shown)})"
