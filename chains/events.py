@@ -31,11 +31,28 @@ SIGNATURES: dict[EventKind, str] = {
     "repay": "Repaid(address,address,uint256,address)",
     "liquidation": "Liquidated(address,address,address,uint256,address,uint256)",
 }
+# The cross-chain seize (docs/contracts.md): a claim on the debt chain repays debt there
+# and is stored as a `repay` by the liquidator (risk-lowering: counted once confirmed);
+# its settlement on the collateral chain seizes there and is stored as a `liquidation`
+# with no debt leg (the debt it pays was repaid on the other chain). Each moves only its
+# own chain's positions, so a reorg of either chain rolls back only its own half.
+REMOTE_SIGNATURES: dict[str, str] = {
+    "claim": "RemoteSeizeClaimed(bytes32,address,address,address,uint256,uint256,address)",
+    "settle": "RemoteSeizeSettled(bytes32,address,address,address,uint256,address,uint256)",
+}
+_REMOTE_TOPICS: dict[str, str] = {
+    "0x" + keccak(text=sig).hex(): k for k, sig in REMOTE_SIGNATURES.items()
+}
+_REMOTE_KIND: dict[str, EventKind] = {"claim": "repay", "settle": "liquidation"}
 TOPICS: dict[str, EventKind] = {"0x" + keccak(text=sig).hex(): k for k, sig in SIGNATURES.items()}
+TOPICS.update({t: _REMOTE_KIND[k] for t, k in _REMOTE_TOPICS.items()})
 TOPIC_FILTER: list[Any] = [sorted(TOPICS)]
 
 # Indexed topics after topic0, and the non-indexed data layout, per event.
-_LAYOUT: dict[EventKind, tuple[int, list[str]]] = {
+_LAYOUT: dict[str, tuple[int, list[str]]] = {
+    # (claim id, account, liquidator) indexed in both
+    "claim": (3, ["address", "uint256", "uint256", "address"]),
+    "settle": (3, ["address", "uint256", "address", "uint256"]),
     "deposit": (2, ["uint256"]),
     "withdraw": (2, ["uint256"]),
     "borrow": (2, ["uint256"]),
@@ -135,7 +152,8 @@ def decode_log(chain: str, entry: dict[str, Any]) -> VaultEvent:
         kind = TOPICS.get(topics[0]) if topics else None
         if kind is None:
             raise DecodeError(f"{where}: unknown event topic {topics[:1]}")
-        n_indexed, data_types = _LAYOUT[kind]
+        remote = _REMOTE_TOPICS.get(topics[0])
+        n_indexed, data_types = _LAYOUT[remote or kind]
         if len(topics) != n_indexed + 1:
             raise DecodeError(f"{where}: {kind} log has {len(topics) - 1} indexed topics")
         data = bytes.fromhex(str(entry["data"])[2:])
@@ -144,6 +162,8 @@ def decode_log(chain: str, entry: dict[str, Any]) -> VaultEvent:
         else:
             values = abi_decode(data_types, data)
         base = log_coordinates(chain, entry, kind)
+        if remote is not None:
+            return _remote_event(base, remote, topics, values)
         base["account"] = _topic_address(topics[1])
         if kind == "liquidation":
             return VaultEvent(
@@ -277,6 +297,33 @@ def _decode_simple_batch(chain: str, logs: Sequence[RpcLog]) -> EventColumns | N
         debt_amount=[0] * n,
         adjust_kind=[None] * n,
         negative=[False] * n,
+    )
+
+
+def _remote_event(
+    base: dict[str, Any], remote: str, topics: list[str], values: tuple[Any, ...]
+) -> VaultEvent:
+    """A cross-chain seize log as the position change it makes on its own chain: the
+    claim a repayment of `repaid` debt token by the liquidator, the settlement a seizure
+    of `seized` collateral with no debt leg (`debt_token` kept for the record)."""
+    base["account"] = _topic_address(topics[2])
+    liquidator = _topic_address(topics[3])
+    if remote == "claim":
+        debt_token, repaid, _target_chain, _collateral = values
+        return VaultEvent(
+            **base,
+            token=_checksum(str(debt_token).lower()[2:]),
+            amount=int(repaid),
+            counterparty=liquidator,
+        )
+    collateral, seized, debt_token, _repaid = values
+    return VaultEvent(
+        **base,
+        token=_checksum(str(collateral).lower()[2:]),
+        amount=int(seized),
+        counterparty=liquidator,
+        debt_token=_checksum(str(debt_token).lower()[2:]),
+        debt_amount=0,
     )
 
 

@@ -117,8 +117,12 @@ class VaultEvent:
             return [PositionEffect(self.account, self.token, "debt", -a, a)]
         if self.kind == "liquidation":
             assert self.debt_token is not None
+            seize = PositionEffect(self.account, self.token, "collateral", -a, 0)
+            if not self.debt_amount:
+                # A cross-chain settlement: its debt was repaid on the claim's chain.
+                return [seize]
             return [
-                PositionEffect(self.account, self.token, "collateral", -a, 0),
+                seize,
                 PositionEffect(self.account, self.debt_token, "debt", -self.debt_amount, 0),
             ]
         # A reconciliation correction is stored as an event at the block it was read

@@ -245,6 +245,43 @@ class VaultHarness:
             ),
         )
 
+    def claim_remote(
+        self, account: str, repay_amount: int, target_chain_id: int, collateral: str
+    ) -> dict[str, Any]:
+        """liquidateRemote from the liquidator: repay here, seize `collateral` (the
+        target chain's token) on chain `target_chain_id` once settled there."""
+        return self.send(
+            LIQUIDATOR,
+            self.vault,
+            _call(
+                "liquidateRemote(address,address,uint256,uint256,address)",
+                ["address", "address", "uint256", "uint256", "address"],
+                [account, self.usd, repay_amount, target_chain_id, collateral],
+            ),
+        )
+
+    def settle_remote(self, claim_id: bytes, account: str, repaid: int) -> dict[str, Any]:
+        """settleRemoteSeize of a claim (made on any chain) seizing this vault's
+        collateral for the liquidator, with a voucher signed by the registry's keeper."""
+        from eth_account import Account
+
+        from devkit.anvil import DEV_KEYS
+
+        voucher = (claim_id, account, LIQUIDATOR, self.col, self.usd, repaid)
+        kind = "(bytes32,address,address,address,address,uint256)"
+        digest_raw = self.rpc(
+            "eth_call",
+            [{"to": self.vault, "data": _call(f"voucherDigest({kind})", [kind], [voucher])},
+             "latest"],
+        )  # fmt: skip
+        digest = bytes.fromhex(digest_raw[2:])
+        signature = Account.unsafe_sign_hash(digest, DEV_KEYS[ACCOUNTS.index(KEEPER)]).signature
+        return self.send(
+            LIQUIDATOR,
+            self.vault,
+            _call(f"settleRemoteSeize({kind},bytes)", [kind, "bytes"], [voucher, bytes(signature)]),
+        )
+
     def liquidate(
         self, account: str, repay_amount: int, liquidator: str = LIQUIDATOR
     ) -> dict[str, Any]:

@@ -58,6 +58,48 @@ async def test_indexes_every_event_kind_and_matches_chain(
     assert status.endpoints[0]["state"] == "healthy"
 
 
+async def test_cross_chain_claim_and_settlement_move_only_their_own_chain(
+    chain: ChainEnv, repo: SqlChainStore, client_for: Callable[..., RpcClient]
+) -> None:
+    """The claim half (debt repaid here for collateral elsewhere) and the settlement
+    half (collateral seized here for a claim made elsewhere) as the indexer stores them:
+    the one vault plays both chains' parts, so each half is checked against the chain."""
+    h = chain.harness
+    h.deposit(U2, 10**18)
+    h.grant(U2)
+    h.borrow(U2, 1_000 * 10**6)
+    h.grant(U2, tier=2)
+    receipt = h.claim_remote(U2, 400 * 10**6, 424_242, "0x" + "42" * 20)
+    claim_id = bytes.fromhex(receipt["logs"][-1]["topics"][1][2:])
+    h.settle_remote(b"\x07" * 32, U2, 500 * 10**6)  # a claim of another chain
+    settings = chain.settings(confirmations=3)
+    ix = ChainIndexer(settings, client_for(settings), repo)
+    status = await ix.sync_to_head()
+    assert not status.fatal
+    events = [e for e in await repo.events("c") if e.account == U2]
+    claim, settle = events[-2:]
+    assert (claim.kind, claim.token, claim.amount, claim.counterparty) == (
+        "repay", h.usd, 400 * 10**6, LIQUIDATOR,
+    )  # fmt: skip
+    # 500 USD + the collateral's 5% bonus at 2,000 USD a COL.
+    seized = 525 * 10**6 * 10**12 // 2_000
+    assert (settle.kind, settle.token, settle.amount, settle.debt_amount) == (
+        "liquidation", h.col, seized, 0,
+    )  # fmt: skip
+    pos = {(p.account, p.kind): p for p in await repo.positions("c")}
+    assert pos[(U2, "debt")].head_amount == 600 * 10**6
+    # The claim lowers debt like any repayment: in the confirmed view once final.
+    assert pos[(U2, "debt")].confirmed_amount == 1_000 * 10**6
+    assert pos[(U2, "collateral")].confirmed_amount == 10**18 - seized
+    assert await stored_head(repo) == h.onchain_positions(status.indexed_block)
+    h.mine(3)
+    await ix.sync_to_head()
+    pos = {(p.account, p.kind): p for p in await repo.positions("c")}
+    assert pos[(U2, "debt")].confirmed_amount == 600 * 10**6
+    assert await ix.reconcile([U2]) == []
+    assert claim_id != b"\x07" * 32
+
+
 async def test_finality_views_are_asymmetric(
     chain: ChainEnv, repo: SqlChainStore, client_for: Callable[..., RpcClient]
 ) -> None:

@@ -91,3 +91,46 @@ def test_malformed_logs_are_errors_naming_the_log(mutate: object, needle: str) -
     with pytest.raises(DecodeError, match=needle) as info:
         decode_log("alpha", e)
     assert "chain 'alpha'" in str(info.value) and "0x" + "cd" * 32 in str(info.value)
+
+
+def _remote(name: str, data: bytes, n_topics: int = 3) -> dict[str, object]:
+    from chains.events import REMOTE_SIGNATURES
+
+    e = entry("deposit", [], data)
+    claim = "0x" + "ee" * 32
+    topics = [claim, topic(ACCT), topic(LIQ)][:n_topics]
+    e["topics"] = ["0x" + keccak(text=REMOTE_SIGNATURES[name]).hex(), *topics]
+    return e
+
+
+def test_a_cross_chain_claim_is_the_liquidator_repaying_debt_on_its_own_chain() -> None:
+    data = encode(["address", "uint256", "uint256", "address"], [DEBT, 11, 71_002, TOKEN])
+    ev = decode_log("alpha", _remote("claim", data))
+    assert (ev.kind, ev.account, ev.token, ev.amount, ev.counterparty) == (
+        "repay", ACCT, DEBT, 11, LIQ,
+    )  # fmt: skip
+    # Risk-lowering: the confirmed view keeps the debt until the claim is final.
+    assert [(e.kind, e.token, e.head_delta, e.pending_delta) for e in ev.effects()] == [
+        ("debt", DEBT, -11, 11)
+    ]
+
+
+def test_a_cross_chain_settlement_seizes_with_no_debt_leg() -> None:
+    data = encode(["address", "uint256", "address", "uint256"], [TOKEN, 13, DEBT, 11])
+    ev = decode_log("beta", _remote("settle", data))
+    assert (ev.kind, ev.account, ev.token, ev.amount, ev.counterparty) == (
+        "liquidation", ACCT, TOKEN, 13, LIQ,
+    )  # fmt: skip
+    assert (ev.debt_token, ev.debt_amount) == (DEBT, 0)
+    # The debt it pays was repaid on the claim's chain: only the seizure moves here.
+    assert [(e.kind, e.token, e.head_delta, e.pending_delta) for e in ev.effects()] == [
+        ("collateral", TOKEN, -13, 0)
+    ]
+
+
+@pytest.mark.parametrize("name", ["claim", "settle"])
+def test_a_malformed_cross_chain_log_names_itself(name: str) -> None:
+    with pytest.raises(DecodeError, match="indexed topics"):
+        decode_log("alpha", _remote(name, b"\x00" * 128, n_topics=2))
+    with pytest.raises(DecodeError, match=r"undecodable|malformed"):
+        decode_log("alpha", _remote(name, b"\x00" * 40))
