@@ -290,3 +290,41 @@ async def test_forecasting_disabled_says_so_for_the_pairs_too(tmp_path: Path) ->
     f.apply({"stETH": 0.03}, NOW)
     assert f.apply_relative({"eth": {"stETH": 0.002}}, NOW) == {"eth": {"stETH": 0.002}}
     assert gauge(f, "agg_volatility_fallback", asset="stETH/WETH", reason="disabled") == 1
+
+
+async def test_a_failing_pair_fit_falls_back_to_the_relative_ewma_alone(
+    tmp_path: Path,
+) -> None:
+    """The pair's fit raising in the worker thread is the pair's fit_error: the USD
+    fits are kept, and the relative EWMA applies (through the tools) for that pair."""
+    p = tmp_path / "g.toml"
+    p.write_text(GROUP_CONFIG)
+    cfg = load_config(p)
+    f = VolatilityForecaster(cfg, GroupHistory(600), Metrics(), clock=lambda: NOW)  # type: ignore[arg-type]
+    real = fcmod._fit
+
+    def boom_on_the_pair(scaled: np.ndarray, name: str) -> object:
+        # The ratio's returns are the only series this calm (0.17% a day against 2%+
+        # for the USD prices): the injected failure hits the pair's fit alone.
+        if float(np.std(scaled)) / fcmod._SCALE < 0.005:
+            raise ValueError("optimizer blew up")
+        return real(scaled, name)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(fcmod, "_fit", boom_on_the_pair)
+    try:
+        await f.refit()
+    finally:
+        mp.undo()
+    assert f.fits["stETH/WETH"].forecast.reason == "fit_error"
+    assert f.fits["stETH"].forecast.reason is None
+    assert f.fits["WETH"].forecast.reason is None
+    f.apply({"stETH": 0.03}, NOW)
+    f.apply_relative({"eth": {"stETH": 0.004}}, NOW)
+    decision = f.decisions["stETH/WETH"]
+    assert decision.predictive == 0.004  # the EWMA: no forecast to raise it
+    view = f.view("stETH")
+    assert view is not None
+    block = view["relative"]["WETH"]
+    assert block["source"] == "ewma" and block["fallback_reason"] == "fit_error"
+    assert gauge(f, "agg_volatility_fallback", asset="stETH/WETH", reason="fit_error") == 1
