@@ -13,6 +13,10 @@ Invariants:
 - With a book snapshot (`[store] snapshot_path`), the load is the snapshot's book plus
   every position the store wrote since its marks, or, when the snapshot cannot be
   trusted, the full read (book_snapshot.py states when).
+- Every row handed to the book carries the pending-claim hold of the cross-chain seize
+  claims not yet settled (claim_holds.py): the recompute path reads them with the
+  positions, and every load ends by re-reading the accounts that ever had a claim, so
+  a hold settled after a snapshot was written does not outlive it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from typing import Protocol
 
 from aggregator.book_snapshot import BookSnapshots, fingerprint
+from aggregator.claim_holds import bonus_bps, with_holds
 from aggregator.config import AppConfig
 from aggregator.metrics import Metrics
 from aggregator.risk.book import MAX_AMOUNT, EncodedRows, PositionRow
@@ -30,7 +35,7 @@ from aggregator.startup import StartupError, gc_paused
 from aggregator.store.chain_reads import StoredPosition
 from chains.indexer import ChainIndexer
 from chains.rpc import RpcError
-from chains.types import Position
+from chains.types import Position, SeizeClaim
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,10 @@ class PositionStore(Protocol):
     def position_batches(
         self, chain: str, *, since_block: int | None = None
     ) -> AsyncIterator[list[StoredPosition]]: ...
+
+    async def pending_claims(self, accounts: Iterable[str] | None = None) -> list[SeizeClaim]: ...
+
+    async def claim_accounts(self) -> set[str]: ...
 
 
 class BookTarget(Protocol):
@@ -92,6 +101,9 @@ class BookSync:
         self._owns_index = owns_index
         self._recompute = recompute
         self.token_symbol = token_symbols(cfg)
+        self.hold_bonus_bps = bonus_bps(a.liquidation_bonus for a in cfg.assets)
+        # Unsettled cross-chain seize claims by account (lower-case), as last read.
+        self.claims: dict[str, list[SeizeClaim]] = {}
         self.unknown_tokens: dict[tuple[str, str], int] = {}
         # chain -> accounts whose stored positions are impossible, awaiting repair.
         self.impossible: dict[str, set[str]] = {}
@@ -165,11 +177,34 @@ class BookSync:
         return out
 
     async def positions(self, accounts: list[str] | None = None) -> list[PositionRow]:
-        """The stored positions of `accounts` (None: all) on every chain, as book rows."""
+        """The stored positions of `accounts` (None: all) on every chain, as book rows,
+        with the holds of their unsettled cross-chain seize claims."""
         rows: list[PositionRow] = []
         for chain in self.chains:
             rows += self.rows(await self.repo.positions(chain, accounts))
-        return rows
+        claims = await self.repo.pending_claims(accounts)
+        if accounts is None:
+            self.claims = {}
+        else:
+            for a in accounts:
+                self.claims.pop(a.lower(), None)
+        for c in claims:
+            self.claims.setdefault(c.account.lower(), []).append(c)
+        held, unknown = with_holds(rows, claims, self.token_symbol, self.hold_bonus_bps)
+        for c in unknown:
+            log.warning(
+                "chain %s: cross-chain seize claim %s of %s is in unconfigured token %s; "
+                "nothing is held for it",
+                c.chain, c.ref, c.account, c.token,
+            )  # fmt: skip
+        return held
+
+    async def _load_holds(self, book: BookTarget) -> None:
+        """Re-read every account that ever had a claim, with its holds (the stored rows
+        carry none, and a snapshot's may be settled since)."""
+        accounts = sorted(await self.repo.claim_accounts())
+        if accounts:
+            book.apply_encoded([book.encode_positions(await self.positions(accounts))])
 
     async def load(self, book: BookTarget) -> None:
         """Every chain's stored positions into the book, streamed: each batch read
@@ -186,6 +221,7 @@ class BookSync:
                 async for batch in self.repo.position_batches(chain):
                     parts.append(book.encode_positions(self.stored_rows(chain, batch, spelled)))
             n = book.load_encoded(parts)
+        await self._load_holds(book)
         self.loaded = True
         log.info("book loaded: %d positions in %.3fs (no RPC)", n, time.perf_counter() - t0)
 
@@ -212,6 +248,7 @@ class BookSync:
         if rows:
             with gc_paused():
                 book.apply_encoded([book.encode_positions(rows)])
+        await self._load_holds(book)
         self.loaded = True
         log.info(
             "book loaded from the snapshot: %d positions, %d written since replayed, in "

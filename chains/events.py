@@ -297,7 +297,14 @@ def _decode_simple_batch(chain: str, logs: Sequence[RpcLog]) -> EventColumns | N
         debt_amount=[0] * n,
         adjust_kind=[None] * n,
         negative=[False] * n,
+        ref=[None] * n,
     )
+
+
+def _claim_id(topic: str) -> str:
+    if not _HEX_WORD.fullmatch(topic):
+        raise DecodeError(f"claim id {topic!r} is not a 32-byte hex word")
+    return topic.lower()
 
 
 def _remote_event(
@@ -307,6 +314,7 @@ def _remote_event(
     claim a repayment of `repaid` debt token by the liquidator, the settlement a seizure
     of `seized` collateral with no debt leg (`debt_token` kept for the record)."""
     base["account"] = _topic_address(topics[2])
+    base["ref"] = _claim_id(topics[1])
     liquidator = _topic_address(topics[3])
     if remote == "claim":
         debt_token, repaid, _target_chain, _collateral = values
@@ -399,6 +407,7 @@ def _fill_simple(
         cols.debt_amount = [0] * n_simple
         cols.adjust_kind = [None] * n_simple
         cols.negative = [False] * n_simple
+        cols.ref = [None] * n_simple
         return
     # Mixed: the general rows already filled their own fields; splice the simple ones in.
     n = len(cols)
@@ -411,9 +420,10 @@ def _fill_simple(
     cols.counterparty = [old[1][g_rows[i]] if i in is_general else None for i in range(n)]
     cols.debt_token = [old[2][g_rows[i]] if i in is_general else None for i in range(n)]
     cols.debt_amount = [old[3][g_rows[i]] if i in is_general else 0 for i in range(n)]
-    adj, neg = cols.adjust_kind, cols.negative
+    adj, neg, ref = cols.adjust_kind, cols.negative, cols.ref
     cols.adjust_kind = [adj[g_rows[i]] if i in is_general else None for i in range(n)]
     cols.negative = [neg[g_rows[i]] if i in is_general else False for i in range(n)]
+    cols.ref = [ref[g_rows[i]] if i in is_general else None for i in range(n)]
 
 
 def range_digest(events: EventColumns) -> str:

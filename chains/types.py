@@ -99,6 +99,9 @@ class VaultEvent:
     # Reconciliation corrections only: which position, and whether `amount` is subtracted.
     adjust_kind: PositionKind | None = None
     negative: bool = False
+    # The cross-chain seize's claim id (0x hex) on both halves, claim and settlement:
+    # what pairs them across chains (the ledger's pending-claim hold).
+    ref: str | None = None
 
     def effects(self) -> list[PositionEffect]:
         """How this event moves the stored views (see docs/chains.md, "Finality views").
@@ -156,6 +159,7 @@ class EventColumns:
     debt_amount: list[int] = field(default_factory=list)
     adjust_kind: list[PositionKind | None] = field(default_factory=list)
     negative: list[bool] = field(default_factory=list)
+    ref: list[str | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.block_number)
@@ -165,7 +169,7 @@ class EventColumns:
         return (
             self.block_number, self.block_hash, self.tx_hash, self.log_index, self.kind,
             self.account, self.token, self.amount, self.counterparty, self.debt_token,
-            self.debt_amount, self.adjust_kind, self.negative,
+            self.debt_amount, self.adjust_kind, self.negative, self.ref,
         )  # fmt: skip
 
     def append(self, ev: VaultEvent) -> None:
@@ -174,7 +178,7 @@ class EventColumns:
         values = (
             ev.block_number, ev.block_hash, ev.tx_hash, ev.log_index, ev.kind, ev.account,
             ev.token, ev.amount, ev.counterparty, ev.debt_token, ev.debt_amount,
-            ev.adjust_kind, ev.negative,
+            ev.adjust_kind, ev.negative, ev.ref,
         )  # fmt: skip
         for col, value in zip(self.columns(), values, strict=True):
             col.append(value)
@@ -273,3 +277,17 @@ class BatchResult:
     to_block: int
     events: int
     accounts: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class SeizeClaim:
+    """A cross-chain seize claim (docs/contracts.md) whose settlement is not indexed on
+    any chain yet: `amount` of debt `token` repaid on `chain` by a liquidator, for
+    collateral the account still holds elsewhere until the settlement."""
+
+    chain: str
+    account: str
+    token: str
+    amount: int
+    block_number: int
+    ref: str

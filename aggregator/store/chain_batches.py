@@ -65,7 +65,7 @@ SIMPLE_EFFECT: dict[str, tuple[PositionKind, int, bool]] = {
 _EVENT_COLUMNS = (
     "chain", "block_number", "block_hash", "tx_hash", "log_index", "kind", "account",
     "token", "amount", "counterparty", "debt_token", "debt_amount", "adjust_kind",
-    "negative", "pending",
+    "negative", "pending", "ref",
 )  # fmt: skip
 
 
@@ -200,7 +200,7 @@ class EventWriter:
             events.log_index, events.kind, events.account, events.token,
             self.big_values(events.amount, "amount"), events.counterparty, events.debt_token,
             self.big_values(events.debt_amount, "debt_amount"), events.adjust_kind,
-            events.negative, pending,
+            events.negative, pending, events.ref,
         )  # fmt: skip
 
     async def _insert(
@@ -343,22 +343,22 @@ def _above(events: EventColumns, compact: CompactRange) -> list[int]:
 def _kept_rows(events: EventColumns, deep: list[int], seen: set[str], in_order: bool) -> list[int]:
     """The rows of `deep` (in chain order; with `in_order`, a prefix of the batch)
     stored in a compacted range: each account's first row, unless the account is in
-    `seen`, and every KEPT_KINDS row."""
-    accounts, kinds = events.account, events.kind
+    `seen`, and every KEPT_KINDS row and row with a claim id."""
+    accounts, kinds, refs = events.account, events.kind, events.ref
     if in_order:
         # A backfill's batch: `deep` is a prefix. The first row of each account from a
         # dict built backwards (the last write, the lowest row, wins), all in C.
         n = len(deep)
         firsts = dict(zip(reversed(accounts[:n]), range(n - 1, -1, -1), strict=True))
         rows = {i for a, i in firsts.items() if a not in seen}
-        if not KEPT_KINDS.isdisjoint(kinds[:n]):
-            rows.update(i for i in range(n) if kinds[i] in KEPT_KINDS)
+        if not KEPT_KINDS.isdisjoint(kinds[:n]) or any(refs[:n]):
+            rows.update(i for i in range(n) if kinds[i] in KEPT_KINDS or refs[i])
         return sorted(rows)
     keep: list[int] = []
     first = set(seen)
     for i in deep:
         account = accounts[i]
-        if account not in first or kinds[i] in KEPT_KINDS:
+        if account not in first or kinds[i] in KEPT_KINDS or refs[i]:
             keep.append(i)
             first.add(account)
     return keep

@@ -11,11 +11,11 @@ from typing import cast
 
 from sqlalchemy import select
 
-from aggregator.store.chain_rows import BLK, EV, POS, row_event
+from aggregator.store.chain_rows import ACCOUNT_CHUNK, BLK, EV, POS, row_event
 from aggregator.store.db import Store
 from aggregator.store.models.chain import ChainCheckpoint, ChainEvent, ChainPosition
 from aggregator.store.models.meta import DaemonMeta
-from chains.types import Checkpoint, Position, PositionKind, VaultEvent
+from chains.types import Checkpoint, Position, PositionKind, SeizeClaim, VaultEvent
 
 
 def _position(r: ChainPosition) -> Position:
@@ -158,6 +158,36 @@ class ChainReads:
                 .all()
             )
         return [row_event(r) for r in rows]
+
+    async def pending_claims(self, accounts: Iterable[str] | None = None) -> list[SeizeClaim]:
+        """Cross-chain seize claims of `accounts` (None: all) whose settlement no chain
+        has indexed: claim rows (a `repay` with a claim id) with no `liquidation` row of
+        the same id, on any chain. The store is shared by every chain (and instance),
+        so a claim and its settlement meet here whichever instance indexed each."""
+        settled = select(EV.c.ref).where(EV.c.ref.is_not(None), EV.c.kind == "liquidation")
+        q = select(
+            EV.c.chain, EV.c.account, EV.c.token, EV.c.amount, EV.c.block_number, EV.c.ref
+        ).where(EV.c.ref.is_not(None), EV.c.kind == "repay", EV.c.ref.not_in(settled))
+        chunks: list[list[str] | None] = [None]
+        if accounts is not None:
+            accs = list(accounts)
+            chunks = [accs[i : i + ACCOUNT_CHUNK] for i in range(0, len(accs), ACCOUNT_CHUNK)]
+        out: list[SeizeClaim] = []
+        async with self.store.session() as s:
+            for chunk in chunks:
+                part = q if chunk is None else q.where(EV.c.account.in_(chunk))
+                for chain, account, token, amount, block, ref in await s.execute(part):
+                    out.append(SeizeClaim(chain, account, token, int(amount), int(block), ref))
+        return sorted(out, key=lambda c: (c.chain, c.block_number, c.ref))
+
+    async def claim_accounts(self) -> set[str]:
+        """Every account with a cross-chain seize claim row, settled or not (after a
+        book snapshot's load, whose holds may have been settled since)."""
+        async with self.store.session() as s:
+            rows = await s.execute(
+                select(EV.c.account).where(EV.c.ref.is_not(None), EV.c.kind == "repay").distinct()
+            )
+            return {str(a) for (a,) in rows}
 
     async def sample_accounts(self, chain: str, after: str, limit: int) -> list[str]:
         async with self.store.session() as s:

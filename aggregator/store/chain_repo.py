@@ -55,6 +55,7 @@ from chains.types import (
     Position,
     PositionKind,
     RateSample,
+    SeizeClaim,
     VaultEvent,
 )
 
@@ -109,6 +110,14 @@ class SqlChainStore(FencedRepo):
         (compact_backfill) only each account's first event and the liquidations are
         rows; the range's audit record (chain_event_range) stands for the rest."""
         return await self.reads.events(chain)
+
+    async def pending_claims(self, accounts: Iterable[str] | None = None) -> list[SeizeClaim]:
+        """Cross-chain seize claims not settled on any chain (the ledger's hold)."""
+        return await self.reads.pending_claims(accounts)
+
+    async def claim_accounts(self) -> set[str]:
+        """Accounts with any cross-chain seize claim, settled or not."""
+        return await self.reads.claim_accounts()
 
     async def sample_accounts(self, chain: str, after: str, limit: int) -> list[str]:
         return await self.reads.sample_accounts(chain, after, limit)

@@ -39,7 +39,8 @@ ACC: Table = ChainAccount.__table__  # type: ignore[attr-defined]
 CORRECTION_LOG_INDEX = 1 << 40
 RISK_LOWERING = frozenset({"deposit", "repay"})
 # Kinds kept as event rows inside a compacted backfill range (beside each account's
-# first event): liquidations are facts the reputation feed reads one by one.
+# first event): liquidations are facts the reputation feed reads one by one. Every row
+# with a claim id (`ref`) is kept too: the pending-claim hold pairs them.
 KEPT_KINDS = frozenset({"liquidation"})
 ACCOUNT_CHUNK = 500
 
@@ -63,6 +64,7 @@ def event_row(ev: VaultEvent) -> ChainEvent:
         adjust_kind=ev.adjust_kind,
         negative=ev.negative,
         pending=ev.kind in RISK_LOWERING,
+        ref=ev.ref,
     )
 
 
@@ -82,6 +84,7 @@ def mapping_event(m: Any) -> VaultEvent:
         debt_amount=m["debt_amount"],
         adjust_kind=m["adjust_kind"],
         negative=m["negative"],
+        ref=m["ref"],
     )
 
 
@@ -101,6 +104,7 @@ def row_event(row: ChainEvent) -> VaultEvent:
         debt_amount=row.debt_amount,
         adjust_kind=cast(PositionKind | None, row.adjust_kind),
         negative=row.negative,
+        ref=row.ref,
     )
 
 

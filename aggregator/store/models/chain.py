@@ -33,6 +33,13 @@ class ChainEvent(SQLModel, table=True):
             sqlite_where=text("pending IS 1"),
             postgresql_where=text("pending IS TRUE"),
         ),
+        # The few rows of the cross-chain seize (claims and settlements), paired by id.
+        Index(
+            "ix_chain_event_ref",
+            "ref",
+            sqlite_where=text("ref IS NOT NULL"),
+            postgresql_where=text("ref IS NOT NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -52,6 +59,8 @@ class ChainEvent(SQLModel, table=True):
     negative: bool = False
     # True while a deposit/repayment still counts in the head view only.
     pending: bool = False
+    # The cross-chain seize's claim id on both halves (chains/types.py VaultEvent.ref).
+    ref: str | None = Field(default=None, max_length=66)
 
 
 class ChainPosition(SQLModel, table=True):
