@@ -126,8 +126,11 @@ class AccountViews:
         margin: Callable[[str], dict[str, Any] | None],
         volatility: Callable[[str], dict[str, Any] | None] = lambda _asset: None,
         pushed_plan: Callable[[str], tuple[bool, dict[str, Any] | None]] | None = None,
+        claims: Callable[[str], list[dict[str, Any]]] = lambda _address: [],
     ) -> None:
         self.reader = reader
+        # Unsettled cross-chain seize claims of an account (BookSync.claim_view).
+        self._claims = claims
         # The pushed model's liquidation plan (portfolio / var mode; PortfolioFeed
         # .pushed_plan): (False, _) keeps the explanation's standard plan.
         self._pushed_plan = pushed_plan or _standard_plan_stands
@@ -209,6 +212,7 @@ class AccountViews:
         }
         # What each chain's HealthRegistry holds now (last read by the pusher).
         view["onchain"] = self._onchain(address)
+        view["pending_claims"] = self._claims(address)
         # Per asset: EWMA or forecast, and each [apc] tool that moved the USD sigma.
         for symbol, entry in view.get("assets", {}).items():
             entry["volatility"] = self._volatility(symbol)

@@ -24,10 +24,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from aggregator.book_snapshot import BookSnapshots, fingerprint
-from aggregator.claim_holds import bonus_bps, with_holds
+from aggregator.claim_holds import bonus_bps, hold_amount, with_holds
 from aggregator.config import AppConfig
 from aggregator.metrics import Metrics
 from aggregator.risk.book import MAX_AMOUNT, EncodedRows, PositionRow
@@ -36,6 +36,7 @@ from aggregator.store.chain_reads import StoredPosition
 from chains.indexer import ChainIndexer
 from chains.rpc import RpcError
 from chains.types import Position, SeizeClaim
+from chains.units import decimal_text
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ class BookSync:
         self._owns_index = owns_index
         self._recompute = recompute
         self.token_symbol = token_symbols(cfg)
+        self.decimals = {a.symbol: a.decimals for a in cfg.assets}
         self.hold_bonus_bps = bonus_bps(a.liquidation_bonus for a in cfg.assets)
         # Unsettled cross-chain seize claims by account (lower-case), as last read.
         self.claims: dict[str, list[SeizeClaim]] = {}
@@ -198,6 +200,23 @@ class BookSync:
                 c.chain, c.ref, c.account, c.token,
             )  # fmt: skip
         return held
+
+    def claim_view(self, address: str) -> list[dict[str, Any]]:
+        """The account's unsettled cross-chain seize claims as the API shows them: what
+        was repaid and what is held (exact decimal strings of the debt asset)."""
+        out = []
+        for c in self.claims.get(address.lower(), []):
+            symbol = self.token_symbol.get((c.chain, c.token.lower()))
+            if symbol is None:
+                continue
+            d = self.decimals[symbol]
+            out.append({
+                "claim_id": c.ref, "chain": c.chain, "asset": symbol,
+                "repaid": decimal_text(c.amount, d),
+                "held": decimal_text(hold_amount(c.amount, self.hold_bonus_bps), d),
+                "block_number": c.block_number,
+            })  # fmt: skip
+        return out
 
     async def _load_holds(self, book: BookTarget) -> None:
         """Re-read every account that ever had a claim, with its holds (the stored rows

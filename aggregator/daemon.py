@@ -308,6 +308,7 @@ class Daemon:
             margin=functools.partial(self.portfolio.account_margin, self.engine),
             volatility=self.volatility.view,
             pushed_plan=functools.partial(self.portfolio.pushed_plan, self.engine),
+            claims=self.book.claim_view,
         )
         chains = ChainSources(
             self.settings,

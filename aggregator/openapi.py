@@ -306,6 +306,21 @@ _SCHEMAS: dict[str, Any] = {
                 ),
             },
         ),
+        pending_claims={
+            "type": "array",
+            "description": "cross-chain seize claims not settled yet (docs/contracts.md): "
+            "`held` (repaid x (1 + the largest bonus), in the debt asset) is counted as debt "
+            "of that asset on the claim's chain until the settlement is indexed",
+            "items": _obj(
+                ["claim_id", "chain", "asset", "repaid", "held", "block_number"],
+                claim_id={"type": "string", "pattern": "^0x[0-9a-f]{64}$"},
+                chain={"type": "string"},
+                asset={"type": "string"},
+                repaid=_DECIMAL,
+                held=_DECIMAL,
+                block_number={"type": "integer"},
+            ),
+        },
         as_of={
             "type": "object",
             "additionalProperties": _obj(
