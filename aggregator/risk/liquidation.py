@@ -17,8 +17,9 @@ restores the HF the keeper is pushed; mm = 1 (a reward never touches the liquida
 side) is the base plan bit for bit.
 
 Another pushed model (portfolio, VaR) has no closed form: its plans are searched on
-its own evaluation by risk/model_plans.py (the same close factor cap and ties; there a
-candidate's chain must also hold debt, and that chain's largest debt row caps R).
+its own evaluation by risk/model_plans.py (the same close factor cap and ties; there
+the debt row repaid, the candidate chain's largest or, on a chain without debt, the
+largest anywhere (a cross-chain seize), caps R).
 
 Invariants: pure functions of the book, the market data and the standard model's
 tables; nothing stores a plan (each is computed when asked for), so the tick never

@@ -7,10 +7,11 @@ so its plan is searched numerically on that model's own pure evaluation:
 - An account is planned when the model rates it below HF 1 (personalised by its
   maintenance reputation multiplier like the pushed HF: risk/reputation.py
   `personalise_result`; only HF is used here, so `mult` is the maintenance side).
-- Candidates are (chain c, collateral t) with collateral t held on c and debt on c (a
-  vault liquidates on one chain). The liquidator repays R from c's largest debt row
-  (by USD, ties to the lower asset index: the row the replay keeper repays) and seizes
-  R (1 + bonus_t) / price_t units of t on c.
+- Candidates are (chain c, collateral t) with collateral t held on c. The liquidator
+  repays R from c's largest debt row (by USD, ties to the lower asset index: the row
+  the replay keeper repays) and seizes R (1 + bonus_t) / price_t units of t on c. When
+  c holds no debt, R comes from the account's largest debt row on any chain: a
+  cross-chain seize (docs/contracts.md), claimed where that debt is and settled on c.
 - R is capped by min(close factor x total debt, the debt row's value, the holding's
   value / (1 + bonus_t)); the close factor follows the model's HF (`close_factor`).
 - The plan is the smallest R over all candidates that brings the model's HF to
@@ -213,12 +214,14 @@ def _candidates(sb: SyntheticBook, own: I64, price: F64, bonus: F64, cf: F64) ->
     cols: dict[str, list[Any]] = {k: [] for k in Candidates.__dataclass_fields__}
     for slot in range(sb.n_accounts):
         total, best = _debt_rows(sb, slot, price)
+        # A chain without debt seizes cross-chain, against the largest row anywhere.
+        anywhere = max(best.values()) if best else None
         s0, rank = int(sb.start[slot]), 0
         for r in range(s0, s0 + int(sb.lengths[slot])):
             c, t = int(sb.r_chain[r]), int(sb.r_asset[r])
-            if sb.r_side[r] != COLLATERAL or not sb.base_amount[r] > 0 or c not in best:
+            if sb.r_side[r] != COLLATERAL or not sb.base_amount[r] > 0 or anywhere is None:
                 continue
-            d_value, _, d_row = best[c]
+            d_value, _, d_row = best.get(c, anywhere)
             value = float(sb.base_amount[r] * price[t])
             cap = min(cf[own[slot]] * total, d_value, value / (1.0 + bonus[t]))
             if not (price[t] > 0 and cap > 0):

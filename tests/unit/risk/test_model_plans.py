@@ -77,15 +77,29 @@ def ref_hf(model: Any, eng: RiskEngine, h: Holdings, a: int, mult: float = 1.0) 
     return float(res.hf[0])
 
 
+def repaid_row(h: Holdings, a: int, chain: str) -> tuple[float, str, str] | None:
+    """(USD, chain, asset) of the debt row a plan seizing on `chain` repays: that chain's
+    largest, or without debt there (a cross-chain seize) the largest on any chain."""
+    rows = [
+        (units * PRICES[t], -ASSETS.index(t), c, t)
+        for (b, c, t, s), units in h.items()
+        if b == a and s == "debt" and units > 0
+    ]
+    here = [r for r in rows if r[2] == chain]
+    if not (here or rows):
+        return None
+    usd, _, c, t = max(here or rows)
+    return usd, c, t
+
+
 def after_plan(h: Holdings, a: int, chain: str, coll: str, repay: float) -> Holdings:
-    """`h` with the plan done: the chain's largest debt row repaid by `repay` USD, the
-    collateral reduced by repay x (1 + bonus) / price."""
-    debts = [(units * PRICES[t], -ASSETS.index(t), t)
-             for (b, c, t, s), units in h.items() if b == a and c == chain and s == "debt"
-             and units > 0]  # fmt: skip
-    _, _, dt = max(debts)
+    """`h` with the plan done: the repaid debt row (`repaid_row`) lowered by `repay`
+    USD, the collateral on `chain` reduced by repay x (1 + bonus) / price."""
+    row = repaid_row(h, a, chain)
+    assert row is not None
+    _, dc, dt = row
     out = dict(h)
-    out[(a, chain, dt, "debt")] = max(h[(a, chain, dt, "debt")] - repay / PRICES[dt], 0.0)
+    out[(a, dc, dt, "debt")] = max(h[(a, dc, dt, "debt")] - repay / PRICES[dt], 0.0)
     seized = repay * (1 + BONUS) / PRICES[coll]
     out[(a, chain, coll, "collateral")] = max(h[(a, chain, coll, "collateral")] - seized, 0.0)
     return out
@@ -105,14 +119,13 @@ def ref_plan(
     total = sum(u * PRICES[t] for (b, _c, t, s), u in h.items() if b == a and s == "debt")
     best = None
     for chain in CHAINS:
-        debt_rows = [u * PRICES[t] for (b, c, t, s), u in h.items()
-                     if b == a and c == chain and s == "debt" and u > 0]  # fmt: skip
-        if not debt_rows:
+        row = repaid_row(h, a, chain)
+        if row is None:
             continue
         for (b, c, t, s), u in h.items():
             if b != a or c != chain or s != "collateral" or u <= 0:
                 continue
-            cap = min(cf * total, max(debt_rows), u * PRICES[t] / (1 + BONUS))
+            cap = min(cf * total, row[0], u * PRICES[t] / (1 + BONUS))
             for k in range(1, n + 1):
                 r = cap * k / n
                 if ref_hf(model, eng, after_plan(h, a, chain, t, r), a, mult) >= target:
@@ -169,6 +182,28 @@ def test_the_plan_is_the_smallest_scanned_repay_reaching_the_target(make: Any, h
     assert r - step - 1e-6 <= mp.plans.repay[0] <= r + 1e-6
     done = after_plan(h, 0, chain, coll, float(mp.plans.repay[0]))
     assert ref_hf(model, eng, done, 0) == pytest.approx(eng.risk_cfg.target_hf, rel=1e-6)
+
+
+@pytest.mark.parametrize("make", [portfolio, var], ids=["portfolio", "var"])
+def test_collateral_on_a_chain_without_debt_is_seized_cross_chain(make: Any) -> None:
+    """A cross-chain borrower (WETH on alpha, USDC debt on beta only) gets a partial
+    plan seizing on alpha against beta's debt row (a cross-chain seize), not a full
+    liquidation for want of debt beside its collateral."""
+    h: Holdings = {
+        (0, "alpha", "WETH", "collateral"): 10.0,
+        (0, "beta", "USDC", "debt"): 20_000.0 if make is portfolio else 28_000.0,
+    }
+    eng = engine(var_config(), h)
+    model = make([])
+    mp = plan_of(model, eng, [0])
+    assert mp.hf[0] < 1.0
+    assert mp.plans.kind[0] == PLAN_PARTIAL
+    assert (CHAINS[mp.plans.chain[0]], ASSETS[mp.plans.asset[0]]) == ("alpha", "WETH")
+    done = after_plan(h, 0, "alpha", "WETH", float(mp.plans.repay[0]))
+    assert done[(0, "beta", "USDC", "debt")] < h[(0, "beta", "USDC", "debt")]
+    assert ref_hf(model, eng, done, 0) >= eng.risk_cfg.target_hf * (1 - 1e-9)
+    ref = ref_plan(model, eng, h, 0)
+    assert ref is not None and ref[0] - ref[3] - 1e-6 <= mp.plans.repay[0] <= ref[0] + 1e-6
 
 
 def test_a_short_perp_held_at_the_venue_is_kept_in_the_evaluation() -> None:
@@ -328,11 +363,11 @@ def test_properties_of_plans_on_random_books(book: Any, which: str) -> None:
             assert p.repay[i] == pytest.approx(total)
             continue
         chain, coll, r = CHAINS[p.chain[i]], ASSETS[p.asset[i]], float(p.repay[i])
-        debt_rows = [u * PRICES[t] for (b, c, t, s), u in h.items()
-                     if b == a and c == chain and s == "debt"]  # fmt: skip
+        row = repaid_row(h, a, chain)
+        assert row is not None
         cf = float(close_factor(np.array([mp.hf[i]]), eng.risk_cfg)[0])
         assert 0 < r <= cf * total * (1 + 1e-12)
-        assert r <= max(debt_rows) * (1 + 1e-12)
+        assert r <= row[0] * (1 + 1e-12)
         assert r * (1 + BONUS) <= h[(a, chain, coll, "collateral")] * PRICES[coll] * (1 + 1e-12)
         done = after_plan(h, a, chain, coll, r)
         assert ref_hf(model, eng, done, a) >= target * (1 - 1e-6)
