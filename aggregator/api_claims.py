@@ -3,11 +3,13 @@ claims of one transaction on chain `chain` (aggregator/claims.py, docs/contracts
 "Cross-chain seize").
 
 Invariants: a malformed chain name or transaction hash is a 400 naming `chain` or
-`tx_hash` before any RPC; a claim not final yet is a 409 whose body says how many
-confirmations it has and needs (and whether its block was reorged out); without a
-claim service (tests' backends) the route answers 503 naming `claims`, so the served
-routes never depend on config. No request body is read; no authentication: a voucher
-is only signed for a final on-chain claim and pays only the liquidator it names.
+`tx_hash` before any RPC (a well-formed name that is not a configured chain with a
+vault is a 404 from the service: what /openapi.json calls valid is never a 400); a
+claim not final yet is a 409 whose body says how many confirmations it has and needs
+(and whether its block was reorged out); without a claim service (tests' backends) the
+route answers 503 naming `claims`, so the served routes never depend on config. No
+request body is read; no authentication: a voucher is only signed for a final on-chain
+claim and pays only the liquidator it names.
 """
 
 from __future__ import annotations

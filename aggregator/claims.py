@@ -155,13 +155,15 @@ class ClaimService:
 
     async def vouchers(self, chain: str, tx_hash: str) -> dict[str, Any]:
         """`chain`: a name matching the config's pattern; `tx_hash`: 0x + 64 hex digits.
-        The 200 body, or ApiError (400/404/422/503) or ClaimNotFinal (409)."""
+        The 200 body, or ApiError (404/422/503) or ClaimNotFinal (409)."""
         source = next((c for c in self.cfg.chains if c.name == chain), None)
+        # Well-formed but not here: a 404 like an unknown asset's (the route's 400 is for a
+        # malformed name; /openapi.json cannot list the configured ones).
         if source is None:
-            raise ApiError(400, "chain", f"unknown chain {chain!r}")
+            raise ApiError(404, "chain", f"unknown chain {chain!r}")
         vault = source.contracts.vault
         if vault is None:
-            raise ApiError(400, "chain", f"chain {chain!r} has no vault configured: no claims")
+            raise ApiError(404, "chain", f"chain {chain!r} has no vault configured: no claims")
         parsed, fin = await self._final_claims(source, vault, tx_hash)
         if not fin.final:
             raise ClaimNotFinal(chain, tx_hash, fin)
@@ -207,6 +209,10 @@ class ClaimService:
             if receipt is None:
                 raise ApiError(404, "tx_hash", f"no mined transaction {tx_hash} on {chain}")
             parsed = decode_claims(chain, receipt, vault)
+            if parsed.tx_hash != tx_hash:
+                raise ApiError(
+                    503, "rpc", f"{chain}'s node answered the receipt of {parsed.tx_hash}"
+                )
             if not parsed.succeeded:
                 raise ApiError(404, "tx_hash", f"transaction {tx_hash} on {chain} reverted")
             if not parsed.claims:

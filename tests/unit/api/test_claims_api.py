@@ -192,17 +192,28 @@ async def test_a_reorged_block_is_a_409_saying_so(setup: Setup, http: TestClient
     ("chain", "tx", "field"),
     [
         ("Alpha", TX, "chain"),
-        ("delta", TX, "chain"),
-        ("gamma", TX, "chain"),  # configured, but no vault: no claims there
+        ("1alpha", TX, "chain"),
         ("alpha", "0x12", "tx_hash"),
         ("alpha", TX[:-1] + "g", "tx_hash"),
     ],
 )
-async def test_bad_chain_or_hash_is_a_400(
+async def test_malformed_chain_or_hash_is_a_400(
     http: TestClient[Any, Any], chain: str, tx: str, field: str
 ) -> None:
     status, body = await post(http, chain, tx)
     assert status == 400 and body["error"]["field"] == field, body
+
+
+@pytest.mark.parametrize(
+    ("chain", "needle"),
+    [("delta", "unknown chain 'delta'"), ("gamma", "no vault configured")],
+)
+async def test_a_chain_without_claims_here_is_a_404(
+    http: TestClient[Any, Any], chain: str, needle: str
+) -> None:
+    status, body = await post(http, chain)
+    assert status == 404 and body["error"]["field"] == "chain", body
+    assert needle in body["error"]["message"]
 
 
 @pytest.mark.parametrize(
@@ -259,6 +270,15 @@ async def test_a_malformed_receipt_from_the_node_is_a_503(
     setup.node.receipt = {**receipt(claim_with()), "blockHash": "0x1"}
     status, body = await post(http)
     assert status == 503 and "unreadable receipt" in body["error"]["message"]
+
+
+async def test_the_receipt_of_another_transaction_is_a_503(
+    setup: Setup, http: TestClient[Any, Any]
+) -> None:
+    setup.node.receipt = {**receipt(claim_with()), "transactionHash": "0x" + "ef" * 32}
+    setup.node.head = 200
+    status, body = await post(http)
+    assert status == 503 and "answered the receipt of 0x" + "ef" * 32 in body["error"]["message"]
 
 
 async def test_no_keeper_key_for_the_target_is_a_503(
