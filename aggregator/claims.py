@@ -19,12 +19,16 @@ Invariants:
 - signing is deterministic (RFC 6979): asking again returns the same voucher and
   signature, and the vault settles each claim id once, so the route needs no state and
   no authentication: a voucher pays only the liquidator the claim names;
-- RPC trouble or no keeper key for C is a 503; the key never leaves KeeperKey.
+- RPC trouble or no keeper key for C is a 503; the key never leaves KeeperKey;
+- lookups share the chains' RPC budget with the indexers and the pusher, so they are
+  rate-limited over all clients (`LOOKUPS_PER_S`, burst `LOOKUP_BURST`): beyond, a 429
+  before any RPC (docs/reliability.md "Hostile API clients").
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +50,31 @@ from chains.rpc import RpcClient
 from chains.rpc_errors import RpcError
 
 log = logging.getLogger(__name__)
+
+# A lookup is 3 RPC reads (receipt, head, block): 10 a second is 30 reads, below the
+# default 50/s per chain a node is allowed (rpc_rate_limit_per_s); a liquidator polls a
+# claim every few seconds, so many can wait at once within it.
+LOOKUPS_PER_S = 10.0
+LOOKUP_BURST = 20.0
+
+
+class TokenBucket:
+    """`rate` tokens a second up to `burst`; `take` answers 0 (taken) or the seconds
+    until one is there."""
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float]) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens = burst
+        self.at = clock()
+
+    def take(self) -> float:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
 
 
 class ClaimNotFinal(Exception):
@@ -148,14 +177,19 @@ class ClaimService:
         cfg: AppConfig,
         clients: Mapping[str, RpcClient],
         keeper: Callable[[str], KeeperKey | None],
+        *,
+        lookups_per_s: float = LOOKUPS_PER_S,
+        burst: float = LOOKUP_BURST,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg
         self.clients = clients
         self.keeper = keeper
+        self.bucket = TokenBucket(lookups_per_s, burst, clock)
 
     async def vouchers(self, chain: str, tx_hash: str) -> dict[str, Any]:
         """`chain`: a name matching the config's pattern; `tx_hash`: 0x + 64 hex digits.
-        The 200 body, or ApiError (404/422/503) or ClaimNotFinal (409)."""
+        The 200 body, or ApiError (404/422/429/503) or ClaimNotFinal (409)."""
         source = next((c for c in self.cfg.chains if c.name == chain), None)
         # Well-formed but not here: a 404 like an unknown asset's (the route's 400 is for a
         # malformed name; /openapi.json cannot list the configured ones).
@@ -164,6 +198,13 @@ class ClaimService:
         vault = source.contracts.vault
         if vault is None:
             raise ApiError(404, "chain", f"chain {chain!r} has no vault configured: no claims")
+        wait = self.bucket.take()
+        if wait > 0:
+            raise ApiError(
+                429,
+                "claims",
+                f"more than {self.bucket.rate:g} voucher requests a second; retry in {wait:.1f} s",
+            )
         parsed, fin = await self._final_claims(source, vault, tx_hash)
         if not fin.final:
             raise ClaimNotFinal(chain, tx_hash, fin)

@@ -993,6 +993,7 @@ def _attach_claims(doc: dict[str, Any]) -> None:
                     "ClaimNotFinal",
                 ),
                 "422": _ERR,
+                "429": _ERR,
                 "503": _ERR,
                 "500": _ERR,
             },

@@ -96,7 +96,13 @@ class Setup:
         self.node = Node()
         self.keys: dict[str, KeeperKey | None] = {"beta": KEY}
         clients = cast(dict[str, RpcClient], {"alpha": self.node, "beta": self.node})
-        self.service = ClaimService(cfg, clients, keeper=self.keys.get)
+        self.now = 0.0
+        self.service = ClaimService(
+            cfg, clients, keeper=self.keys.get, lookups_per_s=2.0, burst=3.0, clock=self.clock
+        )
+
+    def clock(self) -> float:
+        return self.now
 
 
 @pytest.fixture
@@ -290,6 +296,28 @@ async def test_no_keeper_key_for_the_target_is_a_503(
     status, body = await post(http)
     assert status == 503 and body["error"]["field"] == "keeper"
     assert "beta" in body["error"]["message"]
+
+
+async def test_lookups_beyond_the_rate_are_a_429_before_any_rpc(
+    setup: Setup, http: TestClient[Any, Any]
+) -> None:
+    setup.node.receipt = receipt(claim_with())
+    setup.node.head = 200
+    for _ in range(3):  # the burst
+        assert (await post(http))[0] == 200
+    setup.node.down = True  # a lookup that reached the node would be a 503
+    status, body = await post(http)
+    assert status == 429 and body["error"]["field"] == "claims"
+    assert "retry in 0.5 s" in body["error"]["message"]
+    setup.node.down = False
+    setup.now += 0.5  # 2 a second: one more token
+    assert (await post(http))[0] == 200
+    assert (await post(http))[0] == 429
+    # Malformed or unknown input takes no token.
+    setup.now += 10.0
+    for _ in range(5):
+        assert (await post(http, "delta"))[0] == 404
+    assert (await post(http))[0] == 200
 
 
 async def test_without_a_claim_service_the_route_is_a_503() -> None:
