@@ -21,12 +21,14 @@ Invariants:
   no authentication: a voucher pays only the liquidator the claim names;
 - RPC trouble or no keeper key for C is a 503; the key never leaves KeeperKey;
 - lookups share the chains' RPC budget with the indexers and the pusher, so they are
-  rate-limited over all clients (`LOOKUPS_PER_S`, burst `LOOKUP_BURST`): beyond, a 429
+  paced over all clients (`LOOKUPS_PER_S`, burst `LOOKUP_BURST`): one beyond the rate
+  waits its turn, and one that would wait more than `LOOKUP_MAX_WAIT_S` is a 429
   before any RPC (docs/reliability.md "Hostile API clients").
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -52,29 +54,34 @@ from chains.rpc_errors import RpcError
 log = logging.getLogger(__name__)
 
 # A lookup is 3 RPC reads (receipt, head, block): 10 a second is 30 reads, below the
-# default 50/s per chain a node is allowed (rpc_rate_limit_per_s); a liquidator polls a
-# claim every few seconds, so many can wait at once within it.
+# default 50/s per chain a node is allowed (rpc_rate_limit_per_s). A lookup beyond the
+# rate waits its turn (up to LOOKUP_MAX_WAIT_S), so a client asking one claim after
+# another (a liquidator polling its claims) is only paced, never refused; only a flood
+# of concurrent requests beyond what that wait absorbs is refused.
 LOOKUPS_PER_S = 10.0
 LOOKUP_BURST = 20.0
+LOOKUP_MAX_WAIT_S = 5.0
 
 
 class TokenBucket:
-    """`rate` tokens a second up to `burst`; `take` answers 0 (taken) or the seconds
-    until one is there."""
+    """`rate` tokens a second up to `burst`. `reserve(max_wait)`: a token now or in the
+    future (the seconds to wait for it), or None when that would be beyond `max_wait`
+    (nothing reserved then)."""
 
     def __init__(self, rate: float, burst: float, clock: Callable[[], float]) -> None:
         self.rate, self.burst, self.clock = rate, burst, clock
-        self.tokens = burst
+        self.tokens = burst  # below 0: tokens already promised to waiting lookups
         self.at = clock()
 
-    def take(self) -> float:
+    def reserve(self, max_wait: float) -> float | None:
         now = self.clock()
         self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
         self.at = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) / self.rate
+        wait = max(0.0, (1.0 - self.tokens) / self.rate)
+        if wait > max_wait:
+            return None
+        self.tokens -= 1.0
+        return wait
 
 
 class ClaimNotFinal(Exception):
@@ -180,12 +187,14 @@ class ClaimService:
         *,
         lookups_per_s: float = LOOKUPS_PER_S,
         burst: float = LOOKUP_BURST,
+        max_wait_s: float = LOOKUP_MAX_WAIT_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg
         self.clients = clients
         self.keeper = keeper
         self.bucket = TokenBucket(lookups_per_s, burst, clock)
+        self.max_wait_s = max_wait_s
 
     async def vouchers(self, chain: str, tx_hash: str) -> dict[str, Any]:
         """`chain`: a name matching the config's pattern; `tx_hash`: 0x + 64 hex digits.
@@ -198,13 +207,16 @@ class ClaimService:
         vault = source.contracts.vault
         if vault is None:
             raise ApiError(404, "chain", f"chain {chain!r} has no vault configured: no claims")
-        wait = self.bucket.take()
-        if wait > 0:
+        wait = self.bucket.reserve(self.max_wait_s)
+        if wait is None:
             raise ApiError(
                 429,
                 "claims",
-                f"more than {self.bucket.rate:g} voucher requests a second; retry in {wait:.1f} s",
+                f"more voucher requests than {self.bucket.rate:g} a second can answer within "
+                f"{self.max_wait_s:g} s; retry later",
             )
+        if wait > 0:
+            await asyncio.sleep(wait)
         parsed, fin = await self._final_claims(source, vault, tx_hash)
         if not fin.final:
             raise ClaimNotFinal(chain, tx_hash, fin)

@@ -4,6 +4,7 @@ voucher recovering to the keeper key over the digest of the target chain's vault
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -98,7 +99,13 @@ class Setup:
         clients = cast(dict[str, RpcClient], {"alpha": self.node, "beta": self.node})
         self.now = 0.0
         self.service = ClaimService(
-            cfg, clients, keeper=self.keys.get, lookups_per_s=2.0, burst=3.0, clock=self.clock
+            cfg,
+            clients,
+            keeper=self.keys.get,
+            lookups_per_s=2.0,
+            burst=3.0,
+            max_wait_s=1.0,
+            clock=self.clock,
         )
 
     def clock(self) -> float:
@@ -298,26 +305,44 @@ async def test_no_keeper_key_for_the_target_is_a_503(
     assert "beta" in body["error"]["message"]
 
 
-async def test_lookups_beyond_the_rate_are_a_429_before_any_rpc(
+async def test_lookups_beyond_the_rate_wait_their_turn_then_are_a_429(
     setup: Setup, http: TestClient[Any, Any]
 ) -> None:
+    # 2 a second, burst 3, at most 1 s of waiting (Setup): the fake clock never moves by
+    # itself, so each reserved wait stays promised.
     setup.node.receipt = receipt(claim_with())
     setup.node.head = 200
-    for _ in range(3):  # the burst
+    for _ in range(3):  # the burst: answered at once
         assert (await post(http))[0] == 200
+    bucket = setup.service.bucket
+    assert bucket.reserve(1.0) == pytest.approx(0.5)  # the next waits half a second
+    assert bucket.reserve(1.0) == pytest.approx(1.0)  # the one after, a second
     setup.node.down = True  # a lookup that reached the node would be a 503
-    status, body = await post(http)
+    status, body = await post(http)  # it would wait 1.5 s
     assert status == 429 and body["error"]["field"] == "claims"
-    assert "retry in 0.5 s" in body["error"]["message"]
+    assert "retry later" in body["error"]["message"]
     setup.node.down = False
-    setup.now += 0.5  # 2 a second: one more token
-    assert (await post(http))[0] == 200
-    assert (await post(http))[0] == 429
+    setup.now += 10.0  # refilled to the burst
     # Malformed or unknown input takes no token.
-    setup.now += 10.0
     for _ in range(5):
         assert (await post(http, "delta"))[0] == 404
-    assert (await post(http))[0] == 200
+    for _ in range(3):
+        assert (await post(http))[0] == 200
+
+
+async def test_a_lookup_beyond_the_rate_is_paced_not_refused() -> None:
+    s = Setup(config())
+    service = ClaimService(
+        s.service.cfg, s.service.clients, keeper=s.keys.get, lookups_per_s=20.0, burst=1.0
+    )
+    s.node.receipt = receipt(claim_with())
+    s.node.head = 200
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    for _ in range(3):
+        assert (await service.vouchers("alpha", TX))["claims"]
+    # Burst 1 at 20 a second: the 2nd and 3rd waited ~50 ms each.
+    assert loop.time() - t0 >= 0.09
 
 
 async def test_without_a_claim_service_the_route_is_a_503() -> None:
