@@ -4,7 +4,10 @@ the keeper account, as the contract tests do: the daemon's pusher runs dry so it
 not race the test's entries); a liquidator repays on alpha with liquidateRemote; the
 voucher is refused (409) until the claim is alpha's `confirmations` deep, then signed
 (200); settleRemoteSeize on beta moves the collateral to the liquidator, once; a voucher
-signed by another key is refused by the vault."""
+signed by another key is refused by the vault. Meanwhile the ledger holds the claim
+(docs/risk.md "the pending-claim hold"): from the claim's indexing to the settlement's,
+the account's alpha USDC debt counts X + bR, and after it X - R with the seized WETH
+gone from beta."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from typing import Any
 import pytest
 from eth_abi import encode as abi_encode
 
+from aggregator.claim_holds import bonus_bps, hold_amount
 from aggregator.config import ApiConfig, AppConfig, StoreConfig, load_config
 from aggregator.daemon import Daemon
 from chains.claims import SeizeVoucher, voucher_typed_data
@@ -27,6 +31,7 @@ from chains.contracts import decode_error
 from chains.pusher.keys import key_from_hex
 from chains.registry_codec import RegistryEntry, pack_batch
 from chains.rpc import selector
+from chains.units import decimal_text
 from devkit import manager
 from devkit.anvil import DEV_KEYS, rpc_call
 from devkit.deploy import to_raw
@@ -88,6 +93,31 @@ def post(d: Daemon, path: str) -> tuple[int, Any]:
     except urllib.error.HTTPError as exc:
         body, status = exc.read(), exc.code
     return status, json.loads(body)
+
+
+def get(d: Daemon, path: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{d.api.port}{path}", timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def counted(view: dict[str, Any], chain: str, asset: str, side: str) -> int:
+    rows = view["positions"].get(chain, [])
+    return sum(int(r["counted"]) for r in rows if r["asset"] == asset and r["side"] == side)
+
+
+async def account_when(d: Daemon, ok: Any, what: str, timeout: float = 60) -> dict[str, Any]:
+    """GET /v1/accounts/USER until `ok(view)`; fails naming `what` and the last view."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        status, last = await asyncio.to_thread(get, d, f"/v1/accounts/{USER}")
+        if status == 200 and ok(last):
+            return dict(last)
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"no account view with {what}: {last}")
 
 
 @pytest.fixture
@@ -169,6 +199,14 @@ async def test_voucher_after_finality_settles_once_on_the_collateral_chain(
         [USER, usdc_a, repay, beta.chain_id, weth_b],
     )
     path = f"/v1/claims/alpha/{tx_hash}"
+    debt_x = to_raw(3000, 6)
+    bps = bonus_bps(a.liquidation_bonus for a in daemon.cfg.assets)
+    held = await account_when(daemon, lambda v: v["pending_claims"], "the claim held")
+    (pending,) = held["pending_claims"]
+    assert (pending["chain"], pending["asset"], pending["repaid"]) == ("alpha", "USDC", "1500")
+    assert pending["held"] == decimal_text(hold_amount(repay, bps), 6)
+    # X + bR: the repaid debt is replaced by what the account owes the liquidator.
+    assert counted(held, "alpha", "USDC", "debt") == debt_x - repay + hold_amount(repay, bps)
 
     status, body = await asyncio.to_thread(post, daemon, path)
     assert status == 409, body
@@ -224,3 +262,12 @@ async def test_voucher_after_finality_settles_once_on_the_collateral_chain(
         revert_of, b_url, LIQUIDATOR, beta.vault, *settle, [struct, signature]
     )
     assert again.startswith("AlreadySettled"), again
+    # The settlement indexed on beta releases the hold: X - R, and the WETH is gone.
+    done = await account_when(daemon, lambda v: not v["pending_claims"], "the hold released")
+    assert counted(done, "alpha", "USDC", "debt") == debt_x - repay
+    beta_weth = await account_when(
+        daemon,
+        lambda v: counted(v, "beta", "WETH", "collateral") == held_before - seized,
+        "beta's WETH less the seizure",
+    )
+    assert not beta_weth["pending_claims"]
