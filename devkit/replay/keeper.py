@@ -45,19 +45,23 @@ the plan as above), with `liquidateRemote(account, debt, repay, C's chain id, C'
 collateral token)`. The vault on D checks D's registry entry: the same wait rule on D.
 The claim's life: sent on D (`Claim`, pending) -> mined (`RemoteSeizeClaimed`: its
 repay is booked) -> every round, before anything else, `POST /v1/claims/{D}/{tx}`:
-409 (not yet `confirmations` deep on D, or reorged out) is a wait (`claim_not_final`);
-200 gives the daemon's signed voucher, which the liquidator submits to
-`settleRemoteSeize` on C (simulated first) -> mined (`RemoteSeizeSettled`: seized) ->
-recorded as a `Liquidation` with `remote_from` = D and its `claim_id`, at the claim's
-step. Other answers are failures (`claim: HTTP n`), retried each round up to
-`CLAIM_RETRIES` times, then the claim is abandoned (`claim_abandoned`).
+409 (not yet `confirmations` deep on D, or reorged out) is a wait (`claim_waits`:
+`claim_not_final`); 200 gives the daemon's signed voucher, which the liquidator submits
+to `settleRemoteSeize` on C (simulated first) -> mined (`RemoteSeizeSettled`: seized)
+-> recorded as a `Liquidation` with `remote_from` = D and its `claim_id`, at the
+claim's step. Other answers are failures (`claim: HTTP n`, a revert's error name),
+retried each round up to `CLAIM_RETRIES` times, then the claim is abandoned
+(`claim_abandoned`: its debt stays repaid, its collateral unseized; it counts as
+pending at the end).
+
+Cross-chain invariants:
 - Idempotent settlement: `AlreadySettled` (anyone may submit a voucher) is not a
   failure: the settlement is read from C's `RemoteSeizeSettled` log and recorded once;
   a claim is recorded at most once (it leaves the pending set when recorded).
 - An account with a pending claim gets no new attempt of any kind until the claim
   settles (or is abandoned): its debt on D is already repaid while its collateral on C
-  is not yet seized, so the daemon's plan meanwhile would over-repay (`claim_pending`,
-  a wait).
+  is not yet seized, so the daemon's plan meanwhile would over-repay (`claim_waits`:
+  `claim_pending`).
 - Read-only RPC calls retry a dropped connection (`RPC_RETRIES`, short backoff); a
   transaction send is not retried (the node may have taken it: a second send would
   repay twice) and counts as a failure (`send`). No connection error fails a round.
@@ -181,6 +185,9 @@ class KeeperStats:
     # Every cross-chain claim sent, in order (settled or not): the report books a mined
     # claim's repay when it is mined, and counts the unsettled ones at the end.
     claims: list[Claim] = field(default_factory=list)
+    # Rounds a claim (or its account) waited: claim_not_final (409), claim_pending (the
+    # account's claim not settled yet), claim_unmined / settle_unmined. Not failures.
+    claim_waits: Counter[str] = field(default_factory=Counter)
     # Claims found already settled on C (`AlreadySettled`): not failures.
     claims_already_settled: int = 0
 
@@ -189,8 +196,8 @@ class KeeperStats:
         self.account_failures.setdefault(account, Counter())[reason] += 1
 
     def wait(self, account: str, reason: str) -> None:
-        """A round the account waited for its registry entry (claims' waits are counted
-        in `waits` only: `account_waits` is the registry's)."""
+        """A round the account waited for its registry entry (claims' own waits are
+        `claim_waits`)."""
         self.waits[reason] += 1
         self.account_waits[account] += 1
 
@@ -522,7 +529,7 @@ class Keeper:
             return None
         attempt = choose(view, self.fallback_close_factor, account in self.claims)
         if attempt == "claim_pending":
-            self.stats.waits["claim_pending"] += 1
+            self.stats.claim_waits["claim_pending"] += 1
             return None
         if isinstance(attempt, str):
             self.stats.fail(account, attempt)
@@ -676,13 +683,13 @@ class Keeper:
             if settling:
                 await asyncio.sleep(0.2)
         if settling:  # still unmined: checked again next round (`settle_tx` kept)
-            self.stats.waits["settle_unmined"] += len(settling)
+            self.stats.claim_waits["settle_unmined"] += len(settling)
 
     async def _claim_mined(self, c: Claim) -> bool:
         """Whether the claim's liquidateRemote is mined; a revert drops the claim."""
         r = (await self._rpc(c.source, "eth_getTransactionReceipt", [c.tx])).get("result")
         if r is None:
-            self.stats.waits["claim_unmined"] += 1
+            self.stats.claim_waits["claim_unmined"] += 1
             return False
         if int(r["status"], 16) != 1:
             self._drop(c, "reverted")
@@ -719,7 +726,7 @@ class Keeper:
         if isinstance(got, tuple):
             kind, reason = got
             if kind == "wait":
-                self.stats.waits[reason] += 1
+                self.stats.claim_waits[reason] += 1
                 return None
             self._claim_error(c, reason)
             return None

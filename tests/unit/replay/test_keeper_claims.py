@@ -9,6 +9,7 @@ node is retried."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -19,6 +20,7 @@ from aiohttp import web
 from eth_abi import decode, encode
 from eth_utils import function_signature_to_4byte_selector
 
+from aggregator.replay import _drain
 from chains.registry_codec import RegistryEntry, pack_slot
 from devkit.manager import DevnetState
 from devkit.replay import keeper
@@ -231,7 +233,8 @@ async def test_a_claim_waits_while_not_final_then_settles_once(
         # Not final yet: a wait; the account, still rated liquidatable, gets no second claim.
         await k.round(4)
         assert world.voucher_requests == [f"alpha/{CLAIM_TX}"]
-        assert k.stats.waits["claim_not_final"] == 1 and k.stats.waits["claim_pending"] == 1
+        assert k.stats.claim_waits == {"claim_not_final": 1, "claim_pending": 1}
+        assert not k.stats.waits
         assert len(world.sent) == 1 and set(k.claims) == {ACCOUNT}
         # Final: the voucher is submitted on beta and the settlement recorded.
         world.listed = False
@@ -318,3 +321,18 @@ async def test_connection_resets_beyond_the_retries_fail_the_call_not_the_round(
         assert k.stats.failures == {"registry_read": 1} and world.sent == []
         await k.round(1)
         assert set(k.claims) == {ACCOUNT}
+
+
+async def test_the_drain_rounds_until_the_claim_settles(served: tuple[str, World]) -> None:
+    """After the last step the replay keeps rounding while a claim is pending."""
+    base, world = served
+    world.vouchers = [NOT_FINAL, NOT_FINAL, (200, voucher_body())]
+    async with aiohttp.ClientSession() as session:
+        k = keeper.Keeper(cast(DevnetState, FakeState(base)), base, session)
+        await k.round(9)
+        world.listed = False
+        assert k.waiting == set() and set(k.claims) == {ACCOUNT}
+        await asyncio.wait_for(_drain(k, 10, asyncio.Event()), 30)
+        assert k.claims == {} and len(world.voucher_requests) == 3
+        [liq] = k.stats.liquidations
+        assert (liq.step, liq.settled_step, liq.remote_from) == (9, 10, "alpha")
