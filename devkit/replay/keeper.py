@@ -37,12 +37,12 @@ Invariants:
 - An account is attempted at most once per round; what was repaid and seized comes
   from the receipt's `Liquidated` event, not from the request.
 
-Cross-chain borrowers (docs/contracts.md "Cross-chain seize"): when the collateral
-chain C (the plan's, or the fallback's) holds no debt, or its largest debt row is
-smaller than the plan's repay while another chain D holds a larger one, the keeper
-repays on D, the chain with the largest debt row (capped at that row, sized in USD by
-the plan as above), with `liquidateRemote(account, debt, repay, C's chain id, C's
-collateral token)`. The vault on D checks D's registry entry: the same wait rule on D.
+Cross-chain borrowers (CollateralVault.sol `liquidateRemote` / `settleRemoteSeize`):
+when the collateral chain C (the plan's, or the fallback's) holds no debt, or its
+largest debt row is smaller than the plan's repay while another chain D holds a larger
+one, the keeper repays on D, the chain with the largest debt row (capped at that row,
+sized in USD by the plan as above), with `liquidateRemote(account, debt, repay, C's
+chain id, C's collateral token)`. The vault on D checks D's registry entry: the same wait rule on D.
 The claim's life: sent on D (`Claim`, pending) -> mined (`RemoteSeizeClaimed`: its
 repay is booked) -> every round, before anything else, `POST /v1/claims/{D}/{tx}`:
 409 (not yet `confirmations` deep on D, or reorged out) is a wait (`claim_waits`:
