@@ -22,6 +22,7 @@ from eth_hash.auto import keccak
 from prometheus_client import Histogram
 
 from aggregator.api_alerts import AlertsApi, alert_routes
+from aggregator.api_claims import ClaimsApi, claim_routes
 from aggregator.api_common import (  # dumps: re-exported, as api_common's docstring says
     ApiError,
     dumps,  # noqa: F401
@@ -260,6 +261,7 @@ class Api:
         max_body_bytes: int = 1 << 20,
         history: HistoryApi | None = None,
         alerts: AlertsApi | None = None,
+        claims: ClaimsApi | None = None,
     ) -> None:
         self.backend = backend
         # Every open event stream holds a connection and up to the hub's byte bound of
@@ -305,6 +307,7 @@ class Api:
                 *history_routes(history),  # aggregator/api_history.py
                 *alert_routes(alerts),  # aggregator/api_alerts.py
                 web.post("/v1/whatif", self.whatif),
+                *claim_routes(claims),  # aggregator/api_claims.py (cross-chain seize)
                 # Late-bound: test backends without the view still build the app.
                 liquidity_route(lambda: backend.liquidity(), json_response, error_body),  # noqa: PLW0108
                 reputation_route(lambda a: backend.reputation(a), parse_address),  # noqa: PLW0108

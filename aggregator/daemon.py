@@ -29,6 +29,7 @@ from aggregator.api_views import AccountViews, ApiViews, ChainSources, LedgerRea
 from aggregator.attestation_feed import AttestationFeed
 from aggregator.book_snapshot import BookSnapshots
 from aggregator.book_sync import BookSync, book_fingerprint
+from aggregator.claims import ClaimService
 from aggregator.cluster.credit_policy import credit_policy_for
 from aggregator.cluster.wiring import ClusterWiring, clustered
 from aggregator.config import AppConfig
@@ -346,6 +347,8 @@ class Daemon:
             liquidity=lambda: self.reader.liquidity_report() if self.ledger.prices_ready else None,
             reputation=self.reputation.view,
         )
+        # Seize vouchers of cross-chain liquidations, signed with the pusher's keeper key.
+        self.claims = ClaimService(cfg, self.clients, keeper=self.push.voucher_key)
         self.api = Api(
             self.views,
             request_seconds=self.metrics.api_request_seconds,
@@ -353,6 +356,7 @@ class Daemon:
             max_body_bytes=self.cfg.api.max_body_bytes,
             history=self.history_queries,
             alerts=alerts,
+            claims=self.claims,
         )
         self.api.admin_token = self.push.admin_token
 

@@ -906,3 +906,98 @@ def _attach_whatif(doc: dict[str, Any]) -> None:
 
 
 _attach_whatif(OPENAPI)
+
+
+# -- cross-chain seize vouchers (aggregator/claims.py, docs/contracts.md) -------------
+_WORD32 = {"type": "string", "pattern": "^0x[0-9a-f]{64}$"}
+_CLAIM_SCHEMAS = {
+    "SeizeVoucher": _obj(
+        ["claimId", "account", "liquidator", "collateralToken", "debtToken", "repaid"],
+        claimId=_WORD32,
+        account=_CHECKSUMMED,
+        liquidator=_CHECKSUMMED,
+        collateralToken=_CHECKSUMMED,
+        debtToken=_CHECKSUMMED,
+        repaid=_RAW_AMOUNT,
+    ),
+    "ClaimVouchers": _obj(
+        ["claims"],
+        claims={
+            "type": "array",
+            "items": _obj(
+                [
+                    "claim_id",
+                    "source_chain",
+                    "target_chain",
+                    "block_number",
+                    "vault",
+                    "voucher",
+                    "signature",
+                ],
+                claim_id=_WORD32,
+                source_chain={"type": "string"},
+                target_chain={"type": "string"},
+                block_number={"type": "integer", "minimum": 0},
+                vault=_CHECKSUMMED,
+                voucher={"$ref": "#/components/schemas/SeizeVoucher"},
+                signature={"type": "string", "pattern": "^0x[0-9a-f]{130}$"},
+            ),
+        },
+    ),
+    "ClaimNotFinal": _obj(
+        ["error", "confirmations", "needed"],
+        error={"const": "claim not final"},
+        confirmations={"type": "integer", "minimum": 0},
+        needed={"type": "integer", "minimum": 0},
+        reorged={"type": "boolean"},
+        message={"type": "string"},
+    ),
+}
+
+
+def _attach_claims(doc: dict[str, Any]) -> None:
+    doc["components"]["schemas"].update(_CLAIM_SCHEMAS)
+
+    def body(desc: str, schema: str) -> dict[str, Any]:
+        return {
+            "description": desc,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+        }
+
+    doc["paths"]["/v1/claims/{chain}/{tx_hash}"] = {
+        "post": {
+            "summary": "Seize vouchers (EIP-712, signed by the keeper key) for the final "
+            "RemoteSeizeClaimed logs of a transaction on `chain`, to submit to the target "
+            "chain's CollateralVault.settleRemoteSeize (docs/contracts.md)",
+            "parameters": [
+                {
+                    "name": "chain",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_-]{0,31}$"},
+                    "description": "the configured name of the chain the debt was repaid on",
+                },
+                {
+                    "name": "tx_hash",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^0x[0-9a-fA-F]{64}$"},
+                },
+            ],
+            "responses": {
+                "200": body("One voucher per claim of the transaction", "ClaimVouchers"),
+                "400": _ERR,
+                "404": _ERR,
+                "409": body(
+                    "Not final yet (or its block was reorged out): confirmations so far and needed",
+                    "ClaimNotFinal",
+                ),
+                "422": _ERR,
+                "503": _ERR,
+                "500": _ERR,
+            },
+        }
+    }
+
+
+_attach_claims(OPENAPI)

@@ -197,6 +197,15 @@ class PusherWiring:
         """The chains with a registry this pusher updates (none while disabled)."""
         return [] if self.service is None else list(self.service.chains)
 
+    def voucher_key(self, chain: str) -> KeeperKey | None:
+        """The key that signs cross-chain seize vouchers settled on `chain`
+        (aggregator/claims.py): the one this pusher updates `chain`'s registry with, so
+        the vault's keeper check on the signer is the trust the registry already has.
+        None while the pusher runs without a key, or `chain` has no registry."""
+        if self.service is None or chain not in self.service.chains:
+            return None
+        return self._key
+
     def readiness_reasons(self) -> list[str]:
         return [] if self.service is None else self.service.readiness_reasons()
 

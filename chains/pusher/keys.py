@@ -1,8 +1,10 @@
 """The keeper key: from an environment variable or an encrypted JSON keystore.
 
-`KeeperKey` holds the key and shows only its address: repr/str, logs, errors, the
-API and config dumps never contain it, and it refuses to be pickled or copied into
-a dict. Errors while loading name the source (variable or file), never the value.
+`KeeperKey` holds the key and shows only its address and its signatures (of a
+transaction, or of EIP-712 typed data: the cross-chain seize vouchers, chains/claims.py):
+repr/str, logs, errors, the API and config dumps never contain it, and it refuses to be
+pickled or copied into a dict. Errors while loading name the source (variable or file),
+never the value.
 `eth_account` is imported when a key is loaded, not with this module: its import
 (py_ecc's pairing tables, ~0.45 s of CPU) would otherwise be on every start-up path,
 including daemons that push nothing (docs/performance.md "Start-up").
@@ -43,6 +45,12 @@ class KeeperKey:
         signed = self._account.sign_transaction(tx)
         raw = bytes(signed.raw_transaction)
         return raw, "0x" + keccak(raw).hex()
+
+    def sign_typed_data(self, full_message: dict[str, Any]) -> str:
+        """Sign EIP-712 typed data (eth_account's `full_message` form: types, primaryType,
+        domain, message); returns only the 65-byte signature r || s || v as 0x hex."""
+        signed = self._account.sign_typed_data(full_message=full_message)
+        return "0x" + bytes(signed.signature).hex()
 
     def __repr__(self) -> str:
         return f"KeeperKey(address={self.address})"
