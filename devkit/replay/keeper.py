@@ -58,10 +58,10 @@ Cross-chain invariants:
 - Idempotent settlement: `AlreadySettled` (anyone may submit a voucher) is not a
   failure: the settlement is read from C's `RemoteSeizeSettled` log and recorded once;
   a claim is recorded at most once (it leaves the pending set when recorded).
-- An account with a pending claim gets no new attempt of any kind until the claim
-  settles (or is abandoned): its debt on D is already repaid while its collateral on C
-  is not yet seized, so the daemon's plan meanwhile would over-repay (`claim_waits`:
-  `claim_pending`).
+- An account with a pending claim gets no new attempt of any kind until the round
+  after the claim settles (or is abandoned): its debt on D is already repaid while its
+  collateral on C is not yet seized, so the daemon's plan meanwhile would over-repay
+  (`claim_waits`: `claim_pending`).
 - Read-only RPC calls retry a dropped connection (`RPC_RETRIES`, short backoff); a
   transaction send is not retried (the node may have taken it: a second send would
   repay twice) and counts as a failure (`send`). No connection error fails a round.
@@ -459,6 +459,7 @@ class Keeper:
         self.waiting: set[str] = set()
         # Per account, its claim not yet settled (at most one: module docstring).
         self.claims: dict[str, Claim] = {}
+        self._busy: set[str] = set()
         self._max_age: dict[str, int] = {}
 
     async def _get(self, path: str) -> Any:
@@ -499,6 +500,10 @@ class Keeper:
     async def round(self, step: int) -> None:
         """One pass: the pending claims first, then every liquidatable account."""
         self.stats.rounds += 1
+        # An account whose claim was pending at the round's start is not attempted in it,
+        # even once its claim settles here: at most one attempt per account and round,
+        # and the daemon's view may not show the settlement yet.
+        self._busy = set(self.claims)
         try:
             await self.advance_claims(step)
         except (aiohttp.ClientError, RuntimeError, TimeoutError) as exc:
@@ -527,7 +532,7 @@ class Keeper:
         except (aiohttp.ClientError, RuntimeError, TimeoutError):
             self.stats.failures["api_account"] += 1
             return None
-        attempt = choose(view, self.fallback_close_factor, account in self.claims)
+        attempt = choose(view, self.fallback_close_factor, account in self._busy)
         if attempt == "claim_pending":
             self.stats.claim_waits["claim_pending"] += 1
             return None

@@ -236,9 +236,10 @@ async def test_a_claim_waits_while_not_final_then_settles_once(
         assert k.stats.claim_waits == {"claim_not_final": 1, "claim_pending": 1}
         assert not k.stats.waits
         assert len(world.sent) == 1 and set(k.claims) == {ACCOUNT}
-        # Final: the voucher is submitted on beta and the settlement recorded.
-        world.listed = False
+        # Final: the voucher is submitted on beta and the settlement recorded; the account,
+        # still listed (the daemon has not seen the settlement), waits for the next round.
         await k.round(5)
+        assert k.stats.claim_waits["claim_pending"] == 2
         [(chain, args)] = sent_calls(world, keeper.SEL_SETTLE)
         v, sig = decode([keeper.VOUCHER_TYPE, "bytes"], args)
         assert chain == "beta" and sig == b"\x5a" * 65
@@ -254,6 +255,7 @@ async def test_a_claim_waits_while_not_final_then_settles_once(
         assert k.claims == {} and k.stats.pending_claims == []
         assert not k.stats.failures
         # Nothing is asked for or sent again.
+        world.listed = False
         await k.round(6)
         assert len(world.voucher_requests) == 2 and len(world.sent) == 2
 
