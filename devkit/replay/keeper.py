@@ -52,7 +52,8 @@ to `settleRemoteSeize` on C (simulated first) -> mined (`RemoteSeizeSettled`: se
 claim's step. Other answers are failures (`claim: HTTP n`, a revert's error name),
 retried each round up to `CLAIM_RETRIES` times, then the claim is abandoned
 (`claim_abandoned`: its debt stays repaid, its collateral unseized; it counts as
-pending at the end).
+pending at the end). A claim never mined within `CLAIM_UNMINED_ROUNDS` rounds is
+dropped (`claim_unmined`: nothing was repaid).
 
 Cross-chain invariants:
 - Idempotent settlement: `AlreadySettled` (anyone may submit a voucher) is not a
@@ -116,6 +117,9 @@ GAS = 400_000
 SETTLE_S = 15.0
 # A claim whose voucher request fails (not 200, not 409) this many rounds is abandoned.
 CLAIM_RETRIES = 10
+# A claim whose liquidateRemote has no receipt after this many rounds (dropped from the
+# node's pool: nothing was repaid) is dropped, a failure (`claim_unmined`).
+CLAIM_UNMINED_ROUNDS = 30
 # Read-only RPC calls: tries on a dropped connection, and the first backoff (doubling).
 RPC_RETRIES = 4
 RPC_BACKOFF_S = 0.1
@@ -163,6 +167,7 @@ class Claim:
     claim_id: str = ""
     settle_tx: str | None = None
     errors: int = 0
+    unmined_rounds: int = 0
     settled: bool = False
 
 
@@ -681,7 +686,7 @@ class Keeper:
                     # Sent again next round if the voucher still stands (e.g. settled by
                     # another submitter meanwhile: AlreadySettled then).
                     c.settle_tx = None
-                    self.stats.fail(c.account, "reverted")
+                    self._claim_error(c, "reverted")
                 else:
                     self._settled(step, c, h, r.get("logs", []))
             settling = still
@@ -694,7 +699,11 @@ class Keeper:
         """Whether the claim's liquidateRemote is mined; a revert drops the claim."""
         r = (await self._rpc(c.source, "eth_getTransactionReceipt", [c.tx])).get("result")
         if r is None:
-            self.stats.claim_waits["claim_unmined"] += 1
+            c.unmined_rounds += 1
+            if c.unmined_rounds >= CLAIM_UNMINED_ROUNDS:
+                self._drop(c, "claim_unmined")
+            else:
+                self.stats.claim_waits["claim_unmined"] += 1
             return False
         if int(r["status"], 16) != 1:
             self._drop(c, "reverted")

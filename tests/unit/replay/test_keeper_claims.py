@@ -104,6 +104,7 @@ class World:
     dropped: int = 0
     sent: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     listed: bool = True
+    claim_unmined: bool = False  # the liquidateRemote never mined (dropped from the pool)
 
     def call(self, chain: str, to: str, data: str) -> Any:
         dep = DEPLOYMENTS[chain]
@@ -129,6 +130,8 @@ class World:
             self.sent.append((chain, params[0]))
             return ok(CLAIM_TX if chain == "alpha" else SETTLE_TX)
         if method == "eth_getTransactionReceipt":
+            if params[0] == CLAIM_TX and self.claim_unmined:
+                return ok(None)
             logs = [claimed_log()] if params[0] == CLAIM_TX else [settled_log()]
             return ok({"status": "0x1", "logs": logs})
         if method == "eth_getLogs":
@@ -338,3 +341,22 @@ async def test_the_drain_rounds_until_the_claim_settles(served: tuple[str, World
         assert k.claims == {} and len(world.voucher_requests) == 3
         [liq] = k.stats.liquidations
         assert (liq.step, liq.settled_step, liq.remote_from) == (9, 10, "alpha")
+
+
+async def test_a_claim_never_mined_is_dropped_after_a_bound(
+    served: tuple[str, World], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, world = served
+    world.claim_unmined = True
+    monkeypatch.setattr(keeper, "CLAIM_UNMINED_ROUNDS", 3)
+    async with aiohttp.ClientSession() as session:
+        k = keeper.Keeper(cast(DevnetState, FakeState(base)), base, session)
+        await k.round(0)
+        world.listed = False
+        await k.round(1)
+        await k.round(2)
+        assert k.stats.claim_waits["claim_unmined"] == 2 and set(k.claims) == {ACCOUNT}
+        await k.round(3)
+        # Nothing was repaid: no longer pending anywhere, a failure; no voucher asked for.
+        assert k.claims == {} and k.stats.claims == [] and k.stats.pending_claims == []
+        assert k.stats.failures == {"claim_unmined": 1} and world.voucher_requests == []
