@@ -427,6 +427,10 @@ async def _steps(
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), rest)
         await _drain(k, len(path), stop)
+        if k.stats.claims:
+            remote = sum(x.remote_from is not None for x in k.stats.liquidations)
+            print(f"replay {path.name}: cross-chain liquidations {remote}, "
+                  f"claims unsettled {len(k.stats.pending_claims)}", flush=True)  # fmt: skip
         if feeds_resent:
             print(f"replay {path.name}: feed updates dropped and sent again: {feeds_resent}")
         if pools is not None:
@@ -440,10 +444,12 @@ async def _steps(
 
 async def _drain(k: keeper.Keeper, step: int, stop: asyncio.Event) -> None:
     """After the last step, keeper rounds (feeds held) while an account the daemon rates
-    liquidatable waits for its registry entry: a crash at the slice's end is liquidated
-    once the pusher's update is mined, not dropped. Bounded by `DRAIN_S`."""
+    liquidatable waits for its registry entry, or a cross-chain claim is not settled
+    (keeper.py: final after the chain's confirmations, then its voucher is submitted):
+    a crash at the slice's end is liquidated once the pusher's update is mined, not
+    dropped. Bounded by `DRAIN_S`; claims still pending then are in the report."""
     deadline = time.monotonic() + DRAIN_S
-    while k.waiting and not stop.is_set() and time.monotonic() < deadline:
+    while (k.waiting or k.claims) and not stop.is_set() and time.monotonic() < deadline:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
         await k.round(step)

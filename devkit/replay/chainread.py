@@ -63,14 +63,15 @@ def feed_prices(state: DevnetState) -> dict[str, dict[str, float]]:
         return {c: _feed_prices(s, state, c) for c in INDEXED_CHAINS}
 
 
-def liquidated_events(state: DevnetState) -> int:
-    """`Liquidated` events on every indexed vault, from genesis."""
+def liquidated_events(state: DevnetState, topic: str | None = None) -> int:
+    """`Liquidated` events (or those of `topic`, e.g. keeper.SETTLED_TOPIC for the
+    cross-chain settlements) on every indexed vault, from genesis."""
     from devkit.replay.keeper import LIQUIDATED_TOPIC
 
     n = 0
     with requests.Session() as s:
         for c in INDEXED_CHAINS:
-            flt = {"address": state.deployments[c].vault, "topics": [LIQUIDATED_TOPIC],
+            flt = {"address": state.deployments[c].vault, "topics": [topic or LIQUIDATED_TOPIC],
                    "fromBlock": "0x0"}  # fmt: skip
             n += len(_batch(s, state.url(c), [("eth_getLogs", [flt])])[0])
     return n

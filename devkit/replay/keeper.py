@@ -36,6 +36,36 @@ Invariants:
   custom error's name, never sent. A sent transaction that reverts counts as `reverted`.
 - An account is attempted at most once per round; what was repaid and seized comes
   from the receipt's `Liquidated` event, not from the request.
+
+Cross-chain borrowers (CollateralVault.sol `liquidateRemote` / `settleRemoteSeize`):
+when the collateral chain C (the plan's, or the fallback's) holds no debt, or its
+largest debt row is smaller than the plan's repay while another chain D holds a larger
+one, the keeper repays on D, the chain with the largest debt row (capped at that row,
+sized in USD by the plan as above), with `liquidateRemote(account, debt, repay, C's
+chain id, C's collateral token)`. The vault on D checks D's registry entry: the same wait rule on D.
+The claim's life: sent on D (`Claim`, pending) -> mined (`RemoteSeizeClaimed`: its
+repay is booked) -> every round, before anything else, `POST /v1/claims/{D}/{tx}`:
+409 (not yet `confirmations` deep on D, or reorged out) is a wait (`claim_waits`:
+`claim_not_final`); 200 gives the daemon's signed voucher, which the liquidator submits
+to `settleRemoteSeize` on C (simulated first) -> mined (`RemoteSeizeSettled`: seized)
+-> recorded as a `Liquidation` with `remote_from` = D and its `claim_id`, at the
+claim's step. Other answers are failures (`claim: HTTP n`, a revert's error name),
+retried each round up to `CLAIM_RETRIES` times, then the claim is abandoned
+(`claim_abandoned`: its debt stays repaid, its collateral unseized; it counts as
+pending at the end). A claim never mined within `CLAIM_UNMINED_ROUNDS` rounds is
+dropped (`claim_unmined`: nothing was repaid).
+
+Cross-chain invariants:
+- Idempotent settlement: `AlreadySettled` (anyone may submit a voucher) is not a
+  failure: the settlement is read from C's `RemoteSeizeSettled` log and recorded once;
+  a claim is recorded at most once (it leaves the pending set when recorded).
+- An account with a pending claim gets no new attempt of any kind until the round
+  after the claim settles (or is abandoned): its debt on D is already repaid while its
+  collateral on C is not yet seized, so the daemon's plan meanwhile would over-repay
+  (`claim_waits`: `claim_pending`).
+- Read-only RPC calls retry a dropped connection (`RPC_RETRIES`, short backoff); a
+  transaction send is not retried (the node may have taken it: a second send would
+  repay twice) and counts as a failure (`send`). No connection error fails a round.
 """
 
 from __future__ import annotations
@@ -57,6 +87,11 @@ from devkit.deploy import ASSET_BY_SYMBOL
 from devkit.manager import INDEXED_CHAINS, DevnetState
 
 SEL_LIQUIDATE = function_signature_to_4byte_selector("liquidate(address,address,uint256,address)")
+SEL_LIQUIDATE_REMOTE = function_signature_to_4byte_selector(
+    "liquidateRemote(address,address,uint256,uint256,address)"
+)
+VOUCHER_TYPE = "(bytes32,address,address,address,address,uint256)"
+SEL_SETTLE = function_signature_to_4byte_selector(f"settleRemoteSeize({VOUCHER_TYPE},bytes)")
 SEL_APPROVE = function_signature_to_4byte_selector("approve(address,uint256)")
 SEL_MINT = function_signature_to_4byte_selector("mint(address,uint256)")
 SEL_ENTRY_OF = function_signature_to_4byte_selector("entryOf(address)")
@@ -65,6 +100,14 @@ LIQUIDATABLE_TIER = 2  # the vault's `tier < 2` refusal (CollateralVault.liquida
 LIQUIDATED_TOPIC = (
     "0x" + keccak(b"Liquidated(address,address,address,uint256,address,uint256)").hex()
 )
+CLAIMED_TOPIC = (
+    "0x"
+    + keccak(b"RemoteSeizeClaimed(bytes32,address,address,address,uint256,uint256,address)").hex()
+)
+SETTLED_TOPIC = (
+    "0x"
+    + keccak(b"RemoteSeizeSettled(bytes32,address,address,address,uint256,address,uint256)").hex()
+)
 LIQUIDATABLE_TIERS = ("liquidatable", "insolvent")
 PLAN_KINDS = ("partial", "full")
 DEBT_SYMBOLS = ("USDC", "WETH")
@@ -72,6 +115,16 @@ DEBT_SYMBOLS = ("USDC", "WETH")
 LIQUIDATOR_TOPUP = {"USDC": 500_000_000, "WETH": 200_000}
 GAS = 400_000
 SETTLE_S = 15.0
+# A claim whose voucher request fails (not 200, not 409) this many rounds is abandoned.
+CLAIM_RETRIES = 10
+# A claim whose liquidateRemote has no receipt after this many rounds (dropped from the
+# node's pool: nothing was repaid) is dropped, a failure (`claim_unmined`).
+CLAIM_UNMINED_ROUNDS = 30
+# Read-only RPC calls: tries on a dropped connection, and the first backoff (doubling).
+RPC_RETRIES = 4
+RPC_BACKOFF_S = 0.1
+# Not retried on a dropped connection: the node may have taken the transaction.
+SEND_METHODS = frozenset({"eth_sendTransaction", "eth_sendRawTransaction"})
 
 
 @dataclass(frozen=True)
@@ -85,6 +138,37 @@ class Liquidation:
     seized_raw: int
     repaid_usd: float
     tx: str
+    # A cross-chain liquidation: `chain` is where the collateral was seized (C, `tx` the
+    # settlement), `remote_from` where the debt was repaid (D, `claim_tx`); `step` is
+    # the claim's, `settled_step` the round that recorded the settlement.
+    remote_from: str | None = None
+    claim_id: str | None = None
+    claim_tx: str | None = None
+    settled_step: int | None = None
+
+
+@dataclass
+class Claim:
+    """A `liquidateRemote` sent on `source` (D) whose seizure on `target` (C) is not
+    yet recorded. `repaid_raw` and `claim_id` come from its `RemoteSeizeClaimed` event
+    once mined; `settle_tx` is a settlement sent and not yet seen mined."""
+
+    account: str
+    source: str
+    target: str
+    debt: str
+    collateral: str
+    debt_price: float
+    step: int
+    tx: str
+    sent_at: float
+    mined: bool = False
+    repaid_raw: int = 0
+    claim_id: str = ""
+    settle_tx: str | None = None
+    errors: int = 0
+    unmined_rounds: int = 0
+    settled: bool = False
 
 
 @dataclass
@@ -103,14 +187,34 @@ class KeeperStats:
     # it waited for its registry entry: the report's bad-debt causes read them.
     account_failures: dict[str, Counter[str]] = field(default_factory=dict)
     account_waits: Counter[str] = field(default_factory=Counter)
+    # Every cross-chain claim sent, in order (settled or not): the report books a mined
+    # claim's repay when it is mined, and counts the unsettled ones at the end.
+    claims: list[Claim] = field(default_factory=list)
+    # Rounds a claim (or its account) waited: claim_not_final (409), claim_pending (the
+    # account's claim not settled yet), claim_unmined / settle_unmined. Not failures.
+    claim_waits: Counter[str] = field(default_factory=Counter)
+    # Claims found already settled on C (`AlreadySettled`): not failures.
+    claims_already_settled: int = 0
 
     def fail(self, account: str, reason: str) -> None:
         self.failures[reason] += 1
         self.account_failures.setdefault(account, Counter())[reason] += 1
 
+    def wait(self, account: str, reason: str) -> None:
+        """A round the account waited for its registry entry (claims' own waits are
+        `claim_waits`)."""
+        self.waits[reason] += 1
+        self.account_waits[account] += 1
+
     @property
     def usd(self) -> float:
         return sum(x.repaid_usd for x in self.liquidations)
+
+    @property
+    def pending_claims(self) -> list[Claim]:
+        """Claims sent and not (yet) settled: their debt on D repaid (once mined), their
+        collateral on C not seized."""
+        return [c for c in self.claims if not c.settled]
 
 
 @dataclass(frozen=True)
@@ -121,6 +225,13 @@ class Attempt:
     repay_raw: int
     collateral: str
     debt_price: float
+    # Set for a cross-chain liquidation: the chain holding `collateral` (C); `chain` is
+    # where the debt is repaid (D).
+    target_chain: str | None = None
+
+    @property
+    def remote(self) -> bool:
+        return self.target_chain is not None
 
 
 def prepare(state: DevnetState) -> None:
@@ -166,27 +277,48 @@ def _rows(positions: dict[str, Rows], chain: str, side: str) -> Rows:
 
 
 def _target(plan: dict[str, Any], positions: dict[str, Rows]) -> tuple[str, str] | str:
-    """(chain, collateral) a plan liquidates on: a partial plan's own; otherwise the
-    chain with the most debt that also holds collateral, its largest collateral."""
+    """(chain, collateral) a plan seizes on: a partial plan's own; otherwise the chain
+    with the most debt that also holds collateral, its largest collateral; failing that
+    (every chain holds debt or collateral, not both) the chain with the largest
+    collateral row, which a cross-chain liquidation seizes."""
     if plan["kind"] == "partial":
         return plan["chain"], plan["asset"]
     usable = [
         c for c in positions if _rows(positions, c, "debt") and _rows(positions, c, "collateral")
     ]
-    if not usable:
-        return "no_chain_with_debt_and_collateral"
-    chain = max(usable, key=lambda c: sum(r["value_usd"] for r in _rows(positions, c, "debt")))
-    return chain, max(_rows(positions, chain, "collateral"), key=lambda r: r["value_usd"])["asset"]
+    if usable:
+        chain = max(usable, key=lambda c: sum(r["value_usd"] for r in _rows(positions, c, "debt")))
+        best = max(_rows(positions, chain, "collateral"), key=lambda r: r["value_usd"])
+        return chain, best["asset"]
+    rows = [(c, r) for c in positions for r in _rows(positions, c, "collateral")]
+    if not rows:
+        return "no_collateral"
+    chain, best = max(rows, key=lambda cr: cr[1]["value_usd"])
+    return chain, best["asset"]
 
 
-def choose(view: dict[str, Any], fallback_close_factor: float | None = None) -> Attempt | str:
+def _largest_debt(positions: dict[str, Rows]) -> tuple[str, dict[str, Any]]:
+    """(chain, row) of the account's largest debt row (USD), over every chain."""
+    rows = [(c, r) for c in sorted(positions) for r in _rows(positions, c, "debt")]
+    return max(rows, key=lambda cr: cr[1]["value_usd"])
+
+
+def choose(
+    view: dict[str, Any], fallback_close_factor: float | None = None, claim_pending: bool = False
+) -> Attempt | str:
     """The liquidation one account's view and plan call for, or why there is none.
 
     The plan is the pushed model's. Without a usable one (`has_plan`) and with
     `fallback_close_factor` set, the account repays that share of the debt of the chain
     with the most debt that also holds collateral (the vault checks the tier). The
     view's positions are the vault's (spot) legs only: derivative legs are not
-    liquidatable by a vault."""
+    liquidatable by a vault. When the collateral chain C holds no debt, or its largest
+    debt row is smaller than the plan's repay while another chain D holds a larger row,
+    the attempt is cross-chain (module docstring): repaid on D, capped at D's largest
+    debt row, seized on C (`target_chain`); a fallback then repays the close factor of
+    D's debt. `claim_pending`: the account has a claim not yet settled, so no attempt."""
+    if claim_pending:
+        return "claim_pending"
     plan = view.get("liquidation") if has_plan(view) else None
     positions: dict[str, Rows] = view.get("positions", {})
     if not any(_rows(positions, c, "debt") for c in positions):
@@ -200,21 +332,41 @@ def choose(view: dict[str, Any], fallback_close_factor: float | None = None) -> 
     if isinstance(target, str):
         return target
     chain, collateral = target
-    debts = _rows(positions, chain, "debt")
-    if not debts:
-        return "no_debt_on_collateral_chain"
+    own = _rows(positions, chain, "debt")
+    top_chain, top = _largest_debt(positions)
     if plan["kind"] == "fallback":
+        # The close factor of the repaying chain's debt: C's own when it holds any.
+        pay_chain = chain if own else top_chain
+        debts = _rows(positions, pay_chain, "debt")
         plan = {**plan, "repay_usd": plan["share"] * sum(r["value_usd"] for r in debts)}
-    d = max(debts, key=lambda r: r["value_usd"])
-    raw_debt = int(d["counted"])
+    if own:
+        d = max(own, key=lambda r: r["value_usd"])
+        if d["value_usd"] >= float(plan["repay_usd"]) or top["value_usd"] <= d["value_usd"]:
+            return _sized(view["account"], chain, d=d, repay_usd=float(plan["repay_usd"]),
+                          collateral=collateral, target_chain=None)  # fmt: skip
+    # Here `top` is on another chain (D): C holds no debt or only smaller rows.
+    return _sized(view["account"], top_chain, d=top, repay_usd=float(plan["repay_usd"]),
+                  collateral=collateral, target_chain=chain)  # fmt: skip
+
+
+def _sized(
+    account: str,
+    chain: str,
+    *,
+    d: dict[str, Any],
+    repay_usd: float,
+    collateral: str,
+    target_chain: str | None,
+) -> Attempt | str:
+    """The attempt repaying `repay_usd` of debt row `d` on `chain`, capped at the row."""
     price = d["value_usd"] / float(d["amount"]) if float(d["amount"]) > 0 else 0.0
     if price <= 0:
         return "no_debt_price"
     dec = ASSET_BY_SYMBOL[d["asset"]].decimals
-    repay = min(raw_debt, int(float(plan["repay_usd"]) / price * 10**dec))
+    repay = min(int(d["counted"]), int(repay_usd / price * 10**dec))
     if repay <= 0:
         return "zero_repay"
-    return Attempt(view["account"], chain, d["asset"], repay, collateral, price)
+    return Attempt(account, chain, d["asset"], repay, collateral, price, target_chain)
 
 
 def registry_allows(entry: RegistryEntry | None, chain_ts: int, max_age: int) -> str | None:
@@ -229,6 +381,69 @@ def registry_allows(entry: RegistryEntry | None, chain_ts: int, max_age: int) ->
     if entry.tier < LIQUIDATABLE_TIER:
         return "registry_tier"
     return None
+
+
+@dataclass(frozen=True)
+class Voucher:
+    """The daemon's signed voucher for a claim, as `settleRemoteSeize` takes it."""
+
+    claim_id: bytes
+    account: str
+    liquidator: str
+    collateral_token: str
+    debt_token: str
+    repaid: int
+    signature: bytes
+
+    def calldata(self) -> bytes:
+        v = (self.claim_id, self.account, self.liquidator, self.collateral_token,
+             self.debt_token, self.repaid)  # fmt: skip
+        return SEL_SETTLE + encode([VOUCHER_TYPE, "bytes"], [v, self.signature])
+
+
+def _hex(value: Any, size: int | None, what: str) -> bytes:
+    if not isinstance(value, str) or not value.startswith("0x"):
+        raise ValueError(f"{what}: expected 0x-hex, got {value!r}")
+    raw = bytes.fromhex(value[2:])
+    if size is not None and len(raw) != size:
+        raise ValueError(f"{what}: expected {size} bytes, got {len(raw)}")
+    return raw
+
+
+def claim_answer(
+    status: int, body: Any, claim: Claim, target_vault: str, liquidator: str
+) -> Voucher | tuple[str, str]:
+    """What the daemon's answer to a voucher request means for `claim`: the voucher
+    to submit on C, or ("wait", reason) (409: not final yet, or reorged out), or
+    ("error", reason) for anything else, including a 200 whose voucher is not this
+    claim's (another target chain or vault, account or liquidator)."""
+    if status == 409:
+        return ("wait", "claim_not_final")
+    if status != 200:
+        return ("error", f"claim: HTTP {status}")
+    try:
+        mine = [
+            c for c in body["claims"]
+            if c["target_chain"] == claim.target and c["source_chain"] == claim.source
+        ]  # fmt: skip
+        if len(mine) != 1:
+            return ("error", "claim_mismatch")
+        c, v = mine[0], mine[0]["voucher"]
+        voucher = Voucher(
+            _hex(v["claimId"], 32, "claimId"), v["account"], v["liquidator"],
+            v["collateralToken"], v["debtToken"], int(v["repaid"]),
+            _hex(c["signature"], None, "signature"),
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError):
+        return ("error", "claim_malformed")
+    if (
+        str(c["vault"]).lower() != target_vault.lower()
+        or voucher.account.lower() != claim.account.lower()
+        or voucher.liquidator.lower() != liquidator.lower()
+        or (claim.claim_id and "0x" + voucher.claim_id.hex() != claim.claim_id.lower())
+    ):
+        return ("error", "claim_mismatch")
+    return voucher
 
 
 class Keeper:
@@ -247,6 +462,9 @@ class Keeper:
         self.stats = KeeperStats()
         # Accounts whose last round found the registry not (yet) allowing a liquidation.
         self.waiting: set[str] = set()
+        # Per account, its claim not yet settled (at most one: module docstring).
+        self.claims: dict[str, Claim] = {}
+        self._busy: set[str] = set()
         self._max_age: dict[str, int] = {}
 
     async def _get(self, path: str) -> Any:
@@ -256,10 +474,20 @@ class Keeper:
             return await r.json()
 
     async def _rpc(self, chain: str, method: str, params: list[Any]) -> dict[str, Any]:
+        """One JSON-RPC call; a read-only one is tried again on a dropped connection
+        (module docstring), a send is not."""
         body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
-        async with self.session.post(self.state.url(chain), json=body) as r:
-            answer: dict[str, Any] = await r.json(content_type=None)
-            return answer
+        tries = 1 if method in SEND_METHODS else RPC_RETRIES
+        for i in range(tries):
+            try:
+                async with self.session.post(self.state.url(chain), json=body) as r:
+                    answer: dict[str, Any] = await r.json(content_type=None)
+                    return answer
+            except aiohttp.ClientConnectionError:
+                if i + 1 == tries:
+                    raise
+                await asyncio.sleep(RPC_BACKOFF_S * 2**i)
+        raise AssertionError("unreachable")
 
     async def candidates(self) -> list[str]:
         out: list[str] = []
@@ -275,8 +503,16 @@ class Keeper:
         return out
 
     async def round(self, step: int) -> None:
-        """One pass over every liquidatable account."""
+        """One pass: the pending claims first, then every liquidatable account."""
         self.stats.rounds += 1
+        # An account whose claim was pending at the round's start is not attempted in it,
+        # even once its claim settles here: at most one attempt per account and round,
+        # and the daemon's view may not show the settlement yet.
+        self._busy = set(self.claims)
+        try:
+            await self.advance_claims(step)
+        except (aiohttp.ClientError, RuntimeError, TimeoutError) as exc:
+            self.stats.failures[f"claims: {type(exc).__name__}"] += 1
         try:
             accounts = await self.candidates()
         except (aiohttp.ClientError, RuntimeError, TimeoutError) as exc:
@@ -285,32 +521,60 @@ class Keeper:
         sent: list[tuple[Attempt, str]] = []
         waiting: set[str] = set()
         for account in accounts:
-            try:
-                view = await self._get(f"/v1/accounts/{account}")
-            except (aiohttp.ClientError, RuntimeError, TimeoutError):
-                self.stats.failures["api_account"] += 1
-                continue
-            attempt = choose(view, self.fallback_close_factor)
-            if not has_plan(view) and not isinstance(attempt, str):
-                self.stats.plan_fallbacks += 1
-            if isinstance(attempt, str):
-                self.stats.fail(account, attempt)
-                continue
-            try:
-                why = await self._registry_says(attempt)
-            except (aiohttp.ClientError, RuntimeError, TimeoutError, ValueError):
-                self.stats.fail(account, "registry_read")
-                continue
-            if why is not None:
-                self.stats.waits[why] += 1
-                self.stats.account_waits[account] += 1
+            got = await self._one(step, account)
+            if got == "waiting":
                 waiting.add(account)
-                continue
-            h = await self._try(attempt)
-            if h is not None:
-                sent.append((attempt, h))
+            elif isinstance(got, tuple):
+                sent.append(got)
         self.waiting = waiting
         await self._settle(step, sent)
+
+    async def _one(self, step: int, account: str) -> tuple[Attempt, str] | str | None:
+        """One account's turn: (attempt, hash) of a same-chain liquidation sent,
+        "waiting" when its registry entry does not allow one yet, else None."""
+        try:
+            view = await self._get(f"/v1/accounts/{account}")
+        except (aiohttp.ClientError, RuntimeError, TimeoutError):
+            self.stats.failures["api_account"] += 1
+            return None
+        attempt = choose(view, self.fallback_close_factor, account in self._busy)
+        if attempt == "claim_pending":
+            self.stats.claim_waits["claim_pending"] += 1
+            return None
+        if isinstance(attempt, str):
+            self.stats.fail(account, attempt)
+            return None
+        self.stats.plan_fallbacks += not has_plan(view)
+        try:
+            why = await self._registry_says(attempt)
+        except (aiohttp.ClientError, RuntimeError, TimeoutError, ValueError):
+            self.stats.fail(account, "registry_read")
+            return None
+        if why is not None:
+            self.stats.wait(account, why)
+            return "waiting"
+        return await self._go(step, attempt)
+
+    async def _go(self, step: int, attempt: Attempt) -> tuple[Attempt, str] | None:
+        """Send the attempt (simulated first); a cross-chain one becomes a pending claim."""
+        try:
+            h = await self._try(attempt)
+        except aiohttp.ClientError:
+            self.stats.fail(attempt.account, "send")
+            return None
+        if h is None:
+            return None
+        if attempt.remote:
+            self._claim_sent(step, attempt, h)
+            return None
+        return attempt, h
+
+    def _claim_sent(self, step: int, a: Attempt, h: str) -> None:
+        assert a.target_chain is not None
+        c = Claim(a.account, a.chain, a.target_chain, a.debt, a.collateral, a.debt_price,
+                  step, h, time.monotonic())  # fmt: skip
+        self.claims[a.account] = c
+        self.stats.claims.append(c)
 
     async def _call(self, chain: str, to: str, data: bytes) -> bytes:
         answer = await self._rpc(
@@ -321,7 +585,8 @@ class Keeper:
         return bytes.fromhex(str(answer["result"])[2:])
 
     async def _registry_says(self, a: Attempt) -> str | None:
-        """What the vault on the attempt's chain would say of its registry entry now."""
+        """What the vault on the attempt's chain would say of its registry entry now
+        (for a cross-chain attempt, D's: the vault there checks it)."""
         dep = self.state.deployments[a.chain]
         if a.chain not in self._max_age:
             self._max_age[a.chain] = int.from_bytes(
@@ -336,23 +601,35 @@ class Keeper:
         entry = None if is_empty_slot(slot) else unpack_slot(slot)
         return registry_allows(entry, int(head["timestamp"], 16), self._max_age[a.chain])
 
-    async def _try(self, a: Attempt) -> str | None:
+    def _calldata(self, a: Attempt) -> bytes:
         dep = self.state.deployments[a.chain]
-        data = SEL_LIQUIDATE + encode(
-            ["address", "address", "uint256", "address"],
-            [a.account, dep.tokens[a.debt], a.repay_raw, dep.tokens[a.collateral]],
-        )
-        tx = {"from": self.liquidator, "to": dep.vault, "data": "0x" + data.hex()}
-        sim = await self._rpc(a.chain, "eth_call", [tx, "latest"])
+        if a.target_chain is None:
+            return SEL_LIQUIDATE + encode(
+                ["address", "address", "uint256", "address"],
+                [a.account, dep.tokens[a.debt], a.repay_raw, dep.tokens[a.collateral]],
+            )
+        target = self.state.deployments[a.target_chain]
+        return SEL_LIQUIDATE_REMOTE + encode(
+            ["address", "address", "uint256", "uint256", "address"],
+            [a.account, dep.tokens[a.debt], a.repay_raw, target.chain_id,
+             target.tokens[a.collateral]],
+        )  # fmt: skip
+
+    async def _try(self, a: Attempt) -> str | None:
+        return await self._send(a.chain, self.state.deployments[a.chain].vault,
+                                self._calldata(a), a.account)  # fmt: skip
+
+    async def _send(self, chain: str, to: str, data: bytes, account: str) -> str | None:
+        """Simulate, then send from the liquidator: the hash, or None after counting the
+        revert by its custom error's name (or `send`)."""
+        tx = {"from": self.liquidator, "to": to, "data": "0x" + data.hex()}
+        sim = await self._rpc(chain, "eth_call", [tx, "latest"])
         if "error" in sim:
-            err = sim["error"]
-            revert = err.get("data") if isinstance(err, dict) else None
-            reason = decode_error(revert).split("(")[0] if isinstance(revert, str) else "call"
-            self.stats.fail(a.account, reason)
+            self.stats.fail(account, revert_name(sim["error"]))
             return None
-        answer = await self._rpc(a.chain, "eth_sendTransaction", [{**tx, "gas": hex(GAS)}])
+        answer = await self._rpc(chain, "eth_sendTransaction", [{**tx, "gas": hex(GAS)}])
         if "error" in answer:
-            self.stats.fail(a.account, "send")
+            self.stats.fail(account, "send")
             return None
         return str(answer["result"])
 
@@ -376,6 +653,158 @@ class Keeper:
                 await asyncio.sleep(0.2)
         if pending:
             self.stats.failures["unmined"] += len(pending)
+
+    # -- cross-chain claims (module docstring) -------------------------------------
+
+    async def advance_claims(self, step: int) -> None:
+        """Move every pending claim one stage on: its claim mined, its voucher asked
+        for, its settlement sent and recorded."""
+        settling: list[tuple[Claim, str]] = []
+        for c in list(self.claims.values()):
+            if not c.mined and not await self._claim_mined(c):
+                continue
+            if c.settle_tx is not None:
+                settling.append((c, c.settle_tx))
+                continue
+            h = await self._request_voucher(step, c)
+            if h is not None:
+                c.settle_tx = h
+                settling.append((c, h))
+        await self._settlements(step, settling)
+
+    async def _settlements(self, step: int, settling: list[tuple[Claim, str]]) -> None:
+        """Wait (up to SETTLE_S) for the settlements sent; record the mined ones."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SETTLE_S
+        while settling and loop.time() < deadline:
+            still = []
+            for c, h in settling:
+                r = (await self._rpc(c.target, "eth_getTransactionReceipt", [h])).get("result")
+                if r is None:
+                    still.append((c, h))
+                elif int(r["status"], 16) != 1:
+                    # Sent again next round if the voucher still stands (e.g. settled by
+                    # another submitter meanwhile: AlreadySettled then).
+                    c.settle_tx = None
+                    self._claim_error(c, "reverted")
+                else:
+                    self._settled(step, c, h, r.get("logs", []))
+            settling = still
+            if settling:
+                await asyncio.sleep(0.2)
+        if settling:  # still unmined: checked again next round (`settle_tx` kept)
+            self.stats.claim_waits["settle_unmined"] += len(settling)
+
+    async def _claim_mined(self, c: Claim) -> bool:
+        """Whether the claim's liquidateRemote is mined; a revert drops the claim."""
+        r = (await self._rpc(c.source, "eth_getTransactionReceipt", [c.tx])).get("result")
+        if r is None:
+            c.unmined_rounds += 1
+            if c.unmined_rounds >= CLAIM_UNMINED_ROUNDS:
+                self._drop(c, "claim_unmined")
+            else:
+                self.stats.claim_waits["claim_unmined"] += 1
+            return False
+        if int(r["status"], 16) != 1:
+            self._drop(c, "reverted")
+            return False
+        for log in r.get("logs", []):
+            if log["topics"] and log["topics"][0] == CLAIMED_TOPIC:
+                c.claim_id = str(log["topics"][1]).lower()
+                _, repaid, _, _ = decode(
+                    ["address", "uint256", "uint256", "address"], bytes.fromhex(log["data"][2:])
+                )
+                c.repaid_raw, c.mined = int(repaid), True
+                return True
+        self._drop(c, "no_claim_event")
+        return False
+
+    def _drop(self, c: Claim, reason: str) -> None:
+        self.stats.fail(c.account, reason)
+        self.claims.pop(c.account, None)
+        self.stats.claims.remove(c)
+
+    async def _request_voucher(self, step: int, c: Claim) -> str | None:
+        """Ask the daemon for the claim's voucher and submit it on C; the settlement's
+        hash, or None (a wait, a failure, or found already settled)."""
+        url = f"{self.api}/v1/claims/{c.source}/{c.tx}"
+        try:
+            async with self.session.post(url, timeout=aiohttp.ClientTimeout(10)) as r:
+                status = r.status
+                body = await r.json(content_type=None) if status in (200, 409) else None
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            self._claim_error(c, f"claim: {type(exc).__name__}")
+            return None
+        dep = self.state.deployments[c.target]
+        got = claim_answer(status, body, c, dep.vault, self.liquidator)
+        if isinstance(got, tuple):
+            kind, reason = got
+            if kind == "wait":
+                self.stats.claim_waits[reason] += 1
+                return None
+            self._claim_error(c, reason)
+            return None
+        tx = {"from": self.liquidator, "to": dep.vault, "data": "0x" + got.calldata().hex()}
+        sim = await self._rpc(c.target, "eth_call", [tx, "latest"])
+        if "error" in sim:
+            reason = revert_name(sim["error"])
+            if reason == "AlreadySettled":
+                await self._already_settled(step, c)
+                return None
+            self._claim_error(c, reason)
+            return None
+        answer = await self._rpc(c.target, "eth_sendTransaction", [{**tx, "gas": hex(GAS)}])
+        if "error" in answer:
+            self._claim_error(c, "send")
+            return None
+        return str(answer["result"])
+
+    def _claim_error(self, c: Claim, reason: str) -> None:
+        self.stats.fail(c.account, reason)
+        c.errors += 1
+        if c.errors >= CLAIM_RETRIES:
+            self.stats.failures["claim_abandoned"] += 1
+            self.claims.pop(c.account, None)
+
+    async def _already_settled(self, step: int, c: Claim) -> None:
+        """Someone settled the claim already: record it from C's log, once."""
+        self.stats.claims_already_settled += 1
+        dep = self.state.deployments[c.target]
+        flt = {"address": dep.vault, "fromBlock": "0x0", "toBlock": "latest",
+               "topics": [SETTLED_TOPIC, c.claim_id]}  # fmt: skip
+        logs = (await self._rpc(c.target, "eth_getLogs", [flt])).get("result") or []
+        if logs:
+            self._settled(step, c, str(logs[0]["transactionHash"]), logs)
+        else:
+            # The vault says settled but shows no event: nothing to record; the claim
+            # still must not hold the account back.
+            c.settled = True
+            self.claims.pop(c.account, None)
+
+    def _settled(self, step: int, c: Claim, h: str, logs: list[dict[str, Any]]) -> None:
+        for log in logs:
+            if log["topics"] and log["topics"][0] == SETTLED_TOPIC:
+                _, seized, _, repaid = decode(
+                    ["address", "uint256", "address", "uint256"], bytes.fromhex(log["data"][2:])
+                )
+                break
+        else:
+            seized, repaid = 0, c.repaid_raw
+        c.settled = True
+        self.claims.pop(c.account, None)
+        dec = ASSET_BY_SYMBOL[c.debt].decimals
+        self.stats.liquidations.append(Liquidation(
+            c.step, c.account, c.target, c.debt, int(repaid), c.collateral, int(seized),
+            int(repaid) / 10**dec * c.debt_price, h,
+            remote_from=c.source, claim_id=c.claim_id, claim_tx=c.tx, settled_step=step,
+        ))  # fmt: skip
+        self.stats.derivative_liquidations += c.account in self.derivative_accounts
+
+
+def revert_name(err: Any) -> str:
+    """The custom error's name of a failed eth_call (`call` when it carries none)."""
+    revert = err.get("data") if isinstance(err, dict) else None
+    return decode_error(revert).split("(")[0] if isinstance(revert, str) else "call"
 
 
 def _record(step: int, a: Attempt, h: str, receipt: dict[str, Any]) -> Liquidation:

@@ -34,8 +34,10 @@ Definitions (docs/replay.md):
   the causes add up to the gross bad debt): first `hedge_offset`, the part of the
   deficit the account's own derivative value at the venue covers (what "net of the
   derivative legs" removes); the rest, in this order: `cross_chain` (at the first
-  step a chain held more of the account's debt than of its collateral: no liquidation
-  on that chain can cover that debt, and no vault seizes another chain's collateral),
+  step a chain held more of the account's debt than of its collateral, and no
+  cross-chain claim of the keeper's (`liquidateRemote`, keeper.py) was ever mined for
+  it: no liquidation on one chain covered that debt; an account the keeper did claim
+  for falls to the causes below, a claim's finality wait being part of `slow_*`),
   `gap` (the account's vault equity went below zero at a step where at the step before
   its plain HF, configured `lt`, was still >= 1: no step in which to liquidate it),
   `slow_liquidated` (it sat below plain HF 1 with vault equity >= 0 for at least one
@@ -44,6 +46,12 @@ Definitions (docs/replay.md):
   the keeper's per-account failures and waits say why), `other` (no recorded entry into
   negative vault equity, or negative from the first step). The entry taken is the last
   one (the streak of negative vault equity the run ends in).
+- remote liquidations (`liquidations.remote`): the keeper's cross-chain liquidations,
+  counted in `liquidations` too (their step is the claim's, where the debt was repaid)
+  and apart here; `pending_claims` are claims not settled at the end (debt repaid on
+  D, collateral on C not seized: the liquidator is owed it). The holdings book a
+  claim's repay when its `RemoteSeizeClaimed` is mined and its seizure at settlement,
+  as the vaults do.
 """
 
 from __future__ import annotations
@@ -137,6 +145,8 @@ class Recorder:
     healthy_last: set[str] = field(default_factory=set)
     healthy_to_negative: set[str] = field(default_factory=set)
     applied: int = 0
+    # Claims (keeper.Claim.tx) whose repay is booked: at mining, before settlement.
+    booked_claims: set[str] = field(default_factory=set)
     # Bad-debt causes (bad_debt_causes): per account with debt.
     cross_chain: set[str] = field(default_factory=set)
     negative_since: dict[str, int] = field(default_factory=dict)
@@ -235,12 +245,20 @@ class Recorder:
         """Book the keeper's new liquidations into the holdings."""
         from devkit.deploy import ASSET_BY_SYMBOL
 
+        for cl in keeper.claims:
+            if cl.mined and cl.tx not in self.booked_claims and cl.account in self.addresses:
+                d = self.holdings.debt[cl.account]
+                d[cl.debt] = (
+                    d.get(cl.debt, 0.0) - cl.repaid_raw / 10 ** ASSET_BY_SYMBOL[cl.debt].decimals
+                )
+                self.booked_claims.add(cl.tx)
         for x in keeper.liquidations[self.applied :]:
             if x.account in self.addresses:
-                d = self.holdings.debt[x.account]
-                d[x.debt] = (
-                    d.get(x.debt, 0.0) - x.repaid_raw / 10 ** ASSET_BY_SYMBOL[x.debt].decimals
-                )
+                if x.remote_from is None:  # a remote one's repay was booked with its claim
+                    d = self.holdings.debt[x.account]
+                    d[x.debt] = (
+                        d.get(x.debt, 0.0) - x.repaid_raw / 10 ** ASSET_BY_SYMBOL[x.debt].decimals
+                    )
                 c = self.holdings.coll[x.account]
                 dec = ASSET_BY_SYMBOL[x.collateral].decimals
                 c[x.collateral] = c.get(x.collateral, 0.0) - x.seized_raw / 10**dec
@@ -357,6 +375,8 @@ def build_report(
             "plan_fallbacks": keeper.plan_fallbacks,
             "by_shape": dict(sorted(by_shape.items())),
             "derivative_accounts": keeper.derivative_liquidations,
+            "remote": remote_figures(keeper, book),
+            "claim_waits": dict(keeper.claim_waits),
         },
         "derivatives": derivative_figures(rec, vault_end or {}),
         "bad_debt_causes": bad_debt_causes(rec, keeper, vault_end or {}),
@@ -381,6 +401,28 @@ def build_report(
         },
         "chains": dict(chains),
         **dict(meta),
+    }
+
+
+def remote_figures(keeper: KeeperStats, book: set[str]) -> dict[str, Any]:
+    """The keeper's cross-chain liquidations (module docstring): settled ones of the
+    book (`count`, `usd` repaid) and of every account, the claims unsettled at the end
+    (`pending_claims`, the USD their mined claims repaid) and the settlements found
+    already made (`already_settled`)."""
+    from devkit.deploy import ASSET_BY_SYMBOL
+
+    remote = [x for x in keeper.liquidations if x.remote_from is not None]
+    mine = [x for x in remote if x.account in book]
+    pending = keeper.pending_claims
+    owed = sum(c.repaid_raw / 10 ** ASSET_BY_SYMBOL[c.debt].decimals * c.debt_price
+               for c in pending)  # fmt: skip
+    return {
+        "count": len(mine),
+        "usd": round(sum(x.repaid_usd for x in mine), 2),
+        "all_accounts_count": len(remote),
+        "pending_claims": len(pending),
+        "pending_repaid_usd": round(owed, 2),
+        "already_settled": keeper.claims_already_settled,
     }
 
 
@@ -435,6 +477,11 @@ def bad_debt_causes(
     liquidations: dict[str, int] = {}
     for x in keeper.liquidations:
         liquidations[x.account] = liquidations.get(x.account, 0) + 1
+    remote = {x.account for x in keeper.liquidations if x.remote_from is not None}
+    claimed = {cl.account for cl in keeper.claims if cl.mined}
+    pending: dict[str, int] = {}
+    for cl in keeper.pending_claims:
+        pending[cl.account] = pending.get(cl.account, 0) + 1
     rows: list[dict[str, Any]] = []
     for a in rec.book:
         c, d = vault_end.get(a.address, (0.0, 0.0))
@@ -451,7 +498,7 @@ def bad_debt_causes(
         since = rec.negative_since.get(a.address)
         plain_before, tier_before = rec.before_negative.get(a.address, (None, None))
         n_liq = liquidations.get(a.address, 0)
-        if a.address in rec.cross_chain:
+        if a.address in rec.cross_chain and a.address not in claimed:
             cause = "cross_chain"
         elif since is None or since == 0 or plain_before is None:
             cause = "other"
@@ -474,6 +521,8 @@ def bad_debt_causes(
             "plain_hf_before": None if plain_before is None else round(plain_before, 4),
             "tier_before": tier_before,
             "liquidations": n_liq,
+            "remote_liquidated": a.address in remote,
+            "pending_claims": pending.get(a.address, 0),
             "steps_below_lt_solvent": rec.below_lt_steps.get(a.address, 0),
             "steps_rated_liquidatable_solvent": rec.rated_liquidatable_steps.get(a.address, 0),
             "keeper_failures": dict(keeper.account_failures.get(a.address, {})),
@@ -516,6 +565,20 @@ def derivative_figures(
     }
 
 
+def remote_rows(liq: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The render's rows on cross-chain liquidations (none in a report from before)."""
+    r = liq.get("remote")
+    if r is None:
+        return []
+    waits = ", ".join(f"{k} {v}" for k, v in liq.get("claim_waits", {}).items()) or "-"
+    return [
+        ("remote liquidations (count / USD repaid)", f"{r['count']} / {r['usd']:,.0f}"),
+        ("claims unsettled at the end (count / USD repaid)",
+         f"{r['pending_claims']} / {r['pending_repaid_usd']:,.0f}"),
+        ("keeper waits for claims (rounds)", waits),
+    ]  # fmt: skip
+
+
 def render(rep: dict[str, Any]) -> str:
     liq, m = rep["liquidations"], rep["margin"]
     liquidity = rep.get("liquidity", {})
@@ -527,6 +590,7 @@ def render(rep: dict[str, Any]) -> str:
         *((f"reached {t}", n) for t, n in rep["tiers_reached"].items()),
         ("liquidations (count)", liq["count"]),
         ("liquidations (USD repaid)", f"{liq['usd']:,.0f}"),
+        *remote_rows(liq),
         ("keeper failures", failures),
         ("keeper waits for the registry (rounds)", waits),
         ("bad debt (USD)", f"{rep['bad_debt_usd']:,.0f}"),

@@ -3,6 +3,8 @@ sizes one without a daemon plan only when given a fallback close factor."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from chains.registry_codec import RegistryEntry
 from devkit.replay.keeper import Attempt, choose, has_plan, registry_allows
 
@@ -30,7 +32,7 @@ def test_stale_future_or_missing_entries_wait() -> None:
     assert registry_allows(None, NOW, MAX_AGE) == "registry_empty"
 
 
-VIEW = {
+VIEW: dict[str, Any] = {
     "account": "0x" + "ab" * 20,
     "positions": {
         "alpha": [
@@ -82,3 +84,76 @@ def test_an_account_without_vault_debt_has_nothing_a_vault_can_liquidate() -> No
     }
     assert choose(view) == "no_vault_debt"
     assert choose(view, 0.5) == "no_vault_debt"
+
+
+def row(side: str, asset: str, amount: float, usd: float) -> dict[str, object]:
+    dec = {"USDC": 6, "WETH": 18, "WBTC": 8}[asset]
+    return {"side": side, "asset": asset, "counted": str(int(amount * 10**dec)),
+            "amount": str(amount), "value_usd": usd}  # fmt: skip
+
+
+# Debt on alpha (USDC) and gamma (WETH), collateral only on beta.
+CROSS: dict[str, Any] = {
+    "account": VIEW["account"],
+    "positions": {
+        "alpha": [row("debt", "USDC", 1200, 1200.0)],
+        "beta": [row("collateral", "WETH", 1, 2000.0), row("collateral", "WBTC", 0.01, 300.0)],
+        "gamma": [row("debt", "WETH", 0.2, 400.0)],
+    },
+}
+
+
+def test_a_cross_chain_borrower_is_repaid_on_its_largest_debt_row_and_seized_remotely() -> None:
+    """The plan's chain (beta) holds no debt: repay on alpha, the chain with the largest
+    debt row, naming beta's collateral; the repay is capped at that row."""
+    plan = {"kind": "partial", "chain": "beta", "asset": "WETH", "repay_usd": 600.0}
+    a = choose({**CROSS, "liquidation": plan})
+    assert a == Attempt(VIEW["account"], "alpha", "USDC", 600_000_000, "WETH", 1.0, "beta")
+    assert a.remote
+    big = choose({**CROSS, "liquidation": {**plan, "repay_usd": 5000.0}})
+    assert isinstance(big, Attempt) and (big.chain, big.repay_raw) == ("alpha", 1_200_000_000)
+    # A full plan: no chain holds both, so the largest collateral (beta's WETH) is seized.
+    full = choose({**CROSS, "liquidation": {"kind": "full", "repay_usd": 900.0}})
+    assert isinstance(full, Attempt)
+    assert (full.chain, full.target_chain, full.collateral, full.repay_raw) == (
+        "alpha", "beta", "WETH", 900_000_000)  # fmt: skip
+    # The fallback repays the close factor of the repaying chain's (alpha's) debt.
+    fb = choose({**CROSS, "liquidation": None}, 0.5)
+    assert isinstance(fb, Attempt)
+    assert (fb.chain, fb.target_chain, fb.repay_raw) == ("alpha", "beta", 600_000_000)
+
+
+def test_a_collateral_chain_with_too_little_debt_goes_remote_only_for_a_larger_row() -> None:
+    """Beta holds 100 USD of debt: a 600 USD plan repays alpha's larger row remotely; a
+    plan beta's row covers stays on beta; with no larger row elsewhere it stays too,
+    capped at beta's row."""
+    view = {**CROSS, "positions": {**CROSS["positions"],
+            "beta": [*CROSS["positions"]["beta"], row("debt", "USDC", 100, 100.0)]}}  # fmt: skip
+    plan = {"kind": "partial", "chain": "beta", "asset": "WETH", "repay_usd": 600.0}
+    a = choose({**view, "liquidation": plan})
+    assert isinstance(a, Attempt) and (a.chain, a.target_chain) == ("alpha", "beta")
+    small = choose({**view, "liquidation": {**plan, "repay_usd": 80.0}})
+    assert isinstance(small, Attempt)
+    assert (small.chain, small.target_chain, small.repay_raw) == ("beta", None, 80_000_000)
+    alone = {**view, "positions": {"beta": view["positions"]["beta"]}}
+    capped = choose({**alone, "liquidation": plan})
+    assert isinstance(capped, Attempt)
+    assert (capped.chain, capped.target_chain, capped.repay_raw) == ("beta", None, 100_000_000)
+
+
+def test_a_same_chain_borrower_is_unchanged() -> None:
+    plan = {"kind": "partial", "chain": "alpha", "asset": "WETH", "repay_usd": 600.0}
+    a = choose({**VIEW, "liquidation": plan})
+    assert a == Attempt(VIEW["account"], "alpha", "USDC", 600_000_000, "WETH", 1.0)
+    assert not a.remote
+
+
+def test_an_account_with_a_pending_claim_gets_no_new_attempt() -> None:
+    plan = {"kind": "partial", "chain": "beta", "asset": "WETH", "repay_usd": 600.0}
+    assert choose({**CROSS, "liquidation": plan}, 0.5, claim_pending=True) == "claim_pending"
+    assert choose({**VIEW, "liquidation": None}, 0.5, claim_pending=True) == "claim_pending"
+
+
+def test_debt_without_any_collateral_has_nothing_to_seize() -> None:
+    view = {"account": VIEW["account"], "positions": {"alpha": [row("debt", "USDC", 5, 5.0)]}}
+    assert choose({**view, "liquidation": {"kind": "full", "repay_usd": 5.0}}) == "no_collateral"

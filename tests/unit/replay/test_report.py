@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from devkit.replay import population
-from devkit.replay.keeper import KeeperStats, Liquidation
+from devkit.replay.keeper import Claim, KeeperStats, Liquidation
 from devkit.replay.report import Holdings, Recorder
 
 PRICES = {"USDC": 1.0, "WBTC": 30_000.0, "WETH": 2_000.0, "wstETH": 2_300.0, "rETH": 2_150.0}
@@ -190,6 +190,66 @@ def test_cross_chain_borrower_deficit_is_cross_chain() -> None:
     assert got["usd"]["cross_chain"] == pytest.approx(deficit, abs=0.01)
     assert got["gross_usd"] == pytest.approx(deficit, abs=0.01)
     assert got["rows"][0]["cause"] == "cross_chain"
+
+
+def test_a_cross_chain_borrower_claimed_for_is_classified_like_any_other() -> None:
+    """A remote liquidation: its repay is booked when the claim is mined (step 1), its
+    seizure at settlement (step 2); the account's deficit then has the general causes
+    (slow_liquidated here), not `cross_chain`; the report counts it apart, and a claim
+    still unsettled at the end as pending with what it repaid."""
+    from devkit.replay.report import build_report, remote_figures
+
+    a = next(x for x in population.generate(200, 9, PRICES)
+             if x.shape == "eth_stable" and len({p.chain for p in x.positions}) == 2)  # fmt: skip
+    coll, debt = _legs_of(a)
+    assert coll.chain != debt.chain
+    path = [PRICES, _at_plain_hf(a, 0.95), _at_plain_hf(a, 0.9), _at_plain_hf(a, 0.6)]
+    repaid = debt.raw // 10
+    seized = int(repaid / 10**6 * 1.05 / path[1]["WETH"] * 10**18)
+    claim = Claim(a.address, debt.chain, coll.chain, "USDC", "WETH", 1.0, 1, "0xc1", 0.0,
+                  mined=True, repaid_raw=repaid, claim_id="0x01")  # fmt: skip
+    stats = KeeperStats(claims=[claim])
+    rec = _rec([a])
+    healthy = {a.address: {"tier": "healthy", "hf": 1.5, "borrowing_power_usd": 0.0}}
+    for k, p in enumerate(path):
+        rec.sample(p, healthy)
+        if k == 1:
+            rec.apply(stats)
+            assert rec.holdings.debt[a.address]["USDC"] == pytest.approx(
+                (debt.raw - repaid) / 1e6)  # fmt: skip
+            assert rec.holdings.coll[a.address]["WETH"] == pytest.approx(coll.raw / 1e18)
+        if k == 2:
+            claim.settled = True
+            x = Liquidation(1, a.address, coll.chain, "USDC", repaid, "WETH", seized,
+                            repaid / 1e6, "0xs1", remote_from=debt.chain, claim_id="0x01",
+                            claim_tx="0xc1", settled_step=2)  # fmt: skip
+            stats.liquidations.append(x)
+            rec.apply(stats)
+    # Booked once each: the repay at the claim, the seizure at the settlement.
+    assert rec.holdings.debt[a.address]["USDC"] == pytest.approx((debt.raw - repaid) / 1e6)
+    assert rec.holdings.coll[a.address]["WETH"] == pytest.approx((coll.raw - seized) / 1e18)
+    from devkit.replay.report import bad_debt_causes
+
+    got = bad_debt_causes(rec, stats, _vault_end(rec, path[-1]))
+    row = got["rows"][0]
+    assert row["cause"] == "slow_liquidated" and row["remote_liquidated"]
+    assert row["pending_claims"] == 0 and got["usd"]["cross_chain"] == 0.0
+    # A second claim, mined and never settled: pending at the end, with its repay.
+    late = Claim(a.address, debt.chain, coll.chain, "USDC", "WETH", 1.0, 3, "0xc2", 0.0,
+                 mined=True, repaid_raw=2 * 10**6, claim_id="0x02")  # fmt: skip
+    stats.claims.append(late)
+    assert remote_figures(stats, {a.address}) == {
+        "count": 1, "usd": round(repaid / 1e6, 2), "all_accounts_count": 1,
+        "pending_claims": 1, "pending_repaid_usd": 2.0, "already_settled": 0,
+    }  # fmt: skip
+    rep = build_report(episode="x", mode="standard", rec=rec, keeper=stats,
+                       bad_debt_usd=0.0, negative_accounts=0, chains={}, meta={})  # fmt: skip
+    assert rep["liquidations"]["remote"]["pending_claims"] == 1
+    assert rep["liquidations"]["count"] == 1  # the remote one counts among all too
+    from devkit.replay.report import render
+
+    text = render(rep | {"wall_s": 1.0})
+    assert "claims unsettled at the end (count / USD repaid)  1 / 2" in text
 
 
 def test_one_step_from_above_lt_to_negative_equity_is_a_gap() -> None:
