@@ -24,7 +24,7 @@ import pytest
 from eth_abi import encode as abi_encode
 
 from aggregator.claim_holds import bonus_bps, hold_amount
-from aggregator.config import ApiConfig, AppConfig, StoreConfig, load_config
+from aggregator.config import AppConfig
 from aggregator.daemon import Daemon
 from chains.claims import SeizeVoucher, voucher_typed_data
 from chains.contracts import decode_error
@@ -35,6 +35,7 @@ from chains.units import decimal_text
 from devkit import manager
 from devkit.anvil import DEV_KEYS, rpc_call
 from devkit.deploy import to_raw
+from devkit.testing.daemons import devnet_config, running
 from devkit.testing.harness import ACCOUNTS
 
 pytestmark = pytest.mark.timeout(240)
@@ -125,26 +126,19 @@ async def daemon(
     devnet: manager.DevnetState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Daemon]:
     monkeypatch.setenv("AGG_KEEPER_KEY", DEV_KEYS[1])
-    base: AppConfig = load_config(Path(devnet.root) / "config.toml")
-    chains = [
-        c.model_copy(update={"confirmations": CONFIRMATIONS}) if c.name == "alpha" else c
-        for c in base.chains
-    ]
-    cfg = base.model_copy(
-        update={
-            "chains": chains,
-            "store": StoreConfig(url=f"sqlite+aiosqlite:///{tmp_path}/agg.db"),
-            "api": ApiConfig(port=0),
+
+    def edit(base: AppConfig) -> dict[str, Any]:
+        return {
+            "chains": [
+                c.model_copy(update={"confirmations": CONFIRMATIONS}) if c.name == "alpha" else c
+                for c in base.chains
+            ],
             # The key is loaded and signs vouchers; no registry update is sent.
             "pusher": base.pusher.model_copy(update={"dry_run": True}),
         }
-    )
-    d = Daemon(cfg)
-    await asyncio.wait_for(d.start(), 90)
-    try:
+
+    async with running(devnet_config(devnet, tmp_path, edit)) as d:
         yield d
-    finally:
-        await d.stop()
 
 
 def push_entry(url: str, registry: str, keeper: str, tier: int, as_of: int) -> None:

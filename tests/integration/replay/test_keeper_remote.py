@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from eth_abi import encode as abi_encode
 
-from aggregator.config import ApiConfig, AppConfig, StoreConfig, load_config
+from aggregator.config import AppConfig
 from aggregator.daemon import Daemon
 from chains.registry_codec import HF_INFINITE, unpack_slot
 from chains.rpc import selector
@@ -26,6 +26,7 @@ from devkit import manager
 from devkit.anvil import DEV_KEYS, rpc_call
 from devkit.deploy import feed_answer, to_raw
 from devkit.replay import keeper
+from devkit.testing.daemons import devnet_config, running
 from devkit.testing.harness import ACCOUNTS
 
 pytestmark = pytest.mark.timeout(300)
@@ -80,21 +81,15 @@ async def daemon(
     devnet: manager.DevnetState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Daemon]:
     monkeypatch.setenv("AGG_KEEPER_KEY", DEV_KEYS[1])  # pushes and signs the vouchers
-    base: AppConfig = load_config(Path(devnet.root) / "config.toml")
-    cfg = base.model_copy(
-        update={
-            "store": StoreConfig(url=f"sqlite+aiosqlite:///{tmp_path}/agg.db"),
-            "api": ApiConfig(port=0),
+
+    def edit(base: AppConfig) -> dict[str, Any]:
+        return {
             "pusher": base.pusher.model_copy(update={"interval_s": 1.0}),
             "scheduler": base.scheduler.model_copy(update={"oracle_interval_s": 1.0}),
         }
-    )
-    d = Daemon(cfg)
-    await asyncio.wait_for(d.start(), 90)
-    try:
+
+    async with running(devnet_config(devnet, tmp_path, edit)) as d:
         yield d
-    finally:
-        await d.stop()
 
 
 async def test_the_keeper_liquidates_a_cross_chain_borrower_through_a_voucher(
