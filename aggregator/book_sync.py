@@ -106,6 +106,9 @@ class BookSync:
         self.hold_bonus_bps = bonus_bps(a.liquidation_bonus for a in cfg.assets)
         # Unsettled cross-chain seize claims by account (lower-case), as last read.
         self.claims: dict[str, list[SeizeClaim]] = {}
+        metrics.claims_pending.set_function(
+            lambda: float(sum(len(c) for c in self.claims.values()))
+        )
         self.unknown_tokens: dict[tuple[str, str], int] = {}
         # chain -> accounts whose stored positions are impossible, awaiting repair.
         self.impossible: dict[str, set[str]] = {}

@@ -189,8 +189,11 @@ class ClaimService:
         burst: float = LOOKUP_BURST,
         max_wait_s: float = LOOKUP_MAX_WAIT_S,
         clock: Callable[[], float] = time.monotonic,
+        on_outcome: Callable[[str], None] = lambda _outcome: None,
     ) -> None:
         self.cfg = cfg
+        # `signed`, `not_final` or `refused` per request (agg_seize_vouchers_total).
+        self._on_outcome = on_outcome
         self.clients = clients
         self.keeper = keeper
         self.bucket = TokenBucket(lookups_per_s, burst, clock)
@@ -199,6 +202,18 @@ class ClaimService:
     async def vouchers(self, chain: str, tx_hash: str) -> dict[str, Any]:
         """`chain`: a name matching the config's pattern; `tx_hash`: 0x + 64 hex digits.
         The 200 body, or ApiError (404/422/429/503) or ClaimNotFinal (409)."""
+        try:
+            body = await self._vouchers(chain, tx_hash)
+        except ClaimNotFinal:
+            self._on_outcome("not_final")
+            raise
+        except Exception:
+            self._on_outcome("refused")
+            raise
+        self._on_outcome("signed")
+        return body
+
+    async def _vouchers(self, chain: str, tx_hash: str) -> dict[str, Any]:
         source = next((c for c in self.cfg.chains if c.name == chain), None)
         # Well-formed but not here: a 404 like an unknown asset's (the route's 400 is for a
         # malformed name; /openapi.json cannot list the configured ones).

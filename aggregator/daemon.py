@@ -349,7 +349,12 @@ class Daemon:
             reputation=self.reputation.view,
         )
         # Seize vouchers of cross-chain liquidations, signed with the pusher's keeper key.
-        self.claims = ClaimService(cfg, self.clients, keeper=self.push.voucher_key)
+        self.claims = ClaimService(
+            cfg,
+            self.clients,
+            keeper=self.push.voucher_key,
+            on_outcome=lambda outcome: self.metrics.vouchers.labels(outcome=outcome).inc(),
+        )
         self.api = Api(
             self.views,
             request_seconds=self.metrics.api_request_seconds,

@@ -93,6 +93,17 @@ class Metrics:
             "Age of the oldest indexed change not yet in the ledger (0: none)",
             registry=r,
         )
+        self.claims_pending = Gauge(
+            "agg_seize_claims_pending",
+            "Cross-chain seize claims held in the ledger, not settled on any chain yet",
+            registry=r,
+        )
+        self.vouchers = Counter(
+            "agg_seize_vouchers",
+            "POST /v1/claims answers by outcome (signed, not_final, refused)",
+            ["outcome"],
+            registry=r,
+        )
         self.recompute_seconds = Histogram(
             "agg_recompute_seconds",
             "Full book recompute time",

@@ -201,6 +201,7 @@ async def test_voucher_after_finality_settles_once_on_the_collateral_chain(
     assert pending["held"] == decimal_text(hold_amount(repay, bps), 6)
     # X + bR: the repaid debt is replaced by what the account owes the liquidator.
     assert counted(held, "alpha", "USDC", "debt") == debt_x - repay + hold_amount(repay, bps)
+    assert daemon.metrics.registry.get_sample_value("agg_seize_claims_pending") == 1
 
     status, body = await asyncio.to_thread(post, daemon, path)
     assert status == 409, body
@@ -259,6 +260,11 @@ async def test_voucher_after_finality_settles_once_on_the_collateral_chain(
     # The settlement indexed on beta releases the hold: X - R, and the WETH is gone.
     done = await account_when(daemon, lambda v: not v["pending_claims"], "the hold released")
     assert counted(done, "alpha", "USDC", "debt") == debt_x - repay
+    assert daemon.metrics.registry.get_sample_value("agg_seize_claims_pending") == 0
+    signed = daemon.metrics.registry.get_sample_value(
+        "agg_seize_vouchers_total", {"outcome": "signed"}
+    )
+    assert signed == 1
     beta_weth = await account_when(
         daemon,
         lambda v: counted(v, "beta", "WETH", "collateral") == held_before - seized,

@@ -98,6 +98,7 @@ class Setup:
         self.keys: dict[str, KeeperKey | None] = {"beta": KEY}
         clients = cast(dict[str, RpcClient], {"alpha": self.node, "beta": self.node})
         self.now = 0.0
+        self.outcomes: list[str] = []
         self.service = ClaimService(
             cfg,
             clients,
@@ -106,6 +107,7 @@ class Setup:
             burst=3.0,
             max_wait_s=1.0,
             clock=self.clock,
+            on_outcome=self.outcomes.append,
         )
 
     def clock(self) -> float:
@@ -350,3 +352,16 @@ async def test_without_a_claim_service_the_route_is_a_503() -> None:
     async with TestClient(TestServer(api.app, host="127.0.0.1")) as c:
         status, body = await post(c)
     assert status == 503 and body["error"]["field"] == "claims"
+
+
+async def test_each_answer_is_counted_by_outcome(setup: Setup, http: TestClient[Any, Any]) -> None:
+    """agg_seize_vouchers_total's outcomes: 409 not_final, 200 signed, any error refused
+    (a 400 is the route's own, before the service: not counted)."""
+    setup.node.receipt = receipt(claim_with())
+    setup.node.head = 101
+    assert (await post(http))[0] == 409
+    setup.node.head = 102
+    assert (await post(http))[0] == 200
+    assert (await post(http, chain="nowhere"))[0] == 404
+    assert (await post(http, chain="NOT A NAME"))[0] == 400
+    assert setup.outcomes == ["not_final", "signed", "refused"]
