@@ -32,13 +32,7 @@ from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_utils import keccak, to_checksum_address
 
-from chains.events import DecodeError
-
-CLAIM_EVENT = "RemoteSeizeClaimed(bytes32,address,address,address,uint256,uint256,address)"
-CLAIM_TOPIC = "0x" + keccak(text=CLAIM_EVENT).hex()
-# Non-indexed fields of RemoteSeizeClaimed, in order (claimId, account and liquidator are
-# the three indexed topics).
-_CLAIM_DATA = ["address", "uint256", "uint256", "address"]
+from chains.events import CLAIM_DATA_TYPES, CLAIM_TOPIC, DecodeError
 
 DOMAIN_NAME = "CollateralVault"
 DOMAIN_VERSION = "1"
@@ -152,9 +146,9 @@ def _decode_claim(  # noqa: PLR0917
         if not isinstance(data_hex, str) or not data_hex.startswith("0x"):
             raise ValueError("data is not 0x-prefixed hex")
         data = bytes.fromhex(data_hex[2:])
-        if len(data) != 32 * len(_CLAIM_DATA):
-            raise ValueError(f"data is {len(data)} bytes, not {32 * len(_CLAIM_DATA)}")
-        debt_token, repaid, target_chain_id, collateral_token = abi_decode(_CLAIM_DATA, data)
+        if len(data) != 32 * len(CLAIM_DATA_TYPES):
+            raise ValueError(f"data is {len(data)} bytes, not {32 * len(CLAIM_DATA_TYPES)}")
+        debt_token, repaid, target_chain_id, collateral_token = abi_decode(CLAIM_DATA_TYPES, data)
     except (ValueError, TypeError, KeyError) as exc:
         raise DecodeError(f"{at}: malformed RemoteSeizeClaimed log: {exc}") from None
     except Exception as exc:  # eth_abi's errors share no useful base class

@@ -43,6 +43,10 @@ REMOTE_SIGNATURES: dict[str, str] = {
 _REMOTE_TOPICS: dict[str, str] = {
     "0x" + keccak(text=sig).hex(): k for k, sig in REMOTE_SIGNATURES.items()
 }
+CLAIM_TOPIC = "0x" + keccak(text=REMOTE_SIGNATURES["claim"]).hex()
+# RemoteSeizeClaimed's data (claim id, account and liquidator are its indexed topics).
+CLAIM_DATA_TYPES = ["address", "uint256", "uint256", "address"]
+SETTLE_TOPIC = "0x" + keccak(text=REMOTE_SIGNATURES["settle"]).hex()
 _REMOTE_KIND: dict[str, EventKind] = {"claim": "repay", "settle": "liquidation"}
 TOPICS: dict[str, EventKind] = {"0x" + keccak(text=sig).hex(): k for k, sig in SIGNATURES.items()}
 TOPICS.update({t: _REMOTE_KIND[k] for t, k in _REMOTE_TOPICS.items()})
@@ -51,7 +55,7 @@ TOPIC_FILTER: list[Any] = [sorted(TOPICS)]
 # Indexed topics after topic0, and the non-indexed data layout, per event.
 _LAYOUT: dict[str, tuple[int, list[str]]] = {
     # (claim id, account, liquidator) indexed in both
-    "claim": (3, ["address", "uint256", "uint256", "address"]),
+    "claim": (3, CLAIM_DATA_TYPES),
     "settle": (3, ["address", "uint256", "address", "uint256"]),
     "deposit": (2, ["uint256"]),
     "withdraw": (2, ["uint256"]),

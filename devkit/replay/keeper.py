@@ -86,6 +86,7 @@ from eth_abi import decode, encode
 from eth_utils import function_signature_to_4byte_selector, keccak
 
 from chains.contracts import decode_error
+from chains.events import CLAIM_TOPIC, SETTLE_TOPIC
 from chains.registry_codec import RegistryEntry, is_empty_slot, unpack_slot
 from devkit.anvil import rpc_call
 from devkit.deploy import ASSET_BY_SYMBOL
@@ -106,14 +107,8 @@ LIQUIDATABLE_TIER = 2  # the vault's `tier < 2` refusal (CollateralVault.liquida
 LIQUIDATED_TOPIC = (
     "0x" + keccak(b"Liquidated(address,address,address,uint256,address,uint256)").hex()
 )
-CLAIMED_TOPIC = (
-    "0x"
-    + keccak(b"RemoteSeizeClaimed(bytes32,address,address,address,uint256,uint256,address)").hex()
-)
-SETTLED_TOPIC = (
-    "0x"
-    + keccak(b"RemoteSeizeSettled(bytes32,address,address,address,uint256,address,uint256)").hex()
-)
+# The cross-chain seize's two events, as the indexer decodes them.
+CLAIMED_TOPIC, SETTLED_TOPIC = CLAIM_TOPIC, SETTLE_TOPIC
 LIQUIDATABLE_TIERS = ("liquidatable", "insolvent")
 PLAN_KINDS = ("partial", "full")
 DEBT_SYMBOLS = ("USDC", "WETH")
