@@ -36,11 +36,6 @@ Invariants:
   custom error's name, never sent. A sent transaction that reverts counts as `reverted`.
 - An account is attempted at most once per round; what was repaid and seized comes
   from the receipt's `Liquidated` event, not from the request.
-- The repay never exceeds the vault's own `debtOf` at the head, read before the
-  attempt: the daemon's view can lag a repayment just made (a liquidation of the last
-  round, a settlement it has not indexed yet), and a plan sized on it would revert
-  `RepayExceedsDebt` and lose the account's round. Nothing left on that row: a failure
-  (`vault_debt_zero`), retried next round from a fresh view.
 
 Cross-chain borrowers (CollateralVault.sol `liquidateRemote` / `settleRemoteSeize`):
 when the collateral chain C (the plan's, or the fallback's) holds no debt, or its
@@ -78,7 +73,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -102,7 +97,6 @@ SEL_APPROVE = function_signature_to_4byte_selector("approve(address,uint256)")
 SEL_MINT = function_signature_to_4byte_selector("mint(address,uint256)")
 SEL_ENTRY_OF = function_signature_to_4byte_selector("entryOf(address)")
 SEL_MAX_AGE = function_signature_to_4byte_selector("maxAge()")
-SEL_DEBT_OF = function_signature_to_4byte_selector("debtOf(address,address)")
 LIQUIDATABLE_TIER = 2  # the vault's `tier < 2` refusal (CollateralVault.liquidate)
 LIQUIDATED_TOPIC = (
     "0x" + keccak(b"Liquidated(address,address,address,uint256,address,uint256)").hex()
@@ -554,24 +548,7 @@ class Keeper:
         if why is not None:
             self.stats.wait(account, why)
             return "waiting"
-        try:
-            onchain = await self._vault_debt(attempt)
-        except (aiohttp.ClientError, RuntimeError, TimeoutError, ValueError):
-            self.stats.fail(account, "debt_read")
-            return None
-        if onchain == 0:
-            # The daemon's view lags a repayment just made (a liquidation of the last
-            # round, a settlement not indexed yet): nothing of that row is left to repay.
-            self.stats.fail(account, "vault_debt_zero")
-            return None
-        attempt = replace(attempt, repay_raw=min(attempt.repay_raw, onchain))
         return await self._go(step, attempt)
-
-    async def _vault_debt(self, a: Attempt) -> int:
-        """The vault's `debtOf(account, debt token)` on the chain that repays, at the head."""
-        dep = self.state.deployments[a.chain]
-        data = SEL_DEBT_OF + encode(["address", "address"], [a.account, dep.tokens[a.debt]])
-        return int.from_bytes(await self._call(a.chain, dep.vault, data), "big")
 
     async def _go(self, step: int, attempt: Attempt) -> tuple[Attempt, str] | None:
         """Send the attempt (simulated first); a cross-chain one becomes a pending claim."""

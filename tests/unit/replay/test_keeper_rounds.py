@@ -31,15 +31,12 @@ class Chain:
 
     tier: int = 1
     flip_after: int | None = None  # entryOf reads before the tier becomes 2
-    vault_debt: int = 3_900 * 10**6  # debtOf(account, USDC): the vault's own figure
     reads: int = 0
     sent: list[dict[str, Any]] = field(default_factory=list)
 
     def call(self, to: str, data: str) -> str:
         if to == VAULT and data.startswith("0x" + keeper.SEL_MAX_AGE.hex()):
             return "0x" + encode(["uint256"], [900]).hex()
-        if to == VAULT and data.startswith("0x" + keeper.SEL_DEBT_OF.hex()):
-            return "0x" + encode(["uint256"], [self.vault_debt]).hex()
         if to == REGISTRY:
             self.reads += 1
             if self.flip_after is not None and self.reads > self.flip_after:
@@ -149,24 +146,3 @@ async def test_waits_for_the_registry_then_liquidates(served: tuple[str, Chain])
         assert liq.repaid_raw == 500 * 10**6 and liq.repaid_usd == pytest.approx(500.0)
         assert k.stats.waits["registry_tier"] >= 2
         assert not k.stats.failures
-
-
-@pytest.mark.parametrize(("vault_debt", "sent_repay"), [(200 * 10**6, 200 * 10**6), (0, None)])
-async def test_the_repay_is_capped_at_the_vaults_own_debt(
-    served: tuple[str, Chain], vault_debt: int, sent_repay: int | None
-) -> None:
-    """The daemon's view still shows 3,900 USDC (it lags a repayment just made); the
-    vault says 200 or nothing: the attempt repays at most that, or waits a round."""
-    base, chain = served
-    chain.tier, chain.vault_debt = 2, vault_debt
-    state = cast(DevnetState, FakeState(base))
-    async with aiohttp.ClientSession() as session:
-        k = keeper.Keeper(state, base, session)
-        await k.round(0)
-    if sent_repay is None:
-        assert chain.sent == [] and k.stats.failures == {"vault_debt_zero": 1}
-        return
-    (tx,) = chain.sent
-    assert tx["data"].startswith("0x" + keeper.SEL_LIQUIDATE.hex())
-    args = bytes.fromhex(tx["data"][10:])
-    assert int.from_bytes(args[64:96], "big") == sent_repay
