@@ -24,6 +24,7 @@ from web3 import Web3
 from chains.contracts import deploy, install_multicall
 from chains.registry_codec import RegistryEntry, pack_batch
 from chains.rpc import selector
+from devkit.anvil import rpc_call
 
 # anvil's default dev accounts (mnemonic "test test ... junk").
 ACCOUNTS = [
@@ -361,3 +362,29 @@ def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> N
             return
         time.sleep(interval)
     raise HarnessError(f"condition not met within {timeout}s")
+
+
+def transact(  # noqa: PLR0917
+    url: str,
+    sender: str,
+    to: str,
+    sig: str,
+    types: list[str],
+    args: list[Any],
+    gas: int = 800_000,
+    timeout: float = 60.0,
+) -> str:
+    """`sig(args)` sent from an unlocked dev account, waited for and required to
+    succeed (HarnessError naming `sig` otherwise); the transaction hash."""
+    data = "0x" + (selector(sig) + abi_encode(types, args)).hex()
+    tx = {"from": sender, "to": to, "data": data, "gas": hex(gas)}
+    h = str(rpc_call(url, "eth_sendTransaction", [tx]))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = rpc_call(url, "eth_getTransactionReceipt", [h])
+        if isinstance(r, dict):
+            if int(r["status"], 16) != 1:
+                raise HarnessError(f"{sig} reverted (tx {h})")
+            return h
+        time.sleep(0.1)
+    raise HarnessError(f"{sig} not mined within {timeout:.0f} s (tx {h})")

@@ -26,7 +26,7 @@ from chains.rpc import selector
 from devkit import manager
 from devkit.anvil import DEV_KEYS, rpc_call
 from devkit.deploy import feed_answer, to_raw
-from devkit.testing.harness import ACCOUNTS
+from devkit.testing.harness import ACCOUNTS, transact
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -41,19 +41,8 @@ def call(url: str, to: str, sig: str, types: list[str], args: list[Any]) -> str:
     return str(rpc_call(url, "eth_call", [tx, "latest"]))
 
 
-def send(url: str, sender: str, to: str, sig: str, types: list[str], args: list[Any]) -> None:  # noqa: PLR0917
-    data = "0x" + (selector(sig) + abi_encode(types, args)).hex()
-    h = rpc_call(
-        url, "eth_sendTransaction", [{"from": sender, "to": to, "data": data, "gas": hex(600_000)}]
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        r = rpc_call(url, "eth_getTransactionReceipt", [h])
-        if isinstance(r, dict):
-            assert int(r["status"], 16) == 1, f"{sig} reverted"
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{sig} not mined")
+def send(url: str, sender: str, to: str, sig: str, types: list[str], args: list[Any]) -> str:  # noqa: PLR0917
+    return transact(url, sender, to, sig, types, args, gas=600_000)
 
 
 def entry(devnet: manager.DevnetState, chain: str, account: str = USER) -> RegistryEntry | None:

@@ -36,7 +36,7 @@ from devkit import manager
 from devkit.anvil import DEV_KEYS, rpc_call
 from devkit.deploy import to_raw
 from devkit.testing.daemons import devnet_config, running
-from devkit.testing.harness import ACCOUNTS
+from devkit.testing.harness import ACCOUNTS, transact
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -50,17 +50,7 @@ def data(sig: str, types: list[str], args: list[Any]) -> str:
 
 
 def send(url: str, sender: str, to: str, sig: str, types: list[str], args: list[Any]) -> str:  # noqa: PLR0917
-    """Send from an unlocked dev account, wait for the receipt (status 1); the tx hash."""
-    tx = {"from": sender, "to": to, "data": data(sig, types, args), "gas": hex(800_000)}
-    h = str(rpc_call(url, "eth_sendTransaction", [tx]))
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        r = rpc_call(url, "eth_getTransactionReceipt", [h])
-        if isinstance(r, dict):
-            assert int(r["status"], 16) == 1, f"{sig} reverted"
-            return h
-        time.sleep(0.1)
-    raise AssertionError(f"{sig} not mined")
+    return transact(url, sender, to, sig, types, args)
 
 
 def revert_of(url: str, sender: str, to: str, sig: str, types: list[str], args: list[Any]) -> str:  # noqa: PLR0917

@@ -27,7 +27,7 @@ from devkit.anvil import DEV_KEYS, rpc_call
 from devkit.deploy import feed_answer, to_raw
 from devkit.replay import keeper
 from devkit.testing.daemons import devnet_config, running
-from devkit.testing.harness import ACCOUNTS
+from devkit.testing.harness import ACCOUNTS, transact
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -38,17 +38,8 @@ def data(sig: str, types: list[str], args: list[Any]) -> str:
     return "0x" + (selector(sig) + abi_encode(types, args)).hex()
 
 
-def send(url: str, sender: str, to: str, sig: str, types: list[str], args: list[Any]) -> None:  # noqa: PLR0917
-    tx = {"from": sender, "to": to, "data": data(sig, types, args), "gas": hex(600_000)}
-    h = rpc_call(url, "eth_sendTransaction", [tx])
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        r = rpc_call(url, "eth_getTransactionReceipt", [h])
-        if isinstance(r, dict):
-            assert int(r["status"], 16) == 1, f"{sig} reverted"
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{sig} not mined")
+def send(url: str, sender: str, to: str, sig: str, types: list[str], args: list[Any]) -> str:  # noqa: PLR0917
+    return transact(url, sender, to, sig, types, args, gas=600_000)
 
 
 def view(url: str, to: str, sig: str, types: list[str], args: list[Any]) -> int:

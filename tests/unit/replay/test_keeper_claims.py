@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 from eth_abi import decode, encode
 from eth_utils import function_signature_to_4byte_selector
+from loopback import serving
 
 from aggregator.replay import _drain
 from chains.registry_codec import RegistryEntry, pack_slot
@@ -200,15 +201,8 @@ async def served() -> AsyncIterator[tuple[str, World]]:
     app.router.add_get("/v1/accounts/{a}", account)
     app.router.add_post("/v1/claims/{chain}/{tx}", claims)
     app.router.add_post("/rpc/{chain}", rpc)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}", world
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield url, world
 
 
 def sent_calls(world: World, selector: bytes) -> list[tuple[str, bytes]]:

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from eth_abi import encode
+from loopback import serving
 
 from aggregator.replay import _drain
 from chains.registry_codec import RegistryEntry, pack_slot
@@ -115,15 +116,8 @@ async def served() -> AsyncIterator[tuple[str, Chain]]:
     app.router.add_get("/v1/accounts", accounts)
     app.router.add_get("/v1/accounts/{a}", account)
     app.router.add_post("/rpc/{chain}", rpc)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}", chain
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield url, chain
 
 
 async def test_waits_for_the_registry_then_liquidates(served: tuple[str, Chain]) -> None:
