@@ -142,8 +142,13 @@ class Recorder:
     hf_pct: list[tuple[float, float, float]] = field(default_factory=list)
     # Per step: asset -> the daemon's liquidity queue figures (QUEUE_KEYS), {} if none.
     queue: list[dict[str, dict[str, float]]] = field(default_factory=list)
-    healthy_last: set[str] = field(default_factory=set)
+    # Rated healthy at the last sample: account -> its rated HF then (None if none).
+    healthy_last: dict[str, float | None] = field(default_factory=dict)
     healthy_to_negative: set[str] = field(default_factory=set)
+    # One row per healthy -> negative account, at its first such step (`h2n_row`).
+    healthy_to_negative_rows: list[dict[str, Any]] = field(default_factory=list)
+    # Per step: the prices the daemon's ratings came from (its own, a step or two behind).
+    rated_prices: list[dict[str, float]] = field(default_factory=list)
     applied: int = 0
     # Claims (keeper.Claim.tx) whose repay is booked: at mining, before settlement.
     booked_claims: set[str] = field(default_factory=set)
@@ -160,6 +165,7 @@ class Recorder:
     def __post_init__(self) -> None:
         self.holdings = Holdings.of(self.book)
         self.addresses = {a.address for a in self.book}
+        self.shapes = {a.address: a.shape for a in self.book}
         # A written call is a liability the model margins: not a depositor's haircut.
         self.depositors = {
             a.address
@@ -184,10 +190,13 @@ class Recorder:
         self.queue.append(
             {a: {k: float(v[k]) for k in QUEUE_KEYS} for a, v in (queue or {}).items()}
         )
-        for a in self.healthy_last:
-            if self.holdings.equity(a, prices, self.implied_vol) < 0:
+        for a, hf in self.healthy_last.items():
+            equity = self.holdings.equity(a, prices, self.implied_vol)
+            if equity < 0:
+                if a not in self.healthy_to_negative:
+                    self.healthy_to_negative_rows.append(self.h2n_row(a, hf, equity))
                 self.healthy_to_negative.add(a)
-        self.healthy_last = set()
+        self.healthy_last = {}
         bp_sum = coll_sum = 0.0
         hfs: list[float] = []
         # Value the depositors' collateral at the prices the ratings were computed from
@@ -195,13 +204,14 @@ class Recorder:
         # path's own prices would put one step's move into the margin.
         rated = dict(self.prices[-2] if len(self.prices) > 1 else prices)
         rated.update(rated_at or {})
+        self.rated_prices.append(rated)
         for a in self.addresses:
             r = ratings.get(a)
             if r is None:
                 continue
             self.tiers_seen.setdefault(r["tier"], set()).add(a)
             if r["tier"] == "healthy":
-                self.healthy_last.add(a)
+                self.healthy_last[a] = None if r.get("hf") is None else float(r["hf"])
             if r.get("hf") is not None:
                 hfs.append(float(r["hf"]))
             if a in self.depositors:
@@ -212,6 +222,29 @@ class Recorder:
         q = np.percentile(hfs, [5, 25, 50]) if hfs else [math.nan] * 3
         self.hf_pct.append((float(q[0]), float(q[1]), float(q[2])))
         self._track_negative(prices, ratings)
+
+    def h2n_row(self, account: str, rated_hf: float | None, equity: float) -> dict[str, Any]:
+        """Why a healthy account went negative between two samples: its rated HF, its
+        largest collateral asset's price in the rating (the daemon's), at the rated step
+        and at this one (the path's), and its equity now. `lag_move` is the price move
+        the rating had not seen at the rated step; `step_move` the path's one-step move."""
+        step = len(self.prices) - 1
+        coll = self.holdings.coll.get(account, {})
+        then, now = self.prices[-2], self.prices[-1]
+        asset = max(coll, key=lambda s: coll[s] * then.get(s, 0.0)) if coll else None
+        row: dict[str, Any] = {
+            "account": account,
+            "shape": self.shapes.get(account),
+            "step": step,
+            "rated_hf": None if rated_hf is None else round(rated_hf, 4),
+            "equity_usd": round(equity, 2),
+            "asset": asset,
+        }
+        if asset is not None and asset in then and asset in now:
+            seen = self.rated_prices[-1].get(asset, then[asset])
+            row["lag_move"] = round(then[asset] / seen - 1, 4) if seen else None
+            row["step_move"] = round(now[asset] / then[asset] - 1, 4) if then[asset] else None
+        return row
 
     def _track_negative(
         self, prices: Mapping[str, float], ratings: Mapping[str, dict[str, Any]]
@@ -383,6 +416,7 @@ def build_report(
         "bad_debt_usd": round(bad_debt_usd, 2),
         "negative_equity_accounts_end": negative_accounts,
         "healthy_to_negative_equity": len(rec.healthy_to_negative),
+        "healthy_to_negative_rows": rec.healthy_to_negative_rows,
         "false_liquidations": rec.false_liquidations(keeper, Holdings.of(rec.book)),
         "false_window_steps": rec.false_window_h,
         "liquidated_accounts": len({x.account for x in mine}),
