@@ -106,6 +106,7 @@ class BookSync:
         self.hold_bonus_bps = bonus_bps(a.liquidation_bonus for a in cfg.assets)
         # Unsettled cross-chain seize claims by account (lower-case), as last read.
         self.claims: dict[str, list[SeizeClaim]] = {}
+        self._unheld_claims: set[str] = set()  # claim ids in unconfigured tokens, logged
         metrics.claims_pending.set_function(
             lambda: float(sum(len(c) for c in self.claims.values()))
         )
@@ -197,6 +198,10 @@ class BookSync:
             self.claims.setdefault(c.account.lower(), []).append(c)
         held, unknown = with_holds(rows, claims, self.token_symbol, self.hold_bonus_bps)
         for c in unknown:
+            # Once per claim: every recompute of the account reads it again.
+            if c.ref in self._unheld_claims:
+                continue
+            self._unheld_claims.add(c.ref)
             log.warning(
                 "chain %s: cross-chain seize claim %s of %s is in unconfigured token %s; "
                 "nothing is held for it",

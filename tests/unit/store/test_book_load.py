@@ -170,3 +170,41 @@ def test_the_load_pauses_the_gc_and_restores_it_even_on_error() -> None:
         assert not gc.isenabled()  # left as it was found
     finally:
         gc.enable()
+
+
+async def test_a_load_holds_unsettled_claims_and_logs_an_unheld_one_once(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Start-up applies the pending-claim hold (the stored rows carry none); a claim in
+    a token no asset names holds nothing and is logged once, not on every read."""
+    from aggregator.claim_holds import bonus_bps, hold_amount
+    from chains.types import BlockRef, VaultEvent
+
+    cfg = config()
+    account, usdc = "0x" + "0e" * 20, TOKENS["beta"]["USDC"]
+    repo = SqlChainStore(store)
+
+    def claim(idx: int, token: str, ref: str) -> VaultEvent:
+        return VaultEvent("beta", 5, "0x" + "55" * 32, f"0x{idx:064x}", idx, "repay", account,
+                          token, 100 * 10**6, counterparty=account, ref=ref)  # fmt: skip
+
+    await write(store, [ChainPosition(
+        chain="beta", account=account, token=usdc, kind="debt", head_amount=10**9,
+        pending_amount=0, confirmed_amount=10**9, updated_block=1)])  # fmt: skip
+    await repo.apply_batch(
+        "beta", to_block=5, blocks=[BlockRef(5, "0x" + "55" * 32, "0x" + "44" * 32)],
+        events=[claim(0, usdc, "0x" + "a1" * 32), claim(1, UNKNOWN, "0x" + "b2" * 32)],
+        log_range=10, head_block=5, confirmed_block=5, keep_hashes_from=0,
+    )  # fmt: skip
+    bs, eng = sync(cfg, store), RiskEngine.from_config(cfg)
+    with caplog.at_level("WARNING"):
+        await bs.load(eng)
+        await bs.positions([account])
+    (row,) = [r for r in await bs.positions([account]) if r.side == "debt"]
+    bps = bonus_bps(a.liquidation_bonus for a in cfg.assets)
+    # The stored debt after the claim's repayment (10**9 - 10**8), plus the hold.
+    assert row.head == 9 * 10**8 + hold_amount(10**8, bps)
+    assert [c.ref for c in bs.claims[account]] == ["0x" + "a1" * 32, "0x" + "b2" * 32]
+    # The message's fixed text: the project's log formatter may abbreviate the hex id.
+    assert caplog.text.count("nothing is held for it") == 1
+    assert eng.book.find_account(account) is not None
