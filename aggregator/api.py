@@ -36,6 +36,7 @@ from aggregator.api_reputation import reputation_route
 from aggregator.api_stream import StreamHub
 from aggregator.dashboard import dashboard_routes
 from aggregator.openapi import OPENAPI
+from chains.events import HEX_ADDRESS
 from chains.units import TIERS
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,6 @@ ACCOUNTS_QUERY = ("tier", "limit", "cursor")
 # ASCII only and explicit: eth_utils.is_hex_address also takes a bare 40-hex string
 # and "0X", and str.isdigit()/int() take Unicode digits ("²", "٣") that later code
 # cannot parse. The API accepts exactly what /openapi.json documents.
-_ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
 _LIMIT_RE = re.compile(r"-?[0-9]+")
 _CURSOR_RE = re.compile(r"[0-9]{1,18}")
 SSE_KEEPALIVE_S = 15.0
@@ -60,7 +60,7 @@ class ApiBackend(Protocol):
     def account_detail(self, address: str) -> dict[str, Any] | None: ...
     def account_health(self, address: str) -> dict[str, Any] | None: ...
     def account_health_body(self, address: str) -> bytes | None:
-        """dumps(account_health(address)) encoded, for an address matching _ADDRESS_RE in
+        """dumps(account_health(address)) encoded, for an address matching HEX_ADDRESS in
         any case; None: answer through account_health instead (the 404 comes from there)."""
         ...
 
@@ -94,14 +94,14 @@ class ApiBackend(Protocol):
 
 
 def parse_address(raw: str, field: str = "address") -> str:
-    if _ADDRESS_RE.fullmatch(raw) is None:
+    if HEX_ADDRESS.fullmatch(raw) is None:
         raise ApiError(400, field, f"not a 0x-prefixed 20-byte hex address: {raw[:64]!r}")
     return checksum_address(raw)
 
 
 @functools.lru_cache(maxsize=1 << 16)
 def checksum_address(address: str) -> str:
-    """EIP-55 form of an address already matched by _ADDRESS_RE.
+    """EIP-55 form of an address already matched by HEX_ADDRESS.
 
     eth_utils.to_checksum_address re-validates its input through several layers and
     was half of the /health route's CPU under load (bench/api_load.py); this is the
@@ -370,7 +370,7 @@ class Api:
         # The hottest route: the backend formats the body itself, skipping the view dict
         # and the encoder; anything else (bad address, unknown account) takes the
         # general path below, which answers the error.
-        if _ADDRESS_RE.fullmatch(raw) is not None:
+        if HEX_ADDRESS.fullmatch(raw) is not None:
             body = self.backend.account_health_body(raw)
             if body is not None:
                 return web.Response(body=body, content_type="application/json", charset="utf-8")

@@ -17,13 +17,13 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from aggregator.api_common import ApiError, json_response
+from chains.events import HEX_ADDRESS
 
 HISTORY_QUERY = ("from", "to", "resolution")
 MAX_BUCKETS = 10_000
 DEFAULT_WINDOW_S = 86_400
 _TIME_RE = re.compile(r"[0-9]{1,12}")
 _STEP_RE = re.compile(r"[0-9]{1,9}")
-_ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ class HistoryRoutes:
 
     async def account(self, request: web.Request) -> web.Response:
         raw = request.match_info["address"]
-        if _ADDRESS_RE.fullmatch(raw) is None:
+        if HEX_ADDRESS.fullmatch(raw) is None:
             raise ApiError(400, "address", f"not a 0x-prefixed 20-byte hex address: {raw[:64]!r}")
         backend, window = self._window(request)
         view = await backend.account(raw, window)

@@ -23,7 +23,6 @@ Amounts are exact ints; addresses are EIP-55 checksummed; ids and hashes lower-c
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +31,14 @@ from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_utils import keccak, to_checksum_address
 
-from chains.events import CLAIM_DATA_TYPES, CLAIM_TOPIC, DecodeError
+from chains.events import (
+    CLAIM_DATA_TYPES,
+    CLAIM_TOPIC,
+    HEX_ADDRESS,
+    HEX_QUANTITY,
+    HEX_WORD,
+    DecodeError,
+)
 
 DOMAIN_NAME = "CollateralVault"
 DOMAIN_VERSION = "1"
@@ -43,10 +49,6 @@ VOUCHER_TYPE = (
 _DOMAIN_TYPE = "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
 _VOUCHER_TYPEHASH = keccak(text=VOUCHER_TYPE)
 _DOMAIN_TYPEHASH = keccak(text=_DOMAIN_TYPE)
-
-_WORD_RE = re.compile(r"0x[0-9a-fA-F]{64}")
-_QUANTITY_RE = re.compile(r"0x[0-9a-fA-F]{1,64}")
-_ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
 @dataclass(frozen=True)
@@ -79,13 +81,13 @@ class ReceiptClaims:
 
 
 def _word(value: Any, what: str) -> str:
-    if not isinstance(value, str) or _WORD_RE.fullmatch(value) is None:
+    if not isinstance(value, str) or HEX_WORD.fullmatch(value) is None:
         raise ValueError(f"{what} is not a 32-byte hex word: {str(value)[:80]!r}")
     return value.lower()
 
 
 def _quantity(value: Any, what: str) -> int:
-    if not isinstance(value, str) or _QUANTITY_RE.fullmatch(value) is None:
+    if not isinstance(value, str) or HEX_QUANTITY.fullmatch(value) is None:
         raise ValueError(f"{what} is not a hex quantity: {str(value)[:80]!r}")
     return int(value, 16)
 
@@ -216,11 +218,11 @@ class SeizeVoucher:
     repaid: int
 
     def __post_init__(self) -> None:
-        if _WORD_RE.fullmatch(self.claim_id) is None:
+        if HEX_WORD.fullmatch(self.claim_id) is None:
             raise ValueError(f"claim_id is not a 32-byte hex word: {self.claim_id[:80]!r}")
         for name in ("account", "liquidator", "collateral_token", "debt_token"):
             value = getattr(self, name)
-            if not isinstance(value, str) or _ADDRESS_RE.fullmatch(value) is None:
+            if not isinstance(value, str) or HEX_ADDRESS.fullmatch(value) is None:
                 raise ValueError(f"{name} is not a 20-byte hex address: {str(value)[:80]!r}")
         if not 0 < self.repaid < 2**256:
             raise ValueError(f"repaid must be in (0, 2**256), got {self.repaid}")

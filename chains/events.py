@@ -87,8 +87,10 @@ def _topic_address(topic: str) -> str:
 
 
 _WORD = 66  # "0x" + 64 hex digits
-_HEX_WORD = re.compile(r"0x[0-9a-fA-F]{64}")
-_HEX_QUANTITY = re.compile(r"0x[0-9a-fA-F]{1,64}")
+# JSON-RPC's hex forms (use with fullmatch): a 32-byte word, a quantity, an address.
+HEX_WORD = re.compile(r"0x[0-9a-fA-F]{64}")
+HEX_QUANTITY = re.compile(r"0x[0-9a-fA-F]{1,64}")
+HEX_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
 def log_coordinates(chain: str, entry: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -127,7 +129,7 @@ def _decode_simple(chain: str, entry: dict[str, Any]) -> VaultEvent | None:
     if len(topics) != 3 or not isinstance(data, str) or len(data) != _WORD:
         return None
     kind = _SIMPLE.get(topics[0])
-    if kind is None or not _HEX_WORD.fullmatch(data):
+    if kind is None or not HEX_WORD.fullmatch(data):
         return None
     return VaultEvent(
         chain,
@@ -197,7 +199,7 @@ def _parsed(cache: dict[str, int], text: str, what: str, chain: str, rec: RpcLog
     indexes); a malformed one is a DecodeError naming the log and the field."""
     value = cache.get(text)
     if value is None:
-        if not _HEX_QUANTITY.fullmatch(text):
+        if not HEX_QUANTITY.fullmatch(text):
             raise DecodeError(
                 f"chain {chain!r} tx {rec.transactionHash} log {rec.logIndex} "
                 f"block {rec.blockNumber}: malformed {what} {text!r}"
@@ -239,7 +241,7 @@ def _raw_topic_address(topic: str) -> str:
 def _hex_map(texts: list[str]) -> dict[str, int] | None:
     """Each distinct hex quantity of `texts` parsed once; None if any is malformed."""
     parsed: dict[str, int] = {}
-    match = _HEX_QUANTITY.fullmatch
+    match = HEX_QUANTITY.fullmatch
     for text in set(texts):
         if not match(text):
             return None
@@ -306,7 +308,7 @@ def _decode_simple_batch(chain: str, logs: Sequence[RpcLog]) -> EventColumns | N
 
 
 def _claim_id(topic: str) -> str:
-    if not _HEX_WORD.fullmatch(topic):
+    if not HEX_WORD.fullmatch(topic):
         raise DecodeError(f"claim id {topic!r} is not a 32-byte hex word")
     return topic.lower()
 
