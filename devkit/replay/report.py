@@ -67,6 +67,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from aggregator.risk.portfolio import black76
+from devkit.deploy import ASSET_BY_SYMBOL
 from devkit.replay.keeper import KeeperStats
 from devkit.replay.population import Account, Option, Perp
 
@@ -78,26 +79,45 @@ QUEUE_KEYS = ("queue_units", "queue_usd", "beyond_band_units", "queue_impact", "
 
 @dataclass
 class Holdings:
-    """Positions per account as amounts (chain-summed), updated by liquidations."""
+    """Positions per account as amounts (chain-summed), updated by liquidations.
+
+    The amounts are derived from token units (`raw`), which liquidations move by their
+    events' exact figures: a position repaid or seized in full is exactly 0, as in the
+    vault, not a float residue that would read as a negative equity."""
 
     coll: dict[str, dict[str, float]]
     debt: dict[str, dict[str, float]]
     # Derivative legs at the venue: liquidations never touch them.
     perps: dict[str, tuple[Perp, ...]] = field(default_factory=dict)
     options: dict[str, tuple[Option, ...]] = field(default_factory=dict)
+    # (side, account, symbol) -> token units; absent: taken from the amount when moved.
+    raw: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
     @classmethod
     def of(cls, book: list[Account]) -> Holdings:
-        coll: dict[str, dict[str, float]] = {}
-        debt: dict[str, dict[str, float]] = {}
+        h = cls({}, {}, {a.address: a.perps for a in book if a.perps},
+                {a.address: a.options for a in book if a.options})  # fmt: skip
         for a in book:
             for p in a.positions:
-                side = coll if p.side == "collateral" else debt
-                side.setdefault(a.address, {})
-                side[a.address][p.symbol] = side[a.address].get(p.symbol, 0.0) + p.amount
-        perps = {a.address: a.perps for a in book if a.perps}
-        options = {a.address: a.options for a in book if a.options}
-        return cls(coll, debt, perps, options)
+                h.move(p.side, a.address, p.symbol, p.raw)
+        return h
+
+    def copy(self) -> Holdings:
+        """The spot positions copied (derivative legs shared: never moved)."""
+        return Holdings({a: dict(v) for a, v in self.coll.items()},
+                        {a: dict(v) for a, v in self.debt.items()},
+                        self.perps, self.options, dict(self.raw))  # fmt: skip
+
+    def move(self, side: str, account: str, symbol: str, delta_raw: int) -> None:
+        """Add `delta_raw` token units to one position (negative: repaid or seized)."""
+        amounts = (self.coll if side == "collateral" else self.debt).setdefault(account, {})
+        scale = 10 ** ASSET_BY_SYMBOL[symbol].decimals
+        key = (side, account, symbol)
+        units = self.raw.get(key)
+        if units is None:
+            units = round(amounts.get(symbol, 0.0) * scale)
+        self.raw[key] = units + delta_raw
+        amounts[symbol] = self.raw[key] / scale
 
     def value(self, account: str, prices: Mapping[str, float]) -> tuple[float, float]:
         c = sum(v * prices[s] for s, v in self.coll.get(account, {}).items())
@@ -276,25 +296,16 @@ class Recorder:
 
     def apply(self, keeper: KeeperStats) -> None:
         """Book the keeper's new liquidations into the holdings."""
-        from devkit.deploy import ASSET_BY_SYMBOL
-
+        h = self.holdings
         for cl in keeper.claims:
             if cl.mined and cl.tx not in self.booked_claims and cl.account in self.addresses:
-                d = self.holdings.debt[cl.account]
-                d[cl.debt] = (
-                    d.get(cl.debt, 0.0) - cl.repaid_raw / 10 ** ASSET_BY_SYMBOL[cl.debt].decimals
-                )
+                h.move("debt", cl.account, cl.debt, -cl.repaid_raw)
                 self.booked_claims.add(cl.tx)
         for x in keeper.liquidations[self.applied :]:
             if x.account in self.addresses:
                 if x.remote_from is None:  # a remote one's repay was booked with its claim
-                    d = self.holdings.debt[x.account]
-                    d[x.debt] = (
-                        d.get(x.debt, 0.0) - x.repaid_raw / 10 ** ASSET_BY_SYMBOL[x.debt].decimals
-                    )
-                c = self.holdings.coll[x.account]
-                dec = ASSET_BY_SYMBOL[x.collateral].decimals
-                c[x.collateral] = c.get(x.collateral, 0.0) - x.seized_raw / 10**dec
+                    h.move("debt", x.account, x.debt, -x.repaid_raw)
+                h.move("collateral", x.account, x.collateral, -x.seized_raw)
         self.applied = len(keeper.liquidations)
 
     def plain_hf(
@@ -315,10 +326,7 @@ class Recorder:
         `count` (liquidations), `accounts`, and `above_lt_at_liquidation` (liquidations
         of positions whose plain HF was >= 1 at that very step: only the model's
         haircut made them liquidatable)."""
-        from devkit.deploy import ASSET_BY_SYMBOL
-
-        h = Holdings({a: dict(v) for a, v in book_positions.coll.items()},
-                     {a: dict(v) for a, v in book_positions.debt.items()})  # fmt: skip
+        h = book_positions.copy()
         count = above = 0
         accounts: set[str] = set()
         for x in sorted(keeper.liquidations, key=lambda y: y.step):
@@ -333,10 +341,8 @@ class Recorder:
             ):
                 count += 1
                 accounts.add(x.account)
-            h.debt[x.account][x.debt] -= x.repaid_raw / 10 ** ASSET_BY_SYMBOL[x.debt].decimals
-            h.coll[x.account][x.collateral] -= (
-                x.seized_raw / 10 ** ASSET_BY_SYMBOL[x.collateral].decimals
-            )
+            h.move("debt", x.account, x.debt, -x.repaid_raw)
+            h.move("collateral", x.account, x.collateral, -x.seized_raw)
         return {"count": count, "accounts": len(accounts), "above_lt_at_liquidation": above}
 
     def procyclicality(self) -> dict[str, float]:
@@ -443,7 +449,6 @@ def remote_figures(keeper: KeeperStats, book: set[str]) -> dict[str, Any]:
     book (`count`, `usd` repaid) and of every account, the claims unsettled at the end
     (`pending_claims`, the USD their mined claims repaid) and the settlements found
     already made (`already_settled`)."""
-    from devkit.deploy import ASSET_BY_SYMBOL
 
     remote = [x for x in keeper.liquidations if x.remote_from is not None]
     mine = [x for x in remote if x.account in book]

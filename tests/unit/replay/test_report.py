@@ -124,6 +124,57 @@ def test_a_hedged_account_is_not_negative_while_its_hedge_covers_the_spot() -> N
     assert rec.healthy_to_negative == {a.address}
 
 
+def test_a_healthy_to_negative_row_names_the_rating_and_the_moves() -> None:
+    a = next(x for x in population.generate(400, 4, PRICES) if x.shape == "eth_stable")
+    coll = next(p for p in a.positions if p.side == "collateral")
+    debt = next(p for p in a.positions if p.side == "debt")
+    crash = dict(PRICES, WETH=0.9 * debt.amount / coll.amount)
+    rec = _rec([a])
+    rec.sample(PRICES, {a.address: {"tier": "healthy", "hf": 1.2}})
+    # The daemon rated step 1 on prices 5% above the path's (a step behind).
+    rec.sample(crash, {a.address: {"tier": "warning", "hf": 1.05}},
+               {"WETH": crash["WETH"] * 1.05})  # fmt: skip
+    (row,) = rec.healthy_to_negative_rows
+    assert row["shape"] == "eth_stable" and row["step"] == 1 and row["asset"] == "WETH"
+    assert row["rated_hf"] == 1.2 and row["lag_move"] == 0.0
+    assert row["step_move"] == pytest.approx(crash["WETH"] / PRICES["WETH"] - 1, abs=1e-4)
+    assert row["equity_usd"] == pytest.approx(coll.amount * crash["WETH"] - debt.amount, abs=0.01)
+    rec.sample(crash, {a.address: {"tier": "healthy", "hf": 1.2}})
+    rec.sample(crash, {})
+    assert len(rec.healthy_to_negative_rows) == 1  # one row per account
+
+
+def test_a_position_liquidated_in_full_is_exactly_zero_not_a_negative_equity() -> None:
+    """Pieces whose float amounts do not sum back exactly: the holdings move in token
+    units, so the emptied account's equity is 0 and its next healthy rating (no debt:
+    HF None) does not count as healthy -> negative."""
+    a = next(x for x in population.generate(400, 4, PRICES) if x.shape == "eth_stable")
+    coll = next(p for p in a.positions if p.side == "collateral")
+    debt = next(p for p in a.positions if p.side == "debt")
+    cuts = [(debt.raw // 4, coll.raw // 4)] * 3
+    cuts.append((debt.raw - 3 * (debt.raw // 4), coll.raw - 3 * (coll.raw // 4)))
+    naive_c, naive_d = coll.amount, debt.amount
+    for r, s in cuts:
+        naive_d -= r / 10**6
+        naive_c -= s / 10**18
+    # What booking float amounts left: a negative equity of about -1e-12 USD.
+    assert naive_c * PRICES["WETH"] - naive_d < 0
+    rec = _rec([a])
+    rec.sample(PRICES, {a.address: {"tier": "liquidatable", "hf": 0.9}})
+    stats = KeeperStats()
+    for i, (r, s) in enumerate(cuts):
+        stats.liquidations.append(
+            Liquidation(0, a.address, coll.chain, "USDC", r, "WETH", s, r / 1e6, f"0x{i}")
+        )
+    rec.apply(stats)
+    assert rec.holdings.coll[a.address]["WETH"] == 0.0
+    assert rec.holdings.debt[a.address]["USDC"] == 0.0
+    assert rec.holdings.equity(a.address, PRICES, {}) == 0.0
+    rec.sample(PRICES, {a.address: {"tier": "healthy", "hf": None}})
+    rec.sample(dict(PRICES, WETH=1.0), {a.address: {"tier": "healthy", "hf": None}})
+    assert rec.healthy_to_negative == set()
+
+
 def test_accounts_with_derivative_legs_are_not_depositors() -> None:
     book = population.generate(300, 1, PRICES)
     rec = _rec(book)
