@@ -20,6 +20,10 @@ Invariants:
   signature, and the vault settles each claim id once, so the route needs no state and
   no authentication: a voucher pays only the liquidator the claim names;
 - RPC trouble or no keeper key for C is a 503; the key never leaves KeeperKey;
+- a key that C's registry does not list as a keeper (`isKeeper`) signs nothing: its
+  voucher would revert `NotKeeperSigned`, so the answer is a 503 naming the key and the
+  registry. A positive check holds for `KEEPER_CHECK_TTL_S` (a revocation shows within
+  that time), a negative one is not kept (a grant shows at the next request);
 - lookups share the chains' RPC budget with the indexers and the pusher, so they are
   paced over all clients (`LOOKUPS_PER_S`, burst `LOOKUP_BURST`): one beyond the rate
   waits its turn, and one that would wait more than `LOOKUP_MAX_WAIT_S` is a 429
@@ -35,6 +39,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from eth_abi import encode as abi_encode
+from eth_utils import function_signature_to_4byte_selector
+
 from aggregator.api_common import ApiError
 from aggregator.config import AppConfig, AssetConfig, ChainConfig
 from chains.claims import (
@@ -46,7 +53,7 @@ from chains.claims import (
     finality,
     voucher_typed_data,
 )
-from chains.events import DecodeError
+from chains.events import HEX_WORD, DecodeError
 from chains.pusher.keys import KeeperKey
 from chains.rpc import RpcClient
 from chains.rpc_errors import RpcError
@@ -61,6 +68,9 @@ log = logging.getLogger(__name__)
 LOOKUPS_PER_S = 10.0
 LOOKUP_BURST = 20.0
 LOOKUP_MAX_WAIT_S = 5.0
+# How long a registry's `isKeeper(key) == true` answer is trusted before it is read again.
+KEEPER_CHECK_TTL_S = 60.0
+SEL_IS_KEEPER = function_signature_to_4byte_selector("isKeeper(address)")
 
 
 class TokenBucket:
@@ -198,6 +208,9 @@ class ClaimService:
         self.keeper = keeper
         self.bucket = TokenBucket(lookups_per_s, burst, clock)
         self.max_wait_s = max_wait_s
+        self.clock = clock
+        # chain -> (key address, when its registry last said isKeeper): KEEPER_CHECK_TTL_S.
+        self._keeper_ok: dict[str, tuple[str, float]] = {}
 
     async def vouchers(self, chain: str, tx_hash: str) -> dict[str, Any]:
         """`chain`: a name matching the config's pattern; `tx_hash`: 0x + 64 hex digits.
@@ -236,7 +249,7 @@ class ClaimService:
         if not fin.final:
             raise ClaimNotFinal(chain, tx_hash, fin)
         targets = [voucher_for(self.cfg, chain, c) for c in parsed.claims]
-        keys = [self._key(t.chain.name) for t in targets]  # all or none signed
+        keys = [await self._signer(t.chain) for t in targets]  # all or none signed
         out = []
         for claim, t, key in zip(parsed.claims, targets, keys, strict=True):
             signature = key.sign_typed_data(
@@ -299,6 +312,37 @@ class ClaimService:
             parsed.block_number, parsed.block_hash, head, canonical, source.confirmations
         )
         return parsed, fin
+
+    async def _signer(self, chain: ChainConfig) -> KeeperKey:
+        """The key that signs for `chain`, once its registry lists it as a keeper."""
+        key = self._key(chain.name)
+        ok = self._keeper_ok.get(chain.name)
+        now = self.clock()
+        if ok is not None and ok[0] == key.address and now - ok[1] < KEEPER_CHECK_TTL_S:
+            return key
+        registry = chain.contracts.registry
+        if registry is None:
+            raise ApiError(503, "keeper", f"chain {chain.name} has no registry configured")
+        data = SEL_IS_KEEPER + abi_encode(["address"], [key.address])
+        try:
+            answer = await self.clients[chain.name].request(
+                "eth_call", [{"to": registry, "data": "0x" + data.hex()}, "latest"]
+            )
+        except RpcError as exc:
+            raise ApiError(503, "rpc", str(exc)) from None
+        if not (isinstance(answer, str) and HEX_WORD.fullmatch(answer)):
+            raise ApiError(
+                503, "rpc", f"{chain.name}'s node answered isKeeper with {str(answer)[:80]!r}"
+            )
+        if int(answer, 16) != 1:
+            raise ApiError(
+                503,
+                "keeper",
+                f"key {key.address} is not a keeper of {chain.name}'s registry {registry}: "
+                "its voucher would revert NotKeeperSigned (grant it with setKeeper)",
+            )
+        self._keeper_ok[chain.name] = (key.address, now)
+        return key
 
     def _key(self, chain: str) -> KeeperKey:
         key = self.keeper(chain)

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from eth_account import Account
 
 from aggregator.api import Api
-from aggregator.claims import ClaimService
+from aggregator.claims import KEEPER_CHECK_TTL_S, SEL_IS_KEEPER, ClaimService
 from aggregator.config import AppConfig
 from aggregator.openapi import OPENAPI
 from chains.claims import SeizeVoucher, voucher_digest
@@ -46,7 +46,7 @@ def config(*, usdc_borrowable: bool = True) -> AppConfig:
             {"name": "alpha", "chain_id": 71001, "rpc_urls": ["http://127.0.0.1:1"],
              "confirmations": 2, "contracts": {"vault": VAULTS["alpha"]}},
             {"name": "beta", "chain_id": 71002, "rpc_urls": ["http://127.0.0.1:1"],
-             "contracts": {"vault": VAULTS["beta"], "registry": f"0x{8:040x}"}},
+             "contracts": {"vault": VAULTS["beta"], "registry": REGISTRY}},
             {"name": "gamma", "chain_id": 71003, "rpc_urls": ["http://127.0.0.1:1"]},
         ],
         assets=[
@@ -60,17 +60,33 @@ def config(*, usdc_borrowable: bool = True) -> AppConfig:
     )  # type: ignore[arg-type]  # fmt: skip
 
 
+REGISTRY = f"0x{8:040x}"
+
+
 class Node:
-    """eth_getTransactionReceipt, the head and the canonical block, as an RpcClient."""
+    """eth_getTransactionReceipt, the head and the canonical block, and the registry's
+    isKeeper (`keepers`, lower-case; `is_keeper_answer` overrides the answer), as an
+    RpcClient."""
 
     def __init__(self) -> None:
         self.receipt: dict[str, Any] | None = None
         self.head = 100
         self.canonical: str | None = BLOCK_HASH
         self.down = False
+        self.keepers: set[str] = set()
+        self.is_keeper_calls = 0
+        self.is_keeper_answer: Any = None
 
     async def request(self, method: str, params: list[Any]) -> Any:
         self._check(method)
+        if method == "eth_call":
+            call = params[0]
+            assert call["to"] == REGISTRY and call["data"][:10] == "0x" + SEL_IS_KEEPER.hex()
+            self.is_keeper_calls += 1
+            if self.is_keeper_answer is not None:
+                return self.is_keeper_answer
+            listed = "0x" + call["data"][-40:] in self.keepers
+            return "0x" + f"{int(listed):064x}"
         assert method == "eth_getTransactionReceipt" and params == [TX]
         return self.receipt
 
@@ -95,6 +111,7 @@ KEY = key_from_hex(DEV_KEYS[1], "test key")
 class Setup:
     def __init__(self, cfg: AppConfig) -> None:
         self.node = Node()
+        self.node.keepers.add(KEY.address.lower())
         self.keys: dict[str, KeeperKey | None] = {"beta": KEY}
         clients = cast(dict[str, RpcClient], {"alpha": self.node, "beta": self.node})
         self.now = 0.0
@@ -305,6 +322,50 @@ async def test_no_keeper_key_for_the_target_is_a_503(
     status, body = await post(http)
     assert status == 503 and body["error"]["field"] == "keeper"
     assert "beta" in body["error"]["message"]
+
+
+async def test_a_key_the_target_registry_does_not_list_is_a_503(
+    setup: Setup, http: TestClient[Any, Any]
+) -> None:
+    """Its voucher would revert NotKeeperSigned on the target: nothing is signed."""
+    setup.node.keepers.clear()
+    setup.node.receipt = receipt(claim_with())
+    setup.node.head = 200
+    status, body = await post(http)
+    assert status == 503 and body["error"]["field"] == "keeper"
+    assert KEY.address in body["error"]["message"] and REGISTRY in body["error"]["message"]
+    assert "NotKeeperSigned" in body["error"]["message"]
+    # A grant shows at the next request: a refusal is not remembered.
+    setup.node.keepers.add(KEY.address.lower())
+    assert (await post(http))[0] == 200
+
+
+async def test_the_keeper_check_is_kept_for_its_ttl_then_read_again(
+    setup: Setup, http: TestClient[Any, Any]
+) -> None:
+    setup.node.receipt = receipt(claim_with())
+    setup.node.head = 200
+    for _ in range(2):
+        assert (await post(http))[0] == 200
+    assert setup.node.is_keeper_calls == 1
+    # Revoked: trusted until the TTL runs out, then refused.
+    setup.node.keepers.clear()
+    setup.now += KEEPER_CHECK_TTL_S + 1
+    status, body = await post(http)
+    assert status == 503 and body["error"]["field"] == "keeper"
+    assert setup.node.is_keeper_calls == 2
+
+
+@pytest.mark.parametrize("answer", ["0x", "0x01", 7, None])
+async def test_an_unreadable_is_keeper_answer_is_a_503(
+    setup: Setup, http: TestClient[Any, Any], answer: Any
+) -> None:
+    setup.node.receipt = receipt(claim_with())
+    setup.node.head = 200
+    setup.node.is_keeper_answer = answer if answer is not None else {"x": 1}
+    status, body = await post(http)
+    assert status == 503 and body["error"]["field"] == "rpc"
+    assert "isKeeper" in body["error"]["message"]
 
 
 async def test_lookups_beyond_the_rate_wait_their_turn_then_are_a_429(
