@@ -259,6 +259,9 @@ class Recorder:
             "rated_hf": None if rated_hf is None else round(rated_hf, 4),
             "equity_usd": round(equity, 2),
             "asset": asset,
+            # Nothing left in the vaults: the negative equity is the venue's legs alone.
+            "vault_emptied": not any(coll.values())
+            and not any(self.holdings.debt.get(account, {}).values()),
         }
         if asset is not None and asset in then and asset in now:
             seen = self.rated_prices[-1].get(asset, then[asset])

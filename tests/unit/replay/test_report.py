@@ -136,7 +136,7 @@ def test_a_healthy_to_negative_row_names_the_rating_and_the_moves() -> None:
                {"WETH": crash["WETH"] * 1.05})  # fmt: skip
     (row,) = rec.healthy_to_negative_rows
     assert row["shape"] == "eth_stable" and row["step"] == 1 and row["asset"] == "WETH"
-    assert row["rated_hf"] == 1.2 and row["lag_move"] == 0.0
+    assert row["rated_hf"] == 1.2 and row["lag_move"] == 0.0 and row["vault_emptied"] is False
     assert row["step_move"] == pytest.approx(crash["WETH"] / PRICES["WETH"] - 1, abs=1e-4)
     assert row["equity_usd"] == pytest.approx(coll.amount * crash["WETH"] - debt.amount, abs=0.01)
     rec.sample(crash, {a.address: {"tier": "healthy", "hf": 1.2}})
@@ -173,6 +173,26 @@ def test_a_position_liquidated_in_full_is_exactly_zero_not_a_negative_equity() -
     rec.sample(PRICES, {a.address: {"tier": "healthy", "hf": None}})
     rec.sample(dict(PRICES, WETH=1.0), {a.address: {"tier": "healthy", "hf": None}})
     assert rec.healthy_to_negative == set()
+
+
+def test_a_covered_call_emptied_by_the_vault_is_flagged_in_its_row() -> None:
+    """The vault seized its WETH and took its debt in full: the short call left at the
+    venue is all its (negative) equity, and the row says the vaults hold nothing."""
+    a = next(x for x in population.generate(400, 4, PRICES) if x.shape == "covered_call")
+    rec = _rec([a])
+    rec.implied_vol = {"WETH": 0.8}
+    rec.sample(PRICES, {a.address: {"tier": "liquidatable", "hf": 0.95}})
+    stats = KeeperStats()
+    for i, p in enumerate(x for x in a.positions if x.side == "collateral"):
+        debt = next(d for d in a.positions if d.side == "debt" and d.chain == p.chain)
+        stats.liquidations.append(Liquidation(0, a.address, p.chain, debt.symbol, debt.raw,
+                                              p.symbol, p.raw, 0.0, f"0x{i}"))  # fmt: skip
+    rec.apply(stats)
+    rec.sample(PRICES, {a.address: {"tier": "healthy", "hf": None}})
+    rec.sample(PRICES, {a.address: {"tier": "healthy", "hf": None}})
+    (row,) = rec.healthy_to_negative_rows
+    assert row["vault_emptied"] is True and row["rated_hf"] is None
+    assert row["equity_usd"] < 0
 
 
 def test_accounts_with_derivative_legs_are_not_depositors() -> None:
