@@ -34,11 +34,13 @@ from dataclasses import dataclass
 from typing import Any
 
 HOUR_S = 3600.0
-# Default market hours per step of each episode at one 1-s block per step: the largest
-# whole number that keeps lambda ** C representable (C = 10,800 at 3 h/s), so the
-# longest episode (2022-06, 2209 h) replays in about 13 minutes; the 9-day 2023-03 at
-# 2 h per step. `--hours-per-block 1` replays hour by hour (C = 3,600).
-DEFAULT_HOURS_PER_STEP = {"2020-03": 3, "2022-06": 3, "2022-11": 3, "2023-03": 2}
+# Market hours per step: one, as the replay's design asks, except for the 92-day
+# 2022-06 episode (2209 h), at 3 h per step to replay in about 14 minutes. The compression
+# also scales the pipeline's fixed latency: a price reaches a liquidation 3-4 blocks
+# after it is set (feed mined, oracle read, push mined, liquidation mined), which is
+# 3-4 market hours at 1 h per block and 9-12 at 3 h (docs/replay.md "Timing").
+# `--hours-per-block N` overrides it (C = N * 3,600 at 1-s blocks).
+DEFAULT_HOURS_PER_STEP = {"2022-06": 3}
 # Smallest lambda ** C we accept: below ~1e-300 the double loses precision, and at
 # 0 the estimator forgets everything at once.
 MIN_LAMBDA = 1e-300
