@@ -80,7 +80,7 @@ def table(episode: str, reps: dict[str, dict[str, Any]]) -> str:
         rows.append(
             f"| {m} | {r['accounts']} | {t['warning']} / {t['liquidatable']} / {t['insolvent']} "
             f"| {liq['count']} ({r.get('liquidated_accounts', '-')}) | {liq['usd']:,.0f} "
-            f"| {r['bad_debt_usd']:,.0f} | {r['healthy_to_negative_equity']} "
+            f"| {r['bad_debt_usd']:,.0f} | {h2n(r)} "
             f"| {fl['count']} ({fl['accounts']}) | {_f(mg['calm'])} / {_f(mg['peak'])} "
             f"| {_f(pc.get('peak_over_trough'))} "
             f"| {_f(pc.get('max_1d_rise'), '{:.4f}')} / {_f(pc.get('max_5d_rise'), '{:.4f}')} "
@@ -90,6 +90,13 @@ def table(episode: str, reps: dict[str, dict[str, Any]]) -> str:
         )
     sig = [f"- {m}: {_sigma(reps[m])}" for m in LABELS if m in reps]
     return "\n".join([f"### {episode}", "", *rows, "", "Volatility at the first step:", *sig])
+
+
+def h2n(rep: dict[str, Any]) -> str:
+    """Healthy -> negative equity, with how many of them the vaults held nothing of
+    (reports since 2026-12-07: `healthy_to_negative_venue_only`)."""
+    n, venue = rep["healthy_to_negative_equity"], rep.get("healthy_to_negative_venue_only")
+    return f"{n} ({venue} venue-only)" if venue else str(n)
 
 
 def runs(
@@ -114,7 +121,7 @@ def summary(reports: dict[str, dict[str, dict[str, Any]]]) -> str:
     for episode, m, r in runs(reports):
         pc = r["procyclicality"]
         rows.append(
-            f"| {episode} | {m} | {r['bad_debt_usd']:,.0f} | {r['healthy_to_negative_equity']} "
+            f"| {episode} | {m} | {r['bad_debt_usd']:,.0f} | {h2n(r)} "
             f"| {r['liquidations']['count']} | {r['false_liquidations']['count']} "
             f"| {_f(pc.get('peak_over_trough'))} | {_f(pc.get('max_1d_rise'), '{:.4f}')} "
             f"| {_f(pc.get('max_5d_rise'), '{:.4f}')} |"

@@ -426,6 +426,10 @@ def build_report(
         "negative_equity_accounts_end": negative_accounts,
         "healthy_to_negative_equity": len(rec.healthy_to_negative),
         "healthy_to_negative_rows": rec.healthy_to_negative_rows,
+        # Of those, the accounts the vaults held nothing of: their venue legs went negative.
+        "healthy_to_negative_venue_only": sum(
+            bool(x["vault_emptied"]) for x in rec.healthy_to_negative_rows
+        ),
         "false_liquidations": rec.false_liquidations(keeper, Holdings.of(rec.book)),
         "false_window_steps": rec.false_window_h,
         "liquidated_accounts": len({x.account for x in mine}),

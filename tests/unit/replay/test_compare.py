@@ -39,6 +39,17 @@ def test_reputation_runs_sit_beside_their_model(tmp_path: Path) -> None:
     assert "- predictive+reputation:" in table
 
 
+def test_venue_only_healthy_to_negative_accounts_are_shown_apart() -> None:
+    old, new = fake("standard", 0.0), fake("predictive", 0.0)
+    old["healthy_to_negative_equity"] = 4  # a report from before the split: no field
+    new.update(healthy_to_negative_equity=5, healthy_to_negative_venue_only=3)
+    assert compare.h2n(old) == "4" and compare.h2n(new) == "5 (3 venue-only)"
+    for r in (old, new):
+        r["procyclicality"] = {"peak_over_trough": 1.05}
+    summary = compare.summary({"2022-06": {"standard": old, "predictive": new}})
+    assert "| 0 | 5 (3 venue-only) |" in summary and "| 0 | 4 |" in summary
+
+
 def test_derivative_table_reads_the_netting_and_skips_older_reports(tmp_path: Path) -> None:
     new = fake("portfolio", 0.0) | {
         "netting_at_start": {
