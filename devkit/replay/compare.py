@@ -93,7 +93,7 @@ def table(episode: str, reps: dict[str, dict[str, Any]]) -> str:
 
 
 def h2n(rep: dict[str, Any]) -> str:
-    """Healthy -> negative equity, with how many of them the vaults held nothing of
+    """Healthy -> negative equity, with how many of them owed the vaults nothing
     (reports since 2026-12-07: `healthy_to_negative_venue_only`)."""
     n, venue = rep["healthy_to_negative_equity"], rep.get("healthy_to_negative_venue_only")
     return f"{n} ({venue} venue-only)" if venue else str(n)

@@ -259,9 +259,9 @@ class Recorder:
             "rated_hf": None if rated_hf is None else round(rated_hf, 4),
             "equity_usd": round(equity, 2),
             "asset": asset,
-            # Nothing left in the vaults: the negative equity is the venue's legs alone.
-            "vault_emptied": not any(coll.values())
-            and not any(self.holdings.debt.get(account, {}).values()),
+            # It owed the vaults nothing (its spot legs are worth >= 0): what is negative is
+            # its legs at the venue alone, e.g. a covered call whose WETH was seized.
+            "no_vault_debt": not any(v > 0 for v in self.holdings.debt.get(account, {}).values()),
         }
         if asset is not None and asset in then and asset in now:
             seen = self.rated_prices[-1].get(asset, then[asset])
@@ -426,9 +426,9 @@ def build_report(
         "negative_equity_accounts_end": negative_accounts,
         "healthy_to_negative_equity": len(rec.healthy_to_negative),
         "healthy_to_negative_rows": rec.healthy_to_negative_rows,
-        # Of those, the accounts the vaults held nothing of: their venue legs went negative.
+        # Of those, the accounts that owed the vaults nothing: their venue legs went negative.
         "healthy_to_negative_venue_only": sum(
-            bool(x["vault_emptied"]) for x in rec.healthy_to_negative_rows
+            bool(x["no_vault_debt"]) for x in rec.healthy_to_negative_rows
         ),
         "false_liquidations": rec.false_liquidations(keeper, Holdings.of(rec.book)),
         "false_window_steps": rec.false_window_h,

@@ -136,7 +136,7 @@ def test_a_healthy_to_negative_row_names_the_rating_and_the_moves() -> None:
                {"WETH": crash["WETH"] * 1.05})  # fmt: skip
     (row,) = rec.healthy_to_negative_rows
     assert row["shape"] == "eth_stable" and row["step"] == 1 and row["asset"] == "WETH"
-    assert row["rated_hf"] == 1.2 and row["lag_move"] == 0.0 and row["vault_emptied"] is False
+    assert row["rated_hf"] == 1.2 and row["lag_move"] == 0.0 and row["no_vault_debt"] is False
     assert row["step_move"] == pytest.approx(crash["WETH"] / PRICES["WETH"] - 1, abs=1e-4)
     assert row["equity_usd"] == pytest.approx(coll.amount * crash["WETH"] - debt.amount, abs=0.01)
     rec.sample(crash, {a.address: {"tier": "healthy", "hf": 1.2}})
@@ -177,7 +177,7 @@ def test_a_position_liquidated_in_full_is_exactly_zero_not_a_negative_equity() -
 
 def test_a_covered_call_emptied_by_the_vault_is_flagged_in_its_row() -> None:
     """The vault seized its WETH and took its debt in full: the short call left at the
-    venue is all its (negative) equity, and the row says the vaults hold nothing."""
+    venue is all its (negative) equity, and the row says it owed the vaults nothing."""
     a = next(x for x in population.generate(400, 4, PRICES) if x.shape == "covered_call")
     rec = _rec([a])
     rec.implied_vol = {"WETH": 0.8}
@@ -191,7 +191,7 @@ def test_a_covered_call_emptied_by_the_vault_is_flagged_in_its_row() -> None:
     rec.sample(PRICES, {a.address: {"tier": "healthy", "hf": None}})
     rec.sample(PRICES, {a.address: {"tier": "healthy", "hf": None}})
     (row,) = rec.healthy_to_negative_rows
-    assert row["vault_emptied"] is True and row["rated_hf"] is None
+    assert row["no_vault_debt"] is True and row["rated_hf"] is None
     assert row["equity_usd"] < 0
 
 
