@@ -55,7 +55,7 @@ from aggregator.risk.reputation import (
     score,
 )
 from aggregator.store.db import Store
-from aggregator.store.reputation_reads import Anchor, EventFact, Key, ReputationReads, after_block
+from aggregator.store.reputation_reads import Anchor, Key, ReputationReads, after_block
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +260,12 @@ class ReputationFeed:
         async for facts in self.reads.events(chain, after, anchor.confirmed_block):
             if ts is not None and facts[0].block_number < times.blocks[0]:
                 times.add(facts[0].block_number, await ts(facts[0].block_number))
+            # A cross-chain seizure's row carries no debt leg: its claim (on the debt
+            # chain, final before its voucher was signed) says what was repaid.
+            remote = {
+                f.ref for f in facts if f.kind == "liquidation" and f.ref and not f.debt_amount
+            }
+            claims = await self.reads.claim_repays(remote) if remote else {}
             for f in facts:
                 if ts is not None:
                     t = times.time_of(f.block_number)
@@ -268,20 +274,22 @@ class ReputationFeed:
                 if t < self._first.get(f.account, float("inf")):
                     self._first[f.account] = t
                 if f.kind == "liquidation":
-                    self._liqs.setdefault(f.account, []).append(
-                        Liquidation(t, chain, self._usd(chain, f))
-                    )
+                    claim = claims.get(f.ref or "")
+                    usd = (self._usd(chain, f.debt_token, f.debt_amount) if claim is None
+                           else self._usd(claim.chain, claim.token, claim.amount))  # fmt: skip
+                    self._liqs.setdefault(f.account, []).append(Liquidation(t, chain, usd))
             self._read[chain] = (facts[-1].block_number, facts[-1].log_index)
         self._read[chain] = after_block(anchor.confirmed_block)
 
-    def _usd(self, chain: str, f: EventFact) -> float:
-        """The repaid debt at this run's valuation price (0 for an unconfigured or
-        unpriced token: the penalty does not depend on it, only the shown figure)."""
-        known = self.tokens.get((chain, f.debt_token or ""))
+    def _usd(self, chain: str, token: str | None, amount: int) -> float:
+        """Repaid debt at this run's valuation price (0 for an unconfigured or unpriced
+        token, or a settlement whose claim is not indexed: the penalty does not depend on
+        it, only the shown figure)."""
+        known = self.tokens.get((chain, token or ""))
         if known is None:
             return 0.0
         price = self.prices.price_usd(known[0])
-        return 0.0 if price is None else f.debt_amount / 10 ** known[1] * price
+        return 0.0 if price is None else amount / 10 ** known[1] * price
 
     # -- scores ----------------------------------------------------------------------
     def _multipliers(self, snap: _Snapshot) -> tuple[dict[str, float], dict[str, float]]:

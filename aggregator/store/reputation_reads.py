@@ -9,13 +9,13 @@ unconfirmed blocks) never changes what was read; the same SQL on SQLite and Post
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import and_, select, tuple_
 
-from aggregator.store.chain_rows import CP, EV
+from aggregator.store.chain_rows import ACCOUNT_CHUNK, CP, EV
 from aggregator.store.db import Store
 from aggregator.store.models.history import HistoryAccountRecord
 
@@ -52,6 +52,17 @@ class EventFact:
     amount: int
     debt_token: str | None
     debt_amount: int
+    # The cross-chain seize claim id of a claim or settlement row (chain_event.ref).
+    ref: str | None = None
+
+
+@dataclass(frozen=True)
+class ClaimRepay:
+    """What a cross-chain seize claim repaid, on its debt chain."""
+
+    chain: str
+    token: str
+    amount: int
 
 
 def _ts(d: datetime) -> float:
@@ -83,7 +94,7 @@ class ReputationReads:
             q = (
                 select(
                     EV.c.block_number, EV.c.log_index, EV.c.kind, EV.c.account, EV.c.token,
-                    EV.c.amount, EV.c.debt_token, EV.c.debt_amount,
+                    EV.c.amount, EV.c.debt_token, EV.c.debt_amount, EV.c.ref,
                 )
                 .where(
                     EV.c.chain == chain, EV.c.block_number <= upto,
@@ -99,12 +110,27 @@ class ReputationReads:
                 return
             yield [
                 EventFact(int(b), int(li), str(k), str(a).lower(), str(t).lower(), int(am),
-                          None if dt is None else str(dt).lower(), int(da))
-                for b, li, k, a, t, am, dt, da in rows
+                          None if dt is None else str(dt).lower(), int(da),
+                          None if ref is None else str(ref))
+                for b, li, k, a, t, am, dt, da, ref in rows
             ]  # fmt: skip
             if len(rows) < page:
                 return
             key = (int(rows[-1][0]), int(rows[-1][1]))
+
+    async def claim_repays(self, refs: Collection[str]) -> dict[str, ClaimRepay]:
+        """Claim id -> what its claim repaid (the `repay` row carrying the id, on the
+        debt chain), for the ids whose claim is indexed."""
+        out: dict[str, ClaimRepay] = {}
+        ids = sorted(refs)
+        async with self.store.session() as s:
+            for i in range(0, len(ids), ACCOUNT_CHUNK):
+                q = select(EV.c.ref, EV.c.chain, EV.c.token, EV.c.amount).where(
+                    EV.c.ref.in_(ids[i : i + ACCOUNT_CHUNK]), EV.c.kind == "repay"
+                )
+                for ref, chain, token, amount in await s.execute(q):
+                    out[str(ref)] = ClaimRepay(str(chain), str(token).lower(), int(amount))
+        return out
 
     async def risky_points(
         self, step: int, since: int

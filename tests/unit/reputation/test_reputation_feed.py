@@ -162,6 +162,30 @@ async def test_confirmed_events_only_and_a_liquidation_counts_on_every_chain(
     assert eng.explain(B)["reputation"]["maintenance_multiplier"] == pytest.approx(1.30, abs=2e-3)
 
 
+async def test_a_cross_chain_liquidation_is_valued_by_its_claim(store: Store) -> None:
+    """The settlement on the collateral chain carries no debt leg; the claim on the
+    debt chain (a repay by the liquidator with the same claim id) says what was repaid.
+    A settlement whose claim is not indexed is shown at 0 USD, and still counts."""
+    repo = SqlChainStore(store)
+    ref, orphan = "0x" + "ab" * 32, "0x" + "cd" * 32
+    await commit(repo, "alpha", 10_010, [
+        ev("alpha", 12, 0, "borrow", B, token=USDC["alpha"], amount=2_000 * 10**6),
+        ev("alpha", 9_980, 0, "repay", B, token=USDC["alpha"], amount=1_500 * 10**6,
+           counterparty=C, ref=ref),
+    ])  # fmt: skip
+    await commit(repo, "beta", 10_010, [
+        ev("beta", 11, 0, "deposit", B),
+        ev("beta", 9_990, 0, "liquidation", B, counterparty=C, ref=ref,
+           debt_token=USDC["beta"], debt_amount=0, amount=E18 // 2),
+        ev("beta", 9_995, 0, "liquidation", B, counterparty=C, ref=orphan,
+           debt_token=USDC["beta"], debt_amount=0, amount=E18 // 4),
+    ])  # fmt: skip
+    feed = ReputationFeed(config(), store, Sink(), Prices())
+    await feed.run()
+    liqs = feed.history_of(B).liquidations
+    assert [(x.chain, x.usd) for x in liqs] == [("beta", pytest.approx(1_500.0)), ("beta", 0.0)]
+
+
 async def test_loops_in_one_block_do_not_move_the_score(store: Store) -> None:
     repo = SqlChainStore(store)
     await commit(repo, "alpha", 10_010, [ev("alpha", 10, 0, "deposit", A)])
