@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from eth_abi import encode as abi_encode
-from eth_utils import function_signature_to_4byte_selector
 
 from aggregator.api_common import ApiError
 from aggregator.config import AppConfig, AssetConfig, ChainConfig
@@ -55,7 +54,7 @@ from chains.claims import (
 )
 from chains.events import HEX_WORD, DecodeError
 from chains.pusher.keys import KeeperKey
-from chains.rpc import RpcClient
+from chains.rpc import RpcClient, selector
 from chains.rpc_errors import RpcError
 
 log = logging.getLogger(__name__)
@@ -70,7 +69,7 @@ LOOKUP_BURST = 20.0
 LOOKUP_MAX_WAIT_S = 5.0
 # How long a registry's `isKeeper(key) == true` answer is trusted before it is read again.
 KEEPER_CHECK_TTL_S = 60.0
-SEL_IS_KEEPER = function_signature_to_4byte_selector("isKeeper(address)")
+SEL_IS_KEEPER = selector("isKeeper(address)")
 
 
 class TokenBucket:

@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,6 +75,18 @@ def rpc_call(
     if "error" in answer:
         raise AnvilError(f"{method} failed on {url}: {answer['error']}")
     return answer["result"]
+
+
+def mined_receipt(url: str, tx_hash: str, timeout: float = 60.0) -> dict[str, Any] | None:
+    """The receipt of `tx_hash`, polled until mined; None when it is not within `timeout`
+    (the caller says what that means, and what a failed status means)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        receipt = rpc_call(url, "eth_getTransactionReceipt", [tx_hash])
+        if isinstance(receipt, dict):
+            return receipt
+        time.sleep(0.1)
+    return None
 
 
 @dataclass

@@ -83,7 +83,7 @@ from eth_utils import function_signature_to_4byte_selector, keccak
 from chains.contracts import decode_error
 from chains.events import CLAIM_TOPIC, SETTLE_TOPIC
 from chains.registry_codec import RegistryEntry, is_empty_slot, unpack_slot
-from devkit.anvil import rpc_call
+from devkit.anvil import mined_receipt, rpc_call
 from devkit.deploy import ASSET_BY_SYMBOL
 from devkit.manager import INDEXED_CHAINS, DevnetState
 
@@ -246,15 +246,11 @@ def prepare(state: DevnetState) -> None:
 
 
 def _wait_receipt_sync(url: str, h: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r = rpc_call(url, "eth_getTransactionReceipt", [h])
-        if isinstance(r, dict):
-            if int(str(r["status"]), 16) != 1:
-                raise RuntimeError(f"keeper setup transaction {h} reverted on {url}")
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"keeper setup transaction {h} not mined on {url}")
+    r = mined_receipt(url, h, timeout)
+    if r is None:
+        raise RuntimeError(f"keeper setup transaction {h} not mined on {url}")
+    if int(str(r["status"]), 16) != 1:
+        raise RuntimeError(f"keeper setup transaction {h} reverted on {url}")
 
 
 def has_plan(view: dict[str, Any]) -> bool:

@@ -167,8 +167,8 @@ class Recorder:
     healthy_to_negative: set[str] = field(default_factory=set)
     # One row per healthy -> negative account, at its first such step (`h2n_row`).
     healthy_to_negative_rows: list[dict[str, Any]] = field(default_factory=list)
-    # Per step: the prices the daemon's ratings came from (its own, a step or two behind).
-    rated_prices: list[dict[str, float]] = field(default_factory=list)
+    # The prices the last sample's ratings came from (the daemon's, a step or two behind).
+    rated_last: dict[str, float] = field(default_factory=dict)
     applied: int = 0
     # Claims (keeper.Claim.tx) whose repay is booked: at mining, before settlement.
     booked_claims: set[str] = field(default_factory=set)
@@ -224,7 +224,6 @@ class Recorder:
         # path's own prices would put one step's move into the margin.
         rated = dict(self.prices[-2] if len(self.prices) > 1 else prices)
         rated.update(rated_at or {})
-        self.rated_prices.append(rated)
         for a in self.addresses:
             r = ratings.get(a)
             if r is None:
@@ -242,6 +241,7 @@ class Recorder:
         q = np.percentile(hfs, [5, 25, 50]) if hfs else [math.nan] * 3
         self.hf_pct.append((float(q[0]), float(q[1]), float(q[2])))
         self._track_negative(prices, ratings)
+        self.rated_last = rated
 
     def h2n_row(self, account: str, rated_hf: float | None, equity: float) -> dict[str, Any]:
         """Why a healthy account went negative between two samples: its rated HF, its
@@ -264,7 +264,7 @@ class Recorder:
             "no_vault_debt": not any(v > 0 for v in self.holdings.debt.get(account, {}).values()),
         }
         if asset is not None and asset in then and asset in now:
-            seen = self.rated_prices[-1].get(asset, then[asset])
+            seen = self.rated_last.get(asset, then[asset])
             row["lag_move"] = round(then[asset] / seen - 1, 4) if seen else None
             row["step_move"] = round(now[asset] / then[asset] - 1, 4) if then[asset] else None
         return row

@@ -24,7 +24,7 @@ from web3 import Web3
 from chains.contracts import deploy, install_multicall
 from chains.registry_codec import RegistryEntry, pack_batch
 from chains.rpc import selector
-from devkit.anvil import rpc_call
+from devkit.anvil import mined_receipt, rpc_call
 
 # anvil's default dev accounts (mnemonic "test test ... junk").
 ACCOUNTS = [
@@ -379,12 +379,9 @@ def transact(  # noqa: PLR0917
     data = "0x" + (selector(sig) + abi_encode(types, args)).hex()
     tx = {"from": sender, "to": to, "data": data, "gas": hex(gas)}
     h = str(rpc_call(url, "eth_sendTransaction", [tx]))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r = rpc_call(url, "eth_getTransactionReceipt", [h])
-        if isinstance(r, dict):
-            if int(r["status"], 16) != 1:
-                raise HarnessError(f"{sig} reverted (tx {h})")
-            return h
-        time.sleep(0.1)
-    raise HarnessError(f"{sig} not mined within {timeout:.0f} s (tx {h})")
+    r = mined_receipt(url, h, timeout)
+    if r is None:
+        raise HarnessError(f"{sig} not mined within {timeout:.0f} s (tx {h})")
+    if int(r["status"], 16) != 1:
+        raise HarnessError(f"{sig} reverted (tx {h})")
+    return h
