@@ -155,6 +155,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         mode=args.mode,
         api_port=args.api_port,
         reputation=args.reputation,
+        responders=args.responders,
+        response_max_delay_h=args.response_max_delay,
     )
     return run_replay(_root(), args.config, opts)
 
@@ -182,6 +184,15 @@ def _replay_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--reputation", action="store_true",
         help="turn [reputation] on over the mode (report labelled <mode>+reputation)",
+    )  # fmt: skip
+    p.add_argument(
+        "--responders", type=float, default=0.5,
+        help="share of the book's borrowers who repay debt once warned (0: none; "
+        "docs/replay.md 'Responders')",
+    )  # fmt: skip
+    p.add_argument(
+        "--response-max-delay", type=int, default=12, metavar="HOURS",
+        help="a responder's reaction delay is drawn from 1..HOURS market hours",
     )  # fmt: skip
 
 

@@ -11,7 +11,8 @@ liquidator funded, the days before the episode written to the daemon's price sto
 (warmup.py), the daemon started in-process; the accounts the model rates below HF 1
 repay down (topup.py); then one step per block: the feeds of every indexed chain sent
 at the step's prices (the exchange server follows them itself), a sample of the
-daemon's ratings, a keeper round, all mined in the same block. Ctrl-C (or SIGTERM)
+daemon's ratings, a keeper round, the responders' cures of warned accounts
+(responders.py), all mined in the next block or two. Ctrl-C (or SIGTERM)
 stops at the next step; the daemon stops and a devnet this run started goes down,
 whatever happened.
 """
@@ -60,6 +61,7 @@ from devkit.replay import (
     models,
     population,
     report,
+    responders,
     timescale,
     topup,
     warmup,
@@ -97,6 +99,10 @@ class ReplayOptions:
     mode: str | None = None  # models.MODELS; None: the config's [portfolio] mode
     api_port: int | None = None  # None: the config's [api] port; 0: a free one
     reputation: bool = False  # [reputation] on over the mode (models.label)
+    # Borrowers who cure a warning (devkit/replay/responders.py): their share of the
+    # book's borrowers (0: nobody reacts) and the longest reaction delay, market hours.
+    responders: float = 0.5
+    response_max_delay_h: int = 12
 
     def scale(self) -> timescale.TimeScale:
         h = self.hours_per_block
@@ -384,8 +390,9 @@ async def _steps(
     daemon: Daemon,
     api_url: str,
     rec: report.Recorder,
+    profiles: dict[str, responders.Profile],
     stop: asyncio.Event,
-) -> keeper.KeeperStats:
+) -> tuple[keeper.KeeperStats, responders.CureStats]:
     async with aiohttp.ClientSession() as session:
         # The daemon's plans follow the pushed model; the close factor is the keeper's
         # fallback when an account has no usable plan (keeper.choose).
@@ -393,6 +400,8 @@ async def _steps(
         fallback = None if cfg.portfolio.mode == "standard" else cfg.risk.close_factor
         k = keeper.Keeper(state, api_url, session, fallback,
                           frozenset(a.address for a in rec.book if a.has_derivatives))  # fmt: skip
+        cure_target = cfg.risk.warn_hf + responders.CURE_MARGIN
+        resp = responders.Responders(state, api_url, session, profiles, cure_target)
         # The devnet's Uniswap pools follow the episode too (docs/replay.md).
         pools = PoolMarket.for_state(state, manager.INDEXED_CHAINS, seed=opts.seed)
         pool_reverts = feeds_resent = 0
@@ -405,10 +414,15 @@ async def _steps(
             # on the daemon's ratings so far) go into the same next block, so a step
             # costs one block, not two.
             sent, trades = await _send_feeds(session, state, path.at(i), pools)
-            rec.sample(path.at(i), _ratings(daemon), _rated_prices(daemon),
+            ratings = _ratings(daemon)
+            rec.sample(path.at(i), ratings, _rated_prices(daemon),
                        daemon.engine.liquidity_queue())  # fmt: skip
             await k.round(i)
             rec.apply(k.stats)
+            # After the keeper: an account it liquidated or claimed on this step is not
+            # cured on the same rating (the cure would be sized on the debt before).
+            taken = {x.account for x in k.stats.liquidations if x.step == i} | set(k.claims)
+            rec.apply_cures(await resp.step(i, ratings, taken))
             feeds_resent += await _mined(session, sent)
             pool_reverts += await _pool_reverts(session, trades)
             if pools is not None and recentre_due(centre, path.at(i)):
@@ -427,6 +441,8 @@ async def _steps(
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), rest)
         await _drain(k, len(path), stop)
+        # The last step's cures are mined by now (the drain's rounds, or the last block).
+        rec.apply_cures(await resp.step(len(path), {}, set()))
         if k.stats.claims:
             remote = sum(x.remote_from is not None for x in k.stats.liquidations)
             print(f"replay {path.name}: cross-chain liquidations {remote}, "
@@ -439,7 +455,7 @@ async def _steps(
                 f"base book re-centred {recentred} times",
                 flush=True,
             )
-        return k.stats
+        return k.stats, resp.stats
 
 
 async def _drain(k: keeper.Keeper, step: int, stop: asyncio.Event) -> None:
@@ -653,7 +669,8 @@ async def _top_up(
 def _precheck(opts: ReplayOptions) -> None:
     """What can be refused before any process starts: an unknown model, a compression
     the EWMA cannot express for a model that reads it (the config's own mode is checked
-    once the config is loaded)."""
+    once the config is loaded), responder options out of range."""
+    responders.check(opts.responders, opts.response_max_delay_h)
     if opts.mode is None:
         return
     if opts.mode not in models.MODELS:
@@ -742,6 +759,12 @@ async def _replay(
     book, topped, still_low = await _top_up(daemon, book, state, stop)
     print(f"{topped} accounts below HF 1 under {model} repaid down ({still_low} still below)")
     since = await asyncio.to_thread(chainread.heads, state)
+    profiles = responders.profiles(
+        book, path.at(0), share=opts.responders, max_delay_h=opts.response_max_delay_h,
+        hours_per_step=scale.hours_per_step, seed=opts.seed,
+    )  # fmt: skip
+    if profiles:
+        await asyncio.to_thread(responders.fund, state)
     lt, groups = _thresholds(cfg)
     rec = report.Recorder(
         book, lt, groups, opts.false_window_h // scale.hours_per_step,
@@ -750,13 +773,14 @@ async def _replay(
     vol_start = _vol(daemon)
     netting = await _netting(api_url, book)
     t_steps = time.monotonic()
-    stats = await _steps(
-        opts=opts, path=path, state=state, daemon=daemon, api_url=api_url, rec=rec, stop=stop
-    )
+    stats, cures = await _steps(
+        opts=opts, path=path, state=state, daemon=daemon, api_url=api_url, rec=rec,
+        profiles=profiles, stop=stop,
+    )  # fmt: skip
     steps_s = time.monotonic() - t_steps
     rep = await _report(
         opts=opts, cfg=cfg, path=path, state=state, book=book, rec=rec, stats=stats,
-        since=since, seeded=seeded,
+        cures=cures, since=since, seeded=seeded,
     )  # fmt: skip
     rep.update(
         mode=models.label(model, opts.reputation),
@@ -788,6 +812,7 @@ async def _report(
     book: list[population.Account],
     rec: report.Recorder,
     stats: keeper.KeeperStats,
+    cures: responders.CureStats,
     since: dict[str, int],
     seeded: population.SeedStats,
 ) -> dict[str, Any]:
@@ -804,11 +829,18 @@ async def _report(
         negative_accounts=negative,
         chains=chains,
         vault_end=held,
+        cures=cures,
         meta={
             "steps": len(rec.prices),
             "hours_per_block": opts.scale().hours_per_step,
             "block_interval_s": opts.block_interval_s,
             "seed": opts.seed,
+            "responders": {
+                "share": opts.responders,
+                "max_delay_h": opts.response_max_delay_h,
+                "budget_share": responders.BUDGET_SHARE,
+                "cure_hf": round(cfg.risk.warn_hf + responders.CURE_MARGIN, 4),
+            },
             "seeding": {"transactions": seeded.transactions, "seconds": seeded.seconds},
             "sources": path.sources,
         },

@@ -3,7 +3,8 @@
 The recorder takes one sample per step: the daemon's rating of every book account
 (tier, HF, borrowing power) and the market prices of the path at that step. Equity
 is computed from the book's positions at market prices (no haircut), after the
-keeper's liquidations (what each `Liquidated` event repaid and seized).
+keeper's liquidations (what each `Liquidated` event repaid and seized) and the
+responders' cures (responders.py: what each mined repayment repaid).
 
 Definitions (docs/replay.md):
 - tiers reached: accounts rated that tier at least once.
@@ -14,7 +15,8 @@ Definitions (docs/replay.md):
   included. Liquidations touch only the vault's spot legs.
 - false liquidation: a liquidation after which the account's pre-liquidation positions
   would have been back at HF >= 1 at the configured liquidation thresholds (plain
-  `lt`, e-mode group's when all legs are in it) within `false_window_h` hours.
+  `lt`, e-mode group's when all legs are in it) within `false_window_h` hours. The
+  positions are the book's moved by every earlier liquidation and cure.
 - margin: the model's haircut on the book's depositors (accounts without debt or
   derivative legs, never
   liquidated, a fixed mix of every collateral asset): 1 - sum(borrowing power) /
@@ -68,8 +70,9 @@ from numpy.typing import NDArray
 
 from aggregator.risk.portfolio import black76
 from devkit.deploy import ASSET_BY_SYMBOL
-from devkit.replay.keeper import KeeperStats
+from devkit.replay.keeper import KeeperStats, Liquidation
 from devkit.replay.population import Account, Option, Perp
+from devkit.replay.responders import Cure, CureStats
 
 F64 = NDArray[np.float64]
 TIER_NAMES = ("healthy", "warning", "liquidatable", "insolvent")
@@ -172,6 +175,8 @@ class Recorder:
     applied: int = 0
     # Claims (keeper.Claim.tx) whose repay is booked: at mining, before settlement.
     booked_claims: set[str] = field(default_factory=set)
+    # The responders' mined repayments (responders.py), booked like a liquidation's repay.
+    cures: list[Cure] = field(default_factory=list)
     # Bad-debt causes (bad_debt_causes): per account with debt.
     cross_chain: set[str] = field(default_factory=set)
     negative_since: dict[str, int] = field(default_factory=dict)
@@ -311,6 +316,13 @@ class Recorder:
                 h.move("collateral", x.account, x.collateral, -x.seized_raw)
         self.applied = len(keeper.liquidations)
 
+    def apply_cures(self, cures: list[Cure]) -> None:
+        """Book the responders' mined repayments into the holdings."""
+        for c in cures:
+            if c.account in self.addresses:
+                self.holdings.move("debt", c.account, c.debt, -c.repaid_raw)
+                self.cures.append(c)
+
     def plain_hf(
         self, coll: Mapping[str, float], debt: Mapping[str, float], p: Mapping[str, float]
     ) -> float:
@@ -332,8 +344,18 @@ class Recorder:
         h = book_positions.copy()
         count = above = 0
         accounts: set[str] = set()
-        for x in sorted(keeper.liquidations, key=lambda y: y.step):
+        # A cure answering step s's ratings is sent after that step's keeper round: it
+        # comes after step s's liquidations and before step s + 1's.
+        events: list[tuple[float, Cure | Liquidation]] = [
+            *((c.step + 0.5, c) for c in self.cures),
+            *((x.step, x) for x in keeper.liquidations),
+        ]
+        events.sort(key=lambda e: e[0])
+        for _, x in events:
             if x.account not in self.addresses:
+                continue
+            if isinstance(x, Cure):
+                h.move("debt", x.account, x.debt, -x.repaid_raw)
                 continue
             coll, debt = dict(h.coll[x.account]), dict(h.debt[x.account])
             end = min(len(self.prices), x.step + 1 + self.false_window_h)
@@ -392,9 +414,11 @@ def build_report(
     chains: Mapping[str, dict[str, int]],
     meta: Mapping[str, Any],
     vault_end: Mapping[str, tuple[float, float]] | None = None,
+    cures: CureStats | None = None,
 ) -> dict[str, Any]:
     """`vault_end`: account -> (collateral, debt) USD read from the vaults at the end,
-    for the derivative accounts' figures (`derivatives`)."""
+    for the derivative accounts' figures (`derivatives`); `cures`: the responders'
+    (None: the replay ran without them)."""
     book = {a.address for a in rec.book}
     shape = {a.address: a.shape for a in rec.book}
     mine = [x for x in keeper.liquidations if x.account in book]
@@ -420,6 +444,7 @@ def build_report(
             "remote": remote_figures(keeper, book),
             "claim_waits": dict(keeper.claim_waits),
         },
+        "cures": (cures or CureStats()).figures(),
         "derivatives": derivative_figures(rec, vault_end or {}),
         "bad_debt_causes": bad_debt_causes(rec, keeper, vault_end or {}),
         "bad_debt_usd": round(bad_debt_usd, 2),
@@ -638,6 +663,7 @@ def render(rep: dict[str, Any]) -> str:
         ("liquidations (USD repaid)", f"{liq['usd']:,.0f}"),
         *remote_rows(liq),
         ("keeper failures", failures),
+        *cure_rows(rep.get("cures")),
         ("keeper waits for the registry (rounds)", waits),
         ("bad debt (USD)", f"{rep['bad_debt_usd']:,.0f}"),
         ("healthy -> negative equity", rep["healthy_to_negative_equity"]),
@@ -667,6 +693,17 @@ def render(rep: dict[str, Any]) -> str:
     rows.append(("wall time (s)", rep.get("wall_s")))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def cure_rows(cures: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    if not cures or not cures.get("responders"):
+        return [("responders", "none")]
+    failed = ", ".join(f"{k} {v}" for k, v in cures["failures"].items()) or "-"
+    return [
+        ("responders' cures (count / accounts / USD)",
+         f"{cures['count']} / {cures['accounts']} of {cures['responders']} / {cures['usd']:,.0f}"),
+        ("cures failed; budget spent (accounts)", f"{failed}; {cures['budget_spent_accounts']}"),
+    ]  # fmt: skip
 
 
 def step_ranges(steps: list[int] | None) -> str:

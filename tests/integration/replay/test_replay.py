@@ -1,7 +1,8 @@
 """A short replay through the real devnet and daemon: 48 hours of June 2022 around the
 stETH de-peg and the ETH low, 50 generated accounts. The feeds follow the path, the
-crash leg makes accounts liquidatable and the keeper liquidates on chain, and the
-report's bad debt and liquidations agree with the vaults."""
+crash leg makes accounts liquidatable and the keeper liquidates on chain, warned
+responders repay, and the report's bad debt, liquidations and cures agree with the
+vaults."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from eth_abi import decode
+from eth_utils import keccak
 
 from aggregator.replay import ReplayOptions, run
 from chains.contracts import contract
@@ -17,9 +20,22 @@ from chains.positions import text_bytes32
 from devkit import manager
 from devkit.deploy import web3_session
 from devkit.pools import UniswapDeployment, quote_pool, uniswap_contract
-from devkit.replay import chainread, episodes, keeper, population
+from devkit.replay import chainread, episodes, keeper, population, responders
 
 REPO = Path(__file__).resolve().parents[3]
+REPAID_TOPIC = "0x" + keccak(b"Repaid(address,address,uint256,address)").hex()
+
+
+def _treasury_repaids(state: manager.DevnetState) -> int:
+    n = 0
+    for chain in manager.INDEXED_CHAINS:
+        with web3_session(state.url(chain)) as w3:
+            logs = w3.eth.get_logs({"address": state.deployments[chain].vault,
+                                    "topics": [REPAID_TOPIC], "fromBlock": 0})  # fmt: skip
+        for log in logs:
+            _, payer = decode(["uint256", "address"], bytes(log["data"]))
+            n += payer.lower() == responders.TREASURY.lower()
+    return n
 
 
 @pytest.mark.timeout(240)
@@ -44,6 +60,7 @@ async def test_short_replay(tmp_path: Path) -> None:
             out_dir=tmp_path / "out",
             start_hour=1000,
             hours=48,
+            responders=1.0,
         )
         assert await run(tmp_path, None, opts) == 0
         rep = json.loads((tmp_path / "out" / "2022-06-standard.json").read_text())
@@ -82,6 +99,11 @@ async def test_short_replay(tmp_path: Path) -> None:
         assert rep["liquidations_at_first_step"] == 0
         assert rep["tiers_reached"]["liquidatable"] >= 1
         assert rep["liquidations"]["count"] >= 1 and rep["liquidations"]["usd"] > 0
+        # Every borrower responds here: the warned ones cured, and each cure booked is a
+        # Repaid event paid by the responders' treasury on some vault.
+        cures = rep["cures"]
+        assert cures["responders"] > 0 and cures["count"] >= 1 and cures["usd"] > 0
+        assert _treasury_repaids(state) == cures["count"]
         # Every counted liquidation is a Liquidated event on some vault, or for a
         # cross-chain one a RemoteSeizeSettled event.
         liq = rep["liquidations"]
