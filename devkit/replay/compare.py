@@ -99,6 +99,15 @@ def h2n(rep: dict[str, Any]) -> str:
     return f"{n} ({venue} venue-only)" if venue else str(n)
 
 
+def cured(rep: dict[str, Any]) -> str:
+    """The responders' cures, "count (accounts) of responders"; "none" for a run
+    without responders, or a report from before them (2026-12-07)."""
+    c = rep.get("cures")
+    if not c or not c.get("responders"):
+        return "none"
+    return f"{c['count']} ({c['accounts']}) of {c['responders']}"
+
+
 def runs(
     reports: dict[str, dict[str, dict[str, Any]]],
 ) -> Iterator[tuple[str, str, dict[str, Any]]]:
@@ -115,8 +124,8 @@ def summary(reports: dict[str, dict[str, dict[str, Any]]]) -> str:
     negative equity, false liquidations, procyclicality."""
     rows = [
         "| episode | model | bad debt USD | healthy -> negative | liquidations | false liq. "
-        "| peak / trough | max 1-day rise | max 5-day rise |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| peak / trough | max 1-day rise | max 5-day rise | cures (accounts) of responders |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for episode, m, r in runs(reports):
         pc = r["procyclicality"]
@@ -124,7 +133,7 @@ def summary(reports: dict[str, dict[str, dict[str, Any]]]) -> str:
             f"| {episode} | {m} | {r['bad_debt_usd']:,.0f} | {h2n(r)} "
             f"| {r['liquidations']['count']} | {r['false_liquidations']['count']} "
             f"| {_f(pc.get('peak_over_trough'))} | {_f(pc.get('max_1d_rise'), '{:.4f}')} "
-            f"| {_f(pc.get('max_5d_rise'), '{:.4f}')} |"
+            f"| {_f(pc.get('max_5d_rise'), '{:.4f}')} | {cured(r)} |"
         )
     return "\n".join(rows)
 

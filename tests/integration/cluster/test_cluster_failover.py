@@ -62,7 +62,14 @@ def _takeover(cl: Cluster, lease: str, killed: str, t_kill: float) -> dict[str, 
             return row
         return None
 
-    row = wait_for(done, TAKEOVER_BOUND_S + 10, f"takeover of {lease}")
+    try:
+        row = wait_for(done, TAKEOVER_BOUND_S + 10, f"takeover of {lease}")
+    except AssertionError as exc:
+        # What the successor was doing: the lease row (acquired? written?) and its log.
+        now = leases(cl.store_url).get(lease) or {}
+        inst = cl.instances.get(str(now.get("holder")))
+        tail = inst.log()[-4000:] if inst is not None else "(no successor)"
+        raise AssertionError(f"{exc}; lease row {now}; successor's log tail:\n{tail}") from exc
     return {
         "lease": lease,
         "new_holder": row["holder"],

@@ -118,3 +118,15 @@ def test_queue_table_shows_collapse_and_saturated_steps(tmp_path: Path) -> None:
         "| 2022-06 | standard | 20-22 | - |",
         "| 2022-06 | predictive | none | WETH 0.999, 5-6 |",
     ]
+
+
+def test_cures_are_shown_and_older_reports_ran_without_responders() -> None:
+    old, new = fake("standard", 0.0), fake("predictive", 0.0)
+    new["cures"] = {"responders": 120, "count": 31, "accounts": 25, "usd": 1.0, "failures": {}}
+    assert compare.cured(old) == "none" and compare.cured(new) == "31 (25) of 120"
+    assert compare.cured(fake("var", 0.0) | {"cures": {"responders": 0}}) == "none"
+    for r in (old, new):
+        r["procyclicality"] = {"peak_over_trough": 1.05}
+    rows = compare.summary({"2022-06": {"standard": old, "predictive": new}}).splitlines()
+    assert rows[0].endswith("| cures (accounts) of responders |")
+    assert rows[2].endswith("| none |") and rows[3].endswith("| 31 (25) of 120 |")
