@@ -73,7 +73,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -97,6 +97,7 @@ SEL_APPROVE = function_signature_to_4byte_selector("approve(address,uint256)")
 SEL_MINT = function_signature_to_4byte_selector("mint(address,uint256)")
 SEL_ENTRY_OF = function_signature_to_4byte_selector("entryOf(address)")
 SEL_MAX_AGE = function_signature_to_4byte_selector("maxAge()")
+SEL_DEBT_OF = function_signature_to_4byte_selector("debtOf(address,address)")
 LIQUIDATABLE_TIER = 2  # the vault's `tier < 2` refusal (CollateralVault.liquidate)
 LIQUIDATED_TOPIC = (
     "0x" + keccak(b"Liquidated(address,address,address,uint256,address,uint256)").hex()
@@ -190,6 +191,8 @@ class KeeperStats:
     claim_waits: Counter[str] = field(default_factory=Counter)
     # Claims found already settled on C (`AlreadySettled`): not failures.
     claims_already_settled: int = 0
+    # Attempts whose repay the vault's current debt cut (the daemon's view trailed it).
+    capped_to_vault_debt: int = 0
 
     def fail(self, account: str, reason: str) -> None:
         self.failures[reason] += 1
@@ -607,8 +610,25 @@ class Keeper:
         )  # fmt: skip
 
     async def _try(self, a: Attempt) -> str | None:
-        return await self._send(a.chain, self.state.deployments[a.chain].vault,
-                                self._calldata(a), a.account)  # fmt: skip
+        """Send the attempt capped at the debt the vault holds now: the daemon's view
+        can trail a liquidation or repayment mined a block ago, and a repay above the
+        vault's debt reverts `RepayExceedsDebt`."""
+        dep = self.state.deployments[a.chain]
+        try:
+            held = int.from_bytes(await self._call(
+                a.chain, dep.vault,
+                SEL_DEBT_OF + encode(["address", "address"], [a.account, dep.tokens[a.debt]]),
+            ))  # fmt: skip
+        except RuntimeError:
+            self.stats.fail(a.account, "debt_read")
+            return None
+        if held == 0:
+            self.stats.fail(a.account, "debt_repaid")
+            return None
+        if held < a.repay_raw:
+            self.stats.capped_to_vault_debt += 1
+            a = replace(a, repay_raw=held)
+        return await self._send(a.chain, dep.vault, self._calldata(a), a.account)
 
     async def _send(self, chain: str, to: str, data: bytes, account: str) -> str | None:
         """Simulate, then send from the liquidator: the hash, or None after counting the
@@ -635,7 +655,7 @@ class Keeper:
                 if r is None:
                     still.append((a, h))
                 elif int(r["status"], 16) != 1:
-                    self.stats.fail(a.account, "reverted")
+                    self.stats.fail(a.account, await self._why_reverted(a.chain, h))
                 else:
                     self.stats.liquidations.append(_record(step, a, h, r))
                     self.stats.derivative_liquidations += a.account in self.derivative_accounts
@@ -644,6 +664,19 @@ class Keeper:
                 await asyncio.sleep(0.2)
         if pending:
             self.stats.failures["unmined"] += len(pending)
+
+    async def _why_reverted(self, chain: str, h: str) -> str:
+        """`reverted: <custom error>` of a mined transaction that reverted, from the
+        node's call trace (anvil's `debug_traceTransaction`); plain `reverted` when the
+        node gives no trace."""
+        try:
+            t = await self._rpc(chain, "debug_traceTransaction", [h, {"tracer": "callTracer"}])
+        except (aiohttp.ClientError, ValueError):
+            return "reverted"
+        out = t.get("result", {}).get("output") if isinstance(t.get("result"), dict) else None
+        if not isinstance(out, str) or len(out) < 10:
+            return "reverted"
+        return "reverted: " + decode_error(out).split("(")[0]
 
     # -- cross-chain claims (module docstring) -------------------------------------
 

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from eth_abi import encode
+from eth_utils import function_signature_to_4byte_selector
 from loopback import serving
 
 from aggregator.replay import _drain
@@ -34,10 +35,16 @@ class Chain:
     flip_after: int | None = None  # entryOf reads before the tier becomes 2
     reads: int = 0
     sent: list[dict[str, Any]] = field(default_factory=list)
+    debt_held: int = 10**30  # the vault's debtOf (USDC units): the view's 3,900 by default
+    # A mined liquidation's status, and the revert data its trace gives when it is 0.
+    mined_status: int = 1
+    revert_data: str | None = None
 
     def call(self, to: str, data: str) -> str:
         if to == VAULT and data.startswith("0x" + keeper.SEL_MAX_AGE.hex()):
             return "0x" + encode(["uint256"], [900]).hex()
+        if to == VAULT and data.startswith("0x" + keeper.SEL_DEBT_OF.hex()):
+            return "0x" + encode(["uint256"], [self.debt_held]).hex()
         if to == REGISTRY:
             self.reads += 1
             if self.flip_after is not None and self.reads > self.flip_after:
@@ -57,7 +64,9 @@ class Chain:
         if method == "eth_getTransactionReceipt":
             data = encode(["uint256", "address", "uint256"], [10**18, USDC, 500 * 10**6])
             log = {"topics": [keeper.LIQUIDATED_TOPIC], "data": "0x" + data.hex()}
-            return {"status": "0x1", "logs": [log]}
+            return {"status": hex(self.mined_status), "logs": [log] * self.mined_status}
+        if method == "debug_traceTransaction":
+            return {"type": "CALL", "output": self.revert_data} if self.revert_data else {}
         raise AssertionError(method)
 
 
@@ -140,3 +149,53 @@ async def test_waits_for_the_registry_then_liquidates(served: tuple[str, Chain])
         assert liq.repaid_raw == 500 * 10**6 and liq.repaid_usd == pytest.approx(500.0)
         assert k.stats.waits["registry_tier"] >= 2
         assert not k.stats.failures
+
+
+def _repay_of(tx: dict[str, Any]) -> int:
+    """The repay argument of a liquidate(account, debtToken, repay, collateral) call."""
+    return int(tx["data"][2 + 8 + 2 * 64 : 2 + 8 + 3 * 64], 16)
+
+
+async def test_the_repay_is_capped_at_the_vaults_debt_when_the_view_trails_it(
+    served: tuple[str, Chain],
+) -> None:
+    base, chain = served
+    chain.tier = 2
+    chain.debt_held = 300 * 10**6  # a liquidation mined a block ago left 300 USDC
+    async with aiohttp.ClientSession() as session:
+        k = keeper.Keeper(cast(DevnetState, FakeState(base)), base, session)
+        await k.round(1)
+    [tx] = chain.sent
+    assert _repay_of(tx) == 300 * 10**6  # the plan's 500 USD, cut to what the vault holds
+    assert k.stats.capped_to_vault_debt == 1 and not k.stats.failures
+
+
+async def test_nothing_is_sent_when_the_vault_holds_no_debt_any_more(
+    served: tuple[str, Chain],
+) -> None:
+    base, chain = served
+    chain.tier, chain.debt_held = 2, 0
+    async with aiohttp.ClientSession() as session:
+        k = keeper.Keeper(cast(DevnetState, FakeState(base)), base, session)
+        await k.round(1)
+    assert chain.sent == [] and k.stats.failures == {"debt_repaid": 1}
+
+
+async def test_a_mined_revert_is_counted_by_its_traced_error(served: tuple[str, Chain]) -> None:
+    base, chain = served
+    chain.tier, chain.mined_status = 2, 0
+    # NotLiquidatable(address,uint8): the pusher's entry mined first in the same block.
+    chain.revert_data = (
+        "0x"
+        + (
+            function_signature_to_4byte_selector("NotLiquidatable(address,uint8)")
+            + encode(["address", "uint8"], [ACCOUNT, 1])
+        ).hex()
+    )
+    async with aiohttp.ClientSession() as session:
+        k = keeper.Keeper(cast(DevnetState, FakeState(base)), base, session)
+        await k.round(1)
+        assert k.stats.failures == {"reverted: NotLiquidatable": 1}
+        chain.revert_data = None  # a node without traces: plain "reverted"
+        await k.round(2)
+    assert k.stats.failures["reverted"] == 1 and not k.stats.liquidations
