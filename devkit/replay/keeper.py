@@ -32,8 +32,10 @@ failure).
 Invariants:
 - No attempt on an entry the vault would refuse (not fresh, tier < 2): that is a wait,
   counted in `waits` by its reason, and the account is retried every round.
-- Every attempt is simulated first (eth_call); a revert is a failure counted by the
-  custom error's name, never sent. A sent transaction that reverts counts as `reverted`.
+- Every attempt's repay is capped at the vault's `debtOf` read just before it (the
+  daemon's view can trail a liquidation a block old), then simulated (eth_call); a
+  revert is a failure counted by the custom error's name, never sent. A sent
+  transaction that reverts counts as `reverted: <error>` (the node's call trace).
 - An account is attempted at most once per round; what was repaid and seized comes
   from the receipt's `Liquidated` event, not from the request.
 
