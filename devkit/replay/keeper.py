@@ -669,16 +669,21 @@ class Keeper:
 
     async def _why_reverted(self, chain: str, h: str) -> str:
         """`reverted: <custom error>` of a mined transaction that reverted, from the
-        node's call trace (anvil's `debug_traceTransaction`); plain `reverted` when the
-        node gives no trace."""
+        node's call trace (anvil's `debug_traceTransaction`), or the trace's error when
+        it carries no revert data; plain `reverted` when the node gives no trace."""
         try:
             t = await self._rpc(chain, "debug_traceTransaction", [h, {"tracer": "callTracer"}])
         except (aiohttp.ClientError, ValueError):
             return "reverted"
-        out = t.get("result", {}).get("output") if isinstance(t.get("result"), dict) else None
-        if not isinstance(out, str) or len(out) < 10:
+        trace = t.get("result")
+        if not isinstance(trace, dict):
             return "reverted"
-        return "reverted: " + decode_error(out).split("(")[0]
+        out = trace.get("output")
+        if isinstance(out, str) and len(out) >= 10:
+            return "reverted: " + decode_error(out).split("(")[0]
+        # No revert data: the trace's own error (e.g. "out of gas"), if it gives one.
+        err = trace.get("error")
+        return f"reverted: {err}" if isinstance(err, str) and err else "reverted"
 
     # -- cross-chain claims (module docstring) -------------------------------------
 

@@ -66,7 +66,9 @@ class Chain:
             log = {"topics": [keeper.LIQUIDATED_TOPIC], "data": "0x" + data.hex()}
             return {"status": hex(self.mined_status), "logs": [log] * self.mined_status}
         if method == "debug_traceTransaction":
-            return {"type": "CALL", "output": self.revert_data} if self.revert_data else {}
+            if self.revert_data == "oog":
+                return {"type": "CALL", "error": "out of gas"}
+            return {"type": "CALL", "output": self.revert_data} if self.revert_data else None
         raise AssertionError(method)
 
 
@@ -196,6 +198,9 @@ async def test_a_mined_revert_is_counted_by_its_traced_error(served: tuple[str, 
         k = keeper.Keeper(cast(DevnetState, FakeState(base)), base, session)
         await k.round(1)
         assert k.stats.failures == {"reverted: NotLiquidatable": 1}
-        chain.revert_data = None  # a node without traces: plain "reverted"
+        chain.revert_data = "oog"  # no revert data: the trace's own error
         await k.round(2)
+        assert k.stats.failures["reverted: out of gas"] == 1
+        chain.revert_data = None  # a node without traces: plain "reverted"
+        await k.round(3)
     assert k.stats.failures["reverted"] == 1 and not k.stats.liquidations
