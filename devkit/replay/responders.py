@@ -41,15 +41,14 @@ from typing import Any
 import aiohttp
 import numpy as np
 from eth_abi import encode
-from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_address
+from eth_utils import keccak, to_checksum_address
 
 from devkit.deploy import ASSET_BY_SYMBOL
 from devkit.manager import INDEXED_CHAINS, DevnetState
 from devkit.replay.keeper import DEBT_SYMBOLS, LIQUIDATOR_TOPUP, SEL_APPROVE, SEL_MINT, revert_name
 from devkit.replay.population import GAS, MAX_UINT, Account, _call, _Chain
+from devkit.replay.topup import REPAY_GAS, SEL_REPAY
 
-SEL_REPAY = function_signature_to_4byte_selector("repay(address,address,uint256)")
-REPAY_GAS = 150_000
 AT_RISK = frozenset({"warning", "liquidatable", "insolvent"})
 # A cure restores a cushion above the warning line, not just the line itself.
 CURE_MARGIN = 0.15
