@@ -470,20 +470,7 @@ class Keeper:
             return await r.json()
 
     async def _rpc(self, chain: str, method: str, params: list[Any]) -> dict[str, Any]:
-        """One JSON-RPC call; a read-only one is tried again on a dropped connection
-        (module docstring), a send is not."""
-        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
-        tries = 1 if method in SEND_METHODS else RPC_RETRIES
-        for i in range(tries):
-            try:
-                async with self.session.post(self.state.url(chain), json=body) as r:
-                    answer: dict[str, Any] = await r.json(content_type=None)
-                    return answer
-            except aiohttp.ClientConnectionError:
-                if i + 1 == tries:
-                    raise
-                await asyncio.sleep(RPC_BACKOFF_S * 2**i)
-        raise AssertionError("unreachable")
+        return await rpc(self.session, self.state.url(chain), method, params)
 
     async def candidates(self) -> list[str]:
         out: list[str] = []
@@ -830,6 +817,25 @@ class Keeper:
             remote_from=c.source, claim_id=c.claim_id, claim_tx=c.tx, settled_step=step,
         ))  # fmt: skip
         self.stats.derivative_liquidations += c.account in self.derivative_accounts
+
+
+async def rpc(
+    session: aiohttp.ClientSession, url: str, method: str, params: list[Any]
+) -> dict[str, Any]:
+    """One JSON-RPC call; a read-only one is tried again on a dropped connection
+    (module docstring), a send is not."""
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+    tries = 1 if method in SEND_METHODS else RPC_RETRIES
+    for i in range(tries):
+        try:
+            async with session.post(url, json=body) as r:
+                answer: dict[str, Any] = await r.json(content_type=None)
+                return answer
+        except aiohttp.ClientConnectionError:
+            if i + 1 == tries:
+                raise
+            await asyncio.sleep(RPC_BACKOFF_S * 2**i)
+    raise AssertionError("unreachable")
 
 
 def revert_name(err: Any) -> str:

@@ -23,7 +23,9 @@ I/O (`Responders`): each cure is `CollateralVault.repay(account, token, amount)`
 the responders' treasury (an impersonated address funded before the replay: the
 accounts' outside money), simulated first and sent unawaited, so it is mined in the
 next block with the step's feeds; the next step books the mined ones (`cures`) and
-counts the rest by reason (`failures`).
+counts the rest by reason (`failures`). Read-only calls retry a dropped connection as the
+keeper's do; a node or API error that remains costs the step's cures (`rpc: <error>`),
+never the replay.
 
 Invariants: a cure never repays more than the row the daemon's view shows (a row the
 keeper repaid meanwhile reverts `RepayExceedsDebt` in simulation: counted, not sent);
@@ -45,7 +47,14 @@ from eth_utils import keccak, to_checksum_address
 
 from devkit.deploy import ASSET_BY_SYMBOL
 from devkit.manager import INDEXED_CHAINS, DevnetState
-from devkit.replay.keeper import DEBT_SYMBOLS, LIQUIDATOR_TOPUP, SEL_APPROVE, SEL_MINT, revert_name
+from devkit.replay.keeper import (
+    DEBT_SYMBOLS,
+    LIQUIDATOR_TOPUP,
+    SEL_APPROVE,
+    SEL_MINT,
+    revert_name,
+)
+from devkit.replay.keeper import rpc as keeper_rpc
 from devkit.replay.population import GAS, MAX_UINT, Account, _call, _Chain
 from devkit.replay.topup import REPAY_GAS, SEL_REPAY
 
@@ -215,7 +224,12 @@ class Responders:
     ) -> list[Cure]:
         """Book the cures mined since the last step (returned), then send this step's.
         `skip`: accounts the keeper liquidated this step or holds a claim on."""
-        mined = await self._receipts()
+        try:
+            mined = await self._receipts()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # A node or API hiccup costs this step's cures, never the replay.
+            self.stats.failures[f"rpc: {type(exc).__name__}"] += 1
+            return []
         mine = {a: r for a, r in ratings.items() if a in self.profiles}
         self.since = clock(self.since, mine, step)
         for cure in mined:
@@ -233,7 +247,10 @@ class Responders:
             if left <= 0:
                 self.stats.budget_spent.add(a)
                 continue
-            await self._cure(step, a, float(hf), left)
+            try:
+                await self._cure(step, a, float(hf), left)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self.stats.failures[f"rpc: {type(exc).__name__}"] += 1
         return mined
 
     async def _cure(self, step: int, account: str, hf: float, left: float) -> None:
@@ -296,7 +313,4 @@ class Responders:
         self.stats.spent_usd[cure.account] -= cure.repaid_usd
 
     async def _rpc(self, chain: str, method: str, params: list[Any]) -> dict[str, Any]:
-        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
-        async with self.session.post(self.state.url(chain), json=body) as r:
-            answer: dict[str, Any] = await r.json(content_type=None)
-            return answer
+        return await keeper_rpc(self.session, self.state.url(chain), method, params)

@@ -291,3 +291,17 @@ def test_the_report_rows_name_the_cures() -> None:
     rows = dict(cure_rows(stats.figures()))
     assert rows["responders' cures (count / accounts / USD)"] == "1 / 1 of 4 / 1,234"
     assert rows["cures failed; budget spent (accounts)"] == "reverted 1; 0"
+
+
+async def test_a_node_that_cannot_be_reached_costs_the_cures_not_the_replay() -> None:
+    async with aiohttp.ClientSession() as session:
+        # Nothing listens on port 9: every call is a refused connection.
+        r = _responders("http://127.0.0.1:9", session, delay=0)
+        assert await r.step(0, WARNED, set()) == []
+    assert r.stats.failures == {"api": 1}
+    r.in_flight[ACCOUNT] = [responders._Sent(responders.Cure(0, ACCOUNT, "alpha", "USDC", 1,
+                                                               1.0, "0x"))]  # fmt: skip
+    async with aiohttp.ClientSession() as session:
+        r.session = session
+        assert await r.step(1, WARNED, set()) == []
+    assert r.stats.failures["rpc: ClientConnectorError"] == 1
