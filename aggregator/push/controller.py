@@ -38,6 +38,7 @@ goes at once (the rule before the buffer).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -150,12 +151,32 @@ class GasModel:
         return self.fixed + sum(self.per_new if p.new_slot else self.per_update for p in items)
 
 
-def next_as_of(base: RegistryEntry | None, chain_ts: int) -> int:
+def next_as_of(base: RegistryEntry | None, chain_ts: int, limit: int | None = None) -> int | None:
     """Chain time, so the vault's isFresh (asOf <= block.timestamp) holds as soon as it
-    is mined; strictly newer than the baseline or the registry would skip it."""
+    is mined; strictly newer than the baseline or the registry would skip it.
+
+    A baseline already at the head's second (pushed in this block, or in flight) needs
+    a later second, which is only fresh in a block at least that late: allowed up to
+    `limit` (the latest asOf a block mined now would take as fresh: `as_of_limit`;
+    None: chain_ts + 1), else None, and the entry waits for the clocks. On a chain with
+    sub-second blocks every block of a second shares its timestamp; pushing the same
+    account again within it would put asOf in the future, where the vault refuses it
+    (no liquidation) until the chain's clock reaches it, and each further push would
+    move it one second further."""
     if base is None or chain_ts > base.as_of:
         return max(1, chain_ts)
+    if base.as_of + 1 > (chain_ts + 1 if limit is None else limit):
+        return None
     return base.as_of + 1
+
+
+def as_of_limit(chain_ts: int, lead_s: int, now: float) -> int:
+    """The latest asOf a block mined now takes as fresh: the head's second plus the
+    whole seconds its blocks come apart (block_clock.py), or our own clock's second
+    when later (a chain that mines on demand, e.g. anvil's automine or an idle L2, has
+    no next block until a transaction comes, and it takes the node's clock then). A
+    node clock behind ours can make an entry that many seconds early, never more."""
+    return max(chain_ts + lead_s, math.floor(now))
 
 
 def _hf_moved(old: int, new: int, deviation: float) -> bool:
@@ -184,9 +205,18 @@ def margin_lost(old: int, new: int) -> float:
 
 
 def plan_entry(
-    d: Desired, base: RegistryEntry | None, chain_ts: int, rules: TriggerRules
+    d: Desired,
+    base: RegistryEntry | None,
+    chain_ts: int,
+    rules: TriggerRules,
+    limit: int | None = None,
 ) -> Planned | None:
-    entry = RegistryEntry(d.credit_usd6, d.hf_1e9, next_as_of(base, chain_ts), d.tier)
+    """The push `d` needs against `base` (in flight, else on chain), or None; None too
+    while its asOf would be ahead of the chain's clock (next_as_of, `limit`)."""
+    as_of = next_as_of(base, chain_ts, limit)
+    if as_of is None:
+        return None
+    entry = RegistryEntry(d.credit_usd6, d.hf_1e9, as_of, d.tier)
     if base is None:
         return _plan_first(d, entry)
     urgent = _plan_urgent(d, base, entry)
@@ -263,12 +293,15 @@ def plan_chain(
     chain_ts: int,
     rules: TriggerRules,
     onchain_empty: Mapping[str, bool] | None = None,
+    *,
+    limit: int | None = None,
 ) -> list[Planned]:
     """Every entry worth pushing, most urgent first. `onchain_empty[account]` says the
-    slot is empty on chain (gas), when the baseline is an in-flight entry."""
+    slot is empty on chain (gas), when the baseline is an in-flight entry; `limit`:
+    next_as_of."""
     out: list[Planned] = []
     for d in desired:
-        p = plan_entry(d, baseline.get(d.account), chain_ts, rules)
+        p = plan_entry(d, baseline.get(d.account), chain_ts, rules, limit)
         if p is None:
             continue
         if onchain_empty is not None and onchain_empty.get(d.account, False) and not p.new_slot:

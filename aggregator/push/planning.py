@@ -60,11 +60,13 @@ def plan_accounts(
     chain_ts: int,
     inflight: dict[str, RegistryEntry],
     rules: TriggerRules,
+    limit: int | None = None,
 ) -> list[Planned]:
     """The trigger rules for every account of the book: one vectorised pass over the
     engine's arrays finds the accounts that may need a push (against what is on
     chain), the per-account rules (plan_chain) run for those and for every account
-    with an entry in flight (whose baseline is that entry)."""
+    with an entry in flight (whose baseline is that entry). `limit`: the latest asOf
+    a block mined now takes as fresh (controller.as_of_limit; None: chain_ts + 1)."""
     n = ledger.n_accounts
     raw_hf = ledger.hf_array(n)
     # Portfolio and VaR health is equity / requirement: below 0 for an account with
@@ -105,6 +107,7 @@ def plan_accounts(
         desired=(credit, hf, tier, share),
         chain_ts=chain_ts,
         rules=rules,
+        limit=chain_ts + 1 if limit is None else limit,
     )
     slow = np.flatnonzero(~fast)
     desired = [
@@ -120,7 +123,7 @@ def plan_accounts(
     ]
     baseline = {d.account: inflight.get(d.account, onchain.get(d.account)) for d in desired}
     empty = {d.account: onchain.get(d.account) is None for d in desired}
-    planned += plan_chain(desired, baseline, chain_ts, rules, empty)
+    planned += plan_chain(desired, baseline, chain_ts, rules, empty, limit=limit)
     planned.sort(key=plan_order)
     return planned
 
@@ -134,13 +137,16 @@ def _by_arrays(
     desired: tuple[NDArray[np.int64], NDArray[np.uint64], NDArray[np.int64], NDArray[np.int64]],
     chain_ts: int,
     rules: TriggerRules,
+    limit: int,
 ) -> tuple[NDArray[np.bool_], list[Planned]]:
     """The accounts of `sel` whose plan_entry result is decided over arrays, and those
     entries: with a baseline (in flight, else on chain), a worse tier (`tier_down`),
     else on-chain credit above the share (`credit_cut`), else an HF that moved by
     clearly more than hf_deviation, or between finite and infinite, or from 0 (`hf`,
     checked before a tier upgrade in plan_entry too). Integer comparisons, except the
-    HF move, which is left to plan_entry within _CLEARLY of the threshold."""
+    HF move, which is left to plan_entry within _CLEARLY of the threshold. An account
+    whose next asOf would be ahead of the chain's clock is left to plan_entry (which
+    holds it back: controller.next_as_of)."""
     present = base.present[sel].copy()
     b_credit = base.credit[sel].copy()
     b_hf = base.hf[sel].copy()
@@ -164,7 +170,8 @@ def _by_arrays(
     moved = (h != b_hf) & (
         (h == inf) | (b_hf == inf) | (b_hf == 0) | (rel >= rules.hf_deviation * (1 + _CLEARLY))
     )
-    known = present & exact
+    ahead = b_as_of + 1 > limit
+    known = present & exact & ~ahead
     down = known & (t > b_tier)
     cut = known & ~down & (b_credit > ceiling)
     fell = known & ~down & ~cut & moved

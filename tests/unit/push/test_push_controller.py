@@ -16,6 +16,7 @@ from aggregator.push.controller import (
     Desired,
     GasModel,
     TriggerRules,
+    as_of_limit,
     buffered_credit,
     next_as_of,
     plan_chain,
@@ -89,6 +90,30 @@ def test_as_of_is_chain_time_and_strictly_newer_than_the_baseline() -> None:
     assert next_as_of(same_second, NOW) == NOW + 1  # else the registry would skip it
     p = plan_entry(want(credit=0), same_second, NOW, RULES)
     assert p is not None and p.entry.as_of == NOW + 1
+
+
+def test_as_of_never_runs_ahead_of_a_chain_with_sub_second_blocks() -> None:
+    """Blocks within one second share its timestamp: the next second is only fresh in a
+    block that far ahead, so it waits for the chain's clock unless blocks come >= 1 s
+    apart (lead_s); and never more than the lead ahead of the head."""
+    same_second = RegistryEntry(1, 1, NOW, 0)
+    # Sub-second blocks (lead 0), our clock in the head's second: wait.
+    assert as_of_limit(NOW, 0, NOW + 0.7) == NOW
+    assert next_as_of(same_second, NOW, as_of_limit(NOW, 0, NOW + 0.7)) is None
+    assert next_as_of(same_second, NOW + 1, as_of_limit(NOW + 1, 0, NOW + 1.2)) == NOW + 1
+    # 12-s blocks: the next block is 12 s on.
+    assert next_as_of(same_second, NOW, as_of_limit(NOW, 12, NOW + 0.2)) == NOW + 1
+    # On-demand mining (no block since ours): our clock's second, once it has passed.
+    assert next_as_of(same_second, NOW, as_of_limit(NOW, 0, NOW + 1.01)) == NOW + 1
+    ahead = RegistryEntry(1, 1, NOW + 1, 0)  # pushed at lead 1 in the previous block
+    assert next_as_of(ahead, NOW, as_of_limit(NOW, 1, NOW + 0.5)) is None
+    assert next_as_of(ahead, NOW, as_of_limit(NOW, 12, NOW + 0.5)) == NOW + 2
+    # A liquidatable tier waits too: a pushed entry from the future is refused by the
+    # vault until then, the one on chain (this second's) stays usable meanwhile.
+    liq = want(tier=2, hf=900_000_000)
+    assert plan_entry(liq, same_second, NOW, RULES, NOW) is None
+    p = plan_entry(liq, same_second, NOW + 1, RULES, NOW + 1)
+    assert p is not None and (p.reason, p.entry.as_of) == ("tier_down", NOW + 1)
 
 
 def test_downgrades_and_cuts_go_first_then_triggers_then_ride_alongs() -> None:

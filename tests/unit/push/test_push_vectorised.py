@@ -196,8 +196,18 @@ def _random_book(
     return _Ledger(hf, tier, credit, accounts), onchain, inflight
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_plan_accounts_is_plan_chain_over_every_picked_account(seed: int) -> None:
+# The in-flight entries are at NOW + 1: behind the head (NOW + 30), at it (NOW + 1) or
+# ahead of it (NOW), with a limit a second ahead of the head (blocks >= 1 s apart) or
+# at it (sub-second blocks).
+@pytest.mark.parametrize(
+    ("seed", "chain_ts", "lead_s"),
+    [(1, NOW + 30, 1), (2, NOW + 30, 1), (3, NOW + 30, 0), (1, NOW + 1, 0), (2, NOW + 1, 1),
+     (3, NOW, 1), (1, NOW, 0)],
+)  # fmt: skip
+def test_plan_accounts_is_plan_chain_over_every_picked_account(
+    seed: int, chain_ts: int, lead_s: int
+) -> None:
+    limit = chain_ts + lead_s
     """The array path decides tier_down, credit_cut and clear hf moves; the result must
     be plan_chain's over the same accounts, entry for entry and in the same order."""
     ledger, onchain, inflight = _random_book(seed, 4_000)
@@ -206,7 +216,7 @@ def test_plan_accounts_is_plan_chain_over_every_picked_account(seed: int) -> Non
     base.sync(onchain, None, ledger.account_index, ledger.addresses, n)
     got = plan_accounts(
         cast(LedgerView, ledger), "alpha", base=base, onchain=onchain,
-        chain_ts=NOW + 30, inflight=inflight, rules=RULES,
+        chain_ts=chain_ts, inflight=inflight, rules=RULES, limit=limit,
     )  # fmt: skip
     hf = hf_fixed_array(np.maximum(ledger.hf, 0.0))
     has_debt = np.isfinite(ledger.hf)
@@ -223,10 +233,15 @@ def test_plan_accounts_is_plan_chain_over_every_picked_account(seed: int) -> Non
     ]
     baseline = {a: inflight.get(a, onchain[a]) for a in ledger.addresses}
     empty = {a: onchain[a] is None for a in ledger.addresses}
-    want = plan_chain(desired, baseline, NOW + 30, RULES, empty)
+    want = plan_chain(desired, baseline, chain_ts, RULES, empty, limit=limit)
     assert got == want
     reasons = {p.reason for p in got}
     assert {"tier_down", "credit_cut", "hf", "first"} <= reasons  # both paths ran
+    # No entry ahead of the chain's clock by more than its blocks' lead.
+    assert max(p.entry.as_of for p in got) <= limit
+    held = [a for a, e in inflight.items() if e.as_of + 1 > limit]
+    assert bool(held) == (limit <= NOW + 1)
+    assert not {p.account for p in got} & set(held)
 
 
 def test_margin_lost_orders_falls_towards_liquidation_first() -> None:
