@@ -166,7 +166,10 @@ def _replay_options(p: argparse.ArgumentParser) -> None:
         "--hours-per-block", type=int, default=None,
         help="market hours per step (default: the episode's, docs/replay.md)",
     )  # fmt: skip
-    p.add_argument("--block-interval", type=float, default=1.0, help="seconds per step")
+    p.add_argument(
+        "--block-interval", type=float, default=0.5,
+        help="wall seconds per step, one block each (default 0.5: the replay mines)",
+    )  # fmt: skip
     p.add_argument("--accounts", type=int, default=2000, help="generated book size")
     p.add_argument("--seed", type=int, default=7, help="population seed")
     p.add_argument("--out", default="docs/replay", help="report JSON and chart directory")

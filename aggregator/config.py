@@ -257,6 +257,10 @@ class RiskConfig(Strict):
     close_factor: float = Field(default=0.5, gt=0, le=1)
     full_close_hf: float = Field(default=0.95, gt=0, le=1)
     ewma_lambda: float = Field(default=0.94, gt=0, lt=1)
+    # The time ewma_lambda decays over: one day, as RiskMetrics' daily 0.94. A replay's
+    # compressed clock sets it to one market day in wall seconds (devkit/replay/
+    # timescale.py): lambda ** C per wall day would underflow beyond C ~ 11,000.
+    ewma_period_s: float = Field(default=86400.0, gt=0)
 
 
 class ForecastConfig(Strict):

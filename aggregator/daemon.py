@@ -136,6 +136,7 @@ class Daemon:
             cfg.assets,
             cfg.oracle,
             ewma_lambda=cfg.risk.ewma_lambda,
+            ewma_period_s=cfg.risk.ewma_period_s,
             batch_callers=self.clients,
             rate_provider=_RateProvider(cfg, self.repo, self.lst_readers, self.lst_sources),
             history=self.price_repo,

@@ -28,7 +28,7 @@ import random
 import signal
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,14 +38,9 @@ import numpy as np
 
 from aggregator import var_feed
 from aggregator.config import (
-    ApcConfig,
     AppConfig,
     ConfigError,
-    OracleDefaults,
     Problem,
-    ReputationConfig,
-    RiskConfig,
-    SchedulerConfig,
     load_config,
 )
 from aggregator.daemon import Daemon, StartupError
@@ -55,6 +50,7 @@ from devkit.anvil import DEV_KEYS
 from devkit.deploy import ASSETS, FEED_DECIMALS, KEEPER
 from devkit.pool_market import PoolMarket, recentre_due
 from devkit.replay import (
+    blocks,
     chainread,
     episodes,
     keeper,
@@ -77,7 +73,7 @@ SETTLE_S = 2.0
 # Re-rated after a repayment, an account can still be below 1 where the model's HF is
 # not 1 / debt (portfolio, VaR): a second pass repays from the new rating.
 TOPUP_PASSES = 2
-# A step's feed updates and pool trades are mined in the next block (1 s): a fault guard.
+# A step's feed updates and pool trades are mined in the next block: a fault guard.
 FEED_MINED_S = 15.0
 # The re-centring's mints fill two blocks or more per chain (45 x 0.9 M gas).
 RECENTRE_MINED_S = 90.0
@@ -89,7 +85,9 @@ RESENDS = 3
 class ReplayOptions:
     episode: str
     hours_per_block: int | None = None  # None: the episode's default (timescale.py)
-    block_interval_s: float = 1.0
+    # Wall seconds per step (one block; below anvil's whole-second interval mining the
+    # replay mines itself: devkit/replay/blocks.py). 0.5: 745 hourly steps in ~6.7 min.
+    block_interval_s: float = 0.5
     accounts: int = 2000
     seed: int = 7
     out_dir: Path = Path("docs/replay")
@@ -153,7 +151,7 @@ def replay_config(
         if model == "var" and start is not None:
             end = datetime.fromtimestamp(start, UTC).isoformat()
             data = models.var_window(data, end, shipped_returns(cfg, start))
-        data = timescale.overrides(data, scale, uses_ewma=model in models.USES_EWMA)
+        data = timescale.overrides(data, scale)
         if implied_vol is not None:
             data["portfolio"] = {**data["portfolio"], "implied_vol": dict(implied_vol)}
     except (models.ModelError, timescale.TimeScaleError) as exc:
@@ -203,6 +201,27 @@ async def drive(
             for c in manager.INDEXED_CHAINS
         )
     )
+
+
+@dataclass
+class StepTimes:
+    """Where a step's wall time went: `busy` per step (feeds, keeper round, cures, the
+    wait for the step's feed updates to be mined; the rest of `block_interval_s` is
+    sleep), and the replay miner's blocks and late ticks (blocks.py; 0 when anvil's
+    own interval mining ran)."""
+
+    busy: list[float] = field(default_factory=list)
+    blocks: int = 0
+    late_ticks: int = 0
+
+    def figures(self) -> dict[str, Any]:
+        busy = np.asarray(self.busy, np.float64)
+        return {
+            "busy_step_s": round(float(busy.mean()), 3) if busy.size else None,
+            "busy_step_p95_s": round(float(np.percentile(busy, 95)), 3) if busy.size else None,
+            "miner_blocks": self.blocks,
+            "miner_late_ticks": self.late_ticks,
+        }
 
 
 @dataclass(frozen=True)
@@ -392,70 +411,100 @@ async def _steps(
     rec: report.Recorder,
     profiles: dict[str, responders.Profile],
     stop: asyncio.Event,
+    times: StepTimes,
 ) -> tuple[keeper.KeeperStats, responders.CureStats]:
     async with aiohttp.ClientSession() as session:
-        # The daemon's plans follow the pushed model; the close factor is the keeper's
-        # fallback when an account has no usable plan (keeper.choose).
-        cfg = daemon.cfg
-        fallback = None if cfg.portfolio.mode == "standard" else cfg.risk.close_factor
-        k = keeper.Keeper(state, api_url, session, fallback,
-                          frozenset(a.address for a in rec.book if a.has_derivatives))  # fmt: skip
-        cure_target = cfg.risk.warn_hf + responders.CURE_MARGIN
-        resp = responders.Responders(state, api_url, session, profiles, cure_target)
-        # The devnet's Uniswap pools follow the episode too (docs/replay.md).
-        pools = PoolMarket.for_state(state, manager.INDEXED_CHAINS, seed=opts.seed)
-        pool_reverts = feeds_resent = 0
-        centre, recentred = dict(path.at(0)), 0
-        for i in range(len(path)):
-            if stop.is_set():
-                break
-            t0 = time.monotonic()
-            # Pipelined: the step's feed updates and the keeper's liquidations (decided
-            # on the daemon's ratings so far) go into the same next block, so a step
-            # costs one block, not two.
-            sent, trades = await _send_feeds(session, state, path.at(i), pools)
-            ratings = _ratings(daemon)
-            rec.sample(path.at(i), ratings, _rated_prices(daemon),
-                       daemon.engine.liquidity_queue())  # fmt: skip
-            await k.round(i)
-            rec.apply(k.stats)
-            # After the keeper: an account it liquidated or claimed on this step is not
-            # cured on the same rating (the cure would be sized on the debt before).
-            taken = {x.account for x in k.stats.liquidations if x.step == i} | set(k.claims)
-            rec.apply_cures(await resp.step(i, ratings, taken))
-            feeds_resent += await _mined(session, sent)
-            pool_reverts += await _pool_reverts(session, trades)
-            if pools is not None and recentre_due(centre, path.at(i)):
-                # The pools are at this step's prices (arbitraged in its block): the LP
-                # mints a fresh base book there (devkit/pool_market.py).
-                pool_reverts += await _recentre_pools(session, state, path.at(i), strict=False)
-                centre, recentred = dict(path.at(i)), recentred + 1
-            if i % 24 == 0:
-                print(
-                    f"replay {path.name}: step {i}/{len(path)}  WETH {path.at(i)['WETH']:,.2f}  "
-                    f"liquidations {len(k.stats.liquidations)}",
-                    flush=True,
-                )
-            rest = opts.block_interval_s - (time.monotonic() - t0)
-            if rest > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), rest)
-        await _drain(k, len(path), stop)
-        # The last step's cures are mined by now (the drain's rounds, or the last block).
-        rec.apply_cures(await resp.step(len(path), {}, set()))
-        if k.stats.claims:
-            remote = sum(x.remote_from is not None for x in k.stats.liquidations)
-            print(f"replay {path.name}: cross-chain liquidations {remote}, "
-                  f"claims unsettled {len(k.stats.pending_claims)}", flush=True)  # fmt: skip
-        if feeds_resent:
-            print(f"replay {path.name}: feed updates dropped and sent again: {feeds_resent}")
-        if pools is not None:
+        urls = {c: state.url(c) for c in manager.INDEXED_CHAINS}
+        rpc = functools.partial(_rpc, session)
+        async with blocks.Miner(rpc, urls, opts.block_interval_s, state.block_time_s) as miner:
+            try:
+                return await _step_loop(
+                    session, miner, opts=opts, path=path, state=state, daemon=daemon,
+                    api_url=api_url, rec=rec, profiles=profiles, stop=stop, times=times,
+                )  # fmt: skip
+            finally:
+                times.blocks, times.late_ticks = miner.blocks, miner.late_ticks
+
+
+async def _step_loop(
+    session: aiohttp.ClientSession,
+    miner: blocks.Miner,
+    *,
+    opts: ReplayOptions,
+    path: episodes.EpisodePath,
+    state: manager.DevnetState,
+    daemon: Daemon,
+    api_url: str,
+    rec: report.Recorder,
+    profiles: dict[str, responders.Profile],
+    stop: asyncio.Event,
+    times: StepTimes,
+) -> tuple[keeper.KeeperStats, responders.CureStats]:
+    # The daemon's plans follow the pushed model; the close factor is the keeper's
+    # fallback when an account has no usable plan (keeper.choose).
+    cfg = daemon.cfg
+    fallback = None if cfg.portfolio.mode == "standard" else cfg.risk.close_factor
+    k = keeper.Keeper(state, api_url, session, fallback,
+                      frozenset(a.address for a in rec.book if a.has_derivatives))  # fmt: skip
+    cure_target = cfg.risk.warn_hf + responders.CURE_MARGIN
+    resp = responders.Responders(state, api_url, session, profiles, cure_target)
+    # The devnet's Uniswap pools follow the episode too (docs/replay.md).
+    pools = PoolMarket.for_state(state, manager.INDEXED_CHAINS, seed=opts.seed)
+    pool_reverts = feeds_resent = 0
+    centre, recentred = dict(path.at(0)), 0
+    for i in range(len(path)):
+        if stop.is_set():
+            break
+        miner.check()
+        t0 = time.monotonic()
+        # Pipelined: the step's feed updates and the keeper's liquidations (decided
+        # on the daemon's ratings so far) go into the same next block, so a step
+        # costs one block, not two.
+        sent, trades = await _send_feeds(session, state, path.at(i), pools)
+        ratings = _ratings(daemon)
+        rec.sample(path.at(i), ratings, _rated_prices(daemon),
+                   daemon.engine.liquidity_queue())  # fmt: skip
+        await k.round(i)
+        rec.apply(k.stats)
+        # After the keeper: an account it liquidated or claimed on this step is not
+        # cured on the same rating (the cure would be sized on the debt before).
+        taken = {x.account for x in k.stats.liquidations if x.step == i} | set(k.claims)
+        rec.apply_cures(await resp.step(i, ratings, taken))
+        feeds_resent += await _mined(session, sent)
+        pool_reverts += await _pool_reverts(session, trades)
+        if pools is not None and recentre_due(centre, path.at(i)):
+            # The pools are at this step's prices (arbitraged in its block): the LP
+            # mints a fresh base book there (devkit/pool_market.py).
+            pool_reverts += await _recentre_pools(session, state, path.at(i), strict=False)
+            centre, recentred = dict(path.at(i)), recentred + 1
+        if i % 24 == 0:
             print(
-                f"replay {path.name}: pool trades reverted: {pool_reverts}, "
-                f"base book re-centred {recentred} times",
+                f"replay {path.name}: step {i}/{len(path)}  WETH {path.at(i)['WETH']:,.2f}  "
+                f"liquidations {len(k.stats.liquidations)}",
                 flush=True,
             )
-        return k.stats, resp.stats
+        busy = time.monotonic() - t0
+        times.busy.append(busy)
+        rest = opts.block_interval_s - busy
+        if rest > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), rest)
+    await _drain(k, len(path), stop)
+    # The last step's cures are mined by now (the drain's rounds, or the last block).
+    rec.apply_cures(await resp.step(len(path), {}, set()))
+    if k.stats.claims:
+        remote = sum(x.remote_from is not None for x in k.stats.liquidations)
+        print(f"replay {path.name}: cross-chain liquidations {remote}, "
+              f"claims unsettled {len(k.stats.pending_claims)}", flush=True)  # fmt: skip
+    if feeds_resent:
+        print(f"replay {path.name}: feed updates dropped and sent again: {feeds_resent}")
+    if pools is not None:
+        print(
+            f"replay {path.name}: pool trades reverted: {pool_reverts}, "
+            f"base book re-centred {recentred} times",
+            flush=True,
+        )
+    return k.stats, resp.stats
 
 
 async def _drain(k: keeper.Keeper, step: int, stop: asyncio.Event) -> None:
@@ -667,21 +716,11 @@ async def _top_up(
 
 
 def _precheck(opts: ReplayOptions) -> None:
-    """What can be refused before any process starts: an unknown model, a compression
-    the EWMA cannot express for a model that reads it (the config's own mode is checked
-    once the config is loaded), responder options out of range."""
+    """What can be refused before any process starts: an unknown model, responder
+    options out of range (the time scale is checked by `_path`)."""
     responders.check(opts.responders, opts.response_max_delay_h)
-    if opts.mode is None:
-        return
-    if opts.mode not in models.MODELS:
+    if opts.mode is not None and opts.mode not in models.MODELS:
         raise models.ModelError(f"unknown model {opts.mode!r}; one of {', '.join(models.MODELS)}")
-    if opts.mode in models.USES_EWMA:
-        # The defaults' lambda; a config with another one is checked again once loaded.
-        base = {"risk": RiskConfig().model_dump(), "oracle": OracleDefaults().model_dump(),
-                "scheduler": SchedulerConfig().model_dump(),
-                "apc": ApcConfig().model_dump(),
-                "reputation": ReputationConfig().model_dump()}  # fmt: skip
-        timescale.overrides(base, opts.scale())
 
 
 async def run(root: Path, config_path: str | None, opts: ReplayOptions) -> int:
@@ -773,9 +812,10 @@ async def _replay(
     vol_start = _vol(daemon)
     netting = await _netting(api_url, book)
     t_steps = time.monotonic()
+    times = StepTimes()
     stats, cures = await _steps(
         opts=opts, path=path, state=state, daemon=daemon, api_url=api_url, rec=rec,
-        profiles=profiles, stop=stop,
+        profiles=profiles, stop=stop, times=times,
     )  # fmt: skip
     steps_s = time.monotonic() - t_steps
     rep = await _report(
@@ -791,6 +831,7 @@ async def _replay(
             "step_s": scale.step_s,
             "compression": scale.factor,
             "measured_step_s": round(steps_s / max(1, len(rec.prices)), 3),
+            **times.figures(),
         },
         warmup={"backfill_rows": backfill, "topped_up": topped, "still_below_1": still_low},
         implied_vol=dict(cfg.portfolio.implied_vol),

@@ -35,7 +35,7 @@ from oracles.types import (
     SourceResult,
     Timeout,
 )
-from oracles.volatility import EwmaEstimator, VolatilitySettings
+from oracles.volatility import DAY_S, EwmaEstimator, VolatilitySettings
 
 log = logging.getLogger(__name__)
 
@@ -185,11 +185,13 @@ class OracleService:
         defaults: OracleDefaults,
         *,
         ewma_lambda: float = 0.94,
+        ewma_period_s: float = DAY_S,
         **kwargs: Any,
     ) -> OracleService:
         """Build from AssetConfig-shaped objects and the [oracle] defaults."""
         vol = VolatilitySettings(
             ewma_lambda=ewma_lambda,
+            lambda_period_s=ewma_period_s,
             prior_daily=defaults.vol_prior_daily,
             min_interval_s=defaults.vol_min_interval_s,
         )

@@ -31,10 +31,14 @@ class VolatilitySettings:
     # Daily sigma assumed before data exists; None = start from the first return.
     prior_daily: float | None = 0.05
     min_interval_s: float = 300.0
+    # The time ewma_lambda decays over (the variance stays per day of DAY_S).
+    lambda_period_s: float = DAY_S
 
     def __post_init__(self) -> None:
         if not 0 < self.ewma_lambda < 1:
             raise ValueError(f"ewma_lambda must be in (0, 1), got {self.ewma_lambda}")
+        if not self.lambda_period_s > 0:
+            raise ValueError(f"lambda_period_s must be > 0, got {self.lambda_period_s}")
         if self.prior_daily is not None and self.prior_daily < 0:
             raise ValueError(f"prior_daily must be >= 0, got {self.prior_daily}")
 
@@ -67,7 +71,7 @@ class EwmaEstimator:
         self._last_round: float | None = None
 
     def _weights(self, dt_days: float) -> tuple[float, float]:
-        w = self.settings.ewma_lambda**dt_days
+        w = self.settings.ewma_lambda ** (dt_days * DAY_S / self.settings.lambda_period_s)
         return w, (1.0 - w) / dt_days
 
     def update(self, at: float, prices: Mapping[str, float]) -> bool:

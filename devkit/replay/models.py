@@ -26,9 +26,6 @@ MODELS = ("standard", "predictive", "portfolio", "var")
 REPUTATION = "+reputation"
 # Every run label, each model followed by its reputation variant (report order).
 LABELS = tuple(x for m in MODELS for x in (m, m + REPUTATION))
-# Models whose margin reads the EWMA sigma (the others only for an option's implied
-# volatility, which the replay sets explicitly: warmup.implied_vol).
-USES_EWMA = frozenset({"standard", "predictive"})
 # The recommended anti-procyclical set (docs/procyclicality.md, EMIR RTS 153/2013
 # Art. 28): lookback floor, 25% weight on the stressed window, 25% buffer released in
 # stress, and sigma's fall capped at 5% per market day (its period is rescaled to

@@ -90,7 +90,9 @@ async def test_short_replay(tmp_path: Path) -> None:
         assert rep["steps"] == 48
         # The generated config ran the EWMA in the replay's time scale, warmed up from
         # the days before the slice (every asset's haircut used the EWMA, not a fit).
-        assert rep["time"]["compression"] == 3600
+        assert rep["time"]["compression"] == 7200  # 1 h per 0.5-s block
+        # The replay mined the 0.5-s blocks itself (anvil's interval mining: whole s).
+        assert rep["time"]["miner_blocks"] >= rep["steps"]
         assert rep["warmup"]["backfill_rows"]["ewma_tail"] > 100
         assert {v["source"] for v in rep["volatility"]["start"].values()} == {"ewma"}
         # The e-mode members' relative sigma is reported per pair (docs/risk.md).

@@ -51,8 +51,10 @@ def test_unknown_model() -> None:
     ("opts", "said"),
     [
         ({"mode": "garch"}, "unknown model 'garch'"),
-        ({"mode": "predictive", "hours_per_block": 8}, "Lower --hours-per-block"),
         ({"hours_per_block": 0}, "hours per block must be >= 1"),
+        ({"block_interval_s": 0.0}, "block interval must be > 0 s"),
+        ({"responders": 1.5}, "--responders 1.5: a share of the borrowers"),
+        ({"response_max_delay_h": 0}, "--response-max-delay 0: at least 1 market hour"),
     ],
 )
 async def test_refused_before_any_process_starts(

@@ -17,7 +17,7 @@ from devkit.replay.timescale import TimeScale, TimeScaleError
 from oracles.volatility import EwmaEstimator, VolatilitySettings
 
 BASE = {
-    "risk": {"ewma_lambda": 0.94, "horizon_days": 1.0, "z": 2.33},
+    "risk": {"ewma_lambda": 0.94, "ewma_period_s": 86400.0, "horizon_days": 1.0, "z": 2.33},
     "oracle": {"vol_prior_daily": 0.05, "vol_min_interval_s": 300.0, "refresh_s": 3.0},
     "scheduler": {"oracle_interval_s": 3.0, "lst_interval_s": 10.0},
     "pusher": {"interval_s": 3},
@@ -37,7 +37,11 @@ def _vol_terms(
     return out
 
 
-@pytest.mark.parametrize(("hours", "step_s"), [(1, 1.0), (3, 1.0), (2, 1.5)])
+# (8, 1.0) and (3, 0.5): compressions of 28,800 and 21,600, beyond the ~11,000 that
+# lambda ** C could express (what the replay did before the decay period).
+@pytest.mark.parametrize(
+    ("hours", "step_s"), [(1, 1.0), (3, 1.0), (2, 1.5), (1, 0.5), (3, 0.5), (8, 1.0)]
+)
 def test_compressed_ewma_equals_market_time_ewma(hours: int, step_s: float) -> None:
     scale = TimeScale(hours, step_s)
     cfg = timescale.overrides(BASE, scale)
@@ -51,7 +55,10 @@ def test_compressed_ewma_equals_market_time_ewma(hours: int, step_s: float) -> N
     o = cfg["oracle"]
     replayed = _vol_terms(
         VolatilitySettings(
-            cfg["risk"]["ewma_lambda"], o["vol_prior_daily"], o["vol_min_interval_s"]
+            cfg["risk"]["ewma_lambda"],
+            o["vol_prior_daily"],
+            o["vol_min_interval_s"],
+            cfg["risk"]["ewma_period_s"],
         ),
         cfg["risk"]["horizon_days"],
         wall,
@@ -75,7 +82,7 @@ def _capped_vol_terms(
     return out, bound
 
 
-@pytest.mark.parametrize(("hours", "step_s"), [(1, 1.0), (3, 1.0), (2, 1.5)])
+@pytest.mark.parametrize(("hours", "step_s"), [(1, 1.0), (3, 1.0), (2, 1.5), (3, 0.5)])
 def test_compressed_decrease_cap_equals_market_time_cap(hours: int, step_s: float) -> None:
     scale = TimeScale(hours, step_s)
     cfg = timescale.overrides(BASE, scale)
@@ -96,7 +103,10 @@ def test_compressed_decrease_cap_equals_market_time_cap(hours: int, step_s: floa
     assert bound > len(prices) // 2
     o = cfg["oracle"]
     replay_settings = VolatilitySettings(
-        cfg["risk"]["ewma_lambda"], o["vol_prior_daily"], o["vol_min_interval_s"]
+        cfg["risk"]["ewma_lambda"],
+        o["vol_prior_daily"],
+        o["vol_min_interval_s"],
+        cfg["risk"]["ewma_period_s"],
     )
     replay_apc = ApcConfig(
         lookback_floor=False, max_daily_decrease=0.01,
@@ -118,12 +128,10 @@ def test_overrides_touch_only_market_durations() -> None:
     assert BASE["risk"]["ewma_lambda"] == 0.94  # the input is not modified
 
 
-def test_a_compression_the_ewma_cannot_express_is_an_error() -> None:
-    with pytest.raises(TimeScaleError, match="Lower --hours-per-block"):
-        timescale.overrides(BASE, TimeScale(8, 1.0))
-    # A model that does not read the EWMA may run faster; the EWMA is then clamped.
-    cfg = timescale.overrides(BASE, TimeScale(8, 1.0), uses_ewma=False)
-    assert cfg["risk"]["ewma_lambda"] == timescale.MIN_LAMBDA
+def test_the_ewma_keeps_its_lambda_and_decays_over_a_market_day() -> None:
+    cfg = timescale.overrides(BASE, TimeScale(3, 0.5))
+    assert cfg["risk"]["ewma_lambda"] == 0.94
+    assert cfg["risk"]["ewma_period_s"] == pytest.approx(86400.0 / 21_600)
 
 
 def test_bad_scale() -> None:
