@@ -108,3 +108,19 @@ def test_pegged_pair_has_low_relative_volatility() -> None:
 def test_settings_validation() -> None:
     with pytest.raises(ValueError, match="ewma_lambda"):
         VolatilitySettings(ewma_lambda=1.0)
+    with pytest.raises(ValueError, match="lambda_period_s"):
+        VolatilitySettings(lambda_period_s=0.0)
+
+
+@pytest.mark.parametrize("period_s", [DAY_S, 3600.0, 4.0])
+def test_lambda_decays_per_its_period(period_s: float) -> None:
+    """One return after the prior, `dt` seconds on: the weight of the prior is
+    lambda ** (dt / period), written out here from the formula, not the estimator."""
+    lam, prior, dt_s, r = 0.94, 0.05, 7200.0, 0.03
+    est = EwmaEstimator(["A"], VolatilitySettings(lam, prior, 0.0, period_s))
+    est.update(0.0, {"A": 100.0})
+    est.update(dt_s, {"A": 100.0 * math.exp(r)})
+    w = lam ** (dt_s / period_s)
+    dt_days = dt_s / DAY_S
+    want = w * prior**2 + (1 - w) * r * r / dt_days
+    assert est.volatility("A") == pytest.approx(math.sqrt(want), rel=1e-12)
