@@ -258,6 +258,32 @@ async def test_a_refused_or_reverted_cure_is_counted_never_booked_and_refunded(
         assert r.stats.spent_usd[ACCOUNT] == pytest.approx(booked[0].repaid_usd)
 
 
+async def test_a_cure_never_mined_is_given_up_after_its_steps_and_refunded(
+    served: tuple[str, Chain],
+) -> None:
+    """A repay the node keeps pending (dropped from a block, a stuck nonce): counted
+    `unmined` after UNMINED_STEPS receipt checks, its budget back, never booked; the
+    account may then be cured again."""
+    url, chain = served
+    async with aiohttp.ClientSession() as session:
+        chain.mined = False
+        r = _responders(url, session, delay=0)
+        await r.step(0, WARNED, set())
+        first = r.stats.spent_usd[ACCOUNT]
+        assert len(chain.sent) == 2 and first > 0
+        for step in range(1, responders.UNMINED_STEPS):
+            assert await r.step(step, WARNED, set()) == []
+            assert len(chain.sent) == 2  # still in flight: no second cure
+        assert r.stats.failures["unmined"] == 0
+        assert await r.step(responders.UNMINED_STEPS, WARNED, set()) == []
+        # Both given up and refunded, then (delay 0, still warned) cured again at once:
+        # the budget holds the new cure only, not the lost one too.
+        assert r.stats.failures["unmined"] == 2
+        assert len(chain.sent) == 4
+        assert r.stats.spent_usd[ACCOUNT] == pytest.approx(first)
+        assert r.stats.figures()["count"] == 0
+
+
 def test_a_cure_before_a_liquidation_moves_the_positions_it_is_judged_on() -> None:
     a = next(x for x in population.generate(80, 9, PRICES) if x.shape == "eth_stable"
              and len({p.chain for p in x.positions}) == 1)  # fmt: skip
