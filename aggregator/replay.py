@@ -86,7 +86,7 @@ class ReplayOptions:
     episode: str
     hours_per_block: int | None = None  # None: the episode's default (timescale.py)
     # Wall seconds per step (one block; below anvil's whole-second interval mining the
-    # replay mines itself: devkit/replay/blocks.py). 0.5: 745 hourly steps in ~6.7 min.
+    # replay mines itself: devkit/replay/blocks.py). 0.5: 745 hourly steps in ~7 min.
     block_interval_s: float = 0.5
     accounts: int = 2000
     seed: int = 7

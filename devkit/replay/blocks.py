@@ -13,7 +13,8 @@ staleness checks read.
 Invariants:
 - Every chain's previous interval mining is restored when the `Miner` context exits,
   on error and on cancellation too: a devnet the replay found running is left as it
-  was.
+  was. A chain that cannot be restored (its node gone) is a warning naming it, never
+  an error hiding the one that ended the steps.
 - A failed `evm_mine` is not a silent log line: the miner stops and `check()` (called
   by the step loop every step) raises it, naming the chain.
 - At a whole-second interval equal to the devnet's own, nothing is switched: anvil's
@@ -24,11 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any
 
+log = logging.getLogger("devkit.replay.blocks")
 Rpc = Callable[[str, str, list[Any]], Awaitable[Any]]
 
 
@@ -78,12 +81,19 @@ class Miner:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        if self.devnet_block_s >= 1:
-            for url in self.urls.values():
-                await self.rpc(url, "evm_setIntervalMining", [self.devnet_block_s])
-        else:
-            for url in self.urls.values():
-                await self.rpc(url, "evm_setAutomine", [True])
+        method, params = (
+            ("evm_setIntervalMining", [self.devnet_block_s])
+            if self.devnet_block_s >= 1
+            else ("evm_setAutomine", [True])
+        )
+        for chain, url in self.urls.items():
+            try:
+                await self.rpc(url, method, params)
+            except Exception as restore_exc:
+                # A node that is gone (the error being raised may be why) must not hide
+                # that error; one that is up but kept manual mining is named.
+                log.warning("replay miner: %s kept manual mining: %s failed: %s",
+                            chain, method, restore_exc)  # fmt: skip
 
     def check(self) -> None:
         """Raise the miner's failure, if it failed."""

@@ -88,3 +88,18 @@ async def test_a_failed_mine_is_raised_by_check_naming_the_chain() -> None:
 def test_bad_interval() -> None:
     with pytest.raises(MinerError, match="block interval"):
         Miner(FakeRpc(), URLS, 0.0, devnet_block_s=1)
+
+
+async def test_a_node_gone_at_exit_does_not_hide_the_error_that_ended_the_steps(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Gone(FakeRpc):
+        async def __call__(self, url: str, method: str, params: list[Any]) -> Any:
+            if method == "evm_setIntervalMining" and params == [1]:
+                raise OSError("connection refused")
+            return await super().__call__(url, method, params)
+
+    with pytest.raises(RuntimeError, match="the step loop's own error"):
+        async with Miner(Gone(), URLS, 0.02, devnet_block_s=1):
+            raise RuntimeError("the step loop's own error")
+    assert "alpha kept manual mining" in caplog.text and "beta kept manual mining" in caplog.text
