@@ -838,6 +838,11 @@ async def _replay(
         netting_at_start=netting,
         volatility={"start": vol_start, "end": _vol(daemon)},
     )
+    if daemon.reputation.enabled:
+        scored = [daemon.reputation.reputation(a.address) for a in book]
+        rep["reputation"] = report.multiplier_range(
+            [r.multiplier for r in scored], [r.maintenance_multiplier for r in scored]
+        )
     print(report.render(rep))
     jpath, ppath = report.write(rep, rec, path.times, opts.out_dir)
     print(f"report: {jpath}  chart: {ppath}")

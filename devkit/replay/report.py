@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -664,6 +664,7 @@ def render(rep: dict[str, Any]) -> str:
         *remote_rows(liq),
         ("keeper failures", failures),
         *cure_rows(rep.get("cures")),
+        *reputation_rows(rep.get("reputation")),
         ("keeper waits for the registry (rounds)", waits),
         ("bad debt (USD)", f"{rep['bad_debt_usd']:,.0f}"),
         ("healthy -> negative equity", rep["healthy_to_negative_equity"]),
@@ -704,6 +705,39 @@ def cure_rows(cures: dict[str, Any] | None) -> list[tuple[str, Any]]:
          f"{cures['count']} / {cures['accounts']} of {cures['responders']} / {cures['usd']:,.0f}"),
         ("cures failed; budget spent (accounts)", f"{failed}; {cures['budget_spent_accounts']}"),
     ]  # fmt: skip
+
+
+def multiplier_range(borrowing: Sequence[float], maintenance: Sequence[float]) -> dict[str, Any]:
+    """The book's reputation multipliers at the end (with --reputation): per side
+    (borrowing: the haircut / margin; maintenance: the liquidation line, phased in) the
+    min / median / max, and how many accounts sit above and below neutral (1.0)."""
+
+    def side(ms: Sequence[float]) -> dict[str, Any]:
+        a = np.asarray(ms, np.float64)
+        if a.size == 0:
+            return {"min": None, "p50": None, "max": None, "above_1": 0, "below_1": 0}
+        return {"min": round(float(a.min()), 4), "p50": round(float(np.median(a)), 4),
+                "max": round(float(a.max()), 4), "above_1": int((a > 1.0).sum()),
+                "below_1": int((a < 1.0).sum())}  # fmt: skip
+
+    return {"accounts": len(borrowing), "borrowing": side(borrowing),
+            "maintenance": side(maintenance)}  # fmt: skip
+
+
+def reputation_rows(rep: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    if not rep:
+        return []
+
+    def fmt(s: dict[str, Any]) -> str:
+        if s["min"] is None:
+            return "-"
+        return (f"{s['min']:.3f} / {s['p50']:.3f} / {s['max']:.3f} "
+                f"({s['above_1']} above 1, {s['below_1']} below)")  # fmt: skip
+
+    return [
+        ("reputation multiplier min / p50 / max", fmt(rep["borrowing"])),
+        ("maintenance multiplier min / p50 / max", fmt(rep["maintenance"])),
+    ]
 
 
 def step_ranges(steps: list[int] | None) -> str:

@@ -19,7 +19,13 @@ from loopback import serving
 
 from devkit.replay import population, responders
 from devkit.replay.keeper import KeeperStats, Liquidation
-from devkit.replay.report import Holdings, Recorder, cure_rows
+from devkit.replay.report import (
+    Holdings,
+    Recorder,
+    cure_rows,
+    multiplier_range,
+    reputation_rows,
+)
 
 PRICES = {"USDC": 1.0, "WBTC": 30_000.0, "WETH": 2_000.0, "wstETH": 2_300.0, "rETH": 2_150.0}
 LT = {"USDC": 0.88, "WBTC": 0.75, "WETH": 0.825, "wstETH": 0.79, "rETH": 0.78}
@@ -331,3 +337,18 @@ async def test_a_node_that_cannot_be_reached_costs_the_cures_not_the_replay() ->
         r.session = session
         assert await r.step(1, WARNED, set()) == []
     assert r.stats.failures["rpc: ClientConnectorError"] == 1
+
+
+def test_the_reputation_range_and_its_rows() -> None:
+    """Written from the definition: min / median / max and the counts off neutral."""
+    got = multiplier_range([1.0, 0.9, 1.3, 1.0], [1.0, 1.0, 1.15, 1.0])
+    assert got["accounts"] == 4
+    assert got["borrowing"] == {"min": 0.9, "p50": 1.0, "max": 1.3, "above_1": 1, "below_1": 1}
+    assert got["maintenance"] == {"min": 1.0, "p50": 1.0, "max": 1.15, "above_1": 1, "below_1": 0}
+    rows = dict(reputation_rows(got))
+    assert (
+        rows["reputation multiplier min / p50 / max"]
+        == "0.900 / 1.000 / 1.300 (1 above 1, 1 below)"
+    )
+    assert reputation_rows(None) == []
+    assert multiplier_range([], [])["borrowing"]["min"] is None
