@@ -413,97 +413,78 @@ async def _steps(
     stop: asyncio.Event,
     times: StepTimes,
 ) -> tuple[keeper.KeeperStats, responders.CureStats]:
-    async with aiohttp.ClientSession() as session:
-        urls = {c: state.url(c) for c in manager.INDEXED_CHAINS}
-        rpc = functools.partial(_rpc, session)
-        async with blocks.Miner(rpc, urls, opts.block_interval_s, state.block_time_s) as miner:
-            try:
-                return await _step_loop(
-                    session, miner, opts=opts, path=path, state=state, daemon=daemon,
-                    api_url=api_url, rec=rec, profiles=profiles, stop=stop, times=times,
-                )  # fmt: skip
-            finally:
-                times.blocks, times.late_ticks = miner.blocks, miner.late_ticks
-
-
-async def _step_loop(
-    session: aiohttp.ClientSession,
-    miner: blocks.Miner,
-    *,
-    opts: ReplayOptions,
-    path: episodes.EpisodePath,
-    state: manager.DevnetState,
-    daemon: Daemon,
-    api_url: str,
-    rec: report.Recorder,
-    profiles: dict[str, responders.Profile],
-    stop: asyncio.Event,
-    times: StepTimes,
-) -> tuple[keeper.KeeperStats, responders.CureStats]:
-    # The daemon's plans follow the pushed model; the close factor is the keeper's
-    # fallback when an account has no usable plan (keeper.choose).
-    cfg = daemon.cfg
-    fallback = None if cfg.portfolio.mode == "standard" else cfg.risk.close_factor
-    k = keeper.Keeper(state, api_url, session, fallback,
-                      frozenset(a.address for a in rec.book if a.has_derivatives))  # fmt: skip
-    cure_target = cfg.risk.warn_hf + responders.CURE_MARGIN
-    resp = responders.Responders(state, api_url, session, profiles, cure_target)
-    # The devnet's Uniswap pools follow the episode too (docs/replay.md).
-    pools = PoolMarket.for_state(state, manager.INDEXED_CHAINS, seed=opts.seed)
-    pool_reverts = feeds_resent = 0
-    centre, recentred = dict(path.at(0)), 0
-    for i in range(len(path)):
-        if stop.is_set():
-            break
-        miner.check()
-        t0 = time.monotonic()
-        # Pipelined: the step's feed updates and the keeper's liquidations (decided
-        # on the daemon's ratings so far) go into the same next block, so a step
-        # costs one block, not two.
-        sent, trades = await _send_feeds(session, state, path.at(i), pools)
-        ratings = _ratings(daemon)
-        rec.sample(path.at(i), ratings, _rated_prices(daemon),
-                   daemon.engine.liquidity_queue())  # fmt: skip
-        await k.round(i)
-        rec.apply(k.stats)
-        # After the keeper: an account it liquidated or claimed on this step is not
-        # cured on the same rating (the cure would be sized on the debt before).
-        taken = {x.account for x in k.stats.liquidations if x.step == i} | set(k.claims)
-        rec.apply_cures(await resp.step(i, ratings, taken))
-        feeds_resent += await _mined(session, sent)
-        pool_reverts += await _pool_reverts(session, trades)
-        if pools is not None and recentre_due(centre, path.at(i)):
-            # The pools are at this step's prices (arbitraged in its block): the LP
-            # mints a fresh base book there (devkit/pool_market.py).
-            pool_reverts += await _recentre_pools(session, state, path.at(i), strict=False)
-            centre, recentred = dict(path.at(i)), recentred + 1
-        if i % 24 == 0:
+    urls = {c: state.url(c) for c in manager.INDEXED_CHAINS}
+    async with (
+        aiohttp.ClientSession() as session,
+        blocks.Miner(
+            functools.partial(_rpc, session), urls, opts.block_interval_s, state.block_time_s
+        ) as miner,
+    ):
+        # The daemon's plans follow the pushed model; the close factor is the keeper's
+        # fallback when an account has no usable plan (keeper.choose).
+        cfg = daemon.cfg
+        fallback = None if cfg.portfolio.mode == "standard" else cfg.risk.close_factor
+        k = keeper.Keeper(state, api_url, session, fallback,
+                          frozenset(a.address for a in rec.book if a.has_derivatives))  # fmt: skip
+        cure_target = cfg.risk.warn_hf + responders.CURE_MARGIN
+        resp = responders.Responders(state, api_url, session, profiles, cure_target)
+        # The devnet's Uniswap pools follow the episode too (docs/replay.md).
+        pools = PoolMarket.for_state(state, manager.INDEXED_CHAINS, seed=opts.seed)
+        pool_reverts = feeds_resent = 0
+        centre, recentred = dict(path.at(0)), 0
+        for i in range(len(path)):
+            if stop.is_set():
+                break
+            miner.check()
+            t0 = time.monotonic()
+            # Pipelined: the step's feed updates and the keeper's liquidations (decided
+            # on the daemon's ratings so far) go into the same next block, so a step
+            # costs one block, not two.
+            sent, trades = await _send_feeds(session, state, path.at(i), pools)
+            ratings = _ratings(daemon)
+            rec.sample(path.at(i), ratings, _rated_prices(daemon),
+                       daemon.engine.liquidity_queue())  # fmt: skip
+            await k.round(i)
+            rec.apply(k.stats)
+            # After the keeper: an account it liquidated or claimed on this step is not
+            # cured on the same rating (the cure would be sized on the debt before).
+            taken = {x.account for x in k.stats.liquidations if x.step == i} | set(k.claims)
+            rec.apply_cures(await resp.step(i, ratings, taken))
+            feeds_resent += await _mined(session, sent)
+            pool_reverts += await _pool_reverts(session, trades)
+            if pools is not None and recentre_due(centre, path.at(i)):
+                # The pools are at this step's prices (arbitraged in its block): the LP
+                # mints a fresh base book there (devkit/pool_market.py).
+                pool_reverts += await _recentre_pools(session, state, path.at(i), strict=False)
+                centre, recentred = dict(path.at(i)), recentred + 1
+            if i % 24 == 0:
+                print(
+                    f"replay {path.name}: step {i}/{len(path)}  WETH {path.at(i)['WETH']:,.2f}  "
+                    f"liquidations {len(k.stats.liquidations)}",
+                    flush=True,
+                )
+            busy = time.monotonic() - t0
+            times.busy.append(busy)
+            rest = opts.block_interval_s - busy
+            if rest > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), rest)
+        await _drain(k, len(path), stop)
+        # The last step's cures are mined by now (the drain's rounds, or the last block).
+        rec.apply_cures(await resp.step(len(path), {}, set()))
+        if k.stats.claims:
+            remote = sum(x.remote_from is not None for x in k.stats.liquidations)
+            print(f"replay {path.name}: cross-chain liquidations {remote}, "
+                  f"claims unsettled {len(k.stats.pending_claims)}", flush=True)  # fmt: skip
+        if feeds_resent:
+            print(f"replay {path.name}: feed updates dropped and sent again: {feeds_resent}")
+        if pools is not None:
             print(
-                f"replay {path.name}: step {i}/{len(path)}  WETH {path.at(i)['WETH']:,.2f}  "
-                f"liquidations {len(k.stats.liquidations)}",
+                f"replay {path.name}: pool trades reverted: {pool_reverts}, "
+                f"base book re-centred {recentred} times",
                 flush=True,
             )
-        busy = time.monotonic() - t0
-        times.busy.append(busy)
-        rest = opts.block_interval_s - busy
-        if rest > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), rest)
-    await _drain(k, len(path), stop)
-    # The last step's cures are mined by now (the drain's rounds, or the last block).
-    rec.apply_cures(await resp.step(len(path), {}, set()))
-    if k.stats.claims:
-        remote = sum(x.remote_from is not None for x in k.stats.liquidations)
-        print(f"replay {path.name}: cross-chain liquidations {remote}, "
-              f"claims unsettled {len(k.stats.pending_claims)}", flush=True)  # fmt: skip
-    if feeds_resent:
-        print(f"replay {path.name}: feed updates dropped and sent again: {feeds_resent}")
-    if pools is not None:
-        print(
-            f"replay {path.name}: pool trades reverted: {pool_reverts}, "
-            f"base book re-centred {recentred} times",
-            flush=True,
-        )
+    times.blocks, times.late_ticks = miner.blocks, miner.late_ticks
     return k.stats, resp.stats
 
 
