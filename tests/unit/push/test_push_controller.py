@@ -103,8 +103,10 @@ def test_as_of_never_runs_ahead_of_a_chain_with_sub_second_blocks() -> None:
     assert next_as_of(same_second, NOW + 1, as_of_limit(NOW + 1, 0, NOW + 1.2)) == NOW + 1
     # 12-s blocks: the next block is 12 s on.
     assert next_as_of(same_second, NOW, as_of_limit(NOW, 12, NOW + 0.2)) == NOW + 1
-    # On-demand mining (no block since ours): our clock's second, once it has passed.
-    assert next_as_of(same_second, NOW, as_of_limit(NOW, 0, NOW + 1.01)) == NOW + 1
+    # On-demand mining (no block since ours): our clock's second, once a whole second
+    # more has passed (a block mined at the turn of NOW + 1 may still carry NOW).
+    assert next_as_of(same_second, NOW, as_of_limit(NOW, 0, NOW + 1.01)) is None
+    assert next_as_of(same_second, NOW, as_of_limit(NOW, 0, NOW + 2.01)) == NOW + 1
     ahead = RegistryEntry(1, 1, NOW + 1, 0)  # pushed at lead 1 in the previous block
     assert next_as_of(ahead, NOW, as_of_limit(NOW, 1, NOW + 0.5)) is None
     assert next_as_of(ahead, NOW, as_of_limit(NOW, 12, NOW + 0.5)) == NOW + 2
