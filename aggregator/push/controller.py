@@ -173,7 +173,7 @@ def next_as_of(base: RegistryEntry | None, chain_ts: int, limit: int | None = No
 # Our clock's second is only used once a whole further second has passed: a block
 # mined at the turn of a second (the transaction sent just after it) still carries
 # the previous one. Measured: without it a 2020-03 replay at 0.5-s blocks had 7 of 511
-# liquidations revert `Stale` (an entry one second ahead of the block it landed in).
+# mined liquidation attempts revert `Stale` (an entry a second ahead of its block).
 CLOCK_MARGIN_S = 1
 
 
