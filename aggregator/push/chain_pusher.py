@@ -14,7 +14,6 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from aggregator.push.block_clock import BlockClock
 from aggregator.push.controller import OnchainArrays
 from chains.pusher.keys import KeeperKey
 from chains.pusher.listener import RegistryListener
@@ -84,5 +83,4 @@ class ChainPusher:
         self.known_accounts = 0  # book accounts already handed to the listener
         self.key_address = None if key is None else key.address
         self.state = ChainPushState(settings.name)
-        self.clock = BlockClock()
         self.wake = asyncio.Event()

@@ -177,14 +177,17 @@ def next_as_of(base: RegistryEntry | None, chain_ts: int, limit: int | None = No
 CLOCK_MARGIN_S = 1
 
 
-def as_of_limit(chain_ts: int, lead_s: int, now: float) -> int:
-    """The latest asOf a block mined now takes as fresh: the head's second plus the
-    whole seconds its blocks come apart (block_clock.py), or our own clock's second
-    less CLOCK_MARGIN_S when later (a chain that mines on demand, e.g. anvil's automine
-    or an idle L2, has no next block until a transaction comes, and it takes the
-    node's clock then). A node clock behind ours by more than the margin can make an
-    entry that many seconds early, never more."""
-    return max(chain_ts + lead_s, math.floor(now) - CLOCK_MARGIN_S)
+def as_of_limit(chain_ts: int, now: float) -> int:
+    """The latest asOf a block mined now takes as fresh, whatever the chain's block
+    time: the head's second, or our own clock's second less CLOCK_MARGIN_S when later.
+    Any next block is at least as late as both: a chain with fixed block times (12 s
+    on Ethereum) mines its next one later still, a chain that mines on demand (anvil's
+    automine, an idle L2) takes the node's clock then, and one with sub-second blocks
+    stays in the head's second until the clock turns. (A limit from the chain's mean
+    block time would over-reach on an on-demand chain that was idle.) A node clock
+    behind ours by more than the margin can make an entry that many seconds early,
+    never more."""
+    return max(chain_ts, math.floor(now) - CLOCK_MARGIN_S)
 
 
 def _hf_moved(old: int, new: int, deviation: float) -> bool:

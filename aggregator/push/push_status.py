@@ -146,9 +146,6 @@ def chain_status(cp: ChainPusher, *, dry_run: bool, paused: bool) -> dict[str, A
         "keeper_low": st.keeper_low,
         "registry": cp.settings.registry,
         "onchain_block": st.onchain_block,
-        # Whole seconds an entry's asOf may lead the head (controller.next_as_of).
-        "seconds_per_block": cp.clock.seconds_per_block(),
-        "as_of_lead_s": cp.clock.lead_s(),
         "cycles": st.cycles,
         "consecutive_failures": st.consecutive_failures,
         "last_error": st.last_error,

@@ -158,7 +158,7 @@ class PushService:
             chain_ts=snap.timestamp,
             inflight=inflight,
             rules=self.rules,
-            limit=as_of_limit(snap.timestamp, cp.clock.lead_s(), time.time()),
+            limit=as_of_limit(snap.timestamp, time.time()),
         )
         return await self._send_planned(cp, planned)
 
@@ -170,7 +170,6 @@ class PushService:
         snap = await cp.listener.refresh(addresses[cp.known_accounts : n])
         cp.known_accounts = n
         cp.state.onchain_block, cp.state.onchain_timestamp = snap.block, snap.timestamp
-        cp.clock.see(snap.block, snap.timestamp)
         cp.onchain_arrays.sync(snap.entries, snap.changed, ledger.account_index, addresses, n)
         return snap
 

@@ -94,22 +94,21 @@ def test_as_of_is_chain_time_and_strictly_newer_than_the_baseline() -> None:
 
 def test_as_of_never_runs_ahead_of_a_chain_with_sub_second_blocks() -> None:
     """Blocks within one second share its timestamp: the next second is only fresh in a
-    block that far ahead, so it waits for the chain's clock unless blocks come >= 1 s
-    apart (lead_s); and never more than the lead ahead of the head."""
+    block that late, so it waits for the chain's clock or ours (as_of_limit)."""
     same_second = RegistryEntry(1, 1, NOW, 0)
-    # Sub-second blocks (lead 0), our clock in the head's second: wait.
-    assert as_of_limit(NOW, 0, NOW + 0.7) == NOW
-    assert next_as_of(same_second, NOW, as_of_limit(NOW, 0, NOW + 0.7)) is None
-    assert next_as_of(same_second, NOW + 1, as_of_limit(NOW + 1, 0, NOW + 1.2)) == NOW + 1
-    # 12-s blocks: the next block is 12 s on.
-    assert next_as_of(same_second, NOW, as_of_limit(NOW, 12, NOW + 0.2)) == NOW + 1
-    # On-demand mining (no block since ours): our clock's second, once a whole second
-    # more has passed (a block mined at the turn of NOW + 1 may still carry NOW).
-    assert next_as_of(same_second, NOW, as_of_limit(NOW, 0, NOW + 1.01)) is None
-    assert next_as_of(same_second, NOW, as_of_limit(NOW, 0, NOW + 2.01)) == NOW + 1
-    ahead = RegistryEntry(1, 1, NOW + 1, 0)  # pushed at lead 1 in the previous block
-    assert next_as_of(ahead, NOW, as_of_limit(NOW, 1, NOW + 0.5)) is None
-    assert next_as_of(ahead, NOW, as_of_limit(NOW, 12, NOW + 0.5)) == NOW + 2
+    # Our clock in the head's second (sub-second blocks, or a block just mined): wait.
+    assert as_of_limit(NOW, NOW + 0.7) == NOW
+    assert next_as_of(same_second, NOW, as_of_limit(NOW, NOW + 0.7)) is None
+    # The chain's clock turned: its second.
+    assert next_as_of(same_second, NOW + 1, as_of_limit(NOW + 1, NOW + 1.2)) == NOW + 1
+    # No block since ours (12-s blocks, on-demand mining): our clock's second, once a
+    # whole second more has passed (a block mined at the turn of NOW + 1 may still
+    # carry NOW), never further.
+    assert next_as_of(same_second, NOW, as_of_limit(NOW, NOW + 1.01)) is None
+    assert next_as_of(same_second, NOW, as_of_limit(NOW, NOW + 2.01)) == NOW + 1
+    ahead = RegistryEntry(1, 1, NOW + 1, 0)  # an entry already a second ahead
+    assert next_as_of(ahead, NOW, as_of_limit(NOW, NOW + 0.5)) is None
+    assert next_as_of(ahead, NOW, as_of_limit(NOW, NOW + 3.5)) == NOW + 2
     # A liquidatable tier waits too: a pushed entry from the future is refused by the
     # vault until then, the one on chain (this second's) stays usable meanwhile.
     liq = want(tier=2, hf=900_000_000)

@@ -197,17 +197,17 @@ def _random_book(
 
 
 # The in-flight entries are at NOW + 1: behind the head (NOW + 30), at it (NOW + 1) or
-# ahead of it (NOW), with a limit a second ahead of the head (blocks >= 1 s apart) or
-# at it (sub-second blocks).
+# ahead of it (NOW), with a limit (as_of_limit) a second past the head (our clock on) or
+# at it.
 @pytest.mark.parametrize(
-    ("seed", "chain_ts", "lead_s"),
+    ("seed", "chain_ts", "ahead_s"),
     [(1, NOW + 30, 1), (2, NOW + 30, 1), (3, NOW + 30, 0), (1, NOW + 1, 0), (2, NOW + 1, 1),
      (3, NOW, 1), (1, NOW, 0)],
 )  # fmt: skip
 def test_plan_accounts_is_plan_chain_over_every_picked_account(
-    seed: int, chain_ts: int, lead_s: int
+    seed: int, chain_ts: int, ahead_s: int
 ) -> None:
-    limit = chain_ts + lead_s
+    limit = chain_ts + ahead_s
     """The array path decides tier_down, credit_cut and clear hf moves; the result must
     be plan_chain's over the same accounts, entry for entry and in the same order."""
     ledger, onchain, inflight = _random_book(seed, 4_000)
@@ -237,7 +237,7 @@ def test_plan_accounts_is_plan_chain_over_every_picked_account(
     assert got == want
     reasons = {p.reason for p in got}
     assert {"tier_down", "credit_cut", "hf", "first"} <= reasons  # both paths ran
-    # No entry ahead of the chain's clock by more than its blocks' lead.
+    # No entry beyond the limit; the in-flight ones that would be are held back.
     assert max(p.entry.as_of for p in got) <= limit
     held = [a for a, e in inflight.items() if e.as_of + 1 > limit]
     assert bool(held) == (limit <= NOW + 1)
