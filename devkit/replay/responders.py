@@ -224,12 +224,7 @@ class Responders:
     ) -> list[Cure]:
         """Book the cures mined since the last step (returned), then send this step's.
         `skip`: accounts the keeper liquidated this step or holds a claim on."""
-        try:
-            mined = await self._receipts()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            # A node or API hiccup costs this step's cures, never the replay.
-            self.stats.failures[f"rpc: {type(exc).__name__}"] += 1
-            return []
+        mined = await self._receipts()
         mine = {a: r for a, r in ratings.items() if a in self.profiles}
         self.since = clock(self.since, mine, step)
         for cure in mined:
@@ -288,7 +283,14 @@ class Responders:
         for account, sent in list(self.in_flight.items()):
             still = []
             for s in sent:
-                got = await self._rpc(s.cure.chain, "eth_getTransactionReceipt", [s.cure.tx])
+                try:
+                    got = await self._rpc(s.cure.chain, "eth_getTransactionReceipt", [s.cure.tx])
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    # Not known, not lost: asked again next step (not an unmined step),
+                    # and the receipts already read this step are still booked.
+                    self.stats.failures[f"rpc: {type(exc).__name__}"] += 1
+                    still.append(s)
+                    continue
                 r = got.get("result")
                 if r is None:
                     s.steps += 1

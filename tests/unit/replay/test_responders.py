@@ -339,6 +339,34 @@ async def test_a_node_that_cannot_be_reached_costs_the_cures_not_the_replay() ->
     assert r.stats.failures["rpc: ClientConnectorError"] == 1
 
 
+async def test_a_failed_receipt_read_keeps_that_cure_and_books_the_others(
+    served: tuple[str, Chain],
+) -> None:
+    """A receipt read failing after another account's cure was found mined: that one
+    is still booked (not dropped with the step), the failed one asked again next step."""
+    url, _chain = served
+    other = "0x" + "cd" * 20
+    async with aiohttp.ClientSession() as session:
+        r = _responders(url, session)
+        first = responders.Cure(0, ACCOUNT, "alpha", "USDC", 1, 10.0, "0x" + "01" * 32)
+        second = responders.Cure(0, other, "beta", "USDC", 1, 20.0, "0x" + "02" * 32)
+        r.in_flight = {ACCOUNT: [responders._Sent(first)], other: [responders._Sent(second)]}
+        real = r._rpc
+
+        async def flaky(chain: str, method: str, params: list[Any]) -> dict[str, Any]:
+            if params == [second.tx]:
+                raise aiohttp.ClientConnectionError("dropped")
+            return await real(chain, method, params)
+
+        r._rpc = flaky  # type: ignore[method-assign]
+        assert await r.step(1, {}, set()) == [first]
+        assert r.stats.cures == [first] and list(r.in_flight) == [other]
+        assert r.stats.failures["rpc: ClientConnectionError"] == 1
+        r._rpc = real  # type: ignore[method-assign]
+        assert await r.step(2, {}, set()) == [second]
+        assert r.stats.cures == [first, second] and r.in_flight == {}
+
+
 def test_the_reputation_range_and_its_rows() -> None:
     """Written from the definition: min / median / max and the counts off neutral."""
     got = multiplier_range([1.0, 0.9, 1.3, 1.0], [1.0, 1.0, 1.15, 1.0])
