@@ -28,7 +28,11 @@ class ChainEnv:
             "start_block": self.harness.deploy_block,
             "block_time": 0.05,
             "max_log_range": 25,
-            "rpc_timeout_s": 2.0,
+            # Wide: a forked node answers pre-fork reads through its origin, and on a
+            # loaded 2-core CI machine one stalled for over 6 s (three 2-s timeouts in
+            # a row). These tests check what is indexed, not how fast; the fault tests
+            # use `fault_settings`' short timeouts on purpose.
+            "rpc_timeout_s": 10.0,
             "rpc_rate_limit_per_s": 10_000.0,
         }
         base.update(kw)

@@ -176,6 +176,9 @@ async def test_resume_from_checkpoint_continues_exactly(
     # One step: a step reads ahead several ranges (chains/index_fetch.py), so three
     # small ranges' worth of steps may already reach the head.
     await first.step()
+    # The first indexer's process is gone: its read-ahead does not go on reading
+    # beside the second's.
+    await first.fetcher.drop_ahead()
     mid = first.status.indexed_block
     assert h.deploy_block < mid < h.block_number()
     second = ChainIndexer(settings, client_for(settings), repo)
