@@ -55,7 +55,8 @@ async def test_indexer_loses_and_duplicates_nothing_through_faults(
     lagging = await proxies(node.url, lag_blocks=20)
     liar = await proxies(node.url, wrong_call=True)
     urls = (lagging.url, liar.url, flaky[0].url, flaky[1].url)
-    s = fault_settings(node, h, urls)
+    # Shorter than the injected 0.5-s delays: a delayed answer is a timeout.
+    s = fault_settings(node, h, urls, rpc_timeout_s=0.3)
     client = client_for(
         s, backoff_base_s=0.01, backoff_max_s=0.05, max_rounds=8, health_interval_s=0.2
     )
