@@ -158,14 +158,14 @@ def next_as_of(base: RegistryEntry | None, chain_ts: int, limit: int | None = No
     A baseline already at the head's second (pushed in this block, or in flight) needs
     a later second, which is only fresh in a block at least that late: allowed up to
     `limit` (the latest asOf a block mined now would take as fresh: `as_of_limit`;
-    None: chain_ts + 1), else None, and the entry waits for the clocks. On a chain with
+    None: `default_limit`), else None, and the entry waits for the clocks. On a chain with
     sub-second blocks every block of a second shares its timestamp; pushing the same
     account again within it would put asOf in the future, where the vault refuses it
     (no liquidation) until the chain's clock reaches it, and each further push would
     move it one second further."""
     if base is None or chain_ts > base.as_of:
         return max(1, chain_ts)
-    if base.as_of + 1 > (chain_ts + 1 if limit is None else limit):
+    if base.as_of + 1 > default_limit(chain_ts, limit):
         return None
     return base.as_of + 1
 
@@ -188,6 +188,13 @@ def as_of_limit(chain_ts: int, now: float) -> int:
     behind ours by more than the margin can make an entry that many seconds early,
     never more."""
     return max(chain_ts, math.floor(now) - CLOCK_MARGIN_S)
+
+
+def default_limit(chain_ts: int, limit: int | None) -> int:
+    """`limit`, or for a caller without a clock (tests, benchmarks): the head's next
+    second, which a chain whose blocks are at least a second apart always reaches.
+    The daemon always passes `as_of_limit`."""
+    return chain_ts + 1 if limit is None else limit
 
 
 def _hf_moved(old: int, new: int, deviation: float) -> bool:

@@ -37,6 +37,7 @@ from aggregator.push.controller import (
     buffered_credit,
     candidates,
     cut_weight,
+    default_limit,
     hf_fixed_array,
     margin_lost,
     plan_chain,
@@ -66,7 +67,7 @@ def plan_accounts(
     engine's arrays finds the accounts that may need a push (against what is on
     chain), the per-account rules (plan_chain) run for those and for every account
     with an entry in flight (whose baseline is that entry). `limit`: the latest asOf
-    a block mined now takes as fresh (controller.as_of_limit; None: chain_ts + 1)."""
+    a block mined now takes as fresh (controller.as_of_limit; None: default_limit)."""
     n = ledger.n_accounts
     raw_hf = ledger.hf_array(n)
     # Portfolio and VaR health is equity / requirement: below 0 for an account with
@@ -107,7 +108,7 @@ def plan_accounts(
         desired=(credit, hf, tier, share),
         chain_ts=chain_ts,
         rules=rules,
-        limit=chain_ts + 1 if limit is None else limit,
+        limit=default_limit(chain_ts, limit),
     )
     slow = np.flatnonzero(~fast)
     desired = [
