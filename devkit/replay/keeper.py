@@ -67,7 +67,9 @@ Cross-chain invariants:
   (`claim_waits`: `claim_pending`).
 - Read-only RPC calls retry a dropped connection (`RPC_RETRIES`, short backoff); a
   transaction send is not retried (the node may have taken it: a second send would
-  repay twice) and counts as a failure (`send`). No connection error fails a round.
+  repay twice) and counts as a failure (`send`); a read that still fails counts as
+  what was read (`debt_read`, `simulate_read`, `registry_read`), never as `send`. No
+  connection error fails a round.
 """
 
 from __future__ import annotations
@@ -542,7 +544,7 @@ class Keeper:
         """Send the attempt (simulated first); a cross-chain one becomes a pending claim."""
         try:
             h = await self._try(attempt)
-        except aiohttp.ClientError:
+        except (aiohttp.ClientError, TimeoutError):
             self.stats.fail(attempt.account, "send")
             return None
         if h is None:
@@ -608,7 +610,7 @@ class Keeper:
                 a.chain, dep.vault,
                 SEL_DEBT_OF + encode(["address", "address"], [a.account, dep.tokens[a.debt]]),
             ))  # fmt: skip
-        except RuntimeError:
+        except (RuntimeError, aiohttp.ClientError, TimeoutError):
             self.stats.fail(a.account, "debt_read")
             return None
         if held == 0:
@@ -623,7 +625,11 @@ class Keeper:
         """Simulate, then send from the liquidator: the hash, or None after counting the
         revert by its custom error's name (or `send`)."""
         tx = {"from": self.liquidator, "to": to, "data": "0x" + data.hex()}
-        sim = await self._rpc(chain, "eth_call", [tx, "latest"])
+        try:
+            sim = await self._rpc(chain, "eth_call", [tx, "latest"])
+        except (aiohttp.ClientError, TimeoutError):
+            self.stats.fail(account, "simulate_read")
+            return None
         if "error" in sim:
             self.stats.fail(account, revert_name(sim["error"]))
             return None

@@ -39,6 +39,20 @@ class Chain:
     # A mined liquidation's status, and the revert data its trace gives when it is 0.
     mined_status: int = 1
     revert_data: str | None = None
+    # Reads whose connection is dropped on every try: "debt" (debtOf), "simulate".
+    dropped: set[str] = field(default_factory=set)
+
+    def drops(self, method: str, params: list[Any]) -> bool:
+        if method != "eth_call":
+            return False
+        to, data = params[0]["to"].lower(), params[0]["data"]
+        if to != VAULT:
+            return False
+        if data.startswith("0x" + keeper.SEL_DEBT_OF.hex()):
+            return "debt" in self.dropped
+        if data.startswith("0x" + keeper.SEL_MAX_AGE.hex()):
+            return False
+        return "simulate" in self.dropped
 
     def call(self, to: str, data: str) -> str:
         if to == VAULT and data.startswith("0x" + keeper.SEL_MAX_AGE.hex()):
@@ -119,6 +133,8 @@ async def served() -> AsyncIterator[tuple[str, Chain]]:
 
     async def rpc(req: web.Request) -> web.Response:
         body = await req.json()
+        if chain.drops(body["method"], body["params"]) and req.transport is not None:
+            req.transport.close()  # the client sees a dropped connection
         return web.json_response(
             {"jsonrpc": "2.0", "id": 1, "result": chain.answer(body["method"], body["params"])}
         )
@@ -204,3 +220,22 @@ async def test_a_mined_revert_is_counted_by_its_traced_error(served: tuple[str, 
         chain.revert_data = None  # a node without traces: plain "reverted"
         await k.round(3)
     assert k.stats.failures["reverted"] == 1 and not k.stats.liquidations
+
+
+@pytest.mark.parametrize(
+    ("dropped", "counted"), [("debt", "debt_read"), ("simulate", "simulate_read")]
+)
+async def test_a_failed_read_before_the_send_is_counted_as_that_read_not_as_a_send(
+    served: tuple[str, Chain], dropped: str, counted: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, chain = served
+    chain.tier = 2
+    chain.dropped = {dropped}
+    monkeypatch.setattr(keeper, "RPC_BACKOFF_S", 0.001)
+    async with aiohttp.ClientSession() as session:
+        k = keeper.Keeper(cast(DevnetState, FakeState(base)), base, session)
+        await k.round(1)
+        assert chain.sent == [] and k.stats.failures == {counted: 1}
+        chain.dropped = set()  # the node is back: the next round liquidates
+        await k.round(2)
+    assert len(chain.sent) == 1 and len(k.stats.liquidations) == 1
