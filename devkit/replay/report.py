@@ -175,8 +175,6 @@ class Recorder:
     applied: int = 0
     # Claims (keeper.Claim.tx) whose repay is booked: at mining, before settlement.
     booked_claims: set[str] = field(default_factory=set)
-    # The responders' mined repayments (responders.py), booked like a liquidation's repay.
-    cures: list[Cure] = field(default_factory=list)
     # Bad-debt causes (bad_debt_causes): per account with debt.
     cross_chain: set[str] = field(default_factory=set)
     negative_since: dict[str, int] = field(default_factory=dict)
@@ -317,11 +315,11 @@ class Recorder:
         self.applied = len(keeper.liquidations)
 
     def apply_cures(self, cures: list[Cure]) -> None:
-        """Book the responders' mined repayments into the holdings."""
+        """Book the responders' mined repayments into the holdings (like a
+        liquidation's repay; the list itself is CureStats.cures)."""
         for c in cures:
             if c.account in self.addresses:
                 self.holdings.move("debt", c.account, c.debt, -c.repaid_raw)
-                self.cures.append(c)
 
     def plain_hf(
         self, coll: Mapping[str, float], debt: Mapping[str, float], p: Mapping[str, float]
@@ -335,9 +333,12 @@ class Recorder:
                 return sum(v * p[s] for s, v in coll.items()) * lt / d
         return sum(v * p[s] * self.lt[s] for s, v in coll.items()) / d
 
-    def false_liquidations(self, keeper: KeeperStats, book_positions: Holdings) -> dict[str, int]:
+    def false_liquidations(
+        self, keeper: KeeperStats, book_positions: Holdings, cures: Sequence[Cure] = ()
+    ) -> dict[str, int]:
         """Liquidations whose pre-liquidation positions recover to plain HF >= 1 within
-        the window (positions replayed forward from the book through earlier events):
+        the window (positions replayed forward from the book through earlier events:
+        the liquidations and the responders' mined `cures`):
         `count` (liquidations), `accounts`, and `above_lt_at_liquidation` (liquidations
         of positions whose plain HF was >= 1 at that very step: only the model's
         haircut made them liquidatable)."""
@@ -347,7 +348,7 @@ class Recorder:
         # A cure answering step s's ratings is sent after that step's keeper round: it
         # comes after step s's liquidations and before step s + 1's.
         events: list[tuple[float, Cure | Liquidation]] = [
-            *((c.step + 0.5, c) for c in self.cures),
+            *((c.step + 0.5, c) for c in cures),
             *((x.step, x) for x in keeper.liquidations),
         ]
         events.sort(key=lambda e: e[0])
@@ -455,7 +456,9 @@ def build_report(
         "healthy_to_negative_venue_only": sum(
             bool(x["no_vault_debt"]) for x in rec.healthy_to_negative_rows
         ),
-        "false_liquidations": rec.false_liquidations(keeper, Holdings.of(rec.book)),
+        "false_liquidations": rec.false_liquidations(
+            keeper, Holdings.of(rec.book), (cures or CureStats()).cures
+        ),
         "false_window_steps": rec.false_window_h,
         "liquidated_accounts": len({x.account for x in mine}),
         "liquidations_at_first_step": sum(1 for x in mine if x.step == 0),

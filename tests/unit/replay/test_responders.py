@@ -306,11 +306,11 @@ def test_a_cure_before_a_liquidation_moves_the_positions_it_is_judged_on() -> No
     # which is then counted false (and above lt when taken).
     cure = responders.Cure(2, a.address, debt.chain, "USDC", debt.raw * 3 // 10, 0.0, "0x")
     rec.apply_cures([cure])
-    got = rec.false_liquidations(stats, Holdings.of([a]))
+    got = rec.false_liquidations(stats, Holdings.of([a]), [cure])
     assert got["count"] == 1 and got["above_lt_at_liquidation"] == 1
     # A cure after the liquidation's step does not move what it was judged on.
-    rec.cures = [responders.Cure(3, a.address, debt.chain, "USDC", debt.raw * 3 // 10, 0.0, "0x")]
-    assert rec.false_liquidations(stats, Holdings.of([a]))["count"] == 0
+    late = responders.Cure(3, a.address, debt.chain, "USDC", debt.raw * 3 // 10, 0.0, "0x")
+    assert rec.false_liquidations(stats, Holdings.of([a]), [late])["count"] == 0
     # The holdings booked the cure.
     assert rec.holdings.raw[("debt", a.address, "USDC")] == debt.raw - debt.raw * 3 // 10
 
