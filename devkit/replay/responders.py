@@ -56,7 +56,7 @@ from devkit.replay.keeper import (
 )
 from devkit.replay.keeper import rpc as keeper_rpc
 from devkit.replay.population import GAS, MAX_UINT, Account, _call, _Chain
-from devkit.replay.topup import REPAY_GAS, SEL_REPAY
+from devkit.replay.topup import REPAY_GAS, SEL_REPAY, repay_share
 
 AT_RISK = frozenset({"warning", "liquidatable", "insolvent"})
 # A cure restores a cushion above the warning line, not just the line itself.
@@ -164,7 +164,7 @@ def plan(
     debt_usd = sum(float(r["value_usd"]) for _, r in rows)
     if debt_usd <= 0 or hf >= target or budget_left_usd <= 0:
         return []
-    share = min(1.0 - max(hf, 0.0) / target, budget_left_usd / debt_usd)
+    share = min(repay_share(hf, target), budget_left_usd / debt_usd)
     out = []
     for chain, r in rows:
         raw = min(int(r["counted"]), int(int(r["counted"]) * share))

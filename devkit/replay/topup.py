@@ -37,6 +37,12 @@ SEL_REPAY = function_signature_to_4byte_selector("repay(address,address,uint256)
 REPAY_GAS = 150_000
 
 
+def repay_share(hf: float, target: float) -> float:
+    """The share of every debt position whose repayment brings `hf` to `target`: HF
+    scales as 1 / debt for fixed collateral (a negative HF counts as 0: all of it)."""
+    return 1.0 - max(hf, 0.0) / target
+
+
 def plan(
     book: list[Account], ratings: Mapping[str, Mapping[str, Any]], target: float
 ) -> tuple[list[Account], list[tuple[Account, Position, int]]]:
@@ -48,7 +54,7 @@ def plan(
         if hf is None or float(hf) >= 1.0:
             out.append(a)
             continue
-        share = 1.0 - max(float(hf), 0.0) / target
+        share = repay_share(float(hf), target)
         positions = []
         for p in a.positions:
             q = p
