@@ -117,6 +117,29 @@ def test_as_of_never_runs_ahead_of_a_chain_with_sub_second_blocks() -> None:
     assert p is not None and (p.reason, p.entry.as_of) == ("tier_down", NOW + 1)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    head_lag=st.floats(0.0, 30.0),  # how long ago the node mined its head
+    now_frac=st.floats(0.0, 0.999),
+    skew=st.floats(-2.0, 5.0),  # our clock minus the node's (negative: the node's ahead)
+    mined_after=st.floats(0.0, 3.0),  # from planning to the block that mines the entry
+)
+def test_the_as_of_limit_is_never_ahead_of_the_mining_block_beyond_the_clock_skew(
+    head_lag: float, now_frac: float, skew: float, mined_after: float
+) -> None:
+    """The block that mines an entry carries the node's clock's second then (or a later
+    one): an asOf within the limit is fresh in it whenever the clocks agree to within
+    CLOCK_MARGIN_S, and at most the skew's excess early when our clock runs ahead."""
+    now = NOW + now_frac
+    node_now = now - skew
+    head_ts = math.floor(node_now - head_lag)
+    block_ts = math.floor(node_now + mined_after)  # anvil, an L2 sequencer: its clock
+    early = as_of_limit(head_ts, now) - max(block_ts, head_ts)
+    assert early <= max(0, math.ceil(skew) - 1)
+    if skew <= 1:
+        assert early <= 0
+
+
 def test_downgrades_and_cuts_go_first_then_triggers_then_ride_alongs() -> None:
     accounts = [f"0x{i:040x}" for i in range(1, 7)]
     base = {a: BASE for a in accounts}
