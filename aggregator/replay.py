@@ -27,7 +27,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -286,6 +286,7 @@ async def _mined(
     sent: Sequence[SentTx | tuple[str, str]],
     what: str = "feed update",
     within_s: float = FEED_MINED_S,
+    stall_note: Callable[[], str] | None = None,
 ) -> int:
     """Until every sent transaction (`what`) has a successful receipt; the number of
     transactions sent again.
@@ -294,7 +295,8 @@ async def _mined(
     under load, where a burst of the same sender's transactions preceded it) can never
     be mined, so it is sent again, at most `RESENDS` times, with a log line. A feed
     update sets an absolute answer, so the second copy of a dropped one cannot apply
-    anything twice. A (url, hash) pair is only awaited."""
+    anything twice. A (url, hash) pair is only awaited. `stall_note`: what the block
+    producer says when the wait runs out (Miner.stall_note)."""
     deadline = time.monotonic() + within_s
     resent = 0
     for item in sent:
@@ -314,6 +316,8 @@ async def _mined(
                 continue
             if time.monotonic() > deadline:
                 why = await _why_unmined(session, url, h)
+                if note := stall_note() if stall_note else "":
+                    why = f"{why}; {note}"
                 raise RuntimeError(f"{what} {h} not mined within {within_s} s ({why})")
             await asyncio.sleep(0.05)
     return resent
@@ -450,7 +454,7 @@ async def _steps(
             # cured on the same rating (the cure would be sized on the debt before).
             taken = {x.account for x in k.stats.liquidations if x.step == i} | set(k.claims)
             rec.apply_cures(await resp.step(i, ratings, taken))
-            feeds_resent += await _mined(session, sent)
+            feeds_resent += await _mined(session, sent, stall_note=miner.stall_note)
             pool_reverts += await _pool_reverts(session, trades)
             if pools is not None and recentre_due(centre, path.at(i)):
                 # The pools are at this step's prices (arbitraged in its block): the LP

@@ -16,7 +16,9 @@ Invariants:
   was. A chain that cannot be restored (its node gone) is a warning naming it, never
   an error hiding the one that ended the steps.
 - A failed `evm_mine` is not a silent log line: the miner stops and `check()` (called
-  by the step loop every step) raises it, naming the chain.
+  by the step loop every step) raises it, naming the chain. One that hangs without
+  failing is named by `stall_note()` in the error of whatever waits for a block (the
+  step loop's wait for its feed updates).
 - At a whole-second interval equal to the devnet's own, nothing is switched: anvil's
   interval mining is the same schedule.
 """
@@ -57,6 +59,8 @@ class Miner:
         self.late_ticks = 0
         self.error: BaseException | None = None
         self._task: asyncio.Task[None] | None = None
+        # chain -> when its evm_mine in flight was asked (monotonic).
+        self._asked: dict[str, float] = {}
 
     @property
     def own(self) -> bool:
@@ -100,6 +104,16 @@ class Miner:
         if self.error is not None:
             raise MinerError(f"replay miner stopped: {self.error}") from self.error
 
+    def stall_note(self, min_s: float = 1.0) -> str:
+        """The chains whose evm_mine has been unanswered for `min_s` or more, for the
+        error of a wait that ran out ("" when none)."""
+        now = time.monotonic()
+        late = sorted((c, now - t) for c, t in self._asked.items() if now - t >= min_s)
+        if not late:
+            return ""
+        waits = ", ".join(f"{c} for {w:.1f} s" for c, w in late)
+        return f"the replay miner's evm_mine is unanswered on {waits}"
+
     async def _run(self) -> None:
         t0 = time.monotonic()
         tick = 0
@@ -122,7 +136,10 @@ class Miner:
             self.error = exc
 
     async def _mine(self, chain: str, url: str) -> None:
+        self._asked[chain] = time.monotonic()
         try:
             await self.rpc(url, "evm_mine", [])
         except Exception as exc:
             raise MinerError(f"{chain}: evm_mine failed: {exc}") from exc
+        finally:
+            del self._asked[chain]

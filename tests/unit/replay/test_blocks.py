@@ -103,3 +103,18 @@ async def test_a_node_gone_at_exit_does_not_hide_the_error_that_ended_the_steps(
         async with Miner(Gone(), URLS, 0.02, devnet_block_s=1):
             raise RuntimeError("the step loop's own error")
     assert "alpha kept manual mining" in caplog.text and "beta kept manual mining" in caplog.text
+
+
+async def test_a_hung_evm_mine_is_named_by_the_stall_note() -> None:
+    class Hangs(FakeRpc):
+        async def __call__(self, url: str, method: str, params: list[Any]) -> Any:
+            if method == "evm_mine" and url == URLS["beta"]:
+                await asyncio.Event().wait()
+            return await super().__call__(url, method, params)
+
+    async with Miner(Hangs(), URLS, 0.02, devnet_block_s=1) as miner:
+        await asyncio.sleep(0.15)
+        note = miner.stall_note(min_s=0.1)
+        assert "beta for" in note and "alpha" not in note
+        assert miner.stall_note(min_s=60.0) == ""
+        miner.check()  # hung is not failed: the wait that runs out names it
