@@ -382,12 +382,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="devnet + market simulator + daemon, until Ctrl-C")
     demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
-    demo.add_argument("--replay", default=None, metavar="EPISODE", help="replay an episode")
+    demo.add_argument(
+        "--replay", default=None, metavar="EPISODE", help="replay an episode (as replay --episode)"
+    )
     _replay_options(demo)
     demo.set_defaults(func=cmd_demo)
 
     replay = sub.add_parser("replay", help="a real crash through the devnet and the daemon")
-    replay.add_argument("--episode", required=True, help="2020-03, 2022-06, 2022-11, 2023-03")
+    replay.add_argument(
+        "--episode",
+        required=True,
+        help="2020-03, 2022-06, 2022-11, 2023-03, or a date range YYYY-MM-DD..YYYY-MM-DD "
+        "(UTC, end exclusive) built from the shipped history (docs/replay.md)",
+    )
     _replay_options(replay)
     replay.set_defaults(func=cmd_replay)
 

@@ -1,7 +1,9 @@
 """The shipped crash episodes, built from history/ with the strict loader.
 
 An episode is a window of market time and, per devnet asset, the source of its USD
-price path on an hourly grid (`EpisodePath.times`, unix seconds, step one hour):
+price path on an hourly grid (`EpisodePath.times`, unix seconds, step one hour): one
+of the shipped EPISODES, or any date range `START..END` the shipped files cover
+(`spec_for`), built the same way:
 
 - WETH / WBTC: the hourly closes of the shipped hourly file where there is one; else
   the daily closes (Yahoo) interpolated in log space between consecutive closes (each
@@ -40,6 +42,8 @@ from aggregator.marketdata.loader import CsvError, PriceSeries
 
 F64 = NDArray[np.float64]
 HOUR = 3600
+# Between the days of an episode given as a date range (`spec_for`).
+RANGE_SEP = ".."
 
 
 class EpisodeError(ValueError):
@@ -218,16 +222,52 @@ def _ratio_starts(asset: str, d: Path) -> tuple[str, int]:
     raise EpisodeError(f"no shipped {asset}/ETH series")
 
 
+def _covers(series: PriceSeries, start: int, end: int) -> bool:
+    """Whether an hourly series has a bar closing at every hour of [start, end]."""
+    return series.start + HOUR <= start and end <= series.start + len(series) * HOUR
+
+
+def spec_for(name: str, directory: Path = history.HISTORY_DIR) -> EpisodeSpec:
+    """A shipped episode by name, or a date range `START..END` (UTC days, END
+    exclusive) built like one from the shipped files: an asset's hourly file where one
+    covers the whole range, else its daily closes, log-interpolated (`sources` says
+    which). The range must lie inside every daily file the path needs; the warm-up
+    takes the days before it from the same files (warmup.py)."""
+    spec = EPISODES.get(name)
+    if spec is not None:
+        return spec
+    if RANGE_SEP not in name:
+        raise EpisodeError(
+            f"unknown episode {name!r}; shipped: {', '.join(EPISODES)}, "
+            f"or a date range YYYY-MM-DD{RANGE_SEP}YYYY-MM-DD"
+        )
+    first, _, last = name.partition(RANGE_SEP)
+    try:
+        start, end = _day(first), _day(last)
+    except ValueError:
+        raise EpisodeError(
+            f"episode {name!r}: a date range is YYYY-MM-DD{RANGE_SEP}YYYY-MM-DD "
+            "(UTC, end exclusive)"
+        ) from None
+    if end - start < 2 * 86400:
+        raise EpisodeError(f"episode {name!r}: a date range spans at least two days")
+    hourly: dict[str, str] = {}
+    for fname, f in history.FILES.items():
+        wanted = f.frequency == "hourly" and f.quote == "USD" and f.asset not in hourly
+        if wanted and _covers(_load(fname, directory), start, end):
+            hourly[f.asset] = fname
+    return EpisodeSpec(name, f"{first} to {last} (date range)", first, last, hourly)
+
+
 def build(
     name: str,
     rates: Mapping[str, float],
     directory: Path = history.HISTORY_DIR,
 ) -> EpisodePath:
-    """The hourly USD path of every devnet asset over episode `name`; `rates` are the
-    devnet's LST exchange rates (held constant)."""
-    spec = EPISODES.get(name)
-    if spec is None:
-        raise EpisodeError(f"unknown episode {name!r}; shipped: {', '.join(EPISODES)}")
+    """The hourly USD path of every devnet asset over episode `name` (`spec_for`: a
+    shipped one or a date range); `rates` are the devnet's LST exchange rates (held
+    constant)."""
+    spec = spec_for(name, directory)
     start, end = spec.bounds()
     times = np.arange(start, end + 1, HOUR, dtype=np.int64)
     held: dict[str, int] = {}

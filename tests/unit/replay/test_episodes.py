@@ -93,3 +93,44 @@ def test_undrivable_feed_and_missing_rate() -> None:
         episodes.require_drivable(p, ["WETH", "cbETH"], [])
     with pytest.raises(EpisodeError, match="no usable exchange rate for rETH"):
         episodes.build("2023-03", {"wstETH": 1.18})
+
+
+def test_a_date_range_inside_a_shipped_hourly_file_is_that_episodes_slice() -> None:
+    june = episodes.build("2022-06", RATES)
+    part = episodes.build("2022-06-10..2022-06-20", RATES)
+    assert part.name == "2022-06-10..2022-06-20" and len(part) == 10 * 24 + 1
+    k = int((part.times[0] - june.times[0]) // 3600)
+    np.testing.assert_array_equal(part.times, june.times[k : k + len(part)])
+    for asset, v in part.prices.items():
+        np.testing.assert_allclose(v, june.prices[asset][k : k + len(part)], rtol=1e-12)
+    assert part.sources == june.sources
+
+
+def test_a_date_range_without_hourly_data_follows_the_daily_closes() -> None:
+    from aggregator.marketdata import history
+
+    p = episodes.build("2021-05-12..2021-05-26", RATES)  # the May 2021 crash
+    assert "daily eth_usd_daily.csv" in p.sources["WETH"]
+    assert "daily btc_usd_daily.csv" in p.sources["WBTC"]
+    # Each daily close stands at its day's end: the path passes through it exactly.
+    eth = history.daily("ETH")
+    day_ends = eth.close_times()
+    for t in p.times[p.times % 86400 == 0]:
+        j = int(np.flatnonzero(day_ends == t)[0])
+        assert p.prices["WETH"][p.times == t][0] == pytest.approx(eth.close[j], rel=1e-12)
+    assert p.prices["WETH"].min() < 0.7 * p.prices["WETH"][0]  # May 19, 2021
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("2021-13-01..2021-05-02", "a date range is YYYY-MM-DD..YYYY-MM-DD"),
+        ("2021-05-02..2021-05-03", "at least two days"),
+        ("2021-05-09..2021-05-02", "at least two days"),
+        ("2016-01-01..2016-02-01", r"eth_usd_daily\.csv covers .* the episode needs"),
+        ("1929-10", "or a date range"),
+    ],
+)
+def test_a_bad_date_range_is_an_error_naming_it(name: str, error: str) -> None:
+    with pytest.raises(EpisodeError, match=error):
+        episodes.build(name, RATES)
