@@ -316,7 +316,8 @@ async def _mined(
                 continue
             if time.monotonic() > deadline:
                 why = await _why_unmined(session, url, h)
-                if note := stall_note() if stall_note else "":
+                note = stall_note() if stall_note else ""
+                if note:
                     why = f"{why}; {note}"
                 raise RuntimeError(f"{what} {h} not mined within {within_s} s ({why})")
             await asyncio.sleep(0.05)
