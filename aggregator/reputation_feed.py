@@ -4,10 +4,12 @@ risk engine off the hot path: the `reputation` scheduled job.
 Each run reads, per chain, the vault events newly confirmed since the last run (block
 in (last confirmed read, confirmed block]) and folds them into per-account facts: the
 first time the account was seen on any chain, and its liquidations (time, chain, the
-repaid debt in USD at the price of the run). When the risk history is recorded
-([history]), the coarsest level's points of the accounts that were ever in warning or
-worse give their episodes, HF samples and credit use (debt against borrowing
-power). Then every account is scored in a worker
+repaid debt in USD at the price of the run). A cross-chain seizure is valued by its
+claim on the debt chain; one folded before that claim is indexed (the debt chain's
+indexer behind) shows 0 USD until a later run finds the claim and prices it then.
+When the risk history is recorded ([history]), the coarsest level's points of the
+accounts that were ever in warning or worse give their episodes, HF samples and
+credit use (debt against borrowing power). Then every account is scored in a worker
 thread and the multipliers are handed to the engine (`prepare_reputation` in the
 thread, `install_reputation` on the loop: a few ms at 1M accounts); the figures
 follow at the next recompute.
@@ -41,7 +43,7 @@ import bisect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from aggregator.config import AppConfig, ReputationConfig
@@ -201,6 +203,9 @@ class ReputationFeed:
         self._read: dict[str, Key] = {}
         self._first: dict[str, float] = {}
         self._liqs: dict[str, list[Liquidation]] = {}
+        # Claim id -> (account, index in its liquidations) of a cross-chain seizure
+        # whose claim was not indexed yet: priced by a later run (module docstring).
+        self._unpriced: dict[str, tuple[str, int]] = {}
         self._snap = _Snapshot({}, {}, None, clock())
         # Real block times where the chain's RPC gives them (module docstring).
         self.timestamps = dict(timestamps or {})
@@ -217,8 +222,9 @@ class ReputationFeed:
         if any(a is not None and c in self._read and a.confirmed_block < self._read[c][0]
                for c, a in anchors.items()):  # fmt: skip
             log.warning("reputation: a chain's confirmed block went backwards; rebuilding")
-            self._read, self._first, self._liqs = {}, {}, {}
+            self._read, self._first, self._liqs, self._unpriced = {}, {}, {}, {}
             self._times = {c: BlockTimes(bt) for c, bt in self.block_time.items()}
+        await self._price_late_claims()
         for chain, anchor in anchors.items():
             if anchor is not None:
                 await self._read_chain(chain, anchor)
@@ -277,14 +283,26 @@ class ReputationFeed:
                     claim = claims.get(f.ref or "")
                     usd = (self._usd(chain, f.debt_token, f.debt_amount) if claim is None
                            else self._usd(claim.chain, claim.token, claim.amount))  # fmt: skip
-                    self._liqs.setdefault(f.account, []).append(Liquidation(t, chain, usd))
+                    folded = self._liqs.setdefault(f.account, [])
+                    if claim is None and f.ref in remote:
+                        self._unpriced[f.ref] = (f.account, len(folded))
+                    folded.append(Liquidation(t, chain, usd))
             self._read[chain] = (facts[-1].block_number, facts[-1].log_index)
         self._read[chain] = after_block(anchor.confirmed_block)
 
+    async def _price_late_claims(self) -> None:
+        """Value the cross-chain seizures folded at 0 USD whose claim is indexed now."""
+        if not self._unpriced:
+            return
+        for ref, claim in (await self.reads.claim_repays(self._unpriced.keys())).items():
+            account, i = self._unpriced.pop(ref)
+            liqs = self._liqs[account]
+            liqs[i] = replace(liqs[i], usd=self._usd(claim.chain, claim.token, claim.amount))
+
     def _usd(self, chain: str, token: str | None, amount: int) -> float:
         """Repaid debt at this run's valuation price (0 for an unconfigured or unpriced
-        token, or a settlement whose claim is not indexed: the penalty does not depend on
-        it, only the shown figure)."""
+        token, or a settlement whose claim is not indexed yet: the penalty does not
+        depend on it, only the shown figure)."""
         known = self.tokens.get((chain, token or ""))
         if known is None:
             return 0.0

@@ -165,7 +165,8 @@ async def test_confirmed_events_only_and_a_liquidation_counts_on_every_chain(
 async def test_a_cross_chain_liquidation_is_valued_by_its_claim(store: Store) -> None:
     """The settlement on the collateral chain carries no debt leg; the claim on the
     debt chain (a repay by the liquidator with the same claim id) says what was repaid.
-    A settlement whose claim is not indexed is shown at 0 USD, and still counts."""
+    A settlement whose claim is not indexed is shown at 0 USD, and still counts, until
+    a later run finds the claim (the debt chain's indexer was behind)."""
     repo = SqlChainStore(store)
     ref, orphan = "0x" + "ab" * 32, "0x" + "cd" * 32
     await commit(repo, "alpha", 10_010, [
@@ -184,6 +185,19 @@ async def test_a_cross_chain_liquidation_is_valued_by_its_claim(store: Store) ->
     await feed.run()
     liqs = feed.history_of(B).liquidations
     assert [(x.chain, x.usd) for x in liqs] == [("beta", pytest.approx(1_500.0)), ("beta", 0.0)]
+    # The debt chain's indexer catches up: the orphan's claim is indexed, and the next
+    # run prices the seizure folded before it (and folds nothing twice).
+    await commit(repo, "alpha", 10_030, [
+        ev("alpha", 10_015, 0, "repay", B, token=USDC["alpha"], amount=700 * 10**6,
+           counterparty=C, ref=orphan),
+    ])  # fmt: skip
+    await feed.run()
+    liqs = feed.history_of(B).liquidations
+    assert [(x.chain, x.usd) for x in liqs] == [
+        ("beta", pytest.approx(1_500.0)),
+        ("beta", pytest.approx(700.0)),
+    ]
+    assert feed.view(B)["history"]["liquidations"][1]["usd"] == pytest.approx(700.0)
 
 
 async def test_loops_in_one_block_do_not_move_the_score(store: Store) -> None:
