@@ -49,6 +49,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "pools_refresh": ["bench.pools_refresh", "--pools", "20", "--chains", "3"],
     "impact": ["bench.impact", "--accounts", "1000000"],
     "model_plans": ["bench.model_plans", "--accounts", "1000000"],
+    "claims": ["bench.claims", "--events", "1000000", "--claims", "10000"],
 }
 
 # The rows of docs/performance.md, in the order of the performance issue's table:
