@@ -14,6 +14,11 @@ against the realised P&L of day t (positions fully revalued at the day's returns
 Breaches, Kupiec, Christoffersen and the Basel traffic light per window ("2022": days in
 calendar 2022; "full": every day with enough history). Writes docs/backtest/README.md
 (the table) and docs/backtest/var_2022.png (P&L, VaR, breaches).
+
+`--series ASSET=CSV` replaces a shipped daily series with another (another venue's
+closes, in the strict loader's format: a defect is an error naming the file and line,
+before anything runs); `--windows` picks the calendar years (and `full`) scored. The
+README written says which series and windows the table is of.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +37,8 @@ from numpy.typing import NDArray
 from aggregator.config import RiskConfig
 from aggregator.marketdata import history
 from aggregator.marketdata.covariance import ewma_forecasts, ewma_vol_series
-from aggregator.marketdata.factors import Factors, build_factors
+from aggregator.marketdata.factors import Factors, InsufficientHistory, build_factors
+from aggregator.marketdata.loader import CsvError, PriceSeries, load_csv
 from aggregator.risk import backtest as bt
 from aggregator.risk.var import Revalue, filtered_scenarios_at, historical, z_of
 
@@ -47,6 +53,13 @@ MIN_HISTORY = 60  # returns before the first backtested day
 SERIES = {"WETH": "ETH", "WBTC": "BTC", "stETH": "stETH", "wstETH": "wstETH", "USDC": "USDC"}
 UNDERLYING = {"stETH": "WETH", "wstETH": "WETH"}
 MODELS = ("var_parametric", "var_fhs", "standard_haircut", "portfolio_grid")
+WINDOWS = ("2022", "full")
+# History asset -> its daily series (the shipped one, or a `--series` replacement).
+Daily = Callable[[str], PriceSeries]
+
+
+class BacktestInputError(ValueError):
+    """A `--series` or `--windows` the backtest cannot use, named."""
 
 
 @dataclass(frozen=True)
@@ -114,12 +127,12 @@ def asset_items() -> list[Item]:
     return [Item(f"1 USD {SERIES[a]}", {a: 1.0}) for a in SERIES]
 
 
-def _factors(assets: Sequence[str]) -> Factors:
+def _factors(assets: Sequence[str], daily: Daily = history.daily) -> Factors:
     need = list(assets)
     for a in assets:
         if a in UNDERLYING and UNDERLYING[a] not in need:
             need.append(UNDERLYING[a])
-    series = {a: history.daily(SERIES[a]) for a in need}
+    series = {a: daily(SERIES[a]) for a in need}
     under = {a: u for a, u in UNDERLYING.items() if a in series}
     return build_factors(series, underlying=under, min_returns=MIN_HISTORY + 1)
 
@@ -198,8 +211,8 @@ def grid_bound(item: Item, assets: Sequence[str]) -> float:
     return max(float(-pnl.min()), 0.0)
 
 
-def run_item(item: Item, risk: RiskConfig) -> Series:
-    f = _factors(list(item.exposures))
+def run_item(item: Item, risk: RiskConfig, daily: Daily = history.daily) -> Series:
+    f = _factors(list(item.exposures), daily)
     col = {a: i for i, a in enumerate(f.assets)}
     x = np.zeros(len(f.assets))
     for a, v in item.exposures.items():
@@ -266,7 +279,7 @@ def _window_mask(s: Series, window: str) -> NDArray[np.bool_]:
     return np.asarray((s.times >= lo) & (s.times < hi))
 
 
-def evaluate(series: Sequence[Series], windows: Sequence[str] = ("2022", "full")) -> list[Row]:
+def evaluate(series: Sequence[Series], windows: Sequence[str] = WINDOWS) -> list[Row]:
     rows = []
     for w in windows:
         for s in series:
@@ -351,19 +364,92 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     """The command's options, for its own parser and for `aggregator risk backtest`."""
     ap.add_argument("--out", type=Path, default=OUT_DIR, help="output directory")
     ap.add_argument("--no-write", action="store_true", help="print the table only")
+    ap.add_argument(
+        "--series",
+        action="append",
+        default=[],
+        metavar="ASSET=CSV",
+        help=f"a daily price CSV replacing the shipped series of ASSET "
+        f"({', '.join(sorted(set(SERIES.values())))}), e.g. another venue's closes; repeatable",
+    )
+    ap.add_argument(
+        "--windows",
+        default=",".join(WINDOWS),
+        help="comma-separated calendar years and/or 'full' (default: %(default)s)",
+    )
+
+
+def replacements(specs: Sequence[str]) -> dict[str, PriceSeries]:
+    """`--series ASSET=CSV` values: history asset -> its strictly loaded daily series."""
+    known = sorted(set(SERIES.values()))
+    out: dict[str, PriceSeries] = {}
+    for spec in specs:
+        asset, sep, path = spec.partition("=")
+        if not sep or not path:
+            raise BacktestInputError(f"--series {spec!r}: want ASSET=CSV")
+        if asset not in known:
+            raise BacktestInputError(f"--series {spec!r}: unknown asset {asset!r}; known: {known}")
+        if asset in out:
+            raise BacktestInputError(f"--series: {asset} given twice")
+        if not Path(path).is_file():
+            raise BacktestInputError(f"--series {spec!r}: no such file {path}")
+        try:
+            got = load_csv(path)
+        except CsvError as exc:
+            raise BacktestInputError(f"--series {asset}: {exc}") from exc
+        if got.frequency != "daily":
+            raise BacktestInputError(
+                f"--series {asset}: {path} is {got.frequency}; the backtest takes daily closes"
+            )
+        out[asset] = got
+    return out
+
+
+def windows_of(text: str) -> tuple[str, ...]:
+    """`--windows`: calendar years (1970-2100) and/or `full`, each once."""
+    out: list[str] = []
+    for w in (x.strip() for x in text.split(",")):
+        ok = w == "full" or (len(w) == 4 and w.isdigit() and 1970 <= int(w) <= 2100)
+        if not ok:
+            raise BacktestInputError(f"--windows: {w!r} is neither a calendar year nor 'full'")
+        if w not in out:
+            out.append(w)
+    if not out:
+        raise BacktestInputError("--windows: empty")
+    return tuple(out)
 
 
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
+    try:
+        replaced = replacements(args.series)
+        windows = windows_of(args.windows)
+    except BacktestInputError as exc:
+        print(f"aggregator risk backtest: {exc}")
+        return 2
+
+    def daily(name: str) -> PriceSeries:
+        return replaced[name] if name in replaced else history.daily(name)
+
     risk = RiskConfig()
-    series = [run_item(it, risk) for it in [*asset_items(), *reference_items()]]
-    rows = evaluate(series)
+    try:
+        series = [run_item(it, risk, daily) for it in [*asset_items(), *reference_items()]]
+    except InsufficientHistory as exc:
+        print(f"aggregator risk backtest: {exc}")
+        return 2
+    rows = evaluate(series, windows)
     table = render(rows)
     print(table)
+    if not rows:
+        print(f"backtest: no item has two days of returns in the windows {', '.join(windows)}")
+        return 2
     if not args.no_write:
         args.out.mkdir(parents=True, exist_ok=True)
-        chart(series, "2022", args.out / "var_2022.png")
-        (args.out / "README.md").write_text(_readme(table, risk))
+        chart_name = f"var_{windows[0]}.png"
+        chart(series, windows[0], args.out / chart_name)
+        (args.out / "README.md").write_text(
+            _readme(table, risk, windows, chart_name, {a: s.path for a, s in replaced.items()})
+        )
     print(f"backtest: {len(series)} items, {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -377,11 +463,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run(ap.parse_args(argv))
 
 
-def _readme(table: str, risk: RiskConfig) -> str:
+def _readme(
+    table: str,
+    risk: RiskConfig,
+    windows: Sequence[str] = WINDOWS,
+    chart_name: str = "var_2022.png",
+    replaced: Mapping[str, str] | None = None,
+) -> str:
+    swapped = "".join(
+        f"\n**{a} is not the shipped series**: `--series {a}={p}`."
+        for a, p in (replaced or {}).items()
+    )
     return f"""# VaR backtest over the shipped history
 
 Written by `aggregator risk backtest` (aggregator/marketdata/backtest_run.py); regenerate
 it after changing the model or the data. What the models are: docs/var.md.
+{swapped}
+Windows: {", ".join(windows)}.
 
 Daily returns from `history/` (SOURCES.md), 1-day horizon, {LEVEL:.0%} level, each day
 priced with only the returns before it (EWMA lambda {risk.ewma_lambda}, {N_SCENARIOS}
@@ -396,7 +494,7 @@ calendar days of 2022 (LUNA, the stETH de-peg, FTX); `full` = every day with his
 The hedged perp pair has zero net exposure (zero P&L, zero VaR): it is left out of the
 table and the chart, since it cannot breach and would fail Kupiec for that reason alone.
 
-![P&L, VaR and breaches, 2022](var_2022.png)
+![P&L, VaR and breaches, {windows[0]}]({chart_name})
 
 {table}
 """
