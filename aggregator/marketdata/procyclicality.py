@@ -104,10 +104,34 @@ def ewma_path(r: F64, lam: float = 0.94, seed: int = 30) -> F64:
     return out
 
 
+def window(episode: str) -> tuple[str, str]:
+    """(first, last day) of a shipped episode, or of a date range `START..END` (UTC
+    days, END exclusive, as `aggregator replay --episode`)."""
+    if episode in EPISODES:
+        return EPISODES[episode]
+    first, sep, end = episode.partition("..")
+    try:
+        if not sep:
+            raise ValueError
+        lo, hi = _ts(first), _ts(end)
+    except ValueError:
+        raise ValueError(
+            f"episode {episode!r}: not one of {', '.join(EPISODES)} nor a date range "
+            "YYYY-MM-DD..YYYY-MM-DD (end exclusive)"
+        ) from None
+    if hi - lo < 6 * DAY:
+        raise ValueError(f"episode {episode!r}: a date range spans at least 6 days (5-day rises)")
+    return first, _day(hi - DAY)
+
+
 def inputs(asset: str, episode: str, settings: ForecastSettings) -> Inputs | None:
     """None when the asset has no history before the episode (stETH in 2020-03)."""
     t, r = returns(asset)
-    start, end = (_ts(d) for d in EPISODES[episode])
+    start, end = (_ts(d) for d in window(episode))
+    if end > t[-1]:  # the last day's margin needs the close before it
+        raise ValueError(
+            f"episode {episode!r}: {asset}'s shipped daily history ends {_day(t[-1] - DAY)}"
+        )
     # Day d's close time c: margin over (c - 1 day, c] uses returns ending <= c - 1 day.
     closes = np.arange(start - WARMUP_DAYS * DAY + DAY, end + 2 * DAY, DAY, dtype=np.float64)
     known = np.searchsorted(t, closes - DAY, side="right")
@@ -156,10 +180,12 @@ def figures(m: F64) -> Figures:
     )
 
 
-def report(assets: Sequence[str] = ASSETS) -> dict[tuple[str, str, str], Figures]:
+def report(
+    assets: Sequence[str] = ASSETS, episodes: Sequence[str] = tuple(EPISODES)
+) -> dict[tuple[str, str, str], Figures]:
     settings = ForecastSettings()
     out = {}
-    for episode in EPISODES:
+    for episode in episodes:
         for asset in assets:
             x = inputs(asset, episode, settings)
             if x is None:
@@ -192,13 +218,37 @@ def write_doc(text: str, path: Path = DOC) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`aggregator risk procyclicality [--write] [--asset ETH ...]`."""
+    """`aggregator risk procyclicality [--write] [--asset ETH ...] [--episode E ...]`."""
     p = argparse.ArgumentParser(prog="aggregator risk procyclicality", description=__doc__)
     p.add_argument("--write", action="store_true", help=f"replace the table in {DOC.name}")
     p.add_argument("--asset", action="append", choices=ASSETS, help="default: all")
+    p.add_argument(
+        "--episode",
+        action="append",
+        metavar="EPISODE",
+        help=f"{', '.join(EPISODES)} or a date range YYYY-MM-DD..YYYY-MM-DD (end "
+        "exclusive); repeatable; default: the shipped ones",
+    )
     args = p.parse_args(argv)
+    if args.write and args.episode:
+        p.error("--write replaces the shipped episodes' table: not with --episode")
+    episodes = args.episode or list(EPISODES)
+    try:
+        for e in episodes:
+            window(e)
+    except ValueError as exc:
+        p.error(str(exc))
     started = time.monotonic()
-    text = table(report(args.asset or ASSETS))
+    try:
+        rows = report(args.asset or ASSETS, episodes)
+    except ValueError as exc:
+        print(f"aggregator risk procyclicality: {exc}", file=sys.stderr)
+        return 2
+    if not rows:
+        print(f"aggregator risk procyclicality: no asset has {ForecastSettings().min_returns} "
+              f"daily returns before {', '.join(episodes)}", file=sys.stderr)  # fmt: skip
+        return 2
+    text = table(rows)
     print(text)
     if args.write:
         write_doc(text)
@@ -214,4 +264,13 @@ def _day(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
 
 
-__all__ = ["EPISODES", "TREATMENTS", "Figures", "Inputs", "figures", "main", "margin_path"]
+__all__ = [
+    "EPISODES",
+    "TREATMENTS",
+    "Figures",
+    "Inputs",
+    "figures",
+    "main",
+    "margin_path",
+    "window",
+]

@@ -55,3 +55,36 @@ def test_doc_has_the_table_markers_and_every_treatment() -> None:
     table = doc.split(pc.BEGIN)[1].split(pc.END)[0]
     for name in pc.TREATMENTS:
         assert f"| 2022-05..07 | ETH | {name} |" in table
+
+
+def test_a_date_range_is_an_episode_with_the_shipped_ones_days() -> None:
+    assert pc.window("2022-11") == ("2022-11-01", "2022-11-30")
+    assert pc.window("2022-11-01..2022-12-01") == ("2022-11-01", "2022-11-30")
+    settings = ForecastSettings()
+    shipped = pc.inputs("ETH", "2022-11", settings)
+    ranged = pc.inputs("ETH", "2022-11-01..2022-12-01", settings)
+    assert shipped is not None and ranged is not None
+    assert ranged.days == shipped.days
+    for cfg in pc.TREATMENTS.values():
+        np.testing.assert_array_equal(pc.margin_path(ranged, cfg), pc.margin_path(shipped, cfg))
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["--episode", "2021-05"], "nor a date range"),
+        (["--episode", "2021-05-01..2021-05-04"], "at least 6 days"),
+        (["--episode", "2024-11-20..2024-12-20", "--asset", "ETH"], "history ends 2024-12-07"),
+        (["--episode", "2012-01-01..2012-02-01"], "no asset has"),
+        (["--episode", "2021-05-10..2021-05-31", "--write"], "not with --episode"),
+    ],
+)
+def test_a_bad_episode_is_refused_naming_it(
+    argv: list[str], error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        rc = pc.main(argv)
+    except SystemExit as exc:  # argparse's own refusal
+        rc = int(exc.code or 0)
+    assert rc == 2
+    assert error in capsys.readouterr().err
