@@ -10,6 +10,7 @@ exactly that file's known rows and nothing else (no defect kind is skipped).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from aggregator.marketdata.loader import KnownRow, PriceSeries, SkipPolicy, load_csv
@@ -84,6 +85,31 @@ KNOWN_ROWS: dict[str, dict[str, KnownRow]] = {
     "wsteth_usd_daily.csv": {"2022-05-28": _YAHOO_0528},
     "steth_eth_daily.csv": {"2022-05-28": _YAHOO_0528},
 }
+
+
+# A window of the history given by its days: `START..END`, UTC, END exclusive (the
+# replay's and the procyclicality report's `--episode`).
+RANGE_SEP = ".."
+RANGE_FORMAT = f"YYYY-MM-DD{RANGE_SEP}YYYY-MM-DD (UTC days, end exclusive)"
+
+
+def date_range(text: str, min_days: int) -> tuple[int, int] | None:
+    """(start, end) unix seconds of `START..END`; None when `text` is not a range at
+    all (no separator: a name), ValueError naming it when malformed or shorter than
+    `min_days`."""
+    first, sep, last = text.partition(RANGE_SEP)
+    if not sep:
+        return None
+    try:
+        start, end = (
+            int(datetime.strptime(d, "%Y-%m-%d").replace(tzinfo=UTC).timestamp())
+            for d in (first, last)
+        )
+    except ValueError:
+        raise ValueError(f"{text!r}: a date range is {RANGE_FORMAT}") from None
+    if end - start < min_days * 86400:
+        raise ValueError(f"{text!r}: a date range spans at least {min_days} days")
+    return start, end
 
 
 def policy(name: str) -> SkipPolicy:

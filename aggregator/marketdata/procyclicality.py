@@ -109,19 +109,14 @@ def window(episode: str) -> tuple[str, str]:
     days, END exclusive, as `aggregator replay --episode`)."""
     if episode in EPISODES:
         return EPISODES[episode]
-    first, sep, end = episode.partition("..")
-    try:
-        if not sep:
-            raise ValueError
-        lo, hi = _ts(first), _ts(end)
-    except ValueError:
+    got = history.date_range(episode, min_days=6)  # 6: a 5-day rise needs them
+    if got is None:
         raise ValueError(
             f"episode {episode!r}: not one of {', '.join(EPISODES)} nor a date range "
-            "YYYY-MM-DD..YYYY-MM-DD (end exclusive)"
-        ) from None
-    if hi - lo < 6 * DAY:
-        raise ValueError(f"episode {episode!r}: a date range spans at least 6 days (5-day rises)")
-    return first, _day(hi - DAY)
+            f"{history.RANGE_FORMAT}"
+        )
+    lo, hi = got
+    return _day(lo), _day(hi - DAY)
 
 
 def inputs(asset: str, episode: str, settings: ForecastSettings) -> Inputs | None:

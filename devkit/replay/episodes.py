@@ -42,8 +42,6 @@ from aggregator.marketdata.loader import CsvError, PriceSeries
 
 F64 = NDArray[np.float64]
 HOUR = 3600
-# Between the days of an episode given as a date range (`spec_for`).
-RANGE_SEP = ".."
 
 
 class EpisodeError(ValueError):
@@ -236,21 +234,17 @@ def spec_for(name: str, directory: Path = history.HISTORY_DIR) -> EpisodeSpec:
     spec = EPISODES.get(name)
     if spec is not None:
         return spec
-    if RANGE_SEP not in name:
+    try:
+        window = history.date_range(name, min_days=2)
+    except ValueError as exc:
+        raise EpisodeError(f"episode {exc}") from None
+    if window is None:
         raise EpisodeError(
             f"unknown episode {name!r}; shipped: {', '.join(EPISODES)}, "
-            f"or a date range YYYY-MM-DD{RANGE_SEP}YYYY-MM-DD"
+            f"or a date range {history.RANGE_FORMAT}"
         )
-    first, _, last = name.partition(RANGE_SEP)
-    try:
-        start, end = _day(first), _day(last)
-    except ValueError:
-        raise EpisodeError(
-            f"episode {name!r}: a date range is YYYY-MM-DD{RANGE_SEP}YYYY-MM-DD "
-            "(UTC, end exclusive)"
-        ) from None
-    if end - start < 2 * 86400:
-        raise EpisodeError(f"episode {name!r}: a date range spans at least two days")
+    start, end = window
+    first, _, last = name.partition(history.RANGE_SEP)
     hourly: dict[str, str] = {}
     for fname, f in history.FILES.items():
         wanted = f.frequency == "hourly" and f.quote == "USD" and f.asset not in hourly

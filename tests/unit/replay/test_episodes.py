@@ -125,8 +125,8 @@ def test_a_date_range_without_hourly_data_follows_the_daily_closes() -> None:
     ("name", "error"),
     [
         ("2021-13-01..2021-05-02", "a date range is YYYY-MM-DD..YYYY-MM-DD"),
-        ("2021-05-02..2021-05-03", "at least two days"),
-        ("2021-05-09..2021-05-02", "at least two days"),
+        ("2021-05-02..2021-05-03", "at least 2 days"),
+        ("2021-05-09..2021-05-02", "at least 2 days"),
         ("2016-01-01..2016-02-01", r"eth_usd_daily\.csv covers .* the episode needs"),
         ("1929-10", "or a date range"),
     ],
