@@ -8,7 +8,9 @@ frozen, its feeds stale), against one full recompute measured in the same run:
     chain's accounts laid out again, plans, seize and bad debt) / one recompute;
   - the whole POST /v1/whatif body (aggregator/whatif.py: the above, the price table,
     transitions, volume and the first page of accounts shaped as JSON) / one recompute;
-  - the same without a chain down (prices and volatilities only).
+  - the same without a chain down (prices and volatilities only);
+  - what the API's what-if holds the event loop for: the frozen copy of the ledger
+    (`LedgerView.snapshot().frozen()`) taken before the worker thread computes.
 """
 
 from __future__ import annotations
@@ -83,10 +85,15 @@ def main(argv: list[str] | None = None) -> None:
                 timed(lambda: whatif(view.snapshot(), shocks, universe)),
                 timed(lambda: whatif(view.snapshot(), prices_only, universe)),
                 timed(lambda: service.run(SHOCK)),
+                timed(lambda: view.snapshot().frozen()),
             ]
         )
-    t_tick, t_whatif, t_prices, t_api = (statistics.median(r[i] for r in rounds) for i in range(4))
-    r_whatif, r_prices, r_api = (statistics.median(r[i] / r[0] for r in rounds) for i in (1, 2, 3))
+    t_tick, t_whatif, t_prices, t_api, t_frozen = (
+        statistics.median(r[i] for r in rounds) for i in range(5)
+    )
+    r_whatif, r_prices, r_api, r_frozen = (
+        statistics.median(r[i] / r[0] for r in rounds) for i in (1, 2, 3, 4)
+    )
     body = service.run(SHOCK)
     std = body["models"]["standard"]
     print(f"tiers after the shock: {std['tiers_after']}")
@@ -98,11 +105,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"what-if (chain down), risk/whatif.py:   {t_whatif * 1e3:8.1f} ms")
     print(f"what-if, prices and vol only:           {t_prices * 1e3:8.1f} ms")
     print(f"POST /v1/whatif body (chain down):      {t_api * 1e3:8.1f} ms")
+    print(f"the API's loop hold (frozen copy):      {t_frozen * 1e3:8.1f} ms")
     base = f"one full recompute of the same book ({t_tick * 1e3:.1f} ms), median of paired rounds"
     detail = {
         "accounts": args.accounts, "positions": n_rows, "recompute_ms": t_tick * 1e3,
         "whatif_ms": t_whatif * 1e3, "whatif_prices_only_ms": t_prices * 1e3,
-        "api_body_ms": t_api * 1e3, "peak_rss_mb": peak_rss_mb(), "rounds": args.repeat,
+        "api_body_ms": t_api * 1e3, "frozen_ms": t_frozen * 1e3, "peak_rss_mb": peak_rss_mb(),
+        "rounds": args.repeat,
     }  # fmt: skip
     record(
         Figure(
@@ -133,6 +142,20 @@ def main(argv: list[str] | None = None) -> None:
             "whatif_prices_only",
             f"what-if without a chain down, {args.accounts:,} accounts",
             r_prices,
+            "x",
+            base,
+            "reported",
+            None,
+            detail,
+        )
+    )
+
+    record(
+        Figure(
+            "whatif_loop_hold",
+            f"POST /v1/whatif's pause of the event loop (the frozen copy), "
+            f"{args.accounts:,} accounts",
+            r_frozen,
             "x",
             base,
             "reported",
