@@ -121,6 +121,9 @@ CLAIM_RETRIES = 10
 # node's pool: nothing was repaid) is dropped, a failure (`claim_unmined`).
 CLAIM_UNMINED_ROUNDS = 30
 # Read-only RPC calls: tries on a dropped connection, and the first backoff (doubling).
+# What `choose` says of an account no vault can liquidate, round after round until its
+# positions change: counted once as a failure, every round as an idle round.
+IDLE = frozenset({"no_vault_debt", "no_collateral"})
 RPC_RETRIES = 4
 RPC_BACKOFF_S = 0.1
 # Not retried on a dropped connection: the node may have taken the transaction.
@@ -197,10 +200,20 @@ class KeeperStats:
     claims_already_settled: int = 0
     # Attempts whose repay the vault's current debt cut (the daemon's view trailed it).
     capped_to_vault_debt: int = 0
+    # Rounds an account rated liquidatable had nothing a vault can act on (IDLE: no
+    # vault debt, or debt left and no collateral anywhere), by reason. Such an account
+    # is one failure (its first round); `account_failures` keeps its rounds.
+    idle_rounds: Counter[str] = field(default_factory=Counter)
 
     def fail(self, account: str, reason: str) -> None:
         self.failures[reason] += 1
         self.account_failures.setdefault(account, Counter())[reason] += 1
+
+    def idle(self, account: str, reason: str) -> None:
+        mine = self.account_failures.setdefault(account, Counter())
+        self.failures[reason] += reason not in mine
+        mine[reason] += 1
+        self.idle_rounds[reason] += 1
 
     def wait(self, account: str, reason: str) -> None:
         """A round the account waited for its registry entry (claims' own waits are
@@ -525,6 +538,9 @@ class Keeper:
         attempt = choose(view, self.fallback_close_factor, account in self._busy)
         if attempt == "claim_pending":
             self.stats.claim_waits["claim_pending"] += 1
+            return None
+        if attempt in IDLE:
+            self.stats.idle(account, attempt)
             return None
         if isinstance(attempt, str):
             self.stats.fail(account, attempt)

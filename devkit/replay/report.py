@@ -438,6 +438,7 @@ def build_report(
             "usd": round(sum(x.repaid_usd for x in mine), 2),
             "all_accounts_count": len(keeper.liquidations),
             "failures": dict(keeper.failures),
+            "idle_rounds": dict(keeper.idle_rounds),
             "registry_waits": dict(keeper.waits),
             "plan_fallbacks": keeper.plan_fallbacks,
             "by_shape": dict(sorted(by_shape.items())),

@@ -239,3 +239,23 @@ async def test_a_failed_read_before_the_send_is_counted_as_that_read_not_as_a_se
         chain.dropped = set()  # the node is back: the next round liquidates
         await k.round(2)
     assert len(chain.sent) == 1 and len(k.stats.liquidations) == 1
+
+
+async def test_an_account_with_nothing_to_seize_is_one_failure_and_idle_rounds(
+    served: tuple[str, Chain], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Debt left and no collateral anywhere (bad debt): rated liquidatable every round,
+    counted once as a failure and every round as idle; nothing is sent."""
+    base, chain = served
+    chain.tier = 2
+    # The portfolio model's view: no plan (the keeper's close-factor fallback sizes it).
+    bare = {"account": ACCOUNT, "positions": {"alpha": [VIEW["positions"]["alpha"][1]]}}
+    monkeypatch.setitem(globals(), "VIEW", bare)
+    async with aiohttp.ClientSession() as session:
+        k = keeper.Keeper(cast(DevnetState, FakeState(base)), base, session, 0.5)
+        for step in range(3):
+            await k.round(step)
+    assert chain.sent == []
+    assert k.stats.failures == {"no_collateral": 1}
+    assert k.stats.idle_rounds == {"no_collateral": 3}
+    assert k.stats.account_failures[ACCOUNT] == {"no_collateral": 3}
