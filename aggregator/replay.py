@@ -105,7 +105,7 @@ class ReplayOptions:
     def scale(self) -> timescale.TimeScale:
         h = self.hours_per_block
         if h is None:
-            h = timescale.DEFAULT_HOURS_PER_STEP.get(self.episode, 1)
+            h = timescale.default_hours_per_step(episodes.spec_for(self.episode).hours())
         return timescale.TimeScale(h, self.block_interval_s)
 
 

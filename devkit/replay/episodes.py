@@ -60,6 +60,11 @@ class EpisodeSpec:
     def bounds(self) -> tuple[int, int]:
         return _day(self.start), _day(self.end)
 
+    def hours(self) -> int:
+        """Hourly points of the path (`build`: both bounds included)."""
+        start, end = self.bounds()
+        return (end - start) // HOUR + 1
+
 
 def _day(text: str) -> int:
     return int(datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC).timestamp())

@@ -34,14 +34,20 @@ from dataclasses import dataclass
 from typing import Any
 
 HOUR_S = 3600.0
-# Market hours per step: one, as the replay's design asks, except for the 92-day
-# 2022-06 episode (2209 h), at 3 h per step to replay in about 7 minutes at 0.5-s
-# blocks. The compression also scales the pipeline's fixed latency: a price reaches a
-# liquidation 3-4 blocks after it is set (feed mined, oracle read, push mined,
-# liquidation mined), which is 3-4 market hours at 1 h per block and 9-12 at 3 h
-# (docs/replay.md "Timing"). `--hours-per-block N` overrides it (C = N * 7,200 at the
-# default 0.5-s blocks).
-DEFAULT_HOURS_PER_STEP = {"2022-06": 3}
+# Market hours per step by default: one, as the replay's design asks, unless the
+# episode has more than DEFAULT_MAX_STEPS hours; then the fewest that keep it within
+# that many steps (about 8 minutes at 0.5-s blocks): 3 for the 92-day 2022-06 episode
+# (2209 h), 1 for the other shipped ones, and the same rule for a date range. The
+# compression also scales the pipeline's fixed latency: a price reaches a liquidation
+# 3-4 blocks after it is set (feed mined, oracle read, push mined, liquidation mined),
+# which is 3-4 market hours at 1 h per block and 9-12 at 3 h (docs/replay.md
+# "Timing"). `--hours-per-block N` overrides it (C = N * 7,200 at 0.5-s blocks).
+DEFAULT_MAX_STEPS = 1000
+
+
+def default_hours_per_step(episode_hours: int) -> int:
+    return max(1, math.ceil(episode_hours / DEFAULT_MAX_STEPS))
+
 # Market-time durations of the predictive model's warm-up (see warmup.py).
 EWMA_SAMPLE_MARKET_S = 300.0
 

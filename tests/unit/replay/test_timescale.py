@@ -159,3 +159,29 @@ def test_compressed_reputation_equals_market_time_reputation() -> None:
     assert replayed == pytest.approx(native, rel=1e-9)
     assert min(native) < 1.0 < max(native)  # both the reward and the penalty show
     assert cfg["reputation"]["interval_s"] == scale.step_s
+
+
+@pytest.mark.parametrize(
+    ("episode", "hours_per_step"),
+    [
+        ("2020-03", 1),  # 745 h
+        ("2022-06", 3),  # 2209 h
+        ("2022-11", 1),
+        ("2023-03", 1),
+        ("2021-05-12..2021-05-26", 1),
+        ("2021-01-01..2021-02-12", 2),  # 1009 h: just past 1,000 steps
+        ("2021-01-01..2021-06-01", 4),  # 3625 h
+    ],
+)
+def test_the_default_hours_per_step_keep_an_episode_within_1000_steps(
+    episode: str, hours_per_step: int
+) -> None:
+    from aggregator.replay import ReplayOptions
+    from devkit.replay import episodes
+
+    scale = ReplayOptions(episode).scale()
+    assert scale.hours_per_step == hours_per_step
+    n = episodes.spec_for(episode).hours()
+    assert math.ceil(n / hours_per_step) <= timescale.DEFAULT_MAX_STEPS
+    assert hours_per_step == 1 or math.ceil(n / (hours_per_step - 1)) > timescale.DEFAULT_MAX_STEPS
+    assert ReplayOptions(episode, hours_per_block=5).scale().hours_per_step == 5
