@@ -48,6 +48,7 @@ DEFAULT_MAX_STEPS = 1000
 def default_hours_per_step(episode_hours: int) -> int:
     return max(1, math.ceil(episode_hours / DEFAULT_MAX_STEPS))
 
+
 # Market-time durations of the predictive model's warm-up (see warmup.py).
 EWMA_SAMPLE_MARKET_S = 300.0
 
