@@ -68,6 +68,7 @@ def plan_accounts(
     chain), the per-account rules (plan_chain) run for those and for every account
     with an entry in flight (whose baseline is that entry). `limit`: the latest asOf
     a block mined now takes as fresh (controller.as_of_limit; None: default_limit)."""
+    limit = default_limit(chain_ts, limit)
     n = ledger.n_accounts
     raw_hf = ledger.hf_array(n)
     # Portfolio and VaR health is equity / requirement: below 0 for an account with
@@ -108,7 +109,7 @@ def plan_accounts(
         desired=(credit, hf, tier, share),
         chain_ts=chain_ts,
         rules=rules,
-        limit=default_limit(chain_ts, limit),
+        limit=limit,
     )
     slow = np.flatnonzero(~fast)
     desired = [

@@ -120,10 +120,10 @@ CLAIM_RETRIES = 10
 # A claim whose liquidateRemote has no receipt after this many rounds (dropped from the
 # node's pool: nothing was repaid) is dropped, a failure (`claim_unmined`).
 CLAIM_UNMINED_ROUNDS = 30
-# Read-only RPC calls: tries on a dropped connection, and the first backoff (doubling).
 # What `choose` says of an account no vault can liquidate, round after round until its
 # positions change: counted once as a failure, every round as an idle round.
 IDLE = frozenset({"no_vault_debt", "no_collateral"})
+# Read-only RPC calls: tries on a dropped connection, and the first backoff (doubling).
 RPC_RETRIES = 4
 RPC_BACKOFF_S = 0.1
 # Not retried on a dropped connection: the node may have taken the transaction.

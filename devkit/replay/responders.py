@@ -280,15 +280,22 @@ class Responders:
 
     async def _receipts(self) -> list[Cure]:
         mined: list[Cure] = []
+        # Chains whose node failed a read this step: their other cures are not asked
+        # (each read would spend the retries' backoff again), only kept for next step.
+        down: set[str] = set()
         for account, sent in list(self.in_flight.items()):
             still = []
             for s in sent:
+                if s.cure.chain in down:
+                    still.append(s)
+                    continue
                 try:
                     got = await self._rpc(s.cure.chain, "eth_getTransactionReceipt", [s.cure.tx])
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     # Not known, not lost: asked again next step (not an unmined step),
                     # and the receipts already read this step are still booked.
                     self.stats.failures[f"rpc: {type(exc).__name__}"] += 1
+                    down.add(s.cure.chain)
                     still.append(s)
                     continue
                 r = got.get("result")

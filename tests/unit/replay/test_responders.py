@@ -367,6 +367,40 @@ async def test_a_failed_receipt_read_keeps_that_cure_and_books_the_others(
         assert r.stats.cures == [first, second] and r.in_flight == {}
 
 
+async def test_a_chain_whose_node_failed_is_not_asked_again_in_the_same_step(
+    served: tuple[str, Chain],
+) -> None:
+    """Three cures on alpha, whose node drops the first read: the other two are kept in
+    flight unasked (no second round of retries this step), beta's is still booked."""
+    url, _chain = served
+    accounts = ["0x" + f"{i:02x}" * 20 for i in (1, 2, 3, 4)]
+    cures = [
+        responders.Cure(0, a, "alpha" if i < 3 else "beta", "USDC", 1, 1.0, f"0x{i:064x}")
+        for i, a in enumerate(accounts)
+    ]
+    async with aiohttp.ClientSession() as session:
+        r = _responders(url, session)
+        r.in_flight = {c.account: [responders._Sent(c)] for c in cures}
+        real = r._rpc
+        asked: list[str] = []
+
+        async def alpha_down(chain: str, method: str, params: list[Any]) -> dict[str, Any]:
+            asked.append(chain)
+            if chain == "alpha":
+                raise aiohttp.ClientConnectionError("dropped")
+            return await real(chain, method, params)
+
+        r._rpc = alpha_down  # type: ignore[method-assign]
+        assert await r.step(1, {}, set()) == [cures[3]]
+        assert asked == ["alpha", "beta"]
+        assert r.stats.failures["rpc: ClientConnectionError"] == 1
+        assert set(r.in_flight) == set(accounts[:3])
+        assert all(s.steps == 0 for sent in r.in_flight.values() for s in sent)
+        r._rpc = real  # type: ignore[method-assign]
+        assert await r.step(2, {}, set()) == cures[:3]
+        assert r.in_flight == {}
+
+
 def test_the_reputation_range_and_its_rows() -> None:
     """Written from the definition: min / median / max and the counts off neutral."""
     got = multiplier_range([1.0, 0.9, 1.3, 1.0], [1.0, 1.0, 1.15, 1.0])
